@@ -1,0 +1,204 @@
+/*
+ * spool.h: the public C API of the spool agent engine, and its only installed
+ * header. Anything not declared here is private and may change.
+ *
+ * An engine is one libuv loop plus one Lua state, used from one OS thread.
+ * No function here may be called concurrently on the same engine; distinct
+ * engines share nothing and may live in different threads of one process.
+ *
+ * Conventions:
+ *  - Functions return 0 or a negative SPOOL_E* code. When a function fails,
+ *    spool_engine_errmsg() says why in detail; spool_strerror() gives the
+ *    generic text of a code.
+ *  - Input strings are copied; the caller keeps ownership of them.
+ *  - Returned strings are borrowed from the engine and stay valid until the
+ *    next call on the same engine, unless a comment says otherwise.
+ *  - Destructors accept NULL.
+ */
+#ifndef SPOOL_H
+#define SPOOL_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(SPOOL_BUILDING) && defined(__GNUC__)
+#define SPOOL_API __attribute__((visibility("default")))
+#else
+#define SPOOL_API
+#endif
+
+#define SPOOL_VERSION "0.1.0"
+#define SPOOL_VERSION_NUM 100 /* major * 10000 + minor * 100 + patch */
+
+/* Error codes. */
+#define SPOOL_OK 0
+#define SPOOL_EINVAL (-1)   /* a bad argument or option */
+#define SPOOL_ENOMEM (-2)   /* out of memory */
+#define SPOOL_ENOTFOUND (-3) /* no such agent, thread or file */
+#define SPOOL_EAGENT (-4)   /* an agent, prompt or script failed to load */
+#define SPOOL_ESTATE (-5)   /* the call does not fit the object's state */
+#define SPOOL_EIO (-6)      /* a system call or network operation failed */
+#define SPOOL_EINTERNAL (-7) /* a bug in spool: please report it */
+
+/* The status of a thread, one agent's work on one input. */
+typedef enum spool_status {
+  SPOOL_RUNNING = 0,
+  SPOOL_WAITING = 1, /* paused for a human or an outside event */
+  SPOOL_DONE = 2,
+  SPOOL_FAILED = 3,
+  SPOOL_CANCELLED = 4
+} spool_status;
+
+/* How far spool_engine_run() turns the loop. */
+typedef enum spool_run_mode {
+  SPOOL_RUN_IDLE = 0,   /* until no run or handler is in flight */
+  SPOOL_RUN_ONCE = 1,   /* one loop iteration, waiting for I/O if needed */
+  SPOOL_RUN_NOWAIT = 2, /* one loop iteration, never waiting */
+  SPOOL_RUN_FOREVER = 3 /* until spool_engine_stop() */
+} spool_run_mode;
+
+typedef struct spool_engine spool_engine;
+typedef struct spool_event spool_event;
+
+/* Ids of threads are short ASCII strings; this size holds any of them. */
+#define SPOOL_ID_SIZE 40
+
+SPOOL_API const char *spool_version(void);
+SPOOL_API int spool_version_num(void);
+SPOOL_API const char *spool_strerror(int code);
+
+/*
+ * Creating an engine takes three steps: spool_engine_new() allocates it,
+ * spool_engine_set() / spool_engine_use_loop() configure it, and
+ * spool_engine_open() loads the configuration and the Lua library.
+ *
+ * spool_engine_new: *out receives an engine the caller owns and frees with
+ * spool_engine_free(). On failure *out is NULL.
+ */
+SPOOL_API int spool_engine_new(spool_engine **out);
+
+/*
+ * Sets one option before spool_engine_open(); both strings are copied.
+ * Options set here override the environment, which overrides spool.lua.
+ *   "project"   the project folder (agents/, prompts/, spool.lua); default "."
+ *   "lua_dir"   where the spool Lua library lives; default: found near the
+ *               executable, then in the source tree it was built from
+ *   "model"     the model name sent to the provider
+ *   "base_url"  the provider's base URL, e.g. http://127.0.0.1:8080/v1
+ *   "api_key_env"  the name of the environment variable holding the key
+ *   "mock"      "on" forces the built-in mock model, "off" forbids it
+ *   "log"       "error", "warn", "info" or "debug" (stderr)
+ */
+SPOOL_API int spool_engine_set(spool_engine *e, const char *key,
+                               const char *value);
+
+/* A resolved setting after spool_engine_open: "project" (absolute) or
+ * "lua_dir". NULL for other keys or before opening. Borrowed. */
+SPOOL_API const char *spool_engine_get(spool_engine *e, const char *key);
+
+/*
+ * Runs the engine on the host's libuv loop (a uv_loop_t *) instead of a loop
+ * of its own. The host keeps ownership of the loop and must keep it alive
+ * until spool_engine_free() returns; it may turn the loop itself instead of
+ * calling spool_engine_run().
+ */
+SPOOL_API int spool_engine_use_loop(spool_engine *e, void *uv_loop);
+
+/* Loads spool.lua and the Lua library. Call once, after the options. On
+ * failure the engine can only be freed. */
+SPOOL_API int spool_engine_open(spool_engine *e);
+
+/*
+ * Cancels what is in flight, closes every handle and frees the engine. With a
+ * host loop, the host must turn its loop once more so close callbacks run;
+ * spool_engine_free() does that itself with a loop of its own.
+ */
+SPOOL_API void spool_engine_free(spool_engine *e);
+
+/* The detailed message of the last failure on e; never NULL. */
+SPOOL_API const char *spool_engine_errmsg(const spool_engine *e);
+
+/*
+ * Turns the engine's loop (see spool_run_mode). Returns 0, or a negative code
+ * if the engine was never opened. With SPOOL_RUN_ONCE and SPOOL_RUN_NOWAIT
+ * the return value is 1 while runs are still in flight.
+ */
+SPOOL_API int spool_engine_run(spool_engine *e, spool_run_mode mode);
+
+/* Makes a SPOOL_RUN_FOREVER spool_engine_run() return; callable from a
+ * callback or a signal watcher on the loop, not from another thread. */
+SPOOL_API void spool_engine_stop(spool_engine *e);
+
+/*
+ * Events: every event appended to any thread of the engine is passed to the
+ * callback as it happens. The event and every string read from it are valid
+ * only during the callback. One callback per engine; NULL removes it.
+ */
+typedef void (*spool_event_cb)(const spool_event *ev, void *ud);
+SPOOL_API void spool_engine_on_event(spool_engine *e, spool_event_cb cb,
+                                     void *ud);
+
+SPOOL_API const char *spool_event_thread(const spool_event *ev);
+SPOOL_API const char *spool_event_agent(const spool_event *ev);
+SPOOL_API const char *spool_event_type(const spool_event *ev);
+SPOOL_API long long spool_event_seq(const spool_event *ev);
+/* How many parent threads the event's thread has (0 for a top thread). */
+SPOOL_API int spool_event_depth(const spool_event *ev);
+/* The whole event as one line of JSON. */
+SPOOL_API const char *spool_event_json(const spool_event *ev);
+/* The event as one readable line, for logs and terminals. */
+SPOOL_API const char *spool_event_text(const spool_event *ev);
+
+/*
+ * Starts a thread of `agent` (agents/<agent>.lua) on the text `input`. The
+ * agent is loaded and checked before this returns, so a missing or broken
+ * agent fails here. The thread's id is written to id_out; the run itself
+ * proceeds as the loop turns.
+ */
+SPOOL_API int spool_thread_start(spool_engine *e, const char *agent,
+                                 const char *input,
+                                 char id_out[SPOOL_ID_SIZE]);
+
+/* The status of a thread this engine knows. */
+SPOOL_API int spool_thread_status(spool_engine *e, const char *id,
+                                  spool_status *out);
+
+/*
+ * The outcome of a finished thread as JSON: for a done thread its result
+ * (the final answer, or the value of its terminal intent), for a failed one
+ * {"error": message}. *json_out is borrowed (see Conventions).
+ */
+SPOOL_API int spool_thread_result(spool_engine *e, const char *id,
+                                  const char **json_out);
+
+/*
+ * Renders the exact HTTP request body the first step of `agent` on `input`
+ * would send to the model, without sending it. *body_out is borrowed.
+ */
+SPOOL_API int spool_prompt_render(spool_engine *e, const char *agent,
+                                  const char *input, const char **body_out);
+
+/*
+ * Starts the built-in mock model (an OpenAI-compatible server) on the
+ * engine's loop. `script` is a mock script file or NULL for the project's
+ * default; `host` NULL means 127.0.0.1; port 0 picks a free port, written to
+ * *port_out. The mock serves until the engine is freed.
+ */
+SPOOL_API int spool_mock_start(spool_engine *e, const char *script,
+                               const char *host, int port, int *port_out);
+
+/*
+ * Runs a Lua script file inside the engine, as a run of its own, so it may
+ * call everything an agent may (and yield on I/O). argv becomes the script's
+ * global `arg`. Turns the loop until the script ends; *exit_out receives the
+ * script's exit code (0 when it returns normally, the code passed to
+ * os.exit, or 1 when it raises an error, which is printed to stderr).
+ */
+SPOOL_API int spool_script_run(spool_engine *e, const char *path, int argc,
+                               char **argv, int *exit_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* SPOOL_H */

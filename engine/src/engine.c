@@ -1,0 +1,722 @@
+/*
+ * engine.c: spool_engine and the public API of spool.h: options, the loop,
+ * the Lua state and its bootstrap, the event queue, and the calls that cross
+ * into the Lua library (lua/spool/_engine.lua), always under protection.
+ *
+ * What a thread is and how it runs is Lua's business; this file only moves
+ * requests and results across the boundary.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#include "http.h"
+#include "spool_int.h"
+
+#define ENGINE_KEY "spool.engine"
+
+struct spool_event {
+  const char *thread, *agent, *type, *json, *text;
+  long long seq;
+  int depth;
+};
+
+typedef struct spool__queued_event {
+  struct spool__queued_event *next;
+  struct spool_event ev;
+  char strings[]; /* thread, agent, type, json, text, each NUL-terminated */
+} queued_event;
+
+const char *spool_version(void) {
+  return SPOOL_VERSION;
+}
+
+int spool_version_num(void) {
+  return SPOOL_VERSION_NUM;
+}
+
+const char *spool_strerror(int code) {
+  switch (code) {
+  case SPOOL_OK: return "success";
+  case SPOOL_EINVAL: return "invalid argument";
+  case SPOOL_ENOMEM: return "out of memory";
+  case SPOOL_ENOTFOUND: return "not found";
+  case SPOOL_EAGENT: return "agent failed to load";
+  case SPOOL_ESTATE: return "wrong state for this call";
+  case SPOOL_EIO: return "input/output error";
+  case SPOOL_EINTERNAL: return "internal error";
+  default: return "unknown error";
+  }
+}
+
+/* ---- errors and logs ---- */
+
+int spool__fail(spool_engine *e, int code, const char *fmt, ...) {
+  va_list ap;
+  char msg[1024];
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  spool__buf_clear(&e->errmsg);
+  spool__buf_adds(&e->errmsg, msg);
+  return code;
+}
+
+const char *spool_engine_errmsg(const spool_engine *e) {
+  if (e == NULL)
+    return "no engine (NULL)";
+  return e->errmsg.data ? e->errmsg.data : "";
+}
+
+void spool__log(spool_engine *e, spool__log_level level, const char *fmt,
+                ...) {
+  static const char *const names[] = {"error", "warn", "info", "debug"};
+  if (level > e->log_level)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "spool: %s: ", names[level]);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+}
+
+spool_engine *spool__engine_of(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, ENGINE_KEY);
+  spool_engine *e = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return e;
+}
+
+/* Adds a traceback to string errors; other error values pass unchanged, so
+ * a script's os.exit sentinel reaches its caller intact. */
+static int msghandler(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TSTRING)
+    luaL_traceback(L, L, lua_tostring(L, 1), 1);
+  else if (lua_isnoneornil(L, 1))
+    luaL_traceback(L, L, "(error with no message)", 1);
+  return 1;
+}
+
+int spool__pcall(lua_State *L, int nargs, int nres) {
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, msghandler);
+  lua_insert(L, base);
+  int st = lua_pcall(L, nargs, nres, base);
+  lua_remove(L, base);
+  return st;
+}
+
+/* ---- options ---- */
+
+int spool_engine_new(spool_engine **out) {
+  if (out == NULL)
+    return SPOOL_EINVAL;
+  spool_engine *e = calloc(1, sizeof *e);
+  *out = e;
+  if (e == NULL)
+    return SPOOL_ENOMEM;
+  e->api_ref = LUA_NOREF;
+  e->log_level = SPOOL__LOG_WARN;
+  return 0;
+}
+
+static int set_string(spool_engine *e, char **slot, const char *value) {
+  char *copy = NULL;
+  if (value && (copy = strdup(value)) == NULL)
+    return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  free(*slot);
+  *slot = copy;
+  return 0;
+}
+
+static int parse_log_level(const char *v, spool__log_level *out) {
+  static const char *const names[] = {"error", "warn", "info", "debug"};
+  for (int i = 0; i < 4; i++)
+    if (strcmp(v, names[i]) == 0) {
+      *out = (spool__log_level)i;
+      return 0;
+    }
+  return -1;
+}
+
+int spool_engine_set(spool_engine *e, const char *key, const char *value) {
+  if (e == NULL || key == NULL)
+    return SPOOL_EINVAL;
+  if (e->opened)
+    return spool__fail(e, SPOOL_ESTATE,
+                       "option '%s' must be set before spool_engine_open",
+                       key);
+  if (strcmp(key, "project") == 0)
+    return set_string(e, &e->opt_project, value);
+  if (strcmp(key, "lua_dir") == 0)
+    return set_string(e, &e->opt_lua_dir, value);
+  if (strcmp(key, "model") == 0)
+    return set_string(e, &e->opt_model, value);
+  if (strcmp(key, "base_url") == 0)
+    return set_string(e, &e->opt_base_url, value);
+  if (strcmp(key, "api_key_env") == 0)
+    return set_string(e, &e->opt_api_key_env, value);
+  if (strcmp(key, "mock") == 0) {
+    if (value && strcmp(value, "on") != 0 && strcmp(value, "off") != 0)
+      return spool__fail(e, SPOOL_EINVAL,
+                         "option 'mock' is \"on\" or \"off\", not \"%s\"",
+                         value);
+    return set_string(e, &e->opt_mock, value);
+  }
+  if (strcmp(key, "log") == 0) {
+    if (value == NULL || parse_log_level(value, &e->log_level) != 0)
+      return spool__fail(e, SPOOL_EINVAL,
+                         "option 'log' is error, warn, info or debug");
+    return 0;
+  }
+  return spool__fail(e, SPOOL_EINVAL, "unknown option '%s'", key);
+}
+
+int spool_engine_use_loop(spool_engine *e, void *uv_loop) {
+  if (e == NULL || uv_loop == NULL)
+    return SPOOL_EINVAL;
+  if (e->opened)
+    return spool__fail(e, SPOOL_ESTATE,
+                       "the loop must be chosen before spool_engine_open");
+  e->loop = uv_loop;
+  return 0;
+}
+
+/* ---- opening ---- */
+
+static int has_library(const char *dir) {
+  char path[4200];
+  if (snprintf(path, sizeof path, "%s/spool/init.lua", dir) >=
+      (int)sizeof path)
+    return 0;
+  return access(path, R_OK) == 0;
+}
+
+/* The Lua library: the option, $SPOOL_LUA_DIR, next to the executable once
+ * installed (bin/../share/spool/lua), the source tree it was built from,
+ * and the install prefix it was configured with. */
+static int find_lua_dir(spool_engine *e, char *out, size_t size) {
+  const char *env = getenv("SPOOL_LUA_DIR");
+  if (e->opt_lua_dir || (env && *env)) {
+    snprintf(out, size, "%s", e->opt_lua_dir ? e->opt_lua_dir : env);
+    if (has_library(out))
+      return 0;
+    return spool__fail(e, SPOOL_EINVAL,
+                       "no spool Lua library in '%s' (expected "
+                       "spool/init.lua there)",
+                       out);
+  }
+  char exe[4096];
+  size_t len = sizeof exe;
+  if (uv_exepath(exe, &len) == 0) {
+    char *slash = strrchr(exe, '/');
+    if (slash) {
+      *slash = '\0';
+      if (snprintf(out, size, "%s/../share/spool/lua", exe) < (int)size &&
+          has_library(out))
+        return 0;
+    }
+  }
+#ifdef SPOOL_SOURCE_LUA_DIR
+  snprintf(out, size, "%s", SPOOL_SOURCE_LUA_DIR);
+  if (has_library(out))
+    return 0;
+#endif
+#ifdef SPOOL_INSTALL_LUA_DIR
+  snprintf(out, size, "%s", SPOOL_INSTALL_LUA_DIR);
+  if (has_library(out))
+    return 0;
+#endif
+  return spool__fail(e, SPOOL_EINVAL,
+                     "cannot find the spool Lua library; set the lua_dir "
+                     "option or SPOOL_LUA_DIR");
+}
+
+static int preload(lua_State *L, const char *name, lua_CFunction open) {
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, open);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
+  return 0;
+}
+
+static void push_opt(lua_State *L, const char *name, const char *value) {
+  if (value) {
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, name);
+  }
+}
+
+/* stack: -> (sets up package.path, preloads, and loads spool._engine) */
+static int bootstrap(lua_State *L) {
+  spool_engine *e = lua_touserdata(L, 1);
+  const char *lua_dir = lua_tostring(L, 2);
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", lua_dir, lua_dir);
+  lua_getfield(L, -2, "path");
+  lua_concat(L, 2);
+  lua_setfield(L, -2, "path");
+  lua_pop(L, 1);
+  preload(L, "spool.core", luaopen_spool_core);
+  preload(L, "spool.json", luaopen_spool_json);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "spool._engine");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "open");
+  lua_newtable(L);
+  push_opt(L, "project", e->project_abs);
+  push_opt(L, "lua_dir", lua_dir);
+  push_opt(L, "model", e->opt_model);
+  push_opt(L, "base_url", e->opt_base_url);
+  push_opt(L, "api_key_env", e->opt_api_key_env);
+  push_opt(L, "mock", e->opt_mock);
+  lua_call(L, 1, 2);
+  return 3; /* api table, ok, err */
+}
+
+static int code_of(const char *msg) {
+  static const struct {
+    const char *name;
+    int code;
+  } codes[] = {
+      {"EINVAL", SPOOL_EINVAL},     {"ENOMEM", SPOOL_ENOMEM},
+      {"ENOTFOUND", SPOOL_ENOTFOUND}, {"EAGENT", SPOOL_EAGENT},
+      {"ESTATE", SPOOL_ESTATE},     {"EIO", SPOOL_EIO},
+      {"ELISTEN", SPOOL_EIO},
+  };
+  const char *colon = msg ? strchr(msg, ':') : NULL;
+  if (colon == NULL)
+    return SPOOL_EINTERNAL;
+  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
+    if (strlen(codes[i].name) == (size_t)(colon - msg) &&
+        strncmp(msg, codes[i].name, (size_t)(colon - msg)) == 0)
+      return codes[i].code;
+  return SPOOL_EINTERNAL;
+}
+
+int spool_engine_open(spool_engine *e) {
+  if (e == NULL)
+    return SPOOL_EINVAL;
+  if (e->opened)
+    return spool__fail(e, SPOOL_ESTATE, "the engine is already open");
+  e->opened = 1; /* whatever happens next, spool_engine_free undoes it */
+  char lua_dir[4096], project[4096];
+  const char *proj = e->opt_project ? e->opt_project : ".";
+  struct stat st;
+  if (realpath(proj, project) == NULL || stat(project, &st) != 0 ||
+      !S_ISDIR(st.st_mode))
+    return spool__fail(e, SPOOL_EINVAL, "project folder '%s': %s", proj,
+                       errno ? strerror(errno) : "not a folder");
+  int rc = find_lua_dir(e, lua_dir, sizeof lua_dir);
+  if (rc != 0)
+    return rc;
+  if ((e->project_abs = strdup(project)) == NULL ||
+      (e->lua_dir = strdup(lua_dir)) == NULL)
+    return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  const char *level = getenv("SPOOL_LOG");
+  if (level && *level && parse_log_level(level, &e->log_level) != 0)
+    spool__log(e, SPOOL__LOG_WARN, "SPOOL_LOG=%s is not a log level", level);
+  if (e->loop == NULL) {
+    if ((rc = uv_loop_init(&e->own_loop)) != 0)
+      return spool__fail(e, SPOOL_EIO, "uv_loop_init: %s", uv_strerror(rc));
+    e->loop = &e->own_loop;
+    e->own_loop_used = 1;
+  }
+  if (spool__http_new(e->loop, &e->http) != 0)
+    return spool__fail(e, SPOOL_ENOMEM, "cannot create the HTTP client");
+  if ((rc = spool__sched_init(e)) != 0)
+    return rc;
+  e->sched_ready = 1;
+  lua_State *L = e->L = luaL_newstate();
+  if (L == NULL)
+    return spool__fail(e, SPOOL_ENOMEM, "cannot create a Lua state");
+  lua_pushlightuserdata(L, e);
+  lua_setfield(L, LUA_REGISTRYINDEX, ENGINE_KEY);
+  lua_pushcfunction(L, bootstrap);
+  lua_pushlightuserdata(L, e);
+  lua_pushstring(L, lua_dir);
+  if (spool__pcall(L, 2, 3) != LUA_OK) {
+    rc = spool__fail(e, SPOOL_EAGENT, "cannot load the spool library: %s",
+                     lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return rc;
+  }
+  /* stack: api, ok, err */
+  if (!lua_toboolean(L, -2)) {
+    const char *msg = lua_tostring(L, -1);
+    rc = spool__fail(e, code_of(msg), "%s", msg ? msg : "cannot open");
+    lua_pop(L, 3);
+    return rc;
+  }
+  lua_pop(L, 2);
+  e->api_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+void spool_engine_free(spool_engine *e) {
+  if (e == NULL)
+    return;
+  if (e->L) {
+    spool__sched_cancel_all(e);
+    lua_close(e->L); /* collects servers, which close their sockets */
+  }
+  spool__http_free(e->http);
+  if (e->sched_ready)
+    spool__sched_close(e);
+  while (e->events_head) {
+    queued_event *q = e->events_head;
+    e->events_head = q->next;
+    free(q);
+  }
+  if (e->own_loop_used) {
+    uv_run(e->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
+    if (uv_loop_close(e->loop) != 0)
+      spool__log(e, SPOOL__LOG_ERROR, "a uv handle was left open");
+  }
+  free(e->opt_project);
+  free(e->opt_lua_dir);
+  free(e->opt_model);
+  free(e->opt_base_url);
+  free(e->opt_api_key_env);
+  free(e->opt_mock);
+  free(e->project_abs);
+  free(e->lua_dir);
+  spool__buf_free(&e->errmsg);
+  spool__buf_free(&e->result);
+  free(e);
+}
+
+/* ---- the loop ---- */
+
+int spool_engine_run(spool_engine *e, spool_run_mode mode) {
+  if (e == NULL)
+    return SPOOL_EINVAL;
+  if (e->api_ref == LUA_NOREF)
+    return spool__fail(e, SPOOL_ESTATE, "the engine is not open");
+  e->stop = 0;
+  switch (mode) {
+  case SPOOL_RUN_IDLE:
+    while (e->sched.ntasks > 0 && !e->stop)
+      uv_run(e->loop, UV_RUN_ONCE);
+    return 0;
+  case SPOOL_RUN_ONCE:
+    uv_run(e->loop, UV_RUN_ONCE);
+    return e->sched.ntasks > 0;
+  case SPOOL_RUN_NOWAIT:
+    uv_run(e->loop, UV_RUN_NOWAIT);
+    return e->sched.ntasks > 0;
+  case SPOOL_RUN_FOREVER:
+    while (!e->stop)
+      if (uv_run(e->loop, UV_RUN_DEFAULT) == 0 && !e->stop)
+        break; /* nothing left that could ever wake the loop */
+    return 0;
+  }
+  return spool__fail(e, SPOOL_EINVAL, "unknown run mode %d", (int)mode);
+}
+
+void spool_engine_stop(spool_engine *e) {
+  if (e && e->loop) {
+    e->stop = 1;
+    uv_stop(e->loop);
+  }
+}
+
+/* ---- events ---- */
+
+void spool_engine_on_event(spool_engine *e, spool_event_cb cb, void *ud) {
+  if (e == NULL)
+    return;
+  e->on_event = cb;
+  e->on_event_ud = ud;
+}
+
+int spool__events_queue(spool_engine *e, const spool__event_fields *f) {
+  if (e->on_event == NULL)
+    return 0;
+  size_t lt = strlen(f->thread) + 1, la = strlen(f->agent) + 1,
+         ly = strlen(f->type) + 1;
+  queued_event *q =
+      malloc(sizeof *q + lt + la + ly + f->json_len + 1 + f->text_len + 1);
+  if (q == NULL)
+    return -1;
+  char *p = q->strings;
+  q->ev.thread = memcpy(p, f->thread, lt);
+  q->ev.agent = memcpy(p += lt, f->agent, la);
+  q->ev.type = memcpy(p += la, f->type, ly);
+  q->ev.json = memcpy(p += ly, f->json, f->json_len);
+  p[f->json_len] = '\0';
+  q->ev.text = memcpy(p += f->json_len + 1, f->text, f->text_len);
+  p[f->text_len] = '\0';
+  q->ev.seq = f->seq;
+  q->ev.depth = f->depth;
+  q->next = NULL;
+  if (e->events_tail)
+    e->events_tail->next = q;
+  else
+    e->events_head = q;
+  e->events_tail = q;
+  return 0;
+}
+
+void spool__events_flush(spool_engine *e) {
+  while (e->events_head) {
+    queued_event *q = e->events_head;
+    e->events_head = q->next;
+    if (e->events_head == NULL)
+      e->events_tail = NULL;
+    if (e->on_event)
+      e->on_event(&q->ev, e->on_event_ud);
+    free(q);
+  }
+}
+
+const char *spool_event_thread(const spool_event *ev) {
+  return ev->thread;
+}
+const char *spool_event_agent(const spool_event *ev) {
+  return ev->agent;
+}
+const char *spool_event_type(const spool_event *ev) {
+  return ev->type;
+}
+long long spool_event_seq(const spool_event *ev) {
+  return ev->seq;
+}
+int spool_event_depth(const spool_event *ev) {
+  return ev->depth;
+}
+const char *spool_event_json(const spool_event *ev) {
+  return ev->json;
+}
+const char *spool_event_text(const spool_event *ev) {
+  return ev->text;
+}
+
+/* ---- calls into the Lua library ---- */
+
+/*
+ * Calls api[fn] with the nargs values on top of e->L. The Lua side returns
+ * its result, or nil and "ECODE: message" for an expected failure.
+ * stack: args -> result (on success only; nothing is left on failure)
+ */
+static int call_api(spool_engine *e, const char *fn, int nargs) {
+  lua_State *L = e->L;
+  if (!e->opened || L == NULL || e->api_ref == LUA_NOREF) {
+    lua_pop(L, nargs);
+    return spool__fail(e, SPOOL_ESTATE, "the engine is not open");
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->api_ref);
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  lua_insert(L, -(nargs + 1));
+  if (spool__pcall(L, nargs, 2) != LUA_OK) {
+    int rc = spool__fail(e, SPOOL_EINTERNAL, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return rc;
+  }
+  if (lua_isnil(L, -2)) {
+    const char *msg = lua_tostring(L, -1);
+    int rc = spool__fail(e, code_of(msg), "%s", msg ? msg : "failed");
+    lua_pop(L, 2);
+    return rc;
+  }
+  lua_pop(L, 1);
+  return 0;
+}
+
+/* Copies the string on top of e->L into e->result and pops it. */
+static const char *keep_result(spool_engine *e) {
+  size_t n;
+  const char *s = lua_tolstring(e->L, -1, &n);
+  spool__buf_clear(&e->result);
+  if (s == NULL || spool__buf_add(&e->result, s, n) != 0) {
+    lua_pop(e->L, 1);
+    return NULL;
+  }
+  lua_pop(e->L, 1);
+  return e->result.data;
+}
+
+static int check_open(spool_engine *e) {
+  if (e == NULL)
+    return SPOOL_EINVAL;
+  if (!e->opened || e->api_ref == LUA_NOREF)
+    return spool__fail(e, SPOOL_ESTATE, "the engine is not open");
+  return 0;
+}
+
+int spool_thread_start(spool_engine *e, const char *agent, const char *input,
+                       char id_out[SPOOL_ID_SIZE]) {
+  int rc = check_open(e);
+  if (rc != 0)
+    return rc;
+  if (agent == NULL || input == NULL || id_out == NULL)
+    return spool__fail(e, SPOOL_EINVAL, "agent, input and id_out are needed");
+  lua_pushstring(e->L, agent);
+  lua_pushstring(e->L, input);
+  if ((rc = call_api(e, "start_thread", 2)) != 0)
+    return rc;
+  const char *id = keep_result(e);
+  if (id == NULL || strlen(id) >= SPOOL_ID_SIZE)
+    return spool__fail(e, SPOOL_EINTERNAL, "bad thread id");
+  memcpy(id_out, id, strlen(id) + 1);
+  return 0;
+}
+
+int spool_thread_status(spool_engine *e, const char *id, spool_status *out) {
+  static const char *const names[] = {"running", "waiting", "done", "failed",
+                                      "cancelled"};
+  int rc = check_open(e);
+  if (rc != 0)
+    return rc;
+  if (id == NULL || out == NULL)
+    return spool__fail(e, SPOOL_EINVAL, "id and out are needed");
+  lua_pushstring(e->L, id);
+  if ((rc = call_api(e, "thread_status", 1)) != 0)
+    return rc;
+  const char *s = lua_tostring(e->L, -1);
+  for (int i = 0; i < 5; i++)
+    if (s && strcmp(s, names[i]) == 0) {
+      *out = (spool_status)i;
+      lua_pop(e->L, 1);
+      return 0;
+    }
+  lua_pop(e->L, 1);
+  return spool__fail(e, SPOOL_EINTERNAL, "unknown thread status");
+}
+
+int spool_thread_result(spool_engine *e, const char *id,
+                        const char **json_out) {
+  int rc = check_open(e);
+  if (rc != 0)
+    return rc;
+  if (id == NULL || json_out == NULL)
+    return spool__fail(e, SPOOL_EINVAL, "id and json_out are needed");
+  lua_pushstring(e->L, id);
+  if ((rc = call_api(e, "thread_result", 1)) != 0)
+    return rc;
+  if ((*json_out = keep_result(e)) == NULL)
+    return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  return 0;
+}
+
+int spool_prompt_render(spool_engine *e, const char *agent, const char *input,
+                        const char **body_out) {
+  int rc = check_open(e);
+  if (rc != 0)
+    return rc;
+  if (agent == NULL || input == NULL || body_out == NULL)
+    return spool__fail(e, SPOOL_EINVAL, "agent, input and body_out needed");
+  lua_pushstring(e->L, agent);
+  lua_pushstring(e->L, input);
+  if ((rc = call_api(e, "render_request", 2)) != 0)
+    return rc;
+  if ((*body_out = keep_result(e)) == NULL)
+    return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  return 0;
+}
+
+int spool_mock_start(spool_engine *e, const char *script, const char *host,
+                     int port, int *port_out) {
+  int rc = check_open(e);
+  if (rc != 0)
+    return rc;
+  if (port < 0 || port > 65535)
+    return spool__fail(e, SPOOL_EINVAL, "port %d is out of range", port);
+  lua_pushstring(e->L, script); /* NULL pushes nil */
+  lua_pushstring(e->L, host);
+  lua_pushinteger(e->L, port);
+  if ((rc = call_api(e, "mock_start", 3)) != 0)
+    return rc;
+  if (port_out)
+    *port_out = (int)lua_tointeger(e->L, -1);
+  lua_pop(e->L, 1);
+  return 0;
+}
+
+typedef struct script_state {
+  int done;
+  int exit_code;
+} script_state;
+
+static void on_script_done(spool__task *t, int how, int nres, void *ud) {
+  script_state *ss = ud;
+  lua_State *L = t->e->L;
+  (void)nres;
+  ss->done = 1;
+  ss->exit_code = 0;
+  if (how == SPOOL__TASK_CANCELLED) {
+    ss->exit_code = 1;
+  } else if (how == SPOOL__TASK_ERROR) {
+    /* os.exit inside a script raises {exit = code} (see _engine.lua). */
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "exit");
+      ss->exit_code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 1;
+      lua_pop(L, 1);
+    } else {
+      fprintf(stderr, "%s\n", lua_tostring(L, -1));
+      ss->exit_code = 1;
+    }
+  }
+}
+
+/* stack: f, script_state -> (spawns f as a task) */
+static int spawn_script(lua_State *L) {
+  script_state *ss = lua_touserdata(L, 2);
+  lua_settop(L, 1);
+  spool__task_spawn(spool__engine_of(L), L, 0, on_script_done, ss);
+  return 0;
+}
+
+int spool_script_run(spool_engine *e, const char *path, int argc,
+                     char **argv, int *exit_out) {
+  int rc = check_open(e);
+  if (rc != 0)
+    return rc;
+  if (path == NULL || (argc > 0 && argv == NULL))
+    return spool__fail(e, SPOOL_EINVAL, "path and argv are needed");
+  lua_State *L = e->L;
+  lua_pushstring(L, path);
+  lua_createtable(L, argc, 1);
+  lua_pushstring(L, path);
+  lua_rawseti(L, -2, 0);
+  for (int i = 0; i < argc; i++) {
+    lua_pushstring(L, argv[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  if ((rc = call_api(e, "load_script", 2)) != 0)
+    return rc;
+  /* stack: the script's main function */
+  script_state ss = {0, 0};
+  lua_pushcfunction(L, spawn_script);
+  lua_insert(L, -2);
+  lua_pushlightuserdata(L, &ss);
+  if (spool__pcall(L, 2, 0) != LUA_OK) {
+    rc = spool__fail(e, SPOOL_ENOMEM, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return rc;
+  }
+  while (!ss.done)
+    uv_run(e->loop, UV_RUN_ONCE);
+  if (exit_out)
+    *exit_out = ss.exit_code;
+  return 0;
+}
+
+const char *spool_engine_get(spool_engine *e, const char *key) {
+  if (e == NULL || key == NULL)
+    return NULL;
+  if (strcmp(key, "project") == 0)
+    return e->project_abs;
+  if (strcmp(key, "lua_dir") == 0)
+    return e->lua_dir;
+  return NULL;
+}

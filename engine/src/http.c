@@ -1,0 +1,346 @@
+/*
+ * http.c: a curl multi handle driven by a uv loop, after curl's multi-uv
+ * example. curl tells us which sockets to watch (socket callback -> one
+ * uv_poll_t each) and when to call it back (timer callback -> one
+ * uv_timer_t); uv events go back to curl_multi_socket_action, and finished
+ * transfers are read from curl_multi_info_read.
+ *
+ * This file never touches Lua, never blocks, and never calls curl from
+ * inside a curl callback.
+ */
+#include "http.h"
+#include "spool.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct spool__http {
+  uv_loop_t *loop;
+  CURLM *multi;
+  uv_timer_t timer;
+  int pending;
+  int closing;
+  spool__http_xfer *xfers; /* in flight, for spool__http_free */
+};
+
+struct spool__http_xfer {
+  spool__http *h;
+  CURL *easy;
+  struct curl_slist *headers;
+  spool__http_done_cb cb;
+  void *ud;
+  spool__buf body;
+  spool__buf resp_headers;
+  size_t max_response;
+  int too_big;
+  uint64_t started_ns;
+  uint64_t ended_ns;
+  long status;
+  const char *error;
+  char errbuf[CURL_ERROR_SIZE];
+  char errmsg[CURL_ERROR_SIZE + 64];
+  spool__http_xfer *prev, *next;
+};
+
+typedef struct sock_ctx {
+  uv_poll_t poll;
+  curl_socket_t fd;
+  spool__http *h;
+} sock_ctx;
+
+static void check_done(spool__http *h);
+
+static void on_sock_closed(uv_handle_t *handle) {
+  free(handle->data);
+}
+
+static void on_poll(uv_poll_t *poll, int status, int events) {
+  sock_ctx *ctx = poll->data;
+  spool__http *h = ctx->h;
+  int flags = 0;
+  if (status < 0)
+    flags = CURL_CSELECT_ERR;
+  if (events & UV_READABLE)
+    flags |= CURL_CSELECT_IN;
+  if (events & UV_WRITABLE)
+    flags |= CURL_CSELECT_OUT;
+  int running;
+  curl_multi_socket_action(h->multi, ctx->fd, flags, &running);
+  check_done(h);
+}
+
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
+                     void *socketp) {
+  spool__http *h = userp;
+  sock_ctx *ctx = socketp;
+  (void)easy;
+  if (what == CURL_POLL_REMOVE) {
+    if (ctx) {
+      uv_poll_stop(&ctx->poll);
+      curl_multi_assign(h->multi, fd, NULL);
+      uv_close((uv_handle_t *)&ctx->poll, on_sock_closed);
+    }
+    return 0;
+  }
+  if (ctx == NULL) {
+    ctx = calloc(1, sizeof *ctx);
+    if (ctx == NULL)
+      return -1;
+    ctx->fd = fd;
+    ctx->h = h;
+    if (uv_poll_init_socket(h->loop, &ctx->poll, fd) != 0) {
+      free(ctx);
+      return -1;
+    }
+    ctx->poll.data = ctx;
+    curl_multi_assign(h->multi, fd, ctx);
+  }
+  int events = 0;
+  if (what == CURL_POLL_IN || what == CURL_POLL_INOUT)
+    events |= UV_READABLE;
+  if (what == CURL_POLL_OUT || what == CURL_POLL_INOUT)
+    events |= UV_WRITABLE;
+  uv_poll_start(&ctx->poll, events, on_poll);
+  return 0;
+}
+
+static void on_timeout(uv_timer_t *timer) {
+  spool__http *h = timer->data;
+  int running;
+  curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  check_done(h);
+}
+
+/* curl asks to be called back after timeout_ms; this only arms the timer. */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp) {
+  spool__http *h = userp;
+  (void)multi;
+  if (h->closing)
+    return 0;
+  if (timeout_ms < 0)
+    uv_timer_stop(&h->timer);
+  else
+    uv_timer_start(&h->timer, on_timeout, (uint64_t)timeout_ms, 0);
+  return 0;
+}
+
+/* curl_global_init is not thread-safe before 7.84: run it once per
+ * process, whichever engine comes first. */
+static void global_init(void) {
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+int spool__http_new(uv_loop_t *loop, spool__http **out) {
+  static uv_once_t once = UV_ONCE_INIT;
+  *out = NULL;
+  uv_once(&once, global_init);
+  spool__http *h = calloc(1, sizeof *h);
+  if (h == NULL)
+    return -1;
+  h->loop = loop;
+  h->multi = curl_multi_init();
+  if (h->multi == NULL || uv_timer_init(loop, &h->timer) != 0) {
+    if (h->multi)
+      curl_multi_cleanup(h->multi);
+    free(h);
+    return -1;
+  }
+  h->timer.data = h;
+  curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+  curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
+  curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+  curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  *out = h;
+  return 0;
+}
+
+int spool__http_pending(const spool__http *h) {
+  return h ? h->pending : 0;
+}
+
+static size_t on_body(char *data, size_t size, size_t n, void *userp) {
+  spool__http_xfer *x = userp;
+  size_t len = size * n;
+  if (x->body.len + len > x->max_response) {
+    x->too_big = 1;
+    return 0; /* makes curl fail the transfer with a write error */
+  }
+  return spool__buf_add(&x->body, data, len) == 0 ? len : 0;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *userp) {
+  spool__http_xfer *x = userp;
+  size_t len = size * n;
+  /* Each new status line (after a 100 Continue or a redirect) starts the
+   * headers of a new response: keep only the final one's. */
+  if (len >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+    spool__buf_clear(&x->resp_headers);
+    return len;
+  }
+  if (len == 2 && data[0] == '\r')
+    return len;
+  if (x->resp_headers.len + len > (256u << 10))
+    return 0;
+  return spool__buf_add(&x->resp_headers, data, len) == 0 ? len : 0;
+}
+
+static void unlink_xfer(spool__http_xfer *x) {
+  spool__http *h = x->h;
+  if (x->prev)
+    x->prev->next = x->next;
+  else
+    h->xfers = x->next;
+  if (x->next)
+    x->next->prev = x->prev;
+  h->pending--;
+}
+
+static void free_xfer(spool__http_xfer *x) {
+  curl_easy_cleanup(x->easy);
+  curl_slist_free_all(x->headers);
+  spool__buf_free(&x->body);
+  spool__buf_free(&x->resp_headers);
+  free(x);
+}
+
+int spool__http_start(spool__http *h, const spool__http_request *r,
+                      spool__http_done_cb cb, void *ud,
+                      spool__http_xfer **out, char *err, size_t errlen) {
+  spool__http_xfer *x = calloc(1, sizeof *x);
+  if (x == NULL || (x->easy = curl_easy_init()) == NULL) {
+    free(x);
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  x->h = h;
+  x->cb = cb;
+  x->ud = ud;
+  x->max_response = r->max_response ? r->max_response
+                                     : SPOOL_HTTP_MAX_RESPONSE;
+  CURL *c = x->easy;
+  for (size_t i = 0; i < r->nheaders; i++) {
+    struct curl_slist *l = curl_slist_append(x->headers, r->headers[i]);
+    if (l == NULL)
+      goto nomem;
+    x->headers = l;
+  }
+  /* Without this curl waits up to a second for "100 Continue" on large
+   * bodies, which servers rarely send. */
+  struct curl_slist *l = curl_slist_append(x->headers, "Expect:");
+  if (l == NULL)
+    goto nomem;
+  x->headers = l;
+  curl_easy_setopt(c, CURLOPT_URL, r->url);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, x->headers);
+  curl_easy_setopt(c, CURLOPT_PRIVATE, x);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, x->errbuf);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, x);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "spool/" SPOOL_VERSION);
+  curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  if (r->body) {
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
+    curl_easy_setopt(c, CURLOPT_COPYPOSTFIELDS, r->body);
+  }
+  if (r->method)
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
+  if (r->timeout_ms > 0)
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, r->timeout_ms);
+  if (r->connect_timeout_ms > 0)
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, r->connect_timeout_ms);
+  x->started_ns = uv_hrtime();
+  CURLMcode mc = curl_multi_add_handle(h->multi, c);
+  if (mc != CURLM_OK) {
+    snprintf(err, errlen, "curl: %s", curl_multi_strerror(mc));
+    free_xfer(x);
+    return -1;
+  }
+  x->next = h->xfers;
+  if (h->xfers)
+    h->xfers->prev = x;
+  h->xfers = x;
+  h->pending++;
+  if (out)
+    *out = x;
+  return 0;
+nomem:
+  snprintf(err, errlen, "out of memory");
+  free_xfer(x);
+  return -1;
+}
+
+static void check_done(spool__http *h) {
+  CURLMsg *msg;
+  int left;
+  while ((msg = curl_multi_info_read(h->multi, &left)) != NULL) {
+    if (msg->msg != CURLMSG_DONE)
+      continue;
+    spool__http_xfer *x = NULL;
+    CURLcode rc = msg->data.result;
+    curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+    curl_multi_remove_handle(h->multi, x->easy);
+    unlink_xfer(x);
+    x->ended_ns = uv_hrtime();
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+    if (x->too_big) {
+      snprintf(x->errmsg, sizeof x->errmsg,
+               "response body larger than %zu bytes", x->max_response);
+      x->error = x->errmsg;
+    } else if (rc != CURLE_OK) {
+      snprintf(x->errmsg, sizeof x->errmsg, "%s", x->errbuf[0] ? x->errbuf
+                                               : curl_easy_strerror(rc));
+      x->error = x->errmsg;
+    }
+    x->cb(x, x->ud);
+    free_xfer(x);
+  }
+}
+
+void spool__http_cancel(spool__http_xfer *x) {
+  spool__http *h = x->h;
+  curl_multi_remove_handle(h->multi, x->easy);
+  unlink_xfer(x);
+  free_xfer(x);
+}
+
+static void on_timer_closed(uv_handle_t *handle) {
+  free(handle->data);
+}
+
+void spool__http_free(spool__http *h) {
+  if (h == NULL)
+    return;
+  while (h->xfers)
+    spool__http_cancel(h->xfers);
+  /* Cleanup closes the cached connections, which calls on_socket with
+   * CURL_POLL_REMOVE for each: their polls close while h is still alive. */
+  curl_multi_cleanup(h->multi);
+  h->closing = 1;
+  uv_close((uv_handle_t *)&h->timer, on_timer_closed);
+}
+
+long spool__http_status(const spool__http_xfer *x) {
+  return x->status;
+}
+
+const char *spool__http_error(const spool__http_xfer *x) {
+  return x->error;
+}
+
+const spool__buf *spool__http_body(const spool__http_xfer *x) {
+  return &x->body;
+}
+
+const spool__buf *spool__http_headers(const spool__http_xfer *x) {
+  return &x->resp_headers;
+}
+
+double spool__http_seconds(const spool__http_xfer *x) {
+  return (double)(x->ended_ns - x->started_ns) / 1e9;
+}

@@ -1,0 +1,62 @@
+/*
+ * http.h: outbound HTTP as a curl multi handle driven by a uv loop. No Lua
+ * and no engine here: a transfer is started with a callback and a user
+ * pointer, and the callback runs once when it ends (unless it is cancelled).
+ */
+#ifndef SPOOL_HTTP_H
+#define SPOOL_HTTP_H
+
+#include <stddef.h>
+#include <uv.h>
+
+#include "buf.h"
+
+typedef struct spool__http spool__http;
+typedef struct spool__http_xfer spool__http_xfer;
+
+typedef void (*spool__http_done_cb)(spool__http_xfer *x, void *ud);
+
+typedef struct spool__http_request {
+  const char *method; /* NULL means GET, or POST when there is a body */
+  const char *url;
+  const char *const *headers; /* "Name: value" lines */
+  size_t nheaders;
+  const char *body; /* copied; may be NULL */
+  size_t body_len;
+  long timeout_ms;         /* whole transfer; 0 means none */
+  long connect_timeout_ms; /* 0 means curl's default */
+  size_t max_response;     /* body bytes; 0 means SPOOL_HTTP_MAX_RESPONSE */
+} spool__http_request;
+
+#define SPOOL_HTTP_MAX_RESPONSE (64u << 20)
+
+int spool__http_new(uv_loop_t *loop, spool__http **out);
+/* Cancels every transfer without callbacks and closes the handles; the
+ * memory goes when the loop runs the close callbacks. NULL is a no-op. */
+void spool__http_free(spool__http *h);
+/* Transfers in flight. */
+int spool__http_pending(const spool__http *h);
+
+/*
+ * Starts a transfer. On success *out (if given) identifies it until the
+ * callback returns or it is cancelled. On failure (-1, with a message in
+ * err) the callback is never called.
+ */
+int spool__http_start(spool__http *h, const spool__http_request *r,
+                      spool__http_done_cb cb, void *ud,
+                      spool__http_xfer **out, char *err, size_t errlen);
+/* Stops a transfer; its callback is never called. */
+void spool__http_cancel(spool__http_xfer *x);
+
+/* Results, readable inside the callback only. */
+/* The HTTP status of the final response, or 0 when none arrived. */
+long spool__http_status(const spool__http_xfer *x);
+/* NULL when the transfer completed (whatever the status), else why not. */
+const char *spool__http_error(const spool__http_xfer *x);
+const spool__buf *spool__http_body(const spool__http_xfer *x);
+/* The final response's header lines, "Name: value\r\n" each. */
+const spool__buf *spool__http_headers(const spool__http_xfer *x);
+/* Seconds from start to end of the transfer. */
+double spool__http_seconds(const spool__http_xfer *x);
+
+#endif

@@ -1,0 +1,225 @@
+/*
+ * l_core.c: spool.core, the engine as Lua sees it. Thin bindings only: each
+ * function checks its arguments, calls into C, and returns. What agents call
+ * is the Lua library in lua/spool/; this module is its foundation and is private to it.
+ *
+ *   spawn(f, ...)         -> task id      run f(...) as a task of its own
+ *   sleep(ms)                             wait, letting other runs proceed
+ *   now()                 -> ms           monotonic clock, a float
+ *   time()                -> ms           wall clock since the epoch, integer
+ *   emit(thread, agent, type, seq, depth, json, text)  an event for the host
+ *   listening()           -> boolean      does the host want events?
+ *   log(level, msg)                       "error" | "warn" | "info" | "debug"
+ *   sha256(s)             -> hex
+ *   random_id()           -> 26 chars     time-sortable (ULID layout)
+ *   getenv(name)          -> string | nil
+ *   project()             -> the project folder, absolute
+ *   stats()               -> { tasks, http_pending, lua_kb }
+ *   in_task()             -> boolean      may the caller yield?
+ * plus http_request (l_http.c), listen (l_server.c), read_file / write_file
+ * (l_fs.c).
+ */
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "spool_int.h"
+
+static spool_engine *engine(lua_State *L) {
+  return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+/* A task started from Lua: its errors are logged, its results dropped. */
+static void on_spawned_done(spool__task *t, int how, int nres, void *ud) {
+  (void)nres;
+  (void)ud;
+  if (how == SPOOL__TASK_ERROR)
+    spool__log(t->e, SPOOL__LOG_ERROR, "task %llu failed: %s", t->id,
+               lua_tostring(t->e->L, -1));
+}
+
+static int l_core_spawn(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  spool__task *t =
+      spool__task_spawn(engine(L), L, lua_gettop(L) - 1, on_spawned_done, 0);
+  lua_pushinteger(L, (lua_Integer)t->id);
+  return 1;
+}
+
+/* ---- sleep ---- */
+
+typedef struct sleep_op {
+  spool__op op;
+  uv_timer_t timer;
+  spool__task *t;
+} sleep_op;
+
+static void on_timer_closed(uv_handle_t *h) {
+  free(h->data);
+}
+
+static void on_sleep_done(uv_timer_t *timer) {
+  sleep_op *s = timer->data;
+  spool__task_wake(s->t, 0);
+  uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+}
+
+static void sleep_cancel(spool__op *op) {
+  sleep_op *s = (sleep_op *)op;
+  uv_close((uv_handle_t *)&s->timer, on_timer_closed);
+}
+
+static int l_core_sleep(lua_State *L) {
+  lua_Number ms = luaL_checknumber(L, 1);
+  luaL_argcheck(L, ms >= 0, 1, "must not be negative");
+  spool__task *t = spool__task_check(L, "spool.sleep");
+  sleep_op *s = calloc(1, sizeof *s);
+  if (s == NULL)
+    return luaL_error(L, "out of memory");
+  s->op.cancel = sleep_cancel;
+  s->t = t;
+  uv_timer_init(engine(L)->loop, &s->timer);
+  s->timer.data = s;
+  uv_timer_start(&s->timer, on_sleep_done, (uint64_t)ms, 0);
+  return spool__task_wait(L, t, &s->op);
+}
+
+/* ---- clocks, ids, hashes ---- */
+
+static int l_core_now(lua_State *L) {
+  lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e6);
+  return 1;
+}
+
+static int l_core_time(lua_State *L) {
+  uv_timeval64_t tv;
+  uv_gettimeofday(&tv);
+  lua_pushinteger(L, (lua_Integer)tv.tv_sec * 1000 + tv.tv_usec / 1000);
+  return 1;
+}
+
+static int l_core_sha256(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  unsigned char md[32];
+  unsigned int len = 0;
+  char hex[65];
+  if (!EVP_Digest(s, n, md, &len, EVP_sha256(), NULL))
+    return luaL_error(L, "sha256 failed");
+  for (unsigned i = 0; i < len; i++)
+    snprintf(hex + 2 * i, 3, "%02x", md[i]);
+  lua_pushlstring(L, hex, 2 * len);
+  return 1;
+}
+
+/* 48 bits of milliseconds then 80 random bits, in Crockford's base32: ids
+ * sort by creation time and never collide in practice. */
+static int l_core_random_id(lua_State *L) {
+  static const char digits[] = "0123456789abcdefghjkmnpqrstvwxyz";
+  unsigned char bytes[16];
+  uv_timeval64_t tv;
+  uv_gettimeofday(&tv);
+  uint64_t ms = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+  for (int i = 0; i < 6; i++)
+    bytes[i] = (unsigned char)(ms >> (8 * (5 - i)));
+  if (RAND_bytes(bytes + 6, 10) != 1)
+    return luaL_error(L, "no randomness available");
+  char out[26];
+  /* 128 bits -> 26 base32 digits, most significant first. */
+  for (int i = 25; i >= 0; i--) {
+    int bit = (25 - i) * 5; /* bit offset from the least significant end */
+    unsigned v = 0;
+    for (int k = 0; k < 5; k++) {
+      int b = bit + k;
+      if (b < 128 && (bytes[15 - b / 8] >> (b % 8)) & 1)
+        v |= 1u << k;
+    }
+    out[i] = digits[v];
+  }
+  lua_pushlstring(L, out, sizeof out);
+  return 1;
+}
+
+static int l_core_getenv(lua_State *L) {
+  const char *v = getenv(luaL_checkstring(L, 1));
+  if (v && *v)
+    lua_pushstring(L, v);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+static int l_core_project(lua_State *L) {
+  lua_pushstring(L, engine(L)->project_abs);
+  return 1;
+}
+
+/* ---- events and logs ---- */
+
+static int l_core_emit(lua_State *L) {
+  spool_engine *e = engine(L);
+  spool__event_fields f;
+  f.thread = luaL_checkstring(L, 1);
+  f.agent = luaL_checkstring(L, 2);
+  f.type = luaL_checkstring(L, 3);
+  f.seq = (long long)luaL_checkinteger(L, 4);
+  f.depth = (int)luaL_checkinteger(L, 5);
+  f.json = luaL_checklstring(L, 6, &f.json_len);
+  f.text = luaL_checklstring(L, 7, &f.text_len);
+  if (spool__events_queue(e, &f) != 0)
+    return luaL_error(L, "out of memory");
+  return 0;
+}
+
+static int l_core_listening(lua_State *L) {
+  lua_pushboolean(L, engine(L)->on_event != NULL);
+  return 1;
+}
+
+static int l_core_log(lua_State *L) {
+  static const char *const levels[] = {"error", "warn", "info", "debug",
+                                       NULL};
+  int level = luaL_checkoption(L, 1, NULL, levels);
+  spool__log(engine(L), (spool__log_level)level, "%s", luaL_checkstring(L, 2));
+  return 0;
+}
+
+static int l_core_stats(lua_State *L) {
+  spool_engine *e = engine(L);
+  lua_createtable(L, 0, 3);
+  lua_pushinteger(L, e->sched.ntasks);
+  lua_setfield(L, -2, "tasks");
+  lua_pushinteger(L, spool__http_pending(e->http));
+  lua_setfield(L, -2, "http_pending");
+  lua_pushinteger(L, lua_gc(L, LUA_GCCOUNT, 0));
+  lua_setfield(L, -2, "lua_kb");
+  return 1;
+}
+
+static int l_core_in_task(lua_State *L) {
+  spool__task *t = spool__task_current(L);
+  lua_pushboolean(L, t != NULL && t->co == L && lua_isyieldable(L));
+  return 1;
+}
+
+int luaopen_spool_core(lua_State *L) {
+  static const luaL_Reg fns[] = {
+      {"spawn", l_core_spawn},         {"sleep", l_core_sleep},
+      {"now", l_core_now},             {"time", l_core_time},
+      {"sha256", l_core_sha256},       {"random_id", l_core_random_id},
+      {"getenv", l_core_getenv},       {"project", l_core_project},
+      {"emit", l_core_emit},           {"listening", l_core_listening},
+      {"log", l_core_log},             {"stats", l_core_stats},
+      {"in_task", l_core_in_task},     {NULL, NULL},
+  };
+  spool_engine *e = spool__engine_of(L);
+  lua_newtable(L);
+  lua_pushlightuserdata(L, e);
+  luaL_setfuncs(L, fns, 1);
+  spool__open_http(L);
+  spool__open_server(L);
+  spool__open_fs(L);
+  return 1;
+}

@@ -1,0 +1,456 @@
+/*
+ * main.c: the spool command line. It is a client of spool.h and nothing
+ * else: no internal header, no back door. Exit codes: 0 done, 1 failed,
+ * 2 usage error, 3 waiting (paused for a human or an event).
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "spool.h"
+
+enum { EXIT_DONE = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_WAITING = 3 };
+
+static const char usage_text[] =
+    "usage: spool [global options] <command> [arguments]\n"
+    "\n"
+    "commands:\n"
+    "  run AGENT [--input TEXT | -] [--json]\n"
+    "      run an agent on an input until it finishes, fails or pauses\n"
+    "  prompt AGENT [--input TEXT | -]\n"
+    "      print the exact request body the first step would send\n"
+    "  mock-llm [--port N] [--host ADDR] [--script FILE] [--port-file FILE]\n"
+    "      serve the built-in mock model (OpenAI-compatible); --port 0\n"
+    "      picks a free port and prints it\n"
+    "  test [BUSTED OPTIONS] [SPEC FILES]\n"
+    "      run busted specs inside the engine, under Lua 5.4\n"
+    "\n"
+    "global options:\n"
+    "  --project DIR     the project folder (agents/, prompts/, spool.lua);\n"
+    "                    default: the current folder, or $SPOOL_PROJECT\n"
+    "  --model NAME      the model to call\n"
+    "  --base-url URL    an OpenAI-compatible endpoint, e.g. "
+    "http://127.0.0.1:11434/v1\n"
+    "  --mock on|off     force (or forbid) the built-in mock model\n"
+    "  --log LEVEL       error, warn, info or debug (to stderr)\n"
+    "  -h, --help        this text;   --version  the versions in use\n"
+    "\n"
+    "With no OPENAI_API_KEY and no --base-url, agents talk to the built-in\n"
+    "mock model. Exit codes: 0 done, 1 failed, 2 usage error, 3 waiting.\n";
+
+typedef struct cli {
+  const char *project, *model, *base_url, *mock, *log;
+  const char *command;
+  int argc; /* the command's own arguments */
+  char **argv;
+} cli;
+
+static int usage_error(const char *fmt, const char *arg) {
+  fprintf(stderr, "spool: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\nRun 'spool --help' for usage.\n");
+  return EXIT_USAGE;
+}
+
+static void print_version(void) {
+  printf("spool %s (%s, libuv %s, libcurl %s)\n", spool_version(),
+         LUA_RELEASE, uv_version_string(),
+         curl_version_info(CURLVERSION_NOW)->version);
+}
+
+/* Reads all of stdin; NULL on error. */
+static char *read_stdin(void) {
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  while (buf) {
+    size_t n = fread(buf + len, 1, cap - len - 1, stdin);
+    len += n;
+    if (n == 0)
+      break;
+    if (len + 1 == cap) {
+      char *p = realloc(buf, cap *= 2);
+      if (p == NULL)
+        free(buf);
+      buf = p;
+    }
+  }
+  if (buf == NULL || ferror(stdin)) {
+    free(buf);
+    return NULL;
+  }
+  buf[len] = '\0';
+  return buf;
+}
+
+/* Opens an engine on `loop` with the global options; prints the error. */
+static spool_engine *open_engine(const cli *c, uv_loop_t *loop) {
+  spool_engine *e = NULL;
+  if (spool_engine_new(&e) != 0) {
+    fprintf(stderr, "spool: out of memory\n");
+    return NULL;
+  }
+  const char *project = c->project ? c->project : getenv("SPOOL_PROJECT");
+  int rc = 0;
+  if (project && *project)
+    rc = spool_engine_set(e, "project", project);
+  if (rc == 0 && c->model)
+    rc = spool_engine_set(e, "model", c->model);
+  if (rc == 0 && c->base_url)
+    rc = spool_engine_set(e, "base_url", c->base_url);
+  if (rc == 0 && c->mock)
+    rc = spool_engine_set(e, "mock", c->mock);
+  if (rc == 0 && c->log)
+    rc = spool_engine_set(e, "log", c->log);
+  if (rc == 0)
+    rc = spool_engine_use_loop(e, loop);
+  if (rc == 0)
+    rc = spool_engine_open(e);
+  if (rc != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    spool_engine_free(e);
+    return NULL;
+  }
+  return e;
+}
+
+static void close_handle(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h))
+    uv_close(h, NULL);
+}
+
+/* Closes what is left on the loop (signal watchers) and the loop itself. */
+static void close_loop(uv_loop_t *loop) {
+  uv_walk(loop, close_handle, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_loop_close(loop);
+}
+
+/* ---- signals: stop the engine's loop on SIGINT / SIGTERM ---- */
+
+typedef struct stopper {
+  uv_signal_t sigint, sigterm;
+  spool_engine *e;
+  int signalled;
+} stopper;
+
+/* Static, so the handles outlive the command until close_loop. */
+static stopper the_stopper;
+
+static void on_signal(uv_signal_t *h, int signum) {
+  stopper *s = h->data;
+  s->signalled = signum;
+  spool_engine_stop(s->e);
+}
+
+static stopper *watch_signals(uv_loop_t *loop, spool_engine *e) {
+  stopper *s = &the_stopper;
+  s->e = e;
+  s->signalled = 0;
+  uv_signal_init(loop, &s->sigint);
+  uv_signal_init(loop, &s->sigterm);
+  s->sigint.data = s->sigterm.data = s;
+  uv_signal_start(&s->sigint, on_signal, SIGINT);
+  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
+  uv_unref((uv_handle_t *)&s->sigint);
+  uv_unref((uv_handle_t *)&s->sigterm);
+  return s;
+}
+
+/* ---- run ---- */
+
+typedef struct run_opts {
+  const char *agent;
+  char *input;
+  int json;
+} run_opts;
+
+static void on_event(const spool_event *ev, void *ud) {
+  const run_opts *o = ud;
+  if (o->json) {
+    printf("%s\n", spool_event_json(ev));
+  } else {
+    int depth = spool_event_depth(ev);
+    printf("%*s%s\n", 2 * depth, "", spool_event_text(ev));
+  }
+  fflush(stdout);
+}
+
+/* Parses AGENT [--input TEXT | -] [--json]; `allow_json` for run. */
+static int parse_agent_args(const cli *c, run_opts *o, int allow_json) {
+  memset(o, 0, sizeof *o);
+  int from_stdin = 0;
+  const char *text = NULL;
+  for (int i = 0; i < c->argc; i++) {
+    const char *a = c->argv[i];
+    if (strcmp(a, "--input") == 0 || strcmp(a, "-i") == 0) {
+      if (i + 1 >= c->argc)
+        return usage_error("%s needs a value (text, or - for stdin)", a);
+      text = c->argv[++i];
+      if (strcmp(text, "-") == 0)
+        from_stdin = 1;
+    } else if (strcmp(a, "-") == 0) {
+      from_stdin = 1;
+    } else if (allow_json && strcmp(a, "--json") == 0) {
+      o->json = 1;
+    } else if (a[0] == '-') {
+      return usage_error("unknown option '%s'", a);
+    } else if (o->agent == NULL) {
+      o->agent = a;
+    } else {
+      return usage_error("unexpected argument '%s' (quote the input and "
+                         "pass it with --input)",
+                         a);
+    }
+  }
+  if (o->agent == NULL)
+    return usage_error("%s needs an agent name", c->command);
+  if (from_stdin) {
+    if ((o->input = read_stdin()) == NULL)
+      return usage_error("cannot read the input from stdin%s", "");
+  } else if (text) {
+    o->input = strdup(text);
+  } else {
+    return usage_error("%s needs an input: --input TEXT, or - for stdin",
+                       c->command);
+  }
+  return o->input ? 0 : EXIT_FAILED;
+}
+
+static int exit_for(int rc) {
+  return (rc == SPOOL_ENOTFOUND || rc == SPOOL_EINVAL) ? EXIT_USAGE
+                                                       : EXIT_FAILED;
+}
+
+static int cmd_run(const cli *c, uv_loop_t *loop) {
+  run_opts o;
+  int code = parse_agent_args(c, &o, 1);
+  if (code != 0)
+    return code;
+  spool_engine *e = open_engine(c, loop);
+  if (e == NULL) {
+    free(o.input);
+    return EXIT_FAILED;
+  }
+  stopper *st = watch_signals(loop, e);
+  spool_engine_on_event(e, on_event, &o);
+  char id[SPOOL_ID_SIZE];
+  int rc = spool_thread_start(e, o.agent, o.input, id);
+  if (rc != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = exit_for(rc);
+    goto done;
+  }
+  spool_engine_run(e, SPOOL_RUN_IDLE);
+  spool_status status;
+  if (spool_thread_status(e, id, &status) != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = EXIT_FAILED;
+    goto done;
+  }
+  switch (status) {
+  case SPOOL_DONE: code = EXIT_DONE; break;
+  case SPOOL_WAITING: code = EXIT_WAITING; break;
+  case SPOOL_RUNNING:
+    fprintf(stderr, "spool: interrupted (signal %d); thread %s did not "
+                    "finish\n", st->signalled, id);
+    code = EXIT_FAILED;
+    break;
+  default: code = EXIT_FAILED;
+  }
+done:
+  spool_engine_free(e);
+  free(o.input);
+  return code;
+}
+
+static int cmd_prompt(const cli *c, uv_loop_t *loop) {
+  run_opts o;
+  int code = parse_agent_args(c, &o, 0);
+  if (code != 0)
+    return code;
+  spool_engine *e = open_engine(c, loop);
+  if (e == NULL) {
+    free(o.input);
+    return EXIT_FAILED;
+  }
+  const char *body;
+  int rc = spool_prompt_render(e, o.agent, o.input, &body);
+  if (rc == 0) {
+    printf("%s\n", body);
+  } else {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = exit_for(rc);
+  }
+  spool_engine_free(e);
+  free(o.input);
+  return code;
+}
+
+/* ---- mock-llm ---- */
+
+static int cmd_mock(const cli *c, uv_loop_t *loop) {
+  const char *host = "127.0.0.1", *script = NULL, *port_file = NULL;
+  int port = 8089;
+  for (int i = 0; i < c->argc; i++) {
+    const char *a = c->argv[i];
+    const char *v = i + 1 < c->argc ? c->argv[i + 1] : NULL;
+    if (strcmp(a, "--port") == 0 || strcmp(a, "--host") == 0 ||
+        strcmp(a, "--script") == 0 || strcmp(a, "--port-file") == 0) {
+      if (v == NULL)
+        return usage_error("%s needs a value", a);
+      i++;
+      if (strcmp(a, "--port") == 0) {
+        char *end;
+        long p = strtol(v, &end, 10);
+        if (*v == '\0' || *end != '\0' || p < 0 || p > 65535)
+          return usage_error("--port needs a number from 0 to 65535, not "
+                             "'%s'", v);
+        port = (int)p;
+      } else if (strcmp(a, "--host") == 0) {
+        host = v;
+      } else if (strcmp(a, "--script") == 0) {
+        script = v;
+      } else {
+        port_file = v;
+      }
+    } else {
+      return usage_error("mock-llm: unknown argument '%s'", a);
+    }
+  }
+  spool_engine *e = open_engine(c, loop);
+  if (e == NULL)
+    return EXIT_FAILED;
+  int bound = 0, code = EXIT_DONE;
+  if (spool_mock_start(e, script, host, port, &bound) != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    spool_engine_free(e);
+    return EXIT_FAILED;
+  }
+  printf("mock model listening on http://%s:%d/v1\n", host, bound);
+  fflush(stdout);
+  if (port_file) {
+    /* Written to a temporary name and renamed, so a reader never sees a
+     * half-written port. */
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", port_file);
+    FILE *f = fopen(tmp, "w");
+    if (f == NULL || fprintf(f, "%d\n", bound) < 0 || fclose(f) != 0 ||
+        rename(tmp, port_file) != 0) {
+      fprintf(stderr, "spool: cannot write %s: %s\n", port_file,
+              strerror(errno));
+      spool_engine_free(e);
+      return EXIT_FAILED;
+    }
+  }
+  watch_signals(loop, e);
+  spool_engine_run(e, SPOOL_RUN_FOREVER);
+  spool_engine_free(e);
+  return code;
+}
+
+/* ---- test: busted, hosted by the engine ---- */
+
+static int cmd_test(const cli *c, uv_loop_t *loop) {
+  spool_engine *e = open_engine(c, loop);
+  if (e == NULL)
+    return EXIT_FAILED;
+  char runner[4096];
+  snprintf(runner, sizeof runner, "%s/spool/_busted.lua",
+           spool_engine_get(e, "lua_dir"));
+  int code = EXIT_FAILED;
+  if (spool_script_run(e, runner, c->argc, c->argv, &code) != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = EXIT_FAILED;
+  }
+  spool_engine_free(e);
+  return code;
+}
+
+/* A thousand runs in flight need a thousand sockets, and then some. */
+static void raise_fd_limit(void) {
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+static int parse_cli(int argc, char **argv, cli *c) {
+  memset(c, 0, sizeof *c);
+  int i = 1;
+  for (; i < argc && c->command == NULL; i++) {
+    const char *a = argv[i];
+    const char **slot = NULL;
+    if (strcmp(a, "--project") == 0 || strcmp(a, "-C") == 0)
+      slot = &c->project;
+    else if (strcmp(a, "--model") == 0)
+      slot = &c->model;
+    else if (strcmp(a, "--base-url") == 0)
+      slot = &c->base_url;
+    else if (strcmp(a, "--mock") == 0)
+      slot = &c->mock;
+    else if (strcmp(a, "--log") == 0)
+      slot = &c->log;
+    if (slot) {
+      if (i + 1 >= argc)
+        return usage_error("%s needs a value", a);
+      *slot = argv[++i];
+    } else if (a[0] == '-' && strcmp(a, "-h") && strcmp(a, "--help") &&
+               strcmp(a, "--version")) {
+      return usage_error("unknown option '%s'", a);
+    } else {
+      c->command = a;
+    }
+  }
+  c->argc = argc - i;
+  c->argv = argv + i;
+  return 0;
+}
+
+int main(int argc, char **argv) {
+  cli c;
+  int code = parse_cli(argc, argv, &c);
+  if (code != 0)
+    return code;
+  if (c.command == NULL || strcmp(c.command, "-h") == 0 ||
+      strcmp(c.command, "--help") == 0 || strcmp(c.command, "help") == 0) {
+    fputs(usage_text, c.command ? stdout : stderr);
+    return c.command ? EXIT_DONE : EXIT_USAGE;
+  }
+  if (strcmp(c.command, "--version") == 0 ||
+      strcmp(c.command, "version") == 0) {
+    print_version();
+    return EXIT_DONE;
+  }
+  int (*fn)(const cli *, uv_loop_t *) = NULL;
+  if (strcmp(c.command, "run") == 0)
+    fn = cmd_run;
+  else if (strcmp(c.command, "prompt") == 0)
+    fn = cmd_prompt;
+  else if (strcmp(c.command, "mock-llm") == 0)
+    fn = cmd_mock;
+  else if (strcmp(c.command, "test") == 0)
+    fn = cmd_test;
+  else
+    return usage_error("unknown command '%s'", c.command);
+  raise_fd_limit();
+  /* Writing to a closed pipe must fail the write, not kill the process. */
+  signal(SIGPIPE, SIG_IGN);
+  uv_loop_t loop;
+  if (uv_loop_init(&loop) != 0) {
+    fprintf(stderr, "spool: cannot create an event loop\n");
+    return EXIT_FAILED;
+  }
+  code = fn(&c, &loop);
+  close_loop(&loop);
+  return code;
+}

@@ -1,0 +1,561 @@
+/*
+ * server.c: inbound HTTP/1.1 with uv_tcp and http-parser. One request per
+ * connection is in the hands of the callback at a time: the parser is
+ * paused at the end of each message and resumed by spool__srv_respond, so
+ * bytes of pipelined requests wait in the connection's backlog.
+ *
+ * Limits bound what one client can cost: body size (413), header size
+ * (http-parser's own 80 KiB), the time to deliver a whole request (a slow
+ * client is closed), and the number of connections.
+ *
+ * No Lua here.
+ */
+#include "server.h"
+
+#include <http_parser.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+
+typedef struct conn conn;
+
+struct spool__server {
+  uv_loop_t *loop;
+  uv_tcp_t listener;
+  spool__srv_cb cb;
+  void *ud;
+  spool__server_opts opts;
+  int port;
+  int nconns;
+  int closing;
+  int listener_open;
+  conn *conns;
+  char readbuf[64 * 1024];
+};
+
+struct conn {
+  uv_tcp_t tcp;
+  uv_timer_t timer;
+  http_parser parser;
+  spool__server *srv;
+  spool__srv_req *req; /* being parsed, or waiting for its response */
+  spool__buf backlog;  /* received bytes not yet parsed */
+  int pending;         /* req is complete and waiting for its response */
+  int in_process;
+  int reading;
+  int closing;
+  int handles_open;
+  int close_after_write;
+  char peer[48];
+  conn *prev, *next;
+};
+
+enum { H_NONE, H_FIELD, H_VALUE };
+
+struct spool__srv_req {
+  conn *c; /* NULL once the connection is gone */
+  char method[16];
+  spool__buf target;
+  spool__buf hdrs; /* name\0value\0 pairs */
+  const char **index; /* name, value, name, value, ..., NULL */
+  int nheaders;
+  int hstate;
+  spool__buf body;
+  int too_big;
+  int keep_alive;
+  char peer[48];
+};
+
+typedef struct write_req {
+  uv_write_t req;
+  conn *c;
+  char *data;
+} write_req;
+
+static void conn_close(conn *c);
+static void conn_process(conn *c);
+static void start_reading(conn *c);
+static void stop_reading(conn *c);
+
+static const char *status_text(int status) {
+  switch (status) {
+  case 200: return "OK";
+  case 201: return "Created";
+  case 202: return "Accepted";
+  case 204: return "No Content";
+  case 400: return "Bad Request";
+  case 401: return "Unauthorized";
+  case 403: return "Forbidden";
+  case 404: return "Not Found";
+  case 405: return "Method Not Allowed";
+  case 408: return "Request Timeout";
+  case 409: return "Conflict";
+  case 413: return "Payload Too Large";
+  case 415: return "Unsupported Media Type";
+  case 422: return "Unprocessable Entity";
+  case 429: return "Too Many Requests";
+  case 500: return "Internal Server Error";
+  case 502: return "Bad Gateway";
+  case 503: return "Service Unavailable";
+  case 504: return "Gateway Timeout";
+  case 529: return "Overloaded";
+  default: return "Status";
+  }
+}
+
+static void req_free(spool__srv_req *r) {
+  if (r == NULL)
+    return;
+  spool__buf_free(&r->target);
+  spool__buf_free(&r->hdrs);
+  spool__buf_free(&r->body);
+  free(r->index);
+  free(r);
+}
+
+/* ---- parser callbacks ---- */
+
+static int on_message_begin(http_parser *p) {
+  conn *c = p->data;
+  if (c->req == NULL) {
+    c->req = calloc(1, sizeof *c->req);
+    if (c->req == NULL)
+      return -1;
+    c->req->c = c;
+    memcpy(c->req->peer, c->peer, sizeof c->peer);
+  }
+  return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len) {
+  conn *c = p->data;
+  return spool__buf_add(&c->req->target, at, len);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len) {
+  spool__srv_req *r = ((conn *)p->data)->req;
+  if (r->hstate == H_VALUE && spool__buf_addc(&r->hdrs, '\0') != 0)
+    return -1;
+  if (r->hstate != H_FIELD)
+    r->nheaders++;
+  r->hstate = H_FIELD;
+  for (size_t i = 0; i < len; i++) {
+    char ch = at[i];
+    if (ch >= 'A' && ch <= 'Z')
+      ch = (char)(ch - 'A' + 'a');
+    if (spool__buf_addc(&r->hdrs, ch) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len) {
+  spool__srv_req *r = ((conn *)p->data)->req;
+  if (r->hstate == H_FIELD && spool__buf_addc(&r->hdrs, '\0') != 0)
+    return -1;
+  r->hstate = H_VALUE;
+  return spool__buf_add(&r->hdrs, at, len);
+}
+
+static int on_headers_complete(http_parser *p) {
+  conn *c = p->data;
+  spool__srv_req *r = c->req;
+  if (r->hstate == H_VALUE && spool__buf_addc(&r->hdrs, '\0') != 0)
+    return -1;
+  if (r->hstate == H_FIELD && spool__buf_add(&r->hdrs, "\0", 2) != 0)
+    return -1; /* a name with no value at all */
+  r->index = calloc((size_t)r->nheaders * 2 + 1, sizeof *r->index);
+  if (r->index == NULL)
+    return -1;
+  const char *q = r->hdrs.data;
+  for (int i = 0; i < r->nheaders * 2; i++) {
+    r->index[i] = q;
+    q += strlen(q) + 1;
+  }
+  snprintf(r->method, sizeof r->method, "%s",
+           http_method_str((enum http_method)p->method));
+  r->keep_alive = http_should_keep_alive(p);
+  if (p->content_length != ULLONG_MAX &&
+      p->content_length > c->srv->opts.max_body)
+    r->too_big = 1;
+  return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len) {
+  conn *c = p->data;
+  spool__srv_req *r = c->req;
+  if (r->too_big || r->body.len + len > c->srv->opts.max_body) {
+    r->too_big = 1;
+    return -1;
+  }
+  return spool__buf_add(&r->body, at, len);
+}
+
+static int on_message_complete(http_parser *p) {
+  conn *c = p->data;
+  c->pending = 1;
+  uv_timer_stop(&c->timer);
+  http_parser_pause(p, 1);
+  return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- writing ---- */
+
+static void on_written(uv_write_t *w, int status) {
+  write_req *wr = (write_req *)w;
+  conn *c = wr->c;
+  free(wr->data);
+  free(wr);
+  if (status < 0 || c->close_after_write)
+    conn_close(c);
+}
+
+static void conn_write(conn *c, int status, const char *headers,
+                       const char *body, size_t len, int keep_alive) {
+  spool__buf out = {0};
+  int rc = spool__buf_printf(&out,
+                             "HTTP/1.1 %d %s\r\n%sContent-Length: %zu\r\n"
+                             "Connection: %s\r\n\r\n",
+                             status, status_text(status),
+                             headers ? headers : "", len,
+                             keep_alive ? "keep-alive" : "close");
+  if (rc == 0 && len > 0)
+    rc = spool__buf_add(&out, body, len);
+  write_req *wr = rc == 0 ? malloc(sizeof *wr) : NULL;
+  if (wr == NULL) {
+    spool__buf_free(&out);
+    conn_close(c);
+    return;
+  }
+  wr->c = c;
+  wr->data = out.data;
+  if (!keep_alive)
+    c->close_after_write = 1;
+  uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
+  if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+    free(wr->data);
+    free(wr);
+    conn_close(c);
+  }
+}
+
+static void restart_timer(conn *c);
+
+void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
+                        const char *body, size_t len) {
+  conn *c = r->c;
+  if (c == NULL || c->closing) {
+    req_free(r); /* the client went away while the handler worked */
+    return;
+  }
+  int keep_alive = r->keep_alive && !c->srv->closing;
+  c->req = NULL;
+  c->pending = 0;
+  req_free(r);
+  conn_write(c, status, headers, body, len, keep_alive);
+  if (!keep_alive)
+    return;
+  http_parser_pause(&c->parser, 0);
+  restart_timer(c);
+  start_reading(c);
+  conn_process(c);
+}
+
+void spool__srv_abandon(spool__srv_req *r) {
+  conn *c = r->c;
+  if (c) {
+    c->req = NULL;
+    c->pending = 0;
+    conn_close(c);
+  }
+  req_free(r);
+}
+
+/* ---- reading ---- */
+
+static void fail_request(conn *c, int status, const char *msg) {
+  char body[160];
+  int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
+  if (c->req) {
+    req_free(c->req);
+    c->req = NULL;
+  }
+  stop_reading(c);
+  conn_write(c, status, "Content-Type: application/json\r\n", body,
+             (size_t)n, 0);
+}
+
+static void conn_process(conn *c) {
+  if (c->in_process)
+    return;
+  c->in_process = 1;
+  while (!c->pending && !c->closing && !c->close_after_write &&
+         c->backlog.len > 0) {
+    size_t n = http_parser_execute(&c->parser, &settings, c->backlog.data,
+                                   c->backlog.len);
+    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+    if (err != HPE_OK && err != HPE_PAUSED) {
+      if (c->req && c->req->too_big)
+        fail_request(c, 413, "request body too large");
+      else
+        fail_request(c, 400, http_errno_description(err));
+      break;
+    }
+    memmove(c->backlog.data, c->backlog.data + n, c->backlog.len - n);
+    c->backlog.len -= n;
+    if (c->pending) {
+      spool__srv_req *r = c->req;
+      c->srv->cb(r, c->srv->ud);
+      break; /* a synchronous response re-enters conn_process itself */
+    }
+    if (n == 0)
+      break;
+  }
+  /* Bound what a client may pipeline ahead of its responses. */
+  if (c->pending && c->backlog.len > sizeof c->srv->readbuf)
+    stop_reading(c);
+  c->in_process = 0;
+  if (!c->pending && !c->closing && !c->close_after_write &&
+      c->backlog.len > 0 && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
+    conn_process(c); /* a response arrived while we were in the loop */
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  conn *c = h->data;
+  (void)suggested;
+  buf->base = c->srv->readbuf;
+  buf->len = sizeof c->srv->readbuf;
+}
+
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  conn *c = s->data;
+  if (nread < 0) {
+    conn_close(c);
+    return;
+  }
+  if (nread == 0)
+    return;
+  if (spool__buf_add(&c->backlog, buf->base, (size_t)nread) != 0) {
+    conn_close(c);
+    return;
+  }
+  conn_process(c);
+}
+
+static void start_reading(conn *c) {
+  if (!c->reading && !c->closing &&
+      uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+    c->reading = 1;
+}
+
+static void stop_reading(conn *c) {
+  if (c->reading)
+    uv_read_stop((uv_stream_t *)&c->tcp);
+  c->reading = 0;
+}
+
+static void on_timeout(uv_timer_t *t) {
+  conn *c = t->data;
+  if (!c->pending)
+    conn_close(c); /* idle, or too slow delivering its request */
+}
+
+/* The timer bounds the time to deliver a whole request, counted from the
+ * connection's start or its previous response; reads do not reset it, so
+ * a client that trickles bytes is closed as surely as an idle one. */
+static void restart_timer(conn *c) {
+  uv_timer_start(&c->timer, on_timeout, c->srv->opts.request_timeout_ms, 0);
+}
+
+/* ---- lifecycle ---- */
+
+static void maybe_free_server(spool__server *s) {
+  if (s->closing && !s->listener_open && s->nconns == 0)
+    free(s);
+}
+
+static void on_conn_handle_closed(uv_handle_t *h) {
+  conn *c = h->data;
+  if (--c->handles_open > 0)
+    return;
+  spool__server *s = c->srv;
+  spool__buf_free(&c->backlog);
+  free(c);
+  s->nconns--;
+  maybe_free_server(s);
+}
+
+static void conn_close(conn *c) {
+  if (c->closing)
+    return;
+  c->closing = 1;
+  spool__server *s = c->srv;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    s->conns = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
+  if (c->req) {
+    if (c->pending)
+      c->req->c = NULL; /* the handler still holds it */
+    else
+      req_free(c->req);
+    c->req = NULL;
+  }
+  uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
+  uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static void on_connection(uv_stream_t *l, int status) {
+  spool__server *s = l->data;
+  if (status < 0)
+    return;
+  conn *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return;
+  c->srv = s;
+  uv_tcp_init(s->loop, &c->tcp);
+  uv_timer_init(s->loop, &c->timer);
+  c->tcp.data = c;
+  c->timer.data = c;
+  c->handles_open = 2;
+  s->nconns++;
+  c->next = s->conns;
+  if (s->conns)
+    s->conns->prev = c;
+  s->conns = c;
+  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 ||
+      s->nconns > s->opts.max_connections) {
+    conn_close(c);
+    return;
+  }
+  uv_tcp_nodelay(&c->tcp, 1);
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
+    if (ss.ss_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+    else
+      uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+  }
+  http_parser_init(&c->parser, HTTP_REQUEST);
+  c->parser.data = c;
+  restart_timer(c);
+  start_reading(c);
+}
+
+int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
+                        spool__srv_cb cb, void *ud, spool__server **out,
+                        char *err, size_t errlen) {
+  *out = NULL;
+  spool__server *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    snprintf(err, errlen, "out of memory");
+    return -1;
+  }
+  s->loop = loop;
+  s->cb = cb;
+  s->ud = ud;
+  s->opts = *o;
+  if (s->opts.host == NULL)
+    s->opts.host = "127.0.0.1";
+  if (s->opts.max_body == 0)
+    s->opts.max_body = 8u << 20;
+  if (s->opts.request_timeout_ms == 0)
+    s->opts.request_timeout_ms = 30000;
+  if (s->opts.max_connections <= 0)
+    s->opts.max_connections = 10000;
+  struct sockaddr_storage addr;
+  int rc = strchr(s->opts.host, ':')
+               ? uv_ip6_addr(s->opts.host, o->port,
+                             (struct sockaddr_in6 *)&addr)
+               : uv_ip4_addr(s->opts.host, o->port,
+                             (struct sockaddr_in *)&addr);
+  if (rc != 0) {
+    snprintf(err, errlen, "invalid listen address '%s'", s->opts.host);
+    free(s);
+    return -1;
+  }
+  uv_tcp_init(loop, &s->listener);
+  s->listener.data = s;
+  s->listener_open = 1;
+  rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0);
+  if (rc == 0)
+    rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+  if (rc != 0) {
+    snprintf(err, errlen, "cannot listen on %s:%d: %s", s->opts.host,
+             o->port, uv_strerror(rc));
+    spool__server_close(s);
+    return -1;
+  }
+  int len = sizeof addr;
+  uv_tcp_getsockname(&s->listener, (struct sockaddr *)&addr, &len);
+  s->port = addr.ss_family == AF_INET6
+                ? ntohs(((struct sockaddr_in6 *)&addr)->sin6_port)
+                : ntohs(((struct sockaddr_in *)&addr)->sin_port);
+  *out = s;
+  return 0;
+}
+
+int spool__server_port(const spool__server *s) {
+  return s->port;
+}
+
+int spool__server_connections(const spool__server *s) {
+  return s->nconns;
+}
+
+static void on_listener_closed(uv_handle_t *h) {
+  spool__server *s = h->data;
+  s->listener_open = 0;
+  maybe_free_server(s);
+}
+
+void spool__server_close(spool__server *s) {
+  if (s == NULL || s->closing)
+    return;
+  s->closing = 1;
+  while (s->conns)
+    conn_close(s->conns);
+  uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+}
+
+const char *spool__srv_req_method(const spool__srv_req *r) {
+  return r->method;
+}
+
+const char *spool__srv_req_target(const spool__srv_req *r) {
+  return r->target.data ? r->target.data : "";
+}
+
+const char *spool__srv_req_header(const spool__srv_req *r, int i,
+                                  const char **value) {
+  if (i < 0 || i >= r->nheaders)
+    return NULL;
+  *value = r->index[2 * i + 1];
+  return r->index[2 * i];
+}
+
+const char *spool__srv_req_body(const spool__srv_req *r, size_t *len) {
+  *len = r->body.len;
+  return r->body.data ? r->body.data : "";
+}
+
+const char *spool__srv_req_peer(const spool__srv_req *r) {
+  return r->peer;
+}

@@ -1,0 +1,166 @@
+/*
+ * spool_int.h: declarations shared by the engine's C files and never
+ * installed. Internal non-static symbols carry the spool__ prefix.
+ *
+ * The three pieces every binding meets:
+ *  - spool_engine: one uv loop, one Lua state, the HTTP client, the tasks.
+ *  - spool__task: a Lua coroutine the scheduler resumes (an agent run, a
+ *    server request handler, a script). A task waits on at most one
+ *    spool__op at a time.
+ *  - spool__op: one pending operation (an HTTP transfer, a timer, a file
+ *    read). Its completion pushes results onto the task's coroutine and
+ *    wakes the task; its cancel function releases it without waking.
+ */
+#ifndef SPOOL_INT_H
+#define SPOOL_INT_H
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "spool.h"
+
+typedef struct spool__http spool__http;
+typedef struct spool__task spool__task;
+typedef struct spool__op spool__op;
+
+struct spool__op {
+  /* Releases the operation without waking its task; the op's memory may be
+   * freed later (in a close or after-work callback), never touched again by
+   * the task. */
+  void (*cancel)(spool__op *op);
+};
+
+/* How a task ended, passed to its done callback. */
+enum { SPOOL__TASK_OK, SPOOL__TASK_ERROR, SPOOL__TASK_CANCELLED };
+
+/*
+ * Called once when a task ends. With SPOOL__TASK_OK the task's return values
+ * are the top `nres` values of t->co; with SPOOL__TASK_ERROR the top of e->L
+ * holds the error message with a traceback. The callback must leave both
+ * stacks as it found them.
+ */
+typedef void (*spool__task_done_cb)(spool__task *t, int how, int nres,
+                                    void *ud);
+
+struct spool__task {
+  spool_engine *e;
+  lua_State *co;
+  int co_ref;         /* registry ref that anchors the coroutine */
+  int nargs;          /* values waiting on co for the next resume */
+  spool__op *pending; /* what the task waits on, or NULL */
+  spool__task_done_cb done;
+  void *done_ud;
+  spool__task *next_ready;
+  spool__task *prev, *next; /* all live tasks, for shutdown */
+  unsigned long long id;
+  int queued;
+};
+
+typedef struct spool__sched {
+  spool__task *ready_head, *ready_tail;
+  spool__task *all;
+  uv_check_t check; /* drains the ready queue after each poll */
+  uv_idle_t idle;   /* active while tasks are ready, so poll never blocks */
+  unsigned long long next_id;
+  int ntasks;
+} spool__sched;
+
+typedef enum {
+  SPOOL__LOG_ERROR,
+  SPOOL__LOG_WARN,
+  SPOOL__LOG_INFO,
+  SPOOL__LOG_DEBUG
+} spool__log_level;
+
+struct spool_engine {
+  uv_loop_t own_loop;
+  uv_loop_t *loop;
+  lua_State *L;
+  spool__http *http;
+  spool__sched sched;
+  int api_ref; /* registry ref: the table returned by spool._engine */
+  int opened;
+  int sched_ready;
+  int stop;
+  int own_loop_used;
+  spool__log_level log_level;
+  char *opt_project, *opt_lua_dir, *opt_model, *opt_base_url,
+      *opt_api_key_env, *opt_mock;
+  spool__buf errmsg;
+  spool__buf result; /* storage for strings returned to API callers */
+  spool_event_cb on_event;
+  void *on_event_ud;
+  struct spool__queued_event *events_head, *events_tail;
+  char *project_abs; /* the project folder, absolute */
+  char *lua_dir;     /* the Lua library in use */
+};
+
+/* ---- engine.c ---- */
+int spool__fail(spool_engine *e, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void spool__log(spool_engine *e, spool__log_level level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The fields of one event, as l_core.c reads them from Lua. */
+typedef struct spool__event_fields {
+  const char *thread, *agent, *type, *json, *text;
+  size_t json_len, text_len;
+  long long seq;
+  int depth;
+} spool__event_fields;
+/* Copies an event into the queue for the host's callback; 0 or -1. */
+int spool__events_queue(spool_engine *e, const spool__event_fields *f);
+/* Delivers queued events to the host's callback, outside any Lua code, so
+ * the callback may call back into the engine. */
+void spool__events_flush(spool_engine *e);
+/* The engine that owns a Lua state (from the registry). */
+spool_engine *spool__engine_of(lua_State *L);
+/*
+ * Calls the function below its nargs arguments on e->L with a traceback
+ * message handler. stack: f, args -> results (nres) on success, or the error
+ * message on failure. Returns the lua_pcall status.
+ */
+int spool__pcall(lua_State *L, int nargs, int nres);
+
+/* ---- sched.c ---- */
+int spool__sched_init(spool_engine *e);
+/* Cancels every task (their done callbacks see SPOOL__TASK_CANCELLED). */
+void spool__sched_cancel_all(spool_engine *e);
+void spool__sched_close(spool_engine *e);
+/*
+ * Starts a task. stack of L (e->L or a task): f, args (nargs) -> (popped). The task first
+ * runs from the ready queue, never inside this call. Call it only under
+ * protection: it raises a Lua error when out of memory.
+ */
+spool__task *spool__task_spawn(spool_engine *e, lua_State *L, int nargs,
+                               spool__task_done_cb done, void *ud);
+/* The task whose coroutine is L, or NULL (main state, user coroutines). */
+spool__task *spool__task_current(lua_State *L);
+/* Like spool__task_current, but raises a Lua error naming `what` when L is
+ * not a task that may yield. */
+spool__task *spool__task_check(lua_State *L, const char *what);
+/* Records op as what the task waits on and yields. Call as the return
+ * expression of a lua_CFunction. */
+int spool__task_wait(lua_State *L, spool__task *t, spool__op *op);
+/* The op finished: nres results were pushed onto t->co; resume later. */
+void spool__task_wake(spool__task *t, int nres);
+/*
+ * The op finished: calls push(L) under protection on e->L with `ud` as a
+ * light userdata argument, moves the values it returns onto t->co, and
+ * wakes the task with them. If push raises (out of memory), the task wakes
+ * with nil and the error message instead. For completions that build Lua values
+ * from a uv or curl callback, where a Lua error must not escape.
+ */
+void spool__task_wake_with(spool__task *t, lua_CFunction push, void *ud);
+
+/* ---- bindings: luaopen_* for the modules the engine preloads ---- */
+int luaopen_spool_core(lua_State *L);
+int luaopen_spool_json(lua_State *L);
+/* Each adds its functions to the table on top of the stack; the engine is
+ * the light userdata upvalue of every function. */
+void spool__open_http(lua_State *L);
+void spool__open_server(lua_State *L);
+void spool__open_fs(lua_State *L);
+
+#endif

@@ -1,0 +1,176 @@
+-- spool.agent: what an agent file returns, checked when it loads.
+--
+--   return spool.agent {
+--     name = "refund",          -- defaults to the file name
+--     description = "...",      -- for people, and for parents that call it
+--     prompt = "refund.md",     -- prompts/refund.md, the system message
+--     max_steps = 6,            -- the loop's bound (default 10)
+--     max_errors = 3,           -- consecutive failed steps before failing
+--     mode = "tools",           -- or "json": intents as JSON text replies
+--     tools = {                 -- the switch: intent name -> tool
+--       issue_refund = { description = "...", params = { ... },
+--                        run = function(args, ctx) ... end },
+--       finish = spool.done { params = { ... } },
+--     },
+--     output = { ... },         -- schema of a plain-text final answer
+--     vars = function(thread) return { ... } end,     -- template variables
+--     context = function(thread, agent) return messages end,
+--     on_max_steps = function(thread) return answer_or_nil end,
+--     step = function(thread, agent) ... end,         -- own the whole step
+--     model = { name = "...", temperature = 0 },      -- overrides
+--   }
+--
+-- Mistakes in the definition are errors at load time, with the agent's
+-- file named, not surprises at step 7.
+
+local schema = require "spool.schema"
+
+local M = {}
+
+local AGENT = { __name = "spool.agent" }
+local TOOL_NAME = "^[%a_][%w_%-]*$"
+
+local KNOWN = {
+  name = true, description = true, prompt = true, max_steps = true,
+  max_errors = true, mode = true, tools = true, output = true, vars = true,
+  context = true, on_max_steps = true, step = true, model = true,
+}
+
+
+-- A terminal tool: calling it ends the thread with its arguments as the
+-- result. `spool.done` alone takes { answer = string } and the result is
+-- the answer; `spool.done { params = ..., description = ... }` makes a
+-- terminal tool with structured arguments.
+M.done = setmetatable({
+  terminal = true,
+  description = "Finish with the final answer.",
+  params = { answer = "string" },
+  result = function(args) return args.answer end,
+}, {
+  __call = function(_, spec)
+    spec = spec or {}
+    return {
+      terminal = true,
+      description = spec.description or "Finish with this result.",
+      params = spec.params,
+      run = spec.run,
+    }
+  end,
+})
+
+
+local function check_function(v, what, where)
+  if v ~= nil and type(v) ~= "function" then
+    error(string.format("%s: %s must be a function, not a %s", where, what,
+      type(v)), 0)
+  end
+end
+
+
+local function normalize_tool(name, spec, where)
+  if type(name) ~= "string" or not name:match(TOOL_NAME) or #name > 64 then
+    error(string.format("%s: tool name '%s' must be letters, digits, _ or -",
+      where, tostring(name)), 0)
+  end
+  local w = string.format("%s: tool '%s'", where, name)
+  if type(spec) == "function" then
+    spec = { run = spec }
+  end
+  if type(spec) ~= "table" then
+    error(w .. " must be a table or a function", 0)
+  end
+  for k in pairs(spec) do
+    if not (k == "description" or k == "params" or k == "run"
+        or k == "terminal" or k == "result" or k == "idempotent") then
+      error(string.format("%s has an unknown field '%s'", w, tostring(k)), 0)
+    end
+  end
+  check_function(spec.run, "run", w)
+  if not spec.terminal and spec.run == nil then
+    error(w .. " has no run function", 0)
+  end
+  return {
+    name = name,
+    description = spec.description or name,
+    schema = schema.params(spec.params, w),
+    run = spec.run,
+    result = spec.result,
+    terminal = spec.terminal and true or false,
+    idempotent = spec.idempotent and true or false,
+  }
+end
+
+
+-- Checks and normalizes a definition. `where` names its file in errors.
+function M.define(def, where)
+  where = where or "spool.agent"
+  if type(def) ~= "table" then
+    error(where .. ": spool.agent expects a table", 0)
+  end
+  for k in pairs(def) do
+    if not KNOWN[k] then
+      error(string.format("%s: unknown field '%s' in spool.agent{}", where,
+        tostring(k)), 0)
+    end
+  end
+  local a = setmetatable({
+    name = def.name,
+    description = def.description,
+    prompt = def.prompt,
+    max_steps = def.max_steps or 10,
+    max_errors = def.max_errors or 3,
+    mode = def.mode or "tools",
+    tools = {},
+    tool_names = {},
+    vars = def.vars,
+    context = def.context,
+    on_max_steps = def.on_max_steps,
+    step = def.step,
+    model = def.model,
+  }, AGENT)
+  if a.prompt ~= nil and type(a.prompt) ~= "string" then
+    error(where .. ": prompt must be a file name in prompts/", 0)
+  end
+  if math.type(a.max_steps) ~= "integer" or a.max_steps < 1 then
+    error(where .. ": max_steps must be a positive integer", 0)
+  end
+  if math.type(a.max_errors) ~= "integer" or a.max_errors < 1 then
+    error(where .. ": max_errors must be a positive integer", 0)
+  end
+  if a.mode ~= "tools" and a.mode ~= "json" then
+    error(where .. ": mode must be \"tools\" or \"json\"", 0)
+  end
+  if a.model ~= nil and type(a.model) ~= "table" then
+    error(where .. ": model must be a table of overrides", 0)
+  end
+  for _, f in ipairs { "vars", "context", "on_max_steps", "step" } do
+    check_function(def[f], f, where)
+  end
+  if def.tools ~= nil and type(def.tools) ~= "table" then
+    error(where .. ": tools must be a table of name = tool", 0)
+  end
+  for name, spec in pairs(def.tools or {}) do
+    a.tools[name] = normalize_tool(name, spec, where)
+    a.tool_names[#a.tool_names + 1] = name
+  end
+  table.sort(a.tool_names)
+  if def.output ~= nil then
+    if type(def.output) ~= "table" then
+      error(where .. ": output must be a schema table", 0)
+    end
+    a.output = def.output.type and def.output
+      or schema.params(def.output, where .. ": output")
+  end
+  if a.step == nil and a.prompt == nil then
+    error(where .. ": an agent needs a prompt (or its own step function)", 0)
+  end
+  return a
+end
+
+
+function M.is_agent(v)
+  return getmetatable(v) == AGENT
+end
+
+
+return M

@@ -1,0 +1,117 @@
+-- spool.config: the project's settings, resolved once when the engine opens.
+--
+-- Precedence: options given to the engine (CLI flags) override environment
+-- variables, which override the project's spool.lua. The model settings
+-- decide between a real OpenAI-compatible endpoint and the built-in mock:
+-- with no API key and no base URL anywhere, agents talk to the mock.
+--
+-- This module reads spool.lua once at open; it never holds secrets, only
+-- the *name* of the environment variable that holds the API key.
+
+local core = require "spool.core"
+
+local M = {}
+
+local settings = nil
+
+
+local function read_project_file(project)
+  local path = project .. "/spool.lua"
+  local f = io.open(path, "r")
+  if not f then
+    return {}
+  end
+  local text = f:read("a")
+  f:close()
+  local env = setmetatable({}, { __index = { os = { getenv = os.getenv } } })
+  local chunk, err = load(text, "@spool.lua", "t", env)
+  if not chunk then
+    return nil, "EINVAL: " .. err
+  end
+  local ok, value = pcall(chunk)
+  if not ok then
+    return nil, "EINVAL: " .. tostring(value)
+  end
+  if type(value) ~= "table" then
+    return nil, "EINVAL: spool.lua must return a table of settings"
+  end
+  return value
+end
+
+
+local function nonempty(s)
+  if s ~= nil and s ~= "" then
+    return s
+  end
+end
+
+
+-- Resolves the model an agent uses by default: { provider, name, base_url,
+-- api_key_env, mock = true|nil, timeout_ms }.
+local function resolve_model(opts, file)
+  local fm = file.model or {}
+  if type(fm) == "string" then
+    fm = { name = fm }
+  end
+  local key_env = opts.api_key_env or fm.api_key_env or "OPENAI_API_KEY"
+  local base_url = nonempty(opts.base_url) or nonempty(core.getenv("OPENAI_BASE_URL"))
+    or fm.base_url
+  local name = nonempty(opts.model) or nonempty(core.getenv("SPOOL_MODEL"))
+    or nonempty(core.getenv("OPENAI_MODEL")) or fm.name
+  local has_key = core.getenv(key_env) ~= nil
+  local mock
+  if opts.mock == "on" then
+    mock = true
+  elseif opts.mock == "off" then
+    mock = false
+  else
+    mock = not has_key and base_url == nil
+  end
+  local model = {
+    provider = fm.provider or "openai",
+    api_key_env = key_env,
+    timeout_ms = fm.timeout_ms or 120000,
+    connect_timeout_ms = fm.connect_timeout_ms or 10000,
+    temperature = fm.temperature,
+    max_tokens = fm.max_tokens,
+  }
+  if mock then
+    model.mock = true
+    model.name = "mock-1"
+  else
+    model.base_url = (base_url or "https://api.openai.com/v1"):gsub("/+$", "")
+    model.name = name or "gpt-4o-mini"
+  end
+  return model
+end
+
+
+-- Called once by the engine with its options; returns true or nil, err.
+function M.init(opts)
+  local file, err = read_project_file(opts.project)
+  if not file then
+    return nil, err
+  end
+  settings = {
+    project = opts.project,
+    lua_dir = opts.lua_dir,
+    agents_dir = opts.project .. "/" .. (file.agents_dir or "agents"),
+    prompts_dir = opts.project .. "/" .. (file.prompts_dir or "prompts"),
+    mock_script = file.mock,
+    model = resolve_model(opts, file),
+    file = file,
+  }
+  return true
+end
+
+
+-- The resolved settings (see init). Raises if the engine never opened.
+function M.get()
+  if not settings then
+    error("spool.config: the engine has not been opened", 2)
+  end
+  return settings
+end
+
+
+return M

@@ -1,0 +1,85 @@
+-- spool.format: events as one readable line each, for terminals and logs.
+--
+--   support ▸ "Hi, my order 5531 arrived broken"
+--   classify · step 1 · mock-1 · 2 ms · 180→24 tokens
+--   classify → classify {"category":"refund","order_id":"5531"}
+--   lookup ← get_order {"id":"5531","status":"delivered"}
+--   refund ! issue_refund: amount: must be <= 120
+--   support ✓ Dear Ana, ...
+--
+-- Long values are cut to keep one event on one line, except the final
+-- answer of a top-level thread; `spool run --json` prints events whole.
+
+local context = require "spool.context"
+
+local M = {}
+
+M.width = 160
+
+
+local function short(v, width)
+  local s = context.render_value(v):gsub("%s+", " ")
+  width = width or M.width
+  if #s > width then
+    -- Cut on a UTF-8 boundary.
+    local cut = width
+    while cut > 0 and (s:byte(cut + 1) or 0) & 0xC0 == 0x80 do
+      cut = cut - 1
+    end
+    s = s:sub(1, cut) .. "…"
+  end
+  return s
+end
+
+
+local renderers = {
+  input = function(ev)
+    local v = ev.data.input
+    return "▸ " .. (type(v) == "string" and string.format("%q", short(v))
+      or short(v))
+  end,
+  model_call = function(ev)
+    local u = ev.data.usage or {}
+    return string.format("· step %d · %s · %d ms · %d→%d tokens", ev.step,
+      tostring(ev.data.model), ev.data.latency_ms or 0, u.input_tokens or 0,
+      u.output_tokens or 0)
+  end,
+  intent = function(ev)
+    return string.format("→ %s %s", ev.data.name, short(ev.data.args))
+  end,
+  tool_result = function(ev)
+    return string.format("← %s %s", ev.data.name, short(ev.data.result))
+  end,
+  error = function(ev)
+    return "! " .. (ev.data.name and (ev.data.name .. ": ") or "")
+      .. short(ev.data.error)
+  end,
+  done = function(ev, thread)
+    local r = ev.data.result
+    if thread.depth > 0 then
+      return "✓ " .. short(r)
+    end
+    return "✓ " .. (type(r) == "string" and r or short(r, 100000))
+  end,
+  failed = function(ev)
+    return "✗ " .. tostring(ev.data.error)
+  end,
+  agent_call = function(ev)
+    return "⇢ " .. ev.data.agent
+  end,
+  agent_result = function(ev)
+    return string.format("⇠ %s %s", ev.data.agent, ev.data.status)
+  end,
+}
+
+
+-- One line for an event of a thread (a final answer may span lines).
+function M.event(thread, ev)
+  local render = renderers[ev.type]
+  local body = render and render(ev, thread)
+    or (ev.type .. " " .. short(ev.data))
+  return thread.agent .. " " .. body
+end
+
+
+return M

@@ -1,0 +1,50 @@
+-- spool: the library agent authors call.
+--
+--   local spool = require "spool"
+--   return spool.agent { prompt = "x.md", tools = { ... } }
+--
+-- Building blocks, for agents that own their step:
+--   spool.llm.chat, spool.context.chat / structured, spool.loop.step,
+--   spool.loop.route, spool.call (a sub-agent), spool.schema.check,
+--   spool.prompt, spool.json, spool.http, spool.fs, spool.sleep, spool.log,
+--   spool.sha256
+
+local core = require "spool.core"
+local agent = require "spool.agent"
+
+local M = {
+  json = require "spool.json",
+  llm = require "spool.llm",
+  http = require "spool.http",
+  fs = require "spool.fs",
+  context = require "spool.context",
+  prompt = require "spool.prompt",
+  schema = require "spool.schema",
+  loop = require "spool.loop",
+  done = agent.done,
+  sleep = core.sleep,
+  now = core.now,
+  sha256 = core.sha256,
+}
+
+
+function M.agent(def)
+  return agent.define(def, debug.getinfo(2, "S").short_src)
+end
+
+
+-- Runs agent `name` on `input` as a child thread of `thread` and returns
+-- its result, or nil and its error. The child has its own step budget.
+function M.call(thread, name, input)
+  return require("spool._runner").call(thread, name, input)
+end
+
+
+-- Logs a line to the engine's log (stderr): level is "error", "warn",
+-- "info" or "debug".
+function M.log(level, msg)
+  core.log(level, msg)
+end
+
+
+return M

@@ -1,0 +1,291 @@
+-- spool.schema: tool parameters as JSON Schema, and checking values
+-- against them with messages a model can act on ("order.id: expected
+-- string, got number").
+--
+-- Agents may write parameters in a shorthand that this module expands:
+--
+--   params = {
+--     order_id = "string",             -- required string
+--     note     = "string?",            -- optional
+--     tags     = "string[]",           -- array of strings
+--     amount   = { type = "number", minimum = 0, description = "EUR" },
+--     reason   = { enum = { "damaged", "late" }, optional = true },
+--   }
+--
+-- A table with a `type = "object"` at the top is taken as JSON Schema as is.
+-- The checker covers the subset tools use: type, properties, required,
+-- additionalProperties, items, enum, const, anyOf, oneOf, minimum, maximum,
+-- exclusiveMinimum, exclusiveMaximum, minLength, maxLength, minItems,
+-- maxItems.
+
+local json = require "spool.json"
+
+local M = {}
+
+local SIMPLE = {
+  string = true, number = true, integer = true, boolean = true,
+  object = true, array = true, null = true,
+}
+
+
+-- Expands one shorthand property into { schema, required }.
+local function expand_property(name, spec, where)
+  if type(spec) == "string" then
+    local optional = spec:sub(-1) == "?"
+    local t = optional and spec:sub(1, -2) or spec
+    local array = t:sub(-2) == "[]"
+    if array then
+      t = t:sub(1, -3)
+    end
+    if not SIMPLE[t] then
+      error(string.format("%s: parameter '%s' has unknown type '%s'", where,
+        name, spec), 0)
+    end
+    local s = { type = t }
+    if array then
+      s = { type = "array", items = s }
+    end
+    return s, not optional
+  elseif type(spec) == "table" then
+    local s, optional = {}, false
+    for k, v in pairs(spec) do
+      if k == "optional" then
+        optional = v and true or false
+      else
+        s[k] = v
+      end
+    end
+    return s, not optional
+  end
+  error(string.format("%s: parameter '%s' must be a type name or a schema "
+    .. "table, not a %s", where, name, type(spec)), 0)
+end
+
+
+-- Returns the JSON Schema for a tool's params (shorthand or full schema).
+-- `where` names the tool in error messages. Raises on a malformed spec.
+function M.params(spec, where)
+  if spec == nil then
+    return { type = "object", properties = {}, additionalProperties = false }
+  end
+  if type(spec) ~= "table" then
+    error(where .. ": params must be a table", 0)
+  end
+  if spec.type == "object" then
+    return spec
+  end
+  local props, required = {}, {}
+  for name, p in pairs(spec) do
+    if type(name) ~= "string" then
+      error(where .. ": params must be keyed by parameter name", 0)
+    end
+    local s, req = expand_property(name, p, where)
+    props[name] = s
+    if req then
+      required[#required + 1] = name
+    end
+  end
+  table.sort(required)
+  local schema = { type = "object", properties = props,
+                   additionalProperties = false }
+  if #required > 0 then
+    schema.required = json.array(required)
+  end
+  return schema
+end
+
+
+-- The JSON type of a Lua value, as JSON Schema names it.
+function M.type_of(v)
+  local t = type(v)
+  if v == nil or v == json.null then
+    return "null"
+  elseif t == "number" then
+    if math.type(v) == "integer" or (v == math.floor(v) and v == v
+        and v ~= math.huge and v ~= -math.huge) then
+      return "integer"
+    end
+    return "number"
+  elseif t == "table" then
+    if json.is_array(v) then
+      return "array"
+    end
+    if next(v) == nil then
+      return "object"
+    end
+    local n = #v
+    if n > 0 and next(v, n) == nil then
+      return "array"
+    end
+    return "object"
+  end
+  return t
+end
+
+
+local function type_ok(want, got)
+  return want == got or (want == "number" and got == "integer")
+end
+
+
+local function show(v)
+  local ok, s = pcall(json.encode, v)
+  s = ok and s or tostring(v)
+  if #s > 40 then
+    s = s:sub(1, 37) .. "..."
+  end
+  return s
+end
+
+
+local function same(a, b)
+  if type(a) ~= "table" or type(b) ~= "table" then
+    return a == b
+  end
+  local ok1, ea = pcall(json.encode, a)
+  local ok2, eb = pcall(json.encode, b)
+  return ok1 and ok2 and ea == eb
+end
+
+
+local check
+
+
+-- Checks v against schema s; appends "path: problem" strings to errs.
+check = function(v, s, path, errs)
+  if type(s) ~= "table" then
+    return
+  end
+  local got = M.type_of(v)
+  if s.type then
+    local types = type(s.type) == "table" and s.type or { s.type }
+    local ok = false
+    for _, want in ipairs(types) do
+      if type_ok(want, got) then
+        ok = true
+      end
+    end
+    if not ok then
+      errs[#errs + 1] = string.format("%s: expected %s, got %s", path,
+        table.concat(types, " or "), got)
+      return
+    end
+  end
+  if s.const ~= nil and not same(v, s.const) then
+    errs[#errs + 1] = string.format("%s: must be %s", path, show(s.const))
+  end
+  if s.enum then
+    local found = false
+    for _, e in ipairs(s.enum) do
+      if same(v, e) then
+        found = true
+      end
+    end
+    if not found then
+      local names = {}
+      for i, e in ipairs(s.enum) do
+        names[i] = show(e)
+      end
+      errs[#errs + 1] = string.format("%s: must be one of %s, got %s", path,
+        table.concat(names, ", "), show(v))
+    end
+  end
+  if got == "integer" or got == "number" then
+    if s.minimum and v < s.minimum then
+      errs[#errs + 1] = string.format("%s: must be >= %s", path, s.minimum)
+    end
+    if s.maximum and v > s.maximum then
+      errs[#errs + 1] = string.format("%s: must be <= %s", path, s.maximum)
+    end
+    if s.exclusiveMinimum and v <= s.exclusiveMinimum then
+      errs[#errs + 1] = string.format("%s: must be > %s", path,
+        s.exclusiveMinimum)
+    end
+    if s.exclusiveMaximum and v >= s.exclusiveMaximum then
+      errs[#errs + 1] = string.format("%s: must be < %s", path,
+        s.exclusiveMaximum)
+    end
+  elseif got == "string" then
+    local n = utf8.len(v) or #v
+    if s.minLength and n < s.minLength then
+      errs[#errs + 1] = string.format("%s: must have at least %d characters",
+        path, s.minLength)
+    end
+    if s.maxLength and n > s.maxLength then
+      errs[#errs + 1] = string.format("%s: must have at most %d characters",
+        path, s.maxLength)
+    end
+  elseif got == "array" then
+    if s.minItems and #v < s.minItems then
+      errs[#errs + 1] = string.format("%s: must have at least %d items", path,
+        s.minItems)
+    end
+    if s.maxItems and #v > s.maxItems then
+      errs[#errs + 1] = string.format("%s: must have at most %d items", path,
+        s.maxItems)
+    end
+    if s.items then
+      for i, item in ipairs(v) do
+        check(item, s.items, string.format("%s[%d]", path, i), errs)
+      end
+    end
+  elseif got == "object" then
+    local props = s.properties or {}
+    if s.required then
+      for _, name in ipairs(s.required) do
+        if v[name] == nil then
+          errs[#errs + 1] = string.format("%s.%s: is required", path, name)
+        end
+      end
+    end
+    local names = {}
+    for k in pairs(v) do
+      names[#names + 1] = k
+    end
+    table.sort(names, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(names) do
+      local sub = props[k]
+      local child = string.format("%s.%s", path, tostring(k))
+      if sub then
+        check(v[k], sub, child, errs)
+      elseif s.additionalProperties == false then
+        errs[#errs + 1] = string.format("%s: is not a known parameter", child)
+      elseif type(s.additionalProperties) == "table" then
+        check(v[k], s.additionalProperties, child, errs)
+      end
+    end
+  end
+  local alts = s.anyOf or s.oneOf
+  if alts then
+    local passing = 0
+    for _, alt in ipairs(alts) do
+      local e = {}
+      check(v, alt, path, e)
+      if #e == 0 then
+        passing = passing + 1
+      end
+    end
+    if passing == 0 then
+      errs[#errs + 1] = string.format("%s: matches none of the allowed forms",
+        path)
+    elseif s.oneOf and passing > 1 then
+      errs[#errs + 1] = string.format("%s: matches more than one allowed form",
+        path)
+    end
+  end
+end
+
+
+-- Checks value against schema. Returns true, or false and a message that
+-- lists every problem, each prefixed with its path under `name`.
+function M.check(value, schema, name)
+  local errs = {}
+  check(value, schema, name or "value", errs)
+  if #errs == 0 then
+    return true
+  end
+  return false, table.concat(errs, "; ")
+end
+
+
+return M
