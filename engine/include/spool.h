@@ -33,12 +33,12 @@ extern "C" {
 
 /* Error codes. */
 #define SPOOL_OK 0
-#define SPOOL_EINVAL (-1)   /* a bad argument or option */
-#define SPOOL_ENOMEM (-2)   /* out of memory */
+#define SPOOL_EINVAL (-1)    /* a bad argument or option */
+#define SPOOL_ENOMEM (-2)    /* out of memory */
 #define SPOOL_ENOTFOUND (-3) /* no such agent, thread or file */
-#define SPOOL_EAGENT (-4)   /* an agent, prompt or script failed to load */
-#define SPOOL_ESTATE (-5)   /* the call does not fit the object's state */
-#define SPOOL_EIO (-6)      /* a system call or network operation failed */
+#define SPOOL_EAGENT (-4)    /* an agent, prompt or script failed to load */
+#define SPOOL_ESTATE (-5)    /* the call does not fit the object's state */
+#define SPOOL_EIO (-6)       /* a system call or network operation failed */
 #define SPOOL_EINTERNAL (-7) /* a bug in spool: please report it */
 
 /* The status of a thread, one agent's work on one input. */
@@ -157,8 +157,7 @@ SPOOL_API const char *spool_event_text(const spool_event *ev);
  * proceeds as the loop turns.
  */
 SPOOL_API int spool_thread_start(spool_engine *e, const char *agent,
-                                 const char *input,
-                                 char id_out[SPOOL_ID_SIZE]);
+                                 const char *input, char id_out[SPOOL_ID_SIZE]);
 
 /* The status of a thread this engine knows. */
 SPOOL_API int spool_thread_status(spool_engine *e, const char *id,

@@ -43,15 +43,24 @@ int spool_version_num(void) {
 
 const char *spool_strerror(int code) {
   switch (code) {
-  case SPOOL_OK: return "success";
-  case SPOOL_EINVAL: return "invalid argument";
-  case SPOOL_ENOMEM: return "out of memory";
-  case SPOOL_ENOTFOUND: return "not found";
-  case SPOOL_EAGENT: return "agent failed to load";
-  case SPOOL_ESTATE: return "wrong state for this call";
-  case SPOOL_EIO: return "input/output error";
-  case SPOOL_EINTERNAL: return "internal error";
-  default: return "unknown error";
+  case SPOOL_OK:
+    return "success";
+  case SPOOL_EINVAL:
+    return "invalid argument";
+  case SPOOL_ENOMEM:
+    return "out of memory";
+  case SPOOL_ENOTFOUND:
+    return "not found";
+  case SPOOL_EAGENT:
+    return "agent failed to load";
+  case SPOOL_ESTATE:
+    return "wrong state for this call";
+  case SPOOL_EIO:
+    return "input/output error";
+  case SPOOL_EINTERNAL:
+    return "internal error";
+  default:
+    return "unknown error";
   }
 }
 
@@ -74,8 +83,7 @@ const char *spool_engine_errmsg(const spool_engine *e) {
   return e->errmsg.data ? e->errmsg.data : "";
 }
 
-void spool__log(spool_engine *e, spool__log_level level, const char *fmt,
-                ...) {
+void spool__log(spool_engine *e, spool__log_level level, const char *fmt, ...) {
   static const char *const names[] = {"error", "warn", "info", "debug"};
   if (level > e->log_level)
     return;
@@ -151,8 +159,7 @@ int spool_engine_set(spool_engine *e, const char *key, const char *value) {
     return SPOOL_EINVAL;
   if (e->opened)
     return spool__fail(e, SPOOL_ESTATE,
-                       "option '%s' must be set before spool_engine_open",
-                       key);
+                       "option '%s' must be set before spool_engine_open", key);
   if (strcmp(key, "project") == 0)
     return set_string(e, &e->opt_project, value);
   if (strcmp(key, "lua_dir") == 0)
@@ -193,8 +200,7 @@ int spool_engine_use_loop(spool_engine *e, void *uv_loop) {
 
 static int has_library(const char *dir) {
   char path[4200];
-  if (snprintf(path, sizeof path, "%s/spool/init.lua", dir) >=
-      (int)sizeof path)
+  if (snprintf(path, sizeof path, "%s/spool/init.lua", dir) >= (int)sizeof path)
     return 0;
   return access(path, R_OK) == 0;
 }
@@ -282,14 +288,25 @@ static int bootstrap(lua_State *L) {
   return 3; /* api table, ok, err */
 }
 
+/* The message without its "ECODE: " prefix (the code travels apart). */
+static const char *text_of(const char *msg) {
+  const char *colon = msg ? strchr(msg, ':') : NULL;
+  if (colon == NULL || colon == msg || msg[0] != 'E' || colon[1] != ' ')
+    return msg ? msg : "";
+  for (const char *p = msg; p < colon; p++)
+    if (*p < 'A' || *p > 'Z')
+      return msg;
+  return colon + 2;
+}
+
 static int code_of(const char *msg) {
   static const struct {
     const char *name;
     int code;
   } codes[] = {
-      {"EINVAL", SPOOL_EINVAL},     {"ENOMEM", SPOOL_ENOMEM},
+      {"EINVAL", SPOOL_EINVAL},       {"ENOMEM", SPOOL_ENOMEM},
       {"ENOTFOUND", SPOOL_ENOTFOUND}, {"EAGENT", SPOOL_EAGENT},
-      {"ESTATE", SPOOL_ESTATE},     {"EIO", SPOOL_EIO},
+      {"ESTATE", SPOOL_ESTATE},       {"EIO", SPOOL_EIO},
       {"ELISTEN", SPOOL_EIO},
   };
   const char *colon = msg ? strchr(msg, ':') : NULL;
@@ -338,6 +355,9 @@ int spool_engine_open(spool_engine *e) {
   lua_State *L = e->L = luaL_newstate();
   if (L == NULL)
     return spool__fail(e, SPOOL_ENOMEM, "cannot create a Lua state");
+  /* Every coroutine starts with a copy of the main thread's extra space,
+   * which the scheduler reads as "which task is this": make it NULL. */
+  *(void **)lua_getextraspace(L) = NULL;
   lua_pushlightuserdata(L, e);
   lua_setfield(L, LUA_REGISTRYINDEX, ENGINE_KEY);
   lua_pushcfunction(L, bootstrap);
@@ -352,7 +372,7 @@ int spool_engine_open(spool_engine *e) {
   /* stack: api, ok, err */
   if (!lua_toboolean(L, -2)) {
     const char *msg = lua_tostring(L, -1);
-    rc = spool__fail(e, code_of(msg), "%s", msg ? msg : "cannot open");
+    rc = spool__fail(e, code_of(msg), "%s", msg ? text_of(msg) : "cannot open");
     lua_pop(L, 3);
     return rc;
   }
@@ -361,26 +381,7 @@ int spool_engine_open(spool_engine *e) {
   return 0;
 }
 
-void spool_engine_free(spool_engine *e) {
-  if (e == NULL)
-    return;
-  if (e->L) {
-    spool__sched_cancel_all(e);
-    lua_close(e->L); /* collects servers, which close their sockets */
-  }
-  spool__http_free(e->http);
-  if (e->sched_ready)
-    spool__sched_close(e);
-  while (e->events_head) {
-    queued_event *q = e->events_head;
-    e->events_head = q->next;
-    free(q);
-  }
-  if (e->own_loop_used) {
-    uv_run(e->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
-    if (uv_loop_close(e->loop) != 0)
-      spool__log(e, SPOOL__LOG_ERROR, "a uv handle was left open");
-  }
+static void free_engine_memory(spool_engine *e) {
   free(e->opt_project);
   free(e->opt_lua_dir);
   free(e->opt_model);
@@ -392,6 +393,41 @@ void spool_engine_free(spool_engine *e) {
   spool__buf_free(&e->errmsg);
   spool__buf_free(&e->result);
   free(e);
+}
+
+/* With a host loop, the engine's own handles close when the host turns its
+ * loop; the memory that holds them goes with the last one. */
+static void on_engine_handle_closed(uv_handle_t *h) {
+  spool_engine *e = h->data;
+  if (--e->handles_closing == 0 && !e->own_loop_used)
+    free_engine_memory(e);
+}
+
+void spool_engine_free(spool_engine *e) {
+  if (e == NULL)
+    return;
+  if (e->L) {
+    spool__sched_cancel_all(e);
+    lua_close(e->L); /* collects servers, which close their sockets */
+  }
+  spool__http_free(e->http);
+  while (e->events_head) {
+    queued_event *q = e->events_head;
+    e->events_head = q->next;
+    free(q);
+  }
+  if (e->sched_ready) {
+    e->handles_closing = 2;
+    spool__sched_close(e, on_engine_handle_closed);
+  }
+  if (e->own_loop_used) {
+    uv_run(e->loop, UV_RUN_DEFAULT); /* runs the close callbacks */
+    if (uv_loop_close(e->loop) != 0)
+      spool__log(e, SPOOL__LOG_ERROR, "a uv handle was left open");
+    free_engine_memory(e);
+  } else if (!e->sched_ready) {
+    free_engine_memory(e);
+  }
 }
 
 /* ---- the loop ---- */
@@ -524,7 +560,7 @@ static int call_api(spool_engine *e, const char *fn, int nargs) {
   }
   if (lua_isnil(L, -2)) {
     const char *msg = lua_tostring(L, -1);
-    int rc = spool__fail(e, code_of(msg), "%s", msg ? msg : "failed");
+    int rc = spool__fail(e, code_of(msg), "%s", msg ? text_of(msg) : "failed");
     lua_pop(L, 2);
     return rc;
   }
@@ -676,8 +712,8 @@ static int spawn_script(lua_State *L) {
   return 0;
 }
 
-int spool_script_run(spool_engine *e, const char *path, int argc,
-                     char **argv, int *exit_out) {
+int spool_script_run(spool_engine *e, const char *path, int argc, char **argv,
+                     int *exit_out) {
   int rc = check_open(e);
   if (rc != 0)
     return rc;

@@ -206,8 +206,8 @@ static void free_xfer(spool__http_xfer *x) {
 }
 
 int spool__http_start(spool__http *h, const spool__http_request *r,
-                      spool__http_done_cb cb, void *ud,
-                      spool__http_xfer **out, char *err, size_t errlen) {
+                      spool__http_done_cb cb, void *ud, spool__http_xfer **out,
+                      char *err, size_t errlen) {
   spool__http_xfer *x = calloc(1, sizeof *x);
   if (x == NULL || (x->easy = curl_easy_init()) == NULL) {
     free(x);
@@ -217,8 +217,7 @@ int spool__http_start(spool__http *h, const spool__http_request *r,
   x->h = h;
   x->cb = cb;
   x->ud = ud;
-  x->max_response = r->max_response ? r->max_response
-                                     : SPOOL_HTTP_MAX_RESPONSE;
+  x->max_response = r->max_response ? r->max_response : SPOOL_HTTP_MAX_RESPONSE;
   CURL *c = x->easy;
   for (size_t i = 0; i < r->nheaders; i++) {
     struct curl_slist *l = curl_slist_append(x->headers, r->headers[i]);
@@ -293,8 +292,8 @@ static void check_done(spool__http *h) {
                "response body larger than %zu bytes", x->max_response);
       x->error = x->errmsg;
     } else if (rc != CURLE_OK) {
-      snprintf(x->errmsg, sizeof x->errmsg, "%s", x->errbuf[0] ? x->errbuf
-                                               : curl_easy_strerror(rc));
+      snprintf(x->errmsg, sizeof x->errmsg, "%s",
+               x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
       x->error = x->errmsg;
     }
     x->cb(x, x->ud);

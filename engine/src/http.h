@@ -43,8 +43,8 @@ int spool__http_pending(const spool__http *h);
  * err) the callback is never called.
  */
 int spool__http_start(spool__http *h, const spool__http_request *r,
-                      spool__http_done_cb cb, void *ud,
-                      spool__http_xfer **out, char *err, size_t errlen);
+                      spool__http_done_cb cb, void *ud, spool__http_xfer **out,
+                      char *err, size_t errlen);
 /* Stops a transfer; its callback is never called. */
 void spool__http_cancel(spool__http_xfer *x);
 

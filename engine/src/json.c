@@ -217,14 +217,30 @@ static int parse_string(parser *ps, int is_key) {
         return fail(ps, open, "unterminated string");
       char e = *ps->p, out;
       switch (e) {
-      case '"': out = '"'; break;
-      case '\\': out = '\\'; break;
-      case '/': out = '/'; break;
-      case 'b': out = '\b'; break;
-      case 'f': out = '\f'; break;
-      case 'n': out = '\n'; break;
-      case 'r': out = '\r'; break;
-      case 't': out = '\t'; break;
+      case '"':
+        out = '"';
+        break;
+      case '\\':
+        out = '\\';
+        break;
+      case '/':
+        out = '/';
+        break;
+      case 'b':
+        out = '\b';
+        break;
+      case 'f':
+        out = '\f';
+        break;
+      case 'n':
+        out = '\n';
+        break;
+      case 'r':
+        out = '\r';
+        break;
+      case 't':
+        out = '\t';
+        break;
       case 'u':
         if (unicode_escape(ps) != 0)
           return -1;
@@ -243,14 +259,13 @@ static int parse_string(parser *ps, int is_key) {
     }
     if (c < 0x20)
       return fail(ps, ps->p,
-                  "control character 0x%02x in string (it must be escaped)",
-                  c);
+                  "control character 0x%02x in string (it must be escaped)", c);
     if (c < 0x80) {
       ps->p++;
       continue;
     }
-    size_t k = utf8_seq((const unsigned char *)ps->p,
-                        (const unsigned char *)ps->end);
+    size_t k =
+        utf8_seq((const unsigned char *)ps->p, (const unsigned char *)ps->end);
     if (k == 0)
       return fail(ps, ps->p, "invalid UTF-8 in string");
     ps->p += k;
@@ -387,8 +402,10 @@ static int parse_array(parser *ps) {
     if (ps->p < ps->end && *ps->p == ']')
       break;
     char d[16];
-    return fail(ps, ps->p, "expected ',' or ']' after an array element, "
-                           "found %s", describe(ps, ps->p, d));
+    return fail(ps, ps->p,
+                "expected ',' or ']' after an array element, "
+                "found %s",
+                describe(ps, ps->p, d));
   }
   ps->p++;
   ps->depth--;
@@ -431,8 +448,10 @@ static int parse_object(parser *ps) {
     }
     if (ps->p < ps->end && *ps->p == '}')
       break;
-    return fail(ps, ps->p, "expected ',' or '}' after an object member, "
-                           "found %s", describe(ps, ps->p, d));
+    return fail(ps, ps->p,
+                "expected ',' or '}' after an object member, "
+                "found %s",
+                describe(ps, ps->p, d));
   }
   ps->p++;
   ps->depth--;
@@ -522,13 +541,27 @@ int spool__json_write_string(spool__buf *b, const char *s, size_t n) {
     char esc[7] = {'\\', 0, 0, 0, 0, 0, 0};
     size_t len = 2;
     switch (c) {
-    case '"': esc[1] = '"'; break;
-    case '\\': esc[1] = '\\'; break;
-    case '\b': esc[1] = 'b'; break;
-    case '\f': esc[1] = 'f'; break;
-    case '\n': esc[1] = 'n'; break;
-    case '\r': esc[1] = 'r'; break;
-    case '\t': esc[1] = 't'; break;
+    case '"':
+      esc[1] = '"';
+      break;
+    case '\\':
+      esc[1] = '\\';
+      break;
+    case '\b':
+      esc[1] = 'b';
+      break;
+    case '\f':
+      esc[1] = 'f';
+      break;
+    case '\n':
+      esc[1] = 'n';
+      break;
+    case '\r':
+      esc[1] = 'r';
+      break;
+    case '\t':
+      esc[1] = 't';
+      break;
     default:
       esc[1] = 'u';
       esc[2] = '0';

@@ -1,7 +1,8 @@
 /*
  * l_core.c: spool.core, the engine as Lua sees it. Thin bindings only: each
  * function checks its arguments, calls into C, and returns. What agents call
- * is the Lua library in lua/spool/; this module is its foundation and is private to it.
+ * is the Lua library in lua/spool/; this module is its foundation and is
+ * private to it.
  *
  *   spawn(f, ...)         -> task id      run f(...) as a task of its own
  *   sleep(ms)                             wait, letting other runs proceed
@@ -179,8 +180,7 @@ static int l_core_listening(lua_State *L) {
 }
 
 static int l_core_log(lua_State *L) {
-  static const char *const levels[] = {"error", "warn", "info", "debug",
-                                       NULL};
+  static const char *const levels[] = {"error", "warn", "info", "debug", NULL};
   int level = luaL_checkoption(L, 1, NULL, levels);
   spool__log(engine(L), (spool__log_level)level, "%s", luaL_checkstring(L, 2));
   return 0;
@@ -206,13 +206,13 @@ static int l_core_in_task(lua_State *L) {
 
 int luaopen_spool_core(lua_State *L) {
   static const luaL_Reg fns[] = {
-      {"spawn", l_core_spawn},         {"sleep", l_core_sleep},
-      {"now", l_core_now},             {"time", l_core_time},
-      {"sha256", l_core_sha256},       {"random_id", l_core_random_id},
-      {"getenv", l_core_getenv},       {"project", l_core_project},
-      {"emit", l_core_emit},           {"listening", l_core_listening},
-      {"log", l_core_log},             {"stats", l_core_stats},
-      {"in_task", l_core_in_task},     {NULL, NULL},
+      {"spawn", l_core_spawn},     {"sleep", l_core_sleep},
+      {"now", l_core_now},         {"time", l_core_time},
+      {"sha256", l_core_sha256},   {"random_id", l_core_random_id},
+      {"getenv", l_core_getenv},   {"project", l_core_project},
+      {"emit", l_core_emit},       {"listening", l_core_listening},
+      {"log", l_core_log},         {"stats", l_core_stats},
+      {"in_task", l_core_in_task}, {NULL, NULL},
   };
   spool_engine *e = spool__engine_of(L);
   lua_newtable(L);

@@ -26,9 +26,9 @@ typedef struct fs_op {
   int cancelled;
   int append; /* for writes */
   int write;
-  char *path;   /* absolute */
+  char *path;      /* absolute */
   size_t root_len; /* the project folder's part of path */
-  char *data; /* what to write, or what was read */
+  char *data;      /* what to write, or what was read */
   size_t len;
   int err; /* errno, or EFBIG */
 } fs_op;
@@ -163,8 +163,8 @@ static int start(lua_State *L, int write) {
   const char *data = write ? luaL_checklstring(L, 2, &len) : NULL;
   static const char *const modes[] = {"w", "a", NULL};
   int append = write ? luaL_checkoption(L, 3, "w", modes) : 0;
-  spool__task *t = spool__task_check(L, write ? "spool.fs.write"
-                                              : "spool.fs.read");
+  spool__task *t =
+      spool__task_check(L, write ? "spool.fs.write" : "spool.fs.read");
   char *full = project_path(L, e, path); /* raises before allocating */
   fs_op *f = calloc(1, sizeof *f);
   if (f == NULL) {

@@ -130,8 +130,10 @@ static int l_http_request(lua_State *L) {
       const char *name = lua_tostring(L, -2);
       const char *value = luaL_checkstring(L, -1);
       if (strpbrk(name, ":\r\n") || strpbrk(value, "\r\n"))
-        return luaL_error(L, "spool.http.request: header '%s' contains a "
-                             "newline or a colon in its name", name);
+        return luaL_error(L,
+                          "spool.http.request: header '%s' contains a "
+                          "newline or a colon in its name",
+                          name);
       lines[nh++] = lua_pushfstring(L, "%s: %s", name, value);
       lua_insert(L, -3); /* keep the line below the key and value */
       lua_pop(L, 1);

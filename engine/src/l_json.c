@@ -145,8 +145,8 @@ static int b_end(void *ud) {
 }
 
 static const spool__json_sink lua_sink = {
-    b_null,  b_boolean,     b_integer, b_number,       b_string,
-    b_key,   b_begin_array, b_end,     b_begin_object, b_end,
+    b_null, b_boolean,     b_integer, b_number,       b_string,
+    b_key,  b_begin_array, b_end,     b_begin_object, b_end,
 };
 
 static int l_json_decode(lua_State *L) {
@@ -344,8 +344,8 @@ static void encode(encoder *en, int idx) {
     encode_table(en, idx);
     break;
   default:
-    enc_error(en, lua_pushfstring(L, "cannot encode a %s",
-                                  luaL_typename(L, idx)));
+    enc_error(en,
+              lua_pushfstring(L, "cannot encode a %s", luaL_typename(L, idx)));
   }
   if (rc != 0)
     nomem(en);

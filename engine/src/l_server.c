@@ -132,8 +132,7 @@ static int start_handler(lua_State *L) {
   lua_setfield(L, -2, "body");
   lua_newtable(L);
   const char *name, *value;
-  for (int i = 0; (name = spool__srv_req_header(req, i, &value)) != NULL;
-       i++) {
+  for (int i = 0; (name = spool__srv_req_header(req, i, &value)) != NULL; i++) {
     lua_pushstring(L, value);
     lua_setfield(L, -2, name);
   }

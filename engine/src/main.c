@@ -61,9 +61,19 @@ static int usage_error(const char *fmt, const char *arg) {
 }
 
 static void print_version(void) {
-  printf("spool %s (%s, libuv %s, libcurl %s)\n", spool_version(),
-         LUA_RELEASE, uv_version_string(),
-         curl_version_info(CURLVERSION_NOW)->version);
+  printf("spool %s (%s, libuv %s, libcurl %s)\n", spool_version(), LUA_RELEASE,
+         uv_version_string(), curl_version_info(CURLVERSION_NOW)->version);
+}
+
+/* Where the Lua library is found, which tells an install from a build. */
+static void print_library(void) {
+  spool_engine *e = NULL;
+  if (spool_engine_new(&e) == 0 && spool_engine_set(e, "project", "/") == 0 &&
+      spool_engine_open(e) == 0)
+    printf("Lua library: %s\n", spool_engine_get(e, "lua_dir"));
+  else
+    printf("Lua library: not found (%s)\n", spool_engine_errmsg(e));
+  spool_engine_free(e);
 }
 
 /* Reads all of stdin; NULL on error. */
@@ -90,8 +100,9 @@ static char *read_stdin(void) {
   return buf;
 }
 
-/* Opens an engine on `loop` with the global options; prints the error. */
-static spool_engine *open_engine(const cli *c, uv_loop_t *loop) {
+/* Opens an engine on `loop` with the global options; prints the error and
+ * sets *code (2 for a bad option value, 1 for a failure to open). */
+static spool_engine *open_engine(const cli *c, uv_loop_t *loop, int *code) {
   spool_engine *e = NULL;
   if (spool_engine_new(&e) != 0) {
     fprintf(stderr, "spool: out of memory\n");
@@ -111,6 +122,7 @@ static spool_engine *open_engine(const cli *c, uv_loop_t *loop) {
     rc = spool_engine_set(e, "log", c->log);
   if (rc == 0)
     rc = spool_engine_use_loop(e, loop);
+  *code = rc != 0 ? EXIT_USAGE : EXIT_FAILED;
   if (rc == 0)
     rc = spool_engine_open(e);
   if (rc != 0) {
@@ -118,6 +130,7 @@ static spool_engine *open_engine(const cli *c, uv_loop_t *loop) {
     spool_engine_free(e);
     return NULL;
   }
+  *code = EXIT_DONE;
   return e;
 }
 
@@ -235,10 +248,10 @@ static int cmd_run(const cli *c, uv_loop_t *loop) {
   int code = parse_agent_args(c, &o, 1);
   if (code != 0)
     return code;
-  spool_engine *e = open_engine(c, loop);
+  spool_engine *e = open_engine(c, loop, &code);
   if (e == NULL) {
     free(o.input);
-    return EXIT_FAILED;
+    return code;
   }
   stopper *st = watch_signals(loop, e);
   spool_engine_on_event(e, on_event, &o);
@@ -257,14 +270,21 @@ static int cmd_run(const cli *c, uv_loop_t *loop) {
     goto done;
   }
   switch (status) {
-  case SPOOL_DONE: code = EXIT_DONE; break;
-  case SPOOL_WAITING: code = EXIT_WAITING; break;
+  case SPOOL_DONE:
+    code = EXIT_DONE;
+    break;
+  case SPOOL_WAITING:
+    code = EXIT_WAITING;
+    break;
   case SPOOL_RUNNING:
-    fprintf(stderr, "spool: interrupted (signal %d); thread %s did not "
-                    "finish\n", st->signalled, id);
+    fprintf(stderr,
+            "spool: interrupted (signal %d); thread %s did not "
+            "finish\n",
+            st->signalled, id);
     code = EXIT_FAILED;
     break;
-  default: code = EXIT_FAILED;
+  default:
+    code = EXIT_FAILED;
   }
 done:
   spool_engine_free(e);
@@ -277,10 +297,10 @@ static int cmd_prompt(const cli *c, uv_loop_t *loop) {
   int code = parse_agent_args(c, &o, 0);
   if (code != 0)
     return code;
-  spool_engine *e = open_engine(c, loop);
+  spool_engine *e = open_engine(c, loop, &code);
   if (e == NULL) {
     free(o.input);
-    return EXIT_FAILED;
+    return code;
   }
   const char *body;
   int rc = spool_prompt_render(e, o.agent, o.input, &body);
@@ -313,7 +333,8 @@ static int cmd_mock(const cli *c, uv_loop_t *loop) {
         long p = strtol(v, &end, 10);
         if (*v == '\0' || *end != '\0' || p < 0 || p > 65535)
           return usage_error("--port needs a number from 0 to 65535, not "
-                             "'%s'", v);
+                             "'%s'",
+                             v);
         port = (int)p;
       } else if (strcmp(a, "--host") == 0) {
         host = v;
@@ -326,10 +347,10 @@ static int cmd_mock(const cli *c, uv_loop_t *loop) {
       return usage_error("mock-llm: unknown argument '%s'", a);
     }
   }
-  spool_engine *e = open_engine(c, loop);
-  if (e == NULL)
-    return EXIT_FAILED;
   int bound = 0, code = EXIT_DONE;
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e == NULL)
+    return code;
   if (spool_mock_start(e, script, host, port, &bound) != 0) {
     fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
     spool_engine_free(e);
@@ -360,13 +381,13 @@ static int cmd_mock(const cli *c, uv_loop_t *loop) {
 /* ---- test: busted, hosted by the engine ---- */
 
 static int cmd_test(const cli *c, uv_loop_t *loop) {
-  spool_engine *e = open_engine(c, loop);
+  int code;
+  spool_engine *e = open_engine(c, loop, &code);
   if (e == NULL)
-    return EXIT_FAILED;
+    return code;
   char runner[4096];
   snprintf(runner, sizeof runner, "%s/spool/_busted.lua",
            spool_engine_get(e, "lua_dir"));
-  int code = EXIT_FAILED;
   if (spool_script_run(e, runner, c->argc, c->argv, &code) != 0) {
     fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
     code = EXIT_FAILED;
@@ -429,6 +450,7 @@ int main(int argc, char **argv) {
   if (strcmp(c.command, "--version") == 0 ||
       strcmp(c.command, "version") == 0) {
     print_version();
+    print_library();
     return EXIT_DONE;
   }
   int (*fn)(const cli *, uv_loop_t *) = NULL;

@@ -109,10 +109,12 @@ static void resume(spool__task *t) {
     finish(t, SPOOL__TASK_OK, nres);
     return;
   }
-  /* stack of e->L: -> message with traceback */
-  const char *msg = lua_tostring(t->co, -1);
-  luaL_traceback(e->L, t->co, msg ? msg : "(error object is not a string)",
-                 0);
+  /* stack of e->L: -> message with traceback, or a non-string error value
+   * as it was raised (a script's exit code travels that way) */
+  if (lua_type(t->co, -1) == LUA_TSTRING)
+    luaL_traceback(e->L, t->co, lua_tostring(t->co, -1), 0);
+  else
+    lua_xmove(t->co, e->L, 1);
   spool__log(e, SPOOL__LOG_DEBUG, "task %llu error", t->id);
   finish(t, SPOOL__TASK_ERROR, 0);
   lua_pop(e->L, 1);
@@ -247,7 +249,7 @@ void spool__sched_cancel_all(spool_engine *e) {
   }
 }
 
-void spool__sched_close(spool_engine *e) {
-  uv_close((uv_handle_t *)&e->sched.check, NULL);
-  uv_close((uv_handle_t *)&e->sched.idle, NULL);
+void spool__sched_close(spool_engine *e, uv_close_cb on_closed) {
+  uv_close((uv_handle_t *)&e->sched.check, on_closed);
+  uv_close((uv_handle_t *)&e->sched.idle, on_closed);
 }

@@ -59,7 +59,7 @@ struct spool__srv_req {
   conn *c; /* NULL once the connection is gone */
   char method[16];
   spool__buf target;
-  spool__buf hdrs; /* name\0value\0 pairs */
+  spool__buf hdrs;    /* name\0value\0 pairs */
   const char **index; /* name, value, name, value, ..., NULL */
   int nheaders;
   int hstate;
@@ -82,27 +82,48 @@ static void stop_reading(conn *c);
 
 static const char *status_text(int status) {
   switch (status) {
-  case 200: return "OK";
-  case 201: return "Created";
-  case 202: return "Accepted";
-  case 204: return "No Content";
-  case 400: return "Bad Request";
-  case 401: return "Unauthorized";
-  case 403: return "Forbidden";
-  case 404: return "Not Found";
-  case 405: return "Method Not Allowed";
-  case 408: return "Request Timeout";
-  case 409: return "Conflict";
-  case 413: return "Payload Too Large";
-  case 415: return "Unsupported Media Type";
-  case 422: return "Unprocessable Entity";
-  case 429: return "Too Many Requests";
-  case 500: return "Internal Server Error";
-  case 502: return "Bad Gateway";
-  case 503: return "Service Unavailable";
-  case 504: return "Gateway Timeout";
-  case 529: return "Overloaded";
-  default: return "Status";
+  case 200:
+    return "OK";
+  case 201:
+    return "Created";
+  case 202:
+    return "Accepted";
+  case 204:
+    return "No Content";
+  case 400:
+    return "Bad Request";
+  case 401:
+    return "Unauthorized";
+  case 403:
+    return "Forbidden";
+  case 404:
+    return "Not Found";
+  case 405:
+    return "Method Not Allowed";
+  case 408:
+    return "Request Timeout";
+  case 409:
+    return "Conflict";
+  case 413:
+    return "Payload Too Large";
+  case 415:
+    return "Unsupported Media Type";
+  case 422:
+    return "Unprocessable Entity";
+  case 429:
+    return "Too Many Requests";
+  case 500:
+    return "Internal Server Error";
+  case 502:
+    return "Bad Gateway";
+  case 503:
+    return "Service Unavailable";
+  case 504:
+    return "Gateway Timeout";
+  case 529:
+    return "Overloaded";
+  default:
+    return "Status";
   }
 }
 
@@ -226,12 +247,12 @@ static void on_written(uv_write_t *w, int status) {
 static void conn_write(conn *c, int status, const char *headers,
                        const char *body, size_t len, int keep_alive) {
   spool__buf out = {0};
-  int rc = spool__buf_printf(&out,
-                             "HTTP/1.1 %d %s\r\n%sContent-Length: %zu\r\n"
-                             "Connection: %s\r\n\r\n",
-                             status, status_text(status),
-                             headers ? headers : "", len,
-                             keep_alive ? "keep-alive" : "close");
+  int rc =
+      spool__buf_printf(&out,
+                        "HTTP/1.1 %d %s\r\n%sContent-Length: %zu\r\n"
+                        "Connection: %s\r\n\r\n",
+                        status, status_text(status), headers ? headers : "",
+                        len, keep_alive ? "keep-alive" : "close");
   if (rc == 0 && len > 0)
     rc = spool__buf_add(&out, body, len);
   write_req *wr = rc == 0 ? malloc(sizeof *wr) : NULL;
@@ -264,8 +285,9 @@ void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
   int keep_alive = r->keep_alive && !c->srv->closing;
   c->req = NULL;
   c->pending = 0;
-  req_free(r);
+  /* The body may point into the request (an echo): write, then free. */
   conn_write(c, status, headers, body, len, keep_alive);
+  req_free(r);
   if (!keep_alive)
     return;
   http_parser_pause(&c->parser, 0);
@@ -294,8 +316,8 @@ static void fail_request(conn *c, int status, const char *msg) {
     c->req = NULL;
   }
   stop_reading(c);
-  conn_write(c, status, "Content-Type: application/json\r\n", body,
-             (size_t)n, 0);
+  conn_write(c, status, "Content-Type: application/json\r\n", body, (size_t)n,
+             0);
 }
 
 static void conn_process(conn *c) {
@@ -339,7 +361,6 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   buf->base = c->srv->readbuf;
   buf->len = sizeof c->srv->readbuf;
 }
-
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   conn *c = s->data;
@@ -481,11 +502,10 @@ int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
   if (s->opts.max_connections <= 0)
     s->opts.max_connections = 10000;
   struct sockaddr_storage addr;
-  int rc = strchr(s->opts.host, ':')
-               ? uv_ip6_addr(s->opts.host, o->port,
-                             (struct sockaddr_in6 *)&addr)
-               : uv_ip4_addr(s->opts.host, o->port,
-                             (struct sockaddr_in *)&addr);
+  int rc =
+      strchr(s->opts.host, ':')
+          ? uv_ip6_addr(s->opts.host, o->port, (struct sockaddr_in6 *)&addr)
+          : uv_ip4_addr(s->opts.host, o->port, (struct sockaddr_in *)&addr);
   if (rc != 0) {
     snprintf(err, errlen, "invalid listen address '%s'", s->opts.host);
     free(s);
@@ -498,8 +518,8 @@ int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
   if (rc == 0)
     rc = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
   if (rc != 0) {
-    snprintf(err, errlen, "cannot listen on %s:%d: %s", s->opts.host,
-             o->port, uv_strerror(rc));
+    snprintf(err, errlen, "cannot listen on %s:%d: %s", s->opts.host, o->port,
+             uv_strerror(rc));
     spool__server_close(s);
     return -1;
   }

@@ -18,12 +18,12 @@ typedef struct spool__srv_req spool__srv_req;
 typedef void (*spool__srv_cb)(spool__srv_req *req, void *ud);
 
 typedef struct spool__server_opts {
-  const char *host;         /* NULL means 127.0.0.1 */
-  int port;                 /* 0 picks a free port */
-  size_t max_body;          /* 0 means 8 MiB; larger bodies get 413 */
+  const char *host;            /* NULL means 127.0.0.1 */
+  int port;                    /* 0 picks a free port */
+  size_t max_body;             /* 0 means 8 MiB; larger bodies get 413 */
   unsigned request_timeout_ms; /* 0 means 30 s: a connection must deliver
                                   each whole request within this time */
-  int max_connections;      /* 0 means 10000; more are closed at once */
+  int max_connections;         /* 0 means 10000; more are closed at once */
 } spool__server_opts;
 
 int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,

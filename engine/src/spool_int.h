@@ -83,11 +83,12 @@ struct spool_engine {
   int api_ref; /* registry ref: the table returned by spool._engine */
   int opened;
   int sched_ready;
+  int handles_closing; /* close callbacks still due before e can be freed */
   int stop;
   int own_loop_used;
   spool__log_level log_level;
-  char *opt_project, *opt_lua_dir, *opt_model, *opt_base_url,
-      *opt_api_key_env, *opt_mock;
+  char *opt_project, *opt_lua_dir, *opt_model, *opt_base_url, *opt_api_key_env,
+      *opt_mock;
   spool__buf errmsg;
   spool__buf result; /* storage for strings returned to API callers */
   spool_event_cb on_event;
@@ -127,11 +128,13 @@ int spool__pcall(lua_State *L, int nargs, int nres);
 int spool__sched_init(spool_engine *e);
 /* Cancels every task (their done callbacks see SPOOL__TASK_CANCELLED). */
 void spool__sched_cancel_all(spool_engine *e);
-void spool__sched_close(spool_engine *e);
+/* Closes the scheduler's two handles; on_closed runs once for each, and
+ * their memory (inside the engine) is in use until it has. */
+void spool__sched_close(spool_engine *e, uv_close_cb on_closed);
 /*
- * Starts a task. stack of L (e->L or a task): f, args (nargs) -> (popped). The task first
- * runs from the ready queue, never inside this call. Call it only under
- * protection: it raises a Lua error when out of memory.
+ * Starts a task. stack of L (e->L or a task): f, args (nargs) -> (popped). The
+ * task first runs from the ready queue, never inside this call. Call it only
+ * under protection: it raises a Lua error when out of memory.
  */
 spool__task *spool__task_spawn(spool_engine *e, lua_State *L, int nargs,
                                spool__task_done_cb done, void *ud);

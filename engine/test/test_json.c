@@ -80,9 +80,8 @@ static int c_eobj(void *ud) {
   return spool__buf_addc(&c->out, '}');
 }
 
-static const spool__json_sink canon_sink = {c_null, c_bool,  c_int,  c_num,
-                                            c_str,  c_key,   c_barr, c_earr,
-                                            c_bobj, c_eobj};
+static const spool__json_sink canon_sink = {
+    c_null, c_bool, c_int, c_num, c_str, c_key, c_barr, c_earr, c_bobj, c_eobj};
 
 /* Parses text (of length n) and returns the canonical form, or the error
  * as "ERR line:col msg". The result is static, overwritten each call. */
@@ -112,8 +111,7 @@ TEST_IMPL(json_values) {
   ASSERT_STR_EQ(parse("\t\r\nfalse\n"), "false");
   ASSERT_STR_EQ(parse("[]"), "[]");
   ASSERT_STR_EQ(parse("{}"), "{}");
-  ASSERT_STR_EQ(parse("[1, [2, []], {\"a\": {}}]"),
-                "[i1,[i2,[]],{\"a\":{}}]");
+  ASSERT_STR_EQ(parse("[1, [2, []], {\"a\": {}}]"), "[i1,[i2,[]],{\"a\":{}}]");
   ASSERT_STR_EQ(parse("{\"a\":1,\"b\":[true,null],\"a\":2}"),
                 "{\"a\":i1,\"b\":[true,null],\"a\":i2}");
   /* Deep but within the limit. */
@@ -177,7 +175,8 @@ TEST_IMPL(json_errors) {
   ASSERT_STR_EQ(parse("\"a\nb\""),
                 "ERR 1:3 control character 0x0a in string (it must be "
                 "escaped)");
-  ASSERT_STR_EQ(parse("\"\\x\""), "ERR 1:2 invalid escape '\\' followed by 'x'");
+  ASSERT_STR_EQ(parse("\"\\x\""),
+                "ERR 1:2 invalid escape '\\' followed by 'x'");
   ASSERT_STR_EQ(parse("\"\\ud800\""), "ERR 1:2 unpaired surrogate \\uD800 in "
                                       "string");
   ASSERT_STR_EQ(parse("\"\\udc00\""), "ERR 1:2 unpaired surrogate \\uDC00 in "
@@ -210,8 +209,10 @@ static const char *write_double(double d) {
   static char out[64];
   spool__buf b = {0};
   int rc = spool__json_write_double(&b, d);
-  snprintf(out, sizeof out, "%s", rc == 0 ? b.data : rc == -2 ? "REJECT"
-                                                              : "NOMEM");
+  snprintf(out, sizeof out, "%s",
+           rc == 0    ? b.data
+           : rc == -2 ? "REJECT"
+                      : "NOMEM");
   spool__buf_free(&b);
   return out;
 }
@@ -235,8 +236,8 @@ TEST_IMPL(json_writers) {
   ASSERT_STR_EQ(write_double(NAN), "REJECT");
   ASSERT_STR_EQ(write_double(INFINITY), "REJECT");
   /* Every written double reads back as itself. */
-  double samples[] = {0.1, 2.0 / 3, 123456789.123456789, 1e-7, 6.02214076e23,
-                      9007199254740993.0};
+  double samples[] = {0.1,  2.0 / 3,       123456789.123456789,
+                      1e-7, 6.02214076e23, 9007199254740993.0};
   for (size_t i = 0; i < sizeof samples / sizeof samples[0]; i++)
     ASSERT(spool__strtod(write_double(samples[i]), NULL) == samples[i]);
   ASSERT_STR_EQ(write_string("a\"b\\c/d", 7), "\"a\\\"b\\\\c/d\"");

@@ -86,12 +86,14 @@ local function strict_env(where)
 end
 
 
--- Loads an agent from a file. `shown` is the path used in messages.
-function M.load_file(path, name, shown)
+-- Loads an agent from a file. `shown` is the path used in messages;
+-- prompts are read from prompts_dir (default: the project's).
+function M.load_file(path, name, shown, prompts_dir)
   shown = shown or path
-  local src, err = read(path)
+  local src = read(path)
   if not src then
-    return nil, "ENOTFOUND: unknown agent '" .. name .. "': " .. err
+    return nil, string.format("ENOTFOUND: unknown agent '%s': there is no %s "
+      .. "in the project (%s)", name, shown, config.get().project)
   end
   local chunk, cerr = load(src, "@" .. shown, "t", strict_env(shown))
   if not chunk then
@@ -109,11 +111,11 @@ function M.load_file(path, name, shown)
   def.file = shown
   local hashed = src
   if def.prompt then
-    local dir = config.get().prompts_dir
-    local ptext, perr = read(dir .. "/" .. def.prompt)
+    local dir = prompts_dir or config.get().prompts_dir
+    local ptext = read(dir .. "/" .. def.prompt)
     if not ptext then
       return nil, string.format("EAGENT: %s: prompt '%s' cannot be read "
-        .. "(%s)", shown, def.prompt, perr)
+        .. "(no prompts/%s)", shown, def.prompt, def.prompt)
     end
     local tok, tpl = pcall(prompt.compile, ptext, "prompts/" .. def.prompt)
     if not tok then

@@ -28,7 +28,8 @@
 --   { body = "raw bytes" }              a raw (possibly malformed) body
 --   latency_ms = n                      in any table: answer after n ms
 --
--- `conv` describes the request: body (decoded), system, user, last_user,
+-- `conv` describes the request: body (decoded), raw (the bytes), system,
+-- user, last_user,
 -- last, after, turns, tools (set of offered names), tool_results (list of
 -- { name, call_id, content }).
 --
@@ -162,8 +163,9 @@ end
 
 
 -- The reply a script gives a request body (decoded), as a table.
-function M.reply_for(script, body)
+function M.reply_for(script, body, raw)
   local conv = M.conversation(body)
+  conv.raw = raw
   local rules = script.rules or script
   for _, rule in ipairs(rules) do
     if matches(rule.when, conv) then
@@ -275,7 +277,7 @@ function M.start(opts)
                body = error_body(400, "request body is not JSON: "
                  .. tostring(err)) }
     end
-    local ok, reply, conv = pcall(M.reply_for, script, body)
+    local ok, reply, conv = pcall(M.reply_for, script, body, req.body)
     if not ok then
       stats.errors = stats.errors + 1
       return { status = 500, headers = JSON_HEADERS,

@@ -1,0 +1,189 @@
+/*
+ * test_engine.c: the embedding API, through spool.h alone. The project is
+ * the repository's demo project; the model is the built-in mock (ctest
+ * clears OPENAI_* from the environment).
+ */
+#include <unistd.h>
+#include <uv.h>
+
+#include "spool.h"
+#include "test.h"
+
+static spool_engine *open_demo(void *loop) {
+  spool_engine *e = NULL;
+  ASSERT_EQ(spool_engine_new(&e), SPOOL_OK);
+  ASSERT_EQ(spool_engine_set(e, "project", SPOOL_SOURCE_DIR), SPOOL_OK);
+  if (loop)
+    ASSERT_EQ(spool_engine_use_loop(e, loop), SPOOL_OK);
+  int rc = spool_engine_open(e);
+  if (rc != 0)
+    fprintf(stderr, "open: %s\n", spool_engine_errmsg(e));
+  ASSERT_EQ(rc, SPOOL_OK);
+  return e;
+}
+
+typedef struct seen {
+  char types[16][16];
+  int n;
+  spool_engine *e;
+  int reentered;
+} seen;
+
+static void on_event(const spool_event *ev, void *ud) {
+  seen *s = ud;
+  if (s->n < 16)
+    snprintf(s->types[s->n++], 16, "%s", spool_event_type(ev));
+  ASSERT_EQ(spool_event_seq(ev), s->n);
+  ASSERT_CONTAINS(spool_event_json(ev), "\"type\":\"");
+  ASSERT(spool_event_text(ev)[0] != '\0');
+  ASSERT_STR_EQ(spool_event_agent(ev), "classify");
+  ASSERT_EQ(spool_event_depth(ev), 0);
+  /* Events are delivered outside Lua: calling back in is allowed. */
+  spool_status st;
+  if (spool_thread_status(s->e, spool_event_thread(ev), &st) == SPOOL_OK)
+    s->reentered++;
+}
+
+TEST_IMPL(engine_runs_a_thread) {
+  spool_engine *e = open_demo(NULL);
+  seen s = {.e = e};
+  spool_engine_on_event(e, on_event, &s);
+  char id[SPOOL_ID_SIZE];
+  ASSERT_EQ(spool_thread_start(e, "classify",
+                               "My order 5531 arrived broken, refund please",
+                               id),
+            SPOOL_OK);
+  ASSERT(strncmp(id, "t_", 2) == 0);
+  spool_status st;
+  ASSERT_EQ(spool_thread_status(e, id, &st), SPOOL_OK);
+  ASSERT_EQ(st, SPOOL_RUNNING);
+  const char *json;
+  ASSERT_EQ(spool_thread_result(e, id, &json), SPOOL_ESTATE);
+  ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_IDLE), SPOOL_OK);
+  ASSERT_EQ(spool_thread_status(e, id, &st), SPOOL_OK);
+  ASSERT_EQ(st, SPOOL_DONE);
+  ASSERT_EQ(spool_thread_result(e, id, &json), SPOOL_OK);
+  ASSERT_CONTAINS(json, "\"category\":\"refund\"");
+  ASSERT_CONTAINS(json, "\"order_id\":\"5531\"");
+  ASSERT_EQ(s.n, 4);
+  ASSERT_STR_EQ(s.types[0], "input");
+  ASSERT_STR_EQ(s.types[1], "model_call");
+  ASSERT_STR_EQ(s.types[2], "intent");
+  ASSERT_STR_EQ(s.types[3], "done");
+  ASSERT_EQ(s.reentered, 4);
+  spool_engine_free(e);
+}
+
+TEST_IMPL(engine_reports_errors) {
+  spool_engine *e = NULL;
+  ASSERT_EQ(spool_engine_new(NULL), SPOOL_EINVAL);
+  ASSERT_EQ(spool_engine_new(&e), SPOOL_OK);
+  ASSERT_EQ(spool_engine_set(e, "colour", "blue"), SPOOL_EINVAL);
+  ASSERT_STR_EQ(spool_engine_errmsg(e), "unknown option 'colour'");
+  ASSERT_EQ(spool_engine_set(e, "mock", "maybe"), SPOOL_EINVAL);
+  ASSERT_EQ(spool_engine_set(e, "log", "loud"), SPOOL_EINVAL);
+  char id[SPOOL_ID_SIZE];
+  ASSERT_EQ(spool_thread_start(e, "classify", "x", id), SPOOL_ESTATE);
+  ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_IDLE), SPOOL_ESTATE);
+  ASSERT_EQ(spool_engine_set(e, "project", "/nonexistent/spool"), SPOOL_OK);
+  ASSERT_EQ(spool_engine_open(e), SPOOL_EINVAL);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "/nonexistent/spool");
+  spool_engine_free(e);
+
+  e = open_demo(NULL);
+  ASSERT_EQ(spool_engine_open(e), SPOOL_ESTATE);
+  ASSERT_EQ(spool_engine_set(e, "model", "x"), SPOOL_ESTATE);
+  ASSERT_EQ(spool_thread_start(e, "nosuch", "x", id), SPOOL_ENOTFOUND);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "unknown agent 'nosuch'");
+  ASSERT_EQ(spool_thread_start(e, "../etc", "x", id), SPOOL_EINVAL);
+  ASSERT_EQ(spool_thread_start(e, NULL, "x", id), SPOOL_EINVAL);
+  spool_status st;
+  ASSERT_EQ(spool_thread_status(e, "t_nope", &st), SPOOL_ENOTFOUND);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "unknown thread 't_nope'");
+  spool_engine_free(e);
+  spool_engine_free(NULL);
+  ASSERT_STR_EQ(spool_engine_errmsg(NULL), "no engine (NULL)");
+  ASSERT_STR_EQ(spool_strerror(SPOOL_ENOTFOUND), "not found");
+  ASSERT_EQ(spool_version_num(), SPOOL_VERSION_NUM);
+  ASSERT_STR_EQ(spool_version(), SPOOL_VERSION);
+}
+
+TEST_IMPL(engine_two_in_one_process) {
+  spool_engine *a = open_demo(NULL), *b = open_demo(NULL);
+  char ida[SPOOL_ID_SIZE], idb[SPOOL_ID_SIZE];
+  ASSERT_EQ(spool_thread_start(a, "classify", "Where is order 5532?", ida), 0);
+  ASSERT_EQ(spool_thread_start(b, "classify", "Do you sell tea?", idb), 0);
+  /* Each engine knows only its own threads. */
+  spool_status st;
+  ASSERT_EQ(spool_thread_status(a, idb, &st), SPOOL_ENOTFOUND);
+  ASSERT_EQ(spool_engine_run(a, SPOOL_RUN_IDLE), 0);
+  ASSERT_EQ(spool_engine_run(b, SPOOL_RUN_IDLE), 0);
+  const char *ra, *rb;
+  ASSERT_EQ(spool_thread_result(a, ida, &ra), 0);
+  ASSERT_CONTAINS(ra, "order_status");
+  ASSERT_EQ(spool_thread_result(b, idb, &rb), 0);
+  ASSERT_CONTAINS(rb, "question");
+  spool_engine_free(a);
+  spool_engine_free(b);
+}
+
+TEST_IMPL(engine_on_host_loop) {
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  spool_engine *e = open_demo(&loop);
+  char id[SPOOL_ID_SIZE];
+  ASSERT_EQ(spool_thread_start(e, "classify", "refund order 5533", id), 0);
+  /* The host turns its own loop; the engine needs nothing else. */
+  spool_status st = SPOOL_RUNNING;
+  for (int i = 0; i < 10000 && st == SPOOL_RUNNING; i++) {
+    uv_run(&loop, UV_RUN_ONCE);
+    ASSERT_EQ(spool_thread_status(e, id, &st), 0);
+  }
+  ASSERT_EQ(st, SPOOL_DONE);
+  spool_engine_free(e);
+  /* Freeing closed the engine's handles; their close callbacks run here. */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+TEST_IMPL(engine_renders_prompts) {
+  spool_engine *e = open_demo(NULL);
+  const char *body;
+  ASSERT_EQ(spool_prompt_render(e, "classify", "hello", &body), 0);
+  ASSERT_CONTAINS(body, "\"model\":\"mock-1\"");
+  ASSERT_CONTAINS(body, "You sort incoming customer messages");
+  ASSERT_CONTAINS(body, "{\"content\":\"hello\",\"role\":\"user\"}");
+  ASSERT_EQ(spool_prompt_render(e, "nosuch", "hello", &body), SPOOL_ENOTFOUND);
+  spool_engine_free(e);
+}
+
+TEST_IMPL(engine_mock_and_script) {
+  spool_engine *e = open_demo(NULL);
+  int port = 0;
+  ASSERT_EQ(spool_mock_start(e, NULL, NULL, 0, &port), 0);
+  ASSERT(port > 0);
+  ASSERT_EQ(spool_mock_start(e, NULL, NULL, 70000, &port), SPOOL_EINVAL);
+  ASSERT_EQ(spool_mock_start(e, "no/such/script.lua", NULL, 0, &port),
+            SPOOL_ENOTFOUND);
+  /* A script runs as a task and may wait on I/O. */
+  char path[] = "/tmp/spool-test-script-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT(fd >= 0);
+  const char *src = "local core = require 'spool.core'\n"
+                    "core.sleep(5)\n"
+                    "if arg[1] == 'fail' then error('boom') end\n"
+                    "os.exit(tonumber(arg[1]))\n";
+  ASSERT_EQ(write(fd, src, strlen(src)), (long)strlen(src));
+  close(fd);
+  int code = -1;
+  char *argv_seven[] = {"7"};
+  ASSERT_EQ(spool_script_run(e, path, 1, argv_seven, &code), 0);
+  ASSERT_EQ(code, 7);
+  char *argv_fail[] = {"fail"};
+  ASSERT_EQ(spool_script_run(e, path, 1, argv_fail, &code), 0);
+  ASSERT_EQ(code, 1);
+  unlink(path);
+  ASSERT_EQ(spool_script_run(e, "/no/such/script.lua", 0, NULL, &code),
+            SPOOL_EINVAL);
+  spool_engine_free(e);
+}

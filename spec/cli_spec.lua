@@ -1,0 +1,223 @@
+-- The spool command line, end to end: real processes, real HTTP to the
+-- mock model (in a process of its own, or inside the CLI's engine).
+local h = require "spec.support"
+local json = require "spool.json"
+
+local BIN = h.q(h.BIN)
+local BROKEN = h.q(h.ROOT .. "/spec/fixtures/broken")
+local MOCKS = h.ROOT .. "/spec/fixtures/mocks/"
+
+-- Runs the CLI with arguments; returns stdout, stderr, exit code.
+local function spool(args, stdin)
+  local dir = h.tmpdir()
+  local cmd = string.format("cd %s && %s %s >%s/out 2>%s/err", h.q(h.ROOT),
+    BIN, args, dir, dir)
+  if stdin then
+    cmd = string.format("printf '%%s' %s | (%s)", h.q(stdin), cmd)
+  end
+  local _, code = h.sh(cmd)
+  local function slurp(name)
+    local f = io.open(dir .. "/" .. name)
+    local s = f:read("a")
+    f:close()
+    return s
+  end
+  local out, err = slurp("out"), slurp("err")
+  h.sh("rm -rf " .. h.q(dir))
+  return out, err, code
+end
+
+local function json_lines(out)
+  local events = {}
+  for line in out:gmatch("[^\n]+") do
+    events[#events + 1] = assert(json.decode(line))
+  end
+  return events
+end
+
+describe("spool (CLI)", function()
+  describe("usage", function()
+    it("prints help and versions", function()
+      local out, _, code = spool("--help")
+      assert.are.equal(0, code)
+      assert.matches("usage: spool", out)
+      out, _, code = spool("--version")
+      assert.are.equal(0, code)
+      assert.matches("^spool %d+%.%d+%.%d+ %(Lua 5%.4", out)
+    end)
+
+    it("exits 2 with a helpful message on misuse", function()
+      for _, case in ipairs {
+        { "", "usage: spool" },
+        { "frobnicate", "unknown command 'frobnicate'" },
+        { "--bogus run x", "unknown option '%-%-bogus'" },
+        { "run", "run needs an agent name" },
+        { "run classify", "run needs an input" },
+        { "run classify --input", "%-%-input needs a value" },
+        { "run classify extra words --input x", "unexpected argument 'extra'" },
+        { "run classify --input x --frob", "unknown option '%-%-frob'" },
+        { "mock-llm --port 70000", "%-%-port needs a number" },
+        { "--mock maybe run classify --input x", "option 'mock' is" },
+        { "run nosuch --input x", "unknown agent 'nosuch': there is no "
+          .. "agents/nosuch.lua" },
+        { "run ../etc/passwd --input x", "invalid agent name" },
+        { "--project /nonexistent run classify --input x",
+          "project folder '/nonexistent'" },
+      } do
+        local _, err, code = spool(case[1])
+        assert.are.equal(case[1] == "--project /nonexistent run classify --input x"
+          and 1 or 2, code, case[1])
+        assert.matches(case[2], err, 1, false)
+      end
+    end)
+  end)
+
+  describe("run", function()
+    it("runs the demo pipeline on the built-in mock model", function()
+      local dir = h.copy_project()
+      local out, err, code = spool("--project " .. h.q(dir) .. " run support "
+        .. "--input 'Hi, this is Ana. My order 5531 arrived broken.'")
+      assert.are.equal(0, code, err)
+      assert.matches("support ▸", out, 1, true)
+      assert.matches("classify → classify", out, 1, true)
+      assert.matches("lookup ← get_order", out, 1, true)
+      assert.matches("refund → issue_refund", out, 1, true)
+      assert.matches("support ✓ Dear Ana,", out, 1, true)
+      local ledger = io.open(dir .. "/.spool/refunds.jsonl"):read("a")
+      assert.matches('"order_id":"5531"', ledger, 1, true)
+      h.sh("rm -rf " .. h.q(dir))
+    end)
+
+    it("prints events as JSON lines with --json", function()
+      local out, _, code = spool("run classify --json --input 'Order 5531 "
+        .. "arrived broken, refund please'")
+      assert.are.equal(0, code)
+      local events = json_lines(out)
+      assert.are.same({ "input", "model_call", "intent", "done" },
+        { events[1].type, events[2].type, events[3].type, events[4].type })
+      for i, ev in ipairs(events) do
+        assert.are.equal(i, ev.seq)
+        assert.are.equal(events[1].thread, ev.thread)
+        assert.are.equal(12, #ev.v)
+      end
+      assert.are.equal("5531", events[4].data.result.order_id)
+    end)
+
+    it("reads the input from stdin with -", function()
+      local out, _, code = spool("run classify --json -", "Do you sell tea?")
+      assert.are.equal(0, code)
+      assert.are.equal("Do you sell tea?", json_lines(out)[1].data.input)
+    end)
+
+    it("talks to any OpenAI-compatible server given --base-url", function()
+      local mock = h.mock_process(h.ROOT .. "/mock/support.lua")
+      local out, err, code = spool("--base-url " .. mock.url .. " --model "
+        .. "test-model run classify --json --input 'refund order 5531'")
+      mock.stop()
+      assert.are.equal(0, code, err)
+      assert.are.equal("test-model", json_lines(out)[2].data.model)
+    end)
+
+    it("feeds arguments that are not JSON back to the model", function()
+      local mock = h.mock_process(MOCKS .. "garbage_args.lua")
+      local out, _, code = spool("--base-url " .. mock.url .. " run classify "
+        .. "--json --input 'refund please'")
+      mock.stop()
+      assert.are.equal(0, code)
+      local events = json_lines(out)
+      assert.are.equal("error", events[3].type)
+      assert.matches("^the arguments of 'classify' are not valid JSON",
+        events[3].data.error)
+      assert.are.equal("done", events[#events].type)
+    end)
+
+    it("exits 1 and names the problem when the model fails", function()
+      local mock = h.mock_process(MOCKS .. "http500.lua")
+      local out, _, code = spool("--base-url " .. mock.url .. " run classify "
+        .. "--input x")
+      mock.stop()
+      assert.are.equal(1, code)
+      assert.matches("model call failed: openai returned HTTP 500: upstream "
+        .. "exploded", out, 1, true)
+      out, _, code = spool("--base-url http://127.0.0.1:1/v1 run classify "
+        .. "--input x")
+      assert.are.equal(1, code)
+      assert.matches("cannot reach the model at http://127.0.0.1:1/v1", out,
+        1, true)
+    end)
+
+    it("reports broken agents with their file and line", function()
+      for _, case in ipairs {
+        { "syntax", "agents/syntax.lua:4: '}' expected" },
+        { "noreturn", "agents/noreturn.lua must return spool.agent{...}" },
+        { "global", "agents cannot create globals: assigning 'helper'" },
+        { "typo", "unknown field 'max_stpes'" },
+        { "noprompt", "prompt 'missing.md' cannot be read" },
+        { "escape", "require 'io' is not allowed in an agent" },
+      } do
+        local _, err, code = spool("--project " .. BROKEN .. " run " .. case[1]
+          .. " --input x")
+        assert.are.equal(1, code, case[1])
+        assert.matches(case[2], err, 1, true)
+      end
+    end)
+
+    it("fails a thread whose prompt uses an undefined name", function()
+      local out, _, code = spool("--project " .. BROKEN .. " run badvar "
+        .. "--input x")
+      assert.are.equal(1, code)
+      assert.matches("prompts/typo.md:1: 'nmae' is not defined", out, 1, true)
+    end)
+  end)
+
+  describe("prompt", function()
+    it("prints exactly the body the first step sends", function()
+      local dir = h.tmpdir()
+      local record = dir .. "/requests"
+      local mock = h.mock_process(MOCKS .. "record.lua", nil,
+        "SPOOL_RECORD=" .. h.q(record))
+      local _, err, code = spool("--base-url " .. mock.url .. " run reply "
+        .. "--input 'hello'")
+      mock.stop()
+      assert.are.equal(0, code, err)
+      local sent = io.open(record):read("l")
+      local printed = spool("--base-url " .. mock.url .. " prompt reply "
+        .. "--input 'hello'")
+      assert.are.equal(sent, (printed:gsub("\n$", "")))
+      h.sh("rm -rf " .. h.q(dir))
+    end)
+
+    it("shows the rendered system prompt and the tools", function()
+      local out, _, code = spool("prompt classify --input 'hi'")
+      assert.are.equal(0, code)
+      local body = json.decode(out)
+      assert.are.equal("system", body.messages[1].role)
+      assert.matches("^You sort incoming customer messages",
+        body.messages[1].content)
+      assert.are.equal("classify", body.tools[1]["function"].name)
+    end)
+  end)
+
+  describe("mock-llm", function()
+    it("serves an OpenAI-compatible API and stops on SIGTERM", function()
+      local empty = h.tmpdir() -- a project with no mock script: echo
+      local mock = h.mock_process(nil, nil, "SPOOL_PROJECT=" .. h.q(empty))
+      local res = assert(h.spool.http.get(mock.url .. "/models"))
+      assert.are.equal(200, res.status)
+      assert.are.equal("mock-1", json.decode(res.body).data[1].id)
+      res = assert(h.spool.http.post_json(mock.url .. "/chat/completions", {
+        model = "m", messages = { { role = "user", content = "ping" } } }))
+      assert.are.equal(200, res.status)
+      local reply = json.decode(res.body)
+      assert.are.equal("(mock) ping", reply.choices[1].message.content)
+      res = assert(h.spool.http.get(mock.url:gsub("/v1$", "") .. "/nope"))
+      assert.are.equal(404, res.status)
+      local _, code = h.sh("kill -TERM " .. mock.pid .. "; for i in $(seq 100); "
+        .. "do kill -0 " .. mock.pid .. " 2>/dev/null || exit 0; sleep 0.05; "
+        .. "done; exit 1")
+      assert.are.equal(0, code)
+      mock.stop()
+      h.sh("rm -rf " .. h.q(empty))
+    end)
+  end)
+end)

@@ -1,0 +1,159 @@
+-- spool.http (curl multi on the loop) against spool.core.listen (uv_tcp +
+-- http-parser), both inside this engine; plus sleep, fs and the rule that
+-- engine calls cannot yield from a coroutine of the caller's own.
+local h = require "spec.support"
+local core = require "spool.core"
+local spool = require "spool"
+local json = spool.json
+
+local function serve(handler, opts)
+  opts = opts or {}
+  opts.handler = handler
+  local server = assert(core.listen(opts))
+  return server, string.format("http://127.0.0.1:%d", server:port())
+end
+
+describe("spool.http", function()
+  it("sends method, headers and body, and returns status, headers, body", function()
+    local seen
+    local server, base = serve(function(req)
+      seen = req
+      return { status = 201, headers = { ["x-answer"] = "42",
+                                         ["content-type"] = "text/plain" },
+               body = "created " .. req.body }
+    end)
+    local res = assert(spool.http.request { url = base .. "/things?a=1",
+      method = "PUT", headers = { ["X-Token"] = "t" }, body = "thing" })
+    server:close()
+    assert.are.equal(201, res.status)
+    assert.are.equal("created thing", res.body)
+    assert.are.equal("42", res.headers["x-answer"])
+    assert.are.equal("PUT", seen.method)
+    assert.are.equal("/things", seen.path)
+    assert.are.equal("a=1", seen.query)
+    assert.are.equal("t", seen.headers["x-token"])
+    assert.are.equal("127.0.0.1", seen.peer)
+  end)
+
+  it("returns error statuses as responses, not errors", function()
+    local server, base = serve(function() return { status = 503, body = "busy" } end)
+    local res = assert(spool.http.get(base .. "/"))
+    server:close()
+    assert.are.equal(503, res.status)
+  end)
+
+  it("answers 500 when a handler raises, without leaking the message", function()
+    local server, base = serve(function() error("secret internals") end)
+    local res = assert(spool.http.get(base .. "/"))
+    server:close()
+    assert.are.equal(500, res.status)
+    assert.not_matches("secret", res.body)
+  end)
+
+  it("fails with ECONNECT when nothing listens", function()
+    local res, err = spool.http.get("http://127.0.0.1:1/")
+    assert.is_nil(res)
+    assert.matches("^ECONNECT: ", err)
+  end)
+
+  it("fails with ETIMEDOUT past its timeout, and the server survives", function()
+    local server, base = serve(function(req)
+      if req.path == "/slow" then
+        core.sleep(2000)
+      end
+      return "ok"
+    end)
+    local res, err = spool.http.request { url = base .. "/slow", timeout_ms = 50 }
+    assert.is_nil(res)
+    assert.matches("^ETIMEDOUT: ", err)
+    assert.are.equal("ok", assert(spool.http.get(base .. "/fast")).body)
+    -- Wait for the slow handler, so the test leaves nothing running.
+    h.wait_for(function() return core.stats().tasks == 1 end)
+    server:close()
+  end)
+
+  it("refuses a response larger than max_response", function()
+    local server, base = serve(function() return ("x"):rep(100000) end)
+    local res, err = spool.http.request { url = base .. "/", max_response = 1000 }
+    server:close()
+    assert.is_nil(res)
+    assert.matches("^ETOOBIG: response body larger than 1000 bytes", err)
+  end)
+
+  it("answers 413 to a body over the server's limit", function()
+    local server, base = serve(function() return "ok" end, { max_body = 100 })
+    local res = assert(spool.http.request { url = base .. "/", method = "POST",
+                                            body = ("y"):rep(5000) })
+    server:close()
+    assert.are.equal(413, res.status)
+  end)
+
+  it("serves requests concurrently: a slow handler blocks no other", function()
+    local order = {}
+    local server, base = serve(function(req)
+      core.sleep(tonumber(req.query:match("ms=(%d+)")))
+      order[#order + 1] = req.query
+      return "done"
+    end)
+    local finished = 0
+    for _, ms in ipairs { 300, 10, 100 } do
+      core.spawn(function()
+        spool.http.get(base .. "/?ms=" .. ms)
+        finished = finished + 1
+      end)
+    end
+    h.wait_for(function() return finished == 3 end)
+    server:close()
+    assert.are.same({ "ms=10", "ms=100", "ms=300" }, order)
+  end)
+
+  it("rejects header names and values that would split a request", function()
+    assert.has_error(function()
+      spool.http.request { url = "http://127.0.0.1:1/",
+                           headers = { ["x"] = "a\r\nInjected: yes" } }
+    end)
+  end)
+end)
+
+describe("spool.sleep", function()
+  it("lets other runs go while it waits", function()
+    local log = {}
+    core.spawn(function() core.sleep(30) log[#log + 1] = "slow" end)
+    core.spawn(function() core.sleep(1) log[#log + 1] = "fast" end)
+    h.wait_for(function() return #log == 2 end)
+    assert.are.same({ "fast", "slow" }, log)
+  end)
+
+  it("cannot be called from a coroutine of one's own", function()
+    local co = coroutine.create(function() core.sleep(1) end)
+    local ok, err = coroutine.resume(co)
+    assert.is_false(ok)
+    assert.matches("spool.sleep must be called from a run", err)
+  end)
+end)
+
+describe("spool.fs", function()
+  local dir = ".spool/spec-fs-" .. core.random_id()
+
+  it("writes, appends and reads project files, creating folders", function()
+    assert(spool.fs.write(dir .. "/a/b.txt", "one\n"))
+    assert(spool.fs.append(dir .. "/a/b.txt", "two\n"))
+    assert.are.equal("one\ntwo\n", spool.fs.read(dir .. "/a/b.txt"))
+    assert(spool.fs.write(dir .. "/v.json", json.encode({ x = 1 })))
+    assert.are.same({ x = 1 }, spool.fs.read_json(dir .. "/v.json"))
+    h.sh("rm -rf " .. h.q(h.ROOT .. "/" .. dir))
+  end)
+
+  it("returns nil and an error for a missing file", function()
+    local data, err = spool.fs.read("no/such/file")
+    assert.is_nil(data)
+    assert.are.equal("ENOENT: no/such/file: No such file or directory", err)
+  end)
+
+  it("refuses paths outside the project", function()
+    assert.has_error(function() spool.fs.read("/etc/passwd") end,
+      "path '/etc/passwd' must be relative to the project folder")
+    assert.has_error(function() spool.fs.read("agents/../../x") end,
+      "path 'agents/../../x' leaves the project folder")
+  end)
+end)

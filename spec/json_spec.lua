@@ -1,0 +1,108 @@
+-- spool.json: the exact codec. lua-cjson serves as an oracle on documents
+-- where it is exact (no floats, no large integers, no empty arrays).
+local json = require "spool.json"
+local cjson = require "cjson"
+
+local function roundtrip(text)
+  local v, err = json.decode(text)
+  assert(err == nil, err)
+  return json.encode(v)
+end
+
+describe("spool.json", function()
+  describe("decode", function()
+    it("keeps integers as integers and floats as floats", function()
+      local v = json.decode('{"a": 1, "b": 1.0, "c": -0, "d": 2.5e3}')
+      assert.are.equal("integer", math.type(v.a))
+      assert.are.equal("float", math.type(v.b))
+      assert.are.equal("integer", math.type(v.c))
+      assert.are.equal(2500.0, v.d)
+    end)
+
+    it("keeps 64-bit integers exactly", function()
+      local v = json.decode("[9007199254740993, -9223372036854775808]")
+      assert.are.equal(9007199254740993, v[1])
+      assert.are.equal(math.mininteger, v[2])
+    end)
+
+    it("represents null, and empty arrays apart from empty objects", function()
+      local v = json.decode('{"x": null, "a": [], "o": {}}')
+      assert.are.equal(json.null, v.x)
+      assert.is_true(json.is_array(v.a))
+      assert.is_false(json.is_array(v.o))
+    end)
+
+    it("returns nil and a positioned error for invalid JSON", function()
+      local v, err = json.decode('{"a": 1,}')
+      assert.is_nil(v)
+      assert.are.equal("EJSON: line 1, column 8 (byte 7): trailing comma "
+        .. "before '}'", err)
+      assert.matches("invalid UTF%-8", select(2, json.decode('"\255"')))
+      assert.matches("empty input", select(2, json.decode("")))
+    end)
+
+    it("agrees with lua-cjson where lua-cjson is exact", function()
+      local docs = {
+        '{"name": "caf\\u00e9", "tags": ["a", "b"], "ok": true}',
+        '[{"id": "x1", "n": 3}, {"id": "x2", "n": -7}]',
+        '"line\\nbreak \\"quoted\\" \\\\ slash\\/"',
+        '{"nested": {"deeper": {"deepest": [1, 2, [3, [4]]]}}}',
+      }
+      for _, doc in ipairs(docs) do
+        local mine, theirs = json.decode(doc), cjson.decode(doc)
+        assert.are.same(theirs, mine)
+      end
+    end)
+  end)
+
+  describe("encode", function()
+    it("round-trips documents byte for byte in canonical form", function()
+      for _, text in ipairs {
+        '{"a":1,"b":[true,false,null],"c":{"d":"e"}}',
+        '[1.0,0.1,-0.0,1e+300,123456789012345678]',
+        '{"empty_array":[],"empty_object":{}}',
+        '"\\u0001 tab\\t newline\\n unicode \u{1F600}"',
+      } do
+        assert.are.equal(text, roundtrip(text))
+      end
+    end)
+
+    it("writes object keys in sorted order, so output is deterministic", function()
+      assert.are.equal('{"a":1,"b":2,"c":3}', json.encode({ c = 3, a = 1, b = 2 }))
+    end)
+
+    it("writes doubles that read back exactly", function()
+      for _, x in ipairs { 0.1, 1 / 3, 2 ^ 53 + 0.0, 6.02214076e23, 5e-324 } do
+        assert.are.equal(x, json.decode(json.encode(x)))
+      end
+    end)
+
+    it("does not escape slashes and keeps UTF-8 as is", function()
+      assert.are.equal('"a/b é"', json.encode("a/b é"))
+    end)
+
+    it("encodes json.array() as [] and an empty table as {}", function()
+      assert.are.equal("[]", json.encode(json.array()))
+      assert.are.equal("{}", json.encode({}))
+      assert.are.equal("[1,2]", json.encode(json.array({ 1, 2 })))
+    end)
+
+    it("names the path of a value it cannot encode", function()
+      local bad = { tools = { { run = print } } }
+      local ok, err = pcall(json.encode, bad)
+      assert.is_false(ok)
+      assert.matches("cannot encode a function at %$%.tools%[1%]%.run", err)
+      assert.matches("invalid UTF%-8", select(2, pcall(json.encode, "\255")))
+      assert.matches("NaN", select(2, pcall(json.encode, 0 / 0)))
+      assert.matches("sparse", select(2, pcall(json.encode, { 1, nil, 3 })))
+      assert.matches("both string and integer",
+        select(2, pcall(json.encode, { 1, x = 2 })))
+    end)
+
+    it("refuses cycles instead of recursing forever", function()
+      local t = {}
+      t.self = t
+      assert.matches("too deep", select(2, pcall(json.encode, t)))
+    end)
+  end)
+end)

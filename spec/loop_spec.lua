@@ -1,0 +1,277 @@
+-- spool.loop: the default loop, against the mock model over real HTTP.
+local h = require "spec.support"
+local spool = require "spool"
+local json = spool.json
+
+-- A mock that follows a list of replies, one per assistant turn, and keeps
+-- every request it received.
+local function scripted(replies)
+  local seen = {}
+  local mock = h.mock { rules = { { reply = function(conv)
+    seen[#seen + 1] = conv
+    local r = replies[conv.turns + 1]
+    if type(r) == "function" then
+      r = r(conv)
+    end
+    return r or { text = "out of script" }
+  end } } }
+  return mock, seen
+end
+
+local add = {
+  description = "Add two numbers.",
+  params = { a = "number", b = "number" },
+  run = function(args) return args.a + args.b end,
+}
+
+describe("spool.loop", function()
+  local mock
+
+  after_each(function()
+    if mock then
+      mock.close()
+      mock = nil
+    end
+  end)
+
+  it("runs a tool call, then takes plain text as the final answer", function()
+    local seen
+    mock, seen = scripted {
+      { tool = "add", args = { a = 2, b = 3 } },
+      { text = "The sum is 5." },
+    }
+    local a = h.agent({ tools = { add = add } }, mock)
+    local t = h.run(a, "what is 2 + 3?")
+    assert.are.same({ "input", "model_call", "intent", "tool_result",
+                      "model_call", "done" }, h.types(t))
+    assert.are.equal("The sum is 5.", t:outcome())
+    assert.are.equal(5, t.events[4].data.result)
+    assert.are.equal("integer", math.type(t.events[4].data.result))
+    -- The second request carried the call and its answer, paired.
+    local msgs = seen[2].body.messages
+    assert.are.equal("assistant", msgs[3].role)
+    assert.are.equal("tool", msgs[4].role)
+    assert.are.equal(msgs[3].tool_calls[1].id, msgs[4].tool_call_id)
+    assert.are.equal("5", msgs[4].content)
+  end)
+
+  it("runs several tool calls in order and answers every call id", function()
+    local seen
+    mock, seen = scripted {
+      { tool_calls = { { name = "add", args = { a = 1, b = 1 } },
+                       { name = "add", args = { a = 2, b = 2 } },
+                       { name = "add", args = { a = 3, b = 3 } } } },
+      { text = "2, 4 and 6" },
+    }
+    local t = h.run(h.agent({ tools = { add = add } }, mock), "add pairs")
+    assert.are.equal("done", t:status())
+    local msgs = seen[2].body.messages
+    local calls = msgs[3].tool_calls
+    assert.are.equal(3, #calls)
+    for i = 1, 3 do
+      assert.are.equal(calls[i].id, msgs[3 + i].tool_call_id)
+      assert.are.equal(tostring(2 * i), msgs[3 + i].content)
+    end
+  end)
+
+  it("answers a made-up tool with an error the model can act on", function()
+    local seen
+    mock, seen = scripted {
+      { tool = "multiply", args = { a = 2, b = 3 } },
+      { tool = "add", args = { a = 2, b = 3 } },
+      { text = "5" },
+    }
+    local t = h.run(h.agent({ tools = { add = add } }, mock), "2 + 3")
+    assert.are.equal("done", t:status())
+    assert.are.equal("error", t.events[3].type)
+    assert.are.equal("unknown tool 'multiply'; the tools are: add",
+      t.events[3].data.error)
+    local answer = seen[2].body.messages[4]
+    assert.are.equal("tool", answer.role)
+    assert.matches("^error: unknown tool 'multiply'", answer.content)
+  end)
+
+  it("reports arguments that are not JSON, and of the wrong type", function()
+    mock = scripted {
+      { tool_calls = { { name = "add", args = "{a: 2, b: 3" } } },
+      { tool = "add", args = { a = "2", b = 3 } },
+      { tool = "add", args = { a = 2, b = 3, c = 4 } },
+      { tool = "add", args = { a = 2, b = 3 } },
+      { text = "5" },
+    }
+    local t = h.run(h.agent({ max_errors = 4, tools = { add = add } }, mock),
+      "2 + 3")
+    assert.are.equal("done", t:status())
+    local errors = {}
+    for ev in t:each("error") do
+      errors[#errors + 1] = ev.data.error
+    end
+    assert.are.equal(3, #errors)
+    assert.matches("^the arguments of 'add' are not valid JSON %(line 1, "
+      .. "column 2", errors[1])
+    assert.are.equal("add.a: expected number, got string", errors[2])
+    assert.are.equal("add.c: is not a known parameter", errors[3])
+  end)
+
+  it("feeds a handler's error back without file names", function()
+    local seen
+    mock, seen = scripted {
+      { tool = "boom", args = {} },
+      { text = "sorry" },
+    }
+    local a = h.agent({ tools = { boom = {
+      run = function() error("the warehouse is closed") end } } }, mock)
+    local t = h.run(a, "x")
+    local ev = t.events[4]
+    assert.are.equal("error", ev.type)
+    assert.are.equal("the warehouse is closed", ev.data.error)
+    assert.matches("spec/loop_spec.lua:%d+", ev.data.where)
+    assert.are.equal("error: the warehouse is closed",
+      seen[2].body.messages[4].content)
+  end)
+
+  it("treats a handler's nil, err as an error", function()
+    mock = scripted { { tool = "find", args = {} }, { text = "none" } }
+    local a = h.agent({ tools = { find = {
+      run = function() return nil, "no such order" end } } }, mock)
+    local t = h.run(a, "x")
+    assert.are.equal("no such order", t.events[4].data.error)
+  end)
+
+  it("rejects a handler result that JSON cannot hold", function()
+    mock = scripted { { tool = "f", args = {} }, { text = "ok" } }
+    local a = h.agent({ tools = { f = { run = function() return print end } } },
+      mock)
+    local t = h.run(a, "x")
+    assert.matches("^tool 'f' returned a value JSON cannot hold",
+      t.events[4].data.error)
+  end)
+
+  it("ends on a terminal intent, with its arguments as the result", function()
+    mock = scripted { { tool = "finish", args = { verdict = "ok", score = 7 } } }
+    local a = h.agent({ tools = { finish = spool.done {
+      params = { verdict = "string", score = "integer" } } } }, mock)
+    local t = h.run(a, "x")
+    assert.are.equal("done", t:status())
+    assert.are.same({ verdict = "ok", score = 7 }, t:outcome())
+  end)
+
+  it("takes spool.done's answer as the result", function()
+    mock = scripted { { tool = "done", args = { answer = "42" } } }
+    local t = h.run(h.agent({ tools = { done = spool.done } }, mock), "x")
+    assert.are.equal("42", t:outcome())
+  end)
+
+  it("fails at max_steps, naming the limit", function()
+    mock = scripted { { tool = "add", args = { a = 1, b = 1 } },
+                      { tool = "add", args = { a = 1, b = 1 } } }
+    local t = h.run(h.agent({ max_steps = 2, tools = { add = add } }, mock), "x")
+    assert.are.equal("failed", t:status())
+    assert.are.equal("max_steps (2) reached without a final answer",
+      select(2, t:outcome()))
+  end)
+
+  it("lets on_max_steps give a final answer instead", function()
+    mock = scripted { { tool = "add", args = { a = 1, b = 1 } } }
+    local t = h.run(h.agent({
+      max_steps = 1, tools = { add = add },
+      on_max_steps = function(thread)
+        return "partial: " .. thread.events[4].data.result
+      end,
+    }, mock), "x")
+    assert.are.equal("done", t:status())
+    assert.are.equal("partial: 2", t:outcome())
+  end)
+
+  it("fails after max_errors steps in a row fail, listing them", function()
+    mock = scripted { { tool = "nope", args = {} }, { tool = "nope", args = {} },
+                      { tool = "nope", args = {} } }
+    local t = h.run(h.agent({ tools = { add = add } }, mock), "x")
+    assert.are.equal("failed", t:status())
+    assert.matches("^3 steps in a row failed: unknown tool 'nope'",
+      select(2, t:outcome()))
+  end)
+
+  it("resets the error count after a step that succeeds", function()
+    mock = scripted {
+      { tool = "nope", args = {} }, { tool = "nope", args = {} },
+      { tool = "add", args = { a = 1, b = 1 } },
+      { tool = "nope", args = {} }, { tool = "nope", args = {} },
+      { text = "done" },
+    }
+    local t = h.run(h.agent({ tools = { add = add } }, mock), "x")
+    assert.are.equal("done", t:status())
+  end)
+
+  it("checks a final answer against the output schema and re-asks", function()
+    local seen
+    mock, seen = scripted {
+      { text = "the total is 5" },
+      { text = '```json\n{"total": "5"}\n```' },
+      { text = '{"total": 5}' },
+    }
+    local t = h.run(h.agent({ output = { total = "number" } }, mock), "x")
+    assert.are.equal("done", t:status())
+    assert.are.same({ total = 5 }, t:outcome())
+    assert.matches("^error: the answer must be JSON matching the output "
+      .. "schema", seen[2].body.messages[4].content)
+    assert.matches("output.total: expected number, got string",
+      seen[3].body.messages[6].content)
+  end)
+
+  it("routes intents given as JSON text in json mode", function()
+    local seen
+    mock, seen = scripted {
+      { json = { intent = "add", a = 4, b = 5 } },
+      { json = { intent = "finish", answer = "9" } },
+    }
+    local t = h.run(h.agent({ mode = "json", tools = {
+      add = add, finish = spool.done } }, mock), "4 + 5")
+    assert.are.equal("9", t:outcome())
+    assert.are.same({ type = "json_object" }, seen[1].body.response_format)
+    assert.is_nil(seen[1].body.tools)
+    assert.are.equal("Result of add: 9", seen[2].body.messages[4].content)
+  end)
+
+  it("fails with the provider's message on an HTTP error", function()
+    mock = scripted { { status = 500, error = "the model is on fire" } }
+    local t = h.run(h.agent({}, mock), "x")
+    assert.are.equal("failed", t:status())
+    assert.are.equal("model call failed: openai returned HTTP 500: the model "
+      .. "is on fire", select(2, t:outcome()))
+  end)
+
+  it("fails clearly on a malformed reply body", function()
+    mock = scripted { { body = "<html>502 Bad Gateway</html>" } }
+    local t = h.run(h.agent({}, mock), "x")
+    assert.matches("^model call failed: malformed reply from openai: the "
+      .. "response is not JSON", select(2, t:outcome()))
+  end)
+
+  it("fails clearly when the endpoint is unreachable", function()
+    local t = h.run(h.agent({}, "http://127.0.0.1:1/v1"), "x")
+    assert.are.equal("failed", t:status())
+    assert.matches("^model call failed: cannot reach the model at "
+      .. "http://127.0.0.1:1/v1/chat/completions: ECONNECT",
+      select(2, t:outcome()))
+  end)
+
+  it("turns an error in agent code into the thread's failure", function()
+    mock = scripted { { text = "hi" } }
+    local t = h.run(h.agent({ context = function() error("bad context") end },
+      mock), "x")
+    assert.are.equal("failed", t:status())
+    assert.matches("^agent error: .*bad context", select(2, t:outcome()))
+  end)
+
+  it("never executes what the model says", function()
+    mock = scripted {
+      { tool = "os.execute", args = { cmd = "touch /tmp/spool-pwned" } },
+      { text = "os.exit(1)" },
+    }
+    local t = h.run(h.agent({ tools = { add = add } }, mock), "x")
+    assert.are.equal("done", t:status())
+    assert.are.equal("os.exit(1)", t:outcome())
+    assert.is_nil(io.open("/tmp/spool-pwned"))
+  end)
+end)

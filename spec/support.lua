@@ -1,0 +1,164 @@
+-- spec/support.lua: what the specs share (local h = require "spec.support").
+--
+-- Specs run inside the engine, in a task, so they can wait on I/O like an
+-- agent does: h.wait_for polls with spool.sleep while the loop runs the
+-- runs, mock models and servers the spec started.
+--
+-- After every test, spec/helper.lua calls h.assert_clean: nothing the test
+-- started may still run in the engine.
+
+local core = require "spool.core"
+local spool = require "spool"
+local agent_mod = require "spool.agent"
+local prompt = require "spool.prompt"
+local runner = require "spool._runner"
+
+local h = {}
+
+h.BIN = os.getenv("SPOOL_BIN") or "./build/spool"
+h.ROOT = core.project()
+
+
+-- Polls pred() every few ms until it returns a true value, which is
+-- returned; raises after timeout_ms (default 10 s).
+function h.wait_for(pred, timeout_ms, what)
+  local deadline = core.now() + (timeout_ms or 10000)
+  while true do
+    local v = pred()
+    if v then
+      return v
+    end
+    if core.now() > deadline then
+      error("timed out waiting for " .. (what or "a condition"), 2)
+    end
+    core.sleep(2)
+  end
+end
+
+
+-- Starts an in-process mock model with a script table (see spool.mock).
+function h.mock(script)
+  local mock = assert(require("spool.mock").start { script = script })
+  return mock
+end
+
+
+-- Defines an agent for a test: `system` is its prompt text, and the model
+-- is the given mock (or any OpenAI-compatible URL).
+function h.agent(def, mock_or_url)
+  local system = def.system or "You are a test agent."
+  def.system = nil
+  def.prompt = def.prompt or "test.md"
+  local url = type(mock_or_url) == "string" and mock_or_url
+    or (mock_or_url and mock_or_url.url())
+  if url then
+    def.model = def.model or {}
+    def.model.mock = false
+    def.model.base_url = url
+    def.model.name = def.model.name or "mock-1"
+    def.model.timeout_ms = def.model.timeout_ms or 10000
+  end
+  local a = agent_mod.define(def, "test agent")
+  a.name = a.name or "test"
+  a.version = "test"
+  a.prompt_template = prompt.compile(system, "prompts/test.md")
+  return a
+end
+
+
+-- Runs an agent on an input to its end and returns the thread.
+function h.run(agent, input, timeout_ms)
+  local thread = runner.start(agent, input)
+  h.wait_for(function() return thread:status() ~= "running" end,
+    timeout_ms or 20000, "thread " .. thread.id)
+  return thread
+end
+
+
+-- The events of a thread as a list of their types.
+function h.types(thread)
+  local out = {}
+  for i, ev in ipairs(thread.events) do
+    out[i] = ev.type
+  end
+  return out
+end
+
+
+-- Runs a shell command; returns its stdout and exit code. This blocks the
+-- test engine's loop, so use it only for processes that need nothing from
+-- this engine.
+function h.sh(cmd)
+  local f = assert(io.popen(cmd, "r"))
+  local out = f:read("a")
+  local _, _, code = f:close()
+  return out, code
+end
+
+
+-- Quotes a string for the shell.
+function h.q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+
+-- A fresh temporary folder.
+function h.tmpdir()
+  local out = h.sh("mktemp -d /tmp/spool-spec.XXXXXX")
+  return (out:gsub("%s+$", ""))
+end
+
+
+-- A copy of the demo project (agents, prompts, data, mock, spool.lua) in a
+-- temporary folder, so a test may change files and state freely.
+function h.copy_project()
+  local dir = h.tmpdir()
+  local _, code = h.sh(string.format("cp -r %s/agents %s/prompts %s/data "
+    .. "%s/mock %s/spool.lua %s/", h.ROOT, h.ROOT, h.ROOT, h.ROOT, h.ROOT,
+    dir))
+  assert(code == 0, "cannot copy the demo project")
+  return dir
+end
+
+
+-- Starts `spool mock-llm` as a separate process, with extra arguments and
+-- environment assignments ("NAME=value ..."); returns { url, port, pid,
+-- stop = function }. The process is stopped by PID.
+function h.mock_process(script, extra, env)
+  local dir = h.tmpdir()
+  local port_file = dir .. "/port"
+  local cmd = string.format("%s %s mock-llm --port 0 --port-file %s %s %s "
+    .. ">%s/out 2>%s/err & echo $!", env or "", h.q(h.BIN), h.q(port_file),
+    script and ("--script " .. h.q(script)) or "", extra or "", dir, dir)
+  local pid = assert(tonumber((h.sh(cmd))), "no pid")
+  local port = h.wait_for(function()
+    local f = io.open(port_file, "r")
+    local p = f and tonumber(f:read("l"))
+    if f then
+      f:close()
+    end
+    return p
+  end, 10000, "the mock process to listen")
+  return {
+    pid = pid, port = port,
+    url = string.format("http://127.0.0.1:%d/v1", port),
+    stop = function()
+      h.sh("kill " .. pid .. " 2>/dev/null; rm -rf " .. h.q(dir))
+    end,
+  }
+end
+
+
+-- Fails the current test if anything it started is still running.
+function h.assert_clean()
+  local stats = core.stats()
+  assert(stats.http_pending == 0, "HTTP transfers left in flight: "
+    .. stats.http_pending)
+  assert(stats.tasks == 1, "tasks left running: " .. (stats.tasks - 1))
+  assert(runner.running() == 0, "threads left running: " .. runner.running())
+end
+
+
+h.spool = spool
+
+return h
