@@ -3,19 +3,13 @@
 local h = require "spec.support"
 local json = require "spool.json"
 
-local INPUT = h.q(json.encode({ order_id = "5531",
+local INPUT = json.encode({ order_id = "5531",
   request = "My mugs arrived broken", facts = "Order 5531 for Ana Silva: "
     .. "2 x Ceramic mug; total 29.00 EUR; status delivered. Policy: damaged "
-    .. "items are refunded in full." }))
+    .. "items are refunded in full." })
 
-local function run(dir, extra)
-  local out, code = h.sh(string.format("%s --project %s %s run refund --json "
-    .. "--input %s", h.q(h.BIN), h.q(dir), extra or "", INPUT))
-  local events = {}
-  for line in out:gmatch("[^\n]+") do
-    events[#events + 1] = json.decode(line)
-  end
-  return events, code
+local function run(dir)
+  return h.run_cli(dir, "refund", INPUT)
 end
 
 local function ledger(dir)
@@ -49,7 +43,7 @@ describe("agents/refund", function()
   end)
 
   after_each(function()
-    h.sh("rm -rf " .. h.q(dir))
+    h.remove(dir)
   end)
 
   it("records the refund in the ledger", function()

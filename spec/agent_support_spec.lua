@@ -1,16 +1,9 @@
 -- agents/support.lua, the pipeline: each step runs one small agent as a
 -- child thread, chosen from the results already in the thread.
 local h = require "spec.support"
-local json = require "spool.json"
 
 local function run(dir, input)
-  local out, code = h.sh(string.format("%s --project %s run support --json "
-    .. "--input %s", h.q(h.BIN), h.q(dir), h.q(input)))
-  local events = {}
-  for line in out:gmatch("[^\n]+") do
-    events[#events + 1] = json.decode(line)
-  end
-  return events, code
+  return h.run_cli(dir, "support", input)
 end
 
 -- The agents the top thread called, in order.
@@ -32,7 +25,7 @@ describe("agents/support", function()
   end)
 
   after_each(function()
-    h.sh("rm -rf " .. h.q(dir))
+    h.remove(dir)
   end)
 
   it("classifies, looks up, refunds and replies to a refund request", function()

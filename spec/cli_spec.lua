@@ -7,11 +7,12 @@ local BIN = h.q(h.BIN)
 local BROKEN = h.q(h.ROOT .. "/spec/fixtures/broken")
 local MOCKS = h.ROOT .. "/spec/fixtures/mocks/"
 
--- Runs the CLI with arguments; returns stdout, stderr, exit code.
-local function spool(args, stdin)
+-- Runs the CLI with arguments (and environment assignments); returns
+-- stdout, stderr, exit code.
+local function spool(args, stdin, env)
   local dir = h.tmpdir()
-  local cmd = string.format("cd %s && %s %s >%s/out 2>%s/err", h.q(h.ROOT),
-    BIN, args, dir, dir)
+  local cmd = string.format("cd %s && %s %s %s >%s/out 2>%s/err", h.q(h.ROOT),
+    env or "", BIN, args, dir, dir)
   if stdin then
     cmd = string.format("printf '%%s' %s | (%s)", h.q(stdin), cmd)
   end
@@ -27,13 +28,7 @@ local function spool(args, stdin)
   return out, err, code
 end
 
-local function json_lines(out)
-  local events = {}
-  for line in out:gmatch("[^\n]+") do
-    events[#events + 1] = assert(json.decode(line))
-  end
-  return events
-end
+local json_lines = h.json_lines
 
 describe("spool (CLI)", function()
   describe("usage", function()
@@ -116,6 +111,21 @@ describe("spool (CLI)", function()
       mock.stop()
       assert.are.equal(0, code, err)
       assert.are.equal("test-model", json_lines(out)[2].data.model)
+    end)
+
+    it("never writes the API key to events, logs or errors", function()
+      local secret = "sk-test-" .. h.spool.sha256("secret"):sub(1, 24)
+      local mock = h.mock_process(h.ROOT .. "/mock/support.lua")
+      local out, err, code = spool("--base-url " .. mock.url .. " --log debug "
+        .. "run support --json --input 'order 5531 arrived broken'",
+        nil, "OPENAI_API_KEY=" .. secret)
+      mock.stop()
+      assert.are.equal(0, code, err)
+      local out2, err2 = spool("--base-url http://127.0.0.1:1/v1 --log debug "
+        .. "run classify --input x", nil, "OPENAI_API_KEY=" .. secret)
+      for _, text in ipairs { out, err, out2, err2 } do
+        assert.is_nil(text:find(secret, 1, true))
+      end
     end)
 
     it("feeds arguments that are not JSON back to the model", function()

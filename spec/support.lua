@@ -121,6 +121,30 @@ function h.copy_project()
 end
 
 
+-- Parses `spool run --json` output: one event per line.
+function h.json_lines(out)
+  local events = {}
+  for line in out:gmatch("[^\n]+") do
+    events[#events + 1] = assert(require("spool.json").decode(line))
+  end
+  return events
+end
+
+
+-- Runs `spool --project dir [extra] run agent --json --input input` and
+-- returns its events and exit code.
+function h.run_cli(dir, agent, input, extra)
+  local out, code = h.sh(string.format("%s --project %s %s run %s --json "
+    .. "--input %s", h.q(h.BIN), h.q(dir), extra or "", agent, h.q(input)))
+  return h.json_lines(out), code
+end
+
+
+function h.remove(path)
+  h.sh("rm -rf " .. h.q(path))
+end
+
+
 -- Starts `spool mock-llm` as a separate process, with extra arguments and
 -- environment assignments ("NAME=value ..."); returns { url, port, pid,
 -- stop = function }. The process is stopped by PID.
