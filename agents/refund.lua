@@ -1,6 +1,7 @@
 -- refund: the action executor. Issues a refund by appending it to the
 -- shop's refund ledger (.spool/refunds.jsonl), after checking the amount
--- against the order and that the order was not refunded already.
+-- against the order and that the order was not refunded already. Refunds
+-- over 50 EUR wait for a human's approval (spool resume ID --approve).
 local spool = require "spool"
 
 local LEDGER = ".spool/refunds.jsonl"
@@ -22,6 +23,8 @@ return spool.agent {
   tools = {
     issue_refund = {
       description = "Refund an amount (EUR) for an order.",
+      -- Small refunds go through; larger ones wait for a person.
+      approve = function(args) return args.amount > 50 end,
       params = {
         order_id = "string",
         amount = { type = "number", exclusiveMinimum = 0 },

@@ -74,7 +74,7 @@ describe("agents/refund", function()
       .. "/spec/fixtures/mocks/refund_too_much.lua"), h.q(dir)))
     local events, code = run(dir)
     assert.are.equal(0, code)
-    assert.are.same({ "amount 100.00 is more than the order total 29.00" },
+    assert.are.same({ "amount 35.00 is more than the order total 29.00" },
       errors(events))
     assert.are.equal(29, ledger(dir)[1].amount)
   end)

@@ -66,12 +66,17 @@ function h.agent(def, mock_or_url)
 end
 
 
--- Runs an agent on an input to its end and returns the thread.
-function h.run(agent, input, timeout_ms)
-  local thread = runner.start(agent, input)
-  h.wait_for(function() return thread:status() ~= "running" end,
-    timeout_ms or 20000, "thread " .. thread.id)
+-- Waits until no task runs the thread (it ended, waits, or stopped).
+function h.wait_run(thread, timeout_ms)
+  h.wait_for(function() return not runner.is_live(thread.id) end,
+    timeout_ms or 20000, "the run of thread " .. thread.id)
   return thread
+end
+
+
+-- Runs an agent on an input until its run ends; returns the thread.
+function h.run(agent, input, timeout_ms)
+  return h.wait_run(runner.start(agent, input), timeout_ms)
 end
 
 

@@ -40,6 +40,8 @@ extern "C" {
 #define SPOOL_ESTATE (-5)    /* the call does not fit the object's state */
 #define SPOOL_EIO (-6)       /* a system call or network operation failed */
 #define SPOOL_EINTERNAL (-7) /* a bug in spool: please report it */
+#define SPOOL_ECONFLICT (-8) /* another run holds or changed the thread */
+#define SPOOL_ECORRUPT (-9)  /* stored data that cannot be read */
 
 /* The status of a thread, one agent's work on one input. */
 typedef enum spool_status {
@@ -88,6 +90,8 @@ SPOOL_API int spool_engine_new(spool_engine **out);
  *   "base_url"  the provider's base URL, e.g. http://127.0.0.1:8080/v1
  *   "api_key_env"  the name of the environment variable holding the key
  *   "mock"      "on" forces the built-in mock model, "off" forbids it
+ *   "store"     the database file: default .spool/spool.db in the project;
+ *               ":memory:" keeps threads for the engine's life only
  *   "log"       "error", "warn", "info" or "debug" (stderr)
  */
 SPOOL_API int spool_engine_set(spool_engine *e, const char *key,
@@ -159,17 +163,105 @@ SPOOL_API const char *spool_event_text(const spool_event *ev);
 SPOOL_API int spool_thread_start(spool_engine *e, const char *agent,
                                  const char *input, char id_out[SPOOL_ID_SIZE]);
 
-/* The status of a thread this engine knows. */
+/*
+ * Stored threads. The functions below read or change threads in the store,
+ * whichever process ran them. Each turns the engine's loop until the store
+ * has answered, so none may be called from a callback the loop is running.
+ * Strings returned through *_out are borrowed (see Conventions).
+ */
+
+/* The status of a thread (SPOOL_ENOTFOUND if there is none). */
 SPOOL_API int spool_thread_status(spool_engine *e, const char *id,
                                   spool_status *out);
 
 /*
  * The outcome of a finished thread as JSON: for a done thread its result
  * (the final answer, or the value of its terminal intent), for a failed one
- * {"error": message}. *json_out is borrowed (see Conventions).
+ * {"error": message}. SPOOL_ESTATE while it runs or waits.
  */
 SPOOL_API int spool_thread_result(spool_engine *e, const char *id,
                                   const char **json_out);
+
+/* The thread and its events: {"thread": {...}, "events": [...]}. */
+SPOOL_API int spool_thread_json(spool_engine *e, const char *id,
+                                const char **json_out);
+
+/* The thread's events as readable lines, the form `spool run` prints, with
+ * its sub-agents' threads indented under the calls that started them. */
+SPOOL_API int spool_thread_text(spool_engine *e, const char *id,
+                                const char **text_out);
+
+/* The thread's events as JSON lines, one event per line. */
+SPOOL_API int spool_thread_export(spool_engine *e, const char *id,
+                                  const char **jsonl_out);
+
+/* A human's response to a waiting thread. */
+typedef enum spool_response_kind {
+  SPOOL_ANSWER = 1,  /* text: the answer to a question */
+  SPOOL_APPROVE = 2, /* args_json: edited arguments, or NULL to keep them */
+  SPOOL_REJECT = 3   /* text: the reason the model is told, or NULL */
+} spool_response_kind;
+
+typedef struct spool_response {
+  spool_response_kind kind;
+  const char *text;
+  const char *args_json; /* a JSON object */
+  const char *by;        /* who answered (may be NULL) */
+  const char *channel;   /* where they answered (may be NULL) */
+} spool_response;
+
+/*
+ * Continues a waiting or interrupted thread; the run proceeds as the loop
+ * turns. `r` answers what the thread waits for; NULL continues a thread a
+ * crash interrupted. SPOOL_ECONFLICT if another process runs the thread;
+ * SPOOL_EINVAL if the response does not fit what it waits for (an answer
+ * to an approval, edited arguments its tool would reject).
+ */
+SPOOL_API int spool_thread_resume(spool_engine *e, const char *id,
+                                  const spool_response *r);
+
+/* Cancels a thread that has not ended, and its sub-agents. */
+SPOOL_API int spool_thread_cancel(spool_engine *e, const char *id);
+
+/* Deletes a thread, its events and its sub-agents' threads. */
+SPOOL_API int spool_thread_delete(spool_engine *e, const char *id);
+
+/* A new thread holding the first at_seq events of another. */
+SPOOL_API int spool_thread_fork(spool_engine *e, const char *id,
+                                long long at_seq, char id_out[SPOOL_ID_SIZE]);
+
+/* Which threads spool_thread_list returns; zero fields do not filter. */
+typedef struct spool_thread_filter {
+  const char *status; /* "running", "waiting", "done", ... */
+  const char *agent;
+  int limit;        /* at most this many (0: 100) */
+  long long before; /* created before this time (ms since the epoch) */
+  int text;         /* 1: a readable table instead of JSON */
+} spool_thread_filter;
+
+/* Threads, newest first, as a JSON array of {id, agent, parent, status,
+ * created_at, updated_at, events, deadline} (f may be NULL). */
+SPOOL_API int spool_thread_list(spool_engine *e, const spool_thread_filter *f,
+                                const char **out);
+
+/*
+ * Resumes the threads a stopped process left running (their lease expired
+ * or its process is gone) and denies the approvals whose deadline passed.
+ * *report_json (may be NULL) says which.
+ */
+SPOOL_API int spool_engine_recover(spool_engine *e, const char **report_json);
+
+/*
+ * Deletes expired business state, and finished threads older than
+ * older_than_days (NULL: spool.lua's retention.finished_days, or none),
+ * then reclaims the space.
+ */
+SPOOL_API int spool_engine_gc(spool_engine *e, const char *older_than_days,
+                              const char **report_json);
+
+/* A business-state namespace as JSON lines {key, value, version, ...}. */
+SPOOL_API int spool_state_export(spool_engine *e, const char *ns,
+                                 const char **jsonl_out);
 
 /*
  * Renders the exact HTTP request body the first step of `agent` on `input`

@@ -18,6 +18,7 @@
 
 #include "http.h"
 #include "spool_int.h"
+#include "store.h"
 
 #define ENGINE_KEY "spool.engine"
 
@@ -170,6 +171,8 @@ int spool_engine_set(spool_engine *e, const char *key, const char *value) {
     return set_string(e, &e->opt_base_url, value);
   if (strcmp(key, "api_key_env") == 0)
     return set_string(e, &e->opt_api_key_env, value);
+  if (strcmp(key, "store") == 0)
+    return set_string(e, &e->opt_store, value);
   if (strcmp(key, "mock") == 0) {
     if (value && strcmp(value, "on") != 0 && strcmp(value, "off") != 0)
       return spool__fail(e, SPOOL_EINVAL,
@@ -284,6 +287,7 @@ static int bootstrap(lua_State *L) {
   push_opt(L, "base_url", e->opt_base_url);
   push_opt(L, "api_key_env", e->opt_api_key_env);
   push_opt(L, "mock", e->opt_mock);
+  push_opt(L, "store", e->opt_store);
   lua_call(L, 1, 2);
   return 3; /* api table, ok, err */
 }
@@ -307,7 +311,8 @@ static int code_of(const char *msg) {
       {"EINVAL", SPOOL_EINVAL},       {"ENOMEM", SPOOL_ENOMEM},
       {"ENOTFOUND", SPOOL_ENOTFOUND}, {"EAGENT", SPOOL_EAGENT},
       {"ESTATE", SPOOL_ESTATE},       {"EIO", SPOOL_EIO},
-      {"ELISTEN", SPOOL_EIO},
+      {"ELISTEN", SPOOL_EIO},         {"ECONFLICT", SPOOL_ECONFLICT},
+      {"ECORRUPT", SPOOL_ECORRUPT},   {"EMODEL", SPOOL_EIO},
   };
   const char *colon = msg ? strchr(msg, ':') : NULL;
   if (colon == NULL)
@@ -338,6 +343,9 @@ int spool_engine_open(spool_engine *e) {
   if ((e->project_abs = strdup(project)) == NULL ||
       (e->lua_dir = strdup(lua_dir)) == NULL)
     return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  const char *offset = getenv("SPOOL_TEST_TIME_OFFSET_MS");
+  if (offset && *offset)
+    e->clock_offset_ms = strtoll(offset, NULL, 10);
   const char *level = getenv("SPOOL_LOG");
   if (level && *level && parse_log_level(level, &e->log_level) != 0)
     spool__log(e, SPOOL__LOG_WARN, "SPOOL_LOG=%s is not a log level", level);
@@ -388,6 +396,7 @@ static void free_engine_memory(spool_engine *e) {
   free(e->opt_base_url);
   free(e->opt_api_key_env);
   free(e->opt_mock);
+  free(e->opt_store);
   free(e->project_abs);
   free(e->lua_dir);
   spool__buf_free(&e->errmsg);
@@ -406,10 +415,13 @@ static void on_engine_handle_closed(uv_handle_t *h) {
 void spool_engine_free(spool_engine *e) {
   if (e == NULL)
     return;
-  if (e->L) {
+  if (e->L)
     spool__sched_cancel_all(e);
+  /* Ops already handed to the store thread finish (a submitted step is
+   * committed); their waiters are gone, so their callbacks only free. */
+  spool__store_close(e->store);
+  if (e->L)
     lua_close(e->L); /* collects servers, which close their sockets */
-  }
   spool__http_free(e->http);
   while (e->events_head) {
     queued_event *q = e->events_head;
@@ -502,7 +514,7 @@ int spool__events_queue(spool_engine *e, const spool__event_fields *f) {
   return 0;
 }
 
-void spool__events_flush(spool_engine *e) {
+static void events_flush(spool_engine *e) {
   while (e->events_head) {
     queued_event *q = e->events_head;
     e->events_head = q->next;
@@ -512,6 +524,11 @@ void spool__events_flush(spool_engine *e) {
       e->on_event(&q->ev, e->on_event_ud);
     free(q);
   }
+}
+
+void spool__engine_tick_end(spool_engine *e) {
+  spool__store_flush(e->store);
+  events_flush(e);
 }
 
 const char *spool_event_thread(const spool_event *ev) {
@@ -539,16 +556,12 @@ const char *spool_event_text(const spool_event *ev) {
 /* ---- calls into the Lua library ---- */
 
 /*
- * Calls api[fn] with the nargs values on top of e->L. The Lua side returns
- * its result, or nil and "ECODE: message" for an expected failure.
+ * Calls api[fn] with the nargs values on top of e->L, directly (it must not
+ * yield). The Lua side returns its result, or nil and "ECODE: message".
  * stack: args -> result (on success only; nothing is left on failure)
  */
 static int call_api(spool_engine *e, const char *fn, int nargs) {
   lua_State *L = e->L;
-  if (!e->opened || L == NULL || e->api_ref == LUA_NOREF) {
-    lua_pop(L, nargs);
-    return spool__fail(e, SPOOL_ESTATE, "the engine is not open");
-  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, e->api_ref);
   lua_getfield(L, -1, fn);
   lua_remove(L, -2);
@@ -566,6 +579,89 @@ static int call_api(spool_engine *e, const char *fn, int nargs) {
   }
   lua_pop(L, 1);
   return 0;
+}
+
+/* A task the API waits for; its done callback fills in the outcome. */
+typedef struct waited {
+  int done;
+  int rc;        /* await_api: 0 or a SPOOL_E* code */
+  int exit_code; /* spool_script_run */
+} waited;
+
+/* stack: done-callback, waited, f, args -> (spawns f(args) as a task) */
+static int spawn_waited(lua_State *L) {
+  spool__task_done_cb done = (spool__task_done_cb)lua_touserdata(L, 1);
+  waited *w = lua_touserdata(L, 2);
+  lua_remove(L, 1);
+  lua_remove(L, 1);
+  spool__task_spawn(spool__engine_of(L), L, lua_gettop(L) - 1, done, w);
+  return 0;
+}
+
+/* Spawns the function below its nargs arguments on e->L as a task and
+ * turns the loop until the task ends. */
+static int spawn_and_wait(spool_engine *e, int nargs, spool__task_done_cb done,
+                          waited *w) {
+  lua_State *L = e->L;
+  lua_pushlightuserdata(L, (void *)done);
+  lua_pushlightuserdata(L, w);
+  lua_pushcfunction(L, spawn_waited);
+  lua_insert(L, -(nargs + 4));
+  lua_insert(L, -(nargs + 3));
+  lua_insert(L, -(nargs + 3));
+  /* stack: spawn_waited, done, w, f, args */
+  if (spool__pcall(L, nargs + 3, 0) != LUA_OK) {
+    int rc = spool__fail(e, SPOOL_ENOMEM, "%s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return rc;
+  }
+  while (!w->done)
+    uv_run(e->loop, UV_RUN_ONCE);
+  return 0;
+}
+
+static void on_await_done(spool__task *t, int how, int nres, void *ud) {
+  waited *w = ud;
+  spool_engine *e = t->e;
+  w->done = 1;
+  if (how == SPOOL__TASK_CANCELLED) {
+    w->rc = spool__fail(e, SPOOL_ESTATE, "the engine was closed");
+    return;
+  }
+  if (how == SPOOL__TASK_ERROR) {
+    w->rc = spool__fail(e, SPOOL_EINTERNAL, "%s", lua_tostring(e->L, -1));
+    return;
+  }
+  lua_State *co = t->co;
+  int first = lua_gettop(co) - nres + 1;
+  if (nres == 0 || lua_isnil(co, first)) {
+    const char *msg = nres >= 2 ? lua_tostring(co, first + 1) : NULL;
+    w->rc = spool__fail(e, code_of(msg), "%s", msg ? text_of(msg) : "failed");
+    return;
+  }
+  size_t n = 0;
+  const char *s = lua_tolstring(co, first, &n);
+  spool__buf_clear(&e->result);
+  if (spool__buf_add(&e->result, s ? s : "", s ? n : 0) != 0)
+    w->rc = spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  else
+    w->rc = 0;
+}
+
+/*
+ * Runs api[fn] with the nargs values on top of e->L as a task (so it may
+ * use the store) and turns the loop until it returns. Its string result is
+ * left in e->result.
+ */
+static int await_api(spool_engine *e, const char *fn, int nargs) {
+  lua_State *L = e->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, e->api_ref);
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+  lua_insert(L, -(nargs + 1));
+  waited w = {0, 0, 0};
+  int rc = spawn_and_wait(e, nargs, on_await_done, &w);
+  return rc != 0 ? rc : w.rc;
 }
 
 /* Copies the string on top of e->L into e->result and pops it. */
@@ -589,68 +685,210 @@ static int check_open(spool_engine *e) {
   return 0;
 }
 
-int spool_thread_start(spool_engine *e, const char *agent, const char *input,
-                       char id_out[SPOOL_ID_SIZE]) {
+/* Checks the engine and that every string argument is given. */
+static int check_args(spool_engine *e, int n, ...) {
   int rc = check_open(e);
   if (rc != 0)
     return rc;
-  if (agent == NULL || input == NULL || id_out == NULL)
-    return spool__fail(e, SPOOL_EINVAL, "agent, input and id_out are needed");
+  va_list ap;
+  va_start(ap, n);
+  for (int i = 0; i < n; i++)
+    if (va_arg(ap, const void *) == NULL) {
+      va_end(ap);
+      return spool__fail(e, SPOOL_EINVAL, "a required argument is NULL");
+    }
+  va_end(ap);
+  return 0;
+}
+
+static int copy_id(spool_engine *e, char id_out[SPOOL_ID_SIZE]) {
+  if (e->result.data == NULL || e->result.len >= SPOOL_ID_SIZE)
+    return spool__fail(e, SPOOL_EINTERNAL, "bad thread id");
+  memcpy(id_out, e->result.data, e->result.len + 1);
+  return 0;
+}
+
+int spool_thread_start(spool_engine *e, const char *agent, const char *input,
+                       char id_out[SPOOL_ID_SIZE]) {
+  int rc = check_args(e, 3, agent, input, id_out);
+  if (rc != 0)
+    return rc;
   lua_pushstring(e->L, agent);
   lua_pushstring(e->L, input);
   if ((rc = call_api(e, "start_thread", 2)) != 0)
     return rc;
-  const char *id = keep_result(e);
-  if (id == NULL || strlen(id) >= SPOOL_ID_SIZE)
-    return spool__fail(e, SPOOL_EINTERNAL, "bad thread id");
-  memcpy(id_out, id, strlen(id) + 1);
-  return 0;
+  if (keep_result(e) == NULL)
+    return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  return copy_id(e, id_out);
 }
 
 int spool_thread_status(spool_engine *e, const char *id, spool_status *out) {
   static const char *const names[] = {"running", "waiting", "done", "failed",
                                       "cancelled"};
-  int rc = check_open(e);
+  int rc = check_args(e, 2, id, out);
   if (rc != 0)
     return rc;
-  if (id == NULL || out == NULL)
-    return spool__fail(e, SPOOL_EINVAL, "id and out are needed");
   lua_pushstring(e->L, id);
-  if ((rc = call_api(e, "thread_status", 1)) != 0)
+  if ((rc = await_api(e, "thread_status", 1)) != 0)
     return rc;
-  const char *s = lua_tostring(e->L, -1);
   for (int i = 0; i < 5; i++)
-    if (s && strcmp(s, names[i]) == 0) {
+    if (strcmp(e->result.data, names[i]) == 0) {
       *out = (spool_status)i;
-      lua_pop(e->L, 1);
       return 0;
     }
-  lua_pop(e->L, 1);
   return spool__fail(e, SPOOL_EINTERNAL, "unknown thread status");
+}
+
+/* The API functions that take one id and return a string (or nothing). */
+static int id_call(spool_engine *e, const char *fn, const char *id,
+                   const char **out) {
+  int rc = check_args(e, 1, id);
+  if (rc != 0)
+    return rc;
+  lua_pushstring(e->L, id);
+  if ((rc = await_api(e, fn, 1)) != 0)
+    return rc;
+  if (out)
+    *out = e->result.data;
+  return 0;
 }
 
 int spool_thread_result(spool_engine *e, const char *id,
                         const char **json_out) {
+  if (json_out == NULL)
+    return e ? spool__fail(e, SPOOL_EINVAL, "json_out is NULL") : SPOOL_EINVAL;
+  return id_call(e, "thread_result", id, json_out);
+}
+
+int spool_thread_json(spool_engine *e, const char *id, const char **json_out) {
+  if (json_out == NULL)
+    return e ? spool__fail(e, SPOOL_EINVAL, "json_out is NULL") : SPOOL_EINVAL;
+  return id_call(e, "thread_json", id, json_out);
+}
+
+int spool_thread_text(spool_engine *e, const char *id, const char **text_out) {
+  if (text_out == NULL)
+    return e ? spool__fail(e, SPOOL_EINVAL, "text_out is NULL") : SPOOL_EINVAL;
+  return id_call(e, "thread_text", id, text_out);
+}
+
+int spool_thread_export(spool_engine *e, const char *id,
+                        const char **jsonl_out) {
+  if (jsonl_out == NULL)
+    return e ? spool__fail(e, SPOOL_EINVAL, "jsonl_out is NULL") : SPOOL_EINVAL;
+  return id_call(e, "export", id, jsonl_out);
+}
+
+int spool_thread_cancel(spool_engine *e, const char *id) {
+  return id_call(e, "cancel", id, NULL);
+}
+
+int spool_thread_delete(spool_engine *e, const char *id) {
+  return id_call(e, "delete", id, NULL);
+}
+
+static void set_field(lua_State *L, const char *name, const char *value) {
+  if (value) {
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, name);
+  }
+}
+
+int spool_thread_resume(spool_engine *e, const char *id,
+                        const spool_response *r) {
+  static const char *const kinds[] = {NULL, "answer", "approve", "reject"};
+  int rc = check_args(e, 1, id);
+  if (rc != 0)
+    return rc;
+  if (r && (r->kind < SPOOL_ANSWER || r->kind > SPOOL_REJECT))
+    return spool__fail(e, SPOOL_EINVAL, "unknown response kind %d", r->kind);
+  if (r && r->kind == SPOOL_ANSWER && r->text == NULL)
+    return spool__fail(e, SPOOL_EINVAL, "an answer needs its text");
+  lua_State *L = e->L;
+  lua_pushstring(L, id);
+  lua_newtable(L);
+  if (r) {
+    lua_pushstring(L, kinds[r->kind]);
+    lua_setfield(L, -2, "kind");
+    set_field(L, "text", r->text);
+    set_field(L, "args_json", r->args_json);
+    set_field(L, "by", r->by);
+    set_field(L, "channel", r->channel);
+  }
+  return await_api(e, "resume", 2);
+}
+
+int spool_thread_fork(spool_engine *e, const char *id, long long at_seq,
+                      char id_out[SPOOL_ID_SIZE]) {
+  int rc = check_args(e, 2, id, id_out);
+  if (rc != 0)
+    return rc;
+  lua_pushstring(e->L, id);
+  lua_pushinteger(e->L, (lua_Integer)at_seq);
+  if ((rc = await_api(e, "fork", 2)) != 0)
+    return rc;
+  return copy_id(e, id_out);
+}
+
+int spool_thread_list(spool_engine *e, const spool_thread_filter *f,
+                      const char **out) {
+  int rc = check_args(e, 1, out);
+  if (rc != 0)
+    return rc;
+  lua_State *L = e->L;
+  lua_newtable(L);
+  if (f) {
+    set_field(L, "status", f->status);
+    set_field(L, "agent", f->agent);
+    lua_pushinteger(L, f->limit);
+    lua_setfield(L, -2, "limit");
+    lua_pushinteger(L, (lua_Integer)f->before);
+    lua_setfield(L, -2, "before");
+    lua_pushboolean(L, f->text);
+    lua_setfield(L, -2, "text");
+  }
+  if ((rc = await_api(e, "list", 1)) != 0)
+    return rc;
+  *out = e->result.data;
+  return 0;
+}
+
+int spool_engine_recover(spool_engine *e, const char **report_json) {
   int rc = check_open(e);
   if (rc != 0)
     return rc;
-  if (id == NULL || json_out == NULL)
-    return spool__fail(e, SPOOL_EINVAL, "id and json_out are needed");
-  lua_pushstring(e->L, id);
-  if ((rc = call_api(e, "thread_result", 1)) != 0)
+  if ((rc = await_api(e, "recover", 0)) != 0)
     return rc;
-  if ((*json_out = keep_result(e)) == NULL)
-    return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  if (report_json)
+    *report_json = e->result.data;
   return 0;
+}
+
+int spool_engine_gc(spool_engine *e, const char *older_than_days,
+                    const char **report_json) {
+  int rc = check_open(e);
+  if (rc != 0)
+    return rc;
+  lua_pushstring(e->L, older_than_days);
+  if ((rc = await_api(e, "gc", 1)) != 0)
+    return rc;
+  if (report_json)
+    *report_json = e->result.data;
+  return 0;
+}
+
+int spool_state_export(spool_engine *e, const char *ns,
+                       const char **jsonl_out) {
+  if (jsonl_out == NULL)
+    return e ? spool__fail(e, SPOOL_EINVAL, "jsonl_out is NULL") : SPOOL_EINVAL;
+  return id_call(e, "state_export", ns, jsonl_out);
 }
 
 int spool_prompt_render(spool_engine *e, const char *agent, const char *input,
                         const char **body_out) {
-  int rc = check_open(e);
+  int rc = check_args(e, 3, agent, input, body_out);
   if (rc != 0)
     return rc;
-  if (agent == NULL || input == NULL || body_out == NULL)
-    return spool__fail(e, SPOOL_EINVAL, "agent, input and body_out needed");
   lua_pushstring(e->L, agent);
   lua_pushstring(e->L, input);
   if ((rc = call_api(e, "render_request", 2)) != 0)
@@ -678,47 +916,34 @@ int spool_mock_start(spool_engine *e, const char *script, const char *host,
   return 0;
 }
 
-typedef struct script_state {
-  int done;
-  int exit_code;
-} script_state;
-
 static void on_script_done(spool__task *t, int how, int nres, void *ud) {
-  script_state *ss = ud;
+  waited *w = ud;
   lua_State *L = t->e->L;
   (void)nres;
-  ss->done = 1;
-  ss->exit_code = 0;
+  w->done = 1;
+  w->exit_code = 0;
   if (how == SPOOL__TASK_CANCELLED) {
-    ss->exit_code = 1;
+    w->exit_code = 1;
   } else if (how == SPOOL__TASK_ERROR) {
     /* os.exit inside a script raises {exit = code} (see _engine.lua). */
     if (lua_istable(L, -1)) {
       lua_getfield(L, -1, "exit");
-      ss->exit_code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 1;
+      w->exit_code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 1;
       lua_pop(L, 1);
     } else {
       fprintf(stderr, "%s\n", lua_tostring(L, -1));
-      ss->exit_code = 1;
+      w->exit_code = 1;
     }
   }
 }
 
-/* stack: f, script_state -> (spawns f as a task) */
-static int spawn_script(lua_State *L) {
-  script_state *ss = lua_touserdata(L, 2);
-  lua_settop(L, 1);
-  spool__task_spawn(spool__engine_of(L), L, 0, on_script_done, ss);
-  return 0;
-}
-
 int spool_script_run(spool_engine *e, const char *path, int argc, char **argv,
                      int *exit_out) {
-  int rc = check_open(e);
+  int rc = check_args(e, 1, path);
   if (rc != 0)
     return rc;
-  if (path == NULL || (argc > 0 && argv == NULL))
-    return spool__fail(e, SPOOL_EINVAL, "path and argv are needed");
+  if (argc > 0 && argv == NULL)
+    return spool__fail(e, SPOOL_EINVAL, "argv is NULL");
   lua_State *L = e->L;
   lua_pushstring(L, path);
   lua_createtable(L, argc, 1);
@@ -731,19 +956,11 @@ int spool_script_run(spool_engine *e, const char *path, int argc, char **argv,
   if ((rc = call_api(e, "load_script", 2)) != 0)
     return rc;
   /* stack: the script's main function */
-  script_state ss = {0, 0};
-  lua_pushcfunction(L, spawn_script);
-  lua_insert(L, -2);
-  lua_pushlightuserdata(L, &ss);
-  if (spool__pcall(L, 2, 0) != LUA_OK) {
-    rc = spool__fail(e, SPOOL_ENOMEM, "%s", lua_tostring(L, -1));
-    lua_pop(L, 1);
+  waited w = {0, 0, 0};
+  if ((rc = spawn_and_wait(e, 0, on_script_done, &w)) != 0)
     return rc;
-  }
-  while (!ss.done)
-    uv_run(e->loop, UV_RUN_ONCE);
   if (exit_out)
-    *exit_out = ss.exit_code;
+    *exit_out = w.exit_code;
   return 0;
 }
 

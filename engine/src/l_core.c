@@ -20,7 +20,9 @@
  * plus http_request (l_http.c), listen (l_server.c), read_file / write_file
  * (l_fs.c).
  */
+#include <errno.h>
 #include <openssl/evp.h>
+#include <signal.h>
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,10 +96,30 @@ static int l_core_now(lua_State *L) {
   return 1;
 }
 
+/* Wall-clock ms. Tests move it with $SPOOL_TEST_TIME_OFFSET_MS, so that
+ * deadlines and leases come due without waiting. */
 static int l_core_time(lua_State *L) {
   uv_timeval64_t tv;
   uv_gettimeofday(&tv);
-  lua_pushinteger(L, (lua_Integer)tv.tv_sec * 1000 + tv.tv_usec / 1000);
+  lua_pushinteger(L, (lua_Integer)tv.tv_sec * 1000 + tv.tv_usec / 1000 +
+                         engine(L)->clock_offset_ms);
+  return 1;
+}
+
+/* Is a process of this host alive? For leases left by a killed process. */
+static int l_core_process_alive(lua_State *L) {
+  lua_Integer pid = luaL_checkinteger(L, 1);
+  lua_pushboolean(L, pid > 0 && (kill((pid_t)pid, 0) == 0 || errno != ESRCH));
+  return 1;
+}
+
+/* "host:pid": who holds a lease. */
+static int l_core_process_id(lua_State *L) {
+  char host[256];
+  size_t n = sizeof host;
+  if (uv_os_gethostname(host, &n) != 0)
+    snprintf(host, sizeof host, "localhost");
+  lua_pushfstring(L, "%s:%d", host, (int)uv_os_getpid());
   return 1;
 }
 
@@ -206,13 +228,22 @@ static int l_core_in_task(lua_State *L) {
 
 int luaopen_spool_core(lua_State *L) {
   static const luaL_Reg fns[] = {
-      {"spawn", l_core_spawn},     {"sleep", l_core_sleep},
-      {"now", l_core_now},         {"time", l_core_time},
-      {"sha256", l_core_sha256},   {"random_id", l_core_random_id},
-      {"getenv", l_core_getenv},   {"project", l_core_project},
-      {"emit", l_core_emit},       {"listening", l_core_listening},
-      {"log", l_core_log},         {"stats", l_core_stats},
-      {"in_task", l_core_in_task}, {NULL, NULL},
+      {"spawn", l_core_spawn},
+      {"sleep", l_core_sleep},
+      {"now", l_core_now},
+      {"time", l_core_time},
+      {"sha256", l_core_sha256},
+      {"random_id", l_core_random_id},
+      {"getenv", l_core_getenv},
+      {"project", l_core_project},
+      {"emit", l_core_emit},
+      {"listening", l_core_listening},
+      {"log", l_core_log},
+      {"stats", l_core_stats},
+      {"in_task", l_core_in_task},
+      {"process_alive", l_core_process_alive},
+      {"process_id", l_core_process_id},
+      {NULL, NULL},
   };
   spool_engine *e = spool__engine_of(L);
   lua_newtable(L);
@@ -221,5 +252,6 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_http(L);
   spool__open_server(L);
   spool__open_fs(L);
+  spool__open_store(L);
   return 1;
 }

@@ -25,6 +25,18 @@ static const char usage_text[] =
     "commands:\n"
     "  run AGENT [--input TEXT | -] [--json]\n"
     "      run an agent on an input until it finishes, fails or pauses\n"
+    "  resume ID [--answer TEXT | --approve [--args JSON] |\n"
+    "            --reject [--reason TEXT]] [--json]\n"
+    "      answer a waiting thread (or continue an interrupted one)\n"
+    "  threads [--status S] [--agent A] [--limit N] [--json]\n"
+    "  show ID [--json]          a thread's events, sub-agents indented\n"
+    "  export ID                 a thread's events as JSON lines\n"
+    "  cancel ID | delete ID\n"
+    "  fork ID --at SEQ          a new thread from the first SEQ events\n"
+    "  recover                   resume interrupted threads, expire "
+    "deadlines\n"
+    "  state export NS           a business-state namespace as JSON lines\n"
+    "  gc [--older-than DAYS]    delete expired state and old threads\n"
     "  prompt AGENT [--input TEXT | -]\n"
     "      print the exact request body the first step would send\n"
     "  mock-llm [--port N] [--host ADDR] [--script FILE] [--port-file FILE]\n"
@@ -40,6 +52,7 @@ static const char usage_text[] =
     "  --base-url URL    an OpenAI-compatible endpoint, e.g. "
     "http://127.0.0.1:11434/v1\n"
     "  --mock on|off     force (or forbid) the built-in mock model\n"
+    "  --db FILE         the thread store (default .spool/spool.db)\n"
     "  --log LEVEL       error, warn, info or debug (to stderr)\n"
     "  -h, --help        this text;   --version  the versions in use\n"
     "\n"
@@ -47,7 +60,7 @@ static const char usage_text[] =
     "mock model. Exit codes: 0 done, 1 failed, 2 usage error, 3 waiting.\n";
 
 typedef struct cli {
-  const char *project, *model, *base_url, *mock, *log;
+  const char *project, *model, *base_url, *mock, *log, *db;
   const char *command;
   int argc; /* the command's own arguments */
   char **argv;
@@ -120,6 +133,8 @@ static spool_engine *open_engine(const cli *c, uv_loop_t *loop, int *code) {
     rc = spool_engine_set(e, "mock", c->mock);
   if (rc == 0 && c->log)
     rc = spool_engine_set(e, "log", c->log);
+  if (rc == 0 && c->db)
+    rc = spool_engine_set(e, "store", c->db);
   if (rc == 0)
     rc = spool_engine_use_loop(e, loop);
   *code = rc != 0 ? EXIT_USAGE : EXIT_FAILED;
@@ -243,6 +258,40 @@ static int exit_for(int rc) {
                                                        : EXIT_FAILED;
 }
 
+/* Turns the loop until the thread's run ends or pauses; prints what it
+ * waits for; returns the exit code for its status. */
+static int finish_run(spool_engine *e, const char *id, stopper *st) {
+  spool_engine_run(e, SPOOL_RUN_IDLE);
+  spool_status status;
+  const char *result;
+  if (spool_thread_status(e, id, &status) != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    return EXIT_FAILED;
+  }
+  switch (status) {
+  case SPOOL_DONE:
+    return EXIT_DONE;
+  case SPOOL_WAITING:
+    spool_thread_result(e, id, &result); /* fails, saying what it waits for */
+    fprintf(stderr,
+            "spool: %s\nspool: resume it with: spool resume %s --answer "
+            "TEXT | --approve [--args JSON] | --reject [--reason TEXT]\n",
+            spool_engine_errmsg(e), id);
+    return EXIT_WAITING;
+  case SPOOL_RUNNING:
+    fprintf(stderr,
+            "spool: interrupted (signal %d); thread %s stopped at its last "
+            "stored step: spool resume %s continues it\n",
+            st->signalled, id, id);
+    return EXIT_FAILED;
+  default:
+    if (spool_thread_result(e, id, &result) == 0 &&
+        strncmp(result, "{\"error\":\"the run stopped", 26) == 0)
+      fprintf(stderr, "spool: %s\n", result);
+    return EXIT_FAILED;
+  }
+}
+
 static int cmd_run(const cli *c, uv_loop_t *loop) {
   run_opts o;
   int code = parse_agent_args(c, &o, 1);
@@ -315,6 +364,268 @@ static int cmd_prompt(const cli *c, uv_loop_t *loop) {
   return code;
 }
 
+/* ---- stored threads ---- */
+
+/* Parses the next value of a flag; sets *code on a missing one. */
+static const char *flag_value(const cli *c, int *i, int *code) {
+  if (*i + 1 >= c->argc) {
+    *code = usage_error("%s needs a value", c->argv[*i]);
+    return NULL;
+  }
+  return c->argv[++*i];
+}
+
+static int cmd_resume(const cli *c, uv_loop_t *loop) {
+  spool_response r = {0};
+  const char *id = NULL;
+  int has = 0, json = 0, code = 0;
+  run_opts o = {0};
+  for (int i = 0; i < c->argc && code == 0; i++) {
+    const char *a = c->argv[i];
+    if (strcmp(a, "--answer") == 0) {
+      r.kind = SPOOL_ANSWER;
+      r.text = flag_value(c, &i, &code);
+      has++;
+    } else if (strcmp(a, "--approve") == 0) {
+      r.kind = SPOOL_APPROVE;
+      has++;
+    } else if (strcmp(a, "--reject") == 0) {
+      r.kind = SPOOL_REJECT;
+      has++;
+    } else if (strcmp(a, "--args") == 0) {
+      r.args_json = flag_value(c, &i, &code);
+    } else if (strcmp(a, "--reason") == 0) {
+      r.text = flag_value(c, &i, &code);
+    } else if (strcmp(a, "--json") == 0) {
+      json = 1;
+    } else if (a[0] == '-') {
+      return usage_error("unknown option '%s'", a);
+    } else if (id == NULL) {
+      id = a;
+    } else {
+      return usage_error("unexpected argument '%s'", a);
+    }
+  }
+  if (code != 0)
+    return code;
+  if (id == NULL)
+    return usage_error("resume needs a thread id%s", "");
+  if (has > 1)
+    return usage_error("give one of --answer, --approve and --reject%s", "");
+  if (r.args_json && r.kind != SPOOL_APPROVE)
+    return usage_error("--args goes with --approve%s", "");
+  if (r.kind == SPOOL_ANSWER && r.text == NULL)
+    return usage_error("--answer needs a value%s", "");
+  r.by = "cli";
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e == NULL)
+    return code;
+  stopper *st = watch_signals(loop, e);
+  o.json = json;
+  spool_engine_on_event(e, on_event, &o);
+  int rc = spool_thread_resume(e, id, has ? &r : NULL);
+  if (rc != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = rc == SPOOL_EINVAL ? EXIT_USAGE : EXIT_FAILED;
+  } else {
+    code = finish_run(e, id, st);
+  }
+  spool_engine_free(e);
+  return code;
+}
+
+static int cmd_threads(const cli *c, uv_loop_t *loop) {
+  spool_thread_filter f = {0};
+  int code = 0;
+  f.text = 1;
+  for (int i = 0; i < c->argc && code == 0; i++) {
+    const char *a = c->argv[i];
+    if (strcmp(a, "--status") == 0) {
+      f.status = flag_value(c, &i, &code);
+    } else if (strcmp(a, "--agent") == 0) {
+      f.agent = flag_value(c, &i, &code);
+    } else if (strcmp(a, "--limit") == 0) {
+      const char *v = flag_value(c, &i, &code);
+      if (v && (f.limit = atoi(v)) <= 0)
+        return usage_error("--limit needs a positive number, not '%s'", v);
+    } else if (strcmp(a, "--json") == 0) {
+      f.text = 0;
+    } else {
+      return usage_error("threads: unknown argument '%s'", a);
+    }
+  }
+  if (code != 0)
+    return code;
+  static const char *const statuses[] = {"running", "waiting", "done", "failed",
+                                         "cancelled"};
+  int known = f.status == NULL;
+  for (int i = 0; i < 5 && !known; i++)
+    known = strcmp(f.status, statuses[i]) == 0;
+  if (!known)
+    return usage_error("--status is running, waiting, done, failed or "
+                       "cancelled, not '%s'",
+                       f.status);
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e == NULL)
+    return code;
+  const char *out;
+  if (spool_thread_list(e, &f, &out) == 0) {
+    fputs(out, stdout);
+    if (!f.text)
+      fputc('\n', stdout);
+  } else {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = EXIT_FAILED;
+  }
+  spool_engine_free(e);
+  return code;
+}
+
+/* Commands that take one thread id (show, export, cancel, delete). */
+static int cmd_on_thread(const cli *c, uv_loop_t *loop) {
+  const char *id = NULL;
+  int json = 0, code = 0;
+  for (int i = 0; i < c->argc; i++) {
+    const char *a = c->argv[i];
+    if (strcmp(a, "--json") == 0 && strcmp(c->command, "show") == 0)
+      json = 1;
+    else if (a[0] == '-')
+      return usage_error("unknown option '%s'", a);
+    else if (id == NULL)
+      id = a;
+    else
+      return usage_error("unexpected argument '%s'", a);
+  }
+  if (id == NULL)
+    return usage_error("%s needs a thread id", c->command);
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e == NULL)
+    return code;
+  const char *out = NULL;
+  int rc;
+  if (strcmp(c->command, "show") == 0)
+    rc = json ? spool_thread_json(e, id, &out) : spool_thread_text(e, id, &out);
+  else if (strcmp(c->command, "export") == 0)
+    rc = spool_thread_export(e, id, &out);
+  else if (strcmp(c->command, "cancel") == 0)
+    rc = spool_thread_cancel(e, id);
+  else
+    rc = spool_thread_delete(e, id);
+  if (rc == 0 && out) {
+    fputs(out, stdout);
+    if (json)
+      fputc('\n', stdout);
+  } else if (rc == 0) {
+    printf("%s %s\n",
+           strcmp(c->command, "cancel") == 0 ? "cancelled" : "deleted", id);
+  } else {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = rc == SPOOL_ENOTFOUND ? EXIT_USAGE : EXIT_FAILED;
+  }
+  spool_engine_free(e);
+  return code;
+}
+
+static int cmd_fork(const cli *c, uv_loop_t *loop) {
+  const char *id = NULL, *at = NULL;
+  int code = 0;
+  for (int i = 0; i < c->argc && code == 0; i++) {
+    if (strcmp(c->argv[i], "--at") == 0)
+      at = flag_value(c, &i, &code);
+    else if (c->argv[i][0] == '-')
+      return usage_error("unknown option '%s'", c->argv[i]);
+    else if (id == NULL)
+      id = c->argv[i];
+    else
+      return usage_error("unexpected argument '%s'", c->argv[i]);
+  }
+  if (code != 0)
+    return code;
+  char *end = NULL;
+  long long seq = at ? strtoll(at, &end, 10) : 0;
+  if (id == NULL || at == NULL || *end != '\0' || seq < 1)
+    return usage_error("usage: spool fork ID --at SEQ (SEQ >= 1)%s", "");
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e == NULL)
+    return code;
+  char new_id[SPOOL_ID_SIZE];
+  if (spool_thread_fork(e, id, seq, new_id) == 0) {
+    printf("%s\n", new_id);
+  } else {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = EXIT_FAILED;
+  }
+  spool_engine_free(e);
+  return code;
+}
+
+static int cmd_recover(const cli *c, uv_loop_t *loop) {
+  if (c->argc > 0)
+    return usage_error("recover takes no arguments, not '%s'", c->argv[0]);
+  int code;
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e == NULL)
+    return code;
+  run_opts o = {0};
+  spool_engine_on_event(e, on_event, &o);
+  watch_signals(loop, e);
+  const char *report;
+  if (spool_engine_recover(e, &report) == 0) {
+    spool_engine_run(e, SPOOL_RUN_IDLE);
+    printf("recovered: %s\n", report);
+  } else {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = EXIT_FAILED;
+  }
+  spool_engine_free(e);
+  return code;
+}
+
+static int cmd_state(const cli *c, uv_loop_t *loop) {
+  if (c->argc != 2 || strcmp(c->argv[0], "export") != 0)
+    return usage_error("usage: spool state export NAMESPACE%s", "");
+  int code;
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e == NULL)
+    return code;
+  const char *out;
+  if (spool_state_export(e, c->argv[1], &out) == 0) {
+    fputs(out, stdout);
+  } else {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = EXIT_FAILED;
+  }
+  spool_engine_free(e);
+  return code;
+}
+
+static int cmd_gc(const cli *c, uv_loop_t *loop) {
+  const char *days = NULL;
+  int code = 0;
+  for (int i = 0; i < c->argc && code == 0; i++) {
+    if (strcmp(c->argv[i], "--older-than") == 0)
+      days = flag_value(c, &i, &code);
+    else
+      return usage_error("gc: unknown argument '%s'", c->argv[i]);
+  }
+  if (code != 0)
+    return code;
+  if (days && (atof(days) <= 0))
+    return usage_error("--older-than needs a number of days, not '%s'", days);
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e == NULL)
+    return code;
+  const char *report;
+  if (spool_engine_gc(e, days, &report) == 0) {
+    printf("deleted: %s\n", report);
+  } else {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = EXIT_FAILED;
+  }
+  spool_engine_free(e);
+  return code;
+}
+
 /* ---- mock-llm ---- */
 
 static int cmd_mock(const cli *c, uv_loop_t *loop) {
@@ -382,6 +693,12 @@ static int cmd_mock(const cli *c, uv_loop_t *loop) {
 
 static int cmd_test(const cli *c, uv_loop_t *loop) {
   int code;
+  cli with_store = *c;
+  /* Specs get a store of their own that vanishes with them. */
+  const char *db = getenv("SPOOL_DB");
+  if (with_store.db == NULL && (db == NULL || *db == '\0'))
+    with_store.db = ":memory:";
+  c = &with_store;
   spool_engine *e = open_engine(c, loop, &code);
   if (e == NULL)
     return code;
@@ -421,6 +738,8 @@ static int parse_cli(int argc, char **argv, cli *c) {
       slot = &c->mock;
     else if (strcmp(a, "--log") == 0)
       slot = &c->log;
+    else if (strcmp(a, "--db") == 0)
+      slot = &c->db;
     if (slot) {
       if (i + 1 >= argc)
         return usage_error("%s needs a value", a);
@@ -462,6 +781,21 @@ int main(int argc, char **argv) {
     fn = cmd_mock;
   else if (strcmp(c.command, "test") == 0)
     fn = cmd_test;
+  else if (strcmp(c.command, "resume") == 0)
+    fn = cmd_resume;
+  else if (strcmp(c.command, "threads") == 0)
+    fn = cmd_threads;
+  else if (strcmp(c.command, "show") == 0 || strcmp(c.command, "export") == 0 ||
+           strcmp(c.command, "cancel") == 0 || strcmp(c.command, "delete") == 0)
+    fn = cmd_on_thread;
+  else if (strcmp(c.command, "fork") == 0)
+    fn = cmd_fork;
+  else if (strcmp(c.command, "recover") == 0)
+    fn = cmd_recover;
+  else if (strcmp(c.command, "state") == 0)
+    fn = cmd_state;
+  else if (strcmp(c.command, "gc") == 0)
+    fn = cmd_gc;
   else
     return usage_error("unknown command '%s'", c.command);
   raise_fd_limit();

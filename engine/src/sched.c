@@ -137,7 +137,7 @@ static void drain(spool__sched *s) {
 static void on_check(uv_check_t *h) {
   spool_engine *e = h->data;
   drain(&e->sched);
-  spool__events_flush(e);
+  spool__engine_tick_end(e);
 }
 
 int spool__sched_init(spool_engine *e) {

@@ -22,6 +22,7 @@
 #include "spool.h"
 
 typedef struct spool__http spool__http;
+typedef struct spool__store spool__store;
 typedef struct spool__task spool__task;
 typedef struct spool__op spool__op;
 
@@ -79,7 +80,9 @@ struct spool_engine {
   uv_loop_t *loop;
   lua_State *L;
   spool__http *http;
+  spool__store *store; /* NULL until the Lua library opens it */
   spool__sched sched;
+  long long clock_offset_ms; /* $SPOOL_TEST_TIME_OFFSET_MS: tests move time */
   int api_ref; /* registry ref: the table returned by spool._engine */
   int opened;
   int sched_ready;
@@ -88,7 +91,7 @@ struct spool_engine {
   int own_loop_used;
   spool__log_level log_level;
   char *opt_project, *opt_lua_dir, *opt_model, *opt_base_url, *opt_api_key_env,
-      *opt_mock;
+      *opt_mock, *opt_store;
   spool__buf errmsg;
   spool__buf result; /* storage for strings returned to API callers */
   spool_event_cb on_event;
@@ -112,9 +115,10 @@ typedef struct spool__event_fields {
 } spool__event_fields;
 /* Copies an event into the queue for the host's callback; 0 or -1. */
 int spool__events_queue(spool_engine *e, const spool__event_fields *f);
-/* Delivers queued events to the host's callback, outside any Lua code, so
- * the callback may call back into the engine. */
-void spool__events_flush(spool_engine *e);
+/* Runs after each drain of the ready queue: hands the tick's store ops to
+ * the store thread, and delivers queued events to the host's callback,
+ * outside any Lua code, so the callback may call back into the engine. */
+void spool__engine_tick_end(spool_engine *e);
 /* The engine that owns a Lua state (from the registry). */
 spool_engine *spool__engine_of(lua_State *L);
 /*
@@ -165,5 +169,6 @@ int luaopen_spool_json(lua_State *L);
 void spool__open_http(lua_State *L);
 void spool__open_server(lua_State *L);
 void spool__open_fs(lua_State *L);
+void spool__open_store(lua_State *L);
 
 #endif

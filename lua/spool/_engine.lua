@@ -1,21 +1,30 @@
--- spool._engine: the entry points the C engine calls (private). Each runs
--- under lua_pcall from engine.c and returns its result, or nil and
--- "ECODE: message" for a failure the caller should report (ENOTFOUND,
--- EINVAL, EAGENT, ESTATE). None of them yields.
+-- spool._engine: the entry points the C engine calls (private). Each
+-- returns its result, or nil and "ECODE: message" for a failure the caller
+-- should report (ENOTFOUND, EINVAL, EAGENT, ESTATE, ECONFLICT, EIO).
+--
+-- Functions marked (task) use the store and run inside a task the engine
+-- spawns and waits for; the others run directly under lua_pcall and never
+-- yield.
 
 local core = require "spool.core"
 local json = require "spool.json"
 local config = require "spool.config"
 local loader = require "spool._loader"
 local runner = require "spool._runner"
+local store = require "spool.store"
 local loop = require "spool.loop"
 local thread_mod = require "spool.thread"
+local format = require "spool.format"
 
 local M = {}
 
 
 function M.open(opts)
   local ok, err = config.init(opts)
+  if not ok then
+    return false, err
+  end
+  ok, err = store.open(config.get().store)
   if not ok then
     return false, err
   end
@@ -34,38 +43,224 @@ function M.start_thread(agent_name, input)
 end
 
 
+-- A thread from memory (running or recent here) or the store. (task)
 local function find(id)
   local t = runner.find(id)
-  if not t then
-    return nil, "ENOTFOUND: unknown thread '" .. tostring(id) .. "'"
+  if t then
+    return t
   end
-  return t
+  return runner.load(id)
 end
 
 
-function M.thread_status(id)
+function M.thread_status(id) -- (task)
   local t, err = find(id)
   if not t then
     return nil, err
+  end
+  if t.halted then
+    return "failed"
   end
   return t:status()
 end
 
 
-function M.thread_result(id)
+function M.thread_result(id) -- (task)
   local t, err = find(id)
   if not t then
     return nil, err
   end
+  if t.halted then
+    return json.encode({ error = "the run stopped: " .. t.halted })
+  end
   local status = t:status()
-  if status == "running" then
-    return nil, "ESTATE: thread " .. id .. " is still running"
+  if status == "running" or status == "waiting" then
+    local req = t:pending_request()
+    return nil, "ESTATE: thread " .. id .. " is " .. status
+      .. (req and (", waiting for " .. (req.data.kind == "ask"
+        and ("an answer to: " .. tostring(req.data.question))
+        or ("approval of " .. tostring(req.data.name) .. " "
+          .. json.encode(req.data.args or {})))) or "")
   end
   local result, failure = t:outcome()
   if status == "done" then
     return json.encode(result == nil and json.null or result)
   end
   return json.encode({ error = failure or status })
+end
+
+
+-- { thread = row, events = {...} } as JSON. (task)
+function M.thread_json(id)
+  local t, err = find(id)
+  if not t then
+    return nil, err
+  end
+  local record = store.load(id)
+  local row = record and record.thread or { id = id, agent = t.agent }
+  row.status = t:status()
+  return json.encode({ thread = row, events = json.array(t.events) })
+end
+
+
+-- Threads as JSON, or as a text table with { text = true }.
+function M.list(filter) -- (task)
+  if filter.limit == 0 then
+    filter.limit = nil
+  end
+  local rows, err = store.list(filter)
+  if not rows then
+    return nil, err
+  end
+  if filter.text then
+    local lines = {}
+    for i, row in ipairs(rows) do
+      lines[i] = format.thread_row(row)
+    end
+    return table.concat(lines, "\n") .. (#lines > 0 and "\n" or "")
+  end
+  return json.encode(json.array(rows))
+end
+
+
+-- The thread's events as readable lines, sub-agents' threads indented
+-- under the agent_call that started them: what `spool run` printed.
+function M.thread_text(id) -- (task)
+  local lines = {}
+  local function add(thread, indent)
+    for _, ev in ipairs(thread.events) do
+      local text = format.event(thread, ev)
+      lines[#lines + 1] = string.rep("  ", indent)
+        .. string.format("%3d  ", ev.seq) .. text:gsub("\n", "\n"
+          .. string.rep("  ", indent) .. "     ")
+      if ev.type == "agent_call" then
+        local child = runner.load(ev.data.thread, indent + 1)
+        if child then
+          add(child, indent + 1)
+        end
+      end
+    end
+  end
+  local t, err = runner.load(id)
+  if not t then
+    return nil, err
+  end
+  lines[1] = string.format("thread %s  agent %s  status %s", t.id, t.agent,
+    t:status())
+  add(t, 0)
+  return table.concat(lines, "\n") .. "\n"
+end
+
+
+-- r = { kind = "answer" | "approve" | "reject", text, args_json, by,
+-- channel }, or an empty table to continue an interrupted thread.
+function M.resume(id, r) -- (task)
+  local response = { by = r.by or "api", channel = r.channel }
+  if r.kind == "answer" then
+    response.answer = r.text
+  elseif r.kind == "approve" then
+    response.approve = true
+    if r.args_json then
+      local args, jerr = json.decode(r.args_json)
+      if type(args) ~= "table" then
+        return nil, "EINVAL: the edited arguments are not a JSON object"
+          .. (jerr and (" (" .. jerr:gsub("^EJSON: ", "") .. ")") or "")
+      end
+      response.args = args
+    end
+  elseif r.kind == "reject" then
+    response.reject = true
+    response.reason = r.text
+  else
+    response = nil
+  end
+  local t, err = runner.resume(id, response)
+  if not t then
+    return nil, err
+  end
+  return t.id
+end
+
+
+function M.cancel(id) -- (task)
+  local ok, err = runner.cancel(id, "cancelled by a user")
+  if not ok then
+    return nil, err
+  end
+  return "cancelled"
+end
+
+
+function M.fork(id, at) -- (task)
+  local t, err = runner.fork(id, math.tointeger(tonumber(at)))
+  if not t then
+    return nil, err
+  end
+  return t.id
+end
+
+
+function M.delete(id) -- (task)
+  if runner.find(id) and runner.find(id):status() == "running" then
+    return nil, "ECONFLICT: thread " .. id .. " is running in this process"
+  end
+  local ok, err = store.delete(id)
+  if not ok then
+    return nil, err
+  end
+  return "deleted"
+end
+
+
+-- The thread's events as JSON lines, the format of `spool run --json`.
+function M.export(id) -- (task)
+  local t, err = runner.load(id)
+  if not t then
+    return nil, err
+  end
+  local lines = {}
+  for i, ev in ipairs(t.events) do
+    lines[i] = json.encode({ thread = t.id, agent = t.agent,
+      parent = t.parent, seq = ev.seq, step = ev.step, type = ev.type,
+      data = ev.data, at = ev.at, v = ev.v })
+  end
+  return table.concat(lines, "\n") .. (#lines > 0 and "\n" or "")
+end
+
+
+function M.recover() -- (task)
+  return json.encode(runner.recover())
+end
+
+
+function M.state_export(ns) -- (task)
+  local lines, after = {}, ""
+  repeat
+    local items, err = store.state_list(ns, after, 1000)
+    if not items then
+      return nil, err
+    end
+    for _, item in ipairs(items) do
+      lines[#lines + 1] = json.encode(item)
+      after = item.key
+    end
+  until #items < 1000
+  return table.concat(lines, "\n") .. (#lines > 0 and "\n" or "")
+end
+
+
+function M.gc(days) -- (task)
+  local cfg = config.get()
+  days = tonumber(days) or (cfg.retention and cfg.retention.finished_days)
+  local before = 0
+  if days then
+    before = core.time() - math.floor(days * 86400000)
+  end
+  local report, err = store.purge(before)
+  if not report then
+    return nil, err
+  end
+  return json.encode(report)
 end
 
 

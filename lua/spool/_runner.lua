@@ -1,9 +1,17 @@
--- spool._runner: threads in flight (private). Starting a thread appends its
--- input event and spawns a task that drives it with spool.loop; a sub-agent
--- call runs a child thread inside the parent's task and returns its outcome.
+-- spool._runner: threads in flight in this engine (private).
 --
--- Threads that are done stay findable (status, result) in a bounded list of
--- recent threads, so a long-lived engine's memory does not grow per run.
+-- Starting a thread stores its input event, then a task drives it with
+-- spool.loop until it ends or waits; a waiting thread holds no task and no
+-- memory here, only its events in the store. Resuming loads the events,
+-- appends the human's response, and drives the thread again, in any
+-- process. Each run holds the thread's lease in the store, so two
+-- processes never run one thread at once.
+--
+-- Sub-agents run as child threads inside their parent's task. When a child
+-- waits for a human, the parent records the same request (with `via`
+-- naming the child) and waits too: the answer is given to the parent and
+-- passed down. A parent's step that called spool.call again on resume
+-- continues the child it already started rather than starting another.
 
 local core = require "spool.core"
 local json = require "spool.json"
@@ -11,13 +19,33 @@ local thread_mod = require "spool.thread"
 local loop = require "spool.loop"
 local loader = require "spool._loader"
 local format = require "spool.format"
+local store = require "spool.store"
+local human = require "spool.human"
 
 local M = {}
 
-local live = {}          -- id -> thread, while running
-local recent = {}        -- id -> thread, finished
-local recent_order = {}  -- ids of finished threads, oldest first
+local live = {}          -- id -> thread, while a task of this engine runs it
+local recent = {}        -- id -> thread, finished here lately
+local recent_order = {}
 M.keep_recent = 1000
+
+-- The thread (and tool call) each task is working on, for spool.state and
+-- spool.call; weak, so a finished coroutine leaves nothing behind.
+local current = setmetatable({}, { __mode = "k" })
+
+
+function M.current()
+  local c = current[coroutine.running()]
+  return c and c.thread
+end
+
+
+function M.set_call(call_id)
+  local c = current[coroutine.running()]
+  if c then
+    c.call_id = call_id
+  end
+end
 
 
 -- Tells the host (CLI, embedding application) of each event.
@@ -38,8 +66,13 @@ local function sink(thread, ev)
     format.event(thread, ev))
 end
 
+M.sink = sink
+
 
 local function retire(thread)
+  if live[thread.id] ~= thread then
+    return
+  end
   live[thread.id] = nil
   recent[thread.id] = thread
   recent_order[#recent_order + 1] = thread.id
@@ -49,36 +82,206 @@ local function retire(thread)
 end
 
 
--- Drives a thread to its end, turning any error raised by agent code
--- outside a tool handler into the thread's failure.
+-- Drives a thread until it ends or waits. Errors in agent code outside a
+-- tool handler fail the thread; a store failure halts the run (the thread
+-- stays at its last durable step, for `spool resume` to continue).
 local function drive(thread, agent)
-  local ok, err = xpcall(loop.run, debug.traceback, thread, agent)
-  if not ok then
-    local msg = tostring(err):match("^[^\n]*")
-    core.log("debug", "thread " .. thread.id .. ": " .. tostring(err))
-    thread:fail("agent error: " .. msg)
+  thread.agent_def = agent
+  local co = coroutine.running()
+  local outer = current[co]
+  current[co] = { thread = thread }
+  local ok, err = xpcall(loop.run, function(e)
+    if type(e) == "table" then
+      return e
+    end
+    return debug.traceback(e, 2)
+  end, thread, agent)
+  current[co] = outer
+  if ok or err == loop.PAUSED then
+    return
+  end
+  if type(err) == "table" and err.store_error then
+    thread.halted = err.store_error
+    core.log("error", "thread " .. thread.id .. " stopped: the store failed: "
+      .. err.store_error)
+    return
+  end
+  local msg = tostring(err):match("^[^\n]*")
+  core.log("debug", "thread " .. thread.id .. ": " .. tostring(err))
+  thread:fail("agent error: " .. msg)
+  local cok, cerr = thread:commit()
+  if not cok then
+    thread.halted = cerr
   end
 end
 
 
 local function run_task(thread, agent)
   drive(thread, agent)
+  store.release(thread.id)
   retire(thread)
 end
 
 
--- Starts a thread of `agent` (a loaded agent) on `input`; returns it.
+-- Starts a thread of `agent` on `input` and returns it at once; a task
+-- stores the input and drives it.
 function M.start(agent, input)
   local thread = thread_mod.new(agent.name, agent.version, nil, sink)
   thread:append("input", { input = input })
   live[thread.id] = thread
+  core.spawn(function()
+    local ok, err = store.claim(thread.id)
+    if ok then
+      ok, err = thread:commit()
+    end
+    if not ok then
+      thread.halted = err
+      core.log("error", "thread " .. thread.id .. " cannot start: " .. err)
+      retire(thread)
+      return
+    end
+    run_task(thread, agent)
+  end)
+  return thread
+end
+
+
+-- Loads a thread from the store (must run in a task).
+function M.load(id, depth)
+  local record, err = store.load(id)
+  if not record then
+    return nil, err
+  end
+  return thread_mod.from_record(record, sink, depth)
+end
+
+
+-- The agent a stored thread belongs to.
+local function agent_of(thread)
+  local agent, err = loader.load(thread.agent)
+  if not agent then
+    return nil, err
+  end
+  thread.version = agent.version
+  return agent
+end
+
+
+-- The chain of waiting threads from `thread` down to the one that asked
+-- (following `via`), loaded and claimed.
+local function waiting_chain(thread)
+  local chain = { thread }
+  local t = thread
+  while true do
+    local req = t:pending_request()
+    if not req or not req.data.via then
+      return chain
+    end
+    local child, err = M.load(req.data.via, t.depth + 1)
+    if not child then
+      return nil, err
+    end
+    local ok, cerr = store.claim(child.id)
+    if not ok then
+      return nil, cerr
+    end
+    chain[#chain + 1] = child
+    t = child
+  end
+end
+
+
+-- Gives a human's response to a waiting thread (and, through `via`, to the
+-- sub-agent that asked). `response` = { answer = text } | { approve = true,
+-- args = {...} } | { reject = true, reason = text }, with optional by and
+-- channel. Must run in a task; the thread must be claimed.
+local function answer(thread, response)
+  local chain, err = waiting_chain(thread)
+  if not chain then
+    return nil, err
+  end
+  local leaf = chain[#chain]
+  local req = leaf:pending_request()
+  if not req then
+    return nil, "ESTATE: thread " .. thread.id .. " is not waiting"
+  end
+  local agent = loader.load(leaf.agent)
+  local tool = agent and agent.tools[req.data.name]
+  local data, rerr = human.response_for(req, response, tool)
+  if not data then
+    return nil, rerr
+  end
+  for _, t in ipairs(chain) do
+    local treq = t:pending_request()
+    local d = {}
+    for k, v in pairs(data) do
+      d[k] = v
+    end
+    d.call_id, d.via = treq.data.call_id, treq.data.via
+    t:append("human_response", d)
+    local ok, cerr = t:commit()
+    if not ok then
+      return nil, cerr
+    end
+  end
+  return true
+end
+
+
+-- Resumes a stored thread: with a response if it waits for one, or just
+-- continues it if a crash interrupted it. Returns the thread, driven in a
+-- task of its own. Must run in a task.
+function M.resume(id, response)
+  if live[id] then
+    return nil, "ECONFLICT: thread " .. id .. " is running in this process"
+  end
+  local thread, err = M.load(id)
+  if not thread then
+    return nil, err
+  end
+  if thread.parent then
+    return nil, string.format("EINVAL: thread %s is a sub-agent of %s: "
+      .. "resume the parent", id, thread.parent)
+  end
+  local agent
+  agent, err = agent_of(thread)
+  if not agent then
+    return nil, err
+  end
+  local status = thread:status()
+  if status == "done" or status == "failed" or status == "cancelled" then
+    return nil, "ESTATE: thread " .. id .. " has ended (" .. status .. ")"
+  end
+  local ok, cerr = store.claim(id)
+  if not ok then
+    return nil, cerr
+  end
+  if status == "waiting" then
+    if response == nil or next(response) == nil then
+      store.release(id)
+      local req = thread:pending_request()
+      return nil, string.format("EINVAL: thread %s waits for %s: give a "
+        .. "response", id, req.data.kind == "ask" and "an answer"
+          or ("approval of " .. tostring(req.data.name)))
+    end
+    local aok, aerr = answer(thread, response)
+    if not aok then
+      store.release(id)
+      return nil, aerr
+    end
+  elseif response and next(response) ~= nil then
+    store.release(id)
+    return nil, "ESTATE: thread " .. id .. " is not waiting for a response"
+  end
+  live[id] = thread
   core.spawn(run_task, thread, agent)
   return thread
 end
 
 
 -- Runs agent `name` on `input` as a child of `parent`, inside the calling
--- task; returns the child's result, or nil and its error.
+-- task; returns the child's result, or nil and its error. Continues the
+-- child this step started before, if the step runs again after a pause.
 function M.call(parent, name, input)
   local agent, err = loader.load(name)
   if not agent then
@@ -86,28 +289,179 @@ function M.call(parent, name, input)
                                     error = err })
     return nil, err
   end
-  local child = thread_mod.new(agent.name, agent.version, parent, sink)
-  parent:append("agent_call", { agent = name, input = input,
-                                thread = child.id })
-  child:append("input", { input = input })
+  local open = parent:open_child_call()
+  local child
+  if open and open.data.agent == name then
+    child = live[open.data.thread]
+    if not child then
+      child, err = M.load(open.data.thread, parent.depth + 1)
+      if not child then
+        error(setmetatable({ store_error = err }, {
+          __tostring = function(e) return e.store_error end }), 0)
+      end
+      child.version = agent.version
+      local ok, cerr = store.claim(child.id)
+      if not ok then
+        error(setmetatable({ store_error = cerr }, {
+          __tostring = function(e) return e.store_error end }), 0)
+      end
+    end
+    child.budget_cap = open.data.budget
+  else
+    child = thread_mod.new(agent.name, agent.version, parent, sink)
+    local cap = loop.remaining_budget(parent, parent.agent_def)
+    parent:append("agent_call", { agent = name, input = input,
+                                  thread = child.id, budget = cap })
+    loop.commit(parent)
+    child:append("input", { input = input })
+    child.budget_cap = cap
+    local ok, cerr = store.claim(child.id)
+    if ok then
+      ok, cerr = child:commit()
+    end
+    if not ok then
+      error(setmetatable({ store_error = cerr }, {
+        __tostring = function(e) return e.store_error end }), 0)
+    end
+  end
   live[child.id] = child
   drive(child, agent)
+  if child.halted then
+    retire(child)
+    error(setmetatable({ store_error = child.halted }, {
+      __tostring = function(e) return e.store_error end }), 0)
+  end
+  local status = child:status()
+  if status == "waiting" then
+    -- Surface the child's request on the parent and pause the parent.
+    local req = child:pending_request().data
+    local c = current[coroutine.running()]
+    parent:append("human_request", {
+      kind = req.kind, name = req.name, args = req.args,
+      question = req.question, deadline = req.deadline, via = child.id,
+      call_id = c and c.call_id,
+    })
+    loop.commit(parent)
+    live[child.id] = nil
+    error(loop.PAUSED, 0)
+  end
+  store.release(child.id)
   retire(child)
   local result, cerr = child:outcome()
   parent:append("agent_result", { agent = name, thread = child.id,
-                                  status = child:status(), result = result,
-                                  error = cerr })
+                                  status = status, result = result,
+                                  error = cerr, usage = child:usage() })
   return result, cerr
 end
 
 
--- A thread this engine knows, running or recently finished.
+-- Resumes every top-level thread left running by a process that stopped,
+-- and fires the deadlines that are due. Returns what it did.
+function M.recover()
+  local report = { resumed = {}, expired = {}, skipped = {} }
+  local due = store.due() or {}
+  for _, id in ipairs(due) do
+    local t = M.load(id)
+    if t and not t.parent then
+      local th, err = M.resume(id, { timeout = true, by = "deadline" })
+      if th then
+        report.expired[#report.expired + 1] = id
+      else
+        report.skipped[#report.skipped + 1] = { id = id, error = err }
+      end
+    end
+  end
+  local running = store.list({ status = "running", limit = 1000 }) or {}
+  for _, row in ipairs(running) do
+    if row.parent == json.null and not live[row.id] then
+      local th, err = M.resume(row.id)
+      if th then
+        report.resumed[#report.resumed + 1] = row.id
+      else
+        report.skipped[#report.skipped + 1] = { id = row.id, error = err }
+      end
+    end
+  end
+  return report
+end
+
+
+-- Cancels a stored thread (and its sub-agents that have not ended).
+function M.cancel(id, reason)
+  local t = live[id]
+  if t then
+    t.cancel_requested = reason or "cancelled"
+    return true
+  end
+  local thread, err = M.load(id)
+  if not thread then
+    return nil, err
+  end
+  local status = thread:status()
+  if status == "done" or status == "failed" or status == "cancelled" then
+    return nil, "ESTATE: thread " .. id .. " has ended (" .. status .. ")"
+  end
+  local ok, cerr = store.claim(id)
+  if not ok then
+    return nil, cerr
+  end
+  local children = store.children(id) or {}
+  for _, row in ipairs(children) do
+    if row.status == "running" or row.status == "waiting" then
+      M.cancel(row.id, reason)
+    end
+  end
+  thread:append("cancelled", { reason = reason or "cancelled" })
+  ok, cerr = thread:commit()
+  store.release(id)
+  if not ok then
+    return nil, cerr
+  end
+  return true
+end
+
+
+-- A new thread made of the first `at` events of another.
+function M.fork(id, at)
+  local src, err = M.load(id)
+  if not src then
+    return nil, err
+  end
+  if math.type(at) ~= "integer" or at < 1 or at > #src.events then
+    return nil, string.format("EINVAL: --at must be between 1 and %d",
+      #src.events)
+  end
+  local agent = loader.load(src.agent)
+  local t = thread_mod.new(src.agent, agent and agent.version, nil, nil)
+  for i = 1, at do
+    local ev = src.events[i]
+    t.events[i] = { seq = i, step = ev.step, type = ev.type, data = ev.data,
+                    at = ev.at, v = ev.v }
+    if ev.step > t.step then
+      t.step = ev.step
+    end
+  end
+  local ok, cerr = t:commit()
+  if not ok then
+    return nil, cerr
+  end
+  return t
+end
+
+
+-- A thread this engine knows in memory: running here, or finished lately.
 function M.find(id)
   return live[id] or recent[id]
 end
 
 
--- The number of threads in flight.
+-- Is a task of this engine still running the thread?
+function M.is_live(id)
+  return live[id] ~= nil
+end
+
+
+-- The number of threads in flight here.
 function M.running()
   local n = 0
   for _ in pairs(live) do

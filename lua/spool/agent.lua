@@ -18,7 +18,16 @@
 --     on_max_steps = function(thread) return answer_or_nil end,
 --     step = function(thread, agent) ... end,         -- own the whole step
 --     model = { name = "...", temperature = 0 },      -- overrides
+--     budget = { steps = 40, tokens = 200000 },  -- sub-agents included
+--     on_budget = function(thread, what) return answer_or_nil end,
 --   }
+--
+-- Tool fields besides description, params and run: approve = true (or a
+-- function(args) deciding per call, or { deadline_ms = n, when = fn }) to
+-- wait for a human's approval first; idempotent =
+-- true if running it twice is harmless (it is re-run after a crash);
+-- side_effects = false if it changes nothing (it needs no durable intent
+-- before it runs).
 --
 -- Mistakes in the definition are errors at load time, with the agent's
 -- file named, not surprises at step 7.
@@ -30,10 +39,17 @@ local M = {}
 local AGENT = { __name = "spool.agent" }
 local TOOL_NAME = "^[%a_][%w_%-]*$"
 
+local TOOL_FIELDS = {
+  description = true, params = true, run = true, terminal = true,
+  result = true, idempotent = true, side_effects = true, approve = true,
+  human = true,
+}
+
 local KNOWN = {
   name = true, description = true, prompt = true, max_steps = true,
   max_errors = true, mode = true, tools = true, output = true, vars = true,
   context = true, on_max_steps = true, step = true, model = true,
+  budget = true, on_budget = true,
 }
 
 
@@ -80,14 +96,29 @@ local function normalize_tool(name, spec, where)
     error(w .. " must be a table or a function", 0)
   end
   for k in pairs(spec) do
-    if not (k == "description" or k == "params" or k == "run"
-        or k == "terminal" or k == "result" or k == "idempotent") then
+    if not TOOL_FIELDS[k] then
       error(string.format("%s has an unknown field '%s'", w, tostring(k)), 0)
     end
   end
   check_function(spec.run, "run", w)
-  if not spec.terminal and spec.run == nil then
+  if not spec.terminal and not spec.human and spec.run == nil then
     error(w .. " has no run function", 0)
+  end
+  local approve = spec.approve
+  if type(approve) == "function" then
+    approve = { when = approve }
+  end
+  if approve ~= nil and approve ~= true and approve ~= false
+      and type(approve) ~= "table" then
+    error(w .. ": approve is true, a function(args) -> boolean, or "
+      .. "{ deadline_ms = n, when = function }", 0)
+  end
+  if type(approve) == "table" and approve.when ~= nil then
+    check_function(approve.when, "approve.when", w)
+  end
+  if type(approve) == "table" and approve.deadline_ms ~= nil
+      and math.type(approve.deadline_ms) ~= "integer" then
+    error(w .. ": approve.deadline_ms must be an integer", 0)
   end
   return {
     name = name,
@@ -97,6 +128,9 @@ local function normalize_tool(name, spec, where)
     result = spec.result,
     terminal = spec.terminal and true or false,
     idempotent = spec.idempotent and true or false,
+    side_effects = spec.side_effects ~= false,
+    approve = approve and (approve == true and {} or approve) or nil,
+    human = spec.human,
   }
 end
 
@@ -127,6 +161,8 @@ function M.define(def, where)
     on_max_steps = def.on_max_steps,
     step = def.step,
     model = def.model,
+    budget = def.budget,
+    on_budget = def.on_budget,
   }, AGENT)
   if a.prompt ~= nil and type(a.prompt) ~= "string" then
     error(where .. ": prompt must be a file name in prompts/", 0)
@@ -143,7 +179,18 @@ function M.define(def, where)
   if a.model ~= nil and type(a.model) ~= "table" then
     error(where .. ": model must be a table of overrides", 0)
   end
-  for _, f in ipairs { "vars", "context", "on_max_steps", "step" } do
+  if a.budget ~= nil then
+    if type(a.budget) ~= "table" then
+      error(where .. ": budget must be { steps = n, tokens = n }", 0)
+    end
+    for k, v in pairs(a.budget) do
+      if (k ~= "steps" and k ~= "tokens") or math.type(v) ~= "integer" then
+        error(where .. ": budget must be { steps = n, tokens = n }", 0)
+      end
+    end
+  end
+  for _, f in ipairs { "vars", "context", "on_max_steps", "step",
+                       "on_budget" } do
     check_function(def[f], f, where)
   end
   if def.tools ~= nil and type(def.tools) ~= "table" then

@@ -92,8 +92,16 @@ function M.init(opts)
   if not file then
     return nil, err
   end
+  local db = opts.store or nonempty(core.getenv("SPOOL_DB")) or file.store
+    or ".spool/spool.db"
+  if db ~= ":memory:" and db:sub(1, 1) ~= "/" then
+    db = opts.project .. "/" .. db
+  end
   settings = {
     project = opts.project,
+    store = db,
+    state = file.state,
+    retention = file.retention,
     lua_dir = opts.lua_dir,
     agents_dir = opts.project .. "/" .. (file.agents_dir or "agents"),
     prompts_dir = opts.project .. "/" .. (file.prompts_dir or "prompts"),

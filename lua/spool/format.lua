@@ -67,10 +67,44 @@ local renderers = {
   agent_call = function(ev)
     return "⇢ " .. ev.data.agent
   end,
+  human_request = function(ev)
+    local d = ev.data
+    local what = d.kind == "ask" and ("asks: " .. tostring(d.question))
+      or ("needs approval: " .. tostring(d.name) .. " " .. short(d.args or {}))
+    return "? " .. what .. (d.via and (" (from " .. d.via .. ")") or "")
+  end,
+  human_response = function(ev)
+    local d = ev.data
+    local what
+    if d.kind == "ask" then
+      what = d.answer ~= nil and ("answered: " .. short(d.answer))
+        or "no answer before the deadline"
+    elseif d.approved then
+      what = "approved" .. (d.args and (" with " .. short(d.args)) or "")
+    else
+      what = "rejected" .. (d.reason and (": " .. d.reason) or "")
+    end
+    return "= " .. what .. (d.by and (" (by " .. d.by .. ")") or "")
+  end,
+  started = function(ev)
+    return "… " .. ev.data.name .. " started"
+  end,
+  cancelled = function(ev)
+    return "✗ cancelled" .. (ev.data.reason and (": " .. ev.data.reason) or "")
+  end,
   agent_result = function(ev)
     return string.format("⇠ %s %s", ev.data.agent, ev.data.status)
   end,
 }
+
+
+-- One row per thread: id, agent, status, events, last change.
+function M.thread_row(row)
+  local when = os.date("!%Y-%m-%d %H:%M:%S", (row.updated_at or 0) // 1000)
+  return string.format("%-28s  %-12s  %-9s  %4d  %s%s", row.id, row.agent,
+    row.status, row.events or 0, when,
+    type(row.parent) == "string" and ("  (in " .. row.parent .. ")") or "")
+end
 
 
 -- One line for an event of a thread (a final answer may span lines).

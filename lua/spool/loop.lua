@@ -1,19 +1,26 @@
--- spool.loop: the default agent loop, prompt + switch + context + loop.
+-- spool.loop: the default agent loop, prompt + switch + context + loop,
+-- written as a reducer over the thread's events.
 --
--- One step: render the context, call the model, and route what it chose
--- through the switch (the agent's tools). A step ends with its events in
--- the thread; the loop repeats until a terminal intent, a final answer,
--- max_steps, or max_errors consecutive failed steps.
+-- A step renders the context, calls the model, and routes what it chose
+-- through the switch (the agent's tools). Before deciding anything, the
+-- loop looks at the last model call: any of its tool calls not yet
+-- answered (the run paused for a human, or the process died mid-step) is
+-- settled first, from the stored events, so a resumed thread continues
+-- exactly where it stopped and never runs a finished call twice.
 --
---   loop.run(thread, agent)       drive a thread to its end
+--   loop.run(thread, agent)       drive a thread until it ends or waits
 --   loop.step(thread, agent)      one default step (agents may call it)
 --   loop.request(thread, agent)   the chat request the next step sends
 --   loop.route(thread, agent, call)  run one intent through the switch
 --
--- What the model says is data: its tool names pick from the agent's own
--- table, its arguments are decoded and checked against the tool's schema,
--- and nothing it says is ever run as code.
+-- Durability: the loop commits at every step boundary, and before a tool
+-- with side effects runs (so its intent is stored first; a tool declared
+-- side_effects = false skips that commit). What the model says is data:
+-- its tool names pick from the agent's own table, its arguments are
+-- decoded and checked against the tool's schema, and nothing it says is
+-- ever run as code.
 
+local core = require "spool.core"
 local json = require "spool.json"
 local schema = require "spool.schema"
 local llm = require "spool.llm"
@@ -22,6 +29,10 @@ local context = require "spool.context"
 local config = require "spool.config"
 
 local M = {}
+
+-- Raised (as an error value) to unwind a run whose thread now waits on a
+-- sub-agent that waits for a human; the runner treats it as a pause.
+M.PAUSED = setmetatable({}, { __tostring = function() return "paused" end })
 
 
 -- Splits "agents/x.lua:12: boom" into "boom" and "agents/x.lua:12": the
@@ -33,6 +44,17 @@ local function split_error(err)
     return rest, where
   end
   return msg
+end
+
+
+-- Commits the thread or raises, ending the run: a step that cannot be
+-- stored must not be followed by another.
+function M.commit(thread)
+  local ok, err = thread:commit()
+  if not ok then
+    error(setmetatable({ store_error = err }, {
+      __tostring = function(e) return e.store_error end }), 0)
+  end
 end
 
 
@@ -99,8 +121,14 @@ end
 
 -- Runs a tool's handler; returns ok, result | false, message, where.
 local function run_handler(tool, args, ctx)
+  local runner = require("spool._runner")
+  runner.set_call(ctx.call_id)
   local ok, res, err = pcall(tool.run, args, ctx)
+  runner.set_call(nil)
   if not ok then
+    if res == M.PAUSED or (type(res) == "table" and res.store_error) then
+      error(res, 0) -- a pause or a store failure ends the step, not the tool
+    end
     return false, split_error(res)
   end
   if res == nil and err ~= nil then
@@ -118,7 +146,45 @@ local function run_handler(tool, args, ctx)
 end
 
 
--- Routes one intent { id, name, arguments (JSON text) | args (decoded) }.
+local function handler_ctx(thread, agent, call, step)
+  return {
+    thread = thread, agent = agent, call_id = call.id,
+    idempotency_key = string.format("%s:%d:%s", thread.id, step,
+      call.id or call.name),
+  }
+end
+
+
+-- Runs an approved (or unapproved) call's handler and records its result.
+local function execute(thread, agent, tool, call, args, step)
+  local ctx = handler_ctx(thread, agent, call, step)
+  if tool.terminal then
+    local result = args
+    if tool.result then
+      result = tool.result(args)
+    elseif tool.run then
+      local ok, res, where = run_handler(tool, args, ctx)
+      if not ok then
+        tool_error(thread, call, res, where)
+        return
+      end
+      result = res
+    end
+    thread:finish(result)
+    return
+  end
+  local ok, res, where = run_handler(tool, args, ctx)
+  if ok then
+    thread:append("tool_result", { call_id = call.id, name = call.name,
+                                   result = res })
+  else
+    tool_error(thread, call, res, where)
+  end
+  core.crash_point("after_tool")
+end
+
+
+-- Routes one new intent { id, name, arguments (JSON text) | args }.
 function M.route(thread, agent, call)
   local tool = agent.tools[call.name]
   if not tool then
@@ -147,38 +213,144 @@ function M.route(thread, agent, call)
     return
   end
   thread:append("intent", { call_id = call.id, name = call.name, args = args })
-  local ctx = {
-    thread = thread, agent = agent, call_id = call.id,
-    idempotency_key = string.format("%s:%d:%s", thread.id, thread.step,
-      call.id or call.name),
-  }
-  if tool.terminal then
-    local result = args
-    if tool.result then
-      result = tool.result(args)
-    elseif tool.run then
-      local rok, res, where = run_handler(tool, args, ctx)
-      if not rok then
-        tool_error(thread, call, res, where)
-        return
-      end
-      result = res
+  local needs_approval = tool.approve
+    and (tool.approve.when == nil or tool.approve.when(args))
+  if tool.human == "ask" or needs_approval then
+    local req = { call_id = call.id, name = call.name }
+    if tool.human == "ask" then
+      req.kind, req.question = "ask", args.question
+    else
+      req.kind, req.args = "approval", args
     end
-    thread:finish(result)
+    local deadline = tool.approve and tool.approve.deadline_ms
+    if deadline then
+      req.deadline = core.time() + deadline
+    end
+    thread:append("human_request", req)
     return
   end
-  local rok, res, where = run_handler(tool, args, ctx)
-  if rok then
-    thread:append("tool_result", { call_id = call.id, name = call.name,
-                                   result = res })
-  else
-    tool_error(thread, call, res, where)
+  if tool.side_effects and not tool.terminal then
+    M.commit(thread) -- the intent is stored before anything happens
+    core.crash_point("after_intent")
   end
+  execute(thread, agent, tool, call, args, thread.step)
 end
 
 
--- A reply with no tool call: the final answer, checked against the agent's
--- output schema when it declares one.
+-- Settles a call whose intent was stored but which has no result: the
+-- human answered it, or the process stopped while it ran.
+local function settle_stored(thread, agent, p)
+  local call = p.call
+  local tool = agent.tools[call.name]
+  local step = p.intent.step
+  if not tool then
+    -- The agent changed under the paused thread: never call another tool.
+    tool_error(thread, call, string.format("the tool '%s' no longer exists "
+      .. "in this agent", tostring(call.name)))
+    return
+  end
+  local response = p.response and p.response.data
+  if response and response.via then
+    -- The request came from a sub-agent this tool's handler called: run
+    -- the handler again; its spool.call continues that sub-agent.
+    execute(thread, agent, tool, call, p.intent.data.args, step)
+    return
+  end
+  if response and response.kind == "ask" then
+    thread:append("tool_result", { call_id = call.id, name = call.name,
+      result = response.answer ~= nil and response.answer
+        or "no answer was given before the deadline" })
+    return
+  end
+  if response and response.approved == false then
+    thread:append("tool_result", { call_id = call.id, name = call.name,
+      rejected = true, result = "A human rejected this call"
+        .. (response.reason and (": " .. response.reason) or ".") })
+    return
+  end
+  local safe = tool.idempotent or not tool.side_effects
+  local args = (response and response.args) or p.intent.data.args
+  if response and not p.started then
+    -- Approved (or answered through a sub-agent): the handler runs now,
+    -- once. A durable "started" marker tells a later recovery it began.
+    if not safe and not tool.terminal then
+      thread:append("started", { call_id = call.id, name = call.name })
+      M.commit(thread)
+      core.crash_point("after_intent")
+    end
+    execute(thread, agent, tool, call, args, step)
+    return
+  end
+  if safe then
+    execute(thread, agent, tool, call, args, step)
+    return
+  end
+  tool_error(thread, call, "this call was interrupted (the process stopped "
+    .. "while it ran), so it may or may not have taken effect: check before "
+    .. "calling it again")
+end
+
+
+-- The calls of the last model call that have no answer yet, in order, each
+-- with how far it got: { call, intent = ev, request = ev, response = ev,
+-- started = ev }.
+function M.pending(thread)
+  local start
+  for i = #thread.events, 1, -1 do
+    if thread.events[i].type == "model_call" then
+      start = i
+      break
+    end
+  end
+  if not start then
+    return {}
+  end
+  local calls = {}
+  local mc = thread.events[start]
+  for _, c in ipairs(mc.data.tool_calls or {}) do
+    calls[#calls + 1] = { id = c.id, name = c.name, arguments = c.arguments }
+  end
+  local by_id = {}
+  for _, c in ipairs(calls) do
+    by_id[c.id] = { call = c }
+  end
+  local any_after = false
+  for i = start + 1, #thread.events do
+    local ev = thread.events[i]
+    local p = ev.data.call_id and by_id[ev.data.call_id]
+    if p then
+      if ev.type == "intent" then
+        p.intent = ev
+      elseif ev.type == "human_request" then
+        p.request = ev
+      elseif ev.type == "human_response" then
+        p.response = ev
+      elseif ev.type == "started" then
+        p.started = ev
+      elseif ev.type == "tool_result" or ev.type == "error" then
+        p.answered = true
+      end
+    end
+    if ev.type ~= "human_response" then
+      any_after = true
+    end
+  end
+  local out = {}
+  for _, c in ipairs(calls) do
+    local p = by_id[c.id]
+    if not p.answered then
+      out[#out + 1] = p
+    end
+  end
+  -- A reply with no tool calls that was never routed (the process stopped
+  -- right after the model answered) is routed on resume.
+  if #calls == 0 and not any_after then
+    out.final_text = mc.data.text or ""
+  end
+  return out
+end
+
+
 local function final_answer(thread, agent, text)
   if text == nil or text:match("^%s*$") then
     thread:append("error", { error = "the reply was empty: answer, or call "
@@ -224,6 +396,32 @@ local function json_intent(thread, agent, text)
 end
 
 
+-- Settles pending calls in order; stops at the first that waits.
+function M.settle(thread, agent, pending)
+  if pending.final_text then
+    if agent.mode == "json" then
+      json_intent(thread, agent, pending.final_text)
+    else
+      final_answer(thread, agent, pending.final_text)
+    end
+    return
+  end
+  for _, p in ipairs(pending) do
+    if p.request and not p.response then
+      return -- still waiting for the human
+    end
+    if p.intent then
+      settle_stored(thread, agent, p)
+    else
+      M.route(thread, agent, p.call)
+    end
+    if thread:status() ~= "running" then
+      return
+    end
+  end
+end
+
+
 function M.step(thread, agent)
   local reply, err = llm.chat(M.request(thread, agent))
   if not reply then
@@ -239,19 +437,56 @@ function M.step(thread, agent)
     finish_reason = reply.finish_reason, request_sha256 = reply.request_sha256,
     response_id = reply.id, text = reply.text, tool_calls = calls,
   })
-  if agent.mode == "json" then
-    json_intent(thread, agent, reply.text)
-    return
+  core.crash_point("after_model_call")
+  M.settle(thread, agent, M.pending(thread))
+end
+
+
+-- Over budget? Returns a message saying which limit, or nil.
+local function over_budget(thread, agent)
+  local budget = agent.budget or {}
+  local cap = thread.budget_cap or {}
+  local u = thread:usage()
+  local tokens = math.min(budget.tokens or math.huge, cap.tokens or math.huge)
+  local steps = math.min(budget.steps or math.huge, cap.steps or math.huge)
+  if u.input_tokens + u.output_tokens >= tokens then
+    return "tokens", string.format("the token budget (%d) is spent: %d used",
+      tokens, u.input_tokens + u.output_tokens)
   end
-  if #reply.tool_calls == 0 then
-    final_answer(thread, agent, reply.text)
-    return
+  if u.steps >= steps then
+    return "steps", string.format("the step budget (%d) is spent", steps)
   end
-  for _, call in ipairs(reply.tool_calls) do
-    M.route(thread, agent, call)
-    if thread:status() ~= "running" then
-      return
-    end
+end
+
+
+-- What is left of a thread's budget, for a sub-agent it starts.
+function M.remaining_budget(thread, agent)
+  local budget = agent and agent.budget or {}
+  local cap = thread.budget_cap or {}
+  local u = thread:usage()
+  local out = {}
+  local tokens = math.min(budget.tokens or math.huge, cap.tokens or math.huge)
+  local steps = math.min(budget.steps or math.huge, cap.steps or math.huge)
+  if tokens ~= math.huge then
+    out.tokens = math.max(0, tokens - u.input_tokens - u.output_tokens)
+  end
+  if steps ~= math.huge then
+    out.steps = math.max(0, steps - u.steps)
+  end
+  return next(out) and out or nil
+end
+
+
+-- Ends a thread at a limit: the agent's hook may give a final answer.
+local function at_limit(thread, hook, message, ...)
+  local answer
+  if hook then
+    answer = hook(thread, ...)
+  end
+  if answer ~= nil then
+    thread:finish(answer)
+  else
+    thread:fail(message)
   end
 end
 
@@ -259,27 +494,33 @@ end
 function M.run(thread, agent)
   local step = agent.step or M.step
   while thread:status() == "running" do
-    if thread.step >= agent.max_steps then
-      local answer
-      if agent.on_max_steps then
-        answer = agent.on_max_steps(thread)
-      end
-      if answer ~= nil then
-        thread:finish(answer)
-      else
-        thread:fail(string.format("max_steps (%d) reached without a final "
-          .. "answer", agent.max_steps))
-      end
-      return
+    if thread.cancel_requested then
+      thread:append("cancelled", { reason = thread.cancel_requested })
+      break
     end
-    thread.step = thread.step + 1
-    step(thread, agent)
+    local pending = M.pending(thread)
+    if #pending > 0 or pending.final_text then
+      M.settle(thread, agent, pending)
+    else
+      local which, why = over_budget(thread, agent)
+      if which then
+        at_limit(thread, agent.on_budget, why, which)
+      elseif thread.step >= agent.max_steps then
+        at_limit(thread, agent.on_max_steps, string.format("max_steps (%d) "
+          .. "reached without a final answer", agent.max_steps))
+      else
+        thread.step = thread.step + 1
+        step(thread, agent)
+      end
+    end
     local n = thread:consecutive_errors()
     if thread:status() == "running" and n >= agent.max_errors then
       thread:fail(string.format("%d steps in a row failed: %s", n,
         table.concat(thread:recent_errors(n), "; ")))
     end
+    M.commit(thread)
   end
+  M.commit(thread)
 end
 
 

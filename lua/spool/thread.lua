@@ -1,13 +1,18 @@
 -- spool.thread: a thread is the record of one agent's work on one input,
--- an append-only list of events. Everything else about a run (its status,
--- its step, its error count) is derived from the events, never kept as a
--- separate mutable record that could disagree with them.
+-- an append-only list of events. Everything about a run (its status, its
+-- step, what it waits for, its error count, its usage) is derived from the
+-- events, never kept as a separate record that could disagree with them.
 --
 --   thread = { id, agent, parent, depth, version, events = { event, ... } }
 --   event  = { seq, step, type, data, at, v }
 --
--- Event types: input, model_call, intent, tool_result, error, done, failed,
--- agent_call, agent_result.
+-- Event types: input, model_call, intent, tool_result, error,
+-- human_request, human_response, agent_call, agent_result, done, failed,
+-- cancelled.
+--
+-- Events are appended in memory and made durable by Thread:commit, which
+-- the loop calls at each step boundary (and before a tool with side
+-- effects runs). `persisted` counts the events already in the store.
 
 local core = require "spool.core"
 
@@ -16,12 +21,7 @@ local M = {}
 local Thread = {}
 Thread.__index = Thread
 
--- The status each event type leaves a thread in.
-local STATUS_AFTER = {
-  done = "done",
-  failed = "failed",
-  cancelled = "cancelled",
-}
+local TERMINAL = { done = "done", failed = "failed", cancelled = "cancelled" }
 
 
 -- Creates a thread (no events yet). `sink(thread, event)` is told of every
@@ -35,12 +35,40 @@ function M.new(agent, version, parent, sink)
     depth = parent and parent.depth + 1 or 0,
     events = {},
     step = 0,
+    persisted = 0,
+    writes = {},
     sink = sink,
   }, Thread)
 end
 
 
--- Appends an event and returns it.
+-- Rebuilds a thread from a store record ({ thread, events }).
+function M.from_record(record, sink, depth)
+  local row = record.thread
+  local t = setmetatable({
+    id = row.id,
+    agent = row.agent,
+    parent = row.parent ~= require("spool.json").null and row.parent or nil,
+    depth = depth or 0,
+    events = record.events,
+    step = 0,
+    persisted = #record.events,
+    writes = {},
+    sink = sink,
+  }, Thread)
+  for _, ev in ipairs(t.events) do
+    if ev.step > t.step then
+      t.step = ev.step
+    end
+    if ev.v == require("spool.json").null then
+      ev.v = nil
+    end
+  end
+  return t
+end
+
+
+-- Appends an event and returns it (not yet durable: see commit).
 function Thread:append(type, data)
   local ev = {
     seq = #self.events + 1,
@@ -58,6 +86,22 @@ function Thread:append(type, data)
 end
 
 
+-- Makes the new events and the step's state writes durable, in one
+-- transaction. Returns true, or nil and "ECODE: why" (nothing was stored).
+function Thread:commit()
+  if self.persisted == #self.events and #self.writes == 0 then
+    return true
+  end
+  local versions, err = require("spool.store").append(self, self.writes)
+  if not versions then
+    return nil, err
+  end
+  self.persisted = #self.events
+  self.writes = {}
+  return true
+end
+
+
 -- Ends the thread with a result.
 function Thread:finish(result)
   return self:append("done", { result = result })
@@ -70,15 +114,45 @@ function Thread:fail(message)
 end
 
 
--- running | done | failed | cancelled, from the last terminal event.
+-- running | waiting | done | failed | cancelled, from the latest event
+-- that changes it.
 function Thread:status()
   for i = #self.events, 1, -1 do
-    local s = STATUS_AFTER[self.events[i].type]
+    local ev = self.events[i]
+    local s = TERMINAL[ev.type]
     if s then
       return s
+    elseif ev.type == "human_request" then
+      return "waiting"
+    elseif ev.type == "human_response" then
+      return "running"
     end
   end
   return "running"
+end
+
+
+-- The human_request event the thread waits on, if it waits.
+function Thread:pending_request()
+  for i = #self.events, 1, -1 do
+    local ev = self.events[i]
+    if ev.type == "human_request" then
+      return ev
+    elseif ev.type == "human_response" or TERMINAL[ev.type] then
+      return nil
+    end
+  end
+end
+
+
+-- The human_response to a call, if one was given.
+function Thread:response_to(call_id)
+  for i = #self.events, 1, -1 do
+    local ev = self.events[i]
+    if ev.type == "human_response" and ev.data.call_id == call_id then
+      return ev
+    end
+  end
 end
 
 
@@ -97,6 +171,9 @@ function Thread:outcome()
       return ev.data.result
     elseif ev.type == "failed" then
       return nil, ev.data.error
+    elseif ev.type == "cancelled" then
+      return nil, "cancelled" .. (ev.data.reason and (": " .. ev.data.reason)
+        or "")
     end
   end
 end
@@ -109,10 +186,8 @@ function Thread:consecutive_errors()
   for i = #self.events, 1, -1 do
     local ev = self.events[i]
     if ev.step ~= step then
-      if step ~= nil then
-        if not step_had_error then
-          return n
-        end
+      if step ~= nil and not step_had_error then
+        return n
       end
       step, step_had_error = ev.step, false
       if ev.step == 0 then
@@ -144,7 +219,38 @@ function Thread:recent_errors(n)
 end
 
 
--- Events of a given type, in order.
+-- What the thread used, its sub-agents included: { steps, input_tokens,
+-- output_tokens }.
+function Thread:usage()
+  local u = { steps = self.step, input_tokens = 0, output_tokens = 0 }
+  for _, ev in ipairs(self.events) do
+    if ev.type == "model_call" and type(ev.data.usage) == "table" then
+      u.input_tokens = u.input_tokens + (ev.data.usage.input_tokens or 0)
+      u.output_tokens = u.output_tokens + (ev.data.usage.output_tokens or 0)
+    elseif ev.type == "agent_result" and type(ev.data.usage) == "table" then
+      u.steps = u.steps + (ev.data.usage.steps or 0)
+      u.input_tokens = u.input_tokens + (ev.data.usage.input_tokens or 0)
+      u.output_tokens = u.output_tokens + (ev.data.usage.output_tokens or 0)
+    end
+  end
+  return u
+end
+
+
+-- The agent_call event of a sub-agent still running (no agent_result).
+function Thread:open_child_call()
+  for i = #self.events, 1, -1 do
+    local ev = self.events[i]
+    if ev.type == "agent_result" then
+      return nil
+    elseif ev.type == "agent_call" then
+      return ev
+    end
+  end
+end
+
+
+-- Events of a given type (or all), in order.
 function Thread:each(type)
   local i = 0
   return function()

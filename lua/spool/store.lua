@@ -1,0 +1,168 @@
+-- spool.store: durable threads and business state, over the engine's store
+-- thread (engine/src/store.c). Every function here yields the calling run
+-- until the store has answered; none may be called outside a run.
+--
+--   store.append(thread, writes) -> versions | nil, err   one durable step
+--   store.load(id)               -> thread record | nil, err
+--   store.list{ status, agent, limit, before } -> threads
+--   store.children(id)           -> threads
+--   store.claim(id) / release(id)              the lease of this process
+--   store.delete(id), store.due(), store.purge(finished_before)
+--   store.state_get(ns, key), store.state_list(ns, after, limit)
+--
+-- A thread record is { thread = { id, agent, parent, status, created_at,
+-- updated_at, events, deadline }, events = { event, ... } }.
+
+local core = require "spool.core"
+local json = require "spool.json"
+
+local M = {}
+
+-- How long a lease lasts without a step; each committed step renews it.
+M.lease_ms = 5 * 60 * 1000
+
+-- Who this process is, as a lease holder: host:pid, plus a random part so
+-- two engines of one process never share a lease.
+M.owner = core.process_id() .. ":" .. core.random_id():sub(-6)
+
+
+function M.open(path)
+  return core.store_open(path)
+end
+
+
+local function decoded(text, err)
+  if not text then
+    return nil, err
+  end
+  local value, jerr = json.decode(text)
+  if value == nil then
+    return nil, "ECORRUPT: the store answered with bad JSON (" .. jerr .. ")"
+  end
+  return value
+end
+
+
+-- The thread's status as its events leave it (see spool.thread).
+local function deadline_of(thread)
+  local req = thread:pending_request()
+  return req and req.data.deadline or 0
+end
+
+
+-- Makes the thread's new events (and the step's state writes) durable.
+function M.append(thread, writes)
+  local events = {}
+  for i = thread.persisted + 1, #thread.events do
+    local ev = thread.events[i]
+    events[#events + 1] = { seq = ev.seq, step = ev.step, type = ev.type,
+                            at = ev.at, v = ev.v, data = json.encode(ev.data) }
+  end
+  local ws = {}
+  for i, w in ipairs(writes or {}) do
+    ws[i] = { ns = w.ns, key = w.key, if_version = w.if_version,
+              expires_at = w.expires_at,
+              value = w.value ~= nil and json.encode(w.value) or nil }
+  end
+  local versions, err = core.store_append {
+    thread = thread.id, agent = thread.agent, parent = thread.parent,
+    expected_seq = thread.persisted, status = thread:status(),
+    deadline = deadline_of(thread), owner = M.owner, lease_ms = M.lease_ms,
+    now = core.time(), events = events, writes = ws,
+  }
+  if not versions then
+    return nil, err
+  end
+  return json.decode(versions)
+end
+
+
+-- Writes state outside any thread (a script, a test, the CLI).
+function M.write_state(writes)
+  local ws = {}
+  for i, w in ipairs(writes) do
+    ws[i] = { ns = w.ns, key = w.key, if_version = w.if_version,
+              expires_at = w.expires_at,
+              value = w.value ~= nil and json.encode(w.value) or nil }
+  end
+  local versions, err = core.store_append { now = core.time(), writes = ws }
+  if not versions then
+    return nil, err
+  end
+  return json.decode(versions)
+end
+
+
+function M.load(id)
+  return decoded(core.store_load(id))
+end
+
+
+function M.list(filter)
+  return decoded(core.store_list(filter or {}))
+end
+
+
+function M.children(id)
+  return decoded(core.store_children(id))
+end
+
+
+-- Takes the lease on a thread for this process. A lease left by a process
+-- of this host that no longer runs is taken over at once.
+function M.claim(id)
+  local ok, err = core.store_claim(id, M.owner, M.lease_ms, core.time())
+  if ok then
+    return true
+  end
+  local host, pid = (err or ""):match("%(([^:)]+):(%d+):%w+%)")
+  local me = core.process_id():match("^(.*):%d+$")
+  if host == me and not core.process_alive(tonumber(pid)) then
+    -- The holder died (kill -9): its lease is stale. Take it over.
+    core.log("info", "thread " .. id .. ": taking over the lease of dead "
+      .. "process " .. pid)
+    return core.store_claim(id, M.owner, M.lease_ms, core.time(), true)
+  end
+  return nil, err
+end
+
+
+function M.release(id)
+  return core.store_release(id, M.owner)
+end
+
+
+function M.delete(id)
+  return core.store_delete(id)
+end
+
+
+function M.due()
+  return decoded(core.store_due(core.time()))
+end
+
+
+function M.purge(finished_before)
+  return decoded(core.store_purge(core.time(), finished_before))
+end
+
+
+function M.state_get(ns, key)
+  local doc, err = decoded(core.store_state_get(ns, key, core.time()))
+  if err then
+    return nil, err
+  end
+  if doc == json.null then
+    return nil
+  end
+  return doc
+end
+
+
+function M.state_list(ns, after, limit)
+  return decoded(core.store_state_list(ns, after or "", limit or 1000,
+    core.time()))
+end
+
+
+return M
