@@ -59,9 +59,10 @@ function h.agent(def, mock_or_url)
     def.model.timeout_ms = def.model.timeout_ms or 10000
   end
   local a = agent_mod.define(def, "test agent")
-  a.name = a.name or "test"
+  a.name = a.name or ("test_" .. core.random_id():sub(-10))
   a.version = "test"
   a.prompt_template = prompt.compile(system, "prompts/test.md")
+  require("spool._loader").register(a) -- so resume can find it by name
   return a
 end
 
@@ -184,6 +185,8 @@ function h.assert_clean()
   assert(stats.http_pending == 0, "HTTP transfers left in flight: "
     .. stats.http_pending)
   assert(stats.tasks == 1, "tasks left running: " .. (stats.tasks - 1))
+  assert(stats.store_pending == 0, "store operations left in flight: "
+    .. stats.store_pending)
   assert(runner.running() == 0, "threads left running: " .. runner.running())
 end
 

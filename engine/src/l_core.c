@@ -15,7 +15,8 @@
  *   random_id()           -> 26 chars     time-sortable (ULID layout)
  *   getenv(name)          -> string | nil
  *   project()             -> the project folder, absolute
- *   stats()               -> { tasks, http_pending, lua_kb }
+ *   stats()               -> { tasks, http_pending, lua_kb, store_pending,
+ *                              store_transactions, store_appends }
  *   in_task()             -> boolean      may the caller yield?
  * plus http_request (l_http.c), listen (l_server.c), read_file / write_file
  * (l_fs.c).
@@ -29,6 +30,7 @@
 
 #include "http.h"
 #include "spool_int.h"
+#include "store.h"
 
 static spool_engine *engine(lua_State *L) {
   return lua_touserdata(L, lua_upvalueindex(1));
@@ -217,6 +219,14 @@ static int l_core_stats(lua_State *L) {
   lua_setfield(L, -2, "http_pending");
   lua_pushinteger(L, lua_gc(L, LUA_GCCOUNT, 0));
   lua_setfield(L, -2, "lua_kb");
+  long long transactions, appends;
+  spool__store_counts(e->store, &transactions, &appends);
+  lua_pushinteger(L, spool__store_pending(e->store));
+  lua_setfield(L, -2, "store_pending");
+  lua_pushinteger(L, (lua_Integer)transactions);
+  lua_setfield(L, -2, "store_transactions");
+  lua_pushinteger(L, (lua_Integer)appends);
+  lua_setfield(L, -2, "store_appends");
   return 1;
 }
 

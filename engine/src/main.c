@@ -44,6 +44,8 @@ static const char usage_text[] =
     "      picks a free port and prints it\n"
     "  test [BUSTED OPTIONS] [SPEC FILES]\n"
     "      run busted specs inside the engine, under Lua 5.4\n"
+    "  lua FILE [ARGS]           run a Lua script inside the engine (as a\n"
+    "                            run: it may wait on I/O; arg holds ARGS)\n"
     "\n"
     "global options:\n"
     "  --project DIR     the project folder (agents/, prompts/, spool.lua);\n"
@@ -273,10 +275,7 @@ static int finish_run(spool_engine *e, const char *id, stopper *st) {
     return EXIT_DONE;
   case SPOOL_WAITING:
     spool_thread_result(e, id, &result); /* fails, saying what it waits for */
-    fprintf(stderr,
-            "spool: %s\nspool: resume it with: spool resume %s --answer "
-            "TEXT | --approve [--args JSON] | --reject [--reason TEXT]\n",
-            spool_engine_errmsg(e), id);
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
     return EXIT_WAITING;
   case SPOOL_RUNNING:
     fprintf(stderr,
@@ -311,30 +310,7 @@ static int cmd_run(const cli *c, uv_loop_t *loop) {
     code = exit_for(rc);
     goto done;
   }
-  spool_engine_run(e, SPOOL_RUN_IDLE);
-  spool_status status;
-  if (spool_thread_status(e, id, &status) != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
-    code = EXIT_FAILED;
-    goto done;
-  }
-  switch (status) {
-  case SPOOL_DONE:
-    code = EXIT_DONE;
-    break;
-  case SPOOL_WAITING:
-    code = EXIT_WAITING;
-    break;
-  case SPOOL_RUNNING:
-    fprintf(stderr,
-            "spool: interrupted (signal %d); thread %s did not "
-            "finish\n",
-            st->signalled, id);
-    code = EXIT_FAILED;
-    break;
-  default:
-    code = EXIT_FAILED;
-  }
+  code = finish_run(e, id, st);
 done:
   spool_engine_free(e);
   free(o.input);
@@ -713,6 +689,21 @@ static int cmd_test(const cli *c, uv_loop_t *loop) {
   return code;
 }
 
+static int cmd_lua(const cli *c, uv_loop_t *loop) {
+  if (c->argc < 1)
+    return usage_error("lua needs a script file%s", "");
+  int code;
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e == NULL)
+    return code;
+  if (spool_script_run(e, c->argv[0], c->argc - 1, c->argv + 1, &code) != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = EXIT_FAILED;
+  }
+  spool_engine_free(e);
+  return code;
+}
+
 /* A thousand runs in flight need a thousand sockets, and then some. */
 static void raise_fd_limit(void) {
   struct rlimit rl;
@@ -781,6 +772,8 @@ int main(int argc, char **argv) {
     fn = cmd_mock;
   else if (strcmp(c.command, "test") == 0)
     fn = cmd_test;
+  else if (strcmp(c.command, "lua") == 0)
+    fn = cmd_lua;
   else if (strcmp(c.command, "resume") == 0)
     fn = cmd_resume;
   else if (strcmp(c.command, "threads") == 0)

@@ -25,7 +25,8 @@ struct spool__store {
   spool__store_op *inbox, *inbox_tail;
   spool__store_op *done, *done_tail;
   int stop;
-  int open_state; /* 0 opening, 1 open, -1 failed */
+  long long transactions, appends; /* committed */
+  int open_state;                  /* 0 opening, 1 open, -1 failed */
   char open_err[256];
   /* loop thread only */
   spool__store_op *outbox, *outbox_tail;
@@ -104,6 +105,13 @@ static void run_batch(spool__store *s, spool__store_op *batch) {
     fail_all(batch, err);
     return;
   }
+  long long appends = 0;
+  for (spool__store_op *op = batch; op; op = op->next)
+    appends += op->kind == SPOOL__STORE_APPEND;
+  uv_mutex_lock(&s->mu);
+  s->transactions++;
+  s->appends += appends;
+  uv_mutex_unlock(&s->mu);
   if (need_maintenance && s->be->maintain)
     s->be->maintain(s->db);
 }
@@ -235,6 +243,17 @@ void spool__store_flush(spool__store *s) {
 
 int spool__store_pending(const spool__store *s) {
   return s ? s->pending : 0;
+}
+
+void spool__store_counts(spool__store *s, long long *transactions,
+                         long long *appends) {
+  *transactions = *appends = 0;
+  if (s == NULL)
+    return;
+  uv_mutex_lock(&s->mu);
+  *transactions = s->transactions;
+  *appends = s->appends;
+  uv_mutex_unlock(&s->mu);
 }
 
 static void on_async_closed(uv_handle_t *h) {

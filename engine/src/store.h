@@ -146,6 +146,9 @@ void spool__store_submit(spool__store *s, spool__store_op *op,
 void spool__store_flush(spool__store *s);
 /* Ops submitted and not yet completed. */
 int spool__store_pending(const spool__store *s);
+/* Transactions committed, and the appends they carried, so far. */
+void spool__store_counts(spool__store *s, long long *transactions,
+                         long long *appends);
 
 /* Test builds' crash points: kills the process (SIGKILL) when
  * $SPOOL_TEST_CRASH names this point. */

@@ -300,12 +300,23 @@ static int sqlite_begin(void *p, char *err, size_t errlen) {
   return exec(p, "BEGIN IMMEDIATE", err, errlen);
 }
 
+/* A statement left mid-result keeps its read snapshot after COMMIT, and
+ * the next BEGIN IMMEDIATE would then fail with SQLITE_BUSY_SNAPSHOT
+ * (which no busy timeout waits out) once another process has written. */
+static void reset_all(db *d) {
+  for (int i = 0; i < S_COUNT; i++)
+    if (d->st[i])
+      sqlite3_reset(d->st[i]);
+}
+
 static int sqlite_commit(void *p, char *err, size_t errlen) {
+  reset_all(p);
   return exec(p, "COMMIT", err, errlen);
 }
 
 static void sqlite_rollback(void *p) {
   char e[64];
+  reset_all(p);
   exec(p, "ROLLBACK", e, sizeof e);
 }
 

@@ -76,11 +76,18 @@ function M.thread_result(id) -- (task)
   local status = t:status()
   if status == "running" or status == "waiting" then
     local req = t:pending_request()
-    return nil, "ESTATE: thread " .. id .. " is " .. status
-      .. (req and (", waiting for " .. (req.data.kind == "ask"
-        and ("an answer to: " .. tostring(req.data.question))
-        or ("approval of " .. tostring(req.data.name) .. " "
-          .. json.encode(req.data.args or {})))) or "")
+    if not req then
+      return nil, "ESTATE: thread " .. id .. " is still running"
+    end
+    if req.data.kind == "ask" then
+      return nil, string.format("ESTATE: thread %s waits for an answer to: "
+        .. "%s (spool resume %s --answer TEXT)", id,
+        tostring(req.data.question), id)
+    end
+    return nil, string.format("ESTATE: thread %s waits for approval of %s "
+      .. "%s (spool resume %s --approve [--args JSON] | --reject [--reason "
+      .. "TEXT])", id, tostring(req.data.name),
+      json.encode(req.data.args or {}), id)
   end
   local result, failure = t:outcome()
   if status == "done" then
@@ -174,6 +181,7 @@ function M.resume(id, r) -- (task)
   else
     response = nil
   end
+  runner.fire_due() -- this process now runs threads: due deadlines fire
   local t, err = runner.resume(id, response)
   if not t then
     return nil, err

@@ -150,6 +150,13 @@ function M.load(name)
 end
 
 
+-- Makes an agent defined in code (a test's, an embedding application's)
+-- loadable by name, like a file in agents/.
+function M.register(agent)
+  cache[agent.name] = agent
+end
+
+
 -- Drops cached agents (all of them, or one), so the next load reads disk.
 function M.forget(name)
   if name then

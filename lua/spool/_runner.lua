@@ -235,43 +235,46 @@ function M.resume(id, response)
   if live[id] then
     return nil, "ECONFLICT: thread " .. id .. " is running in this process"
   end
-  local thread, err = M.load(id)
-  if not thread then
-    return nil, err
-  end
-  if thread.parent then
-    return nil, string.format("EINVAL: thread %s is a sub-agent of %s: "
-      .. "resume the parent", id, thread.parent)
-  end
-  local agent
-  agent, err = agent_of(thread)
-  if not agent then
-    return nil, err
-  end
-  local status = thread:status()
-  if status == "done" or status == "failed" or status == "cancelled" then
-    return nil, "ESTATE: thread " .. id .. " has ended (" .. status .. ")"
-  end
+  -- Claim first, then load: what we load cannot change under us.
   local ok, cerr = store.claim(id)
   if not ok then
     return nil, cerr
   end
+  local function give_up(err)
+    store.release(id)
+    return nil, err
+  end
+  local thread, err = M.load(id)
+  if not thread then
+    return give_up(err)
+  end
+  if thread.parent then
+    return give_up(string.format("EINVAL: thread %s is a sub-agent of %s: "
+      .. "resume the parent", id, thread.parent))
+  end
+  local agent
+  agent, err = agent_of(thread)
+  if not agent then
+    return give_up(err)
+  end
+  local status = thread:status()
+  if status == "done" or status == "failed" or status == "cancelled" then
+    return give_up("ESTATE: thread " .. id .. " has ended (" .. status .. ")")
+  end
   if status == "waiting" then
     if response == nil or next(response) == nil then
-      store.release(id)
       local req = thread:pending_request()
-      return nil, string.format("EINVAL: thread %s waits for %s: give a "
+      return give_up(string.format("EINVAL: thread %s waits for %s: give a "
         .. "response", id, req.data.kind == "ask" and "an answer"
-          or ("approval of " .. tostring(req.data.name)))
+          or ("approval of " .. tostring(req.data.name))))
     end
     local aok, aerr = answer(thread, response)
     if not aok then
-      store.release(id)
-      return nil, aerr
+      return give_up(aerr)
     end
   elseif response and next(response) ~= nil then
-    store.release(id)
-    return nil, "ESTATE: thread " .. id .. " is not waiting for a response"
+    return give_up("ESTATE: thread " .. id .. " is not waiting for a "
+      .. "response")
   end
   live[id] = thread
   core.spawn(run_task, thread, agent)
@@ -355,14 +358,14 @@ function M.call(parent, name, input)
 end
 
 
--- Resumes every top-level thread left running by a process that stopped,
--- and fires the deadlines that are due. Returns what it did.
-function M.recover()
-  local report = { resumed = {}, expired = {}, skipped = {} }
-  local due = store.due() or {}
-  for _, id in ipairs(due) do
+-- Denies the approvals (and gives up the questions) whose deadline has
+-- passed, resuming those threads here. Any process that runs threads
+-- calls this, so a deadline needs no process of its own to fire it.
+function M.fire_due(report)
+  report = report or { expired = {}, skipped = {} }
+  for _, id in ipairs(store.due() or {}) do
     local t = M.load(id)
-    if t and not t.parent then
+    if t and not t.parent and not live[id] then
       local th, err = M.resume(id, { timeout = true, by = "deadline" })
       if th then
         report.expired[#report.expired + 1] = id
@@ -371,6 +374,14 @@ function M.recover()
       end
     end
   end
+  return report
+end
+
+
+-- Resumes every top-level thread left running by a process that stopped,
+-- and fires the deadlines that are due. Returns what it did.
+function M.recover()
+  local report = M.fire_due({ resumed = {}, expired = {}, skipped = {} })
   local running = store.list({ status = "running", limit = 1000 }) or {}
   for _, row in ipairs(running) do
     if row.parent == json.null and not live[row.id] then

@@ -3,6 +3,9 @@
 --   local spool = require "spool"
 --   return spool.agent { prompt = "x.md", tools = { ... } }
 --
+-- Business state: spool.state.get / put / delete / list. Humans:
+-- spool.human.ask (a tool), approve = true on any tool.
+--
 -- Building blocks, for agents that own their step:
 --   spool.llm.chat, spool.context.chat / structured, spool.loop.step,
 --   spool.loop.route, spool.call (a sub-agent), spool.schema.check,
@@ -21,6 +24,8 @@ local M = {
   prompt = require "spool.prompt",
   schema = require "spool.schema",
   loop = require "spool.loop",
+  state = require "spool.state",
+  human = require "spool.human",
   done = agent.done,
   sleep = core.sleep,
   now = core.now,

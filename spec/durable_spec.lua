@@ -1,0 +1,372 @@
+-- Durable threads, end to end through the CLI: every test works on a copy
+-- of spec/fixtures/durable with its own database, and runs each command as
+-- a process of its own, so a resume really happens "in a later process".
+local h = require "spec.support"
+local json = require "spool.json"
+
+local FIXTURE = h.ROOT .. "/spec/fixtures/durable"
+
+describe("durable threads", function()
+  local dir
+
+  -- Runs `spool --project dir ARGS` with optional environment assignments;
+  -- returns stdout, stderr, exit code.
+  local function spool(args, env)
+    local out_file, err_file = dir .. "/.out", dir .. "/.err"
+    local _, code = h.sh(string.format("%s %s --project %s %s >%s 2>%s",
+      env or "", h.q(h.BIN), h.q(dir), args, out_file, err_file))
+    local function slurp(p)
+      local f = io.open(p)
+      local s = f and f:read("a") or ""
+      if f then
+        f:close()
+      end
+      return s
+    end
+    return slurp(out_file), slurp(err_file), code
+  end
+
+  local function events(id)
+    local out, err, code = spool("export " .. id)
+    assert.are.equal(0, code, err)
+    return h.json_lines(out)
+  end
+
+  local function types(evs)
+    local t = {}
+    for i, ev in ipairs(evs) do
+      t[i] = ev.type
+    end
+    return t
+  end
+
+  local function file_lines(name)
+    local f = io.open(dir .. "/" .. name)
+    if not f then
+      return {}
+    end
+    local lines = {}
+    for l in f:lines() do
+      lines[#lines + 1] = l
+    end
+    f:close()
+    return lines
+  end
+
+  -- Starts an agent; returns the thread id, exit code and stderr.
+  local function start(agent, input, env)
+    local out, err, code = spool("run " .. agent .. " --json --input "
+      .. h.q(input or "go"), env)
+    local first = out:match("[^\n]+")
+    return first and json.decode(first).thread, code, err
+  end
+
+  local function status(id)
+    local out = spool("show --json " .. id)
+    local doc = json.decode(out)
+    return doc and doc.thread.status
+  end
+
+  before_each(function()
+    dir = h.tmpdir()
+    h.sh(string.format("cp -r %s/. %s/", h.q(FIXTURE), h.q(dir)))
+  end)
+
+  after_each(function()
+    h.remove(dir)
+  end)
+
+  describe("approval", function()
+    it("pauses, lets the process exit, and runs the tool once when approved "
+      .. "in a new process", function()
+      local id, code, err = start("deploy")
+      assert.are.equal(3, code)
+      assert.matches("waits for approval of deploy", err)
+      assert.matches("spool resume " .. id, err, 1, true)
+      assert.are.equal("waiting", status(id))
+      assert.are.same({}, file_lines("deploys.log"))
+      local out
+      out, err, code = spool("resume " .. id .. " --approve")
+      assert.are.equal(0, code, err)
+      assert.matches("deploy ✓ Deployed:", out, 1, true)
+      assert.are.equal(1, #file_lines("deploys.log"))
+      assert.are.same({ "input", "model_call", "intent", "tool_result",
+        "model_call", "intent", "human_request", "human_response", "started",
+        "tool_result", "model_call", "done" }, types(events(id)))
+      local state = spool("state export deploys")
+      assert.matches('"key":"v2"', state, 1, true)
+      -- Resuming again finds nothing to do.
+      _, err, code = spool("resume " .. id .. " --approve")
+      assert.are.equal(1, code)
+      assert.matches("has ended %(done%)", err)
+    end)
+
+    it("tells the model a rejection and its reason", function()
+      local id = start("deploy")
+      local out, err, code = spool("resume " .. id .. " --reject --reason "
+        .. h.q("freeze until Monday"))
+      assert.are.equal(0, code, err)
+      assert.matches("Deployment cancelled. A human rejected this call: "
+        .. "freeze until Monday", out, 1, true)
+      assert.are.same({}, file_lines("deploys.log"))
+    end)
+
+    it("runs the tool with arguments the human edited", function()
+      local id = start("deploy")
+      local _, err, code = spool("resume " .. id .. " --approve --args "
+        .. h.q('{"tag": "v1"}'))
+      assert.are.equal(0, code, err)
+      assert.matches("^v1 ", file_lines("deploys.log")[1])
+    end)
+
+    it("refuses edited arguments the tool would reject", function()
+      local id = start("deploy")
+      local _, err, code = spool("resume " .. id .. " --approve --args "
+        .. h.q('{"tag": 2}'))
+      assert.are.equal(2, code)
+      assert.matches("edited arguments do not fit the tool: deploy.tag: "
+        .. "expected string, got integer", err)
+      assert.are.equal("waiting", status(id))
+      _, err, code = spool("resume " .. id .. " --answer hi")
+      assert.are.equal(2, code)
+      assert.matches("waits for approval of deploy", err)
+      _, err, code = spool("resume " .. id)
+      assert.are.equal(2, code)
+      assert.matches("give a response", err)
+    end)
+
+    it("denies an approval whose deadline passed", function()
+      local id = start("deploy")
+      local out, err, code = spool("recover",
+        "SPOOL_TEST_TIME_OFFSET_MS=7200000")
+      assert.are.equal(0, code, err)
+      assert.matches('"expired":["' .. id .. '"]', out, 1, true)
+      local evs = events(id)
+      assert.are.equal("done", evs[#evs].type)
+      assert.matches("no response before the deadline", evs[#evs].data.result)
+      local response
+      for _, ev in ipairs(evs) do
+        if ev.type == "human_response" then
+          response = ev.data
+        end
+      end
+      assert.are.equal("deadline", response.by)
+      assert.is_false(response.approved)
+    end)
+
+    it("fires due deadlines in any process that resumes a thread", function()
+      local late = start("deploy")
+      local other = start("greet")
+      local _, err, code = spool("resume " .. other .. " --answer Cy",
+        "SPOOL_TEST_TIME_OFFSET_MS=7200000")
+      assert.are.equal(0, code, err)
+      assert.are.equal("done", status(late))
+      assert.are.same({}, file_lines("deploys.log"))
+    end)
+  end)
+
+  describe("questions", function()
+    it("takes a free-text answer", function()
+      local id, code = start("greet")
+      assert.are.equal(3, code)
+      local out, err
+      out, err, code = spool("resume " .. id .. " --answer Ana")
+      assert.are.equal(0, code, err)
+      assert.matches("greet ✓ Hello, Ana!", out, 1, true)
+      _, err, code = spool("resume " .. id .. " --approve")
+      assert.are.equal(1, code)
+    end)
+  end)
+
+  describe("sub-agents", function()
+    it("surface an approval on the parent, answered there", function()
+      local id, code = start("boss")
+      assert.are.equal(3, code)
+      local list = spool("threads --status waiting")
+      assert.matches(id .. "%s+boss%s+waiting", list)
+      assert.matches("deploy%s+waiting.*%(in " .. id .. "%)", list)
+      local child = list:match("(t_%w+)%s+deploy")
+      local _, err
+      _, err, code = spool("resume " .. child .. " --approve")
+      assert.are.equal(2, code)
+      assert.matches("is a sub%-agent of " .. id .. ": resume the parent", err)
+      local out
+      out, err, code = spool("resume " .. id .. " --approve")
+      assert.are.equal(0, code, err)
+      assert.matches("boss ✓ boss says: Deployed:", out, 1, true)
+      assert.are.equal(1, #file_lines("deploys.log"))
+      -- The parent's usage counts the child's tokens.
+      local evs = events(id)
+      local result = evs[#evs - 1]
+      assert.are.equal("agent_result", result.type)
+      assert.is_true(result.data.usage.input_tokens > 0)
+    end)
+  end)
+
+  describe("crashes", function()
+    it("reports a call interrupted by kill -9 to the model, never re-running "
+      .. "it", function()
+      local id, code = start("writer", "write", "SPOOL_TEST_CRASH=after_intent")
+      assert.are.equal(137, code)
+      assert.are.same({ "input", "model_call", "intent" }, types(events(id)))
+      local out, err
+      out, err, code = spool("recover")
+      assert.are.equal(0, code, err)
+      assert.matches('"resumed":["' .. id .. '"]', out, 1, true)
+      local evs = events(id)
+      assert.are.same({ "input", "model_call", "intent", "error", "model_call",
+        "done" }, types(evs))
+      assert.matches("^this call was interrupted", evs[4].data.error)
+      assert.are.same({}, file_lines("writes.log"))
+    end)
+
+    it("re-runs an idempotent call with the same idempotency key", function()
+      local id, code = start("writer", "write again",
+        "SPOOL_TEST_CRASH=after_intent")
+      assert.are.equal(137, code)
+      local _, err
+      _, err, code = spool("resume " .. id)
+      assert.are.equal(0, code, err)
+      assert.are.same({ "input", "model_call", "intent", "tool_result",
+        "model_call", "done" }, types(events(id)))
+      assert.are.same({ "k1" }, file_lines("writes.log"))
+    end)
+
+    it("stores neither the state write nor the step when killed before the "
+      .. "commit", function()
+      local id, code = start("writer", "write", "SPOOL_TEST_CRASH=after_tool")
+      assert.are.equal(137, code)
+      -- The handler ran (its file write is outside the store), but its state
+      -- write and its result were never committed.
+      assert.are.same({ "k1" }, file_lines("writes.log"))
+      assert.are.same({ "input", "model_call", "intent" }, types(events(id)))
+      assert.are.equal("", (spool("state export notes")))
+      spool("recover")
+      assert.are.equal("", (spool("state export notes")))
+      assert.are.equal("error", events(id)[4].type)
+    end)
+
+    it("stores nothing of a step killed inside the store's commit", function()
+      local _, code = start("writer", "write",
+        "SPOOL_TEST_CRASH=store_before_commit")
+      assert.are.equal(137, code)
+      local out
+      out, _, code = spool("threads --json")
+      assert.are.equal(0, code)
+      assert.are.same({}, json.decode(out))
+    end)
+  end)
+
+  describe("concurrency", function()
+    it("lets only one of two simultaneous resumes run the thread", function()
+      local id = start("deploy")
+      local cmd = string.format("%s --project %s resume %s --approve "
+        .. ">/dev/null 2>%s/err.%%d; echo $? >%s/code.%%d", h.q(h.BIN),
+        h.q(dir), id, h.q(dir), h.q(dir))
+      h.sh("(" .. cmd:format(1, 1) .. ") & (" .. cmd:format(2, 2) .. ") & wait")
+      local codes, errs = {}, {}
+      for i = 1, 2 do
+        codes[i] = tonumber(file_lines("code." .. i)[1])
+        errs[i] = table.concat(file_lines("err." .. i), "\n")
+      end
+      table.sort(codes)
+      assert.are.same({ 0, 1 }, codes)
+      local loser = errs[1] ~= "" and errs[1] or errs[2]
+      assert.is_truthy(loser:find("being run by another process", 1, true)
+        or loser:find("not waiting", 1, true) or loser:find("has ended", 1, true)
+        or loser:find("another process appended", 1, true), loser)
+      assert.are.equal(1, #file_lines("deploys.log"))
+      assert.are.equal("done", status(id))
+    end)
+  end)
+
+  describe("threads as data", function()
+    it("lists, shows, exports, forks, cancels and deletes", function()
+      local id = start("deploy")
+      local out, err, code = spool("threads")
+      assert.are.equal(0, code)
+      assert.matches(id .. "%s+deploy%s+waiting%s+7", out)
+      out, err, code = spool("show " .. id)
+      assert.are.equal(0, code, err)
+      assert.matches("needs approval: deploy {\"tag\":\"v2\"}", out, 1, true)
+      -- Fork after the first model call: the fork routes that call again
+      -- and reaches the same approval.
+      local fork
+      fork, err, code = spool("fork " .. id .. " --at 2")
+      assert.are.equal(0, code, err)
+      fork = fork:match("t_%w+")
+      assert.are.same({ "input", "model_call" }, types(events(fork)))
+      _, _, code = spool("resume " .. fork)
+      assert.are.equal(3, code)
+      assert.are.equal(7, #events(fork))
+      _, err, code = spool("fork " .. id .. " --at 99")
+      assert.are.equal(1, code)
+      assert.matches("%-%-at must be between 1 and 7", err)
+      -- Cancel, then nothing can resume it.
+      out, err, code = spool("cancel " .. id)
+      assert.are.equal(0, code, err)
+      assert.are.equal("cancelled", status(id))
+      _, err, code = spool("resume " .. id .. " --approve")
+      assert.are.equal(1, code)
+      assert.matches("has ended %(cancelled%)", err)
+      -- Delete, then it is gone.
+      _, err, code = spool("delete " .. fork)
+      assert.are.equal(0, code, err)
+      _, err, code = spool("show " .. fork)
+      assert.are.equal(2, code)
+      assert.matches("unknown thread '" .. fork .. "'", err)
+      out = spool("threads --status waiting --json")
+      assert.are.same({}, json.decode(out))
+    end)
+
+    it("deletes old finished threads and reclaims space with gc", function()
+      local id = start("greet")
+      spool("resume " .. id .. " --answer Bo")
+      local out, err, code = spool("gc --older-than 30")
+      assert.are.equal(0, code, err)
+      assert.matches('"threads":0', out, 1, true)
+      out, err, code = spool("gc --older-than 30",
+        "SPOOL_TEST_TIME_OFFSET_MS=" .. 40 * 86400000)
+      assert.are.equal(0, code, err)
+      assert.matches('"threads":1', out, 1, true)
+      _, _, code = spool("show " .. id)
+      assert.are.equal(2, code)
+    end)
+  end)
+
+  describe("the database", function()
+    local function sql(stmt)
+      local out, code = h.sh(string.format("sqlite3 %s %s",
+        h.q(dir .. "/.spool/spool.db"), h.q(stmt)))
+      assert.are.equal(0, code, out)
+      return out
+    end
+
+    it("names a corrupt row and changes nothing", function()
+      local id = start("greet")
+      sql("UPDATE events SET data = '{broken' WHERE seq = 2")
+      local _, err, code = spool("show " .. id)
+      assert.are.equal(1, code)
+      assert.matches("thread " .. id .. ", event 2: the stored data is not "
+        .. "JSON", err, 1, true)
+      _, err, code = spool("resume " .. id .. " --answer x")
+      assert.are.equal(1, code)
+      assert.matches("event 2: the stored data is not JSON", err, 1, true)
+      assert.are.equal("{broken\n", sql("SELECT data FROM events WHERE seq = 2"))
+    end)
+
+    it("refuses a database from a newer schema, and a foreign one", function()
+      start("greet")
+      sql("PRAGMA user_version = 9")
+      local _, err, code = spool("threads")
+      assert.are.equal(1, code)
+      assert.matches("schema version 9, newer than this spool reads %(1%)", err)
+      assert.are.equal("9\n", sql("PRAGMA user_version"))
+      local other = dir .. "/other.db"
+      h.sh("sqlite3 " .. h.q(other) .. " 'CREATE TABLE people(name TEXT)'")
+      _, err, code = spool("--db " .. h.q(other) .. " threads")
+      assert.are.equal(1, code)
+      assert.matches("holds tables that are not spool's", err)
+    end)
+  end)
+end)

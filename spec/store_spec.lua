@@ -1,0 +1,237 @@
+-- Durable steps inside one engine (the store is an in-memory SQLite
+-- database under `spool test`): what each step stores and when, business
+-- state committed with the step, group commit, pause and resume.
+local h = require "spec.support"
+local spool = require "spool"
+local core = require "spool.core"
+local store = require "spool.store"
+local runner = require "spool._runner"
+local json = spool.json
+
+local function types(evs)
+  local t = {}
+  for i, ev in ipairs(evs) do
+    t[i] = ev.type
+  end
+  return t
+end
+
+-- A mock that follows a list of replies, one per assistant turn.
+local function scripted(replies)
+  return h.mock { rules = { { reply = function(conv)
+    local r = replies[conv.turns + 1]
+    if type(r) == "function" then
+      r = r(conv)
+    end
+    return r or { text = "out of script" }
+  end } } }
+end
+
+describe("durable steps", function()
+  local mock
+
+  after_each(function()
+    if mock then
+      mock.close()
+      mock = nil
+    end
+  end)
+
+  it("stores every event of a finished thread, exactly as it ran", function()
+    mock = scripted { { tool = "add", args = { a = 1, b = 2 } }, "3" }
+    local t = h.run(h.agent({ tools = { add = { params = { a = "number",
+      b = "number" }, run = function(args) return args.a + args.b end } } },
+      mock), "1 + 2")
+    local record = assert(store.load(t.id))
+    assert.are.equal("done", record.thread.status)
+    assert.are.equal(#t.events, record.thread.events)
+    assert.are.same(types(t.events), types(record.events))
+    for i, ev in ipairs(record.events) do
+      assert.are.same(t.events[i].data, ev.data)
+      assert.are.equal(t.events[i].step, ev.step)
+      assert.are.equal(i, ev.seq)
+    end
+    assert.are.equal("integer", math.type(record.events[4].data.result))
+  end)
+
+  it("stores the intent before a tool with side effects runs", function()
+    local seen
+    mock = scripted { { tool = "act", args = {} }, "ok" }
+    local t = h.run(h.agent({ tools = { act = { run = function(_, ctx)
+      seen = types(store.load(ctx.thread.id).events)
+      return "acted"
+    end } } }, mock), "x")
+    assert.are.equal("done", t:status())
+    assert.are.same({ "input", "model_call", "intent" }, seen)
+  end)
+
+  it("needs no commit before a tool without side effects", function()
+    local seen
+    mock = scripted { { tool = "look", args = {} }, "ok" }
+    h.run(h.agent({ tools = { look = { side_effects = false,
+      run = function(_, ctx)
+        seen = types(store.load(ctx.thread.id).events)
+        return "looked"
+      end } } }, mock), "x")
+    assert.are.same({ "input" }, seen)
+  end)
+
+  it("commits the steps of runs that finish together in one transaction",
+    function()
+    mock = h.mock { latency_ms = 50, rules = { { reply = "done" } } }
+    local agent = h.agent({}, mock)
+    local before = core.stats()
+    local threads = {}
+    for i = 1, 40 do
+      threads[i] = runner.start(agent, "run " .. i)
+    end
+    for _, t in ipairs(threads) do
+      h.wait_run(t)
+      assert.are.equal("done", t:status())
+    end
+    local after = core.stats()
+    local appends = after.store_appends - before.store_appends
+    local transactions = after.store_transactions - before.store_transactions
+    assert.is_true(appends >= 80) -- input + final step of each run
+    assert.is_true(transactions < appends / 4,
+      transactions .. " transactions for " .. appends .. " appends")
+  end)
+
+  it("keeps a thread's storage growing by its new events only", function()
+    mock = scripted { { tool = "n", args = {} }, { tool = "n", args = {} },
+                      { tool = "n", args = {} }, "done" }
+    local t = h.run(h.agent({ tools = { n = { side_effects = false,
+      run = function() return 1 end } } }, mock), "x")
+    local record = store.load(t.id)
+    -- Earlier events are never rewritten: each keeps the time it was made.
+    for i, ev in ipairs(record.events) do
+      assert.are.equal(t.events[i].at, ev.at)
+    end
+  end)
+end)
+
+describe("business state", function()
+  local mock
+
+  after_each(function()
+    if mock then
+      mock.close()
+      mock = nil
+    end
+  end)
+
+  local ns = "spec_" .. core.random_id():sub(-8)
+
+  it("puts, gets, lists and deletes documents outside a run step", function()
+    assert(spool.state.put(ns, "a", { n = 1 }))
+    assert(spool.state.put(ns, "b", json.array { 1, 2 }))
+    local v, version = spool.state.get(ns, "a")
+    assert.are.same({ n = 1 }, v)
+    assert.are.equal(1, version)
+    assert(spool.state.put(ns, "a", { n = 2 }))
+    assert.are.equal(2, select(2, spool.state.get(ns, "a")))
+    local items = spool.state.list(ns)
+    assert.are.same({ "a", "b" }, { items[1].key, items[2].key })
+    assert(spool.state.delete(ns, "a"))
+    assert.is_nil(spool.state.get(ns, "a"))
+    assert.is_nil(spool.state.get(ns, "never"))
+  end)
+
+  it("commits a handler's writes with its step, visible to the rest of "
+    .. "the step at once", function()
+    local inside, stored_inside
+    mock = scripted { { tool = "save", args = {} }, "saved" }
+    local t = h.run(h.agent({ tools = { save = { run = function(_, ctx)
+      spool.state.put(ns, "k", { by = ctx.thread.id })
+      inside = spool.state.get(ns, "k")
+      stored_inside = store.state_get(ns, "k")
+      return "ok"
+    end } } }, mock), "x")
+    assert.are.equal("done", t:status())
+    assert.are.same({ by = t.id }, inside)
+    assert.is_nil(stored_inside) -- not committed while the step ran
+    assert.are.same({ by = t.id }, (spool.state.get(ns, "k")))
+  end)
+
+  it("fails a step whose compare-and-set lost, storing none of it", function()
+    assert(spool.state.put(ns, "cas", "v1"))
+    mock = scripted { { tool = "bump", args = {} }, "bumped" }
+    local t = h.run(h.agent({ tools = { bump = { run = function()
+      local _, version = spool.state.get(ns, "cas")
+      -- Another writer gets in between the read and the commit.
+      assert(store.write_state({ { ns = ns, key = "cas", value = "other" } }))
+      spool.state.put(ns, "cas", "mine", { if_version = version })
+      return "bumped"
+    end } } }, mock), "x")
+    assert.matches("^ECONFLICT: state " .. ns .. "/cas is at version 2, not 1",
+      t.halted)
+    assert.are.equal("other", (spool.state.get(ns, "cas")))
+    local stored = store.load(t.id)
+    assert.are.same({ "input", "model_call", "intent" }, types(stored.events))
+  end)
+
+  it("reads expired documents as absent", function()
+    assert(spool.state.put(ns, "ttl", "soon gone", { ttl_ms = 1 }))
+    core.sleep(5)
+    assert.is_nil(spool.state.get(ns, "ttl"))
+  end)
+
+  it("checks names and values", function()
+    assert.has_error(function() spool.state.put("bad ns", "k", 1) end)
+    assert.has_error(function() spool.state.put(ns, "", 1) end)
+    assert.has_error(function() spool.state.put(ns, "k", nil) end)
+    assert.has_error(function() spool.state.put(ns, "k", print) end)
+  end)
+end)
+
+describe("pause and resume", function()
+  local mock
+
+  after_each(function()
+    if mock then
+      mock.close()
+      mock = nil
+    end
+  end)
+
+  it("holds no task or memory for a waiting thread, and resumes from the "
+    .. "store", function()
+    local ran = 0
+    mock = scripted { { tool = "go", args = { n = 1 } },
+      function(conv) return "result: " .. conv.tool_results[1].content end }
+    local agent = h.agent({ tools = { go = { params = { n = "integer" },
+      approve = true, run = function(args)
+        ran = ran + 1
+        return args.n * 10
+      end } } }, mock)
+    local t = h.run(agent, "x")
+    assert.are.equal("waiting", t:status())
+    assert.is_false(runner.is_live(t.id))
+    assert.are.equal("waiting", store.load(t.id).thread.status)
+    -- Resume builds the thread from the store, not from this object.
+    local resumed, err = runner.resume(t.id, { approve = true,
+                                               args = { n = 4 } })
+    assert.is_nil(err)
+    assert.are_not.equal(t, resumed)
+    h.wait_run(resumed)
+    assert.are.equal("result: 40", resumed:outcome())
+    assert.are.equal(1, ran)
+  end)
+
+  it("checks that a response fits what the thread waits for", function()
+    mock = scripted { { tool = "ask_human", args = { question = "Why?" } } }
+    local t = h.run(h.agent({ tools = { ask_human = spool.human.ask } }, mock),
+      "x")
+    assert.are.equal("waiting", t:status())
+    local req = t:pending_request()
+    assert.are.equal("ask", req.data.kind)
+    assert.are.equal("Why?", req.data.question)
+    local human = require "spool.human"
+    assert.is_nil((human.response_for(req, { approve = true })))
+    assert.matches("waits for an answer to \"Why%?\"",
+      select(2, human.response_for(req, { approve = true })))
+    assert.are.equal("because", human.response_for(req,
+      { answer = "because" }).answer)
+    require("spool._runner").cancel(t.id, "test over")
+  end)
+end)
