@@ -32,13 +32,7 @@ describe("durable threads", function()
     return h.json_lines(out)
   end
 
-  local function types(evs)
-    local t = {}
-    for i, ev in ipairs(evs) do
-      t[i] = ev.type
-    end
-    return t
-  end
+  local types = h.types
 
   local function file_lines(name)
     local f = io.open(dir .. "/" .. name)

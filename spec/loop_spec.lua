@@ -3,20 +3,7 @@ local h = require "spec.support"
 local spool = require "spool"
 local json = spool.json
 
--- A mock that follows a list of replies, one per assistant turn, and keeps
--- every request it received.
-local function scripted(replies)
-  local seen = {}
-  local mock = h.mock { rules = { { reply = function(conv)
-    seen[#seen + 1] = conv
-    local r = replies[conv.turns + 1]
-    if type(r) == "function" then
-      r = r(conv)
-    end
-    return r or { text = "out of script" }
-  end } } }
-  return mock, seen
-end
+local scripted = h.scripted
 
 local add = {
   description = "Add two numbers.",

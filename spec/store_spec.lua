@@ -8,24 +8,8 @@ local store = require "spool.store"
 local runner = require "spool._runner"
 local json = spool.json
 
-local function types(evs)
-  local t = {}
-  for i, ev in ipairs(evs) do
-    t[i] = ev.type
-  end
-  return t
-end
-
--- A mock that follows a list of replies, one per assistant turn.
-local function scripted(replies)
-  return h.mock { rules = { { reply = function(conv)
-    local r = replies[conv.turns + 1]
-    if type(r) == "function" then
-      r = r(conv)
-    end
-    return r or { text = "out of script" }
-  end } } }
-end
+local types = h.types
+local scripted = h.scripted
 
 describe("durable steps", function()
   local mock

@@ -43,6 +43,22 @@ function h.mock(script)
 end
 
 
+-- A mock model that follows a list of replies, one per assistant turn (a
+-- reply may be a function(conv)); `seen` collects every request.
+function h.scripted(replies)
+  local seen = {}
+  local mock = h.mock { rules = { { reply = function(conv)
+    seen[#seen + 1] = conv
+    local r = replies[conv.turns + 1]
+    if type(r) == "function" then
+      r = r(conv)
+    end
+    return r or { text = "out of script" }
+  end } } }
+  return mock, seen
+end
+
+
 -- Defines an agent for a test: `system` is its prompt text, and the model
 -- is the given mock (or any OpenAI-compatible URL).
 function h.agent(def, mock_or_url)
@@ -81,10 +97,10 @@ function h.run(agent, input, timeout_ms)
 end
 
 
--- The events of a thread as a list of their types.
-function h.types(thread)
+-- The types of a thread's events (or of a list of events), in order.
+function h.types(thread_or_events)
   local out = {}
-  for i, ev in ipairs(thread.events) do
+  for i, ev in ipairs(thread_or_events.events or thread_or_events) do
     out[i] = ev.type
   end
   return out

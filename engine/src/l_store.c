@@ -222,20 +222,25 @@ static int l_store_append(lua_State *L) {
   return submit(L, op);
 }
 
-static int l_store_load(lua_State *L) {
+/* The ops that take a thread id and nothing else. */
+static int thread_op(lua_State *L, spool__store_kind kind) {
   const char *id = luaL_checkstring(L, 1);
   check_store(L);
-  spool__store_op *op = new_op(L, SPOOL__STORE_LOAD);
+  spool__store_op *op = new_op(L, kind);
   op->thread_id = dup(L, op, id);
   return submit(L, op);
 }
 
+static int l_store_load(lua_State *L) {
+  return thread_op(L, SPOOL__STORE_LOAD);
+}
+
 static int l_store_children(lua_State *L) {
-  const char *id = luaL_checkstring(L, 1);
-  check_store(L);
-  spool__store_op *op = new_op(L, SPOOL__STORE_CHILDREN);
-  op->thread_id = dup(L, op, id);
-  return submit(L, op);
+  return thread_op(L, SPOOL__STORE_CHILDREN);
+}
+
+static int l_store_delete(lua_State *L) {
+  return thread_op(L, SPOOL__STORE_DELETE);
 }
 
 static int l_store_list(lua_State *L) {
@@ -297,14 +302,6 @@ static int l_store_release(lua_State *L) {
   spool__store_op *op = new_op(L, SPOOL__STORE_RELEASE);
   op->thread_id = dup(L, op, id);
   op->owner = dup(L, op, owner);
-  return submit(L, op);
-}
-
-static int l_store_delete(lua_State *L) {
-  const char *id = luaL_checkstring(L, 1);
-  check_store(L);
-  spool__store_op *op = new_op(L, SPOOL__STORE_DELETE);
-  op->thread_id = dup(L, op, id);
   return submit(L, op);
 }
 
