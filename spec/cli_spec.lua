@@ -136,8 +136,12 @@ describe("spool (CLI)", function()
       assert.are.equal(0, code)
       local events = json_lines(out)
       assert.are.equal("error", events[3].type)
-      assert.matches("^the arguments of 'classify' are not valid JSON",
-        events[3].data.error)
+      assert.matches("^the arguments of 'classify' are not valid JSON "
+        .. "%(line 1, column 14 %(byte 13%): unexpected .@.", events[3].data.error)
+      -- The second reply is repaired, and the repairs are recorded.
+      assert.are.equal("intent", events[5].type)
+      assert.are.equal("broken mugs", events[5].data.args.summary)
+      assert.is_true(#events[5].data.repairs >= 3)
       assert.are.equal("done", events[#events].type)
     end)
 

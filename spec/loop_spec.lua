@@ -78,26 +78,96 @@ describe("spool.loop", function()
     assert.matches("^error: unknown tool 'multiply'", answer.content)
   end)
 
-  it("reports arguments that are not JSON, and of the wrong type", function()
+  it("repairs malformed arguments and records each repair", function()
     mock = scripted {
       { tool_calls = { { name = "add", args = "{a: 2, b: 3" } } },
+      { text = "5" },
+    }
+    local t = h.run(h.agent({ tools = { add = add } }, mock), "2 + 3")
+    assert.are.same({ "input", "model_call", "intent", "tool_result",
+                      "model_call", "done" }, h.types(t))
+    local repairs = t.events[3].data.repairs
+    assert.are.same({ "line 1, column 2: quoted the key 'a'",
+                      "line 1, column 8: quoted the key 'b'",
+                      "line 1, column 1: closed an object the text cut off" },
+      repairs)
+    assert.are.equal(5, t.events[4].data.result)
+  end)
+
+  it("coerces arguments only where that is unambiguous, saying so", function()
+    mock = scripted {
       { tool = "add", args = { a = "2", b = 3 } },
+      { tool = "add", args = { a = "two", b = 3 } },
+      { text = "done" },
+    }
+    local t = h.run(h.agent({ tools = { add = add } }, mock), "2 + 3")
+    assert.are.same({ 'add.a: read the string "2" as the number 2' },
+      t.events[3].data.repairs)
+    assert.are.equal("add.a: expected number, got string",
+      t.events[6].data.error)
+  end)
+
+  it("reports what it cannot repair, with position and reason", function()
+    mock = scripted {
+      { tool_calls = { { name = "add", args = "{\"a\": 2 @}" } } },
       { tool = "add", args = { a = 2, b = 3, c = 4 } },
       { tool = "add", args = { a = 2, b = 3 } },
       { text = "5" },
     }
-    local t = h.run(h.agent({ max_errors = 4, tools = { add = add } }, mock),
-      "2 + 3")
+    local t = h.run(h.agent({ tools = { add = add } }, mock), "2 + 3")
     assert.are.equal("done", t:status())
     local errors = {}
     for ev in t:each("error") do
       errors[#errors + 1] = ev.data.error
     end
-    assert.are.equal(3, #errors)
+    assert.are.same({
+      "the arguments of 'add' are not valid JSON (line 1, column 9 (byte "
+        .. "8): expected ',' or '}' after an object member, found '@')",
+      "add.c: is not a known parameter",
+    }, errors)
+  end)
+
+  it("reads strictly when the agent says lenient = false", function()
+    mock = scripted {
+      { tool_calls = { { name = "add", args = "{a: 2, b: 3}" } } },
+      { tool = "add", args = { a = "2", b = 3 } },
+      { tool = "add", args = { a = 2, b = 3 } },
+      { text = "5" },
+    }
+    local t = h.run(h.agent({ lenient = false, max_errors = 3,
+      tools = { add = add } }, mock), "2 + 3")
+    assert.are.equal("done", t:status())
+    local errors = {}
+    for ev in t:each("error") do
+      errors[#errors + 1] = ev.data.error
+    end
     assert.matches("^the arguments of 'add' are not valid JSON %(line 1, "
-      .. "column 2", errors[1])
+      .. "column 2 %(byte 1%): expected a string key", errors[1])
     assert.are.equal("add.a: expected number, got string", errors[2])
-    assert.are.equal("add.c: is not a known parameter", errors[3])
+  end)
+
+  it("asks a person after max_errors failed steps when it may escalate",
+    function()
+    local seen
+    mock, seen = scripted {
+      { tool = "nope", args = {} }, { tool = "nope", args = {} },
+      { tool = "add", args = { a = 1, b = 1 } }, { text = "2" },
+    }
+    local agent = h.agent({ max_errors = 2, escalate = true,
+      tools = { add = add } }, mock)
+    local t = h.run(agent, "x")
+    assert.are.equal("waiting", t:status())
+    local req = t:pending_request().data
+    assert.is_true(req.escalation)
+    assert.matches("^2 steps in a row failed: unknown tool 'nope'",
+      req.question)
+    local resumed = require("spool._runner").resume(t.id,
+      { answer = "use the add tool" })
+    h.wait_run(resumed)
+    assert.are.equal("2", resumed:outcome())
+    local last = seen[#seen].body.messages
+    assert.are.equal("A person answered: use the add tool",
+      last[#last - 2].content)
   end)
 
   it("feeds a handler's error back without file names", function()
@@ -194,8 +264,8 @@ describe("spool.loop", function()
     local seen
     mock, seen = scripted {
       { text = "the total is 5" },
-      { text = '```json\n{"total": "5"}\n```' },
-      { text = '{"total": 5}' },
+      { text = 'Here you go:\n```json\n{"total": "five"}\n```' },
+      { text = 'Sure! {"total": "5",}' },
     }
     local t = h.run(h.agent({ output = { total = "number" } }, mock), "x")
     assert.are.equal("done", t:status())
@@ -204,6 +274,9 @@ describe("spool.loop", function()
       .. "schema", seen[2].body.messages[4].content)
     assert.matches("output.total: expected number, got string",
       seen[3].body.messages[6].content)
+    local done = t.events[#t.events].data
+    assert.are.same({ "line 1, column 20: removed a trailing comma",
+      'output.total: read the string "5" as the number 5' }, done.repairs)
   end)
 
   it("routes intents given as JSON text in json mode", function()

@@ -78,11 +78,8 @@ static void skip_ws(parser *ps) {
   }
 }
 
-/*
- * Returns the length of the UTF-8 sequence starting at p (1 to 4) if it is
- * well formed (no overlongs, no surrogates, nothing past U+10FFFF), else 0.
- */
-static size_t utf8_seq(const unsigned char *p, const unsigned char *end) {
+/* See json.h. */
+size_t spool__utf8_seq(const unsigned char *p, const unsigned char *end) {
   unsigned char c = p[0];
   size_t avail = (size_t)(end - p);
   if (c < 0x80)
@@ -114,7 +111,7 @@ static size_t utf8_seq(const unsigned char *p, const unsigned char *end) {
 size_t spool__utf8_valid_prefix(const char *s, size_t n) {
   const unsigned char *p = (const unsigned char *)s, *end = p + n;
   while (p < end) {
-    size_t k = utf8_seq(p, end);
+    size_t k = spool__utf8_seq(p, end);
     if (k == 0)
       break;
     p += k;
@@ -122,7 +119,7 @@ size_t spool__utf8_valid_prefix(const char *s, size_t n) {
   return (size_t)(p - (const unsigned char *)s);
 }
 
-static int put_utf8(spool__buf *b, unsigned long cp) {
+int spool__utf8_put(spool__buf *b, unsigned long cp) {
   char out[4];
   size_t n;
   if (cp < 0x80) {
@@ -184,7 +181,7 @@ static int unicode_escape(parser *ps) {
     ps->p += 6;
     cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
   }
-  if (put_utf8(ps->scratch, cp) != 0)
+  if (spool__utf8_put(ps->scratch, cp) != 0)
     return fail(ps, at, "out of memory");
   return 0;
 }
@@ -264,8 +261,8 @@ static int parse_string(parser *ps, int is_key) {
       ps->p++;
       continue;
     }
-    size_t k =
-        utf8_seq((const unsigned char *)ps->p, (const unsigned char *)ps->end);
+    size_t k = spool__utf8_seq((const unsigned char *)ps->p,
+                               (const unsigned char *)ps->end);
     if (k == 0)
       return fail(ps, ps->p, "invalid UTF-8 in string");
     ps->p += k;
@@ -530,7 +527,7 @@ int spool__json_write_string(spool__buf *b, const char *s, size_t n) {
       break;
     unsigned char c = *p;
     if (c >= 0x80) {
-      size_t k = utf8_seq(p, end);
+      size_t k = spool__utf8_seq(p, end);
       if (k == 0)
         return -2;
       if (spool__buf_add(b, p, k) != 0)

@@ -66,6 +66,12 @@ int spool__json_write_string(spool__buf *b, const char *s, size_t n);
 int spool__json_write_double(spool__buf *b, double d);
 int spool__json_write_integer(spool__buf *b, long long i);
 
+/* The length of the UTF-8 sequence at p (1 to 4) if it is well formed (no
+ * overlongs, no surrogates, nothing past U+10FFFF), else 0. */
+size_t spool__utf8_seq(const unsigned char *p, const unsigned char *end);
+/* Appends code point cp as UTF-8; 0 or -1. */
+int spool__utf8_put(spool__buf *b, unsigned long cp);
+
 /* Returns the length of the valid UTF-8 prefix of s[0..n) (n if all). */
 size_t spool__utf8_valid_prefix(const char *s, size_t n);
 

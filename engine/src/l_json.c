@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "extract.h"
 #include "json.h"
 #include "spool_int.h"
 
@@ -27,6 +28,10 @@
 
 typedef struct builder {
   lua_State *L;
+  int array_mt; /* stack index of the array mark */
+  int results;  /* extract: stack index of the results table */
+  int top;      /* extract: the stack top before the current candidate */
+  int n;        /* extract: candidates kept */
   int depth;
   /* Per open container: 0 for an object, else 1 + elements so far. */
   lua_Integer count[SPOOL_JSON_MAX_DEPTH + 1];
@@ -51,6 +56,7 @@ typedef struct encoder {
 typedef struct scratch {
   spool__buf unescape;
   spool__buf out;
+  spool__buf repairs;
   builder b;
   encoder en;
 } scratch;
@@ -59,6 +65,7 @@ static int scratch_gc(lua_State *L) {
   scratch *s = luaL_checkudata(L, 1, SCRATCH_MT);
   spool__buf_free(&s->unescape);
   spool__buf_free(&s->out);
+  spool__buf_free(&s->repairs);
   return 0;
 }
 
@@ -124,7 +131,7 @@ static int b_begin_array(void *ud) {
   builder *b = ud;
   luaL_checkstack(b->L, 3, "JSON too deep");
   lua_newtable(b->L);
-  lua_pushvalue(b->L, lua_upvalueindex(2));
+  lua_pushvalue(b->L, b->array_mt);
   lua_setmetatable(b->L, -2);
   b->count[++b->depth] = 1;
   return 0;
@@ -157,6 +164,8 @@ static int l_json_decode(lua_State *L) {
   b->L = L;
   b->depth = 0;
   lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  b->array_mt = 2;
   spool__json_error err;
   int rc = spool__json_parse(s, n, &lua_sink, b, &sc->unescape, &err);
   if (rc != 0) {
@@ -166,6 +175,79 @@ static int l_json_decode(lua_State *L) {
     lua_pushfstring(L, "EJSON: %s", msg);
     return 2;
   }
+  return 1;
+}
+
+/* ---- extract: candidates from a model's reply (extract.c) ---- */
+
+/* The hooks share the sink's user data, the builder. */
+static void x_begin(void *ud) {
+  builder *b = ud;
+  b->top = lua_gettop(b->L);
+  b->depth = 0;
+}
+
+static void x_reject(void *ud) {
+  builder *b = ud;
+  lua_settop(b->L, b->top);
+}
+
+/* stack: value -> (stored in the results as { value, repairs, ... }) */
+static int x_accept(void *ud, const spool__extract_result *r) {
+  builder *b = ud;
+  lua_State *L = b->L;
+  lua_createtable(L, 0, 6);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "value");
+  lua_createtable(L, r->nrepairs, 0);
+  const char *m = r->repairs;
+  for (int i = 1; i <= r->nrepairs; i++) {
+    lua_pushstring(L, m);
+    lua_rawseti(L, -2, i);
+    m += strlen(m) + 1;
+  }
+  lua_pushvalue(L, b->array_mt);
+  lua_setmetatable(L, -2);
+  lua_setfield(L, -2, "repairs");
+  lua_pushinteger(L, (lua_Integer)r->from + 1);
+  lua_setfield(L, -2, "from");
+  lua_pushinteger(L, (lua_Integer)r->to);
+  lua_setfield(L, -2, "to");
+  lua_pushboolean(L, r->fenced);
+  lua_setfield(L, -2, "fenced");
+  lua_pushboolean(L, r->truncated);
+  lua_setfield(L, -2, "truncated");
+  lua_rawseti(L, b->results, ++b->n);
+  return 0;
+}
+
+static const spool__extract_hooks lua_hooks = {x_begin, x_reject, x_accept};
+
+/* extract(text [, max]) -> { { value, repairs, from, to, fenced,
+ * truncated }, ... } | nil, "EJSON: ..." */
+static int l_json_extract(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  int max = (int)luaL_optinteger(L, 2, 8);
+  scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(2)); /* 2: the array mark */
+  lua_newtable(L);                       /* 3: the results */
+  builder *b = &sc->b;
+  b->L = L;
+  b->array_mt = 2;
+  b->results = 3;
+  b->n = 0;
+  spool__json_error err;
+  if (spool__extract(s, n, max, &lua_sink, &lua_hooks, b, &sc->unescape,
+                     &sc->repairs, &err) < 0) {
+    char msg[160];
+    spool__json_error_format(&err, msg, sizeof msg);
+    lua_pushnil(L);
+    lua_pushfstring(L, "EJSON: %s", msg);
+    return 2;
+  }
+  lua_settop(L, 3);
   return 1;
 }
 
@@ -388,11 +470,9 @@ static int l_json_is_array(lua_State *L) {
 
 int luaopen_spool_json(lua_State *L) {
   static const luaL_Reg fns[] = {
-      {"decode", l_json_decode},
-      {"encode", l_json_encode},
-      {"array", l_json_array},
-      {"is_array", l_json_is_array},
-      {NULL, NULL},
+      {"decode", l_json_decode},    {"encode", l_json_encode},
+      {"array", l_json_array},      {"is_array", l_json_is_array},
+      {"_extract", l_json_extract}, {NULL, NULL},
   };
   lua_newtable(L);
   /* upvalue 1: the scratch buffers, freed by __gc with the state */

@@ -19,6 +19,8 @@
 --     step = function(thread, agent) ... end,         -- own the whole step
 --     model = { name = "...", temperature = 0 },      -- overrides
 --     budget = { steps = 40, tokens = 200000 },  -- sub-agents included
+--     lenient = true,    -- repair the model's JSON (false: strict only)
+--     escalate = false,  -- after max_errors, ask a person instead of failing
 --     on_budget = function(thread, what) return answer_or_nil end,
 --   }
 --
@@ -49,7 +51,7 @@ local KNOWN = {
   name = true, description = true, prompt = true, max_steps = true,
   max_errors = true, mode = true, tools = true, output = true, vars = true,
   context = true, on_max_steps = true, step = true, model = true,
-  budget = true, on_budget = true,
+  budget = true, on_budget = true, lenient = true, escalate = true,
 }
 
 
@@ -163,6 +165,8 @@ function M.define(def, where)
     model = def.model,
     budget = def.budget,
     on_budget = def.on_budget,
+    lenient = def.lenient ~= false,
+    escalate = def.escalate and true or false,
   }, AGENT)
   if a.prompt ~= nil and type(a.prompt) ~= "string" then
     error(where .. ": prompt must be a file name in prompts/", 0)

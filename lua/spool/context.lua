@@ -66,6 +66,12 @@ M.chat_renderers = {
     return { role = "user", content = string.format("Result of %s: %s",
       ev.data.name, M.render_value(ev.data.result)) }
   end,
+  human_response = function(ev)
+    if ev.data.call_id == nil and ev.data.kind == "ask" and not ev.data.via then
+      return { role = "user", content = "A person answered: "
+        .. tostring(ev.data.answer or "(no answer before the deadline)") }
+    end
+  end,
   error = function(ev)
     if ev.data.call_id then
       return { role = "tool", tool_call_id = ev.data.call_id,

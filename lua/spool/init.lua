@@ -27,6 +27,7 @@ local M = {
   state = require "spool.state",
   human = require "spool.human",
   done = agent.done,
+  extract = require("spool.extract").extract,
   sleep = core.sleep,
   now = core.now,
   sha256 = core.sha256,

@@ -27,6 +27,7 @@ local llm = require "spool.llm"
 local prompt = require "spool.prompt"
 local context = require "spool.context"
 local config = require "spool.config"
+local extract = require "spool.extract"
 
 local M = {}
 
@@ -184,6 +185,30 @@ local function execute(thread, agent, tool, call, args, step)
 end
 
 
+-- Reads a model's text as JSON: leniently (spool.extract, repairs noted,
+-- coerced to the schema) unless the agent says lenient = false.
+-- Returns value, repairs | nil, message for the model.
+local function read_json(agent, text, want, name)
+  if agent.lenient == false then
+    local v, err = json.decode(text)
+    if v == nil then
+      return nil, string.format("%s is not valid JSON (%s)", name,
+        err:gsub("^EJSON: ", ""))
+    end
+    return v
+  end
+  local v, info = extract.extract(text, { schema = want, name = name })
+  if v == nil then
+    if info:match("^ESCHEMA: ") then
+      return nil, (info:gsub("^ESCHEMA: ", ""))
+    end
+    return nil, string.format("%s is not valid JSON (%s)", name,
+      info:gsub("^EJSON: ", ""))
+  end
+  return v, info.repaired and info.repairs or nil
+end
+
+
 -- Routes one new intent { id, name, arguments (JSON text) | args }.
 function M.route(thread, agent, call)
   local tool = agent.tools[call.name]
@@ -192,13 +217,17 @@ function M.route(thread, agent, call)
       .. "%s", tostring(call.name), table.concat(agent.tool_names, ", ")))
     return
   end
-  local args = call.args
+  local args, repairs = call.args, nil
   if args == nil then
-    local err
-    args, err = json.decode(call.arguments or "")
+    local text = call.arguments or ""
+    if text:match("^%s*$") then
+      text = "{}" -- some servers send "" for a call with no arguments
+    end
+    args, repairs = read_json(agent, text, tool.schema, call.name)
     if args == nil then
-      tool_error(thread, call, string.format("the arguments of '%s' are not "
-        .. "valid JSON (%s)", call.name, err:gsub("^EJSON: ", "")))
+      tool_error(thread, call, (repairs:gsub("^" .. call.name
+        .. " is not valid JSON", "the arguments of '" .. call.name
+        .. "' are not valid JSON")))
       return
     end
   end
@@ -212,7 +241,8 @@ function M.route(thread, agent, call)
     tool_error(thread, call, verr)
     return
   end
-  thread:append("intent", { call_id = call.id, name = call.name, args = args })
+  thread:append("intent", { call_id = call.id, name = call.name, args = args,
+                            repairs = repairs })
   local needs_approval = tool.approve
     and (tool.approve.when == nil or tool.approve.when(args))
   if tool.human == "ask" or needs_approval then
@@ -361,11 +391,10 @@ local function final_answer(thread, agent, text)
     thread:finish(text)
     return
   end
-  local body = text:match("^%s*```%w*%s*\n(.-)\n%s*```%s*$") or text
-  local value, err = json.decode(body)
+  local value, repairs = read_json(agent, text, agent.output, "output")
   if value == nil then
-    thread:append("error", { error = "the answer must be JSON matching the "
-      .. "output schema (" .. err:gsub("^EJSON: ", "") .. ")" })
+    thread:append("error", { error = repairs:gsub("^output is not valid JSON",
+      "the answer must be JSON matching the output schema") })
     return
   end
   local ok, verr = schema.check(value, agent.output, "output")
@@ -373,13 +402,14 @@ local function final_answer(thread, agent, text)
     thread:append("error", { error = verr })
     return
   end
-  thread:finish(value)
+  local ev = thread:finish(value)
+  ev.data.repairs = repairs
 end
 
 
 -- In json mode the reply is {"intent": "<tool>", ...arguments}.
 local function json_intent(thread, agent, text)
-  local value = json.decode(text or "")
+  local value = read_json(agent, text or "", nil, "the reply")
   if type(value) ~= "table" or type(value.intent) ~= "string" then
     thread:append("error", { error = "the reply must be one JSON object with "
       .. "an \"intent\" field naming one of: "
@@ -515,8 +545,15 @@ function M.run(thread, agent)
     end
     local n = thread:consecutive_errors()
     if thread:status() == "running" and n >= agent.max_errors then
-      thread:fail(string.format("%d steps in a row failed: %s", n,
-        table.concat(thread:recent_errors(n), "; ")))
+      local why = string.format("%d steps in a row failed: %s", n,
+        table.concat(thread:recent_errors(n), "; "))
+      if agent.escalate then
+        -- A person decides how to go on; the answer goes to the model.
+        thread:append("human_request", { kind = "ask", escalation = true,
+          question = why .. ". How should the agent go on?" })
+      else
+        thread:fail(why)
+      end
     end
     M.commit(thread)
   end

@@ -276,6 +276,68 @@ check = function(v, s, path, errs)
 end
 
 
+local coerce
+
+
+-- Makes the unambiguous, safe fixes that turn value into what s asks for;
+-- notes each in `notes`. Returns the (possibly new) value.
+coerce = function(v, s, path, notes)
+  if type(s) ~= "table" then
+    return v
+  end
+  local want = s.type
+  if type(want) ~= "string" then
+    return v -- a union of types: nothing is unambiguous
+  end
+  local got = M.type_of(v)
+  if (want == "integer" or want == "number") and got == "string" then
+    local n = math.tointeger(tonumber(v)) or tonumber(v)
+    if v:match("^%s*%-?%d+%.?%d*[eE]?[-+]?%d*%s*$") and n
+        and (want == "number" or math.type(n) == "integer") then
+      notes[#notes + 1] = string.format("%s: read the string %q as the "
+        .. "number %s", path, v, tostring(n))
+      return n
+    end
+  elseif want == "string" and (got == "integer" or got == "number") then
+    local t = json.encode(v)
+    notes[#notes + 1] = string.format("%s: read the number %s as the string "
+      .. "%q", path, t, t)
+    return t
+  elseif want == "boolean" and got == "string"
+      and (v == "true" or v == "false") then
+    notes[#notes + 1] = string.format("%s: read the string %q as a boolean",
+      path, v)
+    return v == "true"
+  elseif want == "array" and got ~= "array" and got ~= "null" then
+    notes[#notes + 1] = string.format("%s: wrapped a single value in the "
+      .. "array expected here", path)
+    return coerce(json.array { v }, s, path, notes)
+  end
+  got = M.type_of(v)
+  if want == "object" and got == "object" and type(s.properties) == "table" then
+    for k, sub in pairs(s.properties) do
+      if v[k] ~= nil then
+        v[k] = coerce(v[k], sub, path .. "." .. k, notes)
+      end
+    end
+  elseif want == "array" and got == "array" and s.items then
+    for i = 1, #v do
+      v[i] = coerce(v[i], s.items, string.format("%s[%d]", path, i), notes)
+    end
+  end
+  return v
+end
+
+
+-- Returns value made to fit schema where that is unambiguous and safe, and
+-- the list of what was changed (see spool.extract).
+function M.coerce(value, schema, name)
+  local notes = {}
+  local v = coerce(value, schema, name or "value", notes)
+  return v, notes
+end
+
+
 -- Checks value against schema. Returns true, or false and a message that
 -- lists every problem, each prefixed with its path under `name`.
 function M.check(value, schema, name)

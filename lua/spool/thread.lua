@@ -194,6 +194,9 @@ function Thread:consecutive_errors()
         return n
       end
     end
+    if ev.type == "human_response" then
+      return n -- a person stepped in: count again from here
+    end
     if ev.type == "error" and not step_had_error then
       step_had_error = true
       n = n + 1
