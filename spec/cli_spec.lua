@@ -212,6 +212,47 @@ describe("spool (CLI)", function()
     end)
   end)
 
+  describe("extract", function()
+    it("prints the value, with the repairs on stderr", function()
+      local out, err, code = spool("extract", 'Here:\n```json\n{name: '
+        .. '"Ana", tags: [a, b,],}\n```')
+      assert.are.equal(0, code)
+      assert.are.equal('{"name":"Ana","tags":["a","b"]}\n', out)
+      assert.matches("repaired: line 3, column 2: quoted the key 'name'", err,
+        1, true)
+    end)
+
+    it("prints one object with --json, and checks a schema", function()
+      local dir = h.tmpdir()
+      local f = io.open(dir .. "/s.json", "w")
+      f:write('{"type": "object", "required": ["n"], "properties": '
+        .. '{"n": {"type": "integer"}}}')
+      f:close()
+      local out, _, code = spool("extract --json --schema " .. h.q(dir
+        .. "/s.json"), '{"n": "7"} and {"x": 1}')
+      assert.are.equal(0, code)
+      local doc = json.decode(out)
+      assert.are.same({ n = 7 }, doc.value)
+      assert.are.same({ 'value.n: read the string "7" as the number 7' },
+        doc.repairs)
+      local err
+      out, err, code = spool("extract --schema " .. h.q(dir .. "/s.json"),
+        '{"x": 1}')
+      assert.are.equal(1, code)
+      assert.matches("value.n: is required", err, 1, true)
+      h.remove(dir)
+    end)
+
+    it("exits 1 with a position and reason when there is no JSON", function()
+      local _, err, code = spool("extract", "I cannot help with that.")
+      assert.are.equal(1, code)
+      assert.matches("spool: line 1, column 1 %(byte 0%): no JSON value", err)
+      _, err, code = spool("extract", '{"a": @}')
+      assert.are.equal(1, code)
+      assert.matches("unexpected '@', expected a value", err, 1, true)
+    end)
+  end)
+
   describe("mock-llm", function()
     it("serves an OpenAI-compatible API and stops on SIGTERM", function()
       local empty = h.tmpdir() -- a project with no mock script: echo

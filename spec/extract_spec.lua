@@ -224,6 +224,17 @@ describe("spool.extract", function()
     end)
   end)
 
+  it("never hands back invalid UTF-8, in values or in messages", function()
+    for _, text in ipairs { '{a: b\255c}', '{"k\255": 1}', '[x\237\096]',
+                            '"\\u\178' } do
+      local v, info = spool.extract(text)
+      local ok = pcall(json.encode, { value = v, info = info })
+      assert.is_true(ok, text)
+    end
+    local v = spool.extract('{a: b\255c}')
+    assert.are.equal("b\u{FFFD}c", v.a)
+  end)
+
   describe("coercion", function()
     local s = { type = "object", properties = {
       n = { type = "integer" }, f = { type = "number" }, ok = { type = "boolean" },

@@ -18,6 +18,8 @@
 #ifndef SPOOL_H
 #define SPOOL_H
 
+#include <stddef.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -262,6 +264,21 @@ SPOOL_API int spool_engine_gc(spool_engine *e, const char *older_than_days,
 /* A business-state namespace as JSON lines {key, value, version, ...}. */
 SPOOL_API int spool_state_export(spool_engine *e, const char *ns,
                                  const char **jsonl_out);
+
+/*
+ * Finds and repairs the JSON value in a model's reply (text[0..len), any
+ * bytes). schema_json (NULL for none) is a JSON Schema the value must fit;
+ * when several values are in the text, the first that fits wins. *out
+ * receives {"value": ..., "repairs": ["line 1, column 9: ...", ...],
+ * "truncated": bool, "fenced": bool}, or with SPOOL_EXTRACT_LINES the
+ * value's JSON on one line followed by one line per repair. SPOOL_EINVAL
+ * when no value can be recovered or none fits, with the position and
+ * reason in the message.
+ */
+#define SPOOL_EXTRACT_LINES 1
+SPOOL_API int spool_extract(spool_engine *e, const char *text, size_t len,
+                            const char *schema_json, int flags,
+                            const char **out);
 
 /*
  * Renders the exact HTTP request body the first step of `agent` on `input`

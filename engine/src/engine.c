@@ -884,6 +884,21 @@ int spool_state_export(spool_engine *e, const char *ns,
   return id_call(e, "state_export", ns, jsonl_out);
 }
 
+int spool_extract(spool_engine *e, const char *text, size_t len,
+                  const char *schema_json, int flags, const char **out) {
+  int rc = check_args(e, 2, text, out);
+  if (rc != 0)
+    return rc;
+  lua_pushlstring(e->L, text, len);
+  lua_pushstring(e->L, schema_json);
+  lua_pushboolean(e->L, flags & SPOOL_EXTRACT_LINES);
+  if ((rc = call_api(e, "extract", 3)) != 0)
+    return rc;
+  if ((*out = keep_result(e)) == NULL)
+    return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  return 0;
+}
+
 int spool_prompt_render(spool_engine *e, const char *agent, const char *input,
                         const char **body_out) {
   int rc = check_args(e, 3, agent, input, body_out);

@@ -48,6 +48,20 @@ static void position(const char *text, const char *at, int *line, int *col) {
   }
 }
 
+/* Messages quote the reply, which may not be UTF-8 (or was cut in the
+ * middle of a character); they must be, as they go into events. */
+static void make_utf8(char *msg) {
+  size_t n = strlen(msg);
+  for (size_t i = 0; i < n;) {
+    size_t k = spool__utf8_seq((const unsigned char *)msg + i,
+                               (const unsigned char *)msg + n);
+    if (k == 0)
+      msg[i++] = '?';
+    else
+      i += k;
+  }
+}
+
 static void repair(lp *ps, const char *at, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -61,6 +75,7 @@ static void repair(lp *ps, const char *at, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
+  make_utf8(msg);
   spool__buf_printf(ps->repairs, "line %d, column %d: %s", line, col, msg);
   spool__buf_add(ps->repairs, "", 1); /* the NUL between messages */
 }
@@ -73,6 +88,7 @@ static int fail(lp *ps, const char *at, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(ps->err->msg, sizeof ps->err->msg, fmt, ap);
   va_end(ap);
+  make_utf8(ps->err->msg);
   ps->err->pos = (size_t)(at - ps->text);
   position(ps->text, at, &ps->err->line, &ps->err->column);
   return -1;
@@ -218,6 +234,18 @@ static int read_string(lp *ps) {
     ps->p++;
   }
   for (;;) {
+    /* Copy a run of plain bytes at once; stop at anything that needs a
+     * decision. */
+    const char *run = ps->p;
+    while (ps->p < ps->end) {
+      unsigned char b = (unsigned char)*ps->p;
+      if (b == (unsigned char)quote || b == '\\' || b < 0x20 || b >= 0x80 ||
+          b == ',' || b == ']' || b == '}')
+        break;
+      ps->p++;
+    }
+    if (ps->p > run)
+      spool__buf_add(sb, run, (size_t)(ps->p - run));
     if (ps->p >= ps->end) {
       const char *last = ps->end;
       while (last > open + 1 && (last[-1] == ' ' || last[-1] == '\t' ||
@@ -320,7 +348,9 @@ static int read_string(lp *ps) {
                   (*h >= 'A' && *h <= 'F')))
               break;
           }
-          return fail(ps, at, "invalid unicode escape '\\u%.4s'", ps->p + 1);
+          int avail = (int)(ps->end - ps->p - 1);
+          return fail(ps, at, "invalid unicode escape '\\u%.*s'",
+                      avail < 4 ? avail : 4, ps->p + 1);
         }
         ps->p += 5;
         if (cp >= 0xd800 && cp <= 0xdbff && ps->end - ps->p >= 6 &&
@@ -369,6 +399,25 @@ static int read_string(lp *ps) {
     spool__buf_addc(sb, (char)c);
     ps->p++;
   next:;
+  }
+}
+
+/* Appends raw text from the reply to the scratch buffer as valid UTF-8:
+ * bytes that are not become U+FFFD (noted once). */
+static void add_text(lp *ps, const char *p, size_t n) {
+  const unsigned char *q = (const unsigned char *)p, *end = q + n;
+  int noted = 0;
+  while (q < end) {
+    size_t k = spool__utf8_seq(q, end);
+    if (k == 0) {
+      if (!noted++)
+        repair(ps, (const char *)q, "replaced invalid UTF-8 with U+FFFD");
+      spool__utf8_put(ps->scratch, 0xfffd);
+      q++;
+    } else {
+      spool__buf_add(ps->scratch, q, k);
+      q += k;
+    }
   }
 }
 
@@ -440,7 +489,7 @@ static int parse_unquoted(lp *ps) {
   }
   ps->p = q;
   spool__buf_clear(ps->scratch);
-  spool__buf_add(ps->scratch, start, (size_t)(stop - start));
+  add_text(ps, start, (size_t)(stop - start));
   return emit_string(ps, 0);
 }
 
@@ -632,7 +681,7 @@ static int parse_regex(lp *ps) {
   repair(ps, start, "quoted a regular expression");
   ps->p = q;
   spool__buf_clear(ps->scratch);
-  spool__buf_add(ps->scratch, start, (size_t)(q - start));
+  add_text(ps, start, (size_t)(q - start));
   return emit_string(ps, 0);
 }
 
@@ -686,7 +735,7 @@ static int parse_key(lp *ps) {
       ps->p++;
     repair(ps, start, "quoted the key '%.*s'", (int)(ps->p - start), start);
     spool__buf_clear(ps->scratch);
-    spool__buf_add(ps->scratch, start, (size_t)(ps->p - start));
+    add_text(ps, start, (size_t)(ps->p - start));
     if (!at_end(ps) && *ps->p == '"') {
       repair(ps, ps->p,
              "dropped the closing quote of a key that had no "
@@ -979,10 +1028,18 @@ int spool__extract(const char *text, size_t n, int max_candidates,
     return -1;
   }
   const char *end = text + n;
-  /* 1. Strict JSON, the whole text: exact, no repair. */
+  /* 1. Strict JSON, the whole text: exact, no repair. (Not tried when the
+   * text cannot be JSON: it starts with prose or a fence.) */
+  const char *first = text;
+  while (first < end &&
+         (*first == ' ' || *first == '\t' || *first == '\n' || *first == '\r'))
+    first++;
+  int may_be_json = first < end && (strchr("{[\"-tfn", *first) != NULL ||
+                                    (*first >= '0' && *first <= '9'));
   hooks->begin(ud);
   spool__json_error strict;
-  if (spool__json_parse(text, n, sink, ud, scratch, &strict) == 0) {
+  if (may_be_json &&
+      spool__json_parse(text, n, sink, ud, scratch, &strict) == 0) {
     spool__extract_result r = {0, n, 0, 0, 0, ""};
     const char *a = text, *b = end;
     while (a < b && (*a == ' ' || *a == '\t' || *a == '\n' || *a == '\r'))

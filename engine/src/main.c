@@ -39,6 +39,9 @@ static const char usage_text[] =
     "  gc [--older-than DAYS]    delete expired state and old threads\n"
     "  prompt AGENT [--input TEXT | -]\n"
     "      print the exact request body the first step would send\n"
+    "  extract [--schema FILE] [--json]\n"
+    "      the JSON value in a model reply on stdin, repaired (repairs to\n"
+    "      stderr; --json: one object {value, repairs} on stdout)\n"
     "  mock-llm [--port N] [--host ADDR] [--script FILE] [--port-file FILE]\n"
     "      serve the built-in mock model (OpenAI-compatible); --port 0\n"
     "      picks a free port and prints it\n"
@@ -91,12 +94,13 @@ static void print_library(void) {
   spool_engine_free(e);
 }
 
-/* Reads all of stdin; NULL on error. */
-static char *read_stdin(void) {
+/* Reads all of a stream; NULL on error. *len_out (if given) gets its
+ * length (the text may hold NUL bytes). */
+static char *read_all(FILE *f, size_t *len_out) {
   size_t cap = 4096, len = 0;
   char *buf = malloc(cap);
   while (buf) {
-    size_t n = fread(buf + len, 1, cap - len - 1, stdin);
+    size_t n = fread(buf + len, 1, cap - len - 1, f);
     len += n;
     if (n == 0)
       break;
@@ -107,12 +111,18 @@ static char *read_stdin(void) {
       buf = p;
     }
   }
-  if (buf == NULL || ferror(stdin)) {
+  if (buf == NULL || ferror(f)) {
     free(buf);
     return NULL;
   }
   buf[len] = '\0';
+  if (len_out)
+    *len_out = len;
   return buf;
+}
+
+static char *read_stdin(void) {
+  return read_all(stdin, NULL);
 }
 
 /* Opens an engine on `loop` with the global options; prints the error and
@@ -337,6 +347,65 @@ static int cmd_prompt(const cli *c, uv_loop_t *loop) {
   }
   spool_engine_free(e);
   free(o.input);
+  return code;
+}
+
+/* ---- extract ---- */
+
+static int cmd_extract(const cli *c, uv_loop_t *loop) {
+  const char *schema_file = NULL;
+  int json = 0, code = 0;
+  for (int i = 0; i < c->argc; i++) {
+    if (strcmp(c->argv[i], "--schema") == 0) {
+      if (i + 1 >= c->argc)
+        return usage_error("--schema needs a file%s", "");
+      schema_file = c->argv[++i];
+    } else if (strcmp(c->argv[i], "--json") == 0) {
+      json = 1;
+    } else {
+      return usage_error("extract: unknown argument '%s' (the reply is read "
+                         "from stdin)",
+                         c->argv[i]);
+    }
+  }
+  char *schema = NULL;
+  if (schema_file) {
+    FILE *f = fopen(schema_file, "rb");
+    if (f == NULL || (schema = read_all(f, NULL)) == NULL) {
+      fprintf(stderr, "spool: cannot read %s: %s\n", schema_file,
+              strerror(errno));
+      if (f)
+        fclose(f);
+      return EXIT_USAGE;
+    }
+    fclose(f);
+  }
+  size_t len;
+  char *text = read_all(stdin, &len);
+  if (text == NULL) {
+    free(schema);
+    return usage_error("cannot read the reply from stdin%s", "");
+  }
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e != NULL) {
+    const char *out;
+    if (spool_extract(e, text, len, schema, json ? 0 : SPOOL_EXTRACT_LINES,
+                      &out) != 0) {
+      fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+      code = EXIT_FAILED;
+    } else if (json) {
+      printf("%s\n", out);
+    } else {
+      /* The value on stdout; each repair on stderr. */
+      const char *nl = strchr(out, '\n');
+      printf("%.*s\n", (int)(nl - out), out);
+      for (const char *p = nl + 1; *p; p = strchr(p, '\n') + 1)
+        fprintf(stderr, "repaired: %.*s\n", (int)(strchr(p, '\n') - p), p);
+    }
+    spool_engine_free(e);
+  }
+  free(text);
+  free(schema);
   return code;
 }
 
@@ -774,6 +843,8 @@ int main(int argc, char **argv) {
     fn = cmd_test;
   else if (strcmp(c.command, "lua") == 0)
     fn = cmd_lua;
+  else if (strcmp(c.command, "extract") == 0)
+    fn = cmd_extract;
   else if (strcmp(c.command, "resume") == 0)
     fn = cmd_resume;
   else if (strcmp(c.command, "threads") == 0)

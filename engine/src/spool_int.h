@@ -21,8 +21,6 @@
 #include "buf.h"
 #include "spool.h"
 
-typedef struct spool__http spool__http;
-typedef struct spool__store spool__store;
 typedef struct spool__task spool__task;
 typedef struct spool__op spool__op;
 
@@ -79,8 +77,8 @@ struct spool_engine {
   uv_loop_t own_loop;
   uv_loop_t *loop;
   lua_State *L;
-  spool__http *http;
-  spool__store *store; /* NULL until the Lua library opens it */
+  struct spool__http *http;   /* http.h */
+  struct spool__store *store; /* store.h; NULL until the library opens it */
   spool__sched sched;
   long long clock_offset_ms; /* $SPOOL_TEST_TIME_OFFSET_MS: tests move time */
   int api_ref; /* registry ref: the table returned by spool._engine */

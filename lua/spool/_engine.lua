@@ -272,6 +272,33 @@ function M.gc(days) -- (task)
 end
 
 
+function M.extract(text, schema_json, lines)
+  local schema
+  if schema_json then
+    local err
+    schema, err = json.decode(schema_json)
+    if type(schema) ~= "table" then
+      return nil, "EINVAL: the schema is not a JSON object"
+        .. (err and (" (" .. err:gsub("^EJSON: ", "") .. ")") or "")
+    end
+  end
+  local value, info = require("spool.extract").extract(text,
+    { schema = schema })
+  if value == nil then
+    return nil, info
+  end
+  if lines then
+    local out = { json.encode(value) }
+    for i, r in ipairs(info.repairs) do
+      out[i + 1] = r
+    end
+    return table.concat(out, "\n") .. "\n"
+  end
+  return json.encode({ value = value, repairs = info.repairs,
+                       truncated = info.truncated, fenced = info.fenced })
+end
+
+
 function M.render_request(agent_name, input)
   local agent, err = loader.load(agent_name)
   if not agent then
