@@ -102,3 +102,31 @@ describe("spool.schema", function()
     end)
   end)
 end)
+
+describe("spool.schema pattern", function()
+  local function fits(v, re)
+    return (schema.check(v, { type = "string", pattern = re }))
+  end
+
+  it("checks the cheap subset of regular expressions", function()
+    assert.is_true(fits("12345", "^[0-9]+$"))
+    assert.is_false(fits("12a45", "^[0-9]+$"))
+    assert.is_true(fits("v1.20", "^v\\d+\\.\\d+$"))
+    assert.is_false(fits("v1x20", "^v\\d+\\.\\d+$"))
+    assert.is_true(fits("EUR", "^[A-Z]{3}$"))
+    assert.is_false(fits("EURO", "^[A-Z]{3}$"))
+    assert.is_true(fits("ab", "^a{1,3}b$"))
+    assert.is_false(fits("aaaab", "^a{1,3}b$"))
+    assert.is_true(fits("id_7-x", "^[\\w-]+$"))
+    assert.is_true(fits("xx@yy", "@"))
+    assert.are.equal("deploy.tag: must match the pattern ^v\\d+$",
+      select(2, schema.check("x", { type = "string", pattern = "^v\\d+$" },
+        "deploy.tag")))
+  end)
+
+  it("does not check what it cannot translate, and says why", function()
+    assert.is_nil(schema.translate_pattern("^(a|b)$"))
+    assert.matches("alternation", select(2, schema.translate_pattern("a|b")))
+    assert.is_true(fits("zzz", "^(a|b)$")) -- not checked, never a false "no"
+  end)
+end)

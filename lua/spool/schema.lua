@@ -16,7 +16,11 @@
 -- The checker covers the subset tools use: type, properties, required,
 -- additionalProperties, items, enum, const, anyOf, oneOf, minimum, maximum,
 -- exclusiveMinimum, exclusiveMaximum, minLength, maxLength, minItems,
--- maxItems.
+-- maxItems, and pattern where it is cheap: the regular expressions made of
+-- character classes ([a-z], \d, \w, \s, .), anchors, and the quantifiers
+-- * + ? {n} {n,m} are checked (bytewise, as Lua patterns); one that uses
+-- alternation, groups or lookaround is reported once in the log and not
+-- checked.
 
 local json = require "spool.json"
 
@@ -123,6 +127,129 @@ function M.type_of(v)
 end
 
 
+-- ---- pattern: a subset of ECMA-262 regular expressions as Lua patterns
+
+local ESCAPES = { d = "%d", D = "%D", w = "[%w_]", W = "[^%w_]", s = "%s",
+                  S = "%S" }
+local IN_CLASS = { d = "%d", w = "%w_", s = "%s" }
+
+-- Translates a regular expression; returns a Lua pattern, or nil and why.
+local function translate(re)
+  local out, i, n = {}, 1, #re
+  local anchored_start = re:sub(1, 1) == "^"
+  if anchored_start then
+    out[1] = "^"
+    i = 2
+  end
+  while i <= n do
+    local c = re:sub(i, i)
+    local atom
+    if c == "\\" then
+      local e = re:sub(i + 1, i + 1)
+      if e == "" then
+        return nil, "a pattern that ends with a backslash"
+      end
+      atom = ESCAPES[e] or (e:match("%w") and nil or ("%" .. e))
+      if not atom then
+        return nil, "the escape \\" .. e
+      end
+      i = i + 2
+    elseif c == "[" then
+      local j, class = i + 1, { "[" }
+      if re:sub(j, j) == "^" then
+        class[2] = "^"
+        j = j + 1
+      end
+      while j <= n and re:sub(j, j) ~= "]" do
+        local d = re:sub(j, j)
+        if d == "\\" then
+          local e = re:sub(j + 1, j + 1)
+          class[#class + 1] = IN_CLASS[e] or ("%" .. e)
+          j = j + 2
+        else
+          class[#class + 1] = d:match("[%^%]%%]") and ("%" .. d) or d
+          j = j + 1
+        end
+      end
+      if j > n then
+        return nil, "an unclosed ["
+      end
+      class[#class + 1] = "]"
+      atom = table.concat(class)
+      i = j + 1
+    elseif c == "." then
+      atom = "."
+      i = i + 1
+    elseif c == "$" and i == n then
+      out[#out + 1] = "$"
+      i = i + 1
+    elseif c:match("[|()]") then
+      return nil, "'" .. c .. "' (alternation or groups)"
+    elseif c:match("[%*%+%?{]") then
+      return nil, "a quantifier with nothing before it"
+    else
+      atom = c:match("%p") and ("%" .. c) or c
+      i = i + 1
+    end
+    if atom then
+      local q = re:sub(i, i)
+      if q == "*" or q == "+" or q == "?" then
+        if re:sub(i + 1, i + 1) == "?" then
+          return nil, "a lazy quantifier"
+        end
+        out[#out + 1] = atom .. q
+        i = i + 1
+      elseif q == "{" then
+        local lo, hi, close = re:match("^{(%d+),?(%d*)}()", i)
+        local comma = re:sub(i, close or i):find(",")
+        if not lo then
+          return nil, "a malformed {n,m}"
+        end
+        lo = tonumber(lo)
+        hi = hi ~= "" and tonumber(hi) or (comma and -1 or lo)
+        if lo > 100 or hi > 100 then
+          return nil, "a repeat count over 100"
+        end
+        out[#out + 1] = atom:rep(lo)
+        if hi == -1 then
+          out[#out + 1] = atom .. "*"
+        elseif hi > lo then
+          out[#out + 1] = (atom .. "?"):rep(hi - lo)
+        end
+        i = close
+      else
+        out[#out + 1] = atom
+      end
+    end
+  end
+  return table.concat(out)
+end
+
+local translated = {}
+local warned = {}
+
+
+-- Does s match the regular expression? nil when the expression is beyond
+-- the subset (logged once).
+local function matches_pattern(s, re)
+  local t = translated[re]
+  if t == nil then
+    local pat, why = translate(re)
+    t = pat or false
+    translated[re] = t
+    if not pat and not warned[re] then
+      warned[re] = true
+      require("spool.core").log("warn", string.format("spool.schema: the "
+        .. "pattern %q uses %s, which spool does not check", re, why))
+    end
+  end
+  if not t then
+    return nil
+  end
+  return s:find(t) ~= nil
+end
+
+
 local function type_ok(want, got)
   return want == got or (want == "number" and got == "integer")
 end
@@ -214,6 +341,11 @@ check = function(v, s, path, errs)
     if s.maxLength and n > s.maxLength then
       errs[#errs + 1] = string.format("%s: must have at most %d characters",
         path, s.maxLength)
+    end
+    if type(s.pattern) == "string" and matches_pattern(v, s.pattern) == false
+    then
+      errs[#errs + 1] = string.format("%s: must match the pattern %s", path,
+        s.pattern)
     end
   elseif got == "array" then
     if s.minItems and #v < s.minItems then
@@ -336,6 +468,9 @@ function M.coerce(value, schema, name)
   local v = coerce(value, schema, name or "value", notes)
   return v, notes
 end
+
+
+M.translate_pattern = translate
 
 
 -- Checks value against schema. Returns true, or false and a message that
