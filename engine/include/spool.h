@@ -2,9 +2,12 @@
  * spool.h: the public C API of the spool agent engine, and its only installed
  * header. Anything not declared here is private and may change.
  *
- * An engine is one libuv loop plus one Lua state, used from one OS thread.
- * No function here may be called concurrently on the same engine; distinct
- * engines share nothing and may live in different threads of one process.
+ * Threads: an engine is one libuv loop plus one Lua state, and every call
+ * on an engine (and every callback it makes) happens on the thread that
+ * turns its loop. Distinct engines share nothing and may live in different
+ * threads of one process. The functions that wait for the store (marked
+ * below) turn the loop themselves, so they must not be called from inside
+ * a callback the loop is running; all others may be.
  *
  * Conventions:
  *  - Functions return 0 or a negative SPOOL_E* code. When a function fails,
@@ -94,6 +97,8 @@ SPOOL_API int spool_engine_new(spool_engine **out);
  *   "mock"      "on" forces the built-in mock model, "off" forbids it
  *   "store"     the database file: default .spool/spool.db in the project;
  *               ":memory:" keeps threads for the engine's life only
+ *   "agents_dir", "prompts_dir"   where agents and prompts are, if not
+ *               the project's agents/ and prompts/
  *   "log"       "error", "warn", "info" or "debug" (stderr)
  */
 SPOOL_API int spool_engine_set(spool_engine *e, const char *key,
@@ -118,7 +123,9 @@ SPOOL_API int spool_engine_open(spool_engine *e);
 /*
  * Cancels what is in flight, closes every handle and frees the engine. With a
  * host loop, the host must turn its loop once more so close callbacks run;
- * spool_engine_free() does that itself with a loop of its own.
+ * spool_engine_free() does that itself with a loop of its own. NULL is a
+ * no-op; freeing an engine twice is undefined, as free() is. Host tool calls
+ * still unanswered stay valid until the host answers them.
  */
 SPOOL_API void spool_engine_free(spool_engine *e);
 
@@ -131,6 +138,10 @@ SPOOL_API const char *spool_engine_errmsg(const spool_engine *e);
  * the return value is 1 while runs are still in flight.
  */
 SPOOL_API int spool_engine_run(spool_engine *e, spool_run_mode mode);
+
+/* Turns the loop until no run or handler is in flight, or ms milliseconds
+ * have passed, whichever is first; 1 if runs are still in flight. */
+SPOOL_API int spool_engine_run_for(spool_engine *e, unsigned ms);
 
 /* Makes a SPOOL_RUN_FOREVER spool_engine_run() return; callable from a
  * callback or a signal watcher on the loop, not from another thread. */
@@ -264,6 +275,45 @@ SPOOL_API int spool_engine_gc(spool_engine *e, const char *older_than_days,
 /* A business-state namespace as JSON lines {key, value, version, ...}. */
 SPOOL_API int spool_state_export(spool_engine *e, const char *ns,
                                  const char **jsonl_out);
+
+/*
+ * Host tools: functions of the embedding application that agents call as
+ * tools, so they act on the host's data without Lua glue. An agent names
+ * one in its switch: tools = { stock = spool.host_tool "stock_level" }.
+ *
+ * fn is called on the loop thread with the call and its arguments (a JSON
+ * object, valid during the call). The host answers exactly once, with
+ * spool_call_complete or spool_call_fail, either before fn returns or
+ * later, from the loop thread (a timer, an I/O callback on the same
+ * loop). Either frees the call. A call whose run was cancelled (or whose
+ * engine was freed) must still be answered; the answer is then ignored.
+ */
+typedef struct spool_call spool_call;
+typedef void (*spool_tool_fn)(spool_call *call, const char *args_json,
+                              void *ud);
+
+/*
+ * Registers (or replaces) a host tool before threads that use it start.
+ * params_schema_json is the JSON Schema of its arguments ({"type":
+ * "object", ...}); the description is what the model reads. Strings are
+ * copied.
+ */
+SPOOL_API int spool_tool_register(spool_engine *e, const char *name,
+                                  const char *description,
+                                  const char *params_schema_json,
+                                  spool_tool_fn fn, void *ud);
+
+/* The tool's name and the calling thread's id, valid until answered. */
+SPOOL_API const char *spool_call_tool(const spool_call *call);
+SPOOL_API const char *spool_call_thread(const spool_call *call);
+
+/* Answers a call with its result (JSON text; copied) and frees the call.
+ * SPOOL_EINVAL if result_json is not JSON: the call is then failed with
+ * that reason (and freed all the same). */
+SPOOL_API int spool_call_complete(spool_call *call, const char *result_json);
+
+/* Answers a call with an error the model is told, and frees the call. */
+SPOOL_API int spool_call_fail(spool_call *call, const char *message);
 
 /*
  * Finds and repairs the JSON value in a model's reply (text[0..len), any

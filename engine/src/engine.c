@@ -6,6 +6,8 @@
  * What a thread is and how it runs is Lua's business; this file only moves
  * requests and results across the boundary.
  */
+#define _GNU_SOURCE /* dladdr */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -173,6 +175,10 @@ int spool_engine_set(spool_engine *e, const char *key, const char *value) {
     return set_string(e, &e->opt_api_key_env, value);
   if (strcmp(key, "store") == 0)
     return set_string(e, &e->opt_store, value);
+  if (strcmp(key, "agents_dir") == 0)
+    return set_string(e, &e->opt_agents_dir, value);
+  if (strcmp(key, "prompts_dir") == 0)
+    return set_string(e, &e->opt_prompts_dir, value);
   if (strcmp(key, "mock") == 0) {
     if (value && strcmp(value, "on") != 0 && strcmp(value, "off") != 0)
       return spool__fail(e, SPOOL_EINVAL,
@@ -208,9 +214,24 @@ static int has_library(const char *dir) {
   return access(path, R_OK) == 0;
 }
 
+/* Looks for share/spool/lua beside the folder holding `file` (an
+ * executable in bin/, or libspool.so in lib/). */
+static int library_near(const char *file, char *out, size_t size) {
+  char dir[4096];
+  if (snprintf(dir, sizeof dir, "%s", file) >= (int)sizeof dir)
+    return 0;
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL)
+    return 0;
+  *slash = '\0';
+  return snprintf(out, size, "%s/../share/spool/lua", dir) < (int)size &&
+         has_library(out);
+}
+
 /* The Lua library: the option, $SPOOL_LUA_DIR, next to the executable once
- * installed (bin/../share/spool/lua), the source tree it was built from,
- * and the install prefix it was configured with. */
+ * installed (bin/../share/spool/lua), next to libspool.so for an
+ * application that links it (lib/../share/spool/lua), the source tree it
+ * was built from, and the install prefix it was configured with. */
 static int find_lua_dir(spool_engine *e, char *out, size_t size) {
   const char *env = getenv("SPOOL_LUA_DIR");
   if (e->opt_lua_dir || (env && *env)) {
@@ -224,15 +245,12 @@ static int find_lua_dir(spool_engine *e, char *out, size_t size) {
   }
   char exe[4096];
   size_t len = sizeof exe;
-  if (uv_exepath(exe, &len) == 0) {
-    char *slash = strrchr(exe, '/');
-    if (slash) {
-      *slash = '\0';
-      if (snprintf(out, size, "%s/../share/spool/lua", exe) < (int)size &&
-          has_library(out))
-        return 0;
-    }
-  }
+  if (uv_exepath(exe, &len) == 0 && library_near(exe, out, size))
+    return 0;
+  Dl_info info;
+  if (dladdr((void *)spool_version, &info) && info.dli_fname &&
+      library_near(info.dli_fname, out, size))
+    return 0;
 #ifdef SPOOL_SOURCE_LUA_DIR
   snprintf(out, size, "%s", SPOOL_SOURCE_LUA_DIR);
   if (has_library(out))
@@ -288,6 +306,8 @@ static int bootstrap(lua_State *L) {
   push_opt(L, "api_key_env", e->opt_api_key_env);
   push_opt(L, "mock", e->opt_mock);
   push_opt(L, "store", e->opt_store);
+  push_opt(L, "agents_dir", e->opt_agents_dir);
+  push_opt(L, "prompts_dir", e->opt_prompts_dir);
   lua_call(L, 1, 2);
   return 3; /* api table, ok, err */
 }
@@ -397,6 +417,9 @@ static void free_engine_memory(spool_engine *e) {
   free(e->opt_api_key_env);
   free(e->opt_mock);
   free(e->opt_store);
+  free(e->opt_agents_dir);
+  free(e->opt_prompts_dir);
+  spool__host_tools_free(e);
   free(e->project_abs);
   free(e->lua_dir);
   spool__buf_free(&e->errmsg);
@@ -468,6 +491,35 @@ int spool_engine_run(spool_engine *e, spool_run_mode mode) {
     return 0;
   }
   return spool__fail(e, SPOOL_EINVAL, "unknown run mode %d", (int)mode);
+}
+
+static void on_run_for_timeout(uv_timer_t *t) {
+  spool_engine *e = t->data;
+  e->stop = 1;
+  uv_stop(e->loop);
+}
+
+static void free_handle(uv_handle_t *h) {
+  free(h);
+}
+
+int spool_engine_run_for(spool_engine *e, unsigned ms) {
+  if (e == NULL)
+    return SPOOL_EINVAL;
+  if (e->api_ref == LUA_NOREF)
+    return spool__fail(e, SPOOL_ESTATE, "the engine is not open");
+  uv_timer_t *timer = malloc(sizeof *timer);
+  if (timer == NULL)
+    return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  uv_timer_init(e->loop, timer);
+  timer->data = e;
+  uv_timer_start(timer, on_run_for_timeout, ms, 0);
+  e->stop = 0;
+  while (e->sched.ntasks > 0 && !e->stop)
+    uv_run(e->loop, UV_RUN_ONCE);
+  e->stop = 0;
+  uv_close((uv_handle_t *)timer, free_handle);
+  return e->sched.ntasks > 0;
 }
 
 void spool_engine_stop(spool_engine *e) {

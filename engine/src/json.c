@@ -504,6 +504,39 @@ int spool__json_parse(const char *s, size_t n, const spool__json_sink *sink,
   return 0;
 }
 
+static int ok_none(void *ud) {
+  (void)ud;
+  return 0;
+}
+static int ok_bool(void *ud, int v) {
+  (void)ud, (void)v;
+  return 0;
+}
+static int ok_int(void *ud, long long v) {
+  (void)ud, (void)v;
+  return 0;
+}
+static int ok_num(void *ud, double v) {
+  (void)ud, (void)v;
+  return 0;
+}
+static int ok_str(void *ud, const char *p, size_t n) {
+  (void)ud, (void)p, (void)n;
+  return 0;
+}
+static const spool__json_sink check_sink = {ok_none, ok_bool, ok_int,  ok_num,
+                                            ok_str,  ok_str,  ok_none, ok_none,
+                                            ok_none, ok_none};
+
+int spool__json_check(const char *s, size_t n, spool__buf *scratch,
+                      spool__json_error *err) {
+  spool__buf own = {0};
+  int rc =
+      spool__json_parse(s, n, &check_sink, NULL, scratch ? scratch : &own, err);
+  spool__buf_free(&own);
+  return rc;
+}
+
 void spool__json_error_format(const spool__json_error *err, char *out,
                               size_t size) {
   snprintf(out, size, "line %d, column %d (byte %zu): %s", err->line,

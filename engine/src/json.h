@@ -52,6 +52,11 @@ typedef struct spool__json_error {
 int spool__json_parse(const char *s, size_t n, const spool__json_sink *sink,
                       void *ud, spool__buf *scratch, spool__json_error *err);
 
+/* Is s[0..n) one JSON value? 0, or -1 with *err filled in. `scratch` is a
+ * work buffer to reuse, or NULL. */
+int spool__json_check(const char *s, size_t n, spool__buf *scratch,
+                      spool__json_error *err);
+
 /* Formats err as "line L, column C (byte P): MSG" into out. */
 void spool__json_error_format(const spool__json_error *err, char *out,
                               size_t size);

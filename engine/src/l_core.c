@@ -263,5 +263,6 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_server(L);
   spool__open_fs(L);
   spool__open_store(L);
+  spool__open_host(L);
   return 1;
 }

@@ -89,14 +89,15 @@ struct spool_engine {
   int own_loop_used;
   spool__log_level log_level;
   char *opt_project, *opt_lua_dir, *opt_model, *opt_base_url, *opt_api_key_env,
-      *opt_mock, *opt_store;
+      *opt_mock, *opt_store, *opt_agents_dir, *opt_prompts_dir;
   spool__buf errmsg;
   spool__buf result; /* storage for strings returned to API callers */
   spool_event_cb on_event;
   void *on_event_ud;
   struct spool__queued_event *events_head, *events_tail;
-  char *project_abs; /* the project folder, absolute */
-  char *lua_dir;     /* the Lua library in use */
+  struct spool__host_tool *host_tools; /* l_host.c */
+  char *project_abs;                   /* the project folder, absolute */
+  char *lua_dir;                       /* the Lua library in use */
 };
 
 /* ---- engine.c ---- */
@@ -168,5 +169,7 @@ void spool__open_http(lua_State *L);
 void spool__open_server(lua_State *L);
 void spool__open_fs(lua_State *L);
 void spool__open_store(lua_State *L);
+void spool__open_host(lua_State *L);
+void spool__host_tools_free(spool_engine *e);
 
 #endif

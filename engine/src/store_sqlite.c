@@ -380,38 +380,13 @@ static int add_thread(spool__buf *b, sqlite3_stmt *s) {
   return rc == 0 ? spool__buf_addc(b, '}') : -1;
 }
 
-/* A sink that accepts anything: validation only. */
-static int ok_sink(void *ud) {
-  (void)ud;
-  return 0;
-}
-static int ok_bool(void *ud, int v) {
-  (void)ud, (void)v;
-  return 0;
-}
-static int ok_int(void *ud, long long v) {
-  (void)ud, (void)v;
-  return 0;
-}
-static int ok_num(void *ud, double v) {
-  (void)ud, (void)v;
-  return 0;
-}
-static int ok_str(void *ud, const char *s, size_t n) {
-  (void)ud, (void)s, (void)n;
-  return 0;
-}
-static const spool__json_sink check_sink = {ok_sink, ok_bool, ok_int,  ok_num,
-                                            ok_str,  ok_str,  ok_sink, ok_sink,
-                                            ok_sink, ok_sink};
-
 /* Appends stored JSON after checking it is JSON. */
 static int add_json(spool__buf *b, sqlite3_stmt *s, int col, spool__buf *sc,
                     char *why, size_t whylen) {
   const char *t = (const char *)sqlite3_column_text(s, col);
   size_t n = (size_t)sqlite3_column_bytes(s, col);
   spool__json_error e;
-  if (t == NULL || spool__json_parse(t, n, &check_sink, NULL, sc, &e) != 0) {
+  if (t == NULL || spool__json_check(t, n, sc, &e) != 0) {
     if (t == NULL)
       snprintf(why, whylen, "no data");
     else

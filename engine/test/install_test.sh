@@ -1,17 +1,27 @@
 #!/bin/sh
-# Installs the build into a temporary prefix and checks that the installed
-# spool finds its own Lua library (not the source tree's) and runs an agent.
+# Installs the build into a temporary prefix and checks the installed
+# layout: the CLI finds its own Lua library (not the source tree's) and
+# runs an agent; an application builds against the installed library with
+# pkg-config, finds the Lua library through libspool.so, and runs.
 set -eu
 build=$1
 root=$2
 prefix=$(mktemp -d /tmp/spool-install.XXXXXX)
 trap 'rm -rf "$prefix"' EXIT
 cmake --install "$build" --prefix "$prefix" >/dev/null
-test -f "$prefix/include/spool.h"
-test -f "$prefix/share/spool/lua/spool/init.lua"
+for f in include/spool.h lib/libspool.so lib/libspool.a \
+         lib/pkgconfig/spool.pc share/spool/lua/spool/init.lua bin/spool; do
+  test -e "$prefix/$f" || { echo "missing $f" >&2; exit 1; }
+done
 "$prefix/bin/spool" --version | grep -q "Lua library: $prefix/bin/../share/spool/lua"
 cp -r "$root/agents" "$root/prompts" "$root/data" "$root/mock" \
   "$root/spool.lua" "$prefix/"
 cd /
 "$prefix/bin/spool" --project "$prefix" run classify --json \
   --input "refund order 5531" | grep -q '"category":"refund"'
+# An application, built the way its authors would.
+export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+cc -o "$prefix/inventory" "$root/examples/inventory/inventory.c" \
+  $(pkg-config --cflags --libs spool libuv)
+LD_LIBRARY_PATH="$prefix/lib" "$prefix/inventory" \
+  "$root/examples/inventory" | grep -q "now: 30"

@@ -187,3 +187,139 @@ TEST_IMPL(engine_mock_and_script) {
             SPOOL_EINVAL);
   spool_engine_free(e);
 }
+
+/* ---- host tools ---- */
+
+typedef struct host_state {
+  uv_loop_t *loop;
+  spool_call *held; /* an async call not answered yet */
+  int calls;
+  const char *mode; /* how `later` answers */
+} host_state;
+
+static void tool_now(spool_call *call, const char *args, void *ud) {
+  host_state *h = ud;
+  h->calls++;
+  ASSERT_STR_EQ(spool_call_tool(call), "now");
+  ASSERT(strncmp(spool_call_thread(call), "t_", 2) == 0);
+  if (strstr(args, "\"what\":\"fail\""))
+    ASSERT_EQ(spool_call_fail(call, "the shelf is empty"), SPOOL_OK);
+  else if (strstr(args, "\"what\":\"bad\""))
+    ASSERT_EQ(spool_call_complete(call, "{not json"), SPOOL_EINVAL);
+  else
+    ASSERT_EQ(spool_call_complete(call, "{\"level\":7}"), SPOOL_OK);
+}
+
+static void on_answer_timer(uv_timer_t *t) {
+  host_state *h = t->data;
+  spool_call_complete(h->held, "{\"placed\":true}");
+  h->held = NULL;
+  uv_close((uv_handle_t *)t, NULL);
+}
+
+static void tool_later(spool_call *call, const char *args, void *ud) {
+  host_state *h = ud;
+  (void)args;
+  h->calls++;
+  h->held = call; /* answered by a timer, or by the test itself */
+}
+
+static spool_engine *open_host(host_state *h, uv_loop_t *loop) {
+  spool_engine *e = NULL;
+  ASSERT_EQ(spool_engine_new(&e), 0);
+  ASSERT_EQ(spool_engine_set(e, "project",
+                             SPOOL_SOURCE_DIR "/engine/test/fixtures/host"),
+            0);
+  if (loop)
+    ASSERT_EQ(spool_engine_use_loop(e, loop), 0);
+  ASSERT_EQ(spool_engine_open(e), 0);
+  ASSERT_EQ(spool_tool_register(e, "now", "Answers at once.",
+                                "{\"type\":\"object\"}", tool_now, h),
+            0);
+  ASSERT_EQ(spool_tool_register(e, "later", "Answers later.",
+                                "{\"type\":\"object\"}", tool_later, h),
+            0);
+  return e;
+}
+
+/* Turns the loop in short slices until the host holds a call (bounded by
+ * count, not by time: valgrind is slow). Each slice ends with the run
+ * still in flight, waiting on the host. */
+static void wait_for_call(spool_engine *e, host_state *h) {
+  for (int i = 0; i < 2000 && h->held == NULL; i++)
+    ASSERT_EQ(spool_engine_run_for(e, 5), 1);
+  ASSERT(h->held != NULL);
+}
+
+static const char *run_to_end(spool_engine *e, const char *input) {
+  char id[SPOOL_ID_SIZE];
+  ASSERT_EQ(spool_thread_start(e, "host", input, id), 0);
+  ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_IDLE), 0);
+  const char *json;
+  ASSERT_EQ(spool_thread_result(e, id, &json), 0);
+  return json;
+}
+
+TEST_IMPL(engine_host_tools_sync) {
+  host_state h = {0};
+  spool_engine *e = open_host(&h, NULL);
+  ASSERT_STR_EQ(run_to_end(e, "now x"), "\"got {\\\"level\\\":7}\"");
+  ASSERT_STR_EQ(run_to_end(e, "now fail"), "\"got error: the shelf is empty\"");
+  ASSERT_STR_EQ(run_to_end(e, "now bad"),
+                "\"got error: the host tool's result is not JSON\"");
+  ASSERT_EQ(h.calls, 3);
+  spool_engine_free(e);
+}
+
+TEST_IMPL(engine_host_tools_async) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  host_state h = {0};
+  h.loop = &loop;
+  spool_engine *e = open_host(&h, &loop);
+  char id[SPOOL_ID_SIZE];
+  ASSERT_EQ(spool_thread_start(e, "host", "later x", id), 0);
+  /* The run waits on the host: run_for returns with it still in flight. */
+  wait_for_call(e, &h);
+  uv_timer_t t;
+  uv_timer_init(&loop, &t);
+  t.data = &h;
+  uv_timer_start(&t, on_answer_timer, 1, 0);
+  ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_IDLE), 0);
+  const char *json;
+  ASSERT_EQ(spool_thread_result(e, id, &json), 0);
+  ASSERT_STR_EQ(json, "\"got {\\\"placed\\\":true}\"");
+  spool_engine_free(e);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+TEST_IMPL(engine_host_call_outlives_engine) {
+  host_state h = {0};
+  spool_engine *e = open_host(&h, NULL);
+  char id[SPOOL_ID_SIZE];
+  ASSERT_EQ(spool_thread_start(e, "host", "later x", id), 0);
+  wait_for_call(e, &h);
+  spool_engine_free(e); /* the run is cancelled with the call pending */
+  /* The host still answers; the answer is ignored and the call freed. */
+  ASSERT_EQ(spool_call_complete(h.held, "{}"), SPOOL_OK);
+}
+
+TEST_IMPL(engine_host_tool_misuse) {
+  host_state h = {0};
+  spool_engine *e = open_host(&h, NULL);
+  ASSERT_EQ(spool_tool_register(e, "x", "d", "{bad", tool_now, &h),
+            SPOOL_EINVAL);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "the schema of host tool 'x' is "
+                                          "not JSON");
+  ASSERT_EQ(spool_tool_register(e, NULL, "d", "{}", tool_now, &h),
+            SPOOL_EINVAL);
+  ASSERT_EQ(spool_tool_register(NULL, "x", "d", "{}", tool_now, &h),
+            SPOOL_EINVAL);
+  ASSERT_EQ(spool_call_complete(NULL, "{}"), SPOOL_EINVAL);
+  char id[SPOOL_ID_SIZE];
+  ASSERT_EQ(spool_thread_start(e, "missing", "x", id), SPOOL_EAGENT);
+  ASSERT_CONTAINS(spool_engine_errmsg(e),
+                  "host tool 'nope' is not registered by the application");
+  spool_engine_free(e);
+}

@@ -103,8 +103,10 @@ function M.init(opts)
     state = file.state,
     retention = file.retention,
     lua_dir = opts.lua_dir,
-    agents_dir = opts.project .. "/" .. (file.agents_dir or "agents"),
-    prompts_dir = opts.project .. "/" .. (file.prompts_dir or "prompts"),
+    agents_dir = opts.agents_dir
+      or (opts.project .. "/" .. (file.agents_dir or "agents")),
+    prompts_dir = opts.prompts_dir
+      or (opts.project .. "/" .. (file.prompts_dir or "prompts")),
     mock_script = file.mock,
     model = resolve_model(opts, file),
     file = file,

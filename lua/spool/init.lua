@@ -3,6 +3,7 @@
 --   local spool = require "spool"
 --   return spool.agent { prompt = "x.md", tools = { ... } }
 --
+-- Tools the embedding application provides: spool.host_tool(name).
 -- Business state: spool.state.get / put / delete / list. Humans:
 -- spool.human.ask (a tool), approve = true on any tool.
 --
@@ -43,6 +44,35 @@ end
 -- its result, or nil and its error. The child has its own step budget.
 function M.call(thread, name, input)
   return require("spool._runner").call(thread, name, input)
+end
+
+
+-- A tool the embedding application provides in C (spool.h:
+-- spool_tool_register). Its description and parameters come from the
+-- registration; `extra` may add tool fields (approve, side_effects,
+-- idempotent). Raises if the application registered no such tool.
+function M.host_tool(name, extra)
+  local reg = core.host_tools()[name]
+  if not reg then
+    error(string.format("host tool '%s' is not registered by the application "
+      .. "(spool_tool_register)", tostring(name)), 2)
+  end
+  local tool = {
+    description = reg.description,
+    params = M.json.decode(reg.schema),
+    run = function(args, ctx)
+      local result, err = core.host_call(name, M.json.encode(args),
+        ctx.thread.id)
+      if result == nil then
+        return nil, (err:gsub("^EHOST: ", ""))
+      end
+      return M.json.decode(result)
+    end,
+  }
+  for k, v in pairs(extra or {}) do
+    tool[k] = v
+  end
+  return tool
 end
 
 

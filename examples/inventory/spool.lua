@@ -1,0 +1,1 @@
+return { mock = "mock.lua", store = ":memory:" }
