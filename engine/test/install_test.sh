@@ -6,6 +6,7 @@
 set -eu
 build=$1
 root=$2
+app_cflags=${3:-} # the sanitizer build's flags, for the application too
 prefix=$(mktemp -d /tmp/spool-install.XXXXXX)
 trap 'rm -rf "$prefix"' EXIT
 cmake --install "$build" --prefix "$prefix" >/dev/null
@@ -21,7 +22,8 @@ cd /
   --input "refund order 5531" | grep -q '"category":"refund"'
 # An application, built the way its authors would.
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
-cc -o "$prefix/inventory" "$root/examples/inventory/inventory.c" \
+# shellcheck disable=SC2086
+cc $app_cflags -o "$prefix/inventory" "$root/examples/inventory/inventory.c" \
   $(pkg-config --cflags --libs spool libuv)
 LD_LIBRARY_PATH="$prefix/lib" "$prefix/inventory" \
   "$root/examples/inventory" | grep -q "now: 30"
