@@ -176,11 +176,12 @@ describe("spool (CLI)", function()
       end
     end)
 
-    it("fails a thread whose prompt uses an undefined name", function()
-      local out, _, code = spool("--project " .. BROKEN .. " run badvar "
+    it("refuses an agent whose prompt uses an undefined name", function()
+      local out, err, code = spool("--project " .. BROKEN .. " run badvar "
         .. "--input x")
       assert.are.equal(1, code)
-      assert.matches("prompts/typo.md:1: 'nmae' is not defined", out, 1, true)
+      assert.are.equal("", out) -- checked at load: no thread was started
+      assert.matches("prompts/typo.md:1: 'nmae' is not defined", err, 1, true)
     end)
   end)
 

@@ -230,6 +230,18 @@ static int l_core_stats(lua_State *L) {
   return 1;
 }
 
+/* Entries in the registry, for tests that check nothing leaks refs. */
+static int l_core_registry_size(lua_State *L) {
+  lua_Integer n = 0;
+  lua_pushnil(L);
+  while (lua_next(L, LUA_REGISTRYINDEX)) {
+    lua_pop(L, 1);
+    n++;
+  }
+  lua_pushinteger(L, n);
+  return 1;
+}
+
 static int l_core_in_task(lua_State *L) {
   spool__task *t = spool__task_current(L);
   lua_pushboolean(L, t != NULL && t->co == L && lua_isyieldable(L));
@@ -253,6 +265,7 @@ int luaopen_spool_core(lua_State *L) {
       {"in_task", l_core_in_task},
       {"process_alive", l_core_process_alive},
       {"process_id", l_core_process_id},
+      {"registry_size", l_core_registry_size},
       {NULL, NULL},
   };
   spool_engine *e = spool__engine_of(L);
@@ -264,5 +277,6 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_fs(L);
   spool__open_store(L);
   spool__open_host(L);
+  spool__open_watch(L);
   return 1;
 }

@@ -6,9 +6,15 @@
  *   read_file(path)              -> contents | nil, "ENOENT: ..."
  *   write_file(path, data, mode) -> true | nil, err    mode "w" or "a"
  *                                   (missing folders are created)
+ *   list_dir(path)               -> { name, ... } | nil, err
+ *
+ * The library (never an agent: agents reach files only through spool.fs)
+ * may pass `true` after the path to read or list any absolute path, as the
+ * agent loader does for agents_dir.
  *
  * Files larger than 64 MiB are refused rather than read.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +32,8 @@ typedef struct fs_op {
   int cancelled;
   int append; /* for writes */
   int write;
-  char *path;      /* absolute */
+  int list;   /* list a folder: data holds the names, NUL-terminated each */
+  char *path; /* absolute */
   size_t root_len; /* the project folder's part of path */
   char *data;      /* what to write, or what was read */
   size_t len;
@@ -42,16 +49,41 @@ static void fs_free(fs_op *f) {
 /* Creates the folders above path, like mkdir -p; errors surface when the
  * file itself is opened. */
 static void make_parents(char *path, size_t root_len) {
-  for (char *p = path + root_len + 1; (p = strchr(p, '/')) != NULL; p++) {
+  for (char *p = path + root_len; (p = strchr(p, '/')) != NULL; p++) {
     *p = '\0';
     mkdir(path, 0777);
     *p = '/';
   }
 }
 
+static void do_list(fs_op *f) {
+  DIR *d = opendir(f->path);
+  if (d == NULL) {
+    f->err = errno;
+    return;
+  }
+  spool__buf names = {0};
+  struct dirent *ent;
+  while ((ent = readdir(d)) != NULL) {
+    if (ent->d_name[0] == '.')
+      continue; /* ., .., and the hidden files editors leave */
+    if (spool__buf_add(&names, ent->d_name, strlen(ent->d_name) + 1) != 0) {
+      f->err = ENOMEM;
+      break;
+    }
+  }
+  closedir(d);
+  f->data = names.data;
+  f->len = names.len;
+}
+
 /* Runs on a pool thread: plain blocking I/O, no Lua, no uv handles. */
 static void do_io(uv_work_t *w) {
   fs_op *f = w->data;
+  if (f->list) {
+    do_list(f);
+    return;
+  }
   if (f->write) {
     make_parents(f->path, f->root_len);
     FILE *fp = fopen(f->path, f->append ? "ab" : "wb");
@@ -103,17 +135,25 @@ static int push_result(lua_State *L) {
     lua_pushnil(L);
     if (f->err == EFBIG)
       lua_pushfstring(L, "EFBIG: %s is larger than %d MiB",
-                      f->path + f->root_len + 1, MAX_FILE >> 20);
+                      f->path + f->root_len, MAX_FILE >> 20);
     else
       lua_pushfstring(L, "%s: %s: %s",
                       uv_err_name(uv_translate_sys_error(f->err)),
-                      f->path + f->root_len + 1, strerror(f->err));
+                      f->path + f->root_len, strerror(f->err));
     return 2;
   }
-  if (f->write)
+  if (f->write) {
     lua_pushboolean(L, 1);
-  else
+  } else if (f->list) {
+    lua_newtable(L);
+    int i = 0;
+    for (size_t off = 0; off < f->len; off += strlen(f->data + off) + 1) {
+      lua_pushstring(L, f->data + off);
+      lua_rawseti(L, -2, ++i);
+    }
+  } else {
     lua_pushlstring(L, f->data ? f->data : "", f->len);
+  }
   return 1;
 }
 
@@ -150,32 +190,43 @@ static char *project_path(lua_State *L, spool_engine *e, const char *path) {
   }
   size_t need = strlen(e->project_abs) + strlen(path) + 2;
   char *full = malloc(need);
-  if (full == NULL)
+  if (full == NULL) {
     luaL_error(L, "out of memory");
+    return NULL;
+  }
   snprintf(full, need, "%s/%s", e->project_abs, path);
   return full;
 }
 
-static int start(lua_State *L, int write) {
+enum { READ, WRITE, LIST };
+
+static int start(lua_State *L, int what) {
   spool_engine *e = lua_touserdata(L, lua_upvalueindex(1));
   const char *path = luaL_checkstring(L, 1);
   size_t len = 0;
+  int write = what == WRITE;
   const char *data = write ? luaL_checklstring(L, 2, &len) : NULL;
   static const char *const modes[] = {"w", "a", NULL};
   int append = write ? luaL_checkoption(L, 3, "w", modes) : 0;
+  int anywhere = !write && lua_toboolean(L, 2);
   spool__task *t =
       spool__task_check(L, write ? "spool.fs.write" : "spool.fs.read");
-  char *full = project_path(L, e, path); /* raises before allocating */
+  /* project_path raises before allocating */
+  char *full = anywhere ? strdup(path) : project_path(L, e, path);
+  if (full == NULL)
+    return luaL_error(L, "out of memory");
   fs_op *f = calloc(1, sizeof *f);
   if (f == NULL) {
     free(full);
     return luaL_error(L, "out of memory");
   }
   f->path = full;
-  f->root_len = strlen(e->project_abs);
+  /* Messages name project files as the caller did: relative. */
+  f->root_len = anywhere ? 0 : strlen(e->project_abs) + 1;
   f->op.cancel = fs_cancel;
   f->t = t;
   f->write = write;
+  f->list = what == LIST;
   f->append = append;
   if (write) {
     f->data = malloc(len ? len : 1);
@@ -198,11 +249,15 @@ static int start(lua_State *L, int write) {
 }
 
 static int l_fs_read(lua_State *L) {
-  return start(L, 0);
+  return start(L, READ);
 }
 
 static int l_fs_write(lua_State *L) {
-  return start(L, 1);
+  return start(L, WRITE);
+}
+
+static int l_fs_list(lua_State *L) {
+  return start(L, LIST);
 }
 
 void spool__open_fs(lua_State *L) {
@@ -212,4 +267,7 @@ void spool__open_fs(lua_State *L) {
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_fs_write, 1);
   lua_setfield(L, -2, "write_file");
+  lua_pushlightuserdata(L, spool__engine_of(L));
+  lua_pushcclosure(L, l_fs_list, 1);
+  lua_setfield(L, -2, "list_dir");
 }

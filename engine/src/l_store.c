@@ -18,6 +18,8 @@
  *   store_delete(id)                            -> true | nil, err
  *   store_due(now)                              -> JSON
  *   store_purge(now, finished_before)           -> JSON
+ *   store_version_put(hash, agent, sources_json, now) -> true
+ *   store_version_get(hash)                     -> sources JSON | nil, err
  * Errors are "ECONFLICT: ...", "ENOTFOUND: ...", "ECORRUPT: ...",
  * "EIO: ...".
  */
@@ -323,6 +325,27 @@ static int l_store_purge(lua_State *L) {
   return submit(L, op);
 }
 
+static int l_store_version_put(lua_State *L) {
+  const char *hash = luaL_checkstring(L, 1), *agent = luaL_checkstring(L, 2);
+  const char *sources = luaL_checkstring(L, 3);
+  long long now = (long long)luaL_checkinteger(L, 4);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_VERSION_PUT);
+  op->key = dup(L, op, hash);
+  op->agent = dup(L, op, agent);
+  op->value = dup(L, op, sources);
+  op->now = now;
+  return submit(L, op);
+}
+
+static int l_store_version_get(lua_State *L) {
+  const char *hash = luaL_checkstring(L, 1);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_VERSION_GET);
+  op->key = dup(L, op, hash);
+  return submit(L, op);
+}
+
 static int l_crash_point(lua_State *L) {
   spool__crash_point(luaL_checkstring(L, 1));
   return 0;
@@ -342,6 +365,8 @@ void spool__open_store(lua_State *L) {
       {"store_delete", l_store_delete},
       {"store_due", l_store_due},
       {"store_purge", l_store_purge},
+      {"store_version_put", l_store_version_put},
+      {"store_version_get", l_store_version_get},
       {"crash_point", l_crash_point},
       {NULL, NULL},
   };

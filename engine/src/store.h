@@ -25,21 +25,23 @@ typedef struct spool__store spool__store;
 typedef struct spool__store_op spool__store_op;
 
 /* The schema this build reads and writes. */
-#define SPOOL_STORE_SCHEMA 1
+#define SPOOL_STORE_SCHEMA 2
 
 typedef enum spool__store_kind {
-  SPOOL__STORE_APPEND,     /* one step of one thread: events + state
-                              writes; with no thread_id, state writes only */
-  SPOOL__STORE_LOAD,       /* a thread and its events */
-  SPOOL__STORE_LIST,       /* threads, filtered, newest first */
-  SPOOL__STORE_CHILDREN,   /* the child threads of a thread */
-  SPOOL__STORE_STATE_GET,  /* one business-state document */
-  SPOOL__STORE_STATE_LIST, /* the documents of a namespace */
-  SPOOL__STORE_CLAIM,      /* take (or renew) the lease on a thread */
-  SPOOL__STORE_RELEASE,    /* give a lease back */
-  SPOOL__STORE_DELETE,     /* a thread, its events and its children */
-  SPOOL__STORE_DUE,        /* waiting threads whose deadline has passed */
-  SPOOL__STORE_PURGE,      /* expired threads and state, then reclaim space */
+  SPOOL__STORE_APPEND,      /* one step of one thread: events + state
+                               writes; with no thread_id, state writes only */
+  SPOOL__STORE_LOAD,        /* a thread and its events */
+  SPOOL__STORE_LIST,        /* threads, filtered, newest first */
+  SPOOL__STORE_CHILDREN,    /* the child threads of a thread */
+  SPOOL__STORE_STATE_GET,   /* one business-state document */
+  SPOOL__STORE_STATE_LIST,  /* the documents of a namespace */
+  SPOOL__STORE_CLAIM,       /* take (or renew) the lease on a thread */
+  SPOOL__STORE_RELEASE,     /* give a lease back */
+  SPOOL__STORE_DELETE,      /* a thread, its events and its children */
+  SPOOL__STORE_DUE,         /* waiting threads whose deadline has passed */
+  SPOOL__STORE_PURGE,       /* expired threads and state, then reclaim space */
+  SPOOL__STORE_VERSION_PUT, /* an agent version's sources, by its hash */
+  SPOOL__STORE_VERSION_GET, /* ... read back (for a thread pinned to it) */
 } spool__store_kind;
 
 /* How an operation ended. */
@@ -79,7 +81,8 @@ struct spool__store_op {
   const char *agent, *parent; /* APPEND of a new thread (expected_seq 0) */
   const char *status;         /* APPEND: the thread's status after it */
   const char *owner;          /* APPEND, CLAIM, RELEASE: the lease holder */
-  const char *ns, *key;       /* STATE_* */
+  const char *ns, *key;       /* STATE_*; VERSION_*: key is the hash */
+  const char *value;          /* VERSION_PUT: the sources, as JSON */
   const char *filter_status, *filter_agent; /* LIST */
   long long expected_seq;                   /* APPEND: events already stored */
   long long deadline;         /* APPEND: due time of a pending request, 0 */

@@ -12,6 +12,9 @@
  *   leases(thread_id, owner, expires_at)
  *   state(ns, key, value, version, updated_at, expires_at)
  *   spool_meta(key, value)
+ * Schema 2 adds
+ *   versions(hash, agent, sources, created_at)   the files of each agent
+ *                       version, so a thread pinned to one can resume it
  *
  * A database from a newer schema, or one that is not spool's, is refused
  * before anything is written. Stored JSON is checked when read, so a
@@ -52,6 +55,8 @@ enum {
   S_PURGE_STATE,
   S_PURGE_EVENTS,
   S_PURGE_THREADS,
+  S_VERSION_PUT,
+  S_VERSION_GET,
   S_COUNT
 };
 
@@ -124,6 +129,9 @@ static const char *const sql_text[S_COUNT] = {
         "IS NULL AND status IN ('done', 'failed', 'cancelled') AND "
         "updated_at < ?1 UNION ALL SELECT t.id FROM threads t JOIN doomed d "
         "ON t.parent = d.id) DELETE FROM threads WHERE id IN doomed",
+    [S_VERSION_PUT] = "INSERT OR IGNORE INTO versions(hash, agent, sources, "
+                      "created_at) VALUES (?1, ?2, ?3, ?4)",
+    [S_VERSION_GET] = "SELECT sources FROM versions WHERE hash = ?1",
 };
 
 static const char schema_sql[] =
@@ -148,6 +156,14 @@ static const char schema_sql[] =
     " updated_at INTEGER NOT NULL, expires_at INTEGER,"
     " PRIMARY KEY (ns, key)) WITHOUT ROWID;"
     "PRAGMA user_version = 1;";
+
+/* Each step from one schema to the next, in order: schema_steps[i] takes a
+ * database from version i + 1 to i + 2. */
+static const char *const schema_steps[] = {
+    "CREATE TABLE versions(hash TEXT PRIMARY KEY, agent TEXT NOT NULL,"
+    " sources TEXT NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;"
+    "PRAGMA user_version = 2;",
+};
 
 typedef struct db {
   sqlite3 *conn;
@@ -235,13 +251,17 @@ static int check_schema(db *d, char *err, size_t errlen) {
     snprintf(err, errlen, "the database is not a spool database");
     return -1;
   }
-  if (version == 0) {
+  if (version < SPOOL_STORE_SCHEMA) {
     char e2[200];
-    if (exec(d, "BEGIN IMMEDIATE", e2, sizeof e2) != 0 ||
-        exec(d, schema_sql, e2, sizeof e2) != 0 ||
-        exec(d, "COMMIT", e2, sizeof e2) != 0) {
+    int ok = exec(d, "BEGIN IMMEDIATE", e2, sizeof e2) == 0;
+    if (ok && version == 0)
+      ok = exec(d, schema_sql, e2, sizeof e2) == 0;
+    for (int v = version ? version : 1; ok && v < SPOOL_STORE_SCHEMA; v++)
+      ok = exec(d, schema_steps[v - 1], e2, sizeof e2) == 0;
+    if (!ok || exec(d, "COMMIT", e2, sizeof e2) != 0) {
       exec(d, "ROLLBACK", e2, sizeof e2);
-      snprintf(err, errlen, "cannot create the schema: %s", e2);
+      snprintf(err, errlen, "cannot %s the schema: %s",
+               version ? "upgrade" : "create", e2);
       return -1;
     }
   }
@@ -791,6 +811,41 @@ static void op_purge(db *d, spool__store_op *op) {
                     counts[0], counts[1], counts[2]);
 }
 
+static void op_version_put(db *d, spool__store_op *op) {
+  sqlite3_stmt *s = stmt(d, S_VERSION_PUT);
+  bind_text(s, 1, op->key);
+  bind_text(s, 2, op->agent);
+  bind_text(s, 3, op->value);
+  sqlite3_bind_int64(s, 4, op->now);
+  if (sqlite3_step(s) != SQLITE_DONE)
+    db_error(d, op, "cannot store the agent version");
+}
+
+static void op_version_get(db *d, spool__store_op *op) {
+  sqlite3_stmt *s = stmt(d, S_VERSION_GET);
+  bind_text(s, 1, op->key);
+  int rc = sqlite3_step(s);
+  if (rc == SQLITE_DONE) {
+    set_error(op, SPOOL__STORE_ENOTFOUND, "no stored agent version '%s'",
+              op->key);
+    return;
+  }
+  if (rc != SQLITE_ROW) {
+    db_error(d, op, "cannot read the agent version");
+    return;
+  }
+  spool__buf scratch = {0};
+  char why[128];
+  if (add_json(&op->json, s, 0, &scratch, why, sizeof why) != 0) {
+    op->result = SPOOL__STORE_ECORRUPT;
+    snprintf(op->errmsg, sizeof op->errmsg,
+             "agent version %s: the stored sources are not JSON (%s)", op->key,
+             why);
+    spool__buf_clear(&op->json);
+  }
+  spool__buf_free(&scratch);
+}
+
 static void sqlite_exec(void *p, spool__store_op *op) {
   db *d = p;
   switch (op->kind) {
@@ -826,6 +881,12 @@ static void sqlite_exec(void *p, spool__store_op *op) {
     break;
   case SPOOL__STORE_PURGE:
     op_purge(d, op);
+    break;
+  case SPOOL__STORE_VERSION_PUT:
+    op_version_put(d, op);
+    break;
+  case SPOOL__STORE_VERSION_GET:
+    op_version_get(d, op);
     break;
   }
 }

@@ -107,6 +107,7 @@ function M.init(opts)
       or (opts.project .. "/" .. (file.agents_dir or "agents")),
     prompts_dir = opts.prompts_dir
       or (opts.project .. "/" .. (file.prompts_dir or "prompts")),
+    lib_dir = opts.project .. "/" .. (file.lib_dir or "lib"),
     mock_script = file.mock,
     model = resolve_model(opts, file),
     file = file,
