@@ -143,6 +143,55 @@ function h.copy_project()
 end
 
 
+-- Writes files (relative path -> text) under dir, making folders; a text
+-- of false deletes the file.
+function h.write_files(dir, files)
+  for rel, text in pairs(files) do
+    local path = dir .. "/" .. rel
+    if text == false then
+      os.remove(path)
+    else
+      h.sh("mkdir -p " .. h.q(path:match("^(.*)/")))
+      local f = assert(io.open(path, "wb"))
+      f:write(text)
+      f:close()
+    end
+  end
+end
+
+
+-- Makes a temporary project of `files` the one this engine loads agents
+-- from, its model the given mock; returns the folder and a function that
+-- puts everything back (stops watching, forgets the project's agents).
+function h.project(files, mock)
+  local config = require "spool.config"
+  local loader = require "spool._loader"
+  local dir = h.tmpdir()
+  h.write_files(dir, files)
+  local cfg = config.get()
+  local saved = { cfg.agents_dir, cfg.prompts_dir, cfg.lib_dir, cfg.model }
+  cfg.agents_dir, cfg.prompts_dir, cfg.lib_dir =
+    dir .. "/agents", dir .. "/prompts", dir .. "/lib"
+  if mock then
+    cfg.model = { provider = "openai", name = "mock-1", base_url = mock.url(),
+                  api_key_env = "SPOOL_SPEC_NO_KEY", timeout_ms = 10000,
+                  connect_timeout_ms = 10000 }
+  end
+  return dir, function()
+    loader.unwatch()
+    for rel in pairs(files) do
+      local name = rel:match("^agents/(.+)%.lua$")
+      if name then
+        loader.forget(name)
+      end
+    end
+    cfg.agents_dir, cfg.prompts_dir, cfg.lib_dir, cfg.model =
+      saved[1], saved[2], saved[3], saved[4]
+    h.remove(dir)
+  end
+end
+
+
 -- Parses `spool run --json` output: one event per line.
 function h.json_lines(out)
   local events = {}

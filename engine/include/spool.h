@@ -99,6 +99,8 @@ SPOOL_API int spool_engine_new(spool_engine **out);
  *               ":memory:" keeps threads for the engine's life only
  *   "agents_dir", "prompts_dir"   where agents and prompts are, if not
  *               the project's agents/ and prompts/
+ *   "watch"     "on": reload agents when their files change (see
+ *               spool_engine_reload); the watch lives on the engine's loop
  *   "log"       "error", "warn", "info" or "debug" (stderr)
  */
 SPOOL_API int spool_engine_set(spool_engine *e, const char *key,
@@ -263,6 +265,18 @@ SPOOL_API int spool_thread_list(spool_engine *e, const spool_thread_filter *f,
  * *report_json (may be NULL) says which.
  */
 SPOOL_API int spool_engine_recover(spool_engine *e, const char **report_json);
+
+/*
+ * Re-reads the project's agents, prompts and helper modules (lib/), checks
+ * each agent off to the side (it compiles, returns spool.agent{...}, its
+ * prompt exists and renders), and makes each one that changed and passed
+ * the version the next step of every run uses. A broken agent keeps its
+ * running version. *report_json (may be NULL): {"agents": {NAME: {version,
+ * from, changed, error, deleted}}, "errors": N}; also logged, and passed
+ * to the event callback as events of type "reload". Call it outside the
+ * loop's callbacks (e.g. after a SIGHUP stopped spool_engine_run).
+ */
+SPOOL_API int spool_engine_reload(spool_engine *e, const char **report_json);
 
 /*
  * Deletes expired business state, and finished threads older than

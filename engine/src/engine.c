@@ -179,12 +179,12 @@ int spool_engine_set(spool_engine *e, const char *key, const char *value) {
     return set_string(e, &e->opt_agents_dir, value);
   if (strcmp(key, "prompts_dir") == 0)
     return set_string(e, &e->opt_prompts_dir, value);
-  if (strcmp(key, "mock") == 0) {
+  if (strcmp(key, "mock") == 0 || strcmp(key, "watch") == 0) {
     if (value && strcmp(value, "on") != 0 && strcmp(value, "off") != 0)
       return spool__fail(e, SPOOL_EINVAL,
-                         "option 'mock' is \"on\" or \"off\", not \"%s\"",
+                         "option '%s' is \"on\" or \"off\", not \"%s\"", key,
                          value);
-    return set_string(e, &e->opt_mock, value);
+    return set_string(e, key[0] == 'm' ? &e->opt_mock : &e->opt_watch, value);
   }
   if (strcmp(key, "log") == 0) {
     if (value == NULL || parse_log_level(value, &e->log_level) != 0)
@@ -308,6 +308,7 @@ static int bootstrap(lua_State *L) {
   push_opt(L, "store", e->opt_store);
   push_opt(L, "agents_dir", e->opt_agents_dir);
   push_opt(L, "prompts_dir", e->opt_prompts_dir);
+  push_opt(L, "watch", e->opt_watch);
   lua_call(L, 1, 2);
   return 3; /* api table, ok, err */
 }
@@ -419,6 +420,7 @@ static void free_engine_memory(spool_engine *e) {
   free(e->opt_store);
   free(e->opt_agents_dir);
   free(e->opt_prompts_dir);
+  free(e->opt_watch);
   spool__host_tools_free(e);
   free(e->project_abs);
   free(e->lua_dir);
@@ -905,15 +907,24 @@ int spool_thread_list(spool_engine *e, const spool_thread_filter *f,
   return 0;
 }
 
+/* Runs an engine-wide API function (its nargs arguments pushed) that
+ * answers with a JSON report; *report_json may be NULL. */
+static int await_report(spool_engine *e, const char *fn, int nargs,
+                        const char **report_json) {
+  int rc = await_api(e, fn, nargs);
+  if (rc == 0 && report_json)
+    *report_json = e->result.data;
+  return rc;
+}
+
 int spool_engine_recover(spool_engine *e, const char **report_json) {
   int rc = check_open(e);
-  if (rc != 0)
-    return rc;
-  if ((rc = await_api(e, "recover", 0)) != 0)
-    return rc;
-  if (report_json)
-    *report_json = e->result.data;
-  return 0;
+  return rc != 0 ? rc : await_report(e, "recover", 0, report_json);
+}
+
+int spool_engine_reload(spool_engine *e, const char **report_json) {
+  int rc = check_open(e);
+  return rc != 0 ? rc : await_report(e, "reload", 0, report_json);
 }
 
 int spool_engine_gc(spool_engine *e, const char *older_than_days,
@@ -922,11 +933,7 @@ int spool_engine_gc(spool_engine *e, const char *older_than_days,
   if (rc != 0)
     return rc;
   lua_pushstring(e->L, older_than_days);
-  if ((rc = await_api(e, "gc", 1)) != 0)
-    return rc;
-  if (report_json)
-    *report_json = e->result.data;
-  return 0;
+  return await_report(e, "gc", 1, report_json);
 }
 
 int spool_state_export(spool_engine *e, const char *ns,

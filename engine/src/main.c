@@ -23,8 +23,10 @@ static const char usage_text[] =
     "usage: spool [global options] <command> [arguments]\n"
     "\n"
     "commands:\n"
-    "  run AGENT [--input TEXT | -] [--json]\n"
-    "      run an agent on an input until it finishes, fails or pauses\n"
+    "  run AGENT [--input TEXT | -] [--json] [--watch]\n"
+    "      run an agent on an input until it finishes, fails or pauses;\n"
+    "      --watch: edits of agents/, prompts/, lib/ (or SIGHUP) reload\n"
+    "      them, and the run's next step uses the new version\n"
     "  resume ID [--answer TEXT | --approve [--args JSON] |\n"
     "            --reject [--reason TEXT]] [--json]\n"
     "      answer a waiting thread (or continue an interrupted one)\n"
@@ -37,6 +39,9 @@ static const char usage_text[] =
     "deadlines\n"
     "  state export NS           a business-state namespace as JSON lines\n"
     "  gc [--older-than DAYS]    delete expired state and old threads\n"
+    "  reload [--json]           load and check every agent as a running\n"
+    "                            engine does before using an edit; exit 1\n"
+    "                            if any is broken\n"
     "  prompt AGENT [--input TEXT | -]\n"
     "      print the exact request body the first step would send\n"
     "  extract [--schema FILE] [--json]\n"
@@ -66,6 +71,7 @@ static const char usage_text[] =
 
 typedef struct cli {
   const char *project, *model, *base_url, *mock, *log, *db;
+  const char *watch; /* "on" for run --watch */
   const char *command;
   int argc; /* the command's own arguments */
   char **argv;
@@ -147,6 +153,8 @@ static spool_engine *open_engine(const cli *c, uv_loop_t *loop, int *code) {
     rc = spool_engine_set(e, "log", c->log);
   if (rc == 0 && c->db)
     rc = spool_engine_set(e, "store", c->db);
+  if (rc == 0 && c->watch)
+    rc = spool_engine_set(e, "watch", c->watch);
   if (rc == 0)
     rc = spool_engine_use_loop(e, loop);
   *code = rc != 0 ? EXIT_USAGE : EXIT_FAILED;
@@ -174,12 +182,14 @@ static void close_loop(uv_loop_t *loop) {
   uv_loop_close(loop);
 }
 
-/* ---- signals: stop the engine's loop on SIGINT / SIGTERM ---- */
+/* ---- signals: stop the engine's loop on SIGINT / SIGTERM; with --watch,
+ * SIGHUP stops it to reload (outside the loop) and go on ---- */
 
 typedef struct stopper {
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sighup;
   spool_engine *e;
   int signalled;
+  int reload_requested;
 } stopper;
 
 /* Static, so the handles outlive the command until close_loop. */
@@ -187,22 +197,40 @@ static stopper the_stopper;
 
 static void on_signal(uv_signal_t *h, int signum) {
   stopper *s = h->data;
-  s->signalled = signum;
+  if (signum == SIGHUP)
+    s->reload_requested = 1;
+  else
+    s->signalled = signum;
   spool_engine_stop(s->e);
+}
+
+static void watch_signal(uv_loop_t *loop, stopper *s, uv_signal_t *h,
+                         int signum) {
+  uv_signal_init(loop, h);
+  h->data = s;
+  uv_signal_start(h, on_signal, signum);
+  uv_unref((uv_handle_t *)h);
 }
 
 static stopper *watch_signals(uv_loop_t *loop, spool_engine *e) {
   stopper *s = &the_stopper;
   s->e = e;
-  s->signalled = 0;
-  uv_signal_init(loop, &s->sigint);
-  uv_signal_init(loop, &s->sigterm);
-  s->sigint.data = s->sigterm.data = s;
-  uv_signal_start(&s->sigint, on_signal, SIGINT);
-  uv_signal_start(&s->sigterm, on_signal, SIGTERM);
-  uv_unref((uv_handle_t *)&s->sigint);
-  uv_unref((uv_handle_t *)&s->sigterm);
+  s->signalled = s->reload_requested = 0;
+  watch_signal(loop, s, &s->sigint, SIGINT);
+  watch_signal(loop, s, &s->sigterm, SIGTERM);
   return s;
+}
+
+/* Turns the loop until no run is in flight, reloading on SIGHUP. */
+static void run_until_idle(spool_engine *e, stopper *st) {
+  for (;;) {
+    spool_engine_run(e, SPOOL_RUN_IDLE);
+    if (!st->reload_requested || st->signalled)
+      return;
+    st->reload_requested = 0;
+    if (spool_engine_reload(e, NULL) != 0)
+      fprintf(stderr, "spool: reload: %s\n", spool_engine_errmsg(e));
+  }
 }
 
 /* ---- run ---- */
@@ -211,10 +239,23 @@ typedef struct run_opts {
   const char *agent;
   char *input;
   int json;
+  int watch;
+  int broken;      /* reload_failed events seen */
+  int only_loaded; /* print no reload_failed events (they are logged) */
 } run_opts;
 
+static void count_broken(const spool_event *ev, void *ud) {
+  run_opts *o = ud;
+  if (strcmp(spool_event_type(ev), "reload_failed") == 0)
+    o->broken++;
+}
+
 static void on_event(const spool_event *ev, void *ud) {
-  const run_opts *o = ud;
+  run_opts *o = ud;
+  int broken = o->broken;
+  count_broken(ev, o);
+  if (o->only_loaded && o->broken > broken)
+    return;
   if (o->json) {
     printf("%s\n", spool_event_json(ev));
   } else {
@@ -241,6 +282,8 @@ static int parse_agent_args(const cli *c, run_opts *o, int allow_json) {
       from_stdin = 1;
     } else if (allow_json && strcmp(a, "--json") == 0) {
       o->json = 1;
+    } else if (allow_json && strcmp(a, "--watch") == 0) {
+      o->watch = 1;
     } else if (a[0] == '-') {
       return usage_error("unknown option '%s'", a);
     } else if (o->agent == NULL) {
@@ -273,7 +316,7 @@ static int exit_for(int rc) {
 /* Turns the loop until the thread's run ends or pauses; prints what it
  * waits for; returns the exit code for its status. */
 static int finish_run(spool_engine *e, const char *id, stopper *st) {
-  spool_engine_run(e, SPOOL_RUN_IDLE);
+  run_until_idle(e, st);
   spool_status status;
   const char *result;
   if (spool_thread_status(e, id, &status) != 0) {
@@ -306,12 +349,16 @@ static int cmd_run(const cli *c, uv_loop_t *loop) {
   int code = parse_agent_args(c, &o, 1);
   if (code != 0)
     return code;
-  spool_engine *e = open_engine(c, loop, &code);
+  cli with_watch = *c;
+  with_watch.watch = o.watch ? "on" : NULL;
+  spool_engine *e = open_engine(&with_watch, loop, &code);
   if (e == NULL) {
     free(o.input);
     return code;
   }
   stopper *st = watch_signals(loop, e);
+  if (o.watch)
+    watch_signal(loop, st, &st->sighup, SIGHUP);
   spool_engine_on_event(e, on_event, &o);
   char id[SPOOL_ID_SIZE];
   int rc = spool_thread_start(e, o.agent, o.input, id);
@@ -626,6 +673,35 @@ static int cmd_recover(const cli *c, uv_loop_t *loop) {
   return code;
 }
 
+static int cmd_reload(const cli *c, uv_loop_t *loop) {
+  run_opts o = {0};
+  for (int i = 0; i < c->argc; i++) {
+    if (strcmp(c->argv[i], "--json") == 0)
+      o.json = 1;
+    else
+      return usage_error("reload takes only --json, not '%s'", c->argv[i]);
+  }
+  int code;
+  spool_engine *e = open_engine(c, loop, &code);
+  if (e == NULL)
+    return code;
+  const char *report;
+  /* Broken agents are logged to stderr; stdout lists the good ones. */
+  o.only_loaded = 1;
+  spool_engine_on_event(e, o.json ? count_broken : on_event, &o);
+  if (spool_engine_reload(e, &report) != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = EXIT_FAILED;
+  } else {
+    if (o.json)
+      printf("%s\n", report);
+    if (o.broken)
+      code = EXIT_FAILED;
+  }
+  spool_engine_free(e);
+  return code;
+}
+
 static int cmd_state(const cli *c, uv_loop_t *loop) {
   if (c->argc != 2 || strcmp(c->argv[0], "export") != 0)
     return usage_error("usage: spool state export NAMESPACE%s", "");
@@ -860,6 +936,8 @@ int main(int argc, char **argv) {
     fn = cmd_state;
   else if (strcmp(c.command, "gc") == 0)
     fn = cmd_gc;
+  else if (strcmp(c.command, "reload") == 0)
+    fn = cmd_reload;
   else
     return usage_error("unknown command '%s'", c.command);
   raise_fd_limit();

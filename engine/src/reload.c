@@ -6,8 +6,11 @@
  * changed. Which code is current is decided in Lua (spool._loader), at
  * step boundaries; this file only notices and reports.
  *
- *   watch({ dir, ... }, callback, debounce_ms) -> watcher | nil, err
+ *   watch({ dir, ... }, callback, debounce_ms) -> watcher, missing | nil, err
  *   watcher:close()
+ *
+ * A folder that does not exist is skipped and listed in `missing`; the
+ * caller watches its parent to notice when it appears.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +131,8 @@ static int l_core_watch(lua_State *L) {
   unsigned debounce = (unsigned)luaL_optinteger(L, 3, 50);
   int ndirs = (int)luaL_len(L, 1);
   luaL_argcheck(L, ndirs >= 1 && ndirs <= MAX_DIRS, 1, "1 to 8 folders");
+  lua_newtable(L); /* missing */
+  int missing = lua_gettop(L), nmissing = 0;
   box *b = lua_newuserdatauv(L, sizeof *b, 0);
   b->w = NULL;
   luaL_setmetatable(L, WATCHER_MT);
@@ -148,6 +153,11 @@ static int l_core_watch(lua_State *L) {
     w->ndirs++;
     int rc =
         dir ? uv_fs_event_start(&w->events[i], on_change, dir, 0) : UV_EINVAL;
+    if (rc == UV_ENOENT) {
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, missing, ++nmissing);
+      rc = 0;
+    }
     if (rc != 0) {
       lua_pushnil(L);
       lua_pushfstring(L, "EIO: cannot watch %s: %s", dir ? dir : "?",
@@ -164,7 +174,8 @@ static int l_core_watch(lua_State *L) {
   lua_pushvalue(L, -1);
   w->self_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* open until closed */
   b->w = w;
-  return 1;
+  lua_pushvalue(L, missing);
+  return 2;
 }
 
 void spool__open_watch(lua_State *L) {

@@ -89,7 +89,7 @@ struct spool_engine {
   int own_loop_used;
   spool__log_level log_level;
   char *opt_project, *opt_lua_dir, *opt_model, *opt_base_url, *opt_api_key_env,
-      *opt_mock, *opt_store, *opt_agents_dir, *opt_prompts_dir;
+      *opt_mock, *opt_store, *opt_agents_dir, *opt_prompts_dir, *opt_watch;
   spool__buf errmsg;
   spool__buf result; /* storage for strings returned to API callers */
   spool_event_cb on_event;

@@ -55,6 +55,7 @@ enum {
   S_PURGE_STATE,
   S_PURGE_EVENTS,
   S_PURGE_THREADS,
+  S_PURGE_VERSIONS,
   S_VERSION_PUT,
   S_VERSION_GET,
   S_COUNT
@@ -129,6 +130,10 @@ static const char *const sql_text[S_COUNT] = {
         "IS NULL AND status IN ('done', 'failed', 'cancelled') AND "
         "updated_at < ?1 UNION ALL SELECT t.id FROM threads t JOIN doomed d "
         "ON t.parent = d.id) DELETE FROM threads WHERE id IN doomed",
+    /* Agent versions no event names any more; the subquery runs once. */
+    [S_PURGE_VERSIONS] =
+        "DELETE FROM versions WHERE created_at < ?1 AND hash NOT IN "
+        "(SELECT DISTINCT v FROM events WHERE v IS NOT NULL)",
     [S_VERSION_PUT] = "INSERT OR IGNORE INTO versions(hash, agent, sources, "
                       "created_at) VALUES (?1, ?2, ?3, ?4)",
     [S_VERSION_GET] = "SELECT sources FROM versions WHERE hash = ?1",
@@ -794,9 +799,10 @@ static void op_due(db *d, spool__store_op *op) {
 }
 
 static void op_purge(db *d, spool__store_op *op) {
-  static const int order[] = {S_PURGE_STATE, S_PURGE_EVENTS, S_PURGE_THREADS};
-  long long counts[3] = {0, 0, 0};
-  for (int i = 0; i < 3; i++) {
+  static const int order[] = {S_PURGE_STATE, S_PURGE_EVENTS, S_PURGE_THREADS,
+                              S_PURGE_VERSIONS};
+  long long counts[4] = {0, 0, 0, 0};
+  for (int i = 0; i < 4; i++) {
     sqlite3_stmt *s = stmt(d, order[i]);
     sqlite3_bind_int64(s, 1, i == 0 ? op->now : op->finished_before);
     if (sqlite3_step(s) != SQLITE_DONE) {
@@ -807,8 +813,8 @@ static void op_purge(db *d, spool__store_op *op) {
   }
   spool__buf_printf(&op->json,
                     "{\"state\":%lld,\"events\":%lld,"
-                    "\"threads\":%lld}",
-                    counts[0], counts[1], counts[2]);
+                    "\"threads\":%lld,\"versions\":%lld}",
+                    counts[0], counts[1], counts[2], counts[3]);
 }
 
 static void op_version_put(db *d, spool__store_op *op) {

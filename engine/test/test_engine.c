@@ -188,6 +188,98 @@ TEST_IMPL(engine_mock_and_script) {
   spool_engine_free(e);
 }
 
+/* ---- reload ---- */
+
+static void write_file(const char *dir, const char *rel, const char *text) {
+  char path[512];
+  snprintf(path, sizeof path, "%s/%s", dir, rel);
+  FILE *f = fopen(path, "w");
+  ASSERT(f != NULL);
+  fputs(text, f);
+  fclose(f);
+}
+
+static const char agent_src[] =
+    "local spool = require 'spool'\n"
+    "return spool.agent { prompt = 'a.md', tools = { finish = spool.done } }\n";
+
+typedef struct reloads {
+  int loaded, failed;
+  char last_agent[32];
+} reloads;
+
+static void on_reload(const spool_event *ev, void *ud) {
+  reloads *r = ud;
+  if (strcmp(spool_event_type(ev), "reload") == 0)
+    r->loaded++;
+  else if (strcmp(spool_event_type(ev), "reload_failed") == 0)
+    r->failed++;
+  else
+    return;
+  snprintf(r->last_agent, sizeof r->last_agent, "%s", spool_event_agent(ev));
+  ASSERT_STR_EQ(spool_event_thread(ev), "");
+}
+
+static void on_guard(uv_timer_t *t) {
+  *(int *)t->data = 1;
+}
+
+TEST_IMPL(engine_reloads_agents) {
+  char dir[] = "/tmp/spool-test-reload-XXXXXX";
+  ASSERT(mkdtemp(dir) != NULL);
+  char sub[600];
+  snprintf(sub, sizeof sub, "mkdir -p %s/agents %s/prompts", dir, dir);
+  ASSERT_EQ(system(sub), 0);
+  write_file(dir, "agents/a.lua", agent_src);
+  write_file(dir, "prompts/a.md", "One.");
+
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  spool_engine *e = NULL;
+  ASSERT_EQ(spool_engine_new(&e), 0);
+  ASSERT_EQ(spool_engine_set(e, "watch", "maybe"), SPOOL_EINVAL);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "option 'watch' is");
+  ASSERT_EQ(spool_engine_set(e, "project", dir), 0);
+  ASSERT_EQ(spool_engine_set(e, "store", ":memory:"), 0);
+  ASSERT_EQ(spool_engine_set(e, "watch", "on"), 0);
+  ASSERT_EQ(spool_engine_use_loop(e, &loop), 0);
+  ASSERT_EQ(spool_engine_open(e), 0);
+  reloads r = {0};
+  spool_engine_on_event(e, on_reload, &r);
+
+  const char *report;
+  ASSERT_EQ(spool_engine_reload(e, &report), 0);
+  ASSERT_CONTAINS(report, "\"a\":{\"changed\":true,\"version\":\"");
+  ASSERT_CONTAINS(report, "\"errors\":0");
+  ASSERT_EQ(r.loaded, 1);
+
+  /* A broken save: reported, and the version in use stays. */
+  write_file(dir, "agents/a.lua", "return spool.agent {");
+  ASSERT_EQ(spool_engine_reload(e, &report), 0);
+  ASSERT_CONTAINS(report, "\"errors\":1");
+  ASSERT_CONTAINS(report, "agents/a.lua:1:");
+  ASSERT(r.failed >= 1); /* the watcher may have reported it too */
+
+  /* The watcher sees the fix as the host turns its loop. */
+  write_file(dir, "agents/a.lua", agent_src);
+  write_file(dir, "prompts/a.md", "Two.");
+  int timed_out = 0;
+  uv_timer_t guard;
+  uv_timer_init(&loop, &guard);
+  guard.data = &timed_out;
+  uv_timer_start(&guard, on_guard, 10000, 0);
+  while (r.loaded < 2 && !timed_out)
+    uv_run(&loop, UV_RUN_ONCE);
+  ASSERT_EQ(r.loaded, 2);
+  ASSERT_STR_EQ(r.last_agent, "a");
+  uv_close((uv_handle_t *)&guard, NULL);
+  spool_engine_free(e);
+  uv_run(&loop, UV_RUN_DEFAULT); /* the watchers' close callbacks */
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+  snprintf(sub, sizeof sub, "rm -rf %s", dir);
+  ASSERT_EQ(system(sub), 0);
+}
+
 /* ---- host tools ---- */
 
 typedef struct host_state {

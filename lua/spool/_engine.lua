@@ -30,7 +30,19 @@ function M.open(opts)
   end
   -- Load the public library now, so a broken install fails at open.
   require "spool"
+  if opts.watch == "on" then
+    ok, err = loader.watch()
+    if not ok then
+      return false, err
+    end
+  end
   return true
+end
+
+
+-- Re-reads the project's agents; see spool._loader.reload. (task)
+function M.reload()
+  return json.encode(loader.reload())
 end
 
 
@@ -135,7 +147,13 @@ end
 function M.thread_text(id) -- (task)
   local lines = {}
   local function add(thread, indent)
+    local v
     for _, ev in ipairs(thread.events) do
+      if v and ev.v and ev.v ~= v then
+        lines[#lines + 1] = string.format("%s     -- agent %s: version %s -> "
+          .. "%s --", string.rep("  ", indent), thread.agent, v, ev.v)
+      end
+      v = ev.v or v
       local text = format.event(thread, ev)
       lines[#lines + 1] = string.rep("  ", indent)
         .. string.format("%3d  ", ev.seq) .. text:gsub("\n", "\n"

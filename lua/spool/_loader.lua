@@ -38,7 +38,7 @@ local PRIVATE = { ["spool.core"] = true }
 local NAME = "^[%w_%-]+$"
 
 
--- Reads a file now (for the first load of an agent, outside any run).
+-- Reads a file now (the first load of an agent, outside any run).
 local function read_now(path)
   local f, err = io.open(path, "rb")
   if not f then
@@ -94,19 +94,61 @@ end
 -- Compiles agent `name` reading files with `read(path)`; returns the agent
 -- (with .version, .files) or nil and "ECODE: why". `shown_dirs` maps the
 -- real folders to the names used in messages.
+local function builtin(mod)
+  return ALLOWED_REQUIRE[mod] or (mod:match("^spool%.[%w_]+$")
+    and not PRIVATE[mod] and not mod:match("^spool%._"))
+end
+
+
+local function not_allowed(mod, lib_shown)
+  return string.format("require '%s' is not allowed in an agent (allowed: "
+    .. "spool, spool.<module>, cjson, and helper modules in %s/ by their "
+    .. "literal names; there is no %s/%s.lua)", mod, lib_shown, lib_shown,
+    mod:gsub("%.", "/"))
+end
+
+
 local function compile(name, read, dirs)
-  local files = {}   -- shown path -> text, everything this version read
+  local files = {}   -- shown path -> text: everything this version is
   local modules = {} -- helper name -> value, loaded once per version
   local function fetch(dir, shown_dir, rel)
     local shown = shown_dir .. "/" .. rel
-    if files[shown] then
-      return files[shown]
+    if files[shown] == nil then
+      files[shown] = read(dir .. "/" .. rel)
     end
-    local text = read(dir .. "/" .. rel)
-    if text then
-      files[shown] = text
+    return files[shown], shown
+  end
+
+  -- Reads the helper modules `text` requires (and theirs) now, found by
+  -- their literal names: they are part of the version, and no step ever
+  -- reads a file. Returns true or nil, "where: why".
+  local function read_helpers(text, from)
+    for pos, mod in text:gmatch("()require%s*%(?%s*[\"']([^\"'\n]+)[\"']") do
+      if not builtin(mod) then
+        local line = select(2, text:sub(1, pos):gsub("\n", "")) + 1
+        local where = string.format("%s:%d: ", from, line)
+        if not mod:match("^[%w_]+[%w_%.]*$") then
+          return nil, where .. not_allowed(mod, dirs.lib_shown)
+        end
+        local rel = mod:gsub("%.", "/") .. ".lua"
+        local seen = files[dirs.lib_shown .. "/" .. rel] ~= nil
+        local helper, shown = fetch(dirs.lib, dirs.lib_shown, rel)
+        if not helper then
+          return nil, where .. not_allowed(mod, dirs.lib_shown)
+        end
+        if not seen then
+          local syntax_ok, serr = load(helper, "@" .. shown, "t", {})
+          if not syntax_ok then
+            return nil, serr
+          end
+          local ok, err = read_helpers(helper, shown)
+          if not ok then
+            return nil, err
+          end
+        end
+      end
     end
-    return text, shown
+    return true
   end
 
   local agent_require
@@ -114,22 +156,16 @@ local function compile(name, read, dirs)
     if type(mod) ~= "string" then
       error("require expects a module name", 2)
     end
-    if ALLOWED_REQUIRE[mod] or (mod:match("^spool%.[%w_]+$")
-        and not PRIVATE[mod] and not mod:match("^spool%._")) then
+    if builtin(mod) then
       return require(mod)
     end
     if modules[mod] ~= nil then
       return modules[mod]
     end
-    if not mod:match("^[%w_]+[%w_%.]*$") then
-      error("require '" .. mod .. "': not a module name", 2)
-    end
-    local rel = mod:gsub("%.", "/") .. ".lua"
-    local text, shown = fetch(dirs.lib, dirs.lib_shown, rel)
+    local shown = dirs.lib_shown .. "/" .. mod:gsub("%.", "/") .. ".lua"
+    local text = files[shown]
     if not text then
-      error(string.format("require '%s' is not allowed in an agent (allowed: "
-        .. "spool, spool.<module>, cjson, and helper modules in %s/)", mod,
-        dirs.lib_shown), 2)
+      error(not_allowed(mod, dirs.lib_shown), 2)
     end
     local chunk, err = load(text, "@" .. shown, "t",
       strict_env(shown, agent_require))
@@ -155,9 +191,14 @@ local function compile(name, read, dirs)
   if not chunk then
     return nil, "EAGENT: " .. cerr
   end
+  local hok, herr = read_helpers(src, shown)
+  if not hok then
+    return nil, "EAGENT: " .. herr
+  end
   local ok, def = pcall(chunk)
   if not ok then
-    return nil, "EAGENT: " .. tostring(def)
+    -- `return spool.agent{...}` is a tail call: its caller shows as [C].
+    return nil, "EAGENT: " .. tostring(def):gsub("^%[C%]: ", shown .. ": ")
   end
   if not agent_mod.is_agent(def) then
     return nil, "EAGENT: " .. shown .. " must return spool.agent{...}, not a "
@@ -248,8 +289,8 @@ local function publish(def)
 end
 
 
--- The current version of agent `name`, loading it (now, from disk) the
--- first time. Returns the agent or nil and "ECODE: why".
+-- The current version of agent `name`, loading it from disk the first
+-- time. Returns the agent or nil and "ECODE: why".
 function M.load(name)
   if type(name) ~= "string" or not name:match(NAME) then
     return nil, "EINVAL: invalid agent name '" .. tostring(name)
@@ -259,13 +300,18 @@ function M.load(name)
   if a then
     return a
   end
-  local def, err = compile(name, read_now, project_dirs())
+  -- Inside a run (a sub-agent's first call) the loop must not wait on disk.
+  local read = core.in_task() and read_async or read_now
+  local def, err = compile(name, read, project_dirs())
   if not def then
     return nil, err
   end
   local ok, cerr = check(def)
   if not ok then
     return nil, cerr
+  end
+  if current[name] then
+    return current[name] -- another run loaded it while this one read
   end
   publish(def)
   return def
@@ -290,28 +336,26 @@ end
 -- The version of an agent a thread is pinned to: from memory, or rebuilt
 -- from the files the store kept. Must run in a task.
 function M.version(name, version)
-  local a = M.versions[version]
-  if a then
-    return a
-  end
-  local cur = current[name]
-  if cur and cur.version == version then
-    return cur
+  local known = { M.versions[version], current[name], registered[name] }
+  for i = 1, 3 do
+    local a = known[i]
+    if a and a.name == name and a.version == version then
+      return a
+    end
   end
   local sources, err = core.store_version_get(version)
   if not sources then
     return nil, err
   end
   local bundle = json.decode(sources)
-  local function read(path)
-    local shown = path:gsub("^" .. "\1", "")
-    return bundle.files[shown]
+  if type(bundle) ~= "table" or type(bundle.files) ~= "table" then
+    return nil, "ECORRUPT: stored version " .. version .. " of " .. name
+      .. " is not a bundle of files"
   end
-  local def, cerr = compile(name, read, {
-    agents = "\1agents", agents_shown = "agents",
-    prompts = "\1prompts", prompts_shown = "prompts",
-    lib = "\1lib", lib_shown = "lib",
-  })
+  -- The bundle is keyed by the paths shown, so they serve as the folders.
+  local def, cerr = compile(name, function(path) return bundle.files[path] end,
+    { agents = "agents", agents_shown = "agents", prompts = "prompts",
+      prompts_shown = "prompts", lib = "lib", lib_shown = "lib" })
   if not def then
     return nil, cerr
   end
@@ -339,13 +383,55 @@ function M.store_version(def)
 end
 
 
+-- Tells the host (and its event listeners) what a reload did to an agent.
+local function report_event(name, entry)
+  local text
+  if entry.error then
+    text = string.format("reload  agent %s is broken, %s: %s", name,
+      entry.version and ("still running version " .. entry.version)
+        or "not loaded", entry.error)
+    core.log("error", text:gsub("^reload  ", "reload: "))
+  elseif entry.deleted then
+    text = string.format("reload  agent %s was deleted (threads running "
+      .. "it finish on version %s)", name, entry.version)
+    core.log("info", text:gsub("^reload  ", "reload: "))
+  elseif entry.from then
+    text = string.format("reload  agent %s: version %s -> %s", name,
+      entry.from, entry.version)
+    core.log("info", text:gsub("^reload  ", "reload: "))
+  else
+    text = string.format("reload  agent %s: loaded version %s", name,
+      entry.version)
+    core.log("debug", text:gsub("^reload  ", "reload: "))
+  end
+  if core.listening() then
+    local kind = entry.error and "reload_failed" or "reload"
+    local line = json.encode({ type = kind, agent = name,
+      version = entry.version, from = entry.from, error = entry.error,
+      deleted = entry.deleted })
+    core.emit("", name, kind, 0, 0, line, text)
+  end
+end
+
+
+-- Reloads may overlap (a change arrives while one reads files); each
+-- takes a ticket, and an agent is only ever updated by a reload at least
+-- as new as the one that last updated it, which read the files later.
+local tickets = 0
+local updated_by = {} -- name -> ticket
+
+
 -- Re-reads every agent of the project (on the thread pool), and publishes
 -- each one that changed and passes its checks. Must run in a task. Returns
--- { name = { version =, changed = bool, error = why } }.
+-- { agents = { name = { version, from, changed, error, deleted } },
+-- errors = n }: `version` is what runs now.
 function M.reload()
+  tickets = tickets + 1
+  local ticket = tickets
   local dirs = project_dirs()
   local names = core.list_dir(dirs.agents, true) or {}
-  local report, seen = {}, {}
+  table.sort(names)
+  local agents, errors, seen = {}, 0, {}
   for _, file in ipairs(names) do
     local name = file:match("^(.+)%.lua$")
     if name and name:match(NAME) then
@@ -353,51 +439,104 @@ function M.reload()
       local def, err = compile(name, read_async, dirs)
       if def then
         local ok, cerr = check(def)
+        if ok and (not current[name] or current[name].version ~= def.version)
+        then
+          -- Its files are stored before any event can name it.
+          ok, cerr = M.store_version(def)
+        end
         if not ok then
           def, err = nil, cerr
         end
       end
-      local old = current[name]
-      if def then
-        local changed = not old or old.version ~= def.version
-        if changed then
-          publish(def)
-          M.store_version(def)
-          core.log("info", string.format("reloaded agent %s: version %s -> %s",
-            name, old and old.version or "none", def.version))
+      -- No yield from here on: what is decided is published at once.
+      if ticket >= (updated_by[name] or 0) then
+        updated_by[name] = ticket
+        local old = current[name]
+        local entry
+        if def then
+          entry = { version = def.version, from = old and old.version,
+                    changed = not old or old.version ~= def.version }
+          problems[name] = nil
+          if entry.changed then
+            publish(def)
+          end
+        else
+          errors = errors + 1
+          entry = { version = old and old.version,
+                    error = (err:gsub("^%u+: ", "")) }
+          problems[name] = entry.error
         end
-        problems[name] = nil
-        report[name] = { version = def.version, changed = changed }
-      else
-        err = err:gsub("^%u+: ", "")
-        problems[name] = err
-        report[name] = { version = old and old.version, error = err }
-        core.log("error", string.format("reload of agent %s failed, %s: %s",
-          name, old and ("still running version " .. old.version)
-            or "not loaded", err))
+        agents[name] = entry
+        if entry.changed or entry.error then
+          report_event(name, entry)
+        end
       end
     end
   end
   for name, def in pairs(current) do
-    if not seen[name] then
-      current[name] = nil -- deleted: no new threads; running ones finish
-      report[name] = { version = def.version, deleted = true }
-      core.log("info", "agent " .. name .. " was deleted")
+    if not seen[name] and ticket >= (updated_by[name] or 0) then
+      updated_by[name] = ticket
+      current[name] = nil -- no new threads; running ones finish on theirs
+      agents[name] = { version = def.version, deleted = true }
+      report_event(name, agents[name])
     end
   end
-  return report
+  return { agents = agents, errors = errors }
 end
 
 
--- Starts watching the project's folders; each burst of changes reloads.
+-- Watching: one watcher for the folders agents are made of, and one for
+-- their parents, which sees a folder created, deleted or replaced (a git
+-- checkout) and watches afresh.
+local watching = nil
+
+
+local function basename(path)
+  return path:match("([^/]+)/*$")
+end
+
+
+-- Starts (or restarts) watching the project's agents/, prompts/ and lib/;
+-- each burst of changes reloads. Returns true or nil, "EIO: why".
 function M.watch()
+  M.unwatch()
   local dirs = project_dirs()
-  local watchers = {}
-  for _, dir in ipairs { dirs.agents, dirs.prompts, dirs.lib } do
-    local w = core.watch({ dir }, function() M.reload() end, 50)
-    watchers[#watchers + 1] = w -- a folder that is missing is not watched
+  local list = { dirs.agents, dirs.prompts, dirs.lib }
+  local files, missing = core.watch(list, function() M.reload() end, 50)
+  if not files then
+    return nil, missing
   end
-  return watchers
+  local names, parents, seen = {}, {}, {}
+  for _, dir in ipairs(list) do
+    names[basename(dir)] = true
+    local parent = dir:match("^(.*)/[^/]+/*$") or "."
+    if not seen[parent] then
+      seen[parent] = true
+      parents[#parents + 1] = parent
+    end
+  end
+  local folders = core.watch(parents, function(changed)
+    for _, name in ipairs(changed) do
+      if names[name] then
+        M.watch()
+        M.reload()
+        return
+      end
+    end
+  end, 50)
+  watching = { files, folders }
+  if #missing > 0 then
+    core.log("debug", "watch: not there yet: " .. table.concat(missing, ", "))
+  end
+  return true
+end
+
+
+function M.unwatch()
+  for _, w in ipairs(watching or {}) do
+    w:close()
+  end
+  watching = nil
 end
 
 
@@ -417,7 +556,6 @@ end
 -- loadable by name, like a file in agents/.
 function M.register(agent)
   registered[agent.name] = agent
-  M.versions[agent.version] = agent
 end
 
 

@@ -12,6 +12,11 @@
 -- naming the child) and waits too: the answer is given to the parent and
 -- passed down. A parent's step that called spool.call again on resume
 -- continues the child it already started rather than starting another.
+--
+-- Hot reload: each step runs the agent's current version (spool._loader),
+-- unless the agent pins threads to the version they started on. Before a
+-- version's first event is stored, its files are, so any later process can
+-- rebuild it.
 
 local core = require "spool.core"
 local json = require "spool.json"
@@ -82,6 +87,31 @@ local function retire(thread)
 end
 
 
+-- Makes `agent` the version a thread's next events are recorded with.
+local function use_version(thread, agent)
+  local ok, err = loader.store_version(agent)
+  if not ok then
+    loop.store_failed(err)
+  end
+  thread.agent_def = agent
+  thread.version = agent.version
+end
+
+
+-- The version each step runs: the current one, unless pinned.
+local function next_version(thread, agent)
+  if agent.pin_version then
+    return agent
+  end
+  local cur = loader.current(thread.agent)
+  if cur == nil or cur == agent then
+    return agent -- unchanged, or deleted: running threads finish on theirs
+  end
+  use_version(thread, cur)
+  return cur
+end
+
+
 -- Drives a thread until it ends or waits. Errors in agent code outside a
 -- tool handler fail the thread; a store failure halts the run (the thread
 -- stays at its last durable step, for `spool resume` to continue).
@@ -95,7 +125,7 @@ local function drive(thread, agent)
       return e
     end
     return debug.traceback(e, 2)
-  end, thread, agent)
+  end, thread, agent, next_version)
   current[co] = outer
   if ok or err == loop.PAUSED then
     return
@@ -127,10 +157,13 @@ end
 -- stores the input and drives it.
 function M.start(agent, input)
   local thread = thread_mod.new(agent.name, agent.version, nil, sink)
-  thread:append("input", { input = input })
+  thread:append("input", { input = input, pinned = agent.pin_version or nil })
   live[thread.id] = thread
   core.spawn(function()
-    local ok, err = store.claim(thread.id)
+    local ok, err = loader.store_version(agent)
+    if ok then
+      ok, err = store.claim(thread.id)
+    end
     if ok then
       ok, err = thread:commit()
     end
@@ -156,12 +189,28 @@ function M.load(id, depth)
 end
 
 
--- The agent a stored thread belongs to.
+-- The version of its agent a stored thread continues with: the one it
+-- started on if pinned; else the current one, or if the agent was deleted,
+-- the one it last ran. Must run in a task.
 local function agent_of(thread)
-  local agent, err = loader.load(thread.agent)
+  local first, last = thread.events[1], thread.events[#thread.events]
+  local agent, err
+  if first and first.data.pinned and first.v then
+    agent, err = loader.version(thread.agent, first.v)
+  else
+    agent, err = loader.load(thread.agent)
+    if not agent and err:match("^ENOTFOUND") and last and last.v then
+      agent = loader.version(thread.agent, last.v)
+    end
+  end
   if not agent then
     return nil, err
   end
+  local ok, serr = loader.store_version(agent)
+  if not ok then
+    return nil, serr
+  end
+  thread.agent_def = agent
   thread.version = agent.version
   return agent
 end
@@ -205,7 +254,7 @@ local function answer(thread, response)
   if not req then
     return nil, "ESTATE: thread " .. thread.id .. " is not waiting"
   end
-  local agent = loader.load(leaf.agent)
+  local agent = agent_of(leaf)
   local tool = agent and agent.tools[req.data.name]
   local data, rerr = human.response_for(req, response, tool)
   if not data then
@@ -299,16 +348,15 @@ function M.call(parent, name, input)
     if not child then
       child, err = M.load(open.data.thread, parent.depth + 1)
       if not child then
-        error(setmetatable({ store_error = err }, {
-          __tostring = function(e) return e.store_error end }), 0)
+        loop.store_failed(err)
       end
-      child.version = agent.version
       local ok, cerr = store.claim(child.id)
       if not ok then
-        error(setmetatable({ store_error = cerr }, {
-          __tostring = function(e) return e.store_error end }), 0)
+        loop.store_failed(cerr)
       end
+      agent = agent_of(child) or agent
     end
+    agent = child.agent_def or agent
     child.budget_cap = open.data.budget
   else
     child = thread_mod.new(agent.name, agent.version, parent, sink)
@@ -316,23 +364,24 @@ function M.call(parent, name, input)
     parent:append("agent_call", { agent = name, input = input,
                                   thread = child.id, budget = cap })
     loop.commit(parent)
-    child:append("input", { input = input })
+    child:append("input", { input = input, pinned = agent.pin_version or nil })
     child.budget_cap = cap
-    local ok, cerr = store.claim(child.id)
+    local ok, cerr = loader.store_version(agent)
+    if ok then
+      ok, cerr = store.claim(child.id)
+    end
     if ok then
       ok, cerr = child:commit()
     end
     if not ok then
-      error(setmetatable({ store_error = cerr }, {
-        __tostring = function(e) return e.store_error end }), 0)
+      loop.store_failed(cerr)
     end
   end
   live[child.id] = child
   drive(child, agent)
   if child.halted then
     retire(child)
-    error(setmetatable({ store_error = child.halted }, {
-      __tostring = function(e) return e.store_error end }), 0)
+    loop.store_failed(child.halted)
   end
   local status = child:status()
   if status == "waiting" then

@@ -22,6 +22,8 @@
 --     lenient = true,    -- repair the model's JSON (false: strict only)
 --     escalate = false,  -- after max_errors, ask a person instead of failing
 --     on_budget = function(thread, what) return answer_or_nil end,
+--     pin_version = false, -- true: a thread runs the version it started on
+--     migrate = function(call, thread) return call_or_nil end,  -- see below
 --   }
 --
 -- Tool fields besides description, params and run: approve = true (or a
@@ -30,6 +32,13 @@
 -- true if running it twice is harmless (it is re-run after a crash);
 -- side_effects = false if it changes nothing (it needs no durable intent
 -- before it runs).
+--
+-- Hot reload: a thread takes the agent's current version at each step
+-- (unless pin_version). A call that waited for a human while its tool was
+-- removed, or its parameters changed so the stored arguments no longer
+-- fit, goes to `migrate` with { name, args, from, to, problem }: return
+-- { name =, args = } to run that call instead, or nil to tell the model
+-- (an error event naming the change).
 --
 -- Mistakes in the definition are errors at load time, with the agent's
 -- file named, not surprises at step 7.
@@ -52,6 +61,7 @@ local KNOWN = {
   max_errors = true, mode = true, tools = true, output = true, vars = true,
   context = true, on_max_steps = true, step = true, model = true,
   budget = true, on_budget = true, lenient = true, escalate = true,
+  pin_version = true, migrate = true,
 }
 
 
@@ -167,6 +177,8 @@ function M.define(def, where)
     on_budget = def.on_budget,
     lenient = def.lenient ~= false,
     escalate = def.escalate and true or false,
+    pin_version = def.pin_version and true or false,
+    migrate = def.migrate,
   }, AGENT)
   if a.prompt ~= nil and type(a.prompt) ~= "string" then
     error(where .. ": prompt must be a file name in prompts/", 0)
@@ -194,7 +206,7 @@ function M.define(def, where)
     end
   end
   for _, f in ipairs { "vars", "context", "on_max_steps", "step",
-                       "on_budget" } do
+                       "on_budget", "migrate" } do
     check_function(def[f], f, where)
   end
   if def.tools ~= nil and type(def.tools) ~= "table" then

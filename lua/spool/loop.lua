@@ -8,7 +8,7 @@
 -- settled first, from the stored events, so a resumed thread continues
 -- exactly where it stopped and never runs a finished call twice.
 --
---   loop.run(thread, agent)       drive a thread until it ends or waits
+--   loop.run(thread, agent[, resolve])  drive a thread until it ends or waits
 --   loop.step(thread, agent)      one default step (agents may call it)
 --   loop.request(thread, agent)   the chat request the next step sends
 --   loop.route(thread, agent, call)  run one intent through the switch
@@ -48,13 +48,20 @@ local function split_error(err)
 end
 
 
+-- Raises a store failure: it ends the run, and the runner halts the
+-- thread at its last durable step.
+function M.store_failed(err)
+  error(setmetatable({ store_error = err }, {
+    __tostring = function(e) return e.store_error end }), 0)
+end
+
+
 -- Commits the thread or raises, ending the run: a step that cannot be
 -- stored must not be followed by another.
 function M.commit(thread)
   local ok, err = thread:commit()
   if not ok then
-    error(setmetatable({ store_error = err }, {
-      __tostring = function(e) return e.store_error end }), 0)
+    M.store_failed(err)
   end
 end
 
@@ -267,25 +274,60 @@ function M.route(thread, agent, call)
 end
 
 
+-- Fits a stored call to the agent's version now running: its tool may
+-- have been removed, or its parameters changed, while it waited. The
+-- agent's migrate hook decides, or the model is told. Returns the tool,
+-- call and arguments to run, or nil (an error event says why).
+local function fit_to_version(thread, agent, p, args)
+  local call = p.call
+  local tool = agent.tools[call.name]
+  local problem
+  if not tool then
+    problem = string.format("the tool '%s' no longer exists in this agent",
+      tostring(call.name))
+  else
+    local ok, err = schema.check(args, tool.schema, call.name)
+    if ok then
+      return tool, call, args
+    end
+    problem = string.format("the tool '%s' changed while this call waited "
+      .. "(%s)", call.name, err)
+  end
+  local from, to = p.intent.v, agent.version
+  if from and to and from ~= to then
+    problem = string.format("%s (version %s -> %s)", problem, from, to)
+  end
+  if agent.migrate then
+    local m = agent.migrate({ name = call.name, args = args, from = from,
+                              to = to, problem = problem }, thread)
+    if m ~= nil then
+      local mtool = type(m) == "table" and agent.tools[m.name]
+      local ok, err = false, "migrate must return { name = <tool>, args = "
+        .. "{...} } or nil"
+      if mtool then
+        ok, err = schema.check(m.args, mtool.schema, m.name)
+      end
+      if not ok then
+        tool_error(thread, call, problem .. "; migrate: " .. err)
+        return nil
+      end
+      local mcall = { id = call.id, name = m.name }
+      thread:append("intent", { call_id = call.id, name = m.name,
+                                args = m.args, migrated_from = call.name })
+      return mtool, mcall, m.args
+    end
+  end
+  tool_error(thread, call, problem)
+  return nil
+end
+
+
 -- Settles a call whose intent was stored but which has no result: the
 -- human answered it, or the process stopped while it ran.
 local function settle_stored(thread, agent, p)
   local call = p.call
-  local tool = agent.tools[call.name]
   local step = p.intent.step
-  if not tool then
-    -- The agent changed under the paused thread: never call another tool.
-    tool_error(thread, call, string.format("the tool '%s' no longer exists "
-      .. "in this agent", tostring(call.name)))
-    return
-  end
   local response = p.response and p.response.data
-  if response and response.via then
-    -- The request came from a sub-agent this tool's handler called: run
-    -- the handler again; its spool.call continues that sub-agent.
-    execute(thread, agent, tool, call, p.intent.data.args, step)
-    return
-  end
   if response and response.kind == "ask" then
     thread:append("tool_result", { call_id = call.id, name = call.name,
       result = response.answer ~= nil and response.answer
@@ -298,8 +340,19 @@ local function settle_stored(thread, agent, p)
         .. (response.reason and (": " .. response.reason) or ".") })
     return
   end
+  local tool, args
+  tool, call, args = fit_to_version(thread, agent, p,
+    (response and response.args) or p.intent.data.args)
+  if not tool then
+    return
+  end
+  if response and response.via then
+    -- The request came from a sub-agent this tool's handler called: run
+    -- the handler again; its spool.call continues that sub-agent.
+    execute(thread, agent, tool, call, args, step)
+    return
+  end
   local safe = tool.idempotent or not tool.side_effects
-  local args = (response and response.args) or p.intent.data.args
   if response and not p.started then
     -- Approved (or answered through a sub-agent): the handler runs now,
     -- once. A durable "started" marker tells a later recovery it began.
@@ -351,6 +404,9 @@ function M.pending(thread)
     if p then
       if ev.type == "intent" then
         p.intent = ev
+        if ev.data.migrated_from then
+          p.call = { id = p.call.id, name = ev.data.name }
+        end
       elseif ev.type == "human_request" then
         p.request = ev
       elseif ev.type == "human_response" then
@@ -521,9 +577,14 @@ local function at_limit(thread, hook, message, ...)
 end
 
 
-function M.run(thread, agent)
-  local step = agent.step or M.step
+-- `resolve(thread, agent)`, if given, returns the agent version each step
+-- runs (hot reload: spool._runner); steps never change version midway.
+function M.run(thread, agent, resolve)
   while thread:status() == "running" do
+    if resolve then
+      agent = resolve(thread, agent)
+    end
+    local step = agent.step or M.step
     if thread.cancel_requested then
       thread:append("cancelled", { reason = thread.cancel_requested })
       break
