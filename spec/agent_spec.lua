@@ -105,6 +105,79 @@ describe("the agent loader", function()
     assert.are.equal("probe", a.name)
   end)
 
+  it("keeps agents apart from the host, and from modules outside spool",
+    function()
+      local tmp = h.tmpdir()
+      finally(function() h.remove(tmp) end)
+      h.write_files(tmp, { ["spool/evil.lua"] = "return { io = io }" })
+      local saved = package.path
+      package.path = tmp .. "/?.lua;" .. package.path
+      finally(function() package.path = saved end)
+      local dir, restore = h.project({ ["agents/apart.lua"] = [[
+        local spool = require "spool"
+        string.agent_marker = 1
+        assert(getmetatable("") == nil, "the string metatable")
+        assert(getmetatable(_ENV) == false, "the environment's metatable")
+        local ok, err = pcall(require, "spool.evil")
+        assert(not ok and err:match("not allowed"), "spool.evil: " .. tostring(err))
+        return spool.agent { step = function() end }
+      ]] })
+      finally(restore)
+      assert(dir)
+      local a, err = loader.load("apart")
+      assert.is_nil(err)
+      assert.is_truthy(a)
+      assert.is_nil(string.agent_marker)
+    end)
+
+  it("reads the helper modules an agent requires by literal name",
+    function()
+      local _, restore = h.project({
+        ["agents/helped.lua"] = [==[
+          local spool = require "spool"
+          -- local old = require "gone"      (a comment: not read)
+          local note = "write require('nowhere') to use it"
+          local policy = require [[policy]]
+          local name = "policy"
+          local same = require(name)  -- computed, but read above
+          assert(same == policy)
+          local ok, err = pcall(function() local n = "other"; return require(n) end)
+          assert(not ok and err:match("required by a string literal"), err)
+          return spool.agent { step = function() end }
+        ]==],
+        ["agents/cycle.lua"] = [[
+          local spool = require "spool"
+          local a = require "ping"
+          return spool.agent { step = function() end }
+        ]],
+        ["agents/renamed.lua"] = [[
+          local spool = require "spool"
+          return spool.agent { name = "other", step = function() end }
+        ]],
+        ["lib/policy.lua"] = "return { limit = 50 }",
+        ["lib/ping.lua"] = 'return require "pong"',
+        ["lib/pong.lua"] = 'return require "ping"',
+      })
+      finally(restore)
+      local a, err = loader.load("helped")
+      assert.is_nil(err)
+      assert.are.same({ "agents/helped.lua", "lib/policy.lua" },
+        (function()
+          local paths = {}
+          for path in pairs(a.files) do
+            paths[#paths + 1] = path
+          end
+          table.sort(paths)
+          return paths
+        end)())
+      _, err = loader.load("cycle")
+      assert.matches("require 'ping': helper modules require each other in a "
+        .. "cycle", err)
+      _, err = loader.load("renamed")
+      assert.matches("agents/renamed.lua: name 'other' must be the file's "
+        .. "name, 'renamed'", err)
+    end)
+
   it("refuses names that could leave agents/", function()
     for _, name in ipairs { "../x", "a/b", "", "a b" } do
       local a, err = loader.load(name)

@@ -15,15 +15,7 @@ describe("durable threads", function()
     local out_file, err_file = dir .. "/.out", dir .. "/.err"
     local _, code = h.sh(string.format("%s %s --project %s %s >%s 2>%s",
       env or "", h.q(h.BIN), h.q(dir), args, out_file, err_file))
-    local function slurp(p)
-      local f = io.open(p)
-      local s = f and f:read("a") or ""
-      if f then
-        f:close()
-      end
-      return s
-    end
-    return slurp(out_file), slurp(err_file), code
+    return h.slurp(out_file), h.slurp(err_file), code
   end
 
   local function events(id)
@@ -362,5 +354,51 @@ describe("durable threads", function()
       assert.are.equal(1, code)
       assert.matches("holds tables that are not spool's", err)
     end)
+  end)
+end)
+
+
+describe("a sub-agent called from a tool's handler", function()
+  it("gets the answer to its question, and its parent goes on", function()
+    local loader = require "spool._loader"
+    local runner = require "spool._runner"
+    local mock = h.mock { rules = { { reply = function(conv)
+      if conv.system == "PARENT" then
+        if conv.turns == 0 then
+          return { tool = "delegate", args = { q = "x" } }
+        end
+        return { tool = "finish", args = { answer = "parent got: "
+          .. conv.tool_results[#conv.tool_results].content } }
+      end
+      if conv.turns == 0 then
+        return { tool = "ask", args = { question = "what?" } }
+      end
+      return { tool = "finish", args = { answer = "kid heard "
+        .. conv.tool_results[#conv.tool_results].content } }
+    end } } }
+    finally(mock.close)
+    local _, restore = h.project({
+      ["agents/par.lua"] = [[
+local spool = require "spool"
+return spool.agent { prompt = "par.md", tools = {
+  delegate = { params = { q = "string" }, side_effects = false,
+    run = function(a, ctx) return spool.call(ctx.thread, "kid", a.q) end },
+  finish = spool.done } }]],
+      ["agents/kid.lua"] = [[
+local spool = require "spool"
+return spool.agent { prompt = "kid.md",
+  tools = { ask = spool.human.ask, finish = spool.done } }]],
+      ["prompts/par.md"] = "PARENT", ["prompts/kid.md"] = "KID",
+    }, mock)
+    finally(restore)
+    local t = h.run(assert(loader.load("par")), "go")
+    assert.are.equal("waiting", t:status())
+    h.wait_run(assert(runner.resume(t.id, { answer = "42" })))
+    local after = assert(runner.load(t.id))
+    assert.are.equal("done", after:status())
+    assert.are.equal("parent got: kid heard 42", after:outcome())
+    local kids = require("spool.store").children(t.id)
+    assert.are.equal(1, #kids)
+    assert.are.equal("done", kids[1].status)
   end)
 end)

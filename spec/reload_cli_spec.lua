@@ -12,13 +12,7 @@ local function spool(dir, args)
   local out = tmp .. "/out"
   local _, code = h.sh(string.format("%s --project %s %s >%s 2>%s.err", BIN,
     h.q(dir), args, h.q(out), h.q(out)))
-  local function slurp(path)
-    local f = assert(io.open(path))
-    local s = f:read("a")
-    f:close()
-    return s
-  end
-  local stdout, stderr = slurp(out), slurp(out .. ".err")
+  local stdout, stderr = h.slurp(out), h.slurp(out .. ".err")
   h.remove(tmp)
   return stdout, stderr, code
 end
@@ -168,33 +162,76 @@ describe("a waiting thread whose agent changed on disk", function()
 end)
 
 
-describe("spool run --watch", function()
-  it("reloads an edit (and on SIGHUP) for the run's next step", function()
-    local dir, mock, flags = project(false)
-    local pid = tonumber((h.sh(string.format("%s --project %s %s run w "
-      .. "--watch --json --input go >%s/run.out 2>%s/run.err & echo $!", BIN,
-      h.q(dir), flags, h.q(dir), h.q(dir)))))
+describe("spool run, while agents are edited", function()
+  -- Starts `spool run w` in the background; waits for its first model call.
+  local function start_run(dir, flags, extra)
+    -- sh records its pid and becomes spool (exec), so signals reach spool.
+    local run = string.format("echo $$ >%s/run.pid; exec %s --project %s %s "
+      .. "run w %s --json --input go >%s/run.out 2>%s/run.err", h.q(dir), BIN,
+      h.q(dir), flags, extra, h.q(dir), h.q(dir))
+    h.sh(string.format("(sh -c %s; echo $? >%s/run.code) >/dev/null 2>&1 &",
+      h.q(run), h.q(dir)))
     h.wait_for(function() return exists(dir .. "/asked") end, 10000,
       "the first model call")
-    h.write_files(dir, { ["prompts/w.md"] = "New rules." })
-    -- SIGHUP reloads (it would end a process that did not handle it).
-    h.sh("kill -HUP " .. pid)
-    h.wait_for(function()
-      local f = io.open(dir .. "/run.out")
-      local s = f and f:read("a") or ""
-      if f then
-        f:close()
-      end
-      return s:match('"type":"reload"')
-    end, 10000, "the reload event")
-    h.write_files(dir, { go = "" })
-    h.wait_for(function() return select(2, h.sh("kill -0 " .. pid
-      .. " 2>/dev/null")) ~= 0 end, 20000, "the run to end")
-    local f = assert(io.open(dir .. "/run.out"))
-    local out = f:read("a")
+    local f = assert(io.open(dir .. "/run.pid"))
+    local pid = assert(tonumber(f:read("l")))
     f:close()
-    assert.are.equal("New rules.", answer_of(out))
-    mock.stop()
-    h.remove(dir)
+    return pid
+  end
+
+  -- Lets the mock answer, waits for the run to end; returns out, code.
+  local function finish(dir)
+    h.write_files(dir, { go = "" })
+    local code = h.wait_for(function()
+      return tonumber(h.slurp(dir .. "/run.code"):match("%d+"))
+    end, 20000, "the run to end")
+    return h.slurp(dir .. "/run.out"), code
+  end
+
+  -- Edits the prompt during the run's first model call, sends SIGHUP if
+  -- told, and waits for the reload event if one is due; returns the
+  -- run's output and exit code.
+  local function edit_during_run(extra, hup)
+    local dir, mock, flags = project(false)
+    finally(function() mock.stop(); h.remove(dir) end)
+    local pid = start_run(dir, flags, extra)
+    h.write_files(dir, { ["prompts/w.md"] = "New rules." })
+    if hup then
+      h.sh("kill -HUP " .. pid)
+    end
+    if hup or extra == "--watch" then
+      h.wait_for(function()
+        return h.slurp(dir .. "/run.out"):match('"type":"reload"')
+      end, 10000, "the reload event")
+    end
+    return finish(dir)
+  end
+
+  for _, case in ipairs {
+    { "with --watch, gives the next step an edited prompt", "--watch",
+      false, "New rules." },
+    { "reloads on SIGHUP, with no watcher", "", true, "New rules." },
+    { "without --watch or SIGHUP, keeps the version it loaded", "", false,
+      "Old rules." },
+  } do
+    it(case[1], function()
+      local out, code = edit_during_run(case[2], case[3])
+      assert.are.equal(0, code)
+      assert.are.equal(case[4], answer_of(out))
+    end)
+  end
+
+  it("stops on SIGINT, the thread resumable", function()
+    local dir, mock, flags = project(false)
+    finally(function() mock.stop(); h.remove(dir) end)
+    local pid = start_run(dir, flags, "--watch")
+    h.sh("kill -INT " .. pid)
+    local code = h.wait_for(function()
+      return tonumber(h.slurp(dir .. "/run.code"):match("%d+"))
+    end, 20000, "the run to stop")
+    assert.are.equal(1, code)
+    assert.matches("interrupted %(signal 2%).*spool resume", h.slurp(dir
+      .. "/run.err"))
+    h.write_files(dir, { go = "" })
   end)
 end)

@@ -24,6 +24,20 @@ return spool.agent {
 ]], name, extra or "")
 end
 
+-- A temporary project (h.project), put back however the test ends.
+local function project(files, mock)
+  local dir, restore = h.project(files, mock)
+  finally(restore)
+  return dir
+end
+
+-- A scripted mock model, closed however the test ends.
+local function scripted(replies)
+  local mock, seen = h.scripted(replies)
+  finally(mock.close)
+  return mock, seen
+end
+
 local function version_of(name)
   local a = loader.current(name)
   return a and a.version
@@ -54,9 +68,9 @@ local FINISH = { tool = "finish", args = { answer = "ok" } }
 describe("hot reload", function()
   it("gives the next step an edited prompt, and show marks the switch",
     function()
-      local dir, restore
+      local dir
       local v1
-      local mock, seen = h.scripted {
+      local mock, seen = scripted {
         function()
           -- While the first step waits for the model, edit the prompt, and
           -- answer once the watcher published it.
@@ -66,7 +80,7 @@ describe("hot reload", function()
         end,
         FINISH,
       }
-      dir, restore = h.project({ ["agents/hr1.lua"] = agent_file("hr1"),
+      dir = project({ ["agents/hr1.lua"] = agent_file("hr1"),
                                  ["prompts/hr1.md"] = "First prompt." }, mock)
       local a = assert(loader.load("hr1"))
       assert(loader.watch())
@@ -81,15 +95,13 @@ describe("hot reload", function()
       local text = assert(api.thread_text(t.id))
       assert.matches("-- agent hr1: version " .. v1 .. " -> " .. v2 .. " --",
         text, 1, true)
-      restore()
-      mock.close()
     end)
 
   it("keeps running the previous version when an edit is broken, and "
     .. "picks up the fix", function()
-    local dir, restore
+    local dir
     local broken_seen
-    local mock, seen = h.scripted {
+    local mock, seen = scripted {
       function()
         h.write_files(dir, { ["agents/hr2.lua"] = "return spool.agent {" })
         broken_seen = h.wait_for(function() return loader.problem("hr2") end)
@@ -97,7 +109,7 @@ describe("hot reload", function()
       end,
       FINISH,
     }
-    dir, restore = h.project({ ["agents/hr2.lua"] = agent_file("hr2"),
+    dir = project({ ["agents/hr2.lua"] = agent_file("hr2"),
                                ["prompts/hr2.md"] = "Prompt." }, mock)
     local a = assert(loader.load("hr2"))
     assert(loader.watch())
@@ -115,13 +127,11 @@ describe("hot reload", function()
       "max_steps = 5,") })
     wait_version_change("hr2", a.version)
     assert.is_nil(loader.problem("hr2"))
-    restore()
-    mock.close()
   end)
 
   it("sees a save by rename-and-replace, and a burst of saves as one",
     function()
-      local dir, restore = h.project({ ["agents/hr3.lua"] = agent_file("hr3"),
+      local dir = project({ ["agents/hr3.lua"] = agent_file("hr3"),
         ["prompts/hr3.md"] = "One." })
       local v1 = assert(loader.load("hr3")).version
       assert(loader.watch())
@@ -135,20 +145,23 @@ describe("hot reload", function()
         "max_steps = 4,") })
       local v3 = wait_version_change("hr3", v2)
       assert.are.equal(4, loader.current("hr3").max_steps)
-      -- Ten saves in a row publish the last one.
-      local n = #loader.history
+      -- Ten saves 10 ms apart, inside one 200 ms quiet period: one reload,
+      -- and the last save is what runs.
+      assert(loader.watch(200))
+      local reloads = loader.reloads
       for i = 1, 10 do
         h.write_files(dir, { ["prompts/hr3.md"] = "Save " .. i .. "." })
+        core.sleep(10)
       end
-      local v4 = wait_version_change("hr3", v3)
-      assert.are.equal(v4, loader.history[#loader.history])
-      assert.is_true(#loader.history - n <= 2) -- debounced, not ten
-      restore()
+      wait_version_change("hr3", v3)
+      assert.are.equal("Save 10.", loader.current("hr3").files["prompts/hr3.md"])
+      assert.is_true(loader.reloads - reloads <= 2, (loader.reloads - reloads)
+        .. " reloads")
     end)
 
   it("retires a deleted agent and takes it back when it is re-created",
     function()
-      local dir, restore = h.project({ ["agents/hr4.lua"] = agent_file("hr4"),
+      local dir = project({ ["agents/hr4.lua"] = agent_file("hr4"),
         ["prompts/hr4.md"] = "Prompt." })
       local v1 = assert(loader.load("hr4")).version
       assert(loader.watch())
@@ -159,13 +172,24 @@ describe("hot reload", function()
       h.write_files(dir, { ["agents/hr4.lua"] = agent_file("hr4") })
       h.wait_for(function() return loader.current("hr4") ~= nil end)
       assert.are.equal(v1, version_of("hr4")) -- the same files, one hash
-      restore()
     end)
+
+  it("keeps every agent when the agents folder cannot be read", function()
+    local dir = project({ ["agents/hr10.lua"] = agent_file("hr10"),
+                          ["prompts/hr10.md"] = "P." })
+    local v1 = assert(loader.load("hr10")).version
+    assert(os.rename(dir .. "/agents", dir .. "/agents.moved"))
+    local report = loader.reload()
+    assert.are.equal(1, report.errors)
+    assert.matches("cannot read .*/agents: ", report.error)
+    assert.are.equal(v1, version_of("hr10"))
+    assert(os.rename(dir .. "/agents.moved", dir .. "/agents"))
+  end)
 
   it("reloads an agent when a helper module it requires changes",
     function()
-      local mock, seen = h.scripted { FINISH, FINISH }
-      local dir, restore = h.project({
+      local mock, seen = scripted { FINISH, FINISH }
+      local dir = project({
         ["agents/hr5.lua"] = agent_file("hr5", [[
 vars = function() return { rule = require("policy").rule } end,]]),
         ["prompts/hr5.md"] = "Rule: {{rule}}",
@@ -181,12 +205,10 @@ vars = function() return { rule = require("policy").rule } end,]]),
       h.run(loader.current("hr5"), "x")
       assert.are.equal("Rule: refunds up to 50", seen[1].system)
       assert.are.equal("Rule: refunds up to 80", seen[2].system)
-      restore()
-      mock.close()
     end)
 
   it("watches a helper folder created after the watch began", function()
-    local dir, restore = h.project({
+    local dir = project({
       ["agents/hr6.lua"] = agent_file("hr6"), ["prompts/hr6.md"] = "P." })
     local v1 = assert(loader.load("hr6")).version
     assert(loader.watch())
@@ -198,12 +220,11 @@ vars = function() return { rule = require("policy").rule } end,]]),
     local v2 = wait_version_change("hr6", v1)
     h.write_files(dir, { ["lib/late.lua"] = "return { x = 2 }" })
     wait_version_change("hr6", v2)
-    restore()
   end)
 
   it("keeps a pinned thread on the version it started with", function()
-    local dir, restore, first
-    local mock, seen = h.scripted {
+    local dir, first
+    local mock, seen = scripted {
       function()
         h.write_files(dir, { ["prompts/hr7.md"] = "New." })
         wait_version_change("hr7", first)
@@ -211,7 +232,7 @@ vars = function() return { rule = require("policy").rule } end,]]),
       end,
       FINISH,
     }
-    dir, restore = h.project({
+    dir = project({
       ["agents/hr7.lua"] = agent_file("hr7", "pin_version = true,"),
       ["prompts/hr7.md"] = "Old." }, mock)
     local a = assert(loader.load("hr7"))
@@ -223,8 +244,6 @@ vars = function() return { rule = require("policy").rule } end,]]),
     assert.are.equal("Old.", seen[2].system)
     assert.are.same({ a.version }, versions_in(t))
     assert.are_not.equal(a.version, version_of("hr7"))
-    restore()
-    mock.close()
   end)
 
   describe("a call waiting for approval meets a new version", function()
@@ -240,16 +259,13 @@ return spool.agent {
 }
 ]]
     local function waiting_thread(mock_replies)
-      local mock, seen = h.scripted(mock_replies)
-      local dir, restore = h.project({ ["agents/hr8.lua"] = REFUND_V1,
+      local mock, seen = scripted(mock_replies)
+      local dir = project({ ["agents/hr8.lua"] = REFUND_V1,
         ["prompts/hr8.md"] = "P." }, mock)
       local a = assert(loader.load("hr8"))
       local t = h.run(a, "refund me")
       assert.are.equal("waiting", t:status())
-      return t, dir, function()
-        restore()
-        mock.close()
-      end, seen
+      return t, dir, seen
     end
 
     local function approve(t)
@@ -267,7 +283,7 @@ return spool.agent {
     end
 
     it("is refused with an error naming the change", function()
-      local t, dir, done, seen = waiting_thread {
+      local t, dir, seen = waiting_thread {
         { tool = "refund", args = { amount = 30 } }, FINISH }
       h.write_files(dir, { ["agents/hr8.lua"] = REFUND_V1:gsub(
         'amount = "number" }', 'amount = "number", currency = "string" }') })
@@ -281,11 +297,10 @@ return spool.agent {
       assert.is_nil(last_of(after, "tool_result"))
       assert.matches("changed while this call waited",
         json.encode(seen[2].body.messages))
-      done()
     end)
 
     it("is refused when the tool was removed", function()
-      local t, dir, done = waiting_thread {
+      local t, dir = waiting_thread {
         { tool = "refund", args = { amount = 30 } }, FINISH }
       h.write_files(dir, { ["agents/hr8.lua"] = REFUND_V1:gsub(
         "refund = {.-},\n    finish", "finish") })
@@ -293,19 +308,15 @@ return spool.agent {
       local after = approve(t)
       assert.matches("the tool 'refund' no longer exists in this agent",
         last_of(after, "error").data.error)
-      done()
     end)
 
-    it("runs what the agent's migrate hook decides", function()
-      local t, dir, done = waiting_thread {
-        { tool = "refund", args = { amount = 30 } }, FINISH }
-      h.write_files(dir, { ["agents/hr8.lua"] = [[
+    local MIGRATING = [[
 local spool = require "spool"
 return spool.agent {
   prompt = "hr8.md",
   tools = {
     refund_v2 = { params = { amount = "number", currency = "string" },
-      approve = true,
+      approve = %s,
       run = function(a) return "refunded " .. a.amount .. " " .. a.currency end },
     finish = spool.done,
   },
@@ -316,26 +327,50 @@ return spool.agent {
     end
   end,
 }
-]] })
+]]
+
+    local function migrated_intent(thread)
+      for _, ev in ipairs(thread.events) do
+        if ev.type == "intent" and ev.data.migrated_from then
+          return ev
+        end
+      end
+    end
+
+    it("runs what the agent's migrate hook decides", function()
+      local t, dir = waiting_thread {
+        { tool = "refund", args = { amount = 30 } }, FINISH }
+      h.write_files(dir, { ["agents/hr8.lua"] = MIGRATING:format("false") })
       loader.reload()
       local after = approve(t)
       assert.are.equal("done", after:status())
-      local migrated
-      for _, ev in ipairs(after.events) do
-        if ev.type == "intent" and ev.data.migrated_from then
-          migrated = ev
-        end
-      end
+      local migrated = migrated_intent(after)
       assert.are.equal("refund_v2", migrated.data.name)
       assert.are.equal("refund", migrated.data.migrated_from)
       assert.are.equal("refunded 30 EUR", last_of(after, "tool_result")
         .data.result)
-      done()
+    end)
+
+    it("asks again when the migrated call needs approval", function()
+      local t, dir = waiting_thread {
+        { tool = "refund", args = { amount = 30 } }, FINISH }
+      h.write_files(dir, { ["agents/hr8.lua"] = MIGRATING:format("true") })
+      loader.reload()
+      local after = approve(t)
+      assert.are.equal("waiting", after:status())
+      local req = after:pending_request()
+      assert.are.equal("refund_v2", req.data.name)
+      assert.are.same({ amount = 30, currency = "EUR" }, req.data.args)
+      assert.is_nil(last_of(after, "tool_result"))
+      after = approve(after)
+      assert.are.equal("done", after:status())
+      assert.are.equal("refunded 30 EUR", last_of(after, "tool_result")
+        .data.result)
     end)
   end)
 
   it("reports every agent through the API, as events", function()
-    local dir, restore = h.project({ ["agents/hr9.lua"] = agent_file("hr9"),
+    local dir = project({ ["agents/hr9.lua"] = agent_file("hr9"),
       ["agents/hr9b.lua"] = "return 42", ["prompts/hr9.md"] = "P." })
     local report = json.decode(api.reload())
     assert.are.equal(1, report.errors)
@@ -343,6 +378,5 @@ return spool.agent {
     assert.matches("agents/hr9b.lua must return spool.agent", report.agents
       .hr9b.error)
     h.write_files(dir, { ["agents/hr9b.lua"] = false })
-    restore()
   end)
 end)

@@ -211,6 +211,17 @@ function h.run_cli(dir, agent, input, extra)
 end
 
 
+-- A file's whole text, or "" if it cannot be read.
+function h.slurp(path)
+  local f = io.open(path, "rb")
+  local s = f and f:read("a") or ""
+  if f then
+    f:close()
+  end
+  return s
+end
+
+
 function h.remove(path)
   h.sh("rm -rf " .. h.q(path))
 end

@@ -25,8 +25,8 @@ static const char usage_text[] =
     "commands:\n"
     "  run AGENT [--input TEXT | -] [--json] [--watch]\n"
     "      run an agent on an input until it finishes, fails or pauses;\n"
-    "      --watch: edits of agents/, prompts/, lib/ (or SIGHUP) reload\n"
-    "      them, and the run's next step uses the new version\n"
+    "      --watch (or a SIGHUP) reloads edited agents/, prompts/, lib/,\n"
+    "      and the run's next step uses the new version\n"
     "  resume ID [--answer TEXT | --approve [--args JSON] |\n"
     "            --reject [--reason TEXT]] [--json]\n"
     "      answer a waiting thread (or continue an interrupted one)\n"
@@ -182,8 +182,8 @@ static void close_loop(uv_loop_t *loop) {
   uv_loop_close(loop);
 }
 
-/* ---- signals: stop the engine's loop on SIGINT / SIGTERM; with --watch,
- * SIGHUP stops it to reload (outside the loop) and go on ---- */
+/* ---- signals: stop the engine's loop on SIGINT / SIGTERM; during a run,
+ * SIGHUP stops it to reload agents (outside the loop) and go on ---- */
 
 typedef struct stopper {
   uv_signal_t sigint, sigterm, sighup;
@@ -230,6 +230,8 @@ static void run_until_idle(spool_engine *e, stopper *st) {
     st->reload_requested = 0;
     if (spool_engine_reload(e, NULL) != 0)
       fprintf(stderr, "spool: reload: %s\n", spool_engine_errmsg(e));
+    if (st->signalled)
+      return; /* SIGINT while reloading: the next run would clear it */
   }
 }
 
@@ -357,8 +359,7 @@ static int cmd_run(const cli *c, uv_loop_t *loop) {
     return code;
   }
   stopper *st = watch_signals(loop, e);
-  if (o.watch)
-    watch_signal(loop, st, &st->sighup, SIGHUP);
+  watch_signal(loop, st, &st->sighup, SIGHUP);
   spool_engine_on_event(e, on_event, &o);
   char id[SPOOL_ID_SIZE];
   int rc = spool_thread_start(e, o.agent, o.input, id);
@@ -681,8 +682,12 @@ static int cmd_reload(const cli *c, uv_loop_t *loop) {
     else
       return usage_error("reload takes only --json, not '%s'", c->argv[i]);
   }
+  /* A check: the versions it stores need not outlive it. */
+  cli in_memory = *c;
+  if (in_memory.db == NULL)
+    in_memory.db = ":memory:";
   int code;
-  spool_engine *e = open_engine(c, loop, &code);
+  spool_engine *e = open_engine(&in_memory, loop, &code);
   if (e == NULL)
     return code;
   const char *report;

@@ -128,7 +128,8 @@ static int l_core_watch(lua_State *L) {
   spool_engine *e = lua_touserdata(L, lua_upvalueindex(1));
   luaL_checktype(L, 1, LUA_TTABLE);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  unsigned debounce = (unsigned)luaL_optinteger(L, 3, 50);
+  lua_Integer debounce = luaL_optinteger(L, 3, 50);
+  luaL_argcheck(L, debounce >= 0 && debounce <= 60000, 3, "0 to 60000 ms");
   int ndirs = (int)luaL_len(L, 1);
   luaL_argcheck(L, ndirs >= 1 && ndirs <= MAX_DIRS, 1, "1 to 8 folders");
   lua_newtable(L); /* missing */
@@ -140,7 +141,7 @@ static int l_core_watch(lua_State *L) {
   if (w == NULL)
     return luaL_error(L, "out of memory");
   w->e = e;
-  w->debounce_ms = debounce;
+  w->debounce_ms = (unsigned)debounce;
   uv_timer_init(e->loop, &w->debounce);
   w->debounce.data = w;
   w->open_handles = 1;

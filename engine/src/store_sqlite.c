@@ -134,8 +134,11 @@ static const char *const sql_text[S_COUNT] = {
     [S_PURGE_VERSIONS] =
         "DELETE FROM versions WHERE created_at < ?1 AND hash NOT IN "
         "(SELECT DISTINCT v FROM events WHERE v IS NOT NULL)",
-    [S_VERSION_PUT] = "INSERT OR IGNORE INTO versions(hash, agent, sources, "
-                      "created_at) VALUES (?1, ?2, ?3, ?4)",
+    /* A put refreshes created_at: engines re-put the versions they use
+     * hourly, so purge (which spares the last day) never takes one. */
+    [S_VERSION_PUT] = "INSERT INTO versions(hash, agent, sources, "
+                      "created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(hash) "
+                      "DO UPDATE SET created_at = excluded.created_at",
     [S_VERSION_GET] = "SELECT sources FROM versions WHERE hash = ?1",
 };
 
@@ -798,13 +801,19 @@ static void op_due(db *d, spool__store_op *op) {
     db_error(d, op, "cannot list due threads");
 }
 
+/* Agent versions younger than this are never purged (see S_VERSION_PUT). */
+#define VERSION_GRACE_MS (24LL * 3600 * 1000)
+
 static void op_purge(db *d, spool__store_op *op) {
   static const int order[] = {S_PURGE_STATE, S_PURGE_EVENTS, S_PURGE_THREADS,
                               S_PURGE_VERSIONS};
   long long counts[4] = {0, 0, 0, 0};
   for (int i = 0; i < 4; i++) {
     sqlite3_stmt *s = stmt(d, order[i]);
-    sqlite3_bind_int64(s, 1, i == 0 ? op->now : op->finished_before);
+    long long cutoff = i == 0 ? op->now : op->finished_before;
+    if (order[i] == S_PURGE_VERSIONS && cutoff > op->now - VERSION_GRACE_MS)
+      cutoff = op->now - VERSION_GRACE_MS;
+    sqlite3_bind_int64(s, 1, cutoff);
     if (sqlite3_step(s) != SQLITE_DONE) {
       db_error(d, op, "cannot purge");
       return;

@@ -23,18 +23,19 @@ local json = require "spool.json"
 local config = require "spool.config"
 local agent_mod = require "spool.agent"
 local prompt = require "spool.prompt"
+local requires = require "spool._requires"
 
 local M = {}
 
 local current = {}     -- name -> agent, the version new steps use
 local registered = {}  -- name -> agent defined in code (M.register)
 local problems = {}    -- name -> the last reload's error, if it failed
-local stored = {}      -- version -> true once its files are in the store
+local stored = {}      -- version -> when its files were last put in the store
 M.versions = setmetatable({}, { __mode = "v" }) -- version -> agent, in use
 M.history = {}         -- every version published, oldest first (capped)
+M.reloads = 0          -- how many reloads ran
 
 local ALLOWED_REQUIRE = { cjson = true, ["cjson.safe"] = true, spool = true }
-local PRIVATE = { ["spool.core"] = true }
 local NAME = "^[%w_%-]+$"
 
 
@@ -56,15 +57,33 @@ local function read_async(path)
 end
 
 
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t) do
+    c[k] = v
+  end
+  return c
+end
+
+
+-- What agent code may use: no io, os.execute, load, debug or package. The
+-- library tables are copies, so an agent that changes one changes only
+-- its own; strings' metatable (the host's string table) is not handed out.
 local function base_env()
   return {
     assert = assert, error = error, ipairs = ipairs, next = next,
     pairs = pairs, pcall = pcall, print = print, select = select,
     tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
-    setmetatable = setmetatable, getmetatable = getmetatable,
-    rawequal = rawequal, rawget = rawget, rawset = rawset, rawlen = rawlen,
-    string = string, table = table, math = math, utf8 = utf8,
-    coroutine = coroutine,
+    setmetatable = setmetatable, rawequal = rawequal, rawget = rawget,
+    rawset = rawset, rawlen = rawlen,
+    getmetatable = function(v)
+      if type(v) == "string" then
+        return nil
+      end
+      return getmetatable(v)
+    end,
+    string = copy(string), table = copy(table), math = copy(math),
+    utf8 = copy(utf8), coroutine = copy(coroutine),
     os = { time = os.time, clock = os.clock, date = os.date },
     _VERSION = _VERSION,
   }
@@ -87,27 +106,41 @@ local function strict_env(where, require_fn)
       error(string.format("agents cannot create globals: assigning '%s' "
         .. "(declare it local)", tostring(k)), 2)
     end,
+    __metatable = false,
   })
 end
 
 
--- Compiles agent `name` reading files with `read(path)`; returns the agent
--- (with .version, .files) or nil and "ECODE: why". `shown_dirs` maps the
--- real folders to the names used in messages.
+-- The spool library's public modules: spool.<name> files in the library's
+-- own folder, not private (spool._x, spool.core), never found elsewhere.
+local public = {}
 local function builtin(mod)
-  return ALLOWED_REQUIRE[mod] or (mod:match("^spool%.[%w_]+$")
-    and not PRIVATE[mod] and not mod:match("^spool%._"))
+  if ALLOWED_REQUIRE[mod] then
+    return true
+  end
+  if public[mod] == nil then
+    local name = mod:match("^spool%.(%a[%w_]*)$")
+    public[mod] = name ~= nil and name ~= "core" and package.searchpath(mod,
+      config.get().lua_dir .. "/?.lua") ~= nil
+  end
+  return public[mod]
 end
 
 
 local function not_allowed(mod, lib_shown)
   return string.format("require '%s' is not allowed in an agent (allowed: "
-    .. "spool, spool.<module>, cjson, and helper modules in %s/ by their "
-    .. "literal names; there is no %s/%s.lua)", mod, lib_shown, lib_shown,
-    mod:gsub("%.", "/"))
+    .. "spool, spool.<module>, cjson, and helper modules in %s/ required "
+    .. "by a string literal; there is no %s/%s.lua)", mod, lib_shown,
+    lib_shown, (mod:gsub("%.", "/")))
 end
 
 
+local LOADING = {} -- a helper module whose chunk is running
+
+
+-- Compiles agent `name` reading files with `read(path)`; returns the agent
+-- (with .version, .files) or nil and "ECODE: why". `dirs` gives the real
+-- folders and the names used in messages.
 local function compile(name, read, dirs)
   local files = {}   -- shown path -> text: everything this version is
   local modules = {} -- helper name -> value, loaded once per version
@@ -123,10 +156,10 @@ local function compile(name, read, dirs)
   -- their literal names: they are part of the version, and no step ever
   -- reads a file. Returns true or nil, "where: why".
   local function read_helpers(text, from)
-    for pos, mod in text:gmatch("()require%s*%(?%s*[\"']([^\"'\n]+)[\"']") do
+    for _, r in ipairs(requires.find(text)) do
+      local mod = r.name
       if not builtin(mod) then
-        local line = select(2, text:sub(1, pos):gsub("\n", "")) + 1
-        local where = string.format("%s:%d: ", from, line)
+        local where = string.format("%s:%d: ", from, r.line)
         if not mod:match("^[%w_]+[%w_%.]*$") then
           return nil, where .. not_allowed(mod, dirs.lib_shown)
         end
@@ -159,7 +192,10 @@ local function compile(name, read, dirs)
     if builtin(mod) then
       return require(mod)
     end
-    if modules[mod] ~= nil then
+    if modules[mod] == LOADING then
+      error("require '" .. mod .. "': helper modules require each other in "
+        .. "a cycle", 2)
+    elseif modules[mod] ~= nil then
       return modules[mod]
     end
     local shown = dirs.lib_shown .. "/" .. mod:gsub("%.", "/") .. ".lua"
@@ -172,7 +208,12 @@ local function compile(name, read, dirs)
     if not chunk then
       error(err, 0)
     end
-    local value = chunk()
+    modules[mod] = LOADING
+    local ok, value = pcall(chunk)
+    if not ok then
+      modules[mod] = nil
+      error(value, 0)
+    end
     if value == nil then
       value = true
     end
@@ -204,7 +245,12 @@ local function compile(name, read, dirs)
     return nil, "EAGENT: " .. shown .. " must return spool.agent{...}, not a "
       .. type(def)
   end
-  def.name = def.name or name
+  if def.name ~= nil and def.name ~= name then
+    return nil, string.format("EAGENT: %s: name '%s' must be the file's "
+      .. "name, '%s' (agents are found by their file names)", shown,
+      tostring(def.name), name)
+  end
+  def.name = name
   def.file = shown
   if def.prompt then
     local ptext = fetch(dirs.prompts, dirs.prompts_shown, def.prompt)
@@ -368,16 +414,21 @@ function M.version(name, version)
 end
 
 
--- Keeps an agent version's files in the store (once per engine and
--- version). Must run in a task.
+-- Keeps an agent version's files in the store, and refreshes them hourly
+-- while in use (the store's purge spares versions put in the last day).
+-- Must run in a task.
+local REFRESH_MS = 3600 * 1000
+
 function M.store_version(def)
-  if stored[def.version] or not def.files then
+  local now = core.time()
+  if not def.files or (stored[def.version]
+      and now - stored[def.version] < REFRESH_MS) then
     return true
   end
   local ok, err = core.store_version_put(def.version, def.name,
-    json.encode({ agent = def.name, files = def.files }), core.time())
+    json.encode({ agent = def.name, files = def.files }), now)
   if ok then
-    stored[def.version] = true
+    stored[def.version] = now
   end
   return ok, err
 end
@@ -426,10 +477,19 @@ local updated_by = {} -- name -> ticket
 -- { agents = { name = { version, from, changed, error, deleted } },
 -- errors = n }: `version` is what runs now.
 function M.reload()
+  M.reloads = M.reloads + 1
   tickets = tickets + 1
   local ticket = tickets
   local dirs = project_dirs()
-  local names = core.list_dir(dirs.agents, true) or {}
+  local names, lerr = core.list_dir(dirs.agents, true)
+  if not names then
+    -- Nothing is known about the agents now (a checkout in progress?):
+    -- keep every version in use, and say so.
+    lerr = "cannot read " .. dirs.agents .. ": " .. tostring(lerr)
+      :gsub("^%u+: ", "")
+    core.log("error", "reload: " .. lerr)
+    return { agents = {}, errors = 1, error = lerr }
+  end
   table.sort(names)
   local agents, errors, seen = {}, 0, {}
   for _, file in ipairs(names) do
@@ -497,12 +557,14 @@ end
 
 
 -- Starts (or restarts) watching the project's agents/, prompts/ and lib/;
--- each burst of changes reloads. Returns true or nil, "EIO: why".
-function M.watch()
+-- each burst of changes (no change for debounce_ms, default 50) reloads. Returns true or nil, "EIO: why".
+function M.watch(debounce_ms)
+  debounce_ms = debounce_ms or 50
   M.unwatch()
   local dirs = project_dirs()
   local list = { dirs.agents, dirs.prompts, dirs.lib }
-  local files, missing = core.watch(list, function() M.reload() end, 50)
+  local files, missing = core.watch(list, function() M.reload() end,
+    debounce_ms)
   if not files then
     return nil, missing
   end
@@ -515,15 +577,22 @@ function M.watch()
       parents[#parents + 1] = parent
     end
   end
-  local folders = core.watch(parents, function(changed)
+  local folders, ferr = core.watch(parents, function(changed)
     for _, name in ipairs(changed) do
       if names[name] then
-        M.watch()
+        local ok, werr = M.watch(debounce_ms)
+        if not ok then
+          core.log("error", "watch: " .. tostring(werr))
+        end
         M.reload()
         return
       end
     end
-  end, 50)
+  end, debounce_ms)
+  if not folders then
+    files:close()
+    return nil, ferr
+  end
   watching = { files, folders }
   if #missing > 0 then
     core.log("debug", "watch: not there yet: " .. table.concat(missing, ", "))

@@ -216,6 +216,28 @@ local function read_json(agent, text, want, name)
 end
 
 
+-- Does this call wait for a person first (an approval, or a question)?
+local function needs_human(tool, args)
+  return tool.human == "ask" or (tool.approve ~= nil
+    and (tool.approve.when == nil or tool.approve.when(args)))
+end
+
+
+local function request_human(thread, tool, call, args)
+  local req = { call_id = call.id, name = call.name }
+  if tool.human == "ask" then
+    req.kind, req.question = "ask", args.question
+  else
+    req.kind, req.args = "approval", args
+  end
+  local deadline = tool.approve and tool.approve.deadline_ms
+  if deadline then
+    req.deadline = core.time() + deadline
+  end
+  thread:append("human_request", req)
+end
+
+
 -- Routes one new intent { id, name, arguments (JSON text) | args }.
 function M.route(thread, agent, call)
   local tool = agent.tools[call.name]
@@ -250,20 +272,8 @@ function M.route(thread, agent, call)
   end
   thread:append("intent", { call_id = call.id, name = call.name, args = args,
                             repairs = repairs })
-  local needs_approval = tool.approve
-    and (tool.approve.when == nil or tool.approve.when(args))
-  if tool.human == "ask" or needs_approval then
-    local req = { call_id = call.id, name = call.name }
-    if tool.human == "ask" then
-      req.kind, req.question = "ask", args.question
-    else
-      req.kind, req.args = "approval", args
-    end
-    local deadline = tool.approve and tool.approve.deadline_ms
-    if deadline then
-      req.deadline = core.time() + deadline
-    end
-    thread:append("human_request", req)
+  if needs_human(tool, args) then
+    request_human(thread, tool, call, args)
     return
   end
   if tool.side_effects and not tool.terminal then
@@ -277,26 +287,38 @@ end
 -- Fits a stored call to the agent's version now running: its tool may
 -- have been removed, or its parameters changed, while it waited. The
 -- agent's migrate hook decides, or the model is told. Returns the tool,
--- call and arguments to run, or nil (an error event says why).
+-- call and arguments to run, or nil (an error event says why, or the
+-- migrated call waits for a person).
+local function version_change(p, agent)
+  local from, to = p.intent.v, agent.version
+  if from and to and from ~= to then
+    return string.format(" (version %s -> %s)", from, to)
+  end
+  return ""
+end
+
+
+local function removed(p, agent)
+  return string.format("the tool '%s' no longer exists in this agent%s",
+    tostring(p.call.name), version_change(p, agent))
+end
+
+
 local function fit_to_version(thread, agent, p, args)
   local call = p.call
   local tool = agent.tools[call.name]
   local problem
   if not tool then
-    problem = string.format("the tool '%s' no longer exists in this agent",
-      tostring(call.name))
+    problem = removed(p, agent)
   else
     local ok, err = schema.check(args, tool.schema, call.name)
     if ok then
       return tool, call, args
     end
     problem = string.format("the tool '%s' changed while this call waited "
-      .. "(%s)", call.name, err)
+      .. "(%s)%s", call.name, err, version_change(p, agent))
   end
   local from, to = p.intent.v, agent.version
-  if from and to and from ~= to then
-    problem = string.format("%s (version %s -> %s)", problem, from, to)
-  end
   if agent.migrate then
     local m = agent.migrate({ name = call.name, args = args, from = from,
                               to = to, problem = problem }, thread)
@@ -314,6 +336,11 @@ local function fit_to_version(thread, agent, p, args)
       local mcall = { id = call.id, name = m.name }
       thread:append("intent", { call_id = call.id, name = m.name,
                                 args = m.args, migrated_from = call.name })
+      if needs_human(mtool, m.args) then
+        -- A person approved another call: this one is asked for anew.
+        request_human(thread, mtool, mcall, m.args)
+        return nil
+      end
       return mtool, mcall, m.args
     end
   end
@@ -328,6 +355,17 @@ local function settle_stored(thread, agent, p)
   local call = p.call
   local step = p.intent.step
   local response = p.response and p.response.data
+  if response and response.via then
+    -- The request came from a sub-agent this tool's handler called: run
+    -- the handler again, as stored; its spool.call continues that child.
+    local tool = agent.tools[call.name]
+    if not tool then
+      tool_error(thread, call, removed(p, agent))
+      return
+    end
+    execute(thread, agent, tool, call, p.intent.data.args, step)
+    return
+  end
   if response and response.kind == "ask" then
     thread:append("tool_result", { call_id = call.id, name = call.name,
       result = response.answer ~= nil and response.answer
@@ -344,12 +382,6 @@ local function settle_stored(thread, agent, p)
   tool, call, args = fit_to_version(thread, agent, p,
     (response and response.args) or p.intent.data.args)
   if not tool then
-    return
-  end
-  if response and response.via then
-    -- The request came from a sub-agent this tool's handler called: run
-    -- the handler again; its spool.call continues that sub-agent.
-    execute(thread, agent, tool, call, args, step)
     return
   end
   local safe = tool.idempotent or not tool.side_effects
@@ -405,7 +437,9 @@ function M.pending(thread)
       if ev.type == "intent" then
         p.intent = ev
         if ev.data.migrated_from then
+          -- A new call under the old id: what the old one got is spent.
           p.call = { id = p.call.id, name = ev.data.name }
+          p.request, p.response, p.started = nil, nil, nil
         end
       elseif ev.type == "human_request" then
         p.request = ev
