@@ -402,3 +402,40 @@ return spool.agent { prompt = "kid.md",
     assert.are.equal("done", kids[1].status)
   end)
 end)
+
+
+describe("a thread waiting for an outside event", function()
+  it("goes on with the event's data as the tool's result", function()
+    local loader = require "spool._loader"
+    local runner = require "spool._runner"
+    local mock = h.mock { rules = { { reply = function(conv)
+      if conv.turns == 0 then
+        return { tool = "wait_payment", args = {} }
+      end
+      return { tool = "finish", args = { answer = "paid: "
+        .. conv.tool_results[#conv.tool_results].content } }
+    end } } }
+    finally(mock.close)
+    local _, restore = h.project({
+      ["agents/shop.lua"] = [[
+local spool = require "spool"
+return spool.agent { prompt = "shop.md", tools = {
+  wait_payment = spool.wait_for("payment", "Wait until the customer paid."),
+  finish = spool.done } }]],
+      ["prompts/shop.md"] = "Sell.",
+    }, mock)
+    finally(restore)
+    local t = h.run(assert(loader.load("shop")), "a teapot")
+    assert.are.equal("waiting", t:status())
+    assert.are.equal("event", t:pending_request().data.kind)
+    local _, err = runner.resume(t.id, { event = "refund", data = {} })
+    assert.matches("waits for the event 'payment', not 'refund'", err)
+    _, err = runner.resume(t.id, { answer = "yes" })
+    assert.matches("waits for the event 'payment'", err)
+    h.wait_run(assert(runner.resume(t.id, { event = "payment",
+      data = { amount = 30 } })))
+    local after = assert(runner.load(t.id))
+    assert.are.equal("done", after:status())
+    assert.are.equal('paid: {"amount":30}', after:outcome())
+  end)
+end)

@@ -210,11 +210,13 @@ SPOOL_API int spool_thread_text(spool_engine *e, const char *id,
 SPOOL_API int spool_thread_export(spool_engine *e, const char *id,
                                   const char **jsonl_out);
 
-/* A human's response to a waiting thread. */
+/* A response to a waiting thread: a person's, or an outside event. */
 typedef enum spool_response_kind {
   SPOOL_ANSWER = 1,  /* text: the answer to a question */
   SPOOL_APPROVE = 2, /* args_json: edited arguments, or NULL to keep them */
-  SPOOL_REJECT = 3   /* text: the reason the model is told, or NULL */
+  SPOOL_REJECT = 3,  /* text: the reason the model is told, or NULL */
+  SPOOL_EVENT = 4    /* text: the event's name (spool.wait_for); args_json:
+                        its data, any JSON value, or NULL */
 } spool_response_kind;
 
 typedef struct spool_response {

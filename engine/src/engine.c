@@ -850,14 +850,17 @@ static void set_field(lua_State *L, const char *name, const char *value) {
 
 int spool_thread_resume(spool_engine *e, const char *id,
                         const spool_response *r) {
-  static const char *const kinds[] = {NULL, "answer", "approve", "reject"};
+  static const char *const kinds[] = {NULL, "answer", "approve", "reject",
+                                      "event"};
   int rc = check_args(e, 1, id);
   if (rc != 0)
     return rc;
-  if (r && (r->kind < SPOOL_ANSWER || r->kind > SPOOL_REJECT))
+  if (r && (r->kind < SPOOL_ANSWER || r->kind > SPOOL_EVENT))
     return spool__fail(e, SPOOL_EINVAL, "unknown response kind %d", r->kind);
   if (r && r->kind == SPOOL_ANSWER && r->text == NULL)
     return spool__fail(e, SPOOL_EINVAL, "an answer needs its text");
+  if (r && r->kind == SPOOL_EVENT && r->text == NULL)
+    return spool__fail(e, SPOOL_EINVAL, "an event needs its name (text)");
   lua_State *L = e->L;
   lua_pushstring(L, id);
   lua_newtable(L);

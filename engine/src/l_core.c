@@ -12,6 +12,8 @@
  *   listening()           -> boolean      does the host want events?
  *   log(level, msg)                       "error" | "warn" | "info" | "debug"
  *   sha256(s)             -> hex
+ *   hmac_sha256(key, s)   -> hex          signatures of webhooks
+ *   equal(a, b)           -> boolean      in time independent of the bytes
  *   random_id()           -> 26 chars     time-sortable (ULID layout)
  *   getenv(name)          -> string | nil
  *   project()             -> the project folder, absolute
@@ -22,9 +24,11 @@
  * (l_fs.c).
  */
 #include <errno.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <signal.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -125,17 +129,44 @@ static int l_core_process_id(lua_State *L) {
   return 1;
 }
 
-static int l_core_sha256(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  unsigned char md[32];
-  unsigned int len = 0;
-  char hex[65];
-  if (!EVP_Digest(s, n, md, &len, EVP_sha256(), NULL))
-    return luaL_error(L, "sha256 failed");
+static void push_hex(lua_State *L, const unsigned char *md, unsigned len) {
+  char hex[2 * EVP_MAX_MD_SIZE + 1];
   for (unsigned i = 0; i < len; i++)
     snprintf(hex + 2 * i, 3, "%02x", md[i]);
   lua_pushlstring(L, hex, 2 * len);
+}
+
+static int l_core_sha256(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (!EVP_Digest(s, n, md, &len, EVP_sha256(), NULL))
+    return luaL_error(L, "sha256 failed");
+  push_hex(L, md, len);
+  return 1;
+}
+
+static int l_core_hmac_sha256(lua_State *L) {
+  size_t klen, n;
+  const char *key = luaL_checklstring(L, 1, &klen);
+  const char *s = luaL_checklstring(L, 2, &n);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)s, n, md,
+           &len) == NULL)
+    return luaL_error(L, "hmac_sha256 failed");
+  push_hex(L, md, len);
+  return 1;
+}
+
+/* Tokens and signatures are compared without an early exit, so the time
+ * taken says nothing about how much of a guess was right. */
+static int l_core_equal(lua_State *L) {
+  size_t na, nb;
+  const char *a = luaL_checklstring(L, 1, &na);
+  const char *b = luaL_checklstring(L, 2, &nb);
+  lua_pushboolean(L, na == nb && CRYPTO_memcmp(a, b, na) == 0);
   return 1;
 }
 
@@ -257,6 +288,8 @@ int luaopen_spool_core(lua_State *L) {
       {"now", l_core_now},
       {"time", l_core_time},
       {"sha256", l_core_sha256},
+      {"hmac_sha256", l_core_hmac_sha256},
+      {"equal", l_core_equal},
       {"random_id", l_core_random_id},
       {"getenv", l_core_getenv},
       {"project", l_core_project},
@@ -280,5 +313,6 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_store(L);
   spool__open_host(L);
   spool__open_watch(L);
+  spool__open_signal(L);
   return 1;
 }

@@ -6,9 +6,14 @@
  *   listen{ host=, port=, handler=function(req) ... end,
  *           max_body=, timeout_ms=, max_connections= }  -> server
  *   req    = { method=, target=, path=, query=, headers={lower-case}, body=,
- *              peer= }
+ *              peer=, stream= }
  *   return { status=200, headers={name=value}, body="..." }  or a string
  *   server:port(), server:connections(), server:close()
+ *
+ * A handler may stream its response instead (Server-Sent Events):
+ * `local s = req.stream(status, headers)` sends the head at once; then
+ * `s:send(data)` -> true | nil, "EPIPE: ..." as often as it likes; the
+ * stream ends (and the connection closes) when the handler returns.
  *
  * A server stays open until closed (or its engine is freed), whether or not
  * Lua still references it. A handler that raises answers 500 and logs the
@@ -21,6 +26,7 @@
 #include "spool_int.h"
 
 #define SERVER_MT "spool.Server"
+#define STREAM_MT "spool.Stream"
 
 typedef struct lserver {
   spool__server *s; /* NULL once closed */
@@ -29,6 +35,13 @@ typedef struct lserver {
   int self_ref; /* pins the userdata while the server is open */
 } lserver;
 
+/* What req.stream and the stream it returns hold: the request, while its
+ * handler runs (NULL after). Kept in the request (user pointer) too, so
+ * either side can cut the link when it goes first. */
+typedef struct stream_box {
+  spool__srv_req *req;
+} stream_box;
+
 static const char internal_error[] = "{\"error\":\"internal error\"}";
 
 static void respond_500(spool__srv_req *req) {
@@ -36,10 +49,31 @@ static void respond_500(spool__srv_req *req) {
                      internal_error, sizeof internal_error - 1);
 }
 
+/* stack: ... -> ..., "Name: value\r\n..." from the table at idx (if any) */
+static void headers_block(lua_State *L, int idx) {
+  int n = 0;
+  if (lua_istable(L, idx)) {
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+      if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+        luaL_error(L, "response headers must map strings to strings");
+      const char *name = lua_tostring(L, -2), *v = lua_tostring(L, -1);
+      if (strpbrk(name, ":\r\n") || strpbrk(v, "\r\n"))
+        luaL_error(L, "response header '%s' is malformed", name);
+      luaL_checkstack(L, 3, "too many response headers");
+      lua_pushfstring(L, "%s: %s\r\n", name, v);
+      lua_replace(L, -2); /* stack: lines..., key, line */
+      lua_insert(L, -2);  /* stack: lines..., line, key */
+      n++;
+    }
+  }
+  lua_concat(L, n); /* n == 0 pushes "" */
+}
+
 /* stack: req lightuserdata, result -> (responds) */
 static int respond_from_lua(lua_State *L) {
   spool__srv_req *req = lua_touserdata(L, 1);
-  int status = 200, nlines = 0;
+  int status = 200;
   size_t len = 0;
   const char *body = "";
   if (lua_type(L, 2) == LUA_TSTRING) {
@@ -53,25 +87,8 @@ static int respond_from_lua(lua_State *L) {
     lua_getfield(L, 2, "body");
     body = luaL_optlstring(L, -1, "", &len);
     lua_getfield(L, 2, "headers");
-    int ht = lua_gettop(L);
-    if (lua_istable(L, ht)) {
-      lua_pushnil(L);
-      while (lua_next(L, ht)) {
-        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
-          return luaL_error(L, "response headers must map strings to "
-                               "strings");
-        const char *name = lua_tostring(L, -2), *v = lua_tostring(L, -1);
-        if (strpbrk(name, ":\r\n") || strpbrk(v, "\r\n"))
-          return luaL_error(L, "response header '%s' is malformed", name);
-        luaL_checkstack(L, 3, "too many response headers");
-        lua_pushfstring(L, "%s: %s\r\n", name, v);
-        lua_replace(L, -2); /* stack: lines..., key, line */
-        lua_insert(L, -2);  /* stack: lines..., line, key */
-        nlines++;
-      }
-    }
   }
-  lua_concat(L, nlines); /* nlines == 0 pushes "" */
+  headers_block(L, lua_gettop(L));
   spool__srv_respond(req, status, lua_tostring(L, -1), body, len);
   return 0;
 }
@@ -79,6 +96,18 @@ static int respond_from_lua(lua_State *L) {
 static void on_handler_done(spool__task *t, int how, int nres, void *ud) {
   spool__srv_req *req = ud;
   lua_State *L = t->e->L;
+  stream_box *box = spool__srv_req_user(req);
+  if (box) {
+    box->req = NULL;
+    spool__srv_req_set_user(req, NULL);
+  }
+  if (spool__srv_req_streaming(req)) {
+    if (how == SPOOL__TASK_ERROR)
+      spool__log(t->e, SPOOL__LOG_ERROR, "HTTP stream for %s failed: %s",
+                 spool__srv_req_target(req), lua_tostring(L, -1));
+    spool__srv_stream_end(req); /* the head is out: no status to change */
+    return;
+  }
   if (how == SPOOL__TASK_CANCELLED) {
     spool__srv_abandon(req);
     return;
@@ -105,6 +134,50 @@ static void on_handler_done(spool__task *t, int how, int nres, void *ud) {
     lua_pop(L, 1);
     respond_500(req);
   }
+}
+
+static stream_box *check_stream(lua_State *L) {
+  return luaL_checkudata(L, 1, STREAM_MT);
+}
+
+/* req.stream(status, headers) -> stream */
+static int req_stream(lua_State *L) {
+  stream_box *box = lua_touserdata(L, lua_upvalueindex(1));
+  int status = (int)luaL_checkinteger(L, 1);
+  luaL_argcheck(L, status >= 200 && status <= 599, 1, "an HTTP status");
+  if (box->req == NULL || spool__srv_req_streaming(box->req))
+    return luaL_error(L, "req.stream: the response has begun or ended");
+  lua_settop(L, 2);
+  headers_block(L, 2);
+  if (spool__srv_stream_start(box->req, status, lua_tostring(L, -1)) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "EPIPE: the client went away");
+    return 2;
+  }
+  lua_pushvalue(L, lua_upvalueindex(1));
+  return 1;
+}
+
+static int stream_send(lua_State *L) {
+  stream_box *box = check_stream(L);
+  size_t len;
+  const char *data = luaL_checklstring(L, 2, &len);
+  if (box->req == NULL || !spool__srv_req_streaming(box->req) ||
+      spool__srv_stream_send(box->req, data, len) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "EPIPE: the client went away");
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int stream_gc(lua_State *L) {
+  stream_box *box = check_stream(L);
+  if (box->req)
+    spool__srv_req_set_user(box->req, NULL);
+  box->req = NULL;
+  return 0;
 }
 
 /* stack: lserver, req -> (spawns the handler task) */
@@ -137,6 +210,12 @@ static int start_handler(lua_State *L) {
     lua_setfield(L, -2, name);
   }
   lua_setfield(L, -2, "headers");
+  stream_box *box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->req = req;
+  luaL_setmetatable(L, STREAM_MT);
+  spool__srv_req_set_user(req, box);
+  lua_pushcclosure(L, req_stream, 1);
+  lua_setfield(L, -2, "stream");
   spool__task_spawn(ls->e, L, 1, on_handler_done, req);
   return 0;
 }
@@ -247,6 +326,15 @@ void spool__open_server(lua_State *L) {
     lua_setfield(L, -2, "__close");
     lua_pushcfunction(L, server_tostring);
     lua_setfield(L, -2, "__tostring");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, STREAM_MT)) {
+    lua_newtable(L);
+    lua_pushcfunction(L, stream_send);
+    lua_setfield(L, -2, "send");
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, stream_gc);
+    lua_setfield(L, -2, "__gc");
   }
   lua_pop(L, 1);
   lua_pushlightuserdata(L, spool__engine_of(L));

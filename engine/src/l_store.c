@@ -9,7 +9,7 @@
  *                 deadline=, owner=, lease_ms=, now=, events = {...},
  *                 writes = {...} }               -> versions JSON | nil, err
  *   store_load(id)                              -> JSON | nil, err
- *   store_list{ status=, agent=, limit=, before= } -> JSON
+ *   store_list{ status=, agent=, limit=, before=, before_id= } -> JSON
  *   store_children(id)                          -> JSON
  *   store_state_get(ns, key, now)               -> JSON
  *   store_state_list(ns, after, limit, now)     -> JSON
@@ -248,13 +248,18 @@ static int l_store_delete(lua_State *L) {
 static int l_store_list(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   check_store(L);
+  /* Read and check everything before allocating. */
   const char *status = opt_field_str(L, 1, "status");
   const char *agent = opt_field_str(L, 1, "agent");
+  const char *before_id = opt_field_str(L, 1, "before_id");
+  long long limit = opt_field_int(L, 1, "limit");
+  long long before = opt_field_int(L, 1, "before");
   spool__store_op *op = new_op(L, SPOOL__STORE_LIST);
   op->filter_status = dup(L, op, status);
   op->filter_agent = dup(L, op, agent);
-  op->limit = opt_field_int(L, 1, "limit");
-  op->before = opt_field_int(L, 1, "before");
+  op->key = dup(L, op, before_id);
+  op->limit = limit;
+  op->before = before;
   return submit(L, op);
 }
 

@@ -28,7 +28,8 @@ static const char usage_text[] =
     "      --watch (or a SIGHUP) reloads edited agents/, prompts/, lib/,\n"
     "      and the run's next step uses the new version\n"
     "  resume ID [--answer TEXT | --approve [--args JSON] |\n"
-    "            --reject [--reason TEXT]] [--json]\n"
+    "            --reject [--reason TEXT] | --event NAME [--data JSON]]\n"
+    "            [--json]\n"
     "      answer a waiting thread (or continue an interrupted one)\n"
     "  threads [--status S] [--agent A] [--limit N] [--json]\n"
     "  show ID [--json]          a thread's events, sub-agents indented\n"
@@ -472,6 +473,7 @@ static int cmd_resume(const cli *c, uv_loop_t *loop) {
   spool_response r = {0};
   const char *id = NULL;
   int has = 0, json = 0, code = 0;
+  const char *data = NULL;
   run_opts o = {0};
   for (int i = 0; i < c->argc && code == 0; i++) {
     const char *a = c->argv[i];
@@ -485,6 +487,12 @@ static int cmd_resume(const cli *c, uv_loop_t *loop) {
     } else if (strcmp(a, "--reject") == 0) {
       r.kind = SPOOL_REJECT;
       has++;
+    } else if (strcmp(a, "--event") == 0) {
+      r.kind = SPOOL_EVENT;
+      r.text = flag_value(c, &i, &code);
+      has++;
+    } else if (strcmp(a, "--data") == 0) {
+      data = flag_value(c, &i, &code);
     } else if (strcmp(a, "--args") == 0) {
       r.args_json = flag_value(c, &i, &code);
     } else if (strcmp(a, "--reason") == 0) {
@@ -504,9 +512,15 @@ static int cmd_resume(const cli *c, uv_loop_t *loop) {
   if (id == NULL)
     return usage_error("resume needs a thread id%s", "");
   if (has > 1)
-    return usage_error("give one of --answer, --approve and --reject%s", "");
+    return usage_error("give one of --answer, --approve, --reject and "
+                       "--event%s",
+                       "");
   if (r.args_json && r.kind != SPOOL_APPROVE)
     return usage_error("--args goes with --approve%s", "");
+  if (data && r.kind != SPOOL_EVENT)
+    return usage_error("--data goes with --event%s", "");
+  if (data)
+    r.args_json = data;
   if (r.kind == SPOOL_ANSWER && r.text == NULL)
     return usage_error("--answer needs a value%s", "");
   r.by = "cli";

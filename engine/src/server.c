@@ -49,6 +49,8 @@ struct conn {
   int closing;
   int handles_open;
   int close_after_write;
+  int writes;    /* uv_writes not yet completed */
+  int streaming; /* req's response is a stream (spool__srv_stream_*) */
   char peer[48];
   conn *prev, *next;
 };
@@ -66,6 +68,8 @@ struct spool__srv_req {
   spool__buf body;
   int too_big;
   int keep_alive;
+  int streaming;
+  void *user;
   char peer[48];
 };
 
@@ -240,8 +244,31 @@ static void on_written(uv_write_t *w, int status) {
   conn *c = wr->c;
   free(wr->data);
   free(wr);
-  if (status < 0 || c->close_after_write)
+  c->writes--;
+  /* Close once the last queued write is out, not after an earlier one. */
+  if (status < 0 || (c->close_after_write && c->writes == 0))
     conn_close(c);
+}
+
+/* Queues out's bytes on the connection (taking the buffer); closes the
+ * connection when that fails. */
+static void conn_send(conn *c, spool__buf *out) {
+  write_req *wr = malloc(sizeof *wr);
+  if (wr == NULL) {
+    spool__buf_free(out);
+    conn_close(c);
+    return;
+  }
+  wr->c = c;
+  wr->data = out->data;
+  uv_buf_t b = uv_buf_init(out->data, (unsigned)out->len);
+  if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
+    free(wr->data);
+    free(wr);
+    conn_close(c);
+    return;
+  }
+  c->writes++;
 }
 
 static void conn_write(conn *c, int status, const char *headers,
@@ -255,22 +282,14 @@ static void conn_write(conn *c, int status, const char *headers,
                         len, keep_alive ? "keep-alive" : "close");
   if (rc == 0 && len > 0)
     rc = spool__buf_add(&out, body, len);
-  write_req *wr = rc == 0 ? malloc(sizeof *wr) : NULL;
-  if (wr == NULL) {
+  if (rc != 0) {
     spool__buf_free(&out);
     conn_close(c);
     return;
   }
-  wr->c = c;
-  wr->data = out.data;
   if (!keep_alive)
     c->close_after_write = 1;
-  uv_buf_t b = uv_buf_init(out.data, (unsigned)out.len);
-  if (uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_written) != 0) {
-    free(wr->data);
-    free(wr);
-    conn_close(c);
-  }
+  conn_send(c, &out);
 }
 
 static void restart_timer(conn *c);
@@ -294,6 +313,57 @@ void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
   restart_timer(c);
   start_reading(c);
   conn_process(c);
+}
+
+int spool__srv_stream_start(spool__srv_req *r, int status,
+                            const char *headers) {
+  conn *c = r->c;
+  if (c == NULL || c->closing)
+    return -1;
+  spool__buf out = {0};
+  if (spool__buf_printf(&out, "HTTP/1.1 %d %s\r\n%sConnection: close\r\n\r\n",
+                        status, status_text(status),
+                        headers ? headers : "") != 0) {
+    spool__buf_free(&out);
+    return -1;
+  }
+  c->streaming = r->streaming = 1;
+  conn_send(c, &out);
+  /* Read on, to notice the client going away (what it sends is dropped). */
+  c->backlog.len = 0;
+  start_reading(c);
+  return c->closing ? -1 : 0;
+}
+
+int spool__srv_stream_send(spool__srv_req *r, const char *data, size_t len) {
+  conn *c = r->c;
+  if (c == NULL || c->closing)
+    return -1;
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >
+      SPOOL__SRV_STREAM_MAX_QUEUED) {
+    conn_close(c); /* too far behind: it reconnects and resumes */
+    return -1;
+  }
+  spool__buf out = {0};
+  if (spool__buf_add(&out, data, len) != 0) {
+    spool__buf_free(&out);
+    return -1;
+  }
+  conn_send(c, &out);
+  return c->closing ? -1 : 0;
+}
+
+void spool__srv_stream_end(spool__srv_req *r) {
+  conn *c = r->c;
+  if (c != NULL && !c->closing) {
+    c->req = NULL;
+    c->pending = 0;
+    if (c->writes == 0)
+      conn_close(c);
+    else
+      c->close_after_write = 1;
+  }
+  req_free(r);
 }
 
 void spool__srv_abandon(spool__srv_req *r) {
@@ -368,7 +438,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
-  if (nread == 0)
+  if (nread == 0 || c->streaming)
     return;
   if (spool__buf_add(&c->backlog, buf->base, (size_t)nread) != 0) {
     conn_close(c);
@@ -578,4 +648,16 @@ const char *spool__srv_req_body(const spool__srv_req *r, size_t *len) {
 
 const char *spool__srv_req_peer(const spool__srv_req *r) {
   return r->peer;
+}
+
+int spool__srv_req_streaming(const spool__srv_req *r) {
+  return r->streaming;
+}
+
+void *spool__srv_req_user(const spool__srv_req *r) {
+  return r->user;
+}
+
+void spool__srv_req_set_user(spool__srv_req *r, void *user) {
+  r->user = user;
 }

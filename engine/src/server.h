@@ -45,6 +45,11 @@ const char *spool__srv_req_header(const spool__srv_req *r, int i,
 const char *spool__srv_req_body(const spool__srv_req *r, size_t *len);
 /* The peer's address as text, e.g. "127.0.0.1". */
 const char *spool__srv_req_peer(const spool__srv_req *r);
+/* Has a streamed response started? */
+int spool__srv_req_streaming(const spool__srv_req *r);
+/* A pointer the caller keeps with the request (NULL at first). */
+void *spool__srv_req_user(const spool__srv_req *r);
+void spool__srv_req_set_user(spool__srv_req *r, void *user);
 
 /*
  * Sends the response and releases the request. `headers` is a block of
@@ -53,6 +58,21 @@ const char *spool__srv_req_peer(const spool__srv_req *r);
  */
 void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
                         const char *body, size_t len);
+
+/*
+ * A streamed response instead (Server-Sent Events): the status line and
+ * headers now, with no Content-Length (the body ends when the connection
+ * closes); then any number of sends; then spool__srv_stream_end, which
+ * releases the request and closes the connection once the data is out.
+ * While streaming, the connection is read only to notice the client going
+ * away. Start and send return 0, or -1 when the client is gone or too far
+ * behind (more than SPOOL__SRV_STREAM_MAX_QUEUED bytes unsent: it is
+ * dropped) — the caller should stop and end the stream.
+ */
+#define SPOOL__SRV_STREAM_MAX_QUEUED (1u << 20)
+int spool__srv_stream_start(spool__srv_req *r, int status, const char *headers);
+int spool__srv_stream_send(spool__srv_req *r, const char *data, size_t len);
+void spool__srv_stream_end(spool__srv_req *r);
 
 /* Drops the request without a response, closing its connection (the
  * client sees the connection end). For shutdown. */

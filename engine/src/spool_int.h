@@ -171,6 +171,7 @@ void spool__open_fs(lua_State *L);
 void spool__open_store(lua_State *L);
 void spool__open_host(lua_State *L);
 void spool__open_watch(lua_State *L);
+void spool__open_signal(lua_State *L);
 void spool__host_tools_free(spool_engine *e);
 
 #endif

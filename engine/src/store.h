@@ -81,7 +81,8 @@ struct spool__store_op {
   const char *agent, *parent; /* APPEND of a new thread (expected_seq 0) */
   const char *status;         /* APPEND: the thread's status after it */
   const char *owner;          /* APPEND, CLAIM, RELEASE: the lease holder */
-  const char *ns, *key;       /* STATE_*; VERSION_*: key is the hash */
+  const char *ns, *key;       /* STATE_*; VERSION_*: the hash; LIST: the id
+                                 below which threads of `before` continue */
   const char *value;          /* VERSION_PUT: the sources, as JSON */
   const char *filter_status, *filter_agent; /* LIST */
   long long expected_seq;                   /* APPEND: events already stored */
@@ -89,7 +90,8 @@ struct spool__store_op {
   long long now;              /* wall clock, ms (injectable for tests) */
   long long lease_ms;         /* CLAIM, APPEND: how long the lease lasts */
   int force;                  /* CLAIM: take a lease whose holder is dead */
-  long long limit, before;    /* LIST: page size, created_at bound */
+  long long limit, before;    /* LIST: page size, created_at bound (with
+                                 key: a page ends at created_at, id) */
   long long finished_before;  /* PURGE */
   spool__store_event *events; /* APPEND */
   int nevents;

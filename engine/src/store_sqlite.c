@@ -90,7 +90,8 @@ static const char *const sql_text[S_COUNT] = {
     [S_LIST] = "SELECT id, agent, parent, status, created_at, updated_at, "
                "last_seq, deadline FROM threads WHERE (?1 IS NULL OR status "
                "= ?1) AND (?2 IS NULL OR agent = ?2) AND (?3 = 0 OR "
-               "created_at < ?3) ORDER BY created_at DESC, id DESC LIMIT ?4",
+               "created_at < ?3 OR (created_at = ?3 AND id < ?5)) "
+               "ORDER BY created_at DESC, id DESC LIMIT ?4",
     [S_CHILDREN] = "SELECT id, agent, parent, status, created_at, "
                    "updated_at, last_seq, deadline FROM threads WHERE "
                    "parent = ?1 ORDER BY created_at, id",
@@ -663,6 +664,7 @@ static void op_list(db *d, spool__store_op *op) {
   bind_text(s, 2, op->filter_agent);
   sqlite3_bind_int64(s, 3, op->before);
   sqlite3_bind_int64(s, 4, op->limit > 0 ? op->limit : 100);
+  bind_text(s, 5, op->key ? op->key : "");
   rows_of_threads(d, op, s);
 }
 

@@ -15,6 +15,7 @@ local store = require "spool.store"
 local loop = require "spool.loop"
 local thread_mod = require "spool.thread"
 local format = require "spool.format"
+local human = require "spool.human"
 
 local M = {}
 
@@ -91,15 +92,13 @@ function M.thread_result(id) -- (task)
     if not req then
       return nil, "ESTATE: thread " .. id .. " is still running"
     end
-    if req.data.kind == "ask" then
-      return nil, string.format("ESTATE: thread %s waits for an answer to: "
-        .. "%s (spool resume %s --answer TEXT)", id,
-        tostring(req.data.question), id)
-    end
-    return nil, string.format("ESTATE: thread %s waits for approval of %s "
-      .. "%s (spool resume %s --approve [--args JSON] | --reject [--reason "
-      .. "TEXT])", id, tostring(req.data.name),
-      json.encode(req.data.args or {}), id)
+    local how = {
+      ask = "--answer TEXT",
+      event = "--event " .. tostring(req.data.event) .. " [--data JSON]",
+      approval = "--approve [--args JSON] | --reject [--reason TEXT]",
+    }
+    return nil, string.format("ESTATE: thread %s waits for %s (spool resume "
+      .. "%s %s)", id, human.describe(req.data), id, how[req.data.kind] or "")
   end
   local result, failure = t:outcome()
   if status == "done" then
@@ -177,8 +176,8 @@ function M.thread_text(id) -- (task)
 end
 
 
--- r = { kind = "answer" | "approve" | "reject", text, args_json, by,
--- channel }, or an empty table to continue an interrupted thread.
+-- r = { kind = "answer" | "approve" | "reject" | "event", text, args_json,
+-- by, channel }, or an empty table to continue an interrupted thread.
 function M.resume(id, r) -- (task)
   local response = { by = r.by or "api", channel = r.channel }
   if r.kind == "answer" then
@@ -196,6 +195,16 @@ function M.resume(id, r) -- (task)
   elseif r.kind == "reject" then
     response.reject = true
     response.reason = r.text
+  elseif r.kind == "event" then
+    response.event = r.text
+    if r.args_json then
+      local data, jerr = json.decode(r.args_json)
+      if data == nil then
+        return nil, "EINVAL: the event's data is not JSON (" .. jerr:gsub(
+          "^EJSON: ", "") .. ")"
+      end
+      response.data = data
+    end
   else
     response = nil
   end

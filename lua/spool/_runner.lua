@@ -314,8 +314,7 @@ function M.resume(id, response)
     if response == nil or next(response) == nil then
       local req = thread:pending_request()
       return give_up(string.format("EINVAL: thread %s waits for %s: give a "
-        .. "response", id, req.data.kind == "ask" and "an answer"
-          or ("approval of " .. tostring(req.data.name))))
+        .. "response", id, human.describe(req.data)))
     end
     local aok, aerr = answer(thread, response)
     if not aok then

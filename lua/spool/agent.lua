@@ -53,7 +53,7 @@ local TOOL_NAME = "^[%a_][%w_%-]*$"
 local TOOL_FIELDS = {
   description = true, params = true, run = true, terminal = true,
   result = true, idempotent = true, side_effects = true, approve = true,
-  human = true,
+  human = true, event = true,
 }
 
 local KNOWN = {
@@ -113,6 +113,10 @@ local function normalize_tool(name, spec, where)
     end
   end
   check_function(spec.run, "run", w)
+  if spec.human ~= nil and spec.human ~= "ask" and spec.human ~= "event" then
+    error(w .. ": human is \"ask\" (spool.human.ask) or \"event\" "
+      .. "(spool.wait_for)", 0)
+  end
   if not spec.terminal and not spec.human and spec.run == nil then
     error(w .. " has no run function", 0)
   end
@@ -143,6 +147,7 @@ local function normalize_tool(name, spec, where)
     side_effects = spec.side_effects ~= false,
     approve = approve and (approve == true and {} or approve) or nil,
     human = spec.human,
+    event = spec.event,
   }
 end
 

@@ -69,8 +69,14 @@ local renderers = {
   end,
   human_request = function(ev)
     local d = ev.data
-    local what = d.kind == "ask" and ("asks: " .. tostring(d.question))
-      or ("needs approval: " .. tostring(d.name) .. " " .. short(d.args or {}))
+    local what
+    if d.kind == "ask" then
+      what = "asks: " .. tostring(d.question)
+    elseif d.kind == "event" then
+      what = "waits for the event " .. tostring(d.event)
+    else
+      what = "needs approval: " .. tostring(d.name) .. " " .. short(d.args or {})
+    end
     return "? " .. what .. (d.via and (" (from " .. d.via .. ")") or "")
   end,
   human_response = function(ev)
@@ -79,6 +85,9 @@ local renderers = {
     if d.kind == "ask" then
       what = d.answer ~= nil and ("answered: " .. short(d.answer))
         or "no answer before the deadline"
+    elseif d.kind == "event" then
+      what = "event " .. tostring(d.event) .. (d.data ~= nil
+        and (": " .. short(d.data)) or "")
     elseif d.approved then
       what = "approved" .. (d.args and (" with " .. short(d.args)) or "")
     else

@@ -13,12 +13,42 @@
 
 local M = {}
 
+local json = require "spool.json"
+
 M.ask = {
   description = "Ask a human a question and wait for the answer. Use it "
     .. "when you need information or a decision only a person can give.",
   params = { question = "string" },
   human = "ask",
 }
+
+
+-- A tool that waits for an outside event (a payment confirmed, a form
+-- signed): the model calls it, the thread waits, and the event's data,
+-- when it is sent (spool resume ID --event NAME --data JSON, or the control
+-- API), is the tool's result.
+--   tools = { wait_payment = spool.wait_for("payment", "Wait until paid.") }
+function M.wait_for(name, description)
+  if type(name) ~= "string" or not name:match("^[%w_%.%-]+$") then
+    error("spool.wait_for: the event name must be letters, digits, _ . -", 2)
+  end
+  return {
+    description = description or ("Wait for the event '" .. name .. "'."),
+    params = {}, human = "event", event = name,
+  }
+end
+
+
+-- What a pending request waits for, in words (for errors and listings).
+function M.describe(r)
+  if r.kind == "ask" then
+    return "an answer to: " .. tostring(r.question)
+  elseif r.kind == "event" then
+    return "the event '" .. tostring(r.event) .. "'"
+  end
+  return "approval of " .. tostring(r.name) .. " "
+    .. json.encode(r.args or {})
+end
 
 
 -- Checks a response against the request it answers. Returns the
@@ -29,10 +59,20 @@ function M.response_for(request, response, tool)
                  by = response.by or "api", channel = response.channel }
   if response.timeout then
     -- The deadline passed: an approval is denied, a question unanswered.
-    if r.kind ~= "ask" then
+    if r.kind == "approval" then
       data.approved = false
       data.reason = "no response before the deadline"
     end
+    return data
+  end
+  if r.kind == "event" then
+    if response.event ~= r.event then
+      return nil, string.format("EINVAL: the thread waits for the event "
+        .. "'%s'%s", tostring(r.event), response.event
+          and (", not '" .. tostring(response.event) .. "'") or "")
+    end
+    data.event = r.event
+    data.data = response.data
     return data
   end
   if r.kind == "ask" then

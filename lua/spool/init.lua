@@ -5,7 +5,8 @@
 --
 -- Tools the embedding application provides: spool.host_tool(name).
 -- Business state: spool.state.get / put / delete / list. Humans:
--- spool.human.ask (a tool), approve = true on any tool.
+-- spool.human.ask (a tool), approve = true on any tool. Outside events:
+-- spool.wait_for(name) (a tool).
 --
 -- Building blocks, for agents that own their step:
 --   spool.llm.chat, spool.context.chat / structured, spool.loop.step,
@@ -27,6 +28,7 @@ local M = {
   loop = require "spool.loop",
   state = require "spool.state",
   human = require "spool.human",
+  wait_for = require("spool.human").wait_for,
   done = agent.done,
   extract = require("spool.extract").extract,
   sleep = core.sleep,

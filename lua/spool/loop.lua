@@ -216,9 +216,10 @@ local function read_json(agent, text, want, name)
 end
 
 
--- Does this call wait for a person first (an approval, or a question)?
+-- Does this call wait first: for a person (an approval, an answer) or an
+-- outside event?
 local function needs_human(tool, args)
-  return tool.human == "ask" or (tool.approve ~= nil
+  return tool.human ~= nil or (tool.approve ~= nil
     and (tool.approve.when == nil or tool.approve.when(args)))
 end
 
@@ -227,6 +228,8 @@ local function request_human(thread, tool, call, args)
   local req = { call_id = call.id, name = call.name }
   if tool.human == "ask" then
     req.kind, req.question = "ask", args.question
+  elseif tool.human == "event" then
+    req.kind, req.event = "event", tool.event
   else
     req.kind, req.args = "approval", args
   end
@@ -364,6 +367,13 @@ local function settle_stored(thread, agent, p)
       return
     end
     execute(thread, agent, tool, call, p.intent.data.args, step)
+    return
+  end
+  if response and response.kind == "event" then
+    thread:append("tool_result", { call_id = call.id, name = call.name,
+      result = response.data ~= nil and response.data
+        or ("the event '" .. tostring(response.event) .. "' came without "
+          .. "data") })
     return
   end
   if response and response.kind == "ask" then

@@ -13,6 +13,8 @@
 -- Events are appended in memory and made durable by Thread:commit, which
 -- the loop calls at each step boundary (and before a tool with side
 -- effects runs). `persisted` counts the events already in the store.
+-- `M.on_commit(thread, first, last)`, if set, is told of each range of
+-- events made durable (the control API streams them).
 
 local core = require "spool.core"
 
@@ -96,8 +98,12 @@ function Thread:commit()
   if not versions then
     return nil, err
   end
+  local first = self.persisted + 1
   self.persisted = #self.events
   self.writes = {}
+  if M.on_commit and first <= self.persisted then
+    M.on_commit(self, first, self.persisted)
+  end
   return true
 end
 
