@@ -281,6 +281,36 @@ SPOOL_API int spool_engine_recover(spool_engine *e, const char **report_json);
 SPOOL_API int spool_engine_reload(spool_engine *e, const char **report_json);
 
 /*
+ * The control API: the engine as a service, JSON over HTTP on the engine's
+ * loop (docs/openapi.json): start threads, read and list them, answer or
+ * send events to waiting ones, cancel, follow a thread's events as
+ * Server-Sent Events, list agents, reload, health and metrics. Starting
+ * also resumes the threads a stopped process left running. It binds
+ * 127.0.0.1 unless told otherwise; beyond loopback the token (read from
+ * the environment variable token_env) is required, and when set every
+ * request must carry it ("Authorization: Bearer ...").
+ */
+typedef struct spool_serve_opts {
+  const char *host;      /* NULL: 127.0.0.1 */
+  int port;              /* 0: any free port (see port_out) */
+  const char *token_env; /* NULL: "SPOOL_TOKEN" */
+  int max_runs;          /* runs in flight before new work gets 503; 0: 1000 */
+  int rate;              /* requests per second per client; 0: no limit */
+} spool_serve_opts;
+
+SPOOL_API int spool_serve_start(spool_engine *e, const spool_serve_opts *o,
+                                int *port_out);
+
+/*
+ * Stops serving: no new connections, and each run stops after the step it
+ * is in (that step is stored). Waits up to drain_ms; *left_out (may be
+ * NULL) gets the number of runs still in a step when it gave up, which the
+ * next start's recovery continues.
+ */
+SPOOL_API int spool_serve_stop(spool_engine *e, unsigned drain_ms,
+                               int *left_out);
+
+/*
  * Deletes expired business state, and finished threads older than
  * older_than_days (NULL: spool.lua's retention.finished_days, or none),
  * then reclaims the space.

@@ -930,6 +930,48 @@ int spool_engine_reload(spool_engine *e, const char **report_json) {
   return rc != 0 ? rc : await_report(e, "reload", 0, report_json);
 }
 
+int spool_serve_start(spool_engine *e, const spool_serve_opts *o,
+                      int *port_out) {
+  int rc = check_open(e);
+  if (rc != 0)
+    return rc;
+  if (o && (o->port < 0 || o->port > 65535 || o->max_runs < 0 || o->rate < 0))
+    return spool__fail(e, SPOOL_EINVAL, "serve options out of range");
+  lua_State *L = e->L;
+  lua_newtable(L);
+  if (o) {
+    set_field(L, "host", o->host);
+    set_field(L, "token_env", o->token_env);
+    lua_pushinteger(L, o->port);
+    lua_setfield(L, -2, "port");
+    if (o->max_runs > 0) {
+      lua_pushinteger(L, o->max_runs);
+      lua_setfield(L, -2, "max_runs");
+    }
+    if (o->rate > 0) {
+      lua_pushinteger(L, o->rate);
+      lua_setfield(L, -2, "rate");
+    }
+  }
+  if ((rc = await_api(e, "serve_start", 1)) != 0)
+    return rc;
+  if (port_out)
+    *port_out = atoi(e->result.data);
+  return 0;
+}
+
+int spool_serve_stop(spool_engine *e, unsigned drain_ms, int *left_out) {
+  int rc = check_open(e);
+  if (rc != 0)
+    return rc;
+  lua_pushinteger(e->L, (lua_Integer)drain_ms);
+  if ((rc = await_api(e, "serve_stop", 1)) != 0)
+    return rc;
+  if (left_out)
+    *left_out = atoi(e->result.data);
+  return 0;
+}
+
 int spool_engine_gc(spool_engine *e, const char *older_than_days,
                     const char **report_json) {
   int rc = check_open(e);

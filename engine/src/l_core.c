@@ -20,6 +20,7 @@
  *   stats()               -> { tasks, http_pending, lua_kb, store_pending,
  *                              store_transactions, store_appends }
  *   in_task()             -> boolean      may the caller yield?
+ *   version               the engine's version, "x.y.z"
  * plus http_request (l_http.c), listen (l_server.c), read_file / write_file
  * (l_fs.c).
  */
@@ -314,5 +315,7 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_host(L);
   spool__open_watch(L);
   spool__open_signal(L);
+  lua_pushliteral(L, SPOOL_VERSION);
+  lua_setfield(L, -2, "version");
   return 1;
 }

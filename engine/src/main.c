@@ -48,6 +48,10 @@ static const char usage_text[] =
     "  extract [--schema FILE] [--json]\n"
     "      the JSON value in a model reply on stdin, repaired (repairs to\n"
     "      stderr; --json: one object {value, repairs} on stdout)\n"
+    "  serve [--host ADDR] [--port N] [--port-file FILE] [--token-env NAME]\n"
+    "        [--max-runs N] [--rate N] [--drain-ms N] [--no-watch]\n"
+    "      the control API (HTTP/JSON, docs/openapi.json) on 127.0.0.1:8080;\n"
+    "      beyond loopback, $SPOOL_TOKEN (or --token-env) must be set\n"
     "  mock-llm [--port N] [--host ADDR] [--script FILE] [--port-file FILE]\n"
     "      serve the built-in mock model (OpenAI-compatible); --port 0\n"
     "      picks a free port and prints it\n"
@@ -766,7 +770,31 @@ static int cmd_gc(const cli *c, uv_loop_t *loop) {
   return code;
 }
 
-/* ---- mock-llm ---- */
+/* ---- servers: mock-llm, serve ---- */
+
+/* Parses a port number (0 to 65535); a usage error otherwise. */
+static int parse_port(const char *v, int *port) {
+  char *end;
+  long p = strtol(v, &end, 10);
+  if (*v == '\0' || *end != '\0' || p < 0 || p > 65535)
+    return usage_error("--port needs a number from 0 to 65535, not '%s'", v);
+  *port = (int)p;
+  return 0;
+}
+
+/* Writes the port a server bound, for scripts that started it on port 0:
+ * to a temporary name, then renamed, so a reader never sees half of it. */
+static int write_port_file(const char *path, int port) {
+  char tmp[4096];
+  snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  FILE *f = fopen(tmp, "w");
+  if (f == NULL || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0 ||
+      rename(tmp, path) != 0) {
+    fprintf(stderr, "spool: cannot write %s: %s\n", path, strerror(errno));
+    return -1;
+  }
+  return 0;
+}
 
 static int cmd_mock(const cli *c, uv_loop_t *loop) {
   const char *host = "127.0.0.1", *script = NULL, *port_file = NULL;
@@ -780,13 +808,8 @@ static int cmd_mock(const cli *c, uv_loop_t *loop) {
         return usage_error("%s needs a value", a);
       i++;
       if (strcmp(a, "--port") == 0) {
-        char *end;
-        long p = strtol(v, &end, 10);
-        if (*v == '\0' || *end != '\0' || p < 0 || p > 65535)
-          return usage_error("--port needs a number from 0 to 65535, not "
-                             "'%s'",
-                             v);
-        port = (int)p;
+        if (parse_port(v, &port) != 0)
+          return EXIT_USAGE;
       } else if (strcmp(a, "--host") == 0) {
         host = v;
       } else if (strcmp(a, "--script") == 0) {
@@ -809,22 +832,95 @@ static int cmd_mock(const cli *c, uv_loop_t *loop) {
   }
   printf("mock model listening on http://%s:%d/v1\n", host, bound);
   fflush(stdout);
-  if (port_file) {
-    /* Written to a temporary name and renamed, so a reader never sees a
-     * half-written port. */
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", port_file);
-    FILE *f = fopen(tmp, "w");
-    if (f == NULL || fprintf(f, "%d\n", bound) < 0 || fclose(f) != 0 ||
-        rename(tmp, port_file) != 0) {
-      fprintf(stderr, "spool: cannot write %s: %s\n", port_file,
-              strerror(errno));
-      spool_engine_free(e);
-      return EXIT_FAILED;
-    }
+  if (port_file && write_port_file(port_file, bound) != 0) {
+    spool_engine_free(e);
+    return EXIT_FAILED;
   }
   watch_signals(loop, e);
   spool_engine_run(e, SPOOL_RUN_FOREVER);
+  spool_engine_free(e);
+  return code;
+}
+
+static int parse_count(const char *flag, const char *v, int *out) {
+  char *end;
+  long n = strtol(v, &end, 10);
+  if (*v == '\0' || *end != '\0' || n < 0 || n > 1000000000)
+    return usage_error("%s needs a whole number", flag);
+  *out = (int)n;
+  return 0;
+}
+
+static int cmd_serve(const cli *c, uv_loop_t *loop) {
+  spool_serve_opts o = {.port = 8080};
+  const char *port_file = NULL;
+  int watch = 1, drain_ms = 10000, code = 0;
+  for (int i = 0; i < c->argc && code == 0; i++) {
+    const char *a = c->argv[i];
+    if (strcmp(a, "--host") == 0)
+      o.host = flag_value(c, &i, &code);
+    else if (strcmp(a, "--port") == 0) {
+      const char *v = flag_value(c, &i, &code);
+      if (v)
+        code = parse_port(v, &o.port);
+    } else if (strcmp(a, "--port-file") == 0)
+      port_file = flag_value(c, &i, &code);
+    else if (strcmp(a, "--token-env") == 0)
+      o.token_env = flag_value(c, &i, &code);
+    else if (strcmp(a, "--max-runs") == 0 || strcmp(a, "--rate") == 0 ||
+             strcmp(a, "--drain-ms") == 0) {
+      const char *v = flag_value(c, &i, &code);
+      int *slot = a[2] == 'm' ? &o.max_runs : a[2] == 'r' ? &o.rate : &drain_ms;
+      if (v)
+        code = parse_count(a, v, slot);
+    } else if (strcmp(a, "--no-watch") == 0)
+      watch = 0;
+    else
+      return usage_error("serve: unknown argument '%s'", a);
+  }
+  if (code != 0)
+    return code;
+  cli with_watch = *c;
+  with_watch.watch = watch ? "on" : NULL;
+  spool_engine *e = open_engine(&with_watch, loop, &code);
+  if (e == NULL)
+    return code;
+  int port = 0;
+  if (spool_serve_start(e, &o, &port) != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    spool_engine_free(e);
+    return EXIT_FAILED;
+  }
+  fprintf(stderr, "spool: serving the control API on http://%s:%d\n",
+          o.host ? o.host : "127.0.0.1", port);
+  if (port_file && write_port_file(port_file, port) != 0) {
+    spool_engine_free(e);
+    return EXIT_FAILED;
+  }
+  stopper *st = watch_signals(loop, e);
+  watch_signal(loop, st, &st->sighup, SIGHUP);
+  for (;;) {
+    spool_engine_run(e, SPOOL_RUN_FOREVER);
+    if (st->signalled)
+      break;
+    if (st->reload_requested) {
+      st->reload_requested = 0;
+      if (spool_engine_reload(e, NULL) != 0)
+        fprintf(stderr, "spool: reload: %s\n", spool_engine_errmsg(e));
+    }
+  }
+  fprintf(stderr, "spool: signal %d: draining (up to %d ms)\n", st->signalled,
+          drain_ms);
+  int left = 0;
+  if (spool_serve_stop(e, (unsigned)drain_ms, &left) != 0) {
+    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    code = EXIT_FAILED;
+  } else if (left > 0) {
+    fprintf(stderr,
+            "spool: %d runs were mid-step; the next start resumes "
+            "them\n",
+            left);
+  }
   spool_engine_free(e);
   return code;
 }
@@ -957,6 +1053,8 @@ int main(int argc, char **argv) {
     fn = cmd_gc;
   else if (strcmp(c.command, "reload") == 0)
     fn = cmd_reload;
+  else if (strcmp(c.command, "serve") == 0)
+    fn = cmd_serve;
   else
     return usage_error("unknown command '%s'", c.command);
   raise_fd_limit();

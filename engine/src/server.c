@@ -22,6 +22,12 @@
 
 typedef struct conn conn;
 
+/* After its last response, a connection the server closes is shut down
+ * for writing and read (and dropped) for this long before it is closed:
+ * a client still sending (a body refused with 413) then reads the answer
+ * instead of a reset. */
+#define LINGER_MS 2000
+
 struct spool__server {
   uv_loop_t *loop;
   uv_tcp_t listener;
@@ -50,6 +56,8 @@ struct conn {
   int handles_open;
   int close_after_write;
   int writes;    /* uv_writes not yet completed */
+  int lingering; /* shut down for writing; reading until EOF or the timer */
+  uv_shutdown_t shutdown;
   int streaming; /* req's response is a stream (spool__srv_stream_*) */
   char peer[48];
   conn *prev, *next;
@@ -239,15 +247,38 @@ static const http_parser_settings settings = {
 
 /* ---- writing ---- */
 
+static void on_linger_timeout(uv_timer_t *t) {
+  conn_close(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)req;
+  (void)status; /* closed by EOF, an error, or the timer */
+}
+
+static void linger(conn *c) {
+  if (c->closing || c->lingering)
+    return;
+  c->lingering = 1;
+  c->backlog.len = 0;
+  if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+    conn_close(c);
+    return;
+  }
+  uv_timer_start(&c->timer, on_linger_timeout, LINGER_MS, 0);
+  start_reading(c);
+}
+
 static void on_written(uv_write_t *w, int status) {
   write_req *wr = (write_req *)w;
   conn *c = wr->c;
   free(wr->data);
   free(wr);
   c->writes--;
-  /* Close once the last queued write is out, not after an earlier one. */
-  if (status < 0 || (c->close_after_write && c->writes == 0))
+  if (status < 0)
     conn_close(c);
+  else if (c->close_after_write && c->writes == 0)
+    linger(c); /* once the last queued write is out, not an earlier one */
 }
 
 /* Queues out's bytes on the connection (taking the buffer); closes the
@@ -438,7 +469,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     conn_close(c);
     return;
   }
-  if (nread == 0 || c->streaming)
+  if (nread == 0 || c->streaming || c->lingering)
     return;
   if (spool__buf_add(&c->backlog, buf->base, (size_t)nread) != 0) {
     conn_close(c);

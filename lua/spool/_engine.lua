@@ -41,6 +41,17 @@ function M.open(opts)
 end
 
 
+-- The control API (spool._serve). (task)
+function M.serve_start(opts)
+  return require("spool._serve").start(opts)
+end
+
+
+function M.serve_stop(drain_ms) -- (task)
+  return require("spool._serve").stop(drain_ms)
+end
+
+
 -- Re-reads the project's agents; see spool._loader.reload. (task)
 function M.reload()
   return json.encode(loader.reload())

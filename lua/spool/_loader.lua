@@ -615,6 +615,33 @@ function M.current(name)
 end
 
 
+-- Every agent: those in the agents folder (with the version in use, and
+-- the last reload's error, if any) and those registered in code. Must run
+-- in a task. Returns { { name, version, error }, ... } by name.
+function M.list()
+  local seen, out = {}, {}
+  local function add(name)
+    if not seen[name] then
+      seen[name] = true
+      local a = M.current(name)
+      out[#out + 1] = { name = name, version = a and a.version,
+                        error = problems[name] }
+    end
+  end
+  for _, file in ipairs(core.list_dir(project_dirs().agents, true) or {}) do
+    local name = file:match("^(.+)%.lua$")
+    if name and name:match(NAME) then
+      add(name)
+    end
+  end
+  for name in pairs(registered) do
+    add(name)
+  end
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+
 -- The last reload's problem with an agent, if any.
 function M.problem(name)
   return problems[name]

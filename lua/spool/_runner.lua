@@ -98,8 +98,18 @@ local function use_version(thread, agent)
 end
 
 
--- The version each step runs: the current one, unless pinned.
+-- Set while the process shuts down: top-level runs stop at their next step
+-- boundary (their last step is stored), for the next start to recover.
+M.draining = false
+local DRAINED = setmetatable({}, { __tostring = function() return "drained" end })
+
+
+-- The version each step runs: the current one, unless pinned. (Also where
+-- a draining process stops its runs: between steps.)
 local function next_version(thread, agent)
+  if M.draining and not thread.parent then
+    error(DRAINED, 0)
+  end
   if agent.pin_version then
     return agent
   end
@@ -127,7 +137,7 @@ local function drive(thread, agent)
     return debug.traceback(e, 2)
   end, thread, agent, next_version)
   current[co] = outer
-  if ok or err == loop.PAUSED then
+  if ok or err == loop.PAUSED or err == DRAINED then
     return
   end
   if type(err) == "table" and err.store_error then
@@ -153,10 +163,10 @@ local function run_task(thread, agent)
 end
 
 
--- Starts a thread of `agent` on `input` and returns it at once; a task
--- stores the input and drives it.
-function M.start(agent, input)
-  local thread = thread_mod.new(agent.name, agent.version, nil, sink)
+-- Starts a thread of `agent` on `input` (with the id given, or a new one)
+-- and returns it at once; a task stores the input and drives it.
+function M.start(agent, input, id)
+  local thread = thread_mod.new(agent.name, agent.version, nil, sink, id)
   thread:append("input", { input = input, pinned = agent.pin_version or nil })
   live[thread.id] = thread
   core.spawn(function()

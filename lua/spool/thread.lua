@@ -26,11 +26,16 @@ Thread.__index = Thread
 local TERMINAL = { done = "done", failed = "failed", cancelled = "cancelled" }
 
 
+function M.new_id()
+  return "t_" .. core.random_id()
+end
+
+
 -- Creates a thread (no events yet). `sink(thread, event)` is told of every
 -- event appended, after it is in the list.
-function M.new(agent, version, parent, sink)
+function M.new(agent, version, parent, sink, id)
   return setmetatable({
-    id = "t_" .. core.random_id(),
+    id = id or M.new_id(),
     agent = agent,
     version = version,
     parent = parent and parent.id or nil,

@@ -1,0 +1,133 @@
+-- spool._metrics: what this process did, in Prometheus' text format
+-- (private). Counted from durable events (spool._hub) and from the control
+-- API's requests; labels are bounded (agent names, statuses, codes).
+
+local hub = require "spool._hub"
+
+local M = {}
+
+local LATENCY_BUCKETS = { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 }
+
+local counters = {} -- metric name -> { [label text] = n }
+local latency = { counts = {}, sum = 0, n = 0 }
+for i = 1, #LATENCY_BUCKETS do
+  latency.counts[i] = 0
+end
+
+local HELP = {
+  spool_runs_started_total = "Threads started (top level and sub-agents).",
+  spool_runs_ended_total = "Threads that ended, by agent and status.",
+  spool_waits_total = "Times a thread began to wait, by kind.",
+  spool_steps_total = "Model calls made, by agent.",
+  spool_tokens_total = "Tokens the model read and wrote.",
+  spool_step_errors_total = "Error events (bad tool calls, failed tools).",
+  spool_http_requests_total = "Control API requests, by status code.",
+}
+
+
+local function label_text(labels)
+  if not labels then
+    return ""
+  end
+  local keys = {}
+  for k in pairs(labels) do
+    keys[#keys + 1] = k
+  end
+  table.sort(keys)
+  local parts = {}
+  for i, k in ipairs(keys) do
+    local v = tostring(labels[k]):gsub("[\\\"\n]", { ["\\"] = "\\\\",
+      ['"'] = '\\"', ["\n"] = "\\n" })
+    parts[i] = string.format('%s="%s"', k, v)
+  end
+  return "{" .. table.concat(parts, ",") .. "}"
+end
+
+
+function M.add(name, labels, n)
+  local c = counters[name]
+  if not c then
+    c = {}
+    counters[name] = c
+  end
+  local key = label_text(labels)
+  c[key] = (c[key] or 0) + (n or 1)
+end
+
+
+local TERMINAL = { done = true, failed = true, cancelled = true }
+
+hub.listen(function(thread, ev)
+  local agent = { agent = thread.agent }
+  if ev.type == "input" then
+    M.add("spool_runs_started_total", agent)
+  elseif TERMINAL[ev.type] then
+    M.add("spool_runs_ended_total", { agent = thread.agent, status = ev.type })
+  elseif ev.type == "human_request" then
+    M.add("spool_waits_total", { kind = ev.data.kind or "approval" })
+  elseif ev.type == "error" then
+    M.add("spool_step_errors_total", agent)
+  elseif ev.type == "model_call" then
+    M.add("spool_steps_total", agent)
+    local u = type(ev.data.usage) == "table" and ev.data.usage or {}
+    M.add("spool_tokens_total", { kind = "input" }, u.input_tokens or 0)
+    M.add("spool_tokens_total", { kind = "output" }, u.output_tokens or 0)
+    local s = (tonumber(ev.data.latency_ms) or 0) / 1000
+    latency.n = latency.n + 1
+    latency.sum = latency.sum + s
+    for i, bound in ipairs(LATENCY_BUCKETS) do
+      if s <= bound then
+        latency.counts[i] = latency.counts[i] + 1
+      end
+    end
+  end
+end)
+
+
+-- The exposition text; `gauges` = { name = { help, value } } adds the
+-- values only the caller knows (runs in flight).
+function M.render(gauges)
+  local out = {}
+  local names = {}
+  for name in pairs(counters) do
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    out[#out + 1] = "# HELP " .. name .. " " .. (HELP[name] or name)
+    out[#out + 1] = "# TYPE " .. name .. " counter"
+    local keys = {}
+    for k in pairs(counters[name]) do
+      keys[#keys + 1] = k
+    end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      out[#out + 1] = string.format("%s%s %d", name, k, counters[name][k])
+    end
+  end
+  local h = "spool_model_latency_seconds"
+  out[#out + 1] = "# HELP " .. h .. " Time the model took to answer a step."
+  out[#out + 1] = "# TYPE " .. h .. " histogram"
+  for i, bound in ipairs(LATENCY_BUCKETS) do
+    out[#out + 1] = string.format('%s_bucket{le="%g"} %d', h, bound,
+      latency.counts[i])
+  end
+  out[#out + 1] = string.format('%s_bucket{le="+Inf"} %d', h, latency.n)
+  out[#out + 1] = string.format("%s_sum %.6f", h, latency.sum)
+  out[#out + 1] = string.format("%s_count %d", h, latency.n)
+  local gnames = {}
+  for name in pairs(gauges or {}) do
+    gnames[#gnames + 1] = name
+  end
+  table.sort(gnames)
+  for _, name in ipairs(gnames) do
+    local g = gauges[name]
+    out[#out + 1] = "# HELP " .. name .. " " .. g[1]
+    out[#out + 1] = "# TYPE " .. name .. " gauge"
+    out[#out + 1] = string.format("%s %s", name, tostring(g[2]))
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+
+return M

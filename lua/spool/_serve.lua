@@ -1,0 +1,276 @@
+-- spool._serve: `spool serve`, the engine as a service (private). An HTTP
+-- server on the engine's loop answers the control API (spool._api); every
+-- request passes the same gate first:
+--
+--   1. Host: on a loopback address, the Host header must name this server
+--      (a web page cannot reach it through DNS rebinding).
+--   2. Token: when one is set (and binding beyond loopback requires one),
+--      every route needs "Authorization: Bearer <token>", compared in
+--      constant time.
+--   3. Rate: optionally, requests per second per client address (429).
+--   4. Route and method (404, 405); a POST must be JSON (415), of a
+--      bounded size (413), an object (400, 422).
+--
+-- Errors are {"error": {"code", "message"}}; nothing internal (a Lua
+-- error, a path on disk) reaches a client: it is logged instead.
+--
+-- Shutdown drains: stop accepting, let each run finish the step it is in
+-- (spool._runner.draining stops them between steps), then return; what
+-- did not finish is recovered by the next start.
+
+local core = require "spool.core"
+local json = require "spool.json"
+local api = require "spool._api"
+local runner = require "spool._runner"
+local loader = require "spool._loader"
+local metrics = require "spool._metrics"
+local hub = require "spool._hub"
+
+local M = {}
+
+local server = nil
+local settings = nil
+local ticker = nil -- the deadline ticker: { signal, done }
+local buckets = {} -- peer -> { tokens, at }: the rate limit's state
+
+
+local LOOPBACK = { ["127.0.0.1"] = true, ["::1"] = true, localhost = true }
+
+
+local function error_body(code, message)
+  return json.encode({ error = { code = code, message = message } })
+end
+
+
+local function reply(status, body, headers, content_type)
+  headers = headers or {}
+  headers["Content-Type"] = headers["Content-Type"] or content_type
+    or "application/json"
+  metrics.add("spool_http_requests_total", { code = status })
+  return { status = status, body = body, headers = headers }
+end
+
+
+local function fail(status, code, message, headers)
+  return reply(status, error_body(code, message), headers)
+end
+
+
+-- Is the Host header this server? (Only checked on loopback, where a
+-- browser on the same machine is the threat; beyond it, the token is.)
+local function host_ok(host_header)
+  if not host_header then
+    return false
+  end
+  local allowed = settings.allowed_hosts
+  if allowed then
+    return allowed[host_header:lower():gsub(":%d+$", "")] == true
+  end
+  if not LOOPBACK[settings.host] then
+    return true
+  end
+  local name, port = host_header:lower():match("^%[?([^%]]-)%]?:(%d+)$")
+  if not name then
+    name = host_header:lower():match("^%[?([^%]]-)%]?$")
+  end
+  return name ~= nil and LOOPBACK[name] == true
+    and (port == nil or tonumber(port) == settings.port)
+end
+
+
+local function authorized(req)
+  if not settings.token then
+    return true
+  end
+  local given = (req.headers.authorization or ""):match("^Bearer (.+)$")
+  -- Compare digests: equal length, constant time, whatever was sent.
+  return given ~= nil and core.equal(core.sha256(given),
+    core.sha256(settings.token))
+end
+
+
+-- A token bucket per client address: `rate` per second, bursts of 2x.
+local function within_rate(peer)
+  local rate = settings.rate
+  if not rate then
+    return true
+  end
+  local now = core.now()
+  local b = buckets[peer]
+  if not b then
+    b = { tokens = 2 * rate, at = now }
+    buckets[peer] = b
+  end
+  b.tokens = math.min(2 * rate, b.tokens + (now - b.at) * rate / 1000)
+  b.at = now
+  if b.tokens < 1 then
+    return false
+  end
+  b.tokens = b.tokens - 1
+  return true
+end
+
+
+local function handle(req)
+  if not host_ok(req.headers.host) then
+    return fail(403, "forbidden_host", "the Host header does not name this "
+      .. "server")
+  end
+  if not authorized(req) then
+    return fail(401, "unauthorized", "a valid bearer token is required",
+      { ["WWW-Authenticate"] = "Bearer" })
+  end
+  if not within_rate(req.peer) then
+    return fail(429, "rate_limited", "too many requests from this address",
+      { ["Retry-After"] = "1" })
+  end
+  local route, params = api.match(req.method, req.path)
+  if not route then
+    if #params > 0 then
+      return fail(405, "method_not_allowed", req.method .. " is not allowed "
+        .. "here", { Allow = table.concat(params, ", ") })
+    end
+    return fail(404, "not_found", "no such route: " .. req.path)
+  end
+  local body = {}
+  if req.method == "POST" then
+    local ctype = (req.headers["content-type"] or ""):lower()
+    if not ctype:match("^application/json%s*$")
+        and not ctype:match("^application/json%s*;") then
+      return fail(415, "unsupported_media_type", "send the body as "
+        .. "Content-Type: application/json")
+    end
+    if req.body ~= "" then
+      local value, jerr = json.decode(req.body)
+      if value == nil then
+        return fail(400, "bad_json", "the body is not valid JSON ("
+          .. tostring(jerr):gsub("^EJSON: ", "") .. ")")
+      end
+      if type(value) ~= "table" or json.is_array(value) then
+        return fail(422, "invalid", "the body must be a JSON object")
+      end
+      body = value
+    end
+  end
+  local ok, status, value, headers, text = pcall(route[3], req, params, body)
+  if not ok then
+    local e = status
+    if type(e) == "table" and e.status then
+      return fail(e.status, e.code, e.message, e.headers)
+    end
+    core.log("error", string.format("%s %s failed: %s", req.method, req.path,
+      tostring(e)))
+    return fail(500, "internal", "internal error (logged)")
+  end
+  if status == nil then
+    return "" -- a stream, which is over
+  end
+  if text then
+    return reply(status, text, headers, "text/plain; version=0.0.4; "
+      .. "charset=utf-8")
+  end
+  return reply(status, json.encode(value), headers)
+end
+
+
+-- Starts serving. opts: host, port, token_env (default "SPOOL_TOKEN"),
+-- max_runs, max_body, rate (requests/s per client), allowed_hosts (list).
+-- Returns the port, or nil and "ECODE: why". Must run in a task.
+function M.start(opts)
+  if server then
+    return nil, "ESTATE: the control API is already being served"
+  end
+  local host = opts.host or "127.0.0.1"
+  local token_env = opts.token_env or "SPOOL_TOKEN"
+  local token = core.getenv(token_env)
+  if token == "" then
+    token = nil
+  end
+  if not LOOPBACK[host] and not token then
+    return nil, string.format("EINVAL: serving on %s (beyond this machine) "
+      .. "needs a token: set $%s", host, token_env)
+  end
+  local allowed
+  if opts.allowed_hosts then
+    allowed = {}
+    for _, name in ipairs(opts.allowed_hosts) do
+      allowed[name:lower()] = true
+    end
+  end
+  settings = { host = host, token = token, rate = opts.rate,
+               allowed_hosts = allowed }
+  api.max_runs = opts.max_runs or 1000
+  api.draining = false
+  runner.draining = false
+  -- Every agent loaded and checked now, so /v1/agents lists them all.
+  loader.reload()
+  local err
+  server, err = core.listen { host = host, port = opts.port or 0,
+    handler = handle, max_body = opts.max_body or 1024 * 1024,
+    timeout_ms = 30000, max_connections = opts.max_connections }
+  if not server then
+    settings = nil
+    return nil, err
+  end
+  settings.port = server:port()
+  -- Threads a stopped process left running go on here; deadlines that
+  -- come due while serving fire within a second.
+  local report = runner.recover()
+  if #report.resumed > 0 or #report.expired > 0 then
+    core.log("info", string.format("recovered %d interrupted threads, "
+      .. "expired %d deadlines", #report.resumed, #report.expired))
+  end
+  local tick = { signal = core.signal() }
+  ticker = tick
+  core.spawn(function()
+    while not tick.signal:wait(1000) do
+      runner.fire_due()
+    end
+    tick.done = true
+  end)
+  core.log("info", string.format("serving the control API on http://%s:%d%s",
+    host:find(":") and ("[" .. host .. "]") or host, settings.port,
+    token and " (token required)" or ""))
+  return settings.port
+end
+
+
+-- Stops serving: no new connections; runs stop between steps; waits up to
+-- drain_ms for the steps in flight to be stored. Returns how many runs
+-- were still in flight when it gave up. Must run in a task.
+function M.stop(drain_ms)
+  if not server then
+    return 0
+  end
+  api.draining = true
+  runner.draining = true
+  server:close()
+  server = nil
+  ticker.signal:notify()
+  hub.notify_all() -- event streams end now; clients reconnect elsewhere
+  local deadline = core.now() + (drain_ms or 10000)
+  while runner.running() > 0 and core.now() < deadline do
+    core.sleep(10)
+  end
+  local left = runner.running()
+  if left > 0 then
+    core.log("warn", string.format("%d runs were still in their step at "
+      .. "shutdown; the next start recovers them", left))
+  end
+  while not ticker.done do
+    core.sleep(1)
+  end
+  ticker = nil
+  settings = nil
+  buckets = {}
+  runner.draining = false
+  return left
+end
+
+
+function M.port()
+  return settings and settings.port
+end
+
+
+return M

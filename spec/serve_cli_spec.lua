@@ -1,0 +1,211 @@
+-- `spool serve` as a process, driven with curl: every route, the token,
+-- SIGHUP, and SIGTERM under load with nothing lost.
+local h = require "spec.support"
+local json = require "spool.json"
+
+local BIN = h.q(h.BIN)
+
+local AGENT = [[
+local spool = require "spool"
+return spool.agent { prompt = "p.md", max_steps = 20, tools = {
+  note = { params = { text = "string" }, side_effects = false,
+           run = function(a) return "noted " .. a.text end },
+  refund = { params = { amount = "number" }, approve = true,
+             run = function(a) return "refunded " .. a.amount end },
+  finish = spool.done } }
+]]
+
+-- Notes `n` times (n from the input, "steps:N"), asks approval for a
+-- refund when the input starts with "refund", then finishes.
+local MOCK = [[
+return { latency_ms = tonumber(os.getenv("SPEC_LATENCY") or "0"), rules = {
+  { reply = function(conv)
+      local n = tonumber(conv.user:match("steps:(%d+)") or "0")
+      if conv.user:match("^refund") and conv.turns == 0 then
+        return { tool = "refund", args = { amount = 5 } }
+      end
+      if conv.turns < n then
+        return { tool = "note", args = { text = "step " .. conv.turns } }
+      end
+      return { tool = "finish", args = { answer = "done after "
+        .. conv.turns } }
+    end } } }
+]]
+
+local function project(latency)
+  local dir = h.tmpdir()
+  h.write_files(dir, { ["agents/w.lua"] = AGENT, ["prompts/p.md"] = "Work.",
+                       ["mock.lua"] = MOCK })
+  local mock = h.mock_process(dir .. "/mock.lua", nil,
+    "SPEC_LATENCY=" .. (latency or 0))
+  finally(function()
+    mock.stop()
+    h.remove(dir)
+  end)
+  return dir, mock
+end
+
+-- Starts `spool serve` (env: "NAME=value ..."); returns { pid, port, url,
+-- log = function, code = function }.
+local function serve(dir, mock, args, env)
+  h.remove(dir .. "/port")
+  local run = string.format("echo $$ >%s/serve.pid; exec env %s %s "
+    .. "--project %s --base-url %s --db %s serve --port 0 --port-file "
+    .. "%s/port %s 2>%s/serve.log", h.q(dir), env or "", BIN, h.q(dir),
+    mock.url, h.q(dir .. "/spool.db"), h.q(dir), args or "", h.q(dir))
+  h.remove(dir .. "/serve.code")
+  h.sh(string.format("(sh -c %s; echo $? >%s/serve.code) >/dev/null 2>&1 &",
+    h.q(run), h.q(dir)))
+  local s = {}
+  s.code = function()
+    return tonumber(h.slurp(dir .. "/serve.code"):match("%d+"))
+  end
+  s.port = h.wait_for(function()
+    return tonumber(h.slurp(dir .. "/port"):match("%d+")) or s.code()
+      and error("serve exited: " .. h.slurp(dir .. "/serve.log"))
+  end, 10000, "serve to listen")
+  s.pid = tonumber(h.slurp(dir .. "/serve.pid"):match("%d+"))
+  s.url = "http://127.0.0.1:" .. s.port
+  s.log = function() return h.slurp(dir .. "/serve.log") end
+  s.stop = function(sig)
+    h.sh("kill -" .. (sig or "TERM") .. " " .. s.pid .. " 2>/dev/null")
+    return h.wait_for(s.code, 20000, "serve to exit")
+  end
+  finally(function() h.sh("kill -9 " .. s.pid .. " 2>/dev/null") end)
+  return s
+end
+
+-- curl: returns status, decoded JSON body (or the text), raw output.
+local function curl(s, method, path, body, extra)
+  local out = h.sh(string.format("curl -s -m 10 -o - -w '\\n%%{http_code}' "
+    .. "-X %s %s %s %s%s", method, body and ("-H 'Content-Type: "
+    .. "application/json' --data-binary " .. h.q(body)) or "", extra or "",
+    s.url, path))
+  local text, status = out:match("^(.*)\n(%d+)$")
+  return tonumber(status), json.decode(text or "") or text, text
+end
+
+
+describe("spool serve", function()
+  it("answers every route to curl", function()
+    local dir, mock = project()
+    local s = serve(dir, mock)
+    assert.are.equal(200, (curl(s, "GET", "/healthz")))
+    local status, v = curl(s, "GET", "/v1/agents")
+    assert.are.equal(200, status)
+    assert.are.equal("w", v.agents[1].name)
+    status, v = curl(s, "POST", "/v1/reload", "{}")
+    assert.are.equal(200, status)
+    assert.are.equal(0, v.errors)
+    status, v = curl(s, "POST", "/v1/threads",
+      '{"agent":"w","input":"refund please","wait_ms":5000}')
+    assert.are.equal(201, status)
+    assert.are.equal("waiting", v.status)
+    local id = v.id
+    status, v = curl(s, "GET", "/v1/threads?status=waiting")
+    assert.are.equal(200, status)
+    assert.are.equal(id, v.threads[1].id)
+    -- Follow it (curl -N) while it is approved.
+    local stream_file = dir .. "/stream"
+    h.sh(string.format("curl -sN -m 10 %s/v1/threads/%s/stream >%s 2>&1 &",
+      s.url, id, h.q(stream_file)))
+    h.wait_for(function()
+      return h.slurp(stream_file):match("event: human_request")
+    end, 10000, "the stream to begin")
+    status = curl(s, "POST", "/v1/threads/" .. id .. "/events",
+      '{"type":"approve","by":"curl"}')
+    assert.are.equal(202, status)
+    h.wait_for(function()
+      return h.slurp(stream_file):match("event: end")
+    end, 10000, "the stream to end")
+    assert.matches("event: human_response\n", h.slurp(stream_file))
+    status, v = curl(s, "GET", "/v1/threads/" .. id)
+    assert.are.equal("done", v.status)
+    assert.matches('"result":"refunded 5"', json.encode(v.events))
+    status, v = curl(s, "POST", "/v1/threads",
+      '{"agent":"w","input":"refund again"}')
+    status = curl(s, "POST", "/v1/threads/" .. v.id .. "/cancel", "{}")
+    assert.is_true(status == 200 or status == 202)
+    local _, _, text = curl(s, "GET", "/metrics")
+    assert.matches('spool_runs_ended_total{agent="w",status="done"} 1', text)
+    assert.are.equal(0, s.stop())
+    assert.matches("draining", s.log())
+  end)
+
+  it("refuses to serve beyond loopback without a token, and with one "
+    .. "requires it everywhere", function()
+    local dir, mock = project()
+    local _, code = h.sh(string.format("%s --project %s serve --host 0.0.0.0 "
+      .. "--port 0 2>&1", BIN, h.q(dir)))
+    assert.are.equal(1, code)
+    local out = h.sh(string.format("env -u SPOOL_TOKEN %s --project %s serve "
+      .. "--host 0.0.0.0 --port 0 2>&1", BIN, h.q(dir)))
+    assert.matches("needs a token: set %$SPOOL_TOKEN", out)
+    local s = serve(dir, mock, "--host 0.0.0.0", "SPOOL_TOKEN=s3cret-token")
+    assert.are.equal(401, (curl(s, "GET", "/healthz")))
+    assert.are.equal(401, (curl(s, "GET", "/v1/agents", nil,
+      "-H 'Authorization: Bearer wrong'")))
+    assert.are.equal(200, (curl(s, "GET", "/v1/agents", nil,
+      "-H 'Authorization: Bearer s3cret-token'")))
+    -- Beyond loopback the token is the guard, so any Host is fine.
+    assert.are.equal(200, (curl(s, "GET", "/healthz", nil,
+      "-H 'Authorization: Bearer s3cret-token' -H 'Host: spool.internal'")))
+    s.stop()
+    assert.not_matches("s3cret", s.log())
+  end)
+
+  it("drains on SIGTERM under load, and the next start finishes every run",
+    function()
+      local dir, mock = project(100)
+      local s = serve(dir, mock, "--drain-ms 5000")
+      local ids = {}
+      for i = 1, 40 do
+        local status, v = curl(s, "POST", "/v1/threads",
+          string.format('{"agent":"w","input":"job %d steps:6"}', i))
+        assert.are.equal(201, status)
+        ids[i] = v.id
+      end
+      assert.are.equal(0, s.stop("TERM"))
+      -- Each run stopped between steps: stored, and still running.
+      local out = h.sh(string.format("%s --project %s --db %s threads "
+        .. "--status running --json", BIN, h.q(dir), h.q(dir .. "/spool.db")))
+      local left = json.decode(out)
+      assert.is_true(#left > 0, "no run was left for the restart")
+      for _, row in ipairs(left) do
+        assert.is_true(row.events >= 2, "a run left without its input")
+      end
+      s = serve(dir, mock)
+      h.wait_for(function()
+        local _, v = curl(s, "GET", "/v1/threads?status=running&limit=100")
+        return #v.threads == 0
+      end, 30000, "the runs to finish after the restart")
+      for _, id in ipairs(ids) do
+        local _, v = curl(s, "GET", "/v1/threads/" .. id)
+        assert.are.equal("done", v.status, id)
+        assert.are.equal("done after 6", v.result)
+        local notes = 0
+        for i, ev in ipairs(v.events) do
+          assert.are.equal(i, ev.seq)
+          if ev.type == "tool_result" then
+            notes = notes + 1
+          end
+        end
+        assert.are.equal(6, notes, id) -- no step lost, none done twice
+      end
+      s.stop()
+    end)
+
+  it("reloads on SIGHUP and watches agents by default", function()
+    local dir, mock = project()
+    local s = serve(dir, mock)
+    local _, before = curl(s, "GET", "/v1/agents")
+    h.write_files(dir, { ["prompts/p.md"] = "Work harder." })
+    h.wait_for(function()
+      local _, v = curl(s, "GET", "/v1/agents")
+      return v.agents[1].version ~= before.agents[1].version
+    end, 10000, "the watcher's reload")
+    h.sh("kill -HUP " .. s.pid)
+    assert.are.equal(200, (curl(s, "GET", "/healthz")))
+    s.stop()
+  end)
+end)

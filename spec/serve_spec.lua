@@ -1,0 +1,361 @@
+-- The control API, end to end over real HTTP: the server runs on this
+-- engine's loop (spool._serve), the client is spool.http (curl), and the
+-- agents talk to an in-process mock model.
+local h = require "spec.support"
+local core = require "spool.core"
+local json = require "spool.json"
+local http = require "spool.http"
+local serve = require "spool._serve"
+local api = require "spool._api"
+local hub = require "spool._hub"
+
+local base
+
+local AGENTS = {
+  -- Asks approval for a refund, then finishes with what the tool said.
+  ["agents/refund.lua"] = [[
+local spool = require "spool"
+return spool.agent { prompt = "p.md", tools = {
+  refund = { params = { amount = "number" }, approve = true,
+             run = function(a) return "refunded " .. a.amount end },
+  finish = spool.done } }]],
+  -- Answers at once.
+  ["agents/echo.lua"] = [[
+local spool = require "spool"
+return spool.agent { prompt = "p.md", tools = { finish = spool.done } }]],
+  -- Waits for an outside event.
+  ["agents/shop.lua"] = [[
+local spool = require "spool"
+return spool.agent { prompt = "p.md", tools = {
+  wait_payment = spool.wait_for("payment"), finish = spool.done } }]],
+  ["agents/broken.lua"] = "return spool.agent {",
+  ["prompts/p.md"] = "Do the job.",
+}
+
+local function model(latency)
+  return h.mock { latency_ms = latency, rules = { { reply = function(conv)
+    local last = conv.tool_results[#conv.tool_results]
+    if conv.user:match("^refund") then
+      if conv.turns == 0 then
+        return { tool = "refund", args = { amount = 30 } }
+      end
+    elseif conv.user:match("^shop") then
+      if conv.turns == 0 then
+        return { tool = "wait_payment", args = {} }
+      end
+    end
+    return { tool = "finish", args = { answer = last and last.content
+      or ("echo: " .. conv.user) } }
+  end } } }
+end
+
+-- Serves the test project with options; everything is put back after.
+local function start(opts, latency)
+  local mock = model(latency)
+  finally(mock.close)
+  local _, restore = h.project(AGENTS, mock)
+  finally(restore)
+  local port = assert(serve.start(opts or { port = 0 }))
+  finally(function() serve.stop(2000) end)
+  base = "http://127.0.0.1:" .. port
+  return port
+end
+
+local function call(method, path, body, headers)
+  headers = headers or {}
+  if body ~= nil and headers["Content-Type"] == nil then
+    headers["Content-Type"] = "application/json"
+  end
+  local res = assert(http.request { method = method, url = base .. path,
+    headers = headers, body = type(body) == "table" and json.encode(body)
+      or body })
+  local value = json.decode(res.body)
+  return res.status, value, res
+end
+
+local function start_thread(agent, input, extra, headers)
+  local body = { agent = agent, input = input }
+  for k, v in pairs(extra or {}) do
+    body[k] = v
+  end
+  return call("POST", "/v1/threads", body, headers)
+end
+
+
+describe("the control API", function()
+  it("answers health, agents and metrics", function()
+    start()
+    local status, v = call("GET", "/healthz")
+    assert.are.equal(200, status)
+    assert.are.equal("ok", v.status)
+    assert.are.equal(core.version, v.version)
+    status, v = call("GET", "/v1/agents")
+    assert.are.equal(200, status)
+    local by_name = {}
+    for _, a in ipairs(v.agents) do
+      by_name[a.name] = a
+    end
+    assert.matches("^%x+$", by_name.echo.version)
+    assert.matches("agents/broken.lua:1:", by_name.broken.error)
+    start_thread("echo", "hi", { wait_ms = 5000 })
+    local _, _, res = call("GET", "/metrics")
+    assert.matches("^text/plain", res.headers["content-type"])
+    assert.matches('spool_runs_ended_total{agent="echo",status="done"} %d',
+      res.body)
+    assert.matches('spool_model_latency_seconds_bucket{le="%+Inf"} %d',
+      res.body)
+    assert.matches("spool_runs_in_flight 0", res.body)
+  end)
+
+  it("starts a thread, waits for its result, and shows it", function()
+    start()
+    local status, v, res = start_thread("echo", "hello", { wait_ms = 5000 })
+    assert.are.equal(201, status)
+    assert.are.equal("/v1/threads/" .. v.id, res.headers.location)
+    assert.are.equal("done", v.status)
+    assert.are.equal("echo: hello", v.result)
+    status, v = call("GET", "/v1/threads/" .. v.id)
+    assert.are.equal(200, status)
+    assert.are.equal("done", v.status)
+    assert.are.same({ "input", "model_call", "intent", "done" },
+      h.types(v.events))
+    local _, lean = call("GET", "/v1/threads/" .. v.id .. "?events=false")
+    assert.is_nil(lean.events)
+    -- Without wait_ms: at once, as stored.
+    status, v = start_thread("echo", "later")
+    assert.are.equal(201, status)
+    assert.is_truthy(v.status == "running" or v.status == "done")
+    h.wait_for(function()
+      return select(2, call("GET", "/v1/threads/" .. v.id)).status == "done"
+    end)
+  end)
+
+  it("pages through threads without skipping or repeating", function()
+    start()
+    local made = {}
+    for i = 1, 7 do
+      local _, v = start_thread("echo", "page " .. i, { wait_ms = 5000 })
+      made[v.id] = true
+    end
+    local seen, cursor, pages, rows = {}, nil, 0, 0
+    repeat
+      local _, v = call("GET", "/v1/threads?agent=echo&limit=3"
+        .. (cursor and ("&cursor=" .. cursor) or ""))
+      pages = pages + 1
+      for _, row in ipairs(v.threads) do
+        assert.is_nil(seen[row.id], "repeated " .. row.id)
+        seen[row.id] = true
+        rows = rows + 1
+      end
+      cursor = v.next_cursor ~= json.null and v.next_cursor or nil
+    until not cursor
+    for id in pairs(made) do
+      assert.is_true(seen[id], "missed " .. id)
+    end
+    assert.are.equal(math.ceil(rows / 3), pages)
+    local status = call("GET", "/v1/threads?status=sleeping")
+    assert.are.equal(422, status)
+    status = call("GET", "/v1/threads?cursor=nonsense")
+    assert.are.equal(422, status)
+  end)
+
+  it("resumes a waiting thread with an approval sent to it", function()
+    start()
+    local _, v = start_thread("refund", "refund me", { wait_ms = 5000 })
+    assert.are.equal("waiting", v.status)
+    assert.are.equal("approval", v.waiting_for.kind)
+    assert.are.same({ amount = 30 }, v.waiting_for.args)
+    local status, e = call("POST", "/v1/threads/" .. v.id .. "/events",
+      { type = "answer", text = "yes" })
+    assert.are.equal(422, status)
+    assert.matches("waits for approval of refund", e.error.message)
+    status = call("POST", "/v1/threads/" .. v.id .. "/events",
+      { type = "approve", args = { amount = 20 }, by = "ann" })
+    assert.are.equal(202, status)
+    h.wait_for(function()
+      return select(2, call("GET", "/v1/threads/" .. v.id)).status == "done"
+    end)
+    local _, done = call("GET", "/v1/threads/" .. v.id)
+    assert.are.equal("refunded 20", done.result)
+    status, e = call("POST", "/v1/threads/" .. v.id .. "/events",
+      { type = "approve" })
+    assert.are.equal(409, status)
+    assert.are.equal("wrong_state", e.error.code)
+    status = call("POST", "/v1/threads/t_nosuch/events", { type = "approve" })
+    assert.are.equal(404, status)
+    status = call("POST", "/v1/threads/" .. v.id .. "/events",
+      { type = "smile" })
+    assert.are.equal(422, status)
+  end)
+
+  it("delivers an outside event to a thread waiting for it", function()
+    start()
+    local _, v = start_thread("shop", "shop: a teapot", { wait_ms = 5000 })
+    assert.are.equal("event", v.waiting_for.kind)
+    assert.are.equal("payment", v.waiting_for.event)
+    local status = call("POST", "/v1/threads/" .. v.id .. "/events",
+      { type = "event", name = "payment", data = { amount = 42 } })
+    assert.are.equal(202, status)
+    h.wait_for(function()
+      return select(2, call("GET", "/v1/threads/" .. v.id)).status == "done"
+    end)
+    assert.are.equal('{"amount":42}', select(2, call("GET", "/v1/threads/"
+      .. v.id)).result)
+  end)
+
+  it("cancels a thread", function()
+    start()
+    local _, v = start_thread("refund", "refund me", { wait_ms = 5000 })
+    local status, c = call("POST", "/v1/threads/" .. v.id .. "/cancel", {})
+    assert.are.equal(200, status)
+    assert.are.equal("cancelled", c.status)
+    assert.are.equal("cancelled", select(2, call("GET", "/v1/threads/"
+      .. v.id)).status)
+    status = call("POST", "/v1/threads/" .. v.id .. "/cancel", {})
+    assert.are.equal(409, status)
+  end)
+
+  it("streams a thread's events live, and resumes after Last-Event-ID",
+    function()
+      start()
+      local _, v = start_thread("refund", "refund me", { wait_ms = 5000 })
+      local stream
+      core.spawn(function()
+        stream = assert(http.request { url = base .. "/v1/threads/" .. v.id
+          .. "/stream", headers = { ["Last-Event-ID"] = "2" } })
+      end)
+      -- Approve once the stream is following the thread.
+      h.wait_for(function() return hub.followed() > 0 end)
+      call("POST", "/v1/threads/" .. v.id .. "/events", { type = "approve" })
+      h.wait_for(function() return stream end)
+      assert.are.equal(200, stream.status)
+      assert.matches("^text/event%-stream", stream.headers["content-type"])
+      local ids, types = {}, {}
+      for id, kind in stream.body:gmatch("id: (%d+)\nevent: ([%w_]+)\n") do
+        ids[#ids + 1] = tonumber(id)
+        types[#types + 1] = kind
+      end
+      assert.are.equal(3, ids[1]) -- after Last-Event-ID 2
+      for i = 2, #ids do
+        assert.are.equal(ids[i - 1] + 1, ids[i])
+      end
+      assert.are.equal("human_request", types[2])
+      assert.are.equal("human_response", types[3]) -- sent after it began
+      assert.are.equal("done", types[#types])
+      assert.matches('event: end\ndata: {"status":"done"}\n\n$', stream.body)
+      assert.are.equal(0, hub.followed())
+      -- A stream of an ended thread from ?after=N: the rest, and the end.
+      local _, _, res = call("GET", "/v1/threads/" .. v.id .. "/stream?after="
+        .. (ids[#ids] - 1))
+      assert.matches("^id: " .. ids[#ids] .. "\nevent: done\n", res.body)
+      assert.are.equal(404, (call("GET", "/v1/threads/t_nope/stream")))
+    end)
+
+  it("never starts a thread twice for one Idempotency-Key", function()
+    start()
+    local key = { ["Idempotency-Key"] = "order-" .. core.random_id() }
+    local s1, a = start_thread("echo", "once", { wait_ms = 5000 }, key)
+    local s2, b = start_thread("echo", "once", { wait_ms = 5000 }, key)
+    assert.are.equal(201, s1)
+    assert.are.equal(200, s2)
+    assert.are.equal(a.id, b.id)
+    assert.is_true(b.replayed)
+    -- Two at the same moment: one thread.
+    local ids, race = {}, "race-" .. core.random_id()
+    for i = 1, 2 do
+      core.spawn(function()
+        local _, v = start_thread("echo", "race", { wait_ms = 5000 },
+          { ["Idempotency-Key"] = race })
+        ids[i] = v.id
+      end)
+    end
+    h.wait_for(function() return ids[1] and ids[2] end)
+    assert.are.equal(ids[1], ids[2])
+    local _, page = call("GET", "/v1/threads?agent=echo&limit=100")
+    local n = 0
+    for _, row in ipairs(page.threads) do
+      if row.id == ids[1] then
+        n = n + 1
+      end
+    end
+    assert.are.equal(1, n)
+  end)
+
+  it("refuses bad requests with the right status and a JSON error",
+    function()
+      start()
+      local cases = {
+        { "POST", "/v1/threads", "{bad", nil, 400, "bad_json" },
+        { "POST", "/v1/threads", "[1]", nil, 422, "invalid" },
+        { "POST", "/v1/threads", '{"agent":"echo"}', nil, 422, "invalid" },
+        { "POST", "/v1/threads", '{"agent":"echo","input":5}', nil, 422,
+          "invalid" },
+        { "POST", "/v1/threads", '{"agent":"nosuch","input":"x"}', nil, 404,
+          "not_found" },
+        { "POST", "/v1/threads", '{"agent":"broken","input":"x"}', nil, 422,
+          "broken_agent" },
+        { "POST", "/v1/threads", '{"agent":"echo","input":"x"}',
+          { ["Content-Type"] = "text/plain" }, 415, "unsupported_media_type" },
+        { "POST", "/v1/threads", '{"agent":"echo","input":"x"}',
+          { Host = "evil.example:80" }, 403, "forbidden_host" },
+        { "DELETE", "/v1/threads", nil, nil, 405, "method_not_allowed" },
+        { "GET", "/v2/nothing", nil, nil, 404, "not_found" },
+        { "GET", "/v1/threads/t_nope", nil, nil, 404, "not_found" },
+      }
+      for _, c in ipairs(cases) do
+        local status, v = call(c[1], c[2], c[3], c[4])
+        assert.are.equal(c[5], status, c[1] .. " " .. c[2] .. " " .. tostring(c[3]))
+        assert.are.equal(c[6], v.error.code)
+        assert.is_string(v.error.message)
+      end
+      -- Over the body limit: 413, and the server goes on.
+      local status = call("POST", "/v1/threads", string.rep("x", 2 * 1024
+        * 1024))
+      assert.are.equal(413, status)
+      assert.are.equal(200, (call("GET", "/healthz")))
+    end)
+
+  it("answers 503 with Retry-After past the bound on runs in flight",
+    function()
+      start({ port = 0, max_runs = 1 }, 300)
+      local s1 = start_thread("echo", "slow")
+      assert.are.equal(201, s1)
+      local status, v, res = start_thread("echo", "one too many")
+      assert.are.equal(503, status)
+      assert.are.equal("busy", v.error.code)
+      assert.are.equal("1", res.headers["retry-after"])
+      h.wait_for(function() return require("spool._runner").running() == 0 end)
+    end)
+
+  it("limits requests per client when asked", function()
+    start({ port = 0, rate = 5 })
+    local limited
+    for _ = 1, 30 do
+      local status, v, res = call("GET", "/healthz")
+      if status == 429 then
+        limited = res.headers["retry-after"]
+        assert.are.equal("rate_limited", v.error.code)
+        break
+      end
+    end
+    assert.are.equal("1", limited)
+  end)
+
+  it("serves exactly the routes docs/openapi.json describes", function()
+    local f = assert(io.open(h.ROOT .. "/docs/openapi.json"))
+    local doc = assert(json.decode(f:read("a")))
+    f:close()
+    local documented, served = {}, {}
+    for path, ops in pairs(doc.paths) do
+      for method in pairs(ops) do
+        documented[#documented + 1] = method:upper() .. " " .. path
+      end
+    end
+    for _, r in ipairs(api.routes) do
+      served[#served + 1] = r[1] .. " " .. r[2]
+    end
+    table.sort(documented)
+    table.sort(served)
+    assert.are.same(served, documented)
+  end)
+end)
