@@ -60,10 +60,14 @@ local function serve(dir, mock, args, env)
   s.code = function()
     return tonumber(h.slurp(dir .. "/serve.code"):match("%d+"))
   end
-  s.port = h.wait_for(function()
+  local ok, port = pcall(h.wait_for, function()
     return tonumber(h.slurp(dir .. "/port"):match("%d+")) or s.code()
-      and error("serve exited: " .. h.slurp(dir .. "/serve.log"))
+      and error("serve exited")
   end, 10000, "serve to listen")
+  if not ok then
+    error(tostring(port) .. ": " .. h.slurp(dir .. "/serve.log"):sub(-2000))
+  end
+  s.port = port
   s.pid = tonumber(h.slurp(dir .. "/serve.pid"):match("%d+"))
   s.url = "http://127.0.0.1:" .. s.port
   s.log = function() return h.slurp(dir .. "/serve.log") end
@@ -194,6 +198,49 @@ describe("spool serve", function()
       end
       s.stop()
     end)
+
+  it("keeps tokens, keys and signing secrets out of its logs", function()
+    local dir, mock = project()
+    h.write_files(dir, { ["spool.lua"] = string.format([[
+return { webhooks = { { url = "%s/hook", secret_env = "SPOOL_WEBHOOK_SECRET",
+                        attempts = 2, backoff_ms = 10 } } }]], mock.url) })
+    local secrets = { "tok-Secret-1", "hook-Secret-2", "sk-Secret-3",
+                      "wh-Secret-4" }
+    local s = serve(dir, mock, "", string.format("SPOOL_TOKEN=%s "
+      .. "SPOOL_HOOK_SECRET=%s OPENAI_API_KEY=%s SPOOL_WEBHOOK_SECRET=%s "
+      .. "SPOOL_LOG=debug SPOOL_LOG_FORMAT=json", table.unpack(secrets)))
+    local auth = "-H 'Authorization: Bearer " .. secrets[1] .. "'"
+    assert.are.equal(401, (curl(s, "GET", "/v1/agents", nil,
+      "-H 'Authorization: Bearer tok-Secret-wrong'")))
+    local status, v = curl(s, "POST", "/v1/threads",
+      '{"agent":"w","input":"refund it","wait_ms":5000}', auth)
+    assert.are.equal(201, status)
+    local body = '{"type":"approve"}'
+    local sig = require("spool._webhooks").sign(secrets[2],
+      require("spool.core").time(), body)
+    assert.are.equal(202, (curl(s, "POST", "/v1/hooks/threads/" .. v.id
+      .. "/events", body, "-H " .. h.q("Spool-Signature: " .. sig))))
+    assert.are.equal(401, (curl(s, "POST", "/v1/hooks/threads/" .. v.id
+      .. "/events", body, "-H 'Spool-Signature: t=1,v1=00'")))
+    local _, shown, text = curl(s, "GET", "/v1/threads/" .. v.id, nil, auth)
+    assert.are.equal("w", shown.agent)
+    -- The webhooks (refused by the mock: 404) have been tried by now.
+    h.wait_for(function() return s.log():match("webhook .* refused") end,
+      10000, "the webhook's refusal")
+    s.stop()
+    local log = s.log()
+    for line in log:gmatch("[^\n]+") do
+      if not line:match("^spool: serving") and not line:match("^spool: signal")
+      then
+        assert.is_table(json.decode(line), "not a JSON log line: " .. line)
+      end
+    end
+    assert.is_true(#log > 1000, "debug logging was on")
+    for _, secret in ipairs(secrets) do
+      assert.is_nil(log:find(secret, 1, true), secret .. " is in the log")
+      assert.is_nil(text:find(secret, 1, true), secret .. " is in events")
+    end
+  end)
 
   it("reloads on SIGHUP and watches agents by default", function()
     local dir, mock = project()

@@ -11,43 +11,8 @@ local hub = require "spool._hub"
 
 local base
 
-local AGENTS = {
-  -- Asks approval for a refund, then finishes with what the tool said.
-  ["agents/refund.lua"] = [[
-local spool = require "spool"
-return spool.agent { prompt = "p.md", tools = {
-  refund = { params = { amount = "number" }, approve = true,
-             run = function(a) return "refunded " .. a.amount end },
-  finish = spool.done } }]],
-  -- Answers at once.
-  ["agents/echo.lua"] = [[
-local spool = require "spool"
-return spool.agent { prompt = "p.md", tools = { finish = spool.done } }]],
-  -- Waits for an outside event.
-  ["agents/shop.lua"] = [[
-local spool = require "spool"
-return spool.agent { prompt = "p.md", tools = {
-  wait_payment = spool.wait_for("payment"), finish = spool.done } }]],
-  ["agents/broken.lua"] = "return spool.agent {",
-  ["prompts/p.md"] = "Do the job.",
-}
-
-local function model(latency)
-  return h.mock { latency_ms = latency, rules = { { reply = function(conv)
-    local last = conv.tool_results[#conv.tool_results]
-    if conv.user:match("^refund") then
-      if conv.turns == 0 then
-        return { tool = "refund", args = { amount = 30 } }
-      end
-    elseif conv.user:match("^shop") then
-      if conv.turns == 0 then
-        return { tool = "wait_payment", args = {} }
-      end
-    end
-    return { tool = "finish", args = { answer = last and last.content
-      or ("echo: " .. conv.user) } }
-  end } } }
-end
+local fixture = require "spec.fixtures.api"
+local AGENTS, model = fixture.AGENTS, fixture.model
 
 -- Serves the test project with options; everything is put back after.
 local function start(opts, latency)
@@ -339,6 +304,31 @@ describe("the control API", function()
       end
     end
     assert.are.equal("1", limited)
+  end)
+
+  it("answers 1,000 clients at once while slow ones trickle", function()
+    local port = start()
+    -- Three clients that send half a request and then nothing.
+    for _ = 1, 3 do
+      h.sh(string.format("bash -c 'exec 3<>/dev/tcp/127.0.0.1/%d; printf "
+        .. "\"GET /healthz HTTP/1.1\\r\\nHost: 127\" >&3; sleep 3' "
+        .. ">/dev/null 2>&1 &", port))
+    end
+    local statuses, n, answered = {}, 1000, 0
+    for i = 1, n do
+      core.spawn(function()
+        local res = http.request { url = base .. "/healthz",
+                                   headers = { Connection = "close" } }
+        statuses[i] = res and res.status or 0
+        answered = answered + 1
+      end)
+    end
+    h.wait_for(function() return answered == n end, 60000, "1,000 answers")
+    local ok = 0
+    for i = 1, n do
+      ok = ok + (statuses[i] == 200 and 1 or 0)
+    end
+    assert.are.equal(n, ok)
   end)
 
   it("serves exactly the routes docs/openapi.json describes", function()

@@ -102,6 +102,8 @@ SPOOL_API int spool_engine_new(spool_engine **out);
  *   "watch"     "on": reload agents when their files change (see
  *               spool_engine_reload); the watch lives on the engine's loop
  *   "log"       "error", "warn", "info" or "debug" (stderr)
+ *   "log_format"  "text" (default) or "json": one object per line, {time,
+ *               level, msg} ($SPOOL_LOG_FORMAT if not set here)
  */
 SPOOL_API int spool_engine_set(spool_engine *e, const char *key,
                                const char *value);

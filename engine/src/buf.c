@@ -47,23 +47,29 @@ int spool__buf_adds(spool__buf *b, const char *s) {
   return spool__buf_add(b, s, strlen(s));
 }
 
+int spool__buf_vprintf(spool__buf *b, const char *fmt, va_list ap) {
+  va_list again;
+  va_copy(again, ap);
+  char small[256];
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  int rc = -1;
+  if (n >= 0 && (size_t)n < sizeof small) {
+    rc = spool__buf_add(b, small, (size_t)n);
+  } else if (n >= 0 && spool__buf_reserve(b, (size_t)n) == 0) {
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, again);
+    b->len += (size_t)n;
+    rc = 0;
+  }
+  va_end(again);
+  return rc;
+}
+
 int spool__buf_printf(spool__buf *b, const char *fmt, ...) {
   va_list ap;
-  char small[256];
   va_start(ap, fmt);
-  int n = vsnprintf(small, sizeof small, fmt, ap);
+  int rc = spool__buf_vprintf(b, fmt, ap);
   va_end(ap);
-  if (n < 0)
-    return -1;
-  if ((size_t)n < sizeof small)
-    return spool__buf_add(b, small, (size_t)n);
-  if (spool__buf_reserve(b, (size_t)n) != 0)
-    return -1;
-  va_start(ap, fmt);
-  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  b->len += (size_t)n;
-  return 0;
+  return rc;
 }
 
 void spool__buf_clear(spool__buf *b) {

@@ -5,6 +5,7 @@
 #ifndef SPOOL_BUF_H
 #define SPOOL_BUF_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 typedef struct spool__buf {
@@ -20,6 +21,7 @@ int spool__buf_add(spool__buf *b, const void *p, size_t n);
 int spool__buf_addc(spool__buf *b, char c);
 int spool__buf_adds(spool__buf *b, const char *s);
 /* Appends printf-style text; 0 or -1. */
+int spool__buf_vprintf(spool__buf *b, const char *fmt, va_list ap);
 int spool__buf_printf(spool__buf *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Empties the buffer but keeps its memory for reuse. */

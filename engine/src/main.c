@@ -69,13 +69,14 @@ static const char usage_text[] =
     "  --mock on|off     force (or forbid) the built-in mock model\n"
     "  --db FILE         the thread store (default .spool/spool.db)\n"
     "  --log LEVEL       error, warn, info or debug (to stderr)\n"
+    "  --log-format F    text, or json (one object per line)\n"
     "  -h, --help        this text;   --version  the versions in use\n"
     "\n"
     "With no OPENAI_API_KEY and no --base-url, agents talk to the built-in\n"
     "mock model. Exit codes: 0 done, 1 failed, 2 usage error, 3 waiting.\n";
 
 typedef struct cli {
-  const char *project, *model, *base_url, *mock, *log, *db;
+  const char *project, *model, *base_url, *mock, *log, *log_format, *db;
   const char *watch; /* "on" for run --watch */
   const char *command;
   int argc; /* the command's own arguments */
@@ -156,6 +157,8 @@ static spool_engine *open_engine(const cli *c, uv_loop_t *loop, int *code) {
     rc = spool_engine_set(e, "mock", c->mock);
   if (rc == 0 && c->log)
     rc = spool_engine_set(e, "log", c->log);
+  if (rc == 0 && c->log_format)
+    rc = spool_engine_set(e, "log_format", c->log_format);
   if (rc == 0 && c->db)
     rc = spool_engine_set(e, "store", c->db);
   if (rc == 0 && c->watch)
@@ -989,6 +992,8 @@ static int parse_cli(int argc, char **argv, cli *c) {
       slot = &c->mock;
     else if (strcmp(a, "--log") == 0)
       slot = &c->log;
+    else if (strcmp(a, "--log-format") == 0)
+      slot = &c->log_format;
     else if (strcmp(a, "--db") == 0)
       slot = &c->db;
     if (slot) {

@@ -6,7 +6,11 @@
  * changed. Which code is current is decided in Lua (spool._loader), at
  * step boundaries; this file only notices and reports.
  *
- *   watch({ dir, ... }, callback, debounce_ms) -> watcher, missing | nil, err
+ *   watch({ dir, ... }, callback, debounce_ms [, { name, ... }])
+ *     -> watcher, missing | nil, err
+ * With a list of names, only changes to entries of those names count
+ * (the parent of agents/ also holds logs and databases that change all
+ * the time).
  *   watcher:close()
  *
  * A folder that does not exist is skipped and listed in `missing`; the
@@ -31,6 +35,7 @@ typedef struct watcher {
   int self_ref;
   unsigned debounce_ms;
   spool__buf changed; /* names, NUL-separated, since the last callback */
+  spool__buf only;    /* names that count, NUL-separated; empty: all */
 } watcher;
 
 typedef struct box {
@@ -41,6 +46,7 @@ static void on_handle_closed(uv_handle_t *h) {
   watcher *w = h->data;
   if (--w->open_handles == 0) {
     spool__buf_free(&w->changed);
+    spool__buf_free(&w->only);
     free(w);
   }
 }
@@ -85,22 +91,28 @@ static void on_quiet(uv_timer_t *t) {
   }
 }
 
+/* Is `name` in the NUL-separated list? */
+static int listed(const spool__buf *list, const char *name) {
+  for (size_t off = 0; off < list->len;) {
+    const char *item = list->data + off;
+    if (strcmp(item, name) == 0)
+      return 1;
+    off += strlen(item) + 1;
+  }
+  return 0;
+}
+
 static void on_change(uv_fs_event_t *h, const char *name, int events,
                       int status) {
   watcher *w = h->data;
   (void)events;
-  if (status < 0 || w->closed)
+  const char *n = name ? name : "";
+  if (status < 0 || w->closed || (w->only.len > 0 && !listed(&w->only, n)))
     return;
   spool__log(w->e, SPOOL__LOG_DEBUG, "watch: %s changed",
              name ? name : "(a file)");
   /* Remember each name once; a burst of saves is one change. */
-  const char *n = name ? name : "";
-  int seen = 0;
-  for (size_t off = 0; off < w->changed.len && !seen;) {
-    const char *old = w->changed.data + off;
-    seen = strcmp(old, n) == 0;
-    off += strlen(old) + 1;
-  }
+  int seen = listed(&w->changed, n);
   if (!seen && w->changed.len < (64u << 10))
     spool__buf_add(&w->changed, n, strlen(n) + 1);
   uv_timer_start(&w->debounce, on_quiet, w->debounce_ms, 0);
@@ -142,6 +154,15 @@ static int l_core_watch(lua_State *L) {
     return luaL_error(L, "out of memory");
   w->e = e;
   w->debounce_ms = (unsigned)debounce;
+  if (lua_istable(L, 4)) {
+    for (lua_Integer i = 1; i <= luaL_len(L, 4); i++) {
+      lua_geti(L, 4, i);
+      const char *name = lua_tostring(L, -1);
+      if (name)
+        spool__buf_add(&w->only, name, strlen(name) + 1);
+      lua_pop(L, 1);
+    }
+  }
   uv_timer_init(e->loop, &w->debounce);
   w->debounce.data = w;
   w->open_handles = 1;

@@ -400,6 +400,9 @@ M.routes = {
   { "POST", "/v1/threads/{id}/events", send_event },
   { "POST", "/v1/threads/{id}/cancel", cancel_thread },
   { "GET", "/v1/threads/{id}/stream", stream_thread },
+  -- Inbound webhooks: the same, signed instead of carrying the token.
+  { "POST", "/v1/hooks/threads", start_thread, signed = true },
+  { "POST", "/v1/hooks/threads/{id}/events", send_event, signed = true },
 }
 
 for _, r in ipairs(M.routes) do

@@ -29,8 +29,10 @@ function M.open(opts)
   if not ok then
     return false, err
   end
-  -- Load the public library now, so a broken install fails at open.
+  -- Load the public library now, so a broken install fails at open; and
+  -- the webhooks, which notify of every thread's ends and waits.
   require "spool"
+  require "spool._webhooks"
   if opts.watch == "on" then
     ok, err = loader.watch()
     if not ok then

@@ -568,9 +568,10 @@ function M.watch(debounce_ms)
   if not files then
     return nil, missing
   end
-  local names, parents, seen = {}, {}, {}
+  local names, parents, seen, only = {}, {}, {}, {}
   for _, dir in ipairs(list) do
     names[basename(dir)] = true
+    only[#only + 1] = basename(dir)
     local parent = dir:match("^(.*)/[^/]+/*$") or "."
     if not seen[parent] then
       seen[parent] = true
@@ -588,7 +589,7 @@ function M.watch(debounce_ms)
         return
       end
     end
-  end, debounce_ms)
+  end, debounce_ms, only)
   if not folders then
     files:close()
     return nil, ferr

@@ -2,14 +2,16 @@
 -- server on the engine's loop answers the control API (spool._api); every
 -- request passes the same gate first:
 --
---   1. Host: on a loopback address, the Host header must name this server
+--   1. Rate: optionally, requests per second per client address (429).
+--   2. Route and method (404, 405).
+--   3. Host: on a loopback address, the Host header must name this server
 --      (a web page cannot reach it through DNS rebinding).
---   2. Token: when one is set (and binding beyond loopback requires one),
+--   4. Token: when one is set (and binding beyond loopback requires one),
 --      every route needs "Authorization: Bearer <token>", compared in
---      constant time.
---   3. Rate: optionally, requests per second per client address (429).
---   4. Route and method (404, 405); a POST must be JSON (415), of a
---      bounded size (413), an object (400, 422).
+--      constant time. The inbound webhook routes (/v1/hooks/...) instead
+--      need a valid, fresh, unseen Spool-Signature (spool._webhooks).
+--   5. A POST must be JSON (415), of a bounded size (413), an object (400,
+--      422).
 --
 -- Errors are {"error": {"code", "message"}}; nothing internal (a Lua
 -- error, a path on disk) reaches a client: it is logged instead.
@@ -25,6 +27,8 @@ local runner = require "spool._runner"
 local loader = require "spool._loader"
 local metrics = require "spool._metrics"
 local hub = require "spool._hub"
+local webhooks = require "spool._webhooks"
+local config = require "spool.config"
 
 local M = {}
 
@@ -111,15 +115,24 @@ local function within_rate(peer)
 end
 
 
+-- A signed route (an inbound webhook) proves itself with its signature
+-- instead of the token. Returns nil, or the error reply.
+local function check_signature(req)
+  local hooks = config.get().hooks or {}
+  local secret = core.getenv(hooks.secret_env or "SPOOL_HOOK_SECRET")
+  if not secret or secret == "" then
+    return fail(404, "not_found", "inbound webhooks are not set up (set $"
+      .. (hooks.secret_env or "SPOOL_HOOK_SECRET") .. ")")
+  end
+  local ok, why = webhooks.verify(req.headers["spool-signature"], req.body,
+    secret, (hooks.max_age_s or 300) * 1000)
+  if not ok then
+    return fail(401, "bad_signature", why)
+  end
+end
+
+
 local function handle(req)
-  if not host_ok(req.headers.host) then
-    return fail(403, "forbidden_host", "the Host header does not name this "
-      .. "server")
-  end
-  if not authorized(req) then
-    return fail(401, "unauthorized", "a valid bearer token is required",
-      { ["WWW-Authenticate"] = "Bearer" })
-  end
   if not within_rate(req.peer) then
     return fail(429, "rate_limited", "too many requests from this address",
       { ["Retry-After"] = "1" })
@@ -131,6 +144,21 @@ local function handle(req)
         .. "here", { Allow = table.concat(params, ", ") })
     end
     return fail(404, "not_found", "no such route: " .. req.path)
+  end
+  if route.signed then
+    local refused = check_signature(req)
+    if refused then
+      return refused
+    end
+  else
+    if not host_ok(req.headers.host) then
+      return fail(403, "forbidden_host", "the Host header does not name "
+        .. "this server")
+    end
+    if not authorized(req) then
+      return fail(401, "unauthorized", "a valid bearer token is required",
+        { ["WWW-Authenticate"] = "Bearer" })
+    end
   end
   local body = {}
   if req.method == "POST" then

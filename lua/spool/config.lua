@@ -86,11 +86,60 @@ local function resolve_model(opts, file)
 end
 
 
+local WEBHOOK_EVENTS = { waiting = true, done = true, failed = true,
+                         cancelled = true }
+
+-- Checks spool.lua's webhooks (see spool._webhooks); returns them, or
+-- nil and "EINVAL: ..." naming the mistake.
+local function check_webhooks(list)
+  if list == nil then
+    return nil
+  end
+  local function bad(i, why)
+    return nil, string.format("EINVAL: spool.lua: webhooks[%d] %s", i, why)
+  end
+  if type(list) ~= "table" then
+    return nil, "EINVAL: spool.lua: webhooks must be a list of { url = ... }"
+  end
+  for i, t in ipairs(list) do
+    if type(t) ~= "table" or type(t.url) ~= "string"
+        or not t.url:match("^https?://[^/]") then
+      return bad(i, "needs url = \"http(s)://...\"")
+    end
+    for _, e in ipairs(t.events or {}) do
+      if not WEBHOOK_EVENTS[e] then
+        return bad(i, "has an unknown event '" .. tostring(e) .. "' (waiting, "
+          .. "done, failed, cancelled)")
+      end
+    end
+    if t.secret_env ~= nil and type(t.secret_env) ~= "string" then
+      return bad(i, "secret_env names an environment variable")
+    end
+    for _, k in ipairs { "attempts", "backoff_ms" } do
+      if t[k] ~= nil and (math.type(t[k]) ~= "integer" or t[k] < 1) then
+        return bad(i, k .. " must be a positive integer")
+      end
+    end
+  end
+  return list
+end
+
+
 -- Called once by the engine with its options; returns true or nil, err.
 function M.init(opts)
   local file, err = read_project_file(opts.project)
   if not file then
     return nil, err
+  end
+  local webhooks, werr = check_webhooks(file.webhooks)
+  if werr then
+    return nil, werr
+  end
+  if file.hooks ~= nil and (type(file.hooks) ~= "table"
+      or (file.hooks.max_age_s ~= nil and math.type(file.hooks.max_age_s)
+        ~= "integer")) then
+    return nil, "EINVAL: spool.lua: hooks = { secret_env = \"NAME\", "
+      .. "max_age_s = n }"
   end
   local db = opts.store or nonempty(core.getenv("SPOOL_DB")) or file.store
     or ".spool/spool.db"
@@ -109,6 +158,8 @@ function M.init(opts)
       or (opts.project .. "/" .. (file.prompts_dir or "prompts")),
     lib_dir = opts.project .. "/" .. (file.lib_dir or "lib"),
     mock_script = file.mock,
+    webhooks = webhooks,
+    hooks = file.hooks,
     model = resolve_model(opts, file),
     file = file,
   }

@@ -1,0 +1,181 @@
+-- Webhooks: signed notices out when a thread waits, ends or fails
+-- (retried with backoff), and signed requests in that start or resume
+-- threads (fresh, unseen, and matching, or refused).
+local h = require "spec.support"
+local core = require "spool.core"
+local json = require "spool.json"
+local http = require "spool.http"
+local config = require "spool.config"
+local loader = require "spool._loader"
+local runner = require "spool._runner"
+local serve = require "spool._serve"
+local webhooks = require "spool._webhooks"
+
+-- Any variable the test process has will do as a shared secret.
+local SECRET_ENV = "PATH"
+local SECRET = core.getenv(SECRET_ENV)
+
+local fixture = require "spec.fixtures.api"
+local AGENTS, model = fixture.AGENTS, fixture.model
+
+-- A receiver: answers each POST with the next status of `statuses` (then
+-- 200), and keeps what it got.
+local function receiver(statuses)
+  local got = {}
+  local server = assert(core.listen { port = 0, handler = function(req)
+    got[#got + 1] = req
+    return { status = statuses and statuses[#got] or 200, body = "ok" }
+  end })
+  finally(function() server:close() end)
+  return "http://127.0.0.1:" .. server:port() .. "/hook", got
+end
+
+local function project(targets, hooks)
+  local mock = model()
+  finally(mock.close)
+  local _, restore = h.project(AGENTS, mock)
+  finally(restore)
+  local cfg = config.get()
+  local saved_w, saved_h = cfg.webhooks, cfg.hooks
+  cfg.webhooks, cfg.hooks = targets, hooks
+  finally(function()
+    cfg.webhooks, cfg.hooks = saved_w, saved_h
+    h.wait_for(function() return webhooks.in_flight() == 0 end, 10000,
+      "the deliveries to end")
+  end)
+end
+
+local function verify(req)
+  local at, sig = req.headers["spool-signature"]:match("^t=(%d+),v1=(%x+)$")
+  assert.is_truthy(at, "a signature")
+  assert.are.equal(core.hmac_sha256(SECRET, at .. "." .. req.body), sig)
+  assert.is_true(math.abs(core.time() - tonumber(at)) < 60000)
+end
+
+
+describe("webhooks out", function()
+  it("tell of a thread that waits and then ends, signed", function()
+    local url, got = receiver()
+    project { { url = url, secret_env = SECRET_ENV } }
+    local t = h.run(assert(loader.load("refund")), "refund me")
+    h.wait_for(function() return #got >= 1 end)
+    local waiting = json.decode(got[1].body)
+    assert.are.equal("thread.waiting", waiting.type)
+    assert.are.equal(t.id, waiting.thread)
+    assert.are.equal("approval", waiting.waiting_for.kind)
+    assert.are.equal("thread.waiting", got[1].headers["spool-event"])
+    assert.are.equal(waiting.id, got[1].headers["spool-delivery"])
+    verify(got[1])
+    h.wait_run(assert(runner.resume(t.id, { approve = true })))
+    h.wait_for(function() return #got >= 2 end)
+    local done = json.decode(got[2].body)
+    assert.are.equal("thread.done", done.type)
+    assert.are.equal("refunded 30", done.result)
+    verify(got[2])
+    assert.are_not.equal(waiting.id, done.id)
+  end)
+
+  it("retry a failed delivery with the same id, and give up on a 4xx",
+    function()
+      local url, got = receiver { 503, 500 }
+      local url2, got2 = receiver { 400 }
+      project { { url = url, backoff_ms = 10, events = { "done" } },
+                { url = url2, backoff_ms = 10, events = { "done" } } }
+      h.run(assert(loader.load("echo")), "hi")
+      h.wait_for(function() return #got >= 3 end)
+      local ids = {}
+      for i, req in ipairs(got) do
+        ids[i] = req.headers["spool-delivery"]
+        assert.are.equal(tostring(i), req.headers["spool-attempt"])
+        assert.is_nil(req.headers["spool-signature"]) -- no secret: unsigned
+      end
+      assert.are.equal(ids[1], ids[2])
+      assert.are.equal(ids[1], ids[3])
+      h.wait_for(function() return #got2 >= 1 end)
+      core.sleep(50)
+      assert.are.equal(1, #got2) -- 400: the receiver said no; not retried
+      assert.are.equal(3, #got)
+    end)
+
+  it("notify only the events and agents a target asks for", function()
+    local url, got = receiver()
+    project { { url = url, events = { "failed" } },
+              { url = url, agents = { "refund" }, events = { "done" } } }
+    h.run(assert(loader.load("echo")), "hi")
+    core.sleep(50)
+    assert.are.equal(0, #got)
+  end)
+end)
+
+
+describe("webhooks in", function()
+  local base
+
+  local function start(hooks, token_env)
+    project(nil, hooks)
+    local port = assert(serve.start { port = 0, token_env = token_env })
+    finally(function() serve.stop(2000) end)
+    base = "http://127.0.0.1:" .. port
+  end
+
+  local function post(path, body, signature, headers)
+    headers = headers or {}
+    headers["Content-Type"] = "application/json"
+    headers["Spool-Signature"] = signature
+    local res = assert(http.request { method = "POST", url = base .. path,
+      headers = headers, body = body })
+    return res.status, json.decode(res.body)
+  end
+
+  it("start and resume threads from signed requests, without the token",
+    function()
+      start({ secret_env = SECRET_ENV }, "HOME") -- a token is set, too
+      local body = '{"agent":"refund","input":"refund me","wait_ms":5000}'
+      local sig = webhooks.sign(SECRET, core.time(), body)
+      local status, v = post("/v1/hooks/threads", body, sig)
+      assert.are.equal(201, status)
+      assert.are.equal("waiting", v.status)
+      -- The same request again is a replay.
+      local again, e = post("/v1/hooks/threads", body, sig)
+      assert.are.equal(401, again)
+      assert.matches("replay", e.error.message)
+      local approve = '{"type":"approve","by":"slack"}'
+      status = post("/v1/hooks/threads/" .. v.id .. "/events", approve,
+        webhooks.sign(SECRET, core.time(), approve))
+      assert.are.equal(202, status)
+      -- The token routes still need the token.
+      local res = assert(http.request { url = base .. "/v1/threads/" .. v.id })
+      assert.are.equal(401, res.status)
+    end)
+
+  it("refuse stale, forged and unsigned requests", function()
+    start { secret_env = SECRET_ENV, max_age_s = 60 }
+    local body = '{"agent":"echo","input":"x"}'
+    local cases = {
+      { webhooks.sign(SECRET, core.time() - 120000, body), "outside" },
+      { webhooks.sign(SECRET, core.time() + 120000, body), "outside" },
+      { webhooks.sign("not the secret", core.time(), body), "does not match" },
+      { nil, "is required" },
+      { "v1=abc", "is required" },
+    }
+    for _, c in ipairs(cases) do
+      local status, e = post("/v1/hooks/threads", body, c[1])
+      assert.are.equal(401, status)
+      assert.are.equal("bad_signature", e.error.code)
+      assert.matches(c[2], e.error.message)
+    end
+    -- A body changed after signing.
+    local sig = webhooks.sign(SECRET, core.time(), body)
+    local status = post("/v1/hooks/threads", body:gsub("x", "y"), sig)
+    assert.are.equal(401, status)
+  end)
+
+  it("are not there until a secret is set", function()
+    start { secret_env = "SPOOL_SPEC_NO_SUCH_SECRET" }
+    local body = "{}"
+    local status, e = post("/v1/hooks/threads", body,
+      webhooks.sign("x", core.time(), body))
+    assert.are.equal(404, status)
+    assert.matches("SPOOL_SPEC_NO_SUCH_SECRET", e.error.message)
+  end)
+end)
