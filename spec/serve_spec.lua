@@ -216,6 +216,30 @@ describe("the control API", function()
       assert.are.equal(404, (call("GET", "/v1/threads/t_nope/stream")))
     end)
 
+  it("streams notices about the whole engine to /v1/events", function()
+    start()
+    local stream
+    core.spawn(function()
+      stream = assert(http.request { url = base .. "/v1/events" })
+    end)
+    h.wait_for(function() return hub.subscribed() > 0 end)
+    local _, waiting = start_thread("refund", "refund me", { wait_ms = 5000 })
+    local _, done = start_thread("echo", "hi", { wait_ms = 5000 })
+    call("POST", "/v1/reload", {})
+    serve.stop(2000) -- ends the stream, so the buffered client sees it
+    h.wait_for(function() return stream end)
+    assert.are.equal(200, stream.status)
+    local seen = {}
+    for kind, data in stream.body:gmatch("event: ([%w_.]+)\ndata: ([^\n]+)") do
+      local v = json.decode(data)
+      seen[#seen + 1] = kind .. " " .. (v.thread or v.agent)
+    end
+    assert.are.same({ "thread.waiting " .. waiting.id,
+                      "thread.done " .. done.id,
+                      "reload_failed broken" }, seen)
+    assert.are.equal(0, hub.subscribed())
+  end)
+
   it("never starts a thread twice for one Idempotency-Key", function()
     start()
     local key = { ["Idempotency-Key"] = "order-" .. core.random_id() }

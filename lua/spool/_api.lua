@@ -362,6 +362,49 @@ local function stream_thread(req, p)
 end
 
 
+-- Server-Sent Events about the engine as a whole, live (not stored, so
+-- not resumable): threads that begin to wait or end (the notices webhooks
+-- send) and agents reloaded or broken by an edit.
+local function stream_notices(req)
+  local sub = hub.subscribe()
+  local ok, err = pcall(function()
+    local s = req.stream(200, { ["Content-Type"] = "text/event-stream",
+                                ["Cache-Control"] = "no-store",
+                                ["X-Accel-Buffering"] = "no" })
+    if not s or not s:send(": spool " .. core.version .. "\n\n") then
+      return
+    end
+    while not M.draining do
+      if not sub.signal:wait(KEEPALIVE_MS) then
+        if not s:send(": keepalive\n\n") then
+          return
+        end
+      end
+      if sub.dropped > 0 then
+        local n = sub.dropped
+        sub.dropped = 0
+        if not s:send(string.format("event: dropped\ndata: {\"count\":%d}"
+          .. "\n\n", n)) then
+          return
+        end
+      end
+      local queue = sub.queue
+      sub.queue = {}
+      for _, notice in ipairs(queue) do
+        if not s:send(string.format("event: %s\ndata: %s\n\n", notice.type,
+          json.encode(notice))) then
+          return
+        end
+      end
+    end
+  end)
+  hub.unsubscribe(sub)
+  if not ok then
+    error(err, 0)
+  end
+end
+
+
 local function list_agents()
   return 200, { agents = json.array(loader.list()) }
 end
@@ -400,6 +443,7 @@ M.routes = {
   { "POST", "/v1/threads/{id}/events", send_event },
   { "POST", "/v1/threads/{id}/cancel", cancel_thread },
   { "GET", "/v1/threads/{id}/stream", stream_thread },
+  { "GET", "/v1/events", stream_notices },
   -- Inbound webhooks: the same, signed instead of carrying the token.
   { "POST", "/v1/hooks/threads", start_thread, signed = true },
   { "POST", "/v1/hooks/threads/{id}/events", send_event, signed = true },

@@ -8,6 +8,14 @@
 --   hub.unfollow(id, signal)
 --   hub.listen(fn)                  fn(thread, event) for every event
 --   hub.notify_all()                wake every follower (shutdown)
+--
+-- And notices about the engine as a whole (a thread waits or ends, an
+-- agent reloads), which are not stored: each subscriber gets those sent
+-- while it is subscribed, up to a bounded backlog.
+--
+--   hub.subscribe() -> sub          sub.signal, sub.queue, sub.dropped
+--   hub.unsubscribe(sub)
+--   hub.broadcast(notice)
 
 local thread_mod = require "spool.thread"
 local core = require "spool.core"
@@ -16,6 +24,9 @@ local M = {}
 
 local followers = {} -- thread id -> { [signal] = true }
 local listeners = {}
+local subscribers = {} -- sub -> true
+
+M.backlog = 1000 -- notices a subscriber may fall behind by
 
 
 function M.follow(id)
@@ -61,6 +72,43 @@ function M.notify_all()
     for sig in pairs(set) do
       sig:notify()
     end
+  end
+  for sub in pairs(subscribers) do
+    sub.signal:notify()
+  end
+end
+
+
+function M.subscribe()
+  local sub = { signal = core.signal(), queue = {}, dropped = 0 }
+  subscribers[sub] = true
+  return sub
+end
+
+
+function M.subscribed()
+  local n = 0
+  for _ in pairs(subscribers) do
+    n = n + 1
+  end
+  return n
+end
+
+
+function M.unsubscribe(sub)
+  subscribers[sub] = nil
+end
+
+
+function M.broadcast(notice)
+  for sub in pairs(subscribers) do
+    local q = sub.queue
+    if #q >= M.backlog then
+      table.remove(q, 1)
+      sub.dropped = sub.dropped + 1
+    end
+    q[#q + 1] = notice
+    sub.signal:notify()
   end
 end
 

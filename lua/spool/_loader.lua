@@ -24,6 +24,7 @@ local config = require "spool.config"
 local agent_mod = require "spool.agent"
 local prompt = require "spool.prompt"
 local requires = require "spool._requires"
+local hub = require "spool._hub"
 
 local M = {}
 
@@ -455,12 +456,12 @@ local function report_event(name, entry)
       entry.version)
     core.log("debug", text:gsub("^reload  ", "reload: "))
   end
+  local notice = { type = entry.error and "reload_failed" or "reload",
+    agent = name, version = entry.version, from = entry.from,
+    error = entry.error, deleted = entry.deleted, at = core.time() }
+  hub.broadcast(notice) -- the control API's /v1/events
   if core.listening() then
-    local kind = entry.error and "reload_failed" or "reload"
-    local line = json.encode({ type = kind, agent = name,
-      version = entry.version, from = entry.from, error = entry.error,
-      deleted = entry.deleted })
-    core.emit("", name, kind, 0, 0, line, text)
+    core.emit("", name, notice.type, 0, 0, json.encode(notice), text)
   end
 end
 

@@ -139,11 +139,12 @@ end
 
 hub.listen(function(thread, ev)
   local kind = KIND[ev.type]
-  local targets = kind and not thread.parent and config.get().webhooks
-  if not targets then
+  if not kind or thread.parent then
     return
   end
-  for _, target in ipairs(targets) do
+  local notice = notice_of(thread, ev, kind)
+  hub.broadcast(notice) -- the control API's /v1/events
+  for _, target in ipairs(config.get().webhooks or {}) do
     if wants(target, kind, thread.agent) then
       if in_flight >= M.max_in_flight then
         core.log("error", "webhook to " .. host_of(target.url) .. " dropped: "
@@ -151,7 +152,6 @@ hub.listen(function(thread, ev)
         metrics.add("spool_webhooks_total", { result = "dropped" })
       else
         in_flight = in_flight + 1
-        local notice = notice_of(thread, ev, kind)
         core.spawn(function()
           local ok, err = pcall(deliver, target, notice)
           in_flight = in_flight - 1
