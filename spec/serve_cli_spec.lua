@@ -49,7 +49,9 @@ end
 -- log = function, code = function }.
 local function serve(dir, mock, args, env)
   h.remove(dir .. "/port")
-  local run = string.format("echo $$ >%s/serve.pid; exec env %s %s "
+  -- The caller's environment decides: a SPOOL_TOKEN of the shell does not.
+  local run = string.format("echo $$ >%s/serve.pid; exec env -u SPOOL_TOKEN "
+    .. "-u SPOOL_HOOK_SECRET %s %s "
     .. "--project %s --base-url %s --db %s serve --port 0 --port-file "
     .. "%s/port %s 2>%s/serve.log", h.q(dir), env or "", BIN, h.q(dir),
     mock.url, h.q(dir .. "/spool.db"), h.q(dir), args or "", h.q(dir))
@@ -139,11 +141,9 @@ describe("spool serve", function()
   it("refuses to serve beyond loopback without a token, and with one "
     .. "requires it everywhere", function()
     local dir, mock = project()
-    local _, code = h.sh(string.format("%s --project %s serve --host 0.0.0.0 "
-      .. "--port 0 2>&1", BIN, h.q(dir)))
+    local out, code = h.sh(string.format("env -u SPOOL_TOKEN %s --project %s "
+      .. "serve --host 0.0.0.0 --port 0 2>&1", BIN, h.q(dir)))
     assert.are.equal(1, code)
-    local out = h.sh(string.format("env -u SPOOL_TOKEN %s --project %s serve "
-      .. "--host 0.0.0.0 --port 0 2>&1", BIN, h.q(dir)))
     assert.matches("needs a token: set %$SPOOL_TOKEN", out)
     local s = serve(dir, mock, "--host 0.0.0.0", "SPOOL_TOKEN=s3cret-token")
     assert.are.equal(401, (curl(s, "GET", "/healthz")))
@@ -216,8 +216,9 @@ return { webhooks = { { url = "%s/hook", secret_env = "SPOOL_WEBHOOK_SECRET",
       '{"agent":"w","input":"refund it","wait_ms":5000}', auth)
     assert.are.equal(201, status)
     local body = '{"type":"approve"}'
-    local sig = require("spool._webhooks").sign(secrets[2],
-      require("spool.core").time(), body)
+    local sig = require("spool._webhooks").sign_request(secrets[2],
+      require("spool.core").time(), "/v1/hooks/threads/" .. v.id .. "/events",
+      body)
     assert.are.equal(202, (curl(s, "POST", "/v1/hooks/threads/" .. v.id
       .. "/events", body, "-H " .. h.q("Spool-Signature: " .. sig))))
     assert.are.equal(401, (curl(s, "POST", "/v1/hooks/threads/" .. v.id
@@ -242,17 +243,26 @@ return { webhooks = { { url = "%s/hook", secret_env = "SPOOL_WEBHOOK_SECRET",
     end
   end)
 
-  it("reloads on SIGHUP and watches agents by default", function()
+  it("watches agents by default, and reloads on SIGHUP", function()
     local dir, mock = project()
+    local function version(s)
+      return select(2, curl(s, "GET", "/v1/agents")).agents[1].version
+    end
     local s = serve(dir, mock)
-    local _, before = curl(s, "GET", "/v1/agents")
+    local before = version(s)
     h.write_files(dir, { ["prompts/p.md"] = "Work harder." })
-    h.wait_for(function()
-      local _, v = curl(s, "GET", "/v1/agents")
-      return v.agents[1].version ~= before.agents[1].version
-    end, 10000, "the watcher's reload")
+    h.wait_for(function() return version(s) ~= before end, 10000,
+      "the watcher's reload")
+    s.stop()
+    -- Not watching: only SIGHUP picks an edit up.
+    s = serve(dir, mock, "--no-watch")
+    before = version(s)
+    h.write_files(dir, { ["prompts/p.md"] = "Work even harder." })
+    h.sh("sleep 0.3")
+    assert.are.equal(before, version(s))
     h.sh("kill -HUP " .. s.pid)
-    assert.are.equal(200, (curl(s, "GET", "/healthz")))
+    h.wait_for(function() return version(s) ~= before end, 10000,
+      "the reload SIGHUP asked for")
     s.stop()
   end)
 end)

@@ -240,6 +240,40 @@ describe("the control API", function()
     assert.are.equal(0, hub.subscribed())
   end)
 
+  it("streams every stored event before it says a thread ended", function()
+    start(nil, 20)
+    for _ = 1, 5 do
+      local _, v = start_thread("limited", "loop")
+      local _, _, res = call("GET", "/v1/threads/" .. v.id .. "/stream")
+      local _, stored = call("GET", "/v1/threads/" .. v.id)
+      assert.are.equal("failed", stored.status)
+      local ids = {}
+      for id in res.body:gmatch("id: (%d+)\n") do
+        ids[#ids + 1] = tonumber(id)
+      end
+      assert.are.equal(#stored.events, #ids)
+      assert.are.equal(#stored.events, ids[#ids])
+      assert.matches('event: failed\n.-event: end\ndata: {"status":"failed"}',
+        res.body)
+    end
+  end)
+
+  it("answers the requests in flight when it drains", function()
+    start(nil, 300)
+    local answer
+    core.spawn(function()
+      answer = { call("POST", "/v1/threads", { agent = "echo",
+        input = "slow", wait_ms = 10000 }) }
+    end)
+    h.wait_for(function()
+      return require("spool._runner").running() > 0
+    end)
+    serve.stop(5000)
+    h.wait_for(function() return answer end)
+    assert.are.equal(201, answer[1])
+    assert.is_string(answer[2].id)
+  end)
+
   it("never starts a thread twice for one Idempotency-Key", function()
     start()
     local key = { ["Idempotency-Key"] = "order-" .. core.random_id() }
@@ -249,6 +283,10 @@ describe("the control API", function()
     assert.are.equal(200, s2)
     assert.are.equal(a.id, b.id)
     assert.is_true(b.replayed)
+    -- The key with another request: a client bug, said so.
+    local s3, e = start_thread("echo", "something else", nil, key)
+    assert.are.equal(422, s3)
+    assert.are.equal("idempotency_mismatch", e.error.code)
     -- Two at the same moment: one thread.
     local ids, race = {}, "race-" .. core.random_id()
     for i = 1, 2 do

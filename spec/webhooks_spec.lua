@@ -99,10 +99,14 @@ describe("webhooks out", function()
 
   it("notify only the events and agents a target asks for", function()
     local url, got = receiver()
+    local control, control_got = receiver()
     project { { url = url, events = { "failed" } },
-              { url = url, agents = { "refund" }, events = { "done" } } }
+              { url = url, agents = { "refund" }, events = { "done" } },
+              { url = control, events = { "done" } } }
     h.run(assert(loader.load("echo")), "hi")
-    core.sleep(50)
+    -- Once the target that wants it has its notice, the others would too.
+    h.wait_for(function() return #control_got == 1 end)
+    h.wait_for(function() return webhooks.in_flight() == 0 end)
     assert.are.equal(0, #got)
   end)
 end)
@@ -127,46 +131,67 @@ describe("webhooks in", function()
     return res.status, json.decode(res.body)
   end
 
+  local function signed(path, body, at)
+    return webhooks.sign_request(SECRET, at or core.time(), path, body)
+  end
+
   it("start and resume threads from signed requests, without the token",
     function()
       start({ secret_env = SECRET_ENV }, "HOME") -- a token is set, too
       local body = '{"agent":"refund","input":"refund me","wait_ms":5000}'
-      local sig = webhooks.sign(SECRET, core.time(), body)
+      local sig = signed("/v1/hooks/threads", body)
       local status, v = post("/v1/hooks/threads", body, sig)
       assert.are.equal(201, status)
       assert.are.equal("waiting", v.status)
-      -- The same request again is a replay.
+      -- The same request again is a replay, however its hex is written.
       local again, e = post("/v1/hooks/threads", body, sig)
       assert.are.equal(401, again)
       assert.matches("replay", e.error.message)
+      again = post("/v1/hooks/threads", body, (sig:gsub("v1=(%x+)",
+        function(hex) return "v1=" .. hex:upper() end)))
+      assert.are.equal(401, again)
       local approve = '{"type":"approve","by":"slack"}'
-      status = post("/v1/hooks/threads/" .. v.id .. "/events", approve,
-        webhooks.sign(SECRET, core.time(), approve))
+      local path = "/v1/hooks/threads/" .. v.id .. "/events"
+      -- Signed for another thread: refused here.
+      status = post(path, approve, signed("/v1/hooks/threads/t_other/events",
+        approve))
+      assert.are.equal(401, status)
+      status = post(path, approve, signed(path, approve))
       assert.are.equal(202, status)
       -- The token routes still need the token.
       local res = assert(http.request { url = base .. "/v1/threads/" .. v.id })
       assert.are.equal(401, res.status)
     end)
 
+  it("let a sender retry a request that failed", function()
+    start { secret_env = SECRET_ENV }
+    local path = "/v1/hooks/threads"
+    local body = '{"agent":"nosuch","input":"x"}'
+    local sig = signed(path, body)
+    assert.are.equal(404, (post(path, body, sig)))
+    assert.are.equal(404, (post(path, body, sig))) -- not a replay: it failed
+  end)
+
   it("refuse stale, forged and unsigned requests", function()
     start { secret_env = SECRET_ENV, max_age_s = 60 }
+    local path = "/v1/hooks/threads"
     local body = '{"agent":"echo","input":"x"}'
     local cases = {
-      { webhooks.sign(SECRET, core.time() - 120000, body), "outside" },
-      { webhooks.sign(SECRET, core.time() + 120000, body), "outside" },
-      { webhooks.sign("not the secret", core.time(), body), "does not match" },
+      { signed(path, body, core.time() - 120000), "outside" },
+      { signed(path, body, core.time() + 120000), "outside" },
+      { webhooks.sign_request("not the secret", core.time(), path, body),
+        "does not match" },
       { nil, "is required" },
       { "v1=abc", "is required" },
     }
     for _, c in ipairs(cases) do
-      local status, e = post("/v1/hooks/threads", body, c[1])
+      local status, e = post(path, body, c[1])
       assert.are.equal(401, status)
       assert.are.equal("bad_signature", e.error.code)
       assert.matches(c[2], e.error.message)
     end
     -- A body changed after signing.
-    local sig = webhooks.sign(SECRET, core.time(), body)
-    local status = post("/v1/hooks/threads", body:gsub("x", "y"), sig)
+    local status = post(path, body:gsub("x", "y"), signed(path, body))
     assert.are.equal(401, status)
   end)
 
@@ -174,8 +199,8 @@ describe("webhooks in", function()
     start { secret_env = "SPOOL_SPEC_NO_SUCH_SECRET" }
     local body = "{}"
     local status, e = post("/v1/hooks/threads", body,
-      webhooks.sign("x", core.time(), body))
+      webhooks.sign_request("x", core.time(), "/v1/hooks/threads", body))
     assert.are.equal(404, status)
-    assert.matches("SPOOL_SPEC_NO_SUCH_SECRET", e.error.message)
+    assert.are.equal("inbound webhooks are not set up", e.error.message)
   end)
 end)

@@ -8,7 +8,7 @@
  *   req    = { method=, target=, path=, query=, headers={lower-case}, body=,
  *              peer=, stream= }
  *   return { status=200, headers={name=value}, body="..." }  or a string
- *   server:port(), server:connections(), server:close()
+ *   server:port(), server:connections(), server:drain(), server:close()
  *
  * A handler may stream its response instead (Server-Sent Events):
  * `local s = req.stream(status, headers)` sends the head at once; then
@@ -230,6 +230,12 @@ static void on_request(spool__srv_req *req, void *ud) {
     spool__log(ls->e, SPOOL__LOG_ERROR, "cannot start an HTTP handler: %s",
                lua_tostring(L, -1));
     lua_pop(L, 1);
+    /* Out of memory after the stream box was made: cut its link first. */
+    stream_box *box = spool__srv_req_user(req);
+    if (box) {
+      box->req = NULL;
+      spool__srv_req_set_user(req, NULL);
+    }
     respond_500(req);
   }
 }
@@ -247,6 +253,13 @@ static int server_close(lua_State *L) {
     luaL_unref(L, LUA_REGISTRYINDEX, ls->self_ref);
     ls->handler_ref = ls->self_ref = LUA_NOREF;
   }
+  return 0;
+}
+
+static int server_drain(lua_State *L) {
+  lserver *ls = check_server(L);
+  if (ls->s)
+    spool__server_drain(ls->s);
   return 0;
 }
 
@@ -315,6 +328,7 @@ void spool__open_server(lua_State *L) {
       {"port", server_port},
       {"connections", server_connections},
       {"close", server_close},
+      {"drain", server_drain},
       {NULL, NULL},
   };
   if (luaL_newmetatable(L, SERVER_MT)) {

@@ -37,7 +37,9 @@ struct spool__server {
   int port;
   int nconns;
   int closing;
+  int draining; /* not listening; each connection closes after its answer */
   int listener_open;
+  int listener_closing;
   conn *conns;
   char readbuf[64 * 1024];
 };
@@ -318,8 +320,10 @@ static void conn_write(conn *c, int status, const char *headers,
     conn_close(c);
     return;
   }
-  if (!keep_alive)
+  if (!keep_alive) {
     c->close_after_write = 1;
+    stop_reading(c); /* what it sends now is dropped; linger reads on */
+  }
   conn_send(c, &out);
 }
 
@@ -332,7 +336,7 @@ void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
     req_free(r); /* the client went away while the handler worked */
     return;
   }
-  int keep_alive = r->keep_alive && !c->srv->closing;
+  int keep_alive = r->keep_alive && !c->srv->closing && !c->srv->draining;
   c->req = NULL;
   c->pending = 0;
   /* The body may point into the request (an echo): write, then free. */
@@ -647,13 +651,35 @@ static void on_listener_closed(uv_handle_t *h) {
   maybe_free_server(s);
 }
 
+static void close_listener(spool__server *s) {
+  if (!s->listener_closing) {
+    s->listener_closing = 1;
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+  }
+}
+
+void spool__server_drain(spool__server *s) {
+  if (s == NULL || s->closing || s->draining)
+    return;
+  s->draining = 1;
+  close_listener(s);
+  /* Idle keep-alive connections go now; busy ones after their answer. */
+  conn *c = s->conns;
+  while (c) {
+    conn *next = c->next;
+    if (c->req == NULL && c->writes == 0 && !c->lingering)
+      conn_close(c);
+    c = next;
+  }
+}
+
 void spool__server_close(spool__server *s) {
   if (s == NULL || s->closing)
     return;
   s->closing = 1;
   while (s->conns)
     conn_close(s->conns);
-  uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+  close_listener(s);
 }
 
 const char *spool__srv_req_method(const spool__srv_req *r) {

@@ -31,6 +31,10 @@ int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
                         char *err, size_t errlen);
 int spool__server_port(const spool__server *s);
 int spool__server_connections(const spool__server *s);
+/* Stops listening; idle connections close now, and each busy one after
+ * its answer (sent with Connection: close). For a graceful shutdown,
+ * before spool__server_close. */
+void spool__server_drain(spool__server *s);
 /* Stops listening and closes every connection. Requests still awaiting a
  * response stay valid; responding to them then only frees them. The server
  * memory goes when the loop runs the close callbacks. NULL is a no-op. */
@@ -69,7 +73,7 @@ void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
  * behind (more than SPOOL__SRV_STREAM_MAX_QUEUED bytes unsent: it is
  * dropped) — the caller should stop and end the stream.
  */
-#define SPOOL__SRV_STREAM_MAX_QUEUED (1u << 20)
+#define SPOOL__SRV_STREAM_MAX_QUEUED (256u << 10)
 int spool__srv_stream_start(spool__srv_req *r, int status, const char *headers);
 int spool__srv_stream_send(spool__srv_req *r, const char *data, size_t len);
 void spool__srv_stream_end(spool__srv_req *r);

@@ -169,10 +169,16 @@ local function start_thread(req, _, body)
   if key and (#key > 200 or key == "") then
     M.fail(400, "bad_request", "Idempotency-Key must be 1-200 characters")
   end
-  -- A retry gets the thread its key started, never a second one.
+  -- A retry gets the thread its key started, never a second one; the same
+  -- key with another request is a mistake the client should hear of.
+  local fingerprint = core.sha256(json.encode({ name, input }))
   local function replay()
     local doc = key and store.state_get(IDEMPOTENCY_NS, key)
     if doc then
+      if doc.value.request ~= fingerprint then
+        M.fail(422, "idempotency_mismatch", "this Idempotency-Key was used "
+          .. "for a different request")
+      end
       local view = wait_for_end(doc.value.id, wait_ms)
       view.replayed = true
       return view
@@ -196,23 +202,28 @@ local function start_thread(req, _, body)
     M.engine_error(err)
   end
   local id = thread_mod.new_id()
-  if key then
-    local ok, werr = store.write_state { { ns = IDEMPOTENCY_NS, key = key,
-      value = { id = id, agent = name }, if_version = 0,
-      expires_at = core.time() + IDEMPOTENCY_TTL_MS } }
-    if not ok then
-      -- The same key at the same moment: the other request started it.
-      local other = tostring(werr):match("^ECONFLICT") and replay()
-      if other then
-        return 200, other
-      end
-      M.engine_error(werr)
-    end
+  -- The key is stored with the thread's input, in one transaction: a key
+  -- never names a thread that was not stored, nor the other way round.
+  local writes = key and { { ns = IDEMPOTENCY_NS, key = key, if_version = 0,
+    value = { id = id, agent = name, request = fingerprint },
+    expires_at = core.time() + IDEMPOTENCY_TTL_MS } }
+  local thread = runner.start(agent, input, id, writes)
+  local sig = hub.follow(id)
+  while thread.persisted == 0 and not thread.halted do
+    sig:wait(1000)
   end
-  runner.start(agent, input, id)
-  -- The input is stored by the run's own task; answer once it is.
-  local view = wait_for_end(id, wait_ms)
-  return 201, view, { Location = "/v1/threads/" .. id }
+  hub.unfollow(id, sig)
+  if thread.halted then
+    -- The same key at the same moment: the other request started it.
+    local other = tostring(thread.halted):match("^ECONFLICT: state")
+      and replay()
+    if other then
+      return 200, other
+    end
+    M.fail(503, "store_failed", "the thread could not be stored: "
+      .. tostring(thread.halted):gsub("^%u+: ", ""))
+  end
+  return 201, wait_for_end(id, wait_ms), { Location = "/v1/threads/" .. id }
 end
 
 
@@ -339,7 +350,8 @@ local function stream_thread(req, p)
         end
         after = ev.seq
       end
-      local status = t:status()
+      -- As stored: a run may have appended its end but not committed it.
+      local status = t:status(t.persisted)
       if status == "done" or status == "failed" or status == "cancelled" then
         s:send("event: end\ndata: {\"status\":\"" .. status .. "\"}\n\n")
         return

@@ -164,10 +164,13 @@ end
 
 
 -- Starts a thread of `agent` on `input` (with the id given, or a new one)
--- and returns it at once; a task stores the input and drives it.
-function M.start(agent, input, id)
+-- and returns it at once; a task stores the input and drives it. `writes`
+-- (state writes, as spool.state makes them) commit with the input, or
+-- the thread is not started at all (.halted says why).
+function M.start(agent, input, id, writes)
   local thread = thread_mod.new(agent.name, agent.version, nil, sink, id)
   thread:append("input", { input = input, pinned = agent.pin_version or nil })
+  thread.writes = writes or thread.writes
   live[thread.id] = thread
   core.spawn(function()
     local ok, err = loader.store_version(agent)
@@ -179,7 +182,10 @@ function M.start(agent, input, id)
     end
     if not ok then
       thread.halted = err
-      core.log("error", "thread " .. thread.id .. " cannot start: " .. err)
+      store.release(thread.id)
+      -- A write that lost a compare-and-set is its caller's answer.
+      core.log(err:match("^ECONFLICT: state") and "debug" or "error",
+        "thread " .. thread.id .. " cannot start: " .. err)
       retire(thread)
       return
     end

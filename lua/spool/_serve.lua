@@ -86,10 +86,25 @@ local function authorized(req)
   if not settings.token then
     return true
   end
-  local given = (req.headers.authorization or ""):match("^Bearer (.+)$")
+  local scheme, given = (req.headers.authorization or ""):match(
+    "^(%a+) +(.+)$")
+  if not scheme or scheme:lower() ~= "bearer" then
+    return false
+  end
   -- Compare digests: equal length, constant time, whatever was sent.
-  return given ~= nil and core.equal(core.sha256(given),
-    core.sha256(settings.token))
+  return core.equal(core.sha256(given), core.sha256(settings.token))
+end
+
+
+-- Drops the buckets of clients quiet long enough to be full again, so
+-- the table holds only the clients of the last seconds.
+local function forget_idle_clients()
+  local now = core.now()
+  for peer, b in pairs(buckets) do
+    if now - b.at > 10000 then
+      buckets[peer] = nil
+    end
+  end
 end
 
 
@@ -116,50 +131,24 @@ end
 
 
 -- A signed route (an inbound webhook) proves itself with its signature
--- instead of the token. Returns nil, or the error reply.
+-- instead of the token. Returns the signature, or nil and the error reply.
 local function check_signature(req)
   local hooks = config.get().hooks or {}
   local secret = core.getenv(hooks.secret_env or "SPOOL_HOOK_SECRET")
   if not secret or secret == "" then
-    return fail(404, "not_found", "inbound webhooks are not set up (set $"
-      .. (hooks.secret_env or "SPOOL_HOOK_SECRET") .. ")")
+    return nil, fail(404, "not_found", "inbound webhooks are not set up")
   end
-  local ok, why = webhooks.verify(req.headers["spool-signature"], req.body,
-    secret, (hooks.max_age_s or 300) * 1000)
-  if not ok then
-    return fail(401, "bad_signature", why)
+  local sig, why = webhooks.verify(req.headers["spool-signature"], req.path,
+    req.body, secret, (hooks.max_age_s or 300) * 1000)
+  if not sig then
+    return nil, fail(401, "bad_signature", why)
   end
+  return sig
 end
 
 
-local function handle(req)
-  if not within_rate(req.peer) then
-    return fail(429, "rate_limited", "too many requests from this address",
-      { ["Retry-After"] = "1" })
-  end
-  local route, params = api.match(req.method, req.path)
-  if not route then
-    if #params > 0 then
-      return fail(405, "method_not_allowed", req.method .. " is not allowed "
-        .. "here", { Allow = table.concat(params, ", ") })
-    end
-    return fail(404, "not_found", "no such route: " .. req.path)
-  end
-  if route.signed then
-    local refused = check_signature(req)
-    if refused then
-      return refused
-    end
-  else
-    if not host_ok(req.headers.host) then
-      return fail(403, "forbidden_host", "the Host header does not name "
-        .. "this server")
-    end
-    if not authorized(req) then
-      return fail(401, "unauthorized", "a valid bearer token is required",
-        { ["WWW-Authenticate"] = "Bearer" })
-    end
-  end
+-- Past the gate: the body, then the route's handler.
+local function handle_route(req, route, params)
   local body = {}
   if req.method == "POST" then
     local ctype = (req.headers["content-type"] or ""):lower()
@@ -191,13 +180,61 @@ local function handle(req)
     return fail(500, "internal", "internal error (logged)")
   end
   if status == nil then
-    return "" -- a stream, which is over
+    return { status = 200, body = "" } -- a stream, which is over
   end
   if text then
     return reply(status, text, headers, "text/plain; version=0.0.4; "
       .. "charset=utf-8")
   end
   return reply(status, json.encode(value), headers)
+end
+
+
+local function gate_and_handle(req)
+  if not within_rate(req.peer) then
+    return fail(429, "rate_limited", "too many requests from this address",
+      { ["Retry-After"] = "1" })
+  end
+  local route, params = api.match(req.method, req.path)
+  if not route then
+    if #params > 0 then
+      return fail(405, "method_not_allowed", req.method .. " is not allowed "
+        .. "here", { Allow = table.concat(params, ", ") })
+    end
+    return fail(404, "not_found", "no such route: " .. req.path)
+  end
+  if route.signed then
+    local sig, refused = check_signature(req)
+    if not sig then
+      return refused
+    end
+    local answer = handle_route(req, route, params)
+    webhooks.settle(sig, answer.status < 300)
+    return answer
+  end
+  if not host_ok(req.headers.host) then
+    return fail(403, "forbidden_host", "the Host header does not name this "
+      .. "server")
+  end
+  if not authorized(req) then
+    return fail(401, "unauthorized", "a valid bearer token is required",
+      { ["WWW-Authenticate"] = "Bearer" })
+  end
+  return handle_route(req, route, params)
+end
+
+
+-- Counts the requests being handled, so a drain can wait for them.
+local handling = 0
+
+local function handle(req)
+  handling = handling + 1
+  local ok, answer = pcall(gate_and_handle, req)
+  handling = handling - 1
+  if not ok then
+    error(answer, 0)
+  end
+  return answer
 end
 
 
@@ -253,6 +290,7 @@ function M.start(opts)
   core.spawn(function()
     while not tick.signal:wait(1000) do
       runner.fire_due()
+      forget_idle_clients()
     end
     tick.done = true
   end)
@@ -272,14 +310,15 @@ function M.stop(drain_ms)
   end
   api.draining = true
   runner.draining = true
-  server:close()
-  server = nil
+  server:drain() -- no new connections; the ones in use close once answered
   ticker.signal:notify()
   hub.notify_all() -- event streams end now; clients reconnect elsewhere
   local deadline = core.now() + (drain_ms or 10000)
-  while runner.running() > 0 and core.now() < deadline do
+  while (runner.running() > 0 or handling > 0) and core.now() < deadline do
     core.sleep(10)
   end
+  server:close()
+  server = nil
   local left = runner.running()
   if left > 0 then
     core.log("warn", string.format("%d runs were still in their step at "

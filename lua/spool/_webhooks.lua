@@ -19,9 +19,9 @@
 -- Notices are kept in memory: a process that stops drops those still
 -- being retried. Only threads started directly (not sub-agents) notify.
 --
--- In: M.verify checks a signed request the same way (the control API's
--- /v1/hooks routes), rejecting signatures older than the window and any
--- seen before within it.
+-- In: M.verify checks a signed request (the control API's /v1/hooks
+-- routes) — signed the same way over "<path>.<body>" — rejecting
+-- signatures outside the time window and any accepted before within it.
 
 local core = require "spool.core"
 local json = require "spool.json"
@@ -52,9 +52,11 @@ function M.sign(secret, at, body)
 end
 
 
--- Where a URL goes, without its path or query (which may hold a secret).
+-- Where a URL goes, without credentials, path or query (any of which may
+-- hold a secret).
 local function host_of(url)
-  return url:match("^https?://([^/?#]+)") or "?"
+  local authority = url:match("^https?://([^/?#]+)") or "?"
+  return authority:match("@([^@]*)$") or authority
 end
 
 
@@ -167,41 +169,64 @@ end)
 
 -- ---- inbound: signed requests ----
 
-local seen = {}   -- signature -> when it was seen (ms)
+local seen = {}   -- signature -> when it was accepted (ms)
 local nseen = 0
 
 
--- Checks `Spool-Signature` of a request body. Returns true, or nil and
--- why (for a 401).
-function M.verify(header, body, secret, max_age_ms)
+-- What an inbound signature covers: the time, the path and the body, so a
+-- request signed for one thread cannot be replayed against another.
+function M.sign_request(secret, at, path, body)
+  return M.sign(secret, at, path .. "." .. body)
+end
+
+
+local function forget_old(now, max_age_ms)
+  for s, t in pairs(seen) do
+    if now - t > max_age_ms then
+      seen[s] = nil
+      nseen = nseen - 1
+    end
+  end
+end
+
+
+-- Checks a request's Spool-Signature. Returns a token for M.settle, or
+-- nil and why (for a 401). A valid signature is held while the request is
+-- handled, and kept (against replays) only if it succeeded: a sender may
+-- retry a request that failed.
+function M.verify(header, path, body, secret, max_age_ms)
   local at, sig = (header or ""):match("^t=(%d+),v1=(%x+)$")
   if not at then
     return nil, "a Spool-Signature header (t=...,v1=...) is required"
   end
+  sig = sig:lower()
   local now = core.time()
-  at = tonumber(at)
-  if math.abs(now - at) > max_age_ms then
+  at = math.tointeger(tonumber(at))
+  if not at or math.abs(now - at) > max_age_ms then
     return nil, "the signature's time is outside the accepted window"
   end
-  if not core.equal(M.sign(secret, at, body), "t=" .. math.tointeger(at)
-      .. ",v1=" .. sig:lower()) then
+  if not core.equal(M.sign_request(secret, at, path, body),
+      "t=" .. at .. ",v1=" .. sig) then
     return nil, "the signature does not match"
   end
-  -- A valid request seen before within the window is a replay.
   if seen[sig] then
     return nil, "this request was already received (a replay)"
   end
-  if nseen > 100000 then
-    for s, t in pairs(seen) do
-      if now - t > max_age_ms then
-        seen[s] = nil
-        nseen = nseen - 1
-      end
-    end
+  if nseen >= 100000 then
+    forget_old(now, max_age_ms)
   end
   seen[sig] = now
   nseen = nseen + 1
-  return true
+  return sig
+end
+
+
+-- After the request was handled: keep its signature if it succeeded.
+function M.settle(sig, succeeded)
+  if not succeeded and seen[sig] then
+    seen[sig] = nil
+    nseen = nseen - 1
+  end
 end
 
 

@@ -126,9 +126,10 @@ end
 
 
 -- running | waiting | done | failed | cancelled, from the latest event
--- that changes it.
-function Thread:status()
-  for i = #self.events, 1, -1 do
+-- that changes it (among the first `upto` events: pass self.persisted for
+-- the status as stored).
+function Thread:status(upto)
+  for i = upto or #self.events, 1, -1 do
     local ev = self.events[i]
     local s = TERMINAL[ev.type]
     if s then
