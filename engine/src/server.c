@@ -680,6 +680,7 @@ void spool__server_close(spool__server *s) {
   while (s->conns)
     conn_close(s->conns);
   close_listener(s);
+  maybe_free_server(s); /* a drain may have closed everything already */
 }
 
 const char *spool__srv_req_method(const spool__srv_req *r) {

@@ -300,3 +300,33 @@ TEST_IMPL(server_close_with_request_pending) {
   uv_run(&loop, UV_RUN_DEFAULT);
   ASSERT_EQ(uv_loop_close(&loop), 0);
 }
+
+TEST_IMPL(server_drains_gracefully) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  spool__server_opts o = {0};
+  spool__server *s = start(&loop, &o);
+  int port = spool__server_port(s);
+  client idle, busy;
+  client_start(&idle, &loop, port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  run_until(&loop, &idle, "HTTP/1.1 200", 1); /* now idle, kept alive */
+  client_start(&busy, &loop, port, "GET /?ms=50 HTTP/1.1\r\nHost: x\r\n\r\n");
+  while (handled < 2)
+    uv_run(&loop, UV_RUN_ONCE);
+  /* Draining: the idle connection goes; the busy one gets its answer,
+   * marked as the last, and then goes; nobody new gets in. */
+  spool__server_drain(s);
+  run_until(&loop, &idle, NULL, 0);
+  ASSERT(idle.closed);
+  run_until(&loop, &busy, NULL, 0);
+  ASSERT_EQ(count(&busy.in, "HTTP/1.1 200"), 1);
+  ASSERT_EQ(count(&busy.in, "Connection: close"), 1);
+  client late;
+  client_start(&late, &loop, port, "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  run_until(&loop, &late, NULL, 0);
+  ASSERT(late.refused || late.in.len == 0);
+  client_close(&loop, &idle);
+  client_close(&loop, &busy);
+  client_close(&loop, &late);
+  finish(&loop, s); /* after a drain, close frees what is left */
+}
