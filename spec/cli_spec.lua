@@ -7,26 +7,7 @@ local BIN = h.q(h.BIN)
 local BROKEN = h.q(h.ROOT .. "/spec/fixtures/broken")
 local MOCKS = h.ROOT .. "/spec/fixtures/mocks/"
 
--- Runs the CLI with arguments (and environment assignments); returns
--- stdout, stderr, exit code.
-local function spool(args, stdin, env)
-  local dir = h.tmpdir()
-  local cmd = string.format("cd %s && %s %s %s >%s/out 2>%s/err", h.q(h.ROOT),
-    env or "", BIN, args, dir, dir)
-  if stdin then
-    cmd = string.format("printf '%%s' %s | (%s)", h.q(stdin), cmd)
-  end
-  local _, code = h.sh(cmd)
-  local function slurp(name)
-    local f = io.open(dir .. "/" .. name)
-    local s = f:read("a")
-    f:close()
-    return s
-  end
-  local out, err = slurp("out"), slurp("err")
-  h.sh("rm -rf " .. h.q(dir))
-  return out, err, code
-end
+local spool = h.cli
 
 local json_lines = h.json_lines
 
@@ -156,7 +137,7 @@ describe("spool (CLI)", function()
       out, _, code = spool("--base-url http://127.0.0.1:1/v1 run classify "
         .. "--input x")
       assert.are.equal(1, code)
-      assert.matches("cannot reach the model at http://127.0.0.1:1/v1", out,
+      assert.matches("cannot reach openai at http://127.0.0.1:1/v1", out,
         1, true)
     end)
 

@@ -298,7 +298,7 @@ describe("spool.loop", function()
     local t = h.run(h.agent({}, mock), "x")
     assert.are.equal("failed", t:status())
     assert.are.equal("model call failed: openai returned HTTP 500: the model "
-      .. "is on fire", select(2, t:outcome()))
+      .. "is on fire (after 3 attempts)", select(2, t:outcome()))
   end)
 
   it("fails clearly on a malformed reply body", function()
@@ -311,7 +311,7 @@ describe("spool.loop", function()
   it("fails clearly when the endpoint is unreachable", function()
     local t = h.run(h.agent({}, "http://127.0.0.1:1/v1"), "x")
     assert.are.equal("failed", t:status())
-    assert.matches("^model call failed: cannot reach the model at "
+    assert.matches("^model call failed: cannot reach openai at "
       .. "http://127.0.0.1:1/v1/chat/completions: ECONNECT",
       select(2, t:outcome()))
   end)

@@ -73,6 +73,7 @@ function h.agent(def, mock_or_url)
     def.model.base_url = url
     def.model.name = def.model.name or "mock-1"
     def.model.timeout_ms = def.model.timeout_ms or 10000
+    def.model.retry_base_ms = def.model.retry_base_ms or 1 -- retry at once
   end
   local a = agent_mod.define(def, "test agent")
   a.name = a.name or ("test_" .. core.random_id():sub(-10))
@@ -224,6 +225,28 @@ end
 
 function h.remove(path)
   h.sh("rm -rf " .. h.q(path))
+end
+
+
+-- Runs the CLI with arguments (and environment assignments); returns
+-- stdout, stderr, exit code.
+function h.cli(args, stdin, env)
+  local dir = h.tmpdir()
+  local cmd = string.format("cd %s && %s %s %s >%s/out 2>%s/err", h.q(h.ROOT),
+    env or "", h.q(h.BIN), args, dir, dir)
+  if stdin then
+    cmd = string.format("printf '%%s' %s | (%s)", h.q(stdin), cmd)
+  end
+  local _, code = h.sh(cmd)
+  local function slurp(name)
+    local f = io.open(dir .. "/" .. name)
+    local s = f:read("a")
+    f:close()
+    return s
+  end
+  local out, err = slurp("out"), slurp("err")
+  h.sh("rm -rf " .. h.q(dir))
+  return out, err, code
 end
 
 

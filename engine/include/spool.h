@@ -101,6 +101,9 @@ SPOOL_API int spool_engine_new(spool_engine **out);
  *               the project's agents/ and prompts/
  *   "watch"     "on": reload agents when their files change (see
  *               spool_engine_reload); the watch lives on the engine's loop
+ *   "stream"    "on": model replies are streamed, and their text reaches
+ *               the event callback piece by piece as "delta" events (not
+ *               stored; seq 0; the JSON is {thread, agent, type, text})
  *   "log"       "error", "warn", "info" or "debug" (stderr)
  *   "log_format"  "text" (default) or "json": one object per line, {time,
  *               level, msg} ($SPOOL_LOG_FORMAT if not set here)

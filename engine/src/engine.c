@@ -207,12 +207,16 @@ int spool_engine_set(spool_engine *e, const char *key, const char *value) {
     return set_string(e, &e->opt_agents_dir, value);
   if (strcmp(key, "prompts_dir") == 0)
     return set_string(e, &e->opt_prompts_dir, value);
-  if (strcmp(key, "mock") == 0 || strcmp(key, "watch") == 0) {
+  if (strcmp(key, "mock") == 0 || strcmp(key, "watch") == 0 ||
+      strcmp(key, "stream") == 0) {
     if (value && strcmp(value, "on") != 0 && strcmp(value, "off") != 0)
       return spool__fail(e, SPOOL_EINVAL,
                          "option '%s' is \"on\" or \"off\", not \"%s\"", key,
                          value);
-    return set_string(e, key[0] == 'm' ? &e->opt_mock : &e->opt_watch, value);
+    char **slot = key[0] == 'm'   ? &e->opt_mock
+                  : key[0] == 'w' ? &e->opt_watch
+                                  : &e->opt_stream;
+    return set_string(e, slot, value);
   }
   if (strcmp(key, "log_format") == 0) {
     if (value == NULL ||
@@ -346,6 +350,7 @@ static int bootstrap(lua_State *L) {
   push_opt(L, "agents_dir", e->opt_agents_dir);
   push_opt(L, "prompts_dir", e->opt_prompts_dir);
   push_opt(L, "watch", e->opt_watch);
+  push_opt(L, "stream", e->opt_stream);
   lua_call(L, 1, 2);
   return 3; /* api table, ok, err */
 }
@@ -461,6 +466,7 @@ static void free_engine_memory(spool_engine *e) {
   free(e->opt_agents_dir);
   free(e->opt_prompts_dir);
   free(e->opt_watch);
+  free(e->opt_stream);
   spool__host_tools_free(e);
   free(e->project_abs);
   free(e->lua_dir);

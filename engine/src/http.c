@@ -30,7 +30,11 @@ struct spool__http_xfer {
   CURL *easy;
   struct curl_slist *headers;
   spool__http_done_cb cb;
+  spool__http_head_cb on_head;
+  spool__http_data_cb on_data;
   void *ud;
+  size_t received;
+  int head_done;
   spool__buf body;
   spool__buf resp_headers;
   size_t max_response;
@@ -163,9 +167,14 @@ int spool__http_pending(const spool__http *h) {
 static size_t on_body(char *data, size_t size, size_t n, void *userp) {
   spool__http_xfer *x = userp;
   size_t len = size * n;
-  if (x->body.len + len > x->max_response) {
+  if (x->received + len > x->max_response) {
     x->too_big = 1;
     return 0; /* makes curl fail the transfer with a write error */
+  }
+  x->received += len;
+  if (x->on_data) {
+    x->on_data(x, data, len, x->ud);
+    return len;
   }
   return spool__buf_add(&x->body, data, len) == 0 ? len : 0;
 }
@@ -179,8 +188,18 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp) {
     spool__buf_clear(&x->resp_headers);
     return len;
   }
-  if (len == 2 && data[0] == '\r')
+  if (len == 2 && data[0] == '\r') {
+    /* The end of a head: the final one unless it was a 1xx. */
+    long status = 0;
+    curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 200 && !x->head_done) {
+      x->head_done = 1;
+      x->status = status;
+      if (x->on_head)
+        x->on_head(x, x->ud);
+    }
     return len;
+  }
   if (x->resp_headers.len + len > (256u << 10))
     return 0;
   return spool__buf_add(&x->resp_headers, data, len) == 0 ? len : 0;
@@ -216,6 +235,8 @@ int spool__http_start(spool__http *h, const spool__http_request *r,
   }
   x->h = h;
   x->cb = cb;
+  x->on_head = r->on_head;
+  x->on_data = r->on_data;
   x->ud = ud;
   x->max_response = r->max_response ? r->max_response : SPOOL_HTTP_MAX_RESPONSE;
   CURL *c = x->easy;

@@ -15,6 +15,9 @@ typedef struct spool__http spool__http;
 typedef struct spool__http_xfer spool__http_xfer;
 
 typedef void (*spool__http_done_cb)(spool__http_xfer *x, void *ud);
+typedef void (*spool__http_head_cb)(spool__http_xfer *x, void *ud);
+typedef void (*spool__http_data_cb)(spool__http_xfer *x, const char *data,
+                                    size_t len, void *ud);
 
 typedef struct spool__http_request {
   const char *method; /* NULL means GET, or POST when there is a body */
@@ -26,6 +29,13 @@ typedef struct spool__http_request {
   long timeout_ms;         /* whole transfer; 0 means none */
   long connect_timeout_ms; /* 0 means curl's default */
   size_t max_response;     /* body bytes; 0 means SPOOL_HTTP_MAX_RESPONSE */
+  /* Streaming: with on_data set, body bytes go to it as they arrive instead
+   * of into the body buffer (max_response still bounds their total), and
+   * on_head (if set) runs once the final response's headers are in. Both
+   * run inside curl's callbacks, so they must not call curl; the done
+   * callback still ends the transfer. They get the done callback's ud. */
+  spool__http_head_cb on_head;
+  spool__http_data_cb on_data;
 } spool__http_request;
 
 #define SPOOL_HTTP_MAX_RESPONSE (64u << 20)
@@ -48,7 +58,8 @@ int spool__http_start(spool__http *h, const spool__http_request *r,
 /* Stops a transfer; its callback is never called. */
 void spool__http_cancel(spool__http_xfer *x);
 
-/* Results, readable inside the callback only. */
+/* Results, readable inside the callbacks only (status and headers from
+ * on_head on). */
 /* The HTTP status of the final response, or 0 when none arrived. */
 long spool__http_status(const spool__http_xfer *x);
 /* NULL when the transfer completed (whatever the status), else why not. */

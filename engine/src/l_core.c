@@ -20,8 +20,12 @@
  *   stats()               -> { tasks, http_pending, lua_kb, store_pending,
  *                              store_transactions, store_appends }
  *   in_task()             -> boolean      may the caller yield?
+ *   task_id()             -> id | nil     the calling task's
+ *   interrupt(id, why)    -> boolean      wake a task from an HTTP call or
+ *                                         a sleep with nil, why
  *   version               the engine's version, "x.y.z"
- * plus http_request (l_http.c), listen (l_server.c), read_file / write_file
+ * plus http_request and http_stream (l_http.c), sse (l_sse.c), listen
+ * (l_server.c), read_file / write_file
  * (l_fs.c).
  */
 #include <errno.h>
@@ -276,6 +280,22 @@ static int l_core_registry_size(lua_State *L) {
   return 1;
 }
 
+static int l_core_task_id(lua_State *L) {
+  spool__task *t = spool__task_current(L);
+  if (t == NULL)
+    return 0;
+  lua_pushinteger(L, (lua_Integer)t->id);
+  return 1;
+}
+
+static int l_core_interrupt(lua_State *L) {
+  lua_Integer id = luaL_checkinteger(L, 1);
+  const char *why = luaL_checkstring(L, 2);
+  lua_pushboolean(
+      L, spool__task_interrupt(engine(L), (unsigned long long)id, why));
+  return 1;
+}
+
 static int l_core_in_task(lua_State *L) {
   spool__task *t = spool__task_current(L);
   lua_pushboolean(L, t != NULL && t->co == L && lua_isyieldable(L));
@@ -299,6 +319,8 @@ int luaopen_spool_core(lua_State *L) {
       {"log", l_core_log},
       {"stats", l_core_stats},
       {"in_task", l_core_in_task},
+      {"task_id", l_core_task_id},
+      {"interrupt", l_core_interrupt},
       {"process_alive", l_core_process_alive},
       {"process_id", l_core_process_id},
       {"registry_size", l_core_registry_size},
@@ -315,6 +337,7 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_host(L);
   spool__open_watch(L);
   spool__open_signal(L);
+  spool__open_sse(L);
   lua_pushliteral(L, SPOOL_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -8,6 +8,7 @@
  *   req    = { method=, target=, path=, query=, headers={lower-case}, body=,
  *              peer=, stream= }
  *   return { status=200, headers={name=value}, body="..." }  or a string
+ *   return { drop = true }    closes the connection with no answer at all
  *   server:port(), server:connections(), server:drain(), server:close()
  *
  * A handler may stream its response instead (Server-Sent Events):
@@ -80,6 +81,10 @@ static int respond_from_lua(lua_State *L) {
     body = lua_tolstring(L, 2, &len);
   } else {
     luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_getfield(L, 2, "drop") == LUA_TBOOLEAN && lua_toboolean(L, -1)) {
+      spool__srv_abandon(req);
+      return 0;
+    }
     lua_getfield(L, 2, "status");
     status = (int)luaL_optinteger(L, -1, 200);
     if (status < 100 || status > 599)

@@ -23,10 +23,11 @@ static const char usage_text[] =
     "usage: spool [global options] <command> [arguments]\n"
     "\n"
     "commands:\n"
-    "  run AGENT [--input TEXT | -] [--json] [--watch]\n"
+    "  run AGENT [--input TEXT | -] [--json] [--watch] [--stream]\n"
     "      run an agent on an input until it finishes, fails or pauses;\n"
     "      --watch (or a SIGHUP) reloads edited agents/, prompts/, lib/,\n"
-    "      and the run's next step uses the new version\n"
+    "      and the run's next step uses the new version; --stream shows\n"
+    "      the model's text as it arrives\n"
     "  resume ID [--answer TEXT | --approve [--args JSON] |\n"
     "            --reject [--reason TEXT] | --event NAME [--data JSON]]\n"
     "            [--json]\n"
@@ -52,9 +53,14 @@ static const char usage_text[] =
     "        [--max-runs N] [--rate N] [--drain-ms N] [--no-watch]\n"
     "      the control API (HTTP/JSON, docs/openapi.json) on 127.0.0.1:8080;\n"
     "      beyond loopback, $SPOOL_TOKEN (or --token-env) must be set\n"
+    "  llm [--provider P] [--model M] [--base-url URL] [--system TEXT]\n"
+    "      [--tools FILE] [--stream] [--json] [--max-retries N] [PROMPT | -]\n"
+    "      one model call through spool's adapters; P is openai,\n"
+    "      openai-responses or anthropic; --json: the last line is\n"
+    "      {text, tool_calls, finish_reason, usage}\n"
     "  mock-llm [--port N] [--host ADDR] [--script FILE] [--port-file FILE]\n"
-    "      serve the built-in mock model (OpenAI-compatible); --port 0\n"
-    "      picks a free port and prints it\n"
+    "      serve the built-in mock model (OpenAI Chat Completions and\n"
+    "      Responses, Anthropic Messages); --port 0 picks a free port\n"
     "  test [BUSTED OPTIONS] [SPEC FILES]\n"
     "      run busted specs inside the engine, under Lua 5.4\n"
     "  lua FILE [ARGS]           run a Lua script inside the engine (as a\n"
@@ -77,7 +83,8 @@ static const char usage_text[] =
 
 typedef struct cli {
   const char *project, *model, *base_url, *mock, *log, *log_format, *db;
-  const char *watch; /* "on" for run --watch */
+  const char *watch;  /* "on" for run --watch */
+  const char *stream; /* "on" for run --stream */
   const char *command;
   int argc; /* the command's own arguments */
   char **argv;
@@ -163,6 +170,8 @@ static spool_engine *open_engine(const cli *c, uv_loop_t *loop, int *code) {
     rc = spool_engine_set(e, "store", c->db);
   if (rc == 0 && c->watch)
     rc = spool_engine_set(e, "watch", c->watch);
+  if (rc == 0 && c->stream)
+    rc = spool_engine_set(e, "stream", c->stream);
   if (rc == 0)
     rc = spool_engine_use_loop(e, loop);
   *code = rc != 0 ? EXIT_USAGE : EXIT_FAILED;
@@ -250,6 +259,8 @@ typedef struct run_opts {
   char *input;
   int json;
   int watch;
+  int stream;
+  int mid_line;    /* deltas printed since the last newline */
   int broken;      /* reload_failed events seen */
   int only_loaded; /* print no reload_failed events (they are logged) */
 } run_opts;
@@ -266,6 +277,16 @@ static void on_event(const spool_event *ev, void *ud) {
   count_broken(ev, o);
   if (o->only_loaded && o->broken > broken)
     return;
+  if (!o->json && strcmp(spool_event_type(ev), "delta") == 0) {
+    fputs(spool_event_text(ev), stdout); /* the reply as it arrives */
+    o->mid_line = 1;
+    fflush(stdout);
+    return;
+  }
+  if (o->mid_line) {
+    putchar('\n');
+    o->mid_line = 0;
+  }
   if (o->json) {
     printf("%s\n", spool_event_json(ev));
   } else {
@@ -294,6 +315,8 @@ static int parse_agent_args(const cli *c, run_opts *o, int allow_json) {
       o->json = 1;
     } else if (allow_json && strcmp(a, "--watch") == 0) {
       o->watch = 1;
+    } else if (allow_json && strcmp(a, "--stream") == 0) {
+      o->stream = 1;
     } else if (a[0] == '-') {
       return usage_error("unknown option '%s'", a);
     } else if (o->agent == NULL) {
@@ -361,6 +384,7 @@ static int cmd_run(const cli *c, uv_loop_t *loop) {
     return code;
   cli with_watch = *c;
   with_watch.watch = o.watch ? "on" : NULL;
+  with_watch.stream = o.stream ? "on" : NULL;
   spool_engine *e = open_engine(&with_watch, loop, &code);
   if (e == NULL) {
     free(o.input);
@@ -930,26 +954,36 @@ static int cmd_serve(const cli *c, uv_loop_t *loop) {
 
 /* ---- test: busted, hosted by the engine ---- */
 
+static int run_library_script(const cli *c, uv_loop_t *loop, const char *name);
+
 static int cmd_test(const cli *c, uv_loop_t *loop) {
-  int code;
   cli with_store = *c;
   /* Specs get a store of their own that vanishes with them. */
   const char *db = getenv("SPOOL_DB");
   if (with_store.db == NULL && (db == NULL || *db == '\0'))
     with_store.db = ":memory:";
-  c = &with_store;
+  return run_library_script(&with_store, loop, "_busted.lua");
+}
+
+/* Runs one of the library's command scripts (spool/_NAME.lua). */
+static int run_library_script(const cli *c, uv_loop_t *loop, const char *name) {
+  int code;
   spool_engine *e = open_engine(c, loop, &code);
   if (e == NULL)
     return code;
-  char runner[4096];
-  snprintf(runner, sizeof runner, "%s/spool/_busted.lua",
-           spool_engine_get(e, "lua_dir"));
-  if (spool_script_run(e, runner, c->argc, c->argv, &code) != 0) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/spool/%s", spool_engine_get(e, "lua_dir"),
+           name);
+  if (spool_script_run(e, path, c->argc, c->argv, &code) != 0) {
     fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
   spool_engine_free(e);
   return code;
+}
+
+static int cmd_llm(const cli *c, uv_loop_t *loop) {
+  return run_library_script(c, loop, "_llm_cli.lua");
 }
 
 static int cmd_lua(const cli *c, uv_loop_t *loop) {
@@ -1035,6 +1069,8 @@ int main(int argc, char **argv) {
     fn = cmd_prompt;
   else if (strcmp(c.command, "mock-llm") == 0)
     fn = cmd_mock;
+  else if (strcmp(c.command, "llm") == 0)
+    fn = cmd_llm;
   else if (strcmp(c.command, "test") == 0)
     fn = cmd_test;
   else if (strcmp(c.command, "lua") == 0)

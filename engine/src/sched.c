@@ -222,6 +222,22 @@ void spool__task_wake_with(spool__task *t, lua_CFunction push, void *ud) {
   spool__task_wake(t, nres);
 }
 
+int spool__task_interrupt(spool_engine *e, unsigned long long id,
+                          const char *why) {
+  spool__task *t = e->sched.all;
+  while (t && t->id != id)
+    t = t->next;
+  if (t == NULL || t->pending == NULL || !lua_checkstack(t->co, 2))
+    return 0;
+  spool__op *op = t->pending;
+  t->pending = NULL;
+  op->cancel(op);
+  lua_pushnil(t->co);
+  lua_pushstring(t->co, why);
+  spool__task_wake(t, 2);
+  return 1;
+}
+
 void spool__sched_cancel_all(spool_engine *e) {
   spool__sched *s = &e->sched;
   while (s->all) {

@@ -90,7 +90,8 @@ struct spool_engine {
   spool__log_level log_level;
   int log_json, log_format_set; /* log lines as JSON objects */
   char *opt_project, *opt_lua_dir, *opt_model, *opt_base_url, *opt_api_key_env,
-      *opt_mock, *opt_store, *opt_agents_dir, *opt_prompts_dir, *opt_watch;
+      *opt_mock, *opt_store, *opt_agents_dir, *opt_prompts_dir, *opt_watch,
+      *opt_stream;
   spool__buf errmsg;
   spool__buf result; /* storage for strings returned to API callers */
   spool_event_cb on_event;
@@ -160,6 +161,11 @@ void spool__task_wake(spool__task *t, int nres);
  * from a uv or curl callback, where a Lua error must not escape.
  */
 void spool__task_wake_with(spool__task *t, lua_CFunction push, void *ud);
+/* Cancels what task `id` waits on and wakes it with nil, why; 1 if it was
+ * waiting, else 0. Only for waits that are safe to abandon (HTTP, sleep):
+ * the caller knows what the task waits on. */
+int spool__task_interrupt(spool_engine *e, unsigned long long id,
+                          const char *why);
 
 /* ---- bindings: luaopen_* for the modules the engine preloads ---- */
 int luaopen_spool_core(lua_State *L);
@@ -173,6 +179,7 @@ void spool__open_store(lua_State *L);
 void spool__open_host(lua_State *L);
 void spool__open_watch(lua_State *L);
 void spool__open_signal(lua_State *L);
+void spool__open_sse(lua_State *L);
 void spool__host_tools_free(spool_engine *e);
 
 #endif

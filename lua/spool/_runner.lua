@@ -466,6 +466,9 @@ function M.cancel(id, reason)
   local t = live[id]
   if t then
     t.cancel_requested = reason or "cancelled"
+    if t.model_task then
+      core.interrupt(t.model_task, "ECANCELED: the thread was cancelled")
+    end
     return true
   end
   local thread, err = M.load(id)

@@ -18,6 +18,7 @@
 --     on_max_steps = function(thread) return answer_or_nil end,
 --     step = function(thread, agent) ... end,         -- own the whole step
 --     model = { name = "...", temperature = 0 },      -- overrides
+--     stream = true,     -- stream replies (default: the engine's option)
 --     budget = { steps = 40, tokens = 200000 },  -- sub-agents included
 --     lenient = true,    -- repair the model's JSON (false: strict only)
 --     escalate = false,  -- after max_errors, ask a person instead of failing
@@ -61,7 +62,7 @@ local KNOWN = {
   max_errors = true, mode = true, tools = true, output = true, vars = true,
   context = true, on_max_steps = true, step = true, model = true,
   budget = true, on_budget = true, lenient = true, escalate = true,
-  pin_version = true, migrate = true,
+  pin_version = true, migrate = true, stream = true,
 }
 
 
@@ -184,6 +185,7 @@ function M.define(def, where)
     escalate = def.escalate and true or false,
     pin_version = def.pin_version and true or false,
     migrate = def.migrate,
+    stream = def.stream,
   }, AGENT)
   if a.prompt ~= nil and type(a.prompt) ~= "string" then
     error(where .. ": prompt must be a file name in prompts/", 0)
@@ -199,6 +201,9 @@ function M.define(def, where)
   end
   if a.model ~= nil and type(a.model) ~= "table" then
     error(where .. ": model must be a table of overrides", 0)
+  end
+  if a.stream ~= nil and type(a.stream) ~= "boolean" then
+    error(where .. ": stream must be true or false", 0)
   end
   if a.budget ~= nil then
     if type(a.budget) ~= "table" then

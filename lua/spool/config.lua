@@ -46,18 +46,54 @@ local function nonempty(s)
 end
 
 
--- Resolves the model an agent uses by default: { provider, name, base_url,
--- api_key_env, mock = true|nil, timeout_ms }.
-local function resolve_model(opts, file)
-  local fm = file.model or {}
+-- What each provider defaults to. A base URL is the prefix the provider's
+-- path is appended to ({base}/chat/completions, {base}/responses,
+-- {base}/messages). ANTHROPIC_BASE_URL follows Anthropic's SDK and lacks
+-- the /v1.
+local PROVIDERS = {
+  openai = { key_env = "OPENAI_API_KEY", base_env = "OPENAI_BASE_URL",
+             base_url = "https://api.openai.com/v1", name = "gpt-4o-mini" },
+  ["openai-responses"] = { key_env = "OPENAI_API_KEY",
+             base_env = "OPENAI_BASE_URL",
+             base_url = "https://api.openai.com/v1", name = "gpt-4o-mini" },
+  anthropic = { key_env = "ANTHROPIC_API_KEY", base_env = "ANTHROPIC_BASE_URL",
+             base_suffix = "/v1", base_url = "https://api.anthropic.com/v1",
+             name = "claude-sonnet-4-5" },
+}
+
+-- The reliability settings of a model and their defaults (spool.llm).
+local MODEL_DEFAULTS = {
+  timeout_ms = 120000, connect_timeout_ms = 10000,
+  first_token_timeout_ms = 60000, idle_timeout_ms = 60000,
+  max_retries = 2, retry_base_ms = 500, retry_max_ms = 20000,
+  max_retry_after_ms = 60000,
+}
+
+
+-- Resolves a model: { provider, name, base_url, api_key_env, mock =
+-- true|nil, and the settings of MODEL_DEFAULTS }. `opts` (flags) override
+-- the environment, which overrides `fm` (spool.lua's model table).
+function M.resolve_model(opts, fm)
+  fm = fm or {}
   if type(fm) == "string" then
     fm = { name = fm }
   end
-  local key_env = opts.api_key_env or fm.api_key_env or "OPENAI_API_KEY"
-  local base_url = nonempty(opts.base_url) or nonempty(core.getenv("OPENAI_BASE_URL"))
-    or fm.base_url
+  local provider = nonempty(opts.provider) or fm.provider or "openai"
+  local defaults = PROVIDERS[provider]
+  if not defaults then
+    return nil, string.format("EINVAL: unknown model provider '%s' (openai, "
+      .. "openai-responses, anthropic)", tostring(provider))
+  end
+  local key_env = opts.api_key_env or fm.api_key_env or defaults.key_env
+  local env_base = nonempty(core.getenv(defaults.base_env))
+  if env_base and defaults.base_suffix
+      and not env_base:match("/v%d+/*$") then
+    env_base = env_base:gsub("/+$", "") .. defaults.base_suffix
+  end
+  local base_url = nonempty(opts.base_url) or env_base or fm.base_url
   local name = nonempty(opts.model) or nonempty(core.getenv("SPOOL_MODEL"))
-    or nonempty(core.getenv("OPENAI_MODEL")) or fm.name
+    or (provider ~= "anthropic" and nonempty(core.getenv("OPENAI_MODEL")))
+    or fm.name
   local has_key = core.getenv(key_env) ~= nil
   local mock
   if opts.mock == "on" then
@@ -67,20 +103,17 @@ local function resolve_model(opts, file)
   else
     mock = not has_key and base_url == nil
   end
-  local model = {
-    provider = fm.provider or "openai",
-    api_key_env = key_env,
-    timeout_ms = fm.timeout_ms or 120000,
-    connect_timeout_ms = fm.connect_timeout_ms or 10000,
-    temperature = fm.temperature,
-    max_tokens = fm.max_tokens,
-  }
+  local model = { provider = provider, api_key_env = key_env,
+                  temperature = fm.temperature, max_tokens = fm.max_tokens }
+  for k, v in pairs(MODEL_DEFAULTS) do
+    model[k] = opts[k] or fm[k] or v
+  end
   if mock then
     model.mock = true
     model.name = "mock-1"
   else
-    model.base_url = (base_url or "https://api.openai.com/v1"):gsub("/+$", "")
-    model.name = name or "gpt-4o-mini"
+    model.base_url = (base_url or defaults.base_url):gsub("/+$", "")
+    model.name = name or defaults.name
   end
   return model
 end
@@ -158,11 +191,17 @@ function M.init(opts)
       or (opts.project .. "/" .. (file.prompts_dir or "prompts")),
     lib_dir = opts.project .. "/" .. (file.lib_dir or "lib"),
     mock_script = file.mock,
+    stream = opts.stream == "on" or (opts.stream == nil and file.stream == true),
     webhooks = webhooks,
     hooks = file.hooks,
-    model = resolve_model(opts, file),
     file = file,
   }
+  local model, merr = M.resolve_model(opts, file.model)
+  if not model then
+    settings = nil
+    return nil, (merr:gsub("^EINVAL: ", "EINVAL: spool.lua: "))
+  end
+  settings.model = model
   return true
 end
 

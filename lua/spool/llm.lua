@@ -1,35 +1,55 @@
 -- spool.llm: one interface to chat models, whatever the provider.
 --
 --   llm.chat{ system=, messages=, tools=, json=, model=, temperature=,
---             max_tokens= }  -> reply | nil, "EMODEL: ..."
+--             max_tokens=, stream=, on_text= }
+--     -> reply | nil, "EMODEL: ...", attempts
 --   llm.request{ ... }       -> { url, body }   the request chat would send
 --
--- reply = { text, tool_calls = { { id, name, arguments } }, finish_reason,
---           usage = { input_tokens, output_tokens, total_tokens },
---           model, latency_ms, request_sha256, id }
+-- reply = { text, tool_calls = { { id, name, arguments, args } },
+--           finish_reason, usage = { input_tokens, output_tokens,
+--           total_tokens, cached_tokens, reasoning_tokens }, model,
+--           provider, latency_ms, request_sha256, id, attempts }
+--
+-- `arguments` is the model's text; `args` the value it parses to (nil when
+-- it is not JSON: the loop tells the model). finish_reason is stop,
+-- tool_calls, length or content_filter whatever the provider. With
+-- stream = true the reply arrives as Server-Sent Events and on_text (if
+-- given) gets each piece of text as it comes.
 --
 -- `model` is a model table from spool.config (the default), possibly with
 -- an agent's overrides. The API key is read from the environment variable
 -- the model names at the moment of the call, and goes nowhere but the
--- request's Authorization header: never into events, logs or errors.
+-- request's headers: never into events, logs, errors or attempts.
 --
--- Providers live in spool.providers.<name> as pure build/parse functions;
--- Anthropic and streaming plug in there.
+-- Reliability, from the model's settings (spool.config has the defaults):
+-- a call is tried up to 1 + max_retries times when the failure is one a
+-- retry can help (429, 408, 409, 5xx, 529 overloaded, a reset or refused
+-- connection, a timeout, a stream cut short, an error event the provider
+-- marks transient; x-should-retry overrides either way). Waits grow
+-- exponentially with jitter, or follow Retry-After / retry-after-ms,
+-- capped at max_retry_after_ms. Timeouts: connect_timeout_ms, timeout_ms
+-- (the whole call), and for streams first_token_timeout_ms and
+-- idle_timeout_ms (between chunks). Every attempt is described in
+-- `attempts`: { attempt, status, latency_ms, error, retry_in_ms }.
 
 local core = require "spool.core"
 local config = require "spool.config"
+local json = require "spool.json"
 
 local M = {}
 
 local providers = {
   openai = require "spool.providers.openai",
+  ["openai-responses"] = require "spool.providers.openai_responses",
+  anthropic = require "spool.providers.anthropic",
 }
 
 
-local function provider_of(model)
-  local p = providers[model.provider]
+function M.provider(name)
+  local p = providers[name]
   if not p then
-    error(string.format("unknown model provider '%s'", tostring(model.provider)), 0)
+    error(string.format("unknown model provider '%s' (openai, "
+      .. "openai-responses, anthropic)", tostring(name)), 0)
   end
   return p
 end
@@ -53,16 +73,227 @@ end
 
 function M.request(req)
   local model = req.model or config.get().model
-  local built = provider_of(model).build(model, req)
+  local built = M.provider(model.provider).build(model, req)
   local base = model.mock and "http://127.0.0.1:<mock>/v1" or model.base_url
   return { url = base .. built.path, body = built.body,
            headers = built.headers }
 end
 
 
+-- ---- one attempt ----
+
+local RETRY_STATUS = { [408] = true, [409] = true, [429] = true }
+
+local function retryable_status(status, headers)
+  local should = headers and headers["x-should-retry"]
+  if should == "true" then
+    return true
+  elseif should == "false" then
+    return false
+  end
+  return RETRY_STATUS[status] or status >= 500
+end
+
+
+-- "1s", "6m0s", "250ms", "1h2m3.5s" (OpenAI's x-ratelimit-reset-*) -> ms.
+local function duration_ms(s)
+  if type(s) ~= "string" or s == "" then
+    return nil
+  end
+  local total, rest = 0, s
+  for num, unit in s:gmatch("([%d%.]+)(%a+)") do
+    local n = tonumber(num)
+    local scale = ({ h = 3600000, m = 60000, s = 1000, ms = 1 })[unit]
+    if not n or not scale then
+      return nil
+    end
+    total = total + n * scale
+    rest = rest:gsub("^[%d%.]+%a+", "", 1)
+  end
+  if rest ~= "" then
+    return nil
+  end
+  return math.ceil(total)
+end
+
+
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6,
+                 Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+
+-- How long the server asks us to wait, in ms, or nil: retry-after-ms,
+-- then Retry-After (seconds or an HTTP date), then for a 429 the rate
+-- limit's reset.
+function M.retry_after_ms(headers, status)
+  headers = headers or {}
+  local ms = tonumber(headers["retry-after-ms"])
+  if ms and ms >= 0 then
+    return math.ceil(ms)
+  end
+  local ra = headers["retry-after"]
+  if ra then
+    local secs = tonumber(ra)
+    if secs and secs >= 0 then
+      return math.ceil(secs * 1000)
+    end
+    local d, mon, y, h, mi, sec =
+      ra:match("^%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT$")
+    if d and MONTHS[mon] then
+      -- os.time reads a local time; the offset at that instant makes it UTC.
+      local t = { year = tonumber(y), month = MONTHS[mon], day = tonumber(d),
+                  hour = tonumber(h), min = tonumber(mi), sec = tonumber(sec) }
+      local here = os.time(t)
+      local utc = here + (here - os.time(os.date("!*t", here)))
+      return math.max(0, utc * 1000 - core.time())
+    end
+  end
+  if status == 429 then
+    return duration_ms(headers["x-ratelimit-reset-requests"])
+      or duration_ms(headers["x-ratelimit-reset-tokens"])
+  end
+end
+
+
+local function http_failure(p, model, res)
+  local msg = p.error_message(res.body) or (res.body or ""):sub(1, 200)
+  return {
+    status = res.status,
+    error = string.format("%s returned HTTP %d: %s", model.provider,
+      res.status, msg),
+    retryable = retryable_status(res.status, res.headers),
+    retry_after_ms = M.retry_after_ms(res.headers, res.status),
+  }
+end
+
+
+-- A transport failure ("ECODE: message") as an outcome.
+local function transport_failure(model, url, err)
+  local code = err:match("^(%u+):") or "EHTTP"
+  return {
+    error = string.format("cannot reach %s at %s: %s", model.provider,
+      shown(url), err),
+    retryable = code ~= "ETOOBIG" and code ~= "ECANCELED",
+  }
+end
+
+
+local function call_whole(p, model, url, headers, body)
+  local res, err = core.http_request {
+    method = "POST", url = url, headers = headers, body = body,
+    timeout_ms = model.timeout_ms, connect_timeout_ms = model.connect_timeout_ms,
+  }
+  if not res then
+    return transport_failure(model, url, err)
+  end
+  if res.status < 200 or res.status > 299 then
+    return http_failure(p, model, res)
+  end
+  local reply, perr = p.parse(res.body)
+  if not reply then
+    return { status = res.status, retryable = true,
+             error = string.format("malformed reply from %s: %s",
+               model.provider, perr) }
+  end
+  return { status = res.status, reply = reply }
+end
+
+
+-- Reads a stream to its end: the first chunk within the first-token
+-- timeout, each next within the idle timeout.
+local function call_streamed(p, model, url, headers, body, on_text)
+  local s, err = core.http_stream {
+    method = "POST", url = url, headers = headers, body = body,
+    timeout_ms = model.timeout_ms, connect_timeout_ms = model.connect_timeout_ms,
+  }
+  if not s then
+    return transport_failure(model, url, err)
+  end
+  local first = model.first_token_timeout_ms or 0
+  local status, res_headers = s:head(first)
+  if not status then
+    s:close()
+    return transport_failure(model, url, res_headers)
+  end
+  if status < 200 or status > 299 then
+    local parts = {}
+    repeat
+      local chunk, rerr = s:read(model.idle_timeout_ms or 0)
+      parts[#parts + 1] = chunk
+    until not chunk or rerr
+    s:close()
+    return http_failure(p, model, { status = status, headers = res_headers,
+                                    body = table.concat(parts) })
+  end
+  local sse = core.sse()
+  local acc = p.stream(on_text)
+  local timeout, done = first, false
+  while not done do
+    local chunk, rerr = s:read(timeout)
+    if not chunk then
+      s:close()
+      if rerr then
+        local f = transport_failure(model, url, rerr)
+        f.status = status
+        return f
+      end
+      break
+    end
+    timeout = model.idle_timeout_ms or 0
+    local events, perr = sse:feed(chunk)
+    if not events then
+      s:close()
+      return { status = status, retryable = false,
+               error = string.format("malformed stream from %s: %s",
+                 model.provider, perr) }
+    end
+    for _, ev in ipairs(events) do
+      local eerr
+      done, eerr = acc.event(ev)
+      if eerr then
+        s:close()
+        return { status = status, retryable = eerr.retryable or false,
+                 error = string.format("%s reported an error in the stream: %s",
+                   model.provider, eerr.message) }
+      end
+      if done then
+        s:close()
+        break
+      end
+    end
+  end
+  local reply, rerr = acc.reply()
+  if not reply then
+    return { status = status, retryable = true,
+             error = string.format("malformed stream from %s: %s",
+               model.provider, rerr) }
+  end
+  return { status = status, reply = reply }
+end
+
+
+-- ---- retries ----
+
+local function backoff_ms(model, attempt)
+  local base = model.retry_base_ms or 500
+  local cap = model.retry_max_ms or 20000
+  local d = math.min(cap, base * 2 ^ (attempt - 1))
+  -- Half fixed, half random: spread out, never all at once.
+  return math.floor(d / 2 + math.random() * d / 2)
+end
+
+
+local function parse_args(calls)
+  for _, c in ipairs(calls) do
+    local v = json.decode(c.arguments or "")
+    if type(v) == "table" then
+      c.args = v
+    end
+  end
+end
+
+
 function M.chat(req)
   local model = req.model or config.get().model
-  local p = provider_of(model)
+  local p = M.provider(model.provider)
   local built = p.build(model, req)
   local url = base_url(model) .. built.path
   local headers = built.headers
@@ -72,30 +303,49 @@ function M.chat(req)
       p.authorize(headers, key)
     end
   end
-  local t0 = core.now()
-  local res, err = core.http_request {
-    method = "POST", url = url, headers = headers, body = built.body,
-    timeout_ms = model.timeout_ms, connect_timeout_ms = model.connect_timeout_ms,
-  }
-  local latency = math.floor(core.now() - t0 + 0.5)
-  if not res then
-    return nil, string.format("EMODEL: cannot reach the model at %s: %s",
-      shown(url), err)
+  local max_retries = req.max_retries or model.max_retries or 2
+  local cap = model.max_retry_after_ms or 60000
+  local attempts = {}
+  local t_call = core.now()
+  for attempt = 1, max_retries + 1 do
+    local t0 = core.now()
+    local out
+    if req.stream then
+      out = call_streamed(p, model, url, headers, built.body, req.on_text)
+    else
+      out = call_whole(p, model, url, headers, built.body)
+    end
+    local a = { attempt = attempt, status = out.status,
+                latency_ms = math.floor(core.now() - t0 + 0.5),
+                error = out.error }
+    attempts[#attempts + 1] = a
+    if out.reply then
+      local reply = out.reply
+      parse_args(reply.tool_calls)
+      reply.model = model.name
+      reply.provider = model.provider
+      reply.latency_ms = math.floor(core.now() - t_call + 0.5)
+      reply.request_sha256 = core.sha256(built.body)
+      reply.attempts = attempts
+      return reply
+    end
+    if not out.retryable or attempt > max_retries then
+      break
+    end
+    local wait = out.retry_after_ms and math.min(out.retry_after_ms, cap)
+      or backoff_ms(model, attempt)
+    a.retry_in_ms = wait
+    core.log("warn", string.format("model call attempt %d failed (%s); "
+      .. "retrying in %d ms", attempt, out.error, wait))
+    local _, interrupted = core.sleep(wait)
+    if interrupted then
+      attempts[#attempts + 1] = { attempt = attempt + 1, error = interrupted }
+      break
+    end
   end
-  if res.status < 200 or res.status > 299 then
-    local msg = p.error_message(res.body) or (res.body or ""):sub(1, 200)
-    return nil, string.format("EMODEL: %s returned HTTP %d: %s",
-      model.provider, res.status, msg)
-  end
-  local reply, perr = p.parse(res.body)
-  if not reply then
-    return nil, string.format("EMODEL: malformed reply from %s: %s",
-      model.provider, perr)
-  end
-  reply.model = model.name
-  reply.latency_ms = latency
-  reply.request_sha256 = core.sha256(built.body)
-  return reply
+  local last = attempts[#attempts]
+  return nil, string.format("EMODEL: %s (after %d attempt%s)", last.error,
+    #attempts, #attempts == 1 and "" or "s"), attempts
 end
 
 

@@ -84,11 +84,17 @@ local function template_vars(thread, agent)
 end
 
 
--- The model an agent uses: the project's, with the agent's overrides.
+-- The model an agent uses: the project's, with the agent's overrides. An
+-- agent that names another provider gets that provider's defaults (key,
+-- base URL), and the mock when the project runs on the mock.
 function M.model_for(agent)
   local base = config.get().model
   if not agent.model then
     return base
+  end
+  if agent.model.provider and agent.model.provider ~= base.provider then
+    return assert(config.resolve_model({ mock = base.mock and "on" or nil },
+      agent.model))
   end
   local m = {}
   for k, v in pairs(base) do
@@ -552,10 +558,51 @@ function M.settle(thread, agent, pending)
 end
 
 
+-- Each piece of a streamed reply goes to the host as a "delta" event
+-- (not stored: the model_call event holds the whole reply).
+local function delta_emitter(thread)
+  return function(piece)
+    core.emit(thread.id, thread.agent, "delta", 0, thread.depth or 0,
+      json.encode({ thread = thread.id, agent = thread.agent, type = "delta",
+                    text = piece }), piece)
+  end
+end
+
+
+-- A model call's attempts, as an event keeps them.
+local function attempts_data(attempts)
+  local out = json.array()
+  for i, a in ipairs(attempts or {}) do
+    out[i] = { attempt = a.attempt, status = a.status,
+               latency_ms = a.latency_ms, error = a.error,
+               retry_in_ms = a.retry_in_ms }
+  end
+  return out
+end
+
+
 function M.step(thread, agent)
-  local reply, err = llm.chat(M.request(thread, agent))
-  if not reply then
-    thread:fail((err:gsub("^EMODEL: ", "model call failed: ")))
+  local req = M.request(thread, agent)
+  if req.stream == nil then
+    req.stream = agent.stream
+    if req.stream == nil then
+      req.stream = config.get().stream
+    end
+  end
+  if req.stream and core.listening() then
+    req.on_text = delta_emitter(thread)
+  end
+  -- While the call is out, cancelling the thread interrupts it.
+  thread.model_task = core.task_id()
+  local reply, err, attempts = llm.chat(req)
+  thread.model_task = nil
+  if not reply and thread.cancel_requested then
+    return -- the loop records the cancellation
+  elseif not reply then
+    thread:append("failed", {
+      error = (err:gsub("^EMODEL: ", "model call failed: ")),
+      attempts = attempts_data(attempts),
+    })
     return
   end
   local calls = json.array()
@@ -566,6 +613,8 @@ function M.step(thread, agent)
     model = reply.model, latency_ms = reply.latency_ms, usage = reply.usage,
     finish_reason = reply.finish_reason, request_sha256 = reply.request_sha256,
     response_id = reply.id, text = reply.text, tool_calls = calls,
+    provider = reply.provider, streamed = req.stream or nil,
+    attempts = attempts_data(reply.attempts),
   })
   core.crash_point("after_model_call")
   M.settle(thread, agent, M.pending(thread))

@@ -1,5 +1,8 @@
--- spool.mock: the built-in mock model, an OpenAI-compatible chat server on
--- the engine's own loop, deterministic and driven by a script.
+-- spool.mock: the built-in mock model, a chat server on the engine's own
+-- loop, deterministic and driven by a script. It speaks every format
+-- spool.llm does (spool._mock_wire): OpenAI Chat Completions at
+-- /v1/chat/completions, OpenAI Responses at /v1/responses, Anthropic
+-- Messages at /v1/messages, each whole or streamed ("stream": true).
 --
 -- A mock script is a Lua file returning
 --
@@ -24,20 +27,36 @@
 --   { json = { ... } }                  text that is this value as JSON
 --   { tool = "name", args = { ... } }   one tool call (args may be a string)
 --   { tool_calls = { { name =, args = }, ... } }
---   { status = 500, error = "..." }     an HTTP error, OpenAI's error shape
+--   { status = 500, error = "..." }     an HTTP error, in the format's shape
 --   { body = "raw bytes" }              a raw (possibly malformed) body
 --   latency_ms = n                      in any table: answer after n ms
 --
--- `conv` describes the request: body (decoded), raw (the bytes), system,
+-- and faults, for the reliability of spool.llm:
+--
+--   retry_after = s, retry_after_ms = n  with a status: those headers
+--   headers = { name = value }          with a status: more headers
+--   { drop = true }                     close the connection, no answer
+--                                       (curl itself retries this once on
+--                                       a reused connection)
+--   { reset = true }                    hang up halfway through the body
+--   stall_ms = n, stall_after = k       (streams) pause after k events
+--   cut_after = k                       (streams) end after k events
+--   stream_error = { type=, message= }  (streams) an error event after
+--                                       cut_after (default 1) events
+--   chunk = n                           (streams) bytes of text per delta
+--
+-- `conv` describes the request: body (decoded), raw (the bytes), format
+-- (the provider's), headers (lower-case names), system,
 -- user, last_user,
 -- last, after, turns, tools (set of offered names), tool_results (list of
 -- { name, call_id, content }).
 --
--- GET /_mock/stats answers { requests, inflight, peak_inflight, errors };
--- POST /_mock/reset zeroes them.
+-- GET /_mock/stats answers { requests, inflight, peak_inflight, errors,
+-- streams }; POST /_mock/reset zeroes them.
 
 local core = require "spool.core"
 local json = require "spool.json"
+local wire = require "spool._mock_wire"
 
 local M = {}
 
@@ -74,20 +93,7 @@ function M.load_script(path, project)
 end
 
 
-local function text_of(content)
-  if type(content) == "string" then
-    return content
-  elseif type(content) == "table" then
-    local parts = {}
-    for _, p in ipairs(content) do
-      if type(p) == "table" and type(p.text) == "string" then
-        parts[#parts + 1] = p.text
-      end
-    end
-    return table.concat(parts, "\n")
-  end
-  return ""
-end
+local text_of = wire.text_of
 
 
 -- Derives the conversation state rules match on.
@@ -162,9 +168,13 @@ local function matches(when, conv)
 end
 
 
--- The reply a script gives a request body (decoded), as a table.
-function M.reply_for(script, body, raw)
-  local conv = M.conversation(body)
+-- The reply a script gives a request body (decoded, in `format`), as a
+-- table.
+function M.reply_for(script, body, raw, format, headers)
+  local conv = M.conversation(wire.chat_view(body, format or "openai"))
+  conv.body = body
+  conv.headers = headers or {}
+  conv.format = format or "openai"
   conv.raw = raw
   local rules = script.rules or script
   for _, rule in ipairs(rules) do
@@ -188,66 +198,81 @@ local function tokens(n)
 end
 
 
-local function error_body(status, message)
-  return json.encode({ error = { message = message, type = "mock_error",
-                                 code = status } })
-end
-
-
--- Builds the HTTP response for a reply table.
-local function completion(script, reply, conv, request_bytes, seq)
-  if reply.status and reply.status ~= 200 then
-    return reply.status, reply.body or error_body(reply.status,
-      reply.error or "mock error")
-  end
-  if reply.body then
-    return 200, reply.body
-  end
-  local message = { role = "assistant", content = json.null }
-  local finish = "stop"
+-- What a reply table says, as a result spool._mock_wire can write in any
+-- format.
+local function result(script, reply, conv, request_bytes, seq)
   local calls = reply.tool_calls
   if reply.tool then
     calls = { { name = reply.tool, args = reply.args } }
   end
+  local r = { id = "mock-" .. seq, created = core.time() // 1000,
+              model = conv.body.model or script.model or "mock-1",
+              calls = {}, finish = "stop" }
   local out_bytes = 0
-  if calls and #calls > 0 then
-    local list = json.array()
-    for i, c in ipairs(calls) do
-      local args = c.args or {}
-      if type(args) ~= "string" then
-        args = json.encode(args)
-      end
-      out_bytes = out_bytes + #args
-      list[i] = { id = string.format("call_%d_%d", conv.turns + 1, i),
-                  type = "function",
-                  ["function"] = { name = c.name, arguments = args } }
+  for i, c in ipairs(calls or {}) do
+    local args = c.args or {}
+    if type(args) ~= "string" then
+      args = json.encode(args)
     end
-    message.tool_calls = list
-    finish = "tool_calls"
+    out_bytes = out_bytes + #args
+    r.calls[i] = { id = string.format("call_%d_%d", conv.turns + 1, i),
+                   name = c.name, arguments = args }
+    r.finish = "tool_calls"
   end
-  local text = reply.text
+  r.text = reply.text
   if reply.json ~= nil then
-    text = json.encode(reply.json)
+    r.text = json.encode(reply.json)
   end
-  if text then
-    message.content = text
-    out_bytes = out_bytes + #text
+  out_bytes = out_bytes + #(r.text or "")
+  r.finish = reply.finish_reason or r.finish
+  local u = reply.usage or {}
+  r.usage = { input = u.prompt_tokens or tokens(request_bytes),
+              output = u.completion_tokens or tokens(out_bytes) }
+  return r
+end
+
+
+local function error_headers(format, reply)
+  local h = { ["content-type"] = "application/json" }
+  if reply.retry_after then
+    h["retry-after"] = tostring(reply.retry_after)
   end
-  local usage = reply.usage or {
-    prompt_tokens = tokens(request_bytes),
-    completion_tokens = tokens(out_bytes),
-  }
-  usage.total_tokens = usage.total_tokens
-    or (usage.prompt_tokens + usage.completion_tokens)
-  return 200, json.encode({
-    id = "chatcmpl-mock-" .. seq,
-    object = "chat.completion",
-    created = core.time() // 1000,
-    model = conv.body.model or script.model or "mock-1",
-    choices = json.array({ { index = 0, message = message,
-                             finish_reason = reply.finish_reason or finish } }),
-    usage = usage,
-  })
+  if reply.retry_after_ms then
+    h["retry-after-ms"] = tostring(reply.retry_after_ms)
+  end
+  if format == "anthropic" then
+    h["request-id"] = "req_mock"
+  end
+  for k, v in pairs(reply.headers or {}) do
+    h[k] = v
+  end
+  return h
+end
+
+
+-- Sends a reply as a stream of events, with the faults it asks for.
+local function stream_reply(req, format, reply, r)
+  local s = req.stream(200, { ["content-type"] = "text/event-stream",
+                              ["cache-control"] = "no-cache" })
+  local events = wire.events(format, r, reply.chunk)
+  local stop = reply.cut_after
+  if reply.stream_error then
+    stop = stop or 1
+  end
+  for i, ev in ipairs(events) do
+    if stop and i > stop then
+      break
+    end
+    if reply.stall_ms and i == (reply.stall_after or 1) + 1 then
+      core.sleep(reply.stall_ms)
+    end
+    if not s:send(wire.sse(ev)) then
+      return
+    end
+  end
+  if reply.stream_error then
+    s:send(wire.sse(wire.error_event(format, reply.stream_error)))
+  end
 end
 
 
@@ -267,41 +292,64 @@ function M.start(opts)
     script = s
   end
   local mock = { script = script }
-  local stats = { requests = 0, inflight = 0, peak_inflight = 0, errors = 0 }
+  local stats = { requests = 0, inflight = 0, peak_inflight = 0, errors = 0,
+                  streams = 0 }
 
-  local function chat(req)
+  local function chat(req, format)
     local body, err = json.decode(req.body)
     if type(body) ~= "table" then
       stats.errors = stats.errors + 1
       return { status = 400, headers = JSON_HEADERS,
-               body = error_body(400, "request body is not JSON: "
+               body = wire.error_body(format, 400, "request body is not JSON: "
                  .. tostring(err)) }
     end
-    local ok, reply, conv = pcall(M.reply_for, script, body, req.body)
+    local ok, reply, conv = pcall(M.reply_for, script, body, req.body, format,
+      req.headers)
     if not ok then
       stats.errors = stats.errors + 1
       return { status = 500, headers = JSON_HEADERS,
-               body = error_body(500, "mock script failed: "
+               body = wire.error_body(format, 500, "mock script failed: "
                  .. tostring(reply)) }
     end
     local latency = reply.latency_ms or script.latency_ms or 0
     if latency > 0 then
       core.sleep(latency)
     end
-    local status, out = completion(script, reply, conv, #req.body,
-      stats.requests)
-    return { status = status, headers = JSON_HEADERS, body = out }
+    if reply.drop then
+      return { drop = true }
+    elseif reply.reset then
+      -- Promise a body, send a piece, hang up: what a crashed upstream does.
+      local st = req.stream(200, { ["content-type"] = "application/json",
+                                   ["content-length"] = "4096" })
+      st:send('{"id": "cut')
+      return
+    elseif reply.status and reply.status ~= 200 then
+      return { status = reply.status, headers = error_headers(format, reply),
+               body = reply.body or wire.error_body(format, reply.status,
+                 reply.error or "mock error") }
+    elseif reply.body then
+      return { status = 200, headers = JSON_HEADERS, body = reply.body }
+    end
+    local r = result(script, reply, conv, #req.body, stats.requests)
+    if body.stream == true then
+      stats.streams = stats.streams + 1
+      stream_reply(req, format, reply, r)
+      return
+    end
+    return { status = 200, headers = JSON_HEADERS,
+             body = wire.body(format, r) }
   end
 
   local function handler(req)
     local path = req.path:gsub("^/v1", "")
-    if path == "/chat/completions" and req.method == "POST" then
+    local format = wire.format(path)
+    if format and req.method == "POST" then
       stats.requests = stats.requests + 1
       stats.inflight = stats.inflight + 1
       if stats.inflight > stats.peak_inflight then
         stats.peak_inflight = stats.inflight
       end
-      local ok, res = pcall(chat, req)
+      local ok, res = pcall(chat, req, format)
       stats.inflight = stats.inflight - 1
       if not ok then
         error(res, 0)
@@ -315,10 +363,11 @@ function M.start(opts)
       return { headers = JSON_HEADERS, body = json.encode(stats) }
     elseif req.path == "/_mock/reset" and req.method == "POST" then
       stats.requests, stats.peak_inflight, stats.errors = 0, stats.inflight, 0
+      stats.streams = 0
       return { headers = JSON_HEADERS, body = "{}" }
     end
     return { status = 404, headers = JSON_HEADERS,
-             body = error_body(404, "no route " .. req.method .. " "
+             body = wire.error_body("openai", 404, "no route " .. req.method .. " "
                .. req.path) }
   end
 

@@ -1,6 +1,11 @@
 -- spool.providers.openai: the OpenAI Chat Completions wire format, spoken by
 -- OpenAI and by every OpenAI-compatible server (vLLM, llama.cpp, Ollama,
--- LM Studio). Pure functions: build a request, parse a response. No I/O.
+-- LM Studio). Pure functions: build a request, parse a response, follow a
+-- stream's events. No I/O (spool.llm does that).
+--
+-- Every provider module has this shape: build(model, req) -> { path,
+-- headers, body }, authorize(headers, key), error_message(body), parse(body)
+-- -> reply | nil, err, and stream(on_text) -> { event(ev), reply() }.
 --
 -- Messages arrive in spool's neutral chat form (see spool.context) and
 -- leave in the provider's: assistant tool calls become
@@ -57,6 +62,10 @@ function M.build(model, req)
   end
   body.temperature = req.temperature or model.temperature
   body.max_tokens = req.max_tokens or model.max_tokens
+  if req.stream then
+    body.stream = true
+    body.stream_options = { include_usage = true }
+  end
   return {
     path = "/chat/completions",
     headers = { ["content-type"] = "application/json" },
@@ -72,21 +81,42 @@ function M.authorize(headers, key)
 end
 
 
--- The provider's own error message from an error response body, if any.
+-- The provider's own error message from an error object or body.
+local function message_of(err)
+  if type(err) == "table" and type(err.message) == "string" then
+    return err.message
+  elseif type(err) == "string" then
+    return err
+  end
+end
+
+
 function M.error_message(body)
   local doc = json.decode(body or "")
-  if type(doc) == "table" and type(doc.error) == "table"
-      and type(doc.error.message) == "string" then
-    return doc.error.message
-  elseif type(doc) == "table" and type(doc.error) == "string" then
-    return doc.error
-  end
+  return type(doc) == "table" and message_of(doc.error) or nil
+end
+
+
+local function usage_of(u)
+  u = type(u) == "table" and u or {}
+  local input = type(u.prompt_tokens_details) == "table"
+    and u.prompt_tokens_details or {}
+  local output = type(u.completion_tokens_details) == "table"
+    and u.completion_tokens_details or {}
+  return {
+    input_tokens = math.tointeger(u.prompt_tokens) or 0,
+    output_tokens = math.tointeger(u.completion_tokens) or 0,
+    total_tokens = math.tointeger(u.total_tokens) or 0,
+    cached_tokens = math.tointeger(input.cached_tokens),
+    reasoning_tokens = math.tointeger(output.reasoning_tokens),
+  }
 end
 
 
 -- Parses a successful response into a normalized reply:
 -- { text, tool_calls = { { id, name, arguments } }, finish_reason, usage =
--- { input_tokens, output_tokens, total_tokens, cached_tokens }, id }.
+-- { input_tokens, output_tokens, total_tokens, cached_tokens,
+-- reasoning_tokens }, id }.
 -- `arguments` stay the raw string the model produced.
 function M.parse(body)
   local doc, err = json.decode(body)
@@ -123,16 +153,89 @@ function M.parse(body)
       arguments = args,
     }
   end
-  local u = type(doc.usage) == "table" and doc.usage or {}
-  local details = type(u.prompt_tokens_details) == "table"
-    and u.prompt_tokens_details or {}
-  reply.usage = {
-    input_tokens = math.tointeger(u.prompt_tokens) or 0,
-    output_tokens = math.tointeger(u.completion_tokens) or 0,
-    total_tokens = math.tointeger(u.total_tokens) or 0,
-    cached_tokens = math.tointeger(details.cached_tokens),
-  }
+  reply.usage = usage_of(doc.usage)
   return reply
+end
+
+
+-- A streamed reply, event by event (spool.llm feeds it). `on_text` gets
+-- each piece of text as it arrives. Chunks carry deltas: tool calls are
+-- keyed by index, their arguments arrive in fragments; the last chunk
+-- (stream_options.include_usage) has the usage and no choices; "[DONE]"
+-- ends the stream.
+function M.stream(on_text)
+  local st = { text = {}, calls = {}, usage = usage_of(nil) }
+  local acc = {}
+
+  -- Takes one event; returns true at the end of the stream, or nil and
+  -- { message, retryable } for an error the provider reported in it.
+  function acc.event(ev)
+    if ev.data == "[DONE]" then
+      st.done = true
+      return true
+    end
+    local doc = json.decode(ev.data)
+    if type(doc) ~= "table" then
+      return nil, { message = "a stream chunk is not JSON: "
+        .. ev.data:sub(1, 80) }
+    end
+    if doc.error ~= nil then
+      return nil, { message = message_of(doc.error) or "error in the stream",
+                    retryable = true }
+    end
+    st.id = st.id or doc.id
+    if type(doc.usage) == "table" then
+      st.usage = usage_of(doc.usage)
+    end
+    for _, choice in ipairs(type(doc.choices) == "table" and doc.choices or {})
+    do
+      local delta = type(choice) == "table" and choice.delta
+      if type(delta) == "table" then
+        if type(delta.content) == "string" and delta.content ~= "" then
+          st.text[#st.text + 1] = delta.content
+          if on_text then on_text(delta.content) end
+        end
+        for _, tc in ipairs(type(delta.tool_calls) == "table"
+            and delta.tool_calls or {}) do
+          local i = (math.tointeger(tc.index) or #st.calls) + 1
+          local call = st.calls[i] or { arguments = {} }
+          st.calls[i] = call
+          local fn = type(tc["function"]) == "table" and tc["function"] or {}
+          call.id = call.id or (type(tc.id) == "string" and tc.id or nil)
+          call.name = call.name or (type(fn.name) == "string" and fn.name
+            or nil)
+          if type(fn.arguments) == "string" then
+            call.arguments[#call.arguments + 1] = fn.arguments
+          end
+        end
+      end
+      if type(choice) == "table" and type(choice.finish_reason) == "string"
+      then
+        st.finish_reason = choice.finish_reason
+      end
+    end
+  end
+
+  -- The reply, once the stream ended; nil and a message if it was cut.
+  function acc.reply()
+    if not st.done and not st.finish_reason then
+      return nil, "the stream ended before the reply was complete"
+    end
+    local reply = { id = st.id, tool_calls = {}, usage = st.usage,
+                    finish_reason = st.finish_reason,
+                    text = #st.text > 0 and table.concat(st.text) or nil }
+    for i = 1, #st.calls do
+      local c = st.calls[i]
+      if not c or not c.name then
+        return nil, string.format("tool call %d has no function name", i)
+      end
+      reply.tool_calls[i] = { id = c.id or string.format("call_%d", i),
+        name = c.name, arguments = table.concat(c.arguments) }
+    end
+    return reply
+  end
+
+  return acc
 end
 
 

@@ -1,0 +1,102 @@
+/*
+ * test_sse.c: the event stream parser (sse.h). Each case feeds bytes, in
+ * one piece and then one byte at a time, and compares a transcript of the
+ * events ("type|id|data" per event).
+ */
+#include "sse.h"
+#include "test.h"
+
+static int record(void *ud, const char *type, const char *data, size_t data_len,
+                  const char *id) {
+  spool__buf *t = ud;
+  spool__buf_printf(t, "%s|%s|", type, id);
+  spool__buf_add(t, data, data_len);
+  spool__buf_addc(t, ';');
+  return 0;
+}
+
+/* The transcript of `in`, fed in pieces of `piece` bytes; "ERR" appended
+ * when the feed failed. The caller frees the result. */
+static char *events(const char *in, size_t len, size_t piece, size_t max) {
+  spool__sse p;
+  spool__sse_init(&p, max);
+  spool__buf t = {0};
+  spool__buf_adds(&t, "");
+  for (size_t off = 0; off < len; off += piece) {
+    size_t n = len - off < piece ? len - off : piece;
+    if (spool__sse_feed(&p, in + off, n, record, &t) != 0) {
+      spool__buf_adds(&t, "ERR");
+      break;
+    }
+  }
+  spool__sse_free(&p);
+  return t.data;
+}
+
+static void expect(const char *in, const char *want) {
+  size_t len = strlen(in);
+  char *whole = events(in, len, len ? len : 1, 0);
+  char *bytes = events(in, len, 1, 0);
+  ASSERT_STR_EQ(whole, want);
+  ASSERT_STR_EQ(bytes, want);
+  free(whole);
+  free(bytes);
+}
+
+TEST_IMPL(sse_events) {
+  expect("data: hi\n\n", "message||hi;");
+  expect("event: delta\ndata: {\"a\":1}\n\n", "delta||{\"a\":1};");
+  /* data lines join with a newline; one leading space is stripped */
+  expect("data: a\ndata:  b\ndata\n\n", "message||a\n b\n;");
+  /* every line ending, a CRLF split anywhere */
+  expect("data: 1\r\n\r\ndata: 2\r\rdata: 3\n\n", "message||1;message||2;"
+                                                  "message||3;");
+  /* comments, unknown fields and retry are ignored */
+  expect(": ping\nretry: 10\nfoo: bar\ndata: x\n\n", "message||x;");
+  /* id persists; an event without data is not dispatched and resets the
+   * type */
+  expect("id: 7\nevent: a\n\ndata: x\n\nid\ndata: y\n\n",
+         "message|7|x;message||y;");
+  /* a BOM at the start only */
+  expect("\xEF\xBB\xBF"
+         "data: x\n\n",
+         "message||x;");
+  expect("\xEF\xBB"
+         "data: x\n\n",
+         "");
+  /* an event cut off by the end of the stream is never dispatched */
+  expect("data: whole\n\ndata: cut", "message||whole;");
+  expect("", "");
+}
+
+static int stop_at_first(void *ud, const char *type, const char *data,
+                         size_t data_len, const char *id) {
+  (void)type, (void)data, (void)data_len, (void)id;
+  ++*(int *)ud;
+  return 42;
+}
+
+TEST_IMPL(sse_bounds) {
+  /* a line beyond the bound fails, in one piece or many */
+  const char *in = "data: 0123456789abcdef\n\n";
+  char *whole = events(in, strlen(in), strlen(in), 8);
+  char *bytes = events(in, strlen(in), 1, 8);
+  ASSERT_STR_EQ(whole, "ERR");
+  ASSERT_STR_EQ(bytes, "ERR");
+  free(whole);
+  free(bytes);
+  /* so does an event whose lines are short but whose data is not */
+  in = "data: 0123\ndata: 4567\ndata: 89ab\n\n";
+  whole = events(in, strlen(in), 3, 12);
+  ASSERT_STR_EQ(whole, "ERR");
+  free(whole);
+  /* a callback's nonzero answer stops the feed and is returned */
+  spool__sse p;
+  spool__sse_init(&p, 0);
+  int calls = 0;
+  ASSERT_EQ(
+      spool__sse_feed(&p, "data: a\n\ndata: b\n\n", 18, stop_at_first, &calls),
+      42);
+  ASSERT_EQ(calls, 1);
+  spool__sse_free(&p);
+}
