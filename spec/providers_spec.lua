@@ -5,6 +5,8 @@ local core = require "spool.core"
 local config = require "spool.config"
 local llm = require "spool.llm"
 local runner = require "spool._runner"
+local ratelimit = require "spool._ratelimit"
+local pricing = require "spool.pricing"
 
 local PROVIDERS = { "openai", "openai-responses", "anthropic" }
 
@@ -312,5 +314,123 @@ describe("spool.llm", function()
     local last = t.events[#t.events]
     assert.are.equal("failed", last.type)
     assert.are.equal(3, #last.data.attempts)
+  end)
+
+  describe("rate limits", function()
+    it("lets a minute's allowance go at once, then meters", function()
+      local clock = 0
+      local m = ratelimit.meter(60, function() return clock end)
+      for _ = 1, 60 do
+        assert.are.equal(0, m:take(1))
+      end
+      assert.are.equal(1000, m:take(1)) -- one a second from here on
+      assert.are.equal(2000, m:take(1))
+      clock = 1500
+      assert.are.equal(1500, m:take(1)) -- waiters queue in order
+      m:give_back(1)
+      assert.are.equal(1500, m:take(1))
+      clock = 600000 -- long idle: the allowance is back
+      assert.are.equal(0, m:take(30))
+      -- a token meter charges by size
+      local t = ratelimit.meter(6000, function() return clock end)
+      assert.are.equal(0, t:take(6000))
+      assert.are.equal(100, t:take(10))
+    end)
+
+    it("queues calls to one provider key, within the deadline", function()
+      mock = sequence { { text = "ok" } }
+      local model = model_at(mock, "openai", { rpm = 1 })
+      assert.are.equal("ok", assert(ask(model)).text)
+      -- The next may go in a minute: too late for a deadline 1 s away.
+      local r, err, attempts = ask(model, { deadline = core.time() + 1000 })
+      assert.is_nil(r)
+      assert.matches("the rate limit %(rpm 1, tpm nil%) would hold this call",
+        err)
+      assert.is_true(attempts[1].queued_ms > 50000)
+      assert.are.equal(1, mock.stats().requests)
+    end)
+  end)
+
+  it("falls back to the next model when one fails for good", function()
+    mock = h.mock { rules = { { reply = function(conv)
+      if conv.format == "anthropic" then
+        return { status = 529, error = "Overloaded" }
+      end
+      return { text = "from " .. conv.format }
+    end } } }
+    local model = model_at(mock, "anthropic", { max_retries = 1,
+      fallback = { { provider = "openai-responses", base_url = mock.url() } } })
+    local r = assert(ask(model, { stream = true }))
+    assert.are.equal("from openai-responses", r.text)
+    assert.are.equal("openai-responses", r.provider)
+    assert.are.equal(3, #r.attempts)
+    assert.are.equal("anthropic", r.attempts[2].provider)
+    assert.are.equal("openai-responses", r.attempts[3].provider)
+    -- A fallback list is checked when the model is resolved.
+    assert.is_nil(config.resolve_model({}, { fallback = { "x" } }))
+  end)
+
+  describe("cost and budgets", function()
+    local cfg = config.get()
+    local saved
+
+    before_each(function()
+      saved = cfg.file.prices
+      cfg.file.prices = { ["mock-1"] = { input = 1000, output = 2000 } }
+    end)
+
+    after_each(function()
+      cfg.file.prices = saved
+    end)
+
+    it("prices a call from the table, by the longest prefix", function()
+      assert.are.equal(0.15 * 2 + 0.075 + 0.6,
+        pricing.cost("gpt-4o-mini-2024-07-18", { input_tokens = 3e6,
+          cached_tokens = 1e6, output_tokens = 1e6 }))
+      assert.are.equal(2.5, pricing.cost("gpt-4o", { input_tokens = 1e6 }))
+      assert.is_nil(pricing.cost("an-unlisted-model", { input_tokens = 10 }))
+      -- the project's table first
+      assert.are.equal(0.005, pricing.cost("mock-1", { input_tokens = 1,
+        output_tokens = 2 }))
+    end)
+
+    it("records each step's cost and ends the thread at its cost budget",
+      function()
+      mock = h.mock { rules = { { reply = { tool = "add",
+                                            args = { a = 1, b = 1 } } } } }
+      local a = h.agent({ tools = { add = { params = { a = "number",
+        b = "number" }, run = function(x) return x.a + x.b end } },
+        max_steps = 50, budget = { cost_usd = 0.2 },
+        on_budget = function(_, what) return "stopped by " .. what end },
+        mock)
+      local t = h.run(a, "add forever")
+      assert.are.equal("done", t:status())
+      assert.are.equal("stopped by cost_usd", t:outcome())
+      local u = t:usage()
+      assert.is_true(u.cost_usd >= 0.2)
+      for _, ev in ipairs(t.events) do
+        if ev.type == "model_call" then
+          assert.are.equal(pricing.cost("mock-1", ev.data.usage),
+            ev.data.cost_usd)
+        end
+      end
+    end)
+
+    it("ends a thread whose time is up, even mid-call", function()
+      mock = h.mock { latency_ms = 400, rules = { { reply = "too slow" } } }
+      local a = h.agent({ budget = { wall_ms = 100 },
+        on_budget = function(_, what) return "out of " .. what end }, mock)
+      local t = h.run(a, "x")
+      assert.are.equal("done", t:status())
+      assert.are.equal("out of wall_ms", t:outcome())
+      settle(mock)
+      -- without a hook, the thread fails saying which budget
+      a = h.agent({ budget = { wall_ms = 100 } }, mock)
+      t = h.run(a, "x")
+      assert.are.equal("failed", t:status())
+      assert.matches("the time budget %(100 ms%) is spent",
+        select(2, t:outcome()))
+      settle(mock)
+    end)
   end)
 end)

@@ -70,6 +70,8 @@ describe("the control API", function()
     assert.matches('spool_model_latency_seconds_bucket{le="%+Inf"} %d',
       res.body)
     assert.matches("spool_runs_in_flight 0", res.body)
+    assert.matches('spool_model_retries_total{provider="openai"} %d',
+      res.body)
   end)
 
   it("starts a thread, waits for its result, and shows it", function()

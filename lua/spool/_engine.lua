@@ -185,6 +185,9 @@ function M.thread_text(id) -- (task)
   lines[1] = string.format("thread %s  agent %s  status %s", t.id, t.agent,
     t:status())
   add(t, 0)
+  local u = t:usage()
+  lines[#lines + 1] = string.format("usage: %d steps · %d→%d tokens · $%.6f",
+    u.steps, u.input_tokens, u.output_tokens, u.cost_usd)
   return table.concat(lines, "\n") .. "\n"
 end
 

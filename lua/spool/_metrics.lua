@@ -22,7 +22,22 @@ local HELP = {
   spool_tokens_total = "Tokens the model read and wrote.",
   spool_step_errors_total = "Error events (bad tool calls, failed tools).",
   spool_http_requests_total = "Control API requests, by status code.",
+  spool_model_retries_total = "Model call attempts that were tried again, "
+    .. "by provider.",
+  spool_model_failures_total = "Model calls that failed after their "
+    .. "retries, by provider.",
 }
+
+
+-- How often a model_call or failed event's call was retried, and the
+-- provider label.
+local function retries(ev)
+  local attempts = type(ev.data.attempts) == "table" and ev.data.attempts
+    or {}
+  local last = attempts[#attempts] or {}
+  return math.max(0, #attempts - 1),
+    { provider = tostring(last.provider or ev.data.provider or "unknown") }
+end
 
 
 local function label_text(labels)
@@ -63,12 +78,19 @@ hub.listen(function(thread, ev)
     M.add("spool_runs_started_total", agent)
   elseif TERMINAL[ev.type] then
     M.add("spool_runs_ended_total", { agent = thread.agent, status = ev.type })
+    if ev.type == "failed" and type(ev.data.attempts) == "table" then
+      local n, labels = retries(ev)
+      M.add("spool_model_retries_total", labels, n)
+      M.add("spool_model_failures_total", labels)
+    end
   elseif ev.type == "human_request" then
     M.add("spool_waits_total", { kind = ev.data.kind or "approval" })
   elseif ev.type == "error" then
     M.add("spool_step_errors_total", agent)
   elseif ev.type == "model_call" then
     M.add("spool_steps_total", agent)
+    local n, labels = retries(ev)
+    M.add("spool_model_retries_total", labels, n)
     local u = type(ev.data.usage) == "table" and ev.data.usage or {}
     M.add("spool_tokens_total", { kind = "input" }, u.input_tokens or 0)
     M.add("spool_tokens_total", { kind = "output" }, u.output_tokens or 0)

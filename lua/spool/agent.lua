@@ -19,7 +19,8 @@
 --     step = function(thread, agent) ... end,         -- own the whole step
 --     model = { name = "...", temperature = 0 },      -- overrides
 --     stream = true,     -- stream replies (default: the engine's option)
---     budget = { steps = 40, tokens = 200000 },  -- sub-agents included
+--     budget = { steps = 40, tokens = 200000,    -- sub-agents included;
+--                cost_usd = 0.50, wall_ms = 600000 },  -- spool.pricing
 --     lenient = true,    -- repair the model's JSON (false: strict only)
 --     escalate = false,  -- after max_errors, ask a person instead of failing
 --     on_budget = function(thread, what) return answer_or_nil end,
@@ -206,12 +207,17 @@ function M.define(def, where)
     error(where .. ": stream must be true or false", 0)
   end
   if a.budget ~= nil then
+    local shape = ": budget must be { steps = n, tokens = n, cost_usd = x, "
+      .. "wall_ms = n }"
     if type(a.budget) ~= "table" then
-      error(where .. ": budget must be { steps = n, tokens = n }", 0)
+      error(where .. shape, 0)
     end
     for k, v in pairs(a.budget) do
-      if (k ~= "steps" and k ~= "tokens") or math.type(v) ~= "integer" then
-        error(where .. ": budget must be { steps = n, tokens = n }", 0)
+      local ok = (k == "cost_usd" and type(v) == "number" and v >= 0)
+        or ((k == "steps" or k == "tokens" or k == "wall_ms")
+          and math.type(v) == "integer")
+      if not ok then
+        error(where .. shape, 0)
       end
     end
   end

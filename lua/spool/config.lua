@@ -70,6 +70,17 @@ local MODEL_DEFAULTS = {
 }
 
 
+-- The names of those settings, for models that inherit them (fallbacks).
+M.MODEL_SETTINGS = {}
+for k in pairs(MODEL_DEFAULTS) do
+  M.MODEL_SETTINGS[#M.MODEL_SETTINGS + 1] = k
+end
+table.sort(M.MODEL_SETTINGS)
+for _, k in ipairs { "temperature", "max_tokens" } do
+  M.MODEL_SETTINGS[#M.MODEL_SETTINGS + 1] = k
+end
+
+
 -- Resolves a model: { provider, name, base_url, api_key_env, mock =
 -- true|nil, and the settings of MODEL_DEFAULTS }. `opts` (flags) override
 -- the environment, which overrides `fm` (spool.lua's model table).
@@ -103,8 +114,26 @@ function M.resolve_model(opts, fm)
   else
     mock = not has_key and base_url == nil
   end
+  for _, k in ipairs { "rpm", "tpm" } do
+    if fm[k] ~= nil and (type(fm[k]) ~= "number" or fm[k] <= 0) then
+      return nil, string.format("EINVAL: model.%s must be a positive number "
+        .. "(per minute)", k)
+    end
+  end
+  if fm.fallback ~= nil and (type(fm.fallback) ~= "table"
+      or #fm.fallback == 0) then
+    return nil, "EINVAL: model.fallback must be a list of models, e.g. { { "
+      .. "provider = \"anthropic\", name = \"...\" } }"
+  end
+  for i, fb in ipairs(fm.fallback or {}) do
+    if type(fb) ~= "table" or (fb.provider and not PROVIDERS[fb.provider]) then
+      return nil, string.format("EINVAL: model.fallback[%d] must be a model "
+        .. "table with a known provider", i)
+    end
+  end
   local model = { provider = provider, api_key_env = key_env,
-                  temperature = fm.temperature, max_tokens = fm.max_tokens }
+                  temperature = fm.temperature, max_tokens = fm.max_tokens,
+                  rpm = fm.rpm, tpm = fm.tpm, fallback = fm.fallback }
   for k, v in pairs(MODEL_DEFAULTS) do
     model[k] = opts[k] or fm[k] or v
   end

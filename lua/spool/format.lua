@@ -40,9 +40,12 @@ local renderers = {
   end,
   model_call = function(ev)
     local u = ev.data.usage or {}
-    return string.format("· step %d · %s · %d ms · %d→%d tokens", ev.step,
-      tostring(ev.data.model), ev.data.latency_ms or 0, u.input_tokens or 0,
-      u.output_tokens or 0)
+    local attempts = ev.data.attempts or {}
+    return string.format("· step %d · %s · %d ms · %d→%d tokens%s%s",
+      ev.step, tostring(ev.data.model), ev.data.latency_ms or 0,
+      u.input_tokens or 0, u.output_tokens or 0,
+      ev.data.cost_usd and string.format(" · $%.6f", ev.data.cost_usd) or "",
+      #attempts > 1 and string.format(" · %d attempts", #attempts) or "")
   end,
   intent = function(ev)
     return string.format("→ %s %s", ev.data.name, short(ev.data.args))

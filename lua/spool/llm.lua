@@ -29,12 +29,18 @@
 -- exponentially with jitter, or follow Retry-After / retry-after-ms,
 -- capped at max_retry_after_ms. Timeouts: connect_timeout_ms, timeout_ms
 -- (the whole call), and for streams first_token_timeout_ms and
--- idle_timeout_ms (between chunks). Every attempt is described in
--- `attempts`: { attempt, status, latency_ms, error, retry_in_ms }.
+-- idle_timeout_ms (between chunks). With rpm / tpm set, calls to the same
+-- provider key queue for their share of the minute (spool._ratelimit).
+-- req.deadline (ms since the epoch) bounds the whole call, retries
+-- included. When a model has failed for good, the models in its
+-- `fallback` list are tried in turn. Every attempt is described in
+-- `attempts`: { attempt, model, provider, status, latency_ms, queued_ms,
+-- error, retry_in_ms, deadline (true when the deadline stopped it) }.
 
 local core = require "spool.core"
 local config = require "spool.config"
 local json = require "spool.json"
+local ratelimit = require "spool._ratelimit"
 
 local M = {}
 
@@ -172,6 +178,7 @@ local function transport_failure(model, url, err)
     error = string.format("cannot reach %s at %s: %s", model.provider,
       shown(url), err),
     retryable = code ~= "ETOOBIG" and code ~= "ECANCELED",
+    cancelled = code == "ECANCELED",
   }
 end
 
@@ -291,8 +298,21 @@ local function parse_args(calls)
 end
 
 
-function M.chat(req)
-  local model = req.model or config.get().model
+-- Waits `ms` unless the thread is cancelled meanwhile; returns the
+-- interruption ("ECANCELED: ...") if it was.
+local function pause(ms)
+  if ms <= 0 then
+    return nil
+  end
+  local _, interrupted = core.sleep(ms)
+  return interrupted
+end
+
+
+-- Tries one model until it answers, fails for good or runs out of
+-- retries; appends to `attempts`. Returns the reply, or nil and why it
+-- stopped: "final" (no point trying another model), "spent".
+local function call_model(model, req, attempts, deadline)
   local p = M.provider(model.provider)
   local built = p.build(model, req)
   local url = base_url(model) .. built.path
@@ -303,22 +323,57 @@ function M.chat(req)
       p.authorize(headers, key)
     end
   end
+  local limiter = ratelimit.for_model(model)
   local max_retries = req.max_retries or model.max_retries or 2
   local cap = model.max_retry_after_ms or 60000
-  local attempts = {}
   local t_call = core.now()
   for attempt = 1, max_retries + 1 do
+    local cost = ratelimit.estimate(built.body,
+      req.max_tokens or model.max_tokens)
+    local queued = limiter and limiter:reserve(cost) or 0
+    local why
+    if deadline and core.time() + queued >= deadline then
+      why = queued > 0 and string.format("ETIMEDOUT: the rate limit (rpm %s, "
+        .. "tpm %s) would hold this call %d ms, past the thread's deadline",
+        tostring(model.rpm), tostring(model.tpm), queued)
+        or "ETIMEDOUT: the thread's deadline has passed"
+    else
+      why = pause(queued)
+    end
+    if why then
+      if limiter then
+        limiter:release(cost)
+      end
+      attempts[#attempts + 1] = { attempt = attempt, model = model.name,
+        provider = model.provider, queued_ms = queued > 0 and queued or nil,
+        error = why, deadline = deadline ~= nil and not why:find("^ECANCELED") }
+      return nil, "final"
+    end
+    local left = deadline and deadline - core.time()
+    local m = model
+    if left and left < (model.timeout_ms or math.huge) then
+      m = setmetatable({ timeout_ms = math.max(1, math.floor(left)) },
+        { __index = model })
+    end
     local t0 = core.now()
     local out
     if req.stream then
-      out = call_streamed(p, model, url, headers, built.body, req.on_text)
+      out = call_streamed(p, m, url, headers, built.body, req.on_text)
     else
-      out = call_whole(p, model, url, headers, built.body)
+      out = call_whole(p, m, url, headers, built.body)
     end
-    local a = { attempt = attempt, status = out.status,
+    local a = { attempt = attempt, model = model.name,
+                provider = model.provider, status = out.status,
                 latency_ms = math.floor(core.now() - t0 + 0.5),
-                error = out.error }
+                queued_ms = queued > 0 and queued or nil, error = out.error }
     attempts[#attempts + 1] = a
+    if m ~= model and not out.reply and a.error
+        and a.error:find("ETIMEDOUT", 1, true) then
+      -- The timeout was the deadline's.
+      a.error = "ETIMEDOUT: the thread's deadline has passed"
+      a.deadline = true
+      return nil, "final"
+    end
     if out.reply then
       local reply = out.reply
       parse_args(reply.tool_calls)
@@ -326,22 +381,70 @@ function M.chat(req)
       reply.provider = model.provider
       reply.latency_ms = math.floor(core.now() - t_call + 0.5)
       reply.request_sha256 = core.sha256(built.body)
-      reply.attempts = attempts
       return reply
+    end
+    if out.cancelled then
+      return nil, "final"
     end
     if not out.retryable or attempt > max_retries then
       break
     end
     local wait = out.retry_after_ms and math.min(out.retry_after_ms, cap)
       or backoff_ms(model, attempt)
+    if deadline and core.time() + wait >= deadline then
+      break -- the answer would come too late
+    end
     a.retry_in_ms = wait
     core.log("warn", string.format("model call attempt %d failed (%s); "
       .. "retrying in %d ms", attempt, out.error, wait))
-    local _, interrupted = core.sleep(wait)
+    interrupted = pause(wait)
     if interrupted then
-      attempts[#attempts + 1] = { attempt = attempt + 1, error = interrupted }
+      attempts[#attempts + 1] = { attempt = attempt + 1, model = model.name,
+        provider = model.provider, error = interrupted }
+      return nil, "final"
+    end
+  end
+  return nil, "spent"
+end
+
+
+-- The models to try in turn: the model, then its fallbacks, each with the
+-- model's reliability settings unless it sets its own.
+local function candidates(model)
+  local list = { model }
+  for _, fb in ipairs(model.fallback or {}) do
+    local fm = {}
+    for k, v in pairs(fb) do
+      fm[k] = v
+    end
+    for _, k in ipairs(config.MODEL_SETTINGS) do
+      if fm[k] == nil then
+        fm[k] = model[k]
+      end
+    end
+    list[#list + 1] = assert(config.resolve_model(
+      { mock = model.mock and "on" or "off" }, fm))
+  end
+  return list
+end
+
+
+function M.chat(req)
+  local primary = req.model or config.get().model
+  local attempts = {}
+  local models = candidates(primary)
+  for i, model in ipairs(models) do
+    local reply, why = call_model(model, req, attempts, req.deadline)
+    if reply then
+      reply.attempts = attempts
+      return reply
+    end
+    if why == "final" or i == #models then
       break
     end
+    core.log("warn", string.format("model %s (%s) failed; falling back to "
+      .. "%s (%s)", model.name, model.provider, models[i + 1].name,
+      models[i + 1].provider))
   end
   local last = attempts[#attempts]
   return nil, string.format("EMODEL: %s (after %d attempt%s)", last.error,

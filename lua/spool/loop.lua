@@ -27,6 +27,7 @@ local llm = require "spool.llm"
 local prompt = require "spool.prompt"
 local context = require "spool.context"
 local config = require "spool.config"
+local pricing = require "spool.pricing"
 local extract = require "spool.extract"
 
 local M = {}
@@ -592,12 +593,15 @@ function M.step(thread, agent)
   if req.stream and core.listening() then
     req.on_text = delta_emitter(thread)
   end
+  req.deadline = req.deadline or M.deadline(thread, agent)
   -- While the call is out, cancelling the thread interrupts it.
   thread.model_task = core.task_id()
   local reply, err, attempts = llm.chat(req)
   thread.model_task = nil
   if not reply and thread.cancel_requested then
     return -- the loop records the cancellation
+  elseif not reply and attempts[#attempts].deadline then
+    return -- out of time: the loop ends the thread at its budget
   elseif not reply then
     thread:append("failed", {
       error = (err:gsub("^EMODEL: ", "model call failed: ")),
@@ -614,6 +618,7 @@ function M.step(thread, agent)
     finish_reason = reply.finish_reason, request_sha256 = reply.request_sha256,
     response_id = reply.id, text = reply.text, tool_calls = calls,
     provider = reply.provider, streamed = req.stream or nil,
+    cost_usd = pricing.cost(reply.model, reply.usage),
     attempts = attempts_data(reply.attempts),
   })
   core.crash_point("after_model_call")
@@ -621,36 +626,73 @@ function M.step(thread, agent)
 end
 
 
--- Over budget? Returns a message saying which limit, or nil.
-local function over_budget(thread, agent)
-  local budget = agent.budget or {}
+-- A thread's limits: the agent's budget, and the cap its parent passed
+-- down (spool._runner), whichever is tighter; math.huge where none.
+local LIMITS = { "steps", "tokens", "cost_usd", "wall_ms" }
+
+local function limits(thread, agent)
+  local budget = agent and agent.budget or {}
   local cap = thread.budget_cap or {}
-  local u = thread:usage()
-  local tokens = math.min(budget.tokens or math.huge, cap.tokens or math.huge)
-  local steps = math.min(budget.steps or math.huge, cap.steps or math.huge)
-  if u.input_tokens + u.output_tokens >= tokens then
-    return "tokens", string.format("the token budget (%d) is spent: %d used",
-      tokens, u.input_tokens + u.output_tokens)
+  local out = {}
+  for _, k in ipairs(LIMITS) do
+    out[k] = math.min(budget[k] or math.huge, cap[k] or math.huge)
   end
-  if u.steps >= steps then
-    return "steps", string.format("the step budget (%d) is spent", steps)
+  return out
+end
+
+
+-- When the thread started, ms since the epoch.
+local function started_at(thread)
+  local first = thread.events[1]
+  return first and first.at or core.time()
+end
+
+
+-- The thread's wall-clock deadline (ms since the epoch), or nil.
+function M.deadline(thread, agent)
+  local wall = limits(thread, agent).wall_ms
+  if wall ~= math.huge then
+    return started_at(thread) + wall
+  end
+end
+
+
+-- Over budget? Returns which limit and a message saying so, or nil.
+local function over_budget(thread, agent)
+  local lim = limits(thread, agent)
+  local u = thread:usage()
+  local used = u.input_tokens + u.output_tokens
+  if used >= lim.tokens then
+    return "tokens", string.format("the token budget (%d) is spent: %d used",
+      lim.tokens, used)
+  end
+  if u.steps >= lim.steps then
+    return "steps", string.format("the step budget (%d) is spent", lim.steps)
+  end
+  if u.cost_usd >= lim.cost_usd then
+    return "cost_usd", string.format("the cost budget ($%.4f) is spent: "
+      .. "$%.4f used", lim.cost_usd, u.cost_usd)
+  end
+  local elapsed = core.time() - started_at(thread)
+  if elapsed >= lim.wall_ms then
+    return "wall_ms", string.format("the time budget (%d ms) is spent: %d ms "
+      .. "since the thread started", lim.wall_ms, elapsed)
   end
 end
 
 
 -- What is left of a thread's budget, for a sub-agent it starts.
 function M.remaining_budget(thread, agent)
-  local budget = agent and agent.budget or {}
-  local cap = thread.budget_cap or {}
+  local lim = limits(thread, agent)
   local u = thread:usage()
+  local used = { tokens = u.input_tokens + u.output_tokens, steps = u.steps,
+                 cost_usd = u.cost_usd,
+                 wall_ms = core.time() - started_at(thread) }
   local out = {}
-  local tokens = math.min(budget.tokens or math.huge, cap.tokens or math.huge)
-  local steps = math.min(budget.steps or math.huge, cap.steps or math.huge)
-  if tokens ~= math.huge then
-    out.tokens = math.max(0, tokens - u.input_tokens - u.output_tokens)
-  end
-  if steps ~= math.huge then
-    out.steps = math.max(0, steps - u.steps)
+  for _, k in ipairs(LIMITS) do
+    if lim[k] ~= math.huge then
+      out[k] = math.max(0, lim[k] - used[k])
+    end
   end
   return next(out) and out or nil
 end

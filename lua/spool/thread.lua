@@ -235,17 +235,21 @@ end
 
 
 -- What the thread used, its sub-agents included: { steps, input_tokens,
--- output_tokens }.
+-- output_tokens, cost_usd (of the calls whose model has a price) }.
 function Thread:usage()
-  local u = { steps = self.step, input_tokens = 0, output_tokens = 0 }
+  local u = { steps = self.step, input_tokens = 0, output_tokens = 0,
+              cost_usd = 0 }
   for _, ev in ipairs(self.events) do
-    if ev.type == "model_call" and type(ev.data.usage) == "table" then
-      u.input_tokens = u.input_tokens + (ev.data.usage.input_tokens or 0)
-      u.output_tokens = u.output_tokens + (ev.data.usage.output_tokens or 0)
-    elseif ev.type == "agent_result" and type(ev.data.usage) == "table" then
-      u.steps = u.steps + (ev.data.usage.steps or 0)
-      u.input_tokens = u.input_tokens + (ev.data.usage.input_tokens or 0)
-      u.output_tokens = u.output_tokens + (ev.data.usage.output_tokens or 0)
+    local d = ev.data
+    if ev.type == "model_call" and type(d.usage) == "table" then
+      u.input_tokens = u.input_tokens + (d.usage.input_tokens or 0)
+      u.output_tokens = u.output_tokens + (d.usage.output_tokens or 0)
+      u.cost_usd = u.cost_usd + (tonumber(d.cost_usd) or 0)
+    elseif ev.type == "agent_result" and type(d.usage) == "table" then
+      u.steps = u.steps + (d.usage.steps or 0)
+      u.input_tokens = u.input_tokens + (d.usage.input_tokens or 0)
+      u.output_tokens = u.output_tokens + (d.usage.output_tokens or 0)
+      u.cost_usd = u.cost_usd + (tonumber(d.usage.cost_usd) or 0)
     end
   end
   return u
