@@ -29,6 +29,8 @@
 --   { tool_calls = { { name =, args = }, ... } }
 --   { status = 500, error = "..." }     an HTTP error, in the format's shape
 --   { body = "raw bytes" }              a raw (possibly malformed) body
+--   { sse = "raw stream" | { piece, ... } }  a recorded event stream, sent
+--                                       as it is (pieces as separate writes)
 --   latency_ms = n                      in any table: answer after n ms
 --
 -- and faults, for the reliability of spool.llm:
@@ -329,6 +331,14 @@ function M.start(opts)
                  reply.error or "mock error") }
     elseif reply.body then
       return { status = 200, headers = JSON_HEADERS, body = reply.body }
+    elseif reply.sse then
+      -- Recorded stream bytes, replayed as they are.
+      local st = req.stream(200, { ["content-type"] = "text/event-stream" })
+      for _, piece in ipairs(type(reply.sse) == "table" and reply.sse
+          or { reply.sse }) do
+        st:send(piece)
+      end
+      return
     end
     local r = result(script, reply, conv, #req.body, stats.requests)
     if body.stream == true then
