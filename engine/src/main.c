@@ -46,6 +46,9 @@ static const char usage_text[] =
     "                            if any is broken\n"
     "  prompt AGENT [--input TEXT | -]\n"
     "      print the exact request body the first step would send\n"
+    "  prompt AGENT --thread ID [--step N] [--json]\n"
+    "      what the model saw at step N of a thread (or would see next),\n"
+    "      with each event's tokens and what the window's policies cut\n"
     "  extract [--schema FILE] [--json]\n"
     "      the JSON value in a model reply on stdin, repaired (repairs to\n"
     "      stderr; --json: one object {value, repairs} on stdout)\n"
@@ -407,7 +410,12 @@ done:
   return code;
 }
 
+static int run_library_script(const cli *c, uv_loop_t *loop, const char *name);
+
 static int cmd_prompt(const cli *c, uv_loop_t *loop) {
+  for (int i = 0; i < c->argc; i++)
+    if (strcmp(c->argv[i], "--thread") == 0)
+      return run_library_script(c, loop, "_prompt_cli.lua");
   run_opts o;
   int code = parse_agent_args(c, &o, 0);
   if (code != 0)
@@ -953,8 +961,6 @@ static int cmd_serve(const cli *c, uv_loop_t *loop) {
 }
 
 /* ---- test: busted, hosted by the engine ---- */
-
-static int run_library_script(const cli *c, uv_loop_t *loop, const char *name);
 
 static int cmd_test(const cli *c, uv_loop_t *loop) {
   cli with_store = *c;

@@ -350,7 +350,7 @@ function M.render_request(agent_name, input)
   local thread = thread_mod.new(agent.name, agent.version, nil, nil)
   thread:append("input", { input = input })
   thread.step = 1
-  local ok, req = pcall(loop.request, thread, agent)
+  local ok, req = pcall(loop.request, thread, agent, { dry = true })
   if not ok then
     return nil, "EAGENT: " .. tostring(req)
   end

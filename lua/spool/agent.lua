@@ -19,6 +19,11 @@
 --     step = function(thread, agent) ... end,         -- own the whole step
 --     model = { name = "...", temperature = 0 },      -- overrides
 --     stream = true,     -- stream replies (default: the engine's option)
+--     window = { tokens = 32000, reserve = 2000,      -- see spool.context
+--                policies = { tool_result = { truncate = 800 } },
+--                compact = { prompt = "compact.md", keep_recent = 4 } },
+--     prefetch = { order = function(input, ctx) return ... end },  -- before
+--                  -- step 1, concurrently; each result becomes an event
 --     budget = { steps = 40, tokens = 200000,    -- sub-agents included;
 --                cost_usd = 0.50, wall_ms = 600000 },  -- spool.pricing
 --     lenient = true,    -- repair the model's JSON (false: strict only)
@@ -63,7 +68,8 @@ local KNOWN = {
   max_errors = true, mode = true, tools = true, output = true, vars = true,
   context = true, on_max_steps = true, step = true, model = true,
   budget = true, on_budget = true, lenient = true, escalate = true,
-  pin_version = true, migrate = true, stream = true,
+  pin_version = true, migrate = true, stream = true, window = true,
+  prefetch = true,
 }
 
 
@@ -187,6 +193,8 @@ function M.define(def, where)
     pin_version = def.pin_version and true or false,
     migrate = def.migrate,
     stream = def.stream,
+    window = def.window,
+    prefetch = def.prefetch,
   }, AGENT)
   if a.prompt ~= nil and type(a.prompt) ~= "string" then
     error(where .. ": prompt must be a file name in prompts/", 0)
@@ -205,6 +213,27 @@ function M.define(def, where)
   end
   if a.stream ~= nil and type(a.stream) ~= "boolean" then
     error(where .. ": stream must be true or false", 0)
+  end
+  if a.window ~= nil then
+    local werr = require("spool._window").check(a.window)
+    if werr then
+      error(where .. ": " .. werr, 0)
+    end
+  end
+  if a.prefetch ~= nil then
+    if type(a.prefetch) ~= "table" then
+      error(where .. ": prefetch must be a table { name = function(input, "
+        .. "ctx) ... end }", 0)
+    end
+    for name, f in pairs(a.prefetch) do
+      local ok = type(name) == "string" and (type(f) == "function"
+        or (type(f) == "table" and type(f.agent) == "string"))
+      if not ok then
+        error(string.format("%s: prefetch.%s must be a function(input, ctx) "
+          .. "or { agent = \"name\", input = function(input) ... end }",
+          where, tostring(name)), 0)
+      end
+    end
   end
   if a.budget ~= nil then
     local shape = ": budget must be { steps = n, tokens = n, cost_usd = x, "

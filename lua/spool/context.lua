@@ -6,6 +6,7 @@
 --   context.structured(thread, agent)  -> one user message holding the
 --                                         thread as tagged blocks
 --   context.render_value(v)            -> a value as compact text
+--   context.read_more                  a tool reading what a policy cut
 --
 -- The chat rendering is always valid for a provider: every tool call the
 -- model made is answered by a tool message, in order, even when the thread
@@ -15,8 +16,17 @@
 -- Each event type renders through a function in `context.chat_renderers` /
 -- `context.block_renderers`; an agent customises one type by passing its
 -- own table of overrides as the third argument.
+--
+-- Both renderings keep the thread within the agent's token budget
+-- (agent.window, spool._window): per-type policies (keep, drop, truncate,
+-- summarize), pinned events, and compaction — a model call that folds the
+-- oldest events into a summary event when the thread outgrows its window.
+-- The events themselves are never changed: a render is a view.
 
+local core = require "spool.core"
 local json = require "spool.json"
+local window = require "spool._window"
+local compact = require "spool._compact"
 
 local M = {}
 
@@ -66,6 +76,11 @@ M.chat_renderers = {
     return { role = "user", content = string.format("Result of %s: %s",
       ev.data.name, M.render_value(ev.data.result)) }
   end,
+  prefetch = function(ev)
+    return { role = "user", content = string.format("Fetched before you "
+      .. "started, %s:\n%s", ev.data.name, ev.data.error
+        and ("error: " .. ev.data.error) or M.render_value(ev.data.result)) }
+  end,
   human_response = function(ev)
     if ev.data.call_id == nil and ev.data.kind == "ask" and not ev.data.via then
       return { role = "user", content = "A person answered: "
@@ -83,60 +98,50 @@ M.chat_renderers = {
 }
 
 
--- Adds the tool messages still owed for the calls of the last assistant
--- message, so no tool call is ever left without an answer.
-local function settle(messages, owed)
-  for _, call in ipairs(owed) do
-    messages[#messages + 1] = {
-      role = "tool", tool_call_id = call.id, name = call.name,
-      content = "error: no result was recorded for this call",
-    }
+-- Plans the thread's window (spool._window) and acts on the plan: writes
+-- the summaries a { summarize = n } policy wants, compacts when the thread
+-- is over budget, and as a last resort drops the oldest parts. With
+-- opts.dry (spool prompt) it only plans: no model call, no new event.
+-- Returns the messages and the plan.
+local function windowed(thread, agent, opts)
+  local plan_opts = { form = opts.form, renderers = opts.renderers,
+                      events = opts.events, fixed_tokens = opts.fixed_tokens,
+                      model = opts.model }
+  local plan = window.plan(thread, agent, plan_opts)
+  local model = opts.model or require("spool.config").get().model
+  if not opts.dry and #plan.needs_summary > 0 then
+    local ok, err = compact.summarize(thread, plan, model)
+    if not ok then
+      core.log("warn", "thread " .. thread.id .. ": summarizing an event "
+        .. "failed, it stays truncated: " .. tostring(err))
+    end
+    plan = window.plan(thread, agent, plan_opts)
   end
+  if not opts.dry and plan.fold and #plan.fold > 0 and plan.settings.compact
+  then
+    local ev, err = compact.compact(thread, plan, model)
+    if ev then
+      plan = window.plan(thread, agent, plan_opts)
+    else
+      core.log("warn", "thread " .. thread.id .. ": compaction failed, the "
+        .. "oldest events are left out instead: " .. tostring(err))
+    end
+  end
+  if plan.total > plan.limit then
+    window.drop_overflow(plan)
+  end
+  return window.messages(plan), plan
 end
 
 
-function M.chat(thread, agent, renderers)
-  renderers = renderers or {}
-  local messages = {}
-  local owed, owed_index = {}, {}
-  for _, ev in ipairs(thread.events) do
-    local render = renderers[ev.type] or M.chat_renderers[ev.type]
-    local msg = render and render(ev, thread, agent)
-    if msg then
-      if msg.role == "tool" then
-        local i = owed_index[msg.tool_call_id]
-        if i then
-          owed[i] = false
-          owed_index[msg.tool_call_id] = nil
-          messages[#messages + 1] = msg
-        end
-        -- A result for a call that is not pending is dropped: a provider
-        -- would reject it.
-      else
-        local pending = {}
-        for _, c in ipairs(owed) do
-          if c then
-            pending[#pending + 1] = c
-          end
-        end
-        settle(messages, pending)
-        owed, owed_index = {}, {}
-        messages[#messages + 1] = msg
-        for _, c in ipairs(msg.tool_calls or {}) do
-          owed[#owed + 1] = c
-          owed_index[c.id] = #owed
-        end
-      end
-    end
-  end
-  local pending = {}
-  for _, c in ipairs(owed) do
-    if c then
-      pending[#pending + 1] = c
-    end
-  end
-  settle(messages, pending)
-  return messages
+-- The thread as chat messages within the agent's window. `opts` (from
+-- spool.loop): fixed_tokens (the system prompt and tools), model, dry,
+-- events (a prefix of the thread's, to render an earlier step).
+function M.chat(thread, agent, renderers, opts)
+  opts = opts or {}
+  return windowed(thread, agent, { form = "chat", renderers = renderers,
+    events = opts.events, fixed_tokens = opts.fixed_tokens,
+    model = opts.model, dry = opts.dry })
 end
 
 
@@ -161,6 +166,10 @@ M.block_renderers = {
       return "assistant", ev.data.text
     end
   end,
+  prefetch = function(ev)
+    return ev.data.name, ev.data.error and ("error: " .. ev.data.error)
+      or M.render_value(ev.data.result)
+  end,
   agent_result = function(ev)
     return ev.data.agent .. "_result", M.render_value(ev.data.result
       or ev.data.error)
@@ -170,20 +179,40 @@ M.block_renderers = {
 
 -- The whole thread as one user message of <tag>...</tag> blocks, the
 -- "own your context window" rendering: compact, and in the author's words.
-function M.structured(thread, agent, renderers)
-  renderers = renderers or {}
-  local blocks = {}
-  for _, ev in ipairs(thread.events) do
-    local render = renderers[ev.type] or M.block_renderers[ev.type]
-    if render then
-      local tag, body = render(ev, thread, agent)
-      if tag then
-        blocks[#blocks + 1] = string.format("<%s>\n%s\n</%s>", tag, body, tag)
-      end
-    end
-  end
-  return { { role = "user", content = table.concat(blocks, "\n\n") } }
+-- The same window, policies and compaction as chat apply.
+function M.structured(thread, agent, renderers, opts)
+  opts = opts or {}
+  return windowed(thread, agent, { form = "blocks", renderers = renderers,
+    events = opts.events, fixed_tokens = opts.fixed_tokens,
+    model = opts.model, dry = opts.dry })
 end
+
+
+-- A tool an agent may offer so the model can read what a truncation cut:
+-- tools = { read_more = spool.context.read_more }. The marker a truncated
+-- event shows says which seq and offset to ask for.
+M.read_more = {
+  description = "Read more of an event of this conversation that was cut "
+    .. "short (the note where it was cut gives seq and from).",
+  params = { seq = "integer", from = "integer" },
+  run = function(args, ctx)
+    local ev = ctx.thread.events[args.seq]
+    if not ev then
+      return nil, string.format("there is no event %d in this thread",
+        args.seq)
+    end
+    local text = ev.data.result ~= nil and M.render_value(ev.data.result)
+      or M.render_value(ev.data)
+    local from = math.max(1, args.from)
+    local piece = text:sub(from, from + 7999)
+    local rest = #text - (from + #piece) + 1
+    if rest > 0 then
+      piece = piece .. string.format("\n[… %d more bytes; call read_more "
+        .. "with seq %d and from %d]", rest, args.seq, from + #piece)
+    end
+    return piece
+  end,
+}
 
 
 return M

@@ -64,6 +64,20 @@ local renderers = {
     end
     return "✓ " .. (type(r) == "string" and r or short(r, 100000))
   end,
+  prefetch = function(ev)
+    return string.format("⇣ %s %s", ev.data.name, ev.data.error
+      and ("error: " .. short(ev.data.error)) or short(ev.data.result))
+  end,
+  compaction = function(ev)
+    local r = ev.data.ranges or {}
+    return string.format("⊟ compacted events %s–%s into a summary (%d tokens "
+      .. "before)", tostring(r[1] and r[1][1]), tostring(ev.data.upto),
+      ev.data.tokens_before or 0)
+  end,
+  event_summary = function(ev)
+    return string.format("≈ summary of event %s: %s", tostring(ev.data.of),
+      short(ev.data.summary))
+  end,
   failed = function(ev)
     return "✗ " .. tostring(ev.data.error)
   end,

@@ -317,7 +317,7 @@ local function call_model(model, req, attempts, deadline)
   local built = p.build(model, req)
   local url = base_url(model) .. built.path
   local headers = built.headers
-  if not model.mock then
+  if not model.mock and model.api_key_env then
     local key = core.getenv(model.api_key_env)
     if key then
       p.authorize(headers, key)

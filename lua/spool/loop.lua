@@ -28,6 +28,7 @@ local prompt = require "spool.prompt"
 local context = require "spool.context"
 local config = require "spool.config"
 local pricing = require "spool.pricing"
+local tokens = require "spool.tokens"
 local extract = require "spool.extract"
 
 local M = {}
@@ -108,12 +109,17 @@ function M.model_for(agent)
 end
 
 
-function M.request(thread, agent)
+-- The request of the thread's next step. The context function gets the
+-- tokens the system prompt and tools take, so the messages fit the rest of
+-- the window. opts: dry (plan only, for spool prompt), events (render an
+-- earlier step). req.context = { estimate (uncalibrated tokens of the
+-- whole request), budget, plan }.
+function M.request(thread, agent, opts)
+  opts = opts or {}
   local system
   if agent.prompt_template then
     system = prompt.render(agent.prompt_template, template_vars(thread, agent))
   end
-  local messages = (agent.context or context.chat)(thread, agent)
   local tools
   if agent.mode == "tools" and #agent.tool_names > 0 then
     tools = {}
@@ -123,8 +129,22 @@ function M.request(thread, agent)
                    parameters = t.schema }
     end
   end
-  return { model = M.model_for(agent), system = system, messages = messages,
-           tools = tools, json = agent.mode == "json" }
+  local model = M.model_for(agent)
+  local factor = tokens.factor(opts.events or thread.events)
+  local fixed = tokens.estimate(system, factor)
+    + tokens.estimate(tools and json.encode(tools) or nil, factor)
+  local messages, plan = (agent.context or context.chat)(thread, agent, nil,
+    { fixed_tokens = fixed, model = model, dry = opts.dry,
+      events = opts.events })
+  local estimate = tokens.estimate(system) + tokens.estimate(tools
+    and json.encode(tools) or nil)
+  for _, m in ipairs(messages) do
+    estimate = estimate + tokens.message(m)
+  end
+  return { model = model, system = system, messages = messages,
+           tools = tools, json = agent.mode == "json",
+           context = { estimate = estimate,
+                       budget = plan and plan.limit or nil, plan = plan } }
 end
 
 
@@ -619,6 +639,7 @@ function M.step(thread, agent)
     response_id = reply.id, text = reply.text, tool_calls = calls,
     provider = reply.provider, streamed = req.stream or nil,
     cost_usd = pricing.cost(reply.model, reply.usage),
+    context = { estimate = req.context.estimate, budget = req.context.budget },
     attempts = attempts_data(reply.attempts),
   })
   core.crash_point("after_model_call")
@@ -715,6 +736,9 @@ end
 -- `resolve(thread, agent)`, if given, returns the agent version each step
 -- runs (hot reload: spool._runner); steps never change version midway.
 function M.run(thread, agent, resolve)
+  if agent.prefetch and thread.step == 0 then
+    require("spool._prefetch").run(thread, agent)
+  end
   while thread:status() == "running" do
     if resolve then
       agent = resolve(thread, agent)

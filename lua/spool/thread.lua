@@ -241,7 +241,8 @@ function Thread:usage()
               cost_usd = 0 }
   for _, ev in ipairs(self.events) do
     local d = ev.data
-    if ev.type == "model_call" and type(d.usage) == "table" then
+    if (ev.type == "model_call" or ev.type == "compaction"
+        or ev.type == "event_summary") and type(d.usage) == "table" then
       u.input_tokens = u.input_tokens + (d.usage.input_tokens or 0)
       u.output_tokens = u.output_tokens + (d.usage.output_tokens or 0)
       u.cost_usd = u.cost_usd + (tonumber(d.cost_usd) or 0)

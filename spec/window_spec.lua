@@ -1,0 +1,474 @@
+-- Owning the context window: budgets, policies, pinned events, compaction
+-- and pre-fetch (spool.context over spool._window and spool._compact).
+local h = require "spec.support"
+local core = require "spool.core"
+local context = require "spool.context"
+local json = require "spool.json"
+local thread_mod = require "spool.thread"
+local tokens = require "spool.tokens"
+local window = require "spool._window"
+
+local function thread_of(events)
+  local t = thread_mod.new("a", "v", nil, nil)
+  for _, e in ipairs(events) do
+    t.step = e.step or t.step
+    t:append(e[1], e[2])
+  end
+  return t
+end
+
+local function call(id, name, args)
+  return { id = id, name = name, arguments = args or "{}" }
+end
+
+-- The invariant every provider enforces: the conversation starts with the
+-- user; each assistant message with tool calls is followed at once by one
+-- tool message per call, in order; no tool message stands anywhere else.
+local function assert_valid_chat(msgs)
+  assert.are.equal("user", msgs[1].role, "the first message is the user's")
+  local i = 1
+  while i <= #msgs do
+    local m = msgs[i]
+    assert.are_not.equal("tool", m.role, "a tool message answers no call "
+      .. "(message " .. i .. ")")
+    i = i + 1
+    for _, c in ipairs(m.tool_calls or {}) do
+      local answer = msgs[i]
+      assert.is_table(answer, "call " .. c.id .. " has no answer")
+      assert.are.equal("tool", answer.role)
+      assert.are.equal(c.id, answer.tool_call_id)
+      i = i + 1
+    end
+  end
+end
+
+local function agent_with(window_settings, tools)
+  return { name = "a", window = window_settings, tools = tools or {},
+           tool_names = {} }
+end
+
+describe("the context window", function()
+  local mock
+
+  after_each(function()
+    if mock then
+      mock.close()
+      mock = nil
+    end
+  end)
+
+  describe("policies", function()
+    local big = string.rep("0123456789", 400) -- 4,000 bytes, 1,000 tokens
+
+    local function thread_with_big_result()
+      return thread_of {
+        { "input", { input = "go" } },
+        { "model_call", { tool_calls = { call("c1", "fetch") } } },
+        { "tool_result", { call_id = "c1", name = "fetch", result = big } },
+        { "model_call", { tool_calls = { call("c2", "note") } } },
+        { "error", { call_id = "c2", name = "note", error = big } },
+      }
+    end
+
+    it("truncates to n tokens with a marker saying what was cut and where",
+      function()
+      local t = thread_with_big_result()
+      local msgs, plan = context.chat(t, agent_with({ policies = {
+        tool_result = { truncate = 100 } } }), nil, { dry = true })
+      assert_valid_chat(msgs)
+      local shown = msgs[3].content
+      assert.are.equal(big:sub(1, 400), shown:sub(1, 400))
+      assert.matches("%[… 900 of 1000 tokens cut by the context policy: the "
+        .. "whole result is event 3 of this thread%]$", shown)
+      assert.are.equal(big, t.events[3].data.result) -- stored whole
+      assert.are.equal("truncated", plan.report[3].action)
+      assert.are.equal(1004, plan.report[3].tokens)
+      -- errors keep the default policy: shown whole
+      assert.are.equal("error: " .. big, msgs[5].content)
+    end)
+
+    it("points at read_more when the agent offers it", function()
+      local t = thread_with_big_result()
+      local a = agent_with({ policies = { tool_result = { truncate = 10 } } },
+        { read_more = context.read_more })
+      local msgs = context.chat(t, a, nil, { dry = true })
+      assert.matches("call read_more with seq 3 and from 41 for the rest%]$",
+        msgs[3].content)
+      local more = context.read_more.run({ seq = 3, from = 41 },
+        { thread = t })
+      assert.are.equal(big:sub(41, 41 + 7999), more:sub(1, 3960))
+    end)
+
+    it("drops: an answer becomes a note, anything else disappears",
+      function()
+      local t = thread_with_big_result()
+      t:append("human_response", { kind = "ask", answer = "yes" })
+      local msgs = context.chat(t, agent_with({ policies = {
+        error = "drop", human_response = "drop" } }), nil, { dry = true })
+      assert_valid_chat(msgs)
+      assert.are.equal(5, #msgs)
+      assert.matches("^%[omitted by the context policy %(%d+ tokens%); the "
+        .. "whole result is event 5 of this thread%]$", msgs[5].content)
+    end)
+
+    it("summarizes a long result once, with the mock model", function()
+      local seen = 0
+      mock = h.mock { rules = { { reply = function(conv)
+        seen = seen + 1
+        assert(conv.system:find("Summarize this tool result"))
+        return { text = "digits 0-9, repeated 400 times" }
+      end } } }
+      local t = thread_with_big_result()
+      local a = agent_with({ policies = { tool_result = { summarize = 50 } } })
+      local model = { provider = "openai", name = "mock-1",
+                      base_url = mock.url(), timeout_ms = 5000 }
+      local msgs = context.chat(t, a, nil, { model = model })
+      assert.are.equal(1, seen)
+      assert.are.equal("event_summary", t.events[6].type)
+      assert.are.equal(3, t.events[6].data.of)
+      assert.are.equal("[summary of event 3, 1000 tokens]\ndigits 0-9, "
+        .. "repeated 400 times", msgs[3].content)
+      context.chat(t, a, nil, { model = model })
+      assert.are.equal(1, seen) -- the summary is reused
+    end)
+  end)
+
+  describe("validity", function()
+    it("holds after a crash left a call without its result, after "
+      .. "truncation, drops and compaction, whatever the mix", function()
+      -- Seeded random threads: calls answered, unanswered, errored,
+      -- answered twice; results of any size; random policies.
+      local seed = 12345
+      local function rand(n)
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        return seed % n + 1
+      end
+      for _ = 1, 60 do
+        local events = { { "input", { input = "task" } } }
+        local id = 0
+        for _ = 1, rand(12) do
+          local calls = {}
+          for _ = 1, rand(3) - 1 do
+            id = id + 1
+            calls[#calls + 1] = call("c" .. id, "t" .. rand(3))
+          end
+          events[#events + 1] = { "model_call", { text = rand(2) == 1
+            and "thinking" or nil, tool_calls = calls } }
+          for _, c in ipairs(calls) do
+            local r = rand(5)
+            if r == 1 then -- a crash: no result
+            elseif r == 2 then
+              events[#events + 1] = { "error", { call_id = c.id,
+                name = c.name, error = "bad" } }
+            else
+              events[#events + 1] = { "tool_result", { call_id = c.id,
+                name = c.name, result = string.rep("x", rand(3000)) } }
+            end
+            if r == 5 then -- a duplicate answer
+              events[#events + 1] = { "tool_result", { call_id = c.id,
+                name = c.name, result = "again" } }
+            end
+          end
+          if rand(4) == 1 then
+            events[#events + 1] = { "human_response", { kind = "ask",
+              answer = "sure" } }
+          end
+        end
+        local t = thread_of(events)
+        local policies = { tool_result = ({ "keep", "drop",
+          { truncate = 20 } })[rand(3)], error = ({ "keep", "drop" })[rand(2)] }
+        local a = agent_with({ tokens = 400 + rand(1500), reserve = 100,
+          policies = policies, compact = false })
+        assert_valid_chat((context.chat(t, a, nil, { dry = true })))
+        -- and with a compaction covering a random prefix of whole units
+        local plan = window.plan(t, a, {})
+        plan.fold = {}
+        for i = 2, rand(#plan.units) do
+          if not plan.units[i].pinned then
+            plan.fold[#plan.fold + 1] = plan.units[i]
+          end
+        end
+        if #plan.fold > 0 then
+          t:append("compaction", { upto = plan.fold[#plan.fold].last,
+            ranges = window.fold_ranges(plan), summary = "so far, so good" })
+          assert_valid_chat((context.chat(t, a, nil, { dry = true })))
+        end
+      end
+    end)
+  end)
+
+  describe("budget", function()
+    it("comes from the model or the agent, less the reply's reserve",
+      function()
+      local s = window.settings({}, { context_tokens = 8000, max_tokens = 500 })
+      assert.are.equal(8000, s.tokens)
+      assert.are.equal(500, s.reserve)
+      s = window.settings({ window = { tokens = 3000, reserve = 300 } },
+        { context_tokens = 8000, max_tokens = 500 })
+      assert.are.equal(3000, s.tokens)
+      s = window.settings({}, {})
+      assert.are.equal(128000, s.tokens)
+      assert.are.equal(4096, s.reserve)
+      local plan = window.plan(thread_of { { "input", { input = ("w"):rep(400) } } },
+        agent_with({ tokens = 1000, reserve = 200 }), { fixed_tokens = 50 })
+      assert.are.equal(800, plan.limit)
+      assert.are.equal(50 + 104, plan.total) -- 100 tokens + 4 of framing
+    end)
+
+    it("calibrates estimates from the provider's reported usage", function()
+      local t = thread_of { { "input", { input = ("w"):rep(400) } } }
+      assert.are.equal(1, tokens.factor(t.events))
+      t:append("model_call", { text = "ok", context = { estimate = 200 },
+                               usage = { input_tokens = 300 } })
+      assert.are.equal(1.5, tokens.factor(t.events))
+      assert.are.equal(150, tokens.estimate(("w"):rep(400), 1.5))
+      t:append("model_call", { text = "ok", context = { estimate = 100 },
+                               usage = { input_tokens = 1000 } })
+      assert.are.equal(3, tokens.factor(t.events)) -- clamped
+      -- and a cut never splits a UTF-8 character
+      assert.are.equal("é", tokens.head("éé", 0.75))
+    end)
+
+    it("refuses malformed window settings", function()
+      for _, w in ipairs { { tokens = 0 }, { policies = { x = "shrink" } },
+                           { policies = { x = { truncate = -1 } } },
+                           { compact = "yes" } } do
+        assert.is_string(window.check(w))
+      end
+      assert.is_nil(window.check({ tokens = 100, policies = {
+        tool_result = { summarize = 10 }, error = "drop" }, compact = false }))
+    end)
+  end)
+
+  describe("compaction", function()
+    local function long_thread(n)
+      local events = { { "input", { input = "read the pages" } } }
+      for i = 1, n do
+        events[#events + 1] = { "model_call", { tool_calls = {
+          call("c" .. i, "fetch", '{"page":' .. i .. '}') } } }
+        events[#events + 1] = { "tool_result", { call_id = "c" .. i,
+          name = "fetch", result = ("page " .. i .. " "):rep(60) } }
+      end
+      return thread_of(events)
+    end
+
+    local function summarizer()
+      local requests = {}
+      mock = h.mock { rules = { { reply = function(conv)
+        requests[#requests + 1] = conv
+        return { text = "Pages 1 to " .. select(2, conv.last_user:gsub(
+          "<result of fetch>", "")) .. " were read." }
+      end } } }
+      return { provider = "openai", name = "mock-1", base_url = mock.url(),
+               timeout_ms = 5000 }, requests
+    end
+
+    it("folds the oldest events into a summary event when over budget",
+      function()
+      local model, requests = summarizer()
+      local t = long_thread(20)
+      local a = agent_with({ tokens = 2000, reserve = 200 })
+      local before = #t.events
+      local msgs, plan = context.chat(t, a, nil, { model = model })
+      assert_valid_chat(msgs)
+      assert.are.equal(1, #requests)
+      assert.matches("compact the history", requests[1].system)
+      local ev = t.events[before + 1]
+      assert.are.equal("compaction", ev.type)
+      assert.matches("^Pages 1 to %d+ were read%.$", ev.data.summary)
+      assert.is_true(plan.total <= plan.limit)
+      -- pinned input first, then the summary, then the latest events
+      assert.are.equal("read the pages", msgs[1].content)
+      assert.matches("^Summary of earlier work %(events 2–%d+, compacted",
+        msgs[2].content)
+      assert.are.equal("c20", msgs[#msgs].tool_call_id)
+      -- the originals stay for audit and replay
+      assert.are.equal(before + 1, #t.events)
+      -- the next render uses the summary without another call
+      context.chat(t, a, nil, { model = model })
+      assert.are.equal(1, #requests)
+    end)
+
+    it("is shown, not made, by a dry render", function()
+      local t = long_thread(20)
+      local msgs, plan = context.chat(t, agent_with({ tokens = 2000,
+        reserve = 200 }), nil, { dry = true })
+      assert_valid_chat(msgs)
+      assert.is_true(#plan.fold > 0)
+      assert.are.equal(41, #t.events)
+      assert.matches("omitted to fit the context window", msgs[2].content)
+    end)
+
+    it("without compaction, leaves the oldest out with a note", function()
+      local t = long_thread(20)
+      local msgs, plan = context.chat(t, agent_with({ tokens = 2000,
+        reserve = 200, compact = false }))
+      assert_valid_chat(msgs)
+      assert.are.equal(41, #t.events)
+      assert.is_true(plan.total <= plan.limit)
+      assert.matches("^%[%d+ earlier parts of this conversation were omitted",
+        msgs[2].content)
+    end)
+
+    it("applies to the structured rendering too", function()
+      local model = summarizer()
+      local t = long_thread(20)
+      local msgs = context.structured(t, agent_with({ tokens = 2000,
+        reserve = 200 }), nil, { model = model })
+      assert.are.equal(1, #msgs)
+      assert.matches("^<input>\nread the pages\n</input>\n\n<summary>\nPages 1 "
+        .. "to %d+ were read%.\n</summary>", msgs[1].content)
+      assert.matches("<fetch_result>\npage 20 ", msgs[1].content)
+    end)
+  end)
+
+  it("keeps a 40-step thread with large tool outputs under a small budget, "
+    .. "compacting once, and the agent finishes right", function()
+    local compactions = 0
+    mock = h.mock { rules = {
+      { when = { system = "compact the history" }, reply = function(conv)
+        compactions = compactions + 1
+        local last = 0
+        for p in conv.last_user:gmatch("page (%d+) of 40") do
+          last = math.max(last, tonumber(p))
+        end
+        return { text = "Pages 1 to " .. last .. " of 40 were fetched." }
+      end },
+      { reply = function(conv)
+        local last = conv.tool_results[#conv.tool_results]
+        local page = last and tonumber(last.content:match("page (%d+) of 40"))
+          or 0
+        if page == 40 then
+          return { text = "Read all 40 pages." }
+        end
+        return { tool = "fetch", args = { page = page + 1 } }
+      end },
+    } }
+    local a = h.agent({
+      max_steps = 45,
+      window = { tokens = 5000, reserve = 500, compact = { target = 0.25 },
+                 policies = { tool_result = { truncate = 100 } } },
+      tools = { fetch = {
+        description = "Fetch a page.", params = { page = "integer" },
+        run = function(args)
+          return ("page " .. args.page .. " of 40: lorem ipsum. "):rep(40)
+        end } },
+    }, mock)
+    local t = h.run(a, "Read every page.", 30000)
+    assert.are.equal("done", t:status())
+    assert.are.equal("Read all 40 pages.", t:outcome())
+    local n, results = 0, 0
+    for _, ev in ipairs(t.events) do
+      if ev.type == "compaction" then
+        n = n + 1
+      elseif ev.type == "tool_result" then
+        results = results + 1
+        assert.is_true(#ev.data.result > 1000) -- stored whole
+      elseif ev.type == "model_call" then
+        assert.is_true(ev.data.usage.input_tokens <= 5000,
+          "step " .. ev.step .. " sent " .. ev.data.usage.input_tokens)
+      end
+    end
+    assert.are.equal(1, n)
+    assert.are.equal(1, compactions)
+    assert.are.equal(40, results)
+  end)
+
+  it("pre-fetches concurrently, and the data is in the first request",
+    function()
+    local inflight, peak = 0, 0
+    local server = assert(core.listen { host = "127.0.0.1", port = 0,
+      handler = function(req)
+        inflight = inflight + 1
+        peak = math.max(peak, inflight)
+        core.sleep(50)
+        inflight = inflight - 1
+        return { headers = { ["content-type"] = "application/json" },
+                 body = json.encode({ path = req.path }) }
+      end })
+    local base = "http://127.0.0.1:" .. server:port()
+    local first
+    mock = h.mock { rules = { { reply = function(conv)
+      first = first or conv
+      return { text = "done" }
+    end } } }
+    local spool = require "spool"
+    local a = h.agent({ prefetch = {
+      order = function(input)
+        return json.decode(spool.http.get(base .. "/orders/" .. input).body)
+      end,
+      customer = function()
+        return json.decode(spool.http.get(base .. "/customers/7").body)
+      end,
+      broken = function() error("no such service") end,
+    } }, mock)
+    local t = h.run(a, "5532")
+    server:close()
+    assert.are.equal("done", t:status(), select(2, t:outcome()))
+    assert.are.equal(2, peak) -- the two fetches overlapped
+    assert.are.same({ "input", "prefetch", "prefetch", "prefetch",
+                      "model_call", "done" }, h.types(t))
+    assert.are.equal("broken", t.events[2].data.name)
+    assert.matches("no such service", t.events[2].data.error)
+    local text = {}
+    for _, m in ipairs(first.body.messages) do
+      text[#text + 1] = type(m.content) == "string" and m.content or ""
+    end
+    text = table.concat(text, "\n")
+    assert.matches('{"path":"/orders/5532"}', text, 1, true)
+    assert.matches('{"path":"/customers/7"}', text, 1, true)
+    assert.are.equal(0, first.turns) -- no round trip to ask for them
+  end)
+
+  it("spool prompt --thread shows what the model saw at a step", function()
+    local project = h.tmpdir()
+    h.write_files(project, {
+      ["spool.lua"] = 'return { mock = "mock.lua" }',
+      ["mock.lua"] = [[return { rules = {
+        { when = { turns = 0 }, reply = { tool = "fetch", args = {} } },
+        { reply = { text = "Fetched." } } } }]],
+      ["prompts/reader.md"] = "Fetch, then say so.",
+      ["agents/reader.lua"] = [[
+        local spool = require "spool"
+        return spool.agent { prompt = "reader.md",
+          window = { policies = { tool_result = { truncate = 50 } } },
+          tools = { fetch = { description = "Fetch.", params = {},
+            run = function() return string.rep("abcd", 500) end } } }]],
+    })
+    local base = "--project " .. h.q(project) .. " --db "
+      .. h.q(project .. "/t.db") .. " "
+    local out, err, code = h.cli(base .. "run reader --json --input go")
+    assert.are.equal(0, code, err)
+    local id = h.json_lines(out)[1].thread
+    out, err, code = h.cli(base .. "prompt reader --json --thread " .. id
+      .. " --step 2")
+    assert.are.equal(0, code, err)
+    local v = json.decode(out)
+    assert.is_true(v.seen)
+    assert.are.equal(2, v.step)
+    local by_type = {}
+    for _, r in ipairs(v.events) do
+      by_type[r.type] = r
+    end
+    assert.are.equal("truncated", by_type.tool_result.action)
+    -- 2,000 bytes, counted with the calibration of step 1's usage
+    assert.are.equal(math.ceil(2000 / 4 * v.factor) + 4,
+      by_type.tool_result.tokens)
+    assert.is_true(by_type.tool_result.shown < 100)
+    local msgs = v.body.messages
+    assert.are.equal("tool", msgs[#msgs].role)
+    assert.matches("cut by the context policy", msgs[#msgs].content)
+    assert.is_number(v.reported_input_tokens)
+    -- the text form, and a step that never happened
+    out, err, code = h.cli(base .. "prompt reader --thread " .. id
+      .. " --step 1")
+    assert.are.equal(0, code, err)
+    assert.matches("step 1 %(as the model saw it%)", out)
+    assert.matches("seq  type", out)
+    _, err, code = h.cli(base .. "prompt reader --thread " .. id
+      .. " --step 9")
+    assert.are.equal(1, code)
+    assert.matches("has no step 9 %(it made 2%)", err)
+    h.remove(project)
+  end)
+end)
