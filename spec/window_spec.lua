@@ -206,6 +206,12 @@ describe("the context window", function()
       s = window.settings({ window = { tokens = 3000, reserve = 300 } },
         { context_tokens = 8000, max_tokens = 500 })
       assert.are.equal(3000, s.tokens)
+      local config = require "spool.config"
+      local m = assert(config.resolve_model({ mock = "on" },
+        { context_tokens = 9000, max_tokens = 300 }))
+      s = window.settings({}, m)
+      assert.are.equal(9000, s.tokens)
+      assert.are.equal(300, s.reserve)
       s = window.settings({}, {})
       assert.are.equal(128000, s.tokens)
       assert.are.equal(4096, s.reserve)

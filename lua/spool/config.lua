@@ -133,7 +133,8 @@ function M.resolve_model(opts, fm)
   end
   local model = { provider = provider, api_key_env = key_env,
                   temperature = fm.temperature, max_tokens = fm.max_tokens,
-                  rpm = fm.rpm, tpm = fm.tpm, fallback = fm.fallback }
+                  rpm = fm.rpm, tpm = fm.tpm, fallback = fm.fallback,
+                  context_tokens = fm.context_tokens }
   for k, v in pairs(MODEL_DEFAULTS) do
     model[k] = opts[k] or fm[k] or v
   end
