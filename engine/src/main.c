@@ -61,6 +61,14 @@ static const char usage_text[] =
     "      one model call through spool's adapters; P is openai,\n"
     "      openai-responses or anthropic; --json: the last line is\n"
     "      {text, tool_calls, finish_reason, usage}\n"
+    "  eval AGENT --cases FILE [--repeat N] [--concurrency C] [--json |\n"
+    "       --junit FILE] [--min-pass RATE] [--record DIR | --replay DIR]\n"
+    "       [--compare A B]\n"
+    "      run the agent over a case set and report its pass rate (A, B:\n"
+    "      current, an agent file, or git:REV); exit 1 below --min-pass\n"
+    "  replay THREAD [--agent-file FILE] [--json]\n"
+    "      re-run a thread's model replies through the agent's code and\n"
+    "      show where its behaviour diverges (exit 1 if it does)\n"
     "  mock-llm [--port N] [--host ADDR] [--script FILE] [--port-file FILE]\n"
     "      serve the built-in mock model (OpenAI Chat Completions and\n"
     "      Responses, Anthropic Messages); --port 0 picks a free port\n"
@@ -992,6 +1000,18 @@ static int cmd_llm(const cli *c, uv_loop_t *loop) {
   return run_library_script(c, loop, "_llm_cli.lua");
 }
 
+static int cmd_eval(const cli *c, uv_loop_t *loop) {
+  cli with_store = *c;
+  /* An evaluation's threads and state go to a store of their own. */
+  if (with_store.db == NULL)
+    with_store.db = ":memory:";
+  return run_library_script(&with_store, loop, "_eval_cli.lua");
+}
+
+static int cmd_replay(const cli *c, uv_loop_t *loop) {
+  return run_library_script(c, loop, "_replay_cli.lua");
+}
+
 static int cmd_lua(const cli *c, uv_loop_t *loop) {
   if (c->argc < 1)
     return usage_error("lua needs a script file%s", "");
@@ -1077,6 +1097,10 @@ int main(int argc, char **argv) {
     fn = cmd_mock;
   else if (strcmp(c.command, "llm") == 0)
     fn = cmd_llm;
+  else if (strcmp(c.command, "eval") == 0)
+    fn = cmd_eval;
+  else if (strcmp(c.command, "replay") == 0)
+    fn = cmd_replay;
   else if (strcmp(c.command, "test") == 0)
     fn = cmd_test;
   else if (strcmp(c.command, "lua") == 0)

@@ -47,9 +47,10 @@ local function prompt_text(name, default)
 end
 
 
-local function call(model, system, text, max_tokens)
+local function call(thread, model, system, text, max_tokens)
   return llm.chat { model = model, system = system, max_tokens = max_tokens,
-                    messages = { { role = "user", content = text } } }
+                    messages = { { role = "user", content = text } },
+                    thread = thread }
 end
 
 
@@ -57,7 +58,7 @@ end
 -- or nil and why.
 function M.compact(thread, plan, model)
   local text = window.fold_text(plan)
-  local reply, err = call(model, prompt_text(plan.settings.prompt,
+  local reply, err = call(thread, model, prompt_text(plan.settings.prompt,
     M.DEFAULT_COMPACT), text, window.summary_tokens(plan))
   if not reply then
     return nil, err
@@ -80,7 +81,7 @@ function M.summarize(thread, plan, model)
     local content = ev.data.result ~= nil
       and require("spool.context").render_value(ev.data.result)
       or require("spool.context").render_value(ev.data)
-    local reply, err = call(model, prompt_text("summarize.md",
+    local reply, err = call(thread, model, prompt_text("summarize.md",
       M.DEFAULT_SUMMARIZE), content, window.summary_tokens(plan))
     if not reply or not reply.text then
       return nil, err or "the model gave no summary"

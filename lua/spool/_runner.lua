@@ -79,6 +79,9 @@ local function retire(thread)
     return
   end
   live[thread.id] = nil
+  if thread.on_retire then
+    thread.on_retire(thread)
+  end
   recent[thread.id] = thread
   recent_order[#recent_order + 1] = thread.id
   while #recent_order > M.keep_recent do
@@ -373,6 +376,7 @@ function M.call(parent, name, input)
     end
     agent = child.agent_def or agent
     child.budget_cap = open.data.budget
+    child.eval = parent.eval
   else
     child = thread_mod.new(agent.name, agent.version, parent, sink)
     local cap = loop.remaining_budget(parent, parent.agent_def)

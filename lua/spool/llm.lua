@@ -429,7 +429,21 @@ local function candidates(model)
 end
 
 
+-- An evaluation's cassette (spool._eval) may answer or record the calls of
+-- a thread: req.thread.eval.cassette:call(req, chat) stands in for chat.
+local chat
+
+
 function M.chat(req)
+  local cassette = req.thread and req.thread.eval and req.thread.eval.cassette
+  if cassette then
+    return cassette:call(req, chat)
+  end
+  return chat(req)
+end
+
+
+chat = function(req)
   local primary = req.model or config.get().model
   local attempts = {}
   local models = candidates(primary)

@@ -614,6 +614,7 @@ function M.step(thread, agent)
     req.on_text = delta_emitter(thread)
   end
   req.deadline = req.deadline or M.deadline(thread, agent)
+  req.thread = thread
   -- While the call is out, cancelling the thread interrupts it.
   thread.model_task = core.task_id()
   local reply, err, attempts = llm.chat(req)

@@ -45,6 +45,7 @@ function M.new(agent, version, parent, sink, id)
     persisted = 0,
     writes = {},
     sink = sink,
+    eval = parent and parent.eval, -- see spool._eval
   }, Thread)
 end
 
@@ -105,6 +106,12 @@ function Thread:commit()
   end
   local first = self.persisted + 1
   self.persisted = #self.events
+  if self.eval then -- an evaluation keeps what the run wrote (spool._eval)
+    for _, w in ipairs(self.writes) do
+      self.eval.writes[#self.eval.writes + 1] = { ns = w.ns, key = w.key,
+                                                  value = w.value }
+    end
+  end
   self.writes = {}
   if M.on_commit and first <= self.persisted then
     M.on_commit(self, first, self.persisted)

@@ -1,0 +1,554 @@
+-- spool._eval: runs an agent over a set of cases and measures how often it
+-- does the right thing (spool eval, spool replay). Private; the
+-- expectations are spool.eval.
+--
+-- A case is { name, input, answers = { response, ... }, expect = {
+-- expectation, ... } }: the input starts a thread; each time the thread
+-- waits for a person, the next scripted answer resumes it ({ answer =
+-- text } | { approve = true, args = {...} } | { reject = true, reason = }
+-- | { event = name, data = ... }); when it stops, the expectations judge
+-- the run (spool.eval.observe). Each case runs `repeat` times, the runs
+-- `concurrency` at a time as threads on the engine's loop.
+--
+-- Cassettes make evals deterministic and offline: with record = DIR every
+-- model reply of a run is saved in DIR/<case>.json, keyed by case, run and
+-- call index (not by request bytes, which change whenever a prompt does);
+-- with replay = DIR the runs get those replies back in order, and no model
+-- is called.
+
+local core = require "spool.core"
+local eval = require "spool.eval"
+local json = require "spool.json"
+local loader = require "spool._loader"
+local runner = require "spool._runner"
+local store = require "spool.store"
+local thread_mod = require "spool.thread"
+
+local M = {}
+
+
+-- ---- cases ----
+
+local function checked_case(c, where)
+  if type(c) ~= "table" then
+    return nil, where .. ": a case is an object { input, answers, expect }"
+  end
+  if c.input == nil then
+    return nil, where .. ": the case has no input"
+  end
+  if c.answers ~= nil and (type(c.answers) ~= "table") then
+    return nil, where .. ": answers must be a list of responses"
+  end
+  local expect = c.expect or {}
+  if type(expect) == "function" then
+    expect = { expect }
+  end
+  local list = {}
+  if #expect > 0 or next(expect) == nil then
+    for i, f in ipairs(expect) do
+      if type(f) ~= "function" then
+        return nil, string.format("%s: expect[%d] is not a function", where, i)
+      end
+      list[i] = f
+    end
+  else
+    local ok, made = pcall(eval.from_json, expect)
+    if not ok then
+      return nil, where .. ": " .. made
+    end
+    list = made
+  end
+  return { name = c.name, input = c.input, answers = c.answers or {},
+           expect = list, ["repeat"] = c["repeat"] }
+end
+
+
+-- Reads a case file: JSON lines (.jsonl), or Lua (.lua) returning a list
+-- of cases whose expectations may be functions. Returns the cases or nil
+-- and a message naming the file and line.
+function M.load_cases(path)
+  local f, err = io.open(path, "r")
+  if not f then
+    return nil, "ENOTFOUND: " .. err
+  end
+  local text = f:read("a")
+  f:close()
+  local raw = {}
+  if path:match("%.lua$") then
+    local env = setmetatable({}, { __index = _G })
+    local chunk, lerr = load(text, "@" .. path, "t", env)
+    if not chunk then
+      return nil, "EINVAL: " .. lerr
+    end
+    local ok, list = pcall(chunk)
+    if not ok or type(list) ~= "table" then
+      return nil, "EINVAL: " .. path .. ": "
+        .. (ok and "must return a list of cases" or tostring(list))
+    end
+    for i, c in ipairs(list) do
+      raw[#raw + 1] = { case = c, where = string.format("%s: case %d", path,
+        i) }
+    end
+  else
+    local n = 0
+    for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+      n = n + 1
+      if line:match("%S") then
+        local c, jerr = json.decode(line)
+        if c == nil then
+          return nil, string.format("EINVAL: %s:%d: %s", path, n, jerr)
+        end
+        raw[#raw + 1] = { case = c, where = string.format("%s:%d", path, n) }
+      end
+    end
+  end
+  local cases, names = {}, {}
+  for i, r in ipairs(raw) do
+    local c, cerr = checked_case(r.case, r.where)
+    if not c then
+      return nil, "EINVAL: " .. cerr
+    end
+    c.name = c.name or ("case " .. i)
+    if names[c.name] then
+      return nil, string.format("EINVAL: %s: the name %q is used twice",
+        r.where, c.name)
+    end
+    names[c.name] = true
+    cases[#cases + 1] = c
+  end
+  if #cases == 0 then
+    return nil, "EINVAL: " .. path .. " holds no cases"
+  end
+  return cases
+end
+
+
+-- ---- cassettes ----
+
+local Cassette = {}
+Cassette.__index = Cassette
+
+
+local function recorded(reply)
+  local calls = json.array()
+  for i, c in ipairs(reply.tool_calls or {}) do
+    calls[i] = { id = c.id, name = c.name, arguments = c.arguments }
+  end
+  return { text = reply.text, tool_calls = calls,
+           finish_reason = reply.finish_reason, usage = reply.usage,
+           model = reply.model, provider = reply.provider, id = reply.id }
+end
+
+
+-- Stands in for spool.llm's chat for the runs it belongs to.
+function Cassette:call(req, chat)
+  self.i = self.i + 1
+  if self.mode == "replay" then
+    local rec = self.calls[self.i]
+    if rec == nil then
+      return nil, string.format("EMODEL: the cassette of %s has no call %d "
+        .. "(the recording made %d)", self.label, self.i, #self.calls), {}
+    elseif rec.error then
+      return nil, rec.error, {}
+    end
+    local reply = json.decode(json.encode(rec))
+    for _, c in ipairs(reply.tool_calls) do
+      local args = json.decode(c.arguments or "")
+      c.args = type(args) == "table" and args or nil
+    end
+    reply.latency_ms = 0
+    reply.attempts = { { attempt = 1, status = 200, latency_ms = 0,
+                         model = rec.model, provider = rec.provider } }
+    return reply
+  end
+  local reply, err, attempts = chat(req)
+  self.calls[self.i] = reply and recorded(reply) or { error = err }
+  return reply, err, attempts
+end
+
+
+local function new_cassette(mode, calls, label)
+  return setmetatable({ mode = mode, calls = calls or {}, i = 0,
+                        label = label }, Cassette)
+end
+
+
+local function cassette_path(dir, name)
+  return dir .. "/" .. name:gsub("[^%w%-_%.]", "_") .. ".json"
+end
+
+
+-- The recorded runs of a case: { { call, ... }, ... } per run.
+local function read_cassette(dir, name)
+  local path = cassette_path(dir, name)
+  local f = io.open(path, "r")
+  if not f then
+    return nil, "ENOTFOUND: no cassette for case " .. string.format("%q", name)
+      .. " (" .. path .. "): record one with --record"
+  end
+  local doc, err = json.decode(f:read("a"))
+  f:close()
+  if type(doc) ~= "table" or type(doc.runs) ~= "table" then
+    return nil, "EINVAL: " .. path .. " is not a cassette" .. (err and (": "
+      .. err) or "")
+  end
+  return doc.runs
+end
+
+
+local function write_cassette(dir, name, runs)
+  os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "'")
+  local f, err = io.open(cassette_path(dir, name), "w")
+  if not f then
+    return nil, err
+  end
+  f:write(json.encode({ case = name, runs = runs }), "\n")
+  f:close()
+  return true
+end
+
+
+-- ---- runs ----
+
+-- Waits until the thread's run stops (ends, waits, or halts).
+local function settle(thread)
+  local stopped = core.signal()
+  thread.on_retire = function() stopped:notify() end
+  while runner.is_live(thread.id) do
+    stopped:wait(60000)
+  end
+end
+
+
+-- The thread and its sub-agents' threads as stored, root first.
+local function family(root)
+  local out = { root }
+  for _, ev in ipairs(root.events) do
+    if ev.type == "agent_call" and ev.data.thread then
+      local record = store.load(ev.data.thread)
+      if record then
+        for _, t in ipairs(family(thread_mod.from_record(record))) do
+          out[#out + 1] = t
+        end
+      end
+    end
+  end
+  return out
+end
+
+
+-- Runs one case once; returns the run record (spool.eval.observe) with
+-- .failure set when an expectation failed.
+function M.run_case(agent, case, cassette)
+  local box = { writes = {}, cassette = cassette }
+  local t = runner.start(agent, case.input)
+  t.eval = box
+  local next_answer = 1
+  while true do
+    settle(t)
+    if t.halted then
+      return { thread = t.id, status = "halted", failure = "the thread could "
+        .. "not be stored: " .. tostring(t.halted), calls = {}, intents = {},
+        writes = {}, steps = 0, tokens = 0, cost_usd = 0, latency_ms = 0 }
+    end
+    local answer = case.answers[next_answer]
+    if t:status() ~= "waiting" or answer == nil then
+      break
+    end
+    next_answer = next_answer + 1
+    local response = { by = "eval" }
+    for k, v in pairs(answer) do
+      response[k] = v
+    end
+    local resumed, err = runner.resume(t.id, response)
+    if not resumed then
+      local run = eval.observe(family(t), box.writes)
+      run.failure = "the scripted answer " .. next_answer - 1
+        .. " was refused: " .. tostring(err)
+      return run
+    end
+    t = resumed
+    t.eval = box
+  end
+  local run = eval.observe(family(t), box.writes)
+  run.failure = eval.check(case.expect, run)
+  return run
+end
+
+
+-- Runs `jobs` (functions) at most `concurrency` at a time, each in a task
+-- of its own; returns when all are done.
+local function pool(jobs, concurrency)
+  local nexti, running = 1, 0
+  local done = core.signal()
+  local function worker()
+    while nexti <= #jobs do
+      local job = jobs[nexti]
+      nexti = nexti + 1
+      local ok, err = pcall(job)
+      if not ok then
+        core.log("error", "eval job failed: " .. tostring(err))
+      end
+    end
+    running = running - 1
+    done:notify()
+  end
+  for _ = 1, math.min(concurrency, #jobs) do
+    running = running + 1
+    core.spawn(worker)
+  end
+  while running > 0 do
+    done:wait(60000)
+  end
+end
+
+
+local function mean(list, field)
+  if #list == 0 then
+    return 0
+  end
+  local s = 0
+  for _, r in ipairs(list) do
+    s = s + (r[field] or 0)
+  end
+  return s / #list
+end
+
+
+-- Runs the agent over the cases. opts: repeat (default 1), concurrency
+-- (default 8), record / replay (a cassette folder). Returns the report:
+-- { agent, version, runs, passes, pass_rate, flaky, cases = { { name,
+-- runs, passes, pass_rate, flaky, steps, tokens, cost_usd, latency_ms,
+-- failure = { message, thread, run } } } } — or nil and an error.
+function M.run(agent_name, cases, opts)
+  opts = opts or {}
+  local agent, err = loader.load(agent_name)
+  if not agent then
+    return nil, err
+  end
+  local jobs, results, tapes = {}, {}, {}
+  for _, case in ipairs(cases) do
+    local n = case["repeat"] or opts["repeat"] or 1
+    results[case.name] = {}
+    local recorded_runs
+    if opts.replay then
+      local runs, rerr = read_cassette(opts.replay, case.name)
+      if not runs then
+        return nil, rerr
+      end
+      recorded_runs = runs
+    end
+    tapes[case.name] = {}
+    for r = 1, n do
+      local cassette
+      if opts.replay then
+        -- More runs than were recorded replay the recording again.
+        cassette = new_cassette("replay", recorded_runs[(r - 1)
+          % math.max(1, #recorded_runs) + 1], string.format("case %q, run %d",
+          case.name, r))
+      elseif opts.record then
+        cassette = new_cassette("record", nil, case.name)
+        tapes[case.name][r] = cassette.calls
+      end
+      jobs[#jobs + 1] = function()
+        local run = M.run_case(agent, case, cassette)
+        run.run = r
+        results[case.name][r] = run
+      end
+    end
+  end
+  pool(jobs, opts.concurrency or 8)
+  if opts.record then
+    for _, case in ipairs(cases) do
+      local runs = json.array()
+      for r, calls in ipairs(tapes[case.name]) do
+        runs[r] = json.array(calls)
+      end
+      local ok, werr = write_cassette(opts.record, case.name, runs)
+      if not ok then
+        return nil, "EIO: cannot write the cassette: " .. tostring(werr)
+      end
+    end
+  end
+  local report = { agent = agent.name, version = agent.version, runs = 0,
+                   passes = 0, flaky = 0, cases = {} }
+  for _, case in ipairs(cases) do
+    local runs = results[case.name]
+    local c = { name = case.name, runs = #runs, passes = 0,
+                steps = mean(runs, "steps"), tokens = mean(runs, "tokens"),
+                latency_ms = mean(runs, "latency_ms"), cost_usd = 0 }
+    for _, run in ipairs(runs) do
+      c.cost_usd = c.cost_usd + (run.cost_usd or 0)
+      if run.failure then
+        c.failure = c.failure or { message = run.failure,
+                                   thread = run.thread, run = run.run }
+      else
+        c.passes = c.passes + 1
+      end
+    end
+    c.pass_rate = c.runs > 0 and c.passes / c.runs or 0
+    c.flaky = c.passes > 0 and c.passes < c.runs
+    report.runs = report.runs + c.runs
+    report.passes = report.passes + c.passes
+    report.flaky = report.flaky + (c.flaky and 1 or 0)
+    report.cases[#report.cases + 1] = c
+  end
+  report.pass_rate = report.runs > 0 and report.passes / report.runs or 0
+  return report
+end
+
+
+-- ---- versions ----
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+
+-- Runs fn() with the project's agents, prompts and lib taken from
+-- `version`: "current", a file (the agent's file instead of the current
+-- one, the rest as it is), or "git:REV" (the project as committed at REV).
+-- Returns fn's results, or nil and an error.
+function M.with_version(version, agent_name, fn)
+  if version == nil or version == "current" then
+    return fn()
+  end
+  local cfg = require("spool.config").get()
+  local dir = os.tmpname()
+  os.remove(dir)
+  local cmd
+  if version:match("^git:") then
+    cmd = string.format("mkdir -p %s && git -C %s archive --format=tar %s | "
+      .. "tar -x -C %s", sh_quote(dir), sh_quote(cfg.project),
+      sh_quote(version:sub(5)), sh_quote(dir))
+  else
+    cmd = string.format("mkdir -p %s/agents && cp -R %s %s/prompts && cp %s "
+      .. "%s/agents/%s.lua && (test ! -d %s || cp -R %s %s/lib)",
+      sh_quote(dir), sh_quote(cfg.prompts_dir), sh_quote(dir),
+      sh_quote(version), sh_quote(dir), agent_name, sh_quote(cfg.lib_dir),
+      sh_quote(cfg.lib_dir), sh_quote(dir))
+  end
+  -- A CLI command with no run of its own yet: a blocking copy is fine.
+  if not os.execute(cmd .. " 2>/dev/null") then
+    os.execute("rm -rf " .. sh_quote(dir))
+    return nil, "ENOTFOUND: cannot take the agent from " .. version
+  end
+  local saved = { cfg.agents_dir, cfg.prompts_dir, cfg.lib_dir }
+  cfg.agents_dir, cfg.prompts_dir, cfg.lib_dir =
+    dir .. "/agents", dir .. "/prompts", dir .. "/lib"
+  loader.forget(agent_name)
+  local out = table.pack(pcall(fn))
+  cfg.agents_dir, cfg.prompts_dir, cfg.lib_dir = saved[1], saved[2], saved[3]
+  loader.forget(agent_name)
+  os.execute("rm -rf " .. sh_quote(dir))
+  if not out[1] then
+    error(out[2], 0)
+  end
+  return table.unpack(out, 2, out.n)
+end
+
+
+-- Two reports side by side: the cases whose outcome changed.
+function M.compare(a, b)
+  local by_name = {}
+  for _, c in ipairs(a.cases) do
+    by_name[c.name] = c
+  end
+  local changed = {}
+  for _, c in ipairs(b.cases) do
+    local before = by_name[c.name]
+    if before and before.pass_rate ~= c.pass_rate then
+      changed[#changed + 1] = { name = c.name, a = before.pass_rate,
+                                b = c.pass_rate,
+                                better = c.pass_rate > before.pass_rate }
+    end
+  end
+  return changed
+end
+
+
+-- ---- replay of a stored thread ----
+
+-- The case and cassette that re-run a stored thread: its input, the
+-- answers people gave, and the model's replies in the order they came.
+function M.case_of_thread(id)
+  local record, err = store.load(id)
+  if not record then
+    return nil, err
+  end
+  local root = thread_mod.from_record(record)
+  local threads = family(root)
+  local calls, answers = {}, {}
+  for _, t in ipairs(threads) do
+    for _, ev in ipairs(t.events) do
+      if ev.type == "model_call" then
+        calls[#calls + 1] = { at = ev.at, reply = { text = ev.data.text,
+          tool_calls = ev.data.tool_calls or json.array(),
+          finish_reason = ev.data.finish_reason, usage = ev.data.usage,
+          model = ev.data.model, provider = ev.data.provider } }
+      end
+    end
+  end
+  table.sort(calls, function(x, y) return x.at < y.at end)
+  for i, c in ipairs(calls) do
+    calls[i] = c.reply
+  end
+  for _, ev in ipairs(root.events) do
+    if ev.type == "human_response" then
+      local d = ev.data
+      if d.kind == "approval" or d.approved ~= nil then
+        answers[#answers + 1] = d.approved and { approve = true, args = d.args }
+          or { reject = true, reason = d.reason }
+      elseif d.event then
+        answers[#answers + 1] = { event = d.event, data = d.data }
+      else
+        answers[#answers + 1] = { answer = d.answer }
+      end
+    end
+  end
+  local recorded_run = eval.observe(threads, {})
+  recorded_run.agent = root.agent
+  return { name = id, input = root:input(), answers = answers, expect = {} },
+    calls, recorded_run
+end
+
+
+-- Re-runs a stored thread's model replies through the current agent code;
+-- returns { same = bool, divergence = text, recorded = run, replayed = run }.
+function M.replay(id, agent_name)
+  local case, calls, before = M.case_of_thread(id)
+  if not case then
+    return nil, calls
+  end
+  local agent, err = loader.load(agent_name or before.agent)
+  if not agent then
+    return nil, err
+  end
+  local after = M.run_case(agent, case, new_cassette("replay", calls,
+    "thread " .. id))
+  local out = { recorded = before, replayed = after, same = true }
+  local n = math.max(#before.calls, #after.calls)
+  for i = 1, n do
+    local x, y = before.calls[i], after.calls[i]
+    local sx = x and (x.name .. " " .. json.encode(x.args or {}))
+    local sy = y and (y.name .. " " .. json.encode(y.args or {}))
+    if sx ~= sy then
+      out.same = false
+      out.divergence = string.format("call %d: the recording %s, the new "
+        .. "code %s", i, sx and ("called " .. sx) or "made no more calls",
+        sy and ("called " .. sy) or "made no more calls")
+      return out
+    end
+  end
+  if before.status ~= after.status or json.encode(before.answer)
+      ~= json.encode(after.answer) then
+    out.same = false
+    out.divergence = string.format("the end: the recording %s %s, the new "
+      .. "code %s %s", before.status, json.encode(before.answer or
+        before.error), after.status, json.encode(after.answer or after.error))
+  end
+  return out
+end
+
+
+return M

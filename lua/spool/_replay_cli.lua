@@ -1,0 +1,66 @@
+-- spool replay THREAD [--agent NAME] [--json]: re-runs a stored thread's
+-- model replies through the agent's current code (spool._eval.replay) and
+-- says where its behaviour diverges: the first tool call that differs, or
+-- the end. With the agent's file edited (or reloaded from elsewhere), this
+-- is how a change is checked against what happened in production.
+-- Exit 0 when the behaviour is the same, 1 when it diverges.
+
+local json = require "spool.json"
+local run_eval = require "spool._eval"
+
+local USAGE = "usage: spool replay THREAD [--agent NAME | --agent-file FILE] "
+  .. "[--json]"
+
+local function usage(msg)
+  io.stderr:write("spool: replay: ", msg, "\n", USAGE, "\n")
+  os.exit(2)
+end
+
+local o, argv, i = {}, arg or {}, 1
+while i <= #argv do
+  local a = argv[i]
+  if a == "--agent" or a == "--agent-file" then
+    i = i + 1
+    o[a == "--agent" and "agent" or "file"] = argv[i] or usage(a
+      .. " needs a value")
+  elseif a == "--json" then
+    o.json = true
+  elseif a:sub(1, 1) ~= "-" and not o.thread then
+    o.thread = a
+  else
+    usage("unexpected argument '" .. a .. "'")
+  end
+  i = i + 1
+end
+if not o.thread then
+  usage("needs a thread id")
+end
+
+local case, err, recorded = run_eval.case_of_thread(o.thread)
+if not case then
+  io.stderr:write("spool: ", err, "\n")
+  os.exit(1)
+end
+local agent = o.agent or recorded.agent
+local result, rerr = run_eval.with_version(o.file, agent, function()
+  return run_eval.replay(o.thread, agent)
+end)
+if not result then
+  io.stderr:write("spool: ", rerr, "\n")
+  os.exit(1)
+end
+if o.json then
+  io.write(json.encode({ same = result.same, divergence = result.divergence,
+    recorded = { thread = result.recorded.thread, calls = result.recorded.intents,
+                 status = result.recorded.status },
+    replayed = { thread = result.replayed.thread, calls = result.replayed.intents,
+                 status = result.replayed.status } }), "\n")
+else
+  io.write(string.format("recorded %s: %d calls, %s\n", result.recorded.thread,
+    #result.recorded.calls, result.recorded.status))
+  io.write(string.format("replayed %s: %d calls, %s\n", result.replayed.thread,
+    #result.replayed.calls, result.replayed.status))
+  io.write(result.same and "same behaviour\n"
+    or ("diverges at " .. result.divergence .. "\n"))
+end
+os.exit(result.same and 0 or 1)
