@@ -161,6 +161,19 @@ describe("spool eval", function()
         assert.is_true(c.better)
       end
       assert.are_not.equal(r.a.version, r.b.version)
+      -- a git revision of the project against the working tree (20 runs
+      -- each, so each sees the same fifth replies garbled)
+      out, err, code = h.cli(PROJECT .. "eval adder --cases "
+        .. "spec/fixtures/eval/cases.jsonl --repeat 5 --concurrency 1 "
+        .. "--compare git:HEAD current --json")
+      assert.are.equal(0, code, err)
+      r = json.decode(out)
+      assert.are.equal(r.a.version, r.b.version)
+      assert.are.equal(0, #r.changed)
+      _, err, code = h.cli(PROJECT .. "eval adder --cases "
+        .. "spec/fixtures/eval/cases.jsonl --compare git:no-such-rev current")
+      assert.are.equal(1, code)
+      assert.matches("cannot take the agent from git:no%-such%-rev", err)
     end)
 
     it("gates CI: JUnit XML, and exit 1 below --min-pass", function()

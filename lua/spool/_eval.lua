@@ -418,8 +418,12 @@ function M.with_version(version, agent_name, fn)
   os.remove(dir)
   local cmd
   if version:match("^git:") then
-    cmd = string.format("mkdir -p %s && git -C %s archive --format=tar %s | "
-      .. "tar -x -C %s", sh_quote(dir), sh_quote(cfg.project),
+    -- The project's folder as committed: it may sit below the repository's
+    -- top (rev-parse --show-prefix).
+    cmd = string.format("mkdir -p %s && prefix=$(git -C %s rev-parse "
+      .. "--show-prefix) && top=$(git -C %s rev-parse --show-toplevel) && "
+      .. "git -C \"$top\" archive --format=tar %s:\"$prefix\" | tar -x -C %s",
+      sh_quote(dir), sh_quote(cfg.project), sh_quote(cfg.project),
       sh_quote(version:sub(5)), sh_quote(dir))
   else
     cmd = string.format("mkdir -p %s/agents && cp -R %s %s/prompts && cp %s "
