@@ -14,15 +14,7 @@ local ADD = { name = "add", description = "Add two numbers.",
               parameters = { type = "object", properties = {
                 a = { type = "number" }, b = { type = "number" } } } }
 
--- A model of `provider` at the mock, retrying at once unless told.
-local function model_at(mock, provider, settings)
-  local fm = { retry_base_ms = 1, timeout_ms = 10000 }
-  for k, v in pairs(settings or {}) do
-    fm[k] = v
-  end
-  return assert(config.resolve_model({ provider = provider, mock = "off",
-                                       base_url = mock.url() }, fm))
-end
+local model_at = h.model_at
 
 -- A mock that answers with `replies` in turn, one per request (the last
 -- one repeats); `seen` collects every request.
@@ -44,12 +36,7 @@ local function ask(model, extra)
   return llm.chat(req)
 end
 
--- Waits until the mock answered everything: a handler may still sleep
--- after the client gave up on it, and a test leaves nothing running.
-local function settle(mock)
-  h.wait_for(function() return mock.stats().inflight == 0 end, 10000,
-    "the mock to finish its requests")
-end
+local settle = h.settle_mock
 
 describe("spool.llm", function()
   local mock

@@ -59,6 +59,26 @@ function h.scripted(replies)
 end
 
 
+-- A model of `provider` at a mock (spool.config.resolve_model), retrying
+-- at once; `settings` override any model setting.
+function h.model_at(mock, provider, settings)
+  local fm = { retry_base_ms = 1, timeout_ms = 10000 }
+  for k, v in pairs(settings or {}) do
+    fm[k] = v
+  end
+  return assert(require("spool.config").resolve_model({ provider = provider,
+    mock = "off", base_url = mock.url() }, fm))
+end
+
+
+-- Waits until a mock answered everything: a handler may still sleep after
+-- the client gave up on it, and a test leaves nothing running.
+function h.settle_mock(mock)
+  h.wait_for(function() return mock.stats().inflight == 0 end, 10000,
+    "the mock to finish its requests")
+end
+
+
 -- Defines an agent for a test: `system` is its prompt text, and the model
 -- is the given mock (or any OpenAI-compatible URL).
 function h.agent(def, mock_or_url)

@@ -123,7 +123,8 @@ local FINISH = {
 
 
 -- Input tokens are split three ways: uncached, written to and read from
--- the prompt cache. spool's input_tokens is their sum.
+-- the prompt cache. spool's input_tokens is their sum. Output tokens may
+-- come with output_tokens_details.thinking_tokens, the reasoning share.
 local function usage_of(u, into)
   u = type(u) == "table" and u or {}
   into = into or {}
@@ -135,6 +136,11 @@ local function usage_of(u, into)
     into.cached_tokens = n("cache_read_input_tokens")
   end
   into.output_tokens = n("output_tokens") or into.output_tokens or 0
+  -- Reasoning is part of output_tokens, broken out where reported.
+  local details = type(u.output_tokens_details) == "table"
+    and u.output_tokens_details or {}
+  into.reasoning_tokens = math.tointeger(details.thinking_tokens)
+    or into.reasoning_tokens
   into.input_tokens = into.input_tokens or 0
   into.total_tokens = into.input_tokens + into.output_tokens
   return into

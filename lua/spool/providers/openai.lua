@@ -135,6 +135,13 @@ function M.parse(body)
     tool_calls = {},
     finish_reason = choice.finish_reason,
   }
+  -- A refusal comes with content null and finish_reason "stop": its text
+  -- is the reply, and the model declined (as in the Responses API).
+  if (reply.text or "") == "" and type(msg.refusal) == "string"
+      and msg.refusal ~= "" then
+    reply.text = msg.refusal
+    reply.finish_reason = "content_filter"
+  end
   for i, c in ipairs(type(msg.tool_calls) == "table" and msg.tool_calls or {})
   do
     local fn = type(c) == "table" and c["function"]
@@ -159,12 +166,13 @@ end
 
 
 -- A streamed reply, event by event (spool.llm feeds it). `on_text` gets
--- each piece of text as it arrives. Chunks carry deltas: tool calls are
+-- each piece of text as it arrives (a refusal's is not streamed: it is
+-- the reply's text). Chunks carry deltas: tool calls are
 -- keyed by index, their arguments arrive in fragments; the last chunk
 -- (stream_options.include_usage) has the usage and no choices; "[DONE]"
 -- ends the stream.
 function M.stream(on_text)
-  local st = { text = {}, calls = {}, usage = usage_of(nil) }
+  local st = { text = {}, refusal = {}, calls = {}, usage = usage_of(nil) }
   local acc = {}
 
   -- Takes one event; returns true at the end of the stream, or nil and
@@ -195,6 +203,9 @@ function M.stream(on_text)
           st.text[#st.text + 1] = delta.content
           if on_text then on_text(delta.content) end
         end
+        if type(delta.refusal) == "string" and delta.refusal ~= "" then
+          st.refusal[#st.refusal + 1] = delta.refusal
+        end
         for _, tc in ipairs(type(delta.tool_calls) == "table"
             and delta.tool_calls or {}) do
           local i = (math.tointeger(tc.index) or #st.calls) + 1
@@ -224,6 +235,10 @@ function M.stream(on_text)
     local reply = { id = st.id, tool_calls = {}, usage = st.usage,
                     finish_reason = st.finish_reason,
                     text = #st.text > 0 and table.concat(st.text) or nil }
+    if not reply.text and #st.refusal > 0 then
+      reply.text = table.concat(st.refusal)
+      reply.finish_reason = "content_filter"
+    end
     for i = 1, #st.calls do
       local c = st.calls[i]
       if not c or not c.name then
