@@ -18,75 +18,25 @@ local USAGE = "usage: spool eval AGENT --cases FILE [--repeat N] "
   .. "[--concurrency C] [--json | --junit FILE] [--min-pass RATE] "
   .. "[--record DIR | --replay DIR] [--compare A B]"
 
-local function usage(msg)
-  io.stderr:write("spool: eval: ", msg, "\n", USAGE, "\n")
-  os.exit(2)
-end
+local cli = require("spool._cli").new("eval", USAGE)
 
 
 local function parse(argv)
-  local o = {}
-  local i = 1
-  local function value(flag)
-    i = i + 1
-    if argv[i] == nil then
-      usage(flag .. " needs a value")
-    end
-    return argv[i]
-  end
-  local function count(flag)
-    local n = math.tointeger(tonumber(value(flag)))
-    if not n or n < 1 then
-      usage(flag .. " takes a whole number, 1 or more")
-    end
-    return n
-  end
-  while i <= #argv do
-    local a = argv[i]
-    if a == "--cases" then
-      o.cases = value(a)
-    elseif a == "--repeat" then
-      o["repeat"] = count(a)
-    elseif a == "--concurrency" then
-      o.concurrency = count(a)
-    elseif a == "--json" then
-      o.json = true
-    elseif a == "--junit" then
-      o.junit = value(a)
-    elseif a == "--min-pass" then
-      o.min_pass = tonumber(value(a))
-      if not o.min_pass or o.min_pass < 0 or o.min_pass > 1 then
-        usage("--min-pass takes a rate from 0 to 1")
-      end
-    elseif a == "--record" then
-      o.record = value(a)
-    elseif a == "--replay" then
-      o.replay = value(a)
-    elseif a == "--compare" then
-      o.compare = { value(a), value(a) }
-    elseif a:sub(1, 1) ~= "-" and not o.agent then
-      o.agent = a
-    else
-      usage("unexpected argument '" .. a .. "'")
-    end
-    i = i + 1
-  end
+  local o = cli:parse(argv, {
+    ["--cases"] = "value", ["--repeat"] = "count", ["--concurrency"] = "count",
+    ["--json"] = "flag", ["--junit"] = "value", ["--min-pass"] = "rate",
+    ["--record"] = "value", ["--replay"] = "value", ["--compare"] = "pair" },
+    { "agent" })
   if not o.agent or not o.cases then
-    usage("needs an agent and --cases FILE")
+    cli:usage("needs an agent and --cases FILE")
   end
   if o.record and o.replay then
-    usage("--record and --replay exclude each other")
+    cli:usage("--record and --replay exclude each other")
   end
   if o.json and o.junit then
-    usage("--json and --junit exclude each other")
+    cli:usage("--json and --junit exclude each other")
   end
   return o
-end
-
-
-local function fail(msg)
-  io.stderr:write("spool: ", msg, "\n")
-  os.exit(1)
 end
 
 
@@ -154,7 +104,7 @@ end
 local o = parse(arg or {})
 local cases, cerr = run_eval.load_cases(o.cases)
 if not cases then
-  fail(cerr)
+  cli:fail(cerr)
 end
 local opts = { ["repeat"] = o["repeat"], concurrency = o.concurrency,
                record = o.record, replay = o.replay }
@@ -164,7 +114,7 @@ local function evaluate(version)
     return run_eval.run(o.agent, cases, opts)
   end)
   if not report then
-    fail(err)
+    cli:fail(err)
   end
   return report
 end
@@ -201,7 +151,7 @@ end
 if o.junit then
   local f, err = io.open(o.junit, "w")
   if not f then
-    fail("cannot write " .. o.junit .. ": " .. tostring(err))
+    cli:fail("cannot write " .. o.junit .. ": " .. tostring(err))
   end
   f:write(junit(report))
   f:close()

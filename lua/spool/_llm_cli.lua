@@ -23,58 +23,19 @@ local USAGE = "usage: spool llm [--provider openai|openai-responses|anthropic] "
   .. "[--model M] [--base-url URL] [--system TEXT] [--tools FILE] [--stream] "
   .. "[--json] [--max-retries N] [PROMPT | -]"
 
-local function usage(msg)
-  io.stderr:write("spool: llm: ", msg, "\n", USAGE, "\n")
-  os.exit(2)
-end
+local cli = require("spool._cli").new("llm", USAGE)
 
 
 local function parse(argv)
-  local o = {}
-  local i = 1
-  local function value(flag)
-    i = i + 1
-    if argv[i] == nil then
-      usage(flag .. " needs a value")
-    end
-    return argv[i]
-  end
-  while i <= #argv do
-    local a = argv[i]
-    if a == "--provider" then
-      o.provider = value(a)
-    elseif a == "--model" then
-      o.model = value(a)
-    elseif a == "--base-url" then
-      o.base_url = value(a)
-    elseif a == "--system" then
-      o.system = value(a)
-    elseif a == "--tools" then
-      o.tools = value(a)
-    elseif a == "--max-retries" then
-      o.max_retries = math.tointeger(tonumber(value(a)))
-      if not o.max_retries or o.max_retries < 0 then
-        usage("--max-retries takes a whole number, 0 or more")
-      end
-    elseif a == "--stream" then
-      o.stream = true
-    elseif a == "--json" then
-      o.json = true
-    elseif a == "-" or a:sub(1, 1) ~= "-" then
-      if o.prompt then
-        usage("one prompt only (quote it)")
-      end
-      o.prompt = a
-    else
-      usage("unknown option '" .. a .. "'")
-    end
-    i = i + 1
-  end
+  local o = cli:parse(argv, {
+    ["--provider"] = "value", ["--model"] = "value", ["--base-url"] = "value",
+    ["--system"] = "value", ["--tools"] = "value", ["--max-retries"] = "natural",
+    ["--stream"] = "flag", ["--json"] = "flag" }, { "prompt" })
   if o.prompt == nil or o.prompt == "-" then
     o.prompt = io.read("a")
   end
   if o.prompt == nil or o.prompt == "" then
-    usage("needs a prompt (an argument, or - for stdin)")
+    cli:usage("needs a prompt (an argument, or - for stdin)")
   end
   return o
 end
@@ -83,12 +44,12 @@ end
 local function read_tools(path)
   local f, err = io.open(path, "r")
   if not f then
-    usage("--tools: " .. err)
+    cli:usage("--tools: " .. err)
   end
   local list, jerr = json.decode(f:read("a"))
   f:close()
   if type(list) ~= "table" or not json.is_array(list) then
-    usage("--tools: " .. path .. " must hold a JSON array of {name, "
+    cli:usage("--tools: " .. path .. " must hold a JSON array of {name, "
       .. "description, parameters}" .. (jerr and (" (" .. jerr .. ")") or ""))
   end
   return list
@@ -123,7 +84,7 @@ end
 local model, err = config.resolve_model({ provider = o.provider,
   model = o.model, base_url = o.base_url }, file_model)
 if not model then
-  usage((err:gsub("^EINVAL: ", "")))
+  cli:usage((err:gsub("^EINVAL: ", "")))
 end
 
 local on_text

@@ -15,59 +15,27 @@ local runner = require "spool._runner"
 
 local USAGE = "usage: spool prompt AGENT --thread ID [--step N] [--json]"
 
-local function usage(msg)
-  io.stderr:write("spool: prompt: ", msg, "\n", USAGE, "\n")
-  os.exit(2)
-end
+local cli = require("spool._cli").new("prompt", USAGE)
 
 
 local function parse(argv)
-  local o = {}
-  local i = 1
-  while i <= #argv do
-    local a = argv[i]
-    if a == "--thread" or a == "--step" then
-      i = i + 1
-      if argv[i] == nil then
-        usage(a .. " needs a value")
-      end
-      o[a:sub(3)] = argv[i]
-    elseif a == "--json" then
-      o.json = true
-    elseif a:sub(1, 1) ~= "-" and not o.agent then
-      o.agent = a
-    else
-      usage("unexpected argument '" .. a .. "'")
-    end
-    i = i + 1
-  end
+  local o = cli:parse(argv, { ["--thread"] = "value", ["--step"] = "count",
+                              ["--json"] = "flag" }, { "agent" })
   if not o.agent or not o.thread then
-    usage("needs an agent and --thread ID")
-  end
-  if o.step then
-    o.step = math.tointeger(tonumber(o.step))
-    if not o.step or o.step < 1 then
-      usage("--step takes a step number, 1 or more")
-    end
+    cli:usage("needs an agent and --thread ID")
   end
   return o
-end
-
-
-local function fail(msg)
-  io.stderr:write("spool: ", msg, "\n")
-  os.exit(1)
 end
 
 
 local o = parse(arg or {})
 local agent, aerr = loader.load(o.agent)
 if not agent then
-  fail(aerr)
+  cli:fail(aerr)
 end
 local thread, terr = runner.load(o.thread)
 if not thread then
-  fail(terr)
+  cli:fail(terr)
 end
 
 -- The events the model had seen when step N was made: those before the
@@ -81,7 +49,7 @@ for _, ev in ipairs(thread.events) do
   events[#events + 1] = ev
 end
 if o.step and not call then
-  fail(string.format("thread %s has no step %d (it made %d)", thread.id,
+  cli:fail(string.format("thread %s has no step %d (it made %d)", thread.id,
     o.step, thread.step))
 end
 local step = o.step or thread.step + 1
@@ -90,7 +58,7 @@ local view = setmetatable({ events = events, step = step },
 local ok, req = pcall(loop.request, view, agent, { dry = true,
                                                   events = events })
 if not ok then
-  fail("EAGENT: " .. tostring(req))
+  cli:fail("EAGENT: " .. tostring(req))
 end
 local body = llm.request(req).body
 local plan = req.context.plan or {}

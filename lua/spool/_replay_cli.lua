@@ -11,43 +11,23 @@ local run_eval = require "spool._eval"
 local USAGE = "usage: spool replay THREAD [--agent NAME | --agent-file FILE] "
   .. "[--json]"
 
-local function usage(msg)
-  io.stderr:write("spool: replay: ", msg, "\n", USAGE, "\n")
-  os.exit(2)
-end
-
-local o, argv, i = {}, arg or {}, 1
-while i <= #argv do
-  local a = argv[i]
-  if a == "--agent" or a == "--agent-file" then
-    i = i + 1
-    o[a == "--agent" and "agent" or "file"] = argv[i] or usage(a
-      .. " needs a value")
-  elseif a == "--json" then
-    o.json = true
-  elseif a:sub(1, 1) ~= "-" and not o.thread then
-    o.thread = a
-  else
-    usage("unexpected argument '" .. a .. "'")
-  end
-  i = i + 1
-end
+local cli = require("spool._cli").new("replay", USAGE)
+local o = cli:parse(arg, { ["--agent"] = "value", ["--agent-file"] = "value",
+                           ["--json"] = "flag" }, { "thread" })
 if not o.thread then
-  usage("needs a thread id")
+  cli:usage("needs a thread id")
 end
 
 local case, err, recorded = run_eval.case_of_thread(o.thread)
 if not case then
-  io.stderr:write("spool: ", err, "\n")
-  os.exit(1)
+  cli:fail(err)
 end
 local agent = o.agent or recorded.agent
-local result, rerr = run_eval.with_version(o.file, agent, function()
+local result, rerr = run_eval.with_version(o.agent_file, agent, function()
   return run_eval.replay(o.thread, agent)
 end)
 if not result then
-  io.stderr:write("spool: ", rerr, "\n")
-  os.exit(1)
+  cli:fail(rerr)
 end
 if o.json then
   io.write(json.encode({ same = result.same, divergence = result.divergence,

@@ -1,0 +1,92 @@
+-- spool._cli: what the library's command scripts (spool llm, eval,
+-- replay, prompt --thread) share: reading their arguments and failing the
+-- same way. Exit 2 for bad usage (with the usage line), 1 for a failure.
+--
+--   local cli = require("spool._cli").new("eval", USAGE)
+--   local o = cli:parse(arg, { ["--cases"] = "value", ["--repeat"] =
+--     "count", ["--json"] = "flag", ["--compare"] = "pair" }, { "agent" })
+--
+-- Kinds: flag (true), value (a string), count (a whole number >= 1),
+-- natural (>= 0), rate (0 to 1), pair (two values). Options land in `o`
+-- under their name without dashes (--max-retries -> max_retries);
+-- positionals fill the names given, in order ("-" counts as one).
+
+local M = {}
+
+local Cli = {}
+Cli.__index = Cli
+
+
+function M.new(command, usage_line)
+  return setmetatable({ command = command, usage_line = usage_line }, Cli)
+end
+
+
+function Cli:usage(msg)
+  io.stderr:write("spool: ", self.command, ": ", msg, "\n", self.usage_line,
+    "\n")
+  os.exit(2)
+end
+
+
+function Cli:fail(msg)
+  io.stderr:write("spool: ", msg, "\n")
+  os.exit(1)
+end
+
+
+local CHECK = {
+  count = function(v)
+    local n = math.tointeger(tonumber(v))
+    return n and n >= 1 and n or nil, "a whole number, 1 or more"
+  end,
+  natural = function(v)
+    local n = math.tointeger(tonumber(v))
+    return n and n >= 0 and n or nil, "a whole number, 0 or more"
+  end,
+  rate = function(v)
+    local n = tonumber(v)
+    return n and n >= 0 and n <= 1 and n or nil, "a rate from 0 to 1"
+  end,
+}
+
+
+function Cli:parse(argv, options, positionals)
+  local o, i, slot = {}, 1, 1
+  argv = argv or {}
+  local function value(flag)
+    i = i + 1
+    if argv[i] == nil then
+      self:usage(flag .. " needs a value")
+    end
+    return argv[i]
+  end
+  while i <= #argv do
+    local a = argv[i]
+    local kind = options[a]
+    local key = a:gsub("^%-%-", ""):gsub("%-", "_")
+    if kind == "flag" then
+      o[key] = true
+    elseif kind == "value" then
+      o[key] = value(a)
+    elseif kind == "pair" then
+      o[key] = { value(a), value(a) }
+    elseif kind then
+      local v, want = CHECK[kind](value(a))
+      if v == nil then
+        self:usage(a .. " takes " .. want)
+      end
+      o[key] = v
+    elseif (a == "-" or a:sub(1, 1) ~= "-") and positionals[slot] then
+      o[positionals[slot]] = a
+      slot = slot + 1
+    else
+      self:usage("unexpected argument '" .. a .. "'")
+    end
+    i = i + 1
+  end
+  return o
+end
+
+
+return M
