@@ -65,9 +65,8 @@ function M.build(model, req)
 end
 
 
-function M.authorize(headers, key)
-  headers["authorization"] = "Bearer " .. key
-end
+-- The key goes as with Chat Completions.
+M.authorize = require("spool.providers.openai").authorize
 
 
 local function message_of(err)
