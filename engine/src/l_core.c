@@ -24,7 +24,8 @@
  *   interrupt(id, why)    -> boolean      wake a task from an HTTP call or
  *                                         a sleep with nil, why
  *   version               the engine's version, "x.y.z"
- * plus http_request and http_stream (l_http.c), sse (l_sse.c), listen
+ * plus http_request and http_stream (l_http.c), sse (l_sse.c), ed25519_*
+ * (l_ed25519.c), listen
  * (l_server.c), read_file / write_file
  * (l_fs.c).
  */
@@ -338,6 +339,7 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_watch(L);
   spool__open_signal(L);
   spool__open_sse(L);
+  spool__open_ed25519(L);
   lua_pushliteral(L, SPOOL_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -180,6 +180,7 @@ void spool__open_host(lua_State *L);
 void spool__open_watch(lua_State *L);
 void spool__open_signal(lua_State *L);
 void spool__open_sse(lua_State *L);
+void spool__open_ed25519(lua_State *L);
 void spool__host_tools_free(spool_engine *e);
 
 #endif

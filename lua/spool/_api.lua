@@ -459,6 +459,9 @@ M.routes = {
   -- Inbound webhooks: the same, signed instead of carrying the token.
   { "POST", "/v1/hooks/threads", start_thread, signed = true },
   { "POST", "/v1/hooks/threads/{id}/events", send_event, signed = true },
+  -- Channels for people: each verifies its platform's own signature.
+  { "POST", "/v1/channels/slack", channel = "slack" },
+  { "POST", "/v1/channels/discord", channel = "discord" },
 }
 
 for _, r in ipairs(M.routes) do

@@ -33,6 +33,7 @@ function M.open(opts)
   -- the webhooks, which notify of every thread's ends and waits.
   require "spool"
   require "spool._webhooks"
+  require "spool._channels"
   if opts.watch == "on" then
     ok, err = loader.watch()
     if not ok then

@@ -22,6 +22,11 @@ local HELP = {
   spool_tokens_total = "Tokens the model read and wrote.",
   spool_step_errors_total = "Error events (bad tool calls, failed tools).",
   spool_http_requests_total = "Control API requests, by status code.",
+  spool_channel_deliveries_total = "Requests delivered to people, by "
+    .. "channel.",
+  spool_channel_failures_total = "Requests a channel could not deliver.",
+  spool_channel_refusals_total = "Channel callbacks refused (bad "
+    .. "signature, replay, stale or unknown request), by channel and status.",
   spool_model_retries_total = "Model call attempts that were tried again, "
     .. "by provider.",
   spool_model_failures_total = "Model calls that failed after their "

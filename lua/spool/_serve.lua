@@ -203,6 +203,18 @@ local function gate_and_handle(req)
     end
     return fail(404, "not_found", "no such route: " .. req.path)
   end
+  if route.channel then
+    -- Slack, Discord: the platform signs; its body is its own format.
+    local channels = require "spool._channels"
+    local ok, answer = pcall(channels.module(route.channel).inbound, req,
+      channels, channels.settings(route.channel))
+    if not ok then
+      core.log("error", string.format("%s %s failed: %s", req.method,
+        req.path, tostring(answer)))
+      return fail(500, "internal", "internal error (logged)")
+    end
+    return answer
+  end
   if route.signed then
     local sig, refused = check_signature(req)
     if not sig then

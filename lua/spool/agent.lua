@@ -22,6 +22,9 @@
 --     window = { tokens = 32000, reserve = 2000,      -- see spool.context
 --                policies = { tool_result = { truncate = 800 } },
 --                compact = { prompt = "compact.md", keep_recent = 4 } },
+--     humans = { channel = "slack", to = "#approvals" },  -- where people are
+--                                     -- asked (spool._channels); a list
+--                                     -- escalates, after_ms apart
 --     prefetch = { order = function(input, ctx) return ... end },  -- before
 --                  -- step 1, concurrently; each result becomes an event
 --     budget = { steps = 40, tokens = 200000,    -- sub-agents included;
@@ -69,7 +72,7 @@ local KNOWN = {
   context = true, on_max_steps = true, step = true, model = true,
   budget = true, on_budget = true, lenient = true, escalate = true,
   pin_version = true, migrate = true, stream = true, window = true,
-  prefetch = true,
+  prefetch = true, humans = true,
 }
 
 
@@ -195,6 +198,8 @@ function M.define(def, where)
     stream = def.stream,
     window = def.window,
     prefetch = def.prefetch,
+    humans = def.humans ~= nil
+      and require("spool._channels").check(def.humans, where) or nil,
   }, AGENT)
   if a.prompt ~= nil and type(a.prompt) ~= "string" then
     error(where .. ": prompt must be a file name in prompts/", 0)

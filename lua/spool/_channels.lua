@@ -1,0 +1,303 @@
+-- spool._channels: people reached where they work (private). When a thread
+-- starts to wait for a person, its agent's `humans` say where to ask:
+--
+--   humans = { { channel = "slack", to = "#approvals" },
+--              { channel = "email", to = "ops@example.com",
+--                after_ms = 600000 } }      -- escalate if still waiting
+--
+-- Each channel is a module in spool.channels (slack, discord, email) that
+-- delivers a request and turns that channel's callbacks into answers; the
+-- project's spool.lua holds its settings (channels = { slack = {...} }),
+-- with secrets only as the names of environment variables.
+--
+-- A request is known to the outside by a token, "<thread>.<seq>.<mac>":
+-- the thread, the human_request event, and (when $SPOOL_CHANNEL_SECRET or
+-- channels.secret_env is set) an HMAC that makes tokens unforgeable. An
+-- answer resumes the thread through spool._runner, recorded as a
+-- human_response with `by` (who) and `channel` (where); an answer to a
+-- request no longer pending is refused with 409 and a clear message, and
+-- the messages sent for a request are updated with its outcome. Refusals
+-- are logged and counted (spool_channel_refusals_total).
+--
+-- Deliveries run in tasks of their own; an escalation waits in memory, so
+-- a process that stops forgets the escalations it had not made yet.
+
+local core = require "spool.core"
+local config = require "spool.config"
+local hub = require "spool._hub"
+local metrics = require "spool._metrics"
+local store = require "spool.store"
+local thread_mod = require "spool.thread"
+
+local M = {}
+
+M.NAMESPACE = "spool_channels" -- business state: what was sent per token
+
+local modules = {}
+
+function M.module(name)
+  if modules[name] == nil then
+    local ok, mod = pcall(require, "spool.channels." .. name)
+    modules[name] = ok and mod or false
+  end
+  return modules[name] or nil
+end
+
+
+-- The project's settings of a channel (spool.lua: channels.<name>).
+function M.settings(name)
+  local all = config.get().file.channels
+  return type(all) == "table" and type(all[name]) == "table" and all[name]
+    or {}
+end
+
+
+-- Checks an agent's `humans`; returns the list of targets, or raises.
+function M.check(humans, where)
+  if type(humans) ~= "table" then
+    error(where .. ": humans must be { channel = ..., to = ... } or a list "
+      .. "of them", 0)
+  end
+  local list = humans.channel and { humans } or humans
+  for i, t in ipairs(list) do
+    if type(t) ~= "table" or type(t.channel) ~= "string" then
+      error(string.format("%s: humans[%d] needs a channel", where, i), 0)
+    end
+    local mod = M.module(t.channel)
+    if not mod then
+      error(string.format("%s: humans[%d]: unknown channel '%s' (slack, "
+        .. "discord, email)", where, i, t.channel), 0)
+    end
+    if t.after_ms ~= nil and (math.type(t.after_ms) ~= "integer"
+        or t.after_ms < 0) then
+      error(string.format("%s: humans[%d].after_ms must be a whole number "
+        .. "of ms", where, i), 0)
+    end
+    if mod.check then
+      local err = mod.check(t)
+      if err then
+        error(string.format("%s: humans[%d]: %s", where, i, err), 0)
+      end
+    end
+  end
+  return list
+end
+
+
+-- ---- tokens ----
+
+local function secret()
+  local all = config.get().file.channels or {}
+  return core.getenv(all.secret_env or "SPOOL_CHANNEL_SECRET")
+end
+
+
+local function mac(id, seq)
+  local key = secret()
+  return key and core.hmac_sha256(key, id .. "." .. seq):sub(1, 16) or "-"
+end
+
+
+function M.token(id, seq)
+  return string.format("%s.%d.%s", id, seq, mac(id, seq))
+end
+
+
+-- The thread and request a token names; nil and why when it is not one.
+function M.parse_token(token)
+  local id, seq, sig = tostring(token):match("^([%w_]+)%.(%d+)%.([%w%-]+)$")
+  if not id then
+    return nil, "not a request token"
+  end
+  seq = tonumber(seq)
+  if not core.equal(sig, mac(id, seq)) then
+    return nil, "the token's signature does not match"
+  end
+  return id, seq
+end
+
+
+-- ---- refusals ----
+
+function M.refuse(channel, status, why)
+  core.log("warn", string.format("channel %s refused a callback (%d): %s",
+    channel, status, why))
+  metrics.add("spool_channel_refusals_total", { channel = channel,
+    status = tostring(status) })
+  return nil, status, why
+end
+
+
+-- A signature seen before within its window is a replay.
+local seen, seen_order = {}, {}
+
+function M.fresh(channel, key, ttl_ms)
+  local now = core.now()
+  while seen_order[1] and seen[seen_order[1]] < now do
+    seen[table.remove(seen_order, 1)] = nil
+  end
+  local k = channel .. ":" .. key
+  if seen[k] then
+    return false
+  end
+  seen[k] = now + ttl_ms
+  seen_order[#seen_order + 1] = k
+  return true
+end
+
+
+-- ---- delivery ----
+
+local function pending(id, seq)
+  local record = store.load(id)
+  if not record then
+    return nil
+  end
+  local t = thread_mod.from_record(record)
+  local req = t:pending_request()
+  if t:status() == "waiting" and req and req.seq == seq then
+    return t, req
+  end
+end
+
+
+local function remember(token, channel, ref)
+  local state = require "spool.state"
+  local doc = state.get(M.NAMESPACE, token) or { sent = {} }
+  doc.sent[#doc.sent + 1] = { channel = channel, ref = ref }
+  state.put(M.NAMESPACE, token, doc, { ttl_ms = 30 * 86400000 })
+end
+
+
+local function deliver_all(request, targets)
+  for i, t in ipairs(targets) do
+    if i > 1 or (t.after_ms or 0) > 0 then
+      core.sleep(t.after_ms or 0)
+      if not pending(request.thread, request.seq) then
+        return -- answered meanwhile: no need to escalate
+      end
+    end
+    local mod = M.module(t.channel)
+    local ok, ref, err = pcall(mod.deliver, request, t,
+      M.settings(t.channel))
+    if ok and ref then
+      remember(request.token, t.channel, ref)
+      metrics.add("spool_channel_deliveries_total", { channel = t.channel })
+    else
+      core.log("warn", string.format("thread %s: the request could not be "
+        .. "delivered by %s: %s", request.thread, t.channel,
+        tostring(ok and err or ref)))
+      metrics.add("spool_channel_failures_total", { channel = t.channel })
+    end
+  end
+end
+
+
+-- A committed human_request of a top-level thread whose agent names
+-- humans: deliver it.
+hub.listen(function(thread, ev)
+  if ev.type ~= "human_request" or thread.parent then
+    return
+  end
+  local ok, agent = pcall(require("spool._loader").load, thread.agent)
+  local targets = ok and agent and agent.humans
+  if not targets or #targets == 0 then
+    return
+  end
+  local d = ev.data
+  local request = { token = M.token(thread.id, ev.seq), thread = thread.id,
+    seq = ev.seq, agent = thread.agent, kind = d.kind or "approval",
+    name = d.name, args = d.args, question = d.question, event = d.event,
+    deadline = d.deadline,
+    text = require("spool.human").describe(d) }
+  core.spawn(deliver_all, request, targets)
+end)
+
+
+-- ---- answers ----
+
+-- The outcome of an answer, as a line for the messages that asked.
+local function outcome_text(response, by)
+  if response.approve then
+    return "Approved by " .. by
+  elseif response.reject then
+    return "Rejected by " .. by .. (response.reason
+      and (": " .. response.reason) or "")
+  elseif response.event then
+    return "Event " .. response.event .. " sent by " .. by
+  end
+  return "Answered by " .. by .. ": " .. tostring(response.answer)
+end
+
+
+-- Answers the request a token names. meta = { channel, by }. Returns true
+-- and the outcome line, or nil, an HTTP status and a message.
+function M.answer(token, response, meta)
+  local id, seq = M.parse_token(token)
+  if not id then
+    return M.refuse(meta.channel, 404, "unknown request token: " .. seq)
+  end
+  if not store.load(id) then
+    return M.refuse(meta.channel, 404, "unknown thread " .. id)
+  end
+  if not pending(id, seq) then
+    return M.refuse(meta.channel, 409, "this request was already answered, "
+      .. "or its thread no longer waits for it")
+  end
+  response.by, response.channel = meta.by, meta.channel
+  local t, err = require("spool._runner").resume(id, response)
+  if not t then
+    local status = err:match("^EINVAL") and 422 or 409
+    return M.refuse(meta.channel, status, (err:gsub("^%u+: ", "")))
+  end
+  local line = outcome_text(response, meta.by)
+  core.spawn(function()
+    local doc = require("spool.state").get(M.NAMESPACE, token)
+    for _, s in ipairs(doc and doc.sent or {}) do
+      local mod = M.module(s.channel)
+      if mod and mod.settled and s.channel ~= meta.channel then
+        pcall(mod.settled, s.ref, line, M.settings(s.channel))
+      end
+    end
+  end)
+  return true, line
+end
+
+
+-- Starts a thread from a channel (a slash command, a mention): the agent
+-- must be one the channel's settings allow. Returns the thread id, or nil,
+-- status, message.
+function M.start(channel, agent_name, input, allowed)
+  local ok = false
+  for _, a in ipairs(allowed or {}) do
+    ok = ok or a == agent_name
+  end
+  if not ok then
+    return M.refuse(channel, 403, string.format("agent '%s' may not be "
+      .. "started from %s", tostring(agent_name), channel))
+  end
+  local agent, err = require("spool._loader").load(agent_name)
+  if not agent then
+    return nil, 404, err
+  end
+  return require("spool._runner").start(agent, input).id
+end
+
+
+-- Parses an application/x-www-form-urlencoded body.
+function M.form(body)
+  local out = {}
+  for pair in tostring(body):gmatch("[^&]+") do
+    local k, v = pair:match("^([^=]*)=?(.*)$")
+    local function dec(s)
+      return (s:gsub("+", " "):gsub("%%(%x%x)", function(h)
+        return string.char(tonumber(h, 16))
+      end))
+    end
+    out[dec(k)] = dec(v)
+  end
+  return out
+end
+
+
+return M
