@@ -29,6 +29,9 @@ struct spool__http_xfer {
   spool__http *h;
   CURL *easy;
   struct curl_slist *headers;
+  struct curl_slist *rcpt;
+  spool__buf upload; /* what an upload sends, and how much went */
+  size_t uploaded;
   spool__http_done_cb cb;
   spool__http_head_cb on_head;
   spool__http_data_cb on_data;
@@ -205,6 +208,16 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp) {
   return spool__buf_add(&x->resp_headers, data, len) == 0 ? len : 0;
 }
 
+static size_t on_read(char *dest, size_t size, size_t n, void *userp) {
+  spool__http_xfer *x = userp;
+  size_t left = x->upload.len - x->uploaded, len = size * n;
+  if (len > left)
+    len = left;
+  memcpy(dest, x->upload.data + x->uploaded, len);
+  x->uploaded += len;
+  return len;
+}
+
 static void unlink_xfer(spool__http_xfer *x) {
   spool__http *h = x->h;
   if (x->prev)
@@ -219,6 +232,8 @@ static void unlink_xfer(spool__http_xfer *x) {
 static void free_xfer(spool__http_xfer *x) {
   curl_easy_cleanup(x->easy);
   curl_slist_free_all(x->headers);
+  curl_slist_free_all(x->rcpt);
+  spool__buf_free(&x->upload);
   spool__buf_free(&x->body);
   spool__buf_free(&x->resp_headers);
   free(x);
@@ -263,8 +278,32 @@ int spool__http_start(spool__http *h, const spool__http_request *r,
   curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(c, CURLOPT_USERAGENT, "spool/" SPOOL_VERSION);
   curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-  if (r->body) {
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR,
+                   r->protocols ? r->protocols : "http,https");
+  for (size_t i = 0; i < r->nrcpt; i++) {
+    struct curl_slist *rl = curl_slist_append(x->rcpt, r->mail_rcpt[i]);
+    if (rl == NULL)
+      goto nomem;
+    x->rcpt = rl;
+  }
+  if (r->mail_from)
+    curl_easy_setopt(c, CURLOPT_MAIL_FROM, r->mail_from);
+  if (x->rcpt)
+    curl_easy_setopt(c, CURLOPT_MAIL_RCPT, x->rcpt);
+  if (r->username)
+    curl_easy_setopt(c, CURLOPT_USERNAME, r->username);
+  if (r->password)
+    curl_easy_setopt(c, CURLOPT_PASSWORD, r->password);
+  if (r->require_tls)
+    curl_easy_setopt(c, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
+  if (r->upload) {
+    if (r->body && spool__buf_add(&x->upload, r->body, r->body_len) != 0)
+      goto nomem;
+    curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(c, CURLOPT_READDATA, x);
+    curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)x->upload.len);
+  } else if (r->body) {
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
     curl_easy_setopt(c, CURLOPT_COPYPOSTFIELDS, r->body);
   }

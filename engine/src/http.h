@@ -36,6 +36,16 @@ typedef struct spool__http_request {
    * callback still ends the transfer. They get the done callback's ud. */
   spool__http_head_cb on_head;
   spool__http_data_cb on_data;
+  /* Mail (smtp://, imap://) goes through the same handle. NULL protocols
+   * means "http,https"; with upload set, the body is sent as an upload
+   * (an SMTP message) rather than as POST data. */
+  const char *protocols;
+  const char *mail_from;
+  const char *const *mail_rcpt;
+  size_t nrcpt;
+  const char *username, *password;
+  int upload;
+  int require_tls; /* STARTTLS, or fail */
 } spool__http_request;
 
 #define SPOOL_HTTP_MAX_RESPONSE (64u << 20)

@@ -12,6 +12,12 @@
  * the caller's business. Only a transfer that did not complete is an error.
  * Header values never appear in errors (they may hold API keys).
  *
+ * Mail goes through the same transfers: mail_request takes the same table
+ * with smtp(s):// or imap(s):// URLs and protocols limited to those, plus
+ * mail_from=, mail_rcpt={...}, upload=true (the body is the message),
+ * username=, password=, require_tls= (STARTTLS or fail); the result's
+ * status is the server's last reply code, its body what IMAP answered.
+ *
  * A streamed response (a model's Server-Sent Events) is read as it comes,
  * in the style of OpenResty's cosockets:
  *
@@ -120,10 +126,11 @@ static long opt_ms(lua_State *L, const char *field) {
 
 /* Fills r from the request table at index 1. Header lines are built on
  * the Lua stack (so an error frees them) and stay there for the caller;
- * `lines` must hold 64. */
+ * `lines` and `rcpt` must hold 64. */
 static void read_request(lua_State *L, spool__http_request *r,
-                         const char **lines) {
+                         const char **lines, const char **rcpt) {
   luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checkstack(L, 16, NULL);
   lua_getfield(L, 1, "url");
   r->url = luaL_checkstring(L, -1);
   lua_getfield(L, 1, "method");
@@ -131,6 +138,34 @@ static void read_request(lua_State *L, spool__http_request *r,
   lua_getfield(L, 1, "body");
   if (!lua_isnil(L, -1))
     r->body = luaL_checklstring(L, -1, &r->body_len);
+  lua_getfield(L, 1, "protocols");
+  r->protocols = luaL_optstring(L, -1, NULL);
+  if (r->protocols == NULL && !lua_isnoneornil(L, lua_upvalueindex(2)))
+    r->protocols = lua_tostring(L, lua_upvalueindex(2));
+  lua_getfield(L, 1, "mail_from");
+  r->mail_from = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "username");
+  r->username = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "password");
+  r->password = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "upload");
+  r->upload = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "require_tls");
+  r->require_tls = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "mail_rcpt");
+  if (lua_istable(L, -1)) {
+    int t = lua_gettop(L);
+    size_t n = lua_rawlen(L, t);
+    if (n > 64)
+      luaL_error(L, "spool.core.mail_request: more than 64 recipients");
+    for (size_t i = 0; i < n; i++) {
+      luaL_checkstack(L, 1, NULL);
+      lua_rawgeti(L, t, (lua_Integer)i + 1); /* stays on the stack */
+      rcpt[i] = luaL_checkstring(L, -1);
+    }
+    r->mail_rcpt = rcpt;
+    r->nrcpt = n;
+  }
   r->timeout_ms = opt_ms(L, "timeout_ms");
   r->connect_timeout_ms = opt_ms(L, "connect_timeout_ms");
   r->max_response = (size_t)opt_ms(L, "max_response");
@@ -165,8 +200,8 @@ static int l_http_request(lua_State *L) {
   spool_engine *e = lua_touserdata(L, lua_upvalueindex(1));
   spool__task *t = spool__task_check(L, "spool.http.request");
   spool__http_request r = {0};
-  const char *lines[64];
-  read_request(L, &r, lines);
+  const char *lines[64], *rcpt[64];
+  read_request(L, &r, lines, rcpt);
   http_op *h = calloc(1, sizeof *h);
   if (h == NULL)
     return luaL_error(L, "out of memory");
@@ -403,8 +438,8 @@ static int stream_gc(lua_State *L) {
 static int l_http_stream(lua_State *L) {
   spool_engine *e = lua_touserdata(L, lua_upvalueindex(1));
   spool__http_request r = {0};
-  const char *lines[64];
-  read_request(L, &r, lines);
+  const char *lines[64], *rcpt[64];
+  read_request(L, &r, lines, rcpt);
   r.on_head = on_stream_head;
   r.on_data = on_stream_data;
   http_stream *s = lua_newuserdatauv(L, sizeof *s, 0);
@@ -438,6 +473,10 @@ void spool__open_http(lua_State *L) {
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_http_request, 1);
   lua_setfield(L, -2, "http_request");
+  lua_pushlightuserdata(L, spool__engine_of(L));
+  lua_pushliteral(L, "smtp,smtps,imap,imaps");
+  lua_pushcclosure(L, l_http_request, 2);
+  lua_setfield(L, -2, "mail_request");
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_http_stream, 1);
   lua_setfield(L, -2, "http_stream");

@@ -462,6 +462,11 @@ M.routes = {
   -- Channels for people: each verifies its platform's own signature.
   { "POST", "/v1/channels/slack", channel = "slack" },
   { "POST", "/v1/channels/discord", channel = "discord" },
+  { "POST", "/v1/channels/email", function(_, _, body)
+    local channels = require "spool._channels"
+    return channels.module("email").inbound_json(channels,
+      channels.settings("email"), body)
+  end, signed = true },
 }
 
 for _, r in ipairs(M.routes) do

@@ -216,6 +216,57 @@ end)
 
 -- ---- answers ----
 
+-- The open request a token names (its human_request data), or nil.
+function M.request_of(token)
+  local id, seq = M.parse_token(token)
+  if not id then
+    return nil
+  end
+  local _, req = pending(id, seq)
+  return req and req.data
+end
+
+
+-- ---- pollers: channels that fetch their answers (email over IMAP) ----
+
+local pollers = {}
+
+-- Starts, for the control API's life, a task per channel that polls.
+function M.start_pollers()
+  local email = M.settings("email")
+  if email.imap_url and not pollers.email then
+    local p = { running = true }
+    pollers.email = p
+    p.task = core.spawn(function()
+      local mod = M.module("email")
+      while p.running do
+        local ok, handled, err = pcall(mod.poll_once, M, email)
+        if not ok or handled == nil then
+          core.log("warn", "email: polling the inbox failed: "
+            .. tostring(ok and err or handled))
+        end
+        if p.running then
+          core.sleep(email.poll_ms or 60000)
+        end
+      end
+      p.done = true
+    end)
+  end
+end
+
+
+function M.stop_pollers()
+  for name, p in pairs(pollers) do
+    p.running = false
+    core.interrupt(p.task, "ECANCELED: stopping")
+    while not p.done do
+      core.sleep(1)
+    end
+    pollers[name] = nil
+  end
+end
+
+
 -- The outcome of an answer, as a line for the messages that asked.
 local function outcome_text(response, by)
   if response.approve then

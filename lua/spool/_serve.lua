@@ -276,6 +276,7 @@ function M.start(opts)
   end
   settings = { host = host, token = token, rate = opts.rate,
                allowed_hosts = allowed }
+  require("spool._channels").start_pollers()
   api.max_runs = opts.max_runs or 1000
   api.draining = false
   runner.draining = false
@@ -322,6 +323,7 @@ function M.stop(drain_ms)
   end
   api.draining = true
   runner.draining = true
+  require("spool._channels").stop_pollers()
   server:drain() -- no new connections; the ones in use close once answered
   ticker.signal:notify()
   hub.notify_all() -- event streams end now; clients reconnect elsewhere

@@ -1,0 +1,330 @@
+-- spool.channels.email: requests by email, answers by replying.
+--
+--   -- spool.lua
+--   channels = { email = {
+--     from = "spool@example.com",
+--     smtp_url = "smtp://smtp.example.com:587", starttls = true,
+--     imap_url = "imaps://imap.example.com/INBOX", poll_ms = 60000,
+--     username_env = "SPOOL_MAIL_USER", password_env = "SPOOL_MAIL_PASSWORD",
+--     allow = { "@example.com" },     -- who may answer (all when absent)
+--   } }
+--   -- an agent
+--   humans = { channel = "email", to = "ops@example.com" }
+--
+-- A request is sent over SMTP (libcurl) with its token in the subject,
+-- "[ref:<token>]", and in the Message-ID, so a reply finds its request by
+-- either. Replies are read by polling the IMAP inbox (spool serve, every
+-- poll_ms; UID SEARCH UNSEEN, then each message's BODY[], which marks it
+-- seen), or posted to the control API's signed inbound route
+-- /v1/channels/email as { from, subject, text } or { raw = "<the whole
+-- message>" }. The quoted part of a reply is cut off; for an approval its
+-- first line says APPROVE (or yes) or REJECT (or no) and a reason, for a
+-- question the text is the answer. A reply that answers nothing (already
+-- answered, unknown, unclear) gets a reply that says why.
+
+local core = require "spool.core"
+
+local M = {}
+
+
+local function credentials(settings)
+  return core.getenv(settings.username_env or "SPOOL_MAIL_USER"),
+    core.getenv(settings.password_env or "SPOOL_MAIL_PASSWORD")
+end
+
+
+function M.check(target)
+  if type(target.to) ~= "string" or not target.to:match("^[^@%s]+@[^@%s]+$")
+  then
+    return "an email target needs to = \"someone@example.com\""
+  end
+end
+
+
+local function header_safe(s)
+  return (tostring(s):gsub("[\r\n]+", " "))
+end
+
+
+local function date()
+  return os.date("!%a, %d %b %Y %H:%M:%S +0000", core.time() // 1000)
+end
+
+
+-- Sends a plain-text message; returns true or nil and why.
+function M.send(settings, to, subject, text, extra_headers)
+  if not settings.smtp_url or not settings.from then
+    return nil, "email is not set up: channels.email needs from and smtp_url"
+  end
+  local lines = {
+    "From: " .. header_safe(settings.from),
+    "To: " .. header_safe(to),
+    "Subject: " .. header_safe(subject),
+    "Date: " .. date(),
+    "MIME-Version: 1.0",
+    "Content-Type: text/plain; charset=utf-8",
+    "Content-Transfer-Encoding: 8bit",
+  }
+  for _, h in ipairs(extra_headers or {}) do
+    lines[#lines + 1] = header_safe(h)
+  end
+  local body = table.concat(lines, "\r\n") .. "\r\n\r\n"
+    .. tostring(text):gsub("\r?\n", "\r\n") .. "\r\n"
+  local user, password = credentials(settings)
+  local res, err = core.mail_request { url = settings.smtp_url,
+    mail_from = "<" .. settings.from .. ">", mail_rcpt = { "<" .. to .. ">" },
+    upload = true, body = body, username = user, password = password,
+    require_tls = settings.starttls, timeout_ms = settings.timeout_ms or 30000 }
+  if not res then
+    return nil, err
+  end
+  return true
+end
+
+
+local INSTRUCTIONS = {
+  approval = "Reply to this email with APPROVE on the first line, or REJECT "
+    .. "and your reason.",
+  ask = "Reply to this email with your answer.",
+  event = "(The thread waits for an outside event; nothing to answer here.)",
+}
+
+
+function M.deliver(request, target, settings)
+  local subject = string.format("[spool] %s needs %s [ref:%s]", request.agent,
+    request.kind == "approval" and ("approval of " .. tostring(request.name))
+      or request.kind == "ask" and "an answer" or "an event", request.token)
+  local text = string.format("%s (thread %s) needs %s.\n\n%s\n\nref:%s\n",
+    request.agent, request.thread, request.text,
+    INSTRUCTIONS[request.kind] or INSTRUCTIONS.ask, request.token)
+  local ok, err = M.send(settings, target.to, subject, text,
+    { "Message-ID: <" .. request.token .. "@spool>" })
+  if not ok then
+    return nil, err
+  end
+  return { to = target.to }
+end
+
+
+-- ---- reading replies ----
+
+local function unfold_headers(head)
+  local headers, last = {}, nil
+  for line in (head .. "\n"):gmatch("([^\n]*)\n") do
+    line = line:gsub("\r$", "")
+    if line:match("^[ \t]") and last then
+      headers[last] = headers[last] .. " " .. line:gsub("^%s+", "")
+    else
+      local name, value = line:match("^([%w%-]+):%s*(.*)$")
+      if name then
+        last = name:lower()
+        headers[last] = headers[last] or value
+      end
+    end
+  end
+  return headers
+end
+
+
+local function split(raw)
+  local head, body = raw:match("^(.-)\r?\n\r?\n(.*)$")
+  return unfold_headers(head or raw), body or ""
+end
+
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+function M.base64_decode(s)
+  s = s:gsub("[^%w%+/]", "")
+  local out, bits, n = {}, 0, 0
+  for c in s:gmatch(".") do
+    bits = (bits << 6) | (B64:find(c, 1, true) - 1)
+    n = n + 6
+    if n >= 8 then
+      n = n - 8
+      out[#out + 1] = string.char((bits >> n) & 0xFF)
+    end
+  end
+  return table.concat(out)
+end
+
+
+local function decode_qp(s)
+  s = s:gsub("=\r?\n", "")
+  return (s:gsub("=(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+
+-- The text/plain of a message (the first such part of a multipart one),
+-- decoded from quoted-printable or base64.
+function M.text_of(raw)
+  local headers, body = split(raw)
+  local ctype = (headers["content-type"] or "text/plain"):lower()
+  local boundary = ctype:match('boundary="?([^";]+)"?')
+    or (headers["content-type"] or ""):match('[Bb]oundary="?([^";]+)"?')
+  if ctype:match("^multipart/") and boundary then
+    -- The parts lie between the boundary lines.
+    local marker = "--" .. boundary
+    local parts, from = {}, nil
+    for line_start, line in (body .. "\n"):gmatch("()([^\n]*)\n") do
+      if line:gsub("\r$", ""):sub(1, #marker) == marker then
+        if from then
+          parts[#parts + 1] = body:sub(from, line_start - 1)
+            :gsub("\r?\n$", "")
+        end
+        from = line_start + #line + 1
+      end
+    end
+    for _, part in ipairs(parts) do
+      local ph = split(part)
+      if (ph["content-type"] or "text/plain"):lower():match("^text/plain") then
+        return M.text_of(part)
+      end
+    end
+    return ""
+  end
+  local enc = (headers["content-transfer-encoding"] or ""):lower()
+  if enc == "quoted-printable" then
+    return decode_qp(body)
+  elseif enc == "base64" then
+    return M.base64_decode(body)
+  end
+  return body
+end
+
+
+-- The reply without what it quotes: lines starting with ">", and all from
+-- "On ... wrote:", "-----Original Message-----" or a signature's "-- ".
+function M.strip_quoted(text)
+  local out = {}
+  for line in (text:gsub("\r", "") .. "\n"):gmatch("([^\n]*)\n") do
+    if line:match("^On .+wrote:%s*$") or line:match("^%-%-%-%-%-Original")
+        or line == "-- " or line:match("^_____+$") then
+      break
+    end
+    if not line:match("^%s*>") then
+      out[#out + 1] = line
+    end
+  end
+  return (table.concat(out, "\n"):gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+
+local function address_of(from)
+  return (tostring(from):match("<([^>]+)>") or tostring(from):match("%S+@%S+")
+    or tostring(from)):lower()
+end
+
+
+local function allowed(settings, addr)
+  if not settings.allow then
+    return true
+  end
+  for _, a in ipairs(settings.allow) do
+    if addr == a:lower() or (a:sub(1, 1) == "@" and addr:sub(-#a) == a:lower())
+    then
+      return true
+    end
+  end
+  return false
+end
+
+
+-- Handles one reply: { from, subject, text, in_reply_to }. Returns true,
+-- or nil, status and why (and the sender is told, by email).
+function M.handle_reply(channels, settings, mail)
+  local addr = address_of(mail.from)
+  local token = tostring(mail.subject or ""):match("%[ref:([%w_%.%-]+)%]")
+    or tostring(mail.text or ""):match("ref:([%w_%.%-]+)")
+    or tostring(mail.in_reply_to or ""):match("<([%w_%.%-]+)@spool>")
+  local function refuse(status, why)
+    channels.refuse("email", status, why)
+    if addr:match("@") then
+      M.send(settings, addr, "Re: " .. tostring(mail.subject or ""),
+        "Your reply was not taken: " .. why .. ".")
+    end
+    return nil, status, why
+  end
+  if not allowed(settings, addr) then
+    return refuse(403, addr .. " may not answer requests")
+  end
+  if not token then
+    return refuse(404, "it names no request (no [ref:...] in the subject)")
+  end
+  local req = channels.request_of(token)
+  local text = M.strip_quoted(mail.text or "")
+  local response
+  if req and req.kind == "approval" then
+    local first, rest = text:match("^(%S*)%s*(.-)$")
+    first = (first or ""):lower():gsub("%p", "")
+    if first == "approve" or first == "approved" or first == "yes" then
+      response = { approve = true }
+    elseif first == "reject" or first == "rejected" or first == "no" then
+      response = { reject = true, reason = rest ~= "" and rest or nil }
+    else
+      return refuse(422, "the first line says neither APPROVE nor REJECT")
+    end
+  else
+    response = { answer = text }
+  end
+  local ok, status, why = channels.answer(token, response,
+    { channel = "email", by = "email:" .. addr })
+  if not ok then
+    return refuse(status, why)
+  end
+  return true
+end
+
+
+-- Reads the unseen messages of the IMAP inbox and handles each.
+function M.poll_once(channels, settings)
+  local user, password = credentials(settings)
+  local base = settings.imap_url
+  local res, err = core.mail_request { url = base, method = "UID SEARCH UNSEEN",
+    username = user, password = password, require_tls = settings.starttls,
+    timeout_ms = 30000 }
+  if not res then
+    return nil, err
+  end
+  local handled = 0
+  for uids in res.body:gmatch("%* SEARCH([%d ]*)") do
+    for uid in uids:gmatch("%d+") do
+      local msg, ferr = core.mail_request { url = base .. "/;UID=" .. uid,
+        username = user, password = password, require_tls = settings.starttls,
+        timeout_ms = 30000 }
+      if msg then
+        local headers = split(msg.body)
+        M.handle_reply(channels, settings, { from = headers.from,
+          subject = headers.subject, in_reply_to = headers["in-reply-to"],
+          text = M.text_of(msg.body) })
+        handled = handled + 1
+      else
+        core.log("warn", "email: cannot fetch message " .. uid .. ": "
+          .. tostring(ferr))
+      end
+    end
+  end
+  return handled
+end
+
+
+-- The signed inbound route: { from, subject, text } or { raw }.
+function M.inbound_json(channels, settings, body)
+  local mail = body
+  if type(body.raw) == "string" then
+    local headers = split(body.raw)
+    mail = { from = headers.from, subject = headers.subject,
+             in_reply_to = headers["in-reply-to"], text = M.text_of(body.raw) }
+  end
+  if type(mail.from) ~= "string" then
+    return 422, { error = "invalid", message = "a reply needs from" }
+  end
+  local ok, status, why = M.handle_reply(channels, settings, mail)
+  if not ok then
+    return status, { error = "refused", message = why }
+  end
+  return 200, { answered = true }
+end
+
+
+return M

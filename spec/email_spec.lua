@@ -1,0 +1,255 @@
+-- The email channel end to end: requests go out over SMTP and replies come
+-- back over IMAP, both through libcurl, to a minimal SMTP and IMAP server
+-- started by the test (engine/test/mail_standin.c); and replies posted to
+-- the signed inbound route.
+local h = require "spec.support"
+local core = require "spool.core"
+local json = require "spool.json"
+local http = require "spool.http"
+local config = require "spool.config"
+local serve = require "spool._serve"
+local runner = require "spool._runner"
+local channels = require "spool._channels"
+local email = require "spool.channels.email"
+local webhooks = require "spool._webhooks"
+
+local STANDIN = os.getenv("SPOOL_MAIL_STANDIN") or "./build/mail_standin"
+-- Secrets come from the environment: these variables are always set.
+local USER_ENV, PASSWORD_ENV = "HOME", "PATH"
+
+local AGENTS = {
+  ["agents/mailer.lua"] = [[
+local spool = require "spool"
+return spool.agent { prompt = "p.md",
+  humans = { channel = "email", to = "ops@example.test" },
+  tools = { deploy = { params = { version = "string" }, approve = true,
+                       run = function(a) return "deployed " .. a.version end },
+            ask = spool.human.ask, finish = spool.done } }]],
+  ["prompts/p.md"] = "Do the job.",
+}
+
+local function model()
+  return h.mock { rules = { { reply = function(conv)
+    local last = conv.tool_results[#conv.tool_results]
+    if conv.turns == 0 and conv.user:match("^deploy") then
+      return { tool = "deploy", args = { version = conv.user:match("%S+$") } }
+    elseif conv.turns == 0 and conv.user:match("^ask") then
+      return { tool = "ask", args = { question = "Which region?" } }
+    end
+    return { tool = "finish", args = { answer = last and last.content
+      or "nothing" } }
+  end } } }
+end
+
+local dir, settings
+
+local function setup(extra)
+  local mock = model()
+  finally(mock.close)
+  local _, restore = h.project(AGENTS, mock)
+  finally(restore)
+  dir = h.tmpdir()
+  local pid = tonumber((h.sh(string.format("%s %s %s >/dev/null 2>&1 & "
+    .. "echo $!", h.q(STANDIN), h.q(dir), h.q(dir .. "/ports")))))
+  finally(function() h.sh("kill " .. pid .. "; rm -rf " .. h.q(dir)) end)
+  local ports = h.wait_for(function()
+    local f = io.open(dir .. "/ports")
+    local line = f and f:read("l")
+    if f then
+      f:close()
+    end
+    return line
+  end, 5000, "the mail stand-in to listen")
+  local smtp, imap = ports:match("^(%d+) (%d+)$")
+  settings = { from = "spool@example.test",
+    smtp_url = "smtp://127.0.0.1:" .. smtp,
+    imap_url = "imap://127.0.0.1:" .. imap .. "/INBOX",
+    username_env = USER_ENV, password_env = PASSWORD_ENV }
+  for k, v in pairs(extra or {}) do
+    settings[k] = v
+  end
+  local cfg = config.get()
+  local saved = cfg.file.channels
+  cfg.file.channels = { email = settings }
+  finally(function() cfg.file.channels = saved end)
+end
+
+-- The n-th message the stand-in received over SMTP: headers, text, and
+-- its envelope.
+local function sent(n)
+  return h.wait_for(function()
+    local f = io.open(dir .. "/sent/" .. n .. ".eml")
+    if not f then
+      return nil
+    end
+    local raw = f:read("a")
+    f:close()
+    return { raw = raw, subject = raw:match("\nSubject: ([^\r\n]*)"),
+             to = raw:match("\nTo: ([^\r\n]*)"),
+             envelope = h.slurp(dir .. "/sent/" .. n .. ".env") }
+  end, 5000, "message " .. n .. " to be sent")
+end
+
+local function deliver_reply(uid, from, subject, body)
+  h.write_files(dir, { ["inbox/" .. uid .. ".eml"] = table.concat({
+    "From: " .. from, "To: spool@example.test", "Subject: " .. subject,
+    "Date: Tue, 24 Nov 2026 10:00:00 +0000", "", body }, "\r\n") })
+end
+
+local function start(input)
+  local loader = require "spool._loader"
+  local t = runner.start(assert(loader.load("mailer")), input)
+  h.wait_run(t)
+  return t
+end
+
+local function stored(id)
+  return require("spool.thread").from_record(assert(
+    require("spool.store").load(id)))
+end
+
+local function wait_status(id, status)
+  return h.wait_for(function()
+    local t = stored(id)
+    return t:status() == status and t
+  end, 5000, "thread " .. id .. " to be " .. status)
+end
+
+local function last_answer(t)
+  for i = #t.events, 1, -1 do
+    if t.events[i].type == "human_response" then
+      return t.events[i].data
+    end
+  end
+end
+
+describe("the email channel", function()
+  it("reads replies: the text part, decoded, without what it quotes",
+    function()
+    assert.are.equal("Approve, go ahead", email.strip_quoted(
+      "Approve, go ahead\r\n\r\nOn Tue, 24 Nov 2026, spool wrote:\r\n"
+      .. "> REJECT\r\n"))
+    assert.are.equal("eu-west\n\nthanks", email.strip_quoted(
+      "eu-west\n> Which region?\n\nthanks\n-- \nAna, ops"))
+    local raw = table.concat({
+      "From: a@x", "Content-Type: multipart/alternative; boundary=\"b1\"",
+      "", "--b1", "Content-Type: text/html", "", "<p>no</p>", "--b1",
+      "Content-Type: text/plain; charset=utf-8",
+      "Content-Transfer-Encoding: quoted-printable", "",
+      "Caf=C3=A9 =", "au lait", "--b1--", "" }, "\r\n")
+    assert.are.equal("Café au lait", email.text_of(raw):gsub("%s+$", ""))
+    assert.are.equal("yes, approve", email.text_of("Content-Transfer-Encoding: "
+      .. "base64\r\n\r\neWVzLCBhcHByb3Zl\r\n"))
+  end)
+
+  it("asks for an approval by SMTP, takes the reply by IMAP", function()
+    setup()
+    local t = start("deploy 1.4")
+    assert.are.equal("waiting", t:status())
+    local out = sent(1)
+    assert.are.equal("ops@example.test", out.to)
+    local token = out.subject:match("%[ref:([%w_%.%-]+)%]")
+    assert.matches("^" .. t.id .. "%.", token)
+    assert.matches("APPROVE", out.raw)
+    assert.matches("from <spool@example.test>", out.envelope, 1, true)
+    assert.matches("to <ops@example.test>", out.envelope, 1, true)
+    assert.matches("auth %S+", out.envelope) -- it logged in
+    deliver_reply(1, "Ana Ops <ana@example.test>", "Re: " .. out.subject,
+      "approve\r\n\r\nOn Tue, 24 Nov 2026, spool wrote:\r\n> Reply with "
+      .. "APPROVE or REJECT\r\n")
+    assert.are.equal(1, email.poll_once(channels, settings))
+    local done = wait_status(t.id, "done")
+    assert.are.equal("deployed 1.4", done:outcome())
+    local a = last_answer(done)
+    assert.are.equal("email:ana@example.test", a.by)
+    assert.are.equal("email", a.channel)
+    assert.is_true(a.approved)
+    -- the message is now seen: the next poll finds nothing
+    assert.are.equal(0, email.poll_once(channels, settings))
+    -- a second reply is too late, and its sender is told so
+    deliver_reply(2, "bo@example.test", "Re: " .. out.subject, "reject")
+    assert.are.equal(1, email.poll_once(channels, settings))
+    local note = sent(2)
+    assert.are.equal("bo@example.test", note.to)
+    assert.matches("already answered", note.raw)
+  end)
+
+  it("takes an answer to a question, and a rejection with its reason",
+    function()
+    setup()
+    local t = start("ask where")
+    local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
+    deliver_reply(1, "ana@example.test", "Re: [ref:" .. token .. "]",
+      "eu-west\r\n> Which region?\r\n")
+    email.poll_once(channels, settings)
+    assert.are.equal("eu-west", wait_status(t.id, "done"):outcome())
+    t = start("deploy 2.0")
+    token = sent(2).subject:match("%[ref:([%w_%.%-]+)%]")
+    deliver_reply(2, "ana@example.test", "Re: [ref:" .. token .. "]",
+      "Reject: not on a Friday")
+    email.poll_once(channels, settings)
+    local done = wait_status(t.id, "done")
+    local a = last_answer(done)
+    assert.is_false(a.approved)
+    assert.are.equal("not on a Friday", a.reason)
+  end)
+
+  it("refuses unknown senders, unclear and unreferenced replies", function()
+    setup { allow = { "@example.test" } }
+    local t = start("deploy 3.0")
+    local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
+    deliver_reply(1, "mallory@evil.test", "Re: [ref:" .. token .. "]",
+      "approve")
+    deliver_reply(2, "ana@example.test", "Re: [ref:" .. token .. "]",
+      "maybe later?")
+    deliver_reply(3, "ana@example.test", "hello", "approve")
+    assert.are.equal(3, email.poll_once(channels, settings))
+    local notes = {}
+    for n = 2, 4 do
+      local m = sent(n)
+      notes[m.to .. " " .. m.raw:match("Your reply was not taken: ([^\r\n]*)")]
+        = true
+    end
+    assert.is_true(notes["mallory@evil.test mallory@evil.test may not "
+      .. "answer requests."])
+    assert.is_true(notes["ana@example.test the first line says neither "
+      .. "APPROVE nor REJECT."])
+    assert.is_true(notes["ana@example.test it names no request (no "
+      .. "[ref:...] in the subject)."])
+    assert.are.equal("waiting", stored(t.id):status())
+  end)
+
+  it("takes replies posted to the signed inbound route, and polls while "
+    .. "serving", function()
+    setup { poll_ms = 20 }
+    local cfg = config.get()
+    local saved = cfg.hooks
+    cfg.hooks = { secret_env = "PATH" }
+    finally(function() cfg.hooks = saved end)
+    local port = assert(serve.start { port = 0 })
+    finally(function() serve.stop(2000) end)
+    local t = start("deploy 4.0")
+    local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
+    local function post(body, secret)
+      local text = json.encode(body)
+      return assert(http.request { method = "POST",
+        url = "http://127.0.0.1:" .. port .. "/v1/channels/email",
+        body = text, headers = { ["content-type"] = "application/json",
+          ["spool-signature"] = webhooks.sign_request(secret
+            or core.getenv("PATH"), core.time(), "/v1/channels/email",
+            text) } })
+    end
+    local res = post({ from = "ana@example.test", subject = "x" }, "wrong")
+    assert.are.equal(401, res.status)
+    res = post({ raw = "From: ana@example.test\r\nSubject: Re: [ref:" .. token
+      .. "]\r\n\r\nyes\r\n" })
+    assert.are.equal(200, res.status, res.body)
+    assert.are.equal("done", wait_status(t.id, "done"):status())
+    -- and the inbox is polled while the control API is served
+    t = start("ask again")
+    token = sent(2).subject:match("%[ref:([%w_%.%-]+)%]")
+    deliver_reply(1, "ana@example.test", "Re: [ref:" .. token .. "]",
+      "us-east")
+    assert.are.equal("us-east", wait_status(t.id, "done"):outcome())
+  end)
+end)
