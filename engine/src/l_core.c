@@ -19,6 +19,7 @@
  *   project()             -> the project folder, absolute
  *   stats()               -> { tasks, http_pending, lua_kb, store_pending,
  *                              store_transactions, store_appends }
+ *   rusage()              -> { user_s, sys_s, max_rss_kb, rss_kb }
  *   in_task()             -> boolean      may the caller yield?
  *   task_id()             -> id | nil     the calling task's
  *   interrupt(id, why)    -> boolean      wake a task from an HTTP call or
@@ -267,6 +268,28 @@ static int l_core_stats(lua_State *L) {
   return 1;
 }
 
+/* The process's CPU time and memory, for benchmarks (libuv's getrusage
+ * and resident set). */
+static int l_core_rusage(lua_State *L) {
+  uv_rusage_t ru;
+  size_t rss = 0;
+  if (uv_getrusage(&ru) != 0)
+    return luaL_error(L, "getrusage failed");
+  uv_resident_set_memory(&rss);
+  lua_createtable(L, 0, 4);
+  lua_pushnumber(L, (lua_Number)ru.ru_utime.tv_sec +
+                        (lua_Number)ru.ru_utime.tv_usec / 1e6);
+  lua_setfield(L, -2, "user_s");
+  lua_pushnumber(L, (lua_Number)ru.ru_stime.tv_sec +
+                        (lua_Number)ru.ru_stime.tv_usec / 1e6);
+  lua_setfield(L, -2, "sys_s");
+  lua_pushinteger(L, (lua_Integer)ru.ru_maxrss); /* KiB on Linux */
+  lua_setfield(L, -2, "max_rss_kb");
+  lua_pushinteger(L, (lua_Integer)(rss / 1024));
+  lua_setfield(L, -2, "rss_kb");
+  return 1;
+}
+
 /* Live references in the registry, for tests that check none leak. */
 static int l_core_registry_size(lua_State *L) {
   lua_Integer n = 0;
@@ -319,6 +342,7 @@ int luaopen_spool_core(lua_State *L) {
       {"listening", l_core_listening},
       {"log", l_core_log},
       {"stats", l_core_stats},
+      {"rusage", l_core_rusage},
       {"in_task", l_core_in_task},
       {"task_id", l_core_task_id},
       {"interrupt", l_core_interrupt},

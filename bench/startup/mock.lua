@@ -1,0 +1,1 @@
+return { rules = { { reply = { text = "Hello." } } } }
