@@ -131,13 +131,15 @@ function M.request(thread, agent, opts)
   end
   local model = M.model_for(agent)
   local factor = tokens.factor(opts.events or thread.events)
+  -- The tools' size is the agent version's: measured once.
+  agent.tools_bytes = agent.tools_bytes or (tools and #json.encode(tools) or 0)
   local fixed = tokens.estimate(system, factor)
-    + tokens.estimate(tools and json.encode(tools) or nil, factor)
+    + math.ceil(agent.tools_bytes / 4 * factor)
   local messages, plan = (agent.context or context.chat)(thread, agent, nil,
     { fixed_tokens = fixed, model = model, dry = opts.dry,
       events = opts.events })
-  local estimate = tokens.estimate(system) + tokens.estimate(tools
-    and json.encode(tools) or nil)
+  local estimate = tokens.estimate(system)
+    + math.ceil(agent.tools_bytes / 4)
   for _, m in ipairs(messages) do
     estimate = estimate + tokens.message(m)
   end

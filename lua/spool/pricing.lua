@@ -34,21 +34,35 @@ end
 
 -- The price of a model: the project's, else the default, by longest
 -- prefix; nil when neither lists it.
-function M.price(name)
-  if type(name) ~= "string" then
-    return nil
+-- Longest-prefix answers, remembered per price table and name.
+local memo = setmetatable({}, { __mode = "k" })
+
+local function lookup(table_, name)
+  local names = memo[table_]
+  if not names then
+    names = {}
+    memo[table_] = names
   end
-  for _, table_ in ipairs { project_prices(), M.DEFAULTS } do
-    local best, best_len = nil, -1
+  local hit = names[name]
+  if hit == nil then
+    local best, best_len = false, -1
     for prefix, price in pairs(table_) do
       if #prefix > best_len and name:sub(1, #prefix) == prefix then
         best, best_len = price, #prefix
       end
     end
-    if best then
-      return best
-    end
+    hit = best
+    names[name] = hit
   end
+  return hit or nil
+end
+
+
+function M.price(name)
+  if type(name) ~= "string" then
+    return nil
+  end
+  return lookup(project_prices(), name) or lookup(M.DEFAULTS, name)
 end
 
 

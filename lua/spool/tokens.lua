@@ -28,14 +28,27 @@ function M.estimate(text, factor)
 end
 
 
-function M.message(msg, factor)
-  local n = MESSAGE_OVERHEAD + M.estimate(type(msg.content) == "string"
-    and msg.content or nil, factor)
-  for _, c in ipairs(msg.tool_calls or {}) do
-    n = n + MESSAGE_OVERHEAD + M.estimate(c.name, factor)
-      + M.estimate(c.arguments, factor)
+-- Bytes of a message that count, remembered per message table: a render
+-- counts each message several times (its event, its unit, the request).
+local sizes = setmetatable({}, { __mode = "k" })
+
+local function size_of(msg)
+  local n = sizes[msg]
+  if n == nil then
+    n = type(msg.content) == "string" and #msg.content or 0
+    for _, c in ipairs(msg.tool_calls or {}) do
+      n = n + #tostring(c.name or "") + #tostring(c.arguments or "")
+    end
+    sizes[msg] = n
   end
   return n
+end
+
+
+function M.message(msg, factor)
+  local n = MESSAGE_OVERHEAD * (1 + #(msg.tool_calls or {}))
+  local bytes = size_of(msg)
+  return n + (bytes > 0 and math.ceil(bytes / 4 * (factor or 1)) or 0)
 end
 
 
