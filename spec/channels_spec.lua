@@ -80,6 +80,12 @@ end
 local base, api, got
 
 local function setup(extra)
+  -- Last of all: what answers set off in the background (updating the
+  -- messages that asked) has finished.
+  finally(function()
+    h.wait_for(function() return core.stats().tasks <= 1 end, 5000,
+      "the background work of the answers")
+  end)
   local mock = model()
   finally(mock.close)
   local _, restore = h.project(AGENTS, mock)
@@ -282,9 +288,25 @@ describe("channels", function()
       assert.are.equal(200, (slack_post(once, nil, { ts = ts })))
       local second = slack_post(once, nil, { ts = ts })
       assert.are.equal(401, second)
-      -- an unknown thread: the clicker is told
+      -- an unknown (unsigned) token: the clicker is told
       local note = sent("/slack/respond")
-      assert.are.equal("unknown thread nope", note.body.text)
+      assert.are.equal("unknown request token: the token's signature does "
+        .. "not match", note.body.text)
+      -- a signature is used once, whatever the letter case of its hex
+      local ts2, twice = core.time() // 1000, form_encode { command = "/spool",
+        text = "deployer deploy " .. core.random_id() }
+      local sig = "v0=" .. core.hmac_sha256(SLACK_SECRET, "v0:" .. ts2 .. ":"
+        .. twice)
+      local function post_sig(signature)
+        return assert(http.request { method = "POST",
+          url = base .. "/v1/channels/slack", body = twice, headers = {
+            ["content-type"] = "application/x-www-form-urlencoded",
+            ["x-slack-request-timestamp"] = tostring(ts2),
+            ["x-slack-signature"] = signature } }).status
+      end
+      assert.are.equal(200, post_sig(sig))
+      assert.are.equal(401, post_sig(sig))
+      assert.are.equal(401, post_sig(sig:upper():gsub("^V0", "v0")))
       assert.are.equal("waiting", stored(t.id):status())
       local res = assert(http.get(base .. "/metrics"))
       assert.matches('spool_channel_refusals_total{channel="slack",'
@@ -365,6 +387,18 @@ describe("channels", function()
       local ts, ping = core.time() // 1000, { type = 1, id = core.random_id() }
       assert.are.equal(200, (discord_post(ping, { ts = ts })))
       assert.are.equal(401, (discord_post(ping, { ts = ts })))
+      -- the same signature in capitals is the same signature: refused
+      local body = json.encode({ type = 1, id = core.random_id() })
+      local sig = core.ed25519_sign(DISCORD_SEED, ts .. body)
+      local function post_sig(signature)
+        return assert(http.request { method = "POST",
+          url = base .. "/v1/channels/discord", body = body, headers = {
+            ["content-type"] = "application/json",
+            ["x-signature-ed25519"] = signature,
+            ["x-signature-timestamp"] = tostring(ts) } }).status
+      end
+      assert.are.equal(200, post_sig(sig))
+      assert.are.equal(401, post_sig(sig:upper()))
     end)
   end)
 
@@ -383,6 +417,15 @@ describe("channels", function()
     -- the Slack message the escalation began with is updated too
     local update = sent("/slack/chat.update")
     assert.are.equal("Approved by discord:cy", update.body.text)
+  end)
+
+  it("keeps long requests within the platforms' limits", function()
+    setup()
+    local t = start("deployer", "deploy " .. string.rep("9", 5000))
+    local post = sent("/slack/chat.postMessage")
+    assert.is_true(#post.body.blocks[1].text.text <= 3000)
+    assert.is_true(#post.body.text <= 3000)
+    assert.are.equal("waiting", stored(t.id):status())
   end)
 
   it("signs tokens when a channel secret is set", function()

@@ -44,6 +44,12 @@ end
 local dir, settings
 
 local function setup(extra)
+  -- Last of all: what answers set off in the background (updating the
+  -- messages that asked) has finished.
+  finally(function()
+    h.wait_for(function() return core.stats().tasks <= 1 end, 5000,
+      "the background work of the answers")
+  end)
   local mock = model()
   finally(mock.close)
   local _, restore = h.project(AGENTS, mock)
@@ -194,7 +200,8 @@ describe("the email channel", function()
     assert.are.equal("not on a Friday", a.reason)
   end)
 
-  it("refuses unknown senders, unclear and unreferenced replies", function()
+  it("refuses unknown senders, unclear and unreferenced replies, and "
+    .. "writes back only to allowed senders about real requests", function()
     setup { allow = { "@example.test" } }
     local t = start("deploy 3.0")
     local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
@@ -203,20 +210,58 @@ describe("the email channel", function()
     deliver_reply(2, "ana@example.test", "Re: [ref:" .. token .. "]",
       "maybe later?")
     deliver_reply(3, "ana@example.test", "hello", "approve")
-    assert.are.equal(3, email.poll_once(channels, settings))
-    local notes = {}
-    for n = 2, 4 do
-      local m = sent(n)
-      notes[m.to .. " " .. m.raw:match("Your reply was not taken: ([^\r\n]*)")]
-        = true
-    end
-    assert.is_true(notes["mallory@evil.test mallory@evil.test may not "
-      .. "answer requests."])
-    assert.is_true(notes["ana@example.test the first line says neither "
-      .. "APPROVE nor REJECT."])
-    assert.is_true(notes["ana@example.test it names no request (no "
-      .. "[ref:...] in the subject)."])
+    deliver_reply(4, "ana@example.test", "Automatic reply: [ref:" .. token
+      .. "]", "I am out of the office until Monday.")
+    deliver_reply(5, "spool@example.test", "Re: [ref:" .. token .. "]",
+      "approve")
+    assert.are.equal(5, email.poll_once(channels, settings))
+    -- one note, to the allowed sender whose reply was unclear
+    local note = sent(2)
+    assert.are.equal("ana@example.test", note.to)
+    assert.matches("neither APPROVE nor REJECT", note.raw)
+    assert.matches("Auto%-Submitted: auto%-replied", note.raw)
+    assert.is_nil(io.open(dir .. "/sent/3.eml"))
     assert.are.equal("waiting", stored(t.id):status())
+  end)
+
+  it("reads what mail programs send: capital boundaries, nested parts, "
+    .. "Latin-1", function()
+    setup()
+    local t = start("ask where")
+    local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
+    h.write_files(dir, { ["inbox/1.eml"] = table.concat({
+      "From: ana@example.test", "Subject: Re: [ref:" .. token .. "]",
+      "Content-Type: multipart/mixed; boundary=\"Apple-Mail-A1B2\"", "",
+      "--Apple-Mail-A1B2",
+      "Content-Type: multipart/alternative; boundary=\"Inner-XY\"", "",
+      "--Inner-XY", "Content-Type: text/plain; charset=iso-8859-1",
+      "Content-Transfer-Encoding: quoted-printable", "",
+      "Z=FCrich, bitte", "", "On Tue, 24 Nov 2026, spool wrote:",
+      "> Which region?", "--Inner-XY", "Content-Type: text/html", "",
+      "<p>Z&uuml;rich</p>", "--Inner-XY--", "--Apple-Mail-A1B2--", "" },
+      "\r\n") })
+    email.poll_once(channels, settings)
+    assert.are.equal("Zürich, bitte", wait_status(t.id, "done"):outcome())
+    assert.are.equal("caf\u{FFFD}", email.to_utf8("caf\xE9", "utf-8"))
+  end)
+
+  it("refuses an empty answer, and addresses that carry commands",
+    function()
+    setup()
+    local t = start("ask where")
+    local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
+    deliver_reply(1, "ana@example.test", "Re: [ref:" .. token .. "]",
+      "> Which region?\r\n")
+    email.poll_once(channels, settings)
+    assert.matches("the reply is empty", sent(2).raw)
+    assert.are.equal("waiting", stored(t.id):status())
+    local ok, status = email.handle_reply(channels, settings, {
+      from = "x@y>\r\nRCPT TO:<victim@evil.test", subject = "[ref:"
+        .. token .. "]", text = "eu", headers = {} })
+    assert.is_nil(ok)
+    assert.are.equal(422, status)
+    assert.is_nil(email.send(settings, "a@b>\r\nRCPT TO:<c@d>", "s", "t"))
+    assert.is_nil(io.open(dir .. "/sent/3.eml"))
   end)
 
   it("takes replies posted to the signed inbound route, and polls while "

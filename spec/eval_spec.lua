@@ -113,12 +113,23 @@ describe("spool eval", function()
         ['{"input": 1, "expect": {"nope": 1}}\n'] =
           "cases.jsonl:1: unknown expectation 'nope'",
         ["\n\n"] = "holds no cases",
+        ['{"input": 1, "answers": ["reject"]}\n'] =
+          "cases.jsonl:1: answers[1] must be an object",
       } do
         h.write_files(dir, { ["cases.jsonl"] = text })
         local cases, err = run_eval.load_cases(dir .. "/cases.jsonl")
         assert.is_nil(cases)
         assert.matches(want, err, 1, true)
       end
+    end)
+
+    it("take a single name where a list is expected", function()
+      h.write_files(dir, { ["cases.jsonl"] =
+        '{"input": 1, "expect": {"called": "add", "not_called": "wipe"}}\n' })
+      local cases = assert(run_eval.load_cases(dir .. "/cases.jsonl"))
+      assert.are.equal(2, #cases[1].expect)
+      assert.are.equal("add was never called (calls: )",
+        e.check(cases[1].expect, { calls = {}, intents = {} }))
     end)
 
     it("may be Lua, with functions as expectations", function()
@@ -212,7 +223,9 @@ describe("spool eval", function()
         .. "--record " .. h.q(dir) .. " --json")
       assert.are.equal(0, code, err)
       assert.are.equal(0.8, json.decode(out).pass_rate)
-      local tape = json.decode(h.slurp(dir .. "/small.json"))
+      -- one file per case, named after it
+      local file = h.sh("ls " .. h.q(dir) .. " | grep '^small-'"):match("%S+")
+      local tape = json.decode(h.slurp(dir .. "/" .. file))
       assert.are.equal(5, #tape.runs)
       assert.are.equal(1, #tape.runs[1])
       -- No model at all: an unreachable endpoint, and the same results.
@@ -229,12 +242,28 @@ describe("spool eval", function()
         .. "spec/fixtures/eval/fixed/adder.lua --json")
       assert.are.equal(0, code, err)
       assert.are.equal(1.0, json.decode(out).b.pass_rate)
-      os.remove(dir .. "/zero.json")
+      h.sh("rm " .. h.q(dir) .. "/zero-*.json")
       _, err, code = h.cli(PROJECT .. "eval adder --cases "
         .. "spec/fixtures/eval/cases.jsonl --replay " .. h.q(dir))
       assert.are.equal(1, code)
       assert.matches('no cassette for case "zero"', err)
       h.remove(dir)
+    end)
+
+    it("compares an agent file with sub-agents against the current one",
+      function()
+      local out, err, code = h.cli("--base-url http://127.0.0.1:9/v1 eval "
+        .. "support --cases evals/support.jsonl --replay "
+        .. "evals/cassettes/support --compare agents/support.lua current "
+        .. "--json")
+      assert.are.equal(0, code, err)
+      local r = json.decode(out)
+      assert.are.equal(1.0, r.a.pass_rate) -- classify & co. were found
+      assert.are.equal(1.0, r.b.pass_rate)
+      _, err, code = h.cli("eval 'x;rm' --cases evals/support.jsonl "
+        .. "--compare agents/support.lua current")
+      assert.are.equal(1, code)
+      assert.matches("not an agent name", err)
     end)
 
     it("spool replay re-runs a thread through changed code", function()

@@ -107,6 +107,60 @@ describe("spool.http", function()
     assert.are.same({ "ms=10", "ms=100", "ms=300" }, order)
   end)
 
+  it("reaches http and https only: no file:// or other schemes", function()
+    local res, err = spool.http.request { url = "file:///etc/passwd",
+      protocols = "file" }
+    assert.is_nil(res)
+    assert.matches("not supported", err)
+  end)
+
+  it("lets the collector take a dropped stream mid-transfer, even when it "
+    .. "runs inside curl's callbacks", function()
+    local hanging = 0
+    local server, base = serve(function(req)
+      if req.path == "/hang" then
+        hanging = hanging + 1
+        core.sleep(200)
+        hanging = hanging - 1
+        return "late"
+      end
+      local s = req.stream(200, { ["content-type"] = "text/plain" })
+      for _ = 1, 200 do
+        if not s:send(string.rep("x", 4096)) then
+          break
+        end
+      end
+    end)
+    -- An eager collector: finalizers run from small allocations, such as
+    -- the strings a stream's data becomes inside curl's write callback.
+    collectgarbage("incremental", 0, 1000)
+    local seed = 7
+    for _ = 1, 8 do
+      local s = assert(core.http_stream { url = base .. "/stream" })
+      assert(s:head(5000))
+      local got = 0
+      while true do
+        seed = (seed * 1103515245 + 12345) % 2147483648
+        if seed % 4 == 0 then
+          core.http_stream { url = base .. "/hang" } -- dropped at once
+        end
+        local chunk = s:read(5000)
+        if not chunk then
+          break
+        end
+        got = got + #chunk
+      end
+      s:close()
+      assert.are.equal(200 * 4096, got)
+    end
+    collectgarbage("incremental", 200, 100)
+    collectgarbage()
+    h.wait_for(function() return hanging == 0 end, 5000, "the slow handlers")
+    server:close()
+    h.wait_for(function() return core.stats().http_pending == 0 end, 5000,
+      "the dropped streams to be reaped")
+  end)
+
   it("rejects header names and values that would split a request", function()
     assert.has_error(function()
       spool.http.request { url = "http://127.0.0.1:1/",

@@ -102,13 +102,17 @@ describe("the context window", function()
     it("drops: an answer becomes a note, anything else disappears",
       function()
       local t = thread_with_big_result()
+      t:append("error", { error = "the model answered in prose" })
       t:append("human_response", { kind = "ask", answer = "yes" })
       local msgs = context.chat(t, agent_with({ policies = {
         error = "drop", human_response = "drop" } }), nil, { dry = true })
       assert_valid_chat(msgs)
-      assert.are.equal(5, #msgs)
+      -- the error without a call is gone; the latest human answer is
+      -- pinned, so it stays
+      assert.are.equal(6, #msgs)
       assert.matches("^%[omitted by the context policy %(%d+ tokens%); the "
         .. "whole result is event 5 of this thread%]$", msgs[5].content)
+      assert.are.equal("A person answered: yes", msgs[6].content)
     end)
 
     it("summarizes a long result once, with the mock model", function()
@@ -235,8 +239,17 @@ describe("the context window", function()
       assert.are.equal("é", tokens.head("éé", 0.75))
     end)
 
+    it("never drops a pinned event, whatever the policy", function()
+      local t = thread_of { { "input", { input = "the task" } },
+                            { "model_call", { text = "ok" } } }
+      local msgs = context.chat(t, agent_with({ policies = { input = "drop" } }),
+        nil, { dry = true })
+      assert.are.same({ role = "user", content = "the task" }, msgs[1])
+    end)
+
     it("refuses malformed window settings", function()
       for _, w in ipairs { { tokens = 0 }, { policies = { x = "shrink" } },
+                           { tokens = 100, reserve = 100 },
                            { policies = { x = { truncate = -1 } } },
                            { compact = "yes" } } do
         assert.is_string(window.check(w))

@@ -22,6 +22,7 @@ struct spool__http {
   uv_timer_t timer;
   int pending;
   int closing;
+  int in_curl; /* inside curl_multi_socket_action (and so its callbacks) */
   spool__http_xfer *xfers; /* in flight, for spool__http_free */
 };
 
@@ -38,6 +39,7 @@ struct spool__http_xfer {
   void *ud;
   size_t received;
   int head_done;
+  int cancelled; /* cancelled inside a curl callback: reaped after it */
   spool__buf body;
   spool__buf resp_headers;
   size_t max_response;
@@ -74,7 +76,9 @@ static void on_poll(uv_poll_t *poll, int status, int events) {
   if (events & UV_WRITABLE)
     flags |= CURL_CSELECT_OUT;
   int running;
+  h->in_curl++;
   curl_multi_socket_action(h->multi, ctx->fd, flags, &running);
+  h->in_curl--;
   check_done(h);
 }
 
@@ -116,7 +120,9 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp,
 static void on_timeout(uv_timer_t *timer) {
   spool__http *h = timer->data;
   int running;
+  h->in_curl++;
   curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+  h->in_curl--;
   check_done(h);
 }
 
@@ -175,6 +181,8 @@ static size_t on_body(char *data, size_t size, size_t n, void *userp) {
     return 0; /* makes curl fail the transfer with a write error */
   }
   x->received += len;
+  if (x->cancelled)
+    return len; /* its owner is gone: drop the bytes */
   if (x->on_data) {
     x->on_data(x, data, len, x->ud);
     return len;
@@ -198,7 +206,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *userp) {
     if (status >= 200 && !x->head_done) {
       x->head_done = 1;
       x->status = status;
-      if (x->on_head)
+      if (x->on_head && !x->cancelled)
         x->on_head(x, x->ud);
     }
     return len;
@@ -334,6 +342,20 @@ nomem:
   return -1;
 }
 
+/* Frees the transfers cancelled while curl was calling us back. */
+static void reap_cancelled(spool__http *h) {
+  spool__http_xfer *x = h->xfers;
+  while (x) {
+    spool__http_xfer *next = x->next;
+    if (x->cancelled) {
+      curl_multi_remove_handle(h->multi, x->easy);
+      unlink_xfer(x);
+      free_xfer(x);
+    }
+    x = next;
+  }
+}
+
 static void check_done(spool__http *h) {
   CURLMsg *msg;
   int left;
@@ -356,13 +378,21 @@ static void check_done(spool__http *h) {
                x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
       x->error = x->errmsg;
     }
-    x->cb(x, x->ud);
+    if (!x->cancelled)
+      x->cb(x, x->ud);
     free_xfer(x);
   }
+  reap_cancelled(h);
 }
 
 void spool__http_cancel(spool__http_xfer *x) {
   spool__http *h = x->h;
+  if (h->in_curl) {
+    /* A finalizer run by a callback's allocation: curl may not be called
+     * from here (removing the handle would fail and leave it attached). */
+    x->cancelled = 1;
+    return;
+  }
   curl_multi_remove_handle(h->multi, x->easy);
   unlink_xfer(x);
   free_xfer(x);

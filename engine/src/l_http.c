@@ -124,6 +124,43 @@ static long opt_ms(lua_State *L, const char *field) {
   return (long)v;
 }
 
+/* The mail fields of a request table at index 1 (mail_request only).
+ * Addresses with control characters are refused: they would become SMTP
+ * commands of their own. */
+static void read_mail_fields(lua_State *L, spool__http_request *r,
+                             const char **rcpt) {
+  r->protocols = lua_tostring(L, lua_upvalueindex(2));
+  lua_getfield(L, 1, "mail_from");
+  r->mail_from = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "username");
+  r->username = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "password");
+  r->password = luaL_optstring(L, -1, NULL);
+  lua_getfield(L, 1, "upload");
+  r->upload = lua_toboolean(L, -1);
+  lua_getfield(L, 1, "require_tls");
+  r->require_tls = lua_toboolean(L, -1);
+  if (r->mail_from && strpbrk(r->mail_from, "\r\n"))
+    luaL_error(L, "spool.core.mail_request: mail_from holds a line break");
+  lua_getfield(L, 1, "mail_rcpt");
+  if (lua_istable(L, -1)) {
+    int t = lua_gettop(L);
+    size_t n = lua_rawlen(L, t);
+    if (n > 64)
+      luaL_error(L, "spool.core.mail_request: more than 64 recipients");
+    for (size_t i = 0; i < n; i++) {
+      luaL_checkstack(L, 1, NULL);
+      lua_rawgeti(L, t, (lua_Integer)i + 1); /* stays on the stack */
+      rcpt[i] = luaL_checkstring(L, -1);
+      if (strpbrk(rcpt[i], "\r\n"))
+        luaL_error(L, "spool.core.mail_request: a recipient holds a line "
+                      "break");
+    }
+    r->mail_rcpt = rcpt;
+    r->nrcpt = n;
+  }
+}
+
 /* Fills r from the request table at index 1. Header lines are built on
  * the Lua stack (so an error frees them) and stay there for the caller;
  * `lines` and `rcpt` must hold 64. */
@@ -138,34 +175,10 @@ static void read_request(lua_State *L, spool__http_request *r,
   lua_getfield(L, 1, "body");
   if (!lua_isnil(L, -1))
     r->body = luaL_checklstring(L, -1, &r->body_len);
-  lua_getfield(L, 1, "protocols");
-  r->protocols = luaL_optstring(L, -1, NULL);
-  if (r->protocols == NULL && !lua_isnoneornil(L, lua_upvalueindex(2)))
-    r->protocols = lua_tostring(L, lua_upvalueindex(2));
-  lua_getfield(L, 1, "mail_from");
-  r->mail_from = luaL_optstring(L, -1, NULL);
-  lua_getfield(L, 1, "username");
-  r->username = luaL_optstring(L, -1, NULL);
-  lua_getfield(L, 1, "password");
-  r->password = luaL_optstring(L, -1, NULL);
-  lua_getfield(L, 1, "upload");
-  r->upload = lua_toboolean(L, -1);
-  lua_getfield(L, 1, "require_tls");
-  r->require_tls = lua_toboolean(L, -1);
-  lua_getfield(L, 1, "mail_rcpt");
-  if (lua_istable(L, -1)) {
-    int t = lua_gettop(L);
-    size_t n = lua_rawlen(L, t);
-    if (n > 64)
-      luaL_error(L, "spool.core.mail_request: more than 64 recipients");
-    for (size_t i = 0; i < n; i++) {
-      luaL_checkstack(L, 1, NULL);
-      lua_rawgeti(L, t, (lua_Integer)i + 1); /* stays on the stack */
-      rcpt[i] = luaL_checkstring(L, -1);
-    }
-    r->mail_rcpt = rcpt;
-    r->nrcpt = n;
-  }
+  /* Only mail_request (the closure with the protocols upvalue) reaches
+   * beyond http(s): agents' spool.http must not read file:// or ldap://. */
+  if (!lua_isnoneornil(L, lua_upvalueindex(2)))
+    read_mail_fields(L, r, rcpt);
   r->timeout_ms = opt_ms(L, "timeout_ms");
   r->connect_timeout_ms = opt_ms(L, "connect_timeout_ms");
   r->max_response = (size_t)opt_ms(L, "max_response");
@@ -422,6 +435,8 @@ static int stream_read(lua_State *L) {
 static int stream_close(lua_State *L) {
   http_stream *s = luaL_checkudata(L, 1, STREAM_MT);
   stop_stream(s, "ECANCELED: the stream was closed");
+  if (s->w) /* another task waits on it: it learns the stream is closed */
+    wake(s, s->w->for_head ? push_head : push_read);
   return 0;
 }
 

@@ -11,8 +11,9 @@
 -- with secrets only as the names of environment variables.
 --
 -- A request is known to the outside by a token, "<thread>.<seq>.<mac>":
--- the thread, the human_request event, and (when $SPOOL_CHANNEL_SECRET or
--- channels.secret_env is set) an HMAC that makes tokens unforgeable. An
+-- the thread, the human_request event, and an HMAC that makes tokens
+-- unforgeable (keyed with $SPOOL_CHANNEL_SECRET, or channels.secret_env,
+-- else with a random key spool keeps in the store). An
 -- answer resumes the thread through spool._runner, recorded as a
 -- human_response with `by` (who) and `channel` (where); an answer to a
 -- request no longer pending is refused with 409 and a clear message, and
@@ -86,15 +87,32 @@ end
 
 -- ---- tokens ----
 
+-- The key of token MACs: $SPOOL_CHANNEL_SECRET (or channels.secret_env);
+-- without one, a random key made once and kept in the store, so tokens
+-- are unforgeable by default and agree across processes and restarts.
+local stored_key
+
 local function secret()
   local all = config.get().file.channels or {}
-  return core.getenv(all.secret_env or "SPOOL_CHANNEL_SECRET")
+  local key = core.getenv(all.secret_env or "SPOOL_CHANNEL_SECRET")
+  if key and key ~= "" then
+    return key
+  end
+  if not stored_key then
+    local state = require "spool.state"
+    stored_key = state.get(M.NAMESPACE, "_key")
+    if not stored_key then
+      local candidate = core.sha256(core.random_id() .. core.random_id())
+      state.put(M.NAMESPACE, "_key", candidate, { if_version = 0 })
+      stored_key = state.get(M.NAMESPACE, "_key") or candidate
+    end
+  end
+  return stored_key
 end
 
 
 local function mac(id, seq)
-  local key = secret()
-  return key and core.hmac_sha256(key, id .. "." .. seq):sub(1, 16) or "-"
+  return core.hmac_sha256(secret(), id .. "." .. seq):sub(1, 16)
 end
 
 
@@ -136,7 +154,8 @@ function M.fresh(channel, key, ttl_ms)
   while seen_order[1] and seen[seen_order[1]] < now do
     seen[table.remove(seen_order, 1)] = nil
   end
-  local k = channel .. ":" .. key
+  -- Hex signatures verify in any letter case: the key must not differ.
+  local k = channel .. ":" .. tostring(key):lower()
   if seen[k] then
     return false
   end
@@ -170,6 +189,7 @@ end
 
 
 local function deliver_all(request, targets)
+  request.token = M.token(request.thread, request.seq) -- may read the store
   for i, t in ipairs(targets) do
     if i > 1 or (t.after_ms or 0) > 0 then
       core.sleep(t.after_ms or 0)
@@ -205,7 +225,7 @@ hub.listen(function(thread, ev)
     return
   end
   local d = ev.data
-  local request = { token = M.token(thread.id, ev.seq), thread = thread.id,
+  local request = { thread = thread.id,
     seq = ev.seq, agent = thread.agent, kind = d.kind or "approval",
     name = d.name, args = d.args, question = d.question, event = d.event,
     deadline = d.deadline,
@@ -236,6 +256,8 @@ function M.start_pollers()
   local email = M.settings("email")
   if email.imap_url and not pollers.email then
     local p = { running = true }
+    email = setmetatable({ stop = function() return not p.running end },
+      { __index = email })
     pollers.email = p
     p.task = core.spawn(function()
       local mod = M.module("email")
@@ -259,11 +281,21 @@ function M.stop_pollers()
   for name, p in pairs(pollers) do
     p.running = false
     core.interrupt(p.task, "ECANCELED: stopping")
-    while not p.done do
-      core.sleep(1)
+    -- A poll in progress stops between messages; it is not waited for
+    -- past a few seconds (its task ends with the engine).
+    local deadline = core.now() + 5000
+    while not p.done and core.now() < deadline do
+      core.sleep(5)
+      core.interrupt(p.task, "ECANCELED: stopping")
     end
     pollers[name] = nil
   end
+end
+
+
+function M.polling(name)
+  local p = pollers[name]
+  return p ~= nil and p.running
 end
 
 
@@ -298,15 +330,21 @@ function M.answer(token, response, meta)
   response.by, response.channel = meta.by, meta.channel
   local t, err = require("spool._runner").resume(id, response)
   if not t then
-    local status = err:match("^EINVAL") and 422 or 409
-    return M.refuse(meta.channel, status, (err:gsub("^%u+: ", "")))
+    core.log("warn", string.format("channel %s: thread %s could not take "
+      .. "the answer: %s", meta.channel, id, err))
+    if err:match("^EINVAL") then
+      return M.refuse(meta.channel, 422, (err:gsub("^%u+: ", "")))
+    end
+    return M.refuse(meta.channel, 409, "the thread is busy or was just "
+      .. "answered; try again shortly")
   end
   local line = outcome_text(response, meta.by)
   core.spawn(function()
     local doc = require("spool.state").get(M.NAMESPACE, token)
     for _, s in ipairs(doc and doc.sent or {}) do
       local mod = M.module(s.channel)
-      if mod and mod.settled and s.channel ~= meta.channel then
+      if mod and mod.settled and not (s.channel == meta.channel
+          and mod.same_message and mod.same_message(s.ref, meta.ref)) then
         pcall(mod.settled, s.ref, line, M.settings(s.channel))
       end
     end
@@ -327,11 +365,33 @@ function M.start(channel, agent_name, input, allowed)
     return M.refuse(channel, 403, string.format("agent '%s' may not be "
       .. "started from %s", tostring(agent_name), channel))
   end
+  local api = require "spool._api"
+  local runner = require "spool._runner"
+  if api.draining then
+    return nil, 503, "the server is shutting down"
+  elseif runner.running() >= api.max_runs then
+    return nil, 503, "too many runs in flight; try again shortly"
+  end
   local agent, err = require("spool._loader").load(agent_name)
   if not agent then
     return nil, 404, err
   end
-  return require("spool._runner").start(agent, input).id
+  return runner.start(agent, input).id
+end
+
+
+-- `text` cut to n bytes (on a UTF-8 boundary, with an ellipsis): what
+-- platforms with message size limits get.
+function M.clip(text, n)
+  text = tostring(text)
+  if #text <= n then
+    return text
+  end
+  local cut = n - 3
+  while cut > 0 and (text:byte(cut + 1) or 0) & 0xC0 == 0x80 do
+    cut = cut - 1
+  end
+  return text:sub(1, cut) .. "…"
 end
 
 

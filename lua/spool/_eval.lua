@@ -36,8 +36,14 @@ local function checked_case(c, where)
   if c.input == nil then
     return nil, where .. ": the case has no input"
   end
-  if c.answers ~= nil and (type(c.answers) ~= "table") then
+  if c.answers ~= nil and type(c.answers) ~= "table" then
     return nil, where .. ": answers must be a list of responses"
+  end
+  for i, a in ipairs(c.answers or {}) do
+    if type(a) ~= "table" then
+      return nil, string.format("%s: answers[%d] must be an object such as "
+        .. "{\"approve\": true} or {\"answer\": \"...\"}", where, i)
+    end
   end
   local expect = c.expect or {}
   if type(expect) == "function" then
@@ -173,8 +179,11 @@ local function new_cassette(mode, calls, label)
 end
 
 
+-- A file per case: its name made safe, and a hash so two names that
+-- become the same never share a file.
 local function cassette_path(dir, name)
-  return dir .. "/" .. name:gsub("[^%w%-_%.]", "_") .. ".json"
+  return string.format("%s/%s-%s.json", dir, name:gsub("[^%w%-_%.]", "_"),
+    core.sha256(name):sub(1, 8))
 end
 
 
@@ -351,7 +360,12 @@ function M.run(agent_name, cases, opts)
         tapes[case.name][r] = cassette.calls
       end
       jobs[#jobs + 1] = function()
-        local run = M.run_case(agent, case, cassette)
+        local ok, run = pcall(M.run_case, agent, case, cassette)
+        if not ok then -- the harness failed on this run: it did not pass
+          run = { failure = "the run could not be judged: " .. tostring(run),
+                  calls = {}, intents = {}, writes = {}, steps = 0,
+                  tokens = 0, cost_usd = 0, latency_ms = 0 }
+        end
         run.run = r
         results[case.name][r] = run
       end
@@ -413,6 +427,9 @@ function M.with_version(version, agent_name, fn)
   if version == nil or version == "current" then
     return fn()
   end
+  if not tostring(agent_name):match("^[%w_%-]+$") then
+    return nil, "EINVAL: not an agent name: " .. tostring(agent_name)
+  end
   local cfg = require("spool.config").get()
   local dir = os.tmpname()
   os.remove(dir)
@@ -426,11 +443,13 @@ function M.with_version(version, agent_name, fn)
       sh_quote(dir), sh_quote(cfg.project), sh_quote(cfg.project),
       sh_quote(version:sub(5)), sh_quote(dir))
   else
-    cmd = string.format("mkdir -p %s/agents && cp -R %s %s/prompts && cp %s "
-      .. "%s/agents/%s.lua && (test ! -d %s || cp -R %s %s/lib)",
-      sh_quote(dir), sh_quote(cfg.prompts_dir), sh_quote(dir),
-      sh_quote(version), sh_quote(dir), agent_name, sh_quote(cfg.lib_dir),
-      sh_quote(cfg.lib_dir), sh_quote(dir))
+    -- The project as it is (sub-agents too), with this one file swapped.
+    cmd = string.format("mkdir -p %s && cp -R %s %s/agents && cp -R %s "
+      .. "%s/prompts && cp %s %s/agents/%s.lua && (test ! -d %s || cp -R %s "
+      .. "%s/lib)", sh_quote(dir), sh_quote(cfg.agents_dir), sh_quote(dir),
+      sh_quote(cfg.prompts_dir), sh_quote(dir), sh_quote(version),
+      sh_quote(dir), agent_name, sh_quote(cfg.lib_dir), sh_quote(cfg.lib_dir),
+      sh_quote(dir))
   end
   -- A CLI command with no run of its own yet: a blocking copy is fine.
   if not os.execute(cmd .. " 2>/dev/null") then
@@ -440,10 +459,10 @@ function M.with_version(version, agent_name, fn)
   local saved = { cfg.agents_dir, cfg.prompts_dir, cfg.lib_dir }
   cfg.agents_dir, cfg.prompts_dir, cfg.lib_dir =
     dir .. "/agents", dir .. "/prompts", dir .. "/lib"
-  loader.forget(agent_name)
+  loader.forget() -- every agent: sub-agents come from that folder too
   local out = table.pack(pcall(fn))
   cfg.agents_dir, cfg.prompts_dir, cfg.lib_dir = saved[1], saved[2], saved[3]
-  loader.forget(agent_name)
+  loader.forget() -- every agent: sub-agents come from that folder too
   os.execute("rm -rf " .. sh_quote(dir))
   if not out[1] then
     error(out[2], 0)
@@ -483,17 +502,33 @@ function M.case_of_thread(id)
   local root = thread_mod.from_record(record)
   local threads = family(root)
   local calls, answers = {}, {}
-  for _, t in ipairs(threads) do
+  for ti, t in ipairs(threads) do
     for _, ev in ipairs(t.events) do
+      local d = ev.data
+      local reply
       if ev.type == "model_call" then
-        calls[#calls + 1] = { at = ev.at, reply = { text = ev.data.text,
-          tool_calls = ev.data.tool_calls or json.array(),
-          finish_reason = ev.data.finish_reason, usage = ev.data.usage,
-          model = ev.data.model, provider = ev.data.provider } }
+        reply = { text = d.text, tool_calls = d.tool_calls or json.array(),
+          finish_reason = d.finish_reason, usage = d.usage, model = d.model,
+          provider = d.provider }
+      elseif ev.type == "compaction" or ev.type == "event_summary" then
+        -- The window's own model calls went through the cassette too.
+        reply = { text = d.summary, tool_calls = json.array(),
+          finish_reason = "stop", usage = d.usage, model = d.model }
+      end
+      if reply then
+        calls[#calls + 1] = { at = ev.at, thread = ti, seq = ev.seq,
+                              reply = reply }
       end
     end
   end
-  table.sort(calls, function(x, y) return x.at < y.at end)
+  table.sort(calls, function(x, y)
+    if x.at ~= y.at then
+      return x.at < y.at
+    elseif x.thread ~= y.thread then
+      return x.thread < y.thread
+    end
+    return x.seq < y.seq
+  end)
   for i, c in ipairs(calls) do
     calls[i] = c.reply
   end

@@ -65,6 +65,9 @@ function M.check(w)
       return "window." .. k .. " must be a positive integer"
     end
   end
+  if w.tokens and w.reserve and w.reserve >= w.tokens then
+    return "window.reserve must be less than window.tokens"
+  end
   for ev_type, p in pairs(w.policies or {}) do
     local ok = p == "keep" or p == "drop"
     if type(p) == "table" then
@@ -114,9 +117,10 @@ end
 
 -- Applies the event's policy to its message; returns the message (or nil)
 -- and what was done. The message is a copy: renderers may share tables.
-local function apply_policy(plan, ev, msg, summaries)
+local function apply_policy(plan, ev, msg, summaries, pinned)
   local pol = plan.settings.policies[ev.type]
-  if pol == nil or pol == "keep" or type(msg.content) ~= "string" then
+  if pol == nil or pol == "keep" or type(msg.content) ~= "string"
+      or pinned[ev.seq] then -- what is pinned is shown as it is
     return msg, nil
   end
   local copy = {}
@@ -246,7 +250,7 @@ function M.plan(thread, agent, opts)
       if msg then
         local full = tokens.message(msg, plan.factor)
         local action
-        msg, action = apply_policy(plan, ev, msg, summaries)
+        msg, action = apply_policy(plan, ev, msg, summaries, pinned)
         local r = { seq = ev.seq, type = ev.type, tokens = full,
                     action = action }
         plan.report[#plan.report + 1] = r
@@ -283,7 +287,10 @@ function M.plan(thread, agent, opts)
     total = total + unit_tokens(u, plan.factor)
   end
   plan.total = total
-  plan.limit = plan.settings.tokens - plan.settings.reserve
+  -- A reserve as large as the window (a model's max_tokens near its
+  -- context size) still leaves the messages a quarter of it.
+  plan.limit = math.max(plan.settings.tokens - plan.settings.reserve,
+    plan.settings.tokens // 4)
   if total > plan.limit then
     M.choose_fold(plan)
   end
@@ -309,7 +316,12 @@ function M.choose_fold(plan)
       end
     end
   end
-  plan.fold = fold
+  -- Folding the last summary alone frees nothing: no call for that.
+  local real = false
+  for _, u in ipairs(fold) do
+    real = real or u.kind ~= "summary"
+  end
+  plan.fold = real and fold or {}
 end
 
 
@@ -424,7 +436,17 @@ function M.fold_ranges(plan)
     end
   end
   table.sort(ranges, function(a, b) return a[1] < b[1] end)
-  return ranges
+  -- Ranges that touch become one, so they stay few as compactions repeat.
+  local merged = json.array()
+  for _, r in ipairs(ranges) do
+    local last = merged[#merged]
+    if last and r[1] <= last[2] + 1 then
+      last[2] = math.max(last[2], r[2])
+    else
+      merged[#merged + 1] = r
+    end
+  end
+  return merged
 end
 
 

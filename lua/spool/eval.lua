@@ -178,6 +178,9 @@ local FROM_JSON = {
 
 local function each(f)
   return function(list)
+    if type(list) ~= "table" then
+      list = { list } -- "called": "x" means ["x"]
+    end
     local out = {}
     for _, v in ipairs(list) do
       out[#out + 1] = type(v) == "table" and f(table.unpack(v)) or f(v)
@@ -239,13 +242,13 @@ function M.observe(threads, writes)
   run.latency_ms = first and last and (last.at - first.at) or 0
   -- The calls that ran: intents answered by a result, and the terminal
   -- intent a done event follows; approved when a person said yes first.
-  for _, t in ipairs(threads) do
+  for ti, t in ipairs(threads) do
     local intents, open = {}, nil
     for _, ev in ipairs(t.events) do
       local d = ev.data
       if ev.type == "intent" then
         open = { name = d.name, args = d.args, approved = false,
-                 thread = t.id, at = ev.at, seq = ev.seq }
+                 thread = t.id, at = ev.at, seq = ev.seq, order = ti }
         intents[#intents + 1] = open
         if d.call_id then
           intents[d.call_id] = open
@@ -268,11 +271,15 @@ function M.observe(threads, writes)
       end
     end
   end
+  -- By time; within a millisecond by thread (parent first) and seq: a
+  -- total order, so called_before never depends on the sort's whims.
   table.sort(run.calls, function(a, b)
     if a.at ~= b.at then
       return a.at < b.at
+    elseif a.order ~= b.order then
+      return a.order < b.order
     end
-    return a.thread == b.thread and a.seq < b.seq
+    return a.seq < b.seq
   end)
   for i, c in ipairs(run.calls) do
     run.intents[i] = c.name

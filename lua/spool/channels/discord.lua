@@ -57,6 +57,18 @@ local function call(settings, method, path, body)
 end
 
 
+-- Discord's limit: 2,000 characters of content.
+local function clip(text)
+  return require("spool._channels").clip(text, 1990)
+end
+
+
+function M.same_message(a, b)
+  return type(a) == "table" and type(b) == "table"
+    and tostring(a.message) == tostring(b.message)
+end
+
+
 function M.check(target)
   if type(target.to) ~= "string" or not target.to:match("^%d+$") then
     return "a Discord target needs to = \"<channel id>\" (digits)"
@@ -85,8 +97,8 @@ end
 
 function M.deliver(request, target, settings)
   local doc, err = call(settings, "POST", "/channels/" .. target.to
-    .. "/messages", { content = string.format("**%s** (thread `%s`) needs %s",
-      request.agent, request.thread, request.text),
+    .. "/messages", { content = clip(string.format("**%s** (thread `%s`) "
+      .. "needs %s", request.agent, request.thread, request.text)),
       components = M.components(request) })
   if not doc then
     return nil, err
@@ -97,7 +109,8 @@ end
 
 function M.settled(ref, line, settings)
   return call(settings, "PATCH", "/channels/" .. ref.channel .. "/messages/"
-    .. tostring(ref.message), { content = line, components = json.array() })
+    .. tostring(ref.message), { content = clip(line),
+      components = json.array() })
 end
 
 
@@ -168,13 +181,14 @@ function M.inbound(req, channels, settings)
   else
     return refused(400, "not a spool interaction")
   end
+  local message = type(doc.message) == "table" and doc.message.id or nil
   local ok, line_or_status, msg = channels.answer(token, response,
-    { channel = "discord", by = by })
+    { channel = "discord", by = by, ref = { message = message } })
   if not ok then
     return reply({ type = MESSAGE, data = { content = msg,
                                             flags = EPHEMERAL } })
   end
-  return reply({ type = UPDATE_MESSAGE, data = { content = line_or_status,
+  return reply({ type = UPDATE_MESSAGE, data = { content = clip(line_or_status),
                                                  components = json.array() } })
 end
 

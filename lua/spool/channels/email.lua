@@ -52,9 +52,20 @@ end
 
 
 -- Sends a plain-text message; returns true or nil and why.
+-- A plain address: no angle brackets, spaces or control characters, which
+-- would let it carry SMTP commands or other headers.
+local function plain_address(a)
+  return type(a) == "string" and a:match("^[^%c%s<>,;]+@[^%c%s<>,;]+$") ~= nil
+end
+M.plain_address = plain_address
+
+
 function M.send(settings, to, subject, text, extra_headers)
   if not settings.smtp_url or not settings.from then
     return nil, "email is not set up: channels.email needs from and smtp_url"
+  end
+  if not plain_address(to) or not plain_address(settings.from) then
+    return nil, "not a plain email address: " .. tostring(to)
   end
   local lines = {
     "From: " .. header_safe(settings.from),
@@ -64,6 +75,8 @@ function M.send(settings, to, subject, text, extra_headers)
     "MIME-Version: 1.0",
     "Content-Type: text/plain; charset=utf-8",
     "Content-Transfer-Encoding: 8bit",
+    -- Machine-made: autoresponders must not answer it (RFC 3834).
+    "Auto-Submitted: auto-generated",
   }
   for _, h in ipairs(extra_headers or {}) do
     lines[#lines + 1] = header_safe(h)
@@ -160,8 +173,9 @@ end
 function M.text_of(raw)
   local headers, body = split(raw)
   local ctype = (headers["content-type"] or "text/plain"):lower()
-  local boundary = ctype:match('boundary="?([^";]+)"?')
-    or (headers["content-type"] or ""):match('[Bb]oundary="?([^";]+)"?')
+  -- The boundary as written: its letter case matters.
+  local boundary = (headers["content-type"] or "")
+    :match('[Bb][Oo][Uu][Nn][Dd][Aa][Rr][Yy]="?([^";]+)"?')
   if ctype:match("^multipart/") and boundary then
     -- The parts lie between the boundary lines.
     local marker = "--" .. boundary
@@ -176,20 +190,56 @@ function M.text_of(raw)
       end
     end
     for _, part in ipairs(parts) do
-      local ph = split(part)
-      if (ph["content-type"] or "text/plain"):lower():match("^text/plain") then
+      local pt = (split(part)["content-type"] or "text/plain"):lower()
+      if pt:match("^text/plain") then
         return M.text_of(part)
+      elseif pt:match("^multipart/") then -- mixed > alternative > plain
+        local text = M.text_of(part)
+        if text ~= "" then
+          return text
+        end
       end
     end
     return ""
   end
   local enc = (headers["content-transfer-encoding"] or ""):lower()
   if enc == "quoted-printable" then
-    return decode_qp(body)
+    body = decode_qp(body)
   elseif enc == "base64" then
-    return M.base64_decode(body)
+    body = M.base64_decode(body)
   end
-  return body
+  return M.to_utf8(body, ctype:match('charset="?([%w%-_]+)"?'))
+end
+
+
+-- Text in its charset as UTF-8: Latin-1 and Windows-1252 are converted
+-- (most non-UTF-8 mail), and any other byte that is not valid UTF-8
+-- becomes U+FFFD, so an answer is never lost to its encoding.
+function M.to_utf8(text, charset)
+  charset = (charset or "utf-8"):lower()
+  if charset:match("^iso%-8859%-1") or charset:match("latin") or
+      charset:match("1252") or charset == "us-ascii" then
+    return (text:gsub("[\128-\255]", function(c)
+      return utf8.char(c:byte())
+    end))
+  end
+  if utf8.len(text) then
+    return text
+  end
+  local out, i = {}, 1
+  while i <= #text do
+    local b = text:byte(i)
+    local n = b >= 0xF0 and 4 or b >= 0xE0 and 3 or b >= 0xC0 and 2 or 1
+    local piece = text:sub(i, i + n - 1)
+    if #piece == n and utf8.len(piece) == 1 then
+      out[#out + 1] = piece
+      i = i + n
+    else
+      out[#out + 1] = "\u{FFFD}"
+      i = i + 1
+    end
+  end
+  return table.concat(out)
 end
 
 
@@ -230,20 +280,47 @@ local function allowed(settings, addr)
 end
 
 
--- Handles one reply: { from, subject, text, in_reply_to }. Returns true,
--- or nil, status and why (and the sender is told, by email).
+-- Mail no person wrote: autoresponders (RFC 3834 Auto-Submitted, and the
+-- older Precedence and X-Autoreply habits) and bulk mail.
+local function automatic(mail)
+  local h = mail.headers or {}
+  local auto = (h["auto-submitted"] or "no"):lower()
+  local precedence = (h["precedence"] or ""):lower()
+  return auto ~= "no" or precedence == "bulk" or precedence == "junk"
+    or precedence == "list" or h["x-autoreply"] ~= nil
+    or h["x-autorespond"] ~= nil
+    or tostring(mail.subject or ""):match("^%s*[Aa]utomatic reply")
+    or tostring(mail.subject or ""):match("^%s*[Oo]ut of [Oo]ffice")
+end
+
+
+-- Handles one reply: { from, subject, text, in_reply_to, headers }.
+-- Returns true, or nil, status and why. A sender is told why a reply was
+-- not taken only when it is allowed to answer and named a real request —
+-- never in answer to automatic mail, unknown senders or stray mail, which
+-- would turn spool into a source of backscatter and mail loops.
 function M.handle_reply(channels, settings, mail)
   local addr = address_of(mail.from)
   local token = tostring(mail.subject or ""):match("%[ref:([%w_%.%-]+)%]")
     or tostring(mail.text or ""):match("ref:([%w_%.%-]+)")
     or tostring(mail.in_reply_to or ""):match("<([%w_%.%-]+)@spool>")
-  local function refuse(status, why)
+  local function refuse(status, why, tell)
     channels.refuse("email", status, why)
-    if addr:match("@") then
-      M.send(settings, addr, "Re: " .. tostring(mail.subject or ""),
-        "Your reply was not taken: " .. why .. ".")
+    if tell and plain_address(addr) then
+      M.send(settings, addr, "Re: [ref:" .. token .. "]",
+        "Your reply was not taken: " .. why .. ".",
+        { "Auto-Submitted: auto-replied" })
     end
     return nil, status, why
+  end
+  if automatic(mail) then
+    return refuse(422, "automatic mail is not an answer")
+  end
+  if addr == tostring(settings.from):lower() then
+    return refuse(422, "mail from spool itself is not an answer")
+  end
+  if not plain_address(addr) then
+    return refuse(422, "the sender is not a plain address")
   end
   if not allowed(settings, addr) then
     return refuse(403, addr .. " may not answer requests")
@@ -251,8 +328,14 @@ function M.handle_reply(channels, settings, mail)
   if not token then
     return refuse(404, "it names no request (no [ref:...] in the subject)")
   end
+  if not channels.parse_token(token) then
+    return refuse(404, "it names no request spool made")
+  end
   local req = channels.request_of(token)
-  local text = M.strip_quoted(mail.text or "")
+  if type(mail.text) ~= "string" then
+    return refuse(422, "the reply has no text", true)
+  end
+  local text = M.strip_quoted(mail.text)
   local response
   if req and req.kind == "approval" then
     local first, rest = text:match("^(%S*)%s*(.-)$")
@@ -262,15 +345,20 @@ function M.handle_reply(channels, settings, mail)
     elseif first == "reject" or first == "rejected" or first == "no" then
       response = { reject = true, reason = rest ~= "" and rest or nil }
     else
-      return refuse(422, "the first line says neither APPROVE nor REJECT")
+      return refuse(422, "the first line says neither APPROVE nor REJECT",
+        true)
     end
   else
+    if text == "" then
+      return refuse(422, "the reply is empty (the answer goes above the "
+        .. "quoted request)", true)
+    end
     response = { answer = text }
   end
   local ok, status, why = channels.answer(token, response,
     { channel = "email", by = "email:" .. addr })
   if not ok then
-    return refuse(status, why)
+    return refuse(status, why, true)
   end
   return true
 end
@@ -293,11 +381,21 @@ function M.poll_once(channels, settings)
         username = user, password = password, require_tls = settings.starttls,
         timeout_ms = 30000 }
       if msg then
-        local headers = split(msg.body)
-        M.handle_reply(channels, settings, { from = headers.from,
-          subject = headers.subject, in_reply_to = headers["in-reply-to"],
-          text = M.text_of(msg.body) })
+        -- One bad message must not cost the others (it is seen already).
+        local ok, perr = pcall(function()
+          local headers = split(msg.body)
+          M.handle_reply(channels, settings, { from = headers.from,
+            subject = headers.subject, in_reply_to = headers["in-reply-to"],
+            headers = headers, text = M.text_of(msg.body) })
+        end)
+        if not ok then
+          core.log("warn", "email: message " .. uid .. " could not be read: "
+            .. tostring(perr))
+        end
         handled = handled + 1
+        if settings.stop and settings.stop() then
+          return handled
+        end
       else
         core.log("warn", "email: cannot fetch message " .. uid .. ": "
           .. tostring(ferr))
@@ -314,10 +412,15 @@ function M.inbound_json(channels, settings, body)
   if type(body.raw) == "string" then
     local headers = split(body.raw)
     mail = { from = headers.from, subject = headers.subject,
-             in_reply_to = headers["in-reply-to"], text = M.text_of(body.raw) }
+             in_reply_to = headers["in-reply-to"], headers = headers,
+             text = M.text_of(body.raw) }
+  elseif type(body.text) == "string" then
+    mail = { from = body.from, subject = body.subject, headers = {},
+             in_reply_to = body.in_reply_to, text = M.to_utf8(body.text) }
   end
-  if type(mail.from) ~= "string" then
-    return 422, { error = "invalid", message = "a reply needs from" }
+  if type(mail.from) ~= "string" or type(mail.text) ~= "string" then
+    return 422, { error = "invalid", message = "a reply needs from and text "
+      .. "(or raw)" }
   end
   local ok, status, why = M.handle_reply(channels, settings, mail)
   if not ok then

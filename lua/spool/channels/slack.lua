@@ -63,8 +63,21 @@ function M.check(target)
 end
 
 
+-- Slack's limit: 3,000 characters in a section's text.
+local function clip(text, n)
+  return require("spool._channels").clip(text, n)
+end
+
+
 local function text_block(text)
-  return { type = "section", text = { type = "mrkdwn", text = text } }
+  return { type = "section", text = { type = "mrkdwn",
+                                      text = clip(text, 2900) } }
+end
+
+
+function M.same_message(a, b)
+  return type(a) == "table" and type(b) == "table" and a.ts == b.ts
+    and a.channel == b.channel
 end
 
 
@@ -96,7 +109,7 @@ end
 
 function M.deliver(request, target, settings)
   local doc, err = call(settings, "chat.postMessage", { channel = target.to,
-    text = request.agent .. " needs " .. request.text,
+    text = clip(request.agent .. " needs " .. request.text, 3000),
     blocks = M.blocks(request) })
   if not doc then
     return nil, err
@@ -108,22 +121,23 @@ end
 -- Shows the outcome in place of the buttons.
 function M.settled(ref, line, settings)
   return call(settings, "chat.update", { channel = ref.channel, ts = ref.ts,
-    text = line, blocks = json.array({ text_block(line) }) })
+    text = clip(line, 3000), blocks = json.array({ text_block(line) }) })
 end
 
 
 -- Verifies Slack's signature; returns true or nil and why.
 function M.verify(headers, body, signing_secret, now_s)
-  local ts = tonumber(headers["x-slack-request-timestamp"] or "")
+  local raw_ts = headers["x-slack-request-timestamp"] or ""
+  local ts = raw_ts:match("^%d+$") and math.tointeger(tonumber(raw_ts))
   local sig = headers["x-slack-signature"] or ""
   if not ts then
-    return nil, "no X-Slack-Request-Timestamp"
+    return nil, "no valid X-Slack-Request-Timestamp"
   end
   if math.abs((now_s or core.time() // 1000) - ts) > M.MAX_AGE_S then
     return nil, "the request is too old (or from the future): a replay?"
   end
   local want = "v0=" .. core.hmac_sha256(signing_secret,
-    "v0:" .. math.tointeger(ts) .. ":" .. body)
+    "v0:" .. raw_ts .. ":" .. body)
   if not core.equal(sig:lower(), want) then
     return nil, "the signature does not match"
   end
@@ -160,12 +174,13 @@ local function on_action(channels, payload, settings)
   else
     return json_reply(400, { error = "not a spool action" })
   end
-  local ok, status_or_line, why = channels.answer(token, response,
-    { channel = "slack", by = by })
   local container = type(payload.container) == "table" and payload.container
     or {}
   local channel = type(payload.channel) == "table" and payload.channel.id
     or container.channel_id
+  local ok, status_or_line, why = channels.answer(token, response,
+    { channel = "slack", by = by,
+      ref = { channel = channel, ts = container.message_ts } })
   core.spawn(function()
     if ok then
       M.settled({ channel = channel, ts = container.message_ts },
