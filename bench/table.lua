@@ -43,8 +43,9 @@ local function fig(r)
     wall_s = r.wall_s,
     wall_us = r.wall_s / steps * 1e6,
     rss_mib = r.max_rss_kb and r.max_rss_kb / 1024,
-    per_run_kib = r.max_rss_kb and r.rss_before_kb
-      and (r.max_rss_kb - r.rss_before_kb) / math.max(1, r.concurrency or 1),
+    -- (peak - before) / N, where N runs were in flight at once
+    per_run_kib = (r.concurrency or 1) > 1 and r.max_rss_kb and r.rss_before_kb
+      and (r.max_rss_kb - r.rss_before_kb) / r.concurrency or nil,
     bytes = r.db_bytes and r.db_bytes / steps,
     failed = (r.failed or 0) + (r.bad_answers or 0) + (r.timed_out or 0),
   }
