@@ -164,10 +164,10 @@ local function apply_policy(plan, ev, msg, summaries, pinned)
 end
 
 
-local function unit_tokens(u, factor)
+local function unit_tokens(u, factor, sizes)
   local n = 0
   for _, m in ipairs(u.messages) do
-    n = n + tokens.message(m, factor)
+    n = n + tokens.message(m, factor, sizes)
   end
   u.tokens = n
   return n
@@ -184,6 +184,7 @@ function M.plan(thread, agent, opts)
   local plan = {
     settings = M.settings(agent, opts.model), factor = tokens.factor(events),
     units = {}, report = {}, needs_summary = {}, form = opts.form or "chat",
+    sizes = {}, -- message sizes, counted once in this render
     read_more = agent and agent.tools and agent.tools.read_more ~= nil,
   }
   local summaries, pinned = {}, pins(events)
@@ -248,7 +249,7 @@ function M.plan(thread, agent, opts)
         msg = render(ev, thread, agent)
       end
       if msg then
-        local full = tokens.message(msg, plan.factor)
+        local full = tokens.message(msg, plan.factor, plan.sizes)
         local action
         msg, action = apply_policy(plan, ev, msg, summaries, pinned)
         local r = { seq = ev.seq, type = ev.type, tokens = full,
@@ -265,7 +266,7 @@ function M.plan(thread, agent, opts)
           start_unit(msg, ev.seq)
         end
         if msg then
-          r.shown = tokens.message(msg, plan.factor)
+          r.shown = tokens.message(msg, plan.factor, plan.sizes)
         end
       end
     end
@@ -284,7 +285,7 @@ function M.plan(thread, agent, opts)
         u.pinned = true
       end
     end
-    total = total + unit_tokens(u, plan.factor)
+    total = total + unit_tokens(u, plan.factor, plan.sizes)
   end
   plan.total = total
   -- A reserve as large as the window (a model's max_tokens near its

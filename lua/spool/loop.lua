@@ -141,7 +141,7 @@ function M.request(thread, agent, opts)
   local estimate = tokens.estimate(system)
     + math.ceil(agent.tools_bytes / 4)
   for _, m in ipairs(messages) do
-    estimate = estimate + tokens.message(m)
+    estimate = estimate + tokens.message(m, 1, plan and plan.sizes)
   end
   return { model = model, system = system, messages = messages,
            tools = tools, json = agent.mode == "json",

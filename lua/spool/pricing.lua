@@ -26,9 +26,11 @@ M.DEFAULTS = {
 }
 
 
+local NONE = {}
+
 local function project_prices()
   local ok, cfg = pcall(function() return require("spool.config").get() end)
-  return ok and type(cfg.file.prices) == "table" and cfg.file.prices or {}
+  return ok and type(cfg.file.prices) == "table" and cfg.file.prices or NONE
 end
 
 

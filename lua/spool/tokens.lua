@@ -9,7 +9,7 @@
 -- always gives the same numbers (`spool prompt --thread`).
 --
 --   tokens.estimate(text [, factor])      -> tokens
---   tokens.message(msg [, factor])        -> tokens of a chat message
+--   tokens.message(msg [, factor [, sizes]])  -> tokens of a chat message
 --   tokens.factor(events)                 -> the calibration factor
 
 local M = {}
@@ -28,26 +28,28 @@ function M.estimate(text, factor)
 end
 
 
--- Bytes of a message that count, remembered per message table: a render
--- counts each message several times (its event, its unit, the request).
-local sizes = setmetatable({}, { __mode = "k" })
-
-local function size_of(msg)
-  local n = sizes[msg]
+-- Bytes of a message that count. `sizes` (optional) remembers them per
+-- message for one render, which counts each message several times (its
+-- event, its unit, the request); it lives as long as the render does — a
+-- long-lived cache would keep its grown hash part forever.
+local function size_of(msg, sizes)
+  local n = sizes and sizes[msg]
   if n == nil then
     n = type(msg.content) == "string" and #msg.content or 0
     for _, c in ipairs(msg.tool_calls or {}) do
       n = n + #tostring(c.name or "") + #tostring(c.arguments or "")
     end
-    sizes[msg] = n
+    if sizes then
+      sizes[msg] = n
+    end
   end
   return n
 end
 
 
-function M.message(msg, factor)
+function M.message(msg, factor, sizes)
   local n = MESSAGE_OVERHEAD * (1 + #(msg.tool_calls or {}))
-  local bytes = size_of(msg)
+  local bytes = size_of(msg, sizes)
   return n + (bytes > 0 and math.ceil(bytes / 4 * (factor or 1)) or 0)
 end
 
