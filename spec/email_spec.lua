@@ -146,6 +146,17 @@ describe("the email channel", function()
     assert.are.equal("Café au lait", email.text_of(raw):gsub("%s+$", ""))
     assert.are.equal("yes, approve", email.text_of("Content-Transfer-Encoding: "
       .. "base64\r\n\r\neWVzLCBhcHByb3Zl\r\n"))
+    -- Windows-1252's quotes and dash; valid UTF-8 left as it is
+    assert.are.equal("“yes” – go", email.to_utf8("\x93yes\x94 \x96 go",
+      "windows-1252"))
+    assert.are.equal("café", email.to_utf8("café", "us-ascii"))
+    -- parts nested past any mail program's habit are not followed
+    local deep = "Content-Type: text/plain\r\n\r\nfound"
+    for i = 1, 40 do
+      deep = "Content-Type: multipart/mixed; boundary=\"b" .. i .. "\"\r\n\r\n--b"
+        .. i .. "\r\n" .. deep .. "\r\n--b" .. i .. "--\r\n"
+    end
+    assert.are.equal("", email.text_of(deep))
   end)
 
   it("asks for an approval by SMTP, takes the reply by IMAP", function()

@@ -245,6 +245,11 @@ describe("the context window", function()
       local msgs = context.chat(t, agent_with({ policies = { input = "drop" } }),
         nil, { dry = true })
       assert.are.same({ role = "user", content = "the task" }, msgs[1])
+      -- but a pinned event may still be cut
+      local long = thread_of { { "input", { input = ("w"):rep(4000) } } }
+      msgs = context.chat(long, agent_with({ policies = {
+        input = { truncate = 100 } } }), nil, { dry = true })
+      assert.matches("cut by the context policy", msgs[1].content)
     end)
 
     it("refuses malformed window settings", function()

@@ -268,7 +268,9 @@ function M.start_pollers()
             .. tostring(ok and err or handled))
         end
         if p.running then
+          p.idle = true -- only an idle poller may be interrupted
           core.sleep(email.poll_ms or 60000)
+          p.idle = false
         end
       end
       p.done = true
@@ -280,23 +282,22 @@ end
 function M.stop_pollers()
   for name, p in pairs(pollers) do
     p.running = false
-    core.interrupt(p.task, "ECANCELED: stopping")
-    -- A poll in progress stops between messages; it is not waited for
-    -- past a few seconds (its task ends with the engine).
+    -- A poll in progress finishes the message it holds (it is seen on the
+    -- server already) and stops before the next; only the sleep between
+    -- polls is cut short. It is not waited for past a few seconds (its
+    -- task ends with the engine).
     local deadline = core.now() + 5000
     while not p.done and core.now() < deadline do
+      if p.idle then
+        core.interrupt(p.task, "ECANCELED: stopping")
+      end
       core.sleep(5)
-      core.interrupt(p.task, "ECANCELED: stopping")
     end
     pollers[name] = nil
   end
 end
 
 
-function M.polling(name)
-  local p = pollers[name]
-  return p ~= nil and p.running
-end
 
 
 -- The outcome of an answer, as a line for the messages that asked.

@@ -191,6 +191,9 @@ end
 local function read_cassette(dir, name)
   local path = cassette_path(dir, name)
   local f = io.open(path, "r")
+  if not f then -- recorded before names carried a hash
+    f = io.open(dir .. "/" .. name:gsub("[^%w%-_%.]", "_") .. ".json", "r")
+  end
   if not f then
     return nil, "ENOTFOUND: no cassette for case " .. string.format("%q", name)
       .. " (" .. path .. "): record one with --record"

@@ -119,8 +119,10 @@ end
 -- and what was done. The message is a copy: renderers may share tables.
 local function apply_policy(plan, ev, msg, summaries, pinned)
   local pol = plan.settings.policies[ev.type]
-  if pol == nil or pol == "keep" or type(msg.content) ~= "string"
-      or pinned[ev.seq] then -- what is pinned is shown as it is
+  if pinned[ev.seq] and pol == "drop" then
+    pol = "keep" -- what is pinned may be cut, never left out
+  end
+  if pol == nil or pol == "keep" or type(msg.content) ~= "string" then
     return msg, nil
   end
   local copy = {}

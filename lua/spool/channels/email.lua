@@ -34,8 +34,7 @@ end
 
 
 function M.check(target)
-  if type(target.to) ~= "string" or not target.to:match("^[^@%s]+@[^@%s]+$")
-  then
+  if not M.plain_address(target.to) then
     return "an email target needs to = \"someone@example.com\""
   end
 end
@@ -64,8 +63,16 @@ function M.send(settings, to, subject, text, extra_headers)
   if not settings.smtp_url or not settings.from then
     return nil, "email is not set up: channels.email needs from and smtp_url"
   end
-  if not plain_address(to) or not plain_address(settings.from) then
+  if not plain_address(settings.from) then
+    return nil, "channels.email.from is not a plain email address"
+  elseif not plain_address(to) then
     return nil, "not a plain email address: " .. tostring(to)
+  end
+  local auto = "Auto-Submitted: auto-generated"
+  for _, h in ipairs(extra_headers or {}) do
+    if h:lower():match("^auto%-submitted:") then
+      auto = nil -- the caller's says which kind
+    end
   end
   local lines = {
     "From: " .. header_safe(settings.from),
@@ -76,7 +83,7 @@ function M.send(settings, to, subject, text, extra_headers)
     "Content-Type: text/plain; charset=utf-8",
     "Content-Transfer-Encoding: 8bit",
     -- Machine-made: autoresponders must not answer it (RFC 3834).
-    "Auto-Submitted: auto-generated",
+    auto,
   }
   for _, h in ipairs(extra_headers or {}) do
     lines[#lines + 1] = header_safe(h)
@@ -170,7 +177,11 @@ end
 
 -- The text/plain of a message (the first such part of a multipart one),
 -- decoded from quoted-printable or base64.
-function M.text_of(raw)
+function M.text_of(raw, depth)
+  depth = depth or 0
+  if depth > 5 then
+    return "" -- parts nested deeper than any mail program makes them
+  end
   local headers, body = split(raw)
   local ctype = (headers["content-type"] or "text/plain"):lower()
   -- The boundary as written: its letter case matters.
@@ -192,9 +203,9 @@ function M.text_of(raw)
     for _, part in ipairs(parts) do
       local pt = (split(part)["content-type"] or "text/plain"):lower()
       if pt:match("^text/plain") then
-        return M.text_of(part)
+        return M.text_of(part, depth + 1)
       elseif pt:match("^multipart/") then -- mixed > alternative > plain
-        local text = M.text_of(part)
+        local text = M.text_of(part, depth + 1)
         if text ~= "" then
           return text
         end
@@ -215,16 +226,31 @@ end
 -- Text in its charset as UTF-8: Latin-1 and Windows-1252 are converted
 -- (most non-UTF-8 mail), and any other byte that is not valid UTF-8
 -- becomes U+FFFD, so an answer is never lost to its encoding.
+-- Windows-1252's 0x80-0x9F (the rest is Latin-1): € ‚ ƒ „ … † ‡ ˆ ‰ Š ‹
+-- Œ Ž ' ' " " • – — ˜ ™ š › œ ž Ÿ.
+local CP1252 = {
+  [0x80] = 0x20AC, [0x82] = 0x201A, [0x83] = 0x0192, [0x84] = 0x201E,
+  [0x85] = 0x2026, [0x86] = 0x2020, [0x87] = 0x2021, [0x88] = 0x02C6,
+  [0x89] = 0x2030, [0x8A] = 0x0160, [0x8B] = 0x2039, [0x8C] = 0x0152,
+  [0x8E] = 0x017D, [0x91] = 0x2018, [0x92] = 0x2019, [0x93] = 0x201C,
+  [0x94] = 0x201D, [0x95] = 0x2022, [0x96] = 0x2013, [0x97] = 0x2014,
+  [0x98] = 0x02DC, [0x99] = 0x2122, [0x9A] = 0x0161, [0x9B] = 0x203A,
+  [0x9C] = 0x0153, [0x9E] = 0x017E, [0x9F] = 0x0178,
+}
+
+local SINGLE_BYTE = { ["iso-8859-1"] = {}, ["latin1"] = {},
+  ["iso_8859-1"] = {}, ["windows-1252"] = CP1252, ["cp1252"] = CP1252 }
+
 function M.to_utf8(text, charset)
   charset = (charset or "utf-8"):lower()
-  if charset:match("^iso%-8859%-1") or charset:match("latin") or
-      charset:match("1252") or charset == "us-ascii" then
+  local map = SINGLE_BYTE[charset]
+  if map and not utf8.len(text) then
     return (text:gsub("[\128-\255]", function(c)
-      return utf8.char(c:byte())
+      return utf8.char(map[c:byte()] or c:byte())
     end))
   end
   if utf8.len(text) then
-    return text
+    return text -- valid UTF-8 stays, whatever the label says
   end
   local out, i = {}, 1
   while i <= #text do
