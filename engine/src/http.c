@@ -22,7 +22,8 @@ struct spool__http {
   uv_timer_t timer;
   int pending;
   int closing;
-  int in_curl; /* inside curl_multi_socket_action (and so its callbacks) */
+  int in_curl;    /* inside curl_multi_socket_action (and so its callbacks) */
+  int ncancelled; /* transfers cancelled meanwhile, waiting to be reaped */
   spool__http_xfer *xfers; /* in flight, for spool__http_free */
 };
 
@@ -344,6 +345,9 @@ nomem:
 
 /* Frees the transfers cancelled while curl was calling us back. */
 static void reap_cancelled(spool__http *h) {
+  if (h->ncancelled == 0)
+    return; /* the usual case: no walk over every transfer in flight */
+  h->ncancelled = 0;
   spool__http_xfer *x = h->xfers;
   while (x) {
     spool__http_xfer *next = x->next;
@@ -390,6 +394,8 @@ void spool__http_cancel(spool__http_xfer *x) {
   if (h->in_curl) {
     /* A finalizer run by a callback's allocation: curl may not be called
      * from here (removing the handle would fail and leave it attached). */
+    if (!x->cancelled)
+      h->ncancelled++;
     x->cancelled = 1;
     return;
   }
@@ -405,6 +411,7 @@ static void on_timer_closed(uv_handle_t *handle) {
 void spool__http_free(spool__http *h) {
   if (h == NULL)
     return;
+  h->in_curl = 0; /* never freed from a callback: cancel right away */
   while (h->xfers)
     spool__http_cancel(h->xfers);
   /* Cleanup closes the cached connections, which calls on_socket with
