@@ -12,6 +12,10 @@ local config = require "spool.config"
 local serve = require "spool._serve"
 local runner = require "spool._runner"
 local slack = require "spool.channels.slack"
+local people = require "spec.fixtures.people"
+local model, stored, wait_status = people.model, people.stored,
+  people.wait_status
+local start = people.start
 
 -- Secrets come from the environment: these variables are always set.
 local SLACK_SECRET_ENV, TOKEN_ENV = "PATH", "HOME"
@@ -46,18 +50,6 @@ return spool.agent { prompt = "p.md",
   ["prompts/p.md"] = "Do the job.",
 }
 
-local function model()
-  return h.mock { rules = { { reply = function(conv)
-    local last = conv.tool_results[#conv.tool_results]
-    if conv.turns == 0 and conv.user:match("^deploy") then
-      return { tool = "deploy", args = { version = conv.user:match("%S+$") } }
-    elseif conv.turns == 0 and conv.user:match("^ask") then
-      return { tool = "ask", args = { question = "Which region?" } }
-    end
-    return { tool = "finish", args = { answer = last and last.content
-      or "nothing" } }
-  end } } }
-end
 
 -- The platforms' Web APIs: every request kept, each answered as they do.
 local function platforms()
@@ -166,25 +158,8 @@ local function discord_post(doc, tamper)
   return res.status, json.decode(res.body)
 end
 
-local function start(agent, input)
-  local loader = require "spool._loader"
-  local t = runner.start(assert(loader.load(agent)), input)
-  h.wait_run(t)
-  return t
-end
 
-local function stored(id)
-  return require("spool.thread").from_record(assert(
-    require("spool.store").load(id)))
-end
 
-local function wait_status(id, status)
-  return h.wait_for(function()
-    local record = require("spool.store").load(id) -- nil until stored
-    local t = record and require("spool.thread").from_record(record)
-    return t and t:status() == status and t
-  end, 5000, "thread " .. id .. " to be " .. status)
-end
 
 describe("channels", function()
   describe("Slack", function()

@@ -12,6 +12,12 @@ local runner = require "spool._runner"
 local channels = require "spool._channels"
 local email = require "spool.channels.email"
 local webhooks = require "spool._webhooks"
+local people = require "spec.fixtures.people"
+local model, stored, wait_status = people.model, people.stored,
+  people.wait_status
+local function start(input)
+  return people.start("mailer", input)
+end
 
 local STANDIN = os.getenv("SPOOL_MAIL_STANDIN") or "./build/mail_standin"
 -- Secrets come from the environment: these variables are always set.
@@ -28,18 +34,6 @@ return spool.agent { prompt = "p.md",
   ["prompts/p.md"] = "Do the job.",
 }
 
-local function model()
-  return h.mock { rules = { { reply = function(conv)
-    local last = conv.tool_results[#conv.tool_results]
-    if conv.turns == 0 and conv.user:match("^deploy") then
-      return { tool = "deploy", args = { version = conv.user:match("%S+$") } }
-    elseif conv.turns == 0 and conv.user:match("^ask") then
-      return { tool = "ask", args = { question = "Which region?" } }
-    end
-    return { tool = "finish", args = { answer = last and last.content
-      or "nothing" } }
-  end } } }
-end
 
 local dir, settings
 
@@ -102,24 +96,8 @@ local function deliver_reply(uid, from, subject, body)
     "Date: Tue, 24 Nov 2026 10:00:00 +0000", "", body }, "\r\n") })
 end
 
-local function start(input)
-  local loader = require "spool._loader"
-  local t = runner.start(assert(loader.load("mailer")), input)
-  h.wait_run(t)
-  return t
-end
 
-local function stored(id)
-  return require("spool.thread").from_record(assert(
-    require("spool.store").load(id)))
-end
 
-local function wait_status(id, status)
-  return h.wait_for(function()
-    local t = stored(id)
-    return t:status() == status and t
-  end, 5000, "thread " .. id .. " to be " .. status)
-end
 
 local function last_answer(t)
   for i = #t.events, 1, -1 do
