@@ -266,6 +266,20 @@ describe("spool eval", function()
       assert.matches("not an agent name", err)
     end)
 
+    it("names what is missing: a case file, a thread, a step", function()
+      local _, err, code = h.cli(PROJECT .. "eval adder --cases "
+        .. "/nonexistent/cases.jsonl")
+      assert.are.equal(1, code)
+      assert.matches("ENOTFOUND: /nonexistent/cases.jsonl", err, 1, true)
+      _, err, code = h.cli(PROJECT .. "--db :memory: replay t_nosuchthread")
+      assert.are.equal(1, code)
+      assert.matches("t_nosuchthread", err)
+      _, err, code = h.cli(PROJECT .. "--db :memory: prompt adder --thread "
+        .. "t_nosuchthread")
+      assert.are.equal(1, code)
+      assert.matches("t_nosuchthread", err)
+    end)
+
     it("spool replay re-runs a thread through changed code", function()
       local dir = h.tmpdir()
       local db = "--db " .. h.q(dir .. "/t.db") .. " "

@@ -146,6 +146,16 @@ describe("spool llm", function()
     h.remove(project)
   end)
 
+  it("names a project's unknown provider", function()
+    local project = h.tmpdir()
+    h.write_files(project, { ["spool.lua"] =
+      'return { model = { provider = "nope" } }' })
+    local _, err, code = h.cli("--project " .. h.q(project) .. " llm hi")
+    h.remove(project)
+    assert.are.equal(1, code) -- the engine does not open, as for any bad spool.lua
+    assert.matches("spool.lua: unknown model provider 'nope'", err, 1, true)
+  end)
+
   it("refuses bad usage with exit 2", function()
     for _, args in ipairs { "--provider nope x", "--max-retries -1 x",
                             "--bogus x", "a b", "--tools /nonexistent x" } do

@@ -15,13 +15,7 @@ local function read(name)
 end
 
 -- `s` cut into writes of `n` bytes (UTF-8 sequences split too).
-local function pieces(s, n)
-  local out = {}
-  for i = 1, #s, n do
-    out[#out + 1] = s:sub(i, i + n - 1)
-  end
-  return out
-end
+local pieces = require("spool._mock_wire").pieces
 
 local function crlf(s)
   return (s:gsub("\n", "\r\n"))

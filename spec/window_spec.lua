@@ -313,6 +313,23 @@ describe("the context window", function()
       assert.are.equal(1, #requests)
     end)
 
+    it("takes its prompt from the project's prompts/compact.md", function()
+      local model, requests = summarizer()
+      local config = require "spool.config"
+      local cfg = config.get()
+      local dir, saved = h.tmpdir(), cfg.prompts_dir
+      h.write_files(dir, { ["compact.md"] = "Squeeze {{#if x}}{{/if}}the "
+        .. "history, team style." })
+      cfg.prompts_dir = dir
+      finally(function()
+        cfg.prompts_dir = saved
+        h.remove(dir)
+      end)
+      context.chat(long_thread(20), agent_with({ tokens = 2000,
+        reserve = 200 }), nil, { model = model })
+      assert.are.equal("Squeeze the history, team style.", requests[1].system)
+    end)
+
     it("is shown, not made, by a dry render", function()
       local t = long_thread(20)
       local msgs, plan = context.chat(t, agent_with({ tokens = 2000,

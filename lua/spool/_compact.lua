@@ -34,14 +34,15 @@ Plain text, no preamble.]]
 
 
 -- The prompt file's text from the project's prompts/, else `default`.
+-- Read on the thread pool: a compaction happens inside a run, and the
+-- loop must not wait on the disk.
 local function prompt_text(name, default)
   local cfg = require("spool.config").get()
-  local f = io.open(cfg.prompts_dir .. "/" .. name, "r")
-  if not f then
+  local text = require("spool.core").read_file(cfg.prompts_dir .. "/" .. name,
+    true)
+  if not text then
     return default
   end
-  local text = f:read("a")
-  f:close()
   local tpl = prompt.compile(text, "prompts/" .. name)
   return prompt.render(tpl, {})
 end

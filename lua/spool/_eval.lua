@@ -519,19 +519,12 @@ function M.case_of_thread(id)
           finish_reason = "stop", usage = d.usage, model = d.model }
       end
       if reply then
-        calls[#calls + 1] = { at = ev.at, thread = ti, seq = ev.seq,
+        calls[#calls + 1] = { at = ev.at, order = ti, seq = ev.seq,
                               reply = reply }
       end
     end
   end
-  table.sort(calls, function(x, y)
-    if x.at ~= y.at then
-      return x.at < y.at
-    elseif x.thread ~= y.thread then
-      return x.thread < y.thread
-    end
-    return x.seq < y.seq
-  end)
+  table.sort(calls, eval.in_order)
   for i, c in ipairs(calls) do
     calls[i] = c.reply
   end

@@ -260,7 +260,9 @@ end
 
 -- ---- streams ----
 
-local function pieces(s, n)
+-- `s` cut into pieces of `n` bytes (UTF-8 sequences split too, as a
+-- network does).
+function M.pieces(s, n)
   local out = {}
   for i = 1, #s, n do
     out[#out + 1] = s:sub(i, i + n - 1)
@@ -280,13 +282,13 @@ local function chat_events(r, chunk)
     out[#out + 1] = { data = json.encode(doc) }
   end
   send({ role = "assistant", content = "" })
-  for _, p in ipairs(pieces(r.text or "", chunk)) do
+  for _, p in ipairs(M.pieces(r.text or "", chunk)) do
     send({ content = p })
   end
   for i, c in ipairs(r.calls) do
     send({ tool_calls = json.array({ { index = i - 1, id = c.id,
       type = "function", ["function"] = { name = c.name, arguments = "" } } }) })
-    for _, p in ipairs(pieces(c.arguments, chunk)) do
+    for _, p in ipairs(M.pieces(c.arguments, chunk)) do
       send({ tool_calls = json.array({ { index = i - 1,
         ["function"] = { arguments = p } } }) })
     end
@@ -324,7 +326,7 @@ local function responses_events(r, chunk)
                      annotations = json.array() }
       send("response.content_part.added", { item_id = item.id,
         output_index = at, content_index = 0, part = part })
-      for _, p in ipairs(pieces(r.text, chunk)) do
+      for _, p in ipairs(M.pieces(r.text, chunk)) do
         send("response.output_text.delta", { item_id = item.id,
           output_index = at, content_index = 0, delta = p })
       end
@@ -336,7 +338,7 @@ local function responses_events(r, chunk)
       send("response.output_item.added", { output_index = at, item = {
         type = "function_call", id = item.id, call_id = item.call_id,
         name = item.name, arguments = "", status = "in_progress" } })
-      for _, p in ipairs(pieces(item.arguments, chunk)) do
+      for _, p in ipairs(M.pieces(item.arguments, chunk)) do
         send("response.function_call_arguments.delta", { item_id = item.id,
           output_index = at, delta = p })
       end
@@ -372,14 +374,14 @@ local function anthropic_events(r, chunk)
       if i == 1 then
         send("ping", {})
       end
-      for _, p in ipairs(pieces(b.text, chunk)) do
+      for _, p in ipairs(M.pieces(b.text, chunk)) do
         send("content_block_delta", { index = at,
           delta = { type = "text_delta", text = p } })
       end
     else
       send("content_block_start", { index = at, content_block = {
         type = "tool_use", id = b.id, name = b.name, input = {} } })
-      for _, p in ipairs(pieces(r.calls[i - (r.text and 1 or 0)].arguments,
+      for _, p in ipairs(M.pieces(r.calls[i - (r.text and 1 or 0)].arguments,
           chunk)) do
         send("content_block_delta", { index = at,
           delta = { type = "input_json_delta", partial_json = p } })

@@ -49,14 +49,7 @@ function M.status(want)
 end
 
 
-local function same(a, b)
-  if type(a) ~= "table" or type(b) ~= "table" then
-    return a == b
-  end
-  local ok1, ea = pcall(json.encode, a)
-  local ok2, eb = pcall(json.encode, b)
-  return ok1 and ok2 and ea == eb
-end
+local same = require("spool.schema").same
 
 
 function M.answer_equals(want)
@@ -226,6 +219,19 @@ function M.from_json(expect)
 end
 
 
+-- Orders what happened in a family of threads: by time; within a
+-- millisecond by thread (parent first: `order`) and seq. A total order, so
+-- called_before never depends on the sort's whims.
+function M.in_order(a, b)
+  if a.at ~= b.at then
+    return a.at < b.at
+  elseif a.order ~= b.order then
+    return a.order < b.order
+  end
+  return a.seq < b.seq
+end
+
+
 -- The run record of a finished (or waiting) thread and its sub-agents:
 -- `threads` are its threads, root first, each with its events.
 function M.observe(threads, writes)
@@ -271,16 +277,7 @@ function M.observe(threads, writes)
       end
     end
   end
-  -- By time; within a millisecond by thread (parent first) and seq: a
-  -- total order, so called_before never depends on the sort's whims.
-  table.sort(run.calls, function(a, b)
-    if a.at ~= b.at then
-      return a.at < b.at
-    elseif a.order ~= b.order then
-      return a.order < b.order
-    end
-    return a.seq < b.seq
-  end)
+  table.sort(run.calls, M.in_order)
   for i, c in ipairs(run.calls) do
     run.intents[i] = c.name
   end

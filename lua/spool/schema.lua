@@ -265,7 +265,9 @@ local function show(v)
 end
 
 
-local function same(a, b)
+-- Are two values the same JSON value? (Tables compare by their encoding:
+-- keys are written sorted.)
+function M.same(a, b)
   if type(a) ~= "table" or type(b) ~= "table" then
     return a == b
   end
@@ -298,13 +300,13 @@ check = function(v, s, path, errs)
       return
     end
   end
-  if s.const ~= nil and not same(v, s.const) then
+  if s.const ~= nil and not M.same(v, s.const) then
     errs[#errs + 1] = string.format("%s: must be %s", path, show(s.const))
   end
   if s.enum then
     local found = false
     for _, e in ipairs(s.enum) do
-      if same(v, e) then
+      if M.same(v, e) then
         found = true
       end
     end
