@@ -242,6 +242,19 @@ describe("spool eval", function()
         .. "spec/fixtures/eval/fixed/adder.lua --json")
       assert.are.equal(0, code, err)
       assert.are.equal(1.0, json.decode(out).b.pass_rate)
+      -- a recording shorter than the run: the run fails, saying so
+      local small = h.sh("ls " .. h.q(dir) .. " | grep '^small-'"):match("%S+")
+      h.write_files(dir, { [small] = '{"case": "small", "runs": [[]]}' })
+      out, err, code = h.cli("--base-url http://127.0.0.1:9/v1 " .. PROJECT
+        .. "eval adder --cases spec/fixtures/eval/cases.jsonl --replay "
+        .. h.q(dir) .. " --json")
+      assert.are.equal(0, code, err)
+      for _, c in ipairs(json.decode(out).cases) do
+        if c.name == "small" then
+          assert.matches("the cassette of case \"small\", run 1 has no call 1",
+            c.failure.message, 1, true)
+        end
+      end
       h.sh("rm " .. h.q(dir) .. "/zero-*.json")
       _, err, code = h.cli(PROJECT .. "eval adder --cases "
         .. "spec/fixtures/eval/cases.jsonl --replay " .. h.q(dir))

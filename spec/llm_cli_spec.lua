@@ -156,6 +156,25 @@ describe("spool llm", function()
     assert.matches("spool.lua: unknown model provider 'nope'", err, 1, true)
   end)
 
+  it("keeps a fallback's own model name, whatever $SPOOL_MODEL says",
+    function()
+    local project = h.tmpdir()
+    local other = h.mock_process(MOCKS .. "echo_model.lua")
+    h.write_files(project, { ["spool.lua"] = string.format([[
+      return { model = { base_url = %q, fallback = { { provider = "anthropic",
+        name = "claude-fallback", base_url = %q } } } }]], mock.url,
+      other.url) })
+    local out, err, code = h.cli("--project " .. h.q(project)
+      .. " llm --json --max-retries 0 'overload me'", nil,
+      "SPOOL_MODEL=gpt-from-env")
+    other.stop()
+    h.remove(project)
+    assert.are.equal(0, code, err)
+    -- the primary ran on the environment's model and was overloaded; the
+    -- fallback asked for the model it names
+    assert.are.equal("model claude-fallback", json.decode(last_line(out)).text)
+  end)
+
   it("refuses bad usage with exit 2", function()
     for _, args in ipairs { "--provider nope x", "--max-retries -1 x",
                             "--bogus x", "a b", "--tools /nonexistent x" } do

@@ -301,6 +301,9 @@ describe("spool.llm", function()
     local last = t.events[#t.events]
     assert.are.equal("failed", last.type)
     assert.are.equal(3, #last.data.attempts)
+    -- each names its provider and model, so metrics can count by provider
+    assert.are.equal("openai", last.data.attempts[3].provider)
+    assert.are.equal("mock-1", last.data.attempts[3].model)
   end)
 
   describe("rate limits", function()

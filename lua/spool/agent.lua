@@ -216,6 +216,12 @@ function M.define(def, where)
   if a.model ~= nil and type(a.model) ~= "table" then
     error(where .. ": model must be a table of overrides", 0)
   end
+  if a.model and a.model.provider ~= nil then
+    local ok, err = pcall(require("spool.llm").provider, a.model.provider)
+    if not ok then
+      error(where .. ": model: " .. err, 0)
+    end
+  end
   if a.stream ~= nil and type(a.stream) ~= "boolean" then
     error(where .. ": stream must be true or false", 0)
   end

@@ -83,7 +83,9 @@ end
 
 -- Resolves a model: { provider, name, base_url, api_key_env, mock =
 -- true|nil, and the settings of MODEL_DEFAULTS }. `opts` (flags) override
--- the environment, which overrides `fm` (spool.lua's model table).
+-- the environment, which overrides `fm` (spool.lua's model table); with
+-- opts.explicit the environment is not read (an agent's own model, a
+-- fallback).
 function M.resolve_model(opts, fm)
   fm = fm or {}
   if type(fm) == "string" then
@@ -96,14 +98,18 @@ function M.resolve_model(opts, fm)
       .. "openai-responses, anthropic)", tostring(provider))
   end
   local key_env = opts.api_key_env or fm.api_key_env or defaults.key_env
-  local env_base = nonempty(core.getenv(defaults.base_env))
+  -- The environment speaks for the project's default model only: a model
+  -- named in full (an agent's, a fallback) keeps its own name and URL.
+  local env = not opts.explicit
+  local env_base = env and nonempty(core.getenv(defaults.base_env))
   if env_base and defaults.base_suffix
       and not env_base:match("/v%d+/*$") then
     env_base = env_base:gsub("/+$", "") .. defaults.base_suffix
   end
   local base_url = nonempty(opts.base_url) or env_base or fm.base_url
-  local name = nonempty(opts.model) or nonempty(core.getenv("SPOOL_MODEL"))
-    or (provider ~= "anthropic" and nonempty(core.getenv("OPENAI_MODEL")))
+  local name = nonempty(opts.model)
+    or (env and nonempty(core.getenv("SPOOL_MODEL")))
+    or (env and provider ~= "anthropic" and nonempty(core.getenv("OPENAI_MODEL")))
     or fm.name
   local has_key = core.getenv(key_env) ~= nil
   local mock

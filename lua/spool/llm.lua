@@ -397,7 +397,7 @@ local function call_model(model, req, attempts, deadline)
     a.retry_in_ms = wait
     core.log("warn", string.format("model call attempt %d failed (%s); "
       .. "retrying in %d ms", attempt, out.error, wait))
-    interrupted = pause(wait)
+    local interrupted = pause(wait)
     if interrupted then
       attempts[#attempts + 1] = { attempt = attempt + 1, model = model.name,
         provider = model.provider, error = interrupted }
@@ -423,7 +423,7 @@ local function candidates(model)
       end
     end
     list[#list + 1] = assert(config.resolve_model(
-      { mock = model.mock and "on" or "off" }, fm))
+      { mock = model.mock and "on" or "off", explicit = true }, fm))
   end
   return list
 end

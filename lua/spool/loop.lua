@@ -95,8 +95,8 @@ function M.model_for(agent)
     return base
   end
   if agent.model.provider and agent.model.provider ~= base.provider then
-    return assert(config.resolve_model({ mock = base.mock and "on" or nil },
-      agent.model))
+    return assert(config.resolve_model({ mock = base.mock and "on" or "off",
+      explicit = true }, agent.model))
   end
   local m = {}
   for k, v in pairs(base) do
@@ -596,8 +596,9 @@ end
 local function attempts_data(attempts)
   local out = json.array()
   for i, a in ipairs(attempts or {}) do
-    out[i] = { attempt = a.attempt, status = a.status,
-               latency_ms = a.latency_ms, error = a.error,
+    out[i] = { attempt = a.attempt, model = a.model, provider = a.provider,
+               status = a.status, latency_ms = a.latency_ms,
+               queued_ms = a.queued_ms, error = a.error,
                retry_in_ms = a.retry_in_ms }
   end
   return out
@@ -623,7 +624,8 @@ function M.step(thread, agent)
   thread.model_task = nil
   if not reply and thread.cancel_requested then
     return -- the loop records the cancellation
-  elseif not reply and attempts[#attempts].deadline then
+  elseif not reply and attempts and #attempts > 0
+      and attempts[#attempts].deadline then
     return -- out of time: the loop ends the thread at its budget
   elseif not reply then
     thread:append("failed", {
