@@ -21,26 +21,8 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "../engine/include/spool.h"
-
-typedef struct buf {
-  char *data;
-  size_t len, cap;
-} buf;
-
-static void add(buf *b, const char *s, size_t n) {
-  if (b->len + n + 1 > b->cap) {
-    b->cap = (b->len + n + 1) * 2;
-    b->data = realloc(b->data, b->cap);
-  }
-  memcpy(b->data + b->len, s, n);
-  b->len += n;
-  b->data[b->len] = '\0';
-}
-
-static void adds(buf *b, const char *s) {
-  add(b, s, strlen(s));
-}
+#include "buf.h"
+#include "spool.h"
 
 static const char head[] =
     "{\"messages\":[{\"content\":\"You are a calculator. Use the add "
@@ -55,9 +37,9 @@ static const char tail[] =
 
 typedef struct run {
   CURL *easy;
-  buf turns; /* the assistant and tool messages so far */
-  buf body;  /* the request being sent */
-  buf reply;
+  spool__buf turns; /* the assistant and tool messages so far */
+  spool__buf body;  /* the request being sent */
+  spool__buf reply;
   int step;
   int done, ok;
 } run;
@@ -75,7 +57,7 @@ static sqlite3_stmt *insert;
 static int bad_answers, failed;
 
 /* Copies the JSON string value of `key` (still escaped) from s. */
-static int string_field(const char *s, const char *key, buf *out) {
+static int string_field(const char *s, const char *key, spool__buf *out) {
   char pat[64];
   snprintf(pat, sizeof pat, "\"%s\":\"", key);
   const char *p = strstr(s, pat);
@@ -85,15 +67,15 @@ static int string_field(const char *s, const char *key, buf *out) {
   const char *e = p;
   while (*e && *e != '"')
     e += (*e == '\\' && e[1]) ? 2 : 1;
-  add(out, p, (size_t)(e - p));
+  spool__buf_add(out, p, (size_t)(e - p));
   return 0;
 }
 
 static void send_step(run *r) {
   r->body.len = 0;
-  add(&r->body, head, sizeof head - 1);
-  add(&r->body, r->turns.data ? r->turns.data : "", r->turns.len);
-  add(&r->body, tail, sizeof tail - 1);
+  spool__buf_add(&r->body, head, sizeof head - 1);
+  spool__buf_add(&r->body, r->turns.data ? r->turns.data : "", r->turns.len);
+  spool__buf_add(&r->body, tail, sizeof tail - 1);
   r->reply.len = 0;
   curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE, (long)r->body.len);
   curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body.data);
@@ -101,7 +83,7 @@ static void send_step(run *r) {
 }
 
 static size_t on_body(char *d, size_t size, size_t n, void *ud) {
-  add(ud, d, size * n);
+  spool__buf_add(ud, d, size * n);
   return size * n;
 }
 
@@ -132,32 +114,33 @@ static void advance(run *r, long status) {
     r->done = 1;
     return;
   }
-  buf args = {0}, id = {0};
+  spool__buf args = {0}, id = {0};
   const char *call = strstr(r->reply.data, "\"id\":\"call_");
   if (string_field(r->reply.data, "arguments", &args) != 0 || call == NULL) {
     failed++;
     r->done = 1;
-    free(args.data);
+    spool__buf_free(&args);
     return;
   }
   call += strlen("\"id\":\"");
-  add(&id, call, strcspn(call, "\""));
+  spool__buf_add(&id, call, strcspn(call, "\""));
   int a = 0, b = 0;
   sscanf(args.data, "{\\\"a\\\":%d,\\\"b\\\":%d}", &a, &b);
   char result[32];
   snprintf(result, sizeof result, "%d", a + b);
-  adds(&r->turns, ",{\"content\":null,\"role\":\"assistant\",\"tool_calls\":"
+  spool__buf_adds(&r->turns,
+                  ",{\"content\":null,\"role\":\"assistant\",\"tool_calls\":"
                   "[{\"function\":{\"arguments\":\"");
-  add(&r->turns, args.data, args.len);
-  adds(&r->turns, "\",\"name\":\"add\"},\"id\":\"");
-  add(&r->turns, id.data, id.len);
-  adds(&r->turns, "\",\"type\":\"function\"}]},{\"content\":\"");
-  adds(&r->turns, result);
-  adds(&r->turns, "\",\"role\":\"tool\",\"tool_call_id\":\"");
-  add(&r->turns, id.data, id.len);
-  adds(&r->turns, "\"}");
-  free(args.data);
-  free(id.data);
+  spool__buf_add(&r->turns, args.data, args.len);
+  spool__buf_adds(&r->turns, "\",\"name\":\"add\"},\"id\":\"");
+  spool__buf_add(&r->turns, id.data, id.len);
+  spool__buf_adds(&r->turns, "\",\"type\":\"function\"}]},{\"content\":\"");
+  spool__buf_adds(&r->turns, result);
+  spool__buf_adds(&r->turns, "\",\"role\":\"tool\",\"tool_call_id\":\"");
+  spool__buf_add(&r->turns, id.data, id.len);
+  spool__buf_adds(&r->turns, "\"}");
+  spool__buf_free(&args);
+  spool__buf_free(&id);
   r->step++;
   send_step(r);
 }
@@ -185,9 +168,9 @@ static void start_run(run *r) {
 
 static void free_run(run *r) {
   curl_easy_cleanup(r->easy);
-  free(r->turns.data);
-  free(r->body.data);
-  free(r->reply.data);
+  spool__buf_free(&r->turns);
+  spool__buf_free(&r->body);
+  spool__buf_free(&r->reply);
 }
 
 /* Runs n runs, c at a time; returns how many did not finish in time. */

@@ -253,6 +253,23 @@ describe("the email channel", function()
     assert.is_nil(io.open(dir .. "/sent/3.eml"))
   end)
 
+  it("says so when the mail server cannot be reached", function()
+    setup { smtp_url = "smtp://127.0.0.1:1" }
+    local ok, err = email.send(settings, "ops@example.test", "s", "t")
+    assert.is_nil(ok)
+    assert.matches("ECONNECT", err)
+    local handled, perr = email.poll_once(channels, { imap_url =
+      "imap://127.0.0.1:1/INBOX" })
+    assert.is_nil(handled)
+    assert.matches("ECONNECT", perr)
+    -- a request that cannot go out leaves its thread waiting, and says why
+    local t = start("deploy 6.0")
+    assert.are.equal("waiting", t:status())
+    h.wait_for(function() return core.stats().tasks <= 1 end, 5000,
+      "the delivery to give up")
+    assert.is_nil(io.open(dir .. "/sent/1.eml"))
+  end)
+
   it("takes replies posted to the signed inbound route, and polls while "
     .. "serving", function()
     setup { poll_ms = 20 }

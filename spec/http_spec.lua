@@ -114,6 +114,45 @@ describe("spool.http", function()
     assert.matches("not supported", err)
   end)
 
+  it("reports a stream's failures: no server, no answer, no more data, "
+    .. "closed by another task", function()
+    local s = assert(core.http_stream { url = "http://127.0.0.1:1/x" })
+    local status, err = s:head(5000)
+    assert.is_nil(status)
+    assert.matches("^ECONNECT:", err)
+    local release = core.signal()
+    local server, base = serve(function(req)
+      if req.path == "/silent" then
+        release:wait(5000)
+        return "late"
+      end
+      local st = req.stream(200, { ["content-type"] = "text/plain" })
+      st:send("first")
+      release:wait(5000)
+    end)
+    s = assert(core.http_stream { url = base .. "/silent" })
+    status, err = s:head(20)
+    assert.is_nil(status)
+    assert.are.equal("ETIMEDOUT: no response within 20 ms", err)
+    s:close()
+    s = assert(core.http_stream { url = base .. "/trickle" })
+    assert.are.equal(200, (s:head(5000)))
+    assert.are.equal("first", s:read(5000))
+    local chunk
+    chunk, err = s:read(20)
+    assert.is_nil(chunk)
+    assert.are.equal("ETIMEDOUT: no data within 20 ms", err)
+    -- another task closes it while this one waits
+    core.spawn(function() core.sleep(10); s:close() end)
+    chunk, err = s:read(5000)
+    assert.is_nil(chunk)
+    assert.matches("^ECANCELED: the stream was closed", err)
+    release:notify()
+    h.wait_for(function() return server:connections() == 0 end, 5000,
+      "the handlers to end")
+    server:close()
+  end)
+
   it("lets the collector take a dropped stream mid-transfer, even when it "
     .. "runs inside curl's callbacks", function()
     local hanging = 0

@@ -94,6 +94,14 @@ describe("the context window", function()
       local msgs = context.chat(t, a, nil, { dry = true })
       assert.matches("call read_more with seq 3 and from 41 for the rest%]$",
         msgs[3].content)
+      -- not for a message that adds words around the value: the offset
+      -- would be wrong
+      local pre = thread_of { { "input", { input = "go" } },
+        { "prefetch", { name = "order", result = big } } }
+      local pmsgs = context.chat(pre, agent_with({ policies = {
+        prefetch = { truncate = 10 } } }, { read_more = context.read_more }),
+        nil, { dry = true })
+      assert.matches("event 2 of this thread%]$", pmsgs[2].content)
       local more = context.read_more.run({ seq = 3, from = 41 },
         { thread = t })
       assert.are.equal(big:sub(41, 41 + 7999), more:sub(1, 3960))

@@ -95,6 +95,7 @@ static int l_core_sleep(lua_State *L) {
   if (s == NULL)
     return luaL_error(L, "out of memory");
   s->op.cancel = sleep_cancel;
+  s->op.interruptible = 1;
   s->t = t;
   uv_timer_init(engine(L)->loop, &s->timer);
   s->timer.data = s;
@@ -136,11 +137,15 @@ static int l_core_process_id(lua_State *L) {
   return 1;
 }
 
-static void push_hex(lua_State *L, const unsigned char *md, unsigned len) {
-  char hex[2 * EVP_MAX_MD_SIZE + 1];
-  for (unsigned i = 0; i < len; i++)
-    snprintf(hex + 2 * i, 3, "%02x", md[i]);
-  lua_pushlstring(L, hex, 2 * len);
+void spool__push_hex(lua_State *L, const unsigned char *p, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  luaL_Buffer b;
+  char *out = luaL_buffinitsize(L, &b, 2 * n);
+  for (size_t i = 0; i < n; i++) {
+    out[2 * i] = digits[p[i] >> 4];
+    out[2 * i + 1] = digits[p[i] & 15];
+  }
+  luaL_pushresultsize(&b, 2 * n);
 }
 
 static int l_core_sha256(lua_State *L) {
@@ -150,7 +155,7 @@ static int l_core_sha256(lua_State *L) {
   unsigned int len = 0;
   if (!EVP_Digest(s, n, md, &len, EVP_sha256(), NULL))
     return luaL_error(L, "sha256 failed");
-  push_hex(L, md, len);
+  spool__push_hex(L, md, len);
   return 1;
 }
 
@@ -163,7 +168,7 @@ static int l_core_hmac_sha256(lua_State *L) {
   if (HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)s, n, md,
            &len) == NULL)
     return luaL_error(L, "hmac_sha256 failed");
-  push_hex(L, md, len);
+  spool__push_hex(L, md, len);
   return 1;
 }
 

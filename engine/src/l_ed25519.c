@@ -36,16 +36,6 @@ static int unhex(const char *s, size_t len, unsigned char *out, size_t n) {
   return 0;
 }
 
-static void push_hex(lua_State *L, const unsigned char *p, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  char out[128];
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[p[i] >> 4];
-    out[2 * i + 1] = digits[p[i] & 15];
-  }
-  lua_pushlstring(L, out, 2 * n);
-}
-
 static int l_verify(lua_State *L) {
   size_t klen, slen, mlen;
   const char *key_hex = luaL_checklstring(L, 1, &klen);
@@ -96,7 +86,7 @@ static int l_sign(lua_State *L) {
   EVP_PKEY_free(pkey);
   if (!ok)
     return luaL_error(L, "ed25519: signing failed");
-  push_hex(L, sig, siglen);
+  spool__push_hex(L, sig, siglen);
   return 1;
 }
 
@@ -108,7 +98,7 @@ static int l_public(lua_State *L) {
   EVP_PKEY_free(pkey);
   if (!ok)
     return luaL_error(L, "ed25519: no public key");
-  push_hex(L, pub, len);
+  spool__push_hex(L, pub, len);
   return 1;
 }
 

@@ -219,6 +219,7 @@ static int l_http_request(lua_State *L) {
   if (h == NULL)
     return luaL_error(L, "out of memory");
   h->op.cancel = http_cancel;
+  h->op.interruptible = 1;
   h->t = t;
   char err[256];
   if (spool__http_start(e->http, &r, on_done, h, &h->x, err, sizeof err)) {
@@ -394,6 +395,7 @@ static int stream_wait_for(lua_State *L, http_stream *s, int for_head,
   if (w == NULL)
     return luaL_error(L, "out of memory");
   w->op.cancel = wait_cancel;
+  w->op.interruptible = 1;
   w->t = t;
   w->s = s;
   w->for_head = for_head;

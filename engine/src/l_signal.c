@@ -80,6 +80,7 @@ static int signal_wait(lua_State *L) {
   if (w == NULL)
     return luaL_error(L, "out of memory");
   w->op.cancel = waiter_cancel;
+  w->op.interruptible = 1;
   w->t = t;
   w->sig = sig;
   /* Append, so tasks are woken in the order they began to wait. */

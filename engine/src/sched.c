@@ -227,7 +227,8 @@ int spool__task_interrupt(spool_engine *e, unsigned long long id,
   spool__task *t = e->sched.all;
   while (t && t->id != id)
     t = t->next;
-  if (t == NULL || t->pending == NULL || !lua_checkstack(t->co, 2))
+  if (t == NULL || t->pending == NULL || !t->pending->interruptible ||
+      !lua_checkstack(t->co, 2))
     return 0;
   spool__op *op = t->pending;
   t->pending = NULL;

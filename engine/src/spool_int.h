@@ -29,6 +29,10 @@ struct spool__op {
    * freed later (in a close or after-work callback), never touched again by
    * the task. */
   void (*cancel)(spool__op *op);
+  /* May spool__task_interrupt abandon it? Only waits whose abandonment
+   * changes nothing elsewhere (a timer, an HTTP transfer, a signal) — never
+   * a store write, which commits whether or not its task still waits. */
+  int interruptible;
 };
 
 /* How a task ended, passed to its done callback. */
@@ -162,8 +166,7 @@ void spool__task_wake(spool__task *t, int nres);
  */
 void spool__task_wake_with(spool__task *t, lua_CFunction push, void *ud);
 /* Cancels what task `id` waits on and wakes it with nil, why; 1 if it was
- * waiting, else 0. Only for waits that are safe to abandon (HTTP, sleep):
- * the caller knows what the task waits on. */
+ * waiting on an interruptible op (see spool__op), else 0. */
 int spool__task_interrupt(spool_engine *e, unsigned long long id,
                           const char *why);
 
@@ -181,6 +184,8 @@ void spool__open_watch(lua_State *L);
 void spool__open_signal(lua_State *L);
 void spool__open_sse(lua_State *L);
 void spool__open_ed25519(lua_State *L);
+/* Pushes n bytes as lower-case hex. */
+void spool__push_hex(lua_State *L, const unsigned char *p, size_t n);
 void spool__host_tools_free(spool_engine *e);
 
 #endif

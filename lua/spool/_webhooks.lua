@@ -83,6 +83,10 @@ local function deliver(target, notice)
   local backoff = target.backoff_ms or 1000
   local secret = target.secret_env and core.getenv(target.secret_env)
   local where = host_of(target.url)
+  if target.secret_env and not secret then
+    core.log("warn", string.format("webhook to %s: $%s is not set, so the "
+      .. "notice goes out unsigned", where, target.secret_env))
+  end
   for attempt = 1, attempts do
     local headers = { ["Content-Type"] = "application/json",
                       ["Spool-Delivery"] = notice.id,

@@ -151,7 +151,13 @@ local function apply_policy(plan, ev, msg, summaries, pinned)
     return msg, "summarized"
   end
   local head = tokens.head(msg.content, limit, factor)
-  local hint = plan.read_more
+  -- read_more pages through the event's value: the offset is only right
+  -- when the message shows that value as it is (a renderer's prefix, as
+  -- prefetch's, would shift it).
+  local value = ev.data.result
+  local plain = value ~= nil
+    and msg.content == require("spool.context").render_value(value)
+  local hint = plan.read_more and plain
     and string.format("; call read_more with seq %d and from %d for the rest",
       ev.seq, #head + 1)
     or ""
