@@ -223,14 +223,21 @@ static void make_parents(const char *path) {
   free(copy);
 }
 
-static int check_schema(db *d, char *err, size_t errlen) {
+/* The schema version the database says it has, or -1. */
+static int user_version(db *d) {
   sqlite3_stmt *s = NULL;
-  int version = -1, tables = 0, ours = 0;
+  int version = -1;
   if (sqlite3_prepare_v2(d->conn, "PRAGMA user_version", -1, &s, NULL) ==
           SQLITE_OK &&
       sqlite3_step(s) == SQLITE_ROW)
     version = sqlite3_column_int(s, 0);
   sqlite3_finalize(s);
+  return version;
+}
+
+static int check_schema(db *d, char *err, size_t errlen) {
+  sqlite3_stmt *s = NULL;
+  int version = user_version(d), tables = 0, ours = 0;
   if (version < 0) {
     snprintf(err, errlen, "cannot read the database: %s",
              sqlite3_errmsg(d->conn));
@@ -245,6 +252,8 @@ static int check_schema(db *d, char *err, size_t errlen) {
     ours = sqlite3_column_int(s, 1);
   }
   sqlite3_finalize(s);
+  if (version == 0 && tables > 0)
+    version = user_version(d); /* made by another process meanwhile? */
   if (version > SPOOL_STORE_SCHEMA) {
     snprintf(err, errlen,
              "the database has schema version %d, newer than this spool "
@@ -263,6 +272,10 @@ static int check_schema(db *d, char *err, size_t errlen) {
   if (version < SPOOL_STORE_SCHEMA) {
     char e2[200];
     int ok = exec(d, "BEGIN IMMEDIATE", e2, sizeof e2) == 0;
+    /* Another process may have made or upgraded the schema while this one
+     * waited for the write lock: read the version again, under it. */
+    if (ok)
+      version = user_version(d);
     if (ok && version == 0)
       ok = exec(d, schema_sql, e2, sizeof e2) == 0;
     for (int v = version ? version : 1; ok && v < SPOOL_STORE_SCHEMA; v++)
@@ -297,8 +310,18 @@ static int sqlite_open(void **out, const char *path, char *err, size_t errlen) {
   }
   sqlite3_busy_timeout(d->conn, 5000);
   sqlite3_extended_result_codes(d->conn, 1);
-  if (exec(d, "PRAGMA journal_mode = WAL", e2, sizeof e2) != 0 ||
-      exec(d, "PRAGMA synchronous = FULL", e2, sizeof e2) != 0) {
+  /* Switching a new file to WAL needs it to itself, and SQLite answers
+   * "locked" at once, without its busy handler, while another process
+   * opens it too: try again for a while (at open, off any loop). */
+  int wal = -1;
+  for (int i = 0; i < 200 && wal != 0; i++) {
+    wal = exec(d, "PRAGMA journal_mode = WAL", e2, sizeof e2);
+    if (wal != 0 && (sqlite3_errcode(d->conn) & 0xff) != SQLITE_BUSY)
+      break;
+    if (wal != 0)
+      sqlite3_sleep(10);
+  }
+  if (wal != 0 || exec(d, "PRAGMA synchronous = FULL", e2, sizeof e2) != 0) {
     snprintf(err, errlen, "%s: %s", path, e2);
     goto error;
   }

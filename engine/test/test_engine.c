@@ -3,6 +3,8 @@
  * the repository's demo project; the model is the built-in mock (ctest
  * clears OPENAI_* from the environment).
  */
+#include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -414,4 +416,47 @@ TEST_IMPL(engine_host_tool_misuse) {
   ASSERT_CONTAINS(spool_engine_errmsg(e),
                   "host tool 'nope' is not registered by the application");
   spool_engine_free(e);
+}
+
+/* Several processes opening one new database at the same moment (ctest
+ * runs tests in parallel on a fresh clone): each must open it, none may
+ * find the schema half made or the file locked. */
+TEST_IMPL(engine_store_opened_by_many_at_once) {
+  char dir[] = "/tmp/spool-open-XXXXXX";
+  ASSERT(mkdtemp(dir) != NULL);
+  char path[256];
+  snprintf(path, sizeof path, "%s/new.db", dir);
+  enum { N = 6 };
+  pid_t kids[N];
+  int go[2];
+  ASSERT_EQ(pipe(go), 0);
+  for (int i = 0; i < N; i++) {
+    kids[i] = fork();
+    ASSERT(kids[i] >= 0);
+    if (kids[i] == 0) {
+      char c;
+      close(go[1]);
+      if (read(go[0], &c, 1) != 0) /* released all at once, by EOF */
+        _exit(3);
+      spool_engine *e = NULL;
+      int rc = spool_engine_new(&e) ||
+               spool_engine_set(e, "project", SPOOL_SOURCE_DIR) ||
+               spool_engine_set(e, "store", path) || spool_engine_open(e);
+      if (rc != 0)
+        fprintf(stderr, "open: %s\n", spool_engine_errmsg(e));
+      spool_engine_free(e);
+      _exit(rc != 0);
+    }
+  }
+  close(go[0]);
+  close(go[1]);
+  for (int i = 0; i < N; i++) {
+    int status = 0;
+    ASSERT_EQ(waitpid(kids[i], &status, 0), kids[i]);
+    ASSERT(WIFEXITED(status));
+    ASSERT_EQ(WEXITSTATUS(status), 0);
+  }
+  char cmd[300];
+  snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+  ASSERT_EQ(system(cmd), 0);
 }
