@@ -15,7 +15,6 @@
  *
  * The parser lives in json.c; this file only builds and walks Lua values.
  */
-#define _GNU_SOURCE /* qsort_r */
 #include <stdlib.h>
 #include <string.h>
 
@@ -290,14 +289,37 @@ static int is_array_marked(lua_State *L, int idx) {
   return r;
 }
 
-/* Orders two key slots of the stack bytewise. */
-static int cmp_keys(const void *a, const void *b, void *ud) {
-  lua_State *L = ud;
-  size_t la, lb;
-  const char *sa = lua_tolstring(L, *(const int *)a, &la);
-  const char *sb = lua_tolstring(L, *(const int *)b, &lb);
-  int c = memcmp(sa, sb, la < lb ? la : lb);
-  return c ? c : (la > lb) - (la < lb);
+/* An object's key, and where its value sits on the stack. */
+typedef struct obj_key {
+  const char *s;
+  size_t len;
+  int value; /* stack slot */
+} obj_key;
+
+static int key_less(const obj_key *a, const obj_key *b) {
+  int c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+  return c ? c < 0 : a->len < b->len;
+}
+
+static int cmp_keys(const void *a, const void *b) {
+  const obj_key *ka = a, *kb = b;
+  return key_less(ka, kb) ? -1 : key_less(kb, ka);
+}
+
+/* Orders keys bytewise: insertion sort for the few keys most objects
+ * have, qsort beyond. */
+static void sort_keys(obj_key *k, int n) {
+  if (n > 16) {
+    qsort(k, (size_t)n, sizeof *k, cmp_keys);
+    return;
+  }
+  for (int i = 1; i < n; i++) {
+    obj_key x = k[i];
+    int j = i;
+    for (; j > 0 && key_less(&x, &k[j - 1]); j--)
+      k[j] = k[j - 1];
+    k[j] = x;
+  }
 }
 
 static void encode_table(encoder *en, int idx) {
@@ -349,27 +371,29 @@ static void encode_table(encoder *en, int idx) {
     en->depth--;
     return;
   }
-  /* An object: push its keys, sort them, then write key:value pairs. */
-  luaL_checkstack(L, (int)n + 4, "object too large to encode");
+  /* An object: push its keys and values, sort the keys, then write
+   * key:value pairs. */
+  luaL_checkstack(L, 2 * (int)n + 4, "object too large to encode");
   int base = lua_gettop(L) + 1;
+  obj_key small[32];
+  obj_key *keys = small;
+  if (n > 32)
+    keys = lua_newuserdatauv(L, sizeof *keys * (size_t)n, 0);
+  int nk = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    lua_pushvalue(L, -1); /* keep this key; lua_next consumes the copy */
+    /* stack: ... key value: keep both, and a copy of the key for next */
+    keys[nk].s = lua_tolstring(L, -2, &keys[nk].len);
+    keys[nk].value = lua_gettop(L);
+    nk++;
+    lua_pushvalue(L, -2);
   }
-  /* stack: keys k1..kn from base */
-  int small[32];
-  int *order = small;
-  if (n > 32)
-    order = lua_newuserdatauv(L, sizeof(int) * (size_t)n, 0);
-  for (int i = 0; i < n; i++)
-    order[i] = base + i;
-  qsort_r(order, (size_t)n, sizeof *order, cmp_keys, L);
+  sort_keys(keys, nk);
   if (spool__buf_addc(en->out, '{') != 0)
     nomem(en);
-  for (int i = 0; i < n; i++) {
-    size_t klen;
-    const char *k = lua_tolstring(L, order[i], &klen);
+  for (int i = 0; i < nk; i++) {
+    const char *k = keys[i].s;
+    size_t klen = keys[i].len;
     en->path[en->depth].key = k;
     en->path[en->depth].keylen = klen;
     if (i > 0 && spool__buf_addc(en->out, ',') != 0)
@@ -379,10 +403,7 @@ static void encode_table(encoder *en, int idx) {
       enc_error(en, "invalid UTF-8 in an object key");
     if (rc != 0 || spool__buf_addc(en->out, ':') != 0)
       nomem(en);
-    lua_pushvalue(L, order[i]);
-    lua_rawget(L, idx);
-    encode(en, lua_gettop(L));
-    lua_pop(L, 1);
+    encode(en, keys[i].value);
   }
   if (spool__buf_addc(en->out, '}') != 0)
     nomem(en);

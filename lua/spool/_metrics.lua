@@ -34,6 +34,8 @@ local HELP = {
 }
 
 
+local label_text_sorted
+
 -- How often a model_call or failed event's call was retried, and the
 -- provider label.
 local function retries(ev)
@@ -45,10 +47,32 @@ local function retries(ev)
 end
 
 
+-- One label is the usual case, and its few values repeat: their text is
+-- kept (up to a bound, labels being agent and provider names).
+local one_label, one_label_count = {}, 0
+
 local function label_text(labels)
   if not labels then
     return ""
   end
+  local k, v = next(labels)
+  if k ~= nil and next(labels, k) == nil and type(v) == "string" then
+    local memo_key = k .. "\0" .. v
+    local text = one_label[memo_key]
+    if text then
+      return text
+    end
+    text = label_text_sorted(labels)
+    if one_label_count < 4096 then
+      one_label_count = one_label_count + 1
+      one_label[memo_key] = text
+    end
+    return text
+  end
+  return label_text_sorted(labels)
+end
+
+label_text_sorted = function(labels)
   local keys = {}
   for k in pairs(labels) do
     keys[#keys + 1] = k

@@ -125,13 +125,17 @@ local function apply_policy(plan, ev, msg, summaries, pinned)
   if pol == nil or pol == "keep" or type(msg.content) ~= "string" then
     return msg, nil
   end
+  local factor = plan.factor
+  local full = tokens.estimate(msg.content, factor)
+  local limit = pol ~= "drop" and (pol.truncate or pol.summarize)
+  if limit and full <= limit then
+    return msg, nil
+  end
   local copy = {}
   for k, v in pairs(msg) do
     copy[k] = v
   end
   msg = copy
-  local factor = plan.factor
-  local full = tokens.estimate(msg.content, factor)
   local what = msg.role == "tool" and "result" or ev.type
   if pol == "drop" then
     if msg.role ~= "tool" and msg.tag == nil then
@@ -140,10 +144,6 @@ local function apply_policy(plan, ev, msg, summaries, pinned)
     msg.content = string.format("[omitted by the context policy (%d tokens); "
       .. "the whole %s is event %d of this thread]", full, what, ev.seq)
     return msg, "dropped"
-  end
-  local limit = pol.truncate or pol.summarize
-  if full <= limit then
-    return msg, nil
   end
   if pol.summarize and summaries[ev.seq] then
     msg.content = string.format("[summary of event %d, %d tokens]\n%s",
@@ -204,6 +204,7 @@ function M.plan(thread, agent, opts)
     end
   end
   local ranges = plan.summary and plan.summary.data.ranges or {}
+  local ranged = #ranges > 0
   -- The calls of the unit's assistant message, and the answers found so
   -- far by call id; a unit closes with one answer per call, in call order.
   local units, owed, answers = plan.units, {}, {}
@@ -233,7 +234,7 @@ function M.plan(thread, agent, opts)
   local summary_placed = false
   for _, ev in ipairs(events) do
     local render = renderers[ev.type] or defaults[ev.type]
-    if covered(ranges, ev.seq) and not pinned[ev.seq] then
+    if ranged and covered(ranges, ev.seq) and not pinned[ev.seq] then
       if not summary_placed then
         summary_placed = true
         local s = plan.summary
@@ -274,11 +275,13 @@ function M.plan(thread, agent, opts)
           start_unit(msg, ev.seq)
         end
         if msg then
-          r.shown = tokens.message(msg, plan.factor, plan.sizes)
+          r.shown = action and tokens.message(msg, plan.factor, plan.sizes)
+            or full
         end
       end
     end
-    if unit and ev.seq > unit.last and not covered(ranges, ev.seq) then
+    if unit and ev.seq > unit.last and not (ranged and covered(ranges, ev.seq))
+    then
       unit.last = ev.seq -- events a unit's renderers skip stay with it
     end
   end

@@ -233,7 +233,14 @@ local function read_json(agent, text, want, name)
     end
     return v
   end
-  local v, info = extract.extract(text, { schema = want, name = name })
+  -- Most replies are valid JSON that fits: the strict decoder (in C) reads
+  -- them far faster than the extractor, which is for the rest.
+  local v = json.decode(text)
+  if type(v) == "table" and (want == nil or schema.check(v, want)) then
+    return v
+  end
+  local info
+  v, info = extract.extract(text, { schema = want, name = name })
   if v == nil then
     if info:match("^ESCHEMA: ") then
       return nil, (info:gsub("^ESCHEMA: ", ""))

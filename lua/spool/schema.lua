@@ -277,26 +277,33 @@ function M.same(a, b)
 end
 
 
-local check
+local check, check_alternatives
 
 
 -- Checks v against schema s; appends "path: problem" strings to errs.
+-- With path nil it only counts the problems: no paths are built and
+-- properties are visited in any order (spool.check's first pass).
 check = function(v, s, path, errs)
   if type(s) ~= "table" then
     return
   end
   local got = M.type_of(v)
-  if s.type then
-    local types = type(s.type) == "table" and s.type or { s.type }
+  local want = s.type
+  if want then
     local ok = false
-    for _, want in ipairs(types) do
-      if type_ok(want, got) then
-        ok = true
+    if type(want) == "table" then
+      for _, w in ipairs(want) do
+        if type_ok(w, got) then
+          ok = true
+        end
       end
+    else
+      ok = type_ok(want, got)
     end
     if not ok then
-      errs[#errs + 1] = string.format("%s: expected %s, got %s", path,
-        table.concat(types, " or "), got)
+      errs[#errs + 1] = path and string.format("%s: expected %s, got %s",
+        path, type(want) == "table" and table.concat(want, " or ") or want,
+        got) or false
       return
     end
   end
@@ -360,7 +367,7 @@ check = function(v, s, path, errs)
     end
     if s.items then
       for i, item in ipairs(v) do
-        check(item, s.items, string.format("%s[%d]", path, i), errs)
+        check(item, s.items, path and string.format("%s[%d]", path, i), errs)
       end
     end
   elseif got == "object" then
@@ -371,6 +378,17 @@ check = function(v, s, path, errs)
           errs[#errs + 1] = string.format("%s.%s: is required", path, name)
         end
       end
+    end
+    if path == nil then
+      for k, item in pairs(v) do
+        local sub = props[k] or s.additionalProperties
+        if sub == false then
+          errs[#errs + 1] = false
+        elseif type(sub) == "table" then
+          check(item, sub, nil, errs)
+        end
+      end
+      return check_alternatives(v, s, path, errs)
     end
     local names = {}
     for k in pairs(v) do
@@ -389,22 +407,27 @@ check = function(v, s, path, errs)
       end
     end
   end
+  return check_alternatives(v, s, path, errs)
+end
+
+
+check_alternatives = function(v, s, path, errs)
   local alts = s.anyOf or s.oneOf
   if alts then
     local passing = 0
     for _, alt in ipairs(alts) do
       local e = {}
-      check(v, alt, path, e)
+      check(v, alt, nil, e)
       if #e == 0 then
         passing = passing + 1
       end
     end
     if passing == 0 then
-      errs[#errs + 1] = string.format("%s: matches none of the allowed forms",
-        path)
+      errs[#errs + 1] = path and string.format("%s: matches none of the "
+        .. "allowed forms", path) or false
     elseif s.oneOf and passing > 1 then
-      errs[#errs + 1] = string.format("%s: matches more than one allowed form",
-        path)
+      errs[#errs + 1] = path and string.format("%s: matches more than one "
+        .. "allowed form", path) or false
     end
   end
 end
@@ -479,10 +502,13 @@ M.translate_pattern = translate
 -- lists every problem, each prefixed with its path under `name`.
 function M.check(value, schema, name)
   local errs = {}
-  check(value, schema, name or "value", errs)
+  check(value, schema, nil, errs)
   if #errs == 0 then
     return true
   end
+  -- Again, now saying where each problem is, in a stable order.
+  errs = {}
+  check(value, schema, name or "value", errs)
   return false, table.concat(errs, "; ")
 end
 

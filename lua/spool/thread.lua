@@ -132,11 +132,54 @@ function Thread:fail(message)
 end
 
 
+-- What the events say so far, brought up to date with the events appended
+-- since the last look: the loop asks for the status and the usage several
+-- times a step, and scanning the whole thread each time made a step's
+-- cost grow with its length.
+local function derived(self)
+  local d = self.derived
+  local events = self.events
+  if d == nil or d.events ~= events or d.n > #events then
+    d = { events = events, n = 0, status = "running", request = nil,
+          input_tokens = 0, output_tokens = 0, cost_usd = 0, child_steps = 0 }
+    self.derived = d
+  end
+  for i = d.n + 1, #events do
+    local ev = events[i]
+    local t, data = ev.type, ev.data
+    if TERMINAL[t] then
+      d.status, d.request = TERMINAL[t], nil
+    elseif t == "human_request" then
+      d.status, d.request = "waiting", ev
+    elseif t == "human_response" then
+      d.status, d.request = "running", nil
+    end
+    if (t == "model_call" or t == "compaction" or t == "event_summary"
+        or t == "agent_result") and type(data.usage) == "table" then
+      local u = data.usage
+      d.input_tokens = d.input_tokens + (u.input_tokens or 0)
+      d.output_tokens = d.output_tokens + (u.output_tokens or 0)
+      if t == "agent_result" then
+        d.child_steps = d.child_steps + (u.steps or 0)
+        d.cost_usd = d.cost_usd + (tonumber(u.cost_usd) or 0)
+      else
+        d.cost_usd = d.cost_usd + (tonumber(data.cost_usd) or 0)
+      end
+    end
+  end
+  d.n = #events
+  return d
+end
+
+
 -- running | waiting | done | failed | cancelled, from the latest event
 -- that changes it (among the first `upto` events: pass self.persisted for
 -- the status as stored).
 function Thread:status(upto)
-  for i = upto or #self.events, 1, -1 do
+  if upto == nil or upto == #self.events then
+    return derived(self).status
+  end
+  for i = upto, 1, -1 do
     local ev = self.events[i]
     local s = TERMINAL[ev.type]
     if s then
@@ -153,14 +196,7 @@ end
 
 -- The human_request event the thread waits on, if it waits.
 function Thread:pending_request()
-  for i = #self.events, 1, -1 do
-    local ev = self.events[i]
-    if ev.type == "human_request" then
-      return ev
-    elseif ev.type == "human_response" or TERMINAL[ev.type] then
-      return nil
-    end
-  end
+  return derived(self).request
 end
 
 
@@ -244,23 +280,9 @@ end
 -- What the thread used, its sub-agents included: { steps, input_tokens,
 -- output_tokens, cost_usd (of the calls whose model has a price) }.
 function Thread:usage()
-  local u = { steps = self.step, input_tokens = 0, output_tokens = 0,
-              cost_usd = 0 }
-  for _, ev in ipairs(self.events) do
-    local d = ev.data
-    if (ev.type == "model_call" or ev.type == "compaction"
-        or ev.type == "event_summary") and type(d.usage) == "table" then
-      u.input_tokens = u.input_tokens + (d.usage.input_tokens or 0)
-      u.output_tokens = u.output_tokens + (d.usage.output_tokens or 0)
-      u.cost_usd = u.cost_usd + (tonumber(d.cost_usd) or 0)
-    elseif ev.type == "agent_result" and type(d.usage) == "table" then
-      u.steps = u.steps + (d.usage.steps or 0)
-      u.input_tokens = u.input_tokens + (d.usage.input_tokens or 0)
-      u.output_tokens = u.output_tokens + (d.usage.output_tokens or 0)
-      u.cost_usd = u.cost_usd + (tonumber(d.usage.cost_usd) or 0)
-    end
-  end
-  return u
+  local d = derived(self)
+  return { steps = self.step + d.child_steps, input_tokens = d.input_tokens,
+           output_tokens = d.output_tokens, cost_usd = d.cost_usd }
 end
 
 

@@ -19,6 +19,8 @@ local MESSAGE_OVERHEAD = 4
 
 local MIN_FACTOR, MAX_FACTOR = 0.5, 3
 
+local NO_CALLS = {}
+
 
 function M.estimate(text, factor)
   if type(text) ~= "string" or text == "" then
@@ -34,9 +36,9 @@ end
 -- long-lived cache would keep its grown hash part forever.
 local function size_of(msg, sizes)
   local n = sizes and sizes[msg]
-  if n == nil then
+  if not n then
     n = type(msg.content) == "string" and #msg.content or 0
-    for _, c in ipairs(msg.tool_calls or {}) do
+    for _, c in ipairs(msg.tool_calls or NO_CALLS) do
       n = n + #tostring(c.name or "") + #tostring(c.arguments or "")
     end
     if sizes then
@@ -47,10 +49,17 @@ local function size_of(msg, sizes)
 end
 
 
+local ceil = math.ceil
+
+-- (Counted several times per message and step: kept lean.)
 function M.message(msg, factor, sizes)
-  local n = MESSAGE_OVERHEAD * (1 + #(msg.tool_calls or {}))
-  local bytes = size_of(msg, sizes)
-  return n + (bytes > 0 and math.ceil(bytes / 4 * (factor or 1)) or 0)
+  local calls = msg.tool_calls
+  local n = calls and MESSAGE_OVERHEAD * (1 + #calls) or MESSAGE_OVERHEAD
+  local bytes = sizes and sizes[msg] or size_of(msg, sizes)
+  if bytes > 0 then
+    n = n + ceil(bytes / 4 * (factor or 1))
+  end
+  return n
 end
 
 
