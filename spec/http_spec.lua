@@ -153,6 +153,34 @@ describe("spool.http", function()
     server:close()
   end)
 
+  it("keeps a connection cache's connections to itself, and closes them "
+    .. "with it", function()
+    local server, base = serve(function() return "ok" end)
+    local a, b = core.http_conns(), core.http_conns()
+    for _ = 1, 3 do
+      assert.are.equal("ok", assert(core.http_request {
+        url = base .. "/", conns = a }).body)
+    end
+    assert.are.equal(1, server:connections()) -- one, reused
+    assert(core.http_stream { url = base .. "/", conns = b }):close()
+    assert(core.http_request { url = base .. "/", conns = b })
+    -- the shared pool has none of them to reuse
+    assert(core.http_request { url = base .. "/" })
+    h.wait_for(function() return server:connections() == 3 end, 5000,
+      "a connection each for a, b and the pool")
+    a:close()
+    b:close()
+    h.wait_for(function() return server:connections() == 1 end, 5000,
+      "a's and b's connections to close")
+    a:close() -- twice is fine; a closed cache is the shared pool again
+    assert(core.http_request { url = base .. "/", conns = a })
+    assert.are.equal(1, server:connections())
+    assert.has_error(function()
+      core.http_request { url = base .. "/", conns = {} }
+    end, "spool.http.request: conns must come from http_conns()")
+    server:close()
+  end)
+
   it("lets the collector take a dropped stream mid-transfer, even when it "
     .. "runs inside curl's callbacks", function()
     local hanging = 0

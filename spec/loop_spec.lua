@@ -1,5 +1,6 @@
 -- spool.loop: the default loop, against the mock model over real HTTP.
 local h = require "spec.support"
+local runner = require "spool._runner"
 local spool = require "spool"
 local json = spool.json
 
@@ -40,6 +41,24 @@ describe("spool.loop", function()
     assert.are.equal("tool", msgs[4].role)
     assert.are.equal(msgs[3].tool_calls[1].id, msgs[4].tool_call_id)
     assert.are.equal("5", msgs[4].content)
+  end)
+
+  it("talks to a local model over one connection of its own, closed when "
+    .. "the run ends", function()
+    mock = scripted {
+      { tool = "add", args = { a = 1, b = 1 } },
+      { tool = "add", args = { a = 2, b = 2 } },
+      { text = "done" },
+    }
+    local a = h.agent({ tools = { add = add } }, mock)
+    local first = runner.start(a, "one")
+    local second = runner.start(a, "two")
+    h.wait_run(first)
+    h.wait_run(second)
+    assert.are.equal(6, mock.stats().requests)
+    -- each run reused its own connection; none stays open after it
+    h.wait_for(function() return mock.connections() == 0 end, 5000,
+      "the runs' connections to close")
   end)
 
   it("runs several tool calls in order and answers every call id", function()

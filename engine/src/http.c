@@ -27,9 +27,15 @@ struct spool__http {
   spool__http_xfer *xfers; /* in flight, for spool__http_free */
 };
 
+struct spool__http_conns {
+  CURLSH *share;
+  int refs;
+};
+
 struct spool__http_xfer {
   spool__http *h;
   CURL *easy;
+  spool__http_conns *conns;
   struct curl_slist *headers;
   struct curl_slist *rcpt;
   spool__buf upload; /* what an upload sends, and how much went */
@@ -238,8 +244,33 @@ static void unlink_xfer(spool__http_xfer *x) {
   h->pending--;
 }
 
+spool__http_conns *spool__http_conns_new(void) {
+  spool__http_conns *c = calloc(1, sizeof *c);
+  if (c == NULL)
+    return NULL;
+  c->share = curl_share_init();
+  if (c->share == NULL ||
+      curl_share_setopt(c->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT) !=
+          CURLSHE_OK) {
+    if (c->share)
+      curl_share_cleanup(c->share);
+    free(c);
+    return NULL;
+  }
+  c->refs = 1;
+  return c;
+}
+
+void spool__http_conns_release(spool__http_conns *c) {
+  if (c && --c->refs == 0) {
+    curl_share_cleanup(c->share); /* closes its idle connections */
+    free(c);
+  }
+}
+
 static void free_xfer(spool__http_xfer *x) {
   curl_easy_cleanup(x->easy);
+  spool__http_conns_release(x->conns);
   curl_slist_free_all(x->headers);
   curl_slist_free_all(x->rcpt);
   spool__buf_free(&x->upload);
@@ -315,6 +346,11 @@ int spool__http_start(spool__http *h, const spool__http_request *r,
   } else if (r->body) {
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
     curl_easy_setopt(c, CURLOPT_COPYPOSTFIELDS, r->body);
+  }
+  if (r->conns) {
+    curl_easy_setopt(c, CURLOPT_SHARE, r->conns->share);
+    x->conns = r->conns;
+    r->conns->refs++;
   }
   if (r->method)
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);

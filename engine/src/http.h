@@ -13,6 +13,7 @@
 
 typedef struct spool__http spool__http;
 typedef struct spool__http_xfer spool__http_xfer;
+typedef struct spool__http_conns spool__http_conns;
 
 typedef void (*spool__http_done_cb)(spool__http_xfer *x, void *ud);
 typedef void (*spool__http_head_cb)(spool__http_xfer *x, void *ud);
@@ -46,7 +47,20 @@ typedef struct spool__http_request {
   const char *username, *password;
   int upload;
   int require_tls; /* STARTTLS, or fail */
+  /* Whose connections the transfer reuses: NULL, the handle's pool. */
+  spool__http_conns *conns;
 } spool__http_request;
+
+/*
+ * A connection cache of one owner (a run): transfers given it reuse only
+ * its connections. libcurl 7.88 looks for a reusable connection by
+ * scanning every open connection to the host, so one pool with 10,000
+ * connections to a local model costs more per request than the request.
+ * Counted references: the owner's, and one per transfer using it; the
+ * last to go closes its connections. NULL when out of memory.
+ */
+spool__http_conns *spool__http_conns_new(void);
+void spool__http_conns_release(spool__http_conns *c);
 
 #define SPOOL_HTTP_MAX_RESPONSE (64u << 20)
 

@@ -8,6 +8,11 @@
  *     -> { status=, headers={lower-case name=value}, body=, seconds= }
  *     |  nil, "ECODE: message"   (ETIMEDOUT, ECONNECT, ETOOBIG, EHTTP)
  *
+ * conns = a connection cache from http_conns() makes the request reuse
+ * only that cache's connections (a run keeps one for its model calls to
+ * local servers; see http.h for why). conns:close() lets its connections
+ * go once no transfer uses them; so does the GC.
+ *
  * A response with any status is a response: deciding what a 500 means is
  * the caller's business. Only a transfer that did not complete is an error.
  * Header values never appear in errors (they may hold API keys).
@@ -36,6 +41,8 @@
 
 #include "http.h"
 #include "spool_int.h"
+
+#define CONNS_MT "spool.HttpConns"
 
 typedef struct http_op {
   spool__op op;
@@ -182,6 +189,11 @@ static void read_request(lua_State *L, spool__http_request *r,
   r->timeout_ms = opt_ms(L, "timeout_ms");
   r->connect_timeout_ms = opt_ms(L, "connect_timeout_ms");
   r->max_response = (size_t)opt_ms(L, "max_response");
+  lua_getfield(L, 1, "conns");
+  spool__http_conns **conns = luaL_testudata(L, -1, CONNS_MT);
+  if (!lua_isnil(L, -1) && conns == NULL)
+    luaL_error(L, "spool.http.request: conns must come from http_conns()");
+  r->conns = conns ? *conns : NULL;
   lua_getfield(L, 1, "headers");
   int nh = 0;
   if (lua_istable(L, -1)) {
@@ -473,7 +485,37 @@ static int l_http_stream(lua_State *L) {
   return 1;
 }
 
+/* ---- connection caches ---- */
+
+static int l_http_conns(lua_State *L) {
+  spool__http_conns **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, CONNS_MT);
+  if ((*box = spool__http_conns_new()) == NULL)
+    return luaL_error(L, "out of memory");
+  return 1;
+}
+
+/* conns:close(), and the GC: a closed cache is the shared pool again. */
+static int conns_close(lua_State *L) {
+  spool__http_conns **box = luaL_checkudata(L, 1, CONNS_MT);
+  spool__http_conns_release(*box);
+  *box = NULL;
+  return 0;
+}
+
 void spool__open_http(lua_State *L) {
+  if (luaL_newmetatable(L, CONNS_MT)) {
+    static const luaL_Reg methods[] = {
+        {"close", conns_close},
+        {NULL, NULL},
+    };
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, conns_close);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, STREAM_MT)) {
     static const luaL_Reg methods[] = {
         {"head", stream_head},
@@ -497,4 +539,6 @@ void spool__open_http(lua_State *L) {
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_http_stream, 1);
   lua_setfield(L, -2, "http_stream");
+  lua_pushcfunction(L, l_http_conns);
+  lua_setfield(L, -2, "http_conns");
 }

@@ -79,6 +79,10 @@ local function retire(thread)
     return
   end
   live[thread.id] = nil
+  if thread.http_conns then -- see spool.llm
+    thread.http_conns:close()
+    thread.http_conns = nil
+  end
   if thread.on_retire then
     thread.on_retire(thread)
   end

@@ -183,10 +183,11 @@ local function transport_failure(model, url, err)
 end
 
 
-local function call_whole(p, model, url, headers, body)
+local function call_whole(p, model, url, headers, body, conns)
   local res, err = core.http_request {
     method = "POST", url = url, headers = headers, body = body,
     timeout_ms = model.timeout_ms, connect_timeout_ms = model.connect_timeout_ms,
+    conns = conns,
   }
   if not res then
     return transport_failure(model, url, err)
@@ -206,10 +207,11 @@ end
 
 -- Reads a stream to its end: the first chunk within the first-token
 -- timeout, each next within the idle timeout.
-local function call_streamed(p, model, url, headers, body, on_text)
+local function call_streamed(p, model, url, headers, body, on_text, conns)
   local s, err = core.http_stream {
     method = "POST", url = url, headers = headers, body = body,
     timeout_ms = model.timeout_ms, connect_timeout_ms = model.connect_timeout_ms,
+    conns = conns,
   }
   if not s then
     return transport_failure(model, url, err)
@@ -274,6 +276,24 @@ local function call_streamed(p, model, url, headers, body, on_text)
                model.provider, rerr) }
   end
   return { status = status, reply = reply }
+end
+
+
+-- A thread's own connections to a model over plain HTTP (a local server,
+-- the mock): the run reuses its connection, and never scans a pool of
+-- thousands (see engine/src/http.h). Over TLS the shared pool is kept:
+-- a handshake per run would cost more, and HTTP/2 multiplexes many calls
+-- on few connections. The runner closes them when the run retires.
+local function connections(thread, url)
+  if thread == nil or url:sub(1, 7) ~= "http://" then
+    return nil
+  end
+  local conns = thread.http_conns
+  if conns == nil then
+    conns = core.http_conns()
+    thread.http_conns = conns
+  end
+  return conns
 end
 
 
@@ -357,10 +377,11 @@ local function call_model(model, req, attempts, deadline)
     end
     local t0 = core.now()
     local out
+    local conns = connections(req.thread, url)
     if req.stream then
-      out = call_streamed(p, m, url, headers, built.body, req.on_text)
+      out = call_streamed(p, m, url, headers, built.body, req.on_text, conns)
     else
-      out = call_whole(p, m, url, headers, built.body)
+      out = call_whole(p, m, url, headers, built.body, conns)
     end
     local a = { attempt = attempt, model = model.name,
                 provider = model.provider, status = out.status,

@@ -392,6 +392,7 @@ function M.start(opts)
   function mock.url() return string.format("http://%s:%d/v1", host,
     server:port()) end
   function mock.stats() return stats end
+  function mock.connections() return server:connections() end
   function mock.close() server:close() end
   return mock
 end
