@@ -320,6 +320,29 @@ describe("spool.loop", function()
       .. "is on fire (after 3 attempts)", select(2, t:outcome()))
   end)
 
+  it("records a model call's attempts only when there was more than the "
+    .. "first", function()
+    mock = scripted { { text = "at once" } }
+    local t = h.run(h.agent({}, mock), "x")
+    assert.are.equal("model_call", t.events[2].type)
+    assert.is_nil(t.events[2].data.attempts)
+    mock.close()
+    local tries = 0
+    mock = scripted { function()
+      tries = tries + 1
+      if tries == 1 then
+        return { status = 500, error = "hiccup" }
+      end
+      return { text = "second time" }
+    end }
+    t = h.run(h.agent({}, mock), "x")
+    assert.are.equal("second time", t:outcome())
+    local attempts = t.events[2].data.attempts
+    assert.are.equal(2, #attempts)
+    assert.are.equal(500, attempts[1].status)
+    assert.are.equal(200, attempts[2].status)
+  end)
+
   it("fails clearly on a malformed reply body", function()
     mock = scripted { { body = "<html>502 Bad Gateway</html>" } }
     local t = h.run(h.agent({}, mock), "x")

@@ -599,8 +599,15 @@ local function delta_emitter(thread)
 end
 
 
--- A model call's attempts, as an event keeps them.
+-- A model call's attempts, as an event keeps them: none when the first
+-- attempt answered at once (the event's own model, provider and latency
+-- say all there is — a tenth of a durable step's bytes).
 local function attempts_data(attempts)
+  local a = attempts and attempts[1]
+  if #(attempts or {}) == 1 and a.status and a.status < 300
+      and a.error == nil and a.queued_ms == nil then
+    return nil
+  end
   local out = json.array()
   for i, a in ipairs(attempts or {}) do
     out[i] = { attempt = a.attempt, model = a.model, provider = a.provider,
