@@ -341,12 +341,48 @@ describe("durable threads", function()
       assert.are.equal("{broken\n", sql("SELECT data FROM events WHERE seq = 2"))
     end)
 
+    it("upgrades a schema 2 database, keeping every thread and event",
+      function()
+      local id = start("greet", "first")
+      local before = events(id)
+      -- Back to schema 2's layout: events keyed by the thread's text id.
+      sql([[
+        CREATE TABLE t2(id TEXT PRIMARY KEY, agent TEXT NOT NULL,
+          parent TEXT, created_at INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL, status TEXT NOT NULL,
+          deadline INTEGER, last_seq INTEGER NOT NULL);
+        INSERT INTO t2 SELECT id, agent, parent, created_at, updated_at,
+          status, deadline, last_seq FROM threads;
+        CREATE TABLE e2(thread_id TEXT NOT NULL, seq INTEGER NOT NULL,
+          step INTEGER NOT NULL, type TEXT NOT NULL, at INTEGER NOT NULL,
+          v TEXT, data TEXT NOT NULL, PRIMARY KEY (thread_id, seq))
+          WITHOUT ROWID;
+        INSERT INTO e2 SELECT t.id, e.seq, e.step, e.type, e.at, e.v, e.data
+          FROM events e JOIN threads t ON t.n = e.thread;
+        DROP TABLE events; DROP TABLE threads;
+        ALTER TABLE t2 RENAME TO threads; ALTER TABLE e2 RENAME TO events;
+        CREATE INDEX threads_by_status ON threads(status, created_at);
+        CREATE INDEX threads_by_parent ON threads(parent);
+        CREATE INDEX threads_by_deadline ON threads(deadline)
+          WHERE deadline IS NOT NULL;
+        PRAGMA user_version = 2;]])
+      assert.are.same(before, events(id))
+      assert.are.equal("3\n", sql("PRAGMA user_version"))
+      assert.are.equal("integer\n",
+        sql("SELECT DISTINCT typeof(thread) FROM events"))
+      local second = start("greet", "second")
+      assert.are.equal(status(id), status(second))
+      local out = spool("threads")
+      assert.matches(id, out, 1, true)
+      assert.matches(second, out, 1, true)
+    end)
+
     it("refuses a database from a newer schema, and a foreign one", function()
       start("greet")
       sql("PRAGMA user_version = 9")
       local _, err, code = spool("threads")
       assert.are.equal(1, code)
-      assert.matches("schema version 9, newer than this spool reads %(2%)", err)
+      assert.matches("schema version 9, newer than this spool reads %(3%)", err)
       assert.are.equal("9\n", sql("PRAGMA user_version"))
       local other = dir .. "/other.db"
       h.sh("sqlite3 " .. h.q(other) .. " 'CREATE TABLE people(name TEXT)'")

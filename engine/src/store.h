@@ -25,7 +25,7 @@ typedef struct spool__store spool__store;
 typedef struct spool__store_op spool__store_op;
 
 /* The schema this build reads and writes. */
-#define SPOOL_STORE_SCHEMA 2
+#define SPOOL_STORE_SCHEMA 3
 
 typedef enum spool__store_kind {
   SPOOL__STORE_APPEND,      /* one step of one thread: events + state

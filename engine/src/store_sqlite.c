@@ -15,6 +15,8 @@
  * Schema 2 adds
  *   versions(hash, agent, sources, created_at)   the files of each agent
  *                       version, so a thread pinned to one can resume it
+ * Schema 3 numbers threads (threads.n) and keys events by that number:
+ *   events(thread, seq, step, type, at, v, data)
  *
  * A database from a newer schema, or one that is not spool's, is refused
  * before anything is written. Stored JSON is checked when read, so a
@@ -72,9 +74,9 @@ static const char *const sql_text[S_COUNT] = {
         "INSERT INTO threads(id, agent, parent, created_at, updated_at, "
         "status, deadline, last_seq) VALUES (?1, ?2, ?3, ?4, ?4, 'running', "
         "NULL, 0)",
-    [S_THREAD_SEQ] = "SELECT last_seq FROM threads WHERE id = ?1",
+    [S_THREAD_SEQ] = "SELECT last_seq, n FROM threads WHERE id = ?1",
     [S_LEASE_GET] = "SELECT owner, expires_at FROM leases WHERE thread_id = ?1",
-    [S_EVENT_INSERT] = "INSERT INTO events(thread_id, seq, step, type, at, v, "
+    [S_EVENT_INSERT] = "INSERT INTO events(thread, seq, step, type, at, v, "
                        "data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [S_THREAD_UPDATE] = "UPDATE threads SET last_seq = ?2, status = ?3, "
                         "deadline = ?4, updated_at = ?5 WHERE id = ?1",
@@ -92,7 +94,8 @@ static const char *const sql_text[S_COUNT] = {
         "SELECT id, agent, parent, status, created_at, "
         "updated_at, last_seq, deadline FROM threads WHERE id = ?1",
     [S_EVENTS_GET] = "SELECT seq, step, type, at, v, data FROM events "
-                     "WHERE thread_id = ?1 ORDER BY seq",
+                     "WHERE thread = (SELECT n FROM threads WHERE id = ?1) "
+                     "ORDER BY seq",
     [S_LIST] = "SELECT id, agent, parent, status, created_at, updated_at, "
                "last_seq, deadline FROM threads WHERE (?1 IS NULL OR status "
                "= ?1) AND (?2 IS NULL OR agent = ?2) AND (?3 = 0 OR "
@@ -114,7 +117,7 @@ static const char *const sql_text[S_COUNT] = {
     [S_DELETE_EVENTS] =
         "WITH RECURSIVE doomed(id) AS (SELECT ?1 UNION ALL SELECT t.id FROM "
         "threads t JOIN doomed d ON t.parent = d.id) DELETE FROM events "
-        "WHERE thread_id IN doomed",
+        "WHERE thread IN (SELECT n FROM threads WHERE id IN doomed)",
     [S_DELETE_LEASES] =
         "WITH RECURSIVE doomed(id) AS (SELECT ?1 UNION ALL SELECT t.id FROM "
         "threads t JOIN doomed d ON t.parent = d.id) DELETE FROM leases "
@@ -131,7 +134,8 @@ static const char *const sql_text[S_COUNT] = {
         "WITH RECURSIVE doomed(id) AS (SELECT id FROM threads WHERE parent "
         "IS NULL AND status IN ('done', 'failed', 'cancelled') AND "
         "updated_at < ?1 UNION ALL SELECT t.id FROM threads t JOIN doomed d "
-        "ON t.parent = d.id) DELETE FROM events WHERE thread_id IN doomed",
+        "ON t.parent = d.id) DELETE FROM events WHERE thread IN (SELECT n "
+        "FROM threads WHERE id IN doomed)",
     [S_PURGE_THREADS] =
         "WITH RECURSIVE doomed(id) AS (SELECT id FROM threads WHERE parent "
         "IS NULL AND status IN ('done', 'failed', 'cancelled') AND "
@@ -186,6 +190,28 @@ static const char *const schema_steps[] = {
     "CREATE TABLE versions(hash TEXT PRIMARY KEY, agent TEXT NOT NULL,"
     " sources TEXT NOT NULL, created_at INTEGER NOT NULL) WITHOUT ROWID;"
     "PRAGMA user_version = 2;",
+    /* 3: events name their thread by a number, not its 28-character id
+     * (a tenth of a stored step); `n` is declared so VACUUM keeps it. */
+    "CREATE TABLE threads3(n INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,"
+    " agent TEXT NOT NULL, parent TEXT, created_at INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL, status TEXT NOT NULL, deadline INTEGER,"
+    " last_seq INTEGER NOT NULL);"
+    "INSERT INTO threads3 SELECT rowid, id, agent, parent, created_at,"
+    " updated_at, status, deadline, last_seq FROM threads ORDER BY rowid;"
+    "CREATE TABLE events3(thread INTEGER NOT NULL, seq INTEGER NOT NULL,"
+    " step INTEGER NOT NULL, type TEXT NOT NULL, at INTEGER NOT NULL, v TEXT,"
+    " data TEXT NOT NULL, PRIMARY KEY (thread, seq)) WITHOUT ROWID;"
+    "INSERT INTO events3 SELECT t.n, e.seq, e.step, e.type, e.at, e.v, e.data"
+    " FROM events e JOIN threads3 t ON t.id = e.thread_id;"
+    "DROP TABLE events;"
+    "DROP TABLE threads;"
+    "ALTER TABLE threads3 RENAME TO threads;"
+    "ALTER TABLE events3 RENAME TO events;"
+    "CREATE INDEX threads_by_status ON threads(status, created_at);"
+    "CREATE INDEX threads_by_parent ON threads(parent);"
+    "CREATE INDEX threads_by_deadline ON threads(deadline)"
+    " WHERE deadline IS NOT NULL;"
+    "PRAGMA user_version = 3;",
 };
 
 typedef struct db {
@@ -482,6 +508,7 @@ static int add_json(spool__buf *b, sqlite3_stmt *s, int col, spool__buf *sc,
 static void op_append(db *d, spool__store_op *op) {
   sqlite3_stmt *s;
   char msg[160];
+  long long thread_n; /* threads.n, which events are keyed by */
   if (run(d, S_SAVEPOINT, msg, sizeof msg) != 0) {
     db_error(d, op, "cannot start the step");
     return;
@@ -504,6 +531,7 @@ static void op_append(db *d, spool__store_op *op) {
       db_error(d, op, "cannot create the thread");
       goto rollback;
     }
+    thread_n = sqlite3_last_insert_rowid(d->conn);
   } else {
     s = stmt(d, S_THREAD_SEQ);
     bind_text(s, 1, op->thread_id);
@@ -513,6 +541,7 @@ static void op_append(db *d, spool__store_op *op) {
       goto rollback;
     }
     long long have = sqlite3_column_int64(s, 0);
+    thread_n = sqlite3_column_int64(s, 1);
     if (have != op->expected_seq) {
       op->result = SPOOL__STORE_ECONFLICT;
       snprintf(op->errmsg, sizeof op->errmsg,
@@ -538,7 +567,7 @@ static void op_append(db *d, spool__store_op *op) {
   for (int i = 0; i < op->nevents; i++) {
     spool__store_event *ev = &op->events[i];
     s = stmt(d, S_EVENT_INSERT);
-    bind_text(s, 1, op->thread_id);
+    sqlite3_bind_int64(s, 1, thread_n);
     sqlite3_bind_int64(s, 2, ev->seq);
     sqlite3_bind_int64(s, 3, ev->step);
     bind_text(s, 4, ev->type);
