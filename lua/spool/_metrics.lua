@@ -100,6 +100,8 @@ end
 
 
 local TERMINAL = { done = true, failed = true, cancelled = true }
+local INPUT, OUTPUT = { kind = "input" }, { kind = "output" }
+local NO_USAGE = {}
 
 hub.listen(function(thread, ev)
   local agent = { agent = thread.agent }
@@ -120,9 +122,9 @@ hub.listen(function(thread, ev)
     M.add("spool_steps_total", agent)
     local n, labels = retries(ev)
     M.add("spool_model_retries_total", labels, n)
-    local u = type(ev.data.usage) == "table" and ev.data.usage or {}
-    M.add("spool_tokens_total", { kind = "input" }, u.input_tokens or 0)
-    M.add("spool_tokens_total", { kind = "output" }, u.output_tokens or 0)
+    local u = type(ev.data.usage) == "table" and ev.data.usage or NO_USAGE
+    M.add("spool_tokens_total", INPUT, u.input_tokens or 0)
+    M.add("spool_tokens_total", OUTPUT, u.output_tokens or 0)
     local s = (tonumber(ev.data.latency_ms) or 0) / 1000
     latency.n = latency.n + 1
     latency.sum = latency.sum + s

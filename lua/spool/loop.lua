@@ -286,6 +286,8 @@ function M.route(thread, agent, call)
     return
   end
   local args, repairs = call.args, nil
+  -- A lenient read has checked the arguments against the schema already.
+  local checked = false
   if args == nil then
     local text = call.arguments or ""
     if text:match("^%s*$") then
@@ -298,13 +300,17 @@ function M.route(thread, agent, call)
         .. "' are not valid JSON")))
       return
     end
+    checked = agent.lenient ~= false
   end
   if schema.type_of(args) ~= "object" then
     tool_error(thread, call, string.format("the arguments of '%s' must be a "
       .. "JSON object", call.name))
     return
   end
-  local ok, verr = schema.check(args, tool.schema, call.name)
+  local ok, verr = checked, nil
+  if not checked then
+    ok, verr = schema.check(args, tool.schema, call.name)
+  end
   if not ok then
     tool_error(thread, call, verr)
     return

@@ -28,8 +28,11 @@ M.DEFAULTS = {
 
 local NONE = {}
 
+local config -- spool.config requires this module: loaded on first use
+
 local function project_prices()
-  local ok, cfg = pcall(function() return require("spool.config").get() end)
+  config = config or require "spool.config"
+  local ok, cfg = pcall(config.get)
   return ok and type(cfg.file.prices) == "table" and cfg.file.prices or NONE
 end
 
