@@ -12,9 +12,10 @@
 -- human answer) are never folded or dropped.
 --
 --   plan = window.plan(thread, agent, { form = "chat" | "blocks",
---     renderers =, events =, fixed_tokens =, model = })
+--     renderers =, events =, fixed_tokens =, model =, report = bool })
 --   plan = { units, report, total, limit, settings, factor, fold,
 --            needs_summary, summary = compaction event | nil }
+--   (report, what became of each event, is filled only when asked)
 --   window.messages(plan)  -> the chat messages
 --   window.drop_overflow(plan)   when compaction could not make room
 
@@ -91,7 +92,8 @@ end
 -- Seqs never folded or dropped: the first input, the latest human answer.
 local function pins(events)
   local set, human = {}, nil
-  for _, ev in ipairs(events) do
+  for i = 1, #events do
+    local ev = events[i]
     if ev.type == "input" and not next(set) then
       set[ev.seq] = true
     elseif ev.type == "human_response" then
@@ -174,8 +176,9 @@ end
 
 local function unit_tokens(u, factor, sizes)
   local n = 0
-  for _, m in ipairs(u.messages) do
-    n = n + tokens.message(m, factor, sizes)
+  local messages = u.messages
+  for i = 1, #messages do
+    n = n + tokens.message(messages[i], factor, sizes)
   end
   u.tokens = n
   return n
@@ -192,11 +195,14 @@ function M.plan(thread, agent, opts)
   local plan = {
     settings = M.settings(agent, opts.model), factor = tokens.factor(events),
     units = {}, report = {}, needs_summary = {}, form = opts.form or "chat",
-    sizes = {}, -- message sizes, counted once in this render
     read_more = agent and agent.tools and agent.tools.read_more ~= nil,
+    sizes = {}, -- message sizes, counted once in this render
   }
+  -- What each event became: built for a dry render (spool prompt) only.
+  local report = opts.report and plan.report
   local summaries, pinned = {}, pins(events)
-  for _, ev in ipairs(events) do
+  for i = 1, #events do
+    local ev = events[i]
     if ev.type == "compaction" then
       plan.summary = ev
     elseif ev.type == "event_summary" then
@@ -211,28 +217,37 @@ function M.plan(thread, agent, opts)
   local unit
 
   local function settle_owed()
-    for _, c in ipairs(owed) do
+    for i = 1, #owed do
+      local c = owed[i]
       unit.messages[#unit.messages + 1] = answers[c.id] or { role = "tool",
         tool_call_id = c.id, name = c.name,
         content = "error: no result was recorded for this call" }
     end
-    owed, answers = {}, {}
+    if #owed > 0 then
+      owed, answers = {}, {}
+    end
   end
 
   local function start_unit(msg, seq, kind)
     if unit then
       settle_owed()
     end
-    unit = { messages = { msg }, first = seq, last = seq, kind = kind }
+    unit = { messages = { msg }, first = seq, last = seq, kind = kind,
+             tokens = 0, pinned = false }
     units[#units + 1] = unit
-    for _, c in ipairs(msg.tool_calls or {}) do
-      owed[#owed + 1] = c
-      answers[c.id] = false
+    local calls = msg.tool_calls
+    if calls then
+      for i = 1, #calls do
+        local c = calls[i]
+        owed[#owed + 1] = c
+        answers[c.id] = false
+      end
     end
   end
 
   local summary_placed = false
-  for _, ev in ipairs(events) do
+  for i = 1, #events do
+    local ev = events[i]
     local render = renderers[ev.type] or defaults[ev.type]
     if ranged and covered(ranges, ev.seq) and not pinned[ev.seq] then
       if not summary_placed then
@@ -245,8 +260,8 @@ function M.plan(thread, agent, opts)
                                 content = s.data.summary }
           or { role = "user", content = text }, s.seq, "summary")
       end
-      if render then
-        plan.report[#plan.report + 1] = { seq = ev.seq, type = ev.type,
+      if render and report then
+        report[#report + 1] = { seq = ev.seq, type = ev.type,
           action = "compacted", into = plan.summary.seq }
       end
     elseif render then
@@ -261,22 +276,20 @@ function M.plan(thread, agent, opts)
         local full = tokens.message(msg, plan.factor, plan.sizes)
         local action
         msg, action = apply_policy(plan, ev, msg, summaries, pinned)
-        local r = { seq = ev.seq, type = ev.type, tokens = full,
-                    action = action }
-        plan.report[#plan.report + 1] = r
         if msg and msg.role == "tool" and not blocks then
           if answers[msg.tool_call_id] == false then
             answers[msg.tool_call_id] = msg
             unit.last = ev.seq
           else
-            r.action = "dropped: answers no pending call"
+            action = "dropped: answers no pending call"
           end
         elseif msg then
           start_unit(msg, ev.seq)
         end
-        if msg then
-          r.shown = action and tokens.message(msg, plan.factor, plan.sizes)
-            or full
+        if report then
+          report[#report + 1] = { seq = ev.seq, type = ev.type,
+            tokens = full, action = action, shown = msg and (action
+              and tokens.message(msg, plan.factor, plan.sizes) or full) }
         end
       end
     end
@@ -290,7 +303,8 @@ function M.plan(thread, agent, opts)
   end
 
   local total = opts.fixed_tokens or 0
-  for _, u in ipairs(units) do
+  for i = 1, #units do
+    local u = units[i]
     for seq in pairs(pinned) do
       if seq >= u.first and seq <= u.last then
         u.pinned = true
@@ -394,9 +408,11 @@ function M.messages(plan)
     end
     return { { role = "user", content = table.concat(parts, "\n\n") } }
   end
-  for _, u in ipairs(plan.units) do
-    for _, m in ipairs(u.messages) do
-      out[#out + 1] = m
+  local units = plan.units
+  for i = 1, #units do
+    local messages = units[i].messages
+    for j = 1, #messages do
+      out[#out + 1] = messages[j]
     end
   end
   return out

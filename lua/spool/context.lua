@@ -61,7 +61,9 @@ M.chat_renderers = {
     local msg = { role = "assistant", content = ev.data.text }
     if ev.data.tool_calls and #ev.data.tool_calls > 0 then
       local calls = json.array()
-      for i, c in ipairs(ev.data.tool_calls) do
+      local from = ev.data.tool_calls
+      for i = 1, #from do
+        local c = from[i]
         calls[i] = { id = c.id, name = c.name, arguments = c.arguments }
       end
       msg.tool_calls = calls
@@ -106,7 +108,7 @@ M.chat_renderers = {
 local function windowed(thread, agent, opts)
   local plan_opts = { form = opts.form, renderers = opts.renderers,
                       events = opts.events, fixed_tokens = opts.fixed_tokens,
-                      model = opts.model }
+                      model = opts.model, report = opts.dry }
   local plan = window.plan(thread, agent, plan_opts)
   local model = opts.model or require("spool.config").get().model
   if not opts.dry and #plan.needs_summary > 0 then

@@ -140,8 +140,9 @@ function M.request(thread, agent, opts)
       events = opts.events })
   local estimate = tokens.estimate(system)
     + math.ceil(agent.tools_bytes / 4)
-  for _, m in ipairs(messages) do
-    estimate = estimate + tokens.message(m, 1, plan and plan.sizes)
+  local sizes = plan and plan.sizes
+  for i = 1, #messages do
+    estimate = estimate + tokens.message(messages[i], 1, sizes)
   end
   return { model = model, system = system, messages = messages,
            tools = tools, json = agent.mode == "json",

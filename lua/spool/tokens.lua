@@ -19,8 +19,6 @@ local MESSAGE_OVERHEAD = 4
 
 local MIN_FACTOR, MAX_FACTOR = 0.5, 3
 
-local NO_CALLS = {}
-
 
 function M.estimate(text, factor)
   if type(text) ~= "string" or text == "" then
@@ -37,9 +35,14 @@ end
 local function size_of(msg, sizes)
   local n = sizes and sizes[msg]
   if not n then
-    n = type(msg.content) == "string" and #msg.content or 0
-    for _, c in ipairs(msg.tool_calls or NO_CALLS) do
-      n = n + #tostring(c.name or "") + #tostring(c.arguments or "")
+    local content = msg.content
+    n = type(content) == "string" and #content or 0
+    local calls = msg.tool_calls
+    if calls then
+      for i = 1, #calls do
+        local c = calls[i]
+        n = n + #tostring(c.name or "") + #tostring(c.arguments or "")
+      end
     end
     if sizes then
       sizes[msg] = n

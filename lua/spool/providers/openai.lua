@@ -21,7 +21,9 @@ local function convert_message(m)
     local out = { role = "assistant", content = m.content or json.null }
     if m.tool_calls and #m.tool_calls > 0 then
       local calls = json.array()
-      for i, c in ipairs(m.tool_calls) do
+      local from = m.tool_calls
+      for i = 1, #from do
+        local c = from[i]
         calls[i] = { id = c.id, type = "function",
                      ["function"] = { name = c.name, arguments = c.arguments } }
       end
@@ -44,8 +46,9 @@ function M.build(model, req)
   if req.system and req.system ~= "" then
     messages[1] = { role = "system", content = req.system }
   end
-  for _, m in ipairs(req.messages or {}) do
-    messages[#messages + 1] = convert_message(m)
+  local from = req.messages or {}
+  for i = 1, #from do
+    messages[#messages + 1] = convert_message(from[i])
   end
   local body = { model = model.name, messages = messages }
   if req.tools and #req.tools > 0 then
