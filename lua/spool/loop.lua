@@ -68,14 +68,36 @@ function M.commit(thread)
 end
 
 
-local function template_vars(thread, agent)
-  local tools = json.array()
-  for _, name in ipairs(agent.tool_names) do
-    local t = agent.tools[name]
-    tools[#tools + 1] = { name = name, description = t.description,
-                          params = json.encode(t.schema) }
+-- What an agent version says of its tools, in the two forms a step needs
+-- (the prompt's and the request's): made once per version, as the version
+-- never changes.
+local function tool_lists(agent)
+  local lists = agent.tool_lists
+  if lists then
+    return lists
   end
-  local vars = { input = thread:input(), agent = agent.name, tools = tools,
+  lists = { prompt = json.array(), request = nil }
+  for i, name in ipairs(agent.tool_names) do
+    local t = agent.tools[name]
+    lists.prompt[i] = { name = name, description = t.description,
+                        params = json.encode(t.schema) }
+  end
+  if agent.mode == "tools" and #agent.tool_names > 0 then
+    lists.request = {}
+    for i, name in ipairs(agent.tool_names) do
+      local t = agent.tools[name]
+      lists.request[i] = { name = name, description = t.description,
+                           parameters = t.schema }
+    end
+  end
+  agent.tool_lists = lists
+  return lists
+end
+
+
+local function template_vars(thread, agent)
+  local vars = { input = thread:input(), agent = agent.name,
+                 tools = tool_lists(agent).prompt,
                  thread = { id = thread.id, step = thread.step } }
   if agent.vars then
     for k, v in pairs(agent.vars(thread) or {}) do
@@ -91,20 +113,29 @@ end
 -- base URL), and the mock when the project runs on the mock.
 function M.model_for(agent)
   local base = config.get().model
-  if not agent.model then
+  local own = agent.model
+  if not own then
     return base
   end
-  if agent.model.provider and agent.model.provider ~= base.provider then
-    return assert(config.resolve_model({ mock = base.mock and "on" or "off",
-      explicit = true }, agent.model))
+  -- The same project model and overrides make the same model: kept.
+  local memo = agent.model_memo
+  if memo and memo.base == base and memo.own == own then
+    return memo.model
   end
-  local m = {}
-  for k, v in pairs(base) do
-    m[k] = v
+  local m
+  if own.provider and own.provider ~= base.provider then
+    m = assert(config.resolve_model({ mock = base.mock and "on" or "off",
+      explicit = true }, own))
+  else
+    m = {}
+    for k, v in pairs(base) do
+      m[k] = v
+    end
+    for k, v in pairs(own) do
+      m[k] = v
+    end
   end
-  for k, v in pairs(agent.model) do
-    m[k] = v
-  end
+  agent.model_memo = { base = base, own = own, model = m }
   return m
 end
 
@@ -120,15 +151,7 @@ function M.request(thread, agent, opts)
   if agent.prompt_template then
     system = prompt.render(agent.prompt_template, template_vars(thread, agent))
   end
-  local tools
-  if agent.mode == "tools" and #agent.tool_names > 0 then
-    tools = {}
-    for i, name in ipairs(agent.tool_names) do
-      local t = agent.tools[name]
-      tools[i] = { name = name, description = t.description,
-                   parameters = t.schema }
-    end
-  end
+  local tools = tool_lists(agent).request
   local model = M.model_for(agent)
   local factor = tokens.factor(opts.events or thread.events)
   -- The tools' size is the agent version's: measured once.
@@ -677,14 +700,18 @@ end
 -- down (spool._runner), whichever is tighter; math.huge where none.
 local LIMITS = { "steps", "tokens", "cost_usd", "wall_ms" }
 
+local NO_LIMITS = {}
+local huge, min = math.huge, math.min
+
 local function limits(thread, agent)
-  local budget = agent and agent.budget or {}
-  local cap = thread.budget_cap or {}
-  local out = {}
-  for _, k in ipairs(LIMITS) do
-    out[k] = math.min(budget[k] or math.huge, cap[k] or math.huge)
-  end
-  return out
+  local budget = agent and agent.budget or NO_LIMITS
+  local cap = thread.budget_cap or NO_LIMITS
+  return {
+    steps = min(budget.steps or huge, cap.steps or huge),
+    tokens = min(budget.tokens or huge, cap.tokens or huge),
+    cost_usd = min(budget.cost_usd or huge, cap.cost_usd or huge),
+    wall_ms = min(budget.wall_ms or huge, cap.wall_ms or huge),
+  }
 end
 
 
