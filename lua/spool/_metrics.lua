@@ -34,45 +34,23 @@ local HELP = {
 }
 
 
-local label_text_sorted
+local NONE = {}
 
--- How often a model_call or failed event's call was retried, and the
--- provider label.
+-- How often a model_call or failed event's call was retried, and its
+-- provider.
 local function retries(ev)
   local attempts = type(ev.data.attempts) == "table" and ev.data.attempts
-    or {}
-  local last = attempts[#attempts] or {}
+    or NONE
+  local last = attempts[#attempts] or NONE
   return math.max(0, #attempts - 1),
-    { provider = tostring(last.provider or ev.data.provider or "unknown") }
+    tostring(last.provider or ev.data.provider or "unknown")
 end
 
-
--- One label is the usual case, and its few values repeat: their text is
--- kept (up to a bound, labels being agent and provider names).
-local one_label, one_label_count = {}, 0
 
 local function label_text(labels)
   if not labels then
     return ""
   end
-  local k, v = next(labels)
-  if k ~= nil and next(labels, k) == nil and type(v) == "string" then
-    local memo_key = k .. "\0" .. v
-    local text = one_label[memo_key]
-    if text then
-      return text
-    end
-    text = label_text_sorted(labels)
-    if one_label_count < 4096 then
-      one_label_count = one_label_count + 1
-      one_label[memo_key] = text
-    end
-    return text
-  end
-  return label_text_sorted(labels)
-end
-
-label_text_sorted = function(labels)
   local keys = {}
   for k in pairs(labels) do
     keys[#keys + 1] = k
@@ -88,51 +66,77 @@ label_text_sorted = function(labels)
 end
 
 
-function M.add(name, labels, n)
+-- The text of one label, kept: the listener below counts every event, and
+-- its labels' values (agents, providers, kinds) are few. Bounded all the
+-- same, the values being names from outside.
+local one_label, one_label_count = {}, 0
+
+local function label1(k, v)
+  local by_value = one_label[k]
+  local text = by_value and by_value[v]
+  if text then
+    return text
+  end
+  text = label_text({ [k] = v })
+  if one_label_count < 4096 then
+    one_label_count = one_label_count + 1
+    one_label[k] = by_value or {}
+    one_label[k][v] = text
+  end
+  return text
+end
+
+
+local function add_text(name, key, n)
   local c = counters[name]
   if not c then
     c = {}
     counters[name] = c
   end
-  local key = label_text(labels)
   c[key] = (c[key] or 0) + (n or 1)
 end
 
 
+function M.add(name, labels, n)
+  add_text(name, label_text(labels), n)
+end
+
+
 local TERMINAL = { done = true, failed = true, cancelled = true }
-local INPUT, OUTPUT = { kind = "input" }, { kind = "output" }
-local NO_USAGE = {}
 
 hub.listen(function(thread, ev)
-  local agent = { agent = thread.agent }
-  if ev.type == "input" then
-    M.add("spool_runs_started_total", agent)
-  elseif TERMINAL[ev.type] then
-    M.add("spool_runs_ended_total", { agent = thread.agent, status = ev.type })
-    if ev.type == "failed" and type(ev.data.attempts) == "table" then
-      local n, labels = retries(ev)
-      M.add("spool_model_retries_total", labels, n)
-      M.add("spool_model_failures_total", labels)
-    end
-  elseif ev.type == "human_request" then
-    M.add("spool_waits_total", { kind = ev.data.kind or "approval" })
-  elseif ev.type == "error" then
-    M.add("spool_step_errors_total", agent)
-  elseif ev.type == "model_call" then
-    M.add("spool_steps_total", agent)
-    local n, labels = retries(ev)
-    M.add("spool_model_retries_total", labels, n)
-    local u = type(ev.data.usage) == "table" and ev.data.usage or NO_USAGE
-    M.add("spool_tokens_total", INPUT, u.input_tokens or 0)
-    M.add("spool_tokens_total", OUTPUT, u.output_tokens or 0)
+  local t = ev.type
+  if t == "model_call" then
+    add_text("spool_steps_total", label1("agent", thread.agent))
+    local n, provider = retries(ev)
+    add_text("spool_model_retries_total", label1("provider", provider), n)
+    local u = type(ev.data.usage) == "table" and ev.data.usage or NONE
+    add_text("spool_tokens_total", label1("kind", "input"),
+      u.input_tokens or 0)
+    add_text("spool_tokens_total", label1("kind", "output"),
+      u.output_tokens or 0)
     local s = (tonumber(ev.data.latency_ms) or 0) / 1000
     latency.n = latency.n + 1
     latency.sum = latency.sum + s
-    for i, bound in ipairs(LATENCY_BUCKETS) do
-      if s <= bound then
+    for i = 1, #LATENCY_BUCKETS do
+      if s <= LATENCY_BUCKETS[i] then
         latency.counts[i] = latency.counts[i] + 1
       end
     end
+  elseif t == "input" then
+    add_text("spool_runs_started_total", label1("agent", thread.agent))
+  elseif TERMINAL[t] then
+    M.add("spool_runs_ended_total", { agent = thread.agent, status = t })
+    if t == "failed" and type(ev.data.attempts) == "table" then
+      local n, provider = retries(ev)
+      local key = label1("provider", provider)
+      add_text("spool_model_retries_total", key, n)
+      add_text("spool_model_failures_total", key)
+    end
+  elseif t == "human_request" then
+    add_text("spool_waits_total", label1("kind", ev.data.kind or "approval"))
+  elseif t == "error" then
+    add_text("spool_step_errors_total", label1("agent", thread.agent))
   end
 end)
 
