@@ -30,10 +30,27 @@ local DEFAULT_TOKENS = 128000
 local DEFAULT_RESERVE = 4096
 
 
+local make_settings
+
 -- The agent's window settings, with defaults. agent.window = { tokens,
 -- reserve, policies = { [event type] = policy }, compact = false | {
 -- prompt, keep_recent, target } }.
 function M.settings(agent, model)
+  -- An agent version and its model always make the same settings: kept.
+  local memo = agent and agent.window_memo
+  if memo and memo.model == model and memo.window == agent.window then
+    return memo.settings
+  end
+  local settings = make_settings(agent, model)
+  if agent then
+    agent.window_memo = { model = model, window = agent.window,
+                          settings = settings }
+  end
+  return settings
+end
+
+
+make_settings = function(agent, model)
   local w = agent and agent.window or {}
   model = model or {}
   local policies = {}
