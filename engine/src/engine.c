@@ -322,6 +322,23 @@ static void push_opt(lua_State *L, const char *name, const char *value) {
   }
 }
 
+/* Where the library's precompiled chunks are (see l_bytecode.c): the
+ * build's for the source tree it was built from, else beside the library
+ * (share/spool/luac once installed). 0 if that folder exists. */
+static int bytecode_dir(const char *lua_dir, char *out, size_t size) {
+  struct stat st;
+#if defined(SPOOL_SOURCE_LUA_DIR) && defined(SPOOL_BUILD_BYTECODE_DIR)
+  if (strcmp(lua_dir, SPOOL_SOURCE_LUA_DIR) == 0) {
+    snprintf(out, size, "%s", SPOOL_BUILD_BYTECODE_DIR);
+    return stat(out, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+  }
+#endif
+  int n = snprintf(out, size, "%s/../luac", lua_dir);
+  if (n < 0 || (size_t)n >= size)
+    return -1;
+  return stat(out, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
+}
+
 /* stack: -> (sets up package.path, preloads, and loads spool._engine) */
 static int bootstrap(lua_State *L) {
   spool_engine *e = lua_touserdata(L, 1);
@@ -335,6 +352,9 @@ static int bootstrap(lua_State *L) {
   lua_pop(L, 1);
   preload(L, "spool.core", luaopen_spool_core);
   preload(L, "spool.json", luaopen_spool_json);
+  char bytecode[4200];
+  if (bytecode_dir(lua_dir, bytecode, sizeof bytecode) == 0)
+    spool__add_bytecode_searcher(L, lua_dir, bytecode);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "spool._engine");
   lua_call(L, 1, 1);

@@ -188,4 +188,9 @@ void spool__open_ed25519(lua_State *L);
 void spool__push_hex(lua_State *L, const unsigned char *p, size_t n);
 void spool__host_tools_free(spool_engine *e);
 
+/* Puts a searcher for the library's precompiled chunks (l_bytecode.c)
+ * before Lua's own. */
+void spool__add_bytecode_searcher(lua_State *L, const char *lua_dir,
+                                  const char *bytecode_dir);
+
 #endif

@@ -14,6 +14,11 @@ for f in include/spool.h lib/libspool.so lib/libspool.a \
          lib/pkgconfig/spool.pc share/spool/lua/spool/init.lua bin/spool; do
   test -e "$prefix/$f" || { echo "missing $f" >&2; exit 1; }
 done
+# The library precompiled, when the build had luac (l_bytecode.c).
+if command -v luac5.4 >/dev/null || command -v luac >/dev/null; then
+  test -e "$prefix/share/spool/luac/spool/init.luac" ||
+    { echo "missing share/spool/luac/spool/init.luac" >&2; exit 1; }
+fi
 "$prefix/bin/spool" --version | grep -q "Lua library: $prefix/bin/../share/spool/lua"
 cp -r "$root/agents" "$root/prompts" "$root/data" "$root/mock" \
   "$root/spool.lua" "$prefix/"

@@ -44,20 +44,21 @@ local ratelimit = require "spool._ratelimit"
 
 local M = {}
 
+-- Loaded when first used: a run needs one.
 local providers = {
-  openai = require "spool.providers.openai",
-  ["openai-responses"] = require "spool.providers.openai_responses",
-  anthropic = require "spool.providers.anthropic",
+  openai = "spool.providers.openai",
+  ["openai-responses"] = "spool.providers.openai_responses",
+  anthropic = "spool.providers.anthropic",
 }
 
 
 function M.provider(name)
-  local p = providers[name]
-  if not p then
+  local module = providers[name]
+  if not module then
     error(string.format("unknown model provider '%s' (openai, "
       .. "openai-responses, anthropic)", tostring(name)), 0)
   end
-  return p
+  return require(module)
 end
 
 
