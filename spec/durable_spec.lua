@@ -366,6 +366,15 @@ describe("durable threads", function()
         CREATE INDEX threads_by_deadline ON threads(deadline)
           WHERE deadline IS NOT NULL;
         PRAGMA user_version = 2;]])
+      -- Not while another (older) process runs one of its threads.
+      sql("INSERT INTO leases VALUES ('" .. id .. "', 'other', "
+        .. "(strftime('%s', 'now') + 600) * 1000)")
+      local _, err, code = spool("threads")
+      assert.are.equal(1, code)
+      assert.matches("schema version 2 and this spool would upgrade it to "
+        .. "3, but another spool process is running 1 of its threads", err)
+      assert.are.equal("2\n", sql("PRAGMA user_version"))
+      sql("DELETE FROM leases")
       assert.are.same(before, events(id))
       assert.are.equal("3\n", sql("PRAGMA user_version"))
       assert.are.equal("integer\n",

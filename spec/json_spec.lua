@@ -71,6 +71,17 @@ describe("spool.json", function()
       assert.are.equal('{"a":1,"b":2,"c":3}', json.encode({ c = 3, a = 1, b = 2 }))
     end)
 
+    it("writes an object of more keys than half Lua's stack limit",
+      function()
+      local big = {}
+      for i = 1, 600000 do
+        big["k" .. i] = i
+      end
+      local text = json.encode(big)
+      assert.are.equal('{"k1":1,"k10":10,', text:sub(1, 17))
+      assert.are.equal(600000, select(2, text:gsub('"k%d+":', "")))
+    end)
+
     it("writes doubles that read back exactly", function()
       for _, x in ipairs { 0.1, 1 / 3, 2 ^ 53 + 0.0, 6.02214076e23, 5e-324 } do
         assert.are.equal(x, json.decode(json.encode(x)))

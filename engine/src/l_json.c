@@ -371,9 +371,9 @@ static void encode_table(encoder *en, int idx) {
     en->depth--;
     return;
   }
-  /* An object: push its keys and values, sort the keys, then write
-   * key:value pairs. */
-  luaL_checkstack(L, 2 * (int)n + 4, "object too large to encode");
+  /* An object: push its values, sort its keys (the table keeps their
+   * strings alive), then write key:value pairs. */
+  luaL_checkstack(L, (int)n + 4, "object too large to encode");
   int base = lua_gettop(L) + 1;
   obj_key small[32];
   obj_key *keys = small;
@@ -382,11 +382,12 @@ static void encode_table(encoder *en, int idx) {
   int nk = 0;
   lua_pushnil(L);
   while (lua_next(L, idx)) {
-    /* stack: ... key value: keep both, and a copy of the key for next */
+    /* stack: ... key value -> ... value key: the value stays, the key
+     * goes on to lua_next */
     keys[nk].s = lua_tolstring(L, -2, &keys[nk].len);
-    keys[nk].value = lua_gettop(L);
+    lua_insert(L, -2);
+    keys[nk].value = lua_gettop(L) - 1;
     nk++;
-    lua_pushvalue(L, -2);
   }
   sort_keys(keys, nk);
   if (spool__buf_addc(en->out, '{') != 0)

@@ -29,6 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "json.h"
 #include "store.h"
@@ -290,6 +291,21 @@ static int user_version(db *d) {
   return version;
 }
 
+/* Threads some process holds an unexpired lease on (-1 if unreadable). */
+static int leased_threads(db *d) {
+  sqlite3_stmt *s = NULL;
+  int n = -1;
+  if (sqlite3_prepare_v2(d->conn,
+                         "SELECT count(*) FROM leases WHERE expires_at > ?1",
+                         -1, &s, NULL) == SQLITE_OK) {
+    sqlite3_bind_int64(s, 1, (sqlite3_int64)time(NULL) * 1000);
+    if (sqlite3_step(s) == SQLITE_ROW)
+      n = sqlite3_column_int(s, 0);
+  }
+  sqlite3_finalize(s);
+  return n;
+}
+
 static int check_schema(db *d, char *err, size_t errlen) {
   sqlite3_stmt *s = NULL;
   int version = user_version(d), tables = 0, ours = 0;
@@ -325,18 +341,40 @@ static int check_schema(db *d, char *err, size_t errlen) {
     return -1;
   }
   if (version < SPOOL_STORE_SCHEMA) {
-    char e2[200];
-    int ok = exec(d, "BEGIN IMMEDIATE", e2, sizeof e2) == 0;
+    char e2[200], e3[64];
+    /* An upgrade holds the write lock while it copies every event: wait
+     * for another process's (a minute at most) rather than fail. */
+    int ok = 0;
+    for (int tries = 0; tries < 12 && !ok; tries++) {
+      ok = exec(d, "BEGIN IMMEDIATE", e2, sizeof e2) == 0;
+      if (!ok && (sqlite3_errcode(d->conn) & 0xff) != SQLITE_BUSY)
+        break;
+    }
+    if (!ok) {
+      snprintf(err, errlen, "cannot %s the schema: %s",
+               version ? "upgrade" : "create", e2);
+      return -1;
+    }
     /* Another process may have made or upgraded the schema while this one
      * waited for the write lock: read the version again, under it. */
-    if (ok)
-      version = user_version(d);
-    if (ok && version == 0)
+    version = user_version(d);
+    int running = version > 0 ? leased_threads(d) : 0;
+    if (running > 0) {
+      exec(d, "ROLLBACK", e3, sizeof e3);
+      snprintf(err, errlen,
+               "the database has schema version %d and this spool would "
+               "upgrade it to %d, but another spool process is running %d "
+               "of its threads (an older spool would fail once upgraded): "
+               "stop it, then run this again",
+               version, SPOOL_STORE_SCHEMA, running);
+      return -1;
+    }
+    if (version == 0)
       ok = exec(d, schema_sql, e2, sizeof e2) == 0;
     for (int v = version ? version : 1; ok && v < SPOOL_STORE_SCHEMA; v++)
       ok = exec(d, schema_steps[v - 1], e2, sizeof e2) == 0;
     if (!ok || exec(d, "COMMIT", e2, sizeof e2) != 0) {
-      exec(d, "ROLLBACK", e2, sizeof e2);
+      exec(d, "ROLLBACK", e3, sizeof e3);
       snprintf(err, errlen, "cannot %s the schema: %s",
                version ? "upgrade" : "create", e2);
       return -1;

@@ -74,15 +74,22 @@ end
 M.sink = sink
 
 
+-- A thread that stops running here lets its model connections go (see
+-- spool.llm).
+local function close_connections(thread)
+  if thread.http_conns then
+    thread.http_conns:close()
+    thread.http_conns = nil
+  end
+end
+
+
 local function retire(thread)
   if live[thread.id] ~= thread then
     return
   end
   live[thread.id] = nil
-  if thread.http_conns then -- see spool.llm
-    thread.http_conns:close()
-    thread.http_conns = nil
-  end
+  close_connections(thread)
   if thread.on_retire then
     thread.on_retire(thread)
   end
@@ -418,6 +425,7 @@ function M.call(parent, name, input)
     })
     loop.commit(parent)
     live[child.id] = nil
+    close_connections(child)
     error(loop.PAUSED, 0)
   end
   store.release(child.id)
