@@ -358,7 +358,8 @@ static int check_schema(db *d, char *err, size_t errlen) {
     /* Another process may have made or upgraded the schema while this one
      * waited for the write lock: read the version again, under it. */
     version = user_version(d);
-    int running = version > 0 ? leased_threads(d) : 0;
+    int running =
+        version > 0 && version < SPOOL_STORE_SCHEMA ? leased_threads(d) : 0;
     if (running > 0) {
       exec(d, "ROLLBACK", e3, sizeof e3);
       snprintf(err, errlen,
