@@ -93,6 +93,32 @@ end
 
 
 describe("spool serve", function()
+  it("lets a run's model connection go when it pauses for a person, a "
+    .. "sub-agent's too", function()
+    local dir = h.tmpdir()
+    h.sh(string.format("cp -r %s/spec/fixtures/durable/. %s", h.q(h.ROOT),
+      h.q(dir)))
+    local mock = h.mock_process(dir .. "/mock/script.lua")
+    finally(function()
+      mock.stop()
+      h.remove(dir)
+    end)
+    local s = serve(dir, mock)
+    local function mock_connections()
+      local out = h.sh("curl -s -m 5 " .. mock.url:gsub("/v1$", "")
+        .. "/_mock/stats")
+      return json.decode(out).connections
+    end
+    -- boss calls deploy, which waits for approval of its deploy call
+    local status, v = curl(s, "POST", "/v1/threads",
+      '{"agent":"boss","input":"go","wait_ms":5000}')
+    assert.are.equal(201, status)
+    assert.are.equal("waiting", v.status)
+    -- only the stats request itself is left open
+    h.wait_for(function() return mock_connections() == 1 end, 5000,
+      "the paused runs' connections to close")
+  end)
+
   it("answers every route to curl", function()
     local dir, mock = project()
     local s = serve(dir, mock)

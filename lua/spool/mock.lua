@@ -54,7 +54,8 @@
 -- { name, call_id, content }).
 --
 -- GET /_mock/stats answers { requests, inflight, peak_inflight, errors,
--- streams }; POST /_mock/reset zeroes them.
+-- streams, connections (open now, this one's included) }; POST
+-- /_mock/reset zeroes them.
 
 local core = require "spool.core"
 local json = require "spool.json"
@@ -296,6 +297,7 @@ function M.start(opts)
   local mock = { script = script }
   local stats = { requests = 0, inflight = 0, peak_inflight = 0, errors = 0,
                   streams = 0 }
+  local server -- the handler reports its connections
 
   local function chat(req, format)
     local body, err = json.decode(req.body)
@@ -370,6 +372,7 @@ function M.start(opts)
         data = json.array({ { id = script.model or "mock-1",
                               object = "model", owned_by = "spool" } }) }) }
     elseif req.path == "/_mock/stats" then
+      stats.connections = server:connections()
       return { headers = JSON_HEADERS, body = json.encode(stats) }
     elseif req.path == "/_mock/reset" and req.method == "POST" then
       stats.requests, stats.peak_inflight, stats.errors = 0, stats.inflight, 0
@@ -381,9 +384,10 @@ function M.start(opts)
                .. req.path) }
   end
 
-  local server, err = core.listen { host = opts.host or "127.0.0.1",
-                                    port = opts.port or 0, handler = handler,
-                                    max_body = 64 * 1024 * 1024 }
+  local err
+  server, err = core.listen { host = opts.host or "127.0.0.1",
+                              port = opts.port or 0, handler = handler,
+                              max_body = 64 * 1024 * 1024 }
   if not server then
     return nil, err
   end
