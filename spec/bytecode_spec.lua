@@ -25,29 +25,27 @@ describe("precompiled library chunks", function()
     h.remove(dir)
   end)
 
-  local function which()
-    local out, code = h.sh(string.format("SPOOL_LUA_DIR=%s %s --project %s "
-      .. "lua %s 2>&1", h.q(dir .. "/lua"), h.q(h.BIN), h.q(dir .. "/project"),
+  -- Dates the source and its chunk, then asks which one spool loaded;
+  -- returns its output and exit code.
+  local function which(source_date, chunk_date)
+    for file, when in pairs { ["lua/spool/tokens.lua"] = source_date,
+                              ["luac/spool/tokens.luac"] = chunk_date } do
+      h.sh(string.format("touch -d %s %s", h.q(when),
+        h.q(dir .. "/" .. file)))
+    end
+    return h.sh(string.format("SPOOL_LUA_DIR=%s %s --project %s lua %s 2>&1",
+      h.q(dir .. "/lua"), h.q(h.BIN), h.q(dir .. "/project"),
       h.q(dir .. "/project/which.lua")))
-    return out, code
-  end
-
-  local function touch(when, file)
-    h.sh(string.format("touch -d %s %s", h.q(when), h.q(dir .. "/" .. file)))
   end
 
   it("loads a chunk built after its source", function()
-    touch("2020-01-01", "lua/spool/tokens.lua")
-    touch("2020-01-02", "luac/spool/tokens.luac")
-    local out, code = which()
+    local out, code = which("2020-01-01", "2020-01-02")
     assert.are.equal(0, code, out)
     assert.are.equal("chunk\n", out)
   end)
 
   it("reads the source once it is newer than its chunk", function()
-    touch("2020-01-02", "lua/spool/tokens.lua")
-    touch("2020-01-01", "luac/spool/tokens.luac")
-    local out, code = which()
+    local out, code = which("2020-01-02", "2020-01-01")
     assert.are.equal(0, code, out)
     assert.are.equal("source\n", out)
   end)
@@ -56,9 +54,7 @@ describe("precompiled library chunks", function()
     local f = assert(io.open(dir .. "/luac/spool/tokens.luac", "w"))
     f:write("\27Lua not really")
     f:close()
-    touch("2020-01-01", "lua/spool/tokens.lua")
-    touch("2020-01-02", "luac/spool/tokens.luac")
-    local out, code = which()
+    local out, code = which("2020-01-01", "2020-01-02")
     assert.are_not.equal(0, code)
     assert.matches("error loading module 'spool.tokens' from '.*"
       .. "luac/spool/tokens.luac'", out)

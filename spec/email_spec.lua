@@ -84,7 +84,9 @@ local function sent(n)
     end
     local raw = f:read("a")
     f:close()
-    return { raw = raw, subject = raw:match("\nSubject: ([^\r\n]*)"),
+    local subject = raw:match("\nSubject: ([^\r\n]*)")
+    return { raw = raw, subject = subject,
+             token = subject and subject:match("%[ref:([%w_%.%-]+)%]"),
              to = raw:match("\nTo: ([^\r\n]*)"),
              envelope = h.slurp(dir .. "/sent/" .. n .. ".env") }
   end, 5000, "message " .. n .. " to be sent")
@@ -94,6 +96,16 @@ local function deliver_reply(uid, from, subject, body)
   h.write_files(dir, { ["inbox/" .. uid .. ".eml"] = table.concat({
     "From: " .. from, "To: spool@example.test", "Subject: " .. subject,
     "Date: Tue, 24 Nov 2026 10:00:00 +0000", "", body }, "\r\n") })
+end
+
+-- Starts a run that asks where to deploy and answers its mail with body.
+local function answer_question(body)
+  setup()
+  local t = start("ask where")
+  deliver_reply(1, "ana@example.test", "Re: [ref:" .. sent(1).token .. "]",
+    body)
+  email.poll_once(channels, settings)
+  return t
 end
 
 
@@ -143,8 +155,7 @@ describe("the email channel", function()
     assert.are.equal("waiting", t:status())
     local out = sent(1)
     assert.are.equal("ops@example.test", out.to)
-    local token = out.subject:match("%[ref:([%w_%.%-]+)%]")
-    assert.matches("^" .. t.id .. "%.", token)
+    assert.matches("^" .. t.id .. "%.", out.token)
     assert.matches("APPROVE", out.raw)
     assert.matches("from <spool@example.test>", out.envelope, 1, true)
     assert.matches("to <ops@example.test>", out.envelope, 1, true)
@@ -171,16 +182,10 @@ describe("the email channel", function()
 
   it("takes an answer to a question, and a rejection with its reason",
     function()
-    setup()
-    local t = start("ask where")
-    local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
-    deliver_reply(1, "ana@example.test", "Re: [ref:" .. token .. "]",
-      "eu-west\r\n> Which region?\r\n")
-    email.poll_once(channels, settings)
+    local t = answer_question("eu-west\r\n> Which region?\r\n")
     assert.are.equal("eu-west", wait_status(t.id, "done"):outcome())
     t = start("deploy 2.0")
-    token = sent(2).subject:match("%[ref:([%w_%.%-]+)%]")
-    deliver_reply(2, "ana@example.test", "Re: [ref:" .. token .. "]",
+    deliver_reply(2, "ana@example.test", "Re: [ref:" .. sent(2).token .. "]",
       "Reject: not on a Friday")
     email.poll_once(channels, settings)
     local done = wait_status(t.id, "done")
@@ -193,7 +198,7 @@ describe("the email channel", function()
     .. "writes back only to allowed senders about real requests", function()
     setup { allow = { "@example.test" } }
     local t = start("deploy 3.0")
-    local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
+    local token = sent(1).token
     deliver_reply(1, "mallory@evil.test", "Re: [ref:" .. token .. "]",
       "approve")
     deliver_reply(2, "ana@example.test", "Re: [ref:" .. token .. "]",
@@ -217,7 +222,7 @@ describe("the email channel", function()
     .. "Latin-1", function()
     setup()
     local t = start("ask where")
-    local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
+    local token = sent(1).token
     h.write_files(dir, { ["inbox/1.eml"] = table.concat({
       "From: ana@example.test", "Subject: Re: [ref:" .. token .. "]",
       "Content-Type: multipart/mixed; boundary=\"Apple-Mail-A1B2\"", "",
@@ -236,17 +241,12 @@ describe("the email channel", function()
 
   it("refuses an empty answer, and addresses that carry commands",
     function()
-    setup()
-    local t = start("ask where")
-    local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
-    deliver_reply(1, "ana@example.test", "Re: [ref:" .. token .. "]",
-      "> Which region?\r\n")
-    email.poll_once(channels, settings)
+    local t = answer_question("> Which region?\r\n")
     assert.matches("the reply is empty", sent(2).raw)
     assert.are.equal("waiting", stored(t.id):status())
     local ok, status = email.handle_reply(channels, settings, {
       from = "x@y>\r\nRCPT TO:<victim@evil.test", subject = "[ref:"
-        .. token .. "]", text = "eu", headers = {} })
+        .. sent(1).token .. "]", text = "eu", headers = {} })
     assert.is_nil(ok)
     assert.are.equal(422, status)
     assert.is_nil(email.send(settings, "a@b>\r\nRCPT TO:<c@d>", "s", "t"))
@@ -280,7 +280,7 @@ describe("the email channel", function()
     local port = assert(serve.start { port = 0 })
     finally(function() serve.stop(2000) end)
     local t = start("deploy 4.0")
-    local token = sent(1).subject:match("%[ref:([%w_%.%-]+)%]")
+    local token = sent(1).token
     local function post(body, secret)
       local text = json.encode(body)
       return assert(http.request { method = "POST",
@@ -298,7 +298,7 @@ describe("the email channel", function()
     assert.are.equal("done", wait_status(t.id, "done"):status())
     -- and the inbox is polled while the control API is served
     t = start("ask again")
-    token = sent(2).subject:match("%[ref:([%w_%.%-]+)%]")
+    token = sent(2).token
     deliver_reply(1, "ana@example.test", "Re: [ref:" .. token .. "]",
       "us-east")
     assert.are.equal("us-east", wait_status(t.id, "done"):outcome())

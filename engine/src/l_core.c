@@ -137,6 +137,18 @@ static int l_core_process_id(lua_State *L) {
   return 1;
 }
 
+void spool__class(lua_State *L, const char *name, const luaL_Reg *methods,
+                  lua_CFunction gc) {
+  luaL_newmetatable(L, name);
+  lua_newtable(L);
+  luaL_setfuncs(L, methods, 0);
+  lua_setfield(L, -2, "__index");
+  if (gc) {
+    lua_pushcfunction(L, gc);
+    lua_setfield(L, -2, "__gc");
+  }
+}
+
 void spool__push_hex(lua_State *L, const unsigned char *p, size_t n) {
   static const char digits[] = "0123456789abcdef";
   luaL_Buffer b;

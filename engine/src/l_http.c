@@ -505,29 +505,19 @@ static int conns_close(lua_State *L) {
 }
 
 void spool__open_http(lua_State *L) {
-  if (luaL_newmetatable(L, CONNS_MT)) {
-    static const luaL_Reg methods[] = {
-        {"close", conns_close},
-        {NULL, NULL},
-    };
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, conns_close);
-    lua_setfield(L, -2, "__gc");
-  }
+  static const luaL_Reg conns_methods[] = {
+      {"close", conns_close},
+      {NULL, NULL},
+  };
+  static const luaL_Reg stream_methods[] = {
+      {"head", stream_head},
+      {"read", stream_read},
+      {"close", stream_close},
+      {NULL, NULL},
+  };
+  spool__class(L, CONNS_MT, conns_methods, conns_close);
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, STREAM_MT)) {
-    static const luaL_Reg methods[] = {
-        {"head", stream_head},
-        {"read", stream_read},
-        {"close", stream_close},
-        {NULL, NULL},
-    };
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, stream_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  spool__class(L, STREAM_MT, stream_methods, stream_gc);
   lua_pop(L, 1);
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_http_request, 1);

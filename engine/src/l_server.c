@@ -336,25 +336,17 @@ void spool__open_server(lua_State *L) {
       {"drain", server_drain},
       {NULL, NULL},
   };
-  if (luaL_newmetatable(L, SERVER_MT)) {
-    luaL_newlib(L, methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, server_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, server_close);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, server_tostring);
-    lua_setfield(L, -2, "__tostring");
-  }
+  static const luaL_Reg stream_methods[] = {
+      {"send", stream_send},
+      {NULL, NULL},
+  };
+  spool__class(L, SERVER_MT, methods, server_close);
+  lua_pushcfunction(L, server_close);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, server_tostring);
+  lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
-  if (luaL_newmetatable(L, STREAM_MT)) {
-    lua_newtable(L);
-    lua_pushcfunction(L, stream_send);
-    lua_setfield(L, -2, "send");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, stream_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  spool__class(L, STREAM_MT, stream_methods, stream_gc);
   lua_pop(L, 1);
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_core_listen, 1);

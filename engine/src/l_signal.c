@@ -125,16 +125,12 @@ static int l_core_signal(lua_State *L) {
 }
 
 void spool__open_signal(lua_State *L) {
-  if (luaL_newmetatable(L, SIGNAL_MT)) {
-    lua_newtable(L);
-    lua_pushcfunction(L, signal_wait);
-    lua_setfield(L, -2, "wait");
-    lua_pushcfunction(L, signal_notify);
-    lua_setfield(L, -2, "notify");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, signal_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  static const luaL_Reg methods[] = {
+      {"wait", signal_wait},
+      {"notify", signal_notify},
+      {NULL, NULL},
+  };
+  spool__class(L, SIGNAL_MT, methods, signal_gc);
   lua_pop(L, 1);
   lua_pushcfunction(L, l_core_signal);
   lua_setfield(L, -2, "signal");

@@ -57,14 +57,11 @@ static int l_core_sse(lua_State *L) {
 }
 
 void spool__open_sse(lua_State *L) {
-  if (luaL_newmetatable(L, SSE_MT)) {
-    lua_newtable(L);
-    lua_pushcfunction(L, sse_feed);
-    lua_setfield(L, -2, "feed");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, sse_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  static const luaL_Reg methods[] = {
+      {"feed", sse_feed},
+      {NULL, NULL},
+  };
+  spool__class(L, SSE_MT, methods, sse_gc);
   lua_pop(L, 1);
   lua_pushcfunction(L, l_core_sse);
   lua_setfield(L, -2, "sse");

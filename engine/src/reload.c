@@ -201,16 +201,13 @@ static int l_core_watch(lua_State *L) {
 }
 
 void spool__open_watch(lua_State *L) {
-  if (luaL_newmetatable(L, WATCHER_MT)) {
-    lua_newtable(L);
-    lua_pushcfunction(L, watcher_close);
-    lua_setfield(L, -2, "close");
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, watcher_close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, watcher_close);
-    lua_setfield(L, -2, "__close");
-  }
+  static const luaL_Reg methods[] = {
+      {"close", watcher_close},
+      {NULL, NULL},
+  };
+  spool__class(L, WATCHER_MT, methods, watcher_close);
+  lua_pushcfunction(L, watcher_close);
+  lua_setfield(L, -2, "__close");
   lua_pop(L, 1);
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_core_watch, 1);

@@ -186,6 +186,11 @@ void spool__open_sse(lua_State *L);
 void spool__open_ed25519(lua_State *L);
 /* Pushes n bytes as lower-case hex. */
 void spool__push_hex(lua_State *L, const unsigned char *p, size_t n);
+/* Makes the metatable of a userdata class: `methods` (NULL-terminated) as
+ * its __index, `gc` (if any) as __gc. Leaves it on the stack, for the
+ * caller to add more (__close, __tostring) and pop. */
+void spool__class(lua_State *L, const char *name, const luaL_Reg *methods,
+                  lua_CFunction gc);
 void spool__host_tools_free(spool_engine *e);
 
 /* Puts a searcher for the library's precompiled chunks (l_bytecode.c)

@@ -69,14 +69,14 @@ end
 
 
 -- What an agent version says of its tools, in the two forms a step needs
--- (the prompt's and the request's): made once per version, as the version
--- never changes.
+-- (the prompt's, and the request's with its size in bytes): made once per
+-- version, as the version never changes.
 local function tool_lists(agent)
   local lists = agent.tool_lists
   if lists then
     return lists
   end
-  lists = { prompt = json.array(), request = nil }
+  lists = { prompt = json.array(), request = nil, request_bytes = 0 }
   for i, name in ipairs(agent.tool_names) do
     local t = agent.tools[name]
     lists.prompt[i] = { name = name, description = t.description,
@@ -89,6 +89,7 @@ local function tool_lists(agent)
       lists.request[i] = { name = name, description = t.description,
                            parameters = t.schema }
     end
+    lists.request_bytes = #json.encode(lists.request)
   end
   agent.tool_lists = lists
   return lists
@@ -151,18 +152,17 @@ function M.request(thread, agent, opts)
   if agent.prompt_template then
     system = prompt.render(agent.prompt_template, template_vars(thread, agent))
   end
-  local tools = tool_lists(agent).request
+  local lists = tool_lists(agent)
+  local tools = lists.request
   local model = M.model_for(agent)
   local factor = tokens.factor(opts.events or thread.events)
-  -- The tools' size is the agent version's: measured once.
-  agent.tools_bytes = agent.tools_bytes or (tools and #json.encode(tools) or 0)
   local fixed = tokens.estimate(system, factor)
-    + math.ceil(agent.tools_bytes / 4 * factor)
+    + math.ceil(lists.request_bytes / 4 * factor)
   local messages, plan = (agent.context or context.chat)(thread, agent, nil,
     { fixed_tokens = fixed, model = model, dry = opts.dry,
       events = opts.events })
   local estimate = tokens.estimate(system)
-    + math.ceil(agent.tools_bytes / 4)
+    + math.ceil(lists.request_bytes / 4)
   local sizes = plan and plan.sizes
   for i = 1, #messages do
     estimate = estimate + tokens.message(messages[i], 1, sizes)

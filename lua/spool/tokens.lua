@@ -58,7 +58,7 @@ local ceil = math.ceil
 function M.message(msg, factor, sizes)
   local calls = msg.tool_calls
   local n = calls and MESSAGE_OVERHEAD * (1 + #calls) or MESSAGE_OVERHEAD
-  local bytes = sizes and sizes[msg] or size_of(msg, sizes)
+  local bytes = size_of(msg, sizes)
   if bytes > 0 then
     n = n + ceil(bytes / 4 * (factor or 1))
   end
