@@ -110,6 +110,19 @@ describe("spool.json", function()
         select(2, pcall(json.encode, { 1, x = 2 })))
     end)
 
+    it("splices json.raw text as it is, and checks it once", function()
+      local part = json.raw('{"b": [1, 2.0]}')
+      assert.are.equal('{"a":{"b": [1, 2.0]},"c":[{"b": [1, 2.0]},1]}',
+        json.encode({ a = part, c = json.array({ part, 1 }) }))
+      assert.are.equal("null", json.encode(json.raw("null")))
+      local ok, err = pcall(json.raw, '{"b": [1,}')
+      assert.is_false(ok)
+      assert.matches("not one JSON value: line 1, column 10", err)
+      assert.is_false(pcall(json.raw, "1 2"))
+      assert.matches("cannot encode a userdata at %$%.f",
+        select(2, pcall(json.encode, { f = io.stdout })))
+    end)
+
     it("refuses cycles instead of recursing forever", function()
       local t = {}
       t.self = t

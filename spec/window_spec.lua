@@ -272,6 +272,72 @@ describe("the context window", function()
     end)
   end)
 
+  describe("across steps", function()
+    local loop = require "spool.loop"
+    local llm = require "spool.llm"
+
+    local function body(t, agent, opts)
+      return llm.request(loop.request(t, agent, opts)).body
+    end
+
+    it("a step reuses what earlier steps rendered and sends the same bytes "
+      .. "as a fresh render", function()
+      local agent = agent_with({ policies = { tool_result = {
+        truncate = 50 } } })
+      local t = thread_of { { "input", { input = "count" } } }
+      local renderers = context.chat_renderers
+      local plain = renderers.tool_result
+      finally(function() renderers.tool_result = plain end)
+      for i = 1, 8 do
+        t:append("model_call", { text = i == 3 and "thinking" or nil,
+          tool_calls = { call("c" .. i, "add", '{"a":' .. i .. '}') },
+          usage = { input_tokens = 90 + i }, context = { estimate = 80 } })
+        if i == 4 then
+          t:append("error", { call_id = "c4", name = "add", error = "no" })
+        else -- one result long enough to be cut
+          t:append("tool_result", { call_id = "c" .. i, name = "add",
+            result = i == 6 and ("x"):rep(400) or tostring(i) })
+        end
+        if i == 7 then -- a hot patch of a renderer shows from then on
+          renderers.tool_result = function(ev)
+            local m = plain(ev)
+            m.content = "result: " .. m.content
+            return m
+          end
+        end
+        local fresh = body(t, agent)
+        assert.are.equal(fresh, body(t, agent, { memo = true }))
+        assert.are.equal(fresh, body(t, agent, { memo = true }))
+      end
+      local sent = json.decode(body(t, agent, { memo = true })).messages
+      assert.are.equal("result: 8", sent[#sent].content)
+      assert.matches("cut by the context policy", sent[13].content)
+      assert.is_table(t.render_memo)
+    end)
+
+    it("never hands what it keeps to an agent's context function, which "
+      .. "may change the messages it gets", function()
+      local agent = agent_with()
+      agent.context = function(thread, a, _, opts)
+        local msgs, plan = context.chat(thread, a, nil, opts)
+        for _, m in ipairs(msgs) do
+          m.content = (m.content or "") .. "!"
+        end
+        return msgs, plan
+      end
+      local t = thread_of {
+        { "input", { input = "go" } },
+        { "model_call", { tool_calls = { call("c1", "add") } } },
+        { "tool_result", { call_id = "c1", name = "add", result = "1" } },
+      }
+      for _ = 1, 3 do
+        local sent = json.decode(body(t, agent, { memo = true })).messages
+        assert.are.equal("go!", sent[1].content)
+        assert.are.equal("1!", sent[3].content)
+      end
+    end)
+  end)
+
   describe("compaction", function()
     local function long_thread(n)
       local events = { { "input", { input = "read the pages" } } }

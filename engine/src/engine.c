@@ -21,6 +21,7 @@
 
 #include "http.h"
 #include "json.h"
+#include "lua_heap.h"
 #include "spool_int.h"
 #include "store.h"
 
@@ -339,6 +340,35 @@ static int bytecode_dir(const char *lua_dir, char *out, size_t size) {
   return stat(out, &st) == 0 && S_ISDIR(st.st_mode) ? 0 : -1;
 }
 
+/* An error outside any protected call: a bug of the engine's C code (all
+ * of its entries into Lua are protected); Lua aborts when this returns. */
+static int on_lua_panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  fprintf(stderr, "spool: PANIC: unprotected error in call to Lua API (%s)\n",
+          msg ? msg : "not a string");
+  return 0;
+}
+
+/* Lua's warn(): off until "@on", as in the standalone interpreter; a
+ * warning may arrive in pieces and is logged whole. */
+static void on_lua_warning(void *ud, const char *msg, int tocont) {
+  spool_engine *e = ud;
+  if (e->lua_warning.len == 0 && !tocont && msg[0] == '@') {
+    if (strcmp(msg, "@on") == 0)
+      e->lua_warnings = 1;
+    else if (strcmp(msg, "@off") == 0)
+      e->lua_warnings = 0;
+    return;
+  }
+  if (!e->lua_warnings)
+    return;
+  if (spool__buf_adds(&e->lua_warning, msg) != 0 || !tocont) {
+    spool__log(e, SPOOL__LOG_WARN, "Lua warning: %s",
+               e->lua_warning.data ? e->lua_warning.data : msg);
+    spool__buf_clear(&e->lua_warning);
+  }
+}
+
 /* stack: -> (sets up package.path, preloads, and loads spool._engine) */
 static int bootstrap(lua_State *L) {
   spool_engine *e = lua_touserdata(L, 1);
@@ -446,9 +476,13 @@ int spool_engine_open(spool_engine *e) {
   if ((rc = spool__sched_init(e)) != 0)
     return rc;
   e->sched_ready = 1;
-  lua_State *L = e->L = luaL_newstate();
+  lua_State *L = NULL;
+  if ((e->heap = spool__lua_heap_new()) != NULL)
+    L = e->L = lua_newstate(spool__lua_heap_alloc, e->heap);
   if (L == NULL)
     return spool__fail(e, SPOOL_ENOMEM, "cannot create a Lua state");
+  lua_atpanic(L, on_lua_panic);
+  lua_setwarnf(L, on_lua_warning, e);
   /* Every coroutine starts with a copy of the main thread's extra space,
    * which the scheduler reads as "which task is this": make it NULL. */
   *(void **)lua_getextraspace(L) = NULL;
@@ -492,6 +526,7 @@ static void free_engine_memory(spool_engine *e) {
   free(e->lua_dir);
   spool__buf_free(&e->errmsg);
   spool__buf_free(&e->result);
+  spool__buf_free(&e->lua_warning);
   free(e);
 }
 
@@ -513,6 +548,7 @@ void spool_engine_free(spool_engine *e) {
   spool__store_close(e->store);
   if (e->L)
     lua_close(e->L); /* collects servers, which close their sockets */
+  spool__lua_heap_free(e->heap);
   spool__http_free(e->http);
   while (e->events_head) {
     queued_event *q = e->events_head;

@@ -7,6 +7,10 @@
  *   json.array([t])     marks t (or a new table) as an array, so an empty
  *                       one encodes as [] rather than {}
  *   json.is_array(t)
+ *   json.raw(text)      text that is already one JSON value (checked
+ *                       here), written as it is wherever encode meets it:
+ *                       a part encoded once and spliced into many
+ *                       documents
  *
  * Decoded arrays carry the array mark, so every document round-trips:
  * integers stay integers, floats keep their exact value (1.0 stays 1.0),
@@ -24,6 +28,7 @@
 
 #define ARRAY_MT "spool.json.array"
 #define SCRATCH_MT "spool.json.scratch"
+#define RAW_MT "spool.json.raw"
 
 typedef struct builder {
   lua_State *L;
@@ -280,6 +285,12 @@ static void nomem(encoder *en) {
 
 static void encode(encoder *en, int idx);
 
+/* json.raw's value: the text, checked once to be one JSON value. */
+typedef struct raw_json {
+  size_t len;
+  char text[];
+} raw_json;
+
 static int is_array_marked(lua_State *L, int idx) {
   if (!lua_getmetatable(L, idx))
     return 0;
@@ -447,6 +458,13 @@ static void encode(encoder *en, int idx) {
     luaL_checkstack(L, 8, "JSON too deep");
     encode_table(en, idx);
     break;
+  case LUA_TUSERDATA: {
+    raw_json *raw = luaL_testudata(L, idx, RAW_MT);
+    if (raw == NULL)
+      enc_error(en, "cannot encode a userdata");
+    rc = spool__buf_add(en->out, raw->text, raw->len);
+    break;
+  }
   default:
     enc_error(en,
               lua_pushfstring(L, "cannot encode a %s", luaL_typename(L, idx)));
@@ -485,6 +503,23 @@ static int l_json_array(lua_State *L) {
   return 1;
 }
 
+static int l_json_raw(lua_State *L) {
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
+  spool__json_error err;
+  if (spool__json_check(text, len, &sc->unescape, &err) != 0) {
+    char msg[160];
+    spool__json_error_format(&err, msg, sizeof msg);
+    return luaL_error(L, "spool.json.raw: not one JSON value: %s", msg);
+  }
+  raw_json *raw = lua_newuserdatauv(L, sizeof *raw + len, 0);
+  raw->len = len;
+  memcpy(raw->text, text, len);
+  luaL_setmetatable(L, RAW_MT);
+  return 1;
+}
+
 static int l_json_is_array(lua_State *L) {
   lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && is_array_marked(L, 1));
   return 1;
@@ -492,10 +527,18 @@ static int l_json_is_array(lua_State *L) {
 
 int luaopen_spool_json(lua_State *L) {
   static const luaL_Reg fns[] = {
-      {"decode", l_json_decode},    {"encode", l_json_encode},
-      {"array", l_json_array},      {"is_array", l_json_is_array},
-      {"_extract", l_json_extract}, {NULL, NULL},
+      {"decode", l_json_decode},
+      {"encode", l_json_encode},
+      {"array", l_json_array},
+      {"is_array", l_json_is_array},
+      {"raw", l_json_raw},
+      {"_extract", l_json_extract},
+      {NULL, NULL},
   };
+  luaL_newmetatable(L, RAW_MT);
+  lua_pushliteral(L, "json.raw");
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
   lua_newtable(L);
   /* upvalue 1: the scratch buffers, freed by __gc with the state */
   scratch *sc = lua_newuserdatauv(L, sizeof *sc, 0);

@@ -81,7 +81,10 @@ struct spool_engine {
   uv_loop_t own_loop;
   uv_loop_t *loop;
   lua_State *L;
-  struct spool__http *http;   /* http.h */
+  struct spool__lua_heap *heap; /* lua_heap.h: L's memory */
+  int lua_warnings;             /* Lua's warn("@on") */
+  spool__buf lua_warning;       /* a warning arriving in pieces */
+  struct spool__http *http;     /* http.h */
   struct spool__store *store; /* store.h; NULL until the library opens it */
   spool__sched sched;
   long long clock_offset_ms; /* $SPOOL_TEST_TIME_OFFSET_MS: tests move time */

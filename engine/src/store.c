@@ -236,8 +236,12 @@ void spool__store_flush(spool__store *s) {
   else
     s->inbox = s->outbox;
   s->inbox_tail = s->outbox_tail;
-  uv_cond_signal(&s->cv);
   uv_mutex_unlock(&s->mu);
+  /* Signalled after unlocking: a woken store thread would otherwise block
+   * at once on the mutex we still hold (a futex call each way, and a
+   * context switch on a shared core). It rechecks the inbox, so no wake-up
+   * is lost. */
+  uv_cond_signal(&s->cv);
   s->outbox = s->outbox_tail = NULL;
 }
 

@@ -12,7 +12,8 @@
 -- human answer) are never folded or dropped.
 --
 --   plan = window.plan(thread, agent, { form = "chat" | "blocks",
---     renderers =, events =, fixed_tokens =, model =, report = bool })
+--     renderers =, events =, fixed_tokens =, model =, report = bool,
+--     memo = window.memo(thread) | nil })
 --   plan = { units, report, total, limit, settings, factor, fold,
 --            needs_summary, summary = compaction event | nil }
 --   (report, what became of each event, is filled only when asked)
@@ -191,6 +192,23 @@ local function apply_policy(plan, ev, msg, summaries, pinned)
 end
 
 
+-- What a thread's earlier steps rendered, kept for its next: each event's
+-- message from a built-in chat renderer (a pure function of the event,
+-- and events never change), with its size; and what a provider made of
+-- those messages (spool.providers.openai). Only the loop's own steps use
+-- it, never a render whose messages reach an agent's code, which might
+-- change them. { by_renderer = { [render] = { [ev] = msg | false } },
+-- bytes = { [msg] = n } }.
+function M.memo(thread)
+  local memo = thread.render_memo
+  if not memo then
+    memo = { by_renderer = {}, bytes = {} }
+    thread.render_memo = memo
+  end
+  return memo
+end
+
+
 local function unit_tokens(u, factor, sizes)
   local n = 0
   local messages = u.messages
@@ -209,11 +227,13 @@ function M.plan(thread, agent, opts)
   local blocks = opts.form == "blocks"
   local renderers = opts.renderers or {}
   local defaults = blocks and context.block_renderers or context.chat_renderers
+  local memo = not blocks and opts.memo or nil
   local plan = {
     settings = M.settings(agent, opts.model), factor = tokens.factor(events),
     units = {}, report = {}, needs_summary = {}, form = opts.form or "chat",
     read_more = agent and agent.tools and agent.tools.read_more ~= nil,
-    sizes = {}, -- message sizes, counted once in this render
+    -- message sizes, counted once in this render (or an earlier one)
+    sizes = memo and setmetatable({}, { __index = memo.bytes }) or {},
   }
   -- What each event became: built for a dry render (spool prompt) only.
   local report = opts.report and plan.report
@@ -286,6 +306,21 @@ function M.plan(thread, agent, opts)
       if blocks then
         local tag, body = render(ev, thread, agent)
         msg = tag and { role = "user", tag = tag, content = body } or nil
+      elseif memo and not renderers[ev.type] then
+        local seen = memo.by_renderer[render]
+        if not seen then
+          seen = {}
+          memo.by_renderer[render] = seen
+        end
+        msg = seen[ev]
+        if msg == nil then
+          msg = render(ev, thread, agent) or false
+          seen[ev] = msg
+          if msg then
+            tokens.message(msg, 1, plan.sizes)
+            memo.bytes[msg] = rawget(plan.sizes, msg)
+          end
+        end
       else
         msg = render(ev, thread, agent)
       end

@@ -108,7 +108,7 @@ M.chat_renderers = {
 local function windowed(thread, agent, opts)
   local plan_opts = { form = opts.form, renderers = opts.renderers,
                       events = opts.events, fixed_tokens = opts.fixed_tokens,
-                      model = opts.model, report = opts.dry }
+                      model = opts.model, report = opts.dry, memo = opts.memo }
   local plan = window.plan(thread, agent, plan_opts)
   local model = opts.model or require("spool.config").get().model
   if not opts.dry and #plan.needs_summary > 0 then
@@ -143,7 +143,7 @@ function M.chat(thread, agent, renderers, opts)
   opts = opts or {}
   return windowed(thread, agent, { form = "chat", renderers = renderers,
     events = opts.events, fixed_tokens = opts.fixed_tokens,
-    model = opts.model, dry = opts.dry })
+    model = opts.model, dry = opts.dry, memo = opts.memo })
 end
 
 

@@ -26,6 +26,7 @@ local schema = require "spool.schema"
 local llm = require "spool.llm"
 local prompt = require "spool.prompt"
 local context = require "spool.context"
+local window = require "spool._window"
 local config = require "spool.config"
 local pricing = require "spool.pricing"
 local tokens = require "spool.tokens"
@@ -144,10 +145,14 @@ end
 -- The request of the thread's next step. The context function gets the
 -- tokens the system prompt and tools take, so the messages fit the rest of
 -- the window. opts: dry (plan only, for spool prompt), events (render an
--- earlier step). req.context = { estimate (uncalibrated tokens of the
--- whole request), budget, plan }.
+-- earlier step), memo (the loop's own step: reuse what earlier steps
+-- rendered, spool._window.memo). req.context = { estimate (uncalibrated
+-- tokens of the whole request), budget, plan }.
 function M.request(thread, agent, opts)
   opts = opts or {}
+  -- An agent's context function gets messages it may change: not the
+  -- ones kept for later steps.
+  local memo = opts.memo and not agent.context and window.memo(thread) or nil
   local system
   if agent.prompt_template then
     system = prompt.render(agent.prompt_template, template_vars(thread, agent))
@@ -160,7 +165,7 @@ function M.request(thread, agent, opts)
     + math.ceil(lists.request_bytes / 4 * factor)
   local messages, plan = (agent.context or context.chat)(thread, agent, nil,
     { fixed_tokens = fixed, model = model, dry = opts.dry,
-      events = opts.events })
+      events = opts.events, memo = memo })
   local estimate = tokens.estimate(system)
     + math.ceil(lists.request_bytes / 4)
   local sizes = plan and plan.sizes
@@ -168,7 +173,7 @@ function M.request(thread, agent, opts)
     estimate = estimate + tokens.message(messages[i], 1, sizes)
   end
   return { model = model, system = system, messages = messages,
-           tools = tools, json = agent.mode == "json",
+           tools = tools, json = agent.mode == "json", memo = memo,
            context = { estimate = estimate,
                        budget = plan and plan.limit or nil, plan = plan } }
 end
@@ -650,7 +655,7 @@ end
 
 
 function M.step(thread, agent)
-  local req = M.request(thread, agent)
+  local req = M.request(thread, agent, { memo = true })
   if req.stream == nil then
     req.stream = agent.stream
     if req.stream == nil then
@@ -662,6 +667,9 @@ function M.step(thread, agent)
   end
   req.deadline = req.deadline or M.deadline(thread, agent)
   req.thread = thread
+  -- The plan (its units, the size of every message) is for spool prompt:
+  -- not kept alive while the call is out, with thousands of runs waiting.
+  req.context.plan = nil
   -- While the call is out, cancelling the thread interrupts it.
   thread.model_task = core.task_id()
   local reply, err, attempts = llm.chat(req)

@@ -38,17 +38,40 @@ local function convert_message(m)
 end
 
 
+-- The wire form of the messages a thread's steps render the same each
+-- time (req.memo, spool._window.memo): encoded once, spliced as they are.
+local function wire_cache(memo)
+  local cache = memo.openai
+  if not cache then
+    cache = {}
+    memo.openai = cache
+  end
+  return cache
+end
+
+
 -- Builds { path, headers, body } for a chat request. `req` holds system,
 -- messages, tools ({ name, description, parameters }), json, temperature,
--- max_tokens.
+-- max_tokens, memo.
 function M.build(model, req)
   local messages = json.array()
   if req.system and req.system ~= "" then
     messages[1] = { role = "system", content = req.system }
   end
   local from = req.messages or {}
+  local memo = req.memo
+  local cache = memo and wire_cache(memo)
   for i = 1, #from do
-    messages[#messages + 1] = convert_message(from[i])
+    local m = from[i]
+    local wire = cache and cache[m]
+    if not wire then
+      wire = convert_message(m)
+      if cache and memo.bytes[m] then
+        wire = json.raw(json.encode(wire))
+        cache[m] = wire
+      end
+    end
+    messages[#messages + 1] = wire
   end
   local body = { model = model.name, messages = messages }
   if req.tools and #req.tools > 0 then
