@@ -181,6 +181,33 @@ describe("spool.http", function()
     server:close()
   end)
 
+  it("starts each call of a connection cache afresh, though it reuses the "
+    .. "last call's curl handle", function()
+    local server, base = serve(function(req)
+      return string.format("%s %s %s %s", req.method, req.path,
+        req.headers["x-n"] or "-", req.body ~= "" and req.body or "-")
+    end)
+    local conns = core.http_conns()
+    local function call(r)
+      r.conns = conns
+      local res = assert(core.http_request(r))
+      return res.status, res.body
+    end
+    assert.are.same({ 200, "POST /a 1 {\"x\":1}" }, { call { method = "POST",
+      url = base .. "/a", headers = { ["x-n"] = "1" }, body = '{"x":1}' } })
+    assert.are.same({ 200, "GET /b - -" }, { call { url = base .. "/b" } })
+    assert.are.same({ 200, "DELETE /c - -" }, { call { method = "DELETE",
+      url = base .. "/c" } })
+    assert.are.same({ 200, "GET /d - -" }, { call { url = base .. "/d",
+      timeout_ms = 5000 } })
+    assert.is_nil(core.http_request { url = "http://127.0.0.1:1/",
+      conns = conns })
+    assert.are.same({ 200, "GET /e - -" }, { call { url = base .. "/e" } })
+    assert.are.equal(1, server:connections())
+    conns:close()
+    server:close()
+  end)
+
   it("lets the collector take a dropped stream mid-transfer, even when it "
     .. "runs inside curl's callbacks", function()
     local hanging = 0

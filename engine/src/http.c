@@ -29,6 +29,7 @@ struct spool__http {
 
 struct spool__http_conns {
   CURLSH *share;
+  CURL *spare; /* a finished transfer's handle, reset, for the next */
   int refs;
 };
 
@@ -263,14 +264,32 @@ spool__http_conns *spool__http_conns_new(void) {
 
 void spool__http_conns_release(spool__http_conns *c) {
   if (c && --c->refs == 0) {
+    curl_easy_cleanup(c->spare);  /* a share in use cannot be cleaned up */
     curl_share_cleanup(c->share); /* closes its idle connections */
     free(c);
   }
 }
 
+/* A handle for a new transfer: the owner's spare (reset to no options but
+ * the share), or a new one. */
+static CURL *easy_for(spool__http_conns *c) {
+  if (c && c->spare) {
+    CURL *easy = c->spare;
+    c->spare = NULL;
+    return easy;
+  }
+  return curl_easy_init();
+}
+
 static void free_xfer(spool__http_xfer *x) {
-  curl_easy_cleanup(x->easy);
-  spool__http_conns_release(x->conns);
+  spool__http_conns *c = x->conns;
+  if (c && c->spare == NULL && c->refs > 1 && x->easy) {
+    curl_easy_reset(x->easy);
+    c->spare = x->easy;
+  } else {
+    curl_easy_cleanup(x->easy);
+  }
+  spool__http_conns_release(c);
   curl_slist_free_all(x->headers);
   curl_slist_free_all(x->rcpt);
   spool__buf_free(&x->upload);
@@ -283,7 +302,7 @@ int spool__http_start(spool__http *h, const spool__http_request *r,
                       spool__http_done_cb cb, void *ud, spool__http_xfer **out,
                       char *err, size_t errlen) {
   spool__http_xfer *x = calloc(1, sizeof *x);
-  if (x == NULL || (x->easy = curl_easy_init()) == NULL) {
+  if (x == NULL || (x->easy = easy_for(r->conns)) == NULL) {
     free(x);
     snprintf(err, errlen, "out of memory");
     return -1;

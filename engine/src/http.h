@@ -57,7 +57,9 @@ typedef struct spool__http_request {
  * scanning every open connection to the host, so one pool with 10,000
  * connections to a local model costs more per request than the request.
  * Counted references: the owner's, and one per transfer using it; the
- * last to go closes its connections. NULL when out of memory.
+ * last to go closes its connections. It also keeps its last transfer's
+ * curl handle for the next (the owner's calls follow one another), so a
+ * call does not make and free a handle each time. NULL when out of memory.
  */
 spool__http_conns *spool__http_conns_new(void);
 void spool__http_conns_release(spool__http_conns *c);

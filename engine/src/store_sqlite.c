@@ -590,17 +590,25 @@ static void op_append(db *d, spool__store_op *op) {
       goto rollback;
     }
   }
+  int renew = op->owner && op->lease_ms > 0;
   if (op->owner) {
     s = stmt(d, S_LEASE_GET);
     bind_text(s, 1, op->thread_id);
-    if (sqlite3_step(s) == SQLITE_ROW &&
-        strcmp((const char *)sqlite3_column_text(s, 0), op->owner) != 0 &&
-        sqlite3_column_int64(s, 1) > op->now) {
-      op->result = SPOOL__STORE_ECONFLICT;
-      snprintf(op->errmsg, sizeof op->errmsg,
-               "thread %s is being run by another process (%s)", op->thread_id,
-               (const char *)sqlite3_column_text(s, 0));
-      goto rollback;
+    if (sqlite3_step(s) == SQLITE_ROW) {
+      const char *holder = (const char *)sqlite3_column_text(s, 0);
+      long long expires_at = sqlite3_column_int64(s, 1);
+      int ours = holder && strcmp(holder, op->owner) == 0;
+      if (!ours && expires_at > op->now) {
+        op->result = SPOOL__STORE_ECONFLICT;
+        snprintf(op->errmsg, sizeof op->errmsg,
+                 "thread %s is being run by another process (%s)",
+                 op->thread_id, holder ? holder : "?");
+        goto rollback;
+      }
+      /* Renewed once half of it is spent, not at every step: rewriting
+       * the row each time costs a statement and a page of the WAL. */
+      if (ours && expires_at - op->now > op->lease_ms / 2)
+        renew = 0;
     }
   }
   for (int i = 0; i < op->nevents; i++) {
@@ -629,7 +637,7 @@ static void op_append(db *d, spool__store_op *op) {
     db_error(d, op, "cannot update the thread");
     goto rollback;
   }
-  if (op->owner && op->lease_ms > 0) { /* each step renews the lease */
+  if (renew) {
     s = stmt(d, S_LEASE_PUT);
     bind_text(s, 1, op->thread_id);
     bind_text(s, 2, op->owner);

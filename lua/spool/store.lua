@@ -18,7 +18,8 @@ local json = require "spool.json"
 
 local M = {}
 
--- How long a lease lasts without a step; each committed step renews it.
+-- How long a lease lasts without a step; a committed step renews it once
+-- half of it is spent, so a live run always holds at least half.
 M.lease_ms = 5 * 60 * 1000
 
 -- Who this process is, as a lease holder: host:pid, plus a random part so
