@@ -10,6 +10,8 @@
  * each append in a savepoint of its own (so one run's conflict never rolls
  * back another's), and commits once: group commit. Results come back
  * through a uv_async and the operation's callback, on the loop thread.
+ * A database in memory (":memory:") has no disk to wait on and no thread:
+ * its batches run on the loop, at the end of the tick (store.c).
  *
  * No Lua here. Results of reads are JSON text, built on the store thread.
  */
@@ -110,7 +112,8 @@ struct spool__store_op {
   int nstrings, capstrings;
 };
 
-/* The back end interface, run on the store thread only. */
+/* The back end interface, run on the store thread only (or, for a
+ * database in memory, on the loop thread only). */
 typedef struct spool__store_backend {
   const char *name;
   int (*open)(void **db, const char *path, char *err, size_t errlen);
@@ -146,8 +149,8 @@ void spool__store_op_free(spool__store_op *op);
  * thread when it has finished (or failed). */
 void spool__store_submit(spool__store *s, spool__store_op *op,
                          void (*done)(spool__store_op *, void *), void *ud);
-/* Hands the ops gathered this tick to the store thread (called by the
- * scheduler after each drain of the ready queue). */
+/* Hands the ops gathered this tick to the store thread, or runs them in
+ * memory (called by the scheduler after each drain of the ready queue). */
 void spool__store_flush(spool__store *s);
 /* Ops submitted and not yet completed. */
 int spool__store_pending(const spool__store *s);

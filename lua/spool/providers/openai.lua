@@ -38,8 +38,21 @@ local function convert_message(m)
 end
 
 
--- The wire form of the messages a thread's steps render the same each
--- time (req.memo, spool._window.memo): encoded once, spliced as they are.
+local function wire_tools(tools)
+  local out = json.array()
+  for i, t in ipairs(tools) do
+    out[i] = { type = "function", ["function"] = {
+      name = t.name, description = t.description,
+      parameters = t.parameters } }
+  end
+  return out
+end
+
+
+-- The wire form of what a thread's steps send the same each time
+-- (req.memo, spool._window.memo): encoded once, spliced as it is. Its
+-- messages by message; the system prompt and the tools while they stay
+-- the same.
 local function wire_cache(memo)
   local cache = memo.openai
   if not cache then
@@ -50,17 +63,34 @@ local function wire_cache(memo)
 end
 
 
+local function same_as_last(cache, key, value, make)
+  local last = cache[key]
+  if last and last.of == value then
+    return last.raw
+  end
+  local raw = json.raw(json.encode(make(value)))
+  cache[key] = { of = value, raw = raw }
+  return raw
+end
+
+
+local function system_message(text)
+  return { role = "system", content = text }
+end
+
+
 -- Builds { path, headers, body } for a chat request. `req` holds system,
 -- messages, tools ({ name, description, parameters }), json, temperature,
 -- max_tokens, memo.
 function M.build(model, req)
-  local messages = json.array()
-  if req.system and req.system ~= "" then
-    messages[1] = { role = "system", content = req.system }
-  end
-  local from = req.messages or {}
   local memo = req.memo
   local cache = memo and wire_cache(memo)
+  local messages = json.array()
+  if req.system and req.system ~= "" then
+    messages[1] = cache and same_as_last(cache, "system", req.system, system_message)
+      or system_message(req.system)
+  end
+  local from = req.messages or {}
   for i = 1, #from do
     local m = from[i]
     local wire = cache and cache[m]
@@ -75,13 +105,8 @@ function M.build(model, req)
   end
   local body = { model = model.name, messages = messages }
   if req.tools and #req.tools > 0 then
-    local tools = json.array()
-    for i, t in ipairs(req.tools) do
-      tools[i] = { type = "function", ["function"] = {
-        name = t.name, description = t.description,
-        parameters = t.parameters } }
-    end
-    body.tools = tools
+    body.tools = cache and same_as_last(cache, "tools", req.tools, wire_tools)
+      or wire_tools(req.tools)
   end
   if req.json then
     body.response_format = { type = "json_object" }
