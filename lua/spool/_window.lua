@@ -209,17 +209,6 @@ function M.memo(thread)
 end
 
 
-local function unit_tokens(u, factor, sizes)
-  local n = 0
-  local messages = u.messages
-  for i = 1, #messages do
-    n = n + tokens.message(messages[i], factor, sizes)
-  end
-  u.tokens = n
-  return n
-end
-
-
 function M.plan(thread, agent, opts)
   opts = opts or {}
   local context = require "spool.context"
@@ -249,28 +238,35 @@ function M.plan(thread, agent, opts)
   local ranges = plan.summary and plan.summary.data.ranges or {}
   local ranged = #ranges > 0
   -- The calls of the unit's assistant message, and the answers found so
-  -- far by call id; a unit closes with one answer per call, in call order.
-  local units, owed, answers = plan.units, {}, {}
+  -- far by call id (with their tokens); a unit closes with one answer per
+  -- call, in call order. A unit's tokens add up as its messages come.
+  local units, owed, answers, answer_tokens = plan.units, {}, {}, {}
   local unit
+  local factor, sizes = plan.factor, plan.sizes
 
   local function settle_owed()
     for i = 1, #owed do
       local c = owed[i]
-      unit.messages[#unit.messages + 1] = answers[c.id] or { role = "tool",
-        tool_call_id = c.id, name = c.name,
-        content = "error: no result was recorded for this call" }
+      local answer, n = answers[c.id], answer_tokens[c.id]
+      if not answer then
+        answer = { role = "tool", tool_call_id = c.id, name = c.name,
+                   content = "error: no result was recorded for this call" }
+        n = tokens.message(answer, factor, sizes)
+      end
+      unit.messages[#unit.messages + 1] = answer
+      unit.tokens = unit.tokens + n
     end
     if #owed > 0 then
-      owed, answers = {}, {}
+      owed, answers, answer_tokens = {}, {}, {}
     end
   end
 
-  local function start_unit(msg, seq, kind)
+  local function start_unit(msg, seq, kind, n)
     if unit then
       settle_owed()
     end
     unit = { messages = { msg }, first = seq, last = seq, kind = kind,
-             tokens = 0, pinned = false }
+             tokens = n or tokens.message(msg, factor, sizes), pinned = false }
     units[#units + 1] = unit
     local calls = msg.tool_calls
     if calls then
@@ -325,23 +321,25 @@ function M.plan(thread, agent, opts)
         msg = render(ev, thread, agent)
       end
       if msg then
-        local full = tokens.message(msg, plan.factor, plan.sizes)
+        local full = tokens.message(msg, factor, sizes)
         local action
         msg, action = apply_policy(plan, ev, msg, summaries, pinned)
+        local shown = msg and (action and tokens.message(msg, factor, sizes)
+          or full)
         if msg and msg.role == "tool" and not blocks then
-          if answers[msg.tool_call_id] == false then
-            answers[msg.tool_call_id] = msg
+          local id = msg.tool_call_id
+          if answers[id] == false then
+            answers[id], answer_tokens[id] = msg, shown
             unit.last = ev.seq
           else
             action = "dropped: answers no pending call"
           end
         elseif msg then
-          start_unit(msg, ev.seq)
+          start_unit(msg, ev.seq, nil, shown)
         end
         if report then
           report[#report + 1] = { seq = ev.seq, type = ev.type,
-            tokens = full, action = action, shown = msg and (action
-              and tokens.message(msg, plan.factor, plan.sizes) or full) }
+            tokens = full, action = action, shown = shown }
         end
       end
     end
@@ -362,7 +360,7 @@ function M.plan(thread, agent, opts)
         u.pinned = true
       end
     end
-    total = total + unit_tokens(u, plan.factor, plan.sizes)
+    total = total + u.tokens
   end
   plan.total = total
   -- A reserve as large as the window (a model's max_tokens near its
