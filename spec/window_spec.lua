@@ -315,6 +315,52 @@ describe("the context window", function()
       assert.is_table(t.render_memo)
     end)
 
+    it("renders afresh with a renderer put in place of a built-in one, and "
+      .. "forgets what a compaction covers", function()
+      local agent = agent_with()
+      local t = thread_of {
+        { "input", { input = "go" } },
+        { "model_call", { tool_calls = { call("c1", "add") } } },
+        { "tool_result", { call_id = "c1", name = "add", result = "1" } },
+        { "model_call", { tool_calls = { call("c2", "add") } } },
+        { "tool_result", { call_id = "c2", name = "add", result = "2" } },
+      }
+      local renderers = context.chat_renderers
+      local plain = renderers.tool_result
+      finally(function() renderers.tool_result = plain end)
+      local n = 0
+      renderers.tool_result = function(ev) -- not a function of ev alone
+        n = n + 1
+        local m = plain(ev)
+        m.content = m.content .. " (render " .. n .. ")"
+        return m
+      end
+      for i = 1, 2 do
+        local sent = json.decode(body(t, agent, { memo = true })).messages
+        assert.are.equal("2 (render " .. 2 * i .. ")", sent[5].content)
+      end
+      renderers.tool_result = plain
+      body(t, agent, { memo = true })
+      local kept = t.render_memo.by_renderer[plain]
+      assert.is_table(kept[t.events[3]])
+      t:append("compaction", { upto = 3, summary = "added 1",
+        ranges = json.array { json.array { 2, 3 } } })
+      local sent = json.decode(body(t, agent, { memo = true })).messages
+      assert.matches("added 1", sent[2].content)
+      assert.is_nil(kept[t.events[3]])
+      assert.is_table(kept[t.events[5]])
+      assert.are.equal(body(t, agent), body(t, agent, { memo = true }))
+    end)
+
+    it("is let go when the run stops", function()
+      mock = h.scripted { { tool = "add", args = { a = 1, b = 2 } }, "3" }
+      local t = h.run(h.agent({ tools = { add = { params = { a = "number",
+        b = "number" }, run = function(args) return args.a + args.b end } } },
+        mock), "1 + 2")
+      assert.are.equal("done", t:status())
+      assert.is_nil(t.render_memo)
+    end)
+
     it("never hands what it keeps to an agent's context function, which "
       .. "may change the messages it gets", function()
       local agent = agent_with()

@@ -4,8 +4,10 @@
  * osize is then a type tag; nsize 0 means free; otherwise realloc, which
  * returns NULL, the old block intact, when memory runs out).
  *
- * Under AddressSanitizer every block goes to malloc, so the sanitizer
- * still sees each Lua object on its own.
+ * Under AddressSanitizer, or with SPOOL_LUA_MALLOC set in the environment
+ * (the valgrind tests set it), every block goes to malloc, so the checker
+ * still sees each Lua object on its own. Not by default under valgrind:
+ * callgrind's counts should be those of the real allocator.
  */
 #include "lua_heap.h"
 
@@ -39,13 +41,17 @@ typedef struct slab {
 } slab;
 
 struct spool__lua_heap {
+  int pass_through; /* every block to malloc */
   void *free_list[CLASSES];
   char *bump, *end; /* the newest slab's unused part */
   slab *slabs;
 };
 
 spool__lua_heap *spool__lua_heap_new(void) {
-  return calloc(1, sizeof(spool__lua_heap));
+  spool__lua_heap *h = calloc(1, sizeof *h);
+  if (h)
+    h->pass_through = PASS_THROUGH || getenv("SPOOL_LUA_MALLOC") != NULL;
+  return h;
 }
 
 void spool__lua_heap_free(spool__lua_heap *h) {
@@ -59,8 +65,8 @@ void spool__lua_heap_free(spool__lua_heap *h) {
   free(h);
 }
 
-static int is_small(size_t n) {
-  return !PASS_THROUGH && n <= SMALL_MAX;
+static int is_small(const spool__lua_heap *h, size_t n) {
+  return !h->pass_through && n <= SMALL_MAX;
 }
 
 static int class_of(size_t n) {
@@ -95,11 +101,11 @@ static void give_back(spool__lua_heap *h, void *p, int c) {
 
 /* A new block of n bytes (n > 0). */
 static void *block(spool__lua_heap *h, size_t n) {
-  return is_small(n) ? take(h, class_of(n)) : malloc(n);
+  return is_small(h, n) ? take(h, class_of(n)) : malloc(n);
 }
 
 static void release(spool__lua_heap *h, void *p, size_t n) {
-  if (is_small(n))
+  if (is_small(h, n))
     give_back(h, p, class_of(n));
   else
     free(p);
@@ -114,9 +120,10 @@ void *spool__lua_heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   if (ptr == NULL)
     return block(h, nsize);
-  if (is_small(osize) && is_small(nsize) && class_of(osize) == class_of(nsize))
+  int small_before = is_small(h, osize), small_after = is_small(h, nsize);
+  if (small_before && small_after && class_of(osize) == class_of(nsize))
     return ptr;
-  if (!is_small(osize) && !is_small(nsize))
+  if (!small_before && !small_after)
     return realloc(ptr, nsize);
   void *moved = block(h, nsize);
   if (moved == NULL)

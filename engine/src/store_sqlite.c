@@ -605,9 +605,11 @@ static void op_append(db *d, spool__store_op *op) {
                  op->thread_id, holder ? holder : "?");
         goto rollback;
       }
-      /* Renewed once half of it is spent, not at every step: rewriting
-       * the row each time costs a statement and a page of the WAL. */
-      if (ours && expires_at - op->now > op->lease_ms / 2)
+      /* Renewed at most once a second (an eighth of a shorter lease),
+       * not at every step: rewriting the row costs a statement and a page
+       * of the WAL, and a step loses at most that slack of its lease. */
+      long long slack = op->lease_ms / 8 < 1000 ? op->lease_ms / 8 : 1000;
+      if (ours && expires_at - op->now > op->lease_ms - slack)
         renew = 0;
     }
   }

@@ -74,13 +74,15 @@ end
 M.sink = sink
 
 
--- A thread that stops running here lets its model connections go (see
--- spool.llm).
-local function close_connections(thread)
+-- A thread that stops running here lets go of what only its run uses:
+-- its model connections (spool.llm), and what its steps kept of their
+-- rendering (spool._window.memo; a later run renders afresh).
+local function let_go(thread)
   if thread.http_conns then
     thread.http_conns:close()
     thread.http_conns = nil
   end
+  thread.render_memo = nil
 end
 
 
@@ -89,7 +91,7 @@ local function retire(thread)
     return
   end
   live[thread.id] = nil
-  close_connections(thread)
+  let_go(thread)
   if thread.on_retire then
     thread.on_retire(thread)
   end
@@ -425,7 +427,7 @@ function M.call(parent, name, input)
     })
     loop.commit(parent)
     live[child.id] = nil
-    close_connections(child)
+    let_go(child)
     error(loop.PAUSED, 0)
   end
   store.release(child.id)

@@ -194,18 +194,37 @@ end
 
 -- What a thread's earlier steps rendered, kept for its next: each event's
 -- message from a built-in chat renderer (a pure function of the event,
--- and events never change), with its size; and what a provider made of
+-- and events never change), with its size; and what providers made of
 -- those messages (spool.providers.openai). Only the loop's own steps use
 -- it, never a render whose messages reach an agent's code, which might
--- change them. { by_renderer = { [render] = { [ev] = msg | false } },
--- bytes = { [msg] = n } }.
+-- change them. What a compaction covers is forgotten; the runner drops
+-- the rest when the run stops. { by_renderer = { [render] = { [ev] = msg
+-- | false } }, bytes = { [msg] = n }, wire = { [provider] = { [msg] =
+-- json.raw } } }.
 function M.memo(thread)
   local memo = thread.render_memo
   if not memo then
-    memo = { by_renderer = {}, bytes = {} }
+    memo = { by_renderer = {}, bytes = {}, wire = {} }
     thread.render_memo = memo
   end
   return memo
+end
+
+
+-- Drops what the memo keeps of an event no longer shown.
+local function forget(memo, ev)
+  for _, seen in pairs(memo.by_renderer) do
+    local msg = seen[ev]
+    if msg ~= nil then
+      seen[ev] = nil
+      if msg then
+        memo.bytes[msg] = nil
+        for _, cache in pairs(memo.wire) do
+          cache[msg] = nil
+        end
+      end
+    end
+  end
 end
 
 
@@ -297,12 +316,16 @@ function M.plan(thread, agent, opts)
         report[#report + 1] = { seq = ev.seq, type = ev.type,
           action = "compacted", into = plan.summary.seq }
       end
+      if memo then
+        forget(memo, ev)
+      end
     elseif render then
       local msg
       if blocks then
         local tag, body = render(ev, thread, agent)
         msg = tag and { role = "user", tag = tag, content = body } or nil
-      elseif memo and not renderers[ev.type] then
+      elseif memo and not renderers[ev.type] and context.pure_renderers[render]
+      then
         local seen = memo.by_renderer[render]
         if not seen then
           seen = {}

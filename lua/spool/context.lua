@@ -100,6 +100,16 @@ M.chat_renderers = {
 }
 
 
+-- The built-in chat renderers, as this module made them: each a function
+-- of its event alone, so a step may keep what it rendered for the next
+-- (spool._window.memo). A replacement put into chat_renderers is not
+-- known to be, and renders afresh each time.
+M.pure_renderers = {}
+for _, render in pairs(M.chat_renderers) do
+  M.pure_renderers[render] = true
+end
+
+
 -- Plans the thread's window (spool._window) and acts on the plan: writes
 -- the summaries a { summarize = n } policy wants, compacts when the thread
 -- is over budget, and as a last resort drops the oldest parts. With

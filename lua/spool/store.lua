@@ -18,8 +18,8 @@ local json = require "spool.json"
 
 local M = {}
 
--- How long a lease lasts without a step; a committed step renews it once
--- half of it is spent, so a live run always holds at least half.
+-- How long a lease lasts without a step; a committed step renews it (at
+-- most once a second), so a live run always holds all of it but a second.
 M.lease_ms = 5 * 60 * 1000
 
 -- Who this process is, as a lease holder: host:pid, plus a random part so

@@ -54,10 +54,10 @@ end
 -- messages by message; the system prompt and the tools while they stay
 -- the same.
 local function wire_cache(memo)
-  local cache = memo.openai
+  local cache = memo.wire.openai
   if not cache then
     cache = {}
-    memo.openai = cache
+    memo.wire.openai = cache
   end
   return cache
 end
@@ -87,7 +87,8 @@ function M.build(model, req)
   local cache = memo and wire_cache(memo)
   local messages = json.array()
   if req.system and req.system ~= "" then
-    messages[1] = cache and same_as_last(cache, "system", req.system, system_message)
+    messages[1] = cache
+      and same_as_last(cache, "system", req.system, system_message)
       or system_message(req.system)
   end
   local from = req.messages or {}
