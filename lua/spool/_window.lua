@@ -336,8 +336,7 @@ function M.plan(thread, agent, opts)
           msg = render(ev, thread, agent) or false
           seen[ev] = msg
           if msg then
-            tokens.message(msg, 1, plan.sizes)
-            memo.bytes[msg] = rawget(plan.sizes, msg)
+            memo.bytes[msg] = tokens.bytes(msg)
           end
         end
       else

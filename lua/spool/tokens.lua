@@ -10,6 +10,7 @@
 --
 --   tokens.estimate(text [, factor])      -> tokens
 --   tokens.message(msg [, factor [, sizes]])  -> tokens of a chat message
+--   tokens.bytes(msg)                     -> the bytes of it that count
 --   tokens.factor(events)                 -> the calibration factor
 
 local M = {}
@@ -28,22 +29,27 @@ function M.estimate(text, factor)
 end
 
 
--- Bytes of a message that count. `sizes` (optional) remembers them per
--- message for one render, which counts each message several times (its
--- event, its unit, the request); it lives as long as the render does — a
--- long-lived cache would keep its grown hash part forever.
+function M.bytes(msg)
+  local content = msg.content
+  local n = type(content) == "string" and #content or 0
+  local calls = msg.tool_calls
+  if calls then
+    for i = 1, #calls do
+      local c = calls[i]
+      n = n + #tostring(c.name or "") + #tostring(c.arguments or "")
+    end
+  end
+  return n
+end
+
+
+-- `sizes` (optional) remembers each message's bytes for one render, which
+-- counts a message more than once (its event, the request); a thread's
+-- steps keep the sizes of the messages they keep (spool._window.memo).
 local function size_of(msg, sizes)
   local n = sizes and sizes[msg]
   if not n then
-    local content = msg.content
-    n = type(content) == "string" and #content or 0
-    local calls = msg.tool_calls
-    if calls then
-      for i = 1, #calls do
-        local c = calls[i]
-        n = n + #tostring(c.name or "") + #tostring(c.arguments or "")
-      end
-    end
+    n = M.bytes(msg)
     if sizes then
       sizes[msg] = n
     end
@@ -54,7 +60,7 @@ end
 
 local ceil = math.ceil
 
--- (Counted several times per message and step: kept lean.)
+-- (Counted for every message at every step: kept lean.)
 function M.message(msg, factor, sizes)
   local calls = msg.tool_calls
   local n = calls and MESSAGE_OVERHEAD * (1 + #calls) or MESSAGE_OVERHEAD

@@ -97,7 +97,7 @@ function M.build(model, req)
     local wire = cache and cache[m]
     if not wire then
       wire = convert_message(m)
-      if cache and memo.bytes[m] then
+      if cache and memo.bytes[m] then -- a message the memo keeps
         wire = json.raw(json.encode(wire))
         cache[m] = wire
       end
