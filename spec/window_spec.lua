@@ -352,6 +352,72 @@ describe("the context window", function()
       assert.are.equal(body(t, agent), body(t, agent, { memo = true }))
     end)
 
+    it("walks only a step's new events, and plans as a fresh render does "
+      .. "while the factor, open calls, pins and summaries change", function()
+      local agent = agent_with({ policies = { tool_result = { truncate = 50 },
+        error = { summarize = 50 }, prefetch = "drop" } })
+      local t = thread_of { { "input", { input = "go" } } }
+      local shown, walks = { c1 = {}, c3 = {} }, {}
+      -- Each step appends events; then the memo's request must equal a
+      -- fresh one, byte for byte.
+      local function step(evs)
+        for _, e in ipairs(evs) do
+          t:append(e[1], e[2])
+        end
+        local fresh = body(t, agent)
+        assert.are.equal(fresh, body(t, agent, { memo = true }))
+        assert.are.equal(fresh, body(t, agent, { memo = true }))
+        walks[#walks + 1] = t.render_memo.walk
+        assert.are.equal(#t.events, walks[#walks].n)
+        for _, m in ipairs(json.decode(fresh).messages) do
+          assert.is_falsy(type(m.content) == "string"
+            and m.content:find("Fetched before"))
+          local seen = shown[m.tool_call_id]
+          if seen then
+            seen[#seen + 1] = m.content
+          end
+        end
+      end
+      -- factor = input_tokens / 100: at 1.5 a 200-byte result is cut (75
+      -- tokens, over 50), at 0.8 it is shown whole (40)
+      local function model_call(calls, input_tokens)
+        return { "model_call", { tool_calls = calls, context = {
+          estimate = 100 }, usage = { input_tokens = input_tokens } } }
+      end
+      local long = ("r"):rep(200)
+      step {}
+      step { model_call({ call("c1", "add"), call("c2", "add") }, 150) }
+      step { { "tool_result", { call_id = "c1", name = "add",
+                                result = long } } } -- c2 still open
+      step { { "tool_result", { call_id = "c2", name = "add", result = "2" } } }
+      step { model_call({ call("c3", "add") }, 80) }
+      step { { "error", { call_id = "c3", name = "add",
+                          error = ("e"):rep(200) } },
+             { "event_summary", { of = 6, summary = "many e" } } }
+      step { model_call({ call("c4", "add") }, 150),
+             { "prefetch", { name = "news", result = "dropped" } } }
+      step { { "tool_result", { call_id = "c4", name = "add", result = "4" } } }
+      assert.are.equal(walks[1], walks[#walks]) -- one walk, carried on
+      step { { "human_response", { kind = "ask", answer = "go on" } } }
+      assert.are_not.equal(walks[1], walks[#walks]) -- pins moved: afresh
+      step { model_call({ call("c5", "add") }, 120),
+             { "compaction", { upto = 4, summary = "added",
+                               ranges = json.array { json.array { 2, 4 } } } } }
+      assert.are_not.equal(walks[#walks - 1], walks[#walks])
+      step { { "tool_result", { call_id = "c5", name = "add", result = "5" } } }
+      assert.are.equal(walks[#walks - 1], walks[#walks])
+      -- c1 waited for its answer; the long result was cut or shown whole
+      -- as the factor moved, until a compaction folded it away
+      local c1 = shown.c1
+      assert.are.equal(8, #c1)
+      assert.matches("no result was recorded", c1[1])
+      assert.matches("cut by the context policy", c1[2])
+      assert.are.equal(long, c1[4])
+      assert.matches("cut by the context policy", c1[6])
+      assert.are.equal("error: " .. ("e"):rep(200), shown.c3[2])
+      assert.matches("^%[summary of event 6, 78 tokens%]\nmany e$", shown.c3[3])
+    end)
+
     it("is let go when the run stops", function()
       mock = h.scripted { { tool = "add", args = { a = 1, b = 2 } }, "3" }
       local t = h.run(h.agent({ tools = { add = { params = { a = "number",

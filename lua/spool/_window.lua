@@ -18,6 +18,7 @@
 --            needs_summary, summary = compaction event | nil }
 --   (report, what became of each event, is filled only when asked)
 --   window.messages(plan)  -> the chat messages
+--   window.tokens(plan, factor)  -> their tokens at that factor
 --   window.drop_overflow(plan)   when compaction could not make room
 
 local json = require "spool.json"
@@ -228,168 +229,320 @@ local function forget(memo, ev)
 end
 
 
+-- The policy that may change an event's message at some calibration
+-- factor, or nil: what a policy leaves alone at any factor is kept as it
+-- is, and only the rest waits for a plan's factor (`finish`).
+local function acting_policy(settings, ev, msg, pinned)
+  local pol = settings.policies[ev.type]
+  if pol == nil or pol == "keep" or type(msg.content) ~= "string" then
+    return nil
+  end
+  if pol == "drop" then
+    return not pinned[ev.seq] and pol or nil
+  end
+  if tokens.estimate(msg.content, tokens.MAX_FACTOR)
+    <= (pol.truncate or pol.summarize)
+  then
+    return nil
+  end
+  return pol
+end
+
+
+-- A plan walks the thread's events into units. The loop's steps keep
+-- their walk (memo.walk), so a step walks only the events that are new.
+-- A walk holds nothing that depends on the calibration factor, which
+-- changes every step: it counts messages in bytes, and leaves the messages
+-- a policy may cut (`cuts`) for each plan to cut at its own factor. A new
+-- compaction, input or human answer changes what is hidden or pinned: the
+-- next plan walks afresh.
+--
+--   walk = { events, settings, used = { [type] = renderer }, n = events
+--     walked, keep = every message came from the memo, summary, ranges,
+--     pinned, summaries, units (closed), unit (open), owed = its calls,
+--     answers = { [call id] = false | { msg, bytes, cut } }, cuts }
+--   unit = { messages, bytes, overhead, first, last, kind, tokens, pinned }
+--   cut = { ev, raw, unit, index, entry (of the report) }
+
+local function new_walk(events, settings)
+  local w = { events = events, settings = settings, used = {}, n = 0,
+              keep = true, pinned = pins(events), summaries = {}, units = {},
+              owed = {}, answers = {}, cuts = {}, summary_placed = false }
+  for i = 1, #events do
+    if events[i].type == "compaction" then
+      w.summary = events[i]
+    end
+  end
+  w.ranges = w.summary and w.summary.data.ranges or {}
+  w.ranged = #w.ranges > 0
+  return w
+end
+
+
+-- Whether a kept walk may go on over `events`: nothing it saw changed.
+local function continues(w, events, settings, defaults)
+  if not w or w.events ~= events or w.settings ~= settings
+    or w.n > #events then
+    return false
+  end
+  for ev_type, render in pairs(w.used) do
+    if defaults[ev_type] ~= render then
+      return false -- a renderer was hot-patched
+    end
+  end
+  for i = w.n + 1, #events do
+    local t = events[i].type
+    if t == "compaction" or t == "input" or t == "human_response" then
+      return false
+    end
+  end
+  return true
+end
+
+
+local function put(u, msg, bytes, cut, cuts)
+  local i = #u.messages + 1
+  u.messages[i], u.bytes[i] = msg, bytes
+  u.overhead = u.overhead + tokens.overhead(msg)
+  if cut then
+    cut.unit, cut.index = u, i
+    cuts[#cuts + 1] = cut
+  end
+end
+
+
+-- Closes unit `u` with one answer per call of its assistant message, in
+-- call order; a call without one gets a note saying so.
+local function settle(w, u, cuts)
+  local owed = w.owed
+  for i = 1, #owed do
+    local c = owed[i]
+    local a = w.answers[c.id]
+    if a then
+      put(u, a.msg, a.bytes, a.cut, cuts)
+    else
+      local note = { role = "tool", tool_call_id = c.id, name = c.name,
+                     content = "error: no result was recorded for this call" }
+      put(u, note, tokens.bytes(note), nil, cuts)
+    end
+  end
+end
+
+
+local function start_unit(w, msg, bytes, cut, seq, kind)
+  if w.unit then
+    settle(w, w.unit, w.cuts)
+    w.units[#w.units + 1] = w.unit
+    if #w.owed > 0 then
+      w.owed, w.answers = {}, {}
+    end
+  end
+  local u = { messages = {}, bytes = {}, overhead = 0, first = seq,
+              last = seq, kind = kind, tokens = 0, pinned = false }
+  put(u, msg, bytes, cut, w.cuts)
+  w.unit = u
+  local calls = msg.tool_calls
+  if calls then
+    for i = 1, #calls do
+      local c = calls[i]
+      w.owed[#w.owed + 1] = c
+      w.answers[c.id] = false
+    end
+  end
+end
+
+
+-- Renders one event: its message (or nil) and the message's bytes. `how`
+-- = { thread, agent, blocks, renderers, defaults, memo, report }.
+local function render_event(w, how, ev, render)
+  if how.blocks then
+    w.keep = false
+    local tag, body = render(ev, how.thread, how.agent)
+    return tag and { role = "user", tag = tag, content = body } or nil
+  end
+  local memo = how.memo
+  if not memo or not require("spool.context").pure_renderers[render] then
+    w.keep = false
+    return render(ev, how.thread, how.agent)
+  end
+  local seen = memo.by_renderer[render]
+  if not seen then
+    seen = {}
+    memo.by_renderer[render] = seen
+  end
+  local msg = seen[ev]
+  if msg == nil then
+    msg = render(ev, how.thread, how.agent) or false
+    seen[ev] = msg
+    if msg then
+      memo.bytes[msg] = tokens.bytes(msg)
+    end
+  end
+  return msg or nil, msg and memo.bytes[msg]
+end
+
+
+-- Walks the events after those `w` has seen (`factor` counts the report's
+-- tokens).
+local function walk(w, how, factor)
+  local events, report = w.events, how.report
+  local renderers, defaults, blocks = how.renderers, how.defaults, how.blocks
+  local ranges, ranged, pinned = w.ranges, w.ranged, w.pinned
+  for i = w.n + 1, #events do
+    local ev = events[i]
+    local ev_type = ev.type
+    if ev_type == "event_summary" then
+      w.summaries[ev.data.of] = ev.data.summary
+    end
+    local render = renderers[ev_type] or defaults[ev_type]
+    local hidden = ranged and covered(ranges, ev.seq)
+    if hidden and not pinned[ev.seq] then
+      if not w.summary_placed then
+        w.summary_placed = true
+        local s = w.summary
+        local msg = blocks
+          and { role = "user", tag = "summary", content = s.data.summary }
+          or { role = "user", content = string.format("Summary of earlier "
+            .. "work (events %d–%d, compacted to fit the context window):\n%s",
+            ranges[1][1], s.data.upto, s.data.summary) }
+        start_unit(w, msg, tokens.bytes(msg), nil, s.seq, "summary")
+      end
+      if render and report then
+        report[#report + 1] = { seq = ev.seq, type = ev_type,
+          action = "compacted", into = w.summary.seq }
+      end
+      if how.memo then
+        forget(how.memo, ev)
+      end
+    elseif render then
+      w.used[ev_type] = render
+      local msg, bytes = render_event(w, how, ev, render)
+      if msg then
+        bytes = bytes or tokens.bytes(msg)
+        local entry = report and { seq = ev.seq, type = ev_type,
+          tokens = tokens.overhead(msg) + tokens.of_bytes(bytes, factor) }
+        local pol, cut = acting_policy(w.settings, ev, msg, pinned), nil
+        if pol == "drop" and msg.role ~= "tool" and msg.tag == nil then
+          msg = nil
+          if entry then
+            entry.action = "dropped"
+          end
+        elseif pol then
+          cut = { ev = ev, raw = msg, entry = entry }
+        elseif entry then
+          entry.shown = entry.tokens
+        end
+        if entry then
+          report[#report + 1] = entry
+        end
+        if msg and msg.role == "tool" and not blocks then
+          local id = msg.tool_call_id
+          if w.answers[id] == false then
+            w.answers[id] = { msg = msg, bytes = bytes, cut = cut }
+            w.unit.last = ev.seq
+          elseif entry then
+            entry.action, entry.shown = "dropped: answers no pending call", nil
+          end
+        elseif msg then
+          start_unit(w, msg, bytes, cut, ev.seq)
+        end
+      end
+    end
+    local u = w.unit
+    if u and ev.seq > u.last and not hidden then
+      u.last = ev.seq -- events a unit's renderers skip stay with it
+    end
+  end
+  w.n = #events
+end
+
+
+-- Cuts a message as its policy wants at this plan's factor.
+local function cut_now(plan, w, c)
+  local msg, action = apply_policy(plan, c.ev, c.raw, w.summaries, w.pinned)
+  c.unit.messages[c.index], c.unit.bytes[c.index] = msg, tokens.bytes(msg)
+  if c.entry then
+    c.entry.action = action
+    c.entry.shown = tokens.message(msg, plan.factor)
+  end
+end
+
+
+local function copy(list)
+  return table.move(list, 1, #list, 1, {})
+end
+
+
+-- The plan's units from the walk, at the plan's factor: the open unit is
+-- settled in a copy, as its calls may still get their answers.
+local function finish(plan, w, fixed_tokens)
+  for i = 1, #w.cuts do
+    cut_now(plan, w, w.cuts[i])
+  end
+  local units = copy(w.units)
+  local open = w.unit
+  if open then
+    local view = { messages = copy(open.messages), bytes = copy(open.bytes),
+                   overhead = open.overhead, first = open.first,
+                   last = open.last, kind = open.kind }
+    local cuts = {}
+    settle(w, view, cuts)
+    for i = 1, #cuts do
+      cut_now(plan, w, cuts[i])
+    end
+    units[#units + 1] = view
+  end
+  local factor, of_sizes = plan.factor, tokens.of_sizes
+  local total = fixed_tokens or 0
+  for i = 1, #units do
+    local u = units[i]
+    local n = u.overhead + of_sizes(u.bytes, factor)
+    u.tokens, u.pinned = n, false
+    for seq in pairs(w.pinned) do
+      if seq >= u.first and seq <= u.last then
+        u.pinned = true
+      end
+    end
+    total = total + n
+  end
+  plan.units, plan.total, plan.summary = units, total, w.summary
+end
+
+
 function M.plan(thread, agent, opts)
   opts = opts or {}
   local context = require "spool.context"
   local events = opts.events or thread.events
   local blocks = opts.form == "blocks"
-  local renderers = opts.renderers or {}
-  local defaults = blocks and context.block_renderers or context.chat_renderers
-  local memo = not blocks and opts.memo or nil
   local plan = {
     settings = M.settings(agent, opts.model), factor = tokens.factor(events),
-    units = {}, report = {}, needs_summary = {}, form = opts.form or "chat",
+    report = {}, needs_summary = {}, form = opts.form or "chat",
     read_more = agent and agent.tools and agent.tools.read_more ~= nil,
-    -- message sizes, counted once in this render (or an earlier one)
-    sizes = memo and setmetatable({}, { __index = memo.bytes }) or {},
   }
-  -- What each event became: built for a dry render (spool prompt) only.
-  local report = opts.report and plan.report
-  local summaries, pinned = {}, pins(events)
-  for i = 1, #events do
-    local ev = events[i]
-    if ev.type == "compaction" then
-      plan.summary = ev
-    elseif ev.type == "event_summary" then
-      summaries[ev.data.of] = ev.data.summary
-    end
+  local how = { thread = thread, agent = agent, blocks = blocks,
+    renderers = opts.renderers or {},
+    defaults = blocks and context.block_renderers or context.chat_renderers,
+    -- the memo serves the built-in chat renderers only
+    memo = not blocks and opts.memo or nil,
+    -- what each event became: built for a dry render (spool prompt) only
+    report = opts.report and plan.report or nil }
+  -- A walk is kept when every message came from the memo, and it is no
+  -- dry render.
+  local keeps = how.memo and not how.report and next(how.renderers) == nil
+  local w = keeps and how.memo.walk
+  if not continues(w, events, plan.settings, how.defaults) then
+    w = new_walk(events, plan.settings)
   end
-  local ranges = plan.summary and plan.summary.data.ranges or {}
-  local ranged = #ranges > 0
-  -- The calls of the unit's assistant message, and the answers found so
-  -- far by call id (with their tokens); a unit closes with one answer per
-  -- call, in call order. A unit's tokens add up as its messages come.
-  local units, owed, answers, answer_tokens = plan.units, {}, {}, {}
-  local unit
-  local factor, sizes = plan.factor, plan.sizes
-
-  local function settle_owed()
-    for i = 1, #owed do
-      local c = owed[i]
-      local answer, n = answers[c.id], answer_tokens[c.id]
-      if not answer then
-        answer = { role = "tool", tool_call_id = c.id, name = c.name,
-                   content = "error: no result was recorded for this call" }
-        n = tokens.message(answer, factor, sizes)
-      end
-      unit.messages[#unit.messages + 1] = answer
-      unit.tokens = unit.tokens + n
-    end
-    if #owed > 0 then
-      owed, answers, answer_tokens = {}, {}, {}
-    end
+  walk(w, how, plan.factor)
+  if keeps then
+    how.memo.walk = w.keep and w or nil
   end
-
-  local function start_unit(msg, seq, kind, n)
-    if unit then
-      settle_owed()
-    end
-    unit = { messages = { msg }, first = seq, last = seq, kind = kind,
-             tokens = n or tokens.message(msg, factor, sizes), pinned = false }
-    units[#units + 1] = unit
-    local calls = msg.tool_calls
-    if calls then
-      for i = 1, #calls do
-        local c = calls[i]
-        owed[#owed + 1] = c
-        answers[c.id] = false
-      end
-    end
-  end
-
-  local summary_placed = false
-  for i = 1, #events do
-    local ev = events[i]
-    local render = renderers[ev.type] or defaults[ev.type]
-    if ranged and covered(ranges, ev.seq) and not pinned[ev.seq] then
-      if not summary_placed then
-        summary_placed = true
-        local s = plan.summary
-        local text = string.format("Summary of earlier work (events %d–%d, "
-          .. "compacted to fit the context window):\n%s", ranges[1][1],
-          s.data.upto, s.data.summary)
-        start_unit(blocks and { role = "user", tag = "summary",
-                                content = s.data.summary }
-          or { role = "user", content = text }, s.seq, "summary")
-      end
-      if render and report then
-        report[#report + 1] = { seq = ev.seq, type = ev.type,
-          action = "compacted", into = plan.summary.seq }
-      end
-      if memo then
-        forget(memo, ev)
-      end
-    elseif render then
-      local msg
-      if blocks then
-        local tag, body = render(ev, thread, agent)
-        msg = tag and { role = "user", tag = tag, content = body } or nil
-      elseif memo and not renderers[ev.type] and context.pure_renderers[render]
-      then
-        local seen = memo.by_renderer[render]
-        if not seen then
-          seen = {}
-          memo.by_renderer[render] = seen
-        end
-        msg = seen[ev]
-        if msg == nil then
-          msg = render(ev, thread, agent) or false
-          seen[ev] = msg
-          if msg then
-            memo.bytes[msg] = tokens.bytes(msg)
-          end
-        end
-      else
-        msg = render(ev, thread, agent)
-      end
-      if msg then
-        local full = tokens.message(msg, factor, sizes)
-        local action
-        msg, action = apply_policy(plan, ev, msg, summaries, pinned)
-        local shown = msg and (action and tokens.message(msg, factor, sizes)
-          or full)
-        if msg and msg.role == "tool" and not blocks then
-          local id = msg.tool_call_id
-          if answers[id] == false then
-            answers[id], answer_tokens[id] = msg, shown
-            unit.last = ev.seq
-          else
-            action = "dropped: answers no pending call"
-          end
-        elseif msg then
-          start_unit(msg, ev.seq, nil, shown)
-        end
-        if report then
-          report[#report + 1] = { seq = ev.seq, type = ev.type,
-            tokens = full, action = action, shown = shown }
-        end
-      end
-    end
-    if unit and ev.seq > unit.last and not (ranged and covered(ranges, ev.seq))
-    then
-      unit.last = ev.seq -- events a unit's renderers skip stay with it
-    end
-  end
-  if unit then
-    settle_owed()
-  end
-
-  local total = opts.fixed_tokens or 0
-  for i = 1, #units do
-    local u = units[i]
-    for seq in pairs(pinned) do
-      if seq >= u.first and seq <= u.last then
-        u.pinned = true
-      end
-    end
-    total = total + u.tokens
-  end
-  plan.total = total
+  finish(plan, w, opts.fixed_tokens)
   -- A reserve as large as the window (a model's max_tokens near its
   -- context size) still leaves the messages a quarter of it.
   plan.limit = math.max(plan.settings.tokens - plan.settings.reserve,
     plan.settings.tokens // 4)
-  if total > plan.limit then
+  if plan.total > plan.limit then
     M.choose_fold(plan)
   end
   return plan
@@ -458,11 +611,22 @@ function M.drop_overflow(plan)
     if plan.form ~= "blocks" then
       note.tag = nil
     end
-    table.insert(kept, at, { messages = { note }, tokens = tokens.message(note),
-                             first = 0, last = 0 })
+    table.insert(kept, at, { messages = { note }, bytes = { tokens.bytes(note) },
+      overhead = tokens.overhead(note), tokens = tokens.message(note, plan.factor),
+      first = 0, last = 0 })
     plan.total = plan.total + kept[at].tokens
   end
   plan.units = kept
+end
+
+
+-- The tokens of the plan's messages at `factor`.
+function M.tokens(plan, factor)
+  local n = 0
+  for _, u in ipairs(plan.units) do
+    n = n + u.overhead + tokens.of_sizes(u.bytes, factor)
+  end
+  return n
 end
 
 

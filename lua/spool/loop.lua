@@ -168,9 +168,12 @@ function M.request(thread, agent, opts)
       events = opts.events, memo = memo })
   local estimate = tokens.estimate(system)
     + math.ceil(lists.request_bytes / 4)
-  local sizes = plan and plan.sizes
-  for i = 1, #messages do
-    estimate = estimate + tokens.message(messages[i], 1, sizes)
+  if agent.context then -- its messages need not be its plan's
+    for i = 1, #messages do
+      estimate = estimate + tokens.message(messages[i])
+    end
+  else
+    estimate = estimate + window.tokens(plan, 1)
   end
   return { model = model, system = system, messages = messages,
            tools = tools, json = agent.mode == "json", memo = memo,

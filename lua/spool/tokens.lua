@@ -9,23 +9,24 @@
 -- always gives the same numbers (`spool prompt --thread`).
 --
 --   tokens.estimate(text [, factor])      -> tokens
---   tokens.message(msg [, factor [, sizes]])  -> tokens of a chat message
+--   tokens.message(msg [, factor])        -> tokens of a chat message:
+--     tokens.overhead(msg) + tokens.of_bytes(tokens.bytes(msg), factor)
 --   tokens.bytes(msg)                     -> the bytes of it that count
---   tokens.factor(events)                 -> the calibration factor
+--   tokens.of_sizes(list of bytes [, factor]) -> the sum of their of_bytes
+--   tokens.factor(events)                 -> the calibration factor, within
+--                                            MIN_FACTOR..MAX_FACTOR
 
 local M = {}
 
 -- Per message: role and framing, as providers count them.
 local MESSAGE_OVERHEAD = 4
 
-local MIN_FACTOR, MAX_FACTOR = 0.5, 3
+M.MIN_FACTOR, M.MAX_FACTOR = 0.5, 3
+local MIN_FACTOR, MAX_FACTOR = M.MIN_FACTOR, M.MAX_FACTOR
 
 
 function M.estimate(text, factor)
-  if type(text) ~= "string" or text == "" then
-    return 0
-  end
-  return math.ceil(#text / 4 * (factor or 1))
+  return M.of_bytes(type(text) == "string" and #text or 0, factor)
 end
 
 
@@ -43,32 +44,38 @@ function M.bytes(msg)
 end
 
 
--- `sizes` (optional) remembers each message's bytes for one render, which
--- counts a message more than once (its event, the request); a thread's
--- steps keep the sizes of the messages they keep (spool._window.memo).
-local function size_of(msg, sizes)
-  local n = sizes and sizes[msg]
-  if not n then
-    n = M.bytes(msg)
-    if sizes then
-      sizes[msg] = n
+local ceil = math.ceil
+
+-- The tokens of a message's framing, whatever its content.
+function M.overhead(msg)
+  local calls = msg.tool_calls
+  return calls and MESSAGE_OVERHEAD * (1 + #calls) or MESSAGE_OVERHEAD
+end
+
+
+-- The tokens of n bytes of a message.
+function M.of_bytes(n, factor)
+  return n > 0 and ceil(n / 4 * (factor or 1)) or 0
+end
+
+
+-- The tokens of messages of these sizes (a list of bytes), less their
+-- framing. (Counted for every message at every step: kept lean.)
+function M.of_sizes(sizes, factor)
+  factor = factor or 1
+  local n = 0
+  for i = 1, #sizes do
+    local b = sizes[i]
+    if b > 0 then
+      n = n + ceil(b / 4 * factor)
     end
   end
   return n
 end
 
 
-local ceil = math.ceil
-
--- (Counted for every message at every step: kept lean.)
-function M.message(msg, factor, sizes)
-  local calls = msg.tool_calls
-  local n = calls and MESSAGE_OVERHEAD * (1 + #calls) or MESSAGE_OVERHEAD
-  local bytes = size_of(msg, sizes)
-  if bytes > 0 then
-    n = n + ceil(bytes / 4 * (factor or 1))
-  end
-  return n
+function M.message(msg, factor)
+  return M.overhead(msg) + M.of_bytes(M.bytes(msg), factor)
 end
 
 
