@@ -316,7 +316,7 @@ describe("the context window", function()
     end)
 
     it("renders afresh with a renderer put in place of a built-in one, and "
-      .. "forgets what a compaction covers", function()
+      .. "keeps nothing of what a compaction covers", function()
       local agent = agent_with()
       local t = thread_of {
         { "input", { input = "go" } },
@@ -339,16 +339,36 @@ describe("the context window", function()
         local sent = json.decode(body(t, agent, { memo = true })).messages
         assert.are.equal("2 (render " .. 2 * i .. ")", sent[5].content)
       end
+      assert.is_nil(t.render_memo.walk)
       renderers.tool_result = plain
       body(t, agent, { memo = true })
-      local kept = t.render_memo.by_renderer[plain]
-      assert.is_table(kept[t.events[3]])
+      -- the wire cache holds the walk's messages, and no others
+      local function cached()
+        local n, walked = 0, {}
+        local w = t.render_memo.walk
+        for _, u in ipairs(w.unit and { w.unit, table.unpack(w.units) }
+                             or w.units) do
+          for _, m in ipairs(u.messages) do
+            walked[m] = true
+          end
+        end
+        for _, a in pairs(w.answers) do -- of the open unit's calls
+          walked[a and a.msg or 0] = true
+        end
+        for m in pairs(t.render_memo.wire.openai) do
+          if type(m) == "table" then
+            assert.is_true(walked[m])
+            n = n + 1
+          end
+        end
+        return n
+      end
+      assert.are.equal(5, cached())
       t:append("compaction", { upto = 3, summary = "added 1",
         ranges = json.array { json.array { 2, 3 } } })
       local sent = json.decode(body(t, agent, { memo = true })).messages
       assert.matches("added 1", sent[2].content)
-      assert.is_nil(kept[t.events[3]])
-      assert.is_table(kept[t.events[5]])
+      assert.are.equal(4, cached()) -- input, summary, c2 and its result
       assert.are.equal(body(t, agent), body(t, agent, { memo = true }))
     end)
 

@@ -15,7 +15,9 @@
 --     renderers =, events =, fixed_tokens =, model =, report = bool,
 --     memo = window.memo(thread) | nil })
 --   plan = { units, report, total, limit, settings, factor, fold,
---            needs_summary, summary = compaction event | nil }
+--            needs_summary, summary = compaction event | nil,
+--            fresh = { [msg] = true } for messages made for this plan
+--            alone (cut, or noting what is missing) }
 --   (report, what became of each event, is filled only when asked)
 --   window.messages(plan)  -> the chat messages
 --   window.tokens(plan, factor)  -> their tokens at that factor
@@ -193,39 +195,21 @@ local function apply_policy(plan, ev, msg, summaries, pinned)
 end
 
 
--- What a thread's earlier steps rendered, kept for its next: each event's
--- message from a built-in chat renderer (a pure function of the event,
--- and events never change), with its size; and what providers made of
--- those messages (spool.providers.openai). Only the loop's own steps use
--- it, never a render whose messages reach an agent's code, which might
--- change them. What a compaction covers is forgotten; the runner drops
--- the rest when the run stops. { by_renderer = { [render] = { [ev] = msg
--- | false } }, bytes = { [msg] = n }, wire = { [provider] = { [msg] =
--- json.raw } } }.
+-- What a thread's earlier steps rendered, kept for its next: the walk of
+-- its events (below), when every message in it came from a built-in chat
+-- renderer (a pure function of its event, and events never change); and
+-- what providers made of the walk's messages (spool.providers.openai).
+-- Only the loop's own steps use it, never a render whose messages reach an
+-- agent's code, which might change them. A new walk starts a new wire
+-- cache; the runner drops the memo when the run stops.
+-- { walk, wire = { [provider] = { [msg] = json.raw } } }.
 function M.memo(thread)
   local memo = thread.render_memo
   if not memo then
-    memo = { by_renderer = {}, bytes = {}, wire = {} }
+    memo = { wire = {} }
     thread.render_memo = memo
   end
   return memo
-end
-
-
--- Drops what the memo keeps of an event no longer shown.
-local function forget(memo, ev)
-  for _, seen in pairs(memo.by_renderer) do
-    local msg = seen[ev]
-    if msg ~= nil then
-      seen[ev] = nil
-      if msg then
-        memo.bytes[msg] = nil
-        for _, cache in pairs(memo.wire) do
-          cache[msg] = nil
-        end
-      end
-    end
-  end
 end
 
 
@@ -258,7 +242,7 @@ end
 -- next plan walks afresh.
 --
 --   walk = { events, settings, used = { [type] = renderer }, n = events
---     walked, keep = every message came from the memo, summary, ranges,
+--     walked, keep = every message is a built-in renderer's, summary, ranges,
 --     pinned, summaries, units (closed), unit (open), owed = its calls,
 --     answers = { [call id] = false | { msg, bytes, cut } }, cuts }
 --   unit = { messages, bytes, overhead, first, last, kind, tokens, pinned }
@@ -312,8 +296,9 @@ end
 
 
 -- Closes unit `u` with one answer per call of its assistant message, in
--- call order; a call without one gets a note saying so.
-local function settle(w, u, cuts)
+-- call order; a call without one gets a note saying so (and is `fresh`,
+-- made for one plan, when given).
+local function settle(w, u, cuts, fresh)
   local owed = w.owed
   for i = 1, #owed do
     local c = owed[i]
@@ -324,6 +309,9 @@ local function settle(w, u, cuts)
       local note = { role = "tool", tool_call_id = c.id, name = c.name,
                      content = "error: no result was recorded for this call" }
       put(u, note, tokens.bytes(note), nil, cuts)
+      if fresh then
+        fresh[note] = true
+      end
     end
   end
 end
@@ -352,33 +340,18 @@ local function start_unit(w, msg, bytes, cut, seq, kind)
 end
 
 
--- Renders one event: its message (or nil) and the message's bytes. `how`
--- = { thread, agent, blocks, renderers, defaults, memo, report }.
+-- Renders one event: its message, or nil. `how` = { thread, agent,
+-- blocks, renderers, defaults, report }.
 local function render_event(w, how, ev, render)
   if how.blocks then
     w.keep = false
     local tag, body = render(ev, how.thread, how.agent)
     return tag and { role = "user", tag = tag, content = body } or nil
   end
-  local memo = how.memo
-  if not memo or not require("spool.context").pure_renderers[render] then
+  if not require("spool.context").pure_renderers[render] then
     w.keep = false
-    return render(ev, how.thread, how.agent)
   end
-  local seen = memo.by_renderer[render]
-  if not seen then
-    seen = {}
-    memo.by_renderer[render] = seen
-  end
-  local msg = seen[ev]
-  if msg == nil then
-    msg = render(ev, how.thread, how.agent) or false
-    seen[ev] = msg
-    if msg then
-      memo.bytes[msg] = tokens.bytes(msg)
-    end
-  end
-  return msg or nil, msg and memo.bytes[msg]
+  return render(ev, how.thread, how.agent)
 end
 
 
@@ -411,14 +384,11 @@ local function walk(w, how, factor)
         report[#report + 1] = { seq = ev.seq, type = ev_type,
           action = "compacted", into = w.summary.seq }
       end
-      if how.memo then
-        forget(how.memo, ev)
-      end
     elseif render then
       w.used[ev_type] = render
-      local msg, bytes = render_event(w, how, ev, render)
+      local msg = render_event(w, how, ev, render)
       if msg then
-        bytes = bytes or tokens.bytes(msg)
+        local bytes = tokens.bytes(msg)
         local entry = report and { seq = ev.seq, type = ev_type,
           tokens = tokens.overhead(msg) + tokens.of_bytes(bytes, factor) }
         local pol, cut = acting_policy(w.settings, ev, msg, pinned), nil
@@ -460,6 +430,9 @@ end
 -- Cuts a message as its policy wants at this plan's factor.
 local function cut_now(plan, w, c)
   local msg, action = apply_policy(plan, c.ev, c.raw, w.summaries, w.pinned)
+  if msg ~= c.raw then
+    plan.fresh[msg] = true
+  end
   c.unit.messages[c.index], c.unit.bytes[c.index] = msg, tokens.bytes(msg)
   if c.entry then
     c.entry.action = action
@@ -486,7 +459,7 @@ local function finish(plan, w, fixed_tokens)
                    overhead = open.overhead, first = open.first,
                    last = open.last, kind = open.kind }
     local cuts = {}
-    settle(w, view, cuts)
+    settle(w, view, cuts, plan.fresh)
     for i = 1, #cuts do
       cut_now(plan, w, cuts[i])
     end
@@ -518,24 +491,26 @@ function M.plan(thread, agent, opts)
     settings = M.settings(agent, opts.model), factor = tokens.factor(events),
     report = {}, needs_summary = {}, form = opts.form or "chat",
     read_more = agent and agent.tools and agent.tools.read_more ~= nil,
+    fresh = {},
   }
   local how = { thread = thread, agent = agent, blocks = blocks,
     renderers = opts.renderers or {},
     defaults = blocks and context.block_renderers or context.chat_renderers,
-    -- the memo serves the built-in chat renderers only
-    memo = not blocks and opts.memo or nil,
     -- what each event became: built for a dry render (spool prompt) only
     report = opts.report and plan.report or nil }
-  -- A walk is kept when every message came from the memo, and it is no
-  -- dry render.
-  local keeps = how.memo and not how.report and next(how.renderers) == nil
-  local w = keeps and how.memo.walk
+  -- The memo keeps a walk of the built-in chat renderers' messages.
+  local memo = not blocks and not how.report and next(how.renderers) == nil
+    and opts.memo or nil
+  local w = memo and memo.walk
   if not continues(w, events, plan.settings, how.defaults) then
     w = new_walk(events, plan.settings)
+    if memo then
+      memo.wire = {} -- of messages no longer walked
+    end
   end
   walk(w, how, plan.factor)
-  if keeps then
-    how.memo.walk = w.keep and w or nil
+  if memo then
+    memo.walk = w.keep and w or nil
   end
   finish(plan, w, opts.fixed_tokens)
   -- A reserve as large as the window (a model's max_tokens near its
@@ -611,6 +586,7 @@ function M.drop_overflow(plan)
     if plan.form ~= "blocks" then
       note.tag = nil
     end
+    plan.fresh[note] = true
     table.insert(kept, at, { messages = { note }, bytes = { tokens.bytes(note) },
       overhead = tokens.overhead(note), tokens = tokens.message(note, plan.factor),
       first = 0, last = 0 })

@@ -177,6 +177,7 @@ function M.request(thread, agent, opts)
   end
   return { model = model, system = system, messages = messages,
            tools = tools, json = agent.mode == "json", memo = memo,
+           fresh = memo and plan.fresh,
            context = { estimate = estimate,
                        budget = plan and plan.limit or nil, plan = plan } }
 end

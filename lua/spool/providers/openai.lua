@@ -50,9 +50,9 @@ end
 
 
 -- The wire form of what a thread's steps send the same each time
--- (req.memo, spool._window.memo): encoded once, spliced as it is. Its
--- messages by message; the system prompt and the tools while they stay
--- the same.
+-- (req.memo, spool._window.memo): encoded once, spliced as it is. The
+-- messages of the memo's walk (not those made for one request,
+-- req.fresh); the system prompt and the tools while they stay the same.
 local function wire_cache(memo)
   local cache = memo.wire.openai
   if not cache then
@@ -81,10 +81,11 @@ end
 
 -- Builds { path, headers, body } for a chat request. `req` holds system,
 -- messages, tools ({ name, description, parameters }), json, temperature,
--- max_tokens, memo.
+-- max_tokens, memo, fresh.
 function M.build(model, req)
   local memo = req.memo
-  local cache = memo and wire_cache(memo)
+  local cache = memo and memo.walk and wire_cache(memo)
+  local fresh = req.fresh or {}
   local messages = json.array()
   if req.system and req.system ~= "" then
     messages[1] = cache
@@ -97,7 +98,7 @@ function M.build(model, req)
     local wire = cache and cache[m]
     if not wire then
       wire = convert_message(m)
-      if cache and memo.bytes[m] then -- a message the memo keeps
+      if cache and not fresh[m] then
         wire = json.raw(json.encode(wire))
         cache[m] = wire
       end
