@@ -241,10 +241,11 @@ end
 -- compaction, input or human answer changes what is hidden or pinned: the
 -- next plan walks afresh.
 --
---   walk = { events, settings, used = { [type] = renderer }, n = events
---     walked, keep = every message is a built-in renderer's, summary, ranges,
---     pinned, summaries, units (closed), unit (open), owed = its calls,
---     answers = { [call id] = false | { msg, bytes, cut } }, cuts }
+--   walk = { events, settings, used = { [type] = renderer | false },
+--     n = events walked, keep = every message is a built-in renderer's,
+--     summary, ranges, pinned, summaries, units (closed), unit (open),
+--     owed = its calls, answers = { [call id] = false | { msg, bytes,
+--     cut } }, cuts }
 --   unit = { messages, bytes, overhead, first, last, kind, tokens, pinned }
 --   cut = { ev, raw, unit, index, entry (of the report) }
 
@@ -270,8 +271,8 @@ local function continues(w, events, settings, defaults)
     return false
   end
   for ev_type, render in pairs(w.used) do
-    if defaults[ev_type] ~= render then
-      return false -- a renderer was hot-patched
+    if (defaults[ev_type] or false) ~= render then
+      return false -- a renderer was hot-patched, put in or taken out
     end
   end
   for i = w.n + 1, #events do
@@ -368,6 +369,7 @@ local function walk(w, how, factor)
       w.summaries[ev.data.of] = ev.data.summary
     end
     local render = renderers[ev_type] or defaults[ev_type]
+    w.used[ev_type] = render or false
     local hidden = ranged and covered(ranges, ev.seq)
     if hidden and not pinned[ev.seq] then
       if not w.summary_placed then
@@ -376,8 +378,8 @@ local function walk(w, how, factor)
         local msg = blocks
           and { role = "user", tag = "summary", content = s.data.summary }
           or { role = "user", content = string.format("Summary of earlier "
-            .. "work (events %d–%d, compacted to fit the context window):\n%s",
-            ranges[1][1], s.data.upto, s.data.summary) }
+            .. "work (events %d–%d, compacted to fit the context "
+            .. "window):\n%s", ranges[1][1], s.data.upto, s.data.summary) }
         start_unit(w, msg, tokens.bytes(msg), nil, s.seq, "summary")
       end
       if render and report then
@@ -385,7 +387,6 @@ local function walk(w, how, factor)
           action = "compacted", into = w.summary.seq }
       end
     elseif render then
-      w.used[ev_type] = render
       local msg = render_event(w, how, ev, render)
       if msg then
         local bytes = tokens.bytes(msg)
@@ -587,9 +588,9 @@ function M.drop_overflow(plan)
       note.tag = nil
     end
     plan.fresh[note] = true
-    table.insert(kept, at, { messages = { note }, bytes = { tokens.bytes(note) },
-      overhead = tokens.overhead(note), tokens = tokens.message(note, plan.factor),
-      first = 0, last = 0 })
+    table.insert(kept, at, { messages = { note },
+      bytes = { tokens.bytes(note) }, overhead = tokens.overhead(note),
+      tokens = tokens.message(note, plan.factor), first = 0, last = 0 })
     plan.total = plan.total + kept[at].tokens
   end
   plan.units = kept
