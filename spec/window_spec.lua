@@ -454,6 +454,37 @@ describe("the context window", function()
         shown.c3[3])
     end)
 
+    it("cuts every place an answer goes, when a model repeats a call id",
+      function()
+      local agent = agent_with({ policies = { tool_result = {
+        truncate = 20 } } })
+      local t = thread_of {
+        { "input", { input = "go" } },
+        { "model_call", { tool_calls = { call("c1", "add"),
+                                         call("c1", "add") } } },
+        { "tool_result", { call_id = "c1", name = "add",
+                           result = ("r"):rep(1000) } },
+      }
+      local fresh = body(t, agent)
+      assert.are.equal(fresh, body(t, agent, { memo = true }))
+      local sent = json.decode(fresh).messages
+      assert.are.equal(4, #sent)
+      assert.matches("cut by the context policy", sent[3].content)
+      assert.matches("cut by the context policy", sent[4].content)
+    end)
+
+    it("carries its walk on past a plan for another model", function()
+      local agent = agent_with()
+      local t = thread_of { { "input", { input = "go" } } }
+      body(t, agent, { memo = true })
+      local w = t.render_memo.walk
+      context.structured(t, agent, nil, { dry = true })
+      context.chat(t, agent, nil, { dry = true, model = { name = "other" } })
+      t:append("model_call", { text = "ok" })
+      body(t, agent, { memo = true })
+      assert.are.equal(w, t.render_memo.walk)
+    end)
+
     it("is let go when the run stops", function()
       mock = h.scripted { { tool = "add", args = { a = 1, b = 2 } }, "3" }
       local t = h.run(h.agent({ tools = { add = { params = { a = "number",

@@ -18,7 +18,9 @@
 --            needs_summary, summary = compaction event | nil,
 --            fresh = { [msg] = true } for messages made for this plan
 --            alone (cut, or noting what is missing) }
---   (report, what became of each event, is filled only when asked)
+--   (report, what became of each event, is filled only when asked; a
+--   plan made with a memo shares its units with the memo's walk, and
+--   holds until the thread's next plan)
 --   window.messages(plan)  -> the chat messages
 --   window.tokens(plan, factor)  -> their tokens at that factor
 --   window.drop_overflow(plan)   when compaction could not make room
@@ -40,15 +42,23 @@ local make_settings
 -- reserve, policies = { [event type] = policy }, compact = false | {
 -- prompt, keep_recent, target } }.
 function M.settings(agent, model)
-  -- An agent version and its model always make the same settings: kept.
-  local memo = agent and agent.window_memo
-  if memo and memo.model == model and memo.window == agent.window then
-    return memo.settings
+  if not agent then
+    return make_settings(nil, model)
   end
-  local settings = make_settings(agent, model)
-  if agent then
-    agent.window_memo = { model = model, window = agent.window,
-                          settings = settings }
+  -- An agent version and a model always make the same settings: kept, for
+  -- the few models an agent is planned with (a kept walk needs the same
+  -- settings table from step to step).
+  local memo = agent.window_memo
+  if not memo or memo.window ~= agent.window or memo.n >= 8 then
+    memo = { window = agent.window, by_model = {}, n = 0 }
+    agent.window_memo = memo
+  end
+  local key = model or memo -- (no model: the defaults)
+  local settings = memo.by_model[key]
+  if not settings then
+    settings = make_settings(agent, model)
+    memo.by_model[key] = settings
+    memo.n = memo.n + 1
   end
   return settings
 end
@@ -138,16 +148,12 @@ local function covered(ranges, seq)
 end
 
 
--- Applies the event's policy to its message; returns the message (or nil)
--- and what was done. The message is a copy: renderers may share tables.
-local function apply_policy(plan, ev, msg, summaries, pinned)
-  local pol = plan.settings.policies[ev.type]
-  if pinned[ev.seq] and pol == "drop" then
-    pol = "keep" -- what is pinned may be cut, never left out
-  end
-  if pol == nil or pol == "keep" or type(msg.content) ~= "string" then
-    return msg, nil
-  end
+-- Cuts a message as its policy (c.policy: "drop", { truncate = n } or
+-- { summarize = n }, of spool._window's cut records below) wants at the
+-- plan's factor; returns the message and what was done, or the message as
+-- it is and nil. A changed message is a copy: renderers may share tables.
+local function cut_message(plan, c, summaries)
+  local ev, msg, pol = c.ev, c.raw, c.policy
   local factor = plan.factor
   local full = tokens.estimate(msg.content, factor)
   local limit = pol ~= "drop" and (pol.truncate or pol.summarize)
@@ -161,9 +167,6 @@ local function apply_policy(plan, ev, msg, summaries, pinned)
   msg = copy
   local what = msg.role == "tool" and "result" or ev.type
   if pol == "drop" then
-    if msg.role ~= "tool" and msg.tag == nil then
-      return nil, "dropped"
-    end
     msg.content = string.format("[omitted by the context policy (%d tokens); "
       .. "the whole %s is event %d of this thread]", full, what, ev.seq)
     return msg, "dropped"
@@ -174,13 +177,7 @@ local function apply_policy(plan, ev, msg, summaries, pinned)
     return msg, "summarized"
   end
   local head = tokens.head(msg.content, limit, factor)
-  -- read_more pages through the event's value: the offset is only right
-  -- when the message shows that value as it is (a renderer's prefix, as
-  -- prefetch's, would shift it).
-  local value = ev.data.result
-  local plain = value ~= nil
-    and msg.content == require("spool.context").render_value(value)
-  local hint = plan.read_more and plain
+  local hint = plan.read_more and c.plain
     and string.format("; call read_more with seq %d and from %d for the rest",
       ev.seq, #head + 1)
     or ""
@@ -214,8 +211,9 @@ end
 
 
 -- The policy that may change an event's message at some calibration
--- factor, or nil: what a policy leaves alone at any factor is kept as it
--- is, and only the rest waits for a plan's factor (`finish`).
+-- factor (never above tokens.MAX_FACTOR), or nil: what a policy leaves
+-- alone at any factor is kept as it is, and only the rest waits for a
+-- plan's factor (`finish`).
 local function acting_policy(settings, ev, msg, pinned)
   local pol = settings.policies[ev.type]
   if pol == nil or pol == "keep" or type(msg.content) ~= "string" then
@@ -238,16 +236,18 @@ end
 -- A walk holds nothing that depends on the calibration factor, which
 -- changes every step: it counts messages in bytes, and leaves the messages
 -- a policy may cut (`cuts`) for each plan to cut at its own factor. A new
--- compaction, input or human answer changes what is hidden or pinned: the
--- next plan walks afresh.
+-- compaction or human answer changes what is hidden or pinned, and so may
+-- an input (the first is pinned): the next plan walks afresh.
 --
 --   walk = { events, settings, used = { [type] = renderer | false },
 --     n = events walked, keep = every message is a built-in renderer's,
 --     summary, ranges, pinned, summaries, units (closed), unit (open),
 --     owed = its calls, answers = { [call id] = false | { msg, bytes,
---     cut } }, cuts }
+--     cut } }, cuts = { { cut, unit, index } } (where each goes) }
 --   unit = { messages, bytes, overhead, first, last, kind, tokens, pinned }
---   cut = { ev, raw, unit, index, entry (of the report) }
+--   cut = { ev, raw (the message as rendered), policy, plain (it shows
+--     the event's result as it is, so read_more's offsets hold), entry
+--     (of the report) }
 
 local function new_walk(events, settings)
   local w = { events = events, settings = settings, used = {}, n = 0,
@@ -289,16 +289,16 @@ local function put(u, msg, bytes, cut, cuts)
   local i = #u.messages + 1
   u.messages[i], u.bytes[i] = msg, bytes
   u.overhead = u.overhead + tokens.overhead(msg)
-  if cut then
-    cut.unit, cut.index = u, i
-    cuts[#cuts + 1] = cut
+  if cut then -- (one answer may go twice: a model repeating a call id)
+    cuts[#cuts + 1] = { cut = cut, unit = u, index = i }
   end
 end
 
 
 -- Closes unit `u` with one answer per call of its assistant message, in
--- call order; a call without one gets a note saying so (and is `fresh`,
--- made for one plan, when given).
+-- call order; a call without one gets a note saying so. For a plan's own
+-- copy of the open unit, `fresh` collects those notes: they are made for
+-- that plan alone.
 local function settle(w, u, cuts, fresh)
   local owed = w.owed
   for i = 1, #owed do
@@ -394,12 +394,15 @@ local function walk(w, how, factor)
           tokens = tokens.overhead(msg) + tokens.of_bytes(bytes, factor) }
         local pol, cut = acting_policy(w.settings, ev, msg, pinned), nil
         if pol == "drop" and msg.role ~= "tool" and msg.tag == nil then
-          msg = nil
+          msg = nil -- only an answer's place must be kept
           if entry then
             entry.action = "dropped"
           end
         elseif pol then
-          cut = { ev = ev, raw = msg, entry = entry }
+          local value = ev.data.result
+          cut = { ev = ev, raw = msg, policy = pol, entry = entry,
+                  plain = value ~= nil and msg.content
+                    == require("spool.context").render_value(value) }
         elseif entry then
           entry.shown = entry.tokens
         end
@@ -410,7 +413,6 @@ local function walk(w, how, factor)
           local id = msg.tool_call_id
           if w.answers[id] == false then
             w.answers[id] = { msg = msg, bytes = bytes, cut = cut }
-            w.unit.last = ev.seq
           elseif entry then
             entry.action, entry.shown = "dropped: answers no pending call", nil
           end
@@ -428,17 +430,25 @@ local function walk(w, how, factor)
 end
 
 
--- Cuts a message as its policy wants at this plan's factor.
-local function cut_now(plan, w, c)
-  local msg, action = apply_policy(plan, c.ev, c.raw, w.summaries, w.pinned)
-  if msg ~= c.raw then
-    plan.fresh[msg] = true
+-- Cuts a message where it goes, as its policy wants at this plan's factor:
+-- once a plan (`done`, by cut), wherever it goes.
+local function cut_now(plan, w, place, done)
+  local c = place.cut
+  local msg = done[c]
+  if not msg then
+    local action
+    msg, action = cut_message(plan, c, w.summaries)
+    done[c] = msg
+    if msg ~= c.raw then
+      plan.fresh[msg] = true
+    end
+    if c.entry then
+      c.entry.action = action
+      c.entry.shown = tokens.message(msg, plan.factor)
+    end
   end
-  c.unit.messages[c.index], c.unit.bytes[c.index] = msg, tokens.bytes(msg)
-  if c.entry then
-    c.entry.action = action
-    c.entry.shown = tokens.message(msg, plan.factor)
-  end
+  place.unit.messages[place.index] = msg
+  place.unit.bytes[place.index] = tokens.bytes(msg)
 end
 
 
@@ -450,8 +460,9 @@ end
 -- The plan's units from the walk, at the plan's factor: the open unit is
 -- settled in a copy, as its calls may still get their answers.
 local function finish(plan, w, fixed_tokens)
+  local done = {}
   for i = 1, #w.cuts do
-    cut_now(plan, w, w.cuts[i])
+    cut_now(plan, w, w.cuts[i], done)
   end
   local units = copy(w.units)
   local open = w.unit
@@ -462,7 +473,7 @@ local function finish(plan, w, fixed_tokens)
     local cuts = {}
     settle(w, view, cuts, plan.fresh)
     for i = 1, #cuts do
-      cut_now(plan, w, cuts[i])
+      cut_now(plan, w, cuts[i], done)
     end
     units[#units + 1] = view
   end
