@@ -138,7 +138,7 @@ static int l_core_process_id(lua_State *L) {
 }
 
 void spool__class(lua_State *L, const char *name, const luaL_Reg *methods,
-                  lua_CFunction gc) {
+                  lua_CFunction gc, lua_CFunction close) {
   luaL_newmetatable(L, name);
   lua_newtable(L);
   luaL_setfuncs(L, methods, 0);
@@ -146,6 +146,10 @@ void spool__class(lua_State *L, const char *name, const luaL_Reg *methods,
   if (gc) {
     lua_pushcfunction(L, gc);
     lua_setfield(L, -2, "__gc");
+  }
+  if (close) {
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
   }
 }
 

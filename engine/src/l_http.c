@@ -515,9 +515,9 @@ void spool__open_http(lua_State *L) {
       {"close", stream_close},
       {NULL, NULL},
   };
-  spool__class(L, CONNS_MT, conns_methods, conns_close);
+  spool__class(L, CONNS_MT, conns_methods, conns_close, NULL);
   lua_pop(L, 1);
-  spool__class(L, STREAM_MT, stream_methods, stream_gc);
+  spool__class(L, STREAM_MT, stream_methods, stream_gc, NULL);
   lua_pop(L, 1);
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_http_request, 1);

@@ -340,13 +340,11 @@ void spool__open_server(lua_State *L) {
       {"send", stream_send},
       {NULL, NULL},
   };
-  spool__class(L, SERVER_MT, methods, server_close);
-  lua_pushcfunction(L, server_close);
-  lua_setfield(L, -2, "__close");
+  spool__class(L, SERVER_MT, methods, server_close, server_close);
   lua_pushcfunction(L, server_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
-  spool__class(L, STREAM_MT, stream_methods, stream_gc);
+  spool__class(L, STREAM_MT, stream_methods, stream_gc, NULL);
   lua_pop(L, 1);
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_core_listen, 1);

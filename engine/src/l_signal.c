@@ -130,7 +130,7 @@ void spool__open_signal(lua_State *L) {
       {"notify", signal_notify},
       {NULL, NULL},
   };
-  spool__class(L, SIGNAL_MT, methods, signal_gc);
+  spool__class(L, SIGNAL_MT, methods, signal_gc, NULL);
   lua_pop(L, 1);
   lua_pushcfunction(L, l_core_signal);
   lua_setfield(L, -2, "signal");

@@ -61,7 +61,7 @@ void spool__open_sse(lua_State *L) {
       {"feed", sse_feed},
       {NULL, NULL},
   };
-  spool__class(L, SSE_MT, methods, sse_gc);
+  spool__class(L, SSE_MT, methods, sse_gc, NULL);
   lua_pop(L, 1);
   lua_pushcfunction(L, l_core_sse);
   lua_setfield(L, -2, "sse");

@@ -205,9 +205,7 @@ void spool__open_watch(lua_State *L) {
       {"close", watcher_close},
       {NULL, NULL},
   };
-  spool__class(L, WATCHER_MT, methods, watcher_close);
-  lua_pushcfunction(L, watcher_close);
-  lua_setfield(L, -2, "__close");
+  spool__class(L, WATCHER_MT, methods, watcher_close, watcher_close);
   lua_pop(L, 1);
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_core_watch, 1);

@@ -85,7 +85,7 @@ struct spool_engine {
   int lua_warnings;             /* Lua's warn("@on") */
   spool__buf lua_warning;       /* a warning arriving in pieces */
   struct spool__http *http;     /* http.h */
-  struct spool__store *store; /* store.h; NULL until the library opens it */
+  struct spool__store *store;   /* store.h; NULL until the library opens it */
   spool__sched sched;
   long long clock_offset_ms; /* $SPOOL_TEST_TIME_OFFSET_MS: tests move time */
   int api_ref; /* registry ref: the table returned by spool._engine */
@@ -190,10 +190,10 @@ void spool__open_ed25519(lua_State *L);
 /* Pushes n bytes as lower-case hex. */
 void spool__push_hex(lua_State *L, const unsigned char *p, size_t n);
 /* Makes the metatable of a userdata class: `methods` (NULL-terminated) as
- * its __index, `gc` (if any) as __gc. Leaves it on the stack, for the
- * caller to add more (__close, __tostring) and pop. */
+ * its __index, `gc` and `close` (each if any) as __gc and __close. Leaves
+ * it on the stack, for the caller to add more (__tostring) and pop. */
 void spool__class(lua_State *L, const char *name, const luaL_Reg *methods,
-                  lua_CFunction gc);
+                  lua_CFunction gc, lua_CFunction close);
 void spool__host_tools_free(spool_engine *e);
 
 /* Puts a searcher for the library's precompiled chunks (l_bytecode.c)
