@@ -96,3 +96,92 @@ TEST_IMPL(lua_heap_runs_lua) {
   lua_close(L);
   spool__lua_heap_free(h);
 }
+
+/* Each block counts for the account current when it was made, whichever
+ * account is current when it is freed; growth moves it to the account
+ * that grew it; a closed account's blocks count as the engine's. */
+TEST_IMPL(lua_heap_accounts) {
+  spool__lua_heap *h = spool__lua_heap_new();
+  size_t base = spool__lua_heap_total(h);
+  int a = spool__lua_heap_account_open(h, 0),
+      b = spool__lua_heap_account_open(h, 0);
+  ASSERT(a > 0 && b > 0 && a != b);
+  spool__lua_heap_use(h, a);
+  void *small = spool__lua_heap_alloc(h, NULL, LUA_TTABLE, 40);
+  void *big = spool__lua_heap_alloc(h, NULL, LUA_TSTRING, 5000);
+  ASSERT_EQ(5040, (int)spool__lua_heap_used(h, a));
+  spool__lua_heap_use(h, b);
+  small = spool__lua_heap_alloc(h, small, 40, 90); /* b grows a's block */
+  ASSERT_EQ(5000, (int)spool__lua_heap_used(h, a));
+  ASSERT_EQ(90, (int)spool__lua_heap_used(h, b));
+  big = spool__lua_heap_alloc(h, big, 5000, 100); /* a shrink stays a's */
+  ASSERT_EQ(100, (int)spool__lua_heap_used(h, a));
+  spool__lua_heap_use(h, 0);
+  spool__lua_heap_alloc(h, big, 100, 0); /* freed by the engine, for a */
+  ASSERT_EQ(0, (int)spool__lua_heap_used(h, a));
+  spool__lua_heap_account_close(h, b);
+  ASSERT_EQ(90, (int)spool__lua_heap_used(h, 0) - (int)base);
+  spool__lua_heap_alloc(h, small, 90, 0);
+  ASSERT_EQ(0, (int)(spool__lua_heap_used(h, 0) - base));
+  ASSERT_EQ(base, spool__lua_heap_total(h));
+  spool__lua_heap_account_close(h, a);
+  spool__lua_heap_free(h);
+}
+
+/* A limit refuses growth past it (shrinks never fail), and says why; the
+ * heap's cap does the same for all accounts together. */
+TEST_IMPL(lua_heap_limits) {
+  spool__lua_heap *h = spool__lua_heap_new();
+  int a = spool__lua_heap_account_open(h, 10000);
+  spool__lua_heap_use(h, a);
+  void *p = spool__lua_heap_alloc(h, NULL, 0, 9000);
+  ASSERT(p != NULL);
+  ASSERT(spool__lua_heap_alloc(h, NULL, 0, 2000) == NULL);
+  ASSERT_EQ(a, spool__lua_heap_refused(h, a));
+  ASSERT(spool__lua_heap_alloc(h, p, 9000, 12000) == NULL); /* intact */
+  p = spool__lua_heap_alloc(h, p, 9000, 100);
+  ASSERT(p != NULL);
+  void *q = spool__lua_heap_alloc(h, NULL, 0, 2000);
+  ASSERT(q != NULL);
+  spool__lua_heap_forget_refusal(h, a);
+  ASSERT_EQ(0, spool__lua_heap_refused(h, a));
+  spool__lua_heap_alloc(h, q, 2000, 0);
+  spool__lua_heap_alloc(h, p, 100, 0);
+  spool__lua_heap_use(h, 0);
+  spool__lua_heap_set_cap(h, spool__lua_heap_total(h) + 1000);
+  ASSERT(spool__lua_heap_alloc(h, NULL, 0, 2000) == NULL);
+  ASSERT_EQ(-1, spool__lua_heap_refused(h, 0));
+  spool__lua_heap_account_close(h, a);
+  spool__lua_heap_free(h);
+}
+
+/* Account numbers are 16-bit tags: after 65,535 accounts the closed ones'
+ * numbers serve again, and blocks a closed account left behind keep
+ * counting for the engine, not for the account that reuses the number. */
+TEST_IMPL(lua_heap_reuses_accounts) {
+  spool__lua_heap *h = spool__lua_heap_new();
+  int first = spool__lua_heap_account_open(h, 0);
+  spool__lua_heap_use(h, first);
+  void *small = spool__lua_heap_alloc(h, NULL, 0, 32);
+  void *big = spool__lua_heap_alloc(h, NULL, 0, 4096);
+  spool__lua_heap_use(h, 0);
+  spool__lua_heap_account_close(h, first);
+  size_t engine = spool__lua_heap_used(h, 0);
+  int reused = 0;
+  for (int i = 0; i < 70000 && !reused; i++) {
+    int id = spool__lua_heap_account_open(h, 0);
+    ASSERT(id > 0);
+    if (id == first) {
+      reused = 1;
+      spool__lua_heap_use(h, id);
+      spool__lua_heap_alloc(h, small, 32, 0);
+      spool__lua_heap_alloc(h, big, 4096, 0);
+      ASSERT_EQ(0, (int)spool__lua_heap_used(h, id));
+      ASSERT_EQ(engine - 32 - 4096, spool__lua_heap_used(h, 0));
+      spool__lua_heap_use(h, 0);
+    }
+    spool__lua_heap_account_close(h, id);
+  }
+  ASSERT(reused);
+  spool__lua_heap_free(h);
+}
