@@ -117,7 +117,7 @@ describe("the agent loader", function()
         local spool = require "spool"
         string.agent_marker = 1
         assert(getmetatable("") == nil, "the string metatable")
-        assert(getmetatable(_ENV) == false, "the environment's metatable")
+        assert(getmetatable(_ENV) == nil, "the environment's metatable")
         local ok, err = pcall(require, "spool.evil")
         assert(not ok and err:match("not allowed"), "spool.evil: " .. tostring(err))
         return spool.agent { step = function() end }

@@ -481,6 +481,7 @@ int spool_engine_open(spool_engine *e) {
     L = e->L = lua_newstate(spool__lua_heap_alloc, e->heap);
   if (L == NULL)
     return spool__fail(e, SPOOL_ENOMEM, "cannot create a Lua state");
+  spool__lua_heap_set_owner(e->heap, e);
   lua_atpanic(L, on_lua_panic);
   lua_setwarnf(L, on_lua_warning, e);
   /* Every coroutine starts with a copy of the main thread's extra space,
@@ -546,8 +547,11 @@ void spool_engine_free(spool_engine *e) {
   /* Ops already handed to the store thread finish (a submitted step is
    * committed); their waiters are gone, so their callbacks only free. */
   spool__store_close(e->store);
-  if (e->L)
+  if (e->L) {
+    spool__limits_free(e, e->main_limits);
+    e->main_limits = e->limits_now = NULL;
     lua_close(e->L); /* collects servers, which close their sockets */
+  }
   spool__lua_heap_free(e->heap);
   spool__http_free(e->http);
   while (e->events_head) {

@@ -385,6 +385,7 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_signal(L);
   spool__open_sse(L);
   spool__open_ed25519(L);
+  spool__open_limits(L);
   lua_pushliteral(L, SPOOL_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -80,18 +80,48 @@ static void finish(spool__task *t, int how, int nres) {
   if (how != SPOOL__TASK_OK)
     close_thread(t->co, e->L); /* runs pending to-be-closed variables */
   lua_settop(t->co, 0);
+  lua_sethook(t->co, NULL, 0, 0);
   *task_slot(t->co) = NULL;
   luaL_unref(e->L, LUA_REGISTRYINDEX, t->co_ref);
+  if (e->limits_now == t->limits)
+    spool__limits_enter(e, e->main_limits);
+  spool__limits_free(e, t->limits);
   free(t);
+}
+
+/* A task whose slice ended waits for the loop to poll before it runs
+ * again: the idle handle keeps that poll from blocking. */
+static void queue_later(spool__task *t) {
+  spool__sched *s = &t->e->sched;
+  t->queued = 1;
+  t->next_ready = NULL;
+  if (s->later_tail)
+    s->later_tail->next_ready = t;
+  else
+    s->later_head = t;
+  s->later_tail = t;
 }
 
 static void resume(spool__task *t) {
   spool_engine *e = t->e;
+  spool__sched *s = &e->sched;
   int nres = 0;
   spool__log(e, SPOOL__LOG_DEBUG, "task %llu resume", t->id);
+  s->current = t;
+  s->slice_start = uv_hrtime();
+  spool__limits_enter(e, t->limits);
   int st = lua_resume(t->co, e->L, t->nargs, &nres);
+  s->current = NULL;
+  spool__limits_enter(e, e->main_limits);
   t->nargs = 0;
   if (st == LUA_YIELD) {
+    if (t->sliced) {
+      t->sliced = 0;
+      lua_pop(t->co, nres);
+      spool__log(e, SPOOL__LOG_DEBUG, "task %llu slice", t->id);
+      queue_later(t);
+      return;
+    }
     if (t->pending != NULL) {
       lua_pop(t->co, nres);
       spool__log(e, SPOOL__LOG_DEBUG, "task %llu yield", t->id);
@@ -131,6 +161,12 @@ static void drain(spool__sched *s) {
     t->queued = 0;
     resume(t);
   }
+  if (s->later_head) {
+    s->ready_head = s->later_head;
+    s->ready_tail = s->later_tail;
+    s->later_head = s->later_tail = NULL;
+    return; /* the idle handle stays on: the loop polls, then they run */
+  }
   uv_idle_stop(&s->idle);
 }
 
@@ -159,6 +195,9 @@ int spool__sched_init(spool_engine *e) {
 spool__task *spool__task_spawn(spool_engine *e, lua_State *L, int nargs,
                                spool__task_done_cb done, void *ud) {
   lua_State *co = lua_newthread(L);
+  /* A new thread copies its creator's hook: a task has limits only if it
+   * puts them in force itself (sandbox.c). */
+  lua_sethook(co, NULL, 0, 0);
   spool__task *t = calloc(1, sizeof *t);
   if (t == NULL) {
     luaL_error(L, "out of memory");
@@ -249,15 +288,20 @@ void spool__sched_cancel_all(spool_engine *e) {
       op->cancel(op);
     }
     if (t->queued) {
-      /* Unlink from the ready queue; it is short at shutdown. */
-      spool__task **pp = &s->ready_head;
+      /* Unlink from its queue; queues are short at shutdown. */
+      int later = 0;
+      for (spool__task *q = s->later_head; q && !later; q = q->next_ready)
+        later = q == t;
+      spool__task **head = later ? &s->later_head : &s->ready_head;
+      spool__task **tail = later ? &s->later_tail : &s->ready_tail;
+      spool__task **pp = head;
       while (*pp != t)
         pp = &(*pp)->next_ready;
       *pp = t->next_ready;
-      if (s->ready_tail == t) {
-        s->ready_tail = NULL;
-        for (spool__task *q = s->ready_head; q; q = q->next_ready)
-          s->ready_tail = q;
+      if (*tail == t) {
+        *tail = NULL;
+        for (spool__task *q = *head; q; q = q->next_ready)
+          *tail = q;
       }
       t->queued = 0;
     }

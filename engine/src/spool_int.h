@@ -23,6 +23,7 @@
 
 typedef struct spool__task spool__task;
 typedef struct spool__op spool__op;
+typedef struct spool__limits spool__limits; /* sandbox.c */
 
 struct spool__op {
   /* Releases the operation without waking its task; the op's memory may be
@@ -59,10 +60,15 @@ struct spool__task {
   spool__task *prev, *next; /* all live tasks, for shutdown */
   unsigned long long id;
   int queued;
+  int sliced;            /* yielded by the count hook: its slice is over */
+  spool__limits *limits; /* what it may spend (sandbox.c), or NULL */
 };
 
 typedef struct spool__sched {
   spool__task *ready_head, *ready_tail;
+  spool__task *later_head, *later_tail; /* sliced: resumed after a poll */
+  spool__task *current;                 /* the task being resumed */
+  uint64_t slice_start;                 /* when current was resumed */
   spool__task *all;
   uv_check_t check; /* drains the ready queue after each poll */
   uv_idle_t idle;   /* active while tasks are ready, so poll never blocks */
@@ -87,7 +93,9 @@ struct spool_engine {
   struct spool__http *http;     /* http.h */
   struct spool__store *store;   /* store.h; NULL until the library opens it */
   spool__sched sched;
-  long long clock_offset_ms; /* $SPOOL_TEST_TIME_OFFSET_MS: tests move time */
+  spool__limits *main_limits; /* limits outside any task (sandbox.c) */
+  spool__limits *limits_now;  /* the limits in force now, or NULL */
+  long long clock_offset_ms;  /* $SPOOL_TEST_TIME_OFFSET_MS: tests move time */
   int api_ref; /* registry ref: the table returned by spool._engine */
   int opened;
   int sched_ready;
@@ -173,6 +181,13 @@ void spool__task_wake_with(spool__task *t, lua_CFunction push, void *ud);
 int spool__task_interrupt(spool_engine *e, unsigned long long id,
                           const char *why);
 
+/* ---- sandbox.c ---- */
+/* Puts limits in force (NULL: none): the count hook reads them, and the
+ * Lua heap charges their memory account. */
+void spool__limits_enter(spool_engine *e, spool__limits *l);
+/* Frees a chain of limits (l and those it replaced); accepts NULL. */
+void spool__limits_free(spool_engine *e, spool__limits *l);
+
 /* ---- bindings: luaopen_* for the modules the engine preloads ---- */
 int luaopen_spool_core(lua_State *L);
 int luaopen_spool_json(lua_State *L);
@@ -187,6 +202,7 @@ void spool__open_watch(lua_State *L);
 void spool__open_signal(lua_State *L);
 void spool__open_sse(lua_State *L);
 void spool__open_ed25519(lua_State *L);
+void spool__open_limits(lua_State *L);
 /* Pushes n bytes as lower-case hex. */
 void spool__push_hex(lua_State *L, const unsigned char *p, size_t n);
 /* Makes the metatable of a userdata class: `methods` (NULL-terminated) as

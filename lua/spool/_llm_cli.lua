@@ -86,6 +86,8 @@ local model, err = config.resolve_model({ provider = o.provider,
 if not model then
   cli:usage((err:gsub("^EINVAL: ", "")))
 end
+-- The command line is the project's configuration: its URL gets the key.
+config.allow_key(model.api_key_env, model.base_url)
 
 local on_text
 if o.stream and o.json then

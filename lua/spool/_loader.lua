@@ -2,10 +2,11 @@
 -- (private).
 --
 -- An agent file is loaded as text (never bytecode) into a fresh, strict
--- environment: reading an undefined global or creating one is an error, and
--- `require` reaches the spool library, lua-cjson and the project's helper
--- modules (lib/<name>.lua), each loaded fresh for this version. The file
--- must return spool.agent{...}; its prompt must exist and render.
+-- environment (spool._sandbox): reading an undefined global or creating one
+-- is an error, and `require` reaches the public library (a copy of it for
+-- this version), lua-cjson and the project's helper modules
+-- (lib/<name>.lua), each loaded fresh for this version. The file must
+-- return spool.agent{...}; its prompt must exist and render.
 --
 -- A version is the content hash of every file the agent read (its file,
 -- its prompt, its helpers); every event records the version that made it,
@@ -25,6 +26,8 @@ local agent_mod = require "spool.agent"
 local prompt = require "spool.prompt"
 local requires = require "spool._requires"
 local hub = require "spool._hub"
+local sandbox = require "spool._sandbox"
+local limits = require "spool._limits"
 
 local M = {}
 
@@ -36,7 +39,6 @@ M.versions = setmetatable({}, { __mode = "v" }) -- version -> agent, in use
 M.history = {}         -- every version published, oldest first (capped)
 M.reloads = 0          -- how many reloads ran
 
-local ALLOWED_REQUIRE = { cjson = true, ["cjson.safe"] = true, spool = true }
 local NAME = "^[%w_%-]+$"
 
 
@@ -58,81 +60,26 @@ local function read_async(path)
 end
 
 
-local function copy(t)
-  local c = {}
-  for k, v in pairs(t) do
-    c[k] = v
-  end
-  return c
-end
-
-
--- What agent code may use: no io, os.execute, load, debug or package. The
--- library tables are copies, so an agent that changes one changes only
--- its own; strings' metatable (the host's string table) is not handed out.
-local function base_env()
-  return {
-    assert = assert, error = error, ipairs = ipairs, next = next,
-    pairs = pairs, pcall = pcall, print = print, select = select,
-    tonumber = tonumber, tostring = tostring, type = type, xpcall = xpcall,
-    setmetatable = setmetatable, rawequal = rawequal, rawget = rawget,
-    rawset = rawset, rawlen = rawlen,
-    getmetatable = function(v)
-      if type(v) == "string" then
-        return nil
-      end
-      return getmetatable(v)
-    end,
-    string = copy(string), table = copy(table), math = copy(math),
-    utf8 = copy(utf8), coroutine = copy(coroutine),
-    os = { time = os.time, clock = os.clock, date = os.date },
-    _VERSION = _VERSION,
-  }
-end
-
-
-local function strict_env(where, require_fn)
-  local base = base_env()
-  base.require = require_fn
-  return setmetatable({}, {
-    __index = function(_, k)
-      local v = base[k]
-      if v == nil then
-        error(string.format("undefined global '%s' (in %s)", tostring(k),
-          where), 2)
-      end
-      return v
-    end,
-    __newindex = function(_, k)
-      error(string.format("agents cannot create globals: assigning '%s' "
-        .. "(declare it local)", tostring(k)), 2)
-    end,
-    __metatable = false,
-  })
-end
-
-
--- The spool library's public modules: spool.<name> files in the library's
--- own folder, not private (spool._x, spool.core), never found elsewhere.
-local public = {}
 local function builtin(mod)
-  if ALLOWED_REQUIRE[mod] then
-    return true
-  end
-  if public[mod] == nil then
-    local name = mod:match("^spool%.(%a[%w_]*)$")
-    public[mod] = name ~= nil and name ~= "core" and package.searchpath(mod,
-      config.get().lua_dir .. "/?.lua") ~= nil
-  end
-  return public[mod]
+  return sandbox.ALLOWED[mod] == true
 end
+
+
+local ALLOWED_SHOWN = (function()
+  local names = {}
+  for name in pairs(sandbox.ALLOWED) do
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  return table.concat(names, ", ")
+end)()
 
 
 local function not_allowed(mod, lib_shown)
   return string.format("require '%s' is not allowed in an agent (allowed: "
-    .. "spool, spool.<module>, cjson, and helper modules in %s/ required "
-    .. "by a string literal; there is no %s/%s.lua)", mod, lib_shown,
-    lib_shown, (mod:gsub("%.", "/")))
+    .. "%s, and helper modules in %s/ required by a string literal; there "
+    .. "is no %s/%s.lua)", mod, ALLOWED_SHOWN, lib_shown, lib_shown,
+    (mod:gsub("%.", "/")))
 end
 
 
@@ -145,6 +92,7 @@ local LOADING = {} -- a helper module whose chunk is running
 local function compile(name, read, dirs)
   local files = {}   -- shown path -> text: everything this version is
   local modules = {} -- helper name -> value, loaded once per version
+  local library = {} -- the version's copy of the library (spool._sandbox)
   local function fetch(dir, shown_dir, rel)
     local shown = shown_dir .. "/" .. rel
     if files[shown] == nil then
@@ -191,7 +139,7 @@ local function compile(name, read, dirs)
       error("require expects a module name", 2)
     end
     if builtin(mod) then
-      return require(mod)
+      return sandbox.library(mod, library)
     end
     if modules[mod] == LOADING then
       error("require '" .. mod .. "': helper modules require each other in "
@@ -205,12 +153,12 @@ local function compile(name, read, dirs)
       error(not_allowed(mod, dirs.lib_shown), 2)
     end
     local chunk, err = load(text, "@" .. shown, "t",
-      strict_env(shown, agent_require))
+      sandbox.env(shown, agent_require))
     if not chunk then
       error(err, 0)
     end
     modules[mod] = LOADING
-    local ok, value = pcall(chunk)
+    local ok, value = pcall(chunk) -- under the agent file's limits
     if not ok then
       modules[mod] = nil
       error(value, 0)
@@ -229,7 +177,7 @@ local function compile(name, read, dirs)
       .. "in the project (%s)", name, shown, config.get().project)
   end
   local chunk, cerr = load(src, "@" .. shown, "t",
-    strict_env(shown, agent_require))
+    sandbox.env(shown, agent_require))
   if not chunk then
     return nil, "EAGENT: " .. cerr
   end
@@ -237,7 +185,7 @@ local function compile(name, read, dirs)
   if not hok then
     return nil, "EAGENT: " .. herr
   end
-  local ok, def = pcall(chunk)
+  local ok, def = limits.load(chunk)
   if not ok then
     -- `return spool.agent{...}` is a tail call: its caller shows as [C].
     return nil, "EAGENT: " .. tostring(def):gsub("^%[C%]: ", shown .. ": ")
@@ -307,7 +255,7 @@ local function check(def)
       description = def.tools[tname].description, params = "{}" }
   end
   if def.vars then
-    local ok, extra = pcall(def.vars, probe)
+    local ok, extra = limits.load(def.vars, probe)
     if not ok then
       return true -- needs a real thread: checked when it runs
     end

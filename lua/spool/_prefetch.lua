@@ -17,13 +17,16 @@
 
 local core = require "spool.core"
 local json = require "spool.json"
+local config = require "spool.config"
+local limits = require "spool._limits"
 
 local M = {}
 
 
 local function outcome(ok, res, err)
   if not ok then
-    return { error = tostring(res) }
+    local limit = core.limit_error(res)
+    return { error = limit and limit:gsub("^ELIMIT: ", "") or tostring(res) }
   elseif res == nil then
     return { error = tostring(err or "no result") }
   elseif not pcall(json.encode, res) then
@@ -52,10 +55,14 @@ function M.run(thread, agent)
   local input = thread:input()
   local results, left = {}, #fns
   local all_in = core.signal()
+  local run_limits = limits.of(config.get().limits, agent)
   for _, name in ipairs(fns) do
     core.spawn(function()
+      -- Agent code in a task of its own: under the run's limits too.
+      local handle = limits.push_run(run_limits)
       results[name] = outcome(pcall(agent.prefetch[name], input,
         { thread = thread, agent = agent }))
+      core.limits_pop(handle)
       left = left - 1
       if left == 0 then
         all_in:notify()

@@ -26,6 +26,8 @@ local loader = require "spool._loader"
 local format = require "spool.format"
 local store = require "spool.store"
 local human = require "spool.human"
+local config = require "spool.config"
+local limits = require "spool._limits"
 
 local M = {}
 
@@ -147,8 +149,8 @@ local function drive(thread, agent)
   local outer = current[co]
   current[co] = { thread = thread }
   local ok, err = xpcall(loop.run, function(e)
-    if type(e) == "table" then
-      return e
+    if type(e) == "table" or core.is_limit(e) then
+      return e -- no traceback: a memory limit leaves nothing to make one
     end
     return debug.traceback(e, 2)
   end, thread, agent, next_version)
@@ -162,9 +164,11 @@ local function drive(thread, agent)
       .. err.store_error)
     return
   end
-  local msg = tostring(err):match("^[^\n]*")
+  local limit = core.limit_error(err)
+  local msg = limit and limit:gsub("^ELIMIT: ", "")
+    or ("agent error: " .. tostring(err):match("^[^\n]*"))
   core.log("debug", "thread " .. thread.id .. ": " .. tostring(err))
-  thread:fail("agent error: " .. msg)
+  thread:fail(msg)
   local cok, cerr = thread:commit()
   if not cok then
     thread.halted = cerr
@@ -173,7 +177,9 @@ end
 
 
 local function run_task(thread, agent)
+  local handle = limits.push_run(limits.of(config.get().limits, agent))
   drive(thread, agent)
+  core.limits_pop(handle)
   store.release(thread.id)
   retire(thread)
 end
@@ -410,7 +416,11 @@ function M.call(parent, name, input)
     end
   end
   live[child.id] = child
+  -- The child's steps have budgets of their own; the parent's step goes
+  -- on where it was when the child returns.
+  local used, step_limit = core.step_begin()
   drive(child, agent)
+  core.step_restore(used, step_limit)
   if child.halted then
     retire(child)
     loop.store_failed(child.halted)

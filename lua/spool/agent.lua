@@ -33,6 +33,9 @@
 --     escalate = false,  -- after max_errors, ask a person instead of failing
 --     on_budget = function(thread, what) return answer_or_nil end,
 --     pin_version = false, -- true: a thread runs the version it started on
+--     limits = { step_instructions = n, run_instructions = n,  -- what its
+--                memory_mb = n, tool_calls = n },  -- runs may spend (see
+--                                                  -- spool._limits)
 --     migrate = function(call, thread) return call_or_nil end,  -- see below
 --   }
 --
@@ -72,7 +75,7 @@ local KNOWN = {
   context = true, on_max_steps = true, step = true, model = true,
   budget = true, on_budget = true, lenient = true, escalate = true,
   pin_version = true, migrate = true, stream = true, window = true,
-  prefetch = true, humans = true,
+  prefetch = true, humans = true, limits = true,
 }
 
 
@@ -200,7 +203,13 @@ function M.define(def, where)
     prefetch = def.prefetch,
     humans = def.humans ~= nil
       and require("spool._channels").check(def.humans, where) or nil,
+    limits = def.limits,
   }, AGENT)
+  local lok, lerr = require("spool._limits").check(def.limits,
+    where .. ": limits")
+  if not lok then
+    error(lerr, 0)
+  end
   if a.prompt ~= nil and type(a.prompt) ~= "string" then
     error(where .. ": prompt must be a file name in prompts/", 0)
   end

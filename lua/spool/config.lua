@@ -9,6 +9,7 @@
 -- the *name* of the environment variable that holds the API key.
 
 local core = require "spool.core"
+local limits = require "spool._limits"
 
 local M = {}
 
@@ -194,6 +195,65 @@ local function check_webhooks(list)
 end
 
 
+-- Where each API key may be sent: "<key env>\0<base URL>" -> true, for
+-- the project's own model and its fallbacks, each provider's default URL
+-- (or the one the environment sets), and spool.lua's api_keys. A model an
+-- agent chose (spool.llm.chat's model, an agent's overrides) gets its key
+-- only if its base URL is one of these: the project's configuration, not
+-- agent code, decides where secrets go.
+local key_urls = {}
+
+
+local function allow_key(key_env, base_url)
+  if type(key_env) == "string" and type(base_url) == "string" then
+    key_urls[key_env .. "\0" .. base_url:gsub("/+$", "")] = true
+  end
+end
+
+-- For the command line, whose flags are configuration too.
+M.allow_key = allow_key
+
+
+local function collect_key_urls(file, model)
+  key_urls = {}
+  for _, d in pairs(PROVIDERS) do
+    allow_key(d.key_env, d.base_url)
+    local env_base = nonempty(core.getenv(d.base_env))
+    if env_base then
+      allow_key(d.key_env, env_base)
+      allow_key(d.key_env, env_base:gsub("/+$", "") .. (d.base_suffix or ""))
+    end
+  end
+  allow_key(model.api_key_env, model.base_url)
+  local fm = type(file.model) == "table" and file.model or {}
+  allow_key(fm.api_key_env or model.api_key_env, fm.base_url)
+  for _, fb in ipairs(fm.fallback or {}) do
+    local d = PROVIDERS[fb.provider or model.provider] or {}
+    allow_key(fb.api_key_env or d.key_env, fb.base_url or d.base_url)
+  end
+  if file.api_keys ~= nil and type(file.api_keys) ~= "table" then
+    return "EINVAL: spool.lua: api_keys = { NAME = { \"https://base/url\", "
+      .. "... } } (the base URLs each key may be sent to)"
+  end
+  for name, urls in pairs(file.api_keys or {}) do
+    if type(name) ~= "string" or type(urls) ~= "table" then
+      return "EINVAL: spool.lua: api_keys." .. tostring(name) .. " must be "
+        .. "a list of base URLs"
+    end
+    for _, url in ipairs(urls) do
+      allow_key(name, url)
+    end
+  end
+end
+
+
+-- May the key in $key_env be sent to base_url?
+function M.key_allowed(key_env, base_url)
+  return key_urls[key_env .. "\0" .. tostring(base_url):gsub("/+$", "")]
+    == true
+end
+
+
 -- Called once by the engine with its options; returns true or nil, err.
 function M.init(opts)
   local file, err = read_project_file(opts.project)
@@ -232,12 +292,23 @@ function M.init(opts)
     hooks = file.hooks,
     file = file,
   }
+  local lim, lerr = limits.init(file.limits)
+  if not lim then
+    settings = nil
+    return nil, lerr
+  end
+  settings.limits = lim
   local model, merr = M.resolve_model(opts, file.model)
   if not model then
     settings = nil
     return nil, (merr:gsub("^EINVAL: ", "EINVAL: spool.lua: "))
   end
   settings.model = model
+  local kerr = collect_key_urls(file, model)
+  if kerr then
+    settings = nil
+    return nil, kerr
+  end
   return true
 end
 

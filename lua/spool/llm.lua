@@ -41,6 +41,7 @@ local core = require "spool.core"
 local config = require "spool.config"
 local json = require "spool.json"
 local ratelimit = require "spool._ratelimit"
+local sandbox = require "spool._sandbox"
 
 local M = {}
 
@@ -58,7 +59,9 @@ function M.provider(name)
     error(string.format("unknown model provider '%s' (openai, "
       .. "openai-responses, anthropic)", tostring(name)), 0)
   end
-  return require(module)
+  -- Frozen: an agent that gets a provider must not change it for others
+  -- (its authorize function is handed the API key).
+  return sandbox.freeze(require(module))
 end
 
 
@@ -340,6 +343,15 @@ local function call_model(model, req, attempts, deadline)
   local headers = built.headers
   if not model.mock and model.api_key_env then
     local key = core.getenv(model.api_key_env)
+    if key and not config.key_allowed(model.api_key_env, model.base_url) then
+      attempts[#attempts + 1] = { attempt = 1, model = model.name,
+        provider = model.provider, error = string.format("EACCES: $%s is "
+          .. "not sent to %s: the project configures where each API key "
+          .. "may go (spool.lua: model, or api_keys = { %s = { \"%s\" } })",
+          model.api_key_env, shown(model.base_url), model.api_key_env,
+          shown(model.base_url)) }
+      return nil, "final"
+    end
     if key then
       p.authorize(headers, key)
     end

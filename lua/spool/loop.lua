@@ -31,12 +31,15 @@ local config = require "spool.config"
 local pricing = require "spool.pricing"
 local tokens = require "spool.tokens"
 local extract = require "spool.extract"
+local sandbox = require "spool._sandbox"
+local run_limits = require "spool._limits"
 
 local M = {}
 
 -- Raised (as an error value) to unwind a run whose thread now waits on a
 -- sub-agent that waits for a human; the runner treats it as a pause.
-M.PAUSED = setmetatable({}, { __tostring = function() return "paused" end })
+M.PAUSED = sandbox.freeze(setmetatable({},
+  { __tostring = function() return "paused" end }))
 
 
 -- Splits "agents/x.lua:12: boom" into "boom" and "agents/x.lua:12": the
@@ -116,16 +119,15 @@ end
 function M.model_for(agent)
   local base = config.get().model
   local own = agent.model
-  if not own then
-    return base
-  end
+  -- Even without overrides the agent gets its own copy: the project's
+  -- model is the engine's, never handed to agent code to change.
   -- The same project model and overrides make the same model: kept.
   local memo = agent.model_memo
   if memo and memo.base == base and memo.own == own then
     return memo.model
   end
   local m
-  if own.provider and own.provider ~= base.provider then
+  if own and own.provider and own.provider ~= base.provider then
     m = assert(config.resolve_model({ mock = base.mock and "on" or "off",
       explicit = true }, own))
   else
@@ -133,7 +135,7 @@ function M.model_for(agent)
     for k, v in pairs(base) do
       m[k] = v
     end
-    for k, v in pairs(own) do
+    for k, v in pairs(own or {}) do
       m[k] = v
     end
   end
@@ -189,8 +191,15 @@ local function tool_error(thread, call, msg, where)
 end
 
 
--- Runs a tool's handler; returns ok, result | false, message, where.
+-- Runs a tool's handler; returns ok, result | false, message, where. A
+-- handler that passes the step's instruction budget, or the run's memory
+-- budget, fails (the model is told); one that passes the run's
+-- instruction budget ends the run.
 local function run_handler(tool, args, ctx)
+  if core.step_spent() then
+    return false, "not run: this step's instruction budget is spent "
+      .. "(limits.step_instructions); call it again"
+  end
   local runner = require("spool._runner")
   runner.set_call(ctx.call_id)
   local ok, res, err = pcall(tool.run, args, ctx)
@@ -198,6 +207,12 @@ local function run_handler(tool, args, ctx)
   if not ok then
     if res == M.PAUSED or (type(res) == "table" and res.store_error) then
       error(res, 0) -- a pause or a store failure ends the step, not the tool
+    end
+    local limit, kind = core.limit_error(res)
+    if kind == "run" then
+      error(res, 0)
+    elseif limit then
+      return false, (limit:gsub("^ELIMIT: ", ""))
     end
     return false, split_error(res)
   end
@@ -808,6 +823,8 @@ function M.run(thread, agent, resolve)
     if resolve then
       agent = resolve(thread, agent)
     end
+    -- Each turn (a step, or settling calls) has an instruction budget.
+    core.step_begin(run_limits.of(config.get().limits, agent).step_instructions)
     local step = agent.step or M.step
     if thread.cancel_requested then
       thread:append("cancelled", { reason = thread.cancel_requested })

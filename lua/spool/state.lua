@@ -15,6 +15,9 @@
 -- step commits (0 means "absent"), the step fails with ECONFLICT and none
 -- of it is stored. Outside a run (a script), writes commit at once.
 --
+-- Namespaces starting with spool_ or spool. are the engine's own (channel
+-- keys, idempotency records): agents can neither read nor write them.
+--
 -- Namespaces may have a TTL in spool.lua: state = { sessions = { ttl_ms =
 -- 3600000 } }; expired documents read as absent and `spool gc` deletes them.
 
@@ -28,6 +31,10 @@ local function check_names(ns, key)
   if type(ns) ~= "string" or not ns:match("^[%w_%.%-]+$") or #ns > 64 then
     error("spool.state: the namespace must be 1-64 letters, digits, _, . "
       .. "or -", 3)
+  end
+  if ns:match("^spool[_%.]") then
+    error(string.format("spool.state: the namespace '%s' is the engine's own "
+      .. "(names starting with spool_ or spool. are reserved)", ns), 3)
   end
   if type(key) ~= "string" or key == "" or #key > 512 then
     error("spool.state: the key must be a string of 1-512 bytes", 3)

@@ -1,0 +1,291 @@
+-- spool._sandbox: what agent code can reach (private).
+--
+-- Agents are the team's code, loaded as text into an environment of their
+-- own (spool._loader). This module makes that environment: the safe parts
+-- of Lua's standard library, and `require` of the modules in ALLOWED and of
+-- the project's helper modules — nothing of the engine's own (its store,
+-- configuration, mock model, runner) and no io, os, load or debug.
+--
+-- What an agent may change is its own:
+--  - the library it requires is a copy made for its version (functions
+--    shared, tables copied), so replacing spool.fs.read in one agent
+--    changes nothing another agent or the engine sees;
+--  - values the library hands out that stay the engine's (provider
+--    modules, sentinels) are frozen, and `rawset` cannot write them or an
+--    environment;
+--  - metatables that agent code did not set can be neither read nor
+--    replaced, and no finalizer (__gc) can be set: a finalizer would run
+--    later, outside the run that made it and outside its limits;
+--  - a run's own coroutine cannot be yielded, resumed or closed by agent
+--    code: a run waits only through spool functions, which the scheduler
+--    wakes. Coroutines an agent makes for itself work as in plain Lua.
+--  - errors that end a call or a run (a CPU or memory limit) pass through
+--    the agent's pcall, xpcall and coroutine.resume, so agent code cannot
+--    swallow them and carry on past its limit.
+--
+-- This keeps agents apart from each other and from the engine; it is not
+-- a boundary against hostile agent authors (see SECURITY.md).
+
+local core = require "spool.core"
+
+local M = {}
+
+local getmetatable_raw = debug.getmetatable
+local setmetatable_raw = setmetatable
+local rawset_raw, type, next, error = rawset, type, next, error
+local pcall_raw, xpcall_raw = pcall, xpcall
+local co_yield, co_resume, co_wrap, co_close, co_create =
+  coroutine.yield, coroutine.resume, coroutine.wrap, coroutine.close,
+  coroutine.create
+
+-- The modules agents may require: the public library, and lua-cjson.
+M.ALLOWED = {
+  spool = true, ["spool.json"] = true, ["spool.llm"] = true,
+  ["spool.http"] = true, ["spool.fs"] = true, ["spool.context"] = true,
+  ["spool.prompt"] = true, ["spool.schema"] = true, ["spool.loop"] = true,
+  ["spool.state"] = true, ["spool.human"] = true, ["spool.extract"] = true,
+  ["spool.tokens"] = true, cjson = true, ["cjson.safe"] = true,
+}
+
+-- Tables no agent may write, even with rawset: environments and frozen
+-- values. Metatables set by agent code: the only ones agents may see.
+local protected = setmetatable_raw({}, { __mode = "k" })
+local agent_metatables = setmetatable_raw({}, { __mode = "k" })
+
+
+local function refuse_write(_, k)
+  error(string.format("cannot set '%s': this table belongs to the engine",
+    tostring(k)), 2)
+end
+
+
+-- Freezes a table in place: its fields move to a hidden table that reads
+-- go through, and every write is an error. Returns t.
+function M.freeze(t)
+  if protected[t] then
+    return t
+  end
+  local fields = {}
+  for k, v in next, t do
+    fields[k] = v
+  end
+  for k in next, fields do
+    t[k] = nil
+  end
+  local mt = getmetatable_raw(t)
+  setmetatable_raw(t, {
+    __index = fields,
+    __newindex = refuse_write,
+    __pairs = function() return next, fields, nil end,
+    __len = function() return #fields end,
+    __tostring = mt and mt.__tostring,
+    __call = mt and mt.__call,
+    __metatable = false,
+  })
+  protected[t] = true
+  return t
+end
+
+
+-- A copy of a library value for one agent version: tables copied (their
+-- metatables too, so the original's cannot be reached), functions and
+-- frozen tables shared. `seen` is the version's: a table copied once is
+-- the same copy wherever the version meets it.
+local function copy(v, seen)
+  if type(v) ~= "table" or protected[v] then
+    return v
+  end
+  local c = seen[v]
+  if c then
+    return c
+  end
+  c = {}
+  seen[v] = c
+  for k, x in next, v do
+    c[copy(k, seen)] = copy(x, seen)
+  end
+  local mt = getmetatable_raw(v)
+  if mt ~= nil then
+    setmetatable_raw(c, copy(mt, seen))
+  end
+  return c
+end
+
+
+-- The agent version's copy of allowed module `name` (see M.ALLOWED).
+function M.library(name, seen)
+  return copy(require(name), seen)
+end
+
+
+-- ---- the base environment ----
+
+local function sandboxed_rawset(t, k, v)
+  if protected[t] then
+    error("rawset: this table belongs to the engine (agents cannot create "
+      .. "globals, or change a frozen table)", 2)
+  end
+  return rawset_raw(t, k, v)
+end
+
+
+local function sandboxed_getmetatable(v)
+  local mt = getmetatable_raw(v)
+  if mt ~= nil and agent_metatables[mt] then
+    return getmetatable(v) -- honours __metatable, as in plain Lua
+  end
+  return nil
+end
+
+
+local function sandboxed_setmetatable(t, mt)
+  if type(t) ~= "table" then
+    error("bad argument #1 to 'setmetatable' (table expected, got "
+      .. type(t) .. ")", 2)
+  end
+  local old = getmetatable_raw(t)
+  if old ~= nil and not agent_metatables[old] or protected[t] then
+    error("setmetatable: this table's metatable belongs to the engine", 2)
+  end
+  if mt ~= nil then
+    if type(mt) ~= "table" then
+      error("bad argument #2 to 'setmetatable' (nil or table expected)", 2)
+    end
+    if rawget(mt, "__gc") ~= nil then
+      error("setmetatable: agents cannot set finalizers (__gc): they would "
+        .. "run outside the run and its limits; use a to-be-closed "
+        .. "variable (local x <close>) instead", 2)
+    end
+    agent_metatables[mt] = true
+  end
+  return setmetatable_raw(t, mt)
+end
+
+
+-- Errors agent code may not swallow: they go on up, as raised.
+local function passes(ok, ...)
+  if not ok and core.is_limit((...)) then
+    error((...), 0)
+  end
+  return ok, ...
+end
+
+
+local function sandboxed_pcall(f, ...)
+  return passes(pcall_raw(f, ...))
+end
+
+
+local function sandboxed_xpcall(f, handler, ...)
+  return passes(xpcall_raw(f, function(e)
+    if core.is_limit(e) then
+      return e -- the agent's handler does not run on a limit
+    end
+    return handler(e)
+  end, ...))
+end
+
+
+local function own_coroutine(co, what)
+  if core.is_task(co) then
+    error(string.format("coroutine.%s: this is a run's own coroutine; only "
+      .. "the engine resumes it", what), 3)
+  end
+end
+
+
+local function sandboxed_yield(...)
+  if core.in_task() then
+    error("coroutine.yield outside a coroutine of the agent's own: a run "
+      .. "waits only through spool functions (spool.sleep, spool.http, "
+      .. "spool.llm, ...)", 2)
+  end
+  return co_yield(...)
+end
+
+
+local function sandboxed_resume(co, ...)
+  own_coroutine(co, "resume")
+  return passes(co_resume(co, ...))
+end
+
+
+local function sandboxed_close(co)
+  own_coroutine(co, "close")
+  return co_close(co)
+end
+
+
+local function sandboxed_wrap(f)
+  local co = co_create(f)
+  return function(...)
+    local function finish(ok, ...)
+      if not ok then
+        co_close(co)
+        error((...), core.is_limit((...)) and 0 or 2)
+      end
+      return ...
+    end
+    return finish(co_resume(co, ...))
+  end
+end
+
+
+local function shallow(t)
+  local c = {}
+  for k, v in next, t do
+    c[k] = v
+  end
+  return c
+end
+
+
+local function base_env()
+  local string_lib = shallow(string)
+  string_lib.dump = nil -- bytecode is never loaded, and shows no source
+  local coroutine_lib = shallow(coroutine)
+  coroutine_lib.yield = sandboxed_yield
+  coroutine_lib.resume = sandboxed_resume
+  coroutine_lib.close = sandboxed_close
+  coroutine_lib.wrap = sandboxed_wrap
+  return {
+    assert = assert, error = error, ipairs = ipairs, next = next,
+    pairs = pairs, pcall = sandboxed_pcall, print = print, select = select,
+    tonumber = tonumber, tostring = tostring, type = type,
+    xpcall = sandboxed_xpcall, setmetatable = sandboxed_setmetatable,
+    getmetatable = sandboxed_getmetatable, rawequal = rawequal,
+    rawget = rawget, rawset = sandboxed_rawset, rawlen = rawlen,
+    string = string_lib, table = shallow(table), math = shallow(math),
+    utf8 = shallow(utf8), coroutine = coroutine_lib,
+    os = { time = os.time, clock = os.clock, date = os.date },
+    _VERSION = _VERSION,
+  }
+end
+
+
+-- A strict environment for the agent file or helper module shown as
+-- `where`: reading an undefined global or creating one is an error.
+function M.env(where, require_fn)
+  local base = base_env()
+  base.require = require_fn
+  local env = setmetatable_raw({}, {
+    __index = function(_, k)
+      local v = base[k]
+      if v == nil then
+        error(string.format("undefined global '%s' (in %s)", tostring(k),
+          where), 2)
+      end
+      return v
+    end,
+    __newindex = function(_, k)
+      error(string.format("agents cannot create globals: assigning '%s' "
+        .. "(declare it local)", tostring(k)), 2)
+    end,
+    __metatable = false,
+  })
+  protected[env] = true
+  return env
+end
+
+
+return M
