@@ -95,7 +95,7 @@ local function setup(extra)
     cfg.file.channels[k] = v
   end
   finally(function() cfg.file.channels = saved end)
-  local port = assert(serve.start { port = 0 })
+  local port = assert(serve.start { port = 0, token = "spec-token-0123456789" })
   finally(function() serve.stop(2000) end)
   base = "http://127.0.0.1:" .. port
 end
@@ -283,7 +283,8 @@ describe("channels", function()
       assert.are.equal(401, post_sig(sig))
       assert.are.equal(401, post_sig(sig:upper():gsub("^V0", "v0")))
       assert.are.equal("waiting", stored(t.id):status())
-      local res = assert(http.get(base .. "/metrics"))
+      local res = assert(http.get(base .. "/metrics", { headers = {
+        Authorization = "Bearer spec-token-0123456789" } }))
       assert.matches('spool_channel_refusals_total{channel="slack",'
         .. 'status="401"} %d+', res.body)
     end)

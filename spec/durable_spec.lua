@@ -213,9 +213,28 @@ describe("durable threads", function()
       local _, err
       _, err, code = spool("resume " .. id)
       assert.are.equal(0, code, err)
-      assert.are.same({ "input", "model_call", "intent", "tool_result",
-        "model_call", "done" }, types(events(id)))
+      assert.are.same({ "input", "model_call", "intent", "started",
+        "tool_result", "model_call", "done" }, types(events(id)))
       assert.are.same({ "k1" }, file_lines("writes.log"))
+    end)
+
+    it("runs an idempotent call again only once: a call that stops the "
+      .. "process each time is not a poison pill", function()
+      local id, code = start("writer", "write again",
+        "SPOOL_TEST_CRASH=after_intent")
+      assert.are.equal(137, code)
+      local _
+      _, _, code = spool("recover", "SPOOL_TEST_CRASH=in_rerun")
+      assert.are.equal(137, code)
+      local out, err
+      out, err, code = spool("recover")
+      assert.are.equal(0, code, err)
+      assert.matches('"resumed":["' .. id .. '"]', out, 1, true)
+      local evs = events(id)
+      assert.are.same({ "input", "model_call", "intent", "started", "error",
+        "model_call", "done" }, types(evs))
+      assert.matches("^this call was interrupted twice", evs[5].data.error)
+      assert.are.same({}, file_lines("writes.log"))
     end)
 
     it("stores neither the state write nor the step when killed before the "

@@ -277,7 +277,8 @@ describe("the email channel", function()
     local saved = cfg.hooks
     cfg.hooks = { secret_env = "PATH" }
     finally(function() cfg.hooks = saved end)
-    local port = assert(serve.start { port = 0 })
+    local port = assert(serve.start { port = 0,
+      token = "spec-token-0123456789" })
     finally(function() serve.stop(2000) end)
     local t = start("deploy 4.0")
     local token = sent(1).token

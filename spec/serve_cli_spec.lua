@@ -70,6 +70,10 @@ local function serve(dir, mock, args, env)
     error(tostring(port) .. ": " .. h.slurp(dir .. "/serve.log"):sub(-2000))
   end
   s.port = port
+  -- Every request needs the token: the one the environment gives, else
+  -- the project's own file.
+  s.token = (env or ""):match("SPOOL_TOKEN=(%S+)")
+    or h.slurp(dir .. "/.spool/api-token"):match("%S+")
   s.pid = tonumber(h.slurp(dir .. "/serve.pid"):match("%d+"))
   s.url = "http://127.0.0.1:" .. s.port
   s.log = function() return h.slurp(dir .. "/serve.log") end
@@ -81,11 +85,22 @@ local function serve(dir, mock, args, env)
   return s
 end
 
--- curl: returns status, decoded JSON body (or the text), raw output.
+-- The header that carries serve `s`'s token.
+local function auth(s)
+  return "-H " .. h.q("Authorization: Bearer " .. s.token)
+end
+
+
+-- curl: returns status, decoded JSON body (or the text), raw output. The
+-- token goes along unless `extra` has an Authorization header of its own.
 local function curl(s, method, path, body, extra)
+  extra = extra or ""
+  if not extra:match("Authorization:") then
+    extra = extra .. " " .. auth(s)
+  end
   local out = h.sh(string.format("curl -s -m 10 -o - -w '\\n%%{http_code}' "
     .. "-X %s %s %s %s%s", method, body and ("-H 'Content-Type: "
-    .. "application/json' --data-binary " .. h.q(body)) or "", extra or "",
+    .. "application/json' --data-binary " .. h.q(body)) or "", extra,
     s.url, path))
   local text, status = out:match("^(.*)\n(%d+)$")
   return tonumber(status), json.decode(text or "") or text, text
@@ -139,8 +154,8 @@ describe("spool serve", function()
     assert.are.equal(id, v.threads[1].id)
     -- Follow it (curl -N) while it is approved.
     local stream_file = dir .. "/stream"
-    h.sh(string.format("curl -sN -m 10 %s/v1/threads/%s/stream >%s 2>&1 &",
-      s.url, id, h.q(stream_file)))
+    h.sh(string.format("curl -sN -m 10 %s %s/v1/threads/%s/stream >%s 2>&1 &",
+      auth(s), s.url, id, h.q(stream_file)))
     h.wait_for(function()
       return h.slurp(stream_file):match("event: human_request")
     end, 10000, "the stream to begin")
@@ -154,6 +169,13 @@ describe("spool serve", function()
     status, v = curl(s, "GET", "/v1/threads/" .. id)
     assert.are.equal("done", v.status)
     assert.matches('"result":"refunded 5"', json.encode(v.events))
+    -- Who approved is the caller the token names; the body only claims.
+    local answered
+    for _, ev in ipairs(v.events) do
+      answered = ev.type == "human_response" and ev or answered
+    end
+    assert.are.equal("api", answered.data.by)
+    assert.are.equal("curl", answered.data.claimed_by)
     status, v = curl(s, "POST", "/v1/threads",
       '{"agent":"w","input":"refund again"}')
     status = curl(s, "POST", "/v1/threads/" .. v.id .. "/cancel", "{}")
@@ -164,19 +186,32 @@ describe("spool serve", function()
     assert.matches("draining", s.log())
   end)
 
-  it("refuses to serve beyond loopback without a token, and with one "
-    .. "requires it everywhere", function()
+  it("asks for its token on loopback too: the project's own, private, "
+    .. "unless the environment gives one", function()
     local dir, mock = project()
+    local s = serve(dir, mock)
+    local mode = h.sh("stat -c %a " .. h.q(dir .. "/.spool/api-token"))
+    assert.are.equal("600", mode:match("%d+"))
+    local printed = h.sh(string.format("env -u SPOOL_TOKEN %s --project %s "
+      .. "token", BIN, h.q(dir)))
+    assert.are.equal(s.token, printed:match("%S+"))
+    assert.are.equal(64, #s.token)
+    assert.are.equal(401, (curl(s, "GET", "/healthz",
+      nil, "-H 'Authorization: Bearer wrong'")))
+    assert.are.equal(401, (curl(s, "POST", "/v1/threads/x/events",
+      '{"type":"approve","by":"the-model"}', "-H 'Authorization: x'")))
+    assert.are.equal(200, (curl(s, "GET", "/v1/agents")))
+    s.stop()
+    -- A token file others may read is refused, not used.
+    h.sh("chmod 644 " .. h.q(dir .. "/.spool/api-token"))
     local out, code = h.sh(string.format("env -u SPOOL_TOKEN %s --project %s "
-      .. "serve --host 0.0.0.0 --port 0 2>&1", BIN, h.q(dir)))
+      .. "serve --port 0 2>&1", BIN, h.q(dir)))
     assert.are.equal(1, code)
-    assert.matches("needs a token: set %$SPOOL_TOKEN", out)
-    local s = serve(dir, mock, "--host 0.0.0.0", "SPOOL_TOKEN=s3cret-token")
-    assert.are.equal(401, (curl(s, "GET", "/healthz")))
-    assert.are.equal(401, (curl(s, "GET", "/v1/agents", nil,
+    assert.matches("%.spool/api%-token: others may read it", out)
+    s = serve(dir, mock, "--host 0.0.0.0", "SPOOL_TOKEN=s3cret-token")
+    assert.are.equal(401, (curl(s, "GET", "/healthz", nil,
       "-H 'Authorization: Bearer wrong'")))
-    assert.are.equal(200, (curl(s, "GET", "/v1/agents", nil,
-      "-H 'Authorization: Bearer s3cret-token'")))
+    assert.are.equal(200, (curl(s, "GET", "/v1/agents")))
     -- Beyond loopback the token is the guard, so any Host is fine.
     assert.are.equal(200, (curl(s, "GET", "/healthz", nil,
       "-H 'Authorization: Bearer s3cret-token' -H 'Host: spool.internal'")))
@@ -235,11 +270,10 @@ return { webhooks = { { url = "%s/hook", secret_env = "SPOOL_WEBHOOK_SECRET",
     local s = serve(dir, mock, "", string.format("SPOOL_TOKEN=%s "
       .. "SPOOL_HOOK_SECRET=%s OPENAI_API_KEY=%s SPOOL_WEBHOOK_SECRET=%s "
       .. "SPOOL_LOG=debug SPOOL_LOG_FORMAT=json", table.unpack(secrets)))
-    local auth = "-H 'Authorization: Bearer " .. secrets[1] .. "'"
     assert.are.equal(401, (curl(s, "GET", "/v1/agents", nil,
       "-H 'Authorization: Bearer tok-Secret-wrong'")))
     local status, v = curl(s, "POST", "/v1/threads",
-      '{"agent":"w","input":"refund it","wait_ms":5000}', auth)
+      '{"agent":"w","input":"refund it","wait_ms":5000}')
     assert.are.equal(201, status)
     local body = '{"type":"approve"}'
     local sig = require("spool._webhooks").sign_request(secrets[2],
@@ -249,7 +283,7 @@ return { webhooks = { { url = "%s/hook", secret_env = "SPOOL_WEBHOOK_SECRET",
       .. "/events", body, "-H " .. h.q("Spool-Signature: " .. sig))))
     assert.are.equal(401, (curl(s, "POST", "/v1/hooks/threads/" .. v.id
       .. "/events", body, "-H 'Spool-Signature: t=1,v1=00'")))
-    local _, shown, text = curl(s, "GET", "/v1/threads/" .. v.id, nil, auth)
+    local _, shown, text = curl(s, "GET", "/v1/threads/" .. v.id)
     assert.are.equal("w", shown.agent)
     -- The webhooks (refused by the mock: 404) have been tried by now.
     h.wait_for(function() return s.log():match("webhook .* refused") end,

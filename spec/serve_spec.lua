@@ -10,6 +10,7 @@ local api = require "spool._api"
 local hub = require "spool._hub"
 
 local base
+local TOKEN = "spec-token-0123456789"
 
 local fixture = require "spec.fixtures.api"
 local AGENTS, model = fixture.AGENTS, fixture.model
@@ -20,7 +21,9 @@ local function start(opts, latency)
   finally(mock.close)
   local _, restore = h.project(AGENTS, mock)
   finally(restore)
-  local port = assert(serve.start(opts or { port = 0 }))
+  opts = opts or { port = 0 }
+  opts.token = opts.token or TOKEN
+  local port = assert(serve.start(opts))
   finally(function() serve.stop(2000) end)
   base = "http://127.0.0.1:" .. port
   return port
@@ -28,6 +31,9 @@ end
 
 local function call(method, path, body, headers)
   headers = headers or {}
+  if headers.Authorization == nil then
+    headers.Authorization = "Bearer " .. TOKEN
+  end
   if body ~= nil and headers["Content-Type"] == nil then
     headers["Content-Type"] = "application/json"
   end
@@ -189,7 +195,8 @@ describe("the control API", function()
       local stream
       core.spawn(function()
         stream = assert(http.request { url = base .. "/v1/threads/" .. v.id
-          .. "/stream", headers = { ["Last-Event-ID"] = "2" } })
+          .. "/stream", headers = { ["Last-Event-ID"] = "2",
+          Authorization = "Bearer " .. TOKEN } })
       end)
       -- Approve once the stream is following the thread.
       h.wait_for(function() return hub.followed() > 0 end)
@@ -222,7 +229,8 @@ describe("the control API", function()
     start()
     local stream
     core.spawn(function()
-      stream = assert(http.request { url = base .. "/v1/events" })
+      stream = assert(http.request { url = base .. "/v1/events",
+        headers = { Authorization = "Bearer " .. TOKEN } })
     end)
     h.wait_for(function() return hub.subscribed() > 0 end)
     local _, waiting = start_thread("refund", "refund me", { wait_ms = 5000 })
@@ -382,7 +390,8 @@ describe("the control API", function()
     for i = 1, n do
       core.spawn(function()
         local res = http.request { url = base .. "/healthz",
-                                   headers = { Connection = "close" } }
+          headers = { Connection = "close",
+                      Authorization = "Bearer " .. TOKEN } }
         statuses[i] = res and res.status or 0
         answered = answered + 1
       end)

@@ -117,7 +117,8 @@ describe("webhooks in", function()
 
   local function start(hooks, token_env)
     project(nil, hooks)
-    local port = assert(serve.start { port = 0, token_env = token_env })
+    local port = assert(serve.start { port = 0, token_env = token_env,
+      token = not token_env and "spec-token-0123456789" or nil })
     finally(function() serve.stop(2000) end)
     base = "http://127.0.0.1:" .. port
   end

@@ -291,9 +291,10 @@ SPOOL_API int spool_engine_reload(spool_engine *e, const char **report_json);
  * send events to waiting ones, cancel, follow a thread's events as
  * Server-Sent Events, list agents, reload, health and metrics. Starting
  * also resumes the threads a stopped process left running. It binds
- * 127.0.0.1 unless told otherwise; beyond loopback the token (read from
- * the environment variable token_env) is required, and when set every
- * request must carry it ("Authorization: Bearer ...").
+ * 127.0.0.1 unless told otherwise. Every request must carry the token
+ * ("Authorization: Bearer ..."), on loopback too: the environment variable
+ * token_env's value, else the project's own, made on first use in
+ * .spool/api-token, readable by its owner only.
  */
 typedef struct spool_serve_opts {
   const char *host;      /* NULL: 127.0.0.1 */

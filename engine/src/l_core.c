@@ -16,6 +16,8 @@
  *   equal(a, b)           -> boolean      in time independent of the bytes
  *   random_id()           -> 26 chars     time-sortable (ULID layout)
  *   getenv(name)          -> string | nil
+ *   private_token(path)   -> token | nil, err   the token in a file only
+ *                            its owner may read, made there if missing
  *   project()             -> the project folder, absolute
  *   stats()               -> { tasks, http_pending, lua_kb, store_pending,
  *                              store_transactions, store_appends }
@@ -31,6 +33,7 @@
  * (l_fs.c).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -38,6 +41,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "http.h"
 #include "spool_int.h"
@@ -235,6 +240,79 @@ static int l_core_getenv(lua_State *L) {
   return 1;
 }
 
+/* ---- the control API's token ---- */
+
+/* stack: -> nil, "ECODE: path: why" */
+static int token_error(lua_State *L, const char *path, const char *why) {
+  lua_pushnil(L);
+  lua_pushfstring(L, "EACCES: %s: %s", path, why);
+  return 2;
+}
+
+/* Reads the token in fd (a file only its owner may read). */
+static int read_token(lua_State *L, int fd, const char *path) {
+  struct stat st;
+  char buf[257];
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+    return token_error(L, path, "not a regular file");
+  if (st.st_mode & 077)
+    return token_error(L, path,
+                       "others may read it: make it private (chmod 600)");
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
+                   buf[n - 1] == ' '))
+    n--;
+  if (n < 16)
+    return token_error(L, path, "holds no token (16 to 256 characters)");
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
+}
+
+/* Blocking I/O on a small file, once: when serving starts, or for the
+ * command line. The file is made with O_EXCL, so two processes starting
+ * at once agree on one token. */
+static int l_core_private_token(lua_State *L) {
+  const char *path = luaL_checkstring(L, 1);
+  const char *slash = strrchr(path, '/');
+  if (slash && slash != path) {
+    lua_pushlstring(L, path, (size_t)(slash - path));
+    mkdir(lua_tostring(L, -1), 0700); /* if missing; errors show below */
+    lua_pop(L, 1);
+  }
+  for (int attempt = 0; attempt < 2; attempt++) {
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd >= 0) {
+      int n = read_token(L, fd, path);
+      close(fd);
+      return n;
+    }
+    if (errno != ENOENT)
+      return token_error(L, path, strerror(errno));
+    unsigned char bytes[32];
+    if (RAND_bytes(bytes, sizeof bytes) != 1)
+      return token_error(L, path, "no randomness for a token");
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+      snprintf(hex + 2 * i, 3, "%02x", bytes[i]);
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+              0600);
+    if (fd < 0 && errno == EEXIST)
+      continue; /* another process made it first: read theirs */
+    if (fd < 0)
+      return token_error(L, path, strerror(errno));
+    int ok = write(fd, hex, 64) == 64 && write(fd, "\n", 1) == 1 &&
+             fsync(fd) == 0;
+    close(fd);
+    if (!ok) {
+      unlink(path);
+      return token_error(L, path, "cannot write the token");
+    }
+    lua_pushlstring(L, hex, 64);
+    return 1;
+  }
+  return token_error(L, path, "cannot read or make the token");
+}
+
 static int l_core_project(lua_State *L) {
   lua_pushstring(L, engine(L)->project_abs);
   return 1;
@@ -358,6 +436,7 @@ int luaopen_spool_core(lua_State *L) {
       {"equal", l_core_equal},
       {"random_id", l_core_random_id},
       {"getenv", l_core_getenv},
+      {"private_token", l_core_private_token},
       {"project", l_core_project},
       {"emit", l_core_emit},
       {"listening", l_core_listening},

@@ -55,7 +55,10 @@ static const char usage_text[] =
     "  serve [--host ADDR] [--port N] [--port-file FILE] [--token-env NAME]\n"
     "        [--max-runs N] [--rate N] [--drain-ms N] [--no-watch]\n"
     "      the control API (HTTP/JSON, docs/openapi.json) on 127.0.0.1:8080;\n"
-    "      beyond loopback, $SPOOL_TOKEN (or --token-env) must be set\n"
+    "      every request needs its token: $SPOOL_TOKEN (or --token-env),\n"
+    "      else the project's own (see spool token)\n"
+    "  token [--token-env NAME]  print the control API's token (made in\n"
+    "                            .spool/api-token, owner-only, if missing)\n"
     "  llm [--provider P] [--model M] [--base-url URL] [--system TEXT]\n"
     "      [--tools FILE] [--stream] [--json] [--max-retries N] [PROMPT | -]\n"
     "      one model call through spool's adapters; P is openai,\n"
@@ -934,7 +937,9 @@ static int cmd_serve(const cli *c, uv_loop_t *loop) {
     spool_engine_free(e);
     return EXIT_FAILED;
   }
-  fprintf(stderr, "spool: serving the control API on http://%s:%d\n",
+  fprintf(stderr,
+          "spool: serving the control API on http://%s:%d (each request "
+          "needs its token: spool token prints it)\n",
           o.host ? o.host : "127.0.0.1", port);
   if (port_file && write_port_file(port_file, port) != 0) {
     spool_engine_free(e);
@@ -1006,6 +1011,10 @@ static int cmd_eval(const cli *c, uv_loop_t *loop) {
   if (with_store.db == NULL)
     with_store.db = ":memory:";
   return run_library_script(&with_store, loop, "_eval_cli.lua");
+}
+
+static int cmd_token(const cli *c, uv_loop_t *loop) {
+  return run_library_script(c, loop, "_token_cli.lua");
 }
 
 static int cmd_replay(const cli *c, uv_loop_t *loop) {
@@ -1101,6 +1110,8 @@ int main(int argc, char **argv) {
     fn = cmd_eval;
   else if (strcmp(c.command, "replay") == 0)
     fn = cmd_replay;
+  else if (strcmp(c.command, "token") == 0)
+    fn = cmd_token;
   else if (strcmp(c.command, "test") == 0)
     fn = cmd_test;
   else if (strcmp(c.command, "lua") == 0)

@@ -267,10 +267,13 @@ local function get_thread(req, p)
 end
 
 
--- The body of a POST .../events, as the runner's response table.
-local function response_of(body)
+-- The body of a POST .../events, as the runner's response table. Who
+-- answered is the caller the token names; a `by` in the body is only
+-- what the caller claims (a bot relaying a person's click), kept apart.
+local function response_of(req, body)
   local kind = field(body, "type", "string", true)
-  local r = { by = field(body, "by", "string") or "api",
+  local r = { by = req.principal or "api",
+              claimed_by = field(body, "by", "string"),
               channel = field(body, "channel", "string") or "api" }
   if kind == "answer" then
     r.answer = field(body, "text", "string", true)
@@ -290,8 +293,8 @@ local function response_of(body)
 end
 
 
-local function send_event(_, p, body)
-  local response = response_of(body)
+local function send_event(req, p, body)
+  local response = response_of(req, body)
   load_thread(p.id) -- 404 before anything else
   runner.fire_due()
   local t, err = runner.resume(p.id, response)

@@ -6,10 +6,17 @@
 --   2. Route and method (404, 405).
 --   3. Host: on a loopback address, the Host header must name this server
 --      (a web page cannot reach it through DNS rebinding).
---   4. Token: when one is set (and binding beyond loopback requires one),
---      every route needs "Authorization: Bearer <token>", compared in
---      constant time. The inbound webhook routes (/v1/hooks/...) instead
---      need a valid, fresh, unseen Spool-Signature (spool._webhooks).
+--   4. Token: every route needs "Authorization: Bearer <token>", on
+--      loopback too (a model that steers an agent's HTTP tool, or a local
+--      process, must not be able to approve a call). The token is
+--      $SPOOL_TOKEN (or --token-env), else the project's own, kept in
+--      .spool/api-token, readable by its owner only (`spool token` prints
+--      it); spool.lua's api_tokens = { name = "ENV_VAR" } adds tokens of
+--      their own, so each caller is known by name. Compared in constant
+--      time. Who answered a person's request is the caller the token
+--      names, never what the body says. The inbound webhook routes
+--      (/v1/hooks/...) instead need a valid, fresh, unseen Spool-Signature
+--      (spool._webhooks).
 --   5. A POST must be JSON (415), of a bounded size (413), an object (400,
 --      422).
 --
@@ -82,17 +89,21 @@ local function host_ok(host_header)
 end
 
 
-local function authorized(req)
-  if not settings.token then
-    return true
-  end
+-- The caller a request's token names ("api", or "api:<name>"), or nil.
+local function principal(req)
   local scheme, given = (req.headers.authorization or ""):match(
     "^(%a+) +(.+)$")
   if not scheme or scheme:lower() ~= "bearer" then
-    return false
+    return nil
   end
   -- Compare digests: equal length, constant time, whatever was sent.
-  return core.equal(core.sha256(given), core.sha256(settings.token))
+  local digest, who = core.sha256(given), nil
+  for _, t in ipairs(settings.tokens) do
+    if core.equal(digest, t.digest) then
+      who = t.name
+    end
+  end
+  return who
 end
 
 
@@ -228,8 +239,10 @@ local function gate_and_handle(req)
     return fail(403, "forbidden_host", "the Host header does not name this "
       .. "server")
   end
-  if not authorized(req) then
-    return fail(401, "unauthorized", "a valid bearer token is required",
+  req.principal = principal(req)
+  if not req.principal then
+    return fail(401, "unauthorized", "a valid bearer token is required "
+      .. "(spool token prints the project's)",
       { ["WWW-Authenticate"] = "Bearer" })
   end
   return handle_route(req, route, params)
@@ -250,22 +263,76 @@ local function handle(req)
 end
 
 
+-- The project's own token file (see the gate, above).
+M.TOKEN_FILE = ".spool/api-token"
+
+
+-- The token the API asks for: $token_env's, else the project's own (made
+-- when missing). Returns it, and where it came from; or nil, err.
+function M.token(token_env)
+  local token = core.getenv(token_env or "SPOOL_TOKEN")
+  if token then
+    return token, "$" .. (token_env or "SPOOL_TOKEN")
+  end
+  local t, err = core.private_token(config.get().project .. "/"
+    .. M.TOKEN_FILE)
+  if not t then
+    local project = config.get().project .. "/"
+    local at = err:find(project, 1, true)
+    if at then -- no path on disk in a message a client may see
+      err = err:sub(1, at - 1) .. err:sub(at + #project)
+    end
+    return nil, err
+  end
+  return t, M.TOKEN_FILE
+end
+
+
+-- Every token the API takes: { { name, digest } }, or nil, err.
+local function tokens_of(main)
+  local list = { { name = "api", digest = core.sha256(main) } }
+  local named = config.get().file.api_tokens
+  if named ~= nil and type(named) ~= "table" then
+    return nil, "EINVAL: spool.lua: api_tokens = { name = \"ENV_VAR\", ... }"
+  end
+  for name, env in pairs(named or {}) do
+    if type(name) ~= "string" or not name:match("^[%w_%-]+$")
+        or type(env) ~= "string" then
+      return nil, "EINVAL: spool.lua: api_tokens." .. tostring(name)
+        .. " must name an environment variable"
+    end
+    local t = core.getenv(env)
+    if t and #t >= 16 then
+      list[#list + 1] = { name = "api:" .. name, digest = core.sha256(t) }
+    else
+      core.log("warn", string.format("api_tokens.%s: $%s is not set (or "
+        .. "shorter than 16 characters): that caller cannot come in", name,
+        env))
+    end
+  end
+  return list
+end
+
+
 -- Starts serving. opts: host, port, token_env (default "SPOOL_TOKEN"),
--- max_runs, max_body, rate (requests/s per client), allowed_hosts (list).
--- Returns the port, or nil and "ECODE: why". Must run in a task.
+-- token (a token given directly: tests), max_runs, max_body, rate
+-- (requests/s per client), allowed_hosts (list). Returns the port, or nil
+-- and "ECODE: why". Must run in a task.
 function M.start(opts)
   if server then
     return nil, "ESTATE: the control API is already being served"
   end
   local host = opts.host or "127.0.0.1"
-  local token_env = opts.token_env or "SPOOL_TOKEN"
-  local token = core.getenv(token_env)
-  if token == "" then
-    token = nil
+  local token, source = opts.token, "the caller"
+  if not token then
+    token, source = M.token(opts.token_env)
+    if not token then
+      return nil, source
+    end
   end
-  if not LOOPBACK[host] and not token then
-    return nil, string.format("EINVAL: serving on %s (beyond this machine) "
-      .. "needs a token: set $%s", host, token_env)
+  local tokens, terr = tokens_of(token)
+  if not tokens then
+    return nil, terr
   end
   local allowed
   if opts.allowed_hosts then
@@ -274,7 +341,7 @@ function M.start(opts)
       allowed[name:lower()] = true
     end
   end
-  settings = { host = host, token = token, rate = opts.rate,
+  settings = { host = host, tokens = tokens, rate = opts.rate,
                allowed_hosts = allowed }
   require("spool._channels").start_pollers()
   api.max_runs = opts.max_runs or 1000
@@ -307,9 +374,9 @@ function M.start(opts)
     end
     tick.done = true
   end)
-  core.log("info", string.format("serving the control API on http://%s:%d%s",
-    host:find(":") and ("[" .. host .. "]") or host, settings.port,
-    token and " (token required)" or ""))
+  core.log("info", string.format("serving the control API on http://%s:%d "
+    .. "(its token: %s)", host:find(":") and ("[" .. host .. "]") or host,
+    settings.port, source))
   return settings.port
 end
 

@@ -56,7 +56,8 @@ end
 function M.response_for(request, response, tool)
   local r = request.data
   local data = { call_id = r.call_id, via = r.via, kind = r.kind,
-                 by = response.by or "api", channel = response.channel }
+                 by = response.by or "api", channel = response.channel,
+                 claimed_by = response.claimed_by }
   if response.timeout then
     -- The deadline passed: an approval is denied, a question unanswered.
     if r.kind == "approval" then

@@ -488,7 +488,7 @@ local function settle_stored(thread, agent, p)
   if response and not p.started then
     -- Approved (or answered through a sub-agent): the handler runs now,
     -- once. A durable "started" marker tells a later recovery it began.
-    if not safe and not tool.terminal then
+    if not tool.terminal then
       thread:append("started", { call_id = call.id, name = call.name })
       M.commit(thread)
       core.crash_point("after_intent")
@@ -496,7 +496,20 @@ local function settle_stored(thread, agent, p)
     execute(thread, agent, tool, call, args, step)
     return
   end
+  if safe and p.started and p.started.data.rerun then
+    -- Run again after one interruption, and interrupted again: a call
+    -- that stops the process whenever it runs must not stop every
+    -- restart too.
+    tool_error(thread, call, "this call was interrupted twice (the process "
+      .. "stopped while it ran, and again when it ran once more after a "
+      .. "restart), so it is not run again")
+    return
+  end
   if safe then
+    thread:append("started", { call_id = call.id, name = call.name,
+                               rerun = true })
+    M.commit(thread)
+    core.crash_point("in_rerun")
     execute(thread, agent, tool, call, args, step)
     return
   end
