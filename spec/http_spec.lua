@@ -1,5 +1,5 @@
 -- spool.http (curl multi on the loop) against spool.core.listen (uv_tcp +
--- http-parser), both inside this engine; plus sleep, fs and the rule that
+-- http-parser), both inside this engine; plus sleep and the rule that
 -- engine calls cannot yield from a coroutine of the caller's own.
 local h = require "spec.support"
 local core = require "spool.core"
@@ -280,28 +280,3 @@ describe("spool.sleep", function()
   end)
 end)
 
-describe("spool.fs", function()
-  local dir = ".spool/spec-fs-" .. core.random_id()
-
-  it("writes, appends and reads project files, creating folders", function()
-    assert(spool.fs.write(dir .. "/a/b.txt", "one\n"))
-    assert(spool.fs.append(dir .. "/a/b.txt", "two\n"))
-    assert.are.equal("one\ntwo\n", spool.fs.read(dir .. "/a/b.txt"))
-    assert(spool.fs.write(dir .. "/v.json", json.encode({ x = 1 })))
-    assert.are.same({ x = 1 }, spool.fs.read_json(dir .. "/v.json"))
-    h.sh("rm -rf " .. h.q(h.ROOT .. "/" .. dir))
-  end)
-
-  it("returns nil and an error for a missing file", function()
-    local data, err = spool.fs.read("no/such/file")
-    assert.is_nil(data)
-    assert.are.equal("ENOENT: no/such/file: No such file or directory", err)
-  end)
-
-  it("refuses paths outside the project", function()
-    assert.has_error(function() spool.fs.read("/etc/passwd") end,
-      "path '/etc/passwd' must be relative to the project folder")
-    assert.has_error(function() spool.fs.read("agents/../../x") end,
-      "path 'agents/../../x' leaves the project folder")
-  end)
-end)
