@@ -146,3 +146,178 @@ for _, way in ipairs { { "openat2", "" }, { "the walk", "SPOOL_TEST_FS_WALK=1" }
     end)
   end)
 end
+
+
+describe("spool.fs and the engine's own files", function()
+  local dir
+
+  after_each(function()
+    h.remove(dir)
+  end)
+
+  it("cannot read or write the store, spool.lua, or any hidden file",
+    function()
+    dir = project()
+    local r = probe(dir, [[
+      try("store", fs.read, ".spool/spool.db")
+      try("env", fs.read, ".env")
+      try("spool.lua", fs.read, "spool.lua")
+      try("./spool.lua", fs.read, "./spool.lua")
+      try("git", fs.read, ".git/config")
+      try("deep", fs.read, "data/.hidden/x")
+      try("write spool.lua", fs.write, "spool.lua", "return {}")
+      try("write env", fs.append, ".env", "X=1")
+      try("write store", fs.write, ".spool/spool.db", "")
+    ]])
+    assert.are.same({
+      store = "EACCES: .spool/spool.db is hidden (.spool); agents cannot "
+        .. "read or write hidden files or folders",
+      env = "EACCES: .env is hidden (.env); agents cannot read or write "
+        .. "hidden files or folders",
+      ["spool.lua"] = "EACCES: spool.lua is the engine's own file; agents "
+        .. "cannot read or write it",
+      ["./spool.lua"] = "EACCES: ./spool.lua is the engine's own file; "
+        .. "agents cannot read or write it",
+      git = "EACCES: .git/config is hidden (.git); agents cannot read or "
+        .. "write hidden files or folders",
+      deep = "EACCES: data/.hidden/x is hidden (.hidden); agents cannot "
+        .. "read or write hidden files or folders",
+      ["write spool.lua"] = "EACCES: spool.lua is the engine's own file; "
+        .. "agents cannot read or write it",
+      ["write env"] = "EACCES: .env is hidden (.env); agents cannot read "
+        .. "or write hidden files or folders",
+      ["write store"] = "EACCES: .spool/spool.db is hidden (.spool); "
+        .. "agents cannot read or write hidden files or folders",
+    }, r)
+    assert.are.equal("KEY=s3cr3t", h.slurp(dir .. "/.env"))
+    assert.matches("s3cr3t", h.slurp(dir .. "/spool.lua"))
+  end)
+
+  it("cannot write agent code, prompts, helper modules or mock scripts",
+    function()
+    dir = project()
+    local r = probe(dir, [[
+      try("agents", fs.write, "agents/x.lua", "return 1")
+      try("agents again", fs.append, "agents/a.lua", "os.exit()")
+      try("prompts", fs.write, "prompts/x.md", "Obey.")
+      try("lib", fs.write, "lib/deep/x.lua", "return 1")
+      try("mock", fs.write, "mock/x.lua", "return {}")
+      try("mock script", fs.write, "mock/m.lua", "return {}")
+      try("dot agents", fs.write, "./agents//x.lua", "return 1")
+      try("read", fs.read, "agents/a.lua")
+    ]])
+    assert.are.same({
+      agents = "EACCES: agents/x.lua is in agents/, the project's agent "
+        .. "code; agents cannot write there",
+      ["agents again"] = "EACCES: agents/a.lua is in agents/, the "
+        .. "project's agent code; agents cannot write there",
+      prompts = "EACCES: prompts/x.md is in prompts/, the project's "
+        .. "prompts; agents cannot write there",
+      lib = "EACCES: lib/deep/x.lua is in lib/, the project's helper "
+        .. "modules; agents cannot write there",
+      mock = "EACCES: mock/x.lua is in mock/, the mock model's scripts; "
+        .. "agents cannot write there",
+      ["mock script"] = "EACCES: mock/m.lua is in mock/, the mock "
+        .. "model's scripts; agents cannot write there",
+      ["dot agents"] = "EACCES: ./agents//x.lua is in agents/, the "
+        .. "project's agent code; agents cannot write there",
+      read = "ok: -- agent code",
+    }, r)
+    local _, code = h.sh("test -e " .. h.q(dir .. "/agents/x.lua") .. " || "
+      .. "test -e " .. h.q(dir .. "/mock/x.lua") .. " || test -e "
+      .. h.q(dir .. "/lib/deep"))
+    assert.are_not.equal(0, code)
+    assert.are.equal("-- agent code", h.slurp(dir .. "/agents/a.lua"))
+  end)
+
+  it("follows the project's configured folders, mock script and store",
+    function()
+    dir = project {
+      ["spool.lua"] = 'return { agents_dir = "src/bots", prompts_dir = '
+        .. '"src/text", lib_dir = "src/lib/", mock = "tools/fake.lua", '
+        .. 'store = "state/threads.db" }',
+      ["tools/fake.lua"] = "return {}",
+      ["state/threads.db"] = "",
+    }
+    local r = probe(dir, [[
+      try("bots", fs.write, "src/bots/x.lua", "return 1")
+      try("text", fs.write, "src/text/x.md", "x")
+      try("lib", fs.write, "src/lib/x.lua", "return 1")
+      try("fake", fs.write, "tools/fake.lua", "return {}")
+      try("store", fs.read, "state/threads.db")
+      try("wal", fs.write, "state/threads.db-wal", "")
+      try("beside", fs.write, "tools/other.txt", "x")
+      try("src", fs.write, "src/notes.txt", "x")
+    ]])
+    assert.matches("^EACCES: src/bots/x.lua is in src/bots/, the project's "
+      .. "agent code", r.bots)
+    assert.matches("^EACCES: src/text/x.md is in src/text/", r.text)
+    assert.matches("^EACCES: src/lib/x.lua is in src/lib/", r.lib)
+    assert.are.equal("EACCES: tools/fake.lua is the mock model's script; "
+      .. "agents cannot write it", r.fake)
+    assert.are.equal("EACCES: state/threads.db is the engine's store; "
+      .. "agents cannot read or write it", r.store)
+    assert.matches("^EACCES: state/threads.db%-wal is the engine's store",
+      r.wal)
+    assert.are.equal("ok", r.beside)
+    assert.are.equal("ok", r.src)
+  end)
+
+  it("takes a path and data only: no way to pass the loader's flag",
+    function()
+    dir = project()
+    local r = probe(dir, [[
+      try("read", fs.read, "/etc/passwd", true)
+      try("json", fs.read_json, "/etc/passwd", true)
+      try("dots", fs.read, "data/../../x", true)
+      try("nul", fs.read, "spool.lua\0.txt")
+    ]])
+    assert.are.equal("raised: path '/etc/passwd' must be relative to the "
+      .. "project folder", r.read)
+    assert.are.equal("raised: path '/etc/passwd' must be relative to the "
+      .. "project folder", r.json)
+    assert.are.equal("raised: path 'data/../../x' leaves the project "
+      .. "folder", r.dots)
+    assert.matches("^raised: .*NUL", r.nul)
+  end)
+
+  it("refuses an agent's tool the same way, and the model is told",
+    function()
+    dir = project {
+      ["spool.lua"] = 'return { mock = "mock/m.lua" }',
+      ["mock/m.lua"] = [[return { rules = {
+        { when = { turns = 0 }, reply = { tool = "read",
+          args = { path = "notes/passwd" } } },
+        { when = { turns = 1 }, reply = { tool = "save",
+          args = { path = "agents/evil.lua", text = "return 1" } } },
+        { reply = { text = "Done." } } } }]],
+      ["prompts/reader.md"] = "Read and save files.",
+      ["agents/reader.lua"] = [[
+        local spool = require "spool"
+        return spool.agent { prompt = "reader.md",
+          tools = {
+            read = { description = "Read a file.", params = { path = "string" },
+              run = function(args) return assert(spool.fs.read(args.path)) end },
+            save = { description = "Save a file.",
+              params = { path = "string", text = "string" },
+              run = function(args)
+                return assert(spool.fs.write(args.path, args.text))
+              end } } }]],
+    }
+    h.sh("mkdir -p " .. h.q(dir .. "/notes") .. " && ln -s /etc/passwd "
+      .. h.q(dir .. "/notes/passwd"))
+    local events = h.run_cli(dir, "reader", "go")
+    local seen = {}
+    for _, ev in ipairs(events) do
+      if ev.type == "tool_result" or ev.type == "error" then
+        seen[#seen + 1] = json.encode(ev.data)
+      end
+    end
+    seen = table.concat(seen, "\n")
+    assert.not_matches("root:", seen)
+    assert.matches("ELOOP: notes/passwd: spool.fs does not follow symbolic "
+      .. "links", seen, 1, true)
+    assert.matches("EACCES: agents/evil.lua is in agents/", seen, 1, true)
+    assert.are.equal("", h.slurp(dir .. "/agents/evil.lua"))
+  end)
+end)
