@@ -1,10 +1,11 @@
 -- The control API, end to end over real HTTP: the server runs on this
--- engine's loop (spool._serve), the client is spool.http (curl), and the
--- agents talk to an in-process mock model.
+-- engine's loop (spool._serve), the client is the engine's own spool._http
+-- (curl; the agents' spool.http refuses loopback), and the agents talk to
+-- an in-process mock model.
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
-local http = require "spool.http"
+local http = require "spool._http"
 local serve = require "spool._serve"
 local api = require "spool._api"
 local hub = require "spool._hub"
