@@ -1,10 +1,10 @@
 -- refund: the action executor. Issues a refund by appending it to the
--- shop's refund ledger (.spool/refunds.jsonl), after checking the amount
+-- shop's refund ledger (out/refunds.jsonl), after checking the amount
 -- against the order and that the order was not refunded already. Refunds
 -- over 50 EUR wait for a human's approval (spool resume ID --approve).
 local spool = require "spool"
 
-local LEDGER = ".spool/refunds.jsonl"
+local LEDGER = "out/refunds.jsonl"
 
 local function already_refunded(order_id)
   local text = spool.fs.read(LEDGER)

@@ -13,7 +13,7 @@ local function run(dir)
 end
 
 local function ledger(dir)
-  local f = io.open(dir .. "/.spool/refunds.jsonl")
+  local f = io.open(dir .. "/out/refunds.jsonl")
   if not f then
     return {}
   end

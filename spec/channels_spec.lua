@@ -7,7 +7,7 @@
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
-local http = require "spool.http"
+local http = require "spool._http"
 local config = require "spool.config"
 local serve = require "spool._serve"
 local runner = require "spool._runner"

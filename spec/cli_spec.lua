@@ -2,6 +2,7 @@
 -- mock model (in a process of its own, or inside the CLI's engine).
 local h = require "spec.support"
 local json = require "spool.json"
+local http = require "spool._http" -- the engine's: it reaches loopback
 
 local BIN = h.q(h.BIN)
 local BROKEN = h.q(h.ROOT .. "/spec/fixtures/broken")
@@ -59,7 +60,7 @@ describe("spool (CLI)", function()
       assert.matches("lookup ← get_order", out, 1, true)
       assert.matches("refund → issue_refund", out, 1, true)
       assert.matches("support ✓ Dear Ana,", out, 1, true)
-      local ledger = io.open(dir .. "/.spool/refunds.jsonl"):read("a")
+      local ledger = io.open(dir .. "/out/refunds.jsonl"):read("a")
       assert.matches('"order_id":"5531"', ledger, 1, true)
       h.sh("rm -rf " .. h.q(dir))
     end)
@@ -239,15 +240,15 @@ describe("spool (CLI)", function()
     it("serves an OpenAI-compatible API and stops on SIGTERM", function()
       local empty = h.tmpdir() -- a project with no mock script: echo
       local mock = h.mock_process(nil, nil, "SPOOL_PROJECT=" .. h.q(empty))
-      local res = assert(h.spool.http.get(mock.url .. "/models"))
+      local res = assert(http.get(mock.url .. "/models"))
       assert.are.equal(200, res.status)
       assert.are.equal("mock-1", json.decode(res.body).data[1].id)
-      res = assert(h.spool.http.post_json(mock.url .. "/chat/completions", {
+      res = assert(http.post_json(mock.url .. "/chat/completions", {
         model = "m", messages = { { role = "user", content = "ping" } } }))
       assert.are.equal(200, res.status)
       local reply = json.decode(res.body)
       assert.are.equal("(mock) ping", reply.choices[1].message.content)
-      res = assert(h.spool.http.get(mock.url:gsub("/v1$", "") .. "/nope"))
+      res = assert(http.get(mock.url:gsub("/v1$", "") .. "/nope"))
       assert.are.equal(404, res.status)
       local _, code = h.sh("kill -TERM " .. mock.pid .. "; for i in $(seq 100); "
         .. "do kill -0 " .. mock.pid .. " 2>/dev/null || exit 0; sleep 0.05; "

@@ -1,5 +1,5 @@
 -- spool.http (curl multi on the loop) against spool.core.listen (uv_tcp +
--- http-parser), both inside this engine; plus sleep, fs and the rule that
+-- http-parser), both inside this engine; plus sleep and the rule that
 -- engine calls cannot yield from a coroutine of the caller's own.
 local h = require "spec.support"
 local core = require "spool.core"
@@ -14,6 +14,12 @@ local function serve(handler, opts)
 end
 
 describe("spool.http", function()
+  -- The servers here are on loopback, which agents may reach only when
+  -- the project allows it.
+  local restore
+  before_each(function() restore = h.allow_http { "127.0.0.1" } end)
+  after_each(function() restore() end)
+
   it("sends method, headers and body, and returns status, headers, body", function()
     local seen
     local server, base = serve(function(req)
@@ -105,13 +111,6 @@ describe("spool.http", function()
     h.wait_for(function() return finished == 3 end)
     server:close()
     assert.are.same({ "ms=10", "ms=100", "ms=300" }, order)
-  end)
-
-  it("reaches http and https only: no file:// or other schemes", function()
-    local res, err = spool.http.request { url = "file:///etc/passwd",
-      protocols = "file" }
-    assert.is_nil(res)
-    assert.matches("not supported", err)
   end)
 
   it("reports a stream's failures: no server, no answer, no more data, "
@@ -263,6 +262,203 @@ describe("spool.http", function()
   end)
 end)
 
+describe("spool.http's reach", function()
+  -- What an agent's HTTP may not reach unless spool.lua allows it: the
+  -- engine's own API and the machine's private endpoints, checked at each
+  -- connection (after DNS, after every redirect).
+  local function refusal(url, ip, kind, allow)
+    return string.format("EACCES: %s resolves to %s, %s; agents may not "
+      .. "reach it unless spool.lua allows it (http = { allow = { \"%s\" } })",
+      url, ip, kind, allow)
+  end
+
+  it("refuses loopback by default, and reaches what spool.lua allows",
+    function()
+    local server, base = serve(function() return "ok" end)
+    local port = server:port()
+    local res, err = spool.http.get(base .. "/v1/threads")
+    assert.is_nil(res)
+    assert.are.equal(refusal(base .. "/v1/threads", "127.0.0.1",
+      "a loopback address", "127.0.0.1:" .. port), err)
+    local restore = h.allow_http { "127.0.0.1:" .. (port == 1 and 2 or 1) }
+    assert.matches("^EACCES: ", select(2, spool.http.get(base .. "/")))
+    restore()
+    restore = h.allow_http { "10.0.0.0/8", "127.0.0.1:" .. port }
+    assert.are.equal("ok", assert(spool.http.get(base .. "/")).body)
+    restore()
+    restore = h.allow_http { "127.0.0.0/8" }
+    assert.are.equal("ok", assert(spool.http.get(base .. "/")).body)
+    restore()
+    server:close()
+  end)
+
+  it("checks the address a name resolves to, and hides what the URL holds "
+    .. "past its path", function()
+    local server = assert(core.listen { host = "127.0.0.1", port = 0,
+      handler = function() return "ok" end })
+    local url = string.format("http://user:s3cr3t@localhost:%d/x?token=s3cr3t",
+      server:port())
+    local res, err = spool.http.get(url)
+    server:close()
+    assert.is_nil(res)
+    assert.matches("^EACCES: http://localhost:%d+/x resolves to 127%.0%.0%.1, "
+      .. "a loopback address", err)
+    assert.not_matches("s3cr3t", err)
+  end)
+
+  it("refuses loopback written as an IPv4-mapped IPv6 address, IPv6 "
+    .. "loopback and the unspecified address", function()
+    local server, base = serve(function() return "ok" end)
+    local port = server:port()
+    local mapped = string.format("http://[::ffff:127.0.0.1]:%d/", port)
+    local _, err = spool.http.get(mapped)
+    assert.are.equal(refusal(mapped, "::ffff:127.0.0.1", "a loopback address",
+      "127.0.0.1:" .. port), err)
+    local any = string.format("http://0.0.0.0:%d/", port)
+    _, err = spool.http.get(any)
+    -- Linux connects 0.0.0.0 to this machine, and curl names the peer
+    -- 127.0.0.1 (or 0.0.0.0: refused too, as an unspecified address).
+    assert.matches("^EACCES: http://0%.0%.0%.0:%d+/ resolves to ", err)
+    server:close()
+    local six = core.listen { host = "::1", port = 0,
+      handler = function() return "ok" end }
+    if six then -- a machine without IPv6 has no ::1 to listen on
+      local url = string.format("http://[::1]:%d/", six:port())
+      local rule = string.format("[::1]:%d", six:port())
+      _, err = spool.http.get(url)
+      six:close()
+      assert.are.equal(refusal(url, "::1", "a loopback address", rule), err)
+    end
+  end)
+
+  it("refuses a redirect from an allowed address to one that is not",
+    function()
+    local inner = serve(function() return "the engine's API" end)
+    local outer, base = serve(function(req)
+      if req.path == "/file" then
+        return { status = 302, headers = { location = "file:///etc/passwd" } }
+      elseif req.path == "/post" then
+        return { status = 303, headers = { location = "/landing" } }
+      elseif req.path == "/landing" then
+        return req.method .. " " .. req.path
+      end
+      return { status = 302, headers = { location = string.format(
+        "http://127.0.0.1:%d/v1/threads", inner:port()) } }
+    end)
+    local restore = h.allow_http { "127.0.0.1:" .. outer:port() }
+    local res = assert(spool.http.get(base .. "/"))
+    assert.are.equal(302, res.status) -- not followed unless asked
+    local err
+    res, err = spool.http.get(base .. "/", { redirects = 3 })
+    assert.is_nil(res)
+    assert.are.equal(refusal(string.format("http://127.0.0.1:%d/v1/threads",
+      inner:port()), "127.0.0.1", "a loopback address",
+      "127.0.0.1:" .. inner:port()), err)
+    res, err = spool.http.get(base .. "/file", { redirects = 3 })
+    assert.is_nil(res)
+    assert.matches("not supported", err)
+    -- an allowed redirect is followed, a 303 after a POST with a GET
+    res = assert(spool.http.post_json(base .. "/post", {}, { redirects = 1 }))
+    assert.are.equal("GET /landing", res.body)
+    restore()
+    outer:close()
+    inner:close()
+  end)
+
+  it("reaches http and https only", function()
+    for _, url in ipairs { "file:///etc/passwd", "gopher://127.0.0.1/",
+                           "dict://127.0.0.1:11211/stat", "ftp://example.com/",
+                           "FILE:///etc/passwd", "127.0.0.1:8080/x" } do
+      local res, err = spool.http.get(url)
+      assert.is_nil(res)
+      assert.are.equal("EACCES: " .. url .. ": spool.http reaches http:// "
+        .. "and https:// URLs only", err)
+    end
+  end)
+
+  it("takes only the documented fields: no way to switch the check off",
+    function()
+    local server, base = serve(function() return "ok" end)
+    local conns = core.http_conns()
+    local res, err = spool.http.request { url = base .. "/", guard = false,
+      allow = { "127.0.0.1" }, protocols = "http", conns = conns }
+    assert.is_nil(res)
+    assert.matches("^EACCES: ", err)
+    res, err = spool.http.post_json(base .. "/", {}, { guard = false })
+    assert.is_nil(res)
+    assert.matches("^EACCES: ", err)
+    conns:close()
+    server:close()
+  end)
+
+  it("refuses an agent's tool, while the model client reaches the mock on "
+    .. "loopback", function()
+    local mock = h.scripted {
+      { tool = "fetch", args = {} },
+      { text = "done" },
+    }
+    local a = h.agent({ tools = { fetch = { description = "Fetch.",
+      params = {}, run = function()
+        local res, err = spool.http.get(mock.url() .. "/models")
+        return res and ("status " .. res.status) or err
+      end } } }, mock)
+    local t = h.run(a, "go")
+    assert.are.equal("done", t:status(), select(2, t:outcome()))
+    assert.are.equal("tool_result", t.events[4].type)
+    assert.matches("^EACCES: http://127%.0%.0%.1:%d+/v1/models resolves to "
+      .. "127%.0%.0%.1, a loopback address", t.events[4].data.result)
+    local restore = h.allow_http { "127.0.0.1:" .. mock.port() }
+    t = h.run(a, "go")
+    restore()
+    assert.are.equal("status 200", t.events[4].data.result)
+    mock.close()
+  end)
+end)
+
+describe("spool.lua's http.allow", function()
+  local dir
+
+  after_each(function()
+    h.remove(dir)
+  end)
+
+  -- Runs a script in a project whose spool.lua is `settings`: it fetches
+  -- from a server on loopback through spool.http and prints the outcome.
+  local function fetch_with(settings)
+    dir = h.tmpdir()
+    h.write_files(dir, { ["spool.lua"] = settings, ["fetch.lua"] = [[
+      local core = require "spool.core"
+      local http = require "spool.http"
+      local s = assert(core.listen { host = "127.0.0.1", port = 0,
+        handler = function() return "reached" end })
+      local res, err = http.get("http://127.0.0.1:" .. s:port() .. "/")
+      s:close()
+      print(res and res.body or err)
+    ]] })
+    return h.sh(string.format("%s --project %s lua %s 2>&1", h.q(h.BIN),
+      h.q(dir), h.q(dir .. "/fetch.lua")))
+  end
+
+  it("lets agents reach the addresses it lists", function()
+    assert.matches("^EACCES: ", (fetch_with("return {}")))
+    assert.matches("^EACCES: ", (fetch_with(
+      'return { http = { allow = { "10.0.0.0/8", "[::1]" } } }')))
+    assert.are.equal("reached\n", (fetch_with(
+      'return { http = { allow = { "10.0.0.0/8", "127.0.0.1" } } }')))
+  end)
+
+  it("refuses what is not an address, naming it", function()
+    local out, code = fetch_with(
+      'return { http = { allow = { "127.0.0.1", "localhost:80" } } }')
+    assert.are_not.equal(0, code)
+    assert.matches("spool.lua: http.allow[2] 'localhost:80' is not an "
+      .. "address or a CIDR block with an optional port", out, 1, true)
+    out, code = fetch_with('return { http = { allow = "127.0.0.1" } }')
+    assert.are_not.equal(0, code)
+    assert.matches("spool.lua: http = { allow = {", out, 1, true)
+  end)
+end)
+
 describe("spool.sleep", function()
   it("lets other runs go while it waits", function()
     local log = {}
@@ -280,28 +476,3 @@ describe("spool.sleep", function()
   end)
 end)
 
-describe("spool.fs", function()
-  local dir = ".spool/spec-fs-" .. core.random_id()
-
-  it("writes, appends and reads project files, creating folders", function()
-    assert(spool.fs.write(dir .. "/a/b.txt", "one\n"))
-    assert(spool.fs.append(dir .. "/a/b.txt", "two\n"))
-    assert.are.equal("one\ntwo\n", spool.fs.read(dir .. "/a/b.txt"))
-    assert(spool.fs.write(dir .. "/v.json", json.encode({ x = 1 })))
-    assert.are.same({ x = 1 }, spool.fs.read_json(dir .. "/v.json"))
-    h.sh("rm -rf " .. h.q(h.ROOT .. "/" .. dir))
-  end)
-
-  it("returns nil and an error for a missing file", function()
-    local data, err = spool.fs.read("no/such/file")
-    assert.is_nil(data)
-    assert.are.equal("ENOENT: no/such/file: No such file or directory", err)
-  end)
-
-  it("refuses paths outside the project", function()
-    assert.has_error(function() spool.fs.read("/etc/passwd") end,
-      "path '/etc/passwd' must be relative to the project folder")
-    assert.has_error(function() spool.fs.read("agents/../../x") end,
-      "path 'agents/../../x' leaves the project folder")
-  end)
-end)

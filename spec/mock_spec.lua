@@ -3,6 +3,7 @@ local h = require "spec.support"
 local mock_mod = require "spool.mock"
 local spool = require "spool"
 local json = spool.json
+local http = require "spool._http" -- the engine's: it reaches loopback
 
 local function body(messages, tools)
   return { model = "m", messages = messages, tools = tools }
@@ -58,7 +59,7 @@ describe("spool.mock", function()
     it("answers in the OpenAI wire format, deterministically", function()
       local mock = h.mock { rules = { { reply = { tool_calls = {
         { name = "a", args = { x = 1 } }, { name = "b", args = "{}" } } } } } }
-      local res, reply = spool.http.post_json(mock.url() .. "/chat/completions",
+      local res, reply = http.post_json(mock.url() .. "/chat/completions",
         body({ { role = "user", content = "go" } }))
       mock.close()
       assert.are.equal(200, res.status)
@@ -75,11 +76,11 @@ describe("spool.mock", function()
       local mock = h.mock { rules = {
         { when = { user = "fail" }, reply = { status = 429, error = "slow down" } },
         { reply = { body = "not json" } } } }
-      local res, reply = spool.http.post_json(mock.url() .. "/chat/completions",
+      local res, reply = http.post_json(mock.url() .. "/chat/completions",
         body({ { role = "user", content = "fail" } }))
       assert.are.equal(429, res.status)
       assert.are.equal("slow down", reply.error.message)
-      res = spool.http.post_json(mock.url() .. "/chat/completions",
+      res = http.post_json(mock.url() .. "/chat/completions",
         body({ { role = "user", content = "raw" } }))
       mock.close()
       assert.are.equal("not json", res.body)
@@ -87,11 +88,11 @@ describe("spool.mock", function()
 
     it("answers 400 to a body that is not JSON, and counts requests", function()
       local mock = h.mock { rules = { { reply = "ok" } } }
-      local res = assert(spool.http.request { url = mock.url()
+      local res = assert(http.request { url = mock.url()
         .. "/chat/completions", method = "POST", body = "{nope" })
       assert.are.equal(400, res.status)
       assert.matches("request body is not JSON", res.body)
-      local stats = json.decode(assert(spool.http.get(mock.url():gsub("/v1$", "")
+      local stats = json.decode(assert(http.get(mock.url():gsub("/v1$", "")
         .. "/_mock/stats")).body)
       mock.close()
       assert.are.equal(1, stats.requests)
@@ -101,7 +102,7 @@ describe("spool.mock", function()
 
     it("reports a script that raises as a 500", function()
       local mock = h.mock { rules = { { reply = function() error("bug") end } } }
-      local res, reply = spool.http.post_json(mock.url() .. "/chat/completions",
+      local res, reply = http.post_json(mock.url() .. "/chat/completions",
         body({ { role = "user", content = "x" } }))
       mock.close()
       assert.are.equal(500, res.status)

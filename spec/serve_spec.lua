@@ -1,10 +1,11 @@
 -- The control API, end to end over real HTTP: the server runs on this
--- engine's loop (spool._serve), the client is spool.http (curl), and the
--- agents talk to an in-process mock model.
+-- engine's loop (spool._serve), the client is the engine's own spool._http
+-- (curl; the agents' spool.http refuses loopback), and the agents talk to
+-- an in-process mock model.
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
-local http = require "spool.http"
+local http = require "spool._http"
 local serve = require "spool._serve"
 local api = require "spool._api"
 local hub = require "spool._hub"
@@ -159,6 +160,36 @@ describe("the control API", function()
     status = call("POST", "/v1/threads/" .. v.id .. "/events",
       { type = "smile" })
     assert.are.equal(422, status)
+  end)
+
+  it("keeps a model from approving through an agent's HTTP tool (issue 19)",
+    function()
+    start()
+    local _, v = start_thread("refund", "refund me", { wait_ms = 5000 })
+    assert.are.equal("waiting", v.status)
+    -- A prompt-injected model steers a generic HTTP tool at this API.
+    local url = base .. "/v1/threads/" .. v.id .. "/events"
+    local mock = h.scripted {
+      { tool = "post", args = { url = url } },
+      { text = "done" },
+    }
+    finally(mock.close)
+    local spool = require "spool"
+    local a = h.agent({ tools = { post = { description = "POST JSON.",
+      params = { url = "string" }, run = function(args)
+        local res, err = spool.http.post_json(args.url,
+          { type = "approve", by = "the-model" })
+        return res and ("status " .. res.status) or err
+      end } } }, mock)
+    local t = h.run(a, "go")
+    assert.matches("^EACCES: " .. url:gsub("%p", "%%%0") .. " resolves to "
+      .. "127%.0%.0%.1, a loopback address", t.events[4].data.result)
+    local _, still = call("GET", "/v1/threads/" .. v.id)
+    assert.are.equal("waiting", still.status)
+    call("POST", "/v1/threads/" .. v.id .. "/events", { type = "reject" })
+    h.wait_for(function()
+      return select(2, call("GET", "/v1/threads/" .. v.id)).status ~= "waiting"
+    end)
   end)
 
   it("delivers an outside event to a thread waiting for it", function()

@@ -213,6 +213,19 @@ function h.project(files, mock)
 end
 
 
+-- Lets spool.http (the agents' HTTP) reach what `list` allows, as
+-- spool.lua's http = { allow = list } does, until the function it returns
+-- is called: spool.http refuses loopback (where the specs' servers are).
+function h.allow_http(list)
+  local cfg = require("spool.config").get()
+  local saved = cfg.http_guard
+  cfg.http_guard = assert(core.net_guard(list))
+  return function()
+    cfg.http_guard = saved
+  end
+end
+
+
 -- Parses `spool run --json` output: one event per line.
 function h.json_lines(out)
   local events = {}

@@ -4,7 +4,7 @@
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
-local http = require "spool.http"
+local http = require "spool._http"
 local config = require "spool.config"
 local loader = require "spool._loader"
 local runner = require "spool._runner"

@@ -681,6 +681,9 @@ describe("the context window", function()
                  body = json.encode({ path = req.path }) }
       end })
     local base = "http://127.0.0.1:" .. server:port()
+    -- The agent's own requests reach loopback only where the project
+    -- allows them (spool.lua: http = { allow = { ... } }).
+    finally(h.allow_http { "127.0.0.1:" .. server:port() })
     local first
     mock = h.mock { rules = { { reply = function(conv)
       first = first or conv

@@ -5,8 +5,12 @@
  * uv_timer_t); uv events go back to curl_multi_socket_action, and finished
  * transfers are read from curl_multi_info_read.
  *
+ * A guarded transfer (an agent's) is checked at every connection by
+ * curl's pre-request callback, which sees the address actually connected
+ * to: after DNS, after each redirect, on a reused connection alike.
+ *
  * This file never touches Lua, never blocks, and never calls curl from
- * inside a curl callback.
+ * inside a curl callback (but curl_easy_getinfo, which only reads).
  */
 #include "http.h"
 #include "spool.h"
@@ -56,8 +60,11 @@ struct spool__http_xfer {
   uint64_t ended_ns;
   long status;
   const char *error;
+  spool__net_rule *allow; /* a guarded transfer's exceptions */
+  size_t nallow;
+  int refused;
   char errbuf[CURL_ERROR_SIZE];
-  char errmsg[CURL_ERROR_SIZE + 64];
+  char errmsg[CURL_ERROR_SIZE + 512];
   spool__http_xfer *prev, *next;
 };
 
@@ -234,6 +241,45 @@ static size_t on_read(char *dest, size_t size, size_t n, void *userp) {
   return len;
 }
 
+/* The URL as a refusal shows it: no user or password, nothing past the
+ * path (a query may hold a token), at most ~200 bytes. */
+static void shown_url(const char *url, char *out, size_t len) {
+  const char *scheme = url ? strstr(url, "://") : NULL;
+  if (scheme == NULL) {
+    snprintf(out, len, "the URL");
+    return;
+  }
+  const char *host = scheme + 3;
+  size_t auth = strcspn(host, "/?#");
+  const char *rest = host; /* past the last '@' of the authority */
+  for (size_t i = 0; i < auth; i++)
+    if (host[i] == '@')
+      rest = host + i + 1;
+  int n = (int)strcspn(rest, "?#");
+  snprintf(out, len, "%.*s%.*s%s", (int)(host - url), url, n > 200 ? 200 : n,
+           rest, n > 200 ? "..." : "");
+}
+
+#if LIBCURL_VERSION_NUM >= 0x075000
+/* curl's pre-request callback: the connection is made (or reused), the
+ * request not sent. */
+static int on_prereq(void *ud, char *ip, char *local_ip, int port,
+                     int local_port) {
+  spool__http_xfer *x = ud;
+  char why[400], url[256];
+  (void)local_ip;
+  (void)local_port;
+  if (spool__net_check(x->allow, x->nallow, ip, port, why, sizeof why) == NULL)
+    return CURL_PREREQFUNC_OK;
+  char *effective = NULL;
+  curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &effective);
+  shown_url(effective, url, sizeof url);
+  snprintf(x->errmsg, sizeof x->errmsg, "%s %s", url, why);
+  x->refused = 1;
+  return CURL_PREREQFUNC_ABORT;
+}
+#endif
+
 static void unlink_xfer(spool__http_xfer *x) {
   spool__http *h = x->h;
   if (x->prev)
@@ -295,6 +341,7 @@ static void free_xfer(spool__http_xfer *x) {
   spool__buf_free(&x->upload);
   spool__buf_free(&x->body);
   spool__buf_free(&x->resp_headers);
+  free(x->allow);
   free(x);
 }
 
@@ -337,8 +384,32 @@ int spool__http_start(spool__http *h, const spool__http_request *r,
   curl_easy_setopt(c, CURLOPT_HEADERDATA, x);
   curl_easy_setopt(c, CURLOPT_USERAGENT, "spool/" SPOOL_VERSION);
   curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
-  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR,
-                   r->protocols ? r->protocols : "http,https");
+  const char *protocols = r->protocols ? r->protocols : "http,https";
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, protocols);
+  curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, protocols);
+  if (r->max_redirects > 0) {
+    curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(c, CURLOPT_MAXREDIRS, r->max_redirects);
+  }
+  if (r->guard) {
+#if LIBCURL_VERSION_NUM >= 0x075000
+    if (r->nallow) {
+      x->allow = malloc(r->nallow * sizeof *x->allow);
+      if (x->allow == NULL)
+        goto nomem;
+      memcpy(x->allow, r->allow, r->nallow * sizeof *x->allow);
+      x->nallow = r->nallow;
+    }
+    curl_easy_setopt(c, CURLOPT_PREREQFUNCTION, on_prereq);
+    curl_easy_setopt(c, CURLOPT_PREREQDATA, x);
+#else
+    snprintf(err, errlen,
+             "libcurl older than 7.80 cannot check the "
+             "addresses agents reach");
+    free_xfer(x);
+    return -1;
+#endif
+  }
   for (size_t i = 0; i < r->nrcpt; i++) {
     struct curl_slist *rl = curl_slist_append(x->rcpt, r->mail_rcpt[i]);
     if (rl == NULL)
@@ -371,7 +442,13 @@ int spool__http_start(spool__http *h, const spool__http_request *r,
     x->conns = r->conns;
     r->conns->refs++;
   }
-  if (r->method)
+  /* A custom method holds for every request of a redirect chain; GET
+   * without a body and POST with one are curl's own, and it follows a 303
+   * (or a 302 after a POST) with a GET, as browsers do. */
+  int own_method = r->method && !r->upload &&
+                   ((!r->body && strcmp(r->method, "GET") == 0) ||
+                    (r->body && strcmp(r->method, "POST") == 0));
+  if (r->method && !(r->max_redirects > 0 && own_method))
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, r->method);
   if (r->timeout_ms > 0)
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, r->timeout_ms);
@@ -428,7 +505,9 @@ static void check_done(spool__http *h) {
     unlink_xfer(x);
     x->ended_ns = uv_hrtime();
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
-    if (x->too_big) {
+    if (x->refused) {
+      x->error = x->errmsg; /* on_prereq wrote why */
+    } else if (x->too_big) {
       snprintf(x->errmsg, sizeof x->errmsg,
                "response body larger than %zu bytes", x->max_response);
       x->error = x->errmsg;
@@ -490,6 +569,10 @@ const spool__buf *spool__http_body(const spool__http_xfer *x) {
 
 const spool__buf *spool__http_headers(const spool__http_xfer *x) {
   return &x->resp_headers;
+}
+
+int spool__http_refused(const spool__http_xfer *x) {
+  return x->refused;
 }
 
 double spool__http_seconds(const spool__http_xfer *x) {

@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "netguard.h"
 
 typedef struct spool__http spool__http;
 typedef struct spool__http_xfer spool__http_xfer;
@@ -49,6 +50,16 @@ typedef struct spool__http_request {
   int require_tls; /* STARTTLS, or fail */
   /* Whose connections the transfer reuses: NULL, the handle's pool. */
   spool__http_conns *conns;
+  /* Follows up to this many redirects (to the same protocols); 0: a 3xx
+   * is the response. */
+  long max_redirects;
+  /* Agents' requests: each connection (the first, one reused, one after a
+   * redirect) is checked against netguard.h's list before the request
+   * goes out, with `allow` (copied) as the exceptions; a refused one ends
+   * the transfer with spool__http_refused set. */
+  int guard;
+  const spool__net_rule *allow;
+  size_t nallow;
 } spool__http_request;
 
 /*
@@ -93,6 +104,8 @@ const char *spool__http_error(const spool__http_xfer *x);
 const spool__buf *spool__http_body(const spool__http_xfer *x);
 /* The final response's header lines, "Name: value\r\n" each. */
 const spool__buf *spool__http_headers(const spool__http_xfer *x);
+/* Whether the guard refused the address (the error says why). */
+int spool__http_refused(const spool__http_xfer *x);
 /* Seconds from start to end of the transfer. */
 double spool__http_seconds(const spool__http_xfer *x);
 

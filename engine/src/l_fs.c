@@ -1,65 +1,87 @@
 /*
  * l_fs.c: files of the project, read and written on the uv thread pool so
- * the loop never waits on the disk. Paths are relative to the project
- * folder and may not leave it (no absolute paths, no ".." parts).
+ * the loop never waits on the disk.
  *
  *   read_file(path)              -> contents | nil, "ENOENT: ..."
  *   write_file(path, data, mode) -> true | nil, err    mode "w" or "a"
  *                                   (missing folders are created)
  *   list_dir(path)               -> { name, ... } | nil, err
  *
- * The library (never an agent: agents reach files only through spool.fs)
- * may pass `true` after the path to read or list any absolute path, as the
- * agent loader does for agents_dir.
+ * A path is relative to the project folder and cannot leave it: an
+ * absolute path, a ".." part or a NUL byte is a caller's bug (raised), and
+ * the file is opened beneath the project folder without following any
+ * symbolic link (confine.c), so a link planted in the project cannot lead
+ * out of it (ELOOP). Only regular files are read or written: a FIFO or a
+ * device would hold a pool thread. Which project files an agent may touch
+ * is spool.fs's business (lua/spool/fs.lua), not this file's.
+ *
+ * The library (never an agent: agents reach files only through spool.fs,
+ * which never passes it) may pass `true` after the path to read or list
+ * any absolute path, as the agent loader does for agents_dir.
  *
  * Files larger than 64 MiB are refused rather than read.
  */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include "confine.h"
 #include "spool_int.h"
 
 #define MAX_FILE (64u << 20)
+
+enum { READ, WRITE, LIST };
 
 typedef struct fs_op {
   spool__op op;
   uv_work_t work;
   spool__task *t;
   int cancelled;
-  int append; /* for writes */
-  int write;
-  int list;   /* list a folder: data holds the names, NUL-terminated each */
-  char *path; /* absolute */
-  size_t root_len; /* the project folder's part of path */
-  char *data;      /* what to write, or what was read */
+  int what;
+  int append;      /* for writes */
+  int not_regular; /* the path is a FIFO, a device, a socket */
+  char *root;      /* the project folder; NULL when path is absolute */
+  char *path;      /* as the caller gave it, which is what messages show */
+  char *data;      /* what to write, what was read, or the names listed
+                      (NUL-terminated each) */
   size_t len;
   int err; /* errno, or EFBIG */
 } fs_op;
 
 static void fs_free(fs_op *f) {
+  free(f->root);
   free(f->path);
   free(f->data);
   free(f);
 }
 
-/* Creates the folders above path, like mkdir -p; errors surface when the
- * file itself is opened. */
-static void make_parents(char *path, size_t root_len) {
-  for (char *p = path + root_len; (p = strchr(p, '/')) != NULL; p++) {
-    *p = '\0';
-    mkdir(path, 0777);
-    *p = '/';
+/* Opens f's path: beneath the project folder, or (the library's own
+ * reads) as given. Returns a descriptor or a negative errno. */
+static int open_path(fs_op *f, int flags, mode_t mode) {
+  if (f->root == NULL) {
+    int fd = open(f->path, flags | O_CLOEXEC, mode);
+    return fd >= 0 ? fd : -errno;
   }
+  int root = open(f->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root < 0)
+    return -errno;
+  int fd = spool__open_beneath(root, f->path, flags, mode);
+  close(root);
+  return fd;
 }
 
 static void do_list(fs_op *f) {
-  DIR *d = opendir(f->path);
+  int fd = open_path(f, O_RDONLY | O_DIRECTORY, 0);
+  DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
   if (d == NULL) {
-    f->err = errno;
+    f->err = fd >= 0 ? errno : -fd;
+    if (fd >= 0)
+      close(fd);
     return;
   }
   spool__buf names = {0};
@@ -77,31 +99,51 @@ static void do_list(fs_op *f) {
   f->len = names.len;
 }
 
-/* Runs on a pool thread: plain blocking I/O, no Lua, no uv handles. */
-static void do_io(uv_work_t *w) {
-  fs_op *f = w->data;
-  if (f->list) {
-    do_list(f);
-    return;
+/* Opens a regular file for do_read or do_write: O_NONBLOCK so a FIFO
+ * cannot hold the thread in open(2), and anything but a regular file is
+ * refused. Returns a descriptor or -1 with f->err set. */
+static int open_regular(fs_op *f, int flags, mode_t mode) {
+  int fd = open_path(f, flags | O_NONBLOCK, mode);
+  if (fd < 0) {
+    f->err = -fd;
+    return -1;
   }
-  if (f->write) {
-    make_parents(f->path, f->root_len);
-    FILE *fp = fopen(f->path, f->append ? "ab" : "wb");
-    if (fp == NULL) {
-      f->err = errno;
-      return;
-    }
-    if (fwrite(f->data, 1, f->len, fp) != f->len)
-      f->err = errno ? errno : EIO;
-    if (fclose(fp) != 0 && f->err == 0)
-      f->err = errno;
-    return;
-  }
-  FILE *fp = fopen(f->path, "rb");
-  if (fp == NULL) {
+  struct stat st;
+  if (fstat(fd, &st) != 0)
     f->err = errno;
-    return;
+  else if (S_ISDIR(st.st_mode))
+    f->err = EISDIR;
+  else if (!S_ISREG(st.st_mode))
+    f->err = EINVAL, f->not_regular = 1;
+  if (f->err) {
+    close(fd);
+    return -1;
   }
+  return fd;
+}
+
+static void do_write(fs_op *f) {
+  int fd =
+      open_regular(f, O_WRONLY | O_CREAT | (f->append ? O_APPEND : 0), 0666);
+  if (fd < 0)
+    return;
+  if (!f->append && ftruncate(fd, 0) != 0)
+    f->err = errno;
+  for (size_t off = 0; f->err == 0 && off < f->len;) {
+    ssize_t n = write(fd, f->data + off, f->len - off);
+    if (n < 0 && errno != EINTR)
+      f->err = errno;
+    else if (n > 0)
+      off += (size_t)n;
+  }
+  if (close(fd) != 0 && f->err == 0)
+    f->err = errno;
+}
+
+static void do_read(fs_op *f) {
+  int fd = open_regular(f, O_RDONLY, 0);
+  if (fd < 0)
+    return;
   size_t cap = 0;
   for (;;) {
     if (f->len == cap) {
@@ -117,15 +159,27 @@ static void do_io(uv_work_t *w) {
       }
       f->data = p;
     }
-    size_t n = fread(f->data + f->len, 1, cap - f->len, fp);
-    f->len += n;
-    if (n == 0) {
-      if (ferror(fp))
-        f->err = errno ? errno : EIO;
+    ssize_t n = read(fd, f->data + f->len, cap - f->len);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      f->err = errno;
+    if (n <= 0)
       break;
-    }
+    f->len += (size_t)n;
   }
-  fclose(fp);
+  close(fd);
+}
+
+/* Runs on a pool thread: plain blocking I/O, no Lua, no uv handles. */
+static void do_io(uv_work_t *w) {
+  fs_op *f = w->data;
+  if (f->what == LIST)
+    do_list(f);
+  else if (f->what == WRITE)
+    do_write(f);
+  else
+    do_read(f);
 }
 
 /* stack: fs_op -> result(s) */
@@ -134,17 +188,22 @@ static int push_result(lua_State *L) {
   if (f->err) {
     lua_pushnil(L);
     if (f->err == EFBIG)
-      lua_pushfstring(L, "EFBIG: %s is larger than %d MiB",
-                      f->path + f->root_len, MAX_FILE >> 20);
+      lua_pushfstring(L, "EFBIG: %s is larger than %d MiB", f->path,
+                      MAX_FILE >> 20);
+    else if (f->err == ELOOP && f->root)
+      lua_pushfstring(L, "ELOOP: %s: spool.fs does not follow symbolic links",
+                      f->path);
+    else if (f->not_regular)
+      lua_pushfstring(L, "EINVAL: %s: not a regular file", f->path);
     else
       lua_pushfstring(L, "%s: %s: %s",
-                      uv_err_name(uv_translate_sys_error(f->err)),
-                      f->path + f->root_len, strerror(f->err));
+                      uv_err_name(uv_translate_sys_error(f->err)), f->path,
+                      strerror(f->err));
     return 2;
   }
-  if (f->write) {
+  if (f->what == WRITE) {
     lua_pushboolean(L, 1);
-  } else if (f->list) {
+  } else if (f->what == LIST) {
     lua_newtable(L);
     int i = 0;
     for (size_t off = 0; off < f->len; off += strlen(f->data + off) + 1) {
@@ -176,9 +235,11 @@ static void fs_cancel(spool__op *op) {
   uv_cancel((uv_req_t *)&f->work);
 }
 
-/* Checks that path stays inside the project, and returns it joined to the
- * project folder (malloc'd). Raises on a bad path: that is a caller bug. */
-static char *project_path(lua_State *L, spool_engine *e, const char *path) {
+/* Raises unless path is a relative path inside the project: that is a
+ * caller's bug, and says nothing about what is on disk. */
+static void check_path(lua_State *L, const char *path, size_t len) {
+  if (strlen(path) != len)
+    luaL_error(L, "path '%s' holds a NUL byte", path);
   if (path[0] == '\0' || path[0] == '/')
     luaL_error(L, "path '%s' must be relative to the project folder", path);
   for (const char *p = path; *p;) {
@@ -188,21 +249,12 @@ static char *project_path(lua_State *L, spool_engine *e, const char *path) {
       luaL_error(L, "path '%s' leaves the project folder", path);
     p += n + (slash ? 1 : 0);
   }
-  size_t need = strlen(e->project_abs) + strlen(path) + 2;
-  char *full = malloc(need);
-  if (full == NULL) {
-    luaL_error(L, "out of memory");
-    return NULL;
-  }
-  snprintf(full, need, "%s/%s", e->project_abs, path);
-  return full;
 }
-
-enum { READ, WRITE, LIST };
 
 static int start(lua_State *L, int what) {
   spool_engine *e = lua_touserdata(L, lua_upvalueindex(1));
-  const char *path = luaL_checkstring(L, 1);
+  size_t plen;
+  const char *path = luaL_checklstring(L, 1, &plen);
   size_t len = 0;
   int write = what == WRITE;
   const char *data = write ? luaL_checklstring(L, 2, &len) : NULL;
@@ -211,29 +263,24 @@ static int start(lua_State *L, int what) {
   int anywhere = !write && lua_toboolean(L, 2);
   spool__task *t =
       spool__task_check(L, write ? "spool.fs.write" : "spool.fs.read");
-  /* project_path raises before allocating */
-  char *full = anywhere ? strdup(path) : project_path(L, e, path);
-  if (full == NULL)
-    return luaL_error(L, "out of memory");
+  if (!anywhere)
+    check_path(L, path, plen);
   fs_op *f = calloc(1, sizeof *f);
-  if (f == NULL) {
-    free(full);
+  if (f == NULL)
     return luaL_error(L, "out of memory");
-  }
-  f->path = full;
-  /* Messages name project files as the caller did: relative. */
-  f->root_len = anywhere ? 0 : strlen(e->project_abs) + 1;
   f->op.cancel = fs_cancel;
   f->t = t;
-  f->write = write;
-  f->list = what == LIST;
+  f->what = what;
   f->append = append;
+  f->path = strdup(path);
+  f->root = anywhere ? NULL : strdup(e->project_abs);
+  f->data = write ? malloc(len ? len : 1) : NULL;
+  if (f->path == NULL || (!anywhere && f->root == NULL) ||
+      (write && f->data == NULL)) {
+    fs_free(f);
+    return luaL_error(L, "out of memory");
+  }
   if (write) {
-    f->data = malloc(len ? len : 1);
-    if (f->data == NULL) {
-      fs_free(f);
-      return luaL_error(L, "out of memory");
-    }
     memcpy(f->data, data, len);
     f->len = len;
   }
@@ -261,6 +308,11 @@ static int l_fs_list(lua_State *L) {
 }
 
 void spool__open_fs(lua_State *L) {
+  /* A test knob: resolve paths by the walk even where openat2 works, so
+   * the specs run both ways (spec/fs_spec.lua). Either way is as strict. */
+  const char *walk = getenv("SPOOL_TEST_FS_WALK");
+  if (walk && strcmp(walk, "1") == 0)
+    spool__confine_force_walk(1);
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_fs_read, 1);
   lua_setfield(L, -2, "read_file");

@@ -13,6 +13,12 @@
  * local servers; see http.h for why). conns:close() lets its connections
  * go once no transfer uses them; so does the GC.
  *
+ * guard = a rule list from net_guard{ "127.0.0.1:9000", "10.0.0.0/8", ... }
+ * makes the request an agent's: each connection it makes is checked, and
+ * loopback, link-local and metadata addresses are refused (EACCES) unless
+ * a rule allows them (netguard.h has the syntax). redirects = n follows up
+ * to n redirects, each checked the same way.
+ *
  * A response with any status is a response: deciding what a 500 means is
  * the caller's business. Only a transfer that did not complete is an error.
  * Header values never appear in errors (they may hold API keys).
@@ -43,6 +49,13 @@
 #include "spool_int.h"
 
 #define CONNS_MT "spool.HttpConns"
+#define GUARD_MT "spool.NetGuard"
+
+/* A guard's rules: what net_guard() makes. */
+typedef struct net_guard {
+  size_t n;
+  spool__net_rule rules[];
+} net_guard;
 
 typedef struct http_op {
   spool__op op;
@@ -56,7 +69,9 @@ static void http_cancel(spool__op *op) {
   free(h);
 }
 
-static const char *error_code(const char *msg) {
+static const char *error_code(const spool__http_xfer *x, const char *msg) {
+  if (spool__http_refused(x))
+    return "EACCES";
   if (strstr(msg, "timed out") || strstr(msg, "Timeout"))
     return "ETIMEDOUT";
   if (strstr(msg, "larger than"))
@@ -101,7 +116,7 @@ static int push_result(lua_State *L) {
   const char *err = spool__http_error(x);
   if (err) {
     lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", error_code(err), err);
+    lua_pushfstring(L, "%s: %s", error_code(x, err), err);
     return 2;
   }
   lua_createtable(L, 0, 4);
@@ -194,6 +209,20 @@ static void read_request(lua_State *L, spool__http_request *r,
   if (!lua_isnil(L, -1) && conns == NULL)
     luaL_error(L, "spool.http.request: conns must come from http_conns()");
   r->conns = conns ? *conns : NULL;
+  lua_getfield(L, 1, "guard");
+  if (!lua_isnil(L, -1)) {
+    net_guard *g = luaL_testudata(L, -1, GUARD_MT);
+    if (g == NULL)
+      luaL_error(L, "spool.http.request: guard must come from net_guard()");
+    r->guard = 1;
+    r->allow = g->rules;
+    r->nallow = g->n;
+  }
+  lua_getfield(L, 1, "redirects");
+  lua_Integer redirects = luaL_optinteger(L, -1, 0);
+  if (redirects < 0 || redirects > 20)
+    luaL_error(L, "spool.http.request: redirects must be 0 to 20");
+  r->max_redirects = (long)redirects;
   lua_getfield(L, 1, "headers");
   int nh = 0;
   if (lua_istable(L, -1)) {
@@ -353,7 +382,7 @@ static void on_stream_done(spool__http_xfer *x, void *ud) {
   s->x = NULL;
   s->ended = 1;
   if (err)
-    snprintf(s->error, sizeof s->error, "%s: %s", error_code(err), err);
+    snprintf(s->error, sizeof s->error, "%s: %s", error_code(x, err), err);
   else if (!s->head_done)
     on_stream_head(x, s); /* a head curl never reported, as with HTTP/0.9 */
   if (s->w)
@@ -485,6 +514,39 @@ static int l_http_stream(lua_State *L) {
   return 1;
 }
 
+/* ---- address guards ---- */
+
+/* net_guard{ rule, ... } -> guard | nil, "EINVAL: http.allow[i] ..." */
+static int l_net_guard(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  size_t n = lua_rawlen(L, 1);
+  if (n > 1024) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "EINVAL: http.allow has more than 1024 rules");
+    return 2;
+  }
+  net_guard *g = lua_newuserdatauv(L, sizeof *g + n * sizeof g->rules[0], 0);
+  g->n = n;
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(L, 1, (lua_Integer)i + 1);
+    const char *text =
+        lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    if (text == NULL || spool__net_rule_parse(text, &g->rules[i]) != 0) {
+      lua_pushnil(L);
+      lua_pushfstring(L,
+                      "EINVAL: http.allow[%d] %s%s%s is not an address or "
+                      "a CIDR block with an optional port, like "
+                      "\"127.0.0.1:9000\", \"10.0.0.0/8\" or \"[::1]:8080\"",
+                      (int)i + 1, text ? "'" : "(a ",
+                      text ? text : luaL_typename(L, -2), text ? "'" : ")");
+      return 2;
+    }
+    lua_pop(L, 1);
+  }
+  luaL_setmetatable(L, GUARD_MT);
+  return 1;
+}
+
 /* ---- connection caches ---- */
 
 static int l_http_conns(lua_State *L) {
@@ -515,7 +577,10 @@ void spool__open_http(lua_State *L) {
       {"close", stream_close},
       {NULL, NULL},
   };
+  static const luaL_Reg no_methods[] = {{NULL, NULL}};
   spool__class(L, CONNS_MT, conns_methods, conns_close, NULL);
+  lua_pop(L, 1);
+  spool__class(L, GUARD_MT, no_methods, NULL, NULL);
   lua_pop(L, 1);
   spool__class(L, STREAM_MT, stream_methods, stream_gc, NULL);
   lua_pop(L, 1);
@@ -531,4 +596,6 @@ void spool__open_http(lua_State *L) {
   lua_setfield(L, -2, "http_stream");
   lua_pushcfunction(L, l_http_conns);
   lua_setfield(L, -2, "http_conns");
+  lua_pushcfunction(L, l_net_guard);
+  lua_setfield(L, -2, "net_guard");
 }

@@ -25,7 +25,7 @@
 
 local core = require "spool.core"
 local json = require "spool.json"
-local http = require "spool.http"
+local http = require "spool._http"
 local config = require "spool.config"
 local hub = require "spool._hub"
 local metrics = require "spool._metrics"

@@ -254,6 +254,23 @@ function M.key_allowed(key_env, base_url)
 end
 
 
+-- spool.lua's http = { allow = { rule, ... } }: what agents' HTTP
+-- (spool.http) may reach beyond the public internet, as a guard for
+-- spool.core.http_request; or nil and "EINVAL: ..." naming the mistake.
+local function http_guard(t)
+  if t ~= nil and (type(t) ~= "table" or (t.allow ~= nil
+      and type(t.allow) ~= "table")) then
+    return nil, "EINVAL: spool.lua: http = { allow = { \"127.0.0.1:9000\", "
+      .. "\"10.0.0.0/8\", \"[::1]\" } } (addresses agents may reach)"
+  end
+  local guard, err = core.net_guard(t and t.allow or {})
+  if not guard then
+    return nil, (err:gsub("^EINVAL: ", "EINVAL: spool.lua: "))
+  end
+  return guard
+end
+
+
 -- Called once by the engine with its options; returns true or nil, err.
 function M.init(opts)
   local file, err = read_project_file(opts.project)
@@ -263,6 +280,10 @@ function M.init(opts)
   local webhooks, werr = check_webhooks(file.webhooks)
   if werr then
     return nil, werr
+  end
+  local guard, gerr = http_guard(file.http)
+  if not guard then
+    return nil, gerr
   end
   if file.hooks ~= nil and (type(file.hooks) ~= "table"
       or (file.hooks.max_age_s ~= nil and math.type(file.hooks.max_age_s)
@@ -289,6 +310,7 @@ function M.init(opts)
     mock_script = file.mock,
     stream = opts.stream == "on" or (opts.stream == nil and file.stream == true),
     webhooks = webhooks,
+    http_guard = guard,
     hooks = file.hooks,
     file = file,
   }

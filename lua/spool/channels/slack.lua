@@ -22,7 +22,7 @@
 
 local core = require "spool.core"
 local json = require "spool.json"
-local http = require "spool.http"
+local http = require "spool._http"
 
 local M = {}
 
