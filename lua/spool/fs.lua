@@ -141,17 +141,17 @@ local function refusal(path, write)
         .. "there", path, #dir > 0 and table.concat(dir, "/") or ".", f[2])
     end
   end
-  if #parts > 0 and parts[#parts]:match("%.lua$") then
-    -- Mock scripts, evaluation cases, spool.lua: Lua the engine or the
-    -- team's tools may run, wherever it is kept.
-    return string.format("EACCES: %s is Lua source; agents cannot write Lua "
-      .. "files", path)
-  end
   local script = type(cfg.mock_script) == "string"
     and project_parts(cfg.mock_script, project)
   if script and same(parts, script) then
     return string.format("EACCES: %s is the mock model's script; agents "
       .. "cannot write it", path)
+  end
+  if #parts > 0 and parts[#parts]:match("%.lua$") then
+    -- Mock scripts, evaluation cases, spool.lua: Lua the engine or the
+    -- team's tools may run, wherever it is kept.
+    return string.format("EACCES: %s is Lua source; agents cannot write Lua "
+      .. "files", path)
   end
   return nil
 end
