@@ -424,3 +424,25 @@ describe("spool.llm", function()
     end)
   end)
 end)
+
+describe("the providers' usage", function()
+  it("takes no negative or fractional token counts into budgets", function()
+    local bodies = {
+      openai = { '{"choices":[{"message":{"content":"hi"},"finish_reason":'
+        .. '"stop"}],"usage":{"prompt_tokens":-500,"completion_tokens":'
+        .. '-7,"total_tokens":1.5}}', "input_tokens" },
+      ["openai-responses"] = { '{"id":"r","status":"completed","output":[{'
+        .. '"type":"message","content":[{"type":"output_text","text":"hi"}]}'
+        .. '],"usage":{"input_tokens":-500,"output_tokens":-7}}',
+        "input_tokens" },
+      anthropic = { '{"id":"m","content":[{"type":"text","text":"hi"}],'
+        .. '"stop_reason":"end_turn","usage":{"input_tokens":-500,'
+        .. '"output_tokens":-7}}', "input_tokens" },
+    }
+    for name, case in pairs(bodies) do
+      local reply = assert(require("spool.llm").provider(name).parse(case[1]))
+      assert.are.equal(0, reply.usage.input_tokens, name)
+      assert.are.equal(0, reply.usage.output_tokens, name)
+    end
+  end)
+end)

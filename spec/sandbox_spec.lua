@@ -272,6 +272,57 @@ describe("limits on agent code", function()
     assert.matches("step ran past its budget", errors_of(spinning)[1])
   end)
 
+  it("runs no handler of a reply that makes too many tool calls",
+    function()
+      local many = {}
+      for i = 1, 1000 do
+        many[i] = { name = "probe", args = { n = i } }
+      end
+      local mock, seen = h.scripted {
+        { tool_calls = many },
+        { text = "fewer then" },
+      }
+      finally(mock.close)
+      project({ ["agents/many.lua"] = [[
+        local spool = require "spool"
+        local ran = 0
+        return spool.agent { prompt = "p.md", tools = {
+          probe = { side_effects = false, run = function()
+            ran = ran + 1
+            error("ran " .. ran)
+          end } } }
+      ]], ["prompts/p.md"] = "x" }, mock)
+      local t = run_named("many")
+      assert.are.equal("done", t:status())
+      assert.are.equal("fewer then", t:outcome())
+      assert.are.same({ "input", "model_call", "error", "model_call", "done" },
+        h.types(t))
+      assert.are.equal(1000, t.events[2].data.dropped_tool_calls)
+      assert.are.equal(0, #t.events[2].data.tool_calls)
+      assert.matches("your reply made 1000 tool calls, and none ran: at most "
+        .. "64", errors_of(t)[1])
+      -- The model saw its reply (without the calls) and the error.
+      local last = seen[#seen].body.messages
+      assert.are.equal("(1000 tool calls, over the limit)",
+        last[#last - 1].content)
+    end)
+
+  it("keeps finished threads in memory within a bound in bytes", function()
+    local mock = h.mock { rules = { { reply = { text = "ok" } } } }
+    finally(mock.close)
+    local saved = runner.keep_recent_bytes
+    runner.keep_recent_bytes = 4 * 2 ^ 20
+    finally(function() runner.keep_recent_bytes = saved end)
+    local a = h.agent({}, mock)
+    local big = ("x"):rep(900 * 1024)
+    for i = 1, 12 do
+      h.run(a, big .. i)
+    end
+    local n, bytes = runner.recent_size()
+    assert.is_true(bytes <= 4 * 2 ^ 20, "kept " .. bytes .. " bytes")
+    assert.is_true(n >= 3 and n <= 5, "kept " .. n .. " threads")
+  end)
+
   it("refuses an agent file that loops or fills memory as it loads",
     function()
       project({

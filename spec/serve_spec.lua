@@ -375,6 +375,10 @@ describe("the control API", function()
         assert.are.equal(c[5], status, c[1] .. " " .. c[2] .. " " .. tostring(c[3]))
         assert.are.equal(c[6], v.error.code)
         assert.is_string(v.error.message)
+        -- No path on disk reaches a client.
+        assert.is_nil(v.error.message:find(h.ROOT, 1, true), v.error.message)
+        assert.is_nil(v.error.message:find("/tmp/spool-spec", 1, true),
+          v.error.message)
       end
       -- Over the body limit: 413, and the server goes on.
       local status = call("POST", "/v1/threads", string.rep("x", 2 * 1024

@@ -173,8 +173,9 @@ local function compile(name, read, dirs)
   local shown = dirs.agents_shown .. "/" .. name .. ".lua"
   local src = fetch(dirs.agents, dirs.agents_shown, name .. ".lua")
   if not src then
+    -- The project's folder is not named: this reaches API clients.
     return nil, string.format("ENOTFOUND: unknown agent '%s': there is no %s "
-      .. "in the project (%s)", name, shown, config.get().project)
+      .. "in the project", name, shown)
   end
   local chunk, cerr = load(src, "@" .. shown, "t",
     sandbox.env(shown, agent_require))

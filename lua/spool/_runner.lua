@@ -34,7 +34,11 @@ local M = {}
 local live = {}          -- id -> thread, while a task of this engine runs it
 local recent = {}        -- id -> thread, finished here lately
 local recent_order = {}
+local recent_bytes = 0   -- what their stored events take
+-- The recent threads kept: a count, and bytes (a few threads with large
+-- inputs must not hold the process's memory).
 M.keep_recent = 1000
+M.keep_recent_bytes = 64 * 2 ^ 20
 
 -- The thread (and tool call) each task is working on, for spool.state and
 -- spool.call; weak, so a finished coroutine leaves nothing behind.
@@ -97,11 +101,31 @@ local function retire(thread)
   if thread.on_retire then
     thread.on_retire(thread)
   end
+  local before = recent[thread.id] -- an earlier run of the same thread
+  if before then
+    recent_bytes = recent_bytes - (before.bytes or 0)
+    for i, id in ipairs(recent_order) do
+      if id == thread.id then
+        table.remove(recent_order, i)
+        break
+      end
+    end
+  end
   recent[thread.id] = thread
   recent_order[#recent_order + 1] = thread.id
-  while #recent_order > M.keep_recent do
-    recent[table.remove(recent_order, 1)] = nil
+  recent_bytes = recent_bytes + (thread.bytes or 0)
+  while #recent_order > M.keep_recent
+      or (recent_bytes > M.keep_recent_bytes and #recent_order > 0) do
+    local gone = table.remove(recent_order, 1)
+    recent_bytes = recent_bytes - (recent[gone].bytes or 0)
+    recent[gone] = nil
   end
+end
+
+
+-- The recent threads kept in memory: how many, and their stored bytes.
+function M.recent_size()
+  return #recent_order, recent_bytes
 end
 
 

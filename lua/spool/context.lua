@@ -59,6 +59,10 @@ M.chat_renderers = {
   end,
   model_call = function(ev)
     local msg = { role = "assistant", content = ev.data.text }
+    if ev.data.dropped_tool_calls and (msg.content or "") == "" then
+      msg.content = string.format("(%d tool calls, over the limit)",
+        ev.data.dropped_tool_calls)
+    end
     if ev.data.tool_calls and #ev.data.tool_calls > 0 then
       local calls = json.array()
       local from = ev.data.tool_calls

@@ -718,9 +718,17 @@ function M.step(thread, agent)
     })
     return
   end
-  local calls = json.array()
-  for i, c in ipairs(reply.tool_calls) do
-    calls[i] = { id = c.id, name = c.name, arguments = c.arguments }
+  -- A reply may make only so many calls: a model steered into making
+  -- thousands must not run thousands of handlers. None of them runs; the
+  -- model is told, and the event says how many there were.
+  local calls, dropped = json.array(), nil
+  local max_calls = run_limits.of(config.get().limits, agent).tool_calls
+  if #reply.tool_calls > max_calls then
+    dropped = #reply.tool_calls
+  else
+    for i, c in ipairs(reply.tool_calls) do
+      calls[i] = { id = c.id, name = c.name, arguments = c.arguments }
+    end
   end
   thread:append("model_call", {
     model = reply.model, latency_ms = reply.latency_ms, usage = reply.usage,
@@ -729,8 +737,13 @@ function M.step(thread, agent)
     provider = reply.provider, streamed = req.stream or nil,
     cost_usd = pricing.cost(reply.model, reply.usage),
     context = { estimate = req.context.estimate, budget = req.context.budget },
-    attempts = attempts_data(reply.attempts),
+    attempts = attempts_data(reply.attempts), dropped_tool_calls = dropped,
   })
+  if dropped then
+    thread:append("error", { error = string.format("your reply made %d tool "
+      .. "calls, and none ran: at most %d may be made in one reply "
+      .. "(limits.tool_calls); make fewer at a time", dropped, max_calls) })
+  end
   core.crash_point("after_model_call")
   M.settle(thread, agent, M.pending(thread))
 end

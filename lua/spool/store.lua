@@ -56,8 +56,10 @@ function M.append(thread, writes)
   local events = {}
   for i = thread.persisted + 1, #thread.events do
     local ev = thread.events[i]
+    local data = json.encode(ev.data)
+    thread.bytes = (thread.bytes or 0) + #data
     events[#events + 1] = { seq = ev.seq, step = ev.step, type = ev.type,
-                            at = ev.at, v = ev.v, data = json.encode(ev.data) }
+                            at = ev.at, v = ev.v, data = data }
   end
   local ws = {}
   for i, w in ipairs(writes or {}) do
@@ -94,8 +96,15 @@ function M.write_state(writes)
 end
 
 
+-- A thread's record { thread, events, bytes }: bytes is the size of what
+-- was stored (a thread kept in memory is counted by it).
 function M.load(id)
-  return decoded(core.store_load(id))
+  local text, err = core.store_load(id)
+  local record, derr = decoded(text, err)
+  if record then
+    record.bytes = #text
+  end
+  return record, derr
 end
 
 

@@ -63,6 +63,7 @@ function M.from_record(record, sink, depth)
     persisted = #record.events,
     writes = {},
     sink = sink,
+    bytes = record.bytes, -- what its stored events take (spool.store)
   }, Thread)
   for _, ev in ipairs(t.events) do
     if ev.step > t.step then

@@ -25,6 +25,17 @@ M.MIN_FACTOR, M.MAX_FACTOR = 0.5, 3
 local MIN_FACTOR, MAX_FACTOR = M.MIN_FACTOR, M.MAX_FACTOR
 
 
+-- A token count as a provider reported it: a whole number, not negative,
+-- else nil. A provider's (or a proxy's) nonsense must not make budgets
+-- grow back or go wrong.
+function M.count(v)
+  v = math.tointeger(v)
+  if v and v >= 0 then
+    return v
+  end
+end
+
+
 function M.estimate(text, factor)
   return M.of_bytes(type(text) == "string" and #text or 0, factor)
 end

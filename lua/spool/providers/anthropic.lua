@@ -9,6 +9,7 @@
 -- is no JSON mode, so json = true asks for JSON in the system prompt.
 
 local json = require "spool.json"
+local count = require("spool.tokens").count
 
 local M = {}
 
@@ -128,7 +129,7 @@ local FINISH = {
 local function usage_of(u, into)
   u = type(u) == "table" and u or {}
   into = into or {}
-  local function n(k) return math.tointeger(u[k]) end
+  local function n(k) return count(u[k]) end
   if n("input_tokens") or n("cache_read_input_tokens") then
     into.input_tokens = (n("input_tokens") or 0)
       + (n("cache_creation_input_tokens") or 0)
@@ -139,7 +140,7 @@ local function usage_of(u, into)
   -- Reasoning is part of output_tokens, broken out where reported.
   local details = type(u.output_tokens_details) == "table"
     and u.output_tokens_details or {}
-  into.reasoning_tokens = math.tointeger(details.thinking_tokens)
+  into.reasoning_tokens = count(details.thinking_tokens)
     or into.reasoning_tokens
   into.input_tokens = into.input_tokens or 0
   into.total_tokens = into.input_tokens + into.output_tokens

@@ -12,6 +12,7 @@
 -- { id, type = "function", ["function"] = { name, arguments } }.
 
 local json = require "spool.json"
+local count = require("spool.tokens").count
 
 local M = {}
 
@@ -157,11 +158,11 @@ local function usage_of(u)
   local output = type(u.completion_tokens_details) == "table"
     and u.completion_tokens_details or {}
   return {
-    input_tokens = math.tointeger(u.prompt_tokens) or 0,
-    output_tokens = math.tointeger(u.completion_tokens) or 0,
-    total_tokens = math.tointeger(u.total_tokens) or 0,
-    cached_tokens = math.tointeger(input.cached_tokens),
-    reasoning_tokens = math.tointeger(output.reasoning_tokens),
+    input_tokens = count(u.prompt_tokens) or 0,
+    output_tokens = count(u.completion_tokens) or 0,
+    total_tokens = count(u.total_tokens) or 0,
+    cached_tokens = count(input.cached_tokens),
+    reasoning_tokens = count(output.reasoning_tokens),
   }
 end
 

@@ -9,6 +9,7 @@
 -- the whole input with store = false.
 
 local json = require "spool.json"
+local count = require("spool.tokens").count
 
 local M = {}
 
@@ -90,11 +91,11 @@ local function usage_of(u)
   local output = type(u.output_tokens_details) == "table"
     and u.output_tokens_details or {}
   return {
-    input_tokens = math.tointeger(u.input_tokens) or 0,
-    output_tokens = math.tointeger(u.output_tokens) or 0,
-    total_tokens = math.tointeger(u.total_tokens) or 0,
-    cached_tokens = math.tointeger(input.cached_tokens),
-    reasoning_tokens = math.tointeger(output.reasoning_tokens),
+    input_tokens = count(u.input_tokens) or 0,
+    output_tokens = count(u.output_tokens) or 0,
+    total_tokens = count(u.total_tokens) or 0,
+    cached_tokens = count(input.cached_tokens),
+    reasoning_tokens = count(output.reasoning_tokens),
   }
 end
 
