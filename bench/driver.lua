@@ -2,6 +2,7 @@
 --
 --   bench/spool-driver --base URL --runs R --concurrency C --steps K
 --                      --warmup W --timeout-s S [--db FILE]
+--                      [--no-cpu-limits]
 --
 -- Runs W warm-up runs, then R runs of bench/agents/calc.lua (K tool steps,
 -- then the final text), at most C in flight, against the model at URL, and
@@ -16,10 +17,16 @@ local loader = require "spool._loader"
 
 local o = require("spool._cli").new("bench driver", "usage: bench/spool-driver "
   .. "--base URL --runs R --concurrency C --steps K --warmup W --timeout-s S "
-  .. "[--db FILE]"):parse(arg, { ["--base"] = "value", ["--runs"] = "count",
-    ["--concurrency"] = "count", ["--steps"] = "natural",
-    ["--warmup"] = "natural", ["--timeout-s"] = "count", ["--db"] = "value" },
-  {})
+  .. "[--db FILE] [--no-cpu-limits]"):parse(arg, { ["--base"] = "value",
+    ["--runs"] = "count", ["--concurrency"] = "count", ["--steps"] = "natural",
+    ["--warmup"] = "natural", ["--timeout-s"] = "count", ["--db"] = "value",
+    ["--no-cpu-limits"] = "flag" }, {})
+
+-- Without instruction budgets no count hook is set: what the hook costs.
+if o.no_cpu_limits then
+  local limits = require("spool.config").get().limits
+  limits.step_instructions, limits.run_instructions = nil, nil
+end
 
 local agent = assert(loader.load("calc"))
 agent.model = { mock = false, base_url = assert(o.base, "--base URL"),

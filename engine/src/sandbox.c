@@ -153,7 +153,9 @@ static int l_limits_push(lua_State *L) {
   l->prev = *where;
   *where = l;
   l->hooked = L;
-  lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  /* No instruction budget, no hook: nothing to count, nothing to slice. */
+  if (step || run)
+    lua_sethook(L, count_hook, LUA_MASKCOUNT, HOOK_EVERY);
   spool__limits_enter(e, l);
   lua_pushlightuserdata(L, l);
   return 1;
