@@ -1,8 +1,9 @@
 /*
  * server.c: inbound HTTP/1.1 with uv_tcp and http-parser. One request per
- * connection is in the hands of the callback at a time: the parser is
- * paused at the end of each message and resumed by spool__srv_respond, so
- * bytes of pipelined requests wait in the connection's backlog.
+ * connection is in the hands of the callback at a time: reading stops at
+ * the end of each request (server_parse.c) and goes on once
+ * spool__srv_respond answered it, so bytes of pipelined requests wait in
+ * the connection's backlog.
  *
  * Limits bound what one client can cost: body size (413), header size
  * (http-parser's own 80 KiB), the time to deliver a whole request (a slow
@@ -12,13 +13,12 @@
  */
 #include "server.h"
 
-#include <http_parser.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "buf.h"
+#include "server_parse.h"
 
 typedef struct conn conn;
 
@@ -47,9 +47,9 @@ struct spool__server {
 struct conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
-  http_parser parser;
+  spool__srv_parser ps;
   spool__server *srv;
-  spool__srv_req *req; /* being parsed, or waiting for its response */
+  spool__srv_req *req; /* complete, waiting for its response */
   spool__buf backlog;  /* received bytes not yet parsed */
   int pending;         /* req is complete and waiting for its response */
   int in_process;
@@ -63,24 +63,6 @@ struct conn {
   int streaming; /* req's response is a stream (spool__srv_stream_*) */
   char peer[48];
   conn *prev, *next;
-};
-
-enum { H_NONE, H_FIELD, H_VALUE };
-
-struct spool__srv_req {
-  conn *c; /* NULL once the connection is gone */
-  char method[16];
-  spool__buf target;
-  spool__buf hdrs;    /* name\0value\0 pairs */
-  const char **index; /* name, value, name, value, ..., NULL */
-  int nheaders;
-  int hstate;
-  spool__buf body;
-  int too_big;
-  int keep_alive;
-  int streaming;
-  void *user;
-  char peer[48];
 };
 
 typedef struct write_req {
@@ -140,112 +122,6 @@ static const char *status_text(int status) {
     return "Status";
   }
 }
-
-static void req_free(spool__srv_req *r) {
-  if (r == NULL)
-    return;
-  spool__buf_free(&r->target);
-  spool__buf_free(&r->hdrs);
-  spool__buf_free(&r->body);
-  free(r->index);
-  free(r);
-}
-
-/* ---- parser callbacks ---- */
-
-static int on_message_begin(http_parser *p) {
-  conn *c = p->data;
-  if (c->req == NULL) {
-    c->req = calloc(1, sizeof *c->req);
-    if (c->req == NULL)
-      return -1;
-    c->req->c = c;
-    memcpy(c->req->peer, c->peer, sizeof c->peer);
-  }
-  return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t len) {
-  conn *c = p->data;
-  return spool__buf_add(&c->req->target, at, len);
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len) {
-  spool__srv_req *r = ((conn *)p->data)->req;
-  if (r->hstate == H_VALUE && spool__buf_addc(&r->hdrs, '\0') != 0)
-    return -1;
-  if (r->hstate != H_FIELD)
-    r->nheaders++;
-  r->hstate = H_FIELD;
-  for (size_t i = 0; i < len; i++) {
-    char ch = at[i];
-    if (ch >= 'A' && ch <= 'Z')
-      ch = (char)(ch - 'A' + 'a');
-    if (spool__buf_addc(&r->hdrs, ch) != 0)
-      return -1;
-  }
-  return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len) {
-  spool__srv_req *r = ((conn *)p->data)->req;
-  if (r->hstate == H_FIELD && spool__buf_addc(&r->hdrs, '\0') != 0)
-    return -1;
-  r->hstate = H_VALUE;
-  return spool__buf_add(&r->hdrs, at, len);
-}
-
-static int on_headers_complete(http_parser *p) {
-  conn *c = p->data;
-  spool__srv_req *r = c->req;
-  if (r->hstate == H_VALUE && spool__buf_addc(&r->hdrs, '\0') != 0)
-    return -1;
-  if (r->hstate == H_FIELD && spool__buf_add(&r->hdrs, "\0", 2) != 0)
-    return -1; /* a name with no value at all */
-  r->index = calloc((size_t)r->nheaders * 2 + 1, sizeof *r->index);
-  if (r->index == NULL)
-    return -1;
-  const char *q = r->hdrs.data;
-  for (int i = 0; i < r->nheaders * 2; i++) {
-    r->index[i] = q;
-    q += strlen(q) + 1;
-  }
-  snprintf(r->method, sizeof r->method, "%s",
-           http_method_str((enum http_method)p->method));
-  r->keep_alive = http_should_keep_alive(p);
-  if (p->content_length != ULLONG_MAX &&
-      p->content_length > c->srv->opts.max_body)
-    r->too_big = 1;
-  return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len) {
-  conn *c = p->data;
-  spool__srv_req *r = c->req;
-  if (r->too_big || r->body.len + len > c->srv->opts.max_body) {
-    r->too_big = 1;
-    return -1;
-  }
-  return spool__buf_add(&r->body, at, len);
-}
-
-static int on_message_complete(http_parser *p) {
-  conn *c = p->data;
-  c->pending = 1;
-  uv_timer_stop(&c->timer);
-  http_parser_pause(p, 1);
-  return 0;
-}
-
-static const http_parser_settings settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
 
 /* ---- writing ---- */
 
@@ -333,7 +209,7 @@ void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
                         const char *body, size_t len) {
   conn *c = r->c;
   if (c == NULL || c->closing) {
-    req_free(r); /* the client went away while the handler worked */
+    spool__srv_req_free(r); /* the client went away while the handler worked */
     return;
   }
   int keep_alive = r->keep_alive && !c->srv->closing && !c->srv->draining;
@@ -341,10 +217,9 @@ void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
   c->pending = 0;
   /* The body may point into the request (an echo): write, then free. */
   conn_write(c, status, headers, body, len, keep_alive);
-  req_free(r);
+  spool__srv_req_free(r);
   if (!keep_alive)
     return;
-  http_parser_pause(&c->parser, 0);
   restart_timer(c);
   start_reading(c);
   conn_process(c);
@@ -398,7 +273,7 @@ void spool__srv_stream_end(spool__srv_req *r) {
     else
       c->close_after_write = 1;
   }
-  req_free(r);
+  spool__srv_req_free(r);
 }
 
 void spool__srv_abandon(spool__srv_req *r) {
@@ -408,7 +283,7 @@ void spool__srv_abandon(spool__srv_req *r) {
     c->pending = 0;
     conn_close(c);
   }
-  req_free(r);
+  spool__srv_req_free(r);
 }
 
 /* ---- reading ---- */
@@ -416,10 +291,6 @@ void spool__srv_abandon(spool__srv_req *r) {
 static void fail_request(conn *c, int status, const char *msg) {
   char body[160];
   int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
-  if (c->req) {
-    req_free(c->req);
-    c->req = NULL;
-  }
   stop_reading(c);
   conn_write(c, status, "Content-Type: application/json\r\n", body, (size_t)n,
              0);
@@ -431,20 +302,20 @@ static void conn_process(conn *c) {
   c->in_process = 1;
   while (!c->pending && !c->closing && !c->close_after_write &&
          c->backlog.len > 0) {
-    size_t n = http_parser_execute(&c->parser, &settings, c->backlog.data,
-                                   c->backlog.len);
-    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-    if (err != HPE_OK && err != HPE_PAUSED) {
-      if (c->req && c->req->too_big)
-        fail_request(c, 413, "request body too large");
-      else
-        fail_request(c, 400, http_errno_description(err));
+    long used = spool__srv_parse(&c->ps, c->backlog.data, c->backlog.len);
+    if (used < 0) {
+      fail_request(c, c->ps.status, c->ps.why);
       break;
     }
+    size_t n = (size_t)used;
     memmove(c->backlog.data, c->backlog.data + n, c->backlog.len - n);
     c->backlog.len -= n;
-    if (c->pending) {
-      spool__srv_req *r = c->req;
+    if (c->ps.complete) {
+      spool__srv_req *r = spool__srv_parser_take(&c->ps);
+      r->c = c;
+      c->req = r;
+      c->pending = 1;
+      uv_timer_stop(&c->timer);
       c->srv->cb(r, c->srv->ud);
       break; /* a synchronous response re-enters conn_process itself */
     }
@@ -456,7 +327,7 @@ static void conn_process(conn *c) {
     stop_reading(c);
   c->in_process = 0;
   if (!c->pending && !c->closing && !c->close_after_write &&
-      c->backlog.len > 0 && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
+      c->backlog.len > 0 && c->ps.status == 0)
     conn_process(c); /* a response arrived while we were in the loop */
 }
 
@@ -540,9 +411,10 @@ static void conn_close(conn *c) {
     if (c->pending)
       c->req->c = NULL; /* the handler still holds it */
     else
-      req_free(c->req);
+      spool__srv_req_free(c->req);
     c->req = NULL;
   }
+  spool__srv_parser_free(&c->ps);
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
 }
@@ -579,8 +451,7 @@ static void on_connection(uv_stream_t *l, int status) {
     else
       uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
   }
-  http_parser_init(&c->parser, HTTP_REQUEST);
-  c->parser.data = c;
+  spool__srv_parser_init(&c->ps, s->opts.max_body, c->peer);
   restart_timer(c);
   start_reading(c);
 }
@@ -667,7 +538,8 @@ void spool__server_drain(spool__server *s) {
   conn *c = s->conns;
   while (c) {
     conn *next = c->next;
-    if (c->req == NULL && c->writes == 0 && !c->lingering)
+    if (c->req == NULL && !spool__srv_parser_busy(&c->ps) && c->writes == 0 &&
+        !c->lingering)
       conn_close(c);
     c = next;
   }
@@ -681,41 +553,4 @@ void spool__server_close(spool__server *s) {
     conn_close(s->conns);
   close_listener(s);
   maybe_free_server(s); /* a drain may have closed everything already */
-}
-
-const char *spool__srv_req_method(const spool__srv_req *r) {
-  return r->method;
-}
-
-const char *spool__srv_req_target(const spool__srv_req *r) {
-  return r->target.data ? r->target.data : "";
-}
-
-const char *spool__srv_req_header(const spool__srv_req *r, int i,
-                                  const char **value) {
-  if (i < 0 || i >= r->nheaders)
-    return NULL;
-  *value = r->index[2 * i + 1];
-  return r->index[2 * i];
-}
-
-const char *spool__srv_req_body(const spool__srv_req *r, size_t *len) {
-  *len = r->body.len;
-  return r->body.data ? r->body.data : "";
-}
-
-const char *spool__srv_req_peer(const spool__srv_req *r) {
-  return r->peer;
-}
-
-int spool__srv_req_streaming(const spool__srv_req *r) {
-  return r->streaming;
-}
-
-void *spool__srv_req_user(const spool__srv_req *r) {
-  return r->user;
-}
-
-void spool__srv_req_set_user(spool__srv_req *r, void *user) {
-  r->user = user;
 }
