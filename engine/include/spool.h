@@ -294,6 +294,13 @@ SPOOL_API int spool_engine_reload(spool_engine *e, const char **report_json);
  * 127.0.0.1 unless told otherwise; beyond loopback the token (read from
  * the environment variable token_env) is required, and when set every
  * request must carry it ("Authorization: Bearer ...").
+ *
+ * Connections are capped at 256 from one client address (an IPv6 /64) and
+ * 10,000 in all; at the total, a new connection takes the place of the one
+ * that has waited idle the longest, so silent connections cannot lock
+ * clients out. A request with two Host, Authorization, Content-Length or
+ * Transfer-Encoding headers is refused (400); a chunked body's trailer
+ * fields are dropped.
  */
 typedef struct spool_serve_opts {
   const char *host;      /* NULL: 127.0.0.1 */

@@ -7,7 +7,11 @@
  *
  * Limits bound what one client can cost: body size (413), header size
  * (http-parser's own 80 KiB), the time to deliver a whole request (a slow
- * client is closed), and the number of connections.
+ * client is closed), the number of connections from one address, and the
+ * number in total. At the total, a new connection takes the place of the
+ * one idle the longest (nginx reuses its idle keep-alive connections the
+ * same way), so connections opened and left silent cannot lock others
+ * out.
  *
  * No Lua here.
  */
@@ -19,6 +23,7 @@
 
 #include "buf.h"
 #include "server_parse.h"
+#include "server_peers.h"
 
 typedef struct conn conn;
 
@@ -35,12 +40,15 @@ struct spool__server {
   void *ud;
   spool__server_opts opts;
   int port;
-  int nconns;
+  int nconns; /* connections whose handles are not closed yet */
+  int nlive;  /* of them, those not closing: what the caps count */
   int closing;
   int draining; /* not listening; each connection closes after its answer */
   int listener_open;
   int listener_closing;
   conn *conns;
+  conn *idle_head, *idle_tail; /* idle ones, the longest idle first */
+  spool__peers *peers;
   char readbuf[64 * 1024];
 };
 
@@ -62,7 +70,11 @@ struct conn {
   uv_shutdown_t shutdown;
   int streaming; /* req's response is a stream (spool__srv_stream_*) */
   char peer[48];
+  spool__peer_key key;
+  int counted; /* in srv->peers */
+  int idle;    /* in the idle list */
   conn *prev, *next;
+  conn *idle_prev, *idle_next;
 };
 
 typedef struct write_req {
@@ -75,6 +87,7 @@ static void conn_close(conn *c);
 static void conn_process(conn *c);
 static void start_reading(conn *c);
 static void stop_reading(conn *c);
+static void update_idle(conn *c);
 
 static const char *status_text(int status) {
   switch (status) {
@@ -157,6 +170,8 @@ static void on_written(uv_write_t *w, int status) {
     conn_close(c);
   else if (c->close_after_write && c->writes == 0)
     linger(c); /* once the last queued write is out, not an earlier one */
+  else
+    update_idle(c);
 }
 
 /* Queues out's bytes on the connection (taking the buffer); closes the
@@ -223,6 +238,7 @@ void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
   restart_timer(c);
   start_reading(c);
   conn_process(c);
+  update_idle(c);
 }
 
 int spool__srv_stream_start(spool__srv_req *r, int status,
@@ -351,6 +367,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   conn_process(c);
+  update_idle(c);
 }
 
 static void start_reading(conn *c) {
@@ -381,8 +398,48 @@ static void restart_timer(conn *c) {
 /* ---- lifecycle ---- */
 
 static void maybe_free_server(spool__server *s) {
-  if (s->closing && !s->listener_open && s->nconns == 0)
+  if (s->closing && !s->listener_open && s->nconns == 0) {
+    spool__peers_free(s->peers);
     free(s);
+  }
+}
+
+/* Idle: waiting for the first byte of a request, on a new connection or
+ * one kept alive, with nothing of ours in flight. Closing it costs its
+ * client nothing but a reconnect. */
+static int is_idle(const conn *c) {
+  return !c->closing && !c->lingering && !c->streaming && !c->pending &&
+         !c->close_after_write && c->writes == 0 && c->backlog.len == 0 &&
+         !spool__srv_parser_busy(&c->ps);
+}
+
+/* Keeps the idle list, in the order its connections became idle. Called
+ * after everything that may change is_idle. */
+static void update_idle(conn *c) {
+  spool__server *s = c->srv;
+  int idle = is_idle(c);
+  if (idle == c->idle)
+    return;
+  c->idle = idle;
+  if (idle) {
+    c->idle_prev = s->idle_tail;
+    c->idle_next = NULL;
+    if (s->idle_tail)
+      s->idle_tail->idle_next = c;
+    else
+      s->idle_head = c;
+    s->idle_tail = c;
+    return;
+  }
+  if (c->idle_prev)
+    c->idle_prev->idle_next = c->idle_next;
+  else
+    s->idle_head = c->idle_next;
+  if (c->idle_next)
+    c->idle_next->idle_prev = c->idle_prev;
+  else
+    s->idle_tail = c->idle_prev;
+  c->idle_prev = c->idle_next = NULL;
 }
 
 static void on_conn_handle_closed(uv_handle_t *h) {
@@ -400,7 +457,11 @@ static void conn_close(conn *c) {
   if (c->closing)
     return;
   c->closing = 1;
+  update_idle(c); /* out of the idle list */
   spool__server *s = c->srv;
+  s->nlive--;
+  if (c->counted)
+    spool__peers_remove(s->peers, &c->key);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -419,6 +480,35 @@ static void conn_close(conn *c) {
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
 }
 
+static void read_peer(conn *c) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+    return; /* the empty key, and no name */
+  if (ss.ss_family == AF_INET6)
+    uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+  else
+    uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+  spool__peer_key_of((struct sockaddr *)&ss, &c->key);
+}
+
+/* May the new connection c stay? Not past its address's cap; and at the
+ * total, only in the place of the connection idle the longest. */
+static int admit(spool__server *s, conn *c) {
+  int n = spool__peers_add(s->peers, &c->key);
+  if (n < 0)
+    return 0;
+  c->counted = 1;
+  if (n > s->opts.max_per_peer)
+    return 0;
+  if (s->nlive <= s->opts.max_connections)
+    return 1;
+  if (s->idle_head == NULL)
+    return 0;
+  conn_close(s->idle_head);
+  return 1;
+}
+
 static void on_connection(uv_stream_t *l, int status) {
   spool__server *s = l->data;
   if (status < 0)
@@ -433,27 +523,25 @@ static void on_connection(uv_stream_t *l, int status) {
   c->timer.data = c;
   c->handles_open = 2;
   s->nconns++;
+  s->nlive++;
   c->next = s->conns;
   if (s->conns)
     s->conns->prev = c;
   s->conns = c;
-  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 ||
-      s->nconns > s->opts.max_connections) {
+  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET6)
-      uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
-    else
-      uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+  read_peer(c);
+  if (!admit(s, c)) {
+    conn_close(c); /* it has sent nothing yet: no answer is owed */
+    return;
   }
+  uv_tcp_nodelay(&c->tcp, 1);
   spool__srv_parser_init(&c->ps, s->opts.max_body, c->peer);
   restart_timer(c);
   start_reading(c);
+  update_idle(c);
 }
 
 int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
@@ -477,6 +565,12 @@ int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
     s->opts.request_timeout_ms = 30000;
   if (s->opts.max_connections <= 0)
     s->opts.max_connections = 10000;
+  /* Far more than a browser (6) or a client's connection pool keeps, with
+   * room for a reverse proxy in front or one machine following many
+   * threads' event streams; yet a 40th of the default total, so one
+   * address cannot take it all. */
+  if (s->opts.max_per_peer <= 0)
+    s->opts.max_per_peer = 256;
   struct sockaddr_storage addr;
   int rc =
       strchr(s->opts.host, ':')
@@ -484,6 +578,13 @@ int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
           : uv_ip4_addr(s->opts.host, o->port, (struct sockaddr_in *)&addr);
   if (rc != 0) {
     snprintf(err, errlen, "invalid listen address '%s'", s->opts.host);
+    free(s);
+    return -1;
+  }
+  s->peers = spool__peers_new(s->opts.max_connections,
+                              uv_hrtime() ^ (uint64_t)(uintptr_t)s);
+  if (s->peers == NULL) {
+    snprintf(err, errlen, "out of memory");
     free(s);
     return -1;
   }

@@ -50,11 +50,20 @@ static void echo_headers(spool__srv_req *req) {
   spool__buf_free(&out);
 }
 
+/* Requests for /hold wait here, unanswered, until the test answers. */
+static spool__srv_req *held[8];
+static int nheld;
+
 static void handler(spool__srv_req *req, void *ud) {
   uv_loop_t *loop = ud;
   handled++;
   if (strncmp(spool__srv_req_target(req), "/headers", 8) == 0) {
     echo_headers(req);
+    return;
+  }
+  if (strncmp(spool__srv_req_target(req), "/hold", 5) == 0) {
+    ASSERT(nheld < 8);
+    held[nheld++] = req;
     return;
   }
   const char *ms = strstr(spool__srv_req_target(req), "ms=");
@@ -120,8 +129,10 @@ static void on_client_connect(uv_connect_t *req, int status) {
   }
 }
 
-static void client_start(client *c, uv_loop_t *loop, int port,
-                         const char *send) {
+/* Connects from the address `from` (NULL: any), so one test can be many
+ * clients: all of 127.0.0.0/8 reaches the server on 127.0.0.1. */
+static void client_start_from(client *c, uv_loop_t *loop, int port,
+                              const char *send, const char *from) {
   memset(c, 0, sizeof *c);
   struct sockaddr_in addr;
   uv_ip4_addr("127.0.0.1", port, &addr);
@@ -129,8 +140,18 @@ static void client_start(client *c, uv_loop_t *loop, int port,
   c->tcp.data = c;
   c->connect.data = c;
   c->send = send;
+  if (from) {
+    struct sockaddr_in src;
+    uv_ip4_addr(from, 0, &src);
+    ASSERT_EQ(uv_tcp_bind(&c->tcp, (struct sockaddr *)&src, 0), 0);
+  }
   uv_tcp_connect(&c->connect, &c->tcp, (struct sockaddr *)&addr,
                  on_client_connect);
+}
+
+static void client_start(client *c, uv_loop_t *loop, int port,
+                         const char *send) {
+  client_start_from(c, loop, port, send, NULL);
 }
 
 static int count(const spool__buf *b, const char *needle) {
@@ -158,6 +179,37 @@ static void run_until(uv_loop_t *loop, client *c, const char *until, int n) {
   if (expired)
     fprintf(stderr, "client received: [%s]\n", c->in.data ? c->in.data : "");
   ASSERT(!expired);
+}
+
+/* Runs the loop until done(ud), for at most 5 s (and a bounded number of
+ * turns), and fails if it never is. */
+static void run_until_cond(uv_loop_t *loop, int (*done)(void *), void *ud) {
+  uv_timer_t deadline;
+  int expired = 0;
+  uv_timer_init(loop, &deadline);
+  deadline.data = &expired;
+  uv_timer_start(&deadline, on_deadline, 5000, 0);
+  for (int i = 0; i < 100000 && !expired && !done(ud); i++)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_close((uv_handle_t *)&deadline, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  ASSERT(done(ud));
+}
+
+typedef struct conns_are {
+  spool__server *s;
+  int n;
+} conns_are;
+
+static int has_conns(void *ud) {
+  conns_are *w = ud;
+  return spool__server_connections(w->s) == w->n;
+}
+
+/* Waits until the server holds n connections. */
+static void wait_conns(uv_loop_t *loop, spool__server *s, int n) {
+  conns_are w = {s, n};
+  run_until_cond(loop, has_conns, &w);
 }
 
 static void client_close(uv_loop_t *loop, client *c) {
@@ -283,18 +335,26 @@ TEST_IMPL(server_caps_connections) {
   o.max_connections = 2;
   spool__server *s = start(&loop, &o);
   client a, b, c;
-  client_start(&a, &loop, spool__server_port(s), "");
-  client_start(&b, &loop, spool__server_port(s), "");
-  for (int i = 0; i < 20 && spool__server_connections(s) < 2; i++)
+  nheld = 0;
+  client_start(&a, &loop, spool__server_port(s),
+               "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  client_start(&b, &loop, spool__server_port(s),
+               "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n");
+  for (int i = 0; i < 100 && nheld < 2; i++)
     uv_run(&loop, UV_RUN_ONCE);
-  ASSERT_EQ(spool__server_connections(s), 2);
-  /* The third is accepted and closed at once; the first two still work. */
+  ASSERT_EQ(nheld, 2);
+  /* Both are busy, so neither may make room: the third is accepted and
+   * closed at once; the first two still get their answers. */
   client_start(&c, &loop, spool__server_port(s),
                "GET / HTTP/1.1\r\nHost: x\r\n\r\n");
   run_until(&loop, &c, NULL, 0);
   ASSERT(c.closed);
   ASSERT_EQ(c.in.len, 0);
   client_close(&loop, &c);
+  answer(held[0]);
+  answer(held[1]);
+  run_until(&loop, &a, "HTTP/1.1 200", 1);
+  run_until(&loop, &b, "HTTP/1.1 200", 1);
   client_close(&loop, &a);
   client_close(&loop, &b);
   finish(&loop, s);
@@ -446,5 +506,93 @@ TEST_IMPL(server_refuses_duplicate_headers) {
   run_until(&loop, &c, "body=", 1);
   ASSERT_CONTAINS(c.in.data, "HTTP/1.1 200 OK");
   client_close(&loop, &c);
+  finish(&loop, s);
+}
+
+typedef struct closed_are {
+  client *cs;
+  int n, want;
+} closed_are;
+
+static int has_closed(void *ud) {
+  closed_are *w = ud;
+  int closed = 0;
+  for (int i = 0; i < w->n; i++)
+    closed += w->cs[i].closed;
+  return closed == w->want;
+}
+
+TEST_IMPL(server_caps_connections_per_address) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  spool__server_opts o = {0};
+  o.max_per_peer = 3;
+  spool__server *s = start(&loop, &o);
+  int port = spool__server_port(s);
+  /* Five silent connections from one address: three stay, the other two
+   * are closed at once, unanswered. */
+  client cs[5];
+  for (int i = 0; i < 5; i++)
+    client_start(&cs[i], &loop, port, "");
+  closed_are two = {cs, 5, 2};
+  run_until_cond(&loop, has_closed, &two);
+  wait_conns(&loop, s, 3);
+  for (int i = 0; i < 5; i++)
+    ASSERT_EQ(cs[i].in.len, 0);
+  /* Another address is served as ever. */
+  client other;
+  client_start_from(&other, &loop, port,
+                    "GET /other HTTP/1.1\r\nHost: x\r\n\r\n", "127.0.0.2");
+  run_until(&loop, &other, "/other", 1);
+  ASSERT_CONTAINS(other.in.data, "HTTP/1.1 200 OK");
+  client_close(&loop, &other);
+  /* Once one of the three goes, the address may connect again. */
+  int stayed = 0;
+  while (cs[stayed].closed)
+    stayed++;
+  client_close(&loop, &cs[stayed]);
+  client again;
+  client_start(&again, &loop, port, "GET /again HTTP/1.1\r\nHost: x\r\n\r\n");
+  run_until(&loop, &again, "/again", 1);
+  client_close(&loop, &again);
+  for (int i = 0; i < 5; i++)
+    client_close(&loop, &cs[i]);
+  finish(&loop, s);
+}
+
+TEST_IMPL(server_evicts_idle_at_the_cap) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  spool__server_opts o = {0};
+  o.max_connections = 3;
+  spool__server *s = start(&loop, &o);
+  int port = spool__server_port(s);
+  /* The total filled with connections that sent nothing, oldest first. */
+  client idle[3];
+  for (int i = 0; i < 3; i++) {
+    client_start(&idle[i], &loop, port, "");
+    wait_conns(&loop, s, i + 1);
+  }
+  /* A new client is served in the place of the one idle the longest. */
+  client fresh;
+  client_start(&fresh, &loop, port, "GET /fresh HTTP/1.1\r\nHost: x\r\n\r\n");
+  run_until(&loop, &fresh, "/fresh", 1);
+  ASSERT_CONTAINS(fresh.in.data, "HTTP/1.1 200 OK");
+  closed_are first = {idle, 1, 1};
+  run_until_cond(&loop, has_closed, &first);
+  ASSERT_EQ(idle[0].in.len, 0);
+  ASSERT(!idle[1].closed && !idle[2].closed);
+  /* A connection kept alive after its answer is idle again, and the
+   * youngest: the next newcomer takes the place of idle[1]. */
+  client next;
+  client_start(&next, &loop, port, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n");
+  run_until(&loop, &next, "/next", 1);
+  closed_are second = {idle, 2, 2};
+  run_until_cond(&loop, has_closed, &second);
+  ASSERT(!idle[2].closed && !fresh.closed);
+  client_close(&loop, &next);
+  client_close(&loop, &fresh);
+  for (int i = 0; i < 3; i++)
+    client_close(&loop, &idle[i]);
   finish(&loop, s);
 }
