@@ -17,6 +17,15 @@
  *  - Returned strings are borrowed from the engine and stay valid until the
  *    next call on the same engine, unless a comment says otherwise.
  *  - Destructors accept NULL.
+ *
+ * Signals: serving HTTP (spool_serve_start, spool_mock_start, or a script's
+ * spool.core.listen) makes the process ignore SIGPIPE if it left SIGPIPE at
+ * its default: a write to a connection its client reset would otherwise
+ * end the whole process (libuv writes with write(2), which cannot ask for
+ * MSG_NOSIGNAL). A handler the application set, or SIG_IGN, is left as it
+ * is. Ignored signals stay ignored across exec, so a program the
+ * application starts afterwards that relies on SIGPIPE (a shell pipeline)
+ * should have it reset to SIG_DFL in the child.
  */
 #ifndef SPOOL_H
 #define SPOOL_H
@@ -300,7 +309,7 @@ SPOOL_API int spool_engine_reload(spool_engine *e, const char **report_json);
  * that has waited idle the longest, so silent connections cannot lock
  * clients out. A request with two Host, Authorization, Content-Length or
  * Transfer-Encoding headers is refused (400); a chunked body's trailer
- * fields are dropped.
+ * fields are dropped. Serving ignores SIGPIPE (see Signals above).
  */
 typedef struct spool_serve_opts {
   const char *host;      /* NULL: 127.0.0.1 */

@@ -17,6 +17,7 @@
  */
 #include "server.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -544,6 +545,22 @@ static void on_connection(uv_stream_t *l, int status) {
   update_idle(c);
 }
 
+/* Writing to a connection its client reset raises SIGPIPE, whose default
+ * action ends the process; libuv writes with write(2), so MSG_NOSIGNAL is
+ * not to be had. A process that left SIGPIPE at its default ignores it
+ * from now on (the write fails with EPIPE and the connection closes); a
+ * handler or a mask the application set is its own and stays. */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0 || (sa.sa_flags & SA_SIGINFO) ||
+      sa.sa_handler != SIG_DFL)
+    return;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGPIPE, &sa, NULL);
+}
+
 int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
                         spool__srv_cb cb, void *ud, spool__server **out,
                         char *err, size_t errlen) {
@@ -588,6 +605,7 @@ int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
     free(s);
     return -1;
   }
+  ignore_sigpipe();
   uv_tcp_init(loop, &s->listener);
   s->listener.data = s;
   s->listener_open = 1;

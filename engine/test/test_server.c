@@ -4,6 +4,10 @@
  * in order, malformed requests, bodies over the limit, slow clients, and
  * the connection cap. Every loop run here is bounded by a timer.
  */
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "buf.h"
@@ -595,4 +599,90 @@ TEST_IMPL(server_evicts_idle_at_the_cap) {
   for (int i = 0; i < 3; i++)
     client_close(&loop, &idle[i]);
   finish(&loop, s);
+}
+
+static int has_held(void *ud) {
+  return nheld >= *(int *)ud;
+}
+
+/* In a child process: a server in a process that left SIGPIPE at its
+ * default, as an application embedding spool may; its client resets the
+ * connection while a streamed answer is being written. */
+static void sigpipe_child(void) {
+  signal(SIGPIPE, SIG_DFL);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  spool__server_opts o = {0};
+  spool__server *s = start(&loop, &o);
+  nheld = 0;
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in addr;
+  uv_ip4_addr("127.0.0.1", spool__server_port(s), &addr);
+  ASSERT_EQ(connect(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+  const char *request = "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(write(fd, request, strlen(request)), (long)strlen(request));
+  int one = 1;
+  run_until_cond(&loop, has_held, &one);
+  /* With SO_LINGER 0, close resets the connection. */
+  struct linger lg = {1, 0};
+  ASSERT_EQ(setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+  close(fd);
+  /* Events sent one after another, without the loop in between (which
+   * would read the reset and close): the first write after the reset
+   * fails with ECONNRESET, and libuv tries the next (queued behind it) on
+   * the loop's next turn, which fails with EPIPE and raises SIGPIPE. */
+  char event[1024];
+  memset(event, 'x', sizeof event);
+  spool__srv_req *req = held[0];
+  if (spool__srv_stream_start(req, 200, "Content-Type: text/plain\r\n") == 0)
+    for (int i = 0; i < 4; i++)
+      if (spool__srv_stream_send(req, event, sizeof event) != 0)
+        break;
+  spool__srv_stream_end(req);
+  wait_conns(&loop, s, 0); /* libuv tries the queued writes here */
+  finish(&loop, s);
+  struct sigaction sa;
+  ASSERT_EQ(sigaction(SIGPIPE, NULL, &sa), 0);
+  ASSERT(sa.sa_handler == SIG_IGN);
+}
+
+static void on_sigpipe(int sig) {
+  (void)sig;
+}
+
+/* In a child process: an application's own SIGPIPE handler stays. */
+static void sigpipe_handler_child(void) {
+  signal(SIGPIPE, on_sigpipe);
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  spool__server_opts o = {0};
+  spool__server *s = start(&loop, &o);
+  struct sigaction sa;
+  ASSERT_EQ(sigaction(SIGPIPE, NULL, &sa), 0);
+  ASSERT(sa.sa_handler == on_sigpipe);
+  finish(&loop, s);
+}
+
+static void in_child(void (*fn)(void)) {
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  ASSERT(pid >= 0);
+  if (pid == 0) {
+    fn();
+    exit(0);
+  }
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  if (WIFSIGNALED(status))
+    fprintf(stderr, "the child died of signal %d (%s)\n", WTERMSIG(status),
+            WTERMSIG(status) == SIGPIPE ? "SIGPIPE" : "not SIGPIPE");
+  ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Each case runs in a child, so the disposition the test runner has (and
+ * keeps) changes nothing. */
+TEST_IMPL(server_survives_sigpipe) {
+  in_child(sigpipe_child);
+  in_child(sigpipe_handler_child);
 }
