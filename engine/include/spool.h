@@ -304,7 +304,7 @@ SPOOL_API int spool_engine_reload(spool_engine *e, const char **report_json);
  * the environment variable token_env) is required, and when set every
  * request must carry it ("Authorization: Bearer ...").
  *
- * Connections are capped at 256 from one client address (an IPv6 /64) and
+ * Connections are capped at 1,024 from one client address (an IPv6 /64) and
  * 10,000 in all; at the total, a new connection takes the place of the one
  * that has waited idle the longest, so silent connections cannot lock
  * clients out. A request with two Host, Authorization, Content-Length or

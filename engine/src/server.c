@@ -582,12 +582,12 @@ int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
     s->opts.request_timeout_ms = 30000;
   if (s->opts.max_connections <= 0)
     s->opts.max_connections = 10000;
-  /* Far more than a browser (6) or a client's connection pool keeps, with
-   * room for a reverse proxy in front or one machine following many
-   * threads' event streams; yet a 40th of the default total, so one
-   * address cannot take it all. */
+  /* Above the 1,000 clients at once the control API serves from one
+   * machine (spec/serve_spec.lua), with room for a reverse proxy in front
+   * or one machine following many threads' event streams; yet about a
+   * tenth of the default total, so one address cannot take it all. */
   if (s->opts.max_per_peer <= 0)
-    s->opts.max_per_peer = 256;
+    s->opts.max_per_peer = 1024;
   struct sockaddr_storage addr;
   int rc =
       strchr(s->opts.host, ':')

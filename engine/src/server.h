@@ -26,7 +26,7 @@ typedef struct spool__server_opts {
   int max_connections;         /* 0 means 10000; past it, a new connection
                                   takes the place of the one idle the
                                   longest, or is closed at once */
-  int max_per_peer;            /* 0 means 256: connections from one address
+  int max_per_peer;            /* 0 means 1024: connections from one address
                                   (an IPv6 /64); more are closed at once */
 } spool__server_opts;
 
