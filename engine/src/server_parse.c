@@ -5,8 +5,9 @@
  * (the fuzz target checks exactly that). No sockets here.
  *
  * What a request may not carry is refused here, before any handler runs:
- * trailers never reach it, and headers that decide where a request goes,
- * who sent it or where its body ends may appear only once.
+ * trailers never reach it, no header value may hide a NUL, and headers
+ * that decide where a request goes, who sent it or where its body ends
+ * may appear only once.
  */
 #include "server_parse.h"
 
@@ -69,9 +70,17 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t len) {
-  spool__srv_req *r = ((spool__srv_parser *)p->data)->req;
+  spool__srv_parser *sp = p->data;
+  spool__srv_req *r = sp->req;
   if (r->index != NULL)
     return 0; /* a trailer */
+  /* http-parser lets a NUL through as a value's first byte. The index
+   * splits on NUL, so what followed would become a header of its own (an
+   * Authorization no proxy in front saw): refused, as RFC 9110 5.5 says. */
+  if (memchr(at, '\0', len) != NULL) {
+    sp->why = "NUL byte in a header value";
+    return -1;
+  }
   if (r->hstate == H_FIELD && spool__buf_addc(&r->hdrs, '\0') != 0)
     return -1;
   r->hstate = H_VALUE;
