@@ -308,8 +308,9 @@ SPOOL_API int spool_engine_reload(spool_engine *e, const char **report_json);
  * 10,000 in all; at the total, a new connection takes the place of the one
  * that has waited idle the longest, so silent connections cannot lock
  * clients out. A request with two Host, Authorization, Content-Length or
- * Transfer-Encoding headers is refused (400); a chunked body's trailer
- * fields are dropped. Serving ignores SIGPIPE (see Signals above).
+ * Transfer-Encoding headers, or a NUL byte in a header value, is refused
+ * (400); a chunked body's trailer fields are dropped. Serving ignores
+ * SIGPIPE (see Signals above).
  */
 typedef struct spool_serve_opts {
   const char *host;      /* NULL: 127.0.0.1 */
