@@ -180,6 +180,26 @@ describe("spool.http", function()
     server:close()
   end)
 
+  it("caps the connections from one address (listen's max_per_peer)",
+    function()
+    local server, base = serve(function() return "ok" end,
+      { max_per_peer = 1 })
+    local a, b = core.http_conns(), core.http_conns()
+    assert.are.equal("ok", assert(core.http_request {
+      url = base .. "/", conns = a }).body)
+    -- a keeps its connection: b's is one too many, closed unanswered
+    local res, err = core.http_request { url = base .. "/", conns = b }
+    assert.is_nil(res)
+    assert.is_string(err)
+    a:close()
+    h.wait_for(function() return server:connections() == 0 end, 5000,
+      "a's connection to close")
+    assert.are.equal("ok", assert(core.http_request {
+      url = base .. "/", conns = b }).body)
+    b:close()
+    server:close()
+  end)
+
   it("starts each call of a connection cache afresh, though it reuses the "
     .. "last call's curl handle", function()
     local server, base = serve(function(req)

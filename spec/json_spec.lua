@@ -41,6 +41,21 @@ describe("spool.json", function()
       assert.matches("empty input", select(2, json.decode("")))
     end)
 
+    it("refuses a number too large for a double, naming where", function()
+      -- decoded, it would be an infinity that encode then refuses
+      for _, text in ipairs { "1e999", '{"wait_ms": 1e400}', "[-2e308]" } do
+        local v, err = json.decode(text)
+        assert.is_nil(v)
+        assert.matches("^EJSON: line 1, column %d+ %(byte %d+%): number out "
+          .. "of range", err)
+      end
+      assert.matches("%(byte 12%)", select(2, json.decode('{"wait_ms": 1e400}')))
+      assert.are.equal(0.0, json.decode("1e-400"))
+      local extracted = json._extract('{"a": 1e999}')
+      assert.are.equal(json.null, extracted[1].value.a)
+      assert.matches("too large for a double", extracted[1].repairs[1])
+    end)
+
     it("agrees with lua-cjson where lua-cjson is exact", function()
       local docs = {
         '{"name": "caf\\u00e9", "tags": ["a", "b"], "ok": true}',

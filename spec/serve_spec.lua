@@ -355,6 +355,9 @@ describe("the control API", function()
       local cases = {
         { "POST", "/v1/threads", "{bad", nil, 400, "bad_json" },
         { "POST", "/v1/threads", "[1]", nil, 422, "invalid" },
+        -- a number past a double's range is bad JSON, not a 500 later
+        { "POST", "/v1/threads", '{"agent":"echo","input":"x",'
+          .. '"wait_ms":1e400}', nil, 400, "bad_json" },
         { "POST", "/v1/threads", '{"agent":"echo"}', nil, 422, "invalid" },
         { "POST", "/v1/threads", '{"agent":"echo","input":5}', nil, 422,
           "invalid" },

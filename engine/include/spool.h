@@ -17,6 +17,15 @@
  *  - Returned strings are borrowed from the engine and stay valid until the
  *    next call on the same engine, unless a comment says otherwise.
  *  - Destructors accept NULL.
+ *
+ * Signals: serving HTTP (spool_serve_start, spool_mock_start, or a script's
+ * spool.core.listen) makes the process ignore SIGPIPE if it left SIGPIPE at
+ * its default: a write to a connection its client reset would otherwise
+ * end the whole process (libuv writes with write(2), which cannot ask for
+ * MSG_NOSIGNAL). A handler the application set, or SIG_IGN, is left as it
+ * is. Ignored signals stay ignored across exec, so a program the
+ * application starts afterwards that relies on SIGPIPE (a shell pipeline)
+ * should have it reset to SIG_DFL in the child.
  */
 #ifndef SPOOL_H
 #define SPOOL_H
@@ -295,6 +304,14 @@ SPOOL_API int spool_engine_reload(spool_engine *e, const char **report_json);
  * ("Authorization: Bearer ..."), on loopback too: the environment variable
  * token_env's value, else the project's own, made on first use in
  * .spool/api-token, readable by its owner only.
+ *
+ * Connections are capped at 1,024 from one client address (an IPv6 /64) and
+ * 10,000 in all; at the total, a new connection takes the place of the one
+ * that has waited idle the longest, so silent connections cannot lock
+ * clients out. A request with two Host, Authorization, Content-Length or
+ * Transfer-Encoding headers, or a NUL byte in a header value, is refused
+ * (400); a chunked body's trailer fields are dropped. Serving ignores
+ * SIGPIPE (see Signals above).
  */
 typedef struct spool_serve_opts {
   const char *host;      /* NULL: 127.0.0.1 */

@@ -12,6 +12,7 @@
  */
 #include "extract.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -543,6 +544,13 @@ static int emit_number(lp *ps, const number *n) {
   return rc ? stopped(ps) : 0;
 }
 
+/* Is text a number whose value is past a double's range? */
+static int overflows(const char *text) {
+  char *end;
+  double d = spool__strtod(text, &end);
+  return end != text && *end == '\0' && isinf(d);
+}
+
 static int is_num_char(char c) {
   return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' ||
          c == 'e' || c == 'E';
@@ -552,7 +560,8 @@ static int is_num_char(char c) {
  * is dropped, ".5" and "5." are completed, an exponent the text cut off is
  * completed; a token that is no number at all (0.0.1, 0789 with its
  * leading zero that a number would lose, 2notanumber) is kept as a
- * string. */
+ * string. One past a double's range (1e999), which the strict reader
+ * refuses, is null, as Infinity is. */
 static int parse_number(lp *ps) {
   const char *start = ps->p, *q = ps->p;
   while (q < ps->end && is_num_char(*q))
@@ -596,8 +605,14 @@ static int parse_number(lp *ps) {
   else if (n == 1 && fixed[0] == '-')
     fixed[n++] = '0';
   fixed[n] = '\0';
-  if (read_number(fixed, n, &num) != 0)
-    return parse_unquoted(ps);
+  if (read_number(fixed, n, &num) != 0) {
+    if (!overflows(fixed))
+      return parse_unquoted(ps);
+    repair(ps, start, "read the number '%s', too large for a double, as null",
+           buf);
+    ps->p = q;
+    return ps->sink->null_value(ps->ud) ? stopped(ps) : 0;
+  }
   repair(ps, start, "read the number '%s' as %s", buf, fixed);
   ps->p = q;
   return emit_number(ps, &num);

@@ -286,7 +286,11 @@ static int is_digit(const char *p, const char *end) {
 }
 
 /* Reads a number with JSON's grammar. Integers within 64 bits stay
- * integers; everything else becomes a correctly rounded double. */
+ * integers; everything else becomes a correctly rounded double. A number
+ * past a double's range is an error: read as an infinity, it would pass
+ * here and fail later, where no encoder can write it (RFC 8259 section 6
+ * leaves the range to the implementation). One too small rounds to zero,
+ * as in every reader. */
 static int parse_number(parser *ps) {
   const char *start = ps->p, *q = ps->p, *end = ps->end;
   int is_int = 1, neg = 0;
@@ -353,6 +357,10 @@ static int parse_number(parser *ps) {
     small[len] = '\0';
   }
   double d = spool__strtod(copy, NULL);
+  if (isinf(d))
+    return fail(ps, start,
+                "number out of range: larger than a double can hold "
+                "(1.8e308)");
   return ps->sink->number(ps->ud, d) ? stopped(ps) : 0;
 }
 

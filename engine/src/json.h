@@ -5,8 +5,8 @@
  * sink (a table of callbacks), so the same parser builds Lua values
  * (l_json.c), feeds C tests and the fuzzer, and later serves the lenient
  * extractor. It is exact: integers that fit in 64 bits stay integers, other
- * numbers are parsed with correct rounding, strings must be valid UTF-8, and
- * \u escapes must pair surrogates.
+ * numbers are parsed with correct rounding (one past a double's range is an
+ * error), strings must be valid UTF-8, and \u escapes must pair surrogates.
  */
 #ifndef SPOOL_JSON_H
 #define SPOOL_JSON_H

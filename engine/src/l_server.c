@@ -4,7 +4,8 @@
  * requests of its own while other requests proceed.
  *
  *   listen{ host=, port=, handler=function(req) ... end,
- *           max_body=, timeout_ms=, max_connections= }  -> server
+ *           max_body=, timeout_ms=, max_connections=, max_per_peer= }
+ *     -> server    (the limits as in server.h; 0 or nil: the default)
  *   req    = { method=, target=, path=, query=, headers={lower-case}, body=,
  *              peer=, stream= }
  *   return { status=200, headers={name=value}, body="..." }  or a string
@@ -307,6 +308,7 @@ static int l_core_listen(lua_State *L) {
   o.max_body = (size_t)opt_field(L, "max_body", 0);
   o.request_timeout_ms = (unsigned)opt_field(L, "timeout_ms", 0);
   o.max_connections = opt_field(L, "max_connections", 0);
+  o.max_per_peer = opt_field(L, "max_per_peer", 0);
   lua_getfield(L, 1, "handler");
   luaL_argcheck(L, lua_isfunction(L, -1), 1, "handler must be a function");
   lserver *ls = lua_newuserdatauv(L, sizeof *ls, 0);

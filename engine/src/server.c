@@ -1,24 +1,30 @@
 /*
  * server.c: inbound HTTP/1.1 with uv_tcp and http-parser. One request per
- * connection is in the hands of the callback at a time: the parser is
- * paused at the end of each message and resumed by spool__srv_respond, so
- * bytes of pipelined requests wait in the connection's backlog.
+ * connection is in the hands of the callback at a time: reading stops at
+ * the end of each request (server_parse.c) and goes on once
+ * spool__srv_respond answered it, so bytes of pipelined requests wait in
+ * the connection's backlog.
  *
  * Limits bound what one client can cost: body size (413), header size
  * (http-parser's own 80 KiB), the time to deliver a whole request (a slow
- * client is closed), and the number of connections.
+ * client is closed), the number of connections from one address, and the
+ * number in total. At the total, a new connection takes the place of the
+ * one idle the longest (nginx reuses its idle keep-alive connections the
+ * same way), so connections opened and left silent cannot lock others
+ * out.
  *
  * No Lua here.
  */
 #include "server.h"
 
-#include <http_parser.h>
-#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "buf.h"
+#include "server_parse.h"
+#include "server_peers.h"
 
 typedef struct conn conn;
 
@@ -35,21 +41,24 @@ struct spool__server {
   void *ud;
   spool__server_opts opts;
   int port;
-  int nconns;
+  int nconns; /* connections whose handles are not closed yet */
+  int nlive;  /* of them, those not closing: what the caps count */
   int closing;
   int draining; /* not listening; each connection closes after its answer */
   int listener_open;
   int listener_closing;
   conn *conns;
+  conn *idle_head, *idle_tail; /* idle ones, the longest idle first */
+  spool__peers *peers;
   char readbuf[64 * 1024];
 };
 
 struct conn {
   uv_tcp_t tcp;
   uv_timer_t timer;
-  http_parser parser;
+  spool__srv_parser ps;
   spool__server *srv;
-  spool__srv_req *req; /* being parsed, or waiting for its response */
+  spool__srv_req *req; /* complete, waiting for its response */
   spool__buf backlog;  /* received bytes not yet parsed */
   int pending;         /* req is complete and waiting for its response */
   int in_process;
@@ -62,25 +71,11 @@ struct conn {
   uv_shutdown_t shutdown;
   int streaming; /* req's response is a stream (spool__srv_stream_*) */
   char peer[48];
+  spool__peer_key key;
+  int counted; /* in srv->peers */
+  int idle;    /* in the idle list */
   conn *prev, *next;
-};
-
-enum { H_NONE, H_FIELD, H_VALUE };
-
-struct spool__srv_req {
-  conn *c; /* NULL once the connection is gone */
-  char method[16];
-  spool__buf target;
-  spool__buf hdrs;    /* name\0value\0 pairs */
-  const char **index; /* name, value, name, value, ..., NULL */
-  int nheaders;
-  int hstate;
-  spool__buf body;
-  int too_big;
-  int keep_alive;
-  int streaming;
-  void *user;
-  char peer[48];
+  conn *idle_prev, *idle_next;
 };
 
 typedef struct write_req {
@@ -93,6 +88,7 @@ static void conn_close(conn *c);
 static void conn_process(conn *c);
 static void start_reading(conn *c);
 static void stop_reading(conn *c);
+static void update_idle(conn *c);
 
 static const char *status_text(int status) {
   switch (status) {
@@ -141,112 +137,6 @@ static const char *status_text(int status) {
   }
 }
 
-static void req_free(spool__srv_req *r) {
-  if (r == NULL)
-    return;
-  spool__buf_free(&r->target);
-  spool__buf_free(&r->hdrs);
-  spool__buf_free(&r->body);
-  free(r->index);
-  free(r);
-}
-
-/* ---- parser callbacks ---- */
-
-static int on_message_begin(http_parser *p) {
-  conn *c = p->data;
-  if (c->req == NULL) {
-    c->req = calloc(1, sizeof *c->req);
-    if (c->req == NULL)
-      return -1;
-    c->req->c = c;
-    memcpy(c->req->peer, c->peer, sizeof c->peer);
-  }
-  return 0;
-}
-
-static int on_url(http_parser *p, const char *at, size_t len) {
-  conn *c = p->data;
-  return spool__buf_add(&c->req->target, at, len);
-}
-
-static int on_header_field(http_parser *p, const char *at, size_t len) {
-  spool__srv_req *r = ((conn *)p->data)->req;
-  if (r->hstate == H_VALUE && spool__buf_addc(&r->hdrs, '\0') != 0)
-    return -1;
-  if (r->hstate != H_FIELD)
-    r->nheaders++;
-  r->hstate = H_FIELD;
-  for (size_t i = 0; i < len; i++) {
-    char ch = at[i];
-    if (ch >= 'A' && ch <= 'Z')
-      ch = (char)(ch - 'A' + 'a');
-    if (spool__buf_addc(&r->hdrs, ch) != 0)
-      return -1;
-  }
-  return 0;
-}
-
-static int on_header_value(http_parser *p, const char *at, size_t len) {
-  spool__srv_req *r = ((conn *)p->data)->req;
-  if (r->hstate == H_FIELD && spool__buf_addc(&r->hdrs, '\0') != 0)
-    return -1;
-  r->hstate = H_VALUE;
-  return spool__buf_add(&r->hdrs, at, len);
-}
-
-static int on_headers_complete(http_parser *p) {
-  conn *c = p->data;
-  spool__srv_req *r = c->req;
-  if (r->hstate == H_VALUE && spool__buf_addc(&r->hdrs, '\0') != 0)
-    return -1;
-  if (r->hstate == H_FIELD && spool__buf_add(&r->hdrs, "\0", 2) != 0)
-    return -1; /* a name with no value at all */
-  r->index = calloc((size_t)r->nheaders * 2 + 1, sizeof *r->index);
-  if (r->index == NULL)
-    return -1;
-  const char *q = r->hdrs.data;
-  for (int i = 0; i < r->nheaders * 2; i++) {
-    r->index[i] = q;
-    q += strlen(q) + 1;
-  }
-  snprintf(r->method, sizeof r->method, "%s",
-           http_method_str((enum http_method)p->method));
-  r->keep_alive = http_should_keep_alive(p);
-  if (p->content_length != ULLONG_MAX &&
-      p->content_length > c->srv->opts.max_body)
-    r->too_big = 1;
-  return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t len) {
-  conn *c = p->data;
-  spool__srv_req *r = c->req;
-  if (r->too_big || r->body.len + len > c->srv->opts.max_body) {
-    r->too_big = 1;
-    return -1;
-  }
-  return spool__buf_add(&r->body, at, len);
-}
-
-static int on_message_complete(http_parser *p) {
-  conn *c = p->data;
-  c->pending = 1;
-  uv_timer_stop(&c->timer);
-  http_parser_pause(p, 1);
-  return 0;
-}
-
-static const http_parser_settings settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_message_complete = on_message_complete,
-};
-
 /* ---- writing ---- */
 
 static void on_linger_timeout(uv_timer_t *t) {
@@ -281,6 +171,8 @@ static void on_written(uv_write_t *w, int status) {
     conn_close(c);
   else if (c->close_after_write && c->writes == 0)
     linger(c); /* once the last queued write is out, not an earlier one */
+  else
+    update_idle(c);
 }
 
 /* Queues out's bytes on the connection (taking the buffer); closes the
@@ -333,7 +225,7 @@ void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
                         const char *body, size_t len) {
   conn *c = r->c;
   if (c == NULL || c->closing) {
-    req_free(r); /* the client went away while the handler worked */
+    spool__srv_req_free(r); /* the client went away while the handler worked */
     return;
   }
   int keep_alive = r->keep_alive && !c->srv->closing && !c->srv->draining;
@@ -341,13 +233,13 @@ void spool__srv_respond(spool__srv_req *r, int status, const char *headers,
   c->pending = 0;
   /* The body may point into the request (an echo): write, then free. */
   conn_write(c, status, headers, body, len, keep_alive);
-  req_free(r);
+  spool__srv_req_free(r);
   if (!keep_alive)
     return;
-  http_parser_pause(&c->parser, 0);
   restart_timer(c);
   start_reading(c);
   conn_process(c);
+  update_idle(c);
 }
 
 int spool__srv_stream_start(spool__srv_req *r, int status,
@@ -398,7 +290,7 @@ void spool__srv_stream_end(spool__srv_req *r) {
     else
       c->close_after_write = 1;
   }
-  req_free(r);
+  spool__srv_req_free(r);
 }
 
 void spool__srv_abandon(spool__srv_req *r) {
@@ -408,7 +300,7 @@ void spool__srv_abandon(spool__srv_req *r) {
     c->pending = 0;
     conn_close(c);
   }
-  req_free(r);
+  spool__srv_req_free(r);
 }
 
 /* ---- reading ---- */
@@ -416,10 +308,6 @@ void spool__srv_abandon(spool__srv_req *r) {
 static void fail_request(conn *c, int status, const char *msg) {
   char body[160];
   int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
-  if (c->req) {
-    req_free(c->req);
-    c->req = NULL;
-  }
   stop_reading(c);
   conn_write(c, status, "Content-Type: application/json\r\n", body, (size_t)n,
              0);
@@ -431,20 +319,20 @@ static void conn_process(conn *c) {
   c->in_process = 1;
   while (!c->pending && !c->closing && !c->close_after_write &&
          c->backlog.len > 0) {
-    size_t n = http_parser_execute(&c->parser, &settings, c->backlog.data,
-                                   c->backlog.len);
-    enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
-    if (err != HPE_OK && err != HPE_PAUSED) {
-      if (c->req && c->req->too_big)
-        fail_request(c, 413, "request body too large");
-      else
-        fail_request(c, 400, http_errno_description(err));
+    long used = spool__srv_parse(&c->ps, c->backlog.data, c->backlog.len);
+    if (used < 0) {
+      fail_request(c, c->ps.status, c->ps.why);
       break;
     }
+    size_t n = (size_t)used;
     memmove(c->backlog.data, c->backlog.data + n, c->backlog.len - n);
     c->backlog.len -= n;
-    if (c->pending) {
-      spool__srv_req *r = c->req;
+    if (c->ps.complete) {
+      spool__srv_req *r = spool__srv_parser_take(&c->ps);
+      r->c = c;
+      c->req = r;
+      c->pending = 1;
+      uv_timer_stop(&c->timer);
       c->srv->cb(r, c->srv->ud);
       break; /* a synchronous response re-enters conn_process itself */
     }
@@ -456,7 +344,7 @@ static void conn_process(conn *c) {
     stop_reading(c);
   c->in_process = 0;
   if (!c->pending && !c->closing && !c->close_after_write &&
-      c->backlog.len > 0 && HTTP_PARSER_ERRNO(&c->parser) == HPE_OK)
+      c->backlog.len > 0 && c->ps.status == 0)
     conn_process(c); /* a response arrived while we were in the loop */
 }
 
@@ -480,6 +368,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     return;
   }
   conn_process(c);
+  update_idle(c);
 }
 
 static void start_reading(conn *c) {
@@ -510,8 +399,48 @@ static void restart_timer(conn *c) {
 /* ---- lifecycle ---- */
 
 static void maybe_free_server(spool__server *s) {
-  if (s->closing && !s->listener_open && s->nconns == 0)
+  if (s->closing && !s->listener_open && s->nconns == 0) {
+    spool__peers_free(s->peers);
     free(s);
+  }
+}
+
+/* Idle: waiting for the first byte of a request, on a new connection or
+ * one kept alive, with nothing of ours in flight. Closing it costs its
+ * client nothing but a reconnect. */
+static int is_idle(const conn *c) {
+  return !c->closing && !c->lingering && !c->streaming && !c->pending &&
+         !c->close_after_write && c->writes == 0 && c->backlog.len == 0 &&
+         !spool__srv_parser_busy(&c->ps);
+}
+
+/* Keeps the idle list, in the order its connections became idle. Called
+ * after everything that may change is_idle. */
+static void update_idle(conn *c) {
+  spool__server *s = c->srv;
+  int idle = is_idle(c);
+  if (idle == c->idle)
+    return;
+  c->idle = idle;
+  if (idle) {
+    c->idle_prev = s->idle_tail;
+    c->idle_next = NULL;
+    if (s->idle_tail)
+      s->idle_tail->idle_next = c;
+    else
+      s->idle_head = c;
+    s->idle_tail = c;
+    return;
+  }
+  if (c->idle_prev)
+    c->idle_prev->idle_next = c->idle_next;
+  else
+    s->idle_head = c->idle_next;
+  if (c->idle_next)
+    c->idle_next->idle_prev = c->idle_prev;
+  else
+    s->idle_tail = c->idle_prev;
+  c->idle_prev = c->idle_next = NULL;
 }
 
 static void on_conn_handle_closed(uv_handle_t *h) {
@@ -529,7 +458,11 @@ static void conn_close(conn *c) {
   if (c->closing)
     return;
   c->closing = 1;
+  update_idle(c); /* out of the idle list */
   spool__server *s = c->srv;
+  s->nlive--;
+  if (c->counted)
+    spool__peers_remove(s->peers, &c->key);
   if (c->prev)
     c->prev->next = c->next;
   else
@@ -540,11 +473,41 @@ static void conn_close(conn *c) {
     if (c->pending)
       c->req->c = NULL; /* the handler still holds it */
     else
-      req_free(c->req);
+      spool__srv_req_free(c->req);
     c->req = NULL;
   }
+  spool__srv_parser_free(&c->ps);
   uv_close((uv_handle_t *)&c->tcp, on_conn_handle_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_handle_closed);
+}
+
+static void read_peer(conn *c) {
+  struct sockaddr_storage ss;
+  int len = sizeof ss;
+  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+    return; /* the empty key, and no name */
+  if (ss.ss_family == AF_INET6)
+    uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
+  else
+    uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+  spool__peer_key_of((struct sockaddr *)&ss, &c->key);
+}
+
+/* May the new connection c stay? Not past its address's cap; and at the
+ * total, only in the place of the connection idle the longest. */
+static int admit(spool__server *s, conn *c) {
+  int n = spool__peers_add(s->peers, &c->key);
+  if (n < 0)
+    return 0;
+  c->counted = 1;
+  if (n > s->opts.max_per_peer)
+    return 0;
+  if (s->nlive <= s->opts.max_connections)
+    return 1;
+  if (s->idle_head == NULL)
+    return 0;
+  conn_close(s->idle_head);
+  return 1;
 }
 
 static void on_connection(uv_stream_t *l, int status) {
@@ -561,28 +524,41 @@ static void on_connection(uv_stream_t *l, int status) {
   c->timer.data = c;
   c->handles_open = 2;
   s->nconns++;
+  s->nlive++;
   c->next = s->conns;
   if (s->conns)
     s->conns->prev = c;
   s->conns = c;
-  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0 ||
-      s->nconns > s->opts.max_connections) {
+  if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
     conn_close(c);
     return;
   }
-  uv_tcp_nodelay(&c->tcp, 1);
-  struct sockaddr_storage ss;
-  int len = sizeof ss;
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) == 0) {
-    if (ss.ss_family == AF_INET6)
-      uv_ip6_name((struct sockaddr_in6 *)&ss, c->peer, sizeof c->peer);
-    else
-      uv_ip4_name((struct sockaddr_in *)&ss, c->peer, sizeof c->peer);
+  read_peer(c);
+  if (!admit(s, c)) {
+    conn_close(c); /* it has sent nothing yet: no answer is owed */
+    return;
   }
-  http_parser_init(&c->parser, HTTP_REQUEST);
-  c->parser.data = c;
+  uv_tcp_nodelay(&c->tcp, 1);
+  spool__srv_parser_init(&c->ps, s->opts.max_body, c->peer);
   restart_timer(c);
   start_reading(c);
+  update_idle(c);
+}
+
+/* Writing to a connection its client reset raises SIGPIPE, whose default
+ * action ends the process; libuv writes with write(2), so MSG_NOSIGNAL is
+ * not to be had. A process that left SIGPIPE at its default ignores it
+ * from now on (the write fails with EPIPE and the connection closes); a
+ * handler or a mask the application set is its own and stays. */
+static void ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0 || (sa.sa_flags & SA_SIGINFO) ||
+      sa.sa_handler != SIG_DFL)
+    return;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGPIPE, &sa, NULL);
 }
 
 int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
@@ -606,6 +582,12 @@ int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
     s->opts.request_timeout_ms = 30000;
   if (s->opts.max_connections <= 0)
     s->opts.max_connections = 10000;
+  /* Above the 1,000 clients at once the control API serves from one
+   * machine (spec/serve_spec.lua), with room for a reverse proxy in front
+   * or one machine following many threads' event streams; yet about a
+   * tenth of the default total, so one address cannot take it all. */
+  if (s->opts.max_per_peer <= 0)
+    s->opts.max_per_peer = 1024;
   struct sockaddr_storage addr;
   int rc =
       strchr(s->opts.host, ':')
@@ -616,6 +598,14 @@ int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,
     free(s);
     return -1;
   }
+  s->peers = spool__peers_new(s->opts.max_connections,
+                              uv_hrtime() ^ (uint64_t)(uintptr_t)s);
+  if (s->peers == NULL) {
+    snprintf(err, errlen, "out of memory");
+    free(s);
+    return -1;
+  }
+  ignore_sigpipe();
   uv_tcp_init(loop, &s->listener);
   s->listener.data = s;
   s->listener_open = 1;
@@ -667,7 +657,8 @@ void spool__server_drain(spool__server *s) {
   conn *c = s->conns;
   while (c) {
     conn *next = c->next;
-    if (c->req == NULL && c->writes == 0 && !c->lingering)
+    if (c->req == NULL && !spool__srv_parser_busy(&c->ps) && c->writes == 0 &&
+        !c->lingering)
       conn_close(c);
     c = next;
   }
@@ -681,41 +672,4 @@ void spool__server_close(spool__server *s) {
     conn_close(s->conns);
   close_listener(s);
   maybe_free_server(s); /* a drain may have closed everything already */
-}
-
-const char *spool__srv_req_method(const spool__srv_req *r) {
-  return r->method;
-}
-
-const char *spool__srv_req_target(const spool__srv_req *r) {
-  return r->target.data ? r->target.data : "";
-}
-
-const char *spool__srv_req_header(const spool__srv_req *r, int i,
-                                  const char **value) {
-  if (i < 0 || i >= r->nheaders)
-    return NULL;
-  *value = r->index[2 * i + 1];
-  return r->index[2 * i];
-}
-
-const char *spool__srv_req_body(const spool__srv_req *r, size_t *len) {
-  *len = r->body.len;
-  return r->body.data ? r->body.data : "";
-}
-
-const char *spool__srv_req_peer(const spool__srv_req *r) {
-  return r->peer;
-}
-
-int spool__srv_req_streaming(const spool__srv_req *r) {
-  return r->streaming;
-}
-
-void *spool__srv_req_user(const spool__srv_req *r) {
-  return r->user;
-}
-
-void spool__srv_req_set_user(spool__srv_req *r, void *user) {
-  r->user = user;
 }

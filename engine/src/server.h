@@ -23,7 +23,11 @@ typedef struct spool__server_opts {
   size_t max_body;             /* 0 means 8 MiB; larger bodies get 413 */
   unsigned request_timeout_ms; /* 0 means 30 s: a connection must deliver
                                   each whole request within this time */
-  int max_connections;         /* 0 means 10000; more are closed at once */
+  int max_connections;         /* 0 means 10000; past it, a new connection
+                                  takes the place of the one idle the
+                                  longest, or is closed at once */
+  int max_per_peer;            /* 0 means 1024: connections from one address
+                                  (an IPv6 /64); more are closed at once */
 } spool__server_opts;
 
 int spool__server_start(uv_loop_t *loop, const spool__server_opts *o,

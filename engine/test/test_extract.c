@@ -142,6 +142,10 @@ TEST_IMPL(extract_repairs) {
   ASSERT_STR_EQ(run("{\"a\":\"b,c,\"d\":\"e\"}", &c),
                 "{\"a\":\"b,c\",\"d\":\"e\"};");
   ASSERT_STR_EQ(run("[0789, .5, 2e]", &c), "[\"0789\",0.5,2.0];");
+  /* Out of a double's range: null, as Infinity is, and said so. */
+  ASSERT_STR_EQ(run("{\"a\": 1e999, \"b\": -1e400, \"c\": 1}", &c),
+                "{\"a\":null,\"b\":null,\"c\":1};");
+  ASSERT_EQ(c.nrepairs, 2);
 }
 
 TEST_IMPL(extract_refuses) {

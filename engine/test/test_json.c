@@ -137,7 +137,18 @@ TEST_IMPL(json_numbers) {
   ASSERT_STR_EQ(parse("1e2"), "d100");
   ASSERT_STR_EQ(parse("-1.5E-3"), "d-0.0015");
   ASSERT_STR_EQ(parse("0.1"), "d0.10000000000000001");
-  ASSERT_STR_EQ(parse("1e400"), "dinf");
+  /* A double's range: past it is an error, not an infinity that no
+   * encoder writes back; below it rounds to zero, as any reader does. */
+  ASSERT_STR_EQ(parse("1e400"), "ERR 1:1 number out of range: larger than a "
+                                "double can hold (1.8e308)");
+  ASSERT_STR_EQ(parse("[1, -1E999]"), "ERR 1:5 number out of range: larger "
+                                      "than a double can hold (1.8e308)");
+  char digits[402] = "9";
+  memset(digits + 1, '0', 400);
+  digits[401] = '\0';
+  ASSERT_CONTAINS(parse(digits), "ERR 1:1 number out of range");
+  ASSERT_STR_EQ(parse("1.7976931348623157e308"), "d1.7976931348623157e+308");
+  ASSERT_STR_EQ(parse("1e-400"), "d0");
   /* Long mantissas go through the scratch copy. */
   ASSERT_STR_EQ(parse("3.14159265358979323846264338327950288419716939937510"
                       "58209749445923078164062862089986280348253421170679"),

@@ -316,8 +316,9 @@ end
 
 -- Starts serving. opts: host, port, token_env (default "SPOOL_TOKEN"),
 -- token (a token given directly: tests), max_runs, max_body, rate
--- (requests/s per client), allowed_hosts (list). Returns the port, or nil
--- and "ECODE: why". Must run in a task.
+-- (requests/s per client), allowed_hosts (list), max_connections and
+-- max_per_peer (core.listen's). Returns the port, or nil and "ECODE: why".
+-- Must run in a task.
 function M.start(opts)
   if server then
     return nil, "ESTATE: the control API is already being served"
@@ -352,7 +353,8 @@ function M.start(opts)
   local err
   server, err = core.listen { host = host, port = opts.port or 0,
     handler = handle, max_body = opts.max_body or 1024 * 1024,
-    timeout_ms = 30000, max_connections = opts.max_connections }
+    timeout_ms = 30000, max_connections = opts.max_connections,
+    max_per_peer = opts.max_per_peer }
   if not server then
     settings = nil
     return nil, err

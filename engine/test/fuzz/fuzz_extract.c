@@ -8,6 +8,7 @@
  * keys only in objects) so a parser bug shows as a crash, not just memory
  * errors.
  */
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,7 @@ static int s_int(void *ud, long long v) {
   return value(ud);
 }
 static int s_num(void *ud, double v) {
-  check(v == v); /* no NaN ever reaches a sink */
+  check(v == v && !isinf(v)); /* no NaN or infinity ever reaches a sink */
   return value(ud);
 }
 static int s_str(void *ud, const char *p, size_t n) {
