@@ -25,15 +25,7 @@ local function ledger(dir)
   return entries
 end
 
-local function errors(events)
-  local out = {}
-  for _, ev in ipairs(events) do
-    if ev.type == "error" then
-      out[#out + 1] = ev.data.error
-    end
-  end
-  return out
-end
+local errors = h.errors
 
 describe("agents/refund", function()
   local dir

@@ -52,15 +52,7 @@ local function run_named(name, input)
   return h.run(a, input or "go", 30000)
 end
 
-local function errors_of(thread)
-  local out = {}
-  for _, ev in ipairs(thread.events) do
-    if ev.type == "error" then
-      out[#out + 1] = ev.data.error
-    end
-  end
-  return out
-end
+local errors_of = h.errors
 
 describe("the agent sandbox", function()
   it("lets agents require only the public library", function()

@@ -118,6 +118,18 @@ function h.run(agent, input, timeout_ms)
 end
 
 
+-- The error texts of a thread's events (or of a list of events), in order.
+function h.errors(thread_or_events)
+  local out = {}
+  for _, ev in ipairs(thread_or_events.events or thread_or_events) do
+    if ev.type == "error" then
+      out[#out + 1] = ev.data.error
+    end
+  end
+  return out
+end
+
+
 -- The types of a thread's events (or of a list of events), in order.
 function h.types(thread_or_events)
   local out = {}
