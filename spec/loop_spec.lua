@@ -43,6 +43,76 @@ describe("spool.loop", function()
     assert.are.equal("5", msgs[4].content)
   end)
 
+  it("never runs a tool on arguments a reply cut off at its length limit",
+    function()
+      local sent = {}
+      local send_email = {
+        description = "Send an email.",
+        params = { to = "string", body = "string" },
+        run = function(args) sent[#sent + 1] = args return "sent" end,
+      }
+      local seen
+      mock, seen = scripted {
+        { tool_calls = {
+          { name = "send_email", args = { to = "bo@example.com",
+                                          body = "Hello Bo." } },
+          { name = "send_email", args = '{"to": "ana@example.com", "body": '
+            .. '"Dear Ana, your refund of 29 EUR will not' } },
+          finish_reason = "length" },
+        { text = "I will write less." },
+      }
+      local a = h.agent({ tools = { send_email = send_email } }, mock)
+      local t = h.run(a, "write to Ana and Bo")
+      assert.are.same({}, sent) -- not even the complete first call
+      assert.are.same({ "input", "model_call", "error", "error",
+                        "model_call", "done" }, h.types(t))
+      for _, e in ipairs(h.errors(t)) do
+        assert.matches("^your reply was cut off at its length limit "
+          .. "%(max_tokens%) before it was complete, so this call did not "
+          .. "run", e)
+      end
+      -- Every call id was answered, as the provider requires.
+      local msgs = seen[2].body.messages
+      assert.are.equal(msgs[3].tool_calls[1].id, msgs[4].tool_call_id)
+      assert.are.equal(msgs[3].tool_calls[2].id, msgs[5].tool_call_id)
+    end)
+
+  it("takes no cut-off JSON as arguments or as an answer, whatever the "
+    .. "finish reason says", function()
+      local ran = 0
+      mock = scripted {
+        { tool = "add", args = '{"a": 1, "b": 2' }, -- a closing brace short
+        { text = '{"verdict": "appro' },            -- a cut-off answer
+        { text = "Answered in full, but not the right shape." },
+        { json = { verdict = "approved" } },
+      }
+      local a = h.agent({ tools = { add = { params = { a = "number",
+        b = "number" }, run = function() ran = ran + 1 return 3 end } },
+        output = { verdict = "string" }, max_errors = 5 }, mock)
+      local t = h.run(a, "go")
+      assert.are.equal(0, ran)
+      assert.are.equal("done", t:status())
+      assert.are.same({ verdict = "approved" }, t:outcome())
+      local errors = h.errors(t)
+      assert.matches("the arguments of 'add' are not valid JSON %(it ends "
+        .. "before it is complete", errors[1])
+      assert.matches("%(it ends before it is complete, as if cut off%)",
+        errors[2])
+    end)
+
+  it("takes no text cut off at the length limit as the final answer",
+    function()
+      mock = scripted {
+        { text = "The refund policy says that", finish_reason = "length" },
+        { text = "Refunds within 30 days." },
+      }
+      local a = h.agent({}, mock)
+      local t = h.run(a, "policy?")
+      assert.are.equal("Refunds within 30 days.", t:outcome())
+      assert.matches("cut off at its length limit .* not taken as your "
+        .. "answer", h.errors(t)[1])
+    end)
+
   it("talks to a local model over one connection of its own, closed when "
     .. "the run ends", function()
     mock = scripted {
@@ -99,17 +169,16 @@ describe("spool.loop", function()
 
   it("repairs malformed arguments and records each repair", function()
     mock = scripted {
-      { tool_calls = { { name = "add", args = "{a: 2, b: 3" } } },
+      { tool_calls = { { name = "add", args = "{a: 2, b: 3,}" } } },
       { text = "5" },
     }
     local t = h.run(h.agent({ tools = { add = add } }, mock), "2 + 3")
     assert.are.same({ "input", "model_call", "intent", "tool_result",
                       "model_call", "done" }, h.types(t))
     local repairs = t.events[3].data.repairs
-    assert.are.same({ "line 1, column 2: quoted the key 'a'",
-                      "line 1, column 8: quoted the key 'b'",
-                      "line 1, column 1: closed an object the text cut off" },
-      repairs)
+    assert.are.equal("line 1, column 2: quoted the key 'a'", repairs[1])
+    assert.are.equal("line 1, column 8: quoted the key 'b'", repairs[2])
+    assert.are.equal(3, #repairs) -- and the trailing comma
     assert.are.equal(5, t.events[4].data.result)
   end)
 

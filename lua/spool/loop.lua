@@ -296,6 +296,12 @@ local function read_json(agent, text, want, name)
     return nil, string.format("%s is not valid JSON (%s)", name,
       info:gsub("^EJSON: ", ""))
   end
+  if info.truncated then
+    -- What was cut off is not what the model meant: a tool never runs on
+    -- arguments, nor does an answer count, that the model did not finish.
+    return nil, string.format("%s is not valid JSON (it ends before it is "
+      .. "complete, as if cut off)", name)
+  end
   return v, info.repaired and info.repairs or nil
 end
 
@@ -580,6 +586,7 @@ function M.pending(thread)
   if #calls == 0 and not any_after then
     out.final_text = mc.data.text or ""
   end
+  out.cut_off = mc.data.finish_reason == "length" or nil
   return out
 end
 
@@ -629,8 +636,20 @@ local function json_intent(thread, agent, text)
 end
 
 
+-- A reply cut off by its length limit: none of its calls runs (the last
+-- one's arguments are cut, and the model may have meant more), and its
+-- text is no answer. The model is told, so it can say less.
+local CUT_OFF = "your reply was cut off at its length limit (max_tokens) "
+  .. "before it was complete"
+
+
 -- Settles pending calls in order; stops at the first that waits.
 function M.settle(thread, agent, pending)
+  if pending.final_text and pending.cut_off then
+    thread:append("error", { error = CUT_OFF .. ", so it is not taken as "
+      .. "your answer: answer again, more briefly" })
+    return
+  end
   if pending.final_text then
     if agent.mode == "json" then
       json_intent(thread, agent, pending.final_text)
@@ -645,6 +664,9 @@ function M.settle(thread, agent, pending)
     end
     if p.intent then
       settle_stored(thread, agent, p)
+    elseif pending.cut_off then
+      tool_error(thread, p.call, CUT_OFF .. ", so this call did not run: "
+        .. "make it again (fewer or shorter calls at a time)")
     else
       M.route(thread, agent, p.call)
     end
