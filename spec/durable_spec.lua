@@ -262,6 +262,41 @@ describe("durable threads", function()
     end)
   end)
 
+  describe("replay", function()
+    it("answers tools from the recording, runs no handler, and compares "
+      .. "the people asked", function()
+      local id = start("deploy")
+      local _, err, code = spool("resume " .. id .. " --approve")
+      assert.are.equal(0, code, err)
+      assert.are.equal(1, #file_lines("deploys.log"))
+      local out
+      out, err, code = spool("replay " .. id .. " --json")
+      assert.are.equal(0, code, err)
+      local r = json.decode(out)
+      assert.is_true(r.same, r.divergence)
+      assert.are.equal(1, #file_lines("deploys.log")) -- no second deploy
+      -- The replay's threads are not the project's.
+      local listed = json.decode((spool("threads --json")))
+      assert.are.equal(1, #listed)
+      -- The same agent without its approval rule diverges there.
+      local edited = h.slurp(dir .. "/agents/deploy.lua"):gsub(
+        "approve = { deadline_ms = 3600000 },", "")
+      h.write_files(dir, { ["no_approval.lua"] = edited })
+      out, err, code = spool("replay " .. id .. " --json --agent-file "
+        .. h.q(dir .. "/no_approval.lua"))
+      assert.are.equal(1, code, err)
+      r = json.decode(out)
+      assert.is_false(r.same)
+      assert.are.equal('person asked 1: the recording asked for approval of '
+        .. 'deploy {"tag":"v2"}, the new code asked no one more', r.divergence)
+      assert.are.equal(1, #file_lines("deploys.log"))
+      -- Only --live runs the handlers.
+      _, err, code = spool("replay " .. id .. " --live")
+      assert.are.equal(0, code, err)
+      assert.are.equal(2, #file_lines("deploys.log"))
+    end)
+  end)
+
   describe("concurrency", function()
     it("lets only one of two simultaneous resumes run the thread", function()
       local id = start("deploy")

@@ -251,8 +251,8 @@ end
 
 -- Runs one case once; returns the run record (spool.eval.observe) with
 -- .failure set when an expectation failed.
-function M.run_case(agent, case, cassette)
-  local box = { writes = {}, cassette = cassette }
+function M.run_case(agent, case, cassette, tools)
+  local box = { writes = {}, cassette = cassette, recorded_tools = tools }
   local t = runner.start(agent, case.input)
   t.eval = box
   local next_answer = 1
@@ -495,8 +495,46 @@ end
 
 -- ---- replay of a stored thread ----
 
+-- What each call a stored family of threads made came to, as the
+-- replay's handlers answer from it: "<name>\0<args as JSON>" -> {
+-- { ok, result | error }, ... } in the order they ran.
+local function recorded_outcomes(threads)
+  local out = {}
+  for _, t in ipairs(threads) do
+    local by_call, last = {}, nil
+    for _, ev in ipairs(t.events) do
+      local d = ev.data
+      if ev.type == "intent" then
+        last = { name = d.name,
+                 key = d.name .. "\0" .. json.encode(d.args or {}) }
+        if d.call_id then
+          by_call[d.call_id] = last
+        end
+      elseif ev.type == "human_response" and d.args and d.call_id
+          and by_call[d.call_id] then
+        -- Approved with edited arguments: the call ran with those.
+        local c = by_call[d.call_id]
+        c.key = c.name .. "\0" .. json.encode(d.args)
+      elseif (ev.type == "tool_result" and not d.rejected)
+          or (ev.type == "error" and d.call_id) or ev.type == "done" then
+        local c = d.call_id and by_call[d.call_id] or last
+        if c and not c.outcome then
+          c.outcome = ev.type == "error" and { ok = false, error = d.error }
+            or { ok = true, result = d.result }
+          local list = out[c.key] or {}
+          out[c.key] = list
+          list[#list + 1] = c.outcome
+        end
+      end
+    end
+  end
+  return out
+end
+
+
 -- The case and cassette that re-run a stored thread: its input, the
 -- answers people gave, and the model's replies in the order they came.
+-- The recorded run also says what each call came to (`tools`).
 function M.case_of_thread(id)
   local record, err = store.load(id)
   if not record then
@@ -543,14 +581,59 @@ function M.case_of_thread(id)
   end
   local recorded_run = eval.observe(threads, {})
   recorded_run.agent = root.agent
+  recorded_run.tools = recorded_outcomes(threads)
   return { name = id, input = root:input(), answers = answers, expect = {} },
     calls, recorded_run
 end
 
 
--- Re-runs a stored thread's model replies through the current agent code;
--- returns { same = bool, divergence = text, recorded = run, replayed = run }.
-function M.replay(id, agent_name)
+local function shown_call(c)
+  return c and ("called " .. c.name .. " " .. json.encode(c.args or {}))
+end
+
+
+local function shown_asked(a)
+  return a and (a.kind == "approval"
+    and ("asked for approval of " .. a.name .. " " .. json.encode(a.args or {}))
+    or ("asked " .. json.encode(a.question or a.name or a.kind)))
+end
+
+
+-- The first place two lists differ, shown (what i: the recording ..., the
+-- new code ...), or nil.
+local function first_difference(what, before, after, show, none)
+  for i = 1, math.max(#before, #after) do
+    local x, y = show(before[i]), show(after[i])
+    if x ~= y then
+      return string.format("%s %d: the recording %s, the new code %s", what,
+        i, x or none, y or none)
+    end
+  end
+end
+
+
+-- Deletes the threads a replay made (a family, children first): they are
+-- a comparison's, not the project's.
+local function forget(root_id)
+  local record = store.load(root_id)
+  if not record then
+    return
+  end
+  local threads = family(thread_mod.from_record(record))
+  for i = #threads, 1, -1 do
+    store.delete(threads[i].id)
+  end
+end
+
+
+-- Re-runs a stored thread through the current agent code: the model's
+-- replies and people's answers come from the recording, and so do the
+-- tools' results — no handler runs, unless opts.live. Compares the calls
+-- made (names and arguments), the people asked, and the end. The threads
+-- the replay made are deleted unless opts.keep. Returns { same = bool,
+-- divergence = text, recorded = run, replayed = run }.
+function M.replay(id, agent_name, opts)
+  opts = opts or {}
   local case, calls, before = M.case_of_thread(id)
   if not case then
     return nil, calls
@@ -560,30 +643,23 @@ function M.replay(id, agent_name)
     return nil, err
   end
   local after = M.run_case(agent, case, new_cassette("replay", calls,
-    "thread " .. id))
-  local out = { recorded = before, replayed = after, same = true }
-  local n = math.max(#before.calls, #after.calls)
-  for i = 1, n do
-    local x, y = before.calls[i], after.calls[i]
-    local sx = x and (x.name .. " " .. json.encode(x.args or {}))
-    local sy = y and (y.name .. " " .. json.encode(y.args or {}))
-    if sx ~= sy then
-      out.same = false
-      out.divergence = string.format("call %d: the recording %s, the new "
-        .. "code %s", i, sx and ("called " .. sx) or "made no more calls",
-        sy and ("called " .. sy) or "made no more calls")
-      return out
-    end
+    "thread " .. id), not opts.live and before.tools or nil)
+  if not opts.keep then
+    forget(after.thread)
   end
-  if before.status ~= after.status or json.encode(before.answer)
-      ~= json.encode(after.answer) then
-    out.same = false
+  local out = { recorded = before, replayed = after, same = true }
+  out.divergence = first_difference("call", before.calls, after.calls,
+      shown_call, "made no more calls")
+    or first_difference("person asked", before.asked, after.asked,
+      shown_asked, "asked no one more")
+  if not out.divergence and (before.status ~= after.status
+      or json.encode(before.answer) ~= json.encode(after.answer)) then
     out.divergence = string.format("the end: the recording %s %s, the new "
       .. "code %s %s", before.status, json.encode(before.answer or
         before.error), after.status, json.encode(after.answer or after.error))
   end
+  out.same = out.divergence == nil
   return out
 end
-
 
 return M

@@ -1,19 +1,24 @@
--- spool replay THREAD [--agent NAME] [--json]: re-runs a stored thread's
--- model replies through the agent's current code (spool._eval.replay) and
--- says where its behaviour diverges: the first tool call that differs, or
--- the end. With the agent's file edited (or reloaded from elsewhere), this
--- is how a change is checked against what happened in production.
--- Exit 0 when the behaviour is the same, 1 when it diverges.
+-- spool replay THREAD [--agent NAME] [--json] [--live] [--keep]: re-runs a
+-- stored thread through the agent's current code (spool._eval.replay): the
+-- model's replies, people's answers and the tools' results come from the
+-- recording (no handler runs unless --live), and it says where the
+-- behaviour diverges: the first tool call (name or arguments) that
+-- differs, the first person asked differently, or the end. The replay's
+-- own threads are deleted (--keep keeps them). With the agent's file
+-- edited (or reloaded from elsewhere), this is how a change is checked
+-- against what happened in production. Exit 0 when the behaviour is the
+-- same, 1 when it diverges.
 
 local json = require "spool.json"
 local run_eval = require "spool._eval"
 
 local USAGE = "usage: spool replay THREAD [--agent NAME | --agent-file FILE] "
-  .. "[--json]"
+  .. "[--json] [--live] [--keep]"
 
 local cli = require("spool._cli").new("replay", USAGE)
 local o = cli:parse(arg, { ["--agent"] = "value", ["--agent-file"] = "value",
-                           ["--json"] = "flag" }, { "thread" })
+                           ["--json"] = "flag", ["--live"] = "flag",
+                           ["--keep"] = "flag" }, { "thread" })
 if not o.thread then
   cli:usage("needs a thread id")
 end
@@ -24,7 +29,7 @@ if not case then
 end
 local agent = o.agent or recorded.agent
 local result, rerr = run_eval.with_version(o.agent_file, agent, function()
-  return run_eval.replay(o.thread, agent)
+  return run_eval.replay(o.thread, agent, { live = o.live, keep = o.keep })
 end)
 if not result then
   cli:fail(rerr)

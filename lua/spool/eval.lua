@@ -22,7 +22,8 @@
 --     4000, "max_cost": 0.01, "wrote": [["ns", "key"]] }
 --
 -- run = { thread, status, answer, error, calls = { { name, args, approved
--- } } (the tool calls executed, in order, sub-agents' included), intents
+-- } } (the tool calls executed, in order, sub-agents' included), asked =
+-- { { kind, name, args, question } } (the people asked, in order), intents
 -- (their names), steps, tokens, cost_usd, latency_ms, writes = { { ns, key,
 -- value } }, events }
 
@@ -248,10 +249,16 @@ function M.observe(threads, writes)
   run.latency_ms = first and last and (last.at - first.at) or 0
   -- The calls that ran: intents answered by a result, and the terminal
   -- intent a done event follows; approved when a person said yes first.
+  run.asked = {} -- the people asked: approvals and questions, in order
   for ti, t in ipairs(threads) do
     local intents, open = {}, nil
     for _, ev in ipairs(t.events) do
       local d = ev.data
+      if ev.type == "human_request" and not d.via then
+        run.asked[#run.asked + 1] = { kind = d.kind, name = d.name,
+          args = d.args, question = d.question, at = ev.at, seq = ev.seq,
+          order = ti }
+      end
       if ev.type == "intent" then
         open = { name = d.name, args = d.args, approved = false,
                  thread = t.id, at = ev.at, seq = ev.seq, order = ti }
@@ -278,6 +285,7 @@ function M.observe(threads, writes)
     end
   end
   table.sort(run.calls, M.in_order)
+  table.sort(run.asked, M.in_order)
   for i, c in ipairs(run.calls) do
     run.intents[i] = c.name
   end

@@ -191,11 +191,33 @@ local function tool_error(thread, call, msg, where)
 end
 
 
+-- A replay answers calls from its recording, and runs no handler
+-- (spool._eval): the same call (name and arguments) gets what the
+-- recording's got, in order; a call the recording never made gets an
+-- error saying so.
+local function recorded_outcome(recorded, tool, args)
+  local list = recorded[tool.name .. "\0" .. json.encode(args)]
+  local o = list and table.remove(list, 1)
+  if not o then
+    return false, string.format("replay: the recording has no call to '%s' "
+      .. "with these arguments, and replays run no handler", tool.name)
+  end
+  if o.ok then
+    return true, o.result
+  end
+  return false, o.error
+end
+
+
 -- Runs a tool's handler; returns ok, result | false, message, where. A
 -- handler that passes the step's instruction budget, or the run's memory
 -- budget, fails (the model is told); one that passes the run's
 -- instruction budget ends the run.
 local function run_handler(tool, args, ctx)
+  local replay = ctx.thread.eval and ctx.thread.eval.recorded_tools
+  if replay then
+    return recorded_outcome(replay, tool, args)
+  end
   if core.step_spent() then
     return false, "not run: this step's instruction budget is spent "
       .. "(limits.step_instructions); call it again"
