@@ -97,12 +97,22 @@ describe("durable threads", function()
       assert.are.same({}, file_lines("deploys.log"))
     end)
 
-    it("runs the tool with arguments the human edited", function()
+    it("runs the tool with arguments the human edited, and tells the model",
+      function()
       local id = start("deploy")
-      local _, err, code = spool("resume " .. id .. " --approve --args "
+      local out, err, code = spool("resume " .. id .. " --approve --args "
         .. h.q('{"tag": "v1"}'))
       assert.are.equal(0, code, err)
       assert.matches("^v1 ", file_lines("deploys.log")[1])
+      local result
+      for _, ev in ipairs(events(id)) do
+        result = ev.type == "tool_result" and ev or result
+      end
+      assert.are.same({ tag = "v1" }, result.data.edited_args)
+      -- What the model read next: the note, then the result.
+      out = spool("prompt deploy --thread " .. id .. " --json")
+      assert.matches('A person changed the arguments to {\\"tag\\":\\"v1\\"} '
+        .. 'before it ran.', out, 1, true)
     end)
 
     it("refuses edited arguments the tool would reject", function()

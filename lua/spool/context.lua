@@ -53,6 +53,17 @@ end
 
 
 -- Default chat renderers: event -> message(s) to append (or nil).
+-- What a person who approved a call with other arguments changed.
+local function edited_note(ev)
+  local edited = ev.data.edited_args
+  if edited == nil then
+    return ""
+  end
+  return "(A person changed the arguments to " .. json.encode(edited)
+    .. " before it ran.) "
+end
+
+
 M.chat_renderers = {
   input = function(ev)
     return { role = "user", content = user_text(ev.data.input) }
@@ -77,7 +88,8 @@ M.chat_renderers = {
   tool_result = function(ev)
     if ev.data.call_id then
       return { role = "tool", tool_call_id = ev.data.call_id,
-               name = ev.data.name, content = M.render_value(ev.data.result) }
+               name = ev.data.name, content = edited_note(ev)
+                 .. M.render_value(ev.data.result) }
     end
     return { role = "user", content = string.format("Result of %s: %s",
       ev.data.name, M.render_value(ev.data.result)) }
@@ -96,7 +108,8 @@ M.chat_renderers = {
   error = function(ev)
     if ev.data.call_id then
       return { role = "tool", tool_call_id = ev.data.call_id,
-               name = ev.data.name, content = "error: " .. ev.data.error }
+               name = ev.data.name, content = edited_note(ev) .. "error: "
+                 .. ev.data.error }
     end
     return { role = "user", content = "error: " .. ev.data.error
       .. "\nPlease correct this and answer again." }
@@ -171,10 +184,11 @@ M.block_renderers = {
     return ev.data.name, M.render_value(ev.data.args)
   end,
   tool_result = function(ev)
-    return ev.data.name .. "_result", M.render_value(ev.data.result)
+    return ev.data.name .. "_result", edited_note(ev)
+      .. M.render_value(ev.data.result)
   end,
   error = function(ev)
-    return "error", ev.data.error
+    return "error", edited_note(ev) .. ev.data.error
   end,
   model_call = function(ev)
     if ev.data.text and ev.data.text ~= "" and #(ev.data.tool_calls or {}) == 0

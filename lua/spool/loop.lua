@@ -263,7 +263,7 @@ end
 
 
 -- Runs an approved (or unapproved) call's handler and records its result.
-local function execute(thread, agent, tool, call, args, step)
+local function execute(thread, agent, tool, call, args, step, edited)
   local ctx = handler_ctx(thread, agent, call, step)
   if tool.terminal then
     local result = args
@@ -282,10 +282,13 @@ local function execute(thread, agent, tool, call, args, step)
   end
   local ok, res, where = run_handler(tool, args, ctx)
   if ok then
+    -- A person who changed the arguments is named beside the result: the
+    -- model would otherwise read it as its own call's.
     thread:append("tool_result", { call_id = call.id, name = call.name,
-                                   result = res })
+                                   result = res, edited_args = edited })
   else
     tool_error(thread, call, res, where)
+    thread.events[#thread.events].data.edited_args = edited
   end
   core.crash_point("after_tool")
 end
@@ -513,6 +516,8 @@ local function settle_stored(thread, agent, p)
     return
   end
   local safe = tool.idempotent or not tool.side_effects
+  local edited = response and response.args ~= nil
+    and not schema.same(response.args, p.intent.data.args) and args or nil
   if response and not p.started then
     -- Approved (or answered through a sub-agent): the handler runs now,
     -- once. A durable "started" marker tells a later recovery it began.
@@ -521,7 +526,7 @@ local function settle_stored(thread, agent, p)
       M.commit(thread)
       core.crash_point("after_intent")
     end
-    execute(thread, agent, tool, call, args, step)
+    execute(thread, agent, tool, call, args, step, edited)
     return
   end
   if safe and p.started and p.started.data.rerun then
