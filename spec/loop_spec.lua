@@ -113,6 +113,59 @@ describe("spool.loop", function()
         .. "answer", h.errors(t)[1])
     end)
 
+  it("fails the call whose compare-and-set lost, and the thread goes on",
+    function()
+      local seen
+      mock, seen = scripted {
+        function(conv)
+          return { tool = "bump", args = { wait_ms = tonumber(conv.user) } }
+        end,
+        function(conv)
+          return { text = conv.tool_results[1].content }
+        end,
+      }
+      local ns = "counters_" .. require("spool.core").random_id()
+      local pause_first = 0
+      local bump = {
+        params = { wait_ms = "integer" },
+        run = function(args)
+          local value, version = spool.state.get(ns, "n")
+          spool.sleep(pause_first)
+          local ok, err = spool.state.put(ns, "n", (value or 0) + 1,
+            { if_version = version or 0 })
+          if not ok then
+            return "conflict seen by the handler: " .. err
+          end
+          spool.sleep(args.wait_ms) -- the other run commits meanwhile
+          return "bumped"
+        end,
+      }
+      local a = h.agent({ tools = { bump = bump } }, mock)
+      local slow = runner.start(a, "200")
+      local fast = runner.start(a, "0")
+      h.wait_run(slow)
+      h.wait_run(fast)
+      assert.are.equal("done", fast:status())
+      assert.are.equal("bumped", fast:outcome())
+      -- The slow one's write lost at its commit: its call failed, the
+      -- model was told, and the thread ended normally.
+      assert.are.equal("done", slow:status())
+      assert.matches("^error: this call failed: nothing it wrote was stored: "
+        .. "the state " .. ns .. "/n is at version 1, not 0", slow:outcome())
+      assert.are.equal(1, (spool.state.get(ns, "n")))
+      assert.is_false(runner.is_live(slow.id))
+      -- A third run sees the conflict in its handler: someone wrote
+      -- between its read and its write.
+      pause_first = 100
+      local t = runner.start(a, "0")
+      require("spool.core").sleep(30)
+      assert(spool.state.put(ns, "n", 99)) -- outside a run: stored now
+      h.wait_run(t)
+      assert.are.equal("conflict seen by the handler: ECONFLICT: state " .. ns
+        .. "/n is at version 2, not 1", t:outcome())
+      assert.is_true(#seen >= 6)
+    end)
+
   it("talks to a local model over one connection of its own, closed when "
     .. "the run ends", function()
     mock = scripted {

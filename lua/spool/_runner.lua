@@ -51,6 +51,13 @@ function M.current()
 end
 
 
+-- The tool call the calling task's handler is running, if any.
+function M.current_call()
+  local c = current[coroutine.running()]
+  return c and c.call_id
+end
+
+
 function M.set_call(call_id)
   local c = current[coroutine.running()]
   if c then

@@ -62,10 +62,71 @@ function M.store_failed(err)
 end
 
 
+-- A compare-and-set that lost at the commit (another run wrote the same
+-- document since): the calls that wrote it fail instead — their results
+-- become errors the model reads, their writes are dropped — and the rest
+-- of the step is committed. Returns what the last commit did.
+local function commit_after_conflicts(thread, err)
+  for _ = 1, #thread.writes + 1 do
+    local key = err:match("^ECONFLICT: state (.-) is at version")
+    if not key then
+      return nil, err
+    end
+    local calls, stray, keep = {}, false, {}
+    for _, w in ipairs(thread.writes) do
+      if w.ns .. "/" .. w.key == key then
+        if w.call_id then
+          calls[w.call_id] = true
+        else
+          stray = true
+        end
+      end
+    end
+    for _, w in ipairs(thread.writes) do
+      if not (w.call_id and calls[w.call_id])
+          and not (stray and not w.call_id) then
+        keep[#keep + 1] = w
+      end
+    end
+    thread.writes = keep
+    local why = "nothing it wrote was stored: the state "
+      .. err:gsub("^ECONFLICT: state ", "") .. " (another run changed it "
+      .. "since it was read); read it again and retry"
+    local intent -- the call a terminal "done" event ends
+    for i = thread.persisted + 1, #thread.events do
+      local ev = thread.events[i]
+      if ev.type == "intent" then
+        intent = ev.data
+      end
+      local id = ev.data.call_id or (ev.type == "done" and intent
+        and intent.call_id)
+      if id and calls[id] and (ev.type == "tool_result"
+          or ev.type == "error" or ev.type == "done") then
+        thread:replace(i, "error", { call_id = id, name = ev.data.name
+          or intent.name, error = "this call failed: " .. why })
+      end
+    end
+    if stray then
+      thread:append("error", { error = "this step's state write failed: "
+        .. why })
+    end
+    local ok
+    ok, err = thread:commit()
+    if ok then
+      return true
+    end
+  end
+  return nil, err
+end
+
+
 -- Commits the thread or raises, ending the run: a step that cannot be
 -- stored must not be followed by another.
 function M.commit(thread)
   local ok, err = thread:commit()
+  if not ok and err:match("^ECONFLICT: state ") then
+    ok, err = commit_after_conflicts(thread, err)
+  end
   if not ok then
     M.store_failed(err)
   end

@@ -11,9 +11,11 @@
 -- Inside a run, writes join the current step: they are visible to the rest
 -- of the step at once, and committed in the same transaction as the
 -- step's events, so a crash never leaves the two disagreeing. A write with
--- if_version is a compare-and-set: if the stored version differs when the
--- step commits (0 means "absent"), the step fails with ECONFLICT and none
--- of it is stored. Outside a run (a script), writes commit at once.
+-- if_version is a compare-and-set (0 means "absent"): a version that
+-- differs already returns nil, "ECONFLICT: ..." to the handler; one that
+-- changes before the step commits fails the call that wrote it (the
+-- model is told, nothing it wrote is stored) and the thread goes on.
+-- Outside a run (a script), writes commit at once.
 --
 -- Namespaces starting with spool_ or spool. are the engine's own (channel
 -- keys, idempotency records): agents can neither read nor write them.
@@ -95,6 +97,20 @@ local function write(ns, key, value, opts)
               expires_at = ttl and (core.time() + ttl) or nil }
   local thread = current_thread()
   if thread then
+    if w.if_version and not pending(thread, ns, key) then
+      -- Checked now too, so a handler can react; the commit checks again.
+      local doc, err = require("spool.store").state_get(ns, key)
+      if err then
+        return nil, err
+      end
+      local have = doc and doc.version or 0
+      if have ~= w.if_version then
+        return nil, string.format("ECONFLICT: state %s/%s is at version "
+          .. "%d, not %d", ns, key, have, w.if_version)
+      end
+    end
+    -- The call that wrote it: a conflict at the commit fails that call.
+    w.call_id = require("spool._runner").current_call()
     thread.writes[#thread.writes + 1] = w
     return true
   end

@@ -95,6 +95,24 @@ function Thread:append(type, data)
 end
 
 
+-- Replaces an event not yet durable (a state conflict undoes what a call
+-- did): the derived state, and what steps kept of their rendering, start
+-- afresh. The host is told of the new event under the same seq.
+function Thread:replace(i, type, data)
+  assert(i > self.persisted, "a durable event is never replaced")
+  local old = self.events[i]
+  local ev = { seq = old.seq, step = old.step, type = type, data = data,
+               at = core.time(), v = old.v }
+  self.events[i] = ev
+  self.derived = nil
+  self.render_memo = nil
+  if self.sink then
+    self.sink(self, ev)
+  end
+  return ev
+end
+
+
 -- Makes the new events and the step's state writes durable, in one
 -- transaction. Returns true, or nil and "ECODE: why" (nothing was stored).
 function Thread:commit()
