@@ -150,7 +150,8 @@ describe("the control API", function()
       return select(2, call("GET", "/v1/threads/" .. v.id)).status == "done"
     end)
     local _, done = call("GET", "/v1/threads/" .. v.id)
-    assert.are.equal("refunded 20", done.result)
+    assert.are.equal("(A person changed the arguments to {\"amount\":20} "
+      .. "before it ran.) refunded 20", done.result)
     status, e = call("POST", "/v1/threads/" .. v.id .. "/events",
       { type = "approve" })
     assert.are.equal(409, status)

@@ -160,21 +160,30 @@ describe("business state", function()
     assert.are.same({ by = t.id }, (spool.state.get(ns, "k")))
   end)
 
-  it("fails a step whose compare-and-set lost, storing none of it", function()
+  it("fails the call whose compare-and-set lost, storing none of its "
+    .. "writes, and goes on", function()
     assert(spool.state.put(ns, "cas", "v1"))
-    mock = scripted { { tool = "bump", args = {} }, "bumped" }
+    mock = scripted { { tool = "bump", args = {} }, "after the conflict" }
     local t = h.run(h.agent({ tools = { bump = { run = function()
       local _, version = spool.state.get(ns, "cas")
-      -- Another writer gets in between the read and the commit.
+      spool.state.put(ns, "other_key", "written with it")
+      local ok, err = spool.state.put(ns, "cas", "mine",
+        { if_version = version })
+      assert(ok, err)
+      -- Another writer gets in between the write and the commit.
       assert(store.write_state({ { ns = ns, key = "cas", value = "other" } }))
-      spool.state.put(ns, "cas", "mine", { if_version = version })
       return "bumped"
     end } } }, mock), "x")
-    assert.matches("^ECONFLICT: state " .. ns .. "/cas is at version 2, not 1",
-      t.halted)
+    assert.is_nil(t.halted)
+    assert.are.equal("done", t:status())
     assert.are.equal("other", (spool.state.get(ns, "cas")))
+    assert.is_nil((spool.state.get(ns, "other_key")))
     local stored = store.load(t.id)
-    assert.are.same({ "input", "model_call", "intent" }, types(stored.events))
+    assert.are.same({ "input", "model_call", "intent", "error", "model_call",
+      "done" }, types(stored.events))
+    assert.matches("^this call failed: nothing it wrote was stored: the "
+      .. "state " .. ns .. "/cas is at version 2, not 1",
+      stored.events[4].data.error)
   end)
 
   it("reads expired documents as absent", function()
@@ -221,7 +230,8 @@ describe("pause and resume", function()
     assert.is_nil(err)
     assert.are_not.equal(t, resumed)
     h.wait_run(resumed)
-    assert.are.equal("result: 40", resumed:outcome())
+    assert.are.equal("result: (A person changed the arguments to {\"n\":4} "
+      .. "before it ran.) 40", resumed:outcome())
     assert.are.equal(1, ran)
   end)
 
