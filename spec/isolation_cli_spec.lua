@@ -34,6 +34,9 @@ return spool.agent { prompt = "p.md",
     finish = spool.done } }
 ]],
   ["prompts/p.md"] = "Work.",
+  -- The project lets a step run longer than the default; the rogue agent
+  -- asks for that much (an agent may not ask for more than the project).
+  ["spool.lua"] = "return { limits = { step_instructions = 2000000000 } }",
   -- work: three notes, then finish; rogue: spin, bomb, then finish with
   -- what the tools said.
   ["mock.lua"] = [[

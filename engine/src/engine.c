@@ -369,6 +369,26 @@ static void on_lua_warning(void *ud, const char *msg, int tocont) {
   }
 }
 
+/* Drops the relative entries ("./?.lua", "./?.so") of a search path:
+ * modules are never looked for in the working folder, where an agent may
+ * write files. stack: path -> path */
+static void absolute_only(lua_State *L) {
+  luaL_Buffer b;
+  const char *p = lua_tostring(L, -1);
+  luaL_buffinit(L, &b);
+  while (p && *p) {
+    const char *end = strchr(p, ';');
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    if (n > 0 && p[0] == '/') {
+      luaL_addlstring(&b, p, n);
+      luaL_addchar(&b, ';');
+    }
+    p += n + (end ? 1 : 0);
+  }
+  luaL_pushresult(&b);
+  lua_remove(L, -2);
+}
+
 /* stack: -> (sets up package.path, preloads, and loads spool._engine) */
 static int bootstrap(lua_State *L) {
   spool_engine *e = lua_touserdata(L, 1);
@@ -377,8 +397,12 @@ static int bootstrap(lua_State *L) {
   lua_getglobal(L, "package");
   lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;", lua_dir, lua_dir);
   lua_getfield(L, -2, "path");
+  absolute_only(L);
   lua_concat(L, 2);
   lua_setfield(L, -2, "path");
+  lua_getfield(L, -1, "cpath");
+  absolute_only(L);
+  lua_setfield(L, -2, "cpath");
   lua_pop(L, 1);
   preload(L, "spool.core", luaopen_spool_core);
   preload(L, "spool.json", luaopen_spool_json);

@@ -267,9 +267,9 @@ static int on_prereq(void *ud, char *ip, char *local_ip, int port,
                      int local_port) {
   spool__http_xfer *x = ud;
   char why[400], url[256];
-  (void)local_ip;
   (void)local_port;
-  if (spool__net_check(x->allow, x->nallow, ip, port, why, sizeof why) == NULL)
+  if (spool__net_check(x->allow, x->nallow, ip, local_ip, port, why,
+                       sizeof why) == NULL)
     return CURL_PREREQFUNC_OK;
   char *effective = NULL;
   curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &effective);

@@ -255,6 +255,8 @@ static int read_token(lua_State *L, int fd, const char *path) {
   char buf[257];
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
     return token_error(L, path, "not a regular file");
+  if (st.st_uid != geteuid())
+    return token_error(L, path, "it belongs to another user");
   if (st.st_mode & 077)
     return token_error(L, path,
                        "others may read it: make it private (chmod 600)");
@@ -269,8 +271,7 @@ static int read_token(lua_State *L, int fd, const char *path) {
 }
 
 /* Blocking I/O on a small file, once: when serving starts, or for the
- * command line. The file is made with O_EXCL, so two processes starting
- * at once agree on one token. */
+ * command line. Two processes starting at once agree on one token. */
 static int l_core_private_token(lua_State *L) {
   const char *path = luaL_checkstring(L, 1);
   const char *slash = strrchr(path, '/');
@@ -294,19 +295,26 @@ static int l_core_private_token(lua_State *L) {
     char hex[65];
     for (int i = 0; i < 32; i++)
       snprintf(hex + 2 * i, 3, "%02x", bytes[i]);
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+    /* Written whole under a name of its own, then linked into place: a
+     * process that reads it never sees it half written, and of two made
+     * at once the first linked wins. */
+    lua_pushfstring(L, "%s.%d.new", path, (int)getpid());
+    const char *tmp = lua_tostring(L, -1);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
               0600);
-    if (fd < 0 && errno == EEXIST)
-      continue; /* another process made it first: read theirs */
     if (fd < 0)
       return token_error(L, path, strerror(errno));
     int ok = write(fd, hex, 64) == 64 && write(fd, "\n", 1) == 1 &&
              fsync(fd) == 0;
     close(fd);
-    if (!ok) {
-      unlink(path);
+    int linked = ok && link(tmp, path) == 0;
+    int raced = ok && !linked && errno == EEXIST;
+    unlink(tmp);
+    lua_pop(L, 1);
+    if (raced)
+      continue; /* another process made it first: read theirs */
+    if (!linked)
       return token_error(L, path, "cannot write the token");
-    }
     lua_pushlstring(L, hex, 64);
     return 1;
   }

@@ -27,6 +27,7 @@
 #include "spool_int.h"
 
 #define ARRAY_MT "spool.json.array"
+#define MAX_TEXT (64u << 20) /* bytes of encoded JSON */
 #define SCRATCH_MT "spool.json.scratch"
 #define RAW_MT "spool.json.raw"
 
@@ -471,6 +472,11 @@ static void encode(encoder *en, int idx) {
   }
   if (rc != 0)
     nomem(en);
+  /* The text is built outside the Lua heap, where no run's memory budget
+   * sees it: a table that holds one big string many times must not make a
+   * text of gigabytes. The bound is the one on HTTP responses. */
+  if (en->out->len > MAX_TEXT)
+    enc_error(en, "the JSON text would be larger than 64 MiB");
 }
 
 static int l_json_encode(lua_State *L) {

@@ -161,16 +161,22 @@ int spool__net_rule_parse(const char *text, spool__net_rule *out) {
 }
 
 const char *spool__net_check(const spool__net_rule *allow, size_t n,
-                             const char *ip, int port, char *out,
-                             size_t outlen) {
-  unsigned char raw[16], v4[16];
-  int is4;
+                             const char *ip, const char *local_ip, int port,
+                             char *out, size_t outlen) {
+  unsigned char raw[16], v4[16], local[16];
+  int is4, local4;
   const char *why;
   if (ip == NULL || parse_addr(ip, raw, &is4) != 0) {
     why = "not an address";
   } else {
     int embeds = embedded_v4(raw, v4);
     why = classify(embeds ? v4 : raw);
+    /* A connection whose two ends are one address stays on this machine,
+     * whatever interface the address is on: a service listening on all
+     * of them (0.0.0.0) is as near as one on loopback. */
+    if (why == NULL && local_ip && parse_addr(local_ip, local, &local4) == 0 &&
+        memcmp(local, raw, 16) == 0)
+      why = "an address of this machine";
     for (size_t i = 0; why && i < n; i++)
       if (matches(&allow[i], raw, port) ||
           (embeds && matches(&allow[i], v4, port)))

@@ -29,7 +29,7 @@ int spool__net_rule_parse(const char *text, spool__net_rule *out);
 
 /*
  * Whether a connection to ip (text, as the resolver or curl gives it) and
- * port may go ahead: NULL if so, else what the address is ("a loopback
+ * port, made from local_ip (NULL if unknown), may go ahead: NULL if so, else what the address is ("a loopback
  * address"), with out (if not NULL) holding the sentence an agent is told:
  *
  *   resolves to 127.0.0.1, a loopback address; agents may not reach it
@@ -38,7 +38,7 @@ int spool__net_rule_parse(const char *text, spool__net_rule *out);
  * An address that does not parse is refused.
  */
 const char *spool__net_check(const spool__net_rule *allow, size_t n,
-                             const char *ip, int port, char *out,
-                             size_t outlen);
+                             const char *ip, const char *local_ip, int port,
+                             char *out, size_t outlen);
 
 #endif

@@ -20,7 +20,8 @@
  * whose Lua code may count on running without interruption between its
  * own waits.
  *
- *   limits_push{ step_instructions=, run_instructions=, memory= } -> handle
+ *   limits_push{ step_instructions=, run_instructions=, memory= }
+ *                         -> handle | nil, "ELIMIT: ..." (no account left)
  *   limits_pop(handle)
  *   step_begin([limit])   -> what the step before had used, and its
  *                            limit; a new step starts (with `limit`)
@@ -31,6 +32,10 @@
  *                            once: this forgets the refusal)
  *   is_limit(e)           -> boolean
  *   is_task(co)           -> boolean: is co a task's own coroutine?
+ *   took_slice(co)        -> boolean: did the hook yield co (an agent's
+ *                            coroutine) to end a slice?
+ *   give_slice()          yields the caller's coroutine for the rest of
+ *                            the slice (the run's to the loop)
  *   memory()              -> { used, limit, total, cap }
  *   set_memory_cap(bytes)
  *   system_memory()       -> bytes the process may use (its cgroup's
@@ -85,6 +90,18 @@ static void raise_limit(lua_State *L, const char *key) {
   lua_error(L);
 }
 
+/* Past a budget, agent code gets the error at every call of the hook: a
+ * handler that catches it (a __close that raises, an error handler) gets
+ * no further. The library's own code, which records the failure, gets
+ * GRACE instructions before it is stopped too. stack: -> (raises) */
+static void over_budget(lua_State *L, lua_Debug *ar, int agent, long long used,
+                        long long *until, const char *key) {
+  if (agent || used > *until) {
+    *until = used + GRACE;
+    raise_limit(L, key);
+  }
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar) {
   spool_engine *e = engine_of_state(L);
   spool__limits *l = e->limits_now;
@@ -92,25 +109,44 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
     return;
   l->step_used += HOOK_EVERY;
   l->run_used += HOOK_EVERY;
-  if (l->run_limit && l->run_used > l->run_until) {
-    l->run_until = l->run_used + GRACE;
-    raise_limit(L, &RUN_KEY);
-  }
-  if (l->step_limit && l->step_used > l->step_until) {
-    l->step_until = l->step_used + GRACE;
-    raise_limit(L, &STEP_KEY);
+  int over_run = l->run_limit && l->run_used > l->run_limit;
+  int over_step = l->step_limit && l->step_used > l->step_limit;
+  int agent = -1; /* not looked up yet: it costs a lua_getinfo */
+  if (over_run || over_step) {
+    agent = agent_code(L, ar);
+    if (over_run)
+      over_budget(L, ar, agent, l->run_used, &l->run_until, &RUN_KEY);
+    over_budget(L, ar, agent, l->step_used, &l->step_until, &STEP_KEY);
   }
   spool__task *t = e->sched.current;
-  if (t && L == t->co && uv_hrtime() - e->sched.slice_start > SLICE_NS &&
-      lua_isyieldable(L) && agent_code(L, ar)) {
+  if (t == NULL || uv_hrtime() - e->sched.slice_start <= SLICE_NS ||
+      !lua_isyieldable(L) || !(agent >= 0 ? agent : agent_code(L, ar)))
+    return;
+  /* A run's own coroutine yields to the scheduler; a coroutine the agent
+   * made yields to its resumer, spool._sandbox's, which passes the slice
+   * on up (see took_slice). Either way: a hook's yield, which returns,
+   * and the VM yields. */
+  if (L == t->co)
     t->sliced = 1;
-    lua_yield(L, 0); /* a hook's yield: returns, and the VM yields */
-  }
+  else
+    e->sliced_co = L;
+  lua_yield(L, 0);
 }
 
 void spool__limits_enter(spool_engine *e, spool__limits *l) {
   e->limits_now = l;
   spool__lua_heap_use(e->heap, l ? l->account : 0);
+}
+
+void spool__limits_expire(spool__limits *l) {
+  for (; l; l = l->prev) {
+    l->step_limit = l->step_used ? l->step_used : 1;
+    l->step_until = l->step_limit;
+  }
+}
+
+int spool__limits_refused(spool_engine *e, spool__limits *l) {
+  return l && spool__lua_heap_refused(e->heap, l->account) != 0;
 }
 
 void spool__limits_free(spool_engine *e, spool__limits *l) {
@@ -149,6 +185,14 @@ static int l_limits_push(lua_State *L) {
   l->step_limit = l->step_until = step;
   l->run_limit = l->run_until = run;
   l->account = spool__lua_heap_account_open(e->heap, (size_t)memory);
+  if (l->account == 0 && memory > 0) {
+    /* No account left: the run is refused rather than run unbounded. */
+    free(l);
+    lua_pushnil(L);
+    lua_pushliteral(L, "ELIMIT: 65,535 runs already have memory budgets in "
+                       "this engine; try again when some have ended");
+    return 2;
+  }
   spool__limits **where = slot(e, L);
   l->prev = *where;
   *where = l;
@@ -278,6 +322,33 @@ static int l_limit_error(lua_State *L) {
   return 2;
 }
 
+/* Did the hook end a slice by yielding `co`, a coroutine the agent made?
+ * (Its resumer then passes the slice on with give_slice.) */
+static int l_took_slice(lua_State *L) {
+  spool_engine *e = engine(L);
+  lua_State *co = lua_tothread(L, 1);
+  int took = co != NULL && e->sliced_co == co;
+  if (took)
+    e->sliced_co = NULL;
+  lua_pushboolean(L, took);
+  return 1;
+}
+
+/* Gives the rest of a slice up: a run's coroutine yields to the scheduler
+ * (resumed after the loop has polled), a coroutine the agent made to its
+ * resumer; elsewhere (a C function between) it goes on. */
+static int l_give_slice(lua_State *L) {
+  spool_engine *e = engine(L);
+  spool__task *t = e->sched.current;
+  if (t == NULL || !lua_isyieldable(L))
+    return 0;
+  if (L == t->co)
+    t->sliced = 1;
+  else
+    e->sliced_co = L;
+  return lua_yield(L, 0);
+}
+
 static int l_is_task(lua_State *L) {
   lua_State *co = lua_tothread(L, 1);
   lua_pushboolean(L, co != NULL && spool__task_current(co) != NULL &&
@@ -343,6 +414,8 @@ void spool__open_limits(lua_State *L) {
       {"limit_error", l_limit_error},
       {"is_limit", l_is_limit},
       {"is_task", l_is_task},
+      {"took_slice", l_took_slice},
+      {"give_slice", l_give_slice},
       {"memory", l_memory},
       {"set_memory_cap", l_set_memory_cap},
       {"system_memory", l_system_memory},

@@ -77,8 +77,13 @@ static void finish(spool__task *t, int how, int nres) {
   unlink_task(t);
   if (t->done)
     t->done(t, how, nres, t->done_ud);
-  if (how != SPOOL__TASK_OK)
-    close_thread(t->co, e->L); /* runs pending to-be-closed variables */
+  if (how != SPOOL__TASK_OK) {
+    /* Pending to-be-closed variables run: agent code among them runs under
+     * the task's limits, spent, so it is stopped at once. */
+    spool__limits_expire(t->limits);
+    spool__limits_enter(e, t->limits);
+    close_thread(t->co, e->L);
+  }
   lua_settop(t->co, 0);
   lua_sethook(t->co, NULL, 0, 0);
   *task_slot(t->co) = NULL;
@@ -238,15 +243,26 @@ void spool__task_wake(spool__task *t, int nres) {
 }
 
 void spool__task_wake_with(spool__task *t, lua_CFunction push, void *ud) {
-  lua_State *L = t->e->L;
+  spool_engine *e = t->e;
+  lua_State *L = e->L;
   int top = lua_gettop(L);
+  spool__limits *was = e->limits_now;
+  /* What a run gets back (a response's body) counts for the run. */
+  spool__limits_enter(e, t->limits);
   lua_pushcfunction(L, push);
   lua_pushlightuserdata(L, ud);
-  int nres;
-  if (spool__pcall(L, 1, LUA_MULTRET) == LUA_OK) {
+  int nres, st = spool__pcall(L, 1, LUA_MULTRET);
+  int refused = st == LUA_ERRMEM && spool__limits_refused(e, t->limits);
+  spool__limits_enter(e, was);
+  if (st == LUA_OK) {
     nres = lua_gettop(L) - top;
   } else {
-    /* stack: message -> nil, message (no allocation: memory is short) */
+    if (refused) {
+      lua_pop(L, 1);
+      lua_pushliteral(L, "ELIMIT: what this call returned would take the "
+                         "run past its memory budget (limits.memory_mb)");
+    }
+    /* stack: message -> nil, message */
     lua_pushnil(L);
     lua_insert(L, -2);
     nres = 2;

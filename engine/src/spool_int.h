@@ -95,6 +95,7 @@ struct spool_engine {
   spool__sched sched;
   spool__limits *main_limits; /* limits outside any task (sandbox.c) */
   spool__limits *limits_now;  /* the limits in force now, or NULL */
+  lua_State *sliced_co;       /* an agent's coroutine the hook yielded */
   long long clock_offset_ms;  /* $SPOOL_TEST_TIME_OFFSET_MS: tests move time */
   int api_ref; /* registry ref: the table returned by spool._engine */
   int opened;
@@ -185,6 +186,11 @@ int spool__task_interrupt(spool_engine *e, unsigned long long id,
 /* Puts limits in force (NULL: none): the count hook reads them, and the
  * Lua heap charges their memory account. */
 void spool__limits_enter(spool_engine *e, spool__limits *l);
+/* Ends the budgets of a chain of limits: any agent code that runs under
+ * them now (a __close as a task is cancelled) is stopped at once. */
+void spool__limits_expire(spool__limits *l);
+/* Did l's memory account refuse a block since the refusal was last told? */
+int spool__limits_refused(spool_engine *e, spool__limits *l);
 /* Frees a chain of limits (l and those it replaced); accepts NULL. */
 void spool__limits_free(spool_engine *e, spool__limits *l);
 

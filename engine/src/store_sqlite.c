@@ -23,6 +23,7 @@
  * corrupt row is an error that names it, never a wrong answer.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -30,6 +31,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "store.h"
@@ -266,17 +268,23 @@ static void bind_text(sqlite3_stmt *s, int i, const char *v) {
     sqlite3_bind_null(s, i);
 }
 
-/* Creates the folders above path (the default store is .spool/spool.db). */
-static void make_parents(const char *path) {
+/* Creates the folders above path (the default store is .spool/spool.db)
+ * and the file itself, missing ones readable by their owner only: the
+ * store holds every thread and all business state. (SQLite gives its
+ * -wal and -shm files the database's permissions.) */
+static void make_private(const char *path) {
   char *copy = strdup(path);
   if (copy == NULL)
     return;
   for (char *p = copy + 1; (p = strchr(p, '/')) != NULL; p++) {
     *p = '\0';
-    mkdir(copy, 0777);
+    mkdir(copy, 0700);
     *p = '/';
   }
   free(copy);
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd >= 0)
+    close(fd);
 }
 
 /* The schema version the database says it has, or -1. */
@@ -392,7 +400,7 @@ static int sqlite_open(void **out, const char *path, char *err, size_t errlen) {
     return -1;
   }
   if (strcmp(path, ":memory:") != 0)
-    make_parents(path);
+    make_private(path);
   int rc = sqlite3_open_v2(
       path, &d->conn,
       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);

@@ -7,7 +7,7 @@
 #include "test.h"
 
 static const char *why(const char *ip, int port) {
-  return spool__net_check(NULL, 0, ip, port, NULL, 0);
+  return spool__net_check(NULL, 0, ip, NULL, port, NULL, 0);
 }
 
 TEST_IMPL(netguard_refuses) {
@@ -62,6 +62,21 @@ TEST_IMPL(netguard_passes_the_rest) {
   }
 }
 
+/* A connection from an address to itself stays on this machine, on
+ * whatever interface: refused like loopback, unless a rule allows it. */
+TEST_IMPL(netguard_refuses_this_machine) {
+  ASSERT(spool__net_check(NULL, 0, "192.0.2.2", "192.0.2.2", 80, NULL, 0) !=
+         NULL);
+  ASSERT(spool__net_check(NULL, 0, "2001:db8::7", "2001:db8::7", 80, NULL, 0) !=
+         NULL);
+  ASSERT(spool__net_check(NULL, 0, "192.0.2.2", "192.0.2.9", 80, NULL, 0) ==
+         NULL);
+  spool__net_rule r;
+  ASSERT_EQ(0, spool__net_rule_parse("192.0.2.2:80", &r));
+  ASSERT(spool__net_check(&r, 1, "192.0.2.2", "192.0.2.2", 80, NULL, 0) ==
+         NULL);
+}
+
 TEST_IMPL(netguard_rules) {
   spool__net_rule r[8];
   ASSERT_EQ(spool__net_rule_parse("127.0.0.1:9000", &r[0]), 0);
@@ -71,26 +86,28 @@ TEST_IMPL(netguard_rules) {
   ASSERT_EQ(spool__net_rule_parse("fe80::/10", &r[4]), 0);
   ASSERT_EQ(spool__net_rule_parse("[fd00:ec2::254/128]:80", &r[5]), 0);
   /* an address with its port */
-  ASSERT(spool__net_check(r, 6, "127.0.0.1", 9000, NULL, 0) == NULL);
-  ASSERT(spool__net_check(r, 6, "::ffff:127.0.0.1", 9000, NULL, 0) == NULL);
-  ASSERT(spool__net_check(r, 6, "127.0.0.1", 9001, NULL, 0) != NULL);
-  ASSERT(spool__net_check(r, 6, "127.0.0.2", 9000, NULL, 0) != NULL);
+  ASSERT(spool__net_check(r, 6, "127.0.0.1", NULL, 9000, NULL, 0) == NULL);
+  ASSERT(spool__net_check(r, 6, "::ffff:127.0.0.1", NULL, 9000, NULL, 0) ==
+         NULL);
+  ASSERT(spool__net_check(r, 6, "127.0.0.1", NULL, 9001, NULL, 0) != NULL);
+  ASSERT(spool__net_check(r, 6, "127.0.0.2", NULL, 9000, NULL, 0) != NULL);
   /* any port */
-  ASSERT(spool__net_check(r, 6, "::1", 1, NULL, 0) == NULL);
-  ASSERT(spool__net_check(r, 6, "::1", 65535, NULL, 0) == NULL);
+  ASSERT(spool__net_check(r, 6, "::1", NULL, 1, NULL, 0) == NULL);
+  ASSERT(spool__net_check(r, 6, "::1", NULL, 65535, NULL, 0) == NULL);
   /* blocks */
-  ASSERT(spool__net_check(r, 6, "169.254.1.2", 8080, NULL, 0) == NULL);
-  ASSERT(spool__net_check(r, 6, "169.254.169.254", 8080, NULL, 0) == NULL);
-  ASSERT(spool__net_check(r, 6, "169.254.1.2", 80, NULL, 0) != NULL);
-  ASSERT(spool__net_check(r, 6, "fe80::abcd", 80, NULL, 0) == NULL);
-  ASSERT(spool__net_check(r, 6, "fd00:ec2::254", 80, NULL, 0) == NULL);
-  ASSERT(spool__net_check(r, 6, "fd00:ec2::254", 443, NULL, 0) != NULL);
+  ASSERT(spool__net_check(r, 6, "169.254.1.2", NULL, 8080, NULL, 0) == NULL);
+  ASSERT(spool__net_check(r, 6, "169.254.169.254", NULL, 8080, NULL, 0) ==
+         NULL);
+  ASSERT(spool__net_check(r, 6, "169.254.1.2", NULL, 80, NULL, 0) != NULL);
+  ASSERT(spool__net_check(r, 6, "fe80::abcd", NULL, 80, NULL, 0) == NULL);
+  ASSERT(spool__net_check(r, 6, "fd00:ec2::254", NULL, 80, NULL, 0) == NULL);
+  ASSERT(spool__net_check(r, 6, "fd00:ec2::254", NULL, 443, NULL, 0) != NULL);
   /* a block's host bits are dropped: 127.1.2.3/8 is 127.0.0.0/8 */
   ASSERT_EQ(spool__net_rule_parse("127.1.2.3/8", &r[0]), 0);
-  ASSERT(spool__net_check(r, 1, "127.200.0.1", 80, NULL, 0) == NULL);
+  ASSERT(spool__net_check(r, 1, "127.200.0.1", NULL, 80, NULL, 0) == NULL);
   /* an IPv4 rule covers the mapped form; a mapped rule the IPv4 one */
   ASSERT_EQ(spool__net_rule_parse("[::ffff:127.0.0.1]:80", &r[0]), 0);
-  ASSERT(spool__net_check(r, 1, "127.0.0.1", 80, NULL, 0) == NULL);
+  ASSERT(spool__net_check(r, 1, "127.0.0.1", NULL, 80, NULL, 0) == NULL);
   /* what is not a rule */
   static const char *const bad[] = {
       "",
@@ -120,20 +137,22 @@ TEST_IMPL(netguard_rules) {
 
 TEST_IMPL(netguard_explains) {
   char out[400];
-  ASSERT_STR_EQ(spool__net_check(NULL, 0, "127.0.0.1", 8080, out, sizeof out),
-                "a loopback address");
+  ASSERT_STR_EQ(
+      spool__net_check(NULL, 0, "127.0.0.1", NULL, 8080, out, sizeof out),
+      "a loopback address");
   ASSERT_STR_EQ(out, "resolves to 127.0.0.1, a loopback address; agents may "
                      "not reach it unless spool.lua allows it (http = { "
                      "allow = { \"127.0.0.1:8080\" } })");
-  spool__net_check(NULL, 0, "::ffff:169.254.169.254", 80, out, sizeof out);
+  spool__net_check(NULL, 0, "::ffff:169.254.169.254", NULL, 80, out,
+                   sizeof out);
   ASSERT_STR_EQ(out, "resolves to ::ffff:169.254.169.254, a cloud metadata "
                      "address; agents may not reach it unless spool.lua "
                      "allows it (http = { allow = { \"169.254.169.254:80\" "
                      "} })");
-  spool__net_check(NULL, 0, "fe80::1", 443, out, sizeof out);
+  spool__net_check(NULL, 0, "fe80::1", NULL, 443, out, sizeof out);
   ASSERT_CONTAINS(out, "{ \"[fe80::1]:443\" }");
   /* the suggested rule does allow it */
   spool__net_rule r;
   ASSERT_EQ(spool__net_rule_parse("[fe80::1]:443", &r), 0);
-  ASSERT(spool__net_check(&r, 1, "fe80::1", 443, NULL, 0) == NULL);
+  ASSERT(spool__net_check(&r, 1, "fe80::1", NULL, 443, NULL, 0) == NULL);
 }

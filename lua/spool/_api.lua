@@ -204,7 +204,8 @@ local function start_thread(req, _, body)
   local id = thread_mod.new_id()
   -- The key is stored with the thread's input, in one transaction: a key
   -- never names a thread that was not stored, nor the other way round.
-  local writes = key and { { ns = IDEMPOTENCY_NS, key = key, if_version = 0,
+  local writes = key and { store.engine_write { ns = IDEMPOTENCY_NS,
+    key = key, if_version = 0,
     value = { id = id, agent = name, request = fingerprint },
     expires_at = core.time() + IDEMPOTENCY_TTL_MS } }
   local thread = runner.start(agent, input, id, writes)

@@ -132,7 +132,7 @@ end
 -- ---- cassettes ----
 
 local Cassette = {}
-Cassette.__index = Cassette
+local CASSETTE = { __index = Cassette } -- runs' agents see no methods table
 
 
 local function recorded(reply)
@@ -175,7 +175,7 @@ end
 
 local function new_cassette(mode, calls, label)
   return setmetatable({ mode = mode, calls = calls or {}, i = 0,
-                        label = label }, Cassette)
+                        label = label }, CASSETTE)
 end
 
 

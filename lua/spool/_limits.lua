@@ -81,9 +81,12 @@ function M.of(project, agent)
   if memo and memo.project == project then
     return memo.limits
   end
+  -- An agent may ask for less than the project allows, never more (no
+  -- agent can switch the instruction hook, and its time slices, off).
   local out = {}
   for k in pairs(KEYS) do
-    out[k] = (agent.limits and agent.limits[k]) or project[k]
+    local own = agent.limits and agent.limits[k]
+    out[k] = own and math.min(own, project[k]) or project[k]
   end
   agent.limits_memo = { project = project, limits = out }
   return out
@@ -91,7 +94,7 @@ end
 
 
 -- Puts a run's limits in force for the calling task; returns the handle
--- limits_pop takes.
+-- limits_pop takes, or nil and "ELIMIT: why" (no budget can be kept).
 function M.push_run(limits)
   return core.limits_push { step_instructions = limits.step_instructions,
     run_instructions = limits.run_instructions,
@@ -102,8 +105,11 @@ end
 -- Runs f(...) under the limits of loading an agent. Returns what pcall
 -- would, a limit's error turned into its message.
 function M.load(f, ...)
-  local handle = core.limits_push { step_instructions = LOAD.step_instructions,
-    memory = LOAD.memory_mb * 2 ^ 20 }
+  local handle, err = core.limits_push { step_instructions =
+    LOAD.step_instructions, memory = LOAD.memory_mb * 2 ^ 20 }
+  if not handle then
+    return false, err
+  end
   local res = table.pack(pcall(f, ...))
   if not res[1] then
     local _, kind = core.limit_error(res[2])

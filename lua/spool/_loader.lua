@@ -89,7 +89,7 @@ local LOADING = {} -- a helper module whose chunk is running
 -- Compiles agent `name` reading files with `read(path)`; returns the agent
 -- (with .version, .files) or nil and "ECODE: why". `dirs` gives the real
 -- folders and the names used in messages.
-local function compile(name, read, dirs)
+local function compile_unbounded(name, read, dirs)
   local files = {}   -- shown path -> text: everything this version is
   local modules = {} -- helper name -> value, loaded once per version
   local library = {} -- the version's copy of the library (spool._sandbox)
@@ -186,7 +186,10 @@ local function compile(name, read, dirs)
   if not hok then
     return nil, "EAGENT: " .. herr
   end
-  local ok, def = limits.load(chunk)
+  local ok, def = pcall(chunk)
+  if not ok and core.is_limit(def) then
+    error(def, 0) -- for spool._limits to say so
+  end
   if not ok then
     -- `return spool.agent{...}` is a tail call: its caller shows as [C].
     return nil, "EAGENT: " .. tostring(def):gsub("^%[C%]: ", shown .. ": ")
@@ -243,7 +246,7 @@ end
 
 -- Checks that a compiled agent's prompt renders (with the variables every
 -- step has, and the agent's own if they can be computed without a run).
-local function check(def)
+local function check_unbounded(def)
   if not def.prompt_template then
     return true
   end
@@ -256,7 +259,10 @@ local function check(def)
       description = def.tools[tname].description, params = "{}" }
   end
   if def.vars then
-    local ok, extra = limits.load(def.vars, probe)
+    local ok, extra = pcall(def.vars, probe)
+    if not ok and core.is_limit(extra) then
+      error(extra, 0)
+    end
     if not ok then
       return true -- needs a real thread: checked when it runs
     end
@@ -269,6 +275,30 @@ local function check(def)
     return nil, "EAGENT: " .. tostring(err)
   end
   return true
+end
+
+
+-- Compiling and checking run agent code (its top level, its vars), so
+-- they run under the limits of loading: a file that loops or fills memory
+-- fails to load, and the engine goes on.
+local function bounded(f, ...)
+  local res = table.pack(limits.load(f, ...))
+  if not res[1] then
+    local why = res[2]
+    return nil, "EAGENT: " .. (type(why) == "string" and why
+      or "loading raised an error that is not a string")
+  end
+  return table.unpack(res, 2, res.n)
+end
+
+
+local function compile(name, read, dirs)
+  return bounded(compile_unbounded, name, read, dirs)
+end
+
+
+local function check(def)
+  return bounded(check_unbounded, def)
 end
 
 

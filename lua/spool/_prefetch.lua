@@ -59,10 +59,14 @@ function M.run(thread, agent)
   for _, name in ipairs(fns) do
     core.spawn(function()
       -- Agent code in a task of its own: under the run's limits too.
-      local handle = limits.push_run(run_limits)
-      results[name] = outcome(pcall(agent.prefetch[name], input,
-        { thread = thread, agent = agent }))
-      core.limits_pop(handle)
+      local handle, err = limits.push_run(run_limits)
+      if handle then
+        results[name] = outcome(pcall(agent.prefetch[name], input,
+          { thread = thread, agent = agent }))
+        core.limits_pop(handle)
+      else
+        results[name] = { error = err }
+      end
       left = left - 1
       if left == 0 then
         all_in:notify()

@@ -186,8 +186,13 @@ local function drive(thread, agent)
     return debug.traceback(e, 2)
   end, thread, agent, next_version)
   current[co] = outer
-  if ok or err == loop.PAUSED or err == DRAINED then
+  if ok or (err == loop.PAUSED and thread:status() == "waiting")
+      or err == DRAINED then
     return
+  end
+  if err == loop.PAUSED then
+    -- Only a sub-agent that waits for a person pauses a run this way.
+    err = "the run raised spool.loop.PAUSED but waits for nothing"
   end
   if type(err) == "table" and err.store_error then
     thread.halted = err.store_error
@@ -208,9 +213,17 @@ end
 
 
 local function run_task(thread, agent)
-  local handle = limits.push_run(limits.of(config.get().limits, agent))
-  drive(thread, agent)
-  core.limits_pop(handle)
+  local handle, err = limits.push_run(limits.of(config.get().limits, agent))
+  if handle then
+    drive(thread, agent)
+    core.limits_pop(handle)
+  else
+    thread:fail(err:gsub("^ELIMIT: ", ""))
+    local ok, cerr = thread:commit()
+    if not ok then
+      thread.halted = cerr
+    end
+  end
   store.release(thread.id)
   retire(thread)
 end

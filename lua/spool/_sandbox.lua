@@ -27,6 +27,7 @@
 -- a boundary against hostile agent authors (see SECURITY.md).
 
 local core = require "spool.core"
+local json = require "spool.json"
 
 local M = {}
 
@@ -76,7 +77,11 @@ function M.freeze(t)
   setmetatable_raw(t, {
     __index = fields,
     __newindex = refuse_write,
-    __pairs = function() return next, fields, nil end,
+    -- An iterator of its own: handing out `next, fields` would hand out
+    -- the fields themselves, to be written.
+    __pairs = function()
+      return function(_, k) return next(fields, k) end, t, nil
+    end,
     __len = function() return #fields end,
     __tostring = mt and mt.__tostring,
     __call = mt and mt.__call,
@@ -112,8 +117,64 @@ local function copy(v, seen)
 end
 
 
+-- A plain copy of data an agent hands the engine (a schema, settings):
+-- tables copied by raw access, without metatables (the JSON array mark
+-- kept), and no function, userdata or coroutine in it. The engine reads
+-- such data later, outside the run and its limits: reading it must run no
+-- agent code. Raises `where: why` on what is not data.
+function M.plain(v, where, seen)
+  local t = type(v)
+  if t ~= "table" then
+    if t == "function" or t == "thread"
+        or (t == "userdata" and v ~= json.null) then
+      error(string.format("%s: a %s cannot be part of it (only data)", where,
+        t), 0)
+    end
+    return v
+  end
+  seen = seen or {}
+  if seen[v] then
+    error(where .. ": it contains itself", 0)
+  end
+  seen[v] = true
+  local c = {}
+  for k, x in next, v do
+    c[M.plain(k, where, seen)] = M.plain(x, where, seen)
+  end
+  seen[v] = nil
+  if json.is_array(v) then
+    json.array(c)
+  end
+  return c
+end
+
+
+-- lua-cjson keeps its settings in the module: an agent version gets an
+-- instance of its own (cjson.new), whose nesting depths stay bounded — a
+-- deep document must not overflow the engine's C stack.
+local MAX_DEPTH = 1000
+
+local function own_cjson(name)
+  local inst = require(name).new()
+  for _, setting in ipairs { "decode_max_depth", "encode_max_depth" } do
+    local set = inst[setting]
+    inst[setting] = function(n, ...)
+      if type(n) == "number" and n > MAX_DEPTH then
+        n = MAX_DEPTH
+      end
+      return set(n, ...)
+    end
+  end
+  return inst
+end
+
+
 -- The agent version's copy of allowed module `name` (see M.ALLOWED).
 function M.library(name, seen)
+  if name == "cjson" or name == "cjson.safe" then
+    seen[name] = seen[name] or own_cjson(name)
+    return seen[name]
+  end
   return copy(require(name), seen)
 end
 
@@ -204,9 +265,26 @@ local function sandboxed_yield(...)
 end
 
 
+local pack, unpack = table.pack, table.unpack
+
+
+-- Resumes a coroutine the agent made. When the count hook ended a slice
+-- in it (it yielded it, with nothing), the slice is passed on up — this
+-- coroutine yields in turn, the run's to the loop — and the coroutine is
+-- resumed where it was, so agent code in coroutines is time-sliced too.
+local function resume_sliced(co, ...)
+  local res = pack(co_resume(co, ...))
+  while res[1] and res.n == 1 and core.took_slice(co) do
+    core.give_slice()
+    res = pack(co_resume(co))
+  end
+  return unpack(res, 1, res.n)
+end
+
+
 local function sandboxed_resume(co, ...)
   own_coroutine(co, "resume")
-  return passes(co_resume(co, ...))
+  return passes(resume_sliced(co, ...))
 end
 
 
@@ -226,7 +304,7 @@ local function sandboxed_wrap(f)
       end
       return ...
     end
-    return finish(co_resume(co, ...))
+    return finish(resume_sliced(co, ...))
   end
 end
 

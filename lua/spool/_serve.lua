@@ -231,6 +231,7 @@ local function gate_and_handle(req)
     if not sig then
       return refused
     end
+    req.principal = "hook" -- who answers: the holder of the hook secret
     local answer = handle_route(req, route, params)
     webhooks.settle(sig, answer.status < 300)
     return answer

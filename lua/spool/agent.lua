@@ -57,6 +57,7 @@
 -- file named, not surprises at step 7.
 
 local schema = require "spool.schema"
+local sandbox = require "spool._sandbox"
 
 local M = {}
 
@@ -150,10 +151,18 @@ local function normalize_tool(name, spec, where)
       and math.type(approve.deadline_ms) ~= "integer" then
     error(w .. ": approve.deadline_ms must be an integer", 0)
   end
+  if type(approve) == "table" then
+    approve = { deadline_ms = approve.deadline_ms, when = approve.when }
+  end
+  local description = spec.description or name
+  if type(description) ~= "string" then
+    error(w .. ": description must be a string", 0)
+  end
   return {
     name = name,
-    description = spec.description or name,
-    schema = schema.params(spec.params, w),
+    description = description,
+    -- Plain data: the API checks arguments against it outside any run.
+    schema = sandbox.plain(schema.params(spec.params, w), w .. ": params"),
     run = spec.run,
     result = spec.result,
     terminal = spec.terminal and true or false,
@@ -178,6 +187,12 @@ function M.define(def, where)
         tostring(k)), 0)
     end
   end
+  -- What the definition says as data is copied plain: the engine reads it
+  -- outside runs too (the API, channels, the start of a run), where agent
+  -- code (a metatable's) must never run.
+  local function data(k)
+    return def[k] ~= nil and sandbox.plain(def[k], where .. ": " .. k) or nil
+  end
   local a = setmetatable({
     name = def.name,
     description = def.description,
@@ -191,21 +206,21 @@ function M.define(def, where)
     context = def.context,
     on_max_steps = def.on_max_steps,
     step = def.step,
-    model = def.model,
-    budget = def.budget,
+    model = data("model"),
+    budget = data("budget"),
     on_budget = def.on_budget,
     lenient = def.lenient ~= false,
     escalate = def.escalate and true or false,
     pin_version = def.pin_version and true or false,
     migrate = def.migrate,
     stream = def.stream,
-    window = def.window,
+    window = data("window"),
     prefetch = def.prefetch,
     humans = def.humans ~= nil
-      and require("spool._channels").check(def.humans, where) or nil,
-    limits = def.limits,
+      and require("spool._channels").check(data("humans"), where) or nil,
+    limits = data("limits"),
   }, AGENT)
-  local lok, lerr = require("spool._limits").check(def.limits,
+  local lok, lerr = require("spool._limits").check(a.limits,
     where .. ": limits")
   if not lok then
     error(lerr, 0)
@@ -286,8 +301,8 @@ function M.define(def, where)
     if type(def.output) ~= "table" then
       error(where .. ": output must be a schema table", 0)
     end
-    a.output = def.output.type and def.output
-      or schema.params(def.output, where .. ": output")
+    a.output = sandbox.plain(def.output.type and def.output
+      or schema.params(def.output, where .. ": output"), where .. ": output")
   end
   if a.step == nil and a.prompt == nil then
     error(where .. ": an agent needs a prompt (or its own step function)", 0)

@@ -60,6 +60,9 @@ local function shown(url)
 end
 
 
+local MAX_RESPONSE = 64 * 2 ^ 20 -- engine/src/http.h's bound
+
+
 local function request(opts)
   if type(opts) ~= "table" or type(opts.url) ~= "string" then
     error("spool.http.request expects { url = ..., ... }", 2)
@@ -79,6 +82,13 @@ local function request(opts)
       end
       req[k] = v
     end
+  end
+  local max = req.max_response
+  if max ~= nil and not (max >= 1 and max <= MAX_RESPONSE) then
+    -- The body is held by the engine before the run gets it: an agent
+    -- may ask for less than the engine's bound, not more.
+    error(string.format("spool.http.request: max_response must be 1 to %d "
+      .. "bytes", MAX_RESPONSE), 2)
   end
   local headers = opts.headers
   if headers ~= nil then

@@ -477,8 +477,31 @@ function M.chat(req)
 end
 
 
+-- A model as the call uses it: a copy by raw access, taken once, of the
+-- fields a model has (agent code may hand over a table whose fields change
+-- from one read to the next: the URL checked must be the URL called).
+local function fixed(model)
+  local out = {}
+  for k, v in next, model do
+    local t = type(v)
+    if type(k) == "string" and (t == "string" or t == "number"
+        or t == "boolean") then
+      out[k] = v
+    end
+  end
+  local fallback = rawget(model, "fallback")
+  if type(fallback) == "table" then
+    out.fallback = {}
+    for i, fb in ipairs(sandbox.plain(fallback, "model.fallback")) do
+      out.fallback[i] = fb
+    end
+  end
+  return out
+end
+
+
 chat = function(req)
-  local primary = req.model or config.get().model
+  local primary = fixed(req.model or config.get().model)
   local attempts = {}
   local models = candidates(primary)
   for i, model in ipairs(models) do

@@ -69,6 +69,18 @@ end
 local function commit_after_conflicts(thread, err)
   for _ = 1, #thread.writes + 1 do
     local key = err:match("^ECONFLICT: state (.-) is at version")
+      or err:match("^EACCES: state (.-) is the engine's own")
+    if err:match("^EACCES: state write that is not") then
+      -- Agent code pushed something else to the thread's writes.
+      local keep = {}
+      for _, w in ipairs(thread.writes) do
+        if type(w) == "table" and type(w.ns) == "string"
+            and type(w.key) == "string" then
+          keep[#keep + 1] = w
+        end
+      end
+      thread.writes, key = keep, "?"
+    end
     if not key then
       return nil, err
     end
@@ -89,9 +101,11 @@ local function commit_after_conflicts(thread, err)
       end
     end
     thread.writes = keep
-    local why = "nothing it wrote was stored: the state "
-      .. err:gsub("^ECONFLICT: state ", "") .. " (another run changed it "
-      .. "since it was read); read it again and retry"
+    local why = err:match("^ECONFLICT") and ("nothing it wrote was "
+      .. "stored: the state " .. err:gsub("^ECONFLICT: state ", "")
+      .. " (another run changed it since it was read); read it again and "
+      .. "retry") or ("nothing it wrote was stored: " .. err:gsub("^%u+: ",
+      ""))
     local intent -- the call a terminal "done" event ends
     for i = thread.persisted + 1, #thread.events do
       local ev = thread.events[i]
@@ -124,7 +138,8 @@ end
 -- stored must not be followed by another.
 function M.commit(thread)
   local ok, err = thread:commit()
-  if not ok and err:match("^ECONFLICT: state ") then
+  if not ok and (err:match("^ECONFLICT: state ")
+      or err:match("^EACCES: state ")) then
     ok, err = commit_after_conflicts(thread, err)
   end
   if not ok then

@@ -51,8 +51,39 @@ local function deadline_of(thread)
 end
 
 
+-- Writes the engine makes in its own namespaces (spool_*, spool.*): only
+-- these reach them. A run's writes are the agent's, whichever way they
+-- got into the thread (spool.state refuses those names; a thread is
+-- handed to agent code, which may push to its writes directly).
+local engine_writes = setmetatable({}, { __mode = "k" })
+
+function M.engine_write(w)
+  engine_writes[w] = true
+  return w
+end
+
+
+-- Why a step's write may not be stored, or nil.
+local function refusal(w)
+  if type(w) ~= "table" or type(w.ns) ~= "string" or type(w.key) ~= "string"
+      or (w.if_version ~= nil and math.type(w.if_version) ~= "integer") then
+    return "EACCES: state write that is not { ns, key, value, if_version }"
+  end
+  if w.ns:match("^spool[_%.]") and not engine_writes[w] then
+    return string.format("EACCES: state %s/%s is the engine's own namespace",
+      w.ns, w.key)
+  end
+end
+
+
 -- Makes the thread's new events (and the step's state writes) durable.
 function M.append(thread, writes)
+  for _, w in ipairs(writes or {}) do
+    local why = refusal(w)
+    if why then
+      return nil, why
+    end
+  end
   local events = {}
   for i = thread.persisted + 1, #thread.events do
     local ev = thread.events[i]

@@ -20,8 +20,10 @@ local core = require "spool.core"
 
 local M = {}
 
+-- The methods, apart from the metatable: a thread is handed to agent
+-- code, which must not reach (and change) the methods every thread shares.
 local Thread = {}
-Thread.__index = Thread
+local THREAD = { __index = Thread, __name = "spool.thread" }
 
 local TERMINAL = { done = "done", failed = "failed", cancelled = "cancelled" }
 
@@ -46,7 +48,7 @@ function M.new(agent, version, parent, sink, id)
     writes = {},
     sink = sink,
     eval = parent and parent.eval, -- see spool._eval
-  }, Thread)
+  }, THREAD)
 end
 
 
@@ -64,7 +66,7 @@ function M.from_record(record, sink, depth)
     writes = {},
     sink = sink,
     bytes = record.bytes, -- what its stored events take (spool.store)
-  }, Thread)
+  }, THREAD)
   for _, ev in ipairs(t.events) do
     if ev.step > t.step then
       t.step = ev.step
