@@ -299,20 +299,16 @@ describe("limits on agent code", function()
         last[#last - 1].content)
     end)
 
-  it("keeps finished threads in memory within a bound in bytes", function()
+  it("keeps no finished thread in memory that the store has", function()
     local mock = h.mock { rules = { { reply = { text = "ok" } } } }
     finally(mock.close)
-    local saved = runner.keep_recent_bytes
-    runner.keep_recent_bytes = 4 * 2 ^ 20
-    finally(function() runner.keep_recent_bytes = saved end)
     local a = h.agent({}, mock)
     local big = ("x"):rep(900 * 1024)
+    local before = runner.recent_size()
     for i = 1, 12 do
       h.run(a, big .. i)
     end
-    local n, bytes = runner.recent_size()
-    assert.is_true(bytes <= 4 * 2 ^ 20, "kept " .. bytes .. " bytes")
-    assert.is_true(n >= 3 and n <= 5, "kept " .. n .. " threads")
+    assert.are.equal(before, (runner.recent_size()))
   end)
 
   it("refuses an agent file that loops or fills memory as it loads",
@@ -336,4 +332,274 @@ describe("limits on agent code", function()
       assert.is_nil(a)
       assert.matches("^EAGENT: .*loading took more than 64 MiB", err)
     end)
+end)
+
+-- What an attack on the first version of the sandbox found (each of these
+-- got through then).
+describe("the sandbox, attacked", function()
+  it("hands out neither the methods threads share nor a frozen table's "
+    .. "fields", function()
+      local mock = probing_model()
+      project({ ["agents/spy.lua"] = probe_agent([[
+        assert(ctx.thread.__index == nil, "the Thread class")
+        assert(getmetatable(ctx.thread) == nil)
+        local p = spool.llm.provider("openai")
+        local _, fields = pairs(p)
+        assert(rawequal(fields, p), "a frozen table's fields")
+        local n = 0
+        for k, v in pairs(p) do n = n + 1 end
+        assert(n > 0 and pcall(function() p.authorize = print end) == false)
+        return "held"
+      ]]), ["prompts/p.md"] = "x" }, mock)
+      local t = run_named("spy")
+      assert.are.equal("held", t:outcome())
+    end)
+
+  it("stores no write to the engine's namespaces, however it was made",
+    function()
+      local mock = probing_model()
+      project({ ["agents/forger.lua"] = probe_agent([[
+        ctx.thread.writes[#ctx.thread.writes + 1] = { ns = "spool_channels",
+          key = "_key", value = "forged" }
+        return "queued"
+      ]]), ["prompts/p.md"] = "x" }, mock)
+      local t = run_named("forger")
+      assert.are.equal("done", t:status())
+      assert.is_nil(require("spool.store").state_get("spool_channels", "_key"))
+      assert.matches("the engine's own namespace", h.errors(t)[1])
+    end)
+
+  it("reads a model table once, raw: the URL checked is the URL called",
+    function()
+      local attacker = h.mock { rules = { { reply = { text = "got it" } } } }
+      finally(attacker.close)
+      local allowed = h.mock { rules = { { reply = { text = "fine" } } } }
+      finally(allowed.close)
+      config.allow_key("HOME", allowed.url())
+      local mock = probing_model()
+      project({ ["agents/toctou.lua"] = probe_agent(string.format([[
+        local reads = 0
+        local trap = setmetatable({}, { __index = function(_, k)
+          if k == "base_url" then
+            reads = reads + 1
+            return reads == 1 and %q or %q
+          end
+          return ({ provider = "openai", name = "m", api_key_env = "HOME",
+                    max_retries = 0 })[k]
+        end })
+        local r, err = spool.llm.chat { model = trap,
+          messages = { { role = "user", content = "hi" } } }
+        return "reads " .. reads .. ": " .. tostring(err)
+      ]], attacker.url(), allowed.url())), ["prompts/p.md"] = "x" }, mock)
+      run_named("toctou")
+      assert.are.equal(0, attacker.stats().requests)
+    end)
+
+  it("looks no module up in the working folder, and no channel by an "
+    .. "agent's name", function()
+      -- (Busted adds "./?.lua" for the specs: the engine's own paths are
+      -- seen in a process of its own.)
+      local dir = h.tmpdir()
+      finally(function() h.remove(dir) end)
+      h.write_files(dir, { ["paths.lua"] = "print(package.path .. ';' .. "
+        .. "package.cpath)" })
+      local out = h.sh(h.q(h.BIN) .. " lua " .. h.q(dir .. "/paths.lua"))
+      for entry in out:gsub("%s+$", ""):gmatch("[^;]+") do
+        assert.are.equal("/", entry:sub(1, 1), entry)
+      end
+      project({ ["agents/chan.lua"] = [[
+        local spool = require "spool"
+        return spool.agent { prompt = "p.md",
+          humans = { channel = "../../../tmp/pwn" } }
+      ]], ["prompts/p.md"] = "x" })
+      local a, err = loader.load("chan")
+      assert.is_nil(a)
+      assert.matches("unknown channel '%.%./%.%./%.%./tmp/pwn'", err)
+    end)
+
+  it("bounds the agent code that loading runs: an error value's "
+    .. "__tostring, a vars table's __index", function()
+      project({
+        ["agents/tostr.lua"] = [[
+          error(setmetatable({}, { __tostring = function()
+            while true do end end }))
+        ]],
+        ["agents/varsloop.lua"] = [[
+          local spool = require "spool"
+          return spool.agent { prompt = "v.md", vars = function()
+            return { x = setmetatable({}, { __index = function()
+              while true do end end }) }
+          end }
+        ]],
+        ["prompts/v.md"] = "{{x.y}}",
+      })
+      for _, name in ipairs { "tostr", "varsloop" } do
+        local a, err = loader.load(name)
+        assert.is_nil(a)
+        assert.matches("^EAGENT: loading ran past", err)
+      end
+    end)
+
+  it("keeps what a definition says as data plain: no agent code runs when "
+    .. "the engine reads it", function()
+      project({ ["agents/params.lua"] = [[
+        local spool = require "spool"
+        local P = { type = "object", properties = { n = { type = "integer" } } }
+        local a = spool.agent { prompt = "p.md", tools = {
+          refund = { params = P, approve = true, run = function() end } },
+          model = { temperature = 0 } }
+        setmetatable(P, { __index = function() while true do end end })
+        return a
+      ]], ["prompts/p.md"] = "x" })
+      local a = assert(loader.load("params"))
+      local s = a.tools.refund.schema
+      assert.is_nil(getmetatable(s))
+      assert.is_true(require("spool.schema").check({ n = 1 }, s))
+      assert.is_nil(getmetatable(a.model))
+    end)
+
+  it("stops agent code past its budget at every turn: no __close or "
+    .. "handler swallows the error", function()
+      local mock = probing_model()
+      project({
+        -- A __close's error would replace a limit's: none can be set.
+        ["agents/closer.lua"] = probe_agent([[
+          local ok, err = pcall(setmetatable, {}, { __close = function()
+            error("mine", 0) end })
+          return err
+        ]]),
+        ["agents/swallow.lua"] = probe_agent([[
+          local swallowed = 0
+          while swallowed < 20 do
+            pcall(function() while true do end end)
+            xpcall(function() while true do end end,
+              function() return "no" end)
+            coroutine.resume(coroutine.create(function()
+              while true do end end))
+            swallowed = swallowed + 1
+          end
+          return "swallowed " .. swallowed
+        ]], "limits = { step_instructions = 5000000 },"),
+        ["prompts/p.md"] = "x",
+      }, mock)
+      assert.matches("agents cannot set __close",
+        run_named("closer"):outcome())
+      local t = run_named("swallow")
+      assert.are.equal("done", t:status())
+      assert.matches("step ran past its budget", h.errors(t)[1])
+    end)
+
+  it("time-slices agent code in its own coroutines too", function()
+    local mock = probing_model()
+    project({
+      ["agents/cospin.lua"] = probe_agent([[
+        coroutine.wrap(function() while true do end end)()
+      ]]),
+      ["agents/quick.lua"] = probe_agent([[return "quick"]]),
+      ["prompts/p.md"] = "x",
+    }, mock)
+    local spinning = runner.start(assert(loader.load("cospin")), "spin")
+    local quick = runner.start(assert(loader.load("quick")), "q")
+    h.wait_run(quick, 30000)
+    assert.is_true(runner.is_live(spinning.id))
+    assert.are.equal("done", quick:status())
+    h.wait_run(spinning, 60000)
+    assert.matches("step ran past its budget", h.errors(spinning)[1])
+  end)
+
+  it("gives each agent version a lua-cjson of its own, nesting bounded",
+    function()
+      local mock = probing_model()
+      project({ ["agents/cj.lua"] = probe_agent([[
+        local cjson = require "cjson"
+        cjson.decode_max_depth(100000000)
+        cjson.encode_sparse_array(true)
+        local ok = pcall(cjson.decode, ("["):rep(5000) .. ("]"):rep(5000))
+        return ok and "decoded" or "refused"
+      ]]), ["prompts/p.md"] = "x" }, mock)
+      assert.are.equal("refused", run_named("cj"):outcome())
+      assert.are.equal(1000, require("cjson").decode_max_depth())
+    end)
+
+  it("counts what I/O returns for the run, and bounds JSON texts",
+    function()
+      local restore = h.allow_http { "127.0.0.1" }
+      finally(restore)
+      local big = ("x"):rep(4 * 2 ^ 20)
+      local server = assert(core.listen { host = "127.0.0.1", port = 0,
+        handler = function() return big end })
+      finally(function() server:close() end)
+      local mock = probing_model()
+      project({ ["agents/hoard.lua"] = probe_agent(string.format([[
+        local keep = {}
+        for i = 1, 20 do
+          local r, err = spool.http.get("http://127.0.0.1:%d/")
+          if not r then return "fetch " .. i .. ": " .. err end
+          keep[i] = r.body
+        end
+        return "held " .. #keep
+      ]], server:port()), "limits = { memory_mb = 16 },"),
+        ["agents/amp.lua"] = probe_agent([[
+          local s, t = ("x"):rep(4000000), {}
+          for i = 1, 400 do t[i] = s end
+          local ok, err = pcall(spool.json.encode, t)
+          return ok and "encoded" or err
+        ]]),
+        ["prompts/p.md"] = "x" }, mock)
+      assert.matches("ELIMIT: what this call returned would take the run "
+        .. "past its memory budget", run_named("hoard"):outcome())
+      assert.matches("larger than 64 MiB", run_named("amp"):outcome())
+    end)
+
+  it("counts what an agent keeps between runs, and refuses its runs past "
+    .. "its budget; the engine and other agents go on", function()
+      local mock = h.mock { rules = { { reply = function(conv)
+        if conv.turns == 0 then
+          return { tool = "probe", args = {} }
+        end
+        return { text = conv.tool_results[1].content }
+      end } } }
+      finally(mock.close)
+      project({
+        ["agents/hoarder.lua"] = [[
+          local spool = require "spool"
+          local hoard = {} -- module-level: outlives each run
+          return spool.agent { prompt = "p.md", limits = { memory_mb = 16 },
+            tools = { probe = { side_effects = false, run = function()
+              for i = 1, 600 do hoard[#hoard + 1] = ("x"):rep(10000) .. i end
+              return "hoarding " .. #hoard
+            end } } }
+        ]],
+        ["agents/quick.lua"] = probe_agent([[return "quick"]]),
+        ["prompts/p.md"] = "x",
+      }, mock)
+      local hoarder = assert(loader.load("hoarder"))
+      local refused
+      for i = 1, 6 do
+        local t = h.run(hoarder, "go " .. i)
+        if t:status() == "failed" then
+          refused = select(2, t:outcome())
+          break
+        end
+      end
+      assert.matches("agent hoarder keeps %d+ MiB between its runs", refused)
+      assert.are.equal("quick", h.run(assert(loader.load("quick")), "q")
+        :outcome())
+      -- A new version starts afresh (the old one, and its hoard, go).
+      loader.forget("hoarder")
+      hoarder = nil
+      collectgarbage()
+      collectgarbage()
+      local t = h.run(assert(loader.load("hoarder")), "again")
+      assert.are.equal("hoarding 600", t:outcome())
+    end)
+
+  it("lets an agent lower the project's limits, not raise them", function()
+    local project_limits = config.get().limits
+    local a = require("spool.agent").define({ prompt = "p", limits = {
+      step_instructions = 9e18, memory_mb = 1 } }, "agents/x.lua")
+    local l = require("spool._limits").of(project_limits, a)
+    assert.are.equal(project_limits.step_instructions, l.step_instructions)
+    assert.are.equal(1, l.memory_mb)
+  end)
 end)

@@ -60,7 +60,10 @@ enum { FREE, OPEN, CLOSED };
 typedef struct account {
   size_t used, limit; /* limit 0: none */
   size_t grace;       /* allowed past the limit once a refusal was raised */
+  size_t large;       /* bytes of live large blocks made under this number */
   uint32_t epoch;
+  uint32_t heir_epoch;
+  int heir; /* closed: who its blocks count for now (0: engine) */
   unsigned char state;
   unsigned char refusals; /* in a row, without the account going back */
   int refused;            /* see spool__lua_heap_refused */
@@ -157,14 +160,26 @@ static int charge(spool__lua_heap *h, int id, size_t n) {
   return 1;
 }
 
-/* The account freed bytes are credited to: a closed (or reused) account's
- * blocks count as the engine's. */
+/* The account a closed one's blocks count for now: its heir's (and so on),
+ * the engine's when an heir is gone. */
+static int resolve(spool__lua_heap *h, int id) {
+  for (int hops = 0; id > 0 && h->acct[id].state == CLOSED; hops++) {
+    account *a = &h->acct[id];
+    if (hops == 8 || a->heir <= 0 || h->acct[a->heir].epoch != a->heir_epoch)
+      return 0;
+    id = a->heir;
+  }
+  return id > 0 && h->acct[id].state == OPEN ? id : 0;
+}
+
+/* The account freed bytes are credited to. A large block names its
+ * account's epoch: once that number serves another account, the block's
+ * bytes count as the engine's (sweep moved them there). */
 static account *owner_account(spool__lua_heap *h, int id, uint32_t epoch,
                               int check_epoch) {
-  account *a = &h->acct[id];
-  if (a->state != OPEN || (check_epoch && a->epoch != epoch))
+  if (check_epoch && h->acct[id].epoch != epoch)
     return &h->acct[0];
-  return a;
+  return &h->acct[resolve(h, id)];
 }
 
 /* Back under its limits, an account has no grace. Why it was refused is
@@ -240,15 +255,25 @@ static void *new_block(spool__lua_heap *h, int id, size_t n) {
     return NULL;
   b->account = (uint32_t)id;
   b->epoch = h->acct[id].epoch;
+  h->acct[id].large += n;
   return b + 1;
+}
+
+/* A large block of n bytes leaves the count of the number it names. */
+static void forget_large(spool__lua_heap *h, big_head *b, size_t n) {
+  account *a = &h->acct[b->account];
+  if (a->epoch == b->epoch)
+    a->large -= n;
 }
 
 /* Gives a block back; not credited. */
 static void drop_block(spool__lua_heap *h, void *p, size_t n) {
-  if (is_small(h, n))
+  if (is_small(h, n)) {
     give_back(h, p, class_of(n));
-  else
+  } else {
+    forget_large(h, (big_head *)p - 1, n);
     free((big_head *)p - 1);
+  }
 }
 
 static account *account_of(spool__lua_heap *h, void *p, size_t n) {
@@ -281,8 +306,10 @@ static void *move(spool__lua_heap *h, int id, void *ptr, size_t osize,
     big_head *b = realloc((big_head *)ptr - 1, sizeof *b + nsize);
     if (b == NULL)
       return NULL;
+    forget_large(h, b, osize);
     b->account = (uint32_t)id;
     b->epoch = h->acct[id].epoch;
+    h->acct[id].large += nsize;
     return b + 1;
   }
   if (is_small(h, osize) && class_of(osize) == class_of(nsize)) {
@@ -344,15 +371,27 @@ void *spool__lua_heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 /* ---- accounts ---- */
 
-/* Gives the engine every small block still tagged with a closed account,
- * so those numbers can serve new accounts. Large blocks need no visit:
- * their epoch no longer matches once the number is reused. */
+/* Frees the numbers of closed accounts for new ones. A small block still
+ * tagged with one is tagged with the account it counts for now; a large
+ * block cannot be found, and once its number serves another account it
+ * counts as the engine's (see owner_account): its bytes move there now. */
 static void sweep(spool__lua_heap *h) {
   for (slab *s = h->slabs; s; s = s->next)
     for (size_t g = SLAB_FIRST / GRAIN; g < GRAINS; g++)
       if (h->acct[s->tag[g]].state == CLOSED)
-        s->tag[g] = 0;
-  for (int id = h->naccounts - 1; id > 0; id--) /* low numbers first */
+        s->tag[g] = (uint16_t)resolve(h, s->tag[g]);
+  for (int id = h->naccounts - 1; id > 0; id--) { /* low numbers first */
+    account *a = &h->acct[id];
+    if (a->state != CLOSED)
+      continue;
+    int now = resolve(h, id);
+    if (now > 0) {
+      h->acct[now].used -= a->large;
+      h->acct[0].used += a->large;
+    }
+    a->large = 0;
+  }
+  for (int id = h->naccounts - 1; id > 0; id--)
     if (h->acct[id].state == CLOSED) {
       h->acct[id].state = FREE;
       h->free_accounts[h->nfree++] = id;
@@ -383,12 +422,17 @@ int spool__lua_heap_account_open(spool__lua_heap *h, size_t limit) {
   return id;
 }
 
-void spool__lua_heap_account_close(spool__lua_heap *h, int id) {
+void spool__lua_heap_account_close(spool__lua_heap *h, int id, int heir) {
   if (id <= 0 || id >= h->naccounts || h->acct[id].state != OPEN)
     return;
   account *a = &h->acct[id];
-  h->acct[0].used += a->used;
+  if (heir <= 0 || heir >= h->naccounts || heir == id ||
+      h->acct[heir].state != OPEN)
+    heir = 0;
+  h->acct[heir].used += a->used;
   a->used = 0;
+  a->heir = heir;
+  a->heir_epoch = h->acct[heir].epoch;
   a->state = CLOSED;
   h->nclosed++;
   if (h->current == id)

@@ -44,9 +44,9 @@ size_t spool__lua_heap_total(const spool__lua_heap *h);
  * returns its number (> 0), or 0 when none can be made (the caller then
  * runs on the engine's account). */
 int spool__lua_heap_account_open(spool__lua_heap *h, size_t limit);
-/* Closes an account: what its blocks still hold counts as the engine's
- * from now on. Accepts 0. */
-void spool__lua_heap_account_close(spool__lua_heap *h, int account);
+/* Closes an account: what its blocks still hold counts for `heir` (an open
+ * account; 0, or one not open: the engine's) from now on. Accepts 0. */
+void spool__lua_heap_account_close(spool__lua_heap *h, int account, int heir);
 /* Makes `account` the one new blocks are charged to (0: the engine's). */
 void spool__lua_heap_use(spool__lua_heap *h, int account);
 int spool__lua_heap_current(const spool__lua_heap *h);

@@ -20,8 +20,11 @@
  * whose Lua code may count on running without interruption between its
  * own waits.
  *
- *   limits_push{ step_instructions=, run_instructions=, memory= }
- *                         -> handle | nil, "ELIMIT: ..." (no account left)
+ *   limits_push{ step_instructions=, run_instructions=, memory=, keep= }
+ *                         -> handle | nil, "ELIMIT: ..." (no account left);
+ *                            keep: the account leftovers count for after
+ *   account_open(bytes)   -> id (0: none left)   an account of its own
+ *   account_close(id)     account_used(id) -> bytes
  *   limits_pop(handle)
  *   step_begin([limit])   -> what the step before had used, and its
  *                            limit; a new step starts (with `limit`)
@@ -58,8 +61,9 @@ struct spool__limits {
   long long step_used, run_used;
   long long step_until, run_until; /* raise once used passes these */
   int account;                     /* the memory account, 0: the engine's */
-  lua_State *hooked;               /* the coroutine the hook was set on */
-  spool__limits *prev;             /* the limits this push replaced */
+  int heir;            /* what the account's blocks count for once it closes */
+  lua_State *hooked;   /* the coroutine the hook was set on */
+  spool__limits *prev; /* the limits this push replaced */
 };
 
 /* Keys of the two error values the hook raises (registry, by address). */
@@ -152,7 +156,7 @@ int spool__limits_refused(spool_engine *e, spool__limits *l) {
 void spool__limits_free(spool_engine *e, spool__limits *l) {
   while (l) {
     spool__limits *prev = l->prev;
-    spool__lua_heap_account_close(e->heap, l->account);
+    spool__lua_heap_account_close(e->heap, l->account, l->heir);
     free(l);
     l = prev;
   }
@@ -179,11 +183,15 @@ static int l_limits_push(lua_State *L) {
   long long step = opt_count(L, 1, "step_instructions");
   long long run = opt_count(L, 1, "run_instructions");
   long long memory = opt_count(L, 1, "memory");
+  lua_getfield(L, 1, "keep");
+  int heir = (int)luaL_optinteger(L, -1, 0);
+  lua_pop(L, 1);
   spool__limits *l = calloc(1, sizeof *l);
   if (l == NULL)
     return luaL_error(L, "out of memory");
   l->step_limit = l->step_until = step;
   l->run_limit = l->run_until = run;
+  l->heir = heir;
   l->account = spool__lua_heap_account_open(e->heap, (size_t)memory);
   if (l->account == 0 && memory > 0) {
     /* No account left: the run is refused rather than run unbounded. */
@@ -371,6 +379,28 @@ static int l_memory(lua_State *L) {
   return 1;
 }
 
+/* Accounts of their own, apart from a task's: what an agent version keeps
+ * between runs (module-level data) counts there, each run's leftovers
+ * passed on to it (limits_push's `keep`). */
+static int l_account_open(lua_State *L) {
+  lua_Number n = luaL_checknumber(L, 1);
+  lua_pushinteger(
+      L, spool__lua_heap_account_open(engine(L)->heap, n > 0 ? (size_t)n : 0));
+  return 1;
+}
+
+static int l_account_close(lua_State *L) {
+  spool__lua_heap_account_close(engine(L)->heap, (int)luaL_checkinteger(L, 1),
+                                0);
+  return 0;
+}
+
+static int l_account_used(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)spool__lua_heap_used(
+                         engine(L)->heap, (int)luaL_checkinteger(L, 1)));
+  return 1;
+}
+
 static int l_set_memory_cap(lua_State *L) {
   lua_Number n = luaL_checknumber(L, 1);
   luaL_argcheck(L, n >= 0, 1, "must not be negative");
@@ -418,6 +448,9 @@ void spool__open_limits(lua_State *L) {
       {"give_slice", l_give_slice},
       {"memory", l_memory},
       {"set_memory_cap", l_set_memory_cap},
+      {"account_open", l_account_open},
+      {"account_close", l_account_close},
+      {"account_used", l_account_used},
       {"system_memory", l_system_memory},
       {NULL, NULL},
   };

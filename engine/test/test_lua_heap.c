@@ -119,12 +119,12 @@ TEST_IMPL(lua_heap_accounts) {
   spool__lua_heap_use(h, 0);
   spool__lua_heap_alloc(h, big, 100, 0); /* freed by the engine, for a */
   ASSERT_EQ(0, (int)spool__lua_heap_used(h, a));
-  spool__lua_heap_account_close(h, b);
+  spool__lua_heap_account_close(h, b, 0);
   ASSERT_EQ(90, (int)spool__lua_heap_used(h, 0) - (int)base);
   spool__lua_heap_alloc(h, small, 90, 0);
   ASSERT_EQ(0, (int)(spool__lua_heap_used(h, 0) - base));
   ASSERT_EQ(base, spool__lua_heap_total(h));
-  spool__lua_heap_account_close(h, a);
+  spool__lua_heap_account_close(h, a, 0);
   spool__lua_heap_free(h);
 }
 
@@ -151,7 +151,7 @@ TEST_IMPL(lua_heap_limits) {
   spool__lua_heap_set_cap(h, spool__lua_heap_total(h) + 1000);
   ASSERT(spool__lua_heap_alloc(h, NULL, 0, 2000) == NULL);
   ASSERT_EQ(-1, spool__lua_heap_refused(h, 0));
-  spool__lua_heap_account_close(h, a);
+  spool__lua_heap_account_close(h, a, 0);
   spool__lua_heap_free(h);
 }
 
@@ -165,7 +165,7 @@ TEST_IMPL(lua_heap_reuses_accounts) {
   void *small = spool__lua_heap_alloc(h, NULL, 0, 32);
   void *big = spool__lua_heap_alloc(h, NULL, 0, 4096);
   spool__lua_heap_use(h, 0);
-  spool__lua_heap_account_close(h, first);
+  spool__lua_heap_account_close(h, first, 0);
   size_t engine = spool__lua_heap_used(h, 0);
   int reused = 0;
   for (int i = 0; i < 70000 && !reused; i++) {
@@ -180,8 +180,44 @@ TEST_IMPL(lua_heap_reuses_accounts) {
       ASSERT_EQ(engine - 32 - 4096, spool__lua_heap_used(h, 0));
       spool__lua_heap_use(h, 0);
     }
-    spool__lua_heap_account_close(h, id);
+    spool__lua_heap_account_close(h, id, 0);
   }
   ASSERT(reused);
+  spool__lua_heap_free(h);
+}
+
+/* A closed account's blocks count for its heir: freed later, they come off
+ * the heir; once the closed number serves again, its large blocks count
+ * as the engine's, and its small ones stay the heir's. */
+TEST_IMPL(lua_heap_heirs) {
+  spool__lua_heap *h = spool__lua_heap_new();
+  int heir = spool__lua_heap_account_open(h, 0);
+  int run = spool__lua_heap_account_open(h, 0);
+  spool__lua_heap_use(h, run);
+  void *small = spool__lua_heap_alloc(h, NULL, 0, 48);
+  void *big = spool__lua_heap_alloc(h, NULL, 0, 3000);
+  void *kept = spool__lua_heap_alloc(h, NULL, 0, 2000);
+  spool__lua_heap_use(h, 0);
+  spool__lua_heap_account_close(h, run, heir);
+  ASSERT_EQ(5048, (int)spool__lua_heap_used(h, heir));
+  spool__lua_heap_alloc(h, big, 3000, 0);
+  ASSERT_EQ(2048, (int)spool__lua_heap_used(h, heir));
+  size_t engine = spool__lua_heap_used(h, 0);
+  /* Recycle every number: the sweep happens on the way. */
+  int reused = 0;
+  for (int i = 0; i < 70000 && !reused; i++) {
+    int id = spool__lua_heap_account_open(h, 0);
+    ASSERT(id > 0);
+    reused = id == run;
+    spool__lua_heap_account_close(h, id, 0);
+  }
+  ASSERT(reused);
+  ASSERT_EQ(48, (int)spool__lua_heap_used(h, heir));
+  ASSERT_EQ(engine + 2000, spool__lua_heap_used(h, 0));
+  spool__lua_heap_alloc(h, small, 48, 0);
+  spool__lua_heap_alloc(h, kept, 2000, 0);
+  ASSERT_EQ(0, (int)spool__lua_heap_used(h, heir));
+  ASSERT_EQ(engine, spool__lua_heap_used(h, 0));
+  spool__lua_heap_account_close(h, heir, 0);
   spool__lua_heap_free(h);
 }

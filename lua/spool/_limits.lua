@@ -95,18 +95,39 @@ end
 
 -- Puts a run's limits in force for the calling task; returns the handle
 -- limits_pop takes, or nil and "ELIMIT: why" (no budget can be kept).
-function M.push_run(limits)
+function M.push_run(limits, agent)
   return core.limits_push { step_instructions = limits.step_instructions,
     run_instructions = limits.run_instructions,
-    memory = limits.memory_mb * 2 ^ 20 }
+    memory = limits.memory_mb * 2 ^ 20, keep = agent and agent.account }
 end
 
 
--- Runs f(...) under the limits of loading an agent. Returns what pcall
--- would, a limit's error turned into its message.
-function M.load(f, ...)
+-- What an agent version keeps between its runs (module-level data): its
+-- own account, which each run's leftovers pass to. Past the version's
+-- memory budget, its runs are refused: a hoard cannot grow run by run
+-- into the engine's cap. Returns nil or "ELIMIT: why".
+function M.kept_over(limits, agent)
+  local budget = limits.memory_mb * 2 ^ 20
+  local kept = agent.account and core.account_used(agent.account) or 0
+  if kept > budget then
+    collectgarbage() -- what its runs left may be garbage not yet collected
+    kept = core.account_used(agent.account)
+  end
+  if kept > budget then
+    return string.format("ELIMIT: agent %s keeps %d MiB between its runs "
+      .. "(data its module holds), over its memory budget of %d MiB "
+      .. "(limits.memory_mb); a new version (a reload) starts afresh",
+      agent.name, kept // 2 ^ 20, limits.memory_mb)
+  end
+end
+
+
+-- Runs f(...) under the limits of loading an agent; what it leaves
+-- counts for account `keep` (the version's). Returns what pcall would, a
+-- limit's error turned into its message.
+function M.load(keep, f, ...)
   local handle, err = core.limits_push { step_instructions =
-    LOAD.step_instructions, memory = LOAD.memory_mb * 2 ^ 20 }
+    LOAD.step_instructions, memory = LOAD.memory_mb * 2 ^ 20, keep = keep }
   if not handle then
     return false, err
   end

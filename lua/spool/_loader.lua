@@ -271,6 +271,9 @@ local function check_unbounded(def)
     end
   end
   local ok, err = pcall(prompt.render, def.prompt_template, vars)
+  if not ok and core.is_limit(err) then
+    error(err, 0)
+  end
   if not ok then
     return nil, "EAGENT: " .. tostring(err)
   end
@@ -281,8 +284,8 @@ end
 -- Compiling and checking run agent code (its top level, its vars), so
 -- they run under the limits of loading: a file that loops or fills memory
 -- fails to load, and the engine goes on.
-local function bounded(f, ...)
-  local res = table.pack(limits.load(f, ...))
+local function bounded(keep, f, ...)
+  local res = table.pack(limits.load(keep, f, ...))
   if not res[1] then
     local why = res[2]
     return nil, "EAGENT: " .. (type(why) == "string" and why
@@ -292,13 +295,23 @@ local function bounded(f, ...)
 end
 
 
+-- Each version has a memory account of its own: what it keeps between
+-- runs (its module's data, the definition itself) counts there
+-- (spool._limits.kept_over), and goes when the version does.
 local function compile(name, read, dirs)
-  return bounded(compile_unbounded, name, read, dirs)
+  local account = core.account_open(0)
+  local def, err = bounded(account, compile_unbounded, name, read, dirs)
+  if not def then
+    core.account_close(account)
+    return nil, err
+  end
+  def.account = account
+  return def
 end
 
 
 local function check(def)
-  return bounded(check_unbounded, def)
+  return bounded(def.account, check_unbounded, def)
 end
 
 

@@ -59,7 +59,7 @@ function M.run(thread, agent)
   for _, name in ipairs(fns) do
     core.spawn(function()
       -- Agent code in a task of its own: under the run's limits too.
-      local handle, err = limits.push_run(run_limits)
+      local handle, err = limits.push_run(run_limits, agent)
       if handle then
         results[name] = outcome(pcall(agent.prefetch[name], input,
           { thread = thread, agent = agent }))

@@ -32,10 +32,10 @@ local limits = require "spool._limits"
 local M = {}
 
 local live = {}          -- id -> thread, while a task of this engine runs it
-local recent = {}        -- id -> thread, finished here lately
+local recent = {}        -- id -> thread, halted here lately (not all stored)
 local recent_order = {}
 local recent_bytes = 0   -- what their stored events take
--- The recent threads kept: a count, and bytes (a few threads with large
+-- The halted threads kept: a count, and bytes (a few threads with large
 -- inputs must not hold the process's memory).
 M.keep_recent = 1000
 M.keep_recent_bytes = 64 * 2 ^ 20
@@ -107,6 +107,13 @@ local function retire(thread)
   let_go(thread)
   if thread.on_retire then
     thread.on_retire(thread)
+  end
+  -- A thread whose events are all stored is read from the store from now
+  -- on; kept here is only one that halted (its last events exist only in
+  -- memory). What a run made counts for its agent's version once the run
+  -- ends (spool._limits.kept_over): the engine must not keep it.
+  if not thread.halted and thread.persisted == #thread.events then
+    return
   end
   local before = recent[thread.id] -- an earlier run of the same thread
   if before then
@@ -213,7 +220,12 @@ end
 
 
 local function run_task(thread, agent)
-  local handle, err = limits.push_run(limits.of(config.get().limits, agent))
+  local run_limits = limits.of(config.get().limits, agent)
+  local err = limits.kept_over(run_limits, agent)
+  local handle
+  if not err then
+    handle, err = limits.push_run(run_limits, agent)
+  end
   if handle then
     drive(thread, agent)
     core.limits_pop(handle)

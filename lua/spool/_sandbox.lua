@@ -15,7 +15,8 @@
 --    environment;
 --  - metatables that agent code did not set can be neither read nor
 --    replaced, and no finalizer (__gc) can be set: a finalizer would run
---    later, outside the run that made it and outside its limits;
+--    later, outside the run that made it and outside its limits; nor a
+--    __close, whose error would replace (swallow) a limit's;
 --  - a run's own coroutine cannot be yielded, resumed or closed by agent
 --    code: a run waits only through spool functions, which the scheduler
 --    wakes. Coroutines an agent makes for itself work as in plain Lua.
@@ -214,8 +215,14 @@ local function sandboxed_setmetatable(t, mt)
     end
     if rawget(mt, "__gc") ~= nil then
       error("setmetatable: agents cannot set finalizers (__gc): they would "
-        .. "run outside the run and its limits; use a to-be-closed "
-        .. "variable (local x <close>) instead", 2)
+        .. "run outside the run and its limits", 2)
+    end
+    if rawget(mt, "__close") ~= nil then
+      -- An error raised while closing replaces the one in flight: a
+      -- __close could swallow the error that ends a run at its limit.
+      error("setmetatable: agents cannot set __close (to-be-closed "
+        .. "variables): an error in one would replace the error that ends "
+        .. "a call at its limits", 2)
     end
     agent_metatables[mt] = true
   end

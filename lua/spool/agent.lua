@@ -61,7 +61,12 @@ local sandbox = require "spool._sandbox"
 
 local M = {}
 
-local AGENT = { __name = "spool.agent" }
+-- A version's memory account (spool._loader) closes when the version goes.
+local AGENT = { __name = "spool.agent", __gc = function(a)
+  if rawget(a, "account") then
+    require("spool.core").account_close(rawget(a, "account"))
+  end
+end }
 local TOOL_NAME = "^[%a_][%w_%-]*$"
 
 local TOOL_FIELDS = {
