@@ -212,8 +212,10 @@ TEST_IMPL(lua_heap_heirs) {
     spool__lua_heap_account_close(h, id, 0);
   }
   ASSERT(reused);
-  ASSERT_EQ(48, (int)spool__lua_heap_used(h, heir));
-  ASSERT_EQ(engine + 2000, spool__lua_heap_used(h, 0));
+  /* With every block from malloc (SPOOL_LUA_MALLOC, ASan) all are large. */
+  size_t small_left = spool__lua_heap_used(h, heir);
+  ASSERT(small_left == 48 || small_left == 0);
+  ASSERT_EQ(engine + 2048 - small_left, spool__lua_heap_used(h, 0));
   spool__lua_heap_alloc(h, small, 48, 0);
   spool__lua_heap_alloc(h, kept, 2000, 0);
   ASSERT_EQ(0, (int)spool__lua_heap_used(h, heir));
