@@ -93,6 +93,13 @@ function M.freeze(t)
 end
 
 
+-- Is t frozen (M.freeze)? Then it never changes, and reads of it run no
+-- agent code.
+function M.frozen(t)
+  return protected[t] == true
+end
+
+
 -- A copy of a library value for one agent version: tables copied (their
 -- metatables too, so the original's cannot be reached), functions and
 -- frozen tables shared. `seen` is the version's: a table copied once is

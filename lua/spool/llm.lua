@@ -501,7 +501,10 @@ end
 
 
 chat = function(req)
-  local primary = fixed(req.model or config.get().model)
+  -- The engine's own models (the project's, an agent's from
+  -- spool.loop.model_for, frozen) are used as they are.
+  local primary = req.model == nil and config.get().model
+    or sandbox.frozen(req.model) and req.model or fixed(req.model)
   local attempts = {}
   local models = candidates(primary)
   for i, model in ipairs(models) do

@@ -215,6 +215,9 @@ function M.model_for(agent)
       m[k] = v
     end
   end
+  -- Frozen: agent code may be handed it, and must not change it (nor
+  -- give it a metatable) between the URL's check and its use.
+  sandbox.freeze(m)
   agent.model_memo = { base = base, own = own, model = m }
   return m
 end
