@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #if defined(__SANITIZE_ADDRESS__)
 #define PASS_THROUGH 1
@@ -35,6 +36,7 @@
 #define SMALL_MAX (GRAIN * CLASSES)
 #define SLAB_BYTES (64 * 1024)
 #define GRAINS (SLAB_BYTES / GRAIN)
+#define ARENA_SLABS 32 /* 2 MiB of address space at a time */
 
 /* A slab is aligned to its size, so a block finds its slab, and there its
  * account tag, by masking its address. Its blocks start after the tags, on
@@ -74,6 +76,8 @@ struct spool__lua_heap {
   void *free_list[CLASSES];
   char *bump, *end; /* the newest slab's unused part */
   slab *slabs;
+  char *arena;    /* the newest arena, handed out from its end */
+  int arena_left; /* its slabs not handed out yet */
   account *acct;
   int naccounts; /* entries of acct in use (open, closed or free) */
   int *free_accounts, nfree;
@@ -116,11 +120,15 @@ spool__lua_heap *spool__lua_heap_new(void) {
 void spool__lua_heap_free(spool__lua_heap *h) {
   if (h == NULL)
     return;
+  /* munmap takes any part of a mapping: each slab goes by itself, and
+   * then what the newest arena had not handed out. */
   while (h->slabs) {
     slab *next = h->slabs->next;
-    free(h->slabs);
+    munmap(h->slabs, SLAB_BYTES);
     h->slabs = next;
   }
+  if (h->arena_left > 0)
+    munmap(h->arena, (size_t)h->arena_left * SLAB_BYTES);
   free(h->acct);
   free(h->free_accounts);
   free(h);
@@ -213,6 +221,30 @@ static uint16_t *tag_of(void *p) {
   return &s->tag[((char *)p - (char *)s) / GRAIN];
 }
 
+/* Slabs come from arenas of ARENA_SLABS, mapped from the kernel aligned
+ * to a slab's size (twice as much is mapped, the rest unmapped at once):
+ * no gap between slabs, as posix_memalign would leave, and few mappings.
+ * Pages count as memory only once touched. */
+static void *new_slab(spool__lua_heap *h) {
+  if (h->arena_left == 0) {
+    size_t size = (size_t)ARENA_SLABS * SLAB_BYTES;
+    char *p = mmap(NULL, size + SLAB_BYTES, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+      return NULL;
+    char *start = (char *)(((uintptr_t)p + SLAB_BYTES - 1) &
+                           ~(uintptr_t)(SLAB_BYTES - 1));
+    if (start > p)
+      munmap(p, (size_t)(start - p));
+    if (start + size < p + size + SLAB_BYTES)
+      munmap(start + size, (size_t)(p + size + SLAB_BYTES - (start + size)));
+    h->arena = start;
+    h->arena_left = ARENA_SLABS;
+  }
+  h->arena_left--;
+  return h->arena + (size_t)h->arena_left * SLAB_BYTES;
+}
+
 static void *take(spool__lua_heap *h, int c) {
   void *p = h->free_list[c];
   if (p) {
@@ -221,8 +253,8 @@ static void *take(spool__lua_heap *h, int c) {
   }
   size_t size = (size_t)(c + 1) * GRAIN;
   if ((size_t)(h->end - h->bump) < size) {
-    void *mem = NULL;
-    if (posix_memalign(&mem, SLAB_BYTES, SLAB_BYTES) != 0)
+    void *mem = new_slab(h);
+    if (mem == NULL)
       return NULL;
     slab *s = mem;
     s->next = h->slabs;
