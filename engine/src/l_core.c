@@ -261,8 +261,8 @@ static int read_token(lua_State *L, int fd, const char *path) {
     return token_error(L, path,
                        "others may read it: make it private (chmod 600)");
   ssize_t n = read(fd, buf, sizeof buf - 1);
-  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
-                   buf[n - 1] == ' '))
+  while (n > 0 &&
+         (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
     n--;
   if (n < 16)
     return token_error(L, path, "holds no token (16 to 256 characters)");
@@ -300,12 +300,11 @@ static int l_core_private_token(lua_State *L) {
      * at once the first linked wins. */
     lua_pushfstring(L, "%s.%d.new", path, (int)getpid());
     const char *tmp = lua_tostring(L, -1);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
-              0600);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
       return token_error(L, path, strerror(errno));
-    int ok = write(fd, hex, 64) == 64 && write(fd, "\n", 1) == 1 &&
-             fsync(fd) == 0;
+    int ok =
+        write(fd, hex, 64) == 64 && write(fd, "\n", 1) == 1 && fsync(fd) == 0;
     close(fd);
     int linked = ok && link(tmp, path) == 0;
     int raced = ok && !linked && errno == EEXIST;

@@ -29,8 +29,9 @@ int spool__net_rule_parse(const char *text, spool__net_rule *out);
 
 /*
  * Whether a connection to ip (text, as the resolver or curl gives it) and
- * port, made from local_ip (NULL if unknown), may go ahead: NULL if so, else what the address is ("a loopback
- * address"), with out (if not NULL) holding the sentence an agent is told:
+ * port, made from local_ip (NULL if unknown), may go ahead: NULL if so, else
+ * what the address is ("a loopback address"), with out (if not NULL) holding
+ * the sentence an agent is told:
  *
  *   resolves to 127.0.0.1, a loopback address; agents may not reach it
  *   unless spool.lua allows it (http = { allow = { "127.0.0.1:8080" } })
