@@ -150,6 +150,19 @@ describe("durable threads", function()
       assert.is_false(response.approved)
     end)
 
+    it("refuses an answer that comes after the deadline, saying so, and "
+      .. "leaves nothing running", function()
+      local id = start("deploy")
+      local _, err, code = spool("resume " .. id .. " --approve",
+        "SPOOL_TEST_TIME_OFFSET_MS=7200000")
+      assert.are.equal(1, code)
+      assert.matches("thread " .. id .. " waited for approval of deploy "
+        .. '{"tag":"v2"} until %d+%-%d+%-%d+ %d+:%d+:%d+ UTC: that deadline '
+        .. "has passed, so the call was denied", err)
+      assert.are.equal("done", status(id))
+      assert.are.same({}, file_lines("deploys.log"))
+    end)
+
     it("fires due deadlines in any process that resumes a thread", function()
       local late = start("deploy")
       local other = start("greet")

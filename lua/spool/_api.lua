@@ -297,8 +297,7 @@ end
 local function send_event(req, p, body)
   local response = response_of(req, body)
   load_thread(p.id) -- 404 before anything else
-  runner.fire_due()
-  local t, err = runner.resume(p.id, response)
+  local t, err = runner.respond(p.id, response)
   if not t then
     M.engine_error(err)
   end

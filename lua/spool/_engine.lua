@@ -225,8 +225,9 @@ function M.resume(id, r) -- (task)
   else
     response = nil
   end
-  runner.fire_due() -- this process now runs threads: due deadlines fire
-  local t, err = runner.resume(id, response)
+  -- This process now runs threads: due deadlines fire, and a run a late
+  -- answer's deadline started ends before the process may.
+  local t, err = runner.respond(id, response, true)
   if not t then
     return nil, err
   end

@@ -506,6 +506,36 @@ function M.call(parent, name, input)
 end
 
 
+-- Gives a person's response to thread `id` (see M.resume), after firing
+-- the deadlines that are due. A response that comes after its request's
+-- deadline is refused, saying when the deadline passed: the deadline has
+-- denied the call (or given the question up) and the thread goes on
+-- without it. With `wait`, that run ends here before this returns, so a
+-- process that exits next leaves nothing running. Must run in a task.
+function M.respond(id, response, wait)
+  local late
+  if response and next(response) ~= nil and not live[id] then
+    local t = M.load(id)
+    local req = t and t:status() == "waiting" and t:pending_request()
+    if req and req.data.deadline and req.data.deadline <= core.time() then
+      late = req.data
+    end
+  end
+  M.fire_due()
+  if not late then
+    return M.resume(id, response)
+  end
+  while wait and live[id] do
+    core.sleep(10)
+  end
+  return nil, string.format("ESTATE: thread %s waited for %s until %s UTC: "
+    .. "that deadline has passed, so %s", id, human.describe(late),
+    os.date("!%Y-%m-%d %H:%M:%S", late.deadline // 1000),
+    late.kind == "approval" and "the call was denied"
+      or "it went on without an answer")
+end
+
+
 -- Denies the approvals (and gives up the questions) whose deadline has
 -- passed, resuming those threads here. Any process that runs threads
 -- calls this, so a deadline needs no process of its own to fire it.
