@@ -166,6 +166,37 @@ describe("spool.loop", function()
       assert.is_true(#seen >= 6)
     end)
 
+  it("cancels the sub-agents a cancelled thread has running", function()
+    mock = h.mock { latency_ms = 100, rules = { { reply = function(conv)
+      if conv.system:match("parent") then
+        return conv.turns == 0 and { tool = "delegate", args = {} }
+          or { text = "parent done" }
+      end
+      return conv.turns < 50 and { tool = "work", args = {} }
+        or { text = "child done" }
+    end } } }
+    local child = h.agent({ system = "You are the child.", max_steps = 60,
+      tools = { work = { side_effects = false,
+                         run = function() return "worked" end } } }, mock)
+    local parent = h.agent({ system = "You are the parent.", tools = {
+      delegate = { side_effects = false, run = function(_, ctx)
+        return spool.call(ctx.thread, child.name, "go")
+      end } } }, mock)
+    local t = runner.start(parent, "go")
+    local child_id = h.wait_for(function()
+      local ev = t.events[#t.events]
+      return ev and ev.type == "agent_call" and ev.data.thread
+    end, 10000, "the sub-agent to start")
+    h.wait_for(function() return runner.is_live(child_id) end)
+    assert(runner.cancel(t.id, "stop it"))
+    h.wait_run(t)
+    assert.are.equal("cancelled", t:status())
+    local c = require("spool.thread").from_record(
+      assert(require("spool.store").load(child_id)))
+    assert.are.equal("cancelled", c:status())
+    h.settle_mock(mock)
+  end)
+
   it("talks to a local model over one connection of its own, closed when "
     .. "the run ends", function()
     mock = scripted {

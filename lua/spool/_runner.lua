@@ -576,12 +576,33 @@ end
 
 
 -- Cancels a stored thread (and its sub-agents that have not ended).
+-- Is live thread t a sub-agent (at any depth) of thread `id`?
+local function descends(t, id)
+  local p = t.parent
+  for _ = 1, 64 do
+    if p == nil then
+      return false
+    elseif p == id then
+      return true
+    end
+    p = live[p] and live[p].parent
+  end
+  return false
+end
+
+
 function M.cancel(id, reason)
   local t = live[id]
   if t then
-    t.cancel_requested = reason or "cancelled"
-    if t.model_task then
-      core.interrupt(t.model_task, "ECANCELED: the thread was cancelled")
+    -- It and the sub-agents running for it stop at their next step (a
+    -- model call in flight is interrupted now).
+    for _, x in pairs(live) do
+      if x == t or descends(x, id) then
+        x.cancel_requested = reason or "cancelled"
+        if x.model_task then
+          core.interrupt(x.model_task, "ECANCELED: the thread was cancelled")
+        end
+      end
     end
     return true
   end
