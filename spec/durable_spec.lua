@@ -274,6 +274,18 @@ describe("durable threads", function()
       assert.are.equal("error", events(id)[4].type)
     end)
 
+    it("shows only what is stored: a run killed before its commit printed "
+      .. "nothing of the step", function()
+      for _, point in ipairs { "after_tool", "store_before_commit" } do
+        local out, _, code = spool("run writer --json --input write",
+          "SPOOL_TEST_CRASH=" .. point)
+        assert.are.equal(137, code)
+        local printed = h.json_lines(out)
+        local stored = #printed > 0 and events(printed[1].thread) or {}
+        assert.are.same(types(stored), types(printed), point)
+      end
+    end)
+
     it("stores nothing of a step killed inside the store's commit", function()
       local _, code = start("writer", "write",
         "SPOOL_TEST_CRASH=store_before_commit")

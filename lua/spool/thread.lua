@@ -34,7 +34,8 @@ end
 
 
 -- Creates a thread (no events yet). `sink(thread, event)` is told of every
--- event appended, after it is in the list.
+-- event once it is stored (Thread:commit): what the host shows of a
+-- thread is what a later process finds.
 function M.new(agent, version, parent, sink, id)
   return setmetatable({
     id = id or M.new_id(),
@@ -90,16 +91,13 @@ function Thread:append(type, data)
     v = self.version,
   }
   self.events[#self.events + 1] = ev
-  if self.sink then
-    self.sink(self, ev)
-  end
   return ev
 end
 
 
 -- Replaces an event not yet durable (a state conflict undoes what a call
 -- did): the derived state, and what steps kept of their rendering, start
--- afresh. The host is told of the new event under the same seq.
+-- afresh.
 function Thread:replace(i, type, data)
   assert(i > self.persisted, "a durable event is never replaced")
   local old = self.events[i]
@@ -108,9 +106,6 @@ function Thread:replace(i, type, data)
   self.events[i] = ev
   self.derived = nil
   self.render_memo = nil
-  if self.sink then
-    self.sink(self, ev)
-  end
   return ev
 end
 
@@ -134,6 +129,11 @@ function Thread:commit()
     end
   end
   self.writes = {}
+  if self.sink then
+    for i = first, self.persisted do
+      self.sink(self, self.events[i])
+    end
+  end
   if M.on_commit and first <= self.persisted then
     M.on_commit(self, first, self.persisted)
   end
