@@ -43,6 +43,24 @@ describe("spool.agent", function()
       define_error({ prompt = "p", mode = "xml" }))
     assert.are.equal("agents/x.lua: context must be a function, not a string",
       define_error({ prompt = "p", context = "chat" }))
+    -- Full JSON Schema is checked against its vocabulary too.
+    assert.are.equal("agents/x.lua: tool 'go': params.properties.name.type: type "
+      .. "'strng' is not a JSON Schema type (string, number, integer, "
+      .. "boolean, object, array, null) (did you mean 'string'?)",
+      define_error({ prompt = "p", tools = { go = { run = print, params = {
+        type = "object", properties = { name = { type = "strng" } } } } } }))
+    assert.are.equal("agents/x.lua: tool 'go': params: 'requird' is not a "
+      .. "JSON Schema keyword (did you mean 'required'?)",
+      define_error({ prompt = "p", tools = { go = { run = print, params = {
+        type = "object", requird = { "name" } } } } }))
+    assert.are.equal("agents/x.lua: tool 'go': params.properties.name: "
+      .. "'maxLenght' is not a JSON Schema keyword (did you mean "
+      .. "'maxLength'?)", define_error({ prompt = "p", tools = { go = {
+        run = print, params = { name = { type = "string", maxLenght = 3 } } }
+      } }))
+    assert.are.equal("agents/x.lua: output.properties.v: 'enm' is not a JSON "
+      .. "Schema keyword (did you mean 'enum'?)", define_error({ prompt = "p",
+        output = { type = "object", properties = { v = { enm = { 1 } } } } }))
   end)
 end)
 
@@ -128,6 +146,29 @@ describe("the agent loader", function()
       assert.is_nil(err)
       assert.is_truthy(a)
       assert.is_nil(string.agent_marker)
+    end)
+
+  it("loads a prompt over a structured input, and still finds typos",
+    function()
+      local _, restore = h.project({
+        ["agents/sub.lua"] = [[
+          local spool = require "spool"
+          return spool.agent { prompt = "sub.md" }
+        ]],
+        ["prompts/sub.md"] = "Look up {{input.order_id}} for {{input.who.name}}.",
+        ["agents/typo.lua"] = [[
+          local spool = require "spool"
+          return spool.agent { prompt = "typo.md" }
+        ]],
+        ["prompts/typo.md"] = "Look up {{inptu.order_id}}.",
+      })
+      finally(restore)
+      local a, err = loader.load("sub")
+      assert.is_nil(err)
+      assert.truthy(a)
+      a, err = loader.load("typo")
+      assert.is_nil(a)
+      assert.matches("'inptu.order_id' is not defined", err)
     end)
 
   it("reads the helper modules an agent requires by literal name",

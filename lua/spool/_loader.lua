@@ -274,7 +274,9 @@ local function check_unbounded(def)
   if not ok and core.is_limit(err) then
     error(err, 0)
   end
-  if not ok then
+  -- What a structured input holds is not known before a run has one.
+  if not ok and not tostring(err):match("'input%.[^']*' is not defined$")
+  then
     return nil, "EAGENT: " .. tostring(err)
   end
   return true

@@ -308,6 +308,7 @@ function M.define(def, where)
     end
     a.output = sandbox.plain(def.output.type and def.output
       or schema.params(def.output, where .. ": output"), where .. ": output")
+    schema.check_vocabulary(a.output, where .. ": output")
   end
   if a.step == nil and a.prompt == nil then
     error(where .. ": an agent needs a prompt (or its own step function)", 0)

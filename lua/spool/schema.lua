@@ -66,6 +66,128 @@ local function expand_property(name, spec, where)
 end
 
 
+-- ---- the vocabulary ----
+
+-- The JSON Schema keywords (2020-12, and the older drafts' items and
+-- definitions), and where each takes subschemas: "one" a schema, "map"
+-- name -> schema, "list" schemas. A schema is checked against these when
+-- an agent loads, so a typo ("requird", type = "strng") is an error then,
+-- not a constraint silently unchecked.
+local KEYWORDS = {
+  type = true, enum = true, const = true, required = true, format = true,
+  minimum = true, maximum = true, exclusiveMinimum = true,
+  exclusiveMaximum = true, multipleOf = true, minLength = true,
+  maxLength = true, pattern = true, minItems = true, maxItems = true,
+  uniqueItems = true, minProperties = true, maxProperties = true,
+  minContains = true, maxContains = true, dependentRequired = true,
+  title = true, description = true, default = true, examples = true,
+  readOnly = true, writeOnly = true, deprecated = true, nullable = true,
+  contentEncoding = true, contentMediaType = true, ["$schema"] = true,
+  ["$id"] = true, ["$ref"] = true, ["$comment"] = true, ["$anchor"] = true,
+  properties = "map", patternProperties = "map", ["$defs"] = "map",
+  definitions = "map", dependentSchemas = "map", prefixItems = "list",
+  anyOf = "list", oneOf = "list", allOf = "list", items = "one",
+  additionalProperties = "one", ["not"] = "one", ["if"] = "one",
+  ["then"] = "one", ["else"] = "one", contains = "one",
+  propertyNames = "one", unevaluatedProperties = "one",
+  unevaluatedItems = "one",
+}
+
+
+-- The edit distance of two short words (for "did you mean").
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do
+    prev[j] = j
+  end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+
+-- " (did you mean 'x'?)" for the word of `set` nearest to `word`, or "".
+local function suggestion(word, set)
+  local best, best_d = nil, 3
+  for k in pairs(set) do
+    local d = distance(word:lower(), k:lower())
+    if d < best_d then
+      best, best_d = k, d
+    end
+  end
+  return best and string.format(" (did you mean '%s'?)", best) or ""
+end
+
+
+local function check_type(t, at)
+  for _, name in ipairs(type(t) == "table" and t or { t }) do
+    if not SIMPLE[name] then
+      error(string.format("%s: type '%s' is not a JSON Schema type (string, "
+        .. "number, integer, boolean, object, array, null)%s", at,
+        tostring(name), type(name) == "string"
+          and suggestion(name, SIMPLE) or ""), 0)
+    end
+  end
+end
+
+
+-- Checks a schema's keywords and their values; raises "where: why".
+function M.check_vocabulary(schema, where)
+  if type(schema) == "boolean" then
+    return
+  end
+  if type(schema) ~= "table" then
+    error(where .. ": a schema must be a table (or true/false)", 0)
+  end
+  for k, v in pairs(schema) do
+    local kind = KEYWORDS[k]
+    if not kind then
+      error(string.format("%s: '%s' is not a JSON Schema keyword%s", where,
+        tostring(k), type(k) == "string" and suggestion(k, KEYWORDS) or ""),
+        0)
+    end
+    local at = where .. "." .. k
+    if k == "type" then
+      check_type(v, at)
+    elseif k == "required" then
+      if type(v) ~= "table" then
+        error(at .. ": must be a list of property names", 0)
+      end
+      for _, name in ipairs(v) do
+        if type(name) ~= "string" then
+          error(at .. ": must be a list of property names", 0)
+        end
+      end
+    elseif k == "enum" and type(v) ~= "table" then
+      error(at .. ": must be a list of values", 0)
+    elseif kind == "one" then
+      M.check_vocabulary(v, at)
+    elseif kind == "list" or (k == "items" and type(v) == "table"
+        and v[1] ~= nil) then
+      if type(v) ~= "table" then
+        error(at .. ": must be a list of schemas", 0)
+      end
+      for i, sub in ipairs(v) do
+        M.check_vocabulary(sub, at .. "[" .. i .. "]")
+      end
+    elseif kind == "map" then
+      if type(v) ~= "table" then
+        error(at .. ": must be a table of name = schema", 0)
+      end
+      for name, sub in pairs(v) do
+        M.check_vocabulary(sub, at .. "." .. tostring(name))
+      end
+    end
+  end
+end
+
+
 -- Returns the JSON Schema for a tool's params (shorthand or full schema).
 -- `where` names the tool in error messages. Raises on a malformed spec.
 function M.params(spec, where)
@@ -76,6 +198,7 @@ function M.params(spec, where)
     error(where .. ": params must be a table", 0)
   end
   if spec.type == "object" then
+    M.check_vocabulary(spec, where .. ": params")
     return spec
   end
   local props, required = {}, {}
@@ -92,6 +215,7 @@ function M.params(spec, where)
   table.sort(required)
   local schema = { type = "object", properties = props,
                    additionalProperties = false }
+  M.check_vocabulary(schema, where .. ": params")
   if #required > 0 then
     schema.required = json.array(required)
   end
