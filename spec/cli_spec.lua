@@ -127,6 +127,16 @@ describe("spool (CLI)", function()
       assert.are.equal("done", events[#events].type)
     end)
 
+    it("says so when a streamed reply broke off and comes again", function()
+      local mock = h.mock_process(MOCKS .. "broken_stream.lua")
+      local out, err, code = spool("--base-url " .. mock.url .. " run classify "
+        .. "--stream --input 'a question'")
+      mock.stop()
+      assert.are.equal(0, code, err)
+      assert.matches("hello the[^\n]*\n[^\n]*↺ the reply broke off; again, "
+        .. "from the start:\n", out)
+    end)
+
     it("exits 1 and names the problem when the model fails", function()
       local mock = h.mock_process(MOCKS .. "http500.lua")
       local out, _, code = spool("--base-url " .. mock.url .. " run classify "

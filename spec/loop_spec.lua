@@ -166,6 +166,26 @@ describe("spool.loop", function()
       assert.is_true(#seen >= 6)
     end)
 
+  it("tells the model a table a handler raised or returned, as JSON",
+    function()
+      mock = scripted {
+        { tool_calls = { { name = "raises", args = {} },
+                         { name = "returns", args = {} } } },
+        { text = "noted" },
+      }
+      local a = h.agent({ tools = {
+        raises = { side_effects = false, run = function()
+          error({ code = "E42", detail = "no stock" })
+        end },
+        returns = { side_effects = false, run = function()
+          return nil, { code = "E43" }
+        end },
+      } }, mock)
+      local t = h.run(a, "go")
+      assert.are.same({ '{"code":"E42","detail":"no stock"}', '{"code":"E43"}' },
+        h.errors(t))
+    end)
+
   it("cancels the sub-agents a cancelled thread has running", function()
     mock = h.mock { latency_ms = 100, rules = { { reply = function(conv)
       if conv.system:match("parent") then

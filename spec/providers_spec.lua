@@ -199,13 +199,24 @@ describe("spool.llm", function()
       end)
     end
 
-    it(provider .. ": retries a stream cut short", function()
-      mock = sequence { { text = "a longer answer", cut_after = 3 },
-                        { text = "ok" } }
-      local r = assert(ask(model_at(mock, provider), { stream = true }))
+    it(provider .. ": retries a stream cut short, saying the text shown "
+      .. "starts again", function()
+      mock = sequence { { text = "a longer answer", cut_after = 3,
+                          chunk = 4 }, { text = "ok" } }
+      local shown = {}
+      local r = assert(ask(model_at(mock, provider), { stream = true,
+        on_text = function(piece) shown[#shown + 1] = piece end,
+        on_reset = function() shown[#shown + 1] = "<reset>" end }))
       assert.are.equal("ok", r.text)
       assert.matches("malformed stream from .*ended before",
         r.attempts[1].error)
+      -- What was shown before the break (if any came) is reset first.
+      local text = table.concat(shown)
+      assert.is_true(text == "ok" or text:match("^a lo[^<]*<reset>ok$")
+        ~= nil, text)
+      if provider == "openai" then
+        assert.matches("<reset>ok$", text)
+      end
     end)
 
     it(provider .. ": retries after an error event in a 200 stream",

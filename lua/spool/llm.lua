@@ -1,7 +1,7 @@
 -- spool.llm: one interface to chat models, whatever the provider.
 --
 --   llm.chat{ system=, messages=, tools=, json=, model=, temperature=,
---             max_tokens=, stream=, on_text= }
+--             max_tokens=, stream=, on_text=, on_reset= }
 --     -> reply | nil, "EMODEL: ...", attempts
 --   llm.request{ ... }       -> { url, body }   the request chat would send
 --
@@ -14,7 +14,8 @@
 -- it is not JSON: the loop tells the model). finish_reason is stop,
 -- tool_calls, length or content_filter whatever the provider. With
 -- stream = true the reply arrives as Server-Sent Events and on_text (if
--- given) gets each piece of text as it comes.
+-- given) gets each piece of text as it comes; on_reset (if given) is
+-- called before another attempt's text when one broke off midway.
 --
 -- `model` is a model table from spool.config (the default), possibly with
 -- an agent's overrides. The API key is read from the environment variable
@@ -336,8 +337,15 @@ end
 -- Tries one model until it answers, fails for good or runs out of
 -- retries; appends to `attempts`. Returns the reply, or nil and why it
 -- stopped: "final" (no point trying another model), "spent".
-local function call_model(model, req, attempts, deadline)
+local function call_model(model, req, attempts, deadline, shown)
   local p = M.provider(model.provider)
+  -- A stream shows the reply as it comes; an attempt that broke off after
+  -- some of it is followed by on_reset, so a retry's text is not read as
+  -- going on from the broken one's.
+  local on_text = req.on_text and function(piece)
+    shown.text = true
+    req.on_text(piece)
+  end
   local built = p.build(model, req)
   local url = base_url(model) .. built.path
   local headers = built.headers
@@ -391,8 +399,12 @@ local function call_model(model, req, attempts, deadline)
     local t0 = core.now()
     local out
     local conns = connections(req.thread, url)
+    if shown.text and req.on_reset then
+      req.on_reset()
+    end
+    shown.text = false
     if req.stream then
-      out = call_streamed(p, m, url, headers, built.body, req.on_text, conns)
+      out = call_streamed(p, m, url, headers, built.body, on_text, conns)
     else
       out = call_whole(p, m, url, headers, built.body, conns)
     end
@@ -505,10 +517,10 @@ chat = function(req)
   -- spool.loop.model_for, frozen) are used as they are.
   local primary = req.model == nil and config.get().model
     or sandbox.frozen(req.model) and req.model or fixed(req.model)
-  local attempts = {}
+  local attempts, shown = {}, { text = false }
   local models = candidates(primary)
   for i, model in ipairs(models) do
-    local reply, why = call_model(model, req, attempts, req.deadline)
+    local reply, why = call_model(model, req, attempts, req.deadline, shown)
     if reply then
       reply.attempts = attempts
       return reply

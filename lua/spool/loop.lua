@@ -44,8 +44,19 @@ M.PAUSED = sandbox.freeze(setmetatable({},
 
 -- Splits "agents/x.lua:12: boom" into "boom" and "agents/x.lua:12": the
 -- model gets the message, the event keeps where it came from.
+-- An error value as text: a table the handler raised (or returned as its
+-- error) is encoded as JSON, the model reads it whole, not "table: 0x...".
+local function error_text(err)
+  if type(err) == "table" and not (getmetatable(err) or {}).__tostring then
+    local ok, text = pcall(json.encode, err)
+    return ok and text or "(an error table JSON cannot hold)"
+  end
+  return type(err) == "string" and err or tostring(err)
+end
+
+
 local function split_error(err)
-  local msg = type(err) == "string" and err or tostring(err)
+  local msg = error_text(err)
   local where, rest = msg:match("^([^\n:]+:%d+): (.*)$")
   if where then
     return rest, where
@@ -318,7 +329,7 @@ local function run_handler(tool, args, ctx)
     return false, split_error(res)
   end
   if res == nil and err ~= nil then
-    return false, tostring(err)
+    return false, error_text(err)
   end
   if res == nil then
     res = json.null
@@ -824,6 +835,12 @@ function M.step(thread, agent)
   end
   if req.stream and core.listening() then
     req.on_text = delta_emitter(thread)
+    req.on_reset = function()
+      core.emit(thread.id, thread.agent, "delta_reset", 0, thread.depth or 0,
+        json.encode({ thread = thread.id, agent = thread.agent,
+                      type = "delta_reset" }),
+        "↺ the reply broke off; again, from the start:")
+    end
   end
   req.deadline = req.deadline or M.deadline(thread, agent)
   req.thread = thread
