@@ -186,6 +186,30 @@ describe("spool.loop", function()
         h.errors(t))
     end)
 
+  it("records and budgets the model calls an agent's own step makes",
+    function()
+      mock = h.mock { rules = { { reply = { text = "an answer",
+        usage = { prompt_tokens = 100, completion_tokens = 20 } } } } }
+      local a = h.agent({ budget = { tokens = 500 }, max_steps = 50,
+        step = function(thread, agent)
+          for _ = 1, 2 do
+            assert(spool.llm.chat { model = spool.loop.model_for(agent),
+              messages = { { role = "user", content = "hi" } } })
+          end
+        end }, mock)
+      local t = h.run(a, "go")
+      local calls = 0
+      for _, ev in ipairs(t.events) do
+        calls = calls + (ev.type == "llm_call" and 1 or 0)
+      end
+      -- 120 tokens a call: the budget of 500 ends it after the 3rd step.
+      assert.are.equal("failed", t:status())
+      assert.matches("the token budget %(500%) is spent", select(2,
+        t:outcome()))
+      assert.are.equal(6, calls)
+      assert.are.equal(600, t:usage().input_tokens)
+    end)
+
   it("cancels the sub-agents a cancelled thread has running", function()
     mock = h.mock { latency_ms = 100, rules = { { reply = function(conv)
       if conv.system:match("parent") then

@@ -49,9 +49,10 @@ end
 
 
 local function call(thread, model, system, text, max_tokens)
-  return llm.chat { model = model, system = system, max_tokens = max_tokens,
-                    messages = { { role = "user", content = text } },
-                    thread = thread }
+  -- Recorded by the caller, in its compaction or summary event.
+  return require("spool._runner").quietly(llm.chat, { model = model,
+    system = system, max_tokens = max_tokens,
+    messages = { { role = "user", content = text } }, thread = thread })
 end
 
 

@@ -51,6 +51,31 @@ function M.current()
 end
 
 
+-- Model calls the engine records itself (the loop's own step, a
+-- compaction): spool.llm records the others — an agent's own step calling
+-- spool.llm.chat — so every call a thread makes is in its events and its
+-- budgets. quietly(f, ...) runs f with recording off in this task.
+local quiet = setmetatable({}, { __mode = "k" })
+
+
+function M.quietly(f, ...)
+  local co = coroutine.running()
+  local was = quiet[co]
+  quiet[co] = true
+  local res = table.pack(pcall(f, ...))
+  quiet[co] = was
+  if not res[1] then
+    error(res[2], 0)
+  end
+  return table.unpack(res, 2, res.n)
+end
+
+
+function M.is_quiet()
+  return quiet[coroutine.running()] == true
+end
+
+
 -- The tool call the calling task's handler is running, if any.
 function M.current_call()
   local c = current[coroutine.running()]

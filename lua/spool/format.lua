@@ -47,6 +47,15 @@ local renderers = {
       ev.data.cost_usd and string.format(" · $%.6f", ev.data.cost_usd) or "",
       #attempts > 1 and string.format(" · %d attempts", #attempts) or "")
   end,
+  llm_call = function(ev)
+    local u = ev.data.usage or {}
+    if ev.data.error then
+      return "· a model call of the agent's own failed: " .. short(ev.data.error)
+    end
+    return string.format("· a model call of the agent's own · %s · %d ms · "
+      .. "%d→%d tokens", tostring(ev.data.model), ev.data.latency_ms or 0,
+      u.input_tokens or 0, u.output_tokens or 0)
+  end,
   intent = function(ev)
     return string.format("→ %s %s", ev.data.name, short(ev.data.args))
   end,

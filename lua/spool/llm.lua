@@ -337,13 +337,13 @@ end
 -- Tries one model until it answers, fails for good or runs out of
 -- retries; appends to `attempts`. Returns the reply, or nil and why it
 -- stopped: "final" (no point trying another model), "spent".
-local function call_model(model, req, attempts, deadline, shown)
+local function call_model(model, req, attempts, deadline, stream_state)
   local p = M.provider(model.provider)
   -- A stream shows the reply as it comes; an attempt that broke off after
   -- some of it is followed by on_reset, so a retry's text is not read as
   -- going on from the broken one's.
   local on_text = req.on_text and function(piece)
-    shown.text = true
+    stream_state.shown = true
     req.on_text(piece)
   end
   local built = p.build(model, req)
@@ -399,10 +399,10 @@ local function call_model(model, req, attempts, deadline, shown)
     local t0 = core.now()
     local out
     local conns = connections(req.thread, url)
-    if shown.text and req.on_reset then
+    if stream_state.shown and req.on_reset then
       req.on_reset()
     end
-    shown.text = false
+    stream_state.shown = false
     if req.stream then
       out = call_streamed(p, m, url, headers, built.body, on_text, conns)
     else
@@ -480,12 +480,44 @@ end
 local chat
 
 
-function M.chat(req)
-  local cassette = req.thread and req.thread.eval and req.thread.eval.cassette
-  if cassette then
-    return cassette:call(req, chat)
+-- A model call that code of an agent's own made (its step, a tool): an
+-- llm_call event on the thread the task runs, counted in its usage, cost
+-- and budgets like the loop's own model_call.
+local function record(thread, reply, err, attempts, req)
+  local pricing = require "spool.pricing"
+  local data = { error = err, streamed = req.stream or nil,
+                 attempts = attempts and #attempts > 1 and attempts or nil }
+  if reply then
+    data.model, data.provider = reply.model, reply.provider
+    data.latency_ms, data.usage = reply.latency_ms, reply.usage
+    data.finish_reason, data.response_id = reply.finish_reason, reply.id
+    data.request_sha256, data.text = reply.request_sha256, reply.text
+    data.cost_usd = pricing.cost(reply.model, reply.usage)
+    local calls = json.array()
+    for i, c in ipairs(reply.tool_calls or {}) do
+      calls[i] = { id = c.id, name = c.name, arguments = c.arguments }
+    end
+    data.tool_calls = calls
   end
-  return chat(req)
+  thread:append("llm_call", data)
+end
+
+
+function M.chat(req)
+  local runner = require "spool._runner"
+  local thread = not runner.is_quiet() and (runner.current() or nil)
+  local cassette = req.thread and req.thread.eval and req.thread.eval.cassette
+    or thread and thread.eval and thread.eval.cassette
+  local reply, err, attempts
+  if cassette then
+    reply, err, attempts = cassette:call(req, chat)
+  else
+    reply, err, attempts = chat(req)
+  end
+  if thread then
+    record(thread, reply, err, attempts, req)
+  end
+  return reply, err, attempts
 end
 
 
@@ -517,10 +549,11 @@ chat = function(req)
   -- spool.loop.model_for, frozen) are used as they are.
   local primary = req.model == nil and config.get().model
     or sandbox.frozen(req.model) and req.model or fixed(req.model)
-  local attempts, shown = {}, { text = false }
+  local attempts, stream_state = {}, { shown = false }
   local models = candidates(primary)
   for i, model in ipairs(models) do
-    local reply, why = call_model(model, req, attempts, req.deadline, shown)
+    local reply, why = call_model(model, req, attempts, req.deadline,
+      stream_state)
     if reply then
       reply.attempts = attempts
       return reply

@@ -849,7 +849,8 @@ function M.step(thread, agent)
   req.context.plan = nil
   -- While the call is out, cancelling the thread interrupts it.
   thread.model_task = core.task_id()
-  local reply, err, attempts = llm.chat(req)
+  local reply, err, attempts = require("spool._runner").quietly(llm.chat,
+    req) -- recorded below, as the model_call event
   thread.model_task = nil
   if not reply and thread.cancel_requested then
     return -- the loop records the cancellation

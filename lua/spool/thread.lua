@@ -175,8 +175,9 @@ local function derived(self)
     elseif t == "human_response" then
       d.status, d.request = "running", nil
     end
-    if (t == "model_call" or t == "compaction" or t == "event_summary"
-        or t == "agent_result") and type(data.usage) == "table" then
+    if (t == "model_call" or t == "llm_call" or t == "compaction"
+        or t == "event_summary" or t == "agent_result")
+        and type(data.usage) == "table" then
       local u = data.usage
       d.input_tokens = d.input_tokens + (u.input_tokens or 0)
       d.output_tokens = d.output_tokens + (u.output_tokens or 0)
