@@ -457,3 +457,39 @@ describe("the providers' usage", function()
     end
   end)
 end)
+
+
+describe("model resolution", function()
+  local config = require "spool.config"
+  local loop = require "spool.loop"
+
+  it("is one rule: an agent's base_url takes it off the mock, and a "
+    .. "fallback keeps its model's URL and key", function()
+    local base = { provider = "openai", name = "mock-1", mock = true,
+                   api_key_env = "OPENAI_API_KEY", timeout_ms = 1000 }
+    local m = config.derive_model(base, { base_url = "http://llm.local/v1/" })
+    assert.is_nil(m.mock)
+    assert.are.equal("http://llm.local/v1", m.base_url)
+    assert.are.equal("gpt-4o-mini", m.name)
+    assert.are.equal(1000, m.timeout_ms)
+    local own = { provider = "openai", name = "big", base_url = "http://a/v1",
+      api_key_env = "A_KEY", fallback = { { name = "small" },
+        { provider = "anthropic", name = "claude-x" } } }
+    local primary = config.derive_model(base, own)
+    local same = config.derive_model(primary, primary.fallback[1], true)
+    assert.are.equal("small", same.name)
+    assert.are.equal("http://a/v1", same.base_url)
+    assert.are.equal("A_KEY", same.api_key_env)
+    assert.is_nil(same.fallback)
+    local other = config.derive_model(primary, primary.fallback[2], true)
+    assert.are.equal("https://api.anthropic.com/v1", other.base_url)
+    assert.are.equal("ANTHROPIC_API_KEY", other.api_key_env)
+    -- An agent whose project runs on the mock talks to its own URL.
+    local mock = h.mock { rules = { { reply = { text = "from mine" } } } }
+    finally(mock.close)
+    local a = h.agent({ model = { base_url = mock.url(), max_retries = 0 } })
+    assert.is_true(config.get().model.mock)
+    assert.are.equal(mock.url(), loop.model_for(a).base_url)
+    assert.are.equal("from mine", h.run(a, "hi"):outcome())
+  end)
+end)

@@ -756,11 +756,15 @@ describe("the context window", function()
     assert.are.equal("tool", msgs[#msgs].role)
     assert.matches("cut by the context policy", msgs[#msgs].content)
     assert.is_number(v.reported_input_tokens)
+    assert.is_true(v.endpoint.mock)
+    assert.matches("/chat/completions$", v.endpoint.url)
     -- the text form, and a step that never happened
     out, err, code = h.cli(base .. "prompt reader --thread " .. id
       .. " --step 1")
     assert.are.equal(0, code, err)
     assert.matches("step 1 %(as the model saw it%)", out)
+    assert.matches("endpoint: POST http://127%.0%.0%.1:<mock>/v1/chat/"
+      .. "completions · mock%-1 %(openai%) · the built%-in mock", out)
     assert.matches("seq  type", out)
     _, err, code = h.cli(base .. "prompt reader --thread " .. id
       .. " --step 9")

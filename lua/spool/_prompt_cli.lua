@@ -60,7 +60,13 @@ local ok, req = pcall(loop.request, view, agent, { dry = true,
 if not ok then
   cli:fail("EAGENT: " .. tostring(req))
 end
-local body = llm.request(req).body
+local request = llm.request(req)
+local body = request.body
+-- Where the request goes, as spool.config's rule resolved the model.
+local model = req.model
+local endpoint = { url = request.url, model = model.name,
+                   provider = model.provider, mock = model.mock or nil,
+                   key_env = not model.mock and model.api_key_env or nil }
 local plan = req.context.plan or {}
 local version = call and call.v or (events[#events] or {}).v
 
@@ -72,6 +78,7 @@ if o.json then
     reported_input_tokens = call and call.data.usage
       and call.data.usage.input_tokens or nil,
     events = plan.report or json.array(), body = json.decode(body),
+    endpoint = endpoint,
   }), "\n")
   os.exit(0)
 end
@@ -79,6 +86,10 @@ end
 local out = {}
 out[#out + 1] = string.format("thread %s  agent %s  step %d (%s)", thread.id,
   agent.name, step, call and "as the model saw it" or "the next request")
+out[#out + 1] = string.format("endpoint: POST %s · %s (%s)%s", endpoint.url,
+  tostring(endpoint.model), tostring(endpoint.provider), endpoint.mock
+    and " · the built-in mock" or (endpoint.key_env and (" · key $"
+      .. endpoint.key_env) or ""))
 if version and version ~= agent.version then
   out[#out + 1] = string.format("note: the thread ran agent version %s; "
     .. "this is what version %s renders", version, agent.version)

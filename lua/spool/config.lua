@@ -156,6 +156,55 @@ function M.resolve_model(opts, fm)
 end
 
 
+-- The one rule for an agent's model, and for a fallback: `own` (its
+-- fields) over `base` (the project's model; for a fallback, the model it
+-- falls back from).
+--  - The same provider (or none named): base's name, URL and key, with
+--    own's fields over them.
+--  - Another provider: that provider's defaults (name, URL, key), with
+--    own's fields over them; base's reliability settings where own is
+--    silent.
+--  - Either way, on the mock when base is, unless own names a base_url:
+--    then that URL, with own's name or the provider's default one.
+-- An agent's model keeps base's fallbacks unless it names its own; a
+-- fallback (as_fallback) has none.
+function M.derive_model(base, own, as_fallback)
+  own = own or {}
+  local provider = own.provider or base.provider
+  local m
+  if provider ~= base.provider then
+    local fm = {}
+    for k, v in pairs(own) do
+      fm[k] = v
+    end
+    for _, k in ipairs(M.MODEL_SETTINGS) do
+      if fm[k] == nil then
+        fm[k] = base[k]
+      end
+    end
+    m = assert(M.resolve_model({ mock = base.mock and own.base_url == nil
+      and "on" or "off", explicit = true }, fm))
+  else
+    m = {}
+    for k, v in pairs(base) do
+      m[k] = v
+    end
+    for k, v in pairs(own) do
+      m[k] = v
+    end
+    if own.base_url ~= nil and base.mock then
+      m.mock = nil
+      m.name = own.name or PROVIDERS[provider].name
+    end
+  end
+  if type(m.base_url) == "string" then
+    m.base_url = m.base_url:gsub("/+$", "")
+  end
+  m.fallback = not as_fallback and (own.fallback or base.fallback) or nil
+  return m
+end
+
+
 local WEBHOOK_EVENTS = { waiting = true, done = true, failed = true,
                          cancelled = true }
 

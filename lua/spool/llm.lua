@@ -459,17 +459,7 @@ end
 local function candidates(model)
   local list = { model }
   for _, fb in ipairs(model.fallback or {}) do
-    local fm = {}
-    for k, v in pairs(fb) do
-      fm[k] = v
-    end
-    for _, k in ipairs(config.MODEL_SETTINGS) do
-      if fm[k] == nil then
-        fm[k] = model[k]
-      end
-    end
-    list[#list + 1] = assert(config.resolve_model(
-      { mock = model.mock and "on" or "off", explicit = true }, fm))
+    list[#list + 1] = config.derive_model(model, fb, true) -- one rule
   end
   return list
 end

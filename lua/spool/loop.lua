@@ -213,19 +213,7 @@ function M.model_for(agent)
   if memo and memo.base == base and memo.own == own then
     return memo.model
   end
-  local m
-  if own and own.provider and own.provider ~= base.provider then
-    m = assert(config.resolve_model({ mock = base.mock and "on" or "off",
-      explicit = true }, own))
-  else
-    m = {}
-    for k, v in pairs(base) do
-      m[k] = v
-    end
-    for k, v in pairs(own or {}) do
-      m[k] = v
-    end
-  end
+  local m = config.derive_model(base, own)
   -- Frozen: agent code may be handed it, and must not change it (nor
   -- give it a metatable) between the URL's check and its use.
   sandbox.freeze(m)
