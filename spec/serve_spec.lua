@@ -385,9 +385,11 @@ describe("the control API", function()
           v.error.message)
       end
       -- Over the body limit: 413, and the server goes on.
-      local status = call("POST", "/v1/threads", string.rep("x", 2 * 1024
+      local status, e = call("POST", "/v1/threads", string.rep("x", 2 * 1024
         * 1024))
       assert.are.equal(413, status)
+      assert.are.equal("too_large", e.error.code) -- the one error shape
+      assert.is_string(e.error.message)
       assert.are.equal(200, (call("GET", "/healthz")))
     end)
 

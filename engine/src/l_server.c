@@ -44,7 +44,9 @@ typedef struct stream_box {
   spool__srv_req *req;
 } stream_box;
 
-static const char internal_error[] = "{\"error\":\"internal error\"}";
+static const char internal_error[] =
+    "{\"error\":{\"code\":\"internal\",\"message\":\"internal error "
+    "(logged)\"}}";
 
 static void respond_500(spool__srv_req *req) {
   spool__srv_respond(req, 500, "Content-Type: application/json\r\n",

@@ -305,9 +305,32 @@ void spool__srv_abandon(spool__srv_req *r) {
 
 /* ---- reading ---- */
 
+/* The code of an error the server answers itself, as the control API
+ * names it in {"error": {"code", "message"}}. */
+static const char *error_code(int status) {
+  switch (status) {
+  case 408:
+    return "timeout";
+  case 413:
+    return "too_large";
+  case 431:
+    return "headers_too_large";
+  case 503:
+    return "busy";
+  default:
+    return "bad_request";
+  }
+}
+
 static void fail_request(conn *c, int status, const char *msg) {
-  char body[160];
-  int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", msg);
+  char body[240];
+  int n = snprintf(body, sizeof body,
+                   "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
+                   error_code(status), msg);
+  if (n < 0 || (size_t)n >= sizeof body)
+    n = snprintf(body, sizeof body,
+                 "{\"error\":{\"code\":\"%s\",\"message\":\"\"}}",
+                 error_code(status));
   stop_reading(c);
   conn_write(c, status, "Content-Type: application/json\r\n", body, (size_t)n,
              0);

@@ -160,6 +160,19 @@ end
 
 -- ---- refusals ----
 
+-- An error answer in the control API's one shape, {"error": {"code",
+-- "message"}}, for the channels' own routes too.
+local CODES = { [400] = "bad_request", [401] = "bad_signature",
+                [403] = "forbidden", [404] = "not_found", [409] = "conflict",
+                [422] = "invalid" }
+
+function M.error_reply(status, message)
+  return { status = status, body = require("spool.json").encode({ error = {
+    code = CODES[status] or "error", message = message } }),
+    headers = { ["content-type"] = "application/json" } }
+end
+
+
 function M.refuse(channel, status, why)
   core.log("warn", string.format("channel %s refused a callback (%d): %s",
     channel, status, why))

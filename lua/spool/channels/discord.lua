@@ -121,8 +121,7 @@ end
 
 
 local function refused(status, why)
-  return { status = status, body = json.encode({ error = why }),
-           headers = { ["content-type"] = "application/json" } }
+  return require("spool._channels").error_reply(status, why)
 end
 
 

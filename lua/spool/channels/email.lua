@@ -445,12 +445,12 @@ function M.inbound_json(channels, settings, body)
              in_reply_to = body.in_reply_to, text = M.to_utf8(body.text) }
   end
   if type(mail.from) ~= "string" or type(mail.text) ~= "string" then
-    return 422, { error = "invalid", message = "a reply needs from and text "
-      .. "(or raw)" }
+    return 422, { error = { code = "invalid", message = "a reply needs from "
+      .. "and text (or raw)" } }
   end
   local ok, status, why = M.handle_reply(channels, settings, mail)
   if not ok then
-    return status, { error = "refused", message = why }
+    return status, { error = { code = "refused", message = why } }
   end
   return 200, { answered = true }
 end
