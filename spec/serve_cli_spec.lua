@@ -303,6 +303,26 @@ return { webhooks = { { url = "%s/hook", secret_env = "SPOOL_WEBHOOK_SECRET",
     end
   end)
 
+  it("refuses a signed request replayed after a restart", function()
+    local dir, mock = project()
+    local env = "SPOOL_HOOK_SECRET=hook-secret-0123456789"
+    local body = '{"agent":"w","input":"steps:0"}'
+    local sig = require("spool._webhooks").sign_request(
+      "hook-secret-0123456789", require("spool.core").time(),
+      "/v1/hooks/threads", body)
+    local hdr = "-H " .. h.q("Spool-Signature: " .. sig)
+    local s = serve(dir, mock, "", env)
+    assert.are.equal(201, (curl(s, "POST", "/v1/hooks/threads", body, hdr)))
+    s.stop()
+    s = serve(dir, mock, "", env)
+    local status, v = curl(s, "POST", "/v1/hooks/threads", body, hdr)
+    assert.are.equal(401, status)
+    assert.matches("already received %(a replay%)", v.error.message)
+    local _, list = curl(s, "GET", "/v1/threads")
+    assert.are.equal(1, #list.threads)
+    s.stop()
+  end)
+
   it("watches agents by default, and reloads on SIGHUP", function()
     local dir, mock = project()
     local function version(s)

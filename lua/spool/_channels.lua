@@ -182,22 +182,19 @@ function M.refuse(channel, status, why)
 end
 
 
--- A signature seen before within its window is a replay.
-local seen, seen_order = {}, {}
-
+-- A signature seen before within its window is a replay: recorded in the
+-- store, so a restart (or another process) does not forget it. Returns
+-- true for a first sighting; false for a replay, and when the store
+-- cannot say (refused rather than risk one).
 function M.fresh(channel, key, ttl_ms)
-  local now = core.now()
-  while seen_order[1] and seen[seen_order[1]] < now do
-    seen[table.remove(seen_order, 1)] = nil
-  end
   -- Hex signatures verify in any letter case: the key must not differ.
-  local k = channel .. ":" .. tostring(key):lower()
-  if seen[k] then
-    return false
+  local first, err = store.first_seen(channel .. ":" .. tostring(key):lower(),
+    ttl_ms)
+  if first == nil then
+    core.log("error", "channel " .. channel .. ": cannot record a "
+      .. "signature: " .. tostring(err))
   end
-  seen[k] = now + ttl_ms
-  seen_order[#seen_order + 1] = k
-  return true
+  return first == true
 end
 
 

@@ -24,6 +24,7 @@
 -- signatures outside the time window and any accepted before within it.
 
 local core = require "spool.core"
+local store = require "spool.store"
 local json = require "spool.json"
 local http = require "spool._http"
 local config = require "spool.config"
@@ -173,24 +174,10 @@ end)
 
 -- ---- inbound: signed requests ----
 
-local seen = {}   -- signature -> when it was accepted (ms)
-local nseen = 0
-
-
 -- What an inbound signature covers: the time, the path and the body, so a
 -- request signed for one thread cannot be replayed against another.
 function M.sign_request(secret, at, path, body)
   return M.sign(secret, at, path .. "." .. body)
-end
-
-
-local function forget_old(now, max_age_ms)
-  for s, t in pairs(seen) do
-    if now - t > max_age_ms then
-      seen[s] = nil
-      nseen = nseen - 1
-    end
-  end
 end
 
 
@@ -213,23 +200,22 @@ function M.verify(header, path, body, secret, max_age_ms)
       "t=" .. at .. ",v1=" .. sig) then
     return nil, "the signature does not match"
   end
-  if seen[sig] then
+  -- Seen in the store, for twice the window: a replay after a restart, or
+  -- to another process over the same store, is refused too.
+  local first, err = store.first_seen("hook:" .. sig, 2 * max_age_ms)
+  if first == nil then
+    return nil, "the store cannot record the request: " .. tostring(err)
+  elseif not first then
     return nil, "this request was already received (a replay)"
   end
-  if nseen >= 100000 then
-    forget_old(now, max_age_ms)
-  end
-  seen[sig] = now
-  nseen = nseen + 1
   return sig
 end
 
 
 -- After the request was handled: keep its signature if it succeeded.
 function M.settle(sig, succeeded)
-  if not succeeded and seen[sig] then
-    seen[sig] = nil
-    nseen = nseen - 1
+  if not succeeded then
+    store.forget_seen("hook:" .. sig)
   end
 end
 

@@ -188,6 +188,29 @@ function M.purge(finished_before)
 end
 
 
+-- Was `key` seen in the last ttl_ms? Records it if not, in the store: a
+-- signed request replayed after a restart, or to another process, is
+-- still a replay. Returns true (new), false (seen), or nil and an error.
+-- forget(key) drops it (a request that failed may be sent again).
+local SEEN = "spool.seen"
+
+function M.first_seen(key, ttl_ms)
+  local versions, err = M.write_state { M.engine_write { ns = SEEN, key = key,
+    value = true, if_version = 0, expires_at = core.time() + ttl_ms } }
+  if versions then
+    return true
+  elseif tostring(err):match("^ECONFLICT") then
+    return false
+  end
+  return nil, err
+end
+
+
+function M.forget_seen(key)
+  return M.write_state { M.engine_write { ns = SEEN, key = key } }
+end
+
+
 function M.state_get(ns, key)
   local doc, err = decoded(core.store_state_get(ns, key, core.time()))
   if err then
