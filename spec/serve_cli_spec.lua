@@ -303,6 +303,46 @@ return { webhooks = { { url = "%s/hook", secret_env = "SPOOL_WEBHOOK_SECRET",
     end
   end)
 
+  it("keeps webhook notices in the store: spool run does not wait for "
+    .. "retries, a serving process sends them", function()
+    local dir, mock = project()
+    local got = {}
+    local server = assert(require("spool.core").listen { port = 0,
+      handler = function(req)
+        got[#got + 1] = req
+        return { status = #got == 1 and 503 or 200, body = "" }
+      end })
+    finally(function() server:close() end)
+    h.write_files(dir, { ["spool.lua"] = string.format([[
+return { webhooks = { { url = "http://127.0.0.1:%d/hook", events = { "done" },
+  secret_env = "SPOOL_WEBHOOK_SECRET", backoff_ms = 10 } } }]],
+      server:port()) })
+    local run = string.format("env SPOOL_WEBHOOK_SECRET=s3 %s --project %s "
+      .. "--base-url %s --db %s ", BIN, h.q(dir), mock.url,
+      h.q(dir .. "/spool.db"))
+    -- The run exits after the first try (503); the notice stays.
+    local out, code = h.sh(run .. "run w --input steps:0 2>&1")
+    assert.are.equal(0, code, out)
+    h.wait_for(function() return #got == 1 end)
+    local kept = h.sh(run .. "state export spool.outbox")
+    assert.matches('"attempt":1', kept)
+    -- A serving process tries it again, and it is gone.
+    local s = serve(dir, mock, "", "SPOOL_WEBHOOK_SECRET=s3")
+    h.wait_for(function() return #got == 2 end, 10000, "the retry")
+    assert.are.equal(got[1].headers["spool-delivery"],
+      got[2].headers["spool-delivery"])
+    h.wait_for(function()
+      return h.sh(run .. "state export spool.outbox") == ""
+    end, 10000, "the outbox to empty")
+    s.stop()
+    -- A webhook with no secret: the project does not open.
+    out, code = h.sh(string.format("env -u SPOOL_WEBHOOK_SECRET %s --project "
+      .. "%s threads 2>&1", BIN, h.q(dir)))
+    assert.are_not.equal(0, code)
+    assert.matches("webhooks%[1%] has no secret: %$SPOOL_WEBHOOK_SECRET is "
+      .. "not set", out)
+  end)
+
   it("refuses a signed request replayed after a restart", function()
     local dir, mock = project()
     local env = "SPOOL_HOOK_SECRET=hook-secret-0123456789"

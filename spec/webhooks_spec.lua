@@ -75,34 +75,68 @@ describe("webhooks out", function()
     assert.are_not.equal(waiting.id, done.id)
   end)
 
-  it("retry a failed delivery with the same id, and give up on a 4xx",
-    function()
+  it("retry a failed delivery from the outbox with the same id, and give "
+    .. "up on a 4xx", function()
       local url, got = receiver { 503, 500 }
       local url2, got2 = receiver { 400 }
-      project { { url = url, backoff_ms = 10, events = { "done" } },
-                { url = url2, backoff_ms = 10, events = { "done" } } }
+      project { { url = url, backoff_ms = 10, events = { "done" },
+                  secret_env = SECRET_ENV },
+                { url = url2, backoff_ms = 10, events = { "done" },
+                  secret_env = SECRET_ENV } }
       h.run(assert(loader.load("echo")), "hi")
-      h.wait_for(function() return #got >= 3 end)
+      -- The first try comes at once; the retries from the outbox, which
+      -- a serving process passes over every second (here: the test).
+      h.wait_for(function()
+        webhooks.deliver_due()
+        return #got >= 3
+      end)
       local ids = {}
       for i, req in ipairs(got) do
         ids[i] = req.headers["spool-delivery"]
         assert.are.equal(tostring(i), req.headers["spool-attempt"])
-        assert.is_nil(req.headers["spool-signature"]) -- no secret: unsigned
+        verify(req)
       end
       assert.are.equal(ids[1], ids[2])
       assert.are.equal(ids[1], ids[3])
       h.wait_for(function() return #got2 >= 1 end)
-      core.sleep(50)
+      h.wait_for(function() return webhooks.in_flight() == 0 end)
+      webhooks.deliver_due()
+      h.wait_for(function() return webhooks.in_flight() == 0 end)
       assert.are.equal(1, #got2) -- 400: the receiver said no; not retried
       assert.are.equal(3, #got)
+      assert.are.same({}, require("spool.store").state_list("spool.outbox"))
     end)
+
+  it("wait as long as a Retry-After date asks", function()
+    local at = os.date("!%a, %d %b %Y %H:%M:%S GMT", os.time() + 30)
+    local got = {}
+    local server = assert(core.listen { port = 0, handler = function(req)
+      got[#got + 1] = req
+      return { status = 503, body = "busy", headers = { ["Retry-After"] = at } }
+    end })
+    finally(function() server:close() end)
+    project { { url = "http://127.0.0.1:" .. server:port() .. "/hook",
+                events = { "done" }, secret_env = SECRET_ENV,
+                backoff_ms = 10 } }
+    h.run(assert(loader.load("echo")), "hi")
+    h.wait_for(function() return #got == 1 and webhooks.in_flight() == 0 end)
+    local items = require("spool.store").state_list("spool.outbox")
+    assert.are.equal(1, #items)
+    assert.is_true(items[1].value.next_at >= core.time() + 25000)
+    webhooks.deliver_due() -- not due yet
+    h.wait_for(function() return webhooks.in_flight() == 0 end)
+    assert.are.equal(1, #got)
+    require("spool.store").write_state { require("spool.store").engine_write {
+      ns = "spool.outbox", key = items[1].key } }
+  end)
 
   it("notify only the events and agents a target asks for", function()
     local url, got = receiver()
     local control, control_got = receiver()
-    project { { url = url, events = { "failed" } },
-              { url = url, agents = { "refund" }, events = { "done" } },
-              { url = control, events = { "done" } } }
+    project { { url = url, events = { "failed" }, secret_env = SECRET_ENV },
+              { url = url, agents = { "refund" }, events = { "done" },
+                secret_env = SECRET_ENV },
+              { url = control, events = { "done" }, secret_env = SECRET_ENV } }
     h.run(assert(loader.load("echo")), "hi")
     -- Once the target that wants it has its notice, the others would too.
     h.wait_for(function() return #control_got == 1 end)

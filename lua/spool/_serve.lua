@@ -373,6 +373,7 @@ function M.start(opts)
   core.spawn(function()
     while not tick.signal:wait(1000) do
       runner.fire_due()
+      webhooks.deliver_due() -- notices the outbox holds, due to be tried
       forget_idle_clients()
     end
     tick.done = true

@@ -6,18 +6,25 @@
 --   webhooks = { { url = "https://example.com/spool",
 --                  events = { "waiting", "done", "failed", "cancelled" },
 --                  agents = { "support" },           -- all when absent
---                  secret_env = "SPOOL_WEBHOOK_SECRET",
+--                  secret_env = "SPOOL_WEBHOOK_SECRET",  -- required
 --                  attempts = 6, backoff_ms = 1000 } }
 --
 -- Each notice is a POST of JSON { id, type = "thread.waiting" | ...,
 -- thread, agent, status, at, waiting_for | result | error }, with headers
 -- Spool-Delivery (the notice's id: the same on every retry), Spool-Event,
--- and Spool-Signature: "t=<ms since the epoch>,v1=<hex HMAC-SHA256 of
--- '<t>.<body>' keyed with the secret>". A failure (no answer, 408, 429,
--- 5xx) is retried with exponential backoff and jitter (Retry-After
--- honoured), in a task of its own: the loop never waits for a receiver.
--- Notices are kept in memory: a process that stops drops those still
--- being retried. Only threads started directly (not sub-agents) notify.
+-- Spool-Attempt and Spool-Signature: "t=<ms since the epoch>,v1=<hex
+-- HMAC-SHA256 of '<t>.<body>' keyed with the secret>".
+--
+-- Notices are durable: each is written to an outbox (business state in
+-- the engine's namespace spool.outbox) in the same transaction as the
+-- event it tells of, so no notice is lost to a crash, nor held by a
+-- process. The process that committed it tries it at once, in a task of
+-- its own; a failure (no answer, 408, 429, 5xx) is tried again later,
+-- with exponential backoff and jitter (Retry-After honoured, in seconds or
+-- as a date), by any process that serves (M.deliver_due, every second):
+-- `spool run` exits without waiting for retries. A process claims a notice
+-- before it sends it (a compare-and-set), so two never send one at once.
+-- Only threads started directly (not sub-agents) notify.
 --
 -- In: M.verify checks a signed request (the control API's /v1/hooks
 -- routes) — signed the same way over "<path>.<body>" — rejecting
@@ -78,52 +85,8 @@ local function wants(target, kind, agent)
 end
 
 
-local function deliver(target, notice)
-  local body = json.encode(notice)
-  local attempts = target.attempts or 6
-  local backoff = target.backoff_ms or 1000
-  local secret = target.secret_env and core.getenv(target.secret_env)
-  local where = host_of(target.url)
-  if target.secret_env and not secret then
-    core.log("warn", string.format("webhook to %s: $%s is not set, so the "
-      .. "notice goes out unsigned", where, target.secret_env))
-  end
-  for attempt = 1, attempts do
-    local headers = { ["Content-Type"] = "application/json",
-                      ["Spool-Delivery"] = notice.id,
-                      ["Spool-Event"] = notice.type,
-                      ["Spool-Attempt"] = tostring(attempt) }
-    if secret then
-      headers["Spool-Signature"] = M.sign(secret, core.time(), body)
-    end
-    local res = http.request { url = target.url, method = "POST",
-      headers = headers, body = body, timeout_ms = 10000 }
-    local status = res and res.status or 0
-    if status >= 200 and status < 300 then
-      metrics.add("spool_webhooks_total", { result = "delivered" })
-      return
-    end
-    if status ~= 0 and status ~= 408 and status ~= 429 and status < 500 then
-      core.log("warn", string.format("webhook %s to %s refused with %d; not "
-        .. "retried", notice.id, where, status))
-      metrics.add("spool_webhooks_total", { result = "refused" })
-      return
-    end
-    if attempt < attempts then
-      local delay = backoff * 2 ^ (attempt - 1)
-      delay = delay / 2 + math.random() * delay / 2 -- jitter: 50-100%
-      local after = res and tonumber(res.headers["retry-after"] or "")
-      if after then
-        delay = math.max(delay, after * 1000)
-      end
-      metrics.add("spool_webhooks_total", { result = "retried" })
-      core.sleep(math.min(delay, 300000))
-    end
-  end
-  core.log("error", string.format("webhook %s to %s failed %d times; "
-    .. "dropped", notice.id, where, attempts))
-  metrics.add("spool_webhooks_total", { result = "dropped" })
-end
+local OUTBOX = "spool.outbox"
+local CLAIM_MS = 60000 -- a sender that died lets go of a notice after this
 
 
 local function notice_of(thread, ev, kind)
@@ -144,30 +107,160 @@ local function notice_of(thread, ev, kind)
 end
 
 
-hub.listen(function(thread, ev)
-  local kind = KIND[ev.type]
-  if not kind or thread.parent then
-    return
+-- The outbox writes of a commit (spool.thread's before_commit): one per
+-- notice and target that wants it. The notices are kept on the thread for
+-- the commit's listeners (the /v1/events stream shows the same ids).
+require("spool.thread").before_commit = function(thread, first, last)
+  if thread.parent then
+    return nil
   end
-  local notice = notice_of(thread, ev, kind)
-  hub.broadcast(notice) -- the control API's /v1/events
-  for _, target in ipairs(config.get().webhooks or {}) do
-    if wants(target, kind, thread.agent) then
-      if in_flight >= M.max_in_flight then
-        core.log("error", "webhook to " .. host_of(target.url) .. " dropped: "
-          .. M.max_in_flight .. " notices are already being delivered")
-        metrics.add("spool_webhooks_total", { result = "dropped" })
-      else
-        in_flight = in_flight + 1
-        core.spawn(function()
-          local ok, err = pcall(deliver, target, notice)
-          in_flight = in_flight - 1
-          if not ok then
-            core.log("error", "webhook " .. notice.id .. ": " .. tostring(err))
-          end
-        end)
+  local targets = config.get().webhooks
+  local writes
+  for i = first, last do
+    local ev = thread.events[i]
+    local kind = KIND[ev.type]
+    if kind then
+      local notice = notice_of(thread, ev, kind)
+      thread.notices = thread.notices or {}
+      thread.notices[ev.seq] = notice
+      for ti, target in ipairs(targets or {}) do
+        if wants(target, kind, thread.agent) then
+          writes = writes or {}
+          writes[#writes + 1] = store.engine_write { ns = OUTBOX,
+            key = notice.id .. "." .. ti, value = { notice = notice,
+              url = target.url, attempt = 0, next_at = core.time() } }
+        end
       end
     end
+  end
+  return writes
+end
+
+
+local function target_of(url)
+  for _, t in ipairs(config.get().webhooks or {}) do
+    if t.url == url then
+      return t
+    end
+  end
+end
+
+
+-- One try of one notice in the outbox, if it is due and nobody else is
+-- at it: claimed, sent, then deleted (sent, or refused for good) or put
+-- back with its next try's time. Must run in a task.
+local function try(key)
+  local doc = store.state_get(OUTBOX, key)
+  local item = doc and doc.value
+  local now = core.time()
+  if type(item) ~= "table" or (item.next_at or 0) > now
+      or (item.claimed_until or 0) > now then
+    return
+  end
+  local target = target_of(item.url)
+  if not target then -- no longer configured
+    store.write_state { store.engine_write { ns = OUTBOX, key = key,
+      if_version = doc.version } }
+    return
+  end
+  item.claimed_until = now + CLAIM_MS
+  local versions = store.write_state { store.engine_write { ns = OUTBOX,
+    key = key, value = item, if_version = doc.version } }
+  if not versions then
+    return -- another process has it
+  end
+  local version = versions[1]
+  local notice, attempt = item.notice, item.attempt + 1
+  local body = json.encode(notice)
+  local secret = core.getenv(target.secret_env)
+  local headers = { ["Content-Type"] = "application/json",
+                    ["Spool-Delivery"] = notice.id,
+                    ["Spool-Event"] = notice.type,
+                    ["Spool-Attempt"] = tostring(attempt) }
+  if secret then
+    headers["Spool-Signature"] = M.sign(secret, core.time(), body)
+  end
+  local res = http.request { url = target.url, method = "POST",
+    headers = headers, body = body, timeout_ms = 10000 }
+  local status = res and res.status or 0
+  local where = host_of(target.url)
+  local done, result
+  if status >= 200 and status < 300 then
+    done, result = true, "delivered"
+  elseif status ~= 0 and status ~= 408 and status ~= 429 and status < 500 then
+    core.log("warn", string.format("webhook %s to %s refused with %d; not "
+      .. "retried", notice.id, where, status))
+    done, result = true, "refused"
+  elseif attempt >= (target.attempts or 6) then
+    core.log("error", string.format("webhook %s to %s failed %d times; "
+      .. "dropped", notice.id, where, attempt))
+    done, result = true, "dropped"
+  end
+  metrics.add("spool_webhooks_total", { result = result or "retried" })
+  if done then
+    store.write_state { store.engine_write { ns = OUTBOX, key = key,
+      if_version = version } }
+    return
+  end
+  local backoff = target.backoff_ms or 1000
+  local delay = backoff * 2 ^ (attempt - 1)
+  delay = delay / 2 + math.random() * delay / 2 -- jitter: 50-100%
+  local after = res and require("spool.llm").retry_after_ms(res.headers,
+    status)
+  delay = math.min(math.max(delay, after or 0), 3600000)
+  item.attempt, item.next_at, item.claimed_until = attempt,
+    core.time() + math.floor(delay), nil
+  store.write_state { store.engine_write { ns = OUTBOX, key = key,
+    value = item, if_version = version } }
+end
+
+
+local function try_in_task(key)
+  if in_flight >= M.max_in_flight then
+    return -- the outbox keeps it for a later pass
+  end
+  in_flight = in_flight + 1
+  core.spawn(function()
+    local ok, err = pcall(try, key)
+    in_flight = in_flight - 1
+    if not ok then
+      core.log("error", "webhook " .. key .. ": " .. tostring(err))
+    end
+  end)
+end
+
+
+-- Tries every notice of the outbox that is due (a pass of a process that
+-- serves, every second). Must run in a task.
+function M.deliver_due()
+  local after = ""
+  for _ = 1, 100 do
+    local items = store.state_list(OUTBOX, after, 500)
+    if not items or #items == 0 then
+      return
+    end
+    local now = core.time()
+    for _, item in ipairs(items) do
+      local v = item.value
+      if type(v) == "table" and (v.next_at or 0) <= now
+          and (v.claimed_until or 0) <= now then
+        try_in_task(item.key)
+      end
+      after = item.key
+    end
+  end
+end
+
+
+hub.listen(function(thread, ev)
+  local notice = thread.notices and thread.notices[ev.seq]
+  if not notice then
+    return
+  end
+  thread.notices[ev.seq] = nil
+  hub.broadcast(notice) -- the control API's /v1/events
+  for ti in ipairs(config.get().webhooks or {}) do
+    try_in_task(notice.id .. "." .. ti) -- the first try, now
   end
 end)
 

@@ -231,8 +231,14 @@ local function check_webhooks(list)
           .. "done, failed, cancelled)")
       end
     end
-    if t.secret_env ~= nil and type(t.secret_env) ~= "string" then
-      return bad(i, "secret_env names an environment variable")
+    -- A receiver must be able to tell a notice from a forgery: a webhook
+    -- goes out signed, or the project does not open.
+    if type(t.secret_env) ~= "string" then
+      return bad(i, "needs secret_env, the environment variable that holds "
+        .. "its signing secret")
+    end
+    if not core.getenv(t.secret_env) then
+      return bad(i, "has no secret: $" .. t.secret_env .. " is not set")
     end
     for _, k in ipairs { "attempts", "backoff_ms" } do
       if t[k] ~= nil and (math.type(t[k]) ~= "integer" or t[k] < 1) then

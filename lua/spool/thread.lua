@@ -14,7 +14,9 @@
 -- the loop calls at each step boundary (and before a tool with side
 -- effects runs). `persisted` counts the events already in the store.
 -- `M.on_commit(thread, first, last)`, if set, is told of each range of
--- events made durable (the control API streams them).
+-- events made durable (the control API streams them). `M.before_commit(
+-- thread, first, last)`, if set, may return state writes that commit in
+-- the same transaction as those events (the webhooks' outbox).
 
 local core = require "spool.core"
 
@@ -116,7 +118,19 @@ function Thread:commit()
   if self.persisted == #self.events and #self.writes == 0 then
     return true
   end
-  local versions, err = require("spool.store").append(self, self.writes)
+  local writes = self.writes
+  local extra = M.before_commit and M.before_commit(self, self.persisted + 1,
+    #self.events)
+  if extra then
+    writes = {}
+    for i, w in ipairs(self.writes) do
+      writes[i] = w
+    end
+    for _, w in ipairs(extra) do
+      writes[#writes + 1] = w
+    end
+  end
+  local versions, err = require("spool.store").append(self, writes)
   if not versions then
     return nil, err
   end
