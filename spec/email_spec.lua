@@ -70,7 +70,7 @@ local function setup(extra)
   end
   local cfg = config.get()
   local saved = cfg.file.channels
-  cfg.file.channels = { email = settings }
+  cfg.file.channels = { email = settings, retry_ms = 10 }
   finally(function() cfg.file.channels = saved end)
 end
 
@@ -120,6 +120,54 @@ local function last_answer(t)
 end
 
 describe("the email channel", function()
+  it("sends a question with a line longer than a mail server takes, "
+    .. "encoded, and reads it back whole", function()
+    setup()
+    local question = "Which of these? " .. ("ünïcode and ascii "):rep(120)
+    local ok, err = email.send(settings, "ops@example.test",
+      "Ä question", question)
+    assert(ok, err)
+    local msg = sent(1)
+    for line in msg.raw:gmatch("[^\r\n]+") do
+      assert.is_true(#line <= 998, "a line of " .. #line)
+    end
+    assert.matches("Content%-Transfer%-Encoding: quoted%-printable", msg.raw)
+    assert.are.equal("=?UTF-8?B?" .. email.base64("Ä question") .. "?=",
+      msg.subject)
+    assert.are.equal(question .. "\n", email.text_of(msg.raw):gsub("\r", ""))
+  end)
+
+  it("records a delivery that failed for good on the thread, and escalates "
+    .. "at once", function()
+    setup { smtp_url = "smtp://127.0.0.1:1" }
+    local _, restore = h.project({ ["agents/escalating.lua"] = [[
+      local spool = require "spool"
+      return spool.agent { prompt = "p.md",
+        humans = { { channel = "email", to = "ops@example.test" },
+                   { channel = "email", to = "boss@example.test",
+                     after_ms = 600000 } },
+        tools = { deploy = { params = { version = "string" }, approve = true,
+                             run = function() return "done" end } } }]],
+      ["prompts/p.md"] = "Do the job." }, model())
+    finally(restore)
+    local t = people.start("escalating", "deploy 6.0")
+    local stored = h.wait_for(function()
+      local s = people.stored(t.id)
+      local failures = 0
+      for _, ev in ipairs(s.events) do
+        failures = failures + (ev.type == "delivery_failed" and 1 or 0)
+      end
+      return failures == 2 and s
+    end, 10000, "both deliveries to fail")
+    assert.are.equal("waiting", stored:status())
+    local ev = stored.events[#stored.events]
+    assert.are.equal("boss@example.test", ev.data.to)
+    assert.are.equal(3, ev.data.attempts)
+    assert.matches("ECONNECT", ev.data.error)
+    h.wait_for(function() return core.stats().tasks <= 1 end, 5000,
+      "the deliveries to end")
+  end)
+
   it("reads replies: the text part, decoded, without what it quotes",
     function()
     assert.are.equal("Approve, go ahead", email.strip_quoted(

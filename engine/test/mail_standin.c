@@ -8,9 +8,10 @@
  * sent over SMTP lands in DIR/sent/<n>.eml (with DIR/sent/<n>.env holding
  * "from <addr>\nto <addr>\n..." and "auth <user>" when it logged in); the
  * IMAP INBOX serves DIR/inbox/<uid>.eml, and a fetched message is renamed
- * <uid>.seen, so UID SEARCH UNSEEN finds it no more. A thread per
- * connection, blocking I/O: it serves a test, not the world. It runs until
- * killed.
+ * <uid>.seen, so UID SEARCH UNSEEN finds it no more. A message with a
+ * line over 998 characters is refused, as real servers refuse it (RFC
+ * 5321 4.5.3.1.6). A thread per connection, blocking I/O: it serves a
+ * test, not the world. It runs until killed.
  */
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -96,9 +97,27 @@ static void *smtp_session(void *arg) {
       char path[4096];
       snprintf(path, sizeof path, "%s/sent/%d.tmp", dir, n);
       FILE *f = fopen(path, "w");
-      while (get_line(in, line, sizeof line) && strcmp(line, ".") != 0)
-        fprintf(f, "%s\r\n", line[0] == '.' ? line + 1 : line);
+      char *data = NULL;
+      size_t cap = 0;
+      ssize_t n_read;
+      int too_long = 0;
+      while ((n_read = getline(&data, &cap, in)) > 0) {
+        data[strcspn(data, "\r\n")] = '\0';
+        if (strcmp(data, ".") == 0)
+          break;
+        if (strlen(data) > 998)
+          too_long = 1;
+        fprintf(f, "%s\r\n", data[0] == '.' ? data + 1 : data);
+      }
+      free(data);
       fclose(f);
+      if (too_long) {
+        unlink(path);
+        fprintf(out, "500 5.5.2 line too long (over 998 characters)\r\n");
+        fflush(out);
+        env[0] = '\0';
+        continue;
+      }
       char final[4096];
       snprintf(final, sizeof final, "%s/sent/%d.env", dir, n);
       f = fopen(final, "w");

@@ -220,26 +220,75 @@ local function remember(token, channel, ref)
 end
 
 
-local function deliver_all(request, targets)
-  request.token = M.token(request.thread, request.seq) -- may read the store
-  for i, t in ipairs(targets) do
-    if i > 1 or (t.after_ms or 0) > 0 then
-      core.sleep(t.after_ms or 0)
-      if not pending(request.thread, request.seq) then
-        return -- answered meanwhile: no need to escalate
-      end
+-- A delivery that failed for good, as an event on the thread that waits
+-- (if it still waits for that request): the people watching it see that
+-- nobody was asked there.
+local function record_failure(request, t, why, attempts)
+  if not store.claim(request.thread) then
+    return -- running again (answered meanwhile): nothing to say
+  end
+  local thread = require("spool._runner").load(request.thread)
+  local req = thread and thread:pending_request()
+  if req and req.seq == request.seq then
+    thread:append("delivery_failed", { channel = t.channel, to = t.to,
+      error = why, attempts = attempts, request = request.seq })
+    local ok, err = thread:commit()
+    if not ok then
+      core.log("error", "thread " .. request.thread .. ": " .. tostring(err))
     end
-    local mod = M.module(t.channel)
-    local ok, ref, err = pcall(mod.deliver, request, t,
+  end
+  store.release(request.thread)
+end
+
+
+-- Delivers to one target, tried `retries` times (channels.retries,
+-- default 3) with a growing pause (channels.retry_ms, default 1000).
+-- Returns the message's reference, or nil and why.
+local function deliver_one(request, t)
+  local all = config.get().file.channels or {}
+  local tries, pause = all.retries or 3, all.retry_ms or 1000
+  local why
+  for attempt = 1, tries do
+    local ok, ref, err = pcall(M.module(t.channel).deliver, request, t,
       M.settings(t.channel))
     if ok and ref then
+      return ref
+    end
+    why = tostring(ok and err or ref)
+    if attempt < tries then
+      core.sleep(pause * 2 ^ (attempt - 1))
+      if not pending(request.thread, request.seq) then
+        return nil, "answered meanwhile"
+      end
+    end
+  end
+  return nil, why, tries
+end
+
+
+-- Asks the targets in turn, each after its after_ms — at once after one
+-- whose delivery failed: escalation is what failure is for.
+local function deliver_all(request, targets)
+  request.token = M.token(request.thread, request.seq) -- may read the store
+  local failed = false
+  for i, t in ipairs(targets) do
+    if (i > 1 or (t.after_ms or 0) > 0) and not failed then
+      core.sleep(t.after_ms or 0)
+    end
+    if i > 1 and not pending(request.thread, request.seq) then
+      return -- answered meanwhile: no need to escalate
+    end
+    local ref, why, tries = deliver_one(request, t)
+    failed = ref == nil
+    if ref then
       remember(request.token, t.channel, ref)
       metrics.add("spool_channel_deliveries_total", { channel = t.channel })
-    else
+    elseif tries then
       core.log("warn", string.format("thread %s: the request could not be "
-        .. "delivered by %s: %s", request.thread, t.channel,
-        tostring(ok and err or ref)))
+        .. "delivered by %s (%d tries): %s", request.thread, t.channel, tries,
+        why))
       metrics.add("spool_channel_failures_total", { channel = t.channel })
+      record_failure(request, t, why, tries)
     end
   end
 end

@@ -56,6 +56,11 @@ local renderers = {
       .. "%d→%d tokens", tostring(ev.data.model), ev.data.latency_ms or 0,
       u.input_tokens or 0, u.output_tokens or 0)
   end,
+  delivery_failed = function(ev)
+    return string.format("! nobody was asked by %s%s: %s (%d tries)",
+      tostring(ev.data.channel), ev.data.to and (" (" .. ev.data.to .. ")")
+        or "", short(ev.data.error), ev.data.attempts or 1)
+  end,
   intent = function(ev)
     return string.format("→ %s %s", ev.data.name, short(ev.data.args))
   end,

@@ -45,6 +45,75 @@ local function header_safe(s)
 end
 
 
+-- ---- encoding what is sent (RFC 2045, 2047) ----
+
+local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+local function base64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
+    for k = 0, 3 do
+      local six = ((n >> (18 - 6 * k)) & 63) + 1
+      out[#out + 1] = k <= #s - i + 1 and B64:sub(six, six) or "="
+    end
+  end
+  return table.concat(out)
+end
+M.base64 = base64
+
+
+-- A text as quoted-printable: lines of at most 76 characters, so no line
+-- reaches the 998 an SMTP server takes (a long line of a question or
+-- approval would otherwise be refused), UTF-8 kept exactly.
+local function quoted_printable(text)
+  local out = {}
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    line = line:gsub("\r$", "")
+    local enc, width = {}, 0
+    for i = 1, #line do
+      local c = line:sub(i, i)
+      local b = c:byte()
+      local piece = c
+      if b == 61 or b < 32 and b ~= 9 or b > 126
+          or ((b == 32 or b == 9) and i == #line) then
+        piece = string.format("=%02X", b)
+      end
+      if width + #piece > 75 then
+        enc[#enc + 1] = "=\r\n" -- a soft break
+        width = 0
+      end
+      enc[#enc + 1] = piece
+      width = width + #piece
+    end
+    out[#out + 1] = table.concat(enc)
+  end
+  return table.concat(out, "\r\n")
+end
+M.quoted_printable = quoted_printable
+
+
+-- A header's text: as it is when plain ASCII, else as encoded words of
+-- UTF-8 (whole characters each), folded onto lines of their own.
+local function header_text(s)
+  s = header_safe(s)
+  if not s:find("[\128-\255]") then
+    return s
+  end
+  local words, from = {}, 1
+  while from <= #s do
+    local to = math.min(from + 44, #s)
+    while to < #s and (s:byte(to + 1) or 0) & 0xC0 == 0x80 do
+      to = to - 1 -- never split a character
+    end
+    words[#words + 1] = "=?UTF-8?B?" .. base64(s:sub(from, to)) .. "?="
+    from = to + 1
+  end
+  return table.concat(words, "\r\n ")
+end
+
+
 local function date()
   return os.date("!%a, %d %b %Y %H:%M:%S +0000", core.time() // 1000)
 end
@@ -77,11 +146,11 @@ function M.send(settings, to, subject, text, extra_headers)
   local lines = {
     "From: " .. header_safe(settings.from),
     "To: " .. header_safe(to),
-    "Subject: " .. header_safe(subject),
+    "Subject: " .. header_text(subject),
     "Date: " .. date(),
     "MIME-Version: 1.0",
     "Content-Type: text/plain; charset=utf-8",
-    "Content-Transfer-Encoding: 8bit",
+    "Content-Transfer-Encoding: quoted-printable",
     -- Machine-made: autoresponders must not answer it (RFC 3834).
     auto,
   }
@@ -89,7 +158,7 @@ function M.send(settings, to, subject, text, extra_headers)
     lines[#lines + 1] = header_safe(h)
   end
   local body = table.concat(lines, "\r\n") .. "\r\n\r\n"
-    .. tostring(text):gsub("\r?\n", "\r\n") .. "\r\n"
+    .. quoted_printable(tostring(text)) .. "\r\n"
   local user, password = credentials(settings)
   local res, err = core.mail_request { url = settings.smtp_url,
     mail_from = "<" .. settings.from .. ">", mail_rcpt = { "<" .. to .. ">" },
@@ -151,8 +220,6 @@ local function split(raw)
   return unfold_headers(head or raw), body or ""
 end
 
-
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 function M.base64_decode(s)
   s = s:gsub("[^%w%+/]", "")
