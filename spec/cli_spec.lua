@@ -23,6 +23,20 @@ describe("spool (CLI)", function()
       assert.matches("^spool %d+%.%d+%.%d+ %(Lua 5%.4", out)
     end)
 
+    it("answers --help after any command with that command's usage", function()
+      for _, case in ipairs {
+        { "run", "run AGENT" }, { "replay", "replay THREAD" },
+        { "eval", "eval AGENT %-%-cases" }, { "threads", "threads %[%-%-status" },
+        { "serve", "%-%-drain%-ms" }, { "token", "token %[%-%-token%-env" },
+        { "resume", "resume ID" }, { "recover", "recover" },
+      } do
+        local out, err, code = spool(case[1] .. " --help")
+        assert.are.equal(0, code, case[1] .. ": " .. err)
+        assert.matches(case[2], out, 1, false)
+        assert.not_matches("mock%-llm %[", out) -- only this command's lines
+      end
+    end)
+
     it("exits 2 with a helpful message on misuse", function()
       for _, case in ipairs {
         { "", "usage: spool" },

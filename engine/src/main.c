@@ -1083,6 +1083,39 @@ static int parse_cli(int argc, char **argv, cli *c) {
   return 0;
 }
 
+/* Prints what usage_text says of one command: its line (the command at
+ * the left, or after a "|") and the lines under it, indented deeper.
+ * 0 if the text has no such command. */
+static int print_command_help(const char *command) {
+  size_t n = strlen(command);
+  int printed = 0, in_block = 0;
+  for (const char *line = usage_text; *line;) {
+    const char *end = strchr(line, '\n');
+    size_t len = end ? (size_t)(end - line) : strlen(line);
+    int top = len > 2 && line[0] == ' ' && line[1] == ' ' && line[2] != ' ';
+    if (top) {
+      const char *alt = NULL;
+      for (const char *p = line; p + 3 + n <= line + len; p++)
+        if (strncmp(p, "| ", 2) == 0 && strncmp(p + 2, command, n) == 0 &&
+            (p[2 + n] == ' ' || p + 2 + n == line + len))
+          alt = p;
+      in_block = (strncmp(line + 2, command, n) == 0 &&
+                  (line[2 + n] == ' ' || len == 2 + n)) ||
+                 alt != NULL;
+    } else if (len == 0 || line[0] != ' ') {
+      in_block = 0;
+    }
+    if (in_block) {
+      if (!printed)
+        printf("usage: spool [global options] ...\n");
+      printf("%.*s\n", (int)len, line);
+      printed = 1;
+    }
+    line += len + (end ? 1 : 0);
+  }
+  return printed;
+}
+
 int main(int argc, char **argv) {
   cli c;
   int code = parse_cli(argc, argv, &c);
@@ -1099,6 +1132,15 @@ int main(int argc, char **argv) {
     print_library();
     return EXIT_DONE;
   }
+  /* Every command answers --help (but test and lua, whose arguments are
+   * busted's and the script's). */
+  if (strcmp(c.command, "test") != 0 && strcmp(c.command, "lua") != 0)
+    for (int i = 0; i < c.argc; i++)
+      if (strcmp(c.argv[i], "--help") == 0 || strcmp(c.argv[i], "-h") == 0) {
+        if (print_command_help(c.command))
+          return EXIT_DONE;
+        break;
+      }
   int (*fn)(const cli *, uv_loop_t *) = NULL;
   if (strcmp(c.command, "run") == 0)
     fn = cmd_run;
