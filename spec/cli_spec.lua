@@ -37,6 +37,28 @@ describe("spool (CLI)", function()
       end
     end)
 
+    it("writes every line on stderr as JSON with --log-format json",
+      function()
+      for _, args in ipairs { "frobnicate", "--bogus run x",
+                              "run nosuch --input x", "eval x",
+                              "llm --provider nope hi", "extract --schema /nx" } do
+        local _, err, code = spool("--log-format json " .. args)
+        assert.are_not.equal(0, code, args)
+        local lines = 0
+        for line in err:gmatch("[^\n]+") do
+          local v = json.decode(line)
+          assert.is_table(v, args .. ": not JSON: " .. line)
+          assert.are.equal("error", v.level)
+          assert.matches("^%d+%-%d+%-%d+T", v.time)
+          lines = lines + 1
+        end
+        assert.are.equal(1, lines, args)
+      end
+      local _, err = spool("--log-format json frobnicate")
+      assert.matches("unknown command 'frobnicate'\nRun 'spool --help'",
+        json.decode(err).msg, 1, true)
+    end)
+
     it("exits 2 with a helpful message on misuse", function()
       for _, case in ipairs {
         { "", "usage: spool" },

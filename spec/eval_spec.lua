@@ -279,6 +279,48 @@ describe("spool eval", function()
       assert.matches("not an agent name", err)
     end)
 
+    it("shows progress, and keeps the threads it names for inspection",
+      function()
+      -- the fixture project, with a model slow enough for progress lines
+      local dir = h.tmpdir()
+      local fixture = h.ROOT .. "/spec/fixtures/eval"
+      h.sh("cp -r " .. h.q(fixture .. "/agents") .. " " .. h.q(fixture
+        .. "/prompts") .. " " .. h.q(fixture .. "/spool.lua") .. " "
+        .. h.q(fixture .. "/cases.jsonl") .. " " .. h.q(dir))
+      h.write_files(dir, { ["mock.lua"] = h.slurp(fixture .. "/mock.lua")
+        :gsub("return { rules", "return { latency_ms = 400, rules") })
+      -- twelve old evaluations, and one that may still be running
+      local evals = dir .. "/.spool/evals"
+      h.sh("mkdir -p " .. h.q(evals))
+      for i = 1, 12 do
+        local name = string.format("%s/20000101-0000%02d-1.db", evals, i)
+        h.sh("touch -d '2000-01-01' " .. h.q(name) .. " " .. h.q(name .. "-wal"))
+      end
+      h.sh("touch " .. h.q(evals .. "/20000101-000000-1.db"))
+      local out, err, code = h.cli("--project " .. h.q(dir) .. " eval adder "
+        .. "--cases " .. h.q(dir .. "/cases.jsonl") .. " --repeat 2 --concurrency 1")
+      assert.are.equal(0, code, err)
+      assert.matches("spool: eval: %d of 8 runs done, %d passed", err)
+      -- the command the report gives shows the failed thread
+      local db, thread = out:match("spool %-%-db (%S+) show (t_%w+)")
+      assert.truthy(db, out)
+      local shown, serr, scode = h.cli("--project " .. h.q(dir) .. " --db "
+        .. h.q(db:sub(1, 1) == "/" and db or h.ROOT .. "/" .. db)
+        .. " show " .. thread)
+      assert.are.equal(0, scode, serr)
+      assert.matches("status failed", shown)
+      -- the ten newest stores stay (and one still being written); older
+      -- ones go with their -wal files
+      local left = h.sh("ls " .. h.q(evals))
+      assert.matches("20000101%-000000%-1%.db\n", left)
+      assert.not_matches("20000101%-000001%-1%.db", left)
+      assert.not_matches("20000101%-000002%-1%.db", left)
+      assert.matches("20000101%-000003%-1%.db\n20000101%-000003%-1%.db%-wal",
+        left)
+      assert.matches(db:match("[^/]+$"):gsub("%p", "%%%0"), left)
+      h.remove(dir)
+    end)
+
     it("names what is missing: a case file, a thread, a step", function()
       local _, err, code = h.cli(PROJECT .. "eval adder --cases "
         .. "/nonexistent/cases.jsonl")

@@ -149,6 +149,17 @@ SPOOL_API void spool_engine_free(spool_engine *e);
 SPOOL_API const char *spool_engine_errmsg(const spool_engine *e);
 
 /*
+ * Writes msg as one line on stderr in the engine's log format: "spool:
+ * msg" as text, or {"time", "level", "msg"} with "log_format" (or
+ * $SPOOL_LOG_FORMAT) "json", so that a log collector reads every line a
+ * host writes too. Unlike the engine's own log it is not filtered by "log":
+ * it is for what the host must say (its errors, where it listens). level
+ * is "error", "warn", "info" or "debug". Works before spool_engine_open.
+ */
+SPOOL_API int spool_engine_say(spool_engine *e, const char *level,
+                               const char *msg);
+
+/*
  * Turns the engine's loop (see spool_run_mode). Returns 0, or a negative code
  * if the engine was never opened. With SPOOL_RUN_ONCE and SPOOL_RUN_NOWAIT
  * the return value is 1 while runs are still in flight.

@@ -89,20 +89,26 @@ const char *spool_engine_errmsg(const spool_engine *e) {
   return e->errmsg.data ? e->errmsg.data : "";
 }
 
-/* A log line on stderr: "spool: level: message", or with log_format
+static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
+
+/* Whether lines go out as JSON: "log_format", else $SPOOL_LOG_FORMAT (read
+ * here too, so a host's lines before spool_engine_open agree). */
+static int logs_json(const spool_engine *e) {
+  if (e->log_format_set)
+    return e->log_json;
+  const char *format = getenv("SPOOL_LOG_FORMAT");
+  return format && strcmp(format, "json") == 0;
+}
+
+/* One line on stderr: "spool: [level: ]message", or with log_format
  * "json" one object {"time", "level", "msg"} (UTC, milliseconds) for log
  * collectors. Each line is written with one call, so lines of concurrent
  * writers do not interleave. */
-void spool__log(spool_engine *e, spool__log_level level, const char *fmt, ...) {
-  static const char *const names[] = {"error", "warn", "info", "debug"};
-  if (level > e->log_level)
-    return;
-  spool__buf msg = {0}, line = {0};
-  va_list ap;
-  va_start(ap, fmt);
-  int rc = spool__buf_vprintf(&msg, fmt, ap);
-  va_end(ap);
-  if (rc == 0 && e->log_json) {
+static void write_line(const spool_engine *e, spool__log_level level,
+                       int text_level, const char *msg, size_t len) {
+  spool__buf line = {0};
+  int rc;
+  if (logs_json(e)) {
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
     time_t secs = (time_t)tv.tv_sec;
@@ -113,18 +119,52 @@ void spool__log(spool_engine *e, spool__log_level level, const char *fmt, ...) {
     rc = spool__buf_printf(&line,
                            "{\"time\":\"%s.%03dZ\",\"level\":\"%s\","
                            "\"msg\":",
-                           when, (int)(tv.tv_usec / 1000), names[level]);
+                           when, (int)(tv.tv_usec / 1000),
+                           log_level_names[level]);
     if (rc == 0)
-      rc = spool__json_write_string(&line, msg.data, msg.len);
+      rc = spool__json_write_string(&line, msg, len);
     if (rc == 0)
       rc = spool__buf_adds(&line, "}\n");
-  } else if (rc == 0) {
-    rc = spool__buf_printf(&line, "spool: %s: %s\n", names[level], msg.data);
+  } else {
+    rc = spool__buf_printf(&line, "spool: %s%s%.*s\n",
+                           text_level ? log_level_names[level] : "",
+                           text_level ? ": " : "", (int)len, msg);
   }
   if (rc == 0)
     fwrite(line.data, 1, line.len, stderr);
-  spool__buf_free(&msg);
   spool__buf_free(&line);
+}
+
+void spool__log(spool_engine *e, spool__log_level level, const char *fmt, ...) {
+  if (level > e->log_level)
+    return;
+  spool__buf msg = {0};
+  va_list ap;
+  va_start(ap, fmt);
+  int rc = spool__buf_vprintf(&msg, fmt, ap);
+  va_end(ap);
+  if (rc == 0)
+    write_line(e, level, 1, msg.data, msg.len);
+  spool__buf_free(&msg);
+}
+
+int spool__say(const spool_engine *e, const char *level, const char *msg) {
+  for (int i = 0; i < 4; i++)
+    if (level && strcmp(level, log_level_names[i]) == 0) {
+      write_line(e, (spool__log_level)i, 0, msg, strlen(msg));
+      return 0;
+    }
+  return SPOOL_EINVAL;
+}
+
+int spool_engine_say(spool_engine *e, const char *level, const char *msg) {
+  if (e == NULL || msg == NULL)
+    return SPOOL_EINVAL;
+  if (spool__say(e, level, msg) != 0)
+    return spool__fail(e, SPOOL_EINVAL,
+                       "level is \"error\", \"warn\", \"info\" or "
+                       "\"debug\"");
+  return 0;
 }
 
 spool_engine *spool__engine_of(lua_State *L) {
@@ -177,9 +217,8 @@ static int set_string(spool_engine *e, char **slot, const char *value) {
 }
 
 static int parse_log_level(const char *v, spool__log_level *out) {
-  static const char *const names[] = {"error", "warn", "info", "debug"};
   for (int i = 0; i < 4; i++)
-    if (strcmp(v, names[i]) == 0) {
+    if (strcmp(v, log_level_names[i]) == 0) {
       *out = (spool__log_level)i;
       return 0;
     }
@@ -483,9 +522,6 @@ int spool_engine_open(spool_engine *e) {
   const char *offset = getenv("SPOOL_TEST_TIME_OFFSET_MS");
   if (offset && *offset)
     e->clock_offset_ms = strtoll(offset, NULL, 10);
-  const char *format = getenv("SPOOL_LOG_FORMAT");
-  if (!e->log_format_set && format && strcmp(format, "json") == 0)
-    e->log_json = 1;
   const char *level = getenv("SPOOL_LOG");
   if (level && *level && parse_log_level(level, &e->log_level) != 0)
     spool__log(e, SPOOL__LOG_WARN, "SPOOL_LOG=%s is not a log level", level);

@@ -354,6 +354,13 @@ static int l_core_log(lua_State *L) {
   return 0;
 }
 
+/* core.say(level, msg): spool_engine_say, for the command scripts. */
+static int l_core_say(lua_State *L) {
+  if (spool__say(engine(L), luaL_checkstring(L, 1), luaL_checkstring(L, 2)))
+    return luaL_argerror(L, 1, "\"error\", \"warn\", \"info\" or \"debug\"");
+  return 0;
+}
+
 static int l_core_stats(lua_State *L) {
   spool_engine *e = engine(L);
   lua_createtable(L, 0, 3);
@@ -448,6 +455,7 @@ int luaopen_spool_core(lua_State *L) {
       {"emit", l_core_emit},
       {"listening", l_core_listening},
       {"log", l_core_log},
+      {"say", l_core_say},
       {"stats", l_core_stats},
       {"rusage", l_core_rusage},
       {"in_task", l_core_in_task},

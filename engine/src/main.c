@@ -5,10 +5,14 @@
  */
 #include <errno.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <curl/curl.h>
@@ -106,10 +110,37 @@ typedef struct cli {
   char **argv;
 } cli;
 
+/* Every line the command writes on stderr goes through say(), in the log's
+ * format, so --log-format json makes each one a JSON object. voice is an
+ * engine never opened, there from the start to format those lines. */
+static spool_engine *voice;
+
+static void say(const char *level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void say(const char *level, const char *fmt, ...) {
+  char small[1024], *msg = small;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(small, sizeof small, fmt, ap);
+  va_end(ap);
+  if (n >= (int)sizeof small && (msg = malloc((size_t)n + 1)) != NULL) {
+    va_start(ap, fmt);
+    vsnprintf(msg, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+  }
+  if (msg == NULL)
+    msg = small; /* cut short rather than lost */
+  if (voice == NULL || spool_engine_say(voice, level, msg) != 0)
+    fprintf(stderr, "spool: %s\n", msg);
+  if (msg != small)
+    free(msg);
+}
+
 static int usage_error(const char *fmt, const char *arg) {
-  fprintf(stderr, "spool: ");
-  fprintf(stderr, fmt, arg);
-  fprintf(stderr, "\nRun 'spool --help' for usage.\n");
+  char what[512];
+  snprintf(what, sizeof what, fmt, arg);
+  say("error", "%s\nRun 'spool --help' for usage.", what);
   return EXIT_USAGE;
 }
 
@@ -165,7 +196,7 @@ static char *read_stdin(void) {
 static spool_engine *open_engine(const cli *c, uv_loop_t *loop, int *code) {
   spool_engine *e = NULL;
   if (spool_engine_new(&e) != 0) {
-    fprintf(stderr, "spool: out of memory\n");
+    say("error", "out of memory");
     return NULL;
   }
   const char *project = c->project ? c->project : getenv("SPOOL_PROJECT");
@@ -194,7 +225,7 @@ static spool_engine *open_engine(const cli *c, uv_loop_t *loop, int *code) {
   if (rc == 0)
     rc = spool_engine_open(e);
   if (rc != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     spool_engine_free(e);
     return NULL;
   }
@@ -262,7 +293,7 @@ static void run_until_idle(spool_engine *e, stopper *st) {
       return;
     st->reload_requested = 0;
     if (spool_engine_reload(e, NULL) != 0)
-      fprintf(stderr, "spool: reload: %s\n", spool_engine_errmsg(e));
+      say("error", "reload: %s", spool_engine_errmsg(e));
     if (st->signalled)
       return; /* SIGINT while reloading: the next run would clear it */
   }
@@ -369,7 +400,7 @@ static int finish_run(spool_engine *e, const char *id, stopper *st) {
   spool_status status;
   const char *result;
   if (spool_thread_status(e, id, &status) != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     return EXIT_FAILED;
   }
   switch (status) {
@@ -377,18 +408,18 @@ static int finish_run(spool_engine *e, const char *id, stopper *st) {
     return EXIT_DONE;
   case SPOOL_WAITING:
     spool_thread_result(e, id, &result); /* fails, saying what it waits for */
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     return EXIT_WAITING;
   case SPOOL_RUNNING:
-    fprintf(stderr,
-            "spool: interrupted (signal %d); thread %s stopped at its last "
-            "stored step: spool resume %s continues it\n",
-            st->signalled, id, id);
+    say("error",
+        "interrupted (signal %d); thread %s stopped at its last stored "
+        "step: spool resume %s continues it",
+        st->signalled, id, id);
     return EXIT_FAILED;
   default:
     if (spool_thread_result(e, id, &result) == 0 &&
         strncmp(result, "{\"error\":\"the run stopped", 26) == 0)
-      fprintf(stderr, "spool: %s\n", result);
+      say("error", "%s", result);
     return EXIT_FAILED;
   }
 }
@@ -412,7 +443,7 @@ static int cmd_run(const cli *c, uv_loop_t *loop) {
   char id[SPOOL_ID_SIZE];
   int rc = spool_thread_start(e, o.agent, o.input, id);
   if (rc != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = exit_for(rc);
     goto done;
   }
@@ -443,7 +474,7 @@ static int cmd_prompt(const cli *c, uv_loop_t *loop) {
   if (rc == 0) {
     printf("%s\n", body);
   } else {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = exit_for(rc);
   }
   spool_engine_free(e);
@@ -473,8 +504,7 @@ static int cmd_extract(const cli *c, uv_loop_t *loop) {
   if (schema_file) {
     FILE *f = fopen(schema_file, "rb");
     if (f == NULL || (schema = read_all(f, NULL)) == NULL) {
-      fprintf(stderr, "spool: cannot read %s: %s\n", schema_file,
-              strerror(errno));
+      say("error", "cannot read %s: %s", schema_file, strerror(errno));
       if (f)
         fclose(f);
       return EXIT_USAGE;
@@ -492,7 +522,7 @@ static int cmd_extract(const cli *c, uv_loop_t *loop) {
     const char *out;
     if (spool_extract(e, text, len, schema, json ? 0 : SPOOL_EXTRACT_LINES,
                       &out) != 0) {
-      fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+      say("error", "%s", spool_engine_errmsg(e));
       code = EXIT_FAILED;
     } else if (json) {
       printf("%s\n", out);
@@ -584,7 +614,7 @@ static int cmd_resume(const cli *c, uv_loop_t *loop) {
   spool_engine_on_event(e, on_event, &o);
   int rc = spool_thread_resume(e, id, has ? &r : NULL);
   if (rc != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = rc == SPOOL_EINVAL ? EXIT_USAGE : EXIT_FAILED;
   } else {
     code = finish_run(e, id, st);
@@ -633,7 +663,7 @@ static int cmd_threads(const cli *c, uv_loop_t *loop) {
     if (!f.text)
       fputc('\n', stdout);
   } else {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
   spool_engine_free(e);
@@ -678,7 +708,7 @@ static int cmd_on_thread(const cli *c, uv_loop_t *loop) {
     printf("%s %s\n",
            strcmp(c->command, "cancel") == 0 ? "cancelled" : "deleted", id);
   } else {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = rc == SPOOL_ENOTFOUND ? EXIT_USAGE : EXIT_FAILED;
   }
   spool_engine_free(e);
@@ -711,7 +741,7 @@ static int cmd_fork(const cli *c, uv_loop_t *loop) {
   if (spool_thread_fork(e, id, seq, new_id) == 0) {
     printf("%s\n", new_id);
   } else {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
   spool_engine_free(e);
@@ -733,7 +763,7 @@ static int cmd_recover(const cli *c, uv_loop_t *loop) {
     spool_engine_run(e, SPOOL_RUN_IDLE);
     printf("recovered: %s\n", report);
   } else {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
   spool_engine_free(e);
@@ -761,7 +791,7 @@ static int cmd_reload(const cli *c, uv_loop_t *loop) {
   o.only_loaded = 1;
   spool_engine_on_event(e, o.json ? count_broken : on_event, &o);
   if (spool_engine_reload(e, &report) != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   } else {
     if (o.json)
@@ -784,7 +814,7 @@ static int cmd_state(const cli *c, uv_loop_t *loop) {
   if (spool_state_export(e, c->argv[1], &out) == 0) {
     fputs(out, stdout);
   } else {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
   spool_engine_free(e);
@@ -811,7 +841,7 @@ static int cmd_gc(const cli *c, uv_loop_t *loop) {
   if (spool_engine_gc(e, days, &report) == 0) {
     printf("deleted: %s\n", report);
   } else {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
   spool_engine_free(e);
@@ -838,7 +868,7 @@ static int write_port_file(const char *path, int port) {
   FILE *f = fopen(tmp, "w");
   if (f == NULL || fprintf(f, "%d\n", port) < 0 || fclose(f) != 0 ||
       rename(tmp, path) != 0) {
-    fprintf(stderr, "spool: cannot write %s: %s\n", path, strerror(errno));
+    say("error", "cannot write %s: %s", path, strerror(errno));
     return -1;
   }
   return 0;
@@ -874,7 +904,7 @@ static int cmd_mock(const cli *c, uv_loop_t *loop) {
   if (e == NULL)
     return code;
   if (spool_mock_start(e, script, host, port, &bound) != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     spool_engine_free(e);
     return EXIT_FAILED;
   }
@@ -935,14 +965,14 @@ static int cmd_serve(const cli *c, uv_loop_t *loop) {
     return code;
   int port = 0;
   if (spool_serve_start(e, &o, &port) != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     spool_engine_free(e);
     return EXIT_FAILED;
   }
-  fprintf(stderr,
-          "spool: serving the control API on http://%s:%d (each request "
-          "needs its token: spool token prints it)\n",
-          o.host ? o.host : "127.0.0.1", port);
+  say("info",
+      "serving the control API on http://%s:%d (each request needs its "
+      "token: spool token prints it)",
+      o.host ? o.host : "127.0.0.1", port);
   if (port_file && write_port_file(port_file, port) != 0) {
     spool_engine_free(e);
     return EXIT_FAILED;
@@ -956,20 +986,16 @@ static int cmd_serve(const cli *c, uv_loop_t *loop) {
     if (st->reload_requested) {
       st->reload_requested = 0;
       if (spool_engine_reload(e, NULL) != 0)
-        fprintf(stderr, "spool: reload: %s\n", spool_engine_errmsg(e));
+        say("error", "reload: %s", spool_engine_errmsg(e));
     }
   }
-  fprintf(stderr, "spool: signal %d: draining (up to %d ms)\n", st->signalled,
-          drain_ms);
+  say("info", "signal %d: draining (up to %d ms)", st->signalled, drain_ms);
   int left = 0;
   if (spool_serve_stop(e, (unsigned)drain_ms, &left) != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   } else if (left > 0) {
-    fprintf(stderr,
-            "spool: %d runs were mid-step; the next start resumes "
-            "them\n",
-            left);
+    say("warn", "%d runs were mid-step; the next start resumes them", left);
   }
   spool_engine_free(e);
   return code;
@@ -996,7 +1022,7 @@ static int run_library_script(const cli *c, uv_loop_t *loop, const char *name) {
   snprintf(path, sizeof path, "%s/spool/%s", spool_engine_get(e, "lua_dir"),
            name);
   if (spool_script_run(e, path, c->argc, c->argv, &code) != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
   spool_engine_free(e);
@@ -1007,11 +1033,61 @@ static int cmd_llm(const cli *c, uv_loop_t *loop) {
   return run_library_script(c, loop, "_llm_cli.lua");
 }
 
+/* Evaluations keep their stores in .spool/evals/ so the threads a report
+ * names can be inspected; the newest EVALS_KEPT stay, older ones go once
+ * nothing has written them for EVAL_IDLE_S (another evaluation may still
+ * be running). */
+enum { EVALS_KEPT = 10, EVAL_IDLE_S = 600 };
+
+static int is_store_file(const struct dirent *d) {
+  size_t n = strlen(d->d_name);
+  return n > 3 && strcmp(d->d_name + n - 3, ".db") == 0;
+}
+
+static void prune_evals(const char *dir) {
+  struct dirent **names;
+  int n = scandir(dir, &names, is_store_file, alphasort);
+  if (n < 0)
+    return;
+  time_t now = time(NULL);
+  for (int i = 0; i < n; i++) {
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
+    if (i < n - EVALS_KEPT && stat(path, &st) == 0 &&
+        now - st.st_mtime > EVAL_IDLE_S) {
+      static const char *const parts[] = {"", "-wal", "-shm", "-journal"};
+      for (size_t k = 0; k < sizeof parts / sizeof *parts; k++) {
+        char part[4200];
+        snprintf(part, sizeof part, "%s%s", path, parts[k]);
+        unlink(part);
+      }
+    }
+    free(names[i]);
+  }
+  free(names);
+}
+
 static int cmd_eval(const cli *c, uv_loop_t *loop) {
   cli with_store = *c;
-  /* An evaluation's threads and state go to a store of their own. */
-  if (with_store.db == NULL)
-    with_store.db = ":memory:";
+  char db[64];
+  if (with_store.db == NULL) {
+    const char *project = c->project ? c->project : getenv("SPOOL_PROJECT");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/.spool", project && *project ? project : ".");
+    mkdir(dir, 0700);
+    strncat(dir, "/evals", sizeof dir - strlen(dir) - 1);
+    mkdir(dir, 0700);
+    prune_evals(dir);
+    time_t now = time(NULL);
+    struct tm utc;
+    gmtime_r(&now, &utc);
+    char stamp[32];
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", &utc);
+    /* The store's path is the project's, relative. */
+    snprintf(db, sizeof db, ".spool/evals/%s-%ld.db", stamp, (long)getpid());
+    with_store.db = db;
+  }
   return run_library_script(&with_store, loop, "_eval_cli.lua");
 }
 
@@ -1031,7 +1107,7 @@ static int cmd_lua(const cli *c, uv_loop_t *loop) {
   if (e == NULL)
     return code;
   if (spool_script_run(e, c->argv[0], c->argc - 1, c->argv + 1, &code) != 0) {
-    fprintf(stderr, "spool: %s\n", spool_engine_errmsg(e));
+    say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
   spool_engine_free(e);
@@ -1071,6 +1147,8 @@ static int parse_cli(int argc, char **argv, cli *c) {
       if (i + 1 >= argc)
         return usage_error("%s needs a value", a);
       *slot = argv[++i];
+      if (slot == &c->log_format)
+        spool_engine_set(voice, "log_format", *slot); /* checked at open */
     } else if (a[0] == '-' && strcmp(a, "-h") && strcmp(a, "--help") &&
                strcmp(a, "--version")) {
       return usage_error("unknown option '%s'", a);
@@ -1116,7 +1194,7 @@ static int print_command_help(const char *command) {
   return printed;
 }
 
-int main(int argc, char **argv) {
+static int run_command(int argc, char **argv) {
   cli c;
   int code = parse_cli(argc, argv, &c);
   if (code != 0)
@@ -1188,10 +1266,18 @@ int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   uv_loop_t loop;
   if (uv_loop_init(&loop) != 0) {
-    fprintf(stderr, "spool: cannot create an event loop\n");
+    say("error", "cannot create an event loop");
     return EXIT_FAILED;
   }
   code = fn(&c, &loop);
   close_loop(&loop);
+  return code;
+}
+
+int main(int argc, char **argv) {
+  if (spool_engine_new(&voice) != 0)
+    voice = NULL;
+  int code = run_command(argc, argv);
+  spool_engine_free(voice);
   return code;
 }

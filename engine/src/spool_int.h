@@ -123,6 +123,9 @@ int spool__fail(spool_engine *e, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void spool__log(spool_engine *e, spool__log_level level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* A line the host or a command must say, unfiltered by the log level, in
+ * the log's format (spool_engine_say); SPOOL_EINVAL for an unknown level. */
+int spool__say(const spool_engine *e, const char *level, const char *msg);
 /* The fields of one event, as l_core.c reads them from Lua. */
 typedef struct spool__event_fields {
   const char *thread, *agent, *type, *json, *text;

@@ -110,6 +110,50 @@ TEST_IMPL(engine_reports_errors) {
   ASSERT_STR_EQ(spool_version(), SPOOL_VERSION);
 }
 
+/* What f wrote on stderr (at most size - 1 bytes). */
+static void stderr_of(void (*f)(spool_engine *), spool_engine *e, char *out,
+                      size_t size) {
+  fflush(stderr);
+  int saved = dup(2);
+  FILE *tmp = tmpfile();
+  dup2(fileno(tmp), 2);
+  f(e);
+  fflush(stderr);
+  dup2(saved, 2);
+  close(saved);
+  rewind(tmp);
+  size_t n = fread(out, 1, size - 1, tmp);
+  out[n] = '\0';
+  fclose(tmp);
+}
+
+static void say_three(spool_engine *e) {
+  spool_engine_say(e, "info", "serving \"here\"");
+  spool_engine_say(e, "debug", "two\nlines");
+  spool_engine_say(e, "loud", "refused");
+}
+
+TEST_IMPL(engine_says_lines_in_the_log_format) {
+  spool_engine *e = NULL;
+  char out[1024];
+  ASSERT_EQ(spool_engine_new(&e), SPOOL_OK);
+  stderr_of(say_three, e, out, sizeof out);
+  /* unfiltered by the log level (warn), and before spool_engine_open */
+  ASSERT_STR_EQ(out, "spool: serving \"here\"\nspool: two\nlines\n");
+  ASSERT_EQ(spool_engine_say(e, "loud", "x"), SPOOL_EINVAL);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "\"error\", \"warn\"");
+  ASSERT_EQ(spool_engine_set(e, "log_format", "json"), SPOOL_OK);
+  stderr_of(say_three, e, out, sizeof out);
+  char *second = strchr(out, '\n');
+  ASSERT(second != NULL && strchr(second + 1, '\n') != NULL);
+  ASSERT(strncmp(out, "{\"time\":\"", 9) == 0);
+  ASSERT_CONTAINS(out,
+                  "\"level\":\"info\",\"msg\":\"serving \\\"here\\\"\"}\n");
+  ASSERT_CONTAINS(second, "\"level\":\"debug\",\"msg\":\"two\\nlines\"}\n");
+  ASSERT_EQ(spool_engine_say(NULL, "info", "x"), SPOOL_EINVAL);
+  spool_engine_free(e);
+}
+
 TEST_IMPL(engine_two_in_one_process) {
   spool_engine *a = open_demo(NULL), *b = open_demo(NULL);
   char ida[SPOOL_ID_SIZE], idb[SPOOL_ID_SIZE];

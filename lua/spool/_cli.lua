@@ -11,6 +11,8 @@
 -- under their name without dashes (--max-retries -> max_retries);
 -- positionals fill the names given, in order ("-" counts as one).
 
+local core = require "spool.core"
+
 local M = {}
 
 local Cli = {}
@@ -23,15 +25,21 @@ end
 
 
 function Cli:usage(msg)
-  io.stderr:write("spool: ", self.command, ": ", msg, "\n", self.usage_line,
-    "\n")
+  core.say("error", self.command .. ": " .. msg .. "\n" .. self.usage_line)
   os.exit(2)
 end
 
 
 function Cli:fail(msg)
-  io.stderr:write("spool: ", msg, "\n")
+  core.say("error", msg)
   os.exit(1)
+end
+
+
+-- What a command tells the person running it on stderr, not its output:
+-- in the log's format (--log-format json: one JSON object).
+function Cli:say(msg)
+  core.say("info", msg)
 end
 
 

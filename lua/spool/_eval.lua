@@ -10,6 +10,9 @@
 -- the run (spool.eval.observe). Each case runs `repeat` times, the runs
 -- `concurrency` at a time as threads on the engine's loop.
 --
+-- opts.progress(done, total, passed), if given, is called as each run
+-- ends.
+--
 -- Cassettes make evals deterministic and offline: with record = DIR every
 -- model reply of a run is saved in DIR/<case>.json, keyed by case, run and
 -- call index (not by request bytes, which change whenever a prompt does);
@@ -339,6 +342,7 @@ function M.run(agent_name, cases, opts)
     return nil, err
   end
   local jobs, results, tapes = {}, {}, {}
+  local done, passed = 0, 0
   for _, case in ipairs(cases) do
     local n = case["repeat"] or opts["repeat"] or 1
     results[case.name] = {}
@@ -371,6 +375,11 @@ function M.run(agent_name, cases, opts)
         end
         run.run = r
         results[case.name][r] = run
+        done = done + 1
+        passed = passed + (run.failure and 0 or 1)
+        if opts.progress then
+          opts.progress(done, #jobs, passed)
+        end
       end
     end
   end

@@ -11,6 +11,7 @@
 -- is at least --min-pass (default 0: report only), 1 below it, 2 on bad
 -- usage.
 
+local core = require "spool.core"
 local json = require "spool.json"
 local run_eval = require "spool._eval"
 
@@ -45,6 +46,18 @@ local function pct(x)
 end
 
 
+-- The store a report's threads are in, as the user can name it: relative
+-- to the working folder when it is in it.
+local function store_name()
+  local path = require("spool.config").get().store
+  local cwd = os.getenv("PWD")
+  if cwd and path:sub(1, #cwd + 1) == cwd .. "/" then
+    return path:sub(#cwd + 2)
+  end
+  return path
+end
+
+
 local function text_report(r, out)
   out[#out + 1] = string.format("agent %s (version %s): %d of %d runs passed "
     .. "(%s), %d flaky case%s", r.agent, r.version, r.passes, r.runs,
@@ -56,8 +69,9 @@ local function text_report(r, out)
       .. "%9.0f%s", c.name:sub(1, 28), c.passes, c.runs, pct(c.pass_rate),
       c.steps, c.tokens, c.cost_usd, c.latency_ms, c.flaky and "  flaky" or "")
     if c.failure then
-      out[#out + 1] = string.format("      run %d failed: %s (thread %s)",
-        c.failure.run, c.failure.message, c.failure.thread)
+      out[#out + 1] = string.format("      run %d failed: %s\n"
+        .. "        spool --db %s show %s", c.failure.run, c.failure.message,
+        r.store, c.failure.thread)
     end
   end
 end
@@ -106,8 +120,22 @@ local cases, cerr = run_eval.load_cases(o.cases)
 if not cases then
   cli:fail(cerr)
 end
+-- Long evaluations say how far they are on stderr, every few seconds.
+local PROGRESS_MS = 2000
+local started = core.now()
+local shown = started
+
+local function progress(done, total, passed)
+  local now = core.now()
+  if now - shown >= PROGRESS_MS and done < total then
+    shown = now
+    cli:say(string.format("eval: %d of %d runs done, %d passed (%.0f s)",
+      done, total, passed, (now - started) / 1000))
+  end
+end
+
 local opts = { ["repeat"] = o["repeat"], concurrency = o.concurrency,
-               record = o.record, replay = o.replay }
+               record = o.record, replay = o.replay, progress = progress }
 
 local function evaluate(version)
   local report, err = run_eval.with_version(version, o.agent, function()
@@ -116,6 +144,7 @@ local function evaluate(version)
   if not report then
     cli:fail(err)
   end
+  report.store = store_name()
   return report
 end
 
@@ -160,8 +189,8 @@ if #out > 0 then
   io.write(table.concat(out, "\n"), "\n")
 end
 if o.min_pass and report.pass_rate < o.min_pass then
-  io.stderr:write(string.format("spool: eval: the pass rate %s is below "
-    .. "--min-pass %s\n", pct(report.pass_rate), pct(o.min_pass)))
+  cli:say(string.format("eval: the pass rate %s is below --min-pass %s",
+    pct(report.pass_rate), pct(o.min_pass)))
   os.exit(1)
 end
 os.exit(0)

@@ -112,8 +112,7 @@ if not reply then
   if o.stream and not o.json then
     io.write("\n")
   end
-  io.stderr:write("spool: ", (cerr:gsub("^EMODEL: ", "")), "\n")
-  os.exit(1)
+  cli:fail((cerr:gsub("^EMODEL: ", "")))
 end
 if o.json then
   io.write(output(reply), "\n")
