@@ -59,6 +59,19 @@ describe("spool (CLI)", function()
         json.decode(err).msg, 1, true)
     end)
 
+    it("exits 2 for an unknown thread or agent, from every command",
+      function()
+      for _, args in ipairs { "run nosuch --input x", "prompt nosuch --input x",
+          "eval nosuch --cases " .. h.q(h.ROOT .. "/evals/support.jsonl"),
+          "resume t_nope --answer x", "show t_nope", "export t_nope",
+          "cancel t_nope", "delete t_nope", "fork t_nope --at 1",
+          "replay t_nope", "prompt classify --thread t_nope" } do
+        local _, err, code = spool("--db :memory: " .. args)
+        assert.are.equal(2, code, args .. ": " .. err)
+        assert.matches("^spool: unknown %a+ '[%w_]+'", err)
+      end
+    end)
+
     it("exits 2 with a helpful message on misuse", function()
       for _, case in ipairs {
         { "", "usage: spool" },

@@ -260,6 +260,26 @@ describe("spool serve", function()
       s.stop()
     end)
 
+  it("logs a thread it cannot resume, and serves on", function()
+    local dir, mock = project()
+    local s = serve(dir, mock)
+    local status, v = curl(s, "POST", "/v1/threads",
+      '{"agent":"w","input":"refund it","wait_ms":5000}')
+    assert.are.equal(201, status)
+    assert.are.equal(0, s.stop())
+    -- as a process killed mid-step leaves it, with a row gone bad
+    local _, code = h.sh(string.format("sqlite3 %s %s", h.q(dir .. "/spool.db"),
+      h.q("UPDATE threads SET status = 'running' WHERE id = '" .. v.id
+        .. "'; UPDATE events SET data = '{broken' WHERE seq = 2 AND thread "
+        .. "= (SELECT n FROM threads WHERE id = '" .. v.id .. "')")))
+    assert.are.equal(0, code)
+    s = serve(dir, mock)
+    assert.matches("recover: thread " .. v.id .. " cannot be resumed, and is "
+      .. "left as it is: .*event 2: the stored data is not JSON", s.log())
+    assert.are.equal(200, (curl(s, "GET", "/v1/agents")))
+    s.stop()
+  end)
+
   it("keeps tokens, keys and signing secrets out of its logs", function()
     local dir, mock = project()
     h.write_files(dir, { ["spool.lua"] = string.format([[

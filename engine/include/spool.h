@@ -289,7 +289,9 @@ SPOOL_API int spool_thread_list(spool_engine *e, const spool_thread_filter *f,
 /*
  * Resumes the threads a stopped process left running (their lease expired
  * or its process is gone) and denies the approvals whose deadline passed.
- * *report_json (may be NULL) says which.
+ * *report_json (may be NULL) says which: {"resumed": [id...], "expired":
+ * [id...], "skipped": [{"id", "error"}...]}; a skipped thread (a corrupt
+ * row, say) is left as it was, and logged.
  */
 SPOOL_API int spool_engine_recover(spool_engine *e, const char **report_json);
 

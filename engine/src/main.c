@@ -99,7 +99,8 @@ static const char usage_text[] =
     "  -h, --help        this text;   --version  the versions in use\n"
     "\n"
     "With no OPENAI_API_KEY and no --base-url, agents talk to the built-in\n"
-    "mock model. Exit codes: 0 done, 1 failed, 2 usage error, 3 waiting.\n";
+    "mock model. Exit codes: 0 done, 1 failed, 2 usage error (or an unknown\n"
+    "thread, agent or file), 3 waiting. Every command answers --help.\n";
 
 typedef struct cli {
   const char *project, *model, *base_url, *mock, *log, *log_format, *db;
@@ -388,6 +389,9 @@ static int parse_agent_args(const cli *c, run_opts *o, int allow_json) {
   return o->input ? 0 : EXIT_FAILED;
 }
 
+/* What a failed call means for the exit code: a thread or agent that does
+ * not exist, or an argument that does not fit, is the caller's mistake
+ * (2), as with every command; the rest failed (1). */
 static int exit_for(int rc) {
   return (rc == SPOOL_ENOTFOUND || rc == SPOOL_EINVAL) ? EXIT_USAGE
                                                        : EXIT_FAILED;
@@ -615,7 +619,7 @@ static int cmd_resume(const cli *c, uv_loop_t *loop) {
   int rc = spool_thread_resume(e, id, has ? &r : NULL);
   if (rc != 0) {
     say("error", "%s", spool_engine_errmsg(e));
-    code = rc == SPOOL_EINVAL ? EXIT_USAGE : EXIT_FAILED;
+    code = exit_for(rc);
   } else {
     code = finish_run(e, id, st);
   }
@@ -709,7 +713,7 @@ static int cmd_on_thread(const cli *c, uv_loop_t *loop) {
            strcmp(c->command, "cancel") == 0 ? "cancelled" : "deleted", id);
   } else {
     say("error", "%s", spool_engine_errmsg(e));
-    code = rc == SPOOL_ENOTFOUND ? EXIT_USAGE : EXIT_FAILED;
+    code = exit_for(rc);
   }
   spool_engine_free(e);
   return code;
@@ -738,11 +742,12 @@ static int cmd_fork(const cli *c, uv_loop_t *loop) {
   if (e == NULL)
     return code;
   char new_id[SPOOL_ID_SIZE];
-  if (spool_thread_fork(e, id, seq, new_id) == 0) {
+  int rc = spool_thread_fork(e, id, seq, new_id);
+  if (rc == 0) {
     printf("%s\n", new_id);
   } else {
     say("error", "%s", spool_engine_errmsg(e));
-    code = EXIT_FAILED;
+    code = exit_for(rc);
   }
   spool_engine_free(e);
   return code;
@@ -762,6 +767,12 @@ static int cmd_recover(const cli *c, uv_loop_t *loop) {
   if (spool_engine_recover(e, &report) == 0) {
     spool_engine_run(e, SPOOL_RUN_IDLE);
     printf("recovered: %s\n", report);
+    /* Threads it could not resume (each logged, with why) fail the
+     * command, so a cron job or an operator notices. */
+    if (strstr(report, "\"skipped\":[]") == NULL) {
+      say("error", "some threads could not be resumed: see \"skipped\"");
+      code = EXIT_FAILED;
+    }
   } else {
     say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;

@@ -1,6 +1,7 @@
 -- spool._cli: what the library's command scripts (spool llm, eval,
 -- replay, prompt --thread) share: reading their arguments and failing the
--- same way. Exit 2 for bad usage (with the usage line), 1 for a failure.
+-- same way. Exit 2 for bad usage (with the usage line) or a name that
+-- does not exist, 1 for a failure.
 --
 --   local cli = require("spool._cli").new("eval", USAGE)
 --   local o = cli:parse(arg, { ["--cases"] = "value", ["--repeat"] =
@@ -30,9 +31,13 @@ function Cli:usage(msg)
 end
 
 
+-- A failure: "ECODE: why" loses its code, as the CLI's other messages
+-- have none; what does not exist (ENOTFOUND: a thread, an agent, a file)
+-- exits 2 as in every command, the rest 1.
 function Cli:fail(msg)
-  core.say("error", msg)
-  os.exit(1)
+  local code, why = tostring(msg):match("^(E%u+): (.*)$")
+  core.say("error", why or tostring(msg))
+  os.exit(code == "ENOTFOUND" and 2 or 1)
 end
 
 

@@ -135,19 +135,23 @@ function M.thread_json(id)
 end
 
 
--- Threads as JSON, or as a text table with { text = true }.
+-- Threads as JSON, or as a text table with { text = true } that ends by
+-- saying so when there were more than it shows.
 function M.list(filter) -- (task)
-  if filter.limit == 0 then
-    filter.limit = nil
-  end
+  local limit = filter.limit ~= 0 and filter.limit or 100
+  filter.limit = filter.text and limit + 1 or limit
   local rows, err = store.list(filter)
   if not rows then
     return nil, err
   end
   if filter.text then
     local lines = {}
-    for i, row in ipairs(rows) do
-      lines[i] = format.thread_row(row)
+    for i = 1, math.min(#rows, limit) do
+      lines[i] = format.thread_row(rows[i])
+    end
+    if #rows > limit then
+      lines[#lines + 1] = string.format("(only the newest %d are shown: "
+        .. "--limit N shows more)", limit)
     end
     return table.concat(lines, "\n") .. (#lines > 0 and "\n" or "")
   end

@@ -78,7 +78,7 @@ end
 function M.load_cases(path)
   local f, err = io.open(path, "r")
   if not f then
-    return nil, "ENOTFOUND: " .. err
+    return nil, "ENOTFOUND: cannot read the cases: " .. err
   end
   local text = f:read("a")
   f:close()
@@ -263,8 +263,8 @@ function M.run_case(agent, case, cassette, tools)
     settle(t)
     if t.halted then
       return { thread = t.id, status = "halted", failure = "the thread could "
-        .. "not be stored: " .. tostring(t.halted), calls = {}, intents = {},
-        writes = {}, steps = 0, tokens = 0, cost_usd = 0, latency_ms = 0 }
+        .. "not be stored: " .. tostring(t.halted), calls = json.array(),
+        intents = json.array(), writes = json.array(), steps = 0, tokens = 0, cost_usd = 0, latency_ms = 0 }
     end
     local answer = case.answers[next_answer]
     if t:status() ~= "waiting" or answer == nil then
@@ -370,7 +370,8 @@ function M.run(agent_name, cases, opts)
         local ok, run = pcall(M.run_case, agent, case, cassette)
         if not ok then -- the harness failed on this run: it did not pass
           run = { failure = "the run could not be judged: " .. tostring(run),
-                  calls = {}, intents = {}, writes = {}, steps = 0,
+                  calls = json.array(), intents = json.array(),
+                  writes = json.array(), steps = 0,
                   tokens = 0, cost_usd = 0, latency_ms = 0 }
         end
         run.run = r
@@ -397,7 +398,7 @@ function M.run(agent_name, cases, opts)
     end
   end
   local report = { agent = agent.name, version = agent.version, runs = 0,
-                   passes = 0, flaky = 0, cases = {} }
+                   passes = 0, flaky = 0, cases = json.array() }
   for _, case in ipairs(cases) do
     local runs = results[case.name]
     local c = { name = case.name, runs = #runs, passes = 0,
@@ -489,7 +490,7 @@ function M.compare(a, b)
   for _, c in ipairs(a.cases) do
     by_name[c.name] = c
   end
-  local changed = {}
+  local changed = json.array()
   for _, c in ipairs(b.cases) do
     local before = by_name[c.name]
     if before and before.pass_rate ~= c.pass_rate then

@@ -561,11 +561,31 @@ function M.respond(id, response, wait)
 end
 
 
--- Denies the approvals (and gives up the questions) whose deadline has
--- passed, resuming those threads here. Any process that runs threads
--- calls this, so a deadline needs no process of its own to fire it.
-function M.fire_due(report)
-  report = report or { expired = {}, skipped = {} }
+-- A thread that could not be resumed is logged once, not at every tick
+-- that finds it due again (the ids skipped last time).
+local skipped_before = {}
+
+local function skipped(report, id, err)
+  report.skipped[#report.skipped + 1] = { id = id, error = err }
+  report.now_skipped[id] = true
+  if not skipped_before[id] then
+    core.log("error", string.format("recover: thread %s cannot be resumed, "
+      .. "and is left as it is: %s", id, tostring(err)))
+  end
+end
+
+local function new_report()
+  return { resumed = json.array(), expired = json.array(),
+           skipped = json.array(), now_skipped = {} }
+end
+
+local function finish(report)
+  skipped_before = report.now_skipped
+  report.now_skipped = nil
+  return report
+end
+
+local function fire_due(report)
   for _, id in ipairs(store.due() or {}) do
     local t = M.load(id)
     if t and not t.parent and not live[id] then
@@ -573,7 +593,7 @@ function M.fire_due(report)
       if th then
         report.expired[#report.expired + 1] = id
       else
-        report.skipped[#report.skipped + 1] = { id = id, error = err }
+        skipped(report, id, err)
       end
     end
   end
@@ -581,10 +601,20 @@ function M.fire_due(report)
 end
 
 
+-- Denies the approvals (and gives up the questions) whose deadline has
+-- passed, resuming those threads here. Any process that runs threads
+-- calls this, so a deadline needs no process of its own to fire it.
+-- Returns { expired = {id...}, skipped = {{id, error}...}, resumed = {} }.
+function M.fire_due()
+  return finish(fire_due(new_report()))
+end
+
+
 -- Resumes every top-level thread left running by a process that stopped,
--- and fires the deadlines that are due. Returns what it did.
+-- and fires the deadlines that are due. Returns what it did: the threads
+-- resumed, expired, and skipped (each with why; also logged).
 function M.recover()
-  local report = M.fire_due({ resumed = {}, expired = {}, skipped = {} })
+  local report = fire_due(new_report())
   local running = store.list({ status = "running", limit = 1000 }) or {}
   for _, row in ipairs(running) do
     if row.parent == json.null and not live[row.id] then
@@ -592,11 +622,11 @@ function M.recover()
       if th then
         report.resumed[#report.resumed + 1] = row.id
       else
-        report.skipped[#report.skipped + 1] = { id = row.id, error = err }
+        skipped(report, row.id, err)
       end
     end
   end
-  return report
+  return finish(report)
 end
 
 

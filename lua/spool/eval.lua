@@ -237,8 +237,10 @@ end
 -- `threads` are its threads, root first, each with its events.
 function M.observe(threads, writes)
   local root = threads[1]
-  local run = { thread = root.id, status = root:status(), calls = {},
-                intents = {}, writes = writes or {}, events = root.events,
+  -- (lists are JSON arrays, so a run with no calls shows [] in reports)
+  local run = { thread = root.id, status = root:status(), calls = json.array(),
+                intents = json.array(), writes = writes or json.array(),
+                events = root.events,
                 steps = 0, tokens = 0, cost_usd = 0 }
   local answer, err = root:outcome()
   run.answer, run.error = answer, err
@@ -249,7 +251,7 @@ function M.observe(threads, writes)
   run.latency_ms = first and last and (last.at - first.at) or 0
   -- The calls that ran: intents answered by a result, and the terminal
   -- intent a done event follows; approved when a person said yes first.
-  run.asked = {} -- the people asked: approvals and questions, in order
+  run.asked = json.array() -- the people asked: approvals and questions, in order
   for ti, t in ipairs(threads) do
     local intents, open = {}, nil
     for _, ev in ipairs(t.events) do
