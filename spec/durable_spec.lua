@@ -455,6 +455,45 @@ describe("durable threads", function()
       assert.are.equal("{broken\n", sql("SELECT data FROM events WHERE seq = 2"))
     end)
 
+    it("reads a store it may not write, and names it when a write fails",
+      function()
+      local id = start("greet", "first")
+      local folder = dir .. "/.spool"
+      local db = folder .. "/spool.db"
+      -- Root may write anything: drop that (in a user namespace, else as
+      -- nobody) when the tests run as root.
+      local drop = ""
+      if h.sh("id -u"):match("^0%s") then
+        drop = select(2, h.sh("unshare -U true 2>/dev/null")) == 0
+          and "unshare -U" or "setpriv --reuid=nobody --regid=nogroup "
+            .. "--clear-groups"
+      end
+      h.sh("chmod 0444 " .. h.q(db) .. " && chmod 0555 " .. h.q(folder))
+      finally(function()
+        h.sh("chmod 0755 " .. h.q(folder) .. "; chmod 0644 " .. h.q(db))
+      end)
+      local ran, touched = h.sh(drop .. " sh -c " .. h.q("echo ran; touch "
+        .. h.q(folder .. "/x")) .. " 2>/dev/null")
+      assert.are.equal("ran\n", ran)
+      assert.are_not.equal(0, touched, "the folder is out of reach")
+      local out, err, code = spool("threads", drop)
+      assert.are.equal(0, code, err)
+      assert.matches(id, out, 1, true)
+      out, err, code = spool("export " .. id, drop)
+      assert.are.equal(0, code, err)
+      assert.are.equal("input", h.json_lines(out)[1].type)
+      _, err, code = spool("run greet --input x", drop)
+      assert.are.equal(1, code)
+      assert.matches("attempt to write a readonly database (the store was "
+        .. "opened read-only: its file or folder is not writable here)", err,
+        1, true)
+      -- a folder it may write, a file it may not
+      h.sh("chmod 0755 " .. h.q(folder))
+      out, err, code = spool("show " .. id, drop)
+      assert.are.equal(0, code, err)
+      assert.matches("status waiting", out)
+    end)
+
     it("upgrades a schema 2 database, keeping every thread and event",
       function()
       local id = start("greet", "first")

@@ -220,6 +220,7 @@ static const char *const schema_steps[] = {
 typedef struct db {
   sqlite3 *conn;
   sqlite3_stmt *st[S_COUNT];
+  int read_only; /* opened read-only: its file or folder is not writable */
 } db;
 
 /* A prepared statement, reset and cleared for reuse; NULL on error. */
@@ -392,6 +393,47 @@ static int check_schema(db *d, char *err, size_t errlen) {
   return 0;
 }
 
+/* How a store that exists but this process may not write is opened: 0
+ * (writable), "mode=ro", or "immutable=1". A WAL database is read through
+ * its -shm file, which a reader must be able to create when there is none;
+ * with none and a folder it cannot write, no writer can be at work either
+ * (a writer keeps a -shm file while it has the store open), so the file is
+ * read as it is, unlocked. */
+static const char *read_only_mode(const char *path) {
+  if (strcmp(path, ":memory:") == 0 || access(path, F_OK) != 0)
+    return NULL;
+  char *dir = strdup(path);
+  if (dir == NULL)
+    return NULL;
+  char *slash = strrchr(dir, '/');
+  if (slash == dir)
+    slash[1] = '\0';
+  else if (slash)
+    *slash = '\0';
+  int folder_writable = access(slash ? dir : ".", W_OK) == 0;
+  free(dir);
+  if (access(path, W_OK) == 0 && folder_writable)
+    return NULL;
+  char shm[4200];
+  snprintf(shm, sizeof shm, "%s-shm", path);
+  return !folder_writable && access(shm, F_OK) != 0 ? "immutable=1" : "mode=ro";
+}
+
+/* path as a "file:" URI with the query: %, ? and # escaped. */
+static char *file_uri(const char *path, const char *query) {
+  size_t n = strlen(path);
+  char *uri = malloc(3 * n + strlen(query) + 8);
+  if (uri == NULL)
+    return NULL;
+  char *o = uri + sprintf(uri, "file:");
+  for (const char *p = path; *p; p++)
+    o += (*p == '%' || *p == '?' || *p == '#')
+             ? sprintf(o, "%%%02X", (unsigned char)*p)
+             : (*o = *p, 1);
+  sprintf(o, "?%s", query);
+  return uri;
+}
+
 static int sqlite_open(void **out, const char *path, char *err, size_t errlen) {
   db *d = calloc(1, sizeof *d);
   *out = NULL;
@@ -399,11 +441,20 @@ static int sqlite_open(void **out, const char *path, char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
-  if (strcmp(path, ":memory:") != 0)
+  const char *read_only = read_only_mode(path);
+  if (strcmp(path, ":memory:") != 0 && !read_only)
     make_private(path);
-  int rc = sqlite3_open_v2(
-      path, &d->conn,
-      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+  char *uri = read_only ? file_uri(path, read_only) : NULL;
+  int rc = read_only && uri == NULL
+               ? SQLITE_NOMEM
+               : sqlite3_open_v2(
+                     read_only ? uri : path, &d->conn,
+                     read_only ? SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
+                                     SQLITE_OPEN_NOMUTEX
+                               : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                                     SQLITE_OPEN_NOMUTEX,
+                     NULL);
+  free(uri);
   char e2[200];
   if (rc != SQLITE_OK) {
     snprintf(err, errlen, "cannot open %s: %s", path,
@@ -412,6 +463,26 @@ static int sqlite_open(void **out, const char *path, char *err, size_t errlen) {
   }
   sqlite3_busy_timeout(d->conn, 5000);
   sqlite3_extended_result_codes(d->conn, 1);
+  if (read_only) {
+    /* Readable as it is: its schema must be current, as nothing here may
+     * upgrade it; writes fail, naming the store (db_error). */
+    int version = user_version(d);
+    if (version < 0) {
+      snprintf(err, errlen, "%s: cannot read the database: %s", path,
+               sqlite3_errmsg(d->conn));
+      goto error;
+    }
+    if (version != SPOOL_STORE_SCHEMA) {
+      snprintf(err, errlen,
+               "%s: read-only, and its schema (version %d) is not this "
+               "spool's (%d): open it once where it can be written",
+               path, version, SPOOL_STORE_SCHEMA);
+      goto error;
+    }
+    d->read_only = 1;
+    *out = d;
+    return 0;
+  }
   /* Switching a new file to WAL needs it to itself, and SQLite answers
    * "locked" at once, without its busy handler, while another process
    * opens it too: try again for a while (at open, off any loop). */
@@ -500,7 +571,10 @@ static void db_error(db *d, spool__store_op *op, const char *what) {
   op->result = SPOOL__STORE_EIO;
   snprintf(op->errmsg, sizeof op->errmsg, "%s: %s%s", what,
            sqlite3_errmsg(d->conn),
-           (code & 0xff) == SQLITE_CORRUPT ? " (the database is corrupt)" : "");
+           (code & 0xff) == SQLITE_CORRUPT ? " (the database is corrupt)"
+           : d->read_only ? " (the store was opened read-only: its file or "
+                            "folder is not writable here)"
+                          : "");
 }
 
 static int add_text(spool__buf *b, sqlite3_stmt *s, int col) {
