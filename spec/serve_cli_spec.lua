@@ -45,16 +45,17 @@ local function project(latency)
   return dir, mock
 end
 
--- Starts `spool serve` (env: "NAME=value ..."); returns { pid, port, url,
--- log = function, code = function }.
-local function serve(dir, mock, args, env)
+-- Starts `spool serve` (env: "NAME=value ..." or a command that execs the
+-- rest; db: the store, else dir/spool.db); returns { pid, port, url, log =
+-- function, code = function }.
+local function serve(dir, mock, args, env, db)
   h.remove(dir .. "/port")
   -- The caller's environment decides: a SPOOL_TOKEN of the shell does not.
   local run = string.format("echo $$ >%s/serve.pid; exec env -u SPOOL_TOKEN "
     .. "-u SPOOL_HOOK_SECRET %s %s "
     .. "--project %s --base-url %s --db %s serve --port 0 --port-file "
     .. "%s/port %s 2>%s/serve.log", h.q(dir), env or "", BIN, h.q(dir),
-    mock.url, h.q(dir .. "/spool.db"), h.q(dir), args or "", h.q(dir))
+    mock.url, h.q(db or dir .. "/spool.db"), h.q(dir), args or "", h.q(dir))
   h.remove(dir .. "/serve.code")
   h.sh(string.format("(sh -c %s; echo $? >%s/serve.code) >/dev/null 2>&1 &",
     h.q(run), h.q(dir)))
@@ -259,6 +260,68 @@ describe("spool serve", function()
       end
       s.stop()
     end)
+
+  it("drains within --drain-ms: a poll that hangs is not waited for",
+    function()
+    local dir, mock = project()
+    -- an IMAP server that accepts and never says a word
+    local hung = assert(require("spool.core").listen { port = 0,
+      timeout_ms = 600000, handler = function() end })
+    finally(function() hung:close() end)
+    h.write_files(dir, { ["spool.lua"] = string.format([[
+return { channels = { email = { from = "spool@example.test",
+  smtp_url = "smtp://127.0.0.1:1", imap_url = "imap://127.0.0.1:%d/INBOX",
+  poll_ms = 60000 } } }]], hung:port()) })
+    local s = serve(dir, mock, "--drain-ms 300")
+    h.wait_for(function() return hung:connections() > 0 end, 10000,
+      "the poll to connect")
+    assert.are.equal(0, s.stop())
+    assert.matches("drain: the email poller had not finished by the "
+      .. "deadline; left to end with the engine", s.log(), 1, true)
+  end)
+
+  it("answers 503 when the disk is full, to a new thread and to an "
+    .. "answer, and loses nothing", function()
+    -- A disk of its own: a small tmpfs, in a mount namespace of its own.
+    if select(2, h.sh("unshare -Urm true 2>/dev/null")) ~= 0 then
+      pending("no user namespaces here: cannot mount a small disk")
+      return
+    end
+    local dir, mock = project()
+    local disk = dir .. "/disk"
+    h.sh("mkdir " .. h.q(disk))
+    local s = serve(dir, mock, "", string.format("unshare -Urm sh -c %s sh",
+      h.q("mount -t tmpfs -o size=4m tmpfs " .. h.q(disk)
+        .. ' && exec "$@"')), disk .. "/spool.db")
+    local status, v = curl(s, "POST", "/v1/threads",
+      '{"agent":"w","input":"refund it","wait_ms":5000}')
+    assert.are.equal(201, status)
+    assert.are.equal("waiting", v.status)
+    -- the disk as the serving process sees it, filled up
+    local fill = string.format("/proc/%d/root%s/fill", s.pid, disk)
+    h.sh("dd if=/dev/zero of=" .. h.q(fill) .. " bs=4k 2>/dev/null")
+    local body
+    status, body = curl(s, "POST", "/v1/threads/" .. v.id .. "/events",
+      '{"type":"approve"}')
+    assert.are.equal(503, status)
+    assert.are.equal("store_failed", body.error.code)
+    assert.matches("full", body.error.message)
+    status, body = curl(s, "POST", "/v1/threads",
+      '{"agent":"w","input":"steps:1"}')
+    assert.are.equal(503, status)
+    assert.are.equal("store_failed", body.error.code)
+    -- space again: the answer is taken, and the thread goes on
+    h.sh("rm " .. h.q(fill))
+    local _, shown = curl(s, "GET", "/v1/threads/" .. v.id)
+    assert.are.equal("waiting", shown.status)
+    assert.are.equal(202, (curl(s, "POST", "/v1/threads/" .. v.id
+      .. "/events", '{"type":"approve"}')))
+    h.wait_for(function()
+      local _, t = curl(s, "GET", "/v1/threads/" .. v.id)
+      return t.status == "done"
+    end, 10000, "the thread to finish")
+    s.stop()
+  end)
 
   it("logs a thread it cannot resume, and serves on", function()
     local dir, mock = project()

@@ -36,11 +36,13 @@ function M.fail(status, code, message, headers)
 end
 
 
--- Raises the API error for an engine error "ECODE: why".
+-- Raises the API error for an engine error "ECODE: why". EIO is the
+-- store's (a full disk, a lost database): 503, as the request may be sent
+-- again once it is back, and nothing of it was kept.
 local ENGINE_ERRORS = {
   ENOTFOUND = { 404, "not_found" }, EINVAL = { 422, "invalid" },
   EAGENT = { 422, "broken_agent" }, ESTATE = { 409, "wrong_state" },
-  ECONFLICT = { 409, "conflict" },
+  ECONFLICT = { 409, "conflict" }, EIO = { 503, "store_failed" },
 }
 
 function M.engine_error(err)

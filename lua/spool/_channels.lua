@@ -360,25 +360,34 @@ function M.start_pollers()
 end
 
 
+-- Tells every poller to stop: one asleep between polls wakes and ends; a
+-- poll in progress finishes the message it holds (it is seen on the server
+-- already) and ends before the next. Does not wait: see M.pollers_running.
 function M.stop_pollers()
-  for name, p in pairs(pollers) do
+  for _, p in pairs(pollers) do
     p.running = false
-    -- A poll in progress finishes the message it holds (it is seen on the
-    -- server already) and stops before the next; only the sleep between
-    -- polls is cut short. It is not waited for past a few seconds (its
-    -- task ends with the engine).
-    local deadline = core.now() + 5000
-    while not p.done and core.now() < deadline do
-      if p.idle then
-        core.interrupt(p.task, "ECANCELED: stopping")
-      end
-      core.sleep(5)
+    if p.idle then
+      core.interrupt(p.task, "ECANCELED: stopping")
     end
-    pollers[name] = nil
   end
 end
 
 
+-- The names of the stopped pollers still in a poll; the others are
+-- forgotten. With forget_all, all are (those polling end with the engine).
+function M.pollers_running(forget_all)
+  local names = {}
+  for name, p in pairs(pollers) do
+    if not p.running and (p.done or forget_all) then
+      pollers[name] = nil
+    end
+    if not p.done then
+      names[#names + 1] = name
+    end
+  end
+  table.sort(names)
+  return names
+end
 
 
 -- The outcome of an answer, as a line for the messages that asked.

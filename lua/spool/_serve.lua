@@ -392,14 +392,17 @@ function M.stop(drain_ms)
   if not server then
     return 0
   end
+  -- Everything shutdown waits for shares the one deadline.
+  local deadline = core.now() + (drain_ms or 10000)
+  local channels = require "spool._channels"
   api.draining = true
   runner.draining = true
-  require("spool._channels").stop_pollers()
+  channels.stop_pollers()
   server:drain() -- no new connections; the ones in use close once answered
   ticker.signal:notify()
   hub.notify_all() -- event streams end now; clients reconnect elsewhere
-  local deadline = core.now() + (drain_ms or 10000)
-  while (runner.running() > 0 or handling > 0) and core.now() < deadline do
+  while (runner.running() > 0 or handling > 0 or not ticker.done
+      or #channels.pollers_running() > 0) and core.now() < deadline do
     core.sleep(10)
   end
   server:close()
@@ -409,8 +412,16 @@ function M.stop(drain_ms)
     core.log("warn", string.format("%d runs were still in their step at "
       .. "shutdown; the next start recovers them", left))
   end
-  while not ticker.done do
-    core.sleep(1)
+  local busy = channels.pollers_running(true)
+  for i, name in ipairs(busy) do
+    busy[i] = "the " .. name .. " poller"
+  end
+  if not ticker.done then
+    busy[#busy + 1] = "the deadline ticker"
+  end
+  if #busy > 0 then
+    core.log("warn", "drain: " .. table.concat(busy, ", ") .. " had not "
+      .. "finished by the deadline; left to end with the engine")
   end
   ticker = nil
   settings = nil
