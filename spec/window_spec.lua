@@ -260,6 +260,71 @@ describe("the context window", function()
       assert.matches("cut by the context policy", msgs[1].content)
     end)
 
+    it("cuts results at a quarter of a small budget by default", function()
+      local s = window.settings(agent_with({ tokens = 2000, reserve = 300 }))
+      assert.are.same({ truncate = 425 }, s.policies.tool_result)
+      s = window.settings(agent_with(nil), {})
+      assert.are.same({ truncate = 4000 }, s.policies.tool_result)
+      s = window.settings(agent_with({ tokens = 2000, reserve = 300,
+        policies = { tool_result = "keep" } }))
+      assert.are.equal("keep", s.policies.tool_result)
+    end)
+
+    it("is kept as a last resort by leaving out recent parts, then cutting "
+      .. "the newest results", function()
+      -- three results of ~1,800 tokens each, kept whole by the policy, in
+      -- a window of 1,700: compaction off
+      local events = { { "input", { input = "read" } } }
+      for i = 1, 3 do
+        events[#events + 1] = { "model_call", { tool_calls = {
+          call("c" .. i, "fetch") } } }
+        events[#events + 1] = { "tool_result", { call_id = "c" .. i,
+          name = "fetch", result = ("x"):rep(7200) } }
+      end
+      local t = thread_of(events)
+      local a = agent_with({ tokens = 2000, reserve = 300, compact = false,
+        policies = { tool_result = "keep" } })
+      local msgs, plan = context.chat(t, a, nil, { fixed_tokens = 100 })
+      assert_valid_chat(msgs)
+      assert.is_true(plan.total <= plan.limit, plan.total .. " tokens")
+      assert.is_nil(plan.overflow)
+      -- the older calls are left out, the newest result is cut to fit
+      assert.are.equal("read", msgs[1].content)
+      assert.matches("^%[2 earlier parts of this conversation were omitted",
+        msgs[2].content)
+      assert.are.equal("c3", msgs[#msgs].tool_call_id)
+      assert.matches("%[… %d+ of 1800 tokens cut to fit the context window%]$",
+        msgs[#msgs].content)
+      assert.are.equal(7, #t.events) -- no warning: it fits
+      -- what spool prompt shows
+      local _, dry = context.chat(t, a, nil, { fixed_tokens = 100, dry = true })
+      local actions = {}
+      for _, r in ipairs(dry.report) do
+        actions[r.seq] = r.action
+      end
+      assert.are.equal("omitted: over the budget", actions[2])
+      assert.are.equal("truncated: over the budget", actions[7])
+    end)
+
+    it("says so in an event and a warning when nothing can make it fit",
+      function()
+      local t = thread_of { { "input", { input = ("w"):rep(12000) } } }
+      local a = agent_with({ tokens = 2000, reserve = 300 })
+      local _, plan = context.chat(t, a, nil, { dry = true })
+      assert.is_true(plan.overflow > 1000)
+      assert.are.equal(1, #t.events) -- a dry render adds nothing
+      local msgs
+      msgs, plan = context.chat(t, a, nil, {})
+      assert.are.equal(1, #msgs)
+      local ev = t.events[#t.events]
+      assert.are.equal("warning", ev.type)
+      assert.are.equal("window", ev.data.about)
+      assert.are.equal(1700, ev.data.budget)
+      assert.are.equal(plan.total, ev.data.tokens)
+      assert.matches("^the request is %d+ tokens over the window's budget of "
+        .. "1700, with nothing left to cut", ev.data.message)
+    end)
+
     it("refuses malformed window settings", function()
       for _, w in ipairs { { tokens = 0 }, { policies = { x = "shrink" } },
                            { tokens = 100, reserve = 100 },
@@ -666,6 +731,43 @@ describe("the context window", function()
     assert.are.equal(1, n)
     assert.are.equal(1, compactions)
     assert.are.equal(40, results)
+  end)
+
+  it("keeps every request of a run within a small window whose results "
+    .. "are each nearly as large", function()
+    for _, compact in ipairs { true, false } do
+      local asked = 0
+      mock = h.mock { rules = {
+        { when = { system = "compact the history" },
+          reply = { text = "Earlier pages were fetched." } },
+        { reply = function()
+          asked = asked + 1
+          if asked > 5 then
+            return { text = "Done." }
+          end
+          return { tool = "fetch", args = { page = asked } }
+        end },
+      } }
+      local a = h.agent({
+        max_steps = 10,
+        window = { tokens = 2000, reserve = 300,
+                   compact = compact and {} or false },
+        tools = { fetch = { description = "Fetch a page.",
+          params = { page = "integer" },
+          run = function() return ("lorem ipsum "):rep(600) end } },
+      }, mock) -- ~1,800 tokens a result
+      local t = h.run(a, "Fetch pages.", 30000)
+      assert.are.equal("done", t:status())
+      for _, ev in ipairs(t.events) do
+        if ev.type == "model_call" and not ev.data.compaction then
+          assert.is_true(ev.data.context.estimate <= 1700, string.format(
+            "step %d estimated %d tokens", ev.step, ev.data.context.estimate))
+        end
+        assert.are_not.equal("warning", ev.type)
+      end
+      mock.close()
+      mock = nil
+    end
   end)
 
   it("pre-fetches concurrently, and the data is in the first request",

@@ -24,13 +24,16 @@
 --   window.messages(plan)  -> the chat messages
 --   window.tokens(plan, factor)  -> their tokens at that factor
 --   window.drop_overflow(plan)   when compaction could not make room
+--     (plan.overflow: the tokens over the budget nothing could cut)
 
 local json = require "spool.json"
 local tokens = require "spool.tokens"
 
 local M = {}
 
-M.DEFAULT_POLICIES = { tool_result = { truncate = 4000 } }
+-- A result is cut at 4,000 tokens by default, or at a quarter of the
+-- budget in a smaller window, so that a few fit.
+M.DEFAULT_TRUNCATE = 4000
 
 local DEFAULT_TOKENS = 128000
 local DEFAULT_RESERVE = 4096
@@ -67,17 +70,21 @@ end
 make_settings = function(agent, model)
   local w = agent and agent.window or {}
   model = model or {}
-  local policies = {}
-  for k, v in pairs(M.DEFAULT_POLICIES) do
-    policies[k] = v
-  end
+  local size = w.tokens or model.context_tokens or DEFAULT_TOKENS
+  local reserve = w.reserve or model.max_tokens or DEFAULT_RESERVE
+  -- A reserve as large as the window (a model's max_tokens near its
+  -- context size) still leaves the messages a quarter of it.
+  local limit = math.max(size - reserve, size // 4)
+  local policies = { tool_result = { truncate = math.max(1,
+    math.min(M.DEFAULT_TRUNCATE, limit // 4)) } }
   for k, v in pairs(w.policies or {}) do
     policies[k] = v
   end
   local c = type(w.compact) == "table" and w.compact or {}
   return {
-    tokens = w.tokens or model.context_tokens or DEFAULT_TOKENS,
-    reserve = w.reserve or model.max_tokens or DEFAULT_RESERVE,
+    tokens = size,
+    reserve = reserve,
+    limit = limit,
     policies = policies,
     compact = w.compact ~= false,
     prompt = c.prompt or "compact.md",
@@ -525,10 +532,7 @@ function M.plan(thread, agent, opts)
     memo.walk = w.keep and w or nil
   end
   finish(plan, w, opts.fixed_tokens)
-  -- A reserve as large as the window (a model's max_tokens near its
-  -- context size) still leaves the messages a quarter of it.
-  plan.limit = math.max(plan.settings.tokens - plan.settings.reserve,
-    plan.settings.tokens // 4)
+  plan.limit = plan.settings.limit
   if plan.total > plan.limit then
     M.choose_fold(plan)
   end
@@ -569,27 +573,99 @@ function M.summary_tokens(plan)
 end
 
 
--- Drops the oldest unpinned units (all but the latest keep_recent) until
--- the plan fits, leaving a note where they were: the last resort when
--- compaction is off or failed.
-function M.drop_overflow(plan)
-  local s = plan.settings
+-- The fewest tokens a result is cut to when the window has no more room.
+M.MIN_RESULT_TOKENS = 64
+
+local function mark(plan, u, action)
+  for _, r in ipairs(plan.report) do
+    if r.seq >= u.first and r.seq <= u.last then
+      r.action = action
+    end
+  end
+end
+
+
+-- Drops the oldest unpinned units but the latest `spare` while the plan is
+-- over; returns how many, and the index where the first was.
+local function drop_oldest(plan, spare)
   local kept, dropped, at = {}, 0, nil
-  local excess = plan.total - plan.limit
-  for i, u in ipairs(plan.units) do
-    if excess > 0 and not u.pinned and i <= #plan.units - s.keep_recent then
-      excess = excess - u.tokens
+  local units = plan.units
+  for i, u in ipairs(units) do
+    if plan.total > plan.limit and not u.pinned and i <= #units - spare then
       plan.total = plan.total - u.tokens
       dropped = dropped + 1
       at = at or #kept + 1
-      for _, r in ipairs(plan.report) do
-        if r.seq >= u.first and r.seq <= u.last then
-          r.action = "omitted: over the budget"
-        end
-      end
+      mark(plan, u, "omitted: over the budget")
     else
       kept[#kept + 1] = u
     end
+  end
+  plan.units = kept
+  return dropped, at
+end
+
+
+local function is_result(m)
+  return type(m.content) == "string"
+    and (m.role == "tool" or (m.tag ~= nil and m.tag:match("_result$")))
+end
+
+
+-- Cuts the longest results of unpinned units, the newest too, down to
+-- what the budget leaves (MIN_RESULT_TOKENS at the least).
+local function cut_results(plan)
+  local factor, found = plan.factor, {}
+  for _, u in ipairs(plan.units) do
+    if not u.pinned then
+      for i, m in ipairs(u.messages) do
+        if is_result(m) then
+          found[#found + 1] = { unit = u, index = i,
+                                size = tokens.estimate(m.content, factor) }
+        end
+      end
+    end
+  end
+  table.sort(found, function(a, b) return a.size > b.size end)
+  for _, f in ipairs(found) do
+    local excess = plan.total - plan.limit
+    if excess <= 0 then
+      break
+    end
+    local marker = "\n[… %d of %d tokens cut to fit the context window]"
+    local keep = math.max(M.MIN_RESULT_TOKENS, f.size - excess
+      - tokens.estimate(marker:format(f.size, f.size), factor))
+    if keep < f.size then
+      local u, old = f.unit, f.unit.messages[f.index]
+      local msg = {}
+      for k, v in pairs(old) do
+        msg[k] = v
+      end
+      local head = tokens.head(old.content, keep, factor)
+      msg.content = head .. marker:format(f.size
+        - tokens.estimate(head, factor), f.size)
+      plan.fresh[msg] = true
+      u.messages[f.index], u.bytes[f.index] = msg, tokens.bytes(msg)
+      local before = u.tokens
+      u.tokens = u.overhead + tokens.of_sizes(u.bytes, factor)
+      plan.total = plan.total - before + u.tokens
+      mark(plan, u, "truncated: over the budget")
+    end
+  end
+end
+
+
+-- The last resort, when compaction is off or could not make room, in
+-- order until the plan fits: leave out the oldest unpinned units but the
+-- latest keep_recent, with a note where they were; then those too, but
+-- the newest (what the model answers); then cut the longest results, the
+-- newest's too. What is pinned, the system prompt and the tools are never
+-- cut: if they alone are over, plan.overflow says by how many tokens.
+function M.drop_overflow(plan)
+  local dropped, at = drop_oldest(plan, plan.settings.keep_recent)
+  local more, more_at = drop_oldest(plan, 1)
+  if more > 0 then
+    at = math.min(at or more_at, more_at)
+    dropped = dropped + more
   end
   if dropped > 0 then
     local note = { role = "user", tag = "omitted",
@@ -599,12 +675,16 @@ function M.drop_overflow(plan)
       note.tag = nil
     end
     plan.fresh[note] = true
-    table.insert(kept, at, { messages = { note },
-      bytes = { tokens.bytes(note) }, overhead = tokens.overhead(note),
-      tokens = tokens.message(note, plan.factor), first = 0, last = 0 })
-    plan.total = plan.total + kept[at].tokens
+    local unit = { messages = { note }, bytes = { tokens.bytes(note) },
+      overhead = tokens.overhead(note), tokens = tokens.message(note,
+        plan.factor), first = 0, last = 0 }
+    table.insert(plan.units, at, unit)
+    plan.total = plan.total + unit.tokens
   end
-  plan.units = kept
+  if plan.total > plan.limit then
+    cut_results(plan)
+  end
+  plan.overflow = plan.total > plan.limit and plan.total - plan.limit or nil
 end
 
 

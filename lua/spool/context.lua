@@ -129,7 +129,8 @@ end
 
 -- Plans the thread's window (spool._window) and acts on the plan: writes
 -- the summaries a { summarize = n } policy wants, compacts when the thread
--- is over budget, and as a last resort drops the oldest parts. With
+-- is over budget, and as a last resort drops the oldest parts and cuts
+-- results (a `warning` event says so when even that is not enough). With
 -- opts.dry (spool prompt) it only plans: no model call, no new event.
 -- Returns the messages and the plan.
 local function windowed(thread, agent, opts)
@@ -158,6 +159,15 @@ local function windowed(thread, agent, opts)
   end
   if plan.total > plan.limit then
     window.drop_overflow(plan)
+    if plan.overflow and not opts.dry then
+      local msg = string.format("the request is %d tokens over the window's "
+        .. "budget of %d, with nothing left to cut (the system prompt, the "
+        .. "tools, the first input, the latest human answer and the newest "
+        .. "exchange stay)", plan.overflow, plan.limit)
+      thread:append("warning", { about = "window", message = msg,
+                                 tokens = plan.total, budget = plan.limit })
+      core.log("warn", "thread " .. thread.id .. ": " .. msg)
+    end
   end
   return window.messages(plan), plan
 end

@@ -95,6 +95,9 @@ local renderers = {
   failed = function(ev)
     return "✗ " .. tostring(ev.data.error)
   end,
+  warning = function(ev)
+    return "⚠ " .. tostring(ev.data.message)
+  end,
   agent_call = function(ev)
     return "⇢ " .. ev.data.agent
   end,
