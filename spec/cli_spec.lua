@@ -39,10 +39,17 @@ describe("spool (CLI)", function()
 
     it("writes every line on stderr as JSON with --log-format json",
       function()
-      for _, args in ipairs { "frobnicate", "--bogus run x",
-                              "run nosuch --input x", "eval x",
-                              "llm --provider nope hi", "extract --schema /nx" } do
-        local _, err, code = spool("--log-format json " .. args)
+      local dir = h.tmpdir()
+      finally(function() h.remove(dir) end)
+      h.write_files(dir, { ["boom.lua"] = "error('boom')" })
+      for _, args in ipairs { "--log-format json frobnicate",
+          "--log-format json --bogus run x", "--bogus --log-format json",
+          "--log-format json", "--log-format json run nosuch --input x",
+          "--log-format json eval x", "--log-format json llm --provider nope hi",
+          "--log-format json extract --schema /nx",
+          "--log-format json --db :memory: show caf\xe9",
+          "--log-format json lua " .. h.q(dir .. "/boom.lua") } do
+        local _, err, code = spool(args)
         assert.are_not.equal(0, code, args)
         local lines = 0
         for line in err:gmatch("[^\n]+") do
@@ -57,6 +64,9 @@ describe("spool (CLI)", function()
       local _, err = spool("--log-format json frobnicate")
       assert.matches("unknown command 'frobnicate'\nRun 'spool --help'",
         json.decode(err).msg, 1, true)
+      -- a byte that is not UTF-8 (in a thread id here) still goes out
+      _, err = spool("--log-format json --db :memory: show caf\xe9")
+      assert.are.equal("unknown thread 'caf\u{FFFD}'", json.decode(err).msg)
     end)
 
     it("exits 2 for an unknown thread or agent, from every command",

@@ -461,16 +461,19 @@ describe("durable threads", function()
       local folder = dir .. "/.spool"
       local db = folder .. "/spool.db"
       -- Root may write anything: drop that (in a user namespace, else as
-      -- nobody) when the tests run as root.
+      -- nobody, who then owns the project) when the tests run as root.
       local drop = ""
       if h.sh("id -u"):match("^0%s") then
-        drop = select(2, h.sh("unshare -U true 2>/dev/null")) == 0
-          and "unshare -U" or "setpriv --reuid=nobody --regid=nogroup "
-            .. "--clear-groups"
+        if select(2, h.sh("unshare -U true 2>/dev/null")) == 0 then
+          drop = "unshare -U"
+        else
+          drop = "setpriv --reuid=nobody --regid=nogroup --clear-groups"
+          h.sh("chown -R nobody:nogroup " .. h.q(dir))
+        end
       end
       h.sh("chmod 0444 " .. h.q(db) .. " && chmod 0555 " .. h.q(folder))
       finally(function()
-        h.sh("chmod 0755 " .. h.q(folder) .. "; chmod 0644 " .. h.q(db))
+        h.sh("chmod -R u+w " .. h.q(dir))
       end)
       local ran, touched = h.sh(drop .. " sh -c " .. h.q("echo ran; touch "
         .. h.q(folder .. "/x")) .. " 2>/dev/null")
@@ -492,6 +495,35 @@ describe("durable threads", function()
       out, err, code = spool("show " .. id, drop)
       assert.are.equal(0, code, err)
       assert.matches("status waiting", out)
+      h.sh("chmod 0644 " .. h.q(db))
+      -- reached through a link in a folder it may not write: the real
+      -- file's folder is what counts, and that one may be written
+      local links = dir .. "/links"
+      h.sh("mkdir " .. h.q(links) .. " && ln -s " .. h.q(db) .. " "
+        .. h.q(links .. "/spool.db") .. " && chmod 0555 " .. h.q(links))
+      if drop:match("^setpriv") then
+        h.sh("chown -R nobody:nogroup " .. h.q(links))
+      end
+      _, err, code = spool("--db " .. h.q(links .. "/spool.db")
+        .. " run greet --input x", drop)
+      assert.are.equal(3, code, err) -- it ran, and waits for its answer
+      -- a -wal left behind by a killed writer holds what the file does
+      -- not: reading the file alone would lose it, so it is refused
+      local copy = dir .. "/copy"
+      h.sh("mkdir " .. h.q(copy))
+      h.sh(string.format("(printf 'PRAGMA wal_autocheckpoint = 0;\\nUPDATE "
+        .. "threads SET updated_at = updated_at + 1;\\n'; sleep 2) "
+        .. "| sqlite3 %s & sleep 1; cp %s %s %s/; wait", h.q(db), h.q(db),
+        h.q(db .. "-wal"), h.q(copy)))
+      h.sh("chmod 0555 " .. h.q(copy))
+      if drop:match("^setpriv") then
+        h.sh("chown -R nobody:nogroup " .. h.q(copy))
+      end
+      _, err, code = spool("--db " .. h.q(copy .. "/spool.db") .. " threads",
+        drop)
+      assert.are.equal(1, code)
+      assert.matches("its %-wal file holds changes not yet in the database",
+        err)
     end)
 
     it("upgrades a schema 2 database, keeping every thread and event",

@@ -297,6 +297,9 @@ describe("spool eval", function()
         h.sh("touch -d '2000-01-01' " .. h.q(name) .. " " .. h.q(name .. "-wal"))
       end
       h.sh("touch " .. h.q(evals .. "/20000101-000000-1.db"))
+      -- (a writer in WAL mode writes the -wal, not the file)
+      h.sh("touch -d '2000-01-01' " .. h.q(evals .. "/20000101-000001-2.db")
+        .. " && touch " .. h.q(evals .. "/20000101-000001-2.db-wal"))
       local out, err, code = h.cli("--project " .. h.q(dir) .. " eval adder "
         .. "--cases " .. h.q(dir .. "/cases.jsonl") .. " --repeat 2 --concurrency 1")
       assert.are.equal(0, code, err)
@@ -317,7 +320,15 @@ describe("spool eval", function()
       assert.not_matches("20000101%-000002%-1%.db", left)
       assert.matches("20000101%-000003%-1%.db\n20000101%-000003%-1%.db%-wal",
         left)
+      assert.matches("20000101%-000001%-2%.db\n", left)
       assert.matches(db:match("[^/]+$"):gsub("%p", "%%%0"), left)
+      -- a mistake in the command makes no store
+      _, _, code = h.cli("--project " .. h.q(dir) .. " eval adder")
+      assert.are.equal(2, code)
+      local now = h.sh("ls " .. h.q(evals))
+      for name in now:gmatch("[^\n]+") do
+        assert.truthy(left:find(name, 1, true), name .. " is new")
+      end
       h.remove(dir)
     end)
 

@@ -306,6 +306,46 @@ describe("the context window", function()
       assert.are.equal("truncated: over the budget", actions[7])
     end)
 
+    it("cuts a result beside a person's pinned answer, never the answer",
+      function()
+      local t = thread_of {
+        { "input", { input = "read, then ask" } },
+        { "model_call", { tool_calls = { call("c1", "fetch"),
+                                         call("c2", "ask_human") } } },
+        { "tool_result", { call_id = "c1", name = "fetch",
+                           result = ("x"):rep(12000) } },
+        { "human_response", { kind = "ask", call_id = "c2",
+                              answer = ("yes, "):rep(40) } },
+        { "tool_result", { call_id = "c2", name = "ask_human",
+                           result = ("yes, "):rep(40) } },
+      }
+      local msgs, plan = context.chat(t, agent_with({ tokens = 2000,
+        reserve = 300, compact = false, policies = { tool_result = "keep" } }))
+      assert_valid_chat(msgs)
+      assert.is_nil(plan.overflow)
+      assert.is_true(plan.total <= plan.limit)
+      assert.matches("cut to fit the context window%]$", msgs[3].content)
+      assert.are.equal(("yes, "):rep(40), msgs[4].content)
+    end)
+
+    it("never makes a result longer by cutting it", function()
+      local calls, events = {}, { { "input", { input = "fan out" } } }
+      for i = 1, 30 do
+        calls[i] = call("c" .. i, "fetch")
+      end
+      events[2] = { "model_call", { tool_calls = calls } }
+      for i = 1, 30 do
+        events[#events + 1] = { "tool_result", { call_id = "c" .. i,
+          name = "fetch", result = ("y"):rep(280) } }
+      end
+      local a = agent_with({ tokens = 2000, reserve = 300, compact = false })
+      local plan = window.plan(thread_of(events), a)
+      local before = plan.total
+      window.drop_overflow(plan)
+      assert.is_true(plan.total <= before, plan.total .. " > " .. before)
+      assert.are.equal(plan.total - plan.limit, plan.overflow)
+    end)
+
     it("says so in an event and a warning when nothing can make it fit",
       function()
       local t = thread_of { { "input", { input = ("w"):rep(12000) } } }

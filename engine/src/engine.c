@@ -100,6 +100,26 @@ static int logs_json(const spool_engine *e) {
   return format && strcmp(format, "json") == 0;
 }
 
+/* msg as a JSON string, each byte that is not UTF-8 (a file name, a
+ * message cut short) written as U+FFFD, so that the line still goes out. */
+static int write_text(spool__buf *b, const char *msg, size_t len) {
+  if (spool__utf8_valid_prefix(msg, len) == len)
+    return spool__json_write_string(b, msg, len);
+  spool__buf clean = {0};
+  const unsigned char *p = (const unsigned char *)msg, *end = p + len;
+  int rc = 0;
+  while (p < end && rc == 0) {
+    size_t n = spool__utf8_seq(p, end);
+    rc = n ? spool__buf_add(&clean, p, n)
+           : spool__buf_adds(&clean, "\xEF\xBF\xBD");
+    p += n ? n : 1;
+  }
+  if (rc == 0)
+    rc = spool__json_write_string(b, clean.data, clean.len);
+  spool__buf_free(&clean);
+  return rc;
+}
+
 /* One line on stderr: "spool: [level: ]message", or with log_format
  * "json" one object {"time", "level", "msg"} (UTC, milliseconds) for log
  * collectors. Each line is written with one call, so lines of concurrent
@@ -122,7 +142,7 @@ static void write_line(const spool_engine *e, spool__log_level level,
                            when, (int)(tv.tv_usec / 1000),
                            log_level_names[level]);
     if (rc == 0)
-      rc = spool__json_write_string(&line, msg, len);
+      rc = write_text(&line, msg, len);
     if (rc == 0)
       rc = spool__buf_adds(&line, "}\n");
   } else {
@@ -1216,7 +1236,8 @@ static void on_script_done(spool__task *t, int how, int nres, void *ud) {
       w->exit_code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : 1;
       lua_pop(L, 1);
     } else {
-      fprintf(stderr, "%s\n", lua_tostring(L, -1));
+      const char *msg = lua_tostring(L, -1);
+      spool__say(t->e, "error", msg ? msg : "the script failed");
       w->exit_code = 1;
     }
   }

@@ -412,7 +412,7 @@ static int finish_run(spool_engine *e, const char *id, stopper *st) {
     return EXIT_DONE;
   case SPOOL_WAITING:
     spool_thread_result(e, id, &result); /* fails, saying what it waits for */
-    say("error", "%s", spool_engine_errmsg(e));
+    say("info", "%s", spool_engine_errmsg(e));
     return EXIT_WAITING;
   case SPOOL_RUNNING:
     say("error",
@@ -1055,6 +1055,29 @@ static int is_store_file(const struct dirent *d) {
   return n > 3 && strcmp(d->d_name + n - 3, ".db") == 0;
 }
 
+static const char *const store_parts[] = {"", "-wal", "-shm", "-journal"};
+
+/* When a store was last written: a writer in WAL mode writes its -wal. */
+static time_t last_written(const char *path) {
+  time_t last = 0;
+  for (size_t k = 0; k < sizeof store_parts / sizeof *store_parts; k++) {
+    char part[4200];
+    struct stat st;
+    snprintf(part, sizeof part, "%s%s", path, store_parts[k]);
+    if (stat(part, &st) == 0 && st.st_mtime > last)
+      last = st.st_mtime;
+  }
+  return last;
+}
+
+static void remove_store(const char *path) {
+  for (size_t k = 0; k < sizeof store_parts / sizeof *store_parts; k++) {
+    char part[4200];
+    snprintf(part, sizeof part, "%s%s", path, store_parts[k]);
+    unlink(part);
+  }
+}
+
 static void prune_evals(const char *dir) {
   struct dirent **names;
   int n = scandir(dir, &names, is_store_file, alphasort);
@@ -1063,17 +1086,9 @@ static void prune_evals(const char *dir) {
   time_t now = time(NULL);
   for (int i = 0; i < n; i++) {
     char path[4096];
-    struct stat st;
     snprintf(path, sizeof path, "%s/%s", dir, names[i]->d_name);
-    if (i < n - EVALS_KEPT && stat(path, &st) == 0 &&
-        now - st.st_mtime > EVAL_IDLE_S) {
-      static const char *const parts[] = {"", "-wal", "-shm", "-journal"};
-      for (size_t k = 0; k < sizeof parts / sizeof *parts; k++) {
-        char part[4200];
-        snprintf(part, sizeof part, "%s%s", path, parts[k]);
-        unlink(part);
-      }
-    }
+    if (i < n - EVALS_KEPT && now - last_written(path) > EVAL_IDLE_S)
+      remove_store(path);
     free(names[i]);
   }
   free(names);
@@ -1098,6 +1113,13 @@ static int cmd_eval(const cli *c, uv_loop_t *loop) {
     /* The store's path is the project's, relative. */
     snprintf(db, sizeof db, ".spool/evals/%s-%ld.db", stamp, (long)getpid());
     with_store.db = db;
+    int code = run_library_script(&with_store, loop, "_eval_cli.lua");
+    if (code == EXIT_USAGE) { /* nothing ran: no store to keep */
+      char path[4200];
+      snprintf(path, sizeof path, "%s%s", dir, strrchr(db, '/'));
+      remove_store(path);
+    }
+    return code;
   }
   return run_library_script(&with_store, loop, "_eval_cli.lua");
 }
@@ -1158,8 +1180,6 @@ static int parse_cli(int argc, char **argv, cli *c) {
       if (i + 1 >= argc)
         return usage_error("%s needs a value", a);
       *slot = argv[++i];
-      if (slot == &c->log_format)
-        spool_engine_set(voice, "log_format", *slot); /* checked at open */
     } else if (a[0] == '-' && strcmp(a, "-h") && strcmp(a, "--help") &&
                strcmp(a, "--version")) {
       return usage_error("unknown option '%s'", a);
@@ -1212,7 +1232,10 @@ static int run_command(int argc, char **argv) {
     return code;
   if (c.command == NULL || strcmp(c.command, "-h") == 0 ||
       strcmp(c.command, "--help") == 0 || strcmp(c.command, "help") == 0) {
-    fputs(usage_text, c.command ? stdout : stderr);
+    if (c.command)
+      fputs(usage_text, stdout);
+    else
+      say("error", "%.*s", (int)strlen(usage_text) - 1, usage_text);
     return c.command ? EXIT_DONE : EXIT_USAGE;
   }
   if (strcmp(c.command, "--version") == 0 ||
@@ -1288,6 +1311,11 @@ static int run_command(int argc, char **argv) {
 int main(int argc, char **argv) {
   if (spool_engine_new(&voice) != 0)
     voice = NULL;
+  /* The log's format first, so that even a mistake before it is told in
+   * it (an invalid value is refused when an engine opens). */
+  for (int i = 1; i + 1 < argc && voice; i++)
+    if (strcmp(argv[i], "--log-format") == 0)
+      spool_engine_set(voice, "log_format", argv[i + 1]);
   int code = run_command(argc, argv);
   spool_engine_free(voice);
   return code;

@@ -24,6 +24,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -393,33 +394,8 @@ static int check_schema(db *d, char *err, size_t errlen) {
   return 0;
 }
 
-/* How a store that exists but this process may not write is opened: 0
- * (writable), "mode=ro", or "immutable=1". A WAL database is read through
- * its -shm file, which a reader must be able to create when there is none;
- * with none and a folder it cannot write, no writer can be at work either
- * (a writer keeps a -shm file while it has the store open), so the file is
- * read as it is, unlocked. */
-static const char *read_only_mode(const char *path) {
-  if (strcmp(path, ":memory:") == 0 || access(path, F_OK) != 0)
-    return NULL;
-  char *dir = strdup(path);
-  if (dir == NULL)
-    return NULL;
-  char *slash = strrchr(dir, '/');
-  if (slash == dir)
-    slash[1] = '\0';
-  else if (slash)
-    *slash = '\0';
-  int folder_writable = access(slash ? dir : ".", W_OK) == 0;
-  free(dir);
-  if (access(path, W_OK) == 0 && folder_writable)
-    return NULL;
-  char shm[4200];
-  snprintf(shm, sizeof shm, "%s-shm", path);
-  return !folder_writable && access(shm, F_OK) != 0 ? "immutable=1" : "mode=ro";
-}
-
-/* path as a "file:" URI with the query: %, ? and # escaped. */
+/* path as a "file:" URI with the query: %, ? and # escaped. path is
+ * absolute and canonical (no "//" to read as an authority). */
 static char *file_uri(const char *path, const char *query) {
   size_t n = strlen(path);
   char *uri = malloc(3 * n + strlen(query) + 8);
@@ -434,6 +410,95 @@ static char *file_uri(const char *path, const char *query) {
   return uri;
 }
 
+static off_t file_size(const char *path, const char *suffix) {
+  char name[PATH_MAX + 8];
+  struct stat st;
+  snprintf(name, sizeof name, "%s%s", path, suffix);
+  return stat(name, &st) == 0 ? st.st_size : -1;
+}
+
+static int writable(const char *path, const char *suffix) {
+  char name[PATH_MAX + 8];
+  snprintf(name, sizeof name, "%s%s", path, suffix);
+  return access(name, F_OK) != 0 || access(name, W_OK) == 0;
+}
+
+/*
+ * A store that exists but this process may not write (its file, its -wal
+ * or -shm, or the folder they go in: the real file's, as SQLite follows
+ * links) is opened read-only: 1, or 0 when it may be written, or -1 and
+ * err. With no -shm and no -wal, no one has it open: it is read as it is
+ * ("immutable", which leaves no -shm behind to block a later writer; a
+ * writer that comes later is not seen, fine for threads, show and export).
+ * Otherwise it is read through its -shm, which must exist or be made; a
+ * -wal left behind that this process cannot read holds changes the file
+ * does not, so reading without it is refused rather than lose them.
+ */
+static int open_read_only(db *d, const char *path, char *err, size_t errlen) {
+  char real[PATH_MAX];
+  if (strcmp(path, ":memory:") == 0 || realpath(path, real) == NULL)
+    return 0;
+  char folder[PATH_MAX];
+  snprintf(folder, sizeof folder, "%s", real);
+  char *slash = strrchr(folder, '/');
+  slash[slash == folder ? 1 : 0] = '\0';
+  int folder_writable = access(folder, W_OK) == 0;
+  if (folder_writable && access(real, W_OK) == 0 && writable(real, "-wal") &&
+      writable(real, "-shm"))
+    return 0;
+  const char *mode = "mode=ro";
+  if (file_size(real, "-shm") < 0) {
+    if (file_size(real, "-wal") <= 0)
+      mode = "immutable=1";
+    else if (!folder_writable) {
+      snprintf(err, errlen,
+               "%s cannot be read here: its -wal file holds changes not yet "
+               "in the database, and its folder is not writable (open it "
+               "once where it is)",
+               path);
+      return -1;
+    }
+  }
+  char *uri = file_uri(real, mode);
+  int rc = uri ? sqlite3_open_v2(uri, &d->conn,
+                                 SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
+                                     SQLITE_OPEN_NOMUTEX,
+                                 NULL)
+               : SQLITE_NOMEM;
+  free(uri);
+  if (rc != SQLITE_OK) {
+    snprintf(err, errlen, "cannot open %s (read-only): %s", path,
+             d->conn ? sqlite3_errmsg(d->conn) : sqlite3_errstr(rc));
+    return -1;
+  }
+  sqlite3_extended_result_codes(d->conn, 1);
+  /* Readable as it is: nothing here may create or upgrade its schema. */
+  sqlite3_stmt *q = NULL;
+  int ours = 0, version = user_version(d);
+  if (sqlite3_prepare_v2(d->conn,
+                         "SELECT count(*) FROM sqlite_master WHERE type = "
+                         "'table' AND name = 'spool_meta'",
+                         -1, &q, NULL) == SQLITE_OK &&
+      sqlite3_step(q) == SQLITE_ROW)
+    ours = sqlite3_column_int(q, 0);
+  sqlite3_finalize(q);
+  if (version < 0)
+    snprintf(err, errlen, "%s: cannot read the database: %s", path,
+             sqlite3_errmsg(d->conn));
+  else if (!ours)
+    snprintf(err, errlen, "%s: the database is not a spool database", path);
+  else if (version != SPOOL_STORE_SCHEMA)
+    snprintf(err, errlen,
+             "%s: read-only here, and its schema (version %d) is not this "
+             "spool's (%d): open it once where it can be written",
+             path, version, SPOOL_STORE_SCHEMA);
+  else {
+    d->read_only = 1;
+    return 1;
+  }
+  return -1;
+}
+
 static int sqlite_open(void **out, const char *path, char *err, size_t errlen) {
   db *d = calloc(1, sizeof *d);
   *out = NULL;
@@ -441,20 +506,19 @@ static int sqlite_open(void **out, const char *path, char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory");
     return -1;
   }
-  const char *read_only = read_only_mode(path);
-  if (strcmp(path, ":memory:") != 0 && !read_only)
+  int read_only = open_read_only(d, path, err, errlen);
+  if (read_only != 0) {
+    if (read_only < 0)
+      goto error;
+    sqlite3_busy_timeout(d->conn, 5000);
+    *out = d;
+    return 0;
+  }
+  if (strcmp(path, ":memory:") != 0)
     make_private(path);
-  char *uri = read_only ? file_uri(path, read_only) : NULL;
-  int rc = read_only && uri == NULL
-               ? SQLITE_NOMEM
-               : sqlite3_open_v2(
-                     read_only ? uri : path, &d->conn,
-                     read_only ? SQLITE_OPEN_READONLY | SQLITE_OPEN_URI |
-                                     SQLITE_OPEN_NOMUTEX
-                               : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                     SQLITE_OPEN_NOMUTEX,
-                     NULL);
-  free(uri);
+  int rc = sqlite3_open_v2(
+      path, &d->conn,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
   char e2[200];
   if (rc != SQLITE_OK) {
     snprintf(err, errlen, "cannot open %s: %s", path,
@@ -463,26 +527,6 @@ static int sqlite_open(void **out, const char *path, char *err, size_t errlen) {
   }
   sqlite3_busy_timeout(d->conn, 5000);
   sqlite3_extended_result_codes(d->conn, 1);
-  if (read_only) {
-    /* Readable as it is: its schema must be current, as nothing here may
-     * upgrade it; writes fail, naming the store (db_error). */
-    int version = user_version(d);
-    if (version < 0) {
-      snprintf(err, errlen, "%s: cannot read the database: %s", path,
-               sqlite3_errmsg(d->conn));
-      goto error;
-    }
-    if (version != SPOOL_STORE_SCHEMA) {
-      snprintf(err, errlen,
-               "%s: read-only, and its schema (version %d) is not this "
-               "spool's (%d): open it once where it can be written",
-               path, version, SPOOL_STORE_SCHEMA);
-      goto error;
-    }
-    d->read_only = 1;
-    *out = d;
-    return 0;
-  }
   /* Switching a new file to WAL needs it to itself, and SQLite answers
    * "locked" at once, without its busy handler, while another process
    * opens it too: try again for a while (at open, off any loop). */
@@ -572,9 +616,10 @@ static void db_error(db *d, spool__store_op *op, const char *what) {
   snprintf(op->errmsg, sizeof op->errmsg, "%s: %s%s", what,
            sqlite3_errmsg(d->conn),
            (code & 0xff) == SQLITE_CORRUPT ? " (the database is corrupt)"
-           : d->read_only ? " (the store was opened read-only: its file or "
-                            "folder is not writable here)"
-                          : "");
+           : (code & 0xff) == SQLITE_READONLY && d->read_only
+               ? " (the store was opened read-only: its file or folder is "
+                 "not writable here)"
+               : "");
 }
 
 static int add_text(spool__buf *b, sqlite3_stmt *s, int col) {

@@ -465,7 +465,7 @@ function M.with_version(version, agent_name, fn)
       sh_quote(dir))
   end
   -- A CLI command with no run of its own yet: a blocking copy is fine.
-  if not os.execute(cmd .. " 2>/dev/null") then
+  if not os.execute("(" .. cmd .. ") 2>/dev/null") then
     os.execute("rm -rf " .. sh_quote(dir))
     return nil, "ENOTFOUND: cannot take the agent from " .. version
   end

@@ -127,7 +127,9 @@ function M.check(w)
 end
 
 
--- Seqs never folded or dropped: the first input, the latest human answer.
+-- Seqs never folded or dropped: the first input, the latest human answer;
+-- and the call that answer went to, if it answered a question (the call's
+-- result is then the person's words).
 local function pins(events)
   local set, human = {}, nil
   for i = 1, #events do
@@ -135,13 +137,14 @@ local function pins(events)
     if ev.type == "input" and not next(set) then
       set[ev.seq] = true
     elseif ev.type == "human_response" then
-      human = ev.seq
+      human = ev
     end
   end
   if human then
-    set[human] = true
+    set[human.seq] = true
   end
-  return set
+  return set, human and human.data.kind == "ask" and human.data.call_id
+    or nil
 end
 
 
@@ -257,8 +260,10 @@ end
 --     (of the report) }
 
 local function new_walk(events, settings)
+  local pinned, pinned_call = pins(events)
   local w = { events = events, settings = settings, used = {}, n = 0,
-              keep = true, pinned = pins(events), summaries = {}, units = {},
+              keep = true, pinned = pinned, pinned_call = pinned_call,
+              summaries = {}, units = {},
               owed = {}, answers = {}, cuts = {}, summary_placed = false }
   for i = 1, #events do
     if events[i].type == "compaction" then
@@ -354,7 +359,8 @@ local function render_event(w, how, ev, render)
   if how.blocks then
     w.keep = false
     local tag, body = render(ev, how.thread, how.agent)
-    return tag and { role = "user", tag = tag, content = body } or nil
+    return tag and { role = "user", tag = tag, content = body,
+                     call_id = ev.data.call_id } or nil
   end
   if not require("spool.context").pure_renderers[render] then
     w.keep = false
@@ -498,6 +504,7 @@ local function finish(plan, w, fixed_tokens)
     total = total + n
   end
   plan.units, plan.total, plan.summary = units, total, w.summary
+  plan.pinned_call = w.pinned_call
 end
 
 
@@ -611,30 +618,30 @@ local function is_result(m)
 end
 
 
--- Cuts the longest results of unpinned units, the newest too, down to
--- what the budget leaves (MIN_RESULT_TOKENS at the least).
+-- Cuts the longest results, the newest too, down to what the budget
+-- leaves (MIN_RESULT_TOKENS at the least); in a pinned unit as well, but
+-- not the result that is the pinned answer of a person.
 local function cut_results(plan)
-  local factor, found = plan.factor, {}
+  local factor, found, answer = plan.factor, {}, plan.pinned_call
   for _, u in ipairs(plan.units) do
-    if not u.pinned then
-      for i, m in ipairs(u.messages) do
-        if is_result(m) then
-          found[#found + 1] = { unit = u, index = i,
-                                size = tokens.estimate(m.content, factor) }
-        end
+    for i, m in ipairs(u.messages) do
+      if is_result(m) and (answer == nil
+          or (m.tool_call_id or m.call_id) ~= answer) then
+        found[#found + 1] = { unit = u, index = i,
+                              size = tokens.estimate(m.content, factor) }
       end
     end
   end
   table.sort(found, function(a, b) return a.size > b.size end)
+  local marker = "\n[… %d of %d tokens cut to fit the context window]"
   for _, f in ipairs(found) do
     local excess = plan.total - plan.limit
     if excess <= 0 then
       break
     end
-    local marker = "\n[… %d of %d tokens cut to fit the context window]"
-    local keep = math.max(M.MIN_RESULT_TOKENS, f.size - excess
-      - tokens.estimate(marker:format(f.size, f.size), factor))
-    if keep < f.size then
+    local marked = tokens.estimate(marker:format(f.size, f.size), factor)
+    local keep = math.max(M.MIN_RESULT_TOKENS, f.size - excess - marked)
+    if keep + marked < f.size then -- (a cut must make it smaller)
       local u, old = f.unit, f.unit.messages[f.index]
       local msg = {}
       for k, v in pairs(old) do
