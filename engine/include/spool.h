@@ -45,17 +45,27 @@ extern "C" {
 #define SPOOL_VERSION "0.1.0"
 #define SPOOL_VERSION_NUM 100 /* major * 10000 + minor * 100 + patch */
 
-/* Error codes. */
+/*
+ * Error codes, XX(name, value, message): SPOOL_<name> is the value,
+ * spool_strerror() gives the message and spool_errname() the name. The
+ * one list: the codes Lua sees and the control API's statuses derive from
+ * it (with the finer names the library uses, each mapped to one of these).
+ */
+#define SPOOL_ERRNO_MAP(XX)                                                    \
+  XX(EINVAL, -1, "invalid argument") /* a bad argument or option */            \
+  XX(ENOMEM, -2, "out of memory")                                              \
+  XX(ENOTFOUND, -3, "not found")         /* no such agent, thread or file */   \
+  XX(EAGENT, -4, "agent failed to load") /* an agent, prompt or script */      \
+  XX(ESTATE, -5, "wrong state for this call") /* not for the object's state */ \
+  XX(EIO, -6, "input/output error")   /* a system call, store, network */      \
+  XX(EINTERNAL, -7, "internal error") /* a bug in spool: please report */      \
+  XX(ECONFLICT, -8, "conflict")       /* another run holds or changed */       \
+  XX(ECORRUPT, -9, "stored data is corrupt") /* it cannot be read */
+
 #define SPOOL_OK 0
-#define SPOOL_EINVAL (-1)    /* a bad argument or option */
-#define SPOOL_ENOMEM (-2)    /* out of memory */
-#define SPOOL_ENOTFOUND (-3) /* no such agent, thread or file */
-#define SPOOL_EAGENT (-4)    /* an agent, prompt or script failed to load */
-#define SPOOL_ESTATE (-5)    /* the call does not fit the object's state */
-#define SPOOL_EIO (-6)       /* a system call or network operation failed */
-#define SPOOL_EINTERNAL (-7) /* a bug in spool: please report it */
-#define SPOOL_ECONFLICT (-8) /* another run holds or changed the thread */
-#define SPOOL_ECORRUPT (-9)  /* stored data that cannot be read */
+#define SPOOL__ERRNO_ENUM(name, value, message) SPOOL_##name = (value),
+enum spool_errno { SPOOL_ERRNO_MAP(SPOOL__ERRNO_ENUM) };
+#undef SPOOL__ERRNO_ENUM
 
 /* The status of a thread, one agent's work on one input. */
 typedef enum spool_status {
@@ -83,6 +93,8 @@ typedef struct spool_event spool_event;
 SPOOL_API const char *spool_version(void);
 SPOOL_API int spool_version_num(void);
 SPOOL_API const char *spool_strerror(int code);
+/* The name of an error code ("EINVAL"), or "UNKNOWN". */
+SPOOL_API const char *spool_errname(int code);
 
 /*
  * Creating an engine takes three steps: spool_engine_new() allocates it,

@@ -19,6 +19,7 @@
 
 #include <lualib.h>
 
+#include "errors.h"
 #include "http.h"
 #include "json.h"
 #include "lua_heap.h"
@@ -45,29 +46,6 @@ const char *spool_version(void) {
 
 int spool_version_num(void) {
   return SPOOL_VERSION_NUM;
-}
-
-const char *spool_strerror(int code) {
-  switch (code) {
-  case SPOOL_OK:
-    return "success";
-  case SPOOL_EINVAL:
-    return "invalid argument";
-  case SPOOL_ENOMEM:
-    return "out of memory";
-  case SPOOL_ENOTFOUND:
-    return "not found";
-  case SPOOL_EAGENT:
-    return "agent failed to load";
-  case SPOOL_ESTATE:
-    return "wrong state for this call";
-  case SPOOL_EIO:
-    return "input/output error";
-  case SPOOL_EINTERNAL:
-    return "internal error";
-  default:
-    return "unknown error";
-  }
 }
 
 /* ---- errors and logs ---- */
@@ -499,27 +477,6 @@ static const char *text_of(const char *msg) {
   return colon + 2;
 }
 
-static int code_of(const char *msg) {
-  static const struct {
-    const char *name;
-    int code;
-  } codes[] = {
-      {"EINVAL", SPOOL_EINVAL},       {"ENOMEM", SPOOL_ENOMEM},
-      {"ENOTFOUND", SPOOL_ENOTFOUND}, {"EAGENT", SPOOL_EAGENT},
-      {"ESTATE", SPOOL_ESTATE},       {"EIO", SPOOL_EIO},
-      {"ELISTEN", SPOOL_EIO},         {"ECONFLICT", SPOOL_ECONFLICT},
-      {"ECORRUPT", SPOOL_ECORRUPT},   {"EMODEL", SPOOL_EIO},
-  };
-  const char *colon = msg ? strchr(msg, ':') : NULL;
-  if (colon == NULL)
-    return SPOOL_EINTERNAL;
-  for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++)
-    if (strlen(codes[i].name) == (size_t)(colon - msg) &&
-        strncmp(msg, codes[i].name, (size_t)(colon - msg)) == 0)
-      return codes[i].code;
-  return SPOOL_EINTERNAL;
-}
-
 int spool_engine_open(spool_engine *e) {
   if (e == NULL)
     return SPOOL_EINVAL;
@@ -581,7 +538,8 @@ int spool_engine_open(spool_engine *e) {
   /* stack: api, ok, err */
   if (!lua_toboolean(L, -2)) {
     const char *msg = lua_tostring(L, -1);
-    rc = spool__fail(e, code_of(msg), "%s", msg ? text_of(msg) : "cannot open");
+    rc = spool__fail(e, spool__error_code_of(msg), "%s",
+                     msg ? text_of(msg) : "cannot open");
     lua_pop(L, 3);
     return rc;
   }
@@ -813,7 +771,8 @@ static int call_api(spool_engine *e, const char *fn, int nargs) {
   }
   if (lua_isnil(L, -2)) {
     const char *msg = lua_tostring(L, -1);
-    int rc = spool__fail(e, code_of(msg), "%s", msg ? text_of(msg) : "failed");
+    int rc = spool__fail(e, spool__error_code_of(msg), "%s",
+                         msg ? text_of(msg) : "failed");
     lua_pop(L, 2);
     return rc;
   }
@@ -876,7 +835,8 @@ static void on_await_done(spool__task *t, int how, int nres, void *ud) {
   int first = lua_gettop(co) - nres + 1;
   if (nres == 0 || lua_isnil(co, first)) {
     const char *msg = nres >= 2 ? lua_tostring(co, first + 1) : NULL;
-    w->rc = spool__fail(e, code_of(msg), "%s", msg ? text_of(msg) : "failed");
+    w->rc = spool__fail(e, spool__error_code_of(msg), "%s",
+                        msg ? text_of(msg) : "failed");
     return;
   }
   size_t n = 0;

@@ -60,6 +60,7 @@ struct spool__http_xfer {
   uint64_t ended_ns;
   long status;
   const char *error;
+  const char *error_name; /* errors.h's, from what ended it */
   spool__net_rule *allow; /* a guarded transfer's exceptions */
   size_t nallow;
   int refused;
@@ -492,6 +493,29 @@ static void reap_cancelled(spool__http *h) {
   }
 }
 
+/* errors.h's name for what curl says ended a transfer. */
+static const char *name_of(CURLcode rc) {
+  switch (rc) {
+  case CURLE_OPERATION_TIMEDOUT:
+    return "ETIMEDOUT";
+  case CURLE_COULDNT_RESOLVE_PROXY:
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_CONNECT:
+    return "ECONNECT";
+  case CURLE_FILESIZE_EXCEEDED:
+    return "ETOOBIG";
+  case CURLE_PARTIAL_FILE:
+  case CURLE_GOT_NOTHING:
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+    return "ECONNRESET";
+  default:
+    return "EHTTP";
+  }
+}
+
 static void check_done(spool__http *h) {
   CURLMsg *msg;
   int left;
@@ -507,14 +531,17 @@ static void check_done(spool__http *h) {
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
     if (x->refused) {
       x->error = x->errmsg; /* on_prereq wrote why */
+      x->error_name = "EACCES";
     } else if (x->too_big) {
       snprintf(x->errmsg, sizeof x->errmsg,
                "response body larger than %zu bytes", x->max_response);
       x->error = x->errmsg;
+      x->error_name = "ETOOBIG";
     } else if (rc != CURLE_OK) {
       snprintf(x->errmsg, sizeof x->errmsg, "%s",
                x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
       x->error = x->errmsg;
+      x->error_name = name_of(rc);
     }
     if (!x->cancelled)
       x->cb(x, x->ud);
@@ -571,8 +598,8 @@ const spool__buf *spool__http_headers(const spool__http_xfer *x) {
   return &x->resp_headers;
 }
 
-int spool__http_refused(const spool__http_xfer *x) {
-  return x->refused;
+const char *spool__http_error_name(const spool__http_xfer *x) {
+  return x->error_name;
 }
 
 double spool__http_seconds(const spool__http_xfer *x) {

@@ -104,8 +104,10 @@ const char *spool__http_error(const spool__http_xfer *x);
 const spool__buf *spool__http_body(const spool__http_xfer *x);
 /* The final response's header lines, "Name: value\r\n" each. */
 const spool__buf *spool__http_headers(const spool__http_xfer *x);
-/* Whether the guard refused the address (the error says why). */
-int spool__http_refused(const spool__http_xfer *x);
+/* errors.h's name of what ended the transfer, when it did not complete:
+ * EACCES (the guard refused the address), ETIMEDOUT, ECONNECT,
+ * ECONNRESET, ETOOBIG or EHTTP; NULL when it completed. */
+const char *spool__http_error_name(const spool__http_xfer *x);
 /* Seconds from start to end of the transfer. */
 double spool__http_seconds(const spool__http_xfer *x);
 

@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "errors.h"
 #include "spool_int.h"
 #include "store.h"
 
@@ -439,6 +440,27 @@ static int l_core_in_task(lua_State *L) {
   return 1;
 }
 
+/* core.errors: { ENAME = { code = "EIO" (spool.h's), status = 503, api =
+ * "store_failed", message } } for every name errors.h knows. */
+static void push_error(const spool__error *err, void *ud) {
+  lua_State *L = ud;
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, spool_errname(err->code));
+  lua_setfield(L, -2, "code");
+  lua_pushinteger(L, err->status);
+  lua_setfield(L, -2, "status");
+  lua_pushstring(L, err->api);
+  lua_setfield(L, -2, "api");
+  lua_pushstring(L, err->message ? err->message : spool_strerror(err->code));
+  lua_setfield(L, -2, "message");
+  lua_setfield(L, -2, err->name);
+}
+
+static void push_errors(lua_State *L) {
+  lua_newtable(L);
+  spool__error_each(push_error, L);
+}
+
 int luaopen_spool_core(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"spawn", l_core_spawn},
@@ -482,5 +504,7 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_limits(L);
   lua_pushliteral(L, SPOOL_VERSION);
   lua_setfield(L, -2, "version");
+  push_errors(L);
+  lua_setfield(L, -2, "errors");
   return 1;
 }

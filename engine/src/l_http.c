@@ -69,21 +69,6 @@ static void http_cancel(spool__op *op) {
   free(h);
 }
 
-static const char *error_code(const spool__http_xfer *x, const char *msg) {
-  if (spool__http_refused(x))
-    return "EACCES";
-  if (strstr(msg, "timed out") || strstr(msg, "Timeout"))
-    return "ETIMEDOUT";
-  if (strstr(msg, "larger than"))
-    return "ETOOBIG";
-  if (strstr(msg, "reset") || strstr(msg, "Empty reply") ||
-      strstr(msg, "Recv failure") || strstr(msg, "closed"))
-    return "ECONNRESET";
-  if (strstr(msg, "connect") || strstr(msg, "resolve"))
-    return "ECONNECT";
-  return "EHTTP";
-}
-
 /* stack: ... -> ..., { lower-case name = value } from header lines */
 static void push_headers(lua_State *L, const spool__buf *hb) {
   lua_newtable(L);
@@ -116,7 +101,7 @@ static int push_result(lua_State *L) {
   const char *err = spool__http_error(x);
   if (err) {
     lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", error_code(x, err), err);
+    lua_pushfstring(L, "%s: %s", spool__http_error_name(x), err);
     return 2;
   }
   lua_createtable(L, 0, 4);
@@ -382,7 +367,8 @@ static void on_stream_done(spool__http_xfer *x, void *ud) {
   s->x = NULL;
   s->ended = 1;
   if (err)
-    snprintf(s->error, sizeof s->error, "%s: %s", error_code(x, err), err);
+    snprintf(s->error, sizeof s->error, "%s: %s", spool__http_error_name(x),
+             err);
   else if (!s->head_done)
     on_stream_head(x, s); /* a head curl never reported, as with HTTP/0.9 */
   if (s->w)

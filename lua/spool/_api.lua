@@ -36,22 +36,17 @@ function M.fail(status, code, message, headers)
 end
 
 
--- Raises the API error for an engine error "ECODE: why". EIO is the
--- store's (a full disk, a lost database): 503, as the request may be sent
--- again once it is back, and nothing of it was kept.
-local ENGINE_ERRORS = {
-  ENOTFOUND = { 404, "not_found" }, EINVAL = { 422, "invalid" },
-  EAGENT = { 422, "broken_agent" }, ESTATE = { 409, "wrong_state" },
-  ECONFLICT = { 409, "conflict" }, EIO = { 503, "store_failed" },
-}
+-- Raises the API error for an engine error "ECODE: why", with the status
+-- and code the error table gives it (engine/src/errors.h); a 500 is ours:
+-- logged, never described.
 
 function M.engine_error(err)
   local ecode, why = tostring(err):match("^(%u+): (.*)$")
-  local e = ENGINE_ERRORS[ecode]
-  if e then
-    M.fail(e[1], e[2], why)
+  local e = core.errors[ecode]
+  if e and e.status ~= 500 then
+    M.fail(e.status, e.api, why)
   end
-  error(err, 0) -- anything else is ours: logged, answered 500
+  error(err, 0)
 end
 
 
