@@ -10,32 +10,30 @@
 
 #include "spool.h"
 
-const char *spool_strerror(int code) {
-  switch (code) {
-  case SPOOL_OK:
-    return "success";
-#define XX(name, value, message)                                               \
-  case SPOOL_##name:                                                           \
-    return message;
-    SPOOL_ERRNO_MAP(XX)
+static const struct {
+  int code;
+  const char *name, *message;
+} codes[] = {{SPOOL_OK, "OK", "success"},
+#define XX(name, value, message) {value, #name, message},
+             SPOOL_ERRNO_MAP(XX)
 #undef XX
-  default:
-    return "unknown error";
-  }
+};
+
+static int code_index(int code) {
+  for (size_t i = 0; i < sizeof codes / sizeof *codes; i++)
+    if (codes[i].code == code)
+      return (int)i;
+  return -1;
+}
+
+const char *spool_strerror(int code) {
+  int i = code_index(code);
+  return i < 0 ? "unknown error" : codes[i].message;
 }
 
 const char *spool_errname(int code) {
-  switch (code) {
-  case SPOOL_OK:
-    return "OK";
-#define XX(name, value, message)                                               \
-  case SPOOL_##name:                                                           \
-    return #name;
-    SPOOL_ERRNO_MAP(XX)
-#undef XX
-  default:
-    return "UNKNOWN";
-  }
+  int i = code_index(code);
+  return i < 0 ? "UNKNOWN" : codes[i].name;
 }
 
 static const spool__error rows[] = {
