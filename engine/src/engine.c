@@ -69,15 +69,6 @@ const char *spool_engine_errmsg(const spool_engine *e) {
 
 static const char *const log_level_names[] = {"error", "warn", "info", "debug"};
 
-/* Whether lines go out as JSON: "log_format", else $SPOOL_LOG_FORMAT (read
- * here too, so a host's lines before spool_engine_open agree). */
-static int logs_json(const spool_engine *e) {
-  if (e->log_format_set)
-    return e->log_json;
-  const char *format = getenv("SPOOL_LOG_FORMAT");
-  return format && strcmp(format, "json") == 0;
-}
-
 /* msg as a JSON string, each byte that is not UTF-8 (a file name, a
  * message cut short) written as U+FFFD, so that the line still goes out. */
 static int write_text(spool__buf *b, const char *msg, size_t len) {
@@ -88,8 +79,7 @@ static int write_text(spool__buf *b, const char *msg, size_t len) {
   int rc = 0;
   while (p < end && rc == 0) {
     size_t n = spool__utf8_seq(p, end);
-    rc = n ? spool__buf_add(&clean, p, n)
-           : spool__buf_adds(&clean, "\xEF\xBF\xBD");
+    rc = n ? spool__buf_add(&clean, p, n) : spool__utf8_put(&clean, 0xFFFD);
     p += n ? n : 1;
   }
   if (rc == 0)
@@ -106,7 +96,7 @@ static void write_line(const spool_engine *e, spool__log_level level,
                        int text_level, const char *msg, size_t len) {
   spool__buf line = {0};
   int rc;
-  if (logs_json(e)) {
+  if (e->log_json) {
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
     time_t secs = (time_t)tv.tv_sec;
@@ -202,6 +192,10 @@ int spool_engine_new(spool_engine **out) {
     return SPOOL_ENOMEM;
   e->api_ref = LUA_NOREF;
   e->log_level = SPOOL__LOG_WARN;
+  /* Read now, so a host's lines before spool_engine_open agree with the
+   * engine's; "log_format" overrides it. */
+  const char *format = getenv("SPOOL_LOG_FORMAT");
+  e->log_json = format && strcmp(format, "json") == 0;
   return 0;
 }
 
@@ -262,7 +256,6 @@ int spool_engine_set(spool_engine *e, const char *key, const char *value) {
       return spool__fail(e, SPOOL_EINVAL,
                          "option 'log_format' is \"text\" or \"json\"");
     e->log_json = strcmp(value, "json") == 0;
-    e->log_format_set = 1;
     return 0;
   }
   if (strcmp(key, "log") == 0) {

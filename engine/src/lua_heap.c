@@ -476,10 +476,6 @@ void spool__lua_heap_use(spool__lua_heap *h, int id) {
       id > 0 && id < h->naccounts && h->acct[id].state == OPEN ? id : 0;
 }
 
-int spool__lua_heap_current(const spool__lua_heap *h) {
-  return h->current;
-}
-
 size_t spool__lua_heap_used(const spool__lua_heap *h, int id) {
   return id >= 0 && id < h->naccounts ? h->acct[id].used : 0;
 }

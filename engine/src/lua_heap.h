@@ -49,7 +49,6 @@ int spool__lua_heap_account_open(spool__lua_heap *h, size_t limit);
 void spool__lua_heap_account_close(spool__lua_heap *h, int account, int heir);
 /* Makes `account` the one new blocks are charged to (0: the engine's). */
 void spool__lua_heap_use(spool__lua_heap *h, int account);
-int spool__lua_heap_current(const spool__lua_heap *h);
 /* Bytes an account's blocks hold now. */
 size_t spool__lua_heap_used(const spool__lua_heap *h, int account);
 size_t spool__lua_heap_limit(const spool__lua_heap *h, int account);

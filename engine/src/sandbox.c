@@ -45,6 +45,7 @@
  *                            limit, else the machine's memory)
  */
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "lua_heap.h"
@@ -98,7 +99,7 @@ static void raise_limit(lua_State *L, const char *key) {
  * handler that catches it (a __close that raises, an error handler) gets
  * no further. The library's own code, which records the failure, gets
  * GRACE instructions before it is stopped too. stack: -> (raises) */
-static void over_budget(lua_State *L, lua_Debug *ar, int agent, long long used,
+static void over_budget(lua_State *L, int agent, long long used,
                         long long *until, const char *key) {
   if (agent || used > *until) {
     *until = used + GRACE;
@@ -119,8 +120,9 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
   if (over_run || over_step) {
     agent = agent_code(L, ar);
     if (over_run)
-      over_budget(L, ar, agent, l->run_used, &l->run_until, &RUN_KEY);
-    over_budget(L, ar, agent, l->step_used, &l->step_until, &STEP_KEY);
+      over_budget(L, agent, l->run_used, &l->run_until, &RUN_KEY);
+    if (over_step)
+      over_budget(L, agent, l->step_used, &l->step_until, &STEP_KEY);
   }
   spool__task *t = e->sched.current;
   if (t == NULL || uv_hrtime() - e->sched.slice_start <= SLICE_NS ||
@@ -382,10 +384,17 @@ static int l_memory(lua_State *L) {
 /* Accounts of their own, apart from a task's: what an agent version keeps
  * between runs (module-level data) counts there, each run's leftovers
  * passed on to it (limits_push's `keep`). */
+/* A byte count from Lua: 0 for none (or nonsense), at most SIZE_MAX / 2
+ * (a cast of inf or of 2^64 and above would be undefined). */
+static size_t opt_bytes(lua_State *L, int i) {
+  lua_Number n = luaL_checknumber(L, i);
+  return n > 0 ? (n < (lua_Number)(SIZE_MAX / 2) ? (size_t)n : SIZE_MAX / 2)
+               : 0;
+}
+
 static int l_account_open(lua_State *L) {
-  lua_Number n = luaL_checknumber(L, 1);
   lua_pushinteger(
-      L, spool__lua_heap_account_open(engine(L)->heap, n > 0 ? (size_t)n : 0));
+      L, spool__lua_heap_account_open(engine(L)->heap, opt_bytes(L, 1)));
   return 1;
 }
 
@@ -402,9 +411,8 @@ static int l_account_used(lua_State *L) {
 }
 
 static int l_set_memory_cap(lua_State *L) {
-  lua_Number n = luaL_checknumber(L, 1);
-  luaL_argcheck(L, n >= 0, 1, "must not be negative");
-  spool__lua_heap_set_cap(engine(L)->heap, (size_t)n);
+  luaL_argcheck(L, luaL_checknumber(L, 1) >= 0, 1, "must not be negative");
+  spool__lua_heap_set_cap(engine(L)->heap, opt_bytes(L, 1));
   return 0;
 }
 

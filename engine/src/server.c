@@ -122,6 +122,8 @@ static const char *status_text(int status) {
     return "Unprocessable Entity";
   case 429:
     return "Too Many Requests";
+  case 431:
+    return "Request Header Fields Too Large";
   case 500:
     return "Internal Server Error";
   case 502:
@@ -309,14 +311,10 @@ void spool__srv_abandon(spool__srv_req *r) {
  * names it in {"error": {"code", "message"}}. */
 static const char *error_code(int status) {
   switch (status) {
-  case 408:
-    return "timeout";
   case 413:
     return "too_large";
   case 431:
     return "headers_too_large";
-  case 503:
-    return "busy";
   default:
     return "bad_request";
   }

@@ -185,6 +185,9 @@ long spool__srv_parse(spool__srv_parser *sp, const char *data, size_t len) {
   if (sp->req && sp->req->too_big) {
     sp->status = 413;
     sp->why = "request body too large";
+  } else if (err == HPE_HEADER_OVERFLOW) {
+    sp->status = 431;
+    sp->why = "request headers too large";
   } else {
     sp->status = 400;
     if (sp->why == NULL)

@@ -104,7 +104,7 @@ struct spool_engine {
   int stop;
   int own_loop_used;
   spool__log_level log_level;
-  int log_json, log_format_set; /* log lines as JSON objects */
+  int log_json; /* log lines as JSON objects */
   char *opt_project, *opt_lua_dir, *opt_model, *opt_base_url, *opt_api_key_env,
       *opt_mock, *opt_store, *opt_agents_dir, *opt_prompts_dir, *opt_watch,
       *opt_stream;
