@@ -392,7 +392,10 @@ describe("the sandbox, attacked", function()
           messages = { { role = "user", content = "hi" } } }
         return "reads " .. reads .. ": " .. tostring(err)
       ]], attacker.url(), allowed.url())), ["prompts/p.md"] = "x" }, mock)
-      run_named("toctou")
+      -- the table was copied raw: its __index never ran (so the copy has
+      -- no provider at all), and nothing was sent
+      assert.matches("unknown model provider 'nil'",
+        run_named("toctou"):outcome(), 1, true)
       assert.are.equal(0, attacker.stats().requests)
     end)
 
@@ -594,6 +597,94 @@ describe("the sandbox, attacked", function()
       local t = h.run(assert(loader.load("hoarder")), "again")
       assert.are.equal("hoarding 600", t:outcome())
     end)
+
+  it("keeps what the engine holds of a version off the definition agent "
+    .. "code is handed", function()
+    local mock = probing_model()
+    project({ ["agents/raiser.lua"] = probe_agent([[
+      local a = ctx.agent
+      spool.loop.model_for(a) -- the engine has now planned with it
+      local found = {}
+      for k, v in pairs(a) do
+        if type(v) == "table" or k == "account" then
+          found[#found + 1] = k
+        end
+      end
+      table.sort(found)
+      a.limits = { step_instructions = 9e15, memory_mb = 100000 }
+      return table.concat(found, " ")
+    ]], "limits = { memory_mb = 16 },"), ["prompts/p.md"] = "x" }, mock)
+    local before = config.get().limits.memory_mb
+    local t = run_named("raiser")
+    -- only what the definition itself says: no memo, no account
+    assert.are.equal("files limits prompt_template tool_names tools",
+      t:outcome())
+    assert.are.equal(before, config.get().limits.memory_mb)
+    local l = require("spool._limits").of(config.get().limits,
+      loader.load("raiser"))
+    assert.is_true(l.memory_mb <= before and l.step_instructions
+      <= config.get().limits.step_instructions)
+  end)
+
+  it("shares the run's memory budget among prefetch functions", function()
+    local mock = probing_model()
+    -- two fetches of 10 MiB each: under 16 MiB alone, over a half of it
+    project({ ["agents/fetcher.lua"] = probe_agent("return 'ok'", [[
+      limits = { memory_mb = 16 },
+      prefetch = {
+        a = function() local t = {} for i = 1, 10 * 1024 do
+          t[i] = ("a"):rep(1000) .. i end return #t end,
+        b = function() local t = {} for i = 1, 10 * 1024 do
+          t[i] = ("b"):rep(1000) .. i end return #t end,
+      },]]), ["prompts/p.md"] = "x" }, mock)
+    local t = run_named("fetcher")
+    local errors = 0
+    for _, ev in ipairs(t.events) do
+      if ev.type == "prefetch" and ev.data.error then
+        assert.matches("memory budget of 8 MiB", ev.data.error)
+        errors = errors + 1
+      end
+    end
+    assert.are.equal(2, errors)
+  end)
+
+  it("stops a table.move that would run for ever, and makes an empty "
+    .. "string.rep at once", function()
+    local mock = probing_model()
+    project({ ["agents/mover.lua"] = probe_agent([[
+      local r = ("").rep("", 1e15) .. string.rep("", 2 ^ 53)
+      local t = table.move({ 1, 2, 3 }, 1, 3, 2)
+      assert(#r == 0 and t[4] == 3 and t[2] == 1)
+      local big = table.move({ 1, 2 }, 1, 6000, 2) -- in Lua, same result
+      assert(big[3] == 2 and big[1] == 1)
+      table.move({}, 1, math.maxinteger, 1, {})
+      return "moved"
+    ]], "limits = { step_instructions = 20000000 },"),
+      ["prompts/p.md"] = "x" }, mock)
+    local t = run_named("mover")
+    assert.are.equal("done", t:status())
+    assert.matches("step ran past its budget", errors_of(t)[1])
+  end)
+
+  it("gives the library its grace past a run budget that has no step "
+    .. "budget beside it", function()
+    local handle = core.limits_push { run_instructions = 2e6 }
+    local ok, err = pcall(function()
+      local n = 0
+      for i = 1, 1e8 do n = n + i end
+      return n
+    end)
+    -- recording the failure takes a few instructions more: they run
+    local after, aerr = pcall(function()
+      local n = 0
+      for i = 1, 1e5 do n = n + i end
+      return n
+    end)
+    core.limits_pop(handle)
+    assert.is_false(ok)
+    assert.matches("the run ran past its instruction budget", tostring(err))
+    assert.is_true(after, tostring(aerr))
+  end)
 
   it("lets an agent lower the project's limits, not raise them", function()
     local project_limits = config.get().limits

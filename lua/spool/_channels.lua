@@ -24,6 +24,7 @@
 -- a process that stops forgets the escalations it had not made yet.
 
 local core = require "spool.core"
+local json = require "spool.json"
 local config = require "spool.config"
 local hub = require "spool._hub"
 local metrics = require "spool._metrics"
@@ -167,7 +168,7 @@ local CODES = { [400] = "bad_request", [401] = "bad_signature",
                 [422] = "invalid" }
 
 function M.error_reply(status, message)
-  return { status = status, body = require("spool.json").encode({ error = {
+  return { status = status, body = json.encode({ error = {
     code = CODES[status] or "error", message = message } }),
     headers = { ["content-type"] = "application/json" } }
 end

@@ -15,6 +15,7 @@
 local llm = require "spool.llm"
 local pricing = require "spool.pricing"
 local prompt = require "spool.prompt"
+local task = require "spool._task"
 local window = require "spool._window"
 
 local M = {}
@@ -50,7 +51,7 @@ end
 
 local function call(thread, model, system, text, max_tokens)
   -- Recorded by the caller, in its compaction or summary event.
-  return require("spool._runner").quietly(llm.chat, { model = model,
+  return task.quietly(llm.chat, { model = model,
     system = system, max_tokens = max_tokens,
     messages = { { role = "user", content = text } }, thread = thread })
 end

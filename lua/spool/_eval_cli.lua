@@ -11,6 +11,7 @@
 -- is at least --min-pass (default 0: report only), 1 below it, 2 on bad
 -- usage.
 
+local config = require "spool.config"
 local core = require "spool.core"
 local json = require "spool.json"
 local run_eval = require "spool._eval"
@@ -49,7 +50,7 @@ end
 -- The store a report's threads are in, as the user can name it: relative
 -- to the working folder when it is in it.
 local function store_name()
-  local path = require("spool.config").get().store
+  local path = config.get().store
   local cwd = os.getenv("PWD")
   if cwd and path:sub(1, #cwd + 1) == cwd .. "/" then
     return path:sub(#cwd + 2)

@@ -74,10 +74,17 @@ function M.init(file_limits)
 end
 
 
--- An agent's limits: its own over the project's. Kept on the agent per
--- project table.
+-- What the engine keeps of an agent version, keyed by its definition and
+-- never on it: agent code is handed its definition (ctx.agent), and must
+-- not reach the project's limits through it, nor change its own.
+local memos = setmetatable({}, { __mode = "k" })
+local accounts = setmetatable({}, { __mode = "k" })
+local collected = setmetatable({}, { __mode = "k" })
+
+
+-- An agent's limits: its own over the project's. Kept per project table.
 function M.of(project, agent)
-  local memo = agent.limits_memo
+  local memo = memos[agent]
   if memo and memo.project == project then
     return memo.limits
   end
@@ -88,7 +95,43 @@ function M.of(project, agent)
     local own = agent.limits and agent.limits[k]
     out[k] = own and math.min(own, project[k]) or project[k]
   end
-  agent.limits_memo = { project = project, limits = out }
+  memos[agent] = { project = project, limits = out }
+  return out
+end
+
+
+-- The memory account of an agent version (spool._loader opens it): what
+-- the version keeps between its runs counts there.
+function M.set_account(agent, account)
+  accounts[agent] = account
+end
+
+
+function M.account(agent)
+  return accounts[agent]
+end
+
+
+-- Closes the version's account; its definition is going (a finalizer:
+-- a weak key stays readable until the collection after).
+function M.close_account(agent)
+  local account = accounts[agent]
+  if account then
+    accounts[agent] = nil
+    core.account_close(account)
+  end
+end
+
+
+-- A k-th of each of `limits`' budgets, for k tasks that share them.
+function M.share(limits, k)
+  if k <= 1 then
+    return limits
+  end
+  local out = {}
+  for key, v in pairs(limits) do
+    out[key] = math.max(1, v // k)
+  end
   return out
 end
 
@@ -98,7 +141,7 @@ end
 function M.push_run(limits, agent)
   return core.limits_push { step_instructions = limits.step_instructions,
     run_instructions = limits.run_instructions,
-    memory = limits.memory_mb * 2 ^ 20, keep = agent and agent.account }
+    memory = limits.memory_mb * 2 ^ 20, keep = agent and accounts[agent] }
 end
 
 
@@ -108,10 +151,15 @@ end
 -- into the engine's cap. Returns nil or "ELIMIT: why".
 function M.kept_over(limits, agent)
   local budget = limits.memory_mb * 2 ^ 20
-  local kept = agent.account and core.account_used(agent.account) or 0
-  if kept > budget then
-    collectgarbage() -- what its runs left may be garbage not yet collected
-    kept = core.account_used(agent.account)
+  local account = accounts[agent]
+  local kept = account and core.account_used(account) or 0
+  if kept > budget and not collected[agent] then
+    -- What its runs left may be garbage not yet collected: a full
+    -- collection, once per version (its runs are refused from then on, so
+    -- what it keeps cannot shrink), not at every refused run.
+    collected[agent] = true
+    collectgarbage()
+    kept = core.account_used(account)
   end
   if kept > budget then
     return string.format("ELIMIT: agent %s keeps %d MiB between its runs "

@@ -307,13 +307,13 @@ local function compile(name, read, dirs)
     core.account_close(account)
     return nil, err
   end
-  def.account = account
+  limits.set_account(def, account)
   return def
 end
 
 
 local function check(def)
-  return bounded(def.account, check_unbounded, def)
+  return bounded(limits.account(def), check_unbounded, def)
 end
 
 

@@ -55,11 +55,12 @@ function M.run(thread, agent)
   local input = thread:input()
   local results, left = {}, #fns
   local all_in = core.signal()
-  local run_limits = limits.of(config.get().limits, agent)
+  -- Agent code in tasks of their own, which share the run's budgets: each
+  -- of k fetches gets a k-th of them, so prefetching cannot multiply them.
+  local share = limits.share(limits.of(config.get().limits, agent), #fns)
   for _, name in ipairs(fns) do
     core.spawn(function()
-      -- Agent code in a task of its own: under the run's limits too.
-      local handle, err = limits.push_run(run_limits, agent)
+      local handle, err = limits.push_run(share, agent)
       if handle then
         results[name] = outcome(pcall(agent.prefetch[name], input,
           { thread = thread, agent = agent }))

@@ -25,6 +25,7 @@ local loop = require "spool.loop"
 local loader = require "spool._loader"
 local format = require "spool.format"
 local store = require "spool.store"
+local task = require "spool._task"
 local human = require "spool.human"
 local config = require "spool.config"
 local limits = require "spool._limits"
@@ -39,57 +40,6 @@ local recent_bytes = 0   -- what their stored events take
 -- inputs must not hold the process's memory).
 M.keep_recent = 1000
 M.keep_recent_bytes = 64 * 2 ^ 20
-
--- The thread (and tool call) each task is working on, for spool.state and
--- spool.call; weak, so a finished coroutine leaves nothing behind.
-local current = setmetatable({}, { __mode = "k" })
-
-
-function M.current()
-  local c = current[coroutine.running()]
-  return c and c.thread
-end
-
-
--- Model calls the engine records itself (the loop's own step, a
--- compaction): spool.llm records the others — an agent's own step calling
--- spool.llm.chat — so every call a thread makes is in its events and its
--- budgets. quietly(f, ...) runs f with recording off in this task.
-local quiet = setmetatable({}, { __mode = "k" })
-
-
-function M.quietly(f, ...)
-  local co = coroutine.running()
-  local was = quiet[co]
-  quiet[co] = true
-  local res = table.pack(pcall(f, ...))
-  quiet[co] = was
-  if not res[1] then
-    error(res[2], 0)
-  end
-  return table.unpack(res, 2, res.n)
-end
-
-
-function M.is_quiet()
-  return quiet[coroutine.running()] == true
-end
-
-
--- The tool call the calling task's handler is running, if any.
-function M.current_call()
-  local c = current[coroutine.running()]
-  return c and c.call_id
-end
-
-
-function M.set_call(call_id)
-  local c = current[coroutine.running()]
-  if c then
-    c.call_id = call_id
-  end
-end
-
 
 -- Tells the host (CLI, embedding application) of each event.
 local function sink(thread, ev)
@@ -208,16 +158,12 @@ end
 -- stays at its last durable step, for `spool resume` to continue).
 local function drive(thread, agent)
   thread.agent_def = agent
-  local co = coroutine.running()
-  local outer = current[co]
-  current[co] = { thread = thread }
-  local ok, err = xpcall(loop.run, function(e)
+  local ok, err = task.on(thread, xpcall, loop.run, function(e)
     if type(e) == "table" or core.is_limit(e) then
       return e -- no traceback: a memory limit leaves nothing to make one
     end
     return debug.traceback(e, 2)
   end, thread, agent, next_version)
-  current[co] = outer
   if ok or (err == loop.PAUSED and thread:status() == "waiting")
       or err == DRAINED then
     return
@@ -510,11 +456,10 @@ function M.call(parent, name, input)
   if status == "waiting" then
     -- Surface the child's request on the parent and pause the parent.
     local req = child:pending_request().data
-    local c = current[coroutine.running()]
     parent:append("human_request", {
       kind = req.kind, name = req.name, args = req.args,
       question = req.question, deadline = req.deadline, via = child.id,
-      call_id = c and c.call_id,
+      call_id = task.call(),
     })
     loop.commit(parent)
     live[child.id] = nil
@@ -630,7 +575,6 @@ function M.recover()
 end
 
 
--- Cancels a stored thread (and its sub-agents that have not ended).
 -- Is live thread t a sub-agent (at any depth) of thread `id`?
 local function descends(t, id)
   local p = t.parent
@@ -646,6 +590,7 @@ local function descends(t, id)
 end
 
 
+-- Cancels a stored thread (and its sub-agents that have not ended).
 function M.cancel(id, reason)
   local t = live[id]
   if t then

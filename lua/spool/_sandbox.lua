@@ -332,9 +332,52 @@ local function shallow(t)
 end
 
 
+-- A call into Lua's C library runs to its end, out of the instruction
+-- hook's reach; one that allocates as it goes meets the memory limit, but
+-- two can loop without allocating for as long as an agent asks. Those get
+-- forms the hook can stop (same results). string.rep is the string
+-- metatable's too (("").rep), so it is replaced for all code.
+local c_rep = string.rep
+string.rep = function(s, n, sep)
+  if s == "" and (sep == nil or sep == "")
+      and math.tointeger(tonumber(n)) then
+    return "" -- an empty result, made n times over in C
+  end
+  return c_rep(s, n, sep)
+end
+
+local c_move = table.move
+local MOVE_IN_C = 4096 -- elements: a bounded call
+
+local function table_move(a1, f, e, t, a2)
+  if math.type(f) ~= "integer" or math.type(e) ~= "integer"
+      or math.type(t) ~= "integer" or e < f or e - f < MOVE_IN_C then
+    return c_move(a1, f, e, t, a2) -- (which checks what it is given)
+  end
+  a2 = a2 == nil and a1 or a2
+  if not (f > 0 or e < math.maxinteger + f) then
+    error("bad argument #3 to 'move' (too many elements to move)", 2)
+  elseif t > math.maxinteger - (e - f) then
+    error("bad argument #4 to 'move' (destination wrap around)", 2)
+  end
+  if t > e or t <= f or a1 ~= a2 then
+    for i = 0, e - f do
+      a2[t + i] = a1[f + i]
+    end
+  else -- an overlap where copying forwards would overwrite what it reads
+    for i = e - f, 0, -1 do
+      a2[t + i] = a1[f + i]
+    end
+  end
+  return a2
+end
+
+
 local function base_env()
   local string_lib = shallow(string)
   string_lib.dump = nil -- bytecode is never loaded, and shows no source
+  local table_lib = shallow(table)
+  table_lib.move = table_move
   local coroutine_lib = shallow(coroutine)
   coroutine_lib.yield = sandboxed_yield
   coroutine_lib.resume = sandboxed_resume
@@ -347,7 +390,7 @@ local function base_env()
     xpcall = sandboxed_xpcall, setmetatable = sandboxed_setmetatable,
     getmetatable = sandboxed_getmetatable, rawequal = rawequal,
     rawget = rawget, rawset = sandboxed_rawset, rawlen = rawlen,
-    string = string_lib, table = shallow(table), math = shallow(math),
+    string = string_lib, table = table_lib, math = shallow(math),
     utf8 = shallow(utf8), coroutine = coroutine_lib,
     os = { time = os.time, clock = os.clock, date = os.date },
     _VERSION = _VERSION,

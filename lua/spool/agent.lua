@@ -56,6 +56,8 @@
 -- Mistakes in the definition are errors at load time, with the agent's
 -- file named, not surprises at step 7.
 
+local core = require "spool.core"
+local run_limits = require "spool._limits"
 local schema = require "spool.schema"
 local sandbox = require "spool._sandbox"
 
@@ -63,9 +65,7 @@ local M = {}
 
 -- A version's memory account (spool._loader) closes when the version goes.
 local AGENT = { __name = "spool.agent", __gc = function(a)
-  if rawget(a, "account") then
-    require("spool.core").account_close(rawget(a, "account"))
-  end
+  run_limits.close_account(a)
 end }
 local TOOL_NAME = "^[%a_][%w_%-]*$"
 
@@ -225,7 +225,7 @@ function M.define(def, where)
       and require("spool._channels").check(data("humans"), where) or nil,
     limits = data("limits"),
   }, AGENT)
-  local lok, lerr = require("spool._limits").check(a.limits,
+  local lok, lerr = run_limits.check(a.limits,
     where .. ": limits")
   if not lok then
     error(lerr, 0)

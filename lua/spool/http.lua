@@ -55,9 +55,7 @@ end
 
 
 -- A URL as an error shows it: no user or password, nothing past the path.
-local function shown(url)
-  return (url:gsub("^(%a[%w+.-]*://)[^/?#]*@", "%1"):gsub("[?#].*$", ""))
-end
+local shown = internal.shown
 
 
 local MAX_RESPONSE = 64 * 2 ^ 20 -- engine/src/http.h's bound

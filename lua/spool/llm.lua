@@ -40,9 +40,12 @@
 
 local core = require "spool.core"
 local config = require "spool.config"
+local http = require "spool._http"
 local json = require "spool.json"
+local pricing = require "spool.pricing"
 local ratelimit = require "spool._ratelimit"
 local sandbox = require "spool._sandbox"
+local task = require "spool._task"
 
 local M = {}
 
@@ -77,9 +80,7 @@ end
 
 
 -- A URL safe to show: without user:password@.
-local function shown(url)
-  return (url:gsub("//[^/@]*@", "//"))
-end
+local shown = http.shown
 
 
 function M.request(req)
@@ -106,62 +107,9 @@ local function retryable_status(status, headers)
 end
 
 
--- "1s", "6m0s", "250ms", "1h2m3.5s" (OpenAI's x-ratelimit-reset-*) -> ms.
-local function duration_ms(s)
-  if type(s) ~= "string" or s == "" then
-    return nil
-  end
-  local total, rest = 0, s
-  for num, unit in s:gmatch("([%d%.]+)(%a+)") do
-    local n = tonumber(num)
-    local scale = ({ h = 3600000, m = 60000, s = 1000, ms = 1 })[unit]
-    if not n or not scale then
-      return nil
-    end
-    total = total + n * scale
-    rest = rest:gsub("^[%d%.]+%a+", "", 1)
-  end
-  if rest ~= "" then
-    return nil
-  end
-  return math.ceil(total)
-end
-
-
-local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6,
-                 Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
-
--- How long the server asks us to wait, in ms, or nil: retry-after-ms,
--- then Retry-After (seconds or an HTTP date), then for a 429 the rate
--- limit's reset.
-function M.retry_after_ms(headers, status)
-  headers = headers or {}
-  local ms = tonumber(headers["retry-after-ms"])
-  if ms and ms >= 0 then
-    return math.ceil(ms)
-  end
-  local ra = headers["retry-after"]
-  if ra then
-    local secs = tonumber(ra)
-    if secs and secs >= 0 then
-      return math.ceil(secs * 1000)
-    end
-    local d, mon, y, h, mi, sec =
-      ra:match("^%a+, (%d+) (%a+) (%d+) (%d+):(%d+):(%d+) GMT$")
-    if d and MONTHS[mon] then
-      -- os.time reads a local time; the offset at that instant makes it UTC.
-      local t = { year = tonumber(y), month = MONTHS[mon], day = tonumber(d),
-                  hour = tonumber(h), min = tonumber(mi), sec = tonumber(sec) }
-      local here = os.time(t)
-      local utc = here + (here - os.time(os.date("!*t", here)))
-      return math.max(0, utc * 1000 - core.time())
-    end
-  end
-  if status == 429 then
-    return duration_ms(headers["x-ratelimit-reset-requests"])
-      or duration_ms(headers["x-ratelimit-reset-tokens"])
-  end
-end
+-- How long a server asks us to wait (spool._http's, kept here for code
+-- that reads it from spool.llm).
+M.retry_after_ms = http.retry_after_ms
 
 
 local function http_failure(p, model, res)
@@ -171,7 +119,7 @@ local function http_failure(p, model, res)
     error = string.format("%s returned HTTP %d: %s", model.provider,
       res.status, msg),
     retryable = retryable_status(res.status, res.headers),
-    retry_after_ms = M.retry_after_ms(res.headers, res.status),
+    retry_after_ms = http.retry_after_ms(res.headers, res.status),
   }
 end
 
@@ -474,7 +422,6 @@ local chat
 -- llm_call event on the thread the task runs, counted in its usage, cost
 -- and budgets like the loop's own model_call.
 local function record(thread, reply, err, attempts, req)
-  local pricing = require "spool.pricing"
   local data = { error = err, streamed = req.stream or nil,
                  attempts = attempts and #attempts > 1 and attempts or nil }
   if reply then
@@ -494,8 +441,7 @@ end
 
 
 function M.chat(req)
-  local runner = require "spool._runner"
-  local thread = not runner.is_quiet() and (runner.current() or nil)
+  local thread = not task.is_quiet() and (task.thread() or nil)
   local cassette = req.thread and req.thread.eval and req.thread.eval.cassette
     or thread and thread.eval and thread.eval.cassette
   local reply, err, attempts

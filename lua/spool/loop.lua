@@ -33,6 +33,7 @@ local tokens = require "spool.tokens"
 local extract = require "spool.extract"
 local sandbox = require "spool._sandbox"
 local run_limits = require "spool._limits"
+local task = require "spool._task"
 
 local M = {}
 
@@ -162,8 +163,10 @@ end
 -- What an agent version says of its tools, in the two forms a step needs
 -- (the prompt's, and the request's with its size in bytes): made once per
 -- version, as the version never changes.
+local kept_lists = setmetatable({}, { __mode = "k" })
+
 local function tool_lists(agent)
-  local lists = agent.tool_lists
+  local lists = kept_lists[agent]
   if lists then
     return lists
   end
@@ -182,7 +185,7 @@ local function tool_lists(agent)
     end
     lists.request_bytes = #json.encode(lists.request)
   end
-  agent.tool_lists = lists
+  kept_lists[agent] = lists
   return lists
 end
 
@@ -203,13 +206,16 @@ end
 -- The model an agent uses: the project's, with the agent's overrides. An
 -- agent that names another provider gets that provider's defaults (key,
 -- base URL), and the mock when the project runs on the mock.
+local model_memos = setmetatable({}, { __mode = "k" })
+
 function M.model_for(agent)
   local base = config.get().model
   local own = agent.model
   -- Even without overrides the agent gets its own copy: the project's
   -- model is the engine's, never handed to agent code to change.
-  -- The same project model and overrides make the same model: kept.
-  local memo = agent.model_memo
+  -- The same project model and overrides make the same model: kept, by
+  -- agent and not on it (agent code is handed its definition).
+  local memo = model_memos[agent]
   if memo and memo.base == base and memo.own == own then
     return memo.model
   end
@@ -217,7 +223,7 @@ function M.model_for(agent)
   -- Frozen: agent code may be handed it, and must not change it (nor
   -- give it a metatable) between the URL's check and its use.
   sandbox.freeze(m)
-  agent.model_memo = { base = base, own = own, model = m }
+  model_memos[agent] = { base = base, own = own, model = m }
   return m
 end
 
@@ -300,10 +306,9 @@ local function run_handler(tool, args, ctx)
     return false, "not run: this step's instruction budget is spent "
       .. "(limits.step_instructions); call it again"
   end
-  local runner = require("spool._runner")
-  runner.set_call(ctx.call_id)
+  task.set_call(ctx.call_id)
   local ok, res, err = pcall(tool.run, args, ctx)
-  runner.set_call(nil)
+  task.set_call(nil)
   if not ok then
     if res == M.PAUSED or (type(res) == "table" and res.store_error) then
       error(res, 0) -- a pause or a store failure ends the step, not the tool
@@ -837,7 +842,7 @@ function M.step(thread, agent)
   req.context.plan = nil
   -- While the call is out, cancelling the thread interrupts it.
   thread.model_task = core.task_id()
-  local reply, err, attempts = require("spool._runner").quietly(llm.chat,
+  local reply, err, attempts = task.quietly(llm.chat,
     req) -- recorded below, as the model_call event
   thread.model_task = nil
   if not reply and thread.cancel_requested then

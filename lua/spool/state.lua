@@ -23,8 +23,11 @@
 -- Namespaces may have a TTL in spool.lua: state = { sessions = { ttl_ms =
 -- 3600000 } }; expired documents read as absent and `spool gc` deletes them.
 
+local config = require "spool.config"
 local core = require "spool.core"
 local json = require "spool.json"
+local store = require "spool.store"
+local task = require "spool._task"
 
 local M = {}
 
@@ -44,16 +47,14 @@ local function check_names(ns, key)
 end
 
 
-local function current_thread()
-  return require("spool._runner").current()
-end
+local current_thread = task.thread
 
 
 local function ttl_of(ns, opts)
   if opts and opts.ttl_ms then
     return opts.ttl_ms
   end
-  local cfg = require("spool.config").get()
+  local cfg = config.get()
   local spec = cfg.state and cfg.state[ns]
   return spec and spec.ttl_ms
 end
@@ -79,7 +80,7 @@ function M.get(ns, key)
   if w then
     return w.value, nil
   end
-  local doc, err = require("spool.store").state_get(ns, key)
+  local doc, err = store.state_get(ns, key)
   if err then
     error("spool.state.get: " .. err, 2)
   end
@@ -99,7 +100,7 @@ local function write(ns, key, value, opts)
   if thread then
     if w.if_version and not pending(thread, ns, key) then
       -- Checked now too, so a handler can react; the commit checks again.
-      local doc, err = require("spool.store").state_get(ns, key)
+      local doc, err = store.state_get(ns, key)
       if err then
         return nil, err
       end
@@ -110,11 +111,11 @@ local function write(ns, key, value, opts)
       end
     end
     -- The call that wrote it: a conflict at the commit fails that call.
-    w.call_id = require("spool._runner").current_call()
+    w.call_id = task.call()
     thread.writes[#thread.writes + 1] = w
     return true
   end
-  local versions, err = require("spool.store").write_state({ w })
+  local versions, err = store.write_state({ w })
   if not versions then
     return nil, err
   end
@@ -144,7 +145,7 @@ end
 function M.list(ns, opts)
   check_names(ns, "x")
   opts = opts or {}
-  local items, err = require("spool.store").state_list(ns, opts.after,
+  local items, err = store.state_list(ns, opts.after,
     opts.limit)
   if not items then
     error("spool.state.list: " .. err, 2)

@@ -120,18 +120,13 @@ local function reply(value)
 end
 
 
-local function refused(status, why)
-  return require("spool._channels").error_reply(status, why)
-end
-
-
 -- Handles a POST to /v1/channels/discord.
 function M.inbound(req, channels, settings)
   -- The app's public key is no secret: spool.lua may hold it as it is.
   local key = settings.public_key
     or core.getenv(settings.public_key_env or "DISCORD_PUBLIC_KEY")
   if not key then
-    return refused(404, "Discord is not set up here")
+    return channels.error_reply(404, "Discord is not set up here")
   end
   local sig = req.headers["x-signature-ed25519"] or ""
   local ts = req.headers["x-signature-timestamp"] or ""
@@ -146,11 +141,11 @@ function M.inbound(req, channels, settings)
   end
   if why then
     channels.refuse("discord", 401, why)
-    return refused(401, why)
+    return channels.error_reply(401, why)
   end
   local doc = json.decode(req.body)
   if type(doc) ~= "table" then
-    return refused(400, "the interaction is not JSON")
+    return channels.error_reply(400, "the interaction is not JSON")
   end
   if doc.type == PING then
     return reply({ type = PONG })
@@ -161,7 +156,7 @@ function M.inbound(req, channels, settings)
     and (user.username or user.id) or "someone")
   local verb, token = tostring(data.custom_id):match("^spool:(%a+):(.+)$")
   if not verb then
-    return refused(400, "not a spool interaction")
+    return channels.error_reply(400, "not a spool interaction")
   end
   local response
   if doc.type == COMPONENT and verb == "ask" then
@@ -178,7 +173,7 @@ function M.inbound(req, channels, settings)
     local input = type(row.components) == "table" and row.components[1] or {}
     response = { answer = tostring(input.value or "") }
   else
-    return refused(400, "not a spool interaction")
+    return channels.error_reply(400, "not a spool interaction")
   end
   local message = type(doc.message) == "table" and doc.message.id or nil
   local ok, line_or_status, msg = channels.answer(token, response,

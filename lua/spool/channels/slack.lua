@@ -151,12 +151,6 @@ local function ok_empty()
 end
 
 
--- An error in the control API's shape (spool._channels).
-local function error_reply(status, message)
-  return require("spool._channels").error_reply(status, message)
-end
-
-
 local function json_reply(status, value)
   return { status = status, body = json.encode(value),
            headers = { ["content-type"] = "application/json" } }
@@ -178,7 +172,7 @@ local function on_action(channels, payload, settings)
     token = action.action_id:sub(#"spool_answer:" + 1)
     response = { answer = tostring(action.value or "") }
   else
-    return error_reply(400, "not a spool action")
+    return channels.error_reply(400, "not a spool action")
   end
   local container = type(payload.container) == "table" and payload.container
     or {}
@@ -217,7 +211,7 @@ function M.inbound(req, channels, settings)
   local secret = core.getenv(settings.signing_secret_env
     or "SLACK_SIGNING_SECRET")
   if not secret then
-    return error_reply(404, "Slack is not set up here")
+    return channels.error_reply(404, "Slack is not set up here")
   end
   local ok, why = M.verify(req.headers, req.body, secret)
   if ok and not channels.fresh("slack", req.headers["x-slack-signature"],
@@ -226,7 +220,7 @@ function M.inbound(req, channels, settings)
   end
   if not ok then
     channels.refuse("slack", 401, why)
-    return error_reply(401, why)
+    return channels.error_reply(401, why)
   end
   local ctype = (req.headers["content-type"] or ""):lower()
   if ctype:match("^application/json") then
@@ -246,7 +240,7 @@ function M.inbound(req, channels, settings)
   if form.payload then
     local payload = json.decode(form.payload)
     if type(payload) ~= "table" then
-      return error_reply(400, "the payload is not JSON")
+      return channels.error_reply(400, "the payload is not JSON")
     end
     if payload.type == "block_actions" then
       return on_action(channels, payload, settings)
@@ -259,7 +253,7 @@ function M.inbound(req, channels, settings)
       text = id and ("Started thread " .. id)
         or ("Not started: " .. tostring(err) .. " (" .. status .. ")") })
   end
-  return error_reply(400, "not a Slack callback spool knows")
+  return channels.error_reply(400, "not a Slack callback spool knows")
 end
 
 
