@@ -218,6 +218,31 @@ describe("spool serve", function()
       "-H 'Authorization: Bearer s3cret-token' -H 'Host: spool.internal'")))
     s.stop()
     assert.not_matches("s3cret", s.log())
+    -- Named callers: spool.lua's api_tokens, each answering as its name;
+    -- one whose variable is unset cannot come in, and the log says so.
+    h.write_files(dir, { ["spool.lua"] = "return { api_tokens = { ops = "
+      .. "'SPEC_OPS_TOKEN', gone = 'SPEC_UNSET_TOKEN' } }" })
+    s = serve(dir, mock, "", "SPOOL_TOKEN=s3cret-token "
+      .. "SPEC_OPS_TOKEN=ops-token-0123456789")
+    local ops = "-H 'Authorization: Bearer ops-token-0123456789'"
+    assert.are.equal(200, (curl(s, "GET", "/v1/agents", nil, ops)))
+    local status, v = curl(s, "POST", "/v1/threads",
+      '{"agent":"w","input":"refund it","wait_ms":5000}', ops)
+    assert.are.equal(201, status)
+    assert.are.equal(202, (curl(s, "POST", "/v1/threads/" .. v.id .. "/events",
+      '{"type":"approve"}', ops)))
+    h.wait_for(function()
+      return select(2, curl(s, "GET", "/v1/threads/" .. v.id)).status == "done"
+    end, 10000, "the thread to finish")
+    local _, shown = curl(s, "GET", "/v1/threads/" .. v.id)
+    local by
+    for _, ev in ipairs(shown.events) do
+      by = ev.type == "human_response" and ev.data.by or by
+    end
+    assert.are.equal("api:ops", by)
+    s.stop()
+    assert.matches("api_tokens.gone: $SPEC_UNSET_TOKEN is not set", s.log(),
+      1, true)
   end)
 
   it("drains on SIGTERM under load, and the next start finishes every run",
@@ -401,10 +426,16 @@ return { webhooks = { { url = "http://127.0.0.1:%d/hook", events = { "done" },
     local run = string.format("env SPOOL_WEBHOOK_SECRET=s3 %s --project %s "
       .. "--base-url %s --db %s ", BIN, h.q(dir), mock.url,
       h.q(dir .. "/spool.db"))
-    -- The run exits after the first try (503); the notice stays.
-    local out, code = h.sh(run .. "run w --input steps:0 2>&1")
-    assert.are.equal(0, code, out)
-    h.wait_for(function() return #got == 1 end)
+    -- The run exits after the first try (503); the notice stays. (In the
+    -- background: this engine's loop must turn to answer it.)
+    h.sh(string.format("(%s run w --input steps:0 >%s 2>&1; echo $? >%s) "
+      .. ">/dev/null 2>&1 &",
+      run, h.q(dir .. "/run.out"), h.q(dir .. "/run.code")))
+    local code = h.wait_for(function()
+      return tonumber(h.slurp(dir .. "/run.code"):match("%d+"))
+    end, 20000, "spool run to exit")
+    assert.are.equal(0, code, h.slurp(dir .. "/run.out"))
+    assert.are.equal(1, #got) -- answered 503, and not tried again
     local kept = h.sh(run .. "state export spool.outbox")
     assert.matches('"attempt":1', kept)
     -- A serving process tries it again, and it is gone.
@@ -417,6 +448,7 @@ return { webhooks = { { url = "http://127.0.0.1:%d/hook", events = { "done" },
     end, 10000, "the outbox to empty")
     s.stop()
     -- A webhook with no secret: the project does not open.
+    local out
     out, code = h.sh(string.format("env -u SPOOL_WEBHOOK_SECRET %s --project "
       .. "%s threads 2>&1", BIN, h.q(dir)))
     assert.are_not.equal(0, code)

@@ -38,6 +38,7 @@ local config = require "spool.config"
 local hub = require "spool._hub"
 local metrics = require "spool._metrics"
 local human = require "spool.human"
+local thread_mod = require "spool.thread"
 
 local M = {}
 
@@ -107,10 +108,13 @@ local function notice_of(thread, ev, kind)
 end
 
 
+-- The outbox keys written for a notice, for its first try once committed.
+local keys_of = setmetatable({}, { __mode = "k" })
+
 -- The outbox writes of a commit (spool.thread's before_commit): one per
 -- notice and target that wants it. The notices are kept on the thread for
 -- the commit's listeners (the /v1/events stream shows the same ids).
-require("spool.thread").before_commit = function(thread, first, last)
+thread_mod.before_commit = function(thread, first, last)
   if thread.parent then
     return nil
   end
@@ -123,14 +127,17 @@ require("spool.thread").before_commit = function(thread, first, last)
       local notice = notice_of(thread, ev, kind)
       thread.notices = thread.notices or {}
       thread.notices[ev.seq] = notice
+      local keys = {}
       for ti, target in ipairs(targets or {}) do
         if wants(target, kind, thread.agent) then
+          keys[#keys + 1] = notice.id .. "." .. ti
           writes = writes or {}
           writes[#writes + 1] = store.engine_write { ns = OUTBOX,
-            key = notice.id .. "." .. ti, value = { notice = notice,
-              url = target.url, attempt = 0, next_at = core.time() } }
+            key = keys[#keys], value = { notice = notice, url = target.url,
+              attempt = 0, next_at = core.time() } }
         end
       end
+      keys_of[notice] = keys
     end
   end
   return writes
@@ -143,6 +150,15 @@ local function target_of(url)
       return t
     end
   end
+end
+
+
+-- The outbox's passes (deliver_due, below) sleep until this, unless a
+-- retry this process scheduled is due sooner.
+local quiet_until = 0
+
+local function wake_at(t)
+  quiet_until = math.min(quiet_until, t)
 end
 
 
@@ -159,12 +175,12 @@ local function try(key)
   end
   local target = target_of(item.url)
   if not target then -- no longer configured
-    store.write_state { store.engine_write { ns = OUTBOX, key = key,
+    store.write_state { { ns = OUTBOX, key = key,
       if_version = doc.version } }
     return
   end
   item.claimed_until = now + CLAIM_MS
-  local versions = store.write_state { store.engine_write { ns = OUTBOX,
+  local versions = store.write_state { { ns = OUTBOX,
     key = key, value = item, if_version = doc.version } }
   if not versions then
     return -- another process has it
@@ -198,20 +214,22 @@ local function try(key)
   end
   metrics.add("spool_webhooks_total", { result = result or "retried" })
   if done then
-    store.write_state { store.engine_write { ns = OUTBOX, key = key,
+    store.write_state { { ns = OUTBOX, key = key,
       if_version = version } }
     return
   end
   local backoff = target.backoff_ms or 1000
   local delay = backoff * 2 ^ (attempt - 1)
   delay = delay / 2 + math.random() * delay / 2 -- jitter: 50-100%
-  local after = res and require("spool.llm").retry_after_ms(res.headers,
+  local after = res and http.retry_after_ms(res.headers,
     status)
   delay = math.min(math.max(delay, after or 0), 3600000)
   item.attempt, item.next_at, item.claimed_until = attempt,
     core.time() + math.floor(delay), nil
-  store.write_state { store.engine_write { ns = OUTBOX, key = key,
-    value = item, if_version = version } }
+  if store.write_state { { ns = OUTBOX, key = key, value = item,
+      if_version = version } } then
+    wake_at(item.next_at)
+  end
 end
 
 
@@ -231,23 +249,40 @@ end
 
 
 -- Tries every notice of the outbox that is due (a pass of a process that
--- serves, every second). Must run in a task.
+-- serves, every second). A pass that finds nothing due lets the outbox be
+-- until its next notice is (30 s at most: other processes add to it), so
+-- notices backing off are not read again each second. Must run in a task.
+local RESCAN_MS = 30000
+
 function M.deliver_due()
-  local after = ""
+  local now = core.time()
+  if now < quiet_until then
+    return
+  end
+  -- Lowered by what this pass finds, and by retries scheduled meanwhile.
+  quiet_until = now + RESCAN_MS
+  local after, tried = "", false
   for _ = 1, 100 do
     local items = store.state_list(OUTBOX, after, 500)
     if not items or #items == 0 then
-      return
+      break
     end
-    local now = core.time()
     for _, item in ipairs(items) do
       local v = item.value
-      if type(v) == "table" and (v.next_at or 0) <= now
-          and (v.claimed_until or 0) <= now then
-        try_in_task(item.key)
+      if type(v) == "table" then
+        local due = math.max(v.next_at or 0, v.claimed_until or 0)
+        if due <= now then
+          tried = true
+          try_in_task(item.key)
+        else
+          wake_at(due)
+        end
       end
       after = item.key
     end
+  end
+  if tried then
+    quiet_until = 0 -- (the next pass looks again)
   end
 end
 
@@ -259,8 +294,8 @@ hub.listen(function(thread, ev)
   end
   thread.notices[ev.seq] = nil
   hub.broadcast(notice) -- the control API's /v1/events
-  for ti in ipairs(config.get().webhooks or {}) do
-    try_in_task(notice.id .. "." .. ti) -- the first try, now
+  for _, key in ipairs(keys_of[notice] or {}) do
+    try_in_task(key) -- the first try, now
   end
 end)
 

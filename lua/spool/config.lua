@@ -327,10 +327,29 @@ end
 
 
 -- Called once by the engine with its options; returns true or nil, err.
+-- spool.lua's api_tokens = { name = "ENV_VAR" }: nil or a message.
+local function check_api_tokens(named)
+  if named ~= nil and type(named) ~= "table" then
+    return "EINVAL: spool.lua: api_tokens = { name = \"ENV_VAR\", ... }"
+  end
+  for name, env in pairs(named or {}) do
+    if type(name) ~= "string" or not name:match("^[%w_%-]+$")
+        or type(env) ~= "string" then
+      return "EINVAL: spool.lua: api_tokens." .. tostring(name)
+        .. " must name an environment variable"
+    end
+  end
+end
+
+
 function M.init(opts)
   local file, err = read_project_file(opts.project)
   if not file then
     return nil, err
+  end
+  local terr = check_api_tokens(file.api_tokens)
+  if terr then
+    return nil, terr
   end
   local webhooks, werr = check_webhooks(file.webhooks)
   if werr then

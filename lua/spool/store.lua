@@ -54,7 +54,8 @@ end
 -- Writes the engine makes in its own namespaces (spool_*, spool.*): only
 -- these reach them. A run's writes are the agent's, whichever way they
 -- got into the thread (spool.state refuses those names; a thread is
--- handed to agent code, which may push to its writes directly).
+-- handed to agent code, which may push to its writes directly). append
+-- checks; write_state is for the engine and scripts, and takes any.
 local engine_writes = setmetatable({}, { __mode = "k" })
 
 function M.engine_write(w)
@@ -84,11 +85,11 @@ function M.append(thread, writes)
       return nil, why
     end
   end
-  local events = {}
+  local events, bytes = {}, 0
   for i = thread.persisted + 1, #thread.events do
     local ev = thread.events[i]
     local data = json.encode(ev.data)
-    thread.bytes = (thread.bytes or 0) + #data
+    bytes = bytes + #data
     events[#events + 1] = { seq = ev.seq, step = ev.step, type = ev.type,
                             at = ev.at, v = ev.v, data = data }
   end
@@ -107,6 +108,7 @@ function M.append(thread, writes)
   if not versions then
     return nil, err
   end
+  thread.bytes = (thread.bytes or 0) + bytes -- what was stored, once
   return json.decode(versions)
 end
 
@@ -195,7 +197,7 @@ end
 local SEEN = "spool.seen"
 
 function M.first_seen(key, ttl_ms)
-  local versions, err = M.write_state { M.engine_write { ns = SEEN, key = key,
+  local versions, err = M.write_state { { ns = SEEN, key = key,
     value = true, if_version = 0, expires_at = core.time() + ttl_ms } }
   if versions then
     return true
@@ -207,7 +209,7 @@ end
 
 
 function M.forget_seen(key)
-  return M.write_state { M.engine_write { ns = SEEN, key = key } }
+  return M.write_state { { ns = SEEN, key = key } }
 end
 
 
