@@ -82,6 +82,28 @@ describe("spool (CLI)", function()
       end
     end)
 
+    it("refuses a spool.lua whose settings do not fit, naming the setting",
+      function()
+      local dir = h.tmpdir()
+      finally(function() h.remove(dir) end)
+      for _, case in ipairs {
+        { "limits = { memory_mb = -1 }", "limits.memory_mb must be a positive" },
+        { "api_keys = 'x'", "api_keys = { NAME = {" },
+        { "http = { allow = 5 }", "http = { allow = {" },
+        { "webhooks = { { url = 'http://127.0.0.1:9/h' } }",
+          "webhooks%[1%] needs secret_env" },
+        { "api_tokens = { ['bad name'] = 'X' }",
+          "api_tokens.bad name must name an environment variable" },
+        { "api_tokens = 5", "api_tokens = { name =" },
+      } do
+        h.write_files(dir, { ["spool.lua"] = "return { " .. case[1] .. " }" })
+        local _, err, code = spool("--project " .. h.q(dir)
+          .. " --db :memory: threads")
+        assert.are.equal(1, code, case[1])
+        assert.matches("^spool: spool.lua: " .. case[2], err)
+      end
+    end)
+
     it("exits 2 with a helpful message on misuse", function()
       for _, case in ipairs {
         { "", "usage: spool" },

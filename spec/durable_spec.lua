@@ -460,16 +460,16 @@ describe("durable threads", function()
       local id = start("greet", "first")
       local folder = dir .. "/.spool"
       local db = folder .. "/spool.db"
-      -- Root may write anything: drop that (in a user namespace, else as
-      -- nobody, who then owns the project) when the tests run as root.
+      -- Root may write anything: drop that in a user namespace when the
+      -- tests run as root.
       local drop = ""
       if h.sh("id -u"):match("^0%s") then
-        if select(2, h.sh("unshare -U true 2>/dev/null")) == 0 then
-          drop = "unshare -U"
-        else
-          drop = "setpriv --reuid=nobody --regid=nogroup --clear-groups"
-          h.sh("chown -R nobody:nogroup " .. h.q(dir))
+        if select(2, h.sh("unshare -U true 2>/dev/null")) ~= 0 then
+          pending("running as root without user namespaces: permissions "
+            .. "cannot be taken away here")
+          return
         end
+        drop = "unshare -U"
       end
       h.sh("chmod 0444 " .. h.q(db) .. " && chmod 0555 " .. h.q(folder))
       finally(function()
@@ -501,9 +501,6 @@ describe("durable threads", function()
       local links = dir .. "/links"
       h.sh("mkdir " .. h.q(links) .. " && ln -s " .. h.q(db) .. " "
         .. h.q(links .. "/spool.db") .. " && chmod 0555 " .. h.q(links))
-      if drop:match("^setpriv") then
-        h.sh("chown -R nobody:nogroup " .. h.q(links))
-      end
       _, err, code = spool("--db " .. h.q(links .. "/spool.db")
         .. " run greet --input x", drop)
       assert.are.equal(3, code, err) -- it ran, and waits for its answer
@@ -511,14 +508,12 @@ describe("durable threads", function()
       -- not: reading the file alone would lose it, so it is refused
       local copy = dir .. "/copy"
       h.sh("mkdir " .. h.q(copy))
-      h.sh(string.format("(printf 'PRAGMA wal_autocheckpoint = 0;\\nUPDATE "
-        .. "threads SET updated_at = updated_at + 1;\\n'; sleep 2) "
-        .. "| sqlite3 %s & sleep 1; cp %s %s %s/; wait", h.q(db), h.q(db),
-        h.q(db .. "-wal"), h.q(copy)))
+      -- (copied from inside the writer's session, while it holds the -wal)
+      h.sh(string.format("printf '%%s\\n' 'PRAGMA wal_autocheckpoint = 0;' "
+        .. "'UPDATE threads SET updated_at = updated_at + 1;' "
+        .. "'.shell cp %s %s %s/' | sqlite3 %s", h.q(db), h.q(db .. "-wal"),
+        h.q(copy), h.q(db)))
       h.sh("chmod 0555 " .. h.q(copy))
-      if drop:match("^setpriv") then
-        h.sh("chown -R nobody:nogroup " .. h.q(copy))
-      end
       _, err, code = spool("--db " .. h.q(copy .. "/spool.db") .. " threads",
         drop)
       assert.are.equal(1, code)

@@ -7,7 +7,9 @@ local e = require "spool.eval"
 local thread_mod = require "spool.thread"
 local run_eval = require "spool._eval"
 
-local PROJECT = "--project " .. h.q(h.ROOT .. "/spec/fixtures/eval") .. " "
+-- (an evaluation's threads in memory: the fixture is part of the source)
+local PROJECT = "--project " .. h.q(h.ROOT .. "/spec/fixtures/eval")
+  .. " --db :memory: "
 
 local function thread_of(events)
   local t = thread_mod.new("a", "v", nil, nil)
@@ -265,7 +267,8 @@ describe("spool eval", function()
 
     it("compares an agent file with sub-agents against the current one",
       function()
-      local out, err, code = h.cli("--base-url http://127.0.0.1:9/v1 eval "
+      local out, err, code = h.cli("--base-url http://127.0.0.1:9/v1 "
+        .. "--db :memory: eval "
         .. "support --cases evals/support.jsonl --replay "
         .. "evals/cassettes/support --compare agents/support.lua current "
         .. "--json")
@@ -273,7 +276,8 @@ describe("spool eval", function()
       local r = json.decode(out)
       assert.are.equal(1.0, r.a.pass_rate) -- classify & co. were found
       assert.are.equal(1.0, r.b.pass_rate)
-      _, err, code = h.cli("eval 'x;rm' --cases evals/support.jsonl "
+      _, err, code = h.cli("--db :memory: eval 'x;rm' --cases "
+        .. "evals/support.jsonl "
         .. "--compare agents/support.lua current")
       assert.are.equal(1, code)
       assert.matches("not an agent name", err)

@@ -125,12 +125,20 @@ describe("spool.loop", function()
         end,
       }
       local ns = "counters_" .. require("spool.core").random_id()
-      local pause_first = 0
+      -- (third run: `read` says the handler has read, and it waits for
+      -- `written` before it writes)
+      local third, read, written = false, false, false
       local bump = {
         params = { wait_ms = "integer" },
         run = function(args)
           local value, version = spool.state.get(ns, "n")
-          spool.sleep(pause_first)
+          read = true
+          for _ = 1, 2000 do
+            if not third or written then
+              break
+            end
+            spool.sleep(5)
+          end
           local ok, err = spool.state.put(ns, "n", (value or 0) + 1,
             { if_version = version or 0 })
           if not ok then
@@ -156,10 +164,11 @@ describe("spool.loop", function()
       assert.is_false(runner.is_live(slow.id))
       -- A third run sees the conflict in its handler: someone wrote
       -- between its read and its write.
-      pause_first = 100
+      third, read = true, false
       local t = runner.start(a, "0")
-      require("spool.core").sleep(30)
+      h.wait_for(function() return read end, 10000, "the handler's read")
       assert(spool.state.put(ns, "n", 99)) -- outside a run: stored now
+      written = true
       h.wait_run(t)
       assert.are.equal("conflict seen by the handler: ECONFLICT: state " .. ns
         .. "/n is at version 2, not 1", t:outcome())
