@@ -12,10 +12,10 @@
 -- bench/spool-driver, which sets the project and the store.
 local core = require "spool.core"
 local json = require "spool.json"
-local runner = require "spool._runner"
-local loader = require "spool._loader"
+local runner = require "spool.run.runner"
+local loader = require "spool.run.loader"
 
-local o = require("spool._cli").new("bench driver", "usage: bench/spool-driver "
+local o = require("spool.cli.command").new("bench driver", "usage: bench/spool-driver "
   .. "--base URL --runs R --concurrency C --steps K --warmup W --timeout-s S "
   .. "[--db FILE] [--no-cpu-limits]"):parse(arg, { ["--base"] = "value",
     ["--runs"] = "count", ["--concurrency"] = "count", ["--steps"] = "natural",
@@ -24,7 +24,7 @@ local o = require("spool._cli").new("bench driver", "usage: bench/spool-driver "
 
 -- Without instruction budgets no count hook is set: what the hook costs.
 if o.no_cpu_limits then
-  local limits = require("spool.config").get().limits
+  local limits = require("spool.base.config").get().limits
   limits.step_instructions, limits.run_instructions = nil, nil
 end
 

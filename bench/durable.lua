@@ -4,8 +4,8 @@
 -- Run by bench/durable inside `spool lua`, once per store.
 local core = require "spool.core"
 local json = require "spool.json"
-local runner = require "spool._runner"
-local loader = require "spool._loader"
+local runner = require "spool.run.runner"
+local loader = require "spool.run.loader"
 
 local url, runs, steps = arg[1], tonumber(arg[2]), tonumber(arg[3])
 local agent = assert(loader.load("calc"))

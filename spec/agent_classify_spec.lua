@@ -1,6 +1,6 @@
 -- agents/classify.lua against the demo's mock model.
 local h = require "spec.support"
-local loader = require "spool._loader"
+local loader = require "spool.run.loader"
 
 describe("agents/classify", function()
   local agent = assert(loader.load("classify"))

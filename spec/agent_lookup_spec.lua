@@ -1,6 +1,6 @@
 -- agents/lookup.lua: read-only tools over data/, against the demo's mock.
 local h = require "spec.support"
-local loader = require "spool._loader"
+local loader = require "spool.run.loader"
 
 describe("agents/lookup", function()
   local agent = assert(loader.load("lookup"))

@@ -1,6 +1,6 @@
 -- agents/reply.lua: the response writer, no tools.
 local h = require "spec.support"
-local loader = require "spool._loader"
+local loader = require "spool.run.loader"
 
 describe("agents/reply", function()
   local agent = assert(loader.load("reply"))

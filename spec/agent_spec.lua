@@ -2,7 +2,7 @@
 -- loads, with the file named.
 local spool = require "spool"
 local agent = require "spool.agent"
-local loader = require "spool._loader"
+local loader = require "spool.run.loader"
 local h = require "spec.support"
 
 local function define_error(def)
@@ -113,7 +113,7 @@ describe("the agent loader", function()
       assert(#seen == 0, "agents can see: " .. table.concat(seen, ", "))
       assert(os.execute == nil and os.exit == nil and os.getenv == nil)
       assert(not pcall(require, "spool.core"))
-      assert(not pcall(require, "spool._runner"))
+      assert(not pcall(require, "spool.run.runner"))
       return spool.agent { prompt = "classify.md" }
     ]])
     f:close()

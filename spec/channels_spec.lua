@@ -7,11 +7,11 @@
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
-local http = require "spool._http"
-local config = require "spool.config"
-local serve = require "spool._serve"
-local runner = require "spool._runner"
-local slack = require "spool.channels.slack"
+local http = require "spool.base.http"
+local config = require "spool.base.config"
+local serve = require "spool.serve"
+local runner = require "spool.run.runner"
+local slack = require "spool.serve.channels.slack"
 local people = require "spec.fixtures.people"
 local model, stored, wait_status = people.model, people.stored,
   people.wait_status
@@ -220,7 +220,7 @@ describe("channels", function()
     it("takes a typed answer", function()
       setup()
       -- An agent whose question goes to Slack: a text input, not buttons.
-      local loader = require "spool._loader"
+      local loader = require "spool.run.loader"
       local agent = assert(loader.load("asker"))
       agent.humans = { { channel = "slack", to = "#ops" } }
       local t = runner.start(agent, "ask me")

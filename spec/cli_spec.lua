@@ -2,7 +2,7 @@
 -- mock model (in a process of its own, or inside the CLI's engine).
 local h = require "spec.support"
 local json = require "spool.json"
-local http = require "spool._http" -- the engine's: it reaches loopback
+local http = require "spool.base.http" -- the engine's: it reaches loopback
 
 local BIN = h.q(h.BIN)
 local BROKEN = h.q(h.ROOT .. "/spec/fixtures/broken")

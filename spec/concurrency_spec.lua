@@ -1,7 +1,7 @@
 -- Hundreds of runs in flight on one loop. Asserted on what the mock model
 -- saw at once (its peak of requests in flight), never on wall-clock time.
 local h = require "spec.support"
-local runner = require "spool._runner"
+local runner = require "spool.run.runner"
 
 describe("the engine", function()
   it("keeps 500 runs in flight at once, each a coroutine", function()

@@ -1,6 +1,6 @@
 -- spool.context: rendering a thread for the model.
 local context = require "spool.context"
-local thread_mod = require "spool.thread"
+local thread_mod = require "spool.run.thread"
 local json = require "spool.json"
 
 local function thread_of(events)

@@ -585,8 +585,8 @@ end)
 
 describe("a sub-agent called from a tool's handler", function()
   it("gets the answer to its question, and its parent goes on", function()
-    local loader = require "spool._loader"
-    local runner = require "spool._runner"
+    local loader = require "spool.run.loader"
+    local runner = require "spool.run.runner"
     local mock = h.mock { rules = { { reply = function(conv)
       if conv.system == "PARENT" then
         if conv.turns == 0 then
@@ -622,7 +622,7 @@ return spool.agent { prompt = "kid.md",
     local after = assert(runner.load(t.id))
     assert.are.equal("done", after:status())
     assert.are.equal("parent got: kid heard 42", after:outcome())
-    local kids = require("spool.store").children(t.id)
+    local kids = require("spool.run.store").children(t.id)
     assert.are.equal(1, #kids)
     assert.are.equal("done", kids[1].status)
   end)
@@ -631,8 +631,8 @@ end)
 
 describe("a thread waiting for an outside event", function()
   it("goes on with the event's data as the tool's result", function()
-    local loader = require "spool._loader"
-    local runner = require "spool._runner"
+    local loader = require "spool.run.loader"
+    local runner = require "spool.run.runner"
     local mock = h.mock { rules = { { reply = function(conv)
       if conv.turns == 0 then
         return { tool = "wait_payment", args = {} }

@@ -4,8 +4,8 @@
 local h = require "spec.support"
 local json = require "spool.json"
 local e = require "spool.eval"
-local thread_mod = require "spool.thread"
-local run_eval = require "spool._eval"
+local thread_mod = require "spool.run.thread"
+local run_eval = require "spool.cli.evaluate"
 
 -- (an evaluation's threads in memory: the fixture is part of the source)
 local PROJECT = "--project " .. h.q(h.ROOT .. "/spec/fixtures/eval")

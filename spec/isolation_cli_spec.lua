@@ -4,7 +4,7 @@
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
-local http = require "spool._http"
+local http = require "spool.base.http"
 
 local BIN = h.q(h.BIN)
 local TOKEN = "isolation-spec-token-0123"

@@ -1,6 +1,6 @@
 -- spool.loop: the default loop, against the mock model over real HTTP.
 local h = require "spec.support"
-local runner = require "spool._runner"
+local runner = require "spool.run.runner"
 local spool = require "spool"
 local json = spool.json
 
@@ -244,8 +244,8 @@ describe("spool.loop", function()
     assert(runner.cancel(t.id, "stop it"))
     h.wait_run(t)
     assert.are.equal("cancelled", t:status())
-    local c = require("spool.thread").from_record(
-      assert(require("spool.store").load(child_id)))
+    local c = require("spool.run.thread").from_record(
+      assert(require("spool.run.store").load(child_id)))
     assert.are.equal("cancelled", c:status())
     h.settle_mock(mock)
   end)
@@ -386,7 +386,7 @@ describe("spool.loop", function()
     assert.is_true(req.escalation)
     assert.matches("^2 steps in a row failed: unknown tool 'nope'",
       req.question)
-    local resumed = require("spool._runner").resume(t.id,
+    local resumed = require("spool.run.runner").resume(t.id,
       { answer = "use the add tool" })
     h.wait_run(resumed)
     assert.are.equal("2", resumed:outcome())

@@ -3,7 +3,7 @@ local h = require "spec.support"
 local mock_mod = require "spool.mock"
 local spool = require "spool"
 local json = spool.json
-local http = require "spool._http" -- the engine's: it reaches loopback
+local http = require "spool.base.http" -- the engine's: it reaches loopback
 
 local function body(messages, tools)
   return { model = "m", messages = messages, tools = tools }

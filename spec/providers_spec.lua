@@ -2,11 +2,11 @@
 -- whole and streamed, and every fault the mock can inject.
 local h = require "spec.support"
 local core = require "spool.core"
-local config = require "spool.config"
+local config = require "spool.base.config"
 local llm = require "spool.llm"
-local runner = require "spool._runner"
-local ratelimit = require "spool._ratelimit"
-local pricing = require "spool.pricing"
+local runner = require "spool.run.runner"
+local ratelimit = require "spool.model.ratelimit"
+local pricing = require "spool.model.pricing"
 
 local PROVIDERS = { "openai", "openai-responses", "anthropic" }
 
@@ -460,7 +460,7 @@ end)
 
 
 describe("model resolution", function()
-  local config = require "spool.config"
+  local config = require "spool.base.config"
   local loop = require "spool.loop"
 
   it("is one rule: an agent's base_url takes it off the mock, and a "

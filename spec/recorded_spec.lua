@@ -15,7 +15,7 @@ local function read(name)
 end
 
 -- `s` cut into writes of `n` bytes (UTF-8 sequences split too).
-local pieces = require("spool._mock_wire").pieces
+local pieces = require("spool.model.mock_wire").pieces
 
 local function crlf(s)
   return (s:gsub("\n", "\r\n"))

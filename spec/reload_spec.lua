@@ -4,9 +4,9 @@
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
-local loader = require "spool._loader"
-local runner = require "spool._runner"
-local api = require "spool._engine"
+local loader = require "spool.run.loader"
+local runner = require "spool.run.runner"
+local api = require "spool.engine"
 
 -- An agent with one harmless tool and a prompt; `extra` adds fields.
 local function agent_file(name, extra)

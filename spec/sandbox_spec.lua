@@ -1,4 +1,4 @@
--- The sandbox (spool._sandbox) and the limits on agent code (spool._limits,
+-- The sandbox (spool.run.sandbox) and the limits on agent code (spool.run.limits,
 -- engine/src/sandbox.c): agent files a spec loads and runs, each trying
 -- one of the escapes or runaway habits an isolation review found. Agents
 -- reach only the public library, each its own copy; a tool that loops,
@@ -6,9 +6,9 @@
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
-local loader = require "spool._loader"
-local runner = require "spool._runner"
-local config = require "spool.config"
+local loader = require "spool.run.loader"
+local runner = require "spool.run.runner"
+local config = require "spool.base.config"
 
 local function project(files, mock)
   local dir, restore = h.project(files, mock)
@@ -56,9 +56,9 @@ local errors_of = h.errors
 
 describe("the agent sandbox", function()
   it("lets agents require only the public library", function()
-    for _, mod in ipairs { "spool.mock", "spool.config", "spool.store",
-                           "spool.thread", "spool._runner", "spool.core",
-                           "spool.agent", "spool.pricing", "io" } do
+    for _, mod in ipairs { "spool.mock", "spool.base.config", "spool.run.store",
+                           "spool.run.thread", "spool.run.runner", "spool.core",
+                           "spool.agent", "spool.model.pricing", "io" } do
       project({ ["agents/esc.lua"] = string.format([[
         local spool = require "spool"
         local m = require %q
@@ -366,7 +366,7 @@ describe("the sandbox, attacked", function()
       ]]), ["prompts/p.md"] = "x" }, mock)
       local t = run_named("forger")
       assert.are.equal("done", t:status())
-      assert.is_nil(require("spool.store").state_get("spool_channels", "_key"))
+      assert.is_nil(require("spool.run.store").state_get("spool_channels", "_key"))
       assert.matches("the engine's own namespace", h.errors(t)[1])
     end)
 
@@ -620,7 +620,7 @@ describe("the sandbox, attacked", function()
     assert.are.equal("files limits prompt_template tool_names tools",
       t:outcome())
     assert.are.equal(before, config.get().limits.memory_mb)
-    local l = require("spool._limits").of(config.get().limits,
+    local l = require("spool.run.limits").of(config.get().limits,
       loader.load("raiser"))
     assert.is_true(l.memory_mb <= before and l.step_instructions
       <= config.get().limits.step_instructions)
@@ -690,7 +690,7 @@ describe("the sandbox, attacked", function()
     local project_limits = config.get().limits
     local a = require("spool.agent").define({ prompt = "p", limits = {
       step_instructions = 9e18, memory_mb = 1 } }, "agents/x.lua")
-    local l = require("spool._limits").of(project_limits, a)
+    local l = require("spool.run.limits").of(project_limits, a)
     assert.are.equal(project_limits.step_instructions, l.step_instructions)
     assert.are.equal(1, l.memory_mb)
   end)

@@ -384,7 +384,7 @@ return { webhooks = { { url = "%s/hook", secret_env = "SPOOL_WEBHOOK_SECRET",
       '{"agent":"w","input":"refund it","wait_ms":5000}')
     assert.are.equal(201, status)
     local body = '{"type":"approve"}'
-    local sig = require("spool._webhooks").sign_request(secrets[2],
+    local sig = require("spool.serve.webhooks").sign_request(secrets[2],
       require("spool.core").time(), "/v1/hooks/threads/" .. v.id .. "/events",
       body)
     assert.are.equal(202, (curl(s, "POST", "/v1/hooks/threads/" .. v.id
@@ -460,7 +460,7 @@ return { webhooks = { { url = "http://127.0.0.1:%d/hook", events = { "done" },
     local dir, mock = project()
     local env = "SPOOL_HOOK_SECRET=hook-secret-0123456789"
     local body = '{"agent":"w","input":"steps:0"}'
-    local sig = require("spool._webhooks").sign_request(
+    local sig = require("spool.serve.webhooks").sign_request(
       "hook-secret-0123456789", require("spool.core").time(),
       "/v1/hooks/threads", body)
     local hdr = "-H " .. h.q("Spool-Signature: " .. sig)

@@ -1,14 +1,14 @@
 -- The control API, end to end over real HTTP: the server runs on this
--- engine's loop (spool._serve), the client is the engine's own spool._http
+-- engine's loop (spool.serve), the client is the engine's own spool.base.http
 -- (curl; the agents' spool.http refuses loopback), and the agents talk to
 -- an in-process mock model.
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
-local http = require "spool._http"
-local serve = require "spool._serve"
-local api = require "spool._api"
-local hub = require "spool._hub"
+local http = require "spool.base.http"
+local serve = require "spool.serve"
+local api = require "spool.serve.api"
+local hub = require "spool.run.hub"
 
 local base
 local TOKEN = "spec-token-0123456789"
@@ -308,7 +308,7 @@ describe("the control API", function()
         input = "slow", wait_ms = 10000 }) }
     end)
     h.wait_for(function()
-      return require("spool._runner").running() > 0
+      return require("spool.run.runner").running() > 0
     end)
     serve.stop(5000)
     h.wait_for(function() return answer end)
@@ -402,7 +402,7 @@ describe("the control API", function()
       assert.are.equal(503, status)
       assert.are.equal("busy", v.error.code)
       assert.are.equal("1", res.headers["retry-after"])
-      h.wait_for(function() return require("spool._runner").running() == 0 end)
+      h.wait_for(function() return require("spool.run.runner").running() == 0 end)
     end)
 
   it("limits requests per client when asked", function()

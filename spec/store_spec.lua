@@ -4,8 +4,8 @@
 local h = require "spec.support"
 local spool = require "spool"
 local core = require "spool.core"
-local store = require "spool.store"
-local runner = require "spool._runner"
+local store = require "spool.run.store"
+local runner = require "spool.run.runner"
 local json = spool.json
 
 local types = h.types
@@ -249,6 +249,6 @@ describe("pause and resume", function()
       select(2, human.response_for(req, { approve = true })))
     assert.are.equal("because", human.response_for(req,
       { answer = "because" }).answer)
-    require("spool._runner").cancel(t.id, "test over")
+    require("spool.run.runner").cancel(t.id, "test over")
   end)
 end)

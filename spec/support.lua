@@ -11,7 +11,7 @@ local core = require "spool.core"
 local spool = require "spool"
 local agent_mod = require "spool.agent"
 local prompt = require "spool.prompt"
-local runner = require "spool._runner"
+local runner = require "spool.run.runner"
 
 local h = {}
 
@@ -59,14 +59,14 @@ function h.scripted(replies)
 end
 
 
--- A model of `provider` at a mock (spool.config.resolve_model), retrying
+-- A model of `provider` at a mock (spool.base.config.resolve_model), retrying
 -- at once; `settings` override any model setting.
 function h.model_at(mock, provider, settings)
   local fm = { retry_base_ms = 1, timeout_ms = 10000 }
   for k, v in pairs(settings or {}) do
     fm[k] = v
   end
-  return assert(require("spool.config").resolve_model({ provider = provider,
+  return assert(require("spool.base.config").resolve_model({ provider = provider,
     mock = "off", base_url = mock.url() }, fm))
 end
 
@@ -99,7 +99,7 @@ function h.agent(def, mock_or_url)
   a.name = a.name or ("test_" .. core.random_id():sub(-10))
   a.version = "test"
   a.prompt_template = prompt.compile(system, "prompts/test.md")
-  require("spool._loader").register(a) -- so resume can find it by name
+  require("spool.run.loader").register(a) -- so resume can find it by name
   return a
 end
 
@@ -197,8 +197,8 @@ end
 -- from, its model the given mock; returns the folder and a function that
 -- puts everything back (stops watching, forgets the project's agents).
 function h.project(files, mock)
-  local config = require "spool.config"
-  local loader = require "spool._loader"
+  local config = require "spool.base.config"
+  local loader = require "spool.run.loader"
   local dir = h.tmpdir()
   h.write_files(dir, files)
   local cfg = config.get()
@@ -229,7 +229,7 @@ end
 -- spool.lua's http = { allow = list } does, until the function it returns
 -- is called: spool.http refuses loopback (where the specs' servers are).
 function h.allow_http(list)
-  local cfg = require("spool.config").get()
+  local cfg = require("spool.base.config").get()
   local saved = cfg.http_guard
   cfg.http_guard = assert(core.net_guard(list))
   return function()

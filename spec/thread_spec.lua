@@ -1,7 +1,7 @@
--- spool.thread: what the events say (status, the request waited on,
+-- spool.run.thread: what the events say (status, the request waited on,
 -- usage) is kept up to date as events are appended; it must always match
 -- reading the whole thread again.
-local thread_mod = require "spool.thread"
+local thread_mod = require "spool.run.thread"
 local json = require "spool.json"
 
 -- The same answers, read from scratch the slow way.
@@ -39,7 +39,7 @@ local KINDS = { "model_call", "tool_result", "human_request",
                 "human_response", "agent_result", "compaction", "done",
                 "failed", "intent" }
 
-describe("spool.thread", function()
+describe("spool.run.thread", function()
   it("keeps status, pending request and usage in step with its events",
     function()
       math.randomseed(7)

@@ -4,12 +4,12 @@
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
-local http = require "spool._http"
-local config = require "spool.config"
-local loader = require "spool._loader"
-local runner = require "spool._runner"
-local serve = require "spool._serve"
-local webhooks = require "spool._webhooks"
+local http = require "spool.base.http"
+local config = require "spool.base.config"
+local loader = require "spool.run.loader"
+local runner = require "spool.run.runner"
+local serve = require "spool.serve"
+local webhooks = require "spool.serve.webhooks"
 
 -- Any variable the test process has will do as a shared secret.
 local SECRET_ENV = "PATH"
@@ -104,7 +104,7 @@ describe("webhooks out", function()
       h.wait_for(function() return webhooks.in_flight() == 0 end)
       assert.are.equal(1, #got2) -- 400: the receiver said no; not retried
       assert.are.equal(3, #got)
-      assert.are.same({}, require("spool.store").state_list("spool.outbox"))
+      assert.are.same({}, require("spool.run.store").state_list("spool.outbox"))
     end)
 
   it("wait as long as a Retry-After date asks", function()
@@ -120,13 +120,13 @@ describe("webhooks out", function()
                 backoff_ms = 10 } }
     h.run(assert(loader.load("echo")), "hi")
     h.wait_for(function() return #got == 1 and webhooks.in_flight() == 0 end)
-    local items = require("spool.store").state_list("spool.outbox")
+    local items = require("spool.run.store").state_list("spool.outbox")
     assert.are.equal(1, #items)
     assert.is_true(items[1].value.next_at >= core.time() + 25000)
     webhooks.deliver_due() -- not due yet
     h.wait_for(function() return webhooks.in_flight() == 0 end)
     assert.are.equal(1, #got)
-    require("spool.store").write_state { require("spool.store").engine_write {
+    require("spool.run.store").write_state { require("spool.run.store").engine_write {
       ns = "spool.outbox", key = items[1].key } }
   end)
 

@@ -1,12 +1,12 @@
 -- Owning the context window: budgets, policies, pinned events, compaction
--- and pre-fetch (spool.context over spool._window and spool._compact).
+-- and pre-fetch (spool.context over spool.run.window and spool.run.compact).
 local h = require "spec.support"
 local core = require "spool.core"
 local context = require "spool.context"
 local json = require "spool.json"
-local thread_mod = require "spool.thread"
+local thread_mod = require "spool.run.thread"
 local tokens = require "spool.tokens"
-local window = require "spool._window"
+local window = require "spool.run.window"
 
 local function thread_of(events)
   local t = thread_mod.new("a", "v", nil, nil)
@@ -218,7 +218,7 @@ describe("the context window", function()
       s = window.settings({ window = { tokens = 3000, reserve = 300 } },
         { context_tokens = 8000, max_tokens = 500 })
       assert.are.equal(3000, s.tokens)
-      local config = require "spool.config"
+      local config = require "spool.base.config"
       local m = assert(config.resolve_model({ mock = "on" },
         { context_tokens = 9000, max_tokens = 300 }))
       s = window.settings({}, m)
@@ -673,7 +673,7 @@ describe("the context window", function()
 
     it("takes its prompt from the project's prompts/compact.md", function()
       local model, requests = summarizer()
-      local config = require "spool.config"
+      local config = require "spool.base.config"
       local cfg = config.get()
       local dir, saved = h.tmpdir(), cfg.prompts_dir
       h.write_files(dir, { ["compact.md"] = "Squeeze {{#if x}}{{/if}}the "

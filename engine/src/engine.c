@@ -1,7 +1,7 @@
 /*
  * engine.c: spool_engine and the public API of spool.h: options, the loop,
  * the Lua state and its bootstrap, the event queue, and the calls that cross
- * into the Lua library (lua/spool/_engine.lua), always under protection.
+ * into the Lua library (lua/spool/engine.lua), always under protection.
  *
  * What a thread is and how it runs is Lua's business; this file only moves
  * requests and results across the boundary.
@@ -419,7 +419,7 @@ static void absolute_only(lua_State *L) {
   lua_remove(L, -2);
 }
 
-/* stack: -> (sets up package.path, preloads, and loads spool._engine) */
+/* stack: -> (sets up package.path, preloads, and loads spool.engine) */
 static int bootstrap(lua_State *L) {
   spool_engine *e = lua_touserdata(L, 1);
   const char *lua_dir = lua_tostring(L, 2);
@@ -440,7 +440,7 @@ static int bootstrap(lua_State *L) {
   if (bytecode_dir(lua_dir, bytecode, sizeof bytecode) == 0)
     spool__add_bytecode_searcher(L, lua_dir, bytecode);
   lua_getglobal(L, "require");
-  lua_pushliteral(L, "spool._engine");
+  lua_pushliteral(L, "spool.engine");
   lua_call(L, 1, 1);
   lua_getfield(L, -1, "open");
   lua_newtable(L);

@@ -2,7 +2,7 @@
  * l_store.c: the store as Lua sees it (spool.core.store_*). Each function
  * copies its arguments into a store op, submits it and yields the calling
  * task until the store thread has run it; reads return JSON text for the
- * Lua library to decode. Private to lua/spool/store.lua.
+ * Lua library to decode. Private to lua/spool/run/store.lua.
  *
  *   store_open(path)                            -> true | nil, err (no yield)
  *   store_append{ thread=, agent=, parent=, expected_seq=, status=,

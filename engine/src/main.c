@@ -463,7 +463,7 @@ static int run_library_script(const cli *c, uv_loop_t *loop, const char *name);
 static int cmd_prompt(const cli *c, uv_loop_t *loop) {
   for (int i = 0; i < c->argc; i++)
     if (strcmp(c->argv[i], "--thread") == 0)
-      return run_library_script(c, loop, "_prompt_cli.lua");
+      return run_library_script(c, loop, "cli/prompt.lua");
   run_opts o;
   int code = parse_agent_args(c, &o, 0);
   if (code != 0)
@@ -1020,10 +1020,10 @@ static int cmd_test(const cli *c, uv_loop_t *loop) {
   const char *db = getenv("SPOOL_DB");
   if (with_store.db == NULL && (db == NULL || *db == '\0'))
     with_store.db = ":memory:";
-  return run_library_script(&with_store, loop, "_busted.lua");
+  return run_library_script(&with_store, loop, "cli/busted.lua");
 }
 
-/* Runs one of the library's command scripts (spool/_NAME.lua). */
+/* Runs one of the library's command scripts (spool/cli/NAME.lua). */
 static int run_library_script(const cli *c, uv_loop_t *loop, const char *name) {
   int code;
   spool_engine *e = open_engine(c, loop, &code);
@@ -1041,7 +1041,7 @@ static int run_library_script(const cli *c, uv_loop_t *loop, const char *name) {
 }
 
 static int cmd_llm(const cli *c, uv_loop_t *loop) {
-  return run_library_script(c, loop, "_llm_cli.lua");
+  return run_library_script(c, loop, "cli/llm.lua");
 }
 
 /* Evaluations keep their stores in .spool/evals/ so the threads a report
@@ -1113,7 +1113,7 @@ static int cmd_eval(const cli *c, uv_loop_t *loop) {
     /* The store's path is the project's, relative. */
     snprintf(db, sizeof db, ".spool/evals/%s-%ld.db", stamp, (long)getpid());
     with_store.db = db;
-    int code = run_library_script(&with_store, loop, "_eval_cli.lua");
+    int code = run_library_script(&with_store, loop, "cli/eval.lua");
     if (code == EXIT_USAGE) { /* nothing ran: no store to keep */
       char path[4200];
       snprintf(path, sizeof path, "%s%s", dir, strrchr(db, '/'));
@@ -1121,15 +1121,15 @@ static int cmd_eval(const cli *c, uv_loop_t *loop) {
     }
     return code;
   }
-  return run_library_script(&with_store, loop, "_eval_cli.lua");
+  return run_library_script(&with_store, loop, "cli/eval.lua");
 }
 
 static int cmd_token(const cli *c, uv_loop_t *loop) {
-  return run_library_script(c, loop, "_token_cli.lua");
+  return run_library_script(c, loop, "cli/token.lua");
 }
 
 static int cmd_replay(const cli *c, uv_loop_t *loop) {
-  return run_library_script(c, loop, "_replay_cli.lua");
+  return run_library_script(c, loop, "cli/replay.lua");
 }
 
 static int cmd_lua(const cli *c, uv_loop_t *loop) {

@@ -3,7 +3,7 @@
  * folder gets a uv_fs_event; changes (a save, a rename-and-replace, a file
  * added or deleted) are gathered, and after `debounce_ms` without another
  * change the callback runs once, as a task of its own, with the names that
- * changed. Which code is current is decided in Lua (spool._loader), at
+ * changed. Which code is current is decided in Lua (spool.run.loader), at
  * step boundaries; this file only notices and reports.
  *
  *   watch({ dir, ... }, callback, debounce_ms [, { name, ... }])

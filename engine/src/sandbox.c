@@ -11,7 +11,7 @@
  * After raising, the hook lets the code that catches the error run a
  * little further (GRACE instructions) before raising again, so the library
  * can record what failed; agent code cannot catch these errors for good
- * (spool._sandbox passes them through its pcall).
+ * (spool.run.sandbox passes them through its pcall).
  *
  * The hook also ends a run's time slice: agent code that has run for
  * SLICE_NS yields to the loop (Lua 5.4 lets count hooks yield), and the
@@ -129,7 +129,7 @@ static void count_hook(lua_State *L, lua_Debug *ar) {
       !lua_isyieldable(L) || !(agent >= 0 ? agent : agent_code(L, ar)))
     return;
   /* A run's own coroutine yields to the scheduler; a coroutine the agent
-   * made yields to its resumer, spool._sandbox's, which passes the slice
+   * made yields to its resumer, spool.run.sandbox's, which passes the slice
    * on up (see took_slice). Either way: a hook's yield, which returns,
    * and the VM yields. */
   if (L == t->co)

@@ -97,7 +97,7 @@ struct spool_engine {
   spool__limits *limits_now;  /* the limits in force now, or NULL */
   lua_State *sliced_co;       /* an agent's coroutine the hook yielded */
   long long clock_offset_ms;  /* $SPOOL_TEST_TIME_OFFSET_MS: tests move time */
-  int api_ref; /* registry ref: the table returned by spool._engine */
+  int api_ref; /* registry ref: the table returned by spool.engine */
   int opened;
   int sched_ready;
   int handles_closing; /* close callbacks still due before e can be freed */

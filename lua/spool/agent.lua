@@ -23,19 +23,19 @@
 --                policies = { tool_result = { truncate = 800 } },
 --                compact = { prompt = "compact.md", keep_recent = 4 } },
 --     humans = { channel = "slack", to = "#approvals" },  -- where people are
---                                     -- asked (spool._channels); a list
+--                                     -- asked (spool.serve.channels); a list
 --                                     -- escalates, after_ms apart
 --     prefetch = { order = function(input, ctx) return ... end },  -- before
 --                  -- step 1, concurrently; each result becomes an event
 --     budget = { steps = 40, tokens = 200000,    -- sub-agents included;
---                cost_usd = 0.50, wall_ms = 600000 },  -- spool.pricing
+--                cost_usd = 0.50, wall_ms = 600000 },  -- spool.model.pricing
 --     lenient = true,    -- repair the model's JSON (false: strict only)
 --     escalate = false,  -- after max_errors, ask a person instead of failing
 --     on_budget = function(thread, what) return answer_or_nil end,
 --     pin_version = false, -- true: a thread runs the version it started on
 --     limits = { step_instructions = n, run_instructions = n,  -- what its
 --                memory_mb = n, tool_calls = n },  -- runs may spend (see
---                                                  -- spool._limits)
+--                                                  -- spool.run.limits)
 --     migrate = function(call, thread) return call_or_nil end,  -- see below
 --   }
 --
@@ -57,13 +57,13 @@
 -- file named, not surprises at step 7.
 
 local core = require "spool.core"
-local run_limits = require "spool._limits"
+local run_limits = require "spool.run.limits"
 local schema = require "spool.schema"
-local sandbox = require "spool._sandbox"
+local sandbox = require "spool.run.sandbox"
 
 local M = {}
 
--- A version's memory account (spool._loader) closes when the version goes.
+-- A version's memory account (spool.run.loader) closes when the version goes.
 local AGENT = { __name = "spool.agent", __gc = function(a)
   run_limits.close_account(a)
 end }
@@ -222,7 +222,7 @@ function M.define(def, where)
     window = data("window"),
     prefetch = def.prefetch,
     humans = def.humans ~= nil
-      and require("spool._channels").check(data("humans"), where) or nil,
+      and require("spool.serve.channels").check(data("humans"), where) or nil,
     limits = data("limits"),
   }, AGENT)
   local lok, lerr = run_limits.check(a.limits,
@@ -255,7 +255,7 @@ function M.define(def, where)
     error(where .. ": stream must be true or false", 0)
   end
   if a.window ~= nil then
-    local werr = require("spool._window").check(a.window)
+    local werr = require("spool.run.window").check(a.window)
     if werr then
       error(where .. ": " .. werr, 0)
     end

@@ -18,15 +18,15 @@
 -- own table of overrides as the third argument.
 --
 -- Both renderings keep the thread within the agent's token budget
--- (agent.window, spool._window): per-type policies (keep, drop, truncate,
+-- (agent.window, spool.run.window): per-type policies (keep, drop, truncate,
 -- summarize), pinned events, and compaction — a model call that folds the
 -- oldest events into a summary event when the thread outgrows its window.
 -- The events themselves are never changed: a render is a view.
 
 local core = require "spool.core"
 local json = require "spool.json"
-local window = require "spool._window"
-local compact = require "spool._compact"
+local window = require "spool.run.window"
+local compact = require "spool.run.compact"
 
 local M = {}
 
@@ -119,7 +119,7 @@ M.chat_renderers = {
 
 -- The built-in chat renderers, as this module made them: each a function
 -- of its event alone, so a step may keep what it rendered for the next
--- (spool._window.memo). A replacement put into chat_renderers is not
+-- (spool.run.window.memo). A replacement put into chat_renderers is not
 -- known to be, and renders afresh each time.
 M.pure_renderers = {}
 for _, render in pairs(M.chat_renderers) do
@@ -127,7 +127,7 @@ for _, render in pairs(M.chat_renderers) do
 end
 
 
--- Plans the thread's window (spool._window) and acts on the plan: writes
+-- Plans the thread's window (spool.run.window) and acts on the plan: writes
 -- the summaries a { summarize = n } policy wants, compacts when the thread
 -- is over budget, and as a last resort drops the oldest parts and cuts
 -- results (a `warning` event says so when even that is not enough). With
@@ -138,7 +138,7 @@ local function windowed(thread, agent, opts)
                       events = opts.events, fixed_tokens = opts.fixed_tokens,
                       model = opts.model, report = opts.dry, memo = opts.memo }
   local plan = window.plan(thread, agent, plan_opts)
-  local model = opts.model or require("spool.config").get().model
+  local model = opts.model or require("spool.base.config").get().model
   if not opts.dry and #plan.needs_summary > 0 then
     local ok, err = compact.summarize(thread, plan, model)
     if not ok then

@@ -26,7 +26,7 @@
 
 local core = require "spool.core"
 local json = require "spool.json"
-local config = require "spool.config"
+local config = require "spool.base.config"
 
 local M = {}
 

@@ -23,13 +23,13 @@
 -- * Only the fields above reach the engine: a fresh request is built from
 --   them, and the check is set here, so nothing an agent passes turns it
 --   off. (The engine's own HTTP — models, webhooks, channels — goes through
---   spool._http, configured by the project, and reaches anything.)
+--   spool.base.http, configured by the project, and reaches anything.)
 --
 -- Behind a proxy (http_proxy), the address checked is the proxy's.
 
 local core = require "spool.core"
-local config = require "spool.config"
-local internal = require "spool._http"
+local config = require "spool.base.config"
+local internal = require "spool.base.http"
 
 local M = {}
 
@@ -43,7 +43,7 @@ local FIELDS = { method = "string", body = "string", timeout_ms = "number",
 local no_exceptions -- a guard that allows nothing more, made at first use
 
 
--- The project's exceptions (spool.config); never none at all.
+-- The project's exceptions (spool.base.config); never none at all.
 local function guard()
   local g = config.get().http_guard
   if g == nil then

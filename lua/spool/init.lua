@@ -45,7 +45,7 @@ end
 -- Runs agent `name` on `input` as a child thread of `thread` and returns
 -- its result, or nil and its error. The child has its own step budget.
 function M.call(thread, name, input)
-  return require("spool._runner").call(thread, name, input)
+  return require("spool.run.runner").call(thread, name, input)
 end
 
 

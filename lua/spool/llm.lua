@@ -17,12 +17,12 @@
 -- given) gets each piece of text as it comes; on_reset (if given) is
 -- called before another attempt's text when one broke off midway.
 --
--- `model` is a model table from spool.config (the default), possibly with
+-- `model` is a model table from spool.base.config (the default), possibly with
 -- an agent's overrides. The API key is read from the environment variable
 -- the model names at the moment of the call, and goes nowhere but the
 -- request's headers: never into events, logs, errors or attempts.
 --
--- Reliability, from the model's settings (spool.config has the defaults):
+-- Reliability, from the model's settings (spool.base.config has the defaults):
 -- a call is tried up to 1 + max_retries times when the failure is one a
 -- retry can help (429, 408, 409, 5xx, 529 overloaded, a reset or refused
 -- connection, a timeout, a stream cut short, an error event the provider
@@ -31,7 +31,7 @@
 -- capped at max_retry_after_ms. Timeouts: connect_timeout_ms, timeout_ms
 -- (the whole call), and for streams first_token_timeout_ms and
 -- idle_timeout_ms (between chunks). With rpm / tpm set, calls to the same
--- provider key queue for their share of the minute (spool._ratelimit).
+-- provider key queue for their share of the minute (spool.model.ratelimit).
 -- req.deadline (ms since the epoch) bounds the whole call, retries
 -- included. When a model has failed for good, the models in its
 -- `fallback` list are tried in turn. Every attempt is described in
@@ -39,21 +39,21 @@
 -- error, retry_in_ms, deadline (true when the deadline stopped it) }.
 
 local core = require "spool.core"
-local config = require "spool.config"
-local http = require "spool._http"
+local config = require "spool.base.config"
+local http = require "spool.base.http"
 local json = require "spool.json"
-local pricing = require "spool.pricing"
-local ratelimit = require "spool._ratelimit"
-local sandbox = require "spool._sandbox"
-local task = require "spool._task"
+local pricing = require "spool.model.pricing"
+local ratelimit = require "spool.model.ratelimit"
+local sandbox = require "spool.run.sandbox"
+local task = require "spool.base.task"
 
 local M = {}
 
 -- Loaded when first used: a run needs one.
 local providers = {
-  openai = "spool.providers.openai",
-  ["openai-responses"] = "spool.providers.openai_responses",
-  anthropic = "spool.providers.anthropic",
+  openai = "spool.model.providers.openai",
+  ["openai-responses"] = "spool.model.providers.openai_responses",
+  anthropic = "spool.model.providers.anthropic",
 }
 
 
@@ -107,7 +107,7 @@ local function retryable_status(status, headers)
 end
 
 
--- How long a server asks us to wait (spool._http's, kept here for code
+-- How long a server asks us to wait (spool.base.http's, kept here for code
 -- that reads it from spool.llm).
 M.retry_after_ms = http.retry_after_ms
 
@@ -413,7 +413,7 @@ local function candidates(model)
 end
 
 
--- An evaluation's cassette (spool._eval) may answer or record the calls of
+-- An evaluation's cassette (spool.cli.evaluate) may answer or record the calls of
 -- a thread: req.thread.eval.cassette:call(req, chat) stands in for chat.
 local chat
 

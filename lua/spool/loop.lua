@@ -26,14 +26,14 @@ local schema = require "spool.schema"
 local llm = require "spool.llm"
 local prompt = require "spool.prompt"
 local context = require "spool.context"
-local window = require "spool._window"
-local config = require "spool.config"
-local pricing = require "spool.pricing"
+local window = require "spool.run.window"
+local config = require "spool.base.config"
+local pricing = require "spool.model.pricing"
 local tokens = require "spool.tokens"
 local extract = require "spool.extract"
-local sandbox = require "spool._sandbox"
-local run_limits = require "spool._limits"
-local task = require "spool._task"
+local sandbox = require "spool.run.sandbox"
+local run_limits = require "spool.run.limits"
+local task = require "spool.base.task"
 
 local M = {}
 
@@ -232,7 +232,7 @@ end
 -- tokens the system prompt and tools take, so the messages fit the rest of
 -- the window. opts: dry (plan only, for spool prompt), events (render an
 -- earlier step), memo (the loop's own step: reuse what earlier steps
--- rendered, spool._window.memo). req.context = { estimate (uncalibrated
+-- rendered, spool.run.window.memo). req.context = { estimate (uncalibrated
 -- tokens of the whole request), budget, plan }.
 function M.request(thread, agent, opts)
   opts = opts or {}
@@ -276,7 +276,7 @@ end
 
 
 -- A replay answers calls from its recording, and runs no handler
--- (spool._eval): the same call (name and arguments) gets what the
+-- (spool.cli.evaluate): the same call (name and arguments) gets what the
 -- recording's got, in order; a call the recording never made gets an
 -- error saying so.
 local function recorded_outcome(recorded, tool, args)
@@ -889,7 +889,7 @@ end
 
 
 -- A thread's limits: the agent's budget, and the cap its parent passed
--- down (spool._runner), whichever is tighter; math.huge where none.
+-- down (spool.run.runner), whichever is tighter; math.huge where none.
 local LIMITS = { "steps", "tokens", "cost_usd", "wall_ms" }
 
 local NO_LIMITS = {}
@@ -979,10 +979,10 @@ end
 
 
 -- `resolve(thread, agent)`, if given, returns the agent version each step
--- runs (hot reload: spool._runner); steps never change version midway.
+-- runs (hot reload: spool.run.runner); steps never change version midway.
 function M.run(thread, agent, resolve)
   if agent.prefetch and thread.step == 0 then
-    require("spool._prefetch").run(thread, agent)
+    require("spool.run.prefetch").run(thread, agent)
   end
   while thread:status() == "running" do
     if resolve then

@@ -1,6 +1,6 @@
 -- spool.mock: the built-in mock model, a chat server on the engine's own
 -- loop, deterministic and driven by a script. It speaks every format
--- spool.llm does (spool._mock_wire): OpenAI Chat Completions at
+-- spool.llm does (spool.model.mock_wire): OpenAI Chat Completions at
 -- /v1/chat/completions, OpenAI Responses at /v1/responses, Anthropic
 -- Messages at /v1/messages, each whole or streamed ("stream": true).
 --
@@ -59,7 +59,7 @@
 
 local core = require "spool.core"
 local json = require "spool.json"
-local wire = require "spool._mock_wire"
+local wire = require "spool.model.mock_wire"
 
 local M = {}
 
@@ -201,7 +201,7 @@ local function tokens(n)
 end
 
 
--- What a reply table says, as a result spool._mock_wire can write in any
+-- What a reply table says, as a result spool.model.mock_wire can write in any
 -- format.
 local function result(script, reply, conv, request_bytes, seq)
   local calls = reply.tool_calls
@@ -412,7 +412,7 @@ local local_mock = nil
 -- with the project's mock script (spool.lua: mock = "mock/x.lua").
 function M.local_url()
   if not local_mock then
-    local cfg = require("spool.config").get()
+    local cfg = require("spool.base.config").get()
     local mock, err = M.start { script = cfg.mock_script,
                                 project = cfg.project }
     if not mock then

@@ -23,11 +23,11 @@
 -- Namespaces may have a TTL in spool.lua: state = { sessions = { ttl_ms =
 -- 3600000 } }; expired documents read as absent and `spool gc` deletes them.
 
-local config = require "spool.config"
+local config = require "spool.base.config"
 local core = require "spool.core"
 local json = require "spool.json"
-local store = require "spool.store"
-local task = require "spool._task"
+local store = require "spool.run.store"
+local task = require "spool.base.task"
 
 local M = {}
 

@@ -5,8 +5,8 @@
 -- collection, and references in the Lua registry (handles, callbacks).
 local h = require "spec.support"
 local core = require "spool.core"
-local loader = require "spool._loader"
-local runner = require "spool._runner"
+local loader = require "spool.run.loader"
+local runner = require "spool.run.runner"
 
 local RUNS, REWRITES = 1000, 100
 local LATENCY_MS = 2000

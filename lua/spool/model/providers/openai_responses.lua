@@ -1,0 +1,226 @@
+-- spool.model.providers.openai_responses: the OpenAI Responses API (POST
+-- /v1/responses), after its published reference. Pure functions, the
+-- shape of spool.model.providers.openai.
+--
+-- The conversation goes in `input` as items: messages by role, an
+-- assistant's tool calls as function_call items and their results as
+-- function_call_output items, paired by call_id. The system prompt is
+-- `instructions`. spool keeps the thread itself, so every request sends
+-- the whole input with store = false.
+
+local json = require "spool.json"
+local count = require("spool.tokens").count
+
+local M = {}
+
+
+local function convert(messages)
+  local input = json.array()
+  for _, m in ipairs(messages or {}) do
+    if m.role == "assistant" then
+      if m.content and m.content ~= "" and m.content ~= json.null then
+        input[#input + 1] = { role = "assistant", content = m.content }
+      end
+      for _, c in ipairs(m.tool_calls or {}) do
+        input[#input + 1] = { type = "function_call", call_id = c.id,
+                              name = c.name, arguments = c.arguments }
+      end
+    elseif m.role == "tool" then
+      input[#input + 1] = { type = "function_call_output",
+                            call_id = m.tool_call_id, output = m.content }
+    else
+      input[#input + 1] = { role = m.role, content = m.content }
+    end
+  end
+  return input
+end
+
+
+function M.build(model, req)
+  local body = { model = model.name, input = convert(req.messages),
+                 store = false }
+  if req.system and req.system ~= "" then
+    body.instructions = req.system
+  end
+  if req.tools and #req.tools > 0 then
+    local tools = json.array()
+    for i, t in ipairs(req.tools) do
+      tools[i] = { type = "function", name = t.name,
+                   description = t.description, parameters = t.parameters }
+    end
+    body.tools = tools
+  end
+  if req.json then
+    body.text = { format = { type = "json_object" } }
+  end
+  body.temperature = req.temperature or model.temperature
+  body.max_output_tokens = req.max_tokens or model.max_tokens
+  if req.stream then
+    body.stream = true
+  end
+  return {
+    path = "/responses",
+    headers = { ["content-type"] = "application/json" },
+    body = json.encode(body),
+  }
+end
+
+
+-- The key goes as with Chat Completions.
+M.authorize = require("spool.model.providers.openai").authorize
+
+
+local function message_of(err)
+  if type(err) == "table" and type(err.message) == "string" then
+    return type(err.code) == "string" and (err.code .. ": " .. err.message)
+      or err.message
+  end
+end
+
+
+function M.error_message(body)
+  local doc = json.decode(body or "")
+  return type(doc) == "table" and message_of(doc.error) or nil
+end
+
+
+local function usage_of(u)
+  u = type(u) == "table" and u or {}
+  local input = type(u.input_tokens_details) == "table"
+    and u.input_tokens_details or {}
+  local output = type(u.output_tokens_details) == "table"
+    and u.output_tokens_details or {}
+  return {
+    input_tokens = count(u.input_tokens) or 0,
+    output_tokens = count(u.output_tokens) or 0,
+    total_tokens = count(u.total_tokens) or 0,
+    cached_tokens = count(input.cached_tokens),
+    reasoning_tokens = count(output.reasoning_tokens),
+  }
+end
+
+
+local INCOMPLETE = { max_output_tokens = "length",
+                     content_filter = "content_filter" }
+
+
+-- A reply from a response object (the body, or the one response.completed
+-- carries). Reasoning and other item types are skipped.
+local function reply_of(doc)
+  if doc.status == "failed" then
+    return nil, "the response failed: "
+      .. (message_of(doc.error) or "no reason given")
+  end
+  if type(doc.output) ~= "table" then
+    return nil, "the response has no output"
+  end
+  local reply = { id = doc.id, tool_calls = {}, usage = usage_of(doc.usage) }
+  local text, refused = {}, false
+  for _, item in ipairs(doc.output) do
+    if type(item) == "table" and item.type == "message" then
+      for _, part in ipairs(type(item.content) == "table" and item.content
+          or {}) do
+        if type(part) == "table" and part.type == "output_text"
+            and type(part.text) == "string" then
+          text[#text + 1] = part.text
+        elseif type(part) == "table" and part.type == "refusal" then
+          refused = true
+          text[#text + 1] = part.refusal
+        end
+      end
+    elseif type(item) == "table" and item.type == "function_call" then
+      if type(item.name) ~= "string" then
+        return nil, "a function_call item has no name"
+      end
+      reply.tool_calls[#reply.tool_calls + 1] = {
+        id = item.call_id or item.id, name = item.name,
+        arguments = type(item.arguments) == "string" and item.arguments
+          or "{}" }
+    end
+  end
+  reply.text = #text > 0 and table.concat(text) or nil
+  local details = type(doc.incomplete_details) == "table"
+    and doc.incomplete_details or {}
+  if doc.status == "incomplete" then
+    reply.finish_reason = INCOMPLETE[details.reason] or "length"
+  elseif refused then
+    reply.finish_reason = "content_filter"
+  elseif #reply.tool_calls > 0 then
+    reply.finish_reason = "tool_calls"
+  else
+    reply.finish_reason = "stop"
+  end
+  return reply
+end
+
+
+function M.parse(body)
+  local doc, err = json.decode(body)
+  if not doc then
+    return nil, "the response is not JSON (" .. err .. ")"
+  end
+  if type(doc) ~= "table" then
+    return nil, "the response is not an object"
+  end
+  return reply_of(doc)
+end
+
+
+-- A streamed response: typed events (response.created, ...
+-- output_item.added, output_text.delta, function_call_arguments.delta,
+-- output_item.done, ...) ending in response.completed (or .incomplete),
+-- which carries the whole response; response.failed and error end it
+-- with an error. Text deltas go to on_text; the final response is the
+-- reply, with the items gathered from the events when its output is empty.
+function M.stream(on_text)
+  local st = { items = {} }
+  local acc = {}
+
+  function acc.event(ev)
+    local doc = json.decode(ev.data)
+    if type(doc) ~= "table" then
+      return nil, { message = "a stream event is not JSON: "
+        .. ev.data:sub(1, 80) }
+    end
+    local kind = doc.type or ev.type
+    local at = (math.tointeger(doc.output_index) or 0) + 1
+    if kind == "response.output_text.delta" and type(doc.delta) == "string"
+    then
+      if on_text then on_text(doc.delta) end
+    elseif kind == "response.output_item.added"
+        or kind == "response.output_item.done" then
+      st.items[at] = doc.item
+    elseif kind == "response.completed" or kind == "response.incomplete" then
+      st.final = type(doc.response) == "table" and doc.response or {}
+      return true
+    elseif kind == "response.failed" then
+      local r = type(doc.response) == "table" and doc.response or {}
+      return nil, { message = "the response failed: "
+        .. (message_of(r.error) or "no reason given"), retryable = true }
+    elseif kind == "error" then
+      local e = type(doc.error) == "table" and doc.error or doc
+      return nil, { message = message_of(e) or "error in the stream",
+                    retryable = true }
+    end
+  end
+
+  function acc.reply()
+    if not st.final then
+      return nil, "the stream ended before response.completed"
+    end
+    local doc = st.final
+    if type(doc.output) ~= "table" or #doc.output == 0 then
+      local items = json.array()
+      for i = 1, #st.items do
+        items[#items + 1] = st.items[i]
+      end
+      doc.output = items
+    end
+    return reply_of(doc)
+  end
+
+  return acc
+end
+
+
+return M

@@ -1,0 +1,134 @@
+-- spool.run.hub: events as they become durable, for whoever follows them
+-- (private). The control API's event streams follow one thread each;
+-- metrics and webhooks listen to every event. Nothing is told of an event
+-- before it is committed, so a follower never sees one that a crash then
+-- takes back.
+--
+--   hub.follow(id) -> signal        notified after each commit of thread id
+--   hub.unfollow(id, signal)
+--   hub.listen(fn)                  fn(thread, event) for every event
+--   hub.notify_all()                wake every follower (shutdown)
+--
+-- And notices about the engine as a whole (a thread waits or ends, an
+-- agent reloads), which are not stored: each subscriber gets those sent
+-- while it is subscribed, up to a bounded backlog.
+--
+--   hub.subscribe() -> sub          sub.signal, sub.queue, sub.dropped
+--   hub.unsubscribe(sub)
+--   hub.broadcast(notice)
+
+local thread_mod = require "spool.run.thread"
+local core = require "spool.core"
+
+local M = {}
+
+local followers = {} -- thread id -> { [signal] = true }
+local listeners = {}
+local subscribers = {} -- sub -> true
+
+M.backlog = 1000 -- notices a subscriber may fall behind by
+
+
+function M.follow(id)
+  local sig = core.signal()
+  local set = followers[id]
+  if not set then
+    set = {}
+    followers[id] = set
+  end
+  set[sig] = true
+  return sig
+end
+
+
+function M.unfollow(id, sig)
+  local set = followers[id]
+  if set then
+    set[sig] = nil
+    if next(set) == nil then
+      followers[id] = nil
+    end
+  end
+end
+
+
+function M.listen(fn)
+  listeners[#listeners + 1] = fn
+end
+
+
+-- The number of threads followed, for tests that check none is left.
+function M.followed()
+  local n = 0
+  for _ in pairs(followers) do
+    n = n + 1
+  end
+  return n
+end
+
+
+function M.notify_all()
+  for _, set in pairs(followers) do
+    for sig in pairs(set) do
+      sig:notify()
+    end
+  end
+  for sub in pairs(subscribers) do
+    sub.signal:notify()
+  end
+end
+
+
+function M.subscribe()
+  local sub = { signal = core.signal(), queue = {}, dropped = 0 }
+  subscribers[sub] = true
+  return sub
+end
+
+
+function M.subscribed()
+  local n = 0
+  for _ in pairs(subscribers) do
+    n = n + 1
+  end
+  return n
+end
+
+
+function M.unsubscribe(sub)
+  subscribers[sub] = nil
+end
+
+
+function M.broadcast(notice)
+  for sub in pairs(subscribers) do
+    local q = sub.queue
+    if #q >= M.backlog then
+      table.remove(q, 1)
+      sub.dropped = sub.dropped + 1
+    end
+    q[#q + 1] = notice
+    sub.signal:notify()
+  end
+end
+
+
+thread_mod.on_commit = function(thread, first, last)
+  for _, fn in ipairs(listeners) do
+    for i = first, last do
+      local ok, err = pcall(fn, thread, thread.events[i])
+      if not ok then
+        core.log("error", "event listener failed: " .. tostring(err))
+      end
+    end
+  end
+  local set = followers[thread.id]
+  if set then
+    for sig in pairs(set) do
+      sig:notify()
+    end
+  end
+end
+
+
+return M

@@ -1,0 +1,687 @@
+-- spool.run.runner: threads in flight in this engine (private).
+--
+-- Starting a thread stores its input event, then a task drives it with
+-- spool.loop until it ends or waits; a waiting thread holds no task and no
+-- memory here, only its events in the store. Resuming loads the events,
+-- appends the human's response, and drives the thread again, in any
+-- process. Each run holds the thread's lease in the store, so two
+-- processes never run one thread at once.
+--
+-- Sub-agents run as child threads inside their parent's task. When a child
+-- waits for a human, the parent records the same request (with `via`
+-- naming the child) and waits too: the answer is given to the parent and
+-- passed down. A parent's step that called spool.call again on resume
+-- continues the child it already started rather than starting another.
+--
+-- Hot reload: each step runs the agent's current version (spool.run.loader),
+-- unless the agent pins threads to the version they started on. Before a
+-- version's first event is stored, its files are, so any later process can
+-- rebuild it.
+
+local core = require "spool.core"
+local json = require "spool.json"
+local thread_mod = require "spool.run.thread"
+local loop = require "spool.loop"
+local loader = require "spool.run.loader"
+local format = require "spool.run.format"
+local store = require "spool.run.store"
+local task = require "spool.base.task"
+local human = require "spool.human"
+local config = require "spool.base.config"
+local limits = require "spool.run.limits"
+
+local M = {}
+
+local live = {}          -- id -> thread, while a task of this engine runs it
+local recent = {}        -- id -> thread, halted here lately (not all stored)
+local recent_order = {}
+local recent_bytes = 0   -- what their stored events take
+-- The halted threads kept: a count, and bytes (a few threads with large
+-- inputs must not hold the process's memory).
+M.keep_recent = 1000
+M.keep_recent_bytes = 64 * 2 ^ 20
+
+-- Tells the host (CLI, embedding application) of each event.
+local function sink(thread, ev)
+  if not core.listening() then
+    return
+  end
+  local ok, line = pcall(json.encode, {
+    thread = thread.id, agent = thread.agent, parent = thread.parent,
+    seq = ev.seq, step = ev.step, type = ev.type, data = ev.data, at = ev.at,
+    v = ev.v,
+  })
+  if not ok then
+    line = json.encode({ thread = thread.id, seq = ev.seq, type = ev.type,
+                         error = "event data is not JSON: " .. line })
+  end
+  core.emit(thread.id, thread.agent, ev.type, ev.seq, thread.depth, line,
+    format.event(thread, ev))
+end
+
+M.sink = sink
+
+
+-- A thread that stops running here lets go of what only its run uses:
+-- its model connections (spool.llm), and what its steps kept of their
+-- rendering (spool.run.window.memo; a later run renders afresh).
+local function let_go(thread)
+  if thread.http_conns then
+    thread.http_conns:close()
+    thread.http_conns = nil
+  end
+  thread.render_memo = nil
+end
+
+
+local function retire(thread)
+  if live[thread.id] ~= thread then
+    return
+  end
+  live[thread.id] = nil
+  let_go(thread)
+  if thread.on_retire then
+    thread.on_retire(thread)
+  end
+  -- A thread whose events are all stored is read from the store from now
+  -- on; kept here is only one that halted (its last events exist only in
+  -- memory). What a run made counts for its agent's version once the run
+  -- ends (spool.run.limits.kept_over): the engine must not keep it.
+  if not thread.halted and thread.persisted == #thread.events then
+    return
+  end
+  local before = recent[thread.id] -- an earlier run of the same thread
+  if before then
+    recent_bytes = recent_bytes - (before.bytes or 0)
+    for i, id in ipairs(recent_order) do
+      if id == thread.id then
+        table.remove(recent_order, i)
+        break
+      end
+    end
+  end
+  recent[thread.id] = thread
+  recent_order[#recent_order + 1] = thread.id
+  recent_bytes = recent_bytes + (thread.bytes or 0)
+  while #recent_order > M.keep_recent
+      or (recent_bytes > M.keep_recent_bytes and #recent_order > 0) do
+    local gone = table.remove(recent_order, 1)
+    recent_bytes = recent_bytes - (recent[gone].bytes or 0)
+    recent[gone] = nil
+  end
+end
+
+
+-- The recent threads kept in memory: how many, and their stored bytes.
+function M.recent_size()
+  return #recent_order, recent_bytes
+end
+
+
+-- Makes `agent` the version a thread's next events are recorded with.
+local function use_version(thread, agent)
+  local ok, err = loader.store_version(agent)
+  if not ok then
+    loop.store_failed(err)
+  end
+  thread.agent_def = agent
+  thread.version = agent.version
+end
+
+
+-- Set while the process shuts down: top-level runs stop at their next step
+-- boundary (their last step is stored), for the next start to recover.
+M.draining = false
+local DRAINED = setmetatable({}, { __tostring = function() return "drained" end })
+
+
+-- The version each step runs: the current one, unless pinned. (Also where
+-- a draining process stops its runs: between steps.)
+local function next_version(thread, agent)
+  if M.draining and not thread.parent then
+    error(DRAINED, 0)
+  end
+  if agent.pin_version then
+    return agent
+  end
+  local cur = loader.current(thread.agent)
+  if cur == nil or cur == agent then
+    return agent -- unchanged, or deleted: running threads finish on theirs
+  end
+  use_version(thread, cur)
+  return cur
+end
+
+
+-- Drives a thread until it ends or waits. Errors in agent code outside a
+-- tool handler fail the thread; a store failure halts the run (the thread
+-- stays at its last durable step, for `spool resume` to continue).
+local function drive(thread, agent)
+  thread.agent_def = agent
+  local ok, err = task.on(thread, xpcall, loop.run, function(e)
+    if type(e) == "table" or core.is_limit(e) then
+      return e -- no traceback: a memory limit leaves nothing to make one
+    end
+    return debug.traceback(e, 2)
+  end, thread, agent, next_version)
+  if ok or (err == loop.PAUSED and thread:status() == "waiting")
+      or err == DRAINED then
+    return
+  end
+  if err == loop.PAUSED then
+    -- Only a sub-agent that waits for a person pauses a run this way.
+    err = "the run raised spool.loop.PAUSED but waits for nothing"
+  end
+  if type(err) == "table" and err.store_error then
+    thread.halted = err.store_error
+    core.log("error", "thread " .. thread.id .. " stopped: the store failed: "
+      .. err.store_error)
+    return
+  end
+  local limit = core.limit_error(err)
+  local msg = limit and limit:gsub("^ELIMIT: ", "")
+    or ("agent error: " .. tostring(err):match("^[^\n]*"))
+  core.log("debug", "thread " .. thread.id .. ": " .. tostring(err))
+  thread:fail(msg)
+  local cok, cerr = thread:commit()
+  if not cok then
+    thread.halted = cerr
+  end
+end
+
+
+local function run_task(thread, agent)
+  local run_limits = limits.of(config.get().limits, agent)
+  local err = limits.kept_over(run_limits, agent)
+  local handle
+  if not err then
+    handle, err = limits.push_run(run_limits, agent)
+  end
+  if handle then
+    drive(thread, agent)
+    core.limits_pop(handle)
+  else
+    thread:fail(err:gsub("^ELIMIT: ", ""))
+    local ok, cerr = thread:commit()
+    if not ok then
+      thread.halted = cerr
+    end
+  end
+  store.release(thread.id)
+  retire(thread)
+end
+
+
+-- Starts a thread of `agent` on `input` (with the id given, or a new one)
+-- and returns it at once; a task stores the input and drives it. `writes`
+-- (state writes, as spool.state makes them) commit with the input, or
+-- the thread is not started at all (.halted says why).
+function M.start(agent, input, id, writes)
+  local thread = thread_mod.new(agent.name, agent.version, nil, sink, id)
+  thread:append("input", { input = input, pinned = agent.pin_version or nil })
+  thread.writes = writes or thread.writes
+  live[thread.id] = thread
+  core.spawn(function()
+    local ok, err = loader.store_version(agent)
+    if ok then
+      ok, err = store.claim(thread.id)
+    end
+    if ok then
+      ok, err = thread:commit()
+    end
+    if not ok then
+      thread.halted = err
+      store.release(thread.id)
+      -- A write that lost a compare-and-set is its caller's answer.
+      core.log(err:match("^ECONFLICT: state") and "debug" or "error",
+        "thread " .. thread.id .. " cannot start: " .. err)
+      retire(thread)
+      return
+    end
+    run_task(thread, agent)
+  end)
+  return thread
+end
+
+
+-- Loads a thread from the store (must run in a task).
+function M.load(id, depth)
+  local record, err = store.load(id)
+  if not record then
+    return nil, err
+  end
+  return thread_mod.from_record(record, sink, depth)
+end
+
+
+-- The version of its agent a stored thread continues with: the one it
+-- started on if pinned; else the current one, or if the agent was deleted,
+-- the one it last ran. Must run in a task.
+local function agent_of(thread)
+  local first, last = thread.events[1], thread.events[#thread.events]
+  local agent, err
+  if first and first.data.pinned and first.v then
+    agent, err = loader.version(thread.agent, first.v)
+  else
+    agent, err = loader.load(thread.agent)
+    if not agent and err:match("^ENOTFOUND") and last and last.v then
+      agent = loader.version(thread.agent, last.v)
+    end
+  end
+  if not agent then
+    return nil, err
+  end
+  local ok, serr = loader.store_version(agent)
+  if not ok then
+    return nil, serr
+  end
+  thread.agent_def = agent
+  thread.version = agent.version
+  return agent
+end
+
+
+-- The chain of waiting threads from `thread` down to the one that asked
+-- (following `via`), loaded and claimed.
+local function waiting_chain(thread)
+  local chain = { thread }
+  local t = thread
+  while true do
+    local req = t:pending_request()
+    if not req or not req.data.via then
+      return chain
+    end
+    local child, err = M.load(req.data.via, t.depth + 1)
+    if not child then
+      return nil, err
+    end
+    local ok, cerr = store.claim(child.id)
+    if not ok then
+      return nil, cerr
+    end
+    chain[#chain + 1] = child
+    t = child
+  end
+end
+
+
+-- Gives a human's response to a waiting thread (and, through `via`, to the
+-- sub-agent that asked). `response` = { answer = text } | { approve = true,
+-- args = {...} } | { reject = true, reason = text }, with optional by and
+-- channel. Must run in a task; the thread must be claimed.
+local function answer(thread, response)
+  local chain, err = waiting_chain(thread)
+  if not chain then
+    return nil, err
+  end
+  local leaf = chain[#chain]
+  local req = leaf:pending_request()
+  if not req then
+    return nil, "ESTATE: thread " .. thread.id .. " is not waiting"
+  end
+  local agent = agent_of(leaf)
+  local tool = agent and agent.tools[req.data.name]
+  local data, rerr = human.response_for(req, response, tool)
+  if not data then
+    return nil, rerr
+  end
+  for _, t in ipairs(chain) do
+    local treq = t:pending_request()
+    local d = {}
+    for k, v in pairs(data) do
+      d[k] = v
+    end
+    d.call_id, d.via = treq.data.call_id, treq.data.via
+    t:append("human_response", d)
+    local ok, cerr = t:commit()
+    if not ok then
+      return nil, cerr
+    end
+  end
+  return true
+end
+
+
+-- Resumes a stored thread: with a response if it waits for one, or just
+-- continues it if a crash interrupted it. Returns the thread, driven in a
+-- task of its own. Must run in a task.
+function M.resume(id, response)
+  if live[id] then
+    return nil, "ECONFLICT: thread " .. id .. " is running in this process"
+  end
+  -- Claim first, then load: what we load cannot change under us.
+  local ok, cerr = store.claim(id)
+  if not ok then
+    return nil, cerr
+  end
+  local function give_up(err)
+    store.release(id)
+    return nil, err
+  end
+  local thread, err = M.load(id)
+  if not thread then
+    return give_up(err)
+  end
+  if thread.parent then
+    return give_up(string.format("EINVAL: thread %s is a sub-agent of %s: "
+      .. "resume the parent", id, thread.parent))
+  end
+  local agent
+  agent, err = agent_of(thread)
+  if not agent then
+    return give_up(err)
+  end
+  local status = thread:status()
+  if status == "done" or status == "failed" or status == "cancelled" then
+    return give_up("ESTATE: thread " .. id .. " has ended (" .. status .. ")")
+  end
+  if status == "waiting" then
+    if response == nil or next(response) == nil then
+      local req = thread:pending_request()
+      return give_up(string.format("EINVAL: thread %s waits for %s: give a "
+        .. "response", id, human.describe(req.data)))
+    end
+    local aok, aerr = answer(thread, response)
+    if not aok then
+      return give_up(aerr)
+    end
+  elseif response and next(response) ~= nil then
+    return give_up("ESTATE: thread " .. id .. " is not waiting for a "
+      .. "response")
+  end
+  live[id] = thread
+  core.spawn(run_task, thread, agent)
+  return thread
+end
+
+
+-- Runs agent `name` on `input` as a child of `parent`, inside the calling
+-- task; returns the child's result, or nil and its error. Continues the
+-- child this step started before, if the step runs again after a pause.
+function M.call(parent, name, input)
+  local agent, err = loader.load(name)
+  if not agent then
+    parent:append("agent_result", { agent = name, status = "failed",
+                                    error = err })
+    return nil, err
+  end
+  local open = parent:open_child_call()
+  local child
+  if open and open.data.agent == name then
+    child = live[open.data.thread]
+    if not child then
+      child, err = M.load(open.data.thread, parent.depth + 1)
+      if not child then
+        loop.store_failed(err)
+      end
+      local ok, cerr = store.claim(child.id)
+      if not ok then
+        loop.store_failed(cerr)
+      end
+      agent = agent_of(child) or agent
+    end
+    agent = child.agent_def or agent
+    child.budget_cap = open.data.budget
+    child.eval = parent.eval
+  else
+    child = thread_mod.new(agent.name, agent.version, parent, sink)
+    local cap = loop.remaining_budget(parent, parent.agent_def)
+    parent:append("agent_call", { agent = name, input = input,
+                                  thread = child.id, budget = cap })
+    loop.commit(parent)
+    child:append("input", { input = input, pinned = agent.pin_version or nil })
+    child.budget_cap = cap
+    local ok, cerr = loader.store_version(agent)
+    if ok then
+      ok, cerr = store.claim(child.id)
+    end
+    if ok then
+      ok, cerr = child:commit()
+    end
+    if not ok then
+      loop.store_failed(cerr)
+    end
+  end
+  live[child.id] = child
+  -- The child's steps have budgets of their own; the parent's step goes
+  -- on where it was when the child returns.
+  local used, step_limit = core.step_begin()
+  drive(child, agent)
+  core.step_restore(used, step_limit)
+  if child.halted then
+    retire(child)
+    loop.store_failed(child.halted)
+  end
+  local status = child:status()
+  if status == "waiting" then
+    -- Surface the child's request on the parent and pause the parent.
+    local req = child:pending_request().data
+    parent:append("human_request", {
+      kind = req.kind, name = req.name, args = req.args,
+      question = req.question, deadline = req.deadline, via = child.id,
+      call_id = task.call(),
+    })
+    loop.commit(parent)
+    live[child.id] = nil
+    let_go(child)
+    error(loop.PAUSED, 0)
+  end
+  store.release(child.id)
+  retire(child)
+  local result, cerr = child:outcome()
+  parent:append("agent_result", { agent = name, thread = child.id,
+                                  status = status, result = result,
+                                  error = cerr, usage = child:usage() })
+  return result, cerr
+end
+
+
+-- Gives a person's response to thread `id` (see M.resume), after firing
+-- the deadlines that are due. A response that comes after its request's
+-- deadline is refused, saying when the deadline passed: the deadline has
+-- denied the call (or given the question up) and the thread goes on
+-- without it. With `wait`, that run ends here before this returns, so a
+-- process that exits next leaves nothing running. Must run in a task.
+function M.respond(id, response, wait)
+  local late
+  if response and next(response) ~= nil and not live[id] then
+    local t = M.load(id)
+    local req = t and t:status() == "waiting" and t:pending_request()
+    if req and req.data.deadline and req.data.deadline <= core.time() then
+      late = req.data
+    end
+  end
+  M.fire_due()
+  if not late then
+    return M.resume(id, response)
+  end
+  while wait and live[id] do
+    core.sleep(10)
+  end
+  return nil, string.format("ESTATE: thread %s waited for %s until %s UTC: "
+    .. "that deadline has passed, so %s", id, human.describe(late),
+    os.date("!%Y-%m-%d %H:%M:%S", late.deadline // 1000),
+    late.kind == "approval" and "the call was denied"
+      or "it went on without an answer")
+end
+
+
+-- A thread that could not be resumed is logged once, not at every tick
+-- that finds it due again (the ids skipped last time).
+local skipped_before = {}
+
+local function skipped(report, id, err)
+  report.skipped[#report.skipped + 1] = { id = id, error = err }
+  report.now_skipped[id] = true
+  if not skipped_before[id] then
+    core.log("error", string.format("recover: thread %s cannot be resumed, "
+      .. "and is left as it is: %s", id, tostring(err)))
+  end
+end
+
+local function new_report()
+  return { resumed = json.array(), expired = json.array(),
+           skipped = json.array(), now_skipped = {} }
+end
+
+local function finish(report)
+  skipped_before = report.now_skipped
+  report.now_skipped = nil
+  return report
+end
+
+local function fire_due(report)
+  for _, id in ipairs(store.due() or {}) do
+    local t = M.load(id)
+    if t and not t.parent and not live[id] then
+      local th, err = M.resume(id, { timeout = true, by = "deadline" })
+      if th then
+        report.expired[#report.expired + 1] = id
+      else
+        skipped(report, id, err)
+      end
+    end
+  end
+  return report
+end
+
+
+-- Denies the approvals (and gives up the questions) whose deadline has
+-- passed, resuming those threads here. Any process that runs threads
+-- calls this, so a deadline needs no process of its own to fire it.
+-- Returns { expired = {id...}, skipped = {{id, error}...}, resumed = {} }.
+function M.fire_due()
+  return finish(fire_due(new_report()))
+end
+
+
+-- Resumes every top-level thread left running by a process that stopped,
+-- and fires the deadlines that are due. Returns what it did: the threads
+-- resumed, expired, and skipped (each with why; also logged).
+function M.recover()
+  local report = fire_due(new_report())
+  local running = store.list({ status = "running", limit = 1000 }) or {}
+  for _, row in ipairs(running) do
+    if row.parent == json.null and not live[row.id] then
+      local th, err = M.resume(row.id)
+      if th then
+        report.resumed[#report.resumed + 1] = row.id
+      else
+        skipped(report, row.id, err)
+      end
+    end
+  end
+  return finish(report)
+end
+
+
+-- Is live thread t a sub-agent (at any depth) of thread `id`?
+local function descends(t, id)
+  local p = t.parent
+  for _ = 1, 64 do
+    if p == nil then
+      return false
+    elseif p == id then
+      return true
+    end
+    p = live[p] and live[p].parent
+  end
+  return false
+end
+
+
+-- Cancels a stored thread (and its sub-agents that have not ended).
+function M.cancel(id, reason)
+  local t = live[id]
+  if t then
+    -- It and the sub-agents running for it stop at their next step (a
+    -- model call in flight is interrupted now).
+    for _, x in pairs(live) do
+      if x == t or descends(x, id) then
+        x.cancel_requested = reason or "cancelled"
+        if x.model_task then
+          core.interrupt(x.model_task, "ECANCELED: the thread was cancelled")
+        end
+      end
+    end
+    return true
+  end
+  local thread, err = M.load(id)
+  if not thread then
+    return nil, err
+  end
+  local status = thread:status()
+  if status == "done" or status == "failed" or status == "cancelled" then
+    return nil, "ESTATE: thread " .. id .. " has ended (" .. status .. ")"
+  end
+  local ok, cerr = store.claim(id)
+  if not ok then
+    return nil, cerr
+  end
+  local children = store.children(id) or {}
+  for _, row in ipairs(children) do
+    if row.status == "running" or row.status == "waiting" then
+      M.cancel(row.id, reason)
+    end
+  end
+  thread:append("cancelled", { reason = reason or "cancelled" })
+  ok, cerr = thread:commit()
+  store.release(id)
+  if not ok then
+    return nil, cerr
+  end
+  return true
+end
+
+
+-- A new thread made of the first `at` events of another.
+function M.fork(id, at)
+  local src, err = M.load(id)
+  if not src then
+    return nil, err
+  end
+  if math.type(at) ~= "integer" or at < 1 or at > #src.events then
+    return nil, string.format("EINVAL: --at must be between 1 and %d",
+      #src.events)
+  end
+  local agent = loader.load(src.agent)
+  local t = thread_mod.new(src.agent, agent and agent.version, nil, nil)
+  for i = 1, at do
+    local ev = src.events[i]
+    t.events[i] = { seq = i, step = ev.step, type = ev.type, data = ev.data,
+                    at = ev.at, v = ev.v }
+    if ev.step > t.step then
+      t.step = ev.step
+    end
+  end
+  local ok, cerr = t:commit()
+  if not ok then
+    return nil, cerr
+  end
+  return t
+end
+
+
+-- A thread this engine knows in memory: running here, or finished lately.
+function M.find(id)
+  return live[id] or recent[id]
+end
+
+
+-- Is a task of this engine still running the thread?
+function M.is_live(id)
+  return live[id] ~= nil
+end
+
+
+-- The number of threads in flight here.
+function M.running()
+  local n = 0
+  for _ in pairs(live) do
+    n = n + 1
+  end
+  return n
+end
+
+
+return M

@@ -1,0 +1,234 @@
+-- spool.run.store: durable threads and business state, over the engine's store
+-- thread (engine/src/store.c). Every function here yields the calling run
+-- until the store has answered; none may be called outside a run.
+--
+--   store.append(thread, writes) -> versions | nil, err   one durable step
+--   store.load(id)               -> thread record | nil, err
+--   store.list{ status, agent, limit, before } -> threads
+--   store.children(id)           -> threads
+--   store.claim(id) / release(id)              the lease of this process
+--   store.delete(id), store.due(), store.purge(finished_before)
+--   store.state_get(ns, key), store.state_list(ns, after, limit)
+--
+-- A thread record is { thread = { id, agent, parent, status, created_at,
+-- updated_at, events, deadline }, events = { event, ... } }.
+
+local core = require "spool.core"
+local json = require "spool.json"
+
+local M = {}
+
+-- How long a lease lasts without a step; a committed step renews it (at
+-- most once a second), so a live run always holds all of it but a second.
+M.lease_ms = 5 * 60 * 1000
+
+-- Who this process is, as a lease holder: host:pid, plus a random part so
+-- two engines of one process never share a lease.
+M.owner = core.process_id() .. ":" .. core.random_id():sub(-6)
+
+
+function M.open(path)
+  return core.store_open(path)
+end
+
+
+local function decoded(text, err)
+  if not text then
+    return nil, err
+  end
+  local value, jerr = json.decode(text)
+  if value == nil then
+    return nil, "ECORRUPT: the store answered with bad JSON (" .. jerr .. ")"
+  end
+  return value
+end
+
+
+-- The thread's status as its events leave it (see spool.run.thread).
+local function deadline_of(thread)
+  local req = thread:pending_request()
+  return req and req.data.deadline or 0
+end
+
+
+-- Writes the engine makes in its own namespaces (spool_*, spool.*): only
+-- these reach them. A run's writes are the agent's, whichever way they
+-- got into the thread (spool.state refuses those names; a thread is
+-- handed to agent code, which may push to its writes directly). append
+-- checks; write_state is for the engine and scripts, and takes any.
+local engine_writes = setmetatable({}, { __mode = "k" })
+
+function M.engine_write(w)
+  engine_writes[w] = true
+  return w
+end
+
+
+-- Why a step's write may not be stored, or nil.
+local function refusal(w)
+  if type(w) ~= "table" or type(w.ns) ~= "string" or type(w.key) ~= "string"
+      or (w.if_version ~= nil and math.type(w.if_version) ~= "integer") then
+    return "EACCES: state write that is not { ns, key, value, if_version }"
+  end
+  if w.ns:match("^spool[_%.]") and not engine_writes[w] then
+    return string.format("EACCES: state %s/%s is the engine's own namespace",
+      w.ns, w.key)
+  end
+end
+
+
+-- Makes the thread's new events (and the step's state writes) durable.
+function M.append(thread, writes)
+  for _, w in ipairs(writes or {}) do
+    local why = refusal(w)
+    if why then
+      return nil, why
+    end
+  end
+  local events, bytes = {}, 0
+  for i = thread.persisted + 1, #thread.events do
+    local ev = thread.events[i]
+    local data = json.encode(ev.data)
+    bytes = bytes + #data
+    events[#events + 1] = { seq = ev.seq, step = ev.step, type = ev.type,
+                            at = ev.at, v = ev.v, data = data }
+  end
+  local ws = {}
+  for i, w in ipairs(writes or {}) do
+    ws[i] = { ns = w.ns, key = w.key, if_version = w.if_version,
+              expires_at = w.expires_at,
+              value = w.value ~= nil and json.encode(w.value) or nil }
+  end
+  local versions, err = core.store_append {
+    thread = thread.id, agent = thread.agent, parent = thread.parent,
+    expected_seq = thread.persisted, status = thread:status(),
+    deadline = deadline_of(thread), owner = M.owner, lease_ms = M.lease_ms,
+    now = core.time(), events = events, writes = ws,
+  }
+  if not versions then
+    return nil, err
+  end
+  thread.bytes = (thread.bytes or 0) + bytes -- what was stored, once
+  return json.decode(versions)
+end
+
+
+-- Writes state outside any thread (a script, a test, the CLI).
+function M.write_state(writes)
+  local ws = {}
+  for i, w in ipairs(writes) do
+    ws[i] = { ns = w.ns, key = w.key, if_version = w.if_version,
+              expires_at = w.expires_at,
+              value = w.value ~= nil and json.encode(w.value) or nil }
+  end
+  local versions, err = core.store_append { now = core.time(), writes = ws }
+  if not versions then
+    return nil, err
+  end
+  return json.decode(versions)
+end
+
+
+-- A thread's record { thread, events, bytes }: bytes is the size of what
+-- was stored (a thread kept in memory is counted by it).
+function M.load(id)
+  local text, err = core.store_load(id)
+  local record, derr = decoded(text, err)
+  if record then
+    record.bytes = #text
+  end
+  return record, derr
+end
+
+
+function M.list(filter)
+  return decoded(core.store_list(filter or {}))
+end
+
+
+function M.children(id)
+  return decoded(core.store_children(id))
+end
+
+
+-- Takes the lease on a thread for this process. A lease left by a process
+-- of this host that no longer runs is taken over at once.
+function M.claim(id)
+  local ok, err = core.store_claim(id, M.owner, M.lease_ms, core.time())
+  if ok then
+    return true
+  end
+  local host, pid = (err or ""):match("%(([^:)]+):(%d+):%w+%)")
+  local me = core.process_id():match("^(.*):%d+$")
+  if host == me and not core.process_alive(tonumber(pid)) then
+    -- The holder died (kill -9): its lease is stale. Take it over.
+    core.log("info", "thread " .. id .. ": taking over the lease of dead "
+      .. "process " .. pid)
+    return core.store_claim(id, M.owner, M.lease_ms, core.time(), true)
+  end
+  return nil, err
+end
+
+
+function M.release(id)
+  return core.store_release(id, M.owner)
+end
+
+
+function M.delete(id)
+  return core.store_delete(id)
+end
+
+
+function M.due()
+  return decoded(core.store_due(core.time()))
+end
+
+
+function M.purge(finished_before)
+  return decoded(core.store_purge(core.time(), finished_before))
+end
+
+
+-- Was `key` seen in the last ttl_ms? Records it if not, in the store: a
+-- signed request replayed after a restart, or to another process, is
+-- still a replay. Returns true (new), false (seen), or nil and an error.
+-- forget(key) drops it (a request that failed may be sent again).
+local SEEN = "spool.seen"
+
+function M.first_seen(key, ttl_ms)
+  local versions, err = M.write_state { { ns = SEEN, key = key,
+    value = true, if_version = 0, expires_at = core.time() + ttl_ms } }
+  if versions then
+    return true
+  elseif tostring(err):match("^ECONFLICT") then
+    return false
+  end
+  return nil, err
+end
+
+
+function M.forget_seen(key)
+  return M.write_state { { ns = SEEN, key = key } }
+end
+
+
+function M.state_get(ns, key)
+  local doc, err = decoded(core.store_state_get(ns, key, core.time()))
+  if err then
+    return nil, err
+  end
+  if doc == json.null then
+    return nil
+  end
+  return doc
+end
+
+
+function M.state_list(ns, after, limit)
+  return decoded(core.store_state_list(ns, after or "", limit or 1000,
+    core.time()))
+end
+
+
+return M

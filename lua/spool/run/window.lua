@@ -1,0 +1,795 @@
+-- spool.run.window: plans what the model sees of a thread within its token
+-- budget (private; agents use spool.context). Pure: it reads events and
+-- decides; spool.context acts on the plan (compaction, summaries).
+--
+-- A plan renders each event (a renderer of spool.context), applies the
+-- agent's policy for its type — keep, drop, { truncate = n tokens },
+-- { summarize = n tokens } — hides what a compaction event covers behind
+-- its summary, and groups the messages into units: a message, and for an
+-- assistant message with tool calls, their answers. Units are what
+-- compaction folds and overflow drops, whole, so a tool call never loses
+-- its result. Units holding a pinned event (the first input, the latest
+-- human answer) are never folded or dropped.
+--
+--   plan = window.plan(thread, agent, { form = "chat" | "blocks",
+--     renderers =, events =, fixed_tokens =, model =, report = bool,
+--     memo = window.memo(thread) | nil })
+--   plan = { units, report, total, limit, settings, factor, fold,
+--            needs_summary, summary = compaction event | nil,
+--            fresh = { [msg] = true } for messages made for this plan
+--            alone (cut, or noting what is missing) }
+--   (report, what became of each event, is filled only when asked; a
+--   plan made with a memo shares its units with the memo's walk, and
+--   holds until the thread's next plan)
+--   window.messages(plan)  -> the chat messages
+--   window.tokens(plan, factor)  -> their tokens at that factor
+--   window.drop_overflow(plan)   when compaction could not make room
+--     (plan.overflow: the tokens over the budget nothing could cut)
+
+local json = require "spool.json"
+local tokens = require "spool.tokens"
+
+local M = {}
+
+-- A result is cut at 4,000 tokens by default, or at a quarter of the
+-- budget in a smaller window, so that a few fit.
+M.DEFAULT_TRUNCATE = 4000
+
+local DEFAULT_TOKENS = 128000
+local DEFAULT_RESERVE = 4096
+
+
+local make_settings
+
+-- By agent version, and not on it: agent code is handed its definition.
+local settings_memos = setmetatable({}, { __mode = "k" })
+
+-- The agent's window settings, with defaults. agent.window = { tokens,
+-- reserve, policies = { [event type] = policy }, compact = false | {
+-- prompt, keep_recent, target } }.
+function M.settings(agent, model)
+  if not agent then
+    return make_settings(nil, model)
+  end
+  -- An agent version and a model always make the same settings: kept, for
+  -- the few models an agent is planned with (a kept walk needs the same
+  -- settings table from step to step).
+  local memo = settings_memos[agent]
+  if not memo or memo.window ~= agent.window or memo.n >= 8 then
+    memo = { window = agent.window, by_model = {}, n = 0 }
+    settings_memos[agent] = memo
+  end
+  local key = model or memo -- (no model: the defaults)
+  local settings = memo.by_model[key]
+  if not settings then
+    settings = make_settings(agent, model)
+    memo.by_model[key] = settings
+    memo.n = memo.n + 1
+  end
+  return settings
+end
+
+
+make_settings = function(agent, model)
+  local w = agent and agent.window or {}
+  model = model or {}
+  local size = w.tokens or model.context_tokens or DEFAULT_TOKENS
+  local reserve = w.reserve or model.max_tokens or DEFAULT_RESERVE
+  -- A reserve as large as the window (a model's max_tokens near its
+  -- context size) still leaves the messages a quarter of it.
+  local limit = math.max(size - reserve, size // 4)
+  local policies = { tool_result = { truncate = math.max(1,
+    math.min(M.DEFAULT_TRUNCATE, limit // 4)) } }
+  for k, v in pairs(w.policies or {}) do
+    policies[k] = v
+  end
+  local c = type(w.compact) == "table" and w.compact or {}
+  return {
+    tokens = size,
+    reserve = reserve,
+    limit = limit,
+    policies = policies,
+    compact = w.compact ~= false,
+    prompt = c.prompt or "compact.md",
+    keep_recent = c.keep_recent or 4,
+    target = c.target or 0.5,
+  }
+end
+
+
+-- Checks an agent's window table; returns nil or a message.
+function M.check(w)
+  if type(w) ~= "table" then
+    return "window must be a table { tokens, reserve, policies, compact }"
+  end
+  for _, k in ipairs { "tokens", "reserve" } do
+    if w[k] ~= nil and (math.type(w[k]) ~= "integer" or w[k] < 1) then
+      return "window." .. k .. " must be a positive integer"
+    end
+  end
+  if w.tokens and w.reserve and w.reserve >= w.tokens then
+    return "window.reserve must be less than window.tokens"
+  end
+  for ev_type, p in pairs(w.policies or {}) do
+    local ok = p == "keep" or p == "drop"
+    if type(p) == "table" then
+      local n = p.truncate or p.summarize
+      ok = math.type(n) == "integer" and n > 0
+        and (p.truncate == nil or p.summarize == nil)
+    end
+    if not ok then
+      return string.format("window.policies.%s must be \"keep\", \"drop\", "
+        .. "{ truncate = n } or { summarize = n } (n tokens)", ev_type)
+    end
+  end
+  if w.compact ~= nil and w.compact ~= false and type(w.compact) ~= "table"
+  then
+    return "window.compact must be false or { prompt, keep_recent, target }"
+  end
+  return nil
+end
+
+
+-- Seqs never folded or dropped: the first input, the latest human answer;
+-- and the call that answer went to, if it answered a question (the call's
+-- result is then the person's words).
+local function pins(events)
+  local set, human = {}, nil
+  for i = 1, #events do
+    local ev = events[i]
+    if ev.type == "input" and not next(set) then
+      set[ev.seq] = true
+    elseif ev.type == "human_response" then
+      human = ev
+    end
+  end
+  if human then
+    set[human.seq] = true
+  end
+  return set, human and human.data.kind == "ask" and human.data.call_id
+    or nil
+end
+
+
+local function covered(ranges, seq)
+  for _, r in ipairs(ranges or {}) do
+    if seq >= r[1] and seq <= r[2] then
+      return true
+    end
+  end
+  return false
+end
+
+
+-- Cuts a message as its policy (c.policy: "drop", { truncate = n } or
+-- { summarize = n }, of spool.run.window's cut records below) wants at the
+-- plan's factor; returns the message and what was done, or the message as
+-- it is and nil. A changed message is a copy: renderers may share tables.
+local function cut_message(plan, c, summaries)
+  local ev, msg, pol = c.ev, c.raw, c.policy
+  local factor = plan.factor
+  local full = tokens.estimate(msg.content, factor)
+  local limit = pol ~= "drop" and (pol.truncate or pol.summarize)
+  if limit and full <= limit then
+    return msg, nil
+  end
+  local copy = {}
+  for k, v in pairs(msg) do
+    copy[k] = v
+  end
+  msg = copy
+  local what = msg.role == "tool" and "result" or ev.type
+  if pol == "drop" then
+    msg.content = string.format("[omitted by the context policy (%d tokens); "
+      .. "the whole %s is event %d of this thread]", full, what, ev.seq)
+    return msg, "dropped"
+  end
+  if pol.summarize and summaries[ev.seq] then
+    msg.content = string.format("[summary of event %d, %d tokens]\n%s",
+      ev.seq, full, summaries[ev.seq])
+    return msg, "summarized"
+  end
+  local head = tokens.head(msg.content, limit, factor)
+  local hint = plan.read_more and c.plain
+    and string.format("; call read_more with seq %d and from %d for the rest",
+      ev.seq, #head + 1)
+    or ""
+  msg.content = string.format("%s\n[… %d of %d tokens cut by the context "
+    .. "policy: the whole %s is event %d of this thread%s]", head,
+    full - tokens.estimate(head, factor), full, what, ev.seq, hint)
+  if pol.summarize then
+    plan.needs_summary[#plan.needs_summary + 1] = ev
+    return msg, "truncated (summary due)"
+  end
+  return msg, "truncated"
+end
+
+
+-- What a thread's earlier steps rendered, kept for its next: the walk of
+-- its events (below), when every message in it came from a built-in chat
+-- renderer (a pure function of its event, and events never change); and
+-- what providers made of the walk's messages (spool.model.providers.openai).
+-- Only the loop's own steps use it, never a render whose messages reach an
+-- agent's code, which might change them. A new walk starts a new wire
+-- cache; the runner drops the memo when the run stops.
+-- { walk, wire = { [provider] = { [msg] = json.raw } } }.
+function M.memo(thread)
+  local memo = thread.render_memo
+  if not memo then
+    memo = { wire = {} }
+    thread.render_memo = memo
+  end
+  return memo
+end
+
+
+-- The policy that may change an event's message at some calibration
+-- factor (never above tokens.MAX_FACTOR), or nil: what a policy leaves
+-- alone at any factor is kept as it is, and only the rest waits for a
+-- plan's factor (`finish`).
+local function acting_policy(settings, ev, msg, pinned)
+  local pol = settings.policies[ev.type]
+  if pol == nil or pol == "keep" or type(msg.content) ~= "string" then
+    return nil
+  end
+  if pol == "drop" then
+    return not pinned[ev.seq] and pol or nil
+  end
+  if tokens.estimate(msg.content, tokens.MAX_FACTOR)
+    <= (pol.truncate or pol.summarize)
+  then
+    return nil
+  end
+  return pol
+end
+
+
+-- A plan walks the thread's events into units. The loop's steps keep
+-- their walk (memo.walk), so a step walks only the events that are new.
+-- A walk holds nothing that depends on the calibration factor, which
+-- changes every step: it counts messages in bytes, and leaves the messages
+-- a policy may cut (`cuts`) for each plan to cut at its own factor. A new
+-- compaction or human answer changes what is hidden or pinned, and so may
+-- an input (the first is pinned): the next plan walks afresh.
+--
+--   walk = { events, settings, used = { [type] = renderer | false },
+--     n = events walked, keep = every message is a built-in renderer's,
+--     summary, ranges, pinned, summaries, units (closed), unit (open),
+--     owed = its calls, answers = { [call id] = false | { msg, bytes,
+--     cut } }, cuts = { { cut, unit, index } } (where each goes) }
+--   unit = { messages, bytes, overhead, first, last, kind, tokens, pinned }
+--   cut = { ev, raw (the message as rendered), policy, plain (it shows
+--     the event's result as it is, so read_more's offsets hold), entry
+--     (of the report) }
+
+local function new_walk(events, settings)
+  local pinned, pinned_call = pins(events)
+  local w = { events = events, settings = settings, used = {}, n = 0,
+              keep = true, pinned = pinned, pinned_call = pinned_call,
+              summaries = {}, units = {},
+              owed = {}, answers = {}, cuts = {}, summary_placed = false }
+  for i = 1, #events do
+    if events[i].type == "compaction" then
+      w.summary = events[i]
+    end
+  end
+  w.ranges = w.summary and w.summary.data.ranges or {}
+  w.ranged = #w.ranges > 0
+  return w
+end
+
+
+-- Whether a kept walk may go on over `events`: nothing it saw changed.
+local function continues(w, events, settings, defaults)
+  if not w or w.events ~= events or w.settings ~= settings
+    or w.n > #events then
+    return false
+  end
+  for ev_type, render in pairs(w.used) do
+    if (defaults[ev_type] or false) ~= render then
+      return false -- a renderer was hot-patched, put in or taken out
+    end
+  end
+  for i = w.n + 1, #events do
+    local t = events[i].type
+    if t == "compaction" or t == "input" or t == "human_response" then
+      return false
+    end
+  end
+  return true
+end
+
+
+local function put(u, msg, bytes, cut, cuts)
+  local i = #u.messages + 1
+  u.messages[i], u.bytes[i] = msg, bytes
+  u.overhead = u.overhead + tokens.overhead(msg)
+  if cut then -- (one answer may go twice: a model repeating a call id)
+    cuts[#cuts + 1] = { cut = cut, unit = u, index = i }
+  end
+end
+
+
+-- Closes unit `u` with one answer per call of its assistant message, in
+-- call order; a call without one gets a note saying so. For a plan's own
+-- copy of the open unit, `fresh` collects those notes: they are made for
+-- that plan alone.
+local function settle(w, u, cuts, fresh)
+  local owed = w.owed
+  for i = 1, #owed do
+    local c = owed[i]
+    local a = w.answers[c.id]
+    if a then
+      put(u, a.msg, a.bytes, a.cut, cuts)
+    else
+      local note = { role = "tool", tool_call_id = c.id, name = c.name,
+                     content = "error: no result was recorded for this call" }
+      put(u, note, tokens.bytes(note), nil, cuts)
+      if fresh then
+        fresh[note] = true
+      end
+    end
+  end
+end
+
+
+local function start_unit(w, msg, bytes, cut, seq, kind)
+  if w.unit then
+    settle(w, w.unit, w.cuts)
+    w.units[#w.units + 1] = w.unit
+    if #w.owed > 0 then
+      w.owed, w.answers = {}, {}
+    end
+  end
+  local u = { messages = {}, bytes = {}, overhead = 0, first = seq,
+              last = seq, kind = kind, tokens = 0, pinned = false }
+  put(u, msg, bytes, cut, w.cuts)
+  w.unit = u
+  local calls = msg.tool_calls
+  if calls then
+    for i = 1, #calls do
+      local c = calls[i]
+      w.owed[#w.owed + 1] = c
+      w.answers[c.id] = false
+    end
+  end
+end
+
+
+-- Renders one event: its message, or nil. `how` = { thread, agent,
+-- blocks, renderers, defaults, report }.
+local function render_event(w, how, ev, render)
+  if how.blocks then
+    w.keep = false
+    local tag, body = render(ev, how.thread, how.agent)
+    return tag and { role = "user", tag = tag, content = body,
+                     call_id = ev.data.call_id } or nil
+  end
+  if not require("spool.context").pure_renderers[render] then
+    w.keep = false
+  end
+  return render(ev, how.thread, how.agent)
+end
+
+
+-- Walks the events after those `w` has seen (`factor` counts the report's
+-- tokens).
+local function walk(w, how, factor)
+  local events, report = w.events, how.report
+  local renderers, defaults, blocks = how.renderers, how.defaults, how.blocks
+  local ranges, ranged, pinned = w.ranges, w.ranged, w.pinned
+  for i = w.n + 1, #events do
+    local ev = events[i]
+    local ev_type = ev.type
+    if ev_type == "event_summary" then
+      w.summaries[ev.data.of] = ev.data.summary
+    end
+    local render = renderers[ev_type] or defaults[ev_type]
+    w.used[ev_type] = render or false
+    local hidden = ranged and covered(ranges, ev.seq)
+    if hidden and not pinned[ev.seq] then
+      if not w.summary_placed then
+        w.summary_placed = true
+        local s = w.summary
+        local msg = blocks
+          and { role = "user", tag = "summary", content = s.data.summary }
+          or { role = "user", content = string.format("Summary of earlier "
+            .. "work (events %d–%d, compacted to fit the context "
+            .. "window):\n%s", ranges[1][1], s.data.upto, s.data.summary) }
+        start_unit(w, msg, tokens.bytes(msg), nil, s.seq, "summary")
+      end
+      if render and report then
+        report[#report + 1] = { seq = ev.seq, type = ev_type,
+          action = "compacted", into = w.summary.seq }
+      end
+    elseif render then
+      local msg = render_event(w, how, ev, render)
+      if msg then
+        local bytes = tokens.bytes(msg)
+        local entry = report and { seq = ev.seq, type = ev_type,
+          tokens = tokens.overhead(msg) + tokens.of_bytes(bytes, factor) }
+        local pol, cut = acting_policy(w.settings, ev, msg, pinned), nil
+        if pol == "drop" and msg.role ~= "tool" and msg.tag == nil then
+          msg = nil -- only an answer's place must be kept
+          if entry then
+            entry.action = "dropped"
+          end
+        elseif pol then
+          local value = ev.data.result
+          cut = { ev = ev, raw = msg, policy = pol, entry = entry,
+                  plain = value ~= nil and msg.content
+                    == require("spool.context").render_value(value) }
+        elseif entry then
+          entry.shown = entry.tokens
+        end
+        if entry then
+          report[#report + 1] = entry
+        end
+        if msg and msg.role == "tool" and not blocks then
+          local id = msg.tool_call_id
+          if w.answers[id] == false then
+            w.answers[id] = { msg = msg, bytes = bytes, cut = cut }
+          elseif entry then
+            entry.action, entry.shown = "dropped: answers no pending call", nil
+          end
+        elseif msg then
+          start_unit(w, msg, bytes, cut, ev.seq)
+        end
+      end
+    end
+    local u = w.unit
+    if u and ev.seq > u.last and not hidden then
+      u.last = ev.seq -- events a unit's renderers skip stay with it
+    end
+  end
+  w.n = #events
+end
+
+
+-- Cuts a message where it goes, as its policy wants at this plan's factor:
+-- once a plan (`done`, by cut), wherever it goes.
+local function cut_now(plan, w, place, done)
+  local c = place.cut
+  local msg = done[c]
+  if not msg then
+    local action
+    msg, action = cut_message(plan, c, w.summaries)
+    done[c] = msg
+    if msg ~= c.raw then
+      plan.fresh[msg] = true
+    end
+    if c.entry then
+      c.entry.action = action
+      c.entry.shown = tokens.message(msg, plan.factor)
+    end
+  end
+  place.unit.messages[place.index] = msg
+  place.unit.bytes[place.index] = tokens.bytes(msg)
+end
+
+
+local function copy(list)
+  return table.move(list, 1, #list, 1, {})
+end
+
+
+-- The plan's units from the walk, at the plan's factor: the open unit is
+-- settled in a copy, as its calls may still get their answers.
+local function finish(plan, w, fixed_tokens)
+  local done = {}
+  for i = 1, #w.cuts do
+    cut_now(plan, w, w.cuts[i], done)
+  end
+  local units = copy(w.units)
+  local open = w.unit
+  if open then
+    local view = { messages = copy(open.messages), bytes = copy(open.bytes),
+                   overhead = open.overhead, first = open.first,
+                   last = open.last, kind = open.kind }
+    local cuts = {}
+    settle(w, view, cuts, plan.fresh)
+    for i = 1, #cuts do
+      cut_now(plan, w, cuts[i], done)
+    end
+    units[#units + 1] = view
+  end
+  local factor, of_sizes = plan.factor, tokens.of_sizes
+  local total = fixed_tokens or 0
+  for i = 1, #units do
+    local u = units[i]
+    local n = u.overhead + of_sizes(u.bytes, factor)
+    u.tokens, u.pinned = n, false
+    for seq in pairs(w.pinned) do
+      if seq >= u.first and seq <= u.last then
+        u.pinned = true
+      end
+    end
+    total = total + n
+  end
+  plan.units, plan.total, plan.summary = units, total, w.summary
+  plan.pinned_call = w.pinned_call
+end
+
+
+function M.plan(thread, agent, opts)
+  opts = opts or {}
+  local context = require "spool.context"
+  local events = opts.events or thread.events
+  local blocks = opts.form == "blocks"
+  local plan = {
+    settings = M.settings(agent, opts.model), factor = tokens.factor(events),
+    report = {}, needs_summary = {}, form = opts.form or "chat",
+    read_more = agent and agent.tools and agent.tools.read_more ~= nil,
+    fresh = {},
+  }
+  local how = { thread = thread, agent = agent, blocks = blocks,
+    renderers = opts.renderers or {},
+    defaults = blocks and context.block_renderers or context.chat_renderers,
+    -- what each event became: built for a dry render (spool prompt) only
+    report = opts.report and plan.report or nil }
+  -- The memo keeps a walk of the built-in chat renderers' messages.
+  local memo = not blocks and not how.report and next(how.renderers) == nil
+    and opts.memo or nil
+  local w = memo and memo.walk
+  if not continues(w, events, plan.settings, how.defaults) then
+    w = new_walk(events, plan.settings)
+    if memo then
+      memo.wire = {} -- of messages no longer walked
+    end
+  end
+  walk(w, how, plan.factor)
+  if memo then
+    memo.walk = w.keep and w or nil
+  end
+  finish(plan, w, opts.fixed_tokens)
+  plan.limit = plan.settings.limit
+  if plan.total > plan.limit then
+    M.choose_fold(plan)
+  end
+  return plan
+end
+
+
+-- Picks the oldest units to fold so that what is left, with room for the
+-- summary, comes under target × limit; the latest keep_recent units stay.
+function M.choose_fold(plan)
+  local s, units = plan.settings, plan.units
+  local target = plan.limit * s.target
+  local fold, freed = {}, 0
+  for i, u in ipairs(units) do
+    if i > #units - s.keep_recent then
+      break
+    end
+    if not u.pinned then
+      fold[#fold + 1] = u
+      freed = freed + u.tokens
+      if plan.total - freed + M.summary_tokens(plan) <= target then
+        break
+      end
+    end
+  end
+  -- Folding the last summary alone frees nothing: no call for that.
+  local real = false
+  for _, u in ipairs(fold) do
+    real = real or u.kind ~= "summary"
+  end
+  plan.fold = real and fold or {}
+end
+
+
+-- Room allowed for a compaction's summary.
+function M.summary_tokens(plan)
+  return math.max(200, math.min(2000, plan.limit // 10))
+end
+
+
+-- The fewest tokens a result is cut to when the window has no more room.
+M.MIN_RESULT_TOKENS = 64
+
+local function mark(plan, u, action)
+  for _, r in ipairs(plan.report) do
+    if r.seq >= u.first and r.seq <= u.last then
+      r.action = action
+    end
+  end
+end
+
+
+-- Drops the oldest unpinned units but the latest `spare` while the plan is
+-- over; returns how many, and the index where the first was.
+local function drop_oldest(plan, spare)
+  local kept, dropped, at = {}, 0, nil
+  local units = plan.units
+  for i, u in ipairs(units) do
+    if plan.total > plan.limit and not u.pinned and i <= #units - spare then
+      plan.total = plan.total - u.tokens
+      dropped = dropped + 1
+      at = at or #kept + 1
+      mark(plan, u, "omitted: over the budget")
+    else
+      kept[#kept + 1] = u
+    end
+  end
+  plan.units = kept
+  return dropped, at
+end
+
+
+local function is_result(m)
+  return type(m.content) == "string"
+    and (m.role == "tool" or (m.tag ~= nil and m.tag:match("_result$")))
+end
+
+
+-- Cuts the longest results, the newest too, down to what the budget
+-- leaves (MIN_RESULT_TOKENS at the least); in a pinned unit as well, but
+-- not the result that is the pinned answer of a person.
+local function cut_results(plan)
+  local factor, found, answer = plan.factor, {}, plan.pinned_call
+  for _, u in ipairs(plan.units) do
+    for i, m in ipairs(u.messages) do
+      if is_result(m) and (answer == nil
+          or (m.tool_call_id or m.call_id) ~= answer) then
+        found[#found + 1] = { unit = u, index = i,
+                              size = tokens.estimate(m.content, factor) }
+      end
+    end
+  end
+  table.sort(found, function(a, b) return a.size > b.size end)
+  local marker = "\n[… %d of %d tokens cut to fit the context window]"
+  for _, f in ipairs(found) do
+    local excess = plan.total - plan.limit
+    if excess <= 0 then
+      break
+    end
+    local marked = tokens.estimate(marker:format(f.size, f.size), factor)
+    local keep = math.max(M.MIN_RESULT_TOKENS, f.size - excess - marked)
+    if keep + marked < f.size then -- (a cut must make it smaller)
+      local u, old = f.unit, f.unit.messages[f.index]
+      local msg = {}
+      for k, v in pairs(old) do
+        msg[k] = v
+      end
+      local head = tokens.head(old.content, keep, factor)
+      msg.content = head .. marker:format(f.size
+        - tokens.estimate(head, factor), f.size)
+      plan.fresh[msg] = true
+      u.messages[f.index], u.bytes[f.index] = msg, tokens.bytes(msg)
+      local before = u.tokens
+      u.tokens = u.overhead + tokens.of_sizes(u.bytes, factor)
+      plan.total = plan.total - before + u.tokens
+      mark(plan, u, "truncated: over the budget")
+    end
+  end
+end
+
+
+-- The last resort, when compaction is off or could not make room, in
+-- order until the plan fits: leave out the oldest unpinned units but the
+-- latest keep_recent, with a note where they were; then those too, but
+-- the newest (what the model answers); then cut the longest results, the
+-- newest's too. What is pinned, the system prompt and the tools are never
+-- cut: if they alone are over, plan.overflow says by how many tokens.
+function M.drop_overflow(plan)
+  local dropped, at = drop_oldest(plan, plan.settings.keep_recent)
+  local more, more_at = drop_oldest(plan, 1)
+  if more > 0 then
+    at = math.min(at or more_at, more_at)
+    dropped = dropped + more
+  end
+  if dropped > 0 then
+    local note = { role = "user", tag = "omitted",
+      content = string.format("[%d earlier parts of this conversation were "
+        .. "omitted to fit the context window]", dropped) }
+    if plan.form ~= "blocks" then
+      note.tag = nil
+    end
+    plan.fresh[note] = true
+    local unit = { messages = { note }, bytes = { tokens.bytes(note) },
+      overhead = tokens.overhead(note), tokens = tokens.message(note,
+        plan.factor), first = 0, last = 0 }
+    table.insert(plan.units, at, unit)
+    plan.total = plan.total + unit.tokens
+  end
+  if plan.total > plan.limit then
+    cut_results(plan)
+  end
+  plan.overflow = plan.total > plan.limit and plan.total - plan.limit or nil
+end
+
+
+-- The tokens of the plan's messages at `factor`.
+function M.tokens(plan, factor)
+  local n = 0
+  for _, u in ipairs(plan.units) do
+    n = n + u.overhead + tokens.of_sizes(u.bytes, factor)
+  end
+  return n
+end
+
+
+-- The plan's messages: chat messages, or for the blocks form one user
+-- message of <tag> blocks.
+function M.messages(plan)
+  local out = {}
+  if plan.form == "blocks" then
+    local parts = {}
+    for _, u in ipairs(plan.units) do
+      for _, m in ipairs(u.messages) do
+        parts[#parts + 1] = string.format("<%s>\n%s\n</%s>", m.tag, m.content,
+          m.tag)
+      end
+    end
+    return { { role = "user", content = table.concat(parts, "\n\n") } }
+  end
+  local units = plan.units
+  for i = 1, #units do
+    local messages = units[i].messages
+    for j = 1, #messages do
+      out[#out + 1] = messages[j]
+    end
+  end
+  return out
+end
+
+
+-- The folded units as text for the summarizer: each message tagged with
+-- its role (and the tool it answers).
+function M.fold_text(plan)
+  local parts = {}
+  if plan.summary then
+    parts[1] = "<previous_summary>\n" .. plan.summary.data.summary
+      .. "\n</previous_summary>"
+  end
+  for _, u in ipairs(plan.fold or {}) do
+    if u.kind ~= "summary" then
+      for _, m in ipairs(u.messages) do
+        local tag = m.tag or m.role
+        local body = m.content
+        if type(body) ~= "string" or body == "" then
+          body = ""
+        end
+        for _, c in ipairs(m.tool_calls or {}) do
+          body = body .. (body ~= "" and "\n" or "")
+            .. string.format("calls %s(%s)", c.name, c.arguments or "")
+        end
+        if m.role == "tool" then
+          tag = "result" .. (m.name and (" of " .. m.name) or "")
+        end
+        parts[#parts + 1] = string.format("<%s>\n%s\n</%s>", tag, body,
+          tag:match("^%S+"))
+      end
+    end
+  end
+  return table.concat(parts, "\n\n")
+end
+
+
+-- The seq ranges a new compaction covers: the old one's and the folded
+-- units'.
+function M.fold_ranges(plan)
+  local ranges = json.array()
+  for _, r in ipairs(plan.summary and plan.summary.data.ranges or {}) do
+    ranges[#ranges + 1] = json.array({ r[1], r[2] })
+  end
+  for _, u in ipairs(plan.fold or {}) do
+    if u.kind ~= "summary" then
+      ranges[#ranges + 1] = json.array({ u.first, u.last })
+    end
+  end
+  table.sort(ranges, function(a, b) return a[1] < b[1] end)
+  -- Ranges that touch become one, so they stay few as compactions repeat.
+  local merged = json.array()
+  for _, r in ipairs(ranges) do
+    local last = merged[#merged]
+    if last and r[1] <= last[2] + 1 then
+      last[2] = math.max(last[2], r[2])
+    else
+      merged[#merged + 1] = r
+    end
+  end
+  return merged
+end
+
+
+return M
