@@ -12,6 +12,7 @@ local spool = require "spool"
 local agent_mod = require "spool.agent"
 local prompt = require "spool.prompt"
 local runner = require "spool.run.runner"
+local config = require "spool.base.config"
 
 local h = {}
 
@@ -324,6 +325,22 @@ end
 
 
 -- Fails the current test if anything it started is still running.
+-- The Lua library's modules: { name = "spool.run.loader", path = ... },
+-- sorted by name, read from the lua_dir the engine loads them from.
+function h.library_modules()
+  local dir = config.get().lua_dir
+  local out = {}
+  local find = io.popen("cd " .. h.q(dir) .. " && find spool -name '*.lua'")
+  for file in find:lines() do
+    local name = file:gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
+    out[#out + 1] = { name = name, path = dir .. "/" .. file }
+  end
+  find:close()
+  table.sort(out, function(a, b) return a.name < b.name end)
+  return out
+end
+
+
 function h.assert_clean()
   local stats = core.stats()
   assert(stats.http_pending == 0, "HTTP transfers left in flight: "

@@ -60,6 +60,9 @@ local core = require "spool.core"
 local run_limits = require "spool.run.limits"
 local schema = require "spool.schema"
 local sandbox = require "spool.run.sandbox"
+local channels = require "spool.serve.channels.common"
+local llm = require "spool.llm"
+local window = require "spool.run.window"
 
 local M = {}
 
@@ -222,7 +225,7 @@ function M.define(def, where)
     window = data("window"),
     prefetch = def.prefetch,
     humans = def.humans ~= nil
-      and require("spool.serve.channels").check(data("humans"), where) or nil,
+      and channels.check(data("humans"), where) or nil,
     limits = data("limits"),
   }, AGENT)
   local lok, lerr = run_limits.check(a.limits,
@@ -246,7 +249,7 @@ function M.define(def, where)
     error(where .. ": model must be a table of overrides", 0)
   end
   if a.model and a.model.provider ~= nil then
-    local ok, err = pcall(require("spool.llm").provider, a.model.provider)
+    local ok, err = pcall(llm.provider, a.model.provider)
     if not ok then
       error(where .. ": model: " .. err, 0)
     end
@@ -255,7 +258,7 @@ function M.define(def, where)
     error(where .. ": stream must be true or false", 0)
   end
   if a.window ~= nil then
-    local werr = require("spool.run.window").check(a.window)
+    local werr = window.check(a.window)
     if werr then
       error(where .. ": " .. werr, 0)
     end

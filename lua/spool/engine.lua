@@ -16,6 +16,16 @@ local loop = require "spool.loop"
 local thread_mod = require "spool.run.thread"
 local format = require "spool.run.format"
 local human = require "spool.human"
+local extract = require "spool.extract"
+local llm = require "spool.llm"
+local mock = require "spool.mock"
+local serve = require "spool.serve"
+-- Loaded with the engine, though nothing here calls them: the public
+-- library, so a broken install fails at open; the webhooks and channels,
+-- which follow every thread's ends and waits (spool.run.hub).
+require "spool"
+require "spool.serve.webhooks"
+require "spool.serve.channels"
 
 local M = {}
 
@@ -29,11 +39,6 @@ function M.open(opts)
   if not ok then
     return false, err
   end
-  -- Load the public library now, so a broken install fails at open; and
-  -- the webhooks, which notify of every thread's ends and waits.
-  require "spool"
-  require "spool.serve.webhooks"
-  require "spool.serve.channels"
   if opts.watch == "on" then
     ok, err = loader.watch()
     if not ok then
@@ -46,12 +51,12 @@ end
 
 -- The control API (spool.serve). (task)
 function M.serve_start(opts)
-  return require("spool.serve").start(opts)
+  return serve.start(opts)
 end
 
 
 function M.serve_stop(drain_ms) -- (task)
-  return require("spool.serve").stop(drain_ms)
+  return serve.stop(drain_ms)
 end
 
 
@@ -331,7 +336,7 @@ function M.extract(text, schema_json, lines)
         .. (err and (" (" .. err:gsub("^EJSON: ", "") .. ")") or "")
     end
   end
-  local value, info = require("spool.extract").extract(text,
+  local value, info = extract.extract(text,
     { schema = schema })
   if value == nil then
     return nil, info
@@ -360,7 +365,7 @@ function M.render_request(agent_name, input)
   if not ok then
     return nil, "EAGENT: " .. tostring(req)
   end
-  return require("spool.llm").request(req).body
+  return llm.request(req).body
 end
 
 
@@ -369,7 +374,7 @@ local mocks = {}
 
 function M.mock_start(script, host, port)
   local cfg = config.get()
-  local mock, err = require("spool.mock").start {
+  local mock, err = mock.start {
     script = script or cfg.mock_script, host = host, port = port,
     project = cfg.project,
   }

@@ -14,6 +14,7 @@
 local M = {}
 
 local json = require "spool.json"
+local schema = require "spool.schema"
 
 M.ask = {
   description = "Ask a human a question and wait for the answer. Use it "
@@ -99,7 +100,7 @@ function M.response_for(request, response, tool)
       return nil, "EINVAL: edited arguments must be a JSON object"
     end
     if tool then
-      local ok, err = require("spool.schema").check(response.args,
+      local ok, err = schema.check(response.args,
         tool.schema, r.name)
       if not ok then
         return nil, "EINVAL: the edited arguments do not fit the tool: " .. err

@@ -16,6 +16,7 @@
 
 local core = require "spool.core"
 local agent = require "spool.agent"
+local runner = require "spool.run.runner"
 
 local M = {
   json = require "spool.json",
@@ -45,7 +46,7 @@ end
 -- Runs agent `name` on `input` as a child thread of `thread` and returns
 -- its result, or nil and its error. The child has its own step budget.
 function M.call(thread, name, input)
-  return require("spool.run.runner").call(thread, name, input)
+  return runner.call(thread, name, input)
 end
 
 

@@ -42,6 +42,7 @@ local core = require "spool.core"
 local config = require "spool.base.config"
 local http = require "spool.base.http"
 local json = require "spool.json"
+local mock = require "spool.mock"
 local pricing = require "spool.model.pricing"
 local ratelimit = require "spool.model.ratelimit"
 local sandbox = require "spool.run.sandbox"
@@ -73,7 +74,7 @@ end
 -- is the mock.
 local function base_url(model)
   if model.mock then
-    return require("spool.mock").local_url()
+    return mock.local_url()
   end
   return model.base_url
 end

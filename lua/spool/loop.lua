@@ -981,9 +981,6 @@ end
 -- `resolve(thread, agent)`, if given, returns the agent version each step
 -- runs (hot reload: spool.run.runner); steps never change version midway.
 function M.run(thread, agent, resolve)
-  if agent.prefetch and thread.step == 0 then
-    require("spool.run.prefetch").run(thread, agent)
-  end
   while thread:status() == "running" do
     if resolve then
       agent = resolve(thread, agent)

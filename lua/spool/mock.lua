@@ -60,6 +60,7 @@
 local core = require "spool.core"
 local json = require "spool.json"
 local wire = require "spool.model.mock_wire"
+local config = require "spool.base.config"
 
 local M = {}
 
@@ -412,7 +413,7 @@ local local_mock = nil
 -- with the project's mock script (spool.lua: mock = "mock/x.lua").
 function M.local_url()
   if not local_mock then
-    local cfg = require("spool.base.config").get()
+    local cfg = config.get()
     local mock, err = M.start { script = cfg.mock_script,
                                 project = cfg.project }
     if not mock then

@@ -22,6 +22,7 @@
 -- alternation, groups or lookaround is reported once in the log and not
 -- checked.
 
+local core = require "spool.core"
 local json = require "spool.json"
 
 local M = {}
@@ -363,7 +364,7 @@ local function matches_pattern(s, re)
     translated[re] = t
     if not pat and not warned[re] then
       warned[re] = true
-      require("spool.core").log("warn", string.format("spool.schema: the "
+      core.log("warn", string.format("spool.schema: the "
         .. "pattern %q uses %s, which spool does not check", re, why))
     end
   end

@@ -19,6 +19,7 @@
 -- with replay = DIR the runs get those replies back in order, and no model
 -- is called.
 
+local config = require "spool.base.config"
 local core = require "spool.core"
 local eval = require "spool.eval"
 local json = require "spool.json"
@@ -443,7 +444,7 @@ function M.with_version(version, agent_name, fn)
   if not tostring(agent_name):match("^[%w_%-]+$") then
     return nil, "EINVAL: not an agent name: " .. tostring(agent_name)
   end
-  local cfg = require("spool.base.config").get()
+  local cfg = config.get()
   local dir = os.tmpname()
   os.remove(dir)
   local cmd

@@ -10,6 +10,8 @@
 -- Cached input tokens cost cached_input (input when not given). A model
 -- with no price has no cost, rather than a wrong one.
 
+local config = require "spool.base.config"
+
 local M = {}
 
 M.DEFAULTS = {
@@ -28,10 +30,7 @@ M.DEFAULTS = {
 
 local NONE = {}
 
-local config -- spool.base.config requires this module: loaded on first use
-
 local function project_prices()
-  config = config or require "spool.base.config"
   local ok, cfg = pcall(config.get)
   return ok and type(cfg.file.prices) == "table" and cfg.file.prices or NONE
 end

@@ -12,9 +12,12 @@
 -- summarize.md unless the agent's window names others), owned like any
 -- prompt; without the file, the text below is used.
 
+local core = require "spool.core"
 local llm = require "spool.llm"
+local config = require "spool.base.config"
 local pricing = require "spool.model.pricing"
 local prompt = require "spool.prompt"
+local render = require "spool.run.render"
 local task = require "spool.base.task"
 local window = require "spool.run.window"
 
@@ -38,9 +41,7 @@ Plain text, no preamble.]]
 -- Read on the thread pool: a compaction happens inside a run, and the
 -- loop must not wait on the disk.
 local function prompt_text(name, default)
-  local cfg = require("spool.base.config").get()
-  local text = require("spool.core").read_file(cfg.prompts_dir .. "/" .. name,
-    true)
+  local text = core.read_file(config.get().prompts_dir .. "/" .. name, true)
   if not text then
     return default
   end
@@ -82,8 +83,8 @@ end
 function M.summarize(thread, plan, model)
   for _, ev in ipairs(plan.needs_summary) do
     local content = ev.data.result ~= nil
-      and require("spool.context").render_value(ev.data.result)
-      or require("spool.context").render_value(ev.data)
+      and render.render_value(ev.data.result)
+      or render.render_value(ev.data)
     local reply, err = call(thread, model, prompt_text("summarize.md",
       M.DEFAULT_SUMMARIZE), content, window.summary_tokens(plan))
     if not reply or not reply.text then

@@ -10,7 +10,7 @@
 -- Long values are cut to keep one event on one line, except the final
 -- answer of a top-level thread; `spool run --json` prints events whole.
 
-local context = require "spool.context"
+local rendering = require "spool.run.render"
 
 local M = {}
 
@@ -18,7 +18,7 @@ M.width = 160
 
 
 local function short(v, width)
-  local s = context.render_value(v):gsub("%s+", " ")
+  local s = rendering.render_value(v):gsub("%s+", " ")
   width = width or M.width
   if #s > width then
     -- Cut on a UTF-8 boundary.

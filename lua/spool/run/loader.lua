@@ -28,6 +28,7 @@ local requires = require "spool.run.requires"
 local hub = require "spool.run.hub"
 local sandbox = require "spool.run.sandbox"
 local limits = require "spool.run.limits"
+local thread_mod = require "spool.run.thread"
 
 local M = {}
 
@@ -250,7 +251,7 @@ local function check_unbounded(def)
   if not def.prompt_template then
     return true
   end
-  local probe = require("spool.run.thread").new(def.name, def.version, nil, nil)
+  local probe = thread_mod.new(def.name, def.version, nil, nil)
   probe:append("input", { input = "" })
   local vars = { input = "", agent = def.name, tools = json.array(),
                  thread = { id = probe.id, step = 1 } }

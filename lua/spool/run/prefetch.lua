@@ -1,5 +1,5 @@
 -- spool.run.prefetch: what an agent declares it will almost surely need,
--- fetched before its first model call (private; spool.loop runs it).
+-- fetched before its first model call (private; spool.run.runner runs it).
 --
 --   prefetch = {
 --     order = function(input, ctx) return spool.http.get(...) end,
@@ -36,7 +36,10 @@ local function outcome(ok, res, err)
 end
 
 
-function M.run(thread, agent)
+-- Fetches what `agent` declares for `thread`; `call(thread, name, input)`
+-- runs a sub-agent (spool.run.runner.call, handed down: the runner is
+-- above this module).
+function M.run(thread, agent, call)
   local have = {}
   for _, ev in ipairs(thread.events) do
     if ev.type == "prefetch" then
@@ -88,7 +91,7 @@ function M.run(thread, agent)
     if spec.input then
       child_input = spec.input(input)
     end
-    local res, err = require("spool.run.runner").call(thread, spec.agent,
+    local res, err = call(thread, spec.agent,
       child_input)
     local r = outcome(true, res, err)
     thread:append("prefetch", { name = name, agent = spec.agent,

@@ -29,6 +29,7 @@ local task = require "spool.base.task"
 local human = require "spool.human"
 local config = require "spool.base.config"
 local limits = require "spool.run.limits"
+local prefetch = require "spool.run.prefetch"
 
 local M = {}
 
@@ -132,6 +133,8 @@ end
 -- Set while the process shuts down: top-level runs stop at their next step
 -- boundary (their last step is stored), for the next start to recover.
 M.draining = false
+-- The most top-level runs a server takes at once (spool serve sets it).
+M.max_runs = math.huge
 local DRAINED = setmetatable({}, { __tostring = function() return "drained" end })
 
 
@@ -156,14 +159,23 @@ end
 -- Drives a thread until it ends or waits. Errors in agent code outside a
 -- tool handler fail the thread; a store failure halts the run (the thread
 -- stays at its last durable step, for `spool resume` to continue).
+-- A thread's run: what its agent prefetches, once, then the loop.
+local function run(thread, agent)
+  if agent.prefetch and thread.step == 0 then
+    prefetch.run(thread, agent, M.call)
+  end
+  return loop.run(thread, agent, next_version)
+end
+
+
 local function drive(thread, agent)
   thread.agent_def = agent
-  local ok, err = task.on(thread, xpcall, loop.run, function(e)
+  local ok, err = task.on(thread, xpcall, run, function(e)
     if type(e) == "table" or core.is_limit(e) then
       return e -- no traceback: a memory limit leaves nothing to make one
     end
     return debug.traceback(e, 2)
-  end, thread, agent, next_version)
+  end, thread, agent)
   if ok or (err == loop.PAUSED and thread:status() == "waiting")
       or err == DRAINED then
     return
@@ -673,6 +685,18 @@ function M.is_live(id)
   return live[id] ~= nil
 end
 
+
+
+-- Whether a new thread may start here now: nil, or why not (a code and a
+-- message, for a 503).
+function M.admission()
+  if M.draining then
+    return "draining", "the server is shutting down"
+  elseif M.running() >= M.max_runs then
+    return "busy", string.format("%d runs are in flight, the most this "
+      .. "server takes; retry shortly", M.running())
+  end
+end
 
 -- The number of threads in flight here.
 function M.running()

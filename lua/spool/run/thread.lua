@@ -19,6 +19,8 @@
 -- the same transaction as those events (the webhooks' outbox).
 
 local core = require "spool.core"
+local json = require "spool.json"
+local store = require "spool.run.store"
 
 local M = {}
 
@@ -61,7 +63,7 @@ function M.from_record(record, sink, depth)
   local t = setmetatable({
     id = row.id,
     agent = row.agent,
-    parent = row.parent ~= require("spool.json").null and row.parent or nil,
+    parent = row.parent ~= json.null and row.parent or nil,
     depth = depth or 0,
     events = record.events,
     step = 0,
@@ -74,7 +76,7 @@ function M.from_record(record, sink, depth)
     if ev.step > t.step then
       t.step = ev.step
     end
-    if ev.v == require("spool.json").null then
+    if ev.v == json.null then
       ev.v = nil
     end
   end
@@ -130,7 +132,7 @@ function Thread:commit()
       writes[#writes + 1] = w
     end
   end
-  local versions, err = require("spool.run.store").append(self, writes)
+  local versions, err = store.append(self, writes)
   if not versions then
     return nil, err
   end

@@ -28,6 +28,7 @@
 
 local json = require "spool.json"
 local tokens = require "spool.tokens"
+local rendering = require "spool.run.render"
 
 local M = {}
 
@@ -365,7 +366,7 @@ local function render_event(w, how, ev, render)
     return tag and { role = "user", tag = tag, content = body,
                      call_id = ev.data.call_id } or nil
   end
-  if not require("spool.context").pure_renderers[render] then
+  if not rendering.pure_renderers[render] then
     w.keep = false
   end
   return render(ev, how.thread, how.agent)
@@ -418,7 +419,7 @@ local function walk(w, how, factor)
           local value = ev.data.result
           cut = { ev = ev, raw = msg, policy = pol, entry = entry,
                   plain = value ~= nil and msg.content
-                    == require("spool.context").render_value(value) }
+                    == rendering.render_value(value) }
         elseif entry then
           entry.shown = entry.tokens
         end
@@ -513,7 +514,6 @@ end
 
 function M.plan(thread, agent, opts)
   opts = opts or {}
-  local context = require "spool.context"
   local events = opts.events or thread.events
   local blocks = opts.form == "blocks"
   local plan = {
@@ -524,7 +524,7 @@ function M.plan(thread, agent, opts)
   }
   local how = { thread = thread, agent = agent, blocks = blocks,
     renderers = opts.renderers or {},
-    defaults = blocks and context.block_renderers or context.chat_renderers,
+    defaults = blocks and rendering.block_renderers or rendering.chat_renderers,
     -- what each event became: built for a dry render (spool prompt) only
     report = opts.report and plan.report or nil }
   -- The memo keeps a walk of the built-in chat renderers' messages.

@@ -14,12 +14,10 @@ local loader = require "spool.run.loader"
 local hub = require "spool.run.hub"
 local metrics = require "spool.serve.metrics"
 local human = require "spool.human"
+local channels = require "spool.serve.channels"
+local common = require "spool.serve.channels.common"
 
 local M = {}
-
--- Settings spool.serve fills in at start.
-M.max_runs = 1000
-M.draining = false
 
 local MAX_WAIT_MS = 300000
 local IDEMPOTENCY_NS = "spool.idempotency"
@@ -140,7 +138,7 @@ local function wait_for_end(id, ms)
         sig:wait(math.max(left, 1000)) -- its input is being stored
       else
         local t, row = load_thread(id)
-        if t:status() ~= "running" or left <= 0 or M.draining then
+        if t:status() ~= "running" or left <= 0 or runner.draining then
           return t, row
         end
         sig:wait(left)
@@ -185,14 +183,10 @@ local function start_thread(req, _, body)
   if earlier then
     return 200, earlier
   end
-  if M.draining then
-    M.fail(503, "draining", "the server is shutting down",
-      { ["Retry-After"] = "5" })
-  end
-  if runner.running() >= M.max_runs then
-    M.fail(503, "busy", string.format("%d runs are in flight, the most this "
-      .. "server takes; retry shortly", runner.running()),
-      { ["Retry-After"] = "1" })
+  local refused, why = runner.admission()
+  if refused then
+    M.fail(503, refused, why,
+      { ["Retry-After"] = refused == "draining" and "5" or "1" })
   end
   local agent, err = loader.load(name)
   if not agent then
@@ -356,7 +350,7 @@ local function stream_thread(req, p)
         s:send("event: end\ndata: {\"status\":\"" .. status .. "\"}\n\n")
         return
       end
-      if M.draining then
+      if runner.draining then
         return -- the client reconnects, with Last-Event-ID, elsewhere
       end
       if not sig:wait(KEEPALIVE_MS) and not s:send(": keepalive\n\n") then
@@ -386,7 +380,7 @@ local function stream_notices(req)
     if not s or not s:send(": spool " .. core.version .. "\n\n") then
       return
     end
-    while not M.draining do
+    while not runner.draining do
       if not sub.signal:wait(KEEPALIVE_MS) then
         if not s:send(": keepalive\n\n") then
           return
@@ -428,7 +422,7 @@ end
 
 
 local function health()
-  return 200, { status = M.draining and "draining" or "ok",
+  return 200, { status = runner.draining and "draining" or "ok",
                 running = runner.running(), version = core.version }
 end
 
@@ -438,7 +432,7 @@ local function metrics_text()
     spool_runs_in_flight = { "Threads a task of this process runs now.",
                              runner.running() },
     spool_draining = { "1 while the server shuts down.",
-                       M.draining and 1 or 0 },
+                       runner.draining and 1 or 0 },
   }
 end
 
@@ -463,9 +457,8 @@ M.routes = {
   { "POST", "/v1/channels/slack", channel = "slack" },
   { "POST", "/v1/channels/discord", channel = "discord" },
   { "POST", "/v1/channels/email", function(_, _, body)
-    local channels = require "spool.serve.channels"
-    return channels.module("email").inbound_json(channels,
-      channels.settings("email"), body)
+    return common.module("email").inbound_json(channels,
+      common.settings("email"), body)
   end, signed = true },
 }
 

@@ -26,73 +26,18 @@
 local core = require "spool.core"
 local json = require "spool.json"
 local config = require "spool.base.config"
+local common = require "spool.serve.channels.common"
+local human = require "spool.human"
 local hub = require "spool.run.hub"
 local metrics = require "spool.serve.metrics"
+local loader = require "spool.run.loader"
+local runner = require "spool.run.runner"
 local store = require "spool.run.store"
 local thread_mod = require "spool.run.thread"
 
 local M = {}
 
 M.NAMESPACE = "spool_channels" -- business state: what was sent per token
-
-local modules = {}
-
--- The channels there are: a name comes from an agent's `humans`, and is
--- never used to look a module up anywhere else.
-local KNOWN = { slack = true, discord = true, email = true }
-
-
-function M.module(name)
-  if not KNOWN[name] then
-    return nil
-  end
-  if modules[name] == nil then
-    local ok, mod = pcall(require, "spool.serve.channels." .. name)
-    modules[name] = ok and mod or false
-  end
-  return modules[name] or nil
-end
-
-
--- The project's settings of a channel (spool.lua: channels.<name>).
-function M.settings(name)
-  local all = config.get().file.channels
-  return type(all) == "table" and type(all[name]) == "table" and all[name]
-    or {}
-end
-
-
--- Checks an agent's `humans`; returns the list of targets, or raises.
-function M.check(humans, where)
-  if type(humans) ~= "table" then
-    error(where .. ": humans must be { channel = ..., to = ... } or a list "
-      .. "of them", 0)
-  end
-  local list = humans.channel and { humans } or humans
-  for i, t in ipairs(list) do
-    if type(t) ~= "table" or type(t.channel) ~= "string" then
-      error(string.format("%s: humans[%d] needs a channel", where, i), 0)
-    end
-    local mod = M.module(t.channel)
-    if not mod then
-      error(string.format("%s: humans[%d]: unknown channel '%s' (slack, "
-        .. "discord, email)", where, i, t.channel), 0)
-    end
-    if t.after_ms ~= nil and (math.type(t.after_ms) ~= "integer"
-        or t.after_ms < 0) then
-      error(string.format("%s: humans[%d].after_ms must be a whole number "
-        .. "of ms", where, i), 0)
-    end
-    if mod.check then
-      local err = mod.check(t)
-      if err then
-        error(string.format("%s: humans[%d]: %s", where, i, err), 0)
-      end
-    end
-  end
-  return list
-end
-
 
 -- The channels' own documents (the token key, what was sent where): the
 -- engine's, in a namespace agents cannot reach (spool.state refuses
@@ -228,7 +173,7 @@ local function record_failure(request, t, why, attempts)
   if not store.claim(request.thread) then
     return -- running again (answered meanwhile): nothing to say
   end
-  local thread = require("spool.run.runner").load(request.thread)
+  local thread = runner.load(request.thread)
   local req = thread and thread:pending_request()
   if req and req.seq == request.seq then
     thread:append("delivery_failed", { channel = t.channel, to = t.to,
@@ -250,8 +195,8 @@ local function deliver_one(request, t)
   local tries, pause = all.retries or 3, all.retry_ms or 1000
   local why
   for attempt = 1, tries do
-    local ok, ref, err = pcall(M.module(t.channel).deliver, request, t,
-      M.settings(t.channel))
+    local ok, ref, err = pcall(common.module(t.channel).deliver, request, t,
+      common.settings(t.channel))
     if ok and ref then
       return ref
     end
@@ -301,7 +246,7 @@ hub.listen(function(thread, ev)
   if ev.type ~= "human_request" or thread.parent then
     return
   end
-  local ok, agent = pcall(require("spool.run.loader").load, thread.agent)
+  local ok, agent = pcall(loader.load, thread.agent)
   local targets = ok and agent and agent.humans
   if not targets or #targets == 0 then
     return
@@ -311,7 +256,7 @@ hub.listen(function(thread, ev)
     seq = ev.seq, agent = thread.agent, kind = d.kind or "approval",
     name = d.name, args = d.args, question = d.question, event = d.event,
     deadline = d.deadline,
-    text = require("spool.human").describe(d) }
+    text = human.describe(d) }
   core.spawn(deliver_all, request, targets)
 end)
 
@@ -335,14 +280,14 @@ local pollers = {}
 
 -- Starts, for the control API's life, a task per channel that polls.
 function M.start_pollers()
-  local email = M.settings("email")
+  local email = common.settings("email")
   if email.imap_url and not pollers.email then
     local p = { running = true }
     email = setmetatable({ stop = function() return not p.running end },
       { __index = email })
     pollers.email = p
     p.task = core.spawn(function()
-      local mod = M.module("email")
+      local mod = common.module("email")
       while p.running do
         local ok, handled, err = pcall(mod.poll_once, M, email)
         if not ok or handled == nil then
@@ -420,7 +365,7 @@ function M.answer(token, response, meta)
       .. "or its thread no longer waits for it")
   end
   response.by, response.channel = meta.by, meta.channel
-  local t, err = require("spool.run.runner").resume(id, response)
+  local t, err = runner.resume(id, response)
   if not t then
     core.log("warn", string.format("channel %s: thread %s could not take "
       .. "the answer: %s", meta.channel, id, err))
@@ -434,10 +379,10 @@ function M.answer(token, response, meta)
   core.spawn(function()
     local doc = own_get(token)
     for _, s in ipairs(doc and doc.sent or {}) do
-      local mod = M.module(s.channel)
+      local mod = common.module(s.channel)
       if mod and mod.settled and not (s.channel == meta.channel
           and mod.same_message and mod.same_message(s.ref, meta.ref)) then
-        pcall(mod.settled, s.ref, line, M.settings(s.channel))
+        pcall(mod.settled, s.ref, line, common.settings(s.channel))
       end
     end
   end)
@@ -457,33 +402,15 @@ function M.start(channel, agent_name, input, allowed)
     return M.refuse(channel, 403, string.format("agent '%s' may not be "
       .. "started from %s", tostring(agent_name), channel))
   end
-  local api = require "spool.serve.api"
-  local runner = require "spool.run.runner"
-  if api.draining then
-    return nil, 503, "the server is shutting down"
-  elseif runner.running() >= api.max_runs then
-    return nil, 503, "too many runs in flight; try again shortly"
+  local refused, why = runner.admission()
+  if refused then
+    return nil, 503, why
   end
-  local agent, err = require("spool.run.loader").load(agent_name)
+  local agent, err = loader.load(agent_name)
   if not agent then
     return nil, 404, err
   end
   return runner.start(agent, input).id
-end
-
-
--- `text` cut to n bytes (on a UTF-8 boundary, with an ellipsis): what
--- platforms with message size limits get.
-function M.clip(text, n)
-  text = tostring(text)
-  if #text <= n then
-    return text
-  end
-  local cut = n - 3
-  while cut > 0 and (text:byte(cut + 1) or 0) & 0xC0 == 0x80 do
-    cut = cut - 1
-  end
-  return text:sub(1, cut) .. "…"
 end
 
 

@@ -35,6 +35,8 @@ local loader = require "spool.run.loader"
 local metrics = require "spool.serve.metrics"
 local hub = require "spool.run.hub"
 local webhooks = require "spool.serve.webhooks"
+local channels = require "spool.serve.channels"
+local common = require "spool.serve.channels.common"
 local config = require "spool.base.config"
 
 local M = {}
@@ -216,9 +218,8 @@ local function gate_and_handle(req)
   end
   if route.channel then
     -- Slack, Discord: the platform signs; its body is its own format.
-    local channels = require "spool.serve.channels"
-    local ok, answer = pcall(channels.module(route.channel).inbound, req,
-      channels, channels.settings(route.channel))
+    local ok, answer = pcall(common.module(route.channel).inbound, req,
+      channels, common.settings(route.channel))
     if not ok then
       core.log("error", string.format("%s %s failed: %s", req.method,
         req.path, tostring(answer)))
@@ -334,9 +335,8 @@ function M.start(opts)
   end
   settings = { host = host, tokens = tokens, rate = opts.rate,
                allowed_hosts = allowed }
-  require("spool.serve.channels").start_pollers()
-  api.max_runs = opts.max_runs or 1000
-  api.draining = false
+  channels.start_pollers()
+  runner.max_runs = opts.max_runs or 1000
   runner.draining = false
   -- Every agent loaded and checked now, so /v1/agents lists them all.
   loader.reload()
@@ -383,8 +383,6 @@ function M.stop(drain_ms)
   end
   -- Everything shutdown waits for shares the one deadline.
   local deadline = core.now() + (drain_ms or 10000)
-  local channels = require "spool.serve.channels"
-  api.draining = true
   runner.draining = true
   channels.stop_pollers()
   server:drain() -- no new connections; the ones in use close once answered

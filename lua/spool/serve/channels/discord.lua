@@ -22,6 +22,7 @@
 local core = require "spool.core"
 local json = require "spool.json"
 local http = require "spool.base.http"
+local common = require "spool.serve.channels.common"
 
 local M = {}
 
@@ -59,7 +60,7 @@ end
 
 -- Discord's limit: 2,000 characters of content.
 local function clip(text)
-  return require("spool.serve.channels").clip(text, 1990)
+  return common.clip(text, 1990)
 end
 
 

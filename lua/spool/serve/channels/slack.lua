@@ -23,6 +23,7 @@
 local core = require "spool.core"
 local json = require "spool.json"
 local http = require "spool.base.http"
+local common = require "spool.serve.channels.common"
 
 local M = {}
 
@@ -65,7 +66,7 @@ end
 
 -- Slack's limit: 3,000 characters in a section's text.
 local function clip(text, n)
-  return require("spool.serve.channels").clip(text, n)
+  return common.clip(text, n)
 end
 
 
