@@ -5,6 +5,7 @@ local core = require "spool.core"
 local context = require "spool.context"
 local json = require "spool.json"
 local thread_mod = require "spool.run.thread"
+local task = require "spool.base.task"
 local tokens = require "spool.tokens"
 local window = require "spool.run.window"
 
@@ -381,6 +382,13 @@ describe("the context window", function()
     local loop = require "spool.loop"
     local llm = require "spool.llm"
 
+    -- A thread as a run has it: with a run record, where the memo lives.
+    local function running(events)
+      local t = thread_of(events)
+      task.begin_run(t, {})
+      return t
+    end
+
     local function body(t, agent, opts)
       return llm.request(loop.request(t, agent, opts)).body
     end
@@ -389,7 +397,7 @@ describe("the context window", function()
       .. "as a fresh render", function()
       local agent = agent_with({ policies = { tool_result = {
         truncate = 50 } } })
-      local t = thread_of { { "input", { input = "count" } } }
+      local t = running { { "input", { input = "count" } } }
       local renderers = context.chat_renderers
       local plain = renderers.tool_result
       finally(function() renderers.tool_result = plain end)
@@ -417,13 +425,13 @@ describe("the context window", function()
       local sent = json.decode(body(t, agent, { memo = true })).messages
       assert.are.equal("result: 8", sent[#sent].content)
       assert.matches("cut by the context policy", sent[13].content)
-      assert.is_table(t.render_memo)
+      assert.is_table(task.run_of(t).render_memo)
     end)
 
     it("renders afresh with a renderer put in place of a built-in one, and "
       .. "keeps nothing of what a compaction covers", function()
       local agent = agent_with()
-      local t = thread_of {
+      local t = running {
         { "input", { input = "go" } },
         { "model_call", { tool_calls = { call("c1", "add") } } },
         { "tool_result", { call_id = "c1", name = "add", result = "1" } },
@@ -444,13 +452,13 @@ describe("the context window", function()
         local sent = json.decode(body(t, agent, { memo = true })).messages
         assert.are.equal("2 (render " .. 2 * i .. ")", sent[5].content)
       end
-      assert.is_nil(t.render_memo.walk)
+      assert.is_nil(task.run_of(t).render_memo.walk)
       renderers.tool_result = plain
       body(t, agent, { memo = true })
       -- the wire cache holds the walk's messages, and no others
       local function cached()
         local n, walked = 0, {}
-        local w = t.render_memo.walk
+        local w = task.run_of(t).render_memo.walk
         for _, u in ipairs(w.unit and { w.unit, table.unpack(w.units) }
                              or w.units) do
           for _, m in ipairs(u.messages) do
@@ -460,7 +468,7 @@ describe("the context window", function()
         for _, a in pairs(w.answers) do -- of the open unit's calls
           walked[a and a.msg or 0] = true
         end
-        for m in pairs(t.render_memo.wire.openai) do
+        for m in pairs(task.run_of(t).render_memo.wire.openai) do
           if type(m) == "table" then
             assert.is_true(walked[m])
             n = n + 1
@@ -481,7 +489,7 @@ describe("the context window", function()
       .. "while the factor, open calls, pins and summaries change", function()
       local agent = agent_with({ policies = { tool_result = { truncate = 50 },
         error = { summarize = 50 }, prefetch = "drop" } })
-      local t = thread_of { { "input", { input = "go" } } }
+      local t = running { { "input", { input = "go" } } }
       local shown, walks = { c1 = {}, c3 = {} }, {}
       -- Each step appends events; then the memo's request must equal a
       -- fresh one, byte for byte.
@@ -492,7 +500,7 @@ describe("the context window", function()
         local fresh = body(t, agent)
         assert.are.equal(fresh, body(t, agent, { memo = true }))
         assert.are.equal(fresh, body(t, agent, { memo = true }))
-        local w = t.render_memo.walk
+        local w = task.run_of(t).render_memo.walk
         walks[#walks + 1] = w or false
         if w then
           assert.are.equal(#t.events, w.n)
@@ -545,7 +553,7 @@ describe("the context window", function()
         return { role = "user", content = "meant " .. ev.data.name }
       end
       step {}
-      assert.is_nil(t.render_memo.walk) -- nor is it kept: not a built-in
+      assert.is_nil(task.run_of(t).render_memo.walk) -- nor is it kept: not a built-in
       -- c1 waited for its answer; the long result was cut or shown whole
       -- as the factor moved, until a compaction folded it away
       local c1 = shown.c1
@@ -563,7 +571,7 @@ describe("the context window", function()
       function()
       local agent = agent_with({ policies = { tool_result = {
         truncate = 20 } } })
-      local t = thread_of {
+      local t = running {
         { "input", { input = "go" } },
         { "model_call", { tool_calls = { call("c1", "add"),
                                          call("c1", "add") } } },
@@ -580,14 +588,14 @@ describe("the context window", function()
 
     it("carries its walk on past a plan for another model", function()
       local agent = agent_with()
-      local t = thread_of { { "input", { input = "go" } } }
+      local t = running { { "input", { input = "go" } } }
       body(t, agent, { memo = true })
-      local w = t.render_memo.walk
+      local w = task.run_of(t).render_memo.walk
       context.structured(t, agent, nil, { dry = true })
       context.chat(t, agent, nil, { dry = true, model = { name = "other" } })
       t:append("model_call", { text = "ok" })
       body(t, agent, { memo = true })
-      assert.are.equal(w, t.render_memo.walk)
+      assert.are.equal(w, task.run_of(t).render_memo.walk)
     end)
 
     it("is let go when the run stops", function()
@@ -596,7 +604,7 @@ describe("the context window", function()
         b = "number" }, run = function(args) return args.a + args.b end } } },
         mock), "1 + 2")
       assert.are.equal("done", t:status())
-      assert.is_nil(t.render_memo)
+      assert.is_nil(task.run_of(t)) -- the run's record, and its memo
     end)
 
     it("never hands what it keeps to an agent's context function, which "
@@ -609,7 +617,7 @@ describe("the context window", function()
         end
         return msgs, plan
       end
-      local t = thread_of {
+      local t = running {
         { "input", { input = "go" } },
         { "model_call", { tool_calls = { call("c1", "add") } } },
         { "tool_result", { call_id = "c1", name = "add", result = "1" } },

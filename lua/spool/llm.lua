@@ -239,13 +239,14 @@ end
 -- a handshake per run would cost more, and HTTP/2 multiplexes many calls
 -- on few connections. The runner closes them when the run retires.
 local function connections(thread, url)
-  if thread == nil or url:sub(1, 7) ~= "http://" then
+  local run = task.run_of(thread)
+  if run == nil or url:sub(1, 7) ~= "http://" then
     return nil
   end
-  local conns = thread.http_conns
+  local conns = run.conns
   if conns == nil then
     conns = core.http_conns()
-    thread.http_conns = conns
+    run.conns = conns
   end
   return conns
 end
@@ -414,8 +415,9 @@ local function candidates(model)
 end
 
 
--- An evaluation's cassette (spool.cli.evaluate) may answer or record the calls of
--- a thread: req.thread.eval.cassette:call(req, chat) stands in for chat.
+-- An evaluation's cassette (spool.cli.evaluate, in the run's record) may
+-- answer or record a thread's calls: cassette:call(req, chat) stands in
+-- for chat.
 local chat
 
 
@@ -441,10 +443,16 @@ local function record(thread, reply, err, attempts, req)
 end
 
 
+-- The recorded model replies an evaluation plays back (spool.cli.evaluate).
+local function cassette_of(thread)
+  local run = task.run_of(thread)
+  return run and run.eval and run.eval.cassette
+end
+
+
 function M.chat(req)
   local thread = not task.is_quiet() and (task.thread() or nil)
-  local cassette = req.thread and req.thread.eval and req.thread.eval.cassette
-    or thread and thread.eval and thread.eval.cassette
+  local cassette = cassette_of(req.thread) or cassette_of(thread)
   local reply, err, attempts
   if cassette then
     reply, err, attempts = cassette:call(req, chat)

@@ -35,6 +35,9 @@ local sandbox = require "spool.run.sandbox"
 local run_limits = require "spool.run.limits"
 local task = require "spool.base.task"
 
+-- The run record of a thread no runner drives (spool.base.task): empty.
+local NO_RUN = setmetatable({}, { __newindex = function() end })
+
 local M = {}
 
 -- Raised (as an error value) to unwind a run whose thread now waits on a
@@ -298,7 +301,8 @@ end
 -- budget, fails (the model is told); one that passes the run's
 -- instruction budget ends the run.
 local function run_handler(tool, args, ctx)
-  local replay = ctx.thread.eval and ctx.thread.eval.recorded_tools
+  local eval = (task.run_of(ctx.thread) or NO_RUN).eval
+  local replay = eval and eval.recorded_tools
   if replay then
     return recorded_outcome(replay, tool, args)
   end
@@ -841,11 +845,12 @@ function M.step(thread, agent)
   -- not kept alive while the call is out, with thousands of runs waiting.
   req.context.plan = nil
   -- While the call is out, cancelling the thread interrupts it.
-  thread.model_task = core.task_id()
+  local run = task.run_of(thread) or NO_RUN
+  run.model_task = core.task_id()
   local reply, err, attempts = task.quietly(llm.chat,
     req) -- recorded below, as the model_call event
-  thread.model_task = nil
-  if not reply and thread.cancel_requested then
+  run.model_task = nil
+  if not reply and run.cancel then
     return -- the loop records the cancellation
   elseif not reply and attempts and #attempts > 0
       and attempts[#attempts].deadline then
@@ -897,7 +902,7 @@ local huge, min = math.huge, math.min
 
 local function limits(thread, agent)
   local budget = agent and agent.budget or NO_LIMITS
-  local cap = thread.budget_cap or NO_LIMITS
+  local cap = (task.run_of(thread) or NO_RUN).budget_cap or NO_LIMITS
   return {
     steps = min(budget.steps or huge, cap.steps or huge),
     tokens = min(budget.tokens or huge, cap.tokens or huge),
@@ -988,8 +993,9 @@ function M.run(thread, agent, resolve)
     -- Each turn (a step, or settling calls) has an instruction budget.
     core.step_begin(run_limits.of(config.get().limits, agent).step_instructions)
     local step = agent.step or M.step
-    if thread.cancel_requested then
-      thread:append("cancelled", { reason = thread.cancel_requested })
+    local cancel = (task.run_of(thread) or NO_RUN).cancel
+    if cancel then
+      thread:append("cancelled", { reason = cancel })
       break
     end
     local pending = M.pending(thread)

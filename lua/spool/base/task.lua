@@ -1,13 +1,50 @@
--- spool.base.task: what each task (coroutine) of a run is working on — its
--- thread and the tool call its handler runs, for spool.state, spool.call
--- and spool.llm — and whether its model calls are the engine's own.
--- Private; it requires nothing, so the runner and the modules below it
--- share it without a cycle. Weak: a finished coroutine leaves nothing.
+-- spool.base.task: the record of each run, and what each task (coroutine)
+-- of a run is working on — its thread and the tool call its handler runs,
+-- for spool.state, spool.call and spool.llm — and whether its model calls
+-- are the engine's own. Private; it requires nothing, so the runner and
+-- the modules below it share it without a cycle. Weak: a finished
+-- coroutine, or a thread no one holds, leaves nothing.
 
 local M = {}
 
 local working = setmetatable({}, { __mode = "k" })
 local quiet = setmetatable({}, { __mode = "k" })
+local runs = setmetatable({}, { __mode = "k" })
+
+
+-- A run: one thread driven in this process, from its start or resume
+-- until it ends, waits or halts. What only the run uses is its record's,
+-- never the thread's (the thread is its event log and what derives from
+-- it). spool.run.runner makes the record; the modules that use a field
+-- find it by the thread they are given:
+--   agent        the agent version its steps run
+--   budget_cap   what its parent left it of the budgets (sub-agents)
+--   eval         the evaluation it runs in (spool.cli.evaluate): the
+--                cassette, recorded tool outcomes, and the writes it made
+--   conns        its model connections over plain HTTP (spool.llm)
+--   render_memo  what its steps kept of their rendering (spool.run.window)
+--   model_task   the task waiting on its model call, while one is out
+--   cancel       why it was asked to stop, once it was
+--   stopped      a signal notified when the run stops here
+function M.begin_run(thread, record)
+  record.thread = thread
+  runs[thread] = record
+  return record
+end
+
+
+-- The record of `thread`'s run in this process, or nil.
+function M.run_of(thread)
+  return thread ~= nil and runs[thread] or nil
+end
+
+
+-- Ends `thread`'s run here; returns its record (nil if it had none).
+function M.end_run(thread)
+  local record = runs[thread]
+  runs[thread] = nil
+  return record
+end
 
 
 -- Runs f(...) in this task on `thread`, and returns what it returns; what

@@ -226,16 +226,6 @@ end
 
 -- ---- runs ----
 
--- Waits until the thread's run stops (ends, waits, or halts).
-local function settle(thread)
-  local stopped = core.signal()
-  thread.on_retire = function() stopped:notify() end
-  while runner.is_live(thread.id) do
-    stopped:wait(60000)
-  end
-end
-
-
 -- The thread and its sub-agents' threads as stored, root first.
 local function family(root)
   local out = { root }
@@ -257,11 +247,10 @@ end
 -- .failure set when an expectation failed.
 function M.run_case(agent, case, cassette, tools)
   local box = { writes = {}, cassette = cassette, recorded_tools = tools }
-  local t = runner.start(agent, case.input)
-  t.eval = box
+  local t = runner.start(agent, case.input, nil, nil, box)
   local next_answer = 1
   while true do
-    settle(t)
+    runner.settle(t.id)
     if t.halted then
       return { thread = t.id, status = "halted", failure = "the thread could "
         .. "not be stored: " .. tostring(t.halted), calls = json.array(),
@@ -276,7 +265,7 @@ function M.run_case(agent, case, cassette, tools)
     for k, v in pairs(answer) do
       response[k] = v
     end
-    local resumed, err = runner.resume(t.id, response)
+    local resumed, err = runner.resume(t.id, response, box)
     if not resumed then
       local run = eval.observe(family(t), box.writes)
       run.failure = "the scripted answer " .. next_answer - 1
@@ -284,7 +273,6 @@ function M.run_case(agent, case, cassette, tools)
       return run
     end
     t = resumed
-    t.eval = box
   end
   local run = eval.observe(family(t), box.writes)
   run.failure = eval.check(case.expect, run)

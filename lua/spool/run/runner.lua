@@ -63,15 +63,30 @@ end
 M.sink = sink
 
 
--- A thread that stops running here lets go of what only its run uses:
--- its model connections (spool.llm), and what its steps kept of their
--- rendering (spool.run.window.memo; a later run renders afresh).
+-- Makes `thread` live here: its run's record (spool.base.task) holds the
+-- agent version its steps run, the evaluation it is part of, and what its
+-- parent left it of the budgets.
+local function begin(thread, agent, eval, budget_cap)
+  live[thread.id] = thread
+  local run = task.run_of(thread) or task.begin_run(thread, {})
+  run.agent, run.eval, run.budget_cap = agent, eval, budget_cap
+  return run
+end
+
+
+-- A thread that stops running here ends its run: what only the run used
+-- goes (its model connections; what its steps kept of their rendering, so
+-- a later run renders afresh), and whoever waits for it (M.settle) goes on.
 local function let_go(thread)
-  if thread.http_conns then
-    thread.http_conns:close()
-    thread.http_conns = nil
+  local run = task.end_run(thread)
+  if run then
+    if run.conns then
+      run.conns:close()
+    end
+    if run.stopped then
+      run.stopped:notify()
+    end
   end
-  thread.render_memo = nil
 end
 
 
@@ -81,9 +96,6 @@ local function retire(thread)
   end
   live[thread.id] = nil
   let_go(thread)
-  if thread.on_retire then
-    thread.on_retire(thread)
-  end
   -- A thread whose events are all stored is read from the store from now
   -- on; kept here is only one that halted (its last events exist only in
   -- memory). What a run made counts for its agent's version once the run
@@ -125,7 +137,7 @@ local function use_version(thread, agent)
   if not ok then
     loop.store_failed(err)
   end
-  thread.agent_def = agent
+  task.run_of(thread).agent = agent
   thread.version = agent.version
 end
 
@@ -169,7 +181,7 @@ end
 
 
 local function drive(thread, agent)
-  thread.agent_def = agent
+  task.run_of(thread).agent = agent
   local ok, err = task.on(thread, xpcall, run, function(e)
     if type(e) == "table" or core.is_limit(e) then
       return e -- no traceback: a memory limit leaves nothing to make one
@@ -227,12 +239,13 @@ end
 -- Starts a thread of `agent` on `input` (with the id given, or a new one)
 -- and returns it at once; a task stores the input and drives it. `writes`
 -- (state writes, as spool.state makes them) commit with the input, or
--- the thread is not started at all (.halted says why).
-function M.start(agent, input, id, writes)
+-- the thread is not started at all (.halted says why). `eval`: the
+-- evaluation the run is part of (spool.cli.evaluate), if any.
+function M.start(agent, input, id, writes, eval)
   local thread = thread_mod.new(agent.name, agent.version, nil, sink, id)
   thread:append("input", { input = input, pinned = agent.pin_version or nil })
   thread.writes = writes or thread.writes
-  live[thread.id] = thread
+  begin(thread, agent, eval)
   core.spawn(function()
     local ok, err = loader.store_version(agent)
     if ok then
@@ -287,7 +300,6 @@ local function agent_of(thread)
   if not ok then
     return nil, serr
   end
-  thread.agent_def = agent
   thread.version = agent.version
   return agent
 end
@@ -356,8 +368,8 @@ end
 
 -- Resumes a stored thread: with a response if it waits for one, or just
 -- continues it if a crash interrupted it. Returns the thread, driven in a
--- task of its own. Must run in a task.
-function M.resume(id, response)
+-- task of its own (in evaluation `eval`, if given). Must run in a task.
+function M.resume(id, response, eval)
   if live[id] then
     return nil, "ECONFLICT: thread " .. id .. " is running in this process"
   end
@@ -401,7 +413,7 @@ function M.resume(id, response)
     return give_up("ESTATE: thread " .. id .. " is not waiting for a "
       .. "response")
   end
-  live[id] = thread
+  begin(thread, agent, eval)
   core.spawn(run_task, thread, agent)
   return thread
 end
@@ -418,10 +430,13 @@ function M.call(parent, name, input)
     return nil, err
   end
   local open = parent:open_child_call()
-  local child
+  local outer = task.run_of(parent) or {}
+  local child, cap
   if open and open.data.agent == name then
     child = live[open.data.thread]
-    if not child then
+    if child then
+      agent = task.run_of(child).agent
+    else
       child, err = M.load(open.data.thread, parent.depth + 1)
       if not child then
         loop.store_failed(err)
@@ -432,17 +447,14 @@ function M.call(parent, name, input)
       end
       agent = agent_of(child) or agent
     end
-    agent = child.agent_def or agent
-    child.budget_cap = open.data.budget
-    child.eval = parent.eval
+    cap = open.data.budget
   else
     child = thread_mod.new(agent.name, agent.version, parent, sink)
-    local cap = loop.remaining_budget(parent, parent.agent_def)
+    cap = loop.remaining_budget(parent, outer.agent)
     parent:append("agent_call", { agent = name, input = input,
                                   thread = child.id, budget = cap })
     loop.commit(parent)
     child:append("input", { input = input, pinned = agent.pin_version or nil })
-    child.budget_cap = cap
     local ok, cerr = loader.store_version(agent)
     if ok then
       ok, cerr = store.claim(child.id)
@@ -454,7 +466,7 @@ function M.call(parent, name, input)
       loop.store_failed(cerr)
     end
   end
-  live[child.id] = child
+  begin(child, agent, outer.eval, cap)
   -- The child's steps have budgets of their own; the parent's step goes
   -- on where it was when the child returns.
   local used, step_limit = core.step_begin()
@@ -507,8 +519,8 @@ function M.respond(id, response, wait)
   if not late then
     return M.resume(id, response)
   end
-  while wait and live[id] do
-    core.sleep(10)
+  if wait then
+    M.settle(id)
   end
   return nil, string.format("ESTATE: thread %s waited for %s until %s UTC: "
     .. "that deadline has passed, so %s", id, human.describe(late),
@@ -609,10 +621,11 @@ function M.cancel(id, reason)
     -- It and the sub-agents running for it stop at their next step (a
     -- model call in flight is interrupted now).
     for _, x in pairs(live) do
-      if x == t or descends(x, id) then
-        x.cancel_requested = reason or "cancelled"
-        if x.model_task then
-          core.interrupt(x.model_task, "ECANCELED: the thread was cancelled")
+      local run = (x == t or descends(x, id)) and task.run_of(x)
+      if run then
+        run.cancel = reason or "cancelled"
+        if run.model_task then
+          core.interrupt(run.model_task, "ECANCELED: the thread was cancelled")
         end
       end
     end
@@ -695,6 +708,19 @@ function M.admission()
   elseif M.running() >= M.max_runs then
     return "busy", string.format("%d runs are in flight, the most this "
       .. "server takes; retry shortly", M.running())
+  end
+end
+
+
+-- Waits until thread `id` has no run in this process: it ended, waits for
+-- something, or halted. Must run in a task.
+function M.settle(id)
+  local thread = live[id]
+  while thread do
+    local run = task.run_of(thread)
+    run.stopped = run.stopped or core.signal()
+    run.stopped:wait(60000)
+    thread = live[id]
   end
 end
 

@@ -21,6 +21,7 @@
 local core = require "spool.core"
 local json = require "spool.json"
 local store = require "spool.run.store"
+local task = require "spool.base.task"
 
 local M = {}
 
@@ -52,7 +53,6 @@ function M.new(agent, version, parent, sink, id)
     persisted = 0,
     writes = {},
     sink = sink,
-    eval = parent and parent.eval, -- see spool.cli.evaluate
   }, THREAD)
 end
 
@@ -109,7 +109,10 @@ function Thread:replace(i, type, data)
                at = core.time(), v = old.v }
   self.events[i] = ev
   self.derived = nil
-  self.render_memo = nil
+  local run = task.run_of(self)
+  if run then
+    run.render_memo = nil -- it rendered the event replaced
+  end
   return ev
 end
 
@@ -138,10 +141,11 @@ function Thread:commit()
   end
   local first = self.persisted + 1
   self.persisted = #self.events
-  if self.eval then -- an evaluation keeps what the run wrote (spool.cli.evaluate)
+  local run = task.run_of(self)
+  if run and run.eval then -- it keeps what the run wrote (spool.cli.evaluate)
+    local kept = run.eval.writes
     for _, w in ipairs(self.writes) do
-      self.eval.writes[#self.eval.writes + 1] = { ns = w.ns, key = w.key,
-                                                  value = w.value }
+      kept[#kept + 1] = { ns = w.ns, key = w.key, value = w.value }
     end
   end
   self.writes = {}

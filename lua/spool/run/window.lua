@@ -28,6 +28,7 @@
 
 local json = require "spool.json"
 local tokens = require "spool.tokens"
+local task = require "spool.base.task"
 local rendering = require "spool.run.render"
 
 local M = {}
@@ -212,13 +213,18 @@ end
 -- what providers made of the walk's messages (spool.model.providers.openai).
 -- Only the loop's own steps use it, never a render whose messages reach an
 -- agent's code, which might change them. A new walk starts a new wire
--- cache; the runner drops the memo when the run stops.
+-- cache. Kept in the run's record (spool.base.task), so it goes when the
+-- run stops; nil for a thread no runner drives.
 -- { walk, wire = { [provider] = { [msg] = json.raw } } }.
 function M.memo(thread)
-  local memo = thread.render_memo
+  local run = task.run_of(thread)
+  if not run then
+    return nil
+  end
+  local memo = run.render_memo
   if not memo then
     memo = { wire = {} }
-    thread.render_memo = memo
+    run.render_memo = memo
   end
   return memo
 end
