@@ -34,6 +34,7 @@ local extract = require "spool.extract"
 local sandbox = require "spool.run.sandbox"
 local run_limits = require "spool.run.limits"
 local task = require "spool.base.task"
+local version = require "spool.run.version"
 
 -- The run record of a thread no runner drives (spool.base.task): empty.
 local NO_RUN = setmetatable({}, { __newindex = function() end })
@@ -166,10 +167,9 @@ end
 -- What an agent version says of its tools, in the two forms a step needs
 -- (the prompt's, and the request's with its size in bytes): made once per
 -- version, as the version never changes.
-local kept_lists = setmetatable({}, { __mode = "k" })
-
 local function tool_lists(agent)
-  local lists = kept_lists[agent]
+  local record = version.of(agent)
+  local lists = record.tools
   if lists then
     return lists
   end
@@ -188,7 +188,7 @@ local function tool_lists(agent)
     end
     lists.request_bytes = #json.encode(lists.request)
   end
-  kept_lists[agent] = lists
+  record.tools = lists
   return lists
 end
 
@@ -209,16 +209,15 @@ end
 -- The model an agent uses: the project's, with the agent's overrides. An
 -- agent that names another provider gets that provider's defaults (key,
 -- base URL), and the mock when the project runs on the mock.
-local model_memos = setmetatable({}, { __mode = "k" })
-
 function M.model_for(agent)
   local base = config.get().model
   local own = agent.model
   -- Even without overrides the agent gets its own copy: the project's
   -- model is the engine's, never handed to agent code to change.
-  -- The same project model and overrides make the same model: kept, by
-  -- agent and not on it (agent code is handed its definition).
-  local memo = model_memos[agent]
+  -- The same project model and overrides make the same model: kept in the
+  -- version's record (spool.run.version).
+  local record = version.of(agent)
+  local memo = record.model
   if memo and memo.base == base and memo.own == own then
     return memo.model
   end
@@ -226,7 +225,7 @@ function M.model_for(agent)
   -- Frozen: agent code may be handed it, and must not change it (nor
   -- give it a metatable) between the URL's check and its use.
   sandbox.freeze(m)
-  model_memos[agent] = { base = base, own = own, model = m }
+  record.model = { base = base, own = own, model = m }
   return m
 end
 

@@ -18,6 +18,7 @@
 -- loops for ever or fills memory fails to load; the engine goes on.
 
 local core = require "spool.core"
+local version = require "spool.run.version"
 
 local M = {}
 
@@ -74,17 +75,11 @@ function M.init(file_limits)
 end
 
 
--- What the engine keeps of an agent version, keyed by its definition and
--- never on it: agent code is handed its definition (ctx.agent), and must
--- not reach the project's limits through it, nor change its own.
-local memos = setmetatable({}, { __mode = "k" })
-local accounts = setmetatable({}, { __mode = "k" })
-local collected = setmetatable({}, { __mode = "k" })
-
-
--- An agent's limits: its own over the project's. Kept per project table.
+-- An agent's limits: its own over the project's. Kept in the version's
+-- record (spool.run.version), per project table.
 function M.of(project, agent)
-  local memo = memos[agent]
+  local record = version.of(agent)
+  local memo = record.limits
   if memo and memo.project == project then
     return memo.limits
   end
@@ -95,7 +90,7 @@ function M.of(project, agent)
     local own = agent.limits and agent.limits[k]
     out[k] = own and math.min(own, project[k]) or project[k]
   end
-  memos[agent] = { project = project, limits = out }
+  record.limits = { project = project, limits = out }
   return out
 end
 
@@ -103,22 +98,22 @@ end
 -- The memory account of an agent version (spool.run.loader opens it): what
 -- the version keeps between its runs counts there.
 function M.set_account(agent, account)
-  accounts[agent] = account
+  version.of(agent).account = account
 end
 
 
 function M.account(agent)
-  return accounts[agent]
+  return version.of(agent).account
 end
 
 
 -- Closes the version's account; its definition is going (a finalizer:
 -- a weak key stays readable until the collection after).
 function M.close_account(agent)
-  local account = accounts[agent]
-  if account then
-    accounts[agent] = nil
-    core.account_close(account)
+  local record = version.of(agent)
+  if record.account then
+    core.account_close(record.account)
+    record.account = nil
   end
 end
 
@@ -141,7 +136,7 @@ end
 function M.push_run(limits, agent)
   return core.limits_push { step_instructions = limits.step_instructions,
     run_instructions = limits.run_instructions,
-    memory = limits.memory_mb * 2 ^ 20, keep = agent and accounts[agent] }
+    memory = limits.memory_mb * 2 ^ 20, keep = agent and version.of(agent).account }
 end
 
 
@@ -151,13 +146,14 @@ end
 -- into the engine's cap. Returns nil or "ELIMIT: why".
 function M.kept_over(limits, agent)
   local budget = limits.memory_mb * 2 ^ 20
-  local account = accounts[agent]
+  local record = version.of(agent)
+  local account = record.account
   local kept = account and core.account_used(account) or 0
-  if kept > budget and not collected[agent] then
+  if kept > budget and not record.collected then
     -- What its runs left may be garbage not yet collected: a full
     -- collection, once per version (its runs are refused from then on, so
     -- what it keeps cannot shrink), not at every refused run.
-    collected[agent] = true
+    record.collected = true
     collectgarbage()
     kept = core.account_used(account)
   end

@@ -29,6 +29,7 @@
 local json = require "spool.json"
 local tokens = require "spool.tokens"
 local task = require "spool.base.task"
+local version = require "spool.run.version"
 local rendering = require "spool.run.render"
 
 local M = {}
@@ -43,9 +44,6 @@ local DEFAULT_RESERVE = 4096
 
 local make_settings
 
--- By agent version, and not on it: agent code is handed its definition.
-local settings_memos = setmetatable({}, { __mode = "k" })
-
 -- The agent's window settings, with defaults. agent.window = { tokens,
 -- reserve, policies = { [event type] = policy }, compact = false | {
 -- prompt, keep_recent, target } }.
@@ -56,10 +54,11 @@ function M.settings(agent, model)
   -- An agent version and a model always make the same settings: kept, for
   -- the few models an agent is planned with (a kept walk needs the same
   -- settings table from step to step).
-  local memo = settings_memos[agent]
+  local record = version.of(agent) -- (spool.run.version)
+  local memo = record.window
   if not memo or memo.window ~= agent.window or memo.n >= 8 then
     memo = { window = agent.window, by_model = {}, n = 0 }
-    settings_memos[agent] = memo
+    record.window = memo
   end
   local key = model or memo -- (no model: the defaults)
   local settings = memo.by_model[key]
