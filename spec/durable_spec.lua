@@ -381,7 +381,8 @@ describe("durable threads", function()
       assert.are.equal(7, #events(fork))
       _, err, code = spool("fork " .. id .. " --at 99")
       assert.are.equal(2, code)
-      assert.matches("%-%-at must be between 1 and 7", err)
+      assert.matches("has events 1 to 7: a fork keeps a number of them in "
+        .. "that range, not 99", err)
       -- Cancel, then nothing can resume it.
       out, err, code = spool("cancel " .. id)
       assert.are.equal(0, code, err)

@@ -265,6 +265,18 @@ typedef struct spool_response {
 } spool_response;
 
 /*
+ * What a waiting thread waits for: *kind is the response it takes
+ * (SPOOL_ANSWER for a question; SPOOL_APPROVE for an approval, which
+ * SPOOL_APPROVE or SPOOL_REJECT answers; SPOOL_EVENT for an outside
+ * event), *name the tool to approve or the event awaited (NULL for a
+ * question), *text what it waits for in words ("approval of refund {...}").
+ * SPOOL_ESTATE if the thread does not wait.
+ */
+SPOOL_API int spool_thread_request(spool_engine *e, const char *id,
+                                   spool_response_kind *kind, const char **name,
+                                   const char **text);
+
+/*
  * Continues a waiting or interrupted thread; the run proceeds as the loop
  * turns. `r` answers what the thread waits for; NULL continues a thread a
  * crash interrupted. SPOOL_ECONFLICT if another process runs the thread;

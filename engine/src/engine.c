@@ -953,6 +953,25 @@ int spool_thread_result(spool_engine *e, const char *id,
   return id_call(e, "thread_result", id, json_out);
 }
 
+int spool_thread_request(spool_engine *e, const char *id,
+                         spool_response_kind *kind, const char **name,
+                         const char **text) {
+  int rc = check_args(e, 4, id, kind, name, text);
+  if (rc != 0)
+    return rc;
+  lua_pushstring(e->L, id);
+  if ((rc = await_api(e, "thread_request", 1)) != 0)
+    return rc;
+  /* "kind\0name\0text": three strings in the one result buffer. */
+  const char *k = e->result.data, *n = k + strlen(k) + 1;
+  *kind = strcmp(k, "ask") == 0     ? SPOOL_ANSWER
+          : strcmp(k, "event") == 0 ? SPOOL_EVENT
+                                    : SPOOL_APPROVE;
+  *name = *n ? n : NULL;
+  *text = n + strlen(n) + 1;
+  return 0;
+}
+
 int spool_thread_json(spool_engine *e, const char *id, const char **json_out) {
   if (json_out == NULL)
     return e ? spool__fail(e, SPOOL_EINVAL, "json_out is NULL") : SPOOL_EINVAL;

@@ -397,6 +397,28 @@ static int exit_for(int rc) {
                                                        : EXIT_FAILED;
 }
 
+/* Says what a waiting thread waits for, and the resume that answers it. */
+static void say_waiting(spool_engine *e, const char *id) {
+  spool_response_kind kind;
+  const char *name, *text;
+  if (spool_thread_request(e, id, &kind, &name, &text) != 0) {
+    say("error", "%s", spool_engine_errmsg(e));
+    return;
+  }
+  if (kind == SPOOL_ANSWER)
+    say("info", "thread %s waits for %s (spool resume %s --answer TEXT)", id,
+        text, id);
+  else if (kind == SPOOL_EVENT)
+    say("info",
+        "thread %s waits for %s (spool resume %s --event %s [--data JSON])", id,
+        text, id, name);
+  else
+    say("info",
+        "thread %s waits for %s (spool resume %s --approve [--args JSON] | "
+        "--reject [--reason TEXT])",
+        id, text, id);
+}
+
 /* Turns the loop until the thread's run ends or pauses; prints what it
  * waits for; returns the exit code for its status. */
 static int finish_run(spool_engine *e, const char *id, stopper *st) {
@@ -411,8 +433,7 @@ static int finish_run(spool_engine *e, const char *id, stopper *st) {
   case SPOOL_DONE:
     return EXIT_DONE;
   case SPOOL_WAITING:
-    spool_thread_result(e, id, &result); /* fails, saying what it waits for */
-    say("info", "%s", spool_engine_errmsg(e));
+    say_waiting(e, id);
     return EXIT_WAITING;
   case SPOOL_RUNNING:
     say("error",
@@ -661,9 +682,20 @@ static int cmd_threads(const cli *c, uv_loop_t *loop) {
   spool_engine *e = open_engine(c, loop, &code);
   if (e == NULL)
     return code;
+  /* One row more than shown says whether there are more. */
+  int shown = f.limit ? f.limit : 100;
+  f.limit = f.text ? shown + 1 : shown;
   const char *out;
   if (spool_thread_list(e, &f, &out) == 0) {
-    fputs(out, stdout);
+    const char *cut = out;
+    for (int n = 0; f.text && cut && n < shown; n++)
+      cut = (cut = strchr(cut, '\n')) ? cut + 1 : NULL;
+    if (f.text && cut && *cut) {
+      fwrite(out, 1, (size_t)(cut - out), stdout);
+      printf("(only the newest %d are shown: --limit N shows more)\n", shown);
+    } else {
+      fputs(out, stdout);
+    }
     if (!f.text)
       fputc('\n', stdout);
   } else {

@@ -76,6 +76,41 @@ TEST_IMPL(engine_runs_a_thread) {
   spool_engine_free(e);
 }
 
+/* A thread that waits for a person says what for, in data an embedder
+ * acts on (what to answer with), and in words without any command. */
+TEST_IMPL(engine_says_what_a_thread_waits_for) {
+  spool_engine *e = open_demo(NULL);
+  char id[SPOOL_ID_SIZE];
+  ASSERT_EQ(spool_thread_start(e, "support",
+                               "Order 5533 arrived broken, refund please", id),
+            SPOOL_OK);
+  spool_response_kind kind;
+  const char *name, *text, *json;
+  ASSERT_EQ(spool_thread_request(e, id, &kind, &name, &text), SPOOL_ESTATE);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "is not waiting");
+  ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_IDLE), SPOOL_OK);
+  spool_status st;
+  ASSERT_EQ(spool_thread_status(e, id, &st), SPOOL_OK);
+  ASSERT_EQ(st, SPOOL_WAITING);
+  ASSERT_EQ(spool_thread_request(e, id, &kind, &name, &text), SPOOL_OK);
+  ASSERT_EQ(kind, SPOOL_APPROVE);
+  ASSERT_STR_EQ(name, "issue_refund");
+  ASSERT(strncmp(text, "approval of issue_refund {", 26) == 0);
+  ASSERT_EQ(spool_thread_result(e, id, &json), SPOOL_ESTATE);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "waits for approval of issue_refund");
+  ASSERT(strstr(spool_engine_errmsg(e), "spool resume") == NULL);
+  ASSERT_EQ(spool_thread_request(e, "t_nosuchthread", &kind, &name, &text),
+            SPOOL_ENOTFOUND);
+  ASSERT_EQ(spool_thread_request(e, id, &kind, NULL, &text), SPOOL_EINVAL);
+  spool_response no = {.kind = SPOOL_REJECT, .text = "not this time"};
+  ASSERT_EQ(spool_thread_resume(e, id, &no), SPOOL_OK);
+  ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_IDLE), SPOOL_OK);
+  ASSERT_EQ(spool_thread_status(e, id, &st), SPOOL_OK);
+  ASSERT(st != SPOOL_WAITING);
+  ASSERT_EQ(spool_thread_request(e, id, &kind, &name, &text), SPOOL_ESTATE);
+  spool_engine_free(e);
+}
+
 TEST_IMPL(engine_reports_errors) {
   spool_engine *e = NULL;
   ASSERT_EQ(spool_engine_new(NULL), SPOOL_EINVAL);

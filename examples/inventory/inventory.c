@@ -109,11 +109,12 @@ int main(int argc, char **argv) {
     return fail(e, "cannot start the agent");
   spool_engine_run(e, SPOOL_RUN_IDLE);
 
-  spool_status status;
-  if (spool_thread_status(e, id, &status) != SPOOL_OK ||
-      status != SPOOL_WAITING)
-    return fail(e, "the agent should be waiting for approval");
-  printf("approving the order from code\n");
+  spool_response_kind kind;
+  const char *tool, *text;
+  if (spool_thread_request(e, id, &kind, &tool, &text) != SPOOL_OK ||
+      kind != SPOOL_APPROVE || strcmp(tool, "place_order") != 0)
+    return fail(e, "the agent should be waiting for approval of an order");
+  printf("approving from code: %s\n", text);
   spool_response yes = {SPOOL_APPROVE, NULL, NULL, "inventory.c", "code"};
   if (spool_thread_resume(e, id, &yes) != SPOOL_OK)
     return fail(e, "cannot approve");

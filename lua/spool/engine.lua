@@ -111,19 +111,32 @@ function M.thread_result(id) -- (task)
     if not req then
       return nil, "ESTATE: thread " .. id .. " is still running"
     end
-    local how = {
-      ask = "--answer TEXT",
-      event = "--event " .. tostring(req.data.event) .. " [--data JSON]",
-      approval = "--approve [--args JSON] | --reject [--reason TEXT]",
-    }
-    return nil, string.format("ESTATE: thread %s waits for %s (spool resume "
-      .. "%s %s)", id, human.describe(req.data), id, how[req.data.kind] or "")
+    return nil, string.format("ESTATE: thread %s waits for %s", id,
+      human.describe(req.data))
   end
   local result, failure = t:outcome()
   if status == "done" then
     return json.encode(result == nil and json.null or result)
   end
   return json.encode({ error = failure or status })
+end
+
+
+-- What a waiting thread waits for: "kind\0name\0text" (kind: ask,
+-- approval or event; name: the tool or the event, or empty). (task)
+function M.thread_request(id)
+  local t, err = find(id)
+  if not t then
+    return nil, err
+  end
+  local req = not t.halted and t:status() == "waiting" and t:pending_request()
+  if not req then
+    return nil, "ESTATE: thread " .. id .. " is not waiting"
+  end
+  local d = req.data
+  local name = d.kind == "approval" and d.name or d.kind == "event" and d.event
+  return table.concat({ d.kind, tostring(name or ""), human.describe(d) },
+    "\0")
 end
 
 
@@ -140,23 +153,17 @@ function M.thread_json(id)
 end
 
 
--- Threads as JSON, or as a text table with { text = true } that ends by
--- saying so when there were more than it shows.
+-- Threads as JSON, or as a text table (a line each) with { text = true }.
 function M.list(filter) -- (task)
-  local limit = filter.limit ~= 0 and filter.limit or 100
-  filter.limit = filter.text and limit + 1 or limit
+  filter.limit = filter.limit ~= 0 and filter.limit or 100
   local rows, err = store.list(filter)
   if not rows then
     return nil, err
   end
   if filter.text then
     local lines = {}
-    for i = 1, math.min(#rows, limit) do
-      lines[i] = format.thread_row(rows[i])
-    end
-    if #rows > limit then
-      lines[#lines + 1] = string.format("(only the newest %d are shown: "
-        .. "--limit N shows more)", limit)
+    for i, row in ipairs(rows) do
+      lines[i] = format.thread_row(row)
     end
     return table.concat(lines, "\n") .. (#lines > 0 and "\n" or "")
   end

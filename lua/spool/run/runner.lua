@@ -666,8 +666,9 @@ function M.fork(id, at)
     return nil, err
   end
   if math.type(at) ~= "integer" or at < 1 or at > #src.events then
-    return nil, string.format("EINVAL: --at must be between 1 and %d",
-      #src.events)
+    return nil, string.format("EINVAL: thread %s has events 1 to %d: a "
+      .. "fork keeps a number of them in that range, not %s", id,
+      #src.events, tostring(at))
   end
   local agent = loader.load(src.agent)
   local t = thread_mod.new(src.agent, agent and agent.version, nil, nil)
