@@ -82,7 +82,8 @@ static const char usage_text[] =
     "      serve the built-in mock model (OpenAI Chat Completions and\n"
     "      Responses, Anthropic Messages); --port 0 picks a free port\n"
     "  test [BUSTED OPTIONS] [SPEC FILES]\n"
-    "      run busted specs inside the engine, under Lua 5.4\n"
+    "      run busted specs inside the engine, under Lua 5.4, on the mock\n"
+    "      model unless --mock off (spool.test scripts it)\n"
     "  lua FILE [ARGS]           run a Lua script inside the engine (as a\n"
     "                            run: it may wait on I/O; arg holds ARGS)\n"
     "\n"
@@ -1052,6 +1053,10 @@ static int cmd_test(const cli *c, uv_loop_t *loop) {
   const char *db = getenv("SPOOL_DB");
   if (with_store.db == NULL && (db == NULL || *db == '\0'))
     with_store.db = ":memory:";
+  /* And the mock model (spool.test scripts it) unless --mock off: a spec
+   * must not spend on a provider because a key is in the environment. */
+  if (with_store.mock == NULL)
+    with_store.mock = "on";
   return run_library_script(&with_store, loop, "cli/busted.lua");
 }
 

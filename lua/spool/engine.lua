@@ -75,18 +75,8 @@ function M.start_thread(agent_name, input)
 end
 
 
--- A thread from memory (running or recent here) or the store. (task)
-local function find(id)
-  local t = runner.find(id)
-  if t then
-    return t
-  end
-  return runner.load(id)
-end
-
-
 function M.thread_status(id) -- (task)
-  local t, err = find(id)
+  local t, err = runner.get(id)
   if not t then
     return nil, err
   end
@@ -98,7 +88,7 @@ end
 
 
 function M.thread_result(id) -- (task)
-  local t, err = find(id)
+  local t, err = runner.get(id)
   if not t then
     return nil, err
   end
@@ -125,7 +115,7 @@ end
 -- What a waiting thread waits for: "kind\0name\0text" (kind: ask,
 -- approval or event; name: the tool or the event, or empty). (task)
 function M.thread_request(id)
-  local t, err = find(id)
+  local t, err = runner.get(id)
   if not t then
     return nil, err
   end
@@ -142,7 +132,7 @@ end
 
 -- { thread = row, events = {...} } as JSON. (task)
 function M.thread_json(id)
-  local t, err = find(id)
+  local t, err = runner.get(id)
   if not t then
     return nil, err
   end

@@ -285,7 +285,8 @@ local JSON_HEADERS = { ["content-type"] = "application/json" }
 
 -- Starts a mock model. opts: script (a path or a table; nil echoes the
 -- last user message), host, port, project. Returns the mock (with
--- :port(), :url(), :stats(), :close()) or nil, err.
+-- :port(), :url(), :stats(), :close(), and .script, which a request reads
+-- when it comes) or nil, err.
 function M.start(opts)
   local script = ECHO
   if opts.script then
@@ -301,6 +302,7 @@ function M.start(opts)
   local server -- the handler reports its connections
 
   local function chat(req, format)
+    local script = mock.script -- (the one in force when the request came)
     local body, err = json.decode(req.body)
     if type(body) ~= "table" then
       stats.errors = stats.errors + 1
@@ -370,7 +372,7 @@ function M.start(opts)
       return res
     elseif path == "/models" and req.method == "GET" then
       return { headers = JSON_HEADERS, body = json.encode({ object = "list",
-        data = json.array({ { id = script.model or "mock-1",
+        data = json.array({ { id = mock.script.model or "mock-1",
                               object = "model", owned_by = "spool" } }) }) }
     elseif req.path == "/_mock/stats" then
       stats.connections = server:connections()
@@ -422,6 +424,17 @@ function M.local_url()
     local_mock = mock
   end
   return local_mock.url()
+end
+
+
+-- Makes the project's in-process mock follow `script` (a table, as a
+-- script file returns) from the next request on; returns the script it
+-- followed. spool.test's scripted models work this way.
+function M.set_local_script(script)
+  M.local_url()
+  local before = local_mock.script
+  local_mock.script = script
+  return before
 end
 
 

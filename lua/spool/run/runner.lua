@@ -694,6 +694,17 @@ function M.find(id)
 end
 
 
+-- Thread `id` as this process knows it (a run here, or a halted one it
+-- keeps), else as stored. Must run in a task.
+function M.get(id)
+  local t = live[id] or recent[id]
+  if t then
+    return t
+  end
+  return M.load(id)
+end
+
+
 -- Is a task of this engine still running the thread?
 function M.is_live(id)
   return live[id] ~= nil
@@ -714,15 +725,22 @@ end
 
 
 -- Waits until thread `id` has no run in this process: it ended, waits for
--- something, or halted. Must run in a task.
-function M.settle(id)
+-- something, or halted. Returns false if it still runs after timeout_ms
+-- (default: no limit). Must run in a task.
+function M.settle(id, timeout_ms)
+  local deadline = timeout_ms and core.now() + timeout_ms or math.huge
   local thread = live[id]
   while thread do
+    local left = deadline - core.now()
+    if left <= 0 then
+      return false
+    end
     local run = task.run_of(thread)
     run.stopped = run.stopped or core.signal()
-    run.stopped:wait(60000)
+    run.stopped:wait(math.min(left, 60000))
     thread = live[id]
   end
+  return true
 end
 
 -- The number of threads in flight here.
