@@ -22,7 +22,7 @@
 #include <sys/resource.h>
 #include <time.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "spool.h"
 
 static const char head[] =

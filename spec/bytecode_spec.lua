@@ -1,4 +1,4 @@
--- The library's precompiled chunks (engine/src/l_bytecode.c): used when
+-- The library's precompiled chunks (engine/src/lua/l_bytecode.c): used when
 -- built and current, never when the source was edited since, and a broken
 -- one is named. Works on a copy of the library, so the chunks can differ
 -- from the sources on purpose.

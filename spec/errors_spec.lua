@@ -1,4 +1,4 @@
--- The error table (engine/src/errors.h) as Lua sees it: spool.core.errors
+-- The error table (engine/src/base/errors.h) as Lua sees it: spool.core.errors
 -- names every error the engine and its library raise, each with its
 -- spool.h code, HTTP status and message; no source raises a name it lacks.
 local h = require "spec.support"

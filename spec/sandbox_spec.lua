@@ -1,5 +1,5 @@
 -- The sandbox (spool.run.sandbox) and the limits on agent code (spool.run.limits,
--- engine/src/sandbox.c): agent files a spec loads and runs, each trying
+-- engine/src/lua/sandbox.c): agent files a spec loads and runs, each trying
 -- one of the escapes or runaway habits an isolation review found. Agents
 -- reach only the public library, each its own copy; a tool that loops,
 -- fills memory or yields fails alone, and the engine goes on.

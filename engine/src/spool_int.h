@@ -18,7 +18,7 @@
 #include <lua.h>
 #include <uv.h>
 
-#include "buf.h"
+#include "base/buf.h"
 #include "spool.h"
 
 typedef struct spool__task spool__task;
@@ -72,6 +72,9 @@ typedef struct spool__sched {
   spool__task *all;
   uv_check_t check; /* drains the ready queue after each poll */
   uv_idle_t idle;   /* active while tasks are ready, so poll never blocks */
+  /* Runs after each drain of the ready queue (the engine's: events.c), so
+   * the scheduler knows nothing of what sits above it. */
+  void (*tick_end)(spool_engine *e);
   unsigned long long next_id;
   int ntasks;
 } spool__sched;
@@ -113,9 +116,10 @@ struct spool_engine {
   spool_event_cb on_event;
   void *on_event_ud;
   struct spool__queued_event *events_head, *events_tail;
-  struct spool__host_tool *host_tools; /* l_host.c */
-  char *project_abs;                   /* the project folder, absolute */
-  char *lua_dir;                       /* the Lua library in use */
+  struct spool__host_tool *host_tools;      /* l_host.c */
+  void (*free_host_tools)(spool_engine *e); /* l_host.c sets it */
+  char *project_abs;                        /* the project folder, absolute */
+  char *lua_dir;                            /* the Lua library in use */
 };
 
 /* ---- engine.c ---- */
@@ -126,6 +130,16 @@ void spool__log(spool_engine *e, spool__log_level level, const char *fmt, ...)
 /* A line the host or a command must say, unfiltered by the log level, in
  * the log's format (spool_engine_say); SPOOL_EINVAL for an unknown level. */
 int spool__say(const spool_engine *e, const char *level, const char *msg);
+/* The engine that owns a Lua state (from the registry). */
+spool_engine *spool__engine_of(lua_State *L);
+/*
+ * Calls the function below its nargs arguments on e->L with a traceback
+ * message handler. stack: f, args -> results (nres) on success, or the error
+ * message on failure. Returns the lua_pcall status.
+ */
+int spool__pcall(lua_State *L, int nargs, int nres);
+
+/* ---- events.c ---- */
 /* The fields of one event, as l_core.c reads them from Lua. */
 typedef struct spool__event_fields {
   const char *thread, *agent, *type, *json, *text;
@@ -135,18 +149,12 @@ typedef struct spool__event_fields {
 } spool__event_fields;
 /* Copies an event into the queue for the host's callback; 0 or -1. */
 int spool__events_queue(spool_engine *e, const spool__event_fields *f);
+/* Frees the events not delivered. */
+void spool__events_free(spool_engine *e);
 /* Runs after each drain of the ready queue: hands the tick's store ops to
  * the store thread, and delivers queued events to the host's callback,
  * outside any Lua code, so the callback may call back into the engine. */
 void spool__engine_tick_end(spool_engine *e);
-/* The engine that owns a Lua state (from the registry). */
-spool_engine *spool__engine_of(lua_State *L);
-/*
- * Calls the function below its nargs arguments on e->L with a traceback
- * message handler. stack: f, args -> results (nres) on success, or the error
- * message on failure. Returns the lua_pcall status.
- */
-int spool__pcall(lua_State *L, int nargs, int nres);
 
 /* ---- sched.c ---- */
 int spool__sched_init(spool_engine *e);
@@ -208,7 +216,7 @@ void spool__open_fs(lua_State *L);
 void spool__open_store(lua_State *L);
 void spool__open_host(lua_State *L);
 void spool__open_watch(lua_State *L);
-void spool__open_signal(lua_State *L);
+void spool__open_cond(lua_State *L);
 void spool__open_sse(lua_State *L);
 void spool__open_ed25519(lua_State *L);
 void spool__open_limits(lua_State *L);
@@ -219,7 +227,6 @@ void spool__push_hex(lua_State *L, const unsigned char *p, size_t n);
  * it on the stack, for the caller to add more (__tostring) and pop. */
 void spool__class(lua_State *L, const char *name, const luaL_Reg *methods,
                   lua_CFunction gc, lua_CFunction close);
-void spool__host_tools_free(spool_engine *e);
 
 /* Puts a searcher for the library's precompiled chunks (l_bytecode.c)
  * before Lua's own. */

@@ -5,7 +5,7 @@
  * tree holds a folder "in" (the root) and "out" beside it, with symlinks
  * from the one to the other.
  */
-#include "confine.h"
+#include "io/confine.h"
 #include "test.h"
 
 #include <errno.h>

@@ -5,7 +5,7 @@
  */
 #include <string.h>
 
-#include "errors.h"
+#include "base/errors.h"
 #include "spool.h"
 #include "test.h"
 

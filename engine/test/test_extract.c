@@ -3,7 +3,7 @@
  * that re-serializes what it is told (as test_json.c does) and hooks that
  * record each candidate, so each case reads "reply -> values, repairs".
  */
-#include "extract.h"
+#include "codec/extract.h"
 #include "test.h"
 
 typedef struct canon {

@@ -6,7 +6,7 @@
  */
 #include <math.h>
 
-#include "json.h"
+#include "codec/json.h"
 #include "test.h"
 
 typedef struct canon {

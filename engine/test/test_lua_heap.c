@@ -8,7 +8,7 @@
 #include <lualib.h>
 #include <string.h>
 
-#include "lua_heap.h"
+#include "base/lua_heap.h"
 #include "test.h"
 
 static void fill(unsigned char *p, size_t n, unsigned seed) {

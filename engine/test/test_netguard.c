@@ -3,7 +3,7 @@
  * every refused kind in each of its spellings, the public addresses that
  * pass, and the allow rules' syntax. No network: addresses are text.
  */
-#include "netguard.h"
+#include "io/netguard.h"
 #include "test.h"
 
 static const char *why(const char *ip, int port) {

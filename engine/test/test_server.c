@@ -10,8 +10,8 @@
 #include <unistd.h>
 #include <uv.h>
 
-#include "buf.h"
-#include "server.h"
+#include "base/buf.h"
+#include "io/server.h"
 #include "test.h"
 
 /* ---- a server whose handler answers with the request target, after a

@@ -3,7 +3,7 @@
  * one piece and then one byte at a time, and compares a transcript of the
  * events ("type|id|data" per event).
  */
-#include "sse.h"
+#include "codec/sse.h"
 #include "test.h"
 
 static int record(void *ud, const char *type, const char *data, size_t data_len,

@@ -1,5 +1,5 @@
 -- spool.extract: the JSON value in a model's reply, found and repaired by
--- the engine's lenient extractor (engine/src/extract.c).
+-- the engine's lenient extractor (engine/src/codec/extract.c).
 --
 --   spool.extract(text [, opts]) -> value, info | nil, "ECODE: why"
 --

@@ -11,7 +11,7 @@
 --
 -- * Paths are relative to the project folder and cannot leave it: an
 --   absolute path or a ".." part raises, and no symbolic link is followed,
---   even one pointing inside the project (ELOOP; engine/src/confine.c).
+--   even one pointing inside the project (ELOOP; engine/src/io/confine.c).
 -- * The engine's own files are neither read nor written (EACCES): spool.lua
 --   (it may hold secrets), the thread store, and anything hidden (a part
 --   starting with ".": .spool, which holds the store and the API token,

@@ -19,7 +19,7 @@
 --   API), unspecified, link-local and cloud metadata addresses, IPv4-mapped
 --   IPv6 forms included, are refused with EACCES unless spool.lua allows
 --   them:  http = { allow = { "127.0.0.1:9000", "10.0.0.0/8", "[::1]" } }
---   (an address or a CIDR block, and an optional port; engine/src/netguard.h).
+--   (an address or a CIDR block, and an optional port; engine/src/io/netguard.h).
 -- * Only the fields above reach the engine: a fresh request is built from
 --   them, and the check is set here, so nothing an agent passes turns it
 --   off. (The engine's own HTTP — models, webhooks, channels — goes through
@@ -58,7 +58,7 @@ end
 local shown = internal.shown
 
 
-local MAX_RESPONSE = 64 * 2 ^ 20 -- engine/src/http.h's bound
+local MAX_RESPONSE = 64 * 2 ^ 20 -- engine/src/io/http.h's bound
 
 
 local function request(opts)

@@ -235,7 +235,7 @@ end
 
 -- A thread's own connections to a model over plain HTTP (a local server,
 -- the mock): the run reuses its connection, and never scans a pool of
--- thousands (see engine/src/http.h). Over TLS the shared pool is kept:
+-- thousands (see engine/src/io/http.h). Over TLS the shared pool is kept:
 -- a handshake per run would cost more, and HTTP/2 multiplexes many calls
 -- on few connections. The runner closes them when the run retires.
 local function connections(thread, url)

@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "extract.h"
+#include "codec/extract.h"
 
 typedef struct shape {
   char open[SPOOL_JSON_MAX_DEPTH + 2]; /* 'o' or 'a' per open container */

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server_parse.h"
+#include "io/server_parse.h"
 
 /* Small, so that 413 is reached within -max_len. */
 #define MAX_BODY 256

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sse.h"
+#include "codec/sse.h"
 
 static int record(void *ud, const char *type, const char *data, size_t data_len,
                   const char *id) {

@@ -1,6 +1,6 @@
 -- spool.run.limits: what a run of agent code may spend (private).
 --
--- The engine enforces them (engine/src/sandbox.c): Lua instructions per
+-- The engine enforces them (engine/src/lua/sandbox.c): Lua instructions per
 -- step and per run, counted by a hook; memory a run holds, counted by the
 -- Lua heap; and the number of tool calls one model reply may make. The
 -- project sets defaults in spool.lua and an agent may set its own:

@@ -1,5 +1,5 @@
 -- spool.run.store: durable threads and business state, over the engine's store
--- thread (engine/src/store.c). Every function here yields the calling run
+-- thread (engine/src/io/store.c). Every function here yields the calling run
 -- until the store has answered; none may be called outside a run.
 --
 --   store.append(thread, writes) -> versions | nil, err   one durable step

@@ -35,7 +35,7 @@ end
 
 
 -- Raises the API error for an engine error "ECODE: why", with the status
--- and code the error table gives it (engine/src/errors.h); a 500 is ours:
+-- and code the error table gives it (engine/src/base/errors.h); a 500 is ours:
 -- logged, never described.
 
 function M.engine_error(err)

@@ -1,0 +1,565 @@
+/*
+ * l_json.c: spool.json, the exact JSON codec agents and the library use.
+ *
+ *   json.decode(text)   -> value | nil, "EJSON: line 1, column 5 ...: why"
+ *   json.encode(value)  -> text (raises on values JSON cannot hold)
+ *   json.null           a sentinel for null (a light userdata)
+ *   json.array([t])     marks t (or a new table) as an array, so an empty
+ *                       one encodes as [] rather than {}
+ *   json.is_array(t)
+ *   json.raw(text)      text that is already one JSON value (checked
+ *                       here), written as it is wherever encode meets it:
+ *                       a part encoded once and spliced into many
+ *                       documents
+ *
+ * Decoded arrays carry the array mark, so every document round-trips:
+ * integers stay integers, floats keep their exact value (1.0 stays 1.0),
+ * [] and {} stay apart, null survives as json.null. Object keys are written
+ * in sorted order, so the same value always encodes to the same bytes.
+ *
+ * The parser lives in json.c; this file only builds and walks Lua values.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/extract.h"
+#include "codec/json.h"
+#include "spool_int.h"
+
+#define ARRAY_MT "spool.json.array"
+#define MAX_TEXT (64u << 20) /* bytes of encoded JSON */
+#define SCRATCH_MT "spool.json.scratch"
+#define RAW_MT "spool.json.raw"
+
+typedef struct builder {
+  lua_State *L;
+  int array_mt; /* stack index of the array mark */
+  int results;  /* extract: stack index of the results table */
+  int top;      /* extract: the stack top before the current candidate */
+  int n;        /* extract: candidates kept */
+  int depth;
+  /* Per open container: 0 for an object, else 1 + elements so far. */
+  lua_Integer count[SPOOL_JSON_MAX_DEPTH + 1];
+} builder;
+
+typedef struct encoder {
+  lua_State *L;
+  spool__buf *out;
+  int depth;
+  struct {
+    const char *key; /* NULL for an array index */
+    size_t keylen;
+    lua_Integer index;
+  } path[SPOOL_JSON_MAX_DEPTH + 1];
+} encoder;
+
+/*
+ * Upvalues of decode/encode: 1 = this scratch userdata, 2 = the array mark.
+ * Neither function runs Lua code while it works, so one scratch per state
+ * is never in use twice, and a Lua error in the middle leaks nothing.
+ */
+typedef struct scratch {
+  spool__buf unescape;
+  spool__buf out;
+  spool__buf repairs;
+  builder b;
+  encoder en;
+} scratch;
+
+static int scratch_gc(lua_State *L) {
+  scratch *s = luaL_checkudata(L, 1, SCRATCH_MT);
+  spool__buf_free(&s->unescape);
+  spool__buf_free(&s->out);
+  spool__buf_free(&s->repairs);
+  return 0;
+}
+
+/* ---- decode ---- */
+
+/* Puts the value on top of the stack into its container (or leaves it as
+ * the result). stack: container, [key,] value -> container */
+static int place(builder *b) {
+  lua_State *L = b->L;
+  if (b->depth == 0)
+    return 0;
+  lua_Integer *n = &b->count[b->depth];
+  if (*n > 0)
+    lua_rawseti(L, -2, (*n)++);
+  else
+    lua_rawset(L, -3);
+  return 0;
+}
+
+static int b_null(void *ud) {
+  builder *b = ud;
+  luaL_checkstack(b->L, 2, "JSON too deep");
+  lua_pushlightuserdata(b->L, NULL);
+  return place(b);
+}
+
+static int b_boolean(void *ud, int v) {
+  builder *b = ud;
+  luaL_checkstack(b->L, 2, "JSON too deep");
+  lua_pushboolean(b->L, v);
+  return place(b);
+}
+
+static int b_integer(void *ud, long long v) {
+  builder *b = ud;
+  luaL_checkstack(b->L, 2, "JSON too deep");
+  lua_pushinteger(b->L, (lua_Integer)v);
+  return place(b);
+}
+
+static int b_number(void *ud, double v) {
+  builder *b = ud;
+  luaL_checkstack(b->L, 2, "JSON too deep");
+  lua_pushnumber(b->L, (lua_Number)v);
+  return place(b);
+}
+
+static int b_string(void *ud, const char *s, size_t n) {
+  builder *b = ud;
+  luaL_checkstack(b->L, 2, "JSON too deep");
+  lua_pushlstring(b->L, s, n);
+  return place(b);
+}
+
+static int b_key(void *ud, const char *s, size_t n) {
+  builder *b = ud;
+  luaL_checkstack(b->L, 2, "JSON too deep");
+  lua_pushlstring(b->L, s, n);
+  return 0;
+}
+
+static int b_begin_array(void *ud) {
+  builder *b = ud;
+  luaL_checkstack(b->L, 3, "JSON too deep");
+  lua_newtable(b->L);
+  lua_pushvalue(b->L, b->array_mt);
+  lua_setmetatable(b->L, -2);
+  b->count[++b->depth] = 1;
+  return 0;
+}
+
+static int b_begin_object(void *ud) {
+  builder *b = ud;
+  luaL_checkstack(b->L, 3, "JSON too deep");
+  lua_newtable(b->L);
+  b->count[++b->depth] = 0;
+  return 0;
+}
+
+static int b_end(void *ud) {
+  builder *b = ud;
+  b->depth--;
+  return place(b);
+}
+
+static const spool__json_sink lua_sink = {
+    b_null, b_boolean,     b_integer, b_number,       b_string,
+    b_key,  b_begin_array, b_end,     b_begin_object, b_end,
+};
+
+static int l_json_decode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
+  builder *b = &sc->b;
+  b->L = L;
+  b->depth = 0;
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  b->array_mt = 2;
+  spool__json_error err;
+  int rc = spool__json_parse(s, n, &lua_sink, b, &sc->unescape, &err);
+  if (rc != 0) {
+    char msg[160];
+    spool__json_error_format(&err, msg, sizeof msg);
+    lua_pushnil(L);
+    lua_pushfstring(L, "EJSON: %s", msg);
+    return 2;
+  }
+  return 1;
+}
+
+/* ---- extract: candidates from a model's reply (extract.c) ---- */
+
+/* The hooks share the sink's user data, the builder. */
+static void x_begin(void *ud) {
+  builder *b = ud;
+  b->top = lua_gettop(b->L);
+  b->depth = 0;
+}
+
+static void x_reject(void *ud) {
+  builder *b = ud;
+  lua_settop(b->L, b->top);
+}
+
+/* stack: value -> (stored in the results as { value, repairs, ... }) */
+static int x_accept(void *ud, const spool__extract_result *r) {
+  builder *b = ud;
+  lua_State *L = b->L;
+  lua_createtable(L, 0, 6);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "value");
+  lua_createtable(L, r->nrepairs, 0);
+  const char *m = r->repairs;
+  for (int i = 1; i <= r->nrepairs; i++) {
+    lua_pushstring(L, m);
+    lua_rawseti(L, -2, i);
+    m += strlen(m) + 1;
+  }
+  lua_pushvalue(L, b->array_mt);
+  lua_setmetatable(L, -2);
+  lua_setfield(L, -2, "repairs");
+  lua_pushinteger(L, (lua_Integer)r->from + 1);
+  lua_setfield(L, -2, "from");
+  lua_pushinteger(L, (lua_Integer)r->to);
+  lua_setfield(L, -2, "to");
+  lua_pushboolean(L, r->fenced);
+  lua_setfield(L, -2, "fenced");
+  lua_pushboolean(L, r->truncated);
+  lua_setfield(L, -2, "truncated");
+  lua_rawseti(L, b->results, ++b->n);
+  return 0;
+}
+
+static const spool__extract_hooks lua_hooks = {x_begin, x_reject, x_accept};
+
+/* extract(text [, max]) -> { { value, repairs, from, to, fenced,
+ * truncated }, ... } | nil, "EJSON: ..." */
+static int l_json_extract(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  int max = (int)luaL_optinteger(L, 2, 8);
+  scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(2)); /* 2: the array mark */
+  lua_newtable(L);                       /* 3: the results */
+  builder *b = &sc->b;
+  b->L = L;
+  b->array_mt = 2;
+  b->results = 3;
+  b->n = 0;
+  spool__json_error err;
+  if (spool__extract(s, n, max, &lua_sink, &lua_hooks, b, &sc->unescape,
+                     &sc->repairs, &err) < 0) {
+    char msg[160];
+    spool__json_error_format(&err, msg, sizeof msg);
+    lua_pushnil(L);
+    lua_pushfstring(L, "EJSON: %s", msg);
+    return 2;
+  }
+  lua_settop(L, 3);
+  return 1;
+}
+
+/* ---- encode ---- */
+
+/* Raises an error naming where in the value the problem is, e.g.
+ * "cannot encode a function at $.tools[2].run". */
+static int enc_error(encoder *en, const char *what) {
+  luaL_Buffer lb;
+  lua_State *L = en->L;
+  luaL_buffinit(L, &lb);
+  luaL_addstring(&lb, "spool.json.encode: ");
+  luaL_addstring(&lb, what);
+  luaL_addstring(&lb, " at $");
+  for (int i = 1; i <= en->depth; i++) {
+    if (en->path[i].key) {
+      luaL_addchar(&lb, '.');
+      luaL_addlstring(&lb, en->path[i].key, en->path[i].keylen);
+    } else {
+      lua_pushfstring(L, "[%I]", (LUAI_UACINT)en->path[i].index);
+      luaL_addvalue(&lb);
+    }
+  }
+  luaL_pushresult(&lb);
+  return lua_error(L);
+}
+
+static void nomem(encoder *en) {
+  luaL_error(en->L, "spool.json.encode: out of memory");
+}
+
+static void encode(encoder *en, int idx);
+
+/* json.raw's value: the text, checked once to be one JSON value. */
+typedef struct raw_json {
+  size_t len;
+  char text[];
+} raw_json;
+
+static int is_array_marked(lua_State *L, int idx) {
+  if (!lua_getmetatable(L, idx))
+    return 0;
+  lua_pushvalue(L, lua_upvalueindex(2));
+  int r = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return r;
+}
+
+/* An object's key, and where its value sits on the stack. */
+typedef struct obj_key {
+  const char *s;
+  size_t len;
+  int value; /* stack slot */
+} obj_key;
+
+static int key_less(const obj_key *a, const obj_key *b) {
+  int c = memcmp(a->s, b->s, a->len < b->len ? a->len : b->len);
+  return c ? c < 0 : a->len < b->len;
+}
+
+static int cmp_keys(const void *a, const void *b) {
+  const obj_key *ka = a, *kb = b;
+  return key_less(ka, kb) ? -1 : key_less(kb, ka);
+}
+
+/* Orders keys bytewise: insertion sort for the few keys most objects
+ * have, qsort beyond. */
+static void sort_keys(obj_key *k, int n) {
+  if (n > 16) {
+    qsort(k, (size_t)n, sizeof *k, cmp_keys);
+    return;
+  }
+  for (int i = 1; i < n; i++) {
+    obj_key x = k[i];
+    int j = i;
+    for (; j > 0 && key_less(&x, &k[j - 1]); j--)
+      k[j] = k[j - 1];
+    k[j] = x;
+  }
+}
+
+static void encode_table(encoder *en, int idx) {
+  lua_State *L = en->L;
+  if (en->depth >= SPOOL_JSON_MAX_DEPTH)
+    enc_error(en, "nesting too deep (is there a cycle?)");
+  int marked = is_array_marked(L, idx);
+  /* Classify: count keys, and see whether they are exactly 1..n. */
+  lua_Integer n = 0, max = 0;
+  int strings = 0, others = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    n++;
+    if (lua_type(L, -1) == LUA_TSTRING) {
+      strings++;
+    } else if (lua_isinteger(L, -1) && lua_tointeger(L, -1) >= 1) {
+      lua_Integer k = lua_tointeger(L, -1);
+      if (k > max)
+        max = k;
+    } else {
+      others++;
+    }
+  }
+  if (others)
+    enc_error(en, "cannot encode a table key that is neither a string nor "
+                  "a positive integer");
+  if (strings && strings != n)
+    enc_error(en, "cannot encode a table with both string and integer keys");
+  if (marked && strings)
+    enc_error(en, "cannot encode an array-marked table with string keys");
+  en->depth++;
+  if (strings == 0 && (n > 0 || marked)) {
+    if (max != n)
+      enc_error(en, "cannot encode a sparse array (it has holes)");
+    if (spool__buf_addc(en->out, '[') != 0)
+      nomem(en);
+    for (lua_Integer i = 1; i <= n; i++) {
+      en->path[en->depth].key = NULL;
+      en->path[en->depth].index = i;
+      if (i > 1 && spool__buf_addc(en->out, ',') != 0)
+        nomem(en);
+      lua_rawgeti(L, idx, i);
+      encode(en, lua_gettop(L));
+      lua_pop(L, 1);
+    }
+    if (spool__buf_addc(en->out, ']') != 0)
+      nomem(en);
+    en->depth--;
+    return;
+  }
+  /* An object: push its values, sort its keys (the table keeps their
+   * strings alive), then write key:value pairs. */
+  luaL_checkstack(L, (int)n + 4, "object too large to encode");
+  int base = lua_gettop(L) + 1;
+  obj_key small[32];
+  obj_key *keys = small;
+  if (n > 32)
+    keys = lua_newuserdatauv(L, sizeof *keys * (size_t)n, 0);
+  int nk = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    /* stack: ... key value -> ... value key: the value stays, the key
+     * goes on to lua_next */
+    keys[nk].s = lua_tolstring(L, -2, &keys[nk].len);
+    lua_insert(L, -2);
+    keys[nk].value = lua_gettop(L) - 1;
+    nk++;
+  }
+  sort_keys(keys, nk);
+  if (spool__buf_addc(en->out, '{') != 0)
+    nomem(en);
+  for (int i = 0; i < nk; i++) {
+    const char *k = keys[i].s;
+    size_t klen = keys[i].len;
+    en->path[en->depth].key = k;
+    en->path[en->depth].keylen = klen;
+    if (i > 0 && spool__buf_addc(en->out, ',') != 0)
+      nomem(en);
+    int rc = spool__json_write_string(en->out, k, klen);
+    if (rc == -2)
+      enc_error(en, "invalid UTF-8 in an object key");
+    if (rc != 0 || spool__buf_addc(en->out, ':') != 0)
+      nomem(en);
+    encode(en, keys[i].value);
+  }
+  if (spool__buf_addc(en->out, '}') != 0)
+    nomem(en);
+  lua_settop(L, base - 1);
+  en->depth--;
+}
+
+static void encode(encoder *en, int idx) {
+  lua_State *L = en->L;
+  int rc = 0;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL:
+    rc = spool__buf_adds(en->out, "null");
+    break;
+  case LUA_TBOOLEAN:
+    rc = spool__buf_adds(en->out, lua_toboolean(L, idx) ? "true" : "false");
+    break;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx))
+      rc = spool__json_write_integer(en->out, lua_tointeger(L, idx));
+    else if ((rc = spool__json_write_double(en->out, lua_tonumber(L, idx))) ==
+             -2)
+      enc_error(en, "cannot encode NaN or an infinity");
+    break;
+  case LUA_TSTRING: {
+    size_t len;
+    const char *s = lua_tolstring(L, idx, &len);
+    if ((rc = spool__json_write_string(en->out, s, len)) == -2)
+      enc_error(en, "invalid UTF-8 in a string");
+    break;
+  }
+  case LUA_TLIGHTUSERDATA:
+    if (lua_touserdata(L, idx) == NULL) {
+      rc = spool__buf_adds(en->out, "null");
+      break;
+    }
+    enc_error(en, "cannot encode a light userdata");
+    break;
+  case LUA_TTABLE:
+    luaL_checkstack(L, 8, "JSON too deep");
+    encode_table(en, idx);
+    break;
+  case LUA_TUSERDATA: {
+    raw_json *raw = luaL_testudata(L, idx, RAW_MT);
+    if (raw == NULL)
+      enc_error(en, "cannot encode a userdata");
+    rc = spool__buf_add(en->out, raw->text, raw->len);
+    break;
+  }
+  default:
+    enc_error(en,
+              lua_pushfstring(L, "cannot encode a %s", luaL_typename(L, idx)));
+  }
+  if (rc != 0)
+    nomem(en);
+  /* The text is built outside the Lua heap, where no run's memory budget
+   * sees it: a table that holds one big string many times must not make a
+   * text of gigabytes. The bound is the one on HTTP responses. */
+  if (en->out->len > MAX_TEXT)
+    enc_error(en, "the JSON text would be larger than 64 MiB");
+}
+
+static int l_json_encode(lua_State *L) {
+  luaL_checkany(L, 1);
+  lua_settop(L, 1);
+  scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
+  encoder *en = &sc->en;
+  en->L = L;
+  en->out = &sc->out;
+  en->depth = 0;
+  spool__buf_clear(en->out);
+  encode(en, 1);
+  lua_pushlstring(L, en->out->data ? en->out->data : "", en->out->len);
+  /* Keep a big document's memory from lingering between calls. */
+  if (sc->out.cap > (1u << 20))
+    spool__buf_free(&sc->out);
+  return 1;
+}
+
+static int l_json_array(lua_State *L) {
+  if (lua_isnoneornil(L, 1)) {
+    lua_settop(L, 0);
+    lua_newtable(L);
+  } else {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+  }
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_setmetatable(L, 1);
+  return 1;
+}
+
+static int l_json_raw(lua_State *L) {
+  size_t len;
+  const char *text = luaL_checklstring(L, 1, &len);
+  scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
+  spool__json_error err;
+  if (spool__json_check(text, len, &sc->unescape, &err) != 0) {
+    char msg[160];
+    spool__json_error_format(&err, msg, sizeof msg);
+    return luaL_error(L, "spool.json.raw: not one JSON value: %s", msg);
+  }
+  raw_json *raw = lua_newuserdatauv(L, sizeof *raw + len, 0);
+  raw->len = len;
+  memcpy(raw->text, text, len);
+  luaL_setmetatable(L, RAW_MT);
+  return 1;
+}
+
+static int l_json_is_array(lua_State *L) {
+  lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && is_array_marked(L, 1));
+  return 1;
+}
+
+int luaopen_spool_json(lua_State *L) {
+  static const luaL_Reg fns[] = {
+      {"decode", l_json_decode},
+      {"encode", l_json_encode},
+      {"array", l_json_array},
+      {"is_array", l_json_is_array},
+      {"raw", l_json_raw},
+      {"_extract", l_json_extract},
+      {NULL, NULL},
+  };
+  luaL_newmetatable(L, RAW_MT);
+  lua_pushliteral(L, "json.raw");
+  lua_setfield(L, -2, "__name");
+  lua_pop(L, 1);
+  lua_newtable(L);
+  /* upvalue 1: the scratch buffers, freed by __gc with the state */
+  scratch *sc = lua_newuserdatauv(L, sizeof *sc, 0);
+  memset(sc, 0, sizeof *sc);
+  if (luaL_newmetatable(L, SCRATCH_MT)) {
+    lua_pushcfunction(L, scratch_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  /* upvalue 2: the array mark, a metatable named for error messages */
+  luaL_newmetatable(L, ARRAY_MT);
+  lua_pushliteral(L, "json.array");
+  lua_setfield(L, -2, "__name");
+  luaL_setfuncs(L, fns, 2);
+  lua_pushlightuserdata(L, NULL);
+  lua_setfield(L, -2, "null");
+  return 1;
+}

@@ -1,0 +1,380 @@
+/*
+ * l_store.c: the store as Lua sees it (spool.core.store_*). Each function
+ * copies its arguments into a store op, submits it and yields the calling
+ * task until the store thread has run it; reads return JSON text for the
+ * Lua library to decode. Private to lua/spool/run/store.lua.
+ *
+ *   store_open(path)                            -> true | nil, err (no yield)
+ *   store_append{ thread=, agent=, parent=, expected_seq=, status=,
+ *                 deadline=, owner=, lease_ms=, now=, events = {...},
+ *                 writes = {...} }               -> versions JSON | nil, err
+ *   store_load(id)                              -> JSON | nil, err
+ *   store_list{ status=, agent=, limit=, before=, before_id= } -> JSON
+ *   store_children(id)                          -> JSON
+ *   store_state_get(ns, key, now)               -> JSON
+ *   store_state_list(ns, after, limit, now)     -> JSON
+ *   store_claim(id, owner, lease_ms, now, force) -> true | nil, err
+ *   store_release(id, owner)                    -> true
+ *   store_delete(id)                            -> true | nil, err
+ *   store_due(now)                              -> JSON
+ *   store_purge(now, finished_before)           -> JSON
+ *   store_version_put(hash, agent, sources_json, now) -> true
+ *   store_version_get(hash)                     -> sources JSON | nil, err
+ * Errors are "ECONFLICT: ...", "ENOTFOUND: ...", "ECORRUPT: ...",
+ * "EIO: ...".
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "spool_int.h"
+#include "io/store.h"
+
+typedef struct store_wait {
+  spool__op op;
+  spool__store_op *sop;
+  spool__task *t;
+} store_wait;
+
+static spool_engine *engine(lua_State *L) {
+  return lua_touserdata(L, lua_upvalueindex(1));
+}
+
+static spool__store *check_store(lua_State *L) {
+  spool_engine *e = engine(L);
+  if (e->store == NULL)
+    luaL_error(L, "the store is not open");
+  return e->store;
+}
+
+static void wait_cancel(spool__op *op) {
+  store_wait *w = (store_wait *)op;
+  w->sop->cancelled = 1; /* the store thread finishes it; done frees it */
+  free(w);
+}
+
+/* stack: op -> result(s) */
+static int push_result(lua_State *L) {
+  spool__store_op *op = lua_touserdata(L, 1);
+  static const char *const codes[] = {"", "ECONFLICT", "ENOTFOUND", "ECORRUPT",
+                                      "EIO"};
+  if (op->result != SPOOL__STORE_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", codes[op->result], op->errmsg);
+    return 2;
+  }
+  if (op->json.len > 0)
+    lua_pushlstring(L, op->json.data, op->json.len);
+  else
+    lua_pushboolean(L, 1);
+  return 1;
+}
+
+static void on_done(spool__store_op *sop, void *ud) {
+  store_wait *w = ud;
+  if (sop->cancelled) {
+    spool__store_op_free(sop);
+    return;
+  }
+  spool__task *t = w->t;
+  free(w);
+  spool__task_wake_with(t, push_result, sop);
+  spool__store_op_free(sop);
+}
+
+/* Submits op for the calling task and yields. */
+static int submit(lua_State *L, spool__store_op *op) {
+  spool__store *s = check_store(L);
+  spool__task *t = spool__task_current(L);
+  if (t == NULL || t->co != L || !lua_isyieldable(L)) {
+    spool__store_op_free(op);
+    return luaL_error(L, "the store can only be used from a run");
+  }
+  store_wait *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    spool__store_op_free(op);
+    return luaL_error(L, "out of memory");
+  }
+  w->op.cancel = wait_cancel;
+  w->sop = op;
+  w->t = t;
+  spool__store_submit(s, op, on_done, w);
+  return spool__task_wait(L, t, &w->op);
+}
+
+/* A new op, or a raised error. The op leaks if a later argument check
+ * raises, so all checks run before this. */
+static spool__store_op *new_op(lua_State *L, spool__store_kind kind) {
+  spool__store_op *op = spool__store_op_new(kind);
+  if (op == NULL)
+    luaL_error(L, "out of memory");
+  return op;
+}
+
+/* Copies a string into op; raises (after freeing op) when out of memory. */
+static const char *dup(lua_State *L, spool__store_op *op, const char *s) {
+  if (s == NULL)
+    return NULL;
+  const char *c = spool__store_op_strdup(op, s);
+  if (c == NULL) {
+    spool__store_op_free(op);
+    luaL_error(L, "out of memory");
+  }
+  return c;
+}
+
+static const char *opt_field_str(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  const char *v = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+  lua_pop(L, 1); /* the string stays alive: the table holds it */
+  return v;
+}
+
+static long long opt_field_int(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  long long v = (long long)luaL_optinteger(L, -1, 0);
+  lua_pop(L, 1);
+  return v;
+}
+
+static int l_store_open(lua_State *L) {
+  spool_engine *e = engine(L);
+  const char *path = luaL_checkstring(L, 1);
+  if (e->store)
+    return luaL_error(L, "the store is already open");
+  char err[300];
+  if (spool__store_open(e->loop, &spool__store_sqlite, path, &e->store, err,
+                        sizeof err) != 0) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "EIO: %s", err);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_store_append(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  check_store(L);
+  /* Read and check everything before allocating. */
+  lua_getfield(L, 1, "events");
+  int events = lua_gettop(L);
+  lua_getfield(L, 1, "writes");
+  int writes = lua_gettop(L);
+  int nevents = lua_istable(L, events) ? (int)luaL_len(L, events) : 0;
+  int nwrites = lua_istable(L, writes) ? (int)luaL_len(L, writes) : 0;
+  luaL_checkstack(L, 2 * nevents + 4 * nwrites + 8, "step too large");
+  const char *thread = opt_field_str(L, 1, "thread");
+  const char *agent = opt_field_str(L, 1, "agent");
+  const char *parent = opt_field_str(L, 1, "parent");
+  const char *status = opt_field_str(L, 1, "status");
+  const char *owner = opt_field_str(L, 1, "owner");
+  for (int i = 1; i <= nevents; i++) {
+    lua_geti(L, events, i);
+    luaL_checktype(L, -1, LUA_TTABLE);
+    opt_field_str(L, -1, "type");
+    opt_field_str(L, -1, "data");
+    opt_field_str(L, -1, "v");
+    lua_pop(L, 1);
+  }
+  spool__store_op *op = new_op(L, SPOOL__STORE_APPEND);
+  op->thread_id = dup(L, op, thread);
+  op->agent = dup(L, op, agent);
+  op->parent = dup(L, op, parent);
+  op->status = dup(L, op, status);
+  op->owner = dup(L, op, owner);
+  op->expected_seq = opt_field_int(L, 1, "expected_seq");
+  op->deadline = opt_field_int(L, 1, "deadline");
+  op->now = opt_field_int(L, 1, "now");
+  op->lease_ms = opt_field_int(L, 1, "lease_ms");
+  if (nevents > 0 &&
+      (op->events = calloc((size_t)nevents, sizeof *op->events)) == NULL) {
+    spool__store_op_free(op);
+    return luaL_error(L, "out of memory");
+  }
+  for (int i = 0; i < nevents; i++) {
+    lua_geti(L, events, i + 1);
+    spool__store_event *ev = &op->events[i];
+    ev->seq = opt_field_int(L, -1, "seq");
+    ev->step = opt_field_int(L, -1, "step");
+    ev->at = opt_field_int(L, -1, "at");
+    ev->type = dup(L, op, opt_field_str(L, -1, "type"));
+    ev->v = dup(L, op, opt_field_str(L, -1, "v"));
+    ev->data = dup(L, op, opt_field_str(L, -1, "data"));
+    lua_pop(L, 1);
+  }
+  op->nevents = nevents;
+  if (nwrites > 0 &&
+      (op->writes = calloc((size_t)nwrites, sizeof *op->writes)) == NULL) {
+    spool__store_op_free(op);
+    return luaL_error(L, "out of memory");
+  }
+  for (int i = 0; i < nwrites; i++) {
+    lua_geti(L, writes, i + 1);
+    spool__store_write *w = &op->writes[i];
+    w->ns = dup(L, op, opt_field_str(L, -1, "ns"));
+    w->key = dup(L, op, opt_field_str(L, -1, "key"));
+    w->value = dup(L, op, opt_field_str(L, -1, "value"));
+    lua_getfield(L, -1, "if_version");
+    w->if_version = lua_isnil(L, -1) ? -1 : (long long)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    w->expires_at = opt_field_int(L, -1, "expires_at");
+    lua_pop(L, 1);
+  }
+  op->nwrites = nwrites;
+  return submit(L, op);
+}
+
+/* The ops that take a thread id and nothing else. */
+static int thread_op(lua_State *L, spool__store_kind kind) {
+  const char *id = luaL_checkstring(L, 1);
+  check_store(L);
+  spool__store_op *op = new_op(L, kind);
+  op->thread_id = dup(L, op, id);
+  return submit(L, op);
+}
+
+static int l_store_load(lua_State *L) {
+  return thread_op(L, SPOOL__STORE_LOAD);
+}
+
+static int l_store_children(lua_State *L) {
+  return thread_op(L, SPOOL__STORE_CHILDREN);
+}
+
+static int l_store_delete(lua_State *L) {
+  return thread_op(L, SPOOL__STORE_DELETE);
+}
+
+static int l_store_list(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  check_store(L);
+  /* Read and check everything before allocating. */
+  const char *status = opt_field_str(L, 1, "status");
+  const char *agent = opt_field_str(L, 1, "agent");
+  const char *before_id = opt_field_str(L, 1, "before_id");
+  long long limit = opt_field_int(L, 1, "limit");
+  long long before = opt_field_int(L, 1, "before");
+  spool__store_op *op = new_op(L, SPOOL__STORE_LIST);
+  op->filter_status = dup(L, op, status);
+  op->filter_agent = dup(L, op, agent);
+  op->key = dup(L, op, before_id);
+  op->limit = limit;
+  op->before = before;
+  return submit(L, op);
+}
+
+static int l_store_state_get(lua_State *L) {
+  const char *ns = luaL_checkstring(L, 1), *key = luaL_checkstring(L, 2);
+  long long now = (long long)luaL_checkinteger(L, 3);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_STATE_GET);
+  op->ns = dup(L, op, ns);
+  op->key = dup(L, op, key);
+  op->now = now;
+  return submit(L, op);
+}
+
+static int l_store_state_list(lua_State *L) {
+  const char *ns = luaL_checkstring(L, 1);
+  const char *after = luaL_optstring(L, 2, "");
+  long long limit = (long long)luaL_optinteger(L, 3, 1000);
+  long long now = (long long)luaL_checkinteger(L, 4);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_STATE_LIST);
+  op->ns = dup(L, op, ns);
+  op->key = dup(L, op, after);
+  op->limit = limit;
+  op->now = now;
+  return submit(L, op);
+}
+
+static int l_store_claim(lua_State *L) {
+  const char *id = luaL_checkstring(L, 1), *owner = luaL_checkstring(L, 2);
+  long long lease = (long long)luaL_checkinteger(L, 3);
+  long long now = (long long)luaL_checkinteger(L, 4);
+  int force = lua_toboolean(L, 5);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_CLAIM);
+  op->force = force;
+  op->thread_id = dup(L, op, id);
+  op->owner = dup(L, op, owner);
+  op->lease_ms = lease;
+  op->now = now;
+  return submit(L, op);
+}
+
+static int l_store_release(lua_State *L) {
+  const char *id = luaL_checkstring(L, 1), *owner = luaL_checkstring(L, 2);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_RELEASE);
+  op->thread_id = dup(L, op, id);
+  op->owner = dup(L, op, owner);
+  return submit(L, op);
+}
+
+static int l_store_due(lua_State *L) {
+  long long now = (long long)luaL_checkinteger(L, 1);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_DUE);
+  op->now = now;
+  return submit(L, op);
+}
+
+static int l_store_purge(lua_State *L) {
+  long long now = (long long)luaL_checkinteger(L, 1);
+  long long before = (long long)luaL_checkinteger(L, 2);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_PURGE);
+  op->now = now;
+  op->finished_before = before;
+  return submit(L, op);
+}
+
+static int l_store_version_put(lua_State *L) {
+  const char *hash = luaL_checkstring(L, 1), *agent = luaL_checkstring(L, 2);
+  const char *sources = luaL_checkstring(L, 3);
+  long long now = (long long)luaL_checkinteger(L, 4);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_VERSION_PUT);
+  op->key = dup(L, op, hash);
+  op->agent = dup(L, op, agent);
+  op->value = dup(L, op, sources);
+  op->now = now;
+  return submit(L, op);
+}
+
+static int l_store_version_get(lua_State *L) {
+  const char *hash = luaL_checkstring(L, 1);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_VERSION_GET);
+  op->key = dup(L, op, hash);
+  return submit(L, op);
+}
+
+static int l_crash_point(lua_State *L) {
+  spool__crash_point(luaL_checkstring(L, 1));
+  return 0;
+}
+
+void spool__open_store(lua_State *L) {
+  static const luaL_Reg fns[] = {
+      {"store_open", l_store_open},
+      {"store_append", l_store_append},
+      {"store_load", l_store_load},
+      {"store_children", l_store_children},
+      {"store_list", l_store_list},
+      {"store_state_get", l_store_state_get},
+      {"store_state_list", l_store_state_list},
+      {"store_claim", l_store_claim},
+      {"store_release", l_store_release},
+      {"store_delete", l_store_delete},
+      {"store_due", l_store_due},
+      {"store_purge", l_store_purge},
+      {"store_version_put", l_store_version_put},
+      {"store_version_get", l_store_version_get},
+      {"crash_point", l_crash_point},
+      {NULL, NULL},
+  };
+  lua_pushlightuserdata(L, spool__engine_of(L));
+  luaL_setfuncs(L, fns, 1);
+}
