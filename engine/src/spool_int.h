@@ -220,6 +220,8 @@ void spool__open_cond(lua_State *L);
 void spool__open_sse(lua_State *L);
 void spool__open_ed25519(lua_State *L);
 void spool__open_limits(lua_State *L);
+
+/* ---- bind.c: what the bindings share ---- */
 /* Pushes n bytes as lower-case hex. */
 void spool__push_hex(lua_State *L, const unsigned char *p, size_t n);
 /* Makes the metatable of a userdata class: `methods` (NULL-terminated) as

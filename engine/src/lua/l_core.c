@@ -143,33 +143,6 @@ static int l_core_process_id(lua_State *L) {
   return 1;
 }
 
-void spool__class(lua_State *L, const char *name, const luaL_Reg *methods,
-                  lua_CFunction gc, lua_CFunction close) {
-  luaL_newmetatable(L, name);
-  lua_newtable(L);
-  luaL_setfuncs(L, methods, 0);
-  lua_setfield(L, -2, "__index");
-  if (gc) {
-    lua_pushcfunction(L, gc);
-    lua_setfield(L, -2, "__gc");
-  }
-  if (close) {
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__close");
-  }
-}
-
-void spool__push_hex(lua_State *L, const unsigned char *p, size_t n) {
-  static const char digits[] = "0123456789abcdef";
-  luaL_Buffer b;
-  char *out = luaL_buffinitsize(L, &b, 2 * n);
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[p[i] >> 4];
-    out[2 * i + 1] = digits[p[i] & 15];
-  }
-  luaL_pushresultsize(&b, 2 * n);
-}
-
 static int l_core_sha256(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
