@@ -6,8 +6,14 @@
  * on an engine (and every callback it makes) happens on the thread that
  * turns its loop. Distinct engines share nothing and may live in different
  * threads of one process. The functions that wait for the store (marked
- * below) turn the loop themselves, so they must not be called from inside
- * a callback the loop is running; all others may be.
+ * below) turn the loop themselves. The engine calls the host back outside
+ * its loop's callbacks where it can (events, when spool_engine_run or such
+ * a function turns the loop), and there every function may be called.
+ * Inside a callback the loop makes — a host tool's function, and the event
+ * callback when the host turns its own loop — the waiting functions return
+ * SPOOL_ESTATE; nor may the host call them from its own callbacks on a
+ * loop it shares with the engine (libuv forbids turning a loop inside
+ * itself).
  *
  * Conventions:
  *  - Functions return 0 or a negative SPOOL_E* code. When a function fails,
@@ -17,6 +23,12 @@
  *  - Returned strings are borrowed from the engine and stay valid until the
  *    next call on the same engine, unless a comment says otherwise.
  *  - Destructors accept NULL.
+ *  - A struct the caller fills in starts with its size, so the engine
+ *    knows which fields the caller's version has and later versions may
+ *    add fields: initialise it with its macro (spool_response r =
+ *    SPOOL_RESPONSE_INIT;), which sets the size and zeroes the rest, then
+ *    set fields by name. A struct whose size is not set is refused
+ *    (SPOOL_EINVAL).
  *
  * Signals: serving HTTP (spool_serve_start, spool_mock_start, or a script's
  * spool.core.listen) makes the process ignore SIGPIPE if it left SIGPIPE at
@@ -42,8 +54,8 @@ extern "C" {
 #define SPOOL_API
 #endif
 
-#define SPOOL_VERSION "0.1.0"
-#define SPOOL_VERSION_NUM 100 /* major * 10000 + minor * 100 + patch */
+#define SPOOL_VERSION "0.2.0"
+#define SPOOL_VERSION_NUM 200 /* major * 10000 + minor * 100 + patch */
 
 /*
  * Error codes, XX(name, value, message): SPOOL_<name> is the value,
@@ -188,8 +200,12 @@ SPOOL_API void spool_engine_stop(spool_engine *e);
 
 /*
  * Events: every event appended to any thread of the engine is passed to the
- * callback as it happens. The event and every string read from it are valid
- * only during the callback. One callback per engine; NULL removes it.
+ * callback, in order: after each turn of the loop that spool_engine_run (or
+ * a waiting function) makes, outside the loop's callbacks; when the host
+ * turns its own loop, at the end of the engine's part of each turn, inside
+ * it (see the top of this file). The event and every string read from it
+ * are valid only during the callback. One callback per engine; NULL
+ * removes it.
  */
 typedef void (*spool_event_cb)(const spool_event *ev, void *ud);
 SPOOL_API void spool_engine_on_event(spool_engine *e, spool_event_cb cb,
@@ -218,7 +234,8 @@ SPOOL_API int spool_thread_start(spool_engine *e, const char *agent,
 /*
  * Stored threads. The functions below read or change threads in the store,
  * whichever process ran them. Each turns the engine's loop until the store
- * has answered, so none may be called from a callback the loop is running.
+ * has answered, so none may be called from a callback the loop is running
+ * (SPOOL_ESTATE from the engine's own, see the top of this file).
  * Strings returned through *_out are borrowed (see Conventions).
  */
 
@@ -257,12 +274,15 @@ typedef enum spool_response_kind {
 } spool_response_kind;
 
 typedef struct spool_response {
+  size_t size; /* sizeof(spool_response): SPOOL_RESPONSE_INIT sets it */
   spool_response_kind kind;
   const char *text;
   const char *args_json; /* a JSON object */
   const char *by;        /* who answered (may be NULL) */
   const char *channel;   /* where they answered (may be NULL) */
 } spool_response;
+#define SPOOL_RESPONSE_INIT                                                    \
+  { .size = sizeof(spool_response) }
 
 /*
  * What a waiting thread waits for: *kind is the response it takes
@@ -298,12 +318,15 @@ SPOOL_API int spool_thread_fork(spool_engine *e, const char *id,
 
 /* Which threads spool_thread_list returns; zero fields do not filter. */
 typedef struct spool_thread_filter {
+  size_t size;        /* SPOOL_THREAD_FILTER_INIT sets it */
   const char *status; /* "running", "waiting", "done", ... */
   const char *agent;
   int limit;        /* at most this many (0: 100) */
   long long before; /* created before this time (ms since the epoch) */
   int text;         /* 1: a readable table instead of JSON */
 } spool_thread_filter;
+#define SPOOL_THREAD_FILTER_INIT                                               \
+  { .size = sizeof(spool_thread_filter) }
 
 /* Threads, newest first, as a JSON array of {id, agent, parent, status,
  * created_at, updated_at, events, deadline} (f may be NULL). */
@@ -351,12 +374,15 @@ SPOOL_API int spool_engine_reload(spool_engine *e, const char **report_json);
  * SIGPIPE (see Signals above).
  */
 typedef struct spool_serve_opts {
+  size_t size;           /* SPOOL_SERVE_OPTS_INIT sets it */
   const char *host;      /* NULL: 127.0.0.1 */
   int port;              /* 0: any free port (see port_out) */
   const char *token_env; /* NULL: "SPOOL_TOKEN" */
   int max_runs;          /* runs in flight before new work gets 503; 0: 1000 */
   int rate;              /* requests per second per client; 0: no limit */
 } spool_serve_opts;
+#define SPOOL_SERVE_OPTS_INIT                                                  \
+  { .size = sizeof(spool_serve_opts) }
 
 SPOOL_API int spool_serve_start(spool_engine *e, const spool_serve_opts *o,
                                 int *port_out);
@@ -402,12 +428,36 @@ typedef void (*spool_tool_fn)(spool_call *call, const char *args_json,
  * Registers (or replaces) a host tool before threads that use it start.
  * params_schema_json is the JSON Schema of its arguments ({"type":
  * "object", ...}); the description is what the model reads. Strings are
- * copied.
+ * copied. (spool_tool_add, below, also frees ud when the tool goes.)
  */
 SPOOL_API int spool_tool_register(spool_engine *e, const char *name,
                                   const char *description,
                                   const char *params_schema_json,
                                   spool_tool_fn fn, void *ud);
+
+/* A host tool for spool_tool_add. */
+typedef struct spool_tool_def {
+  size_t size;                    /* SPOOL_TOOL_DEF_INIT sets it */
+  const char *name;               /* what agents name it by */
+  const char *description;        /* what the model reads (NULL: the name) */
+  const char *params_schema_json; /* JSON Schema of its arguments */
+  spool_tool_fn fn;
+  void *ud;                  /* passed to fn */
+  void (*free_ud)(void *ud); /* when the tool goes (may be NULL) */
+} spool_tool_def;
+#define SPOOL_TOOL_DEF_INIT                                                    \
+  { .size = sizeof(spool_tool_def) }
+
+/*
+ * Adds (or replaces) a host tool, as spool_tool_register does; the engine
+ * calls free_ud(ud) once the tool goes: replaced, unregistered, or the
+ * engine freed. Calls already made must still be answered after that.
+ */
+SPOOL_API int spool_tool_add(spool_engine *e, const spool_tool_def *def);
+
+/* Removes a host tool (SPOOL_ENOTFOUND if there is none): runs that call
+ * it from now on get an error the model can read. */
+SPOOL_API int spool_tool_unregister(spool_engine *e, const char *name);
 
 /* The tool's name and the calling thread's id, valid until answered. */
 SPOOL_API const char *spool_call_tool(const spool_call *call);

@@ -14,6 +14,8 @@
 #ifndef SPOOL_INT_H
 #define SPOOL_INT_H
 
+#include <string.h>
+
 #include <lauxlib.h>
 #include <lua.h>
 #include <uv.h>
@@ -75,6 +77,8 @@ typedef struct spool__sched {
   /* Runs after each drain of the ready queue (the engine's: events.c), so
    * the scheduler knows nothing of what sits above it. */
   void (*tick_end)(spool_engine *e);
+  int in_check; /* inside on_check: running tasks, their host tools and,
+                   on a host's loop, the host's event callback */
   unsigned long long next_id;
   int ntasks;
 } spool__sched;
@@ -104,6 +108,8 @@ struct spool_engine {
   int opened;
   int sched_ready;
   int handles_closing; /* close callbacks still due before e can be freed */
+  int turning;         /* uv_run calls of the engine's own, not returned */
+  int delivering;      /* the host's event callback is being called */
   int stop;
   int own_loop_used;
   spool__log_level log_level;
@@ -122,6 +128,20 @@ struct spool_engine {
   char *lua_dir;                            /* the Lua library in use */
 };
 
+/* Copies the caller's struct `in`, which starts with its size (spool.h's
+ * *_INIT macros), into `out`, this version's of out_size bytes: the fields
+ * the caller's version has, zero beyond. -1 if its size is not set. */
+static inline int spool__copy_struct(void *out, size_t out_size,
+                                     const void *in) {
+  size_t size;
+  memcpy(&size, in, sizeof size);
+  if (size < sizeof size || size > 4096)
+    return -1;
+  memset(out, 0, out_size);
+  memcpy(out, in, size < out_size ? size : out_size);
+  return 0;
+}
+
 /* ---- engine.c ---- */
 int spool__fail(spool_engine *e, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -130,6 +150,11 @@ void spool__log(spool_engine *e, spool__log_level level, const char *fmt, ...)
 /* A line the host or a command must say, unfiltered by the log level, in
  * the log's format (spool_engine_say); SPOOL_EINVAL for an unknown level. */
 int spool__say(const spool_engine *e, const char *level, const char *msg);
+/* Turns the loop once in `mode`, as the API's own turn (spool__turning),
+ * then delivers the events it made to the host: outside every callback of
+ * the loop, so the host's callback may call any function of spool.h.
+ * Returns what uv_run does. */
+int spool__turn(spool_engine *e, uv_run_mode mode);
 /* The engine that owns a Lua state (from the registry). */
 spool_engine *spool__engine_of(lua_State *L);
 /*
@@ -149,11 +174,16 @@ typedef struct spool__event_fields {
 } spool__event_fields;
 /* Copies an event into the queue for the host's callback; 0 or -1. */
 int spool__events_queue(spool_engine *e, const spool__event_fields *f);
+/* Calls the host's callback with each queued event, in order; not again
+ * while it runs (a callback's own calls queue theirs for this loop). */
+void spool__events_flush(spool_engine *e);
 /* Frees the events not delivered. */
 void spool__events_free(spool_engine *e);
 /* Runs after each drain of the ready queue: hands the tick's store ops to
- * the store thread, and delivers queued events to the host's callback,
- * outside any Lua code, so the callback may call back into the engine. */
+ * the store thread. Events wait for spool__turn to deliver them, outside
+ * the loop; when the host turns its own loop, they are delivered here,
+ * outside any Lua code (and the functions of spool.h that turn the loop
+ * refuse to run inside: see spool__sched.in_check). */
 void spool__engine_tick_end(spool_engine *e);
 
 /* ---- sched.c ---- */

@@ -3,6 +3,7 @@
  * the repository's demo project; the model is the built-in mock (ctest
  * clears OPENAI_* from the environment).
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -102,7 +103,9 @@ TEST_IMPL(engine_says_what_a_thread_waits_for) {
   ASSERT_EQ(spool_thread_request(e, "t_nosuchthread", &kind, &name, &text),
             SPOOL_ENOTFOUND);
   ASSERT_EQ(spool_thread_request(e, id, &kind, NULL, &text), SPOOL_EINVAL);
-  spool_response no = {.kind = SPOOL_REJECT, .text = "not this time"};
+  spool_response no = SPOOL_RESPONSE_INIT;
+  no.kind = SPOOL_REJECT;
+  no.text = "not this time";
   ASSERT_EQ(spool_thread_resume(e, id, &no), SPOOL_OK);
   ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_IDLE), SPOOL_OK);
   ASSERT_EQ(spool_thread_status(e, id, &st), SPOOL_OK);
@@ -208,19 +211,45 @@ TEST_IMPL(engine_two_in_one_process) {
   spool_engine_free(b);
 }
 
+/* On a host's loop, events arrive inside the loop's turn: the accessors
+ * work, the functions that would turn the loop again refuse. */
+typedef struct inside_loop {
+  spool_engine *e;
+  int host_turning; /* the host is inside uv_run */
+  int events, refused, wrong;
+} inside_loop;
+
+static void on_event_inside(const spool_event *ev, void *ud) {
+  inside_loop *s = ud;
+  spool_status st;
+  s->events++;
+  ASSERT(spool_event_seq(ev) >= 1);
+  int rc = spool_thread_status(s->e, spool_event_thread(ev), &st);
+  s->refused += rc == SPOOL_ESTATE;
+  /* Refused inside the host's turn; allowed when a function of spool.h
+   * turned the loop and delivers the events after its turn. */
+  s->wrong += s->host_turning ? rc != SPOOL_ESTATE : rc != SPOOL_OK;
+}
+
 TEST_IMPL(engine_on_host_loop) {
   uv_loop_t loop;
   ASSERT_EQ(uv_loop_init(&loop), 0);
   spool_engine *e = open_demo(&loop);
+  inside_loop s = {.e = e};
+  spool_engine_on_event(e, on_event_inside, &s);
   char id[SPOOL_ID_SIZE];
   ASSERT_EQ(spool_thread_start(e, "classify", "refund order 5533", id), 0);
   /* The host turns its own loop; the engine needs nothing else. */
   spool_status st = SPOOL_RUNNING;
   for (int i = 0; i < 10000 && st == SPOOL_RUNNING; i++) {
+    s.host_turning = 1;
     uv_run(&loop, UV_RUN_ONCE);
+    s.host_turning = 0;
     ASSERT_EQ(spool_thread_status(e, id, &st), 0);
   }
   ASSERT_EQ(st, SPOOL_DONE);
+  ASSERT(s.events >= 4);
+  ASSERT_EQ(s.wrong, 0);
   spool_engine_free(e);
   /* Freeing closed the engine's handles; their close callbacks run here. */
   uv_run(&loop, UV_RUN_DEFAULT);
@@ -368,6 +397,9 @@ typedef struct host_state {
   spool_call *held; /* an async call not answered yet */
   int calls;
   const char *mode; /* how `later` answers */
+  spool_engine *e;
+  int inside_rc; /* a waiting function called inside the tool */
+  char inside_msg[256];
 } host_state;
 
 static void tool_now(spool_call *call, const char *args, void *ud) {
@@ -375,6 +407,12 @@ static void tool_now(spool_call *call, const char *args, void *ud) {
   h->calls++;
   ASSERT_STR_EQ(spool_call_tool(call), "now");
   ASSERT(strncmp(spool_call_thread(call), "t_", 2) == 0);
+  if (h->e) { /* the loop is inside its callback: no turning it again */
+    spool_status st;
+    h->inside_rc = spool_thread_status(h->e, spool_call_thread(call), &st);
+    snprintf(h->inside_msg, sizeof h->inside_msg, "%s",
+             spool_engine_errmsg(h->e));
+  }
   if (strstr(args, "\"what\":\"fail\""))
     ASSERT_EQ(spool_call_fail(call, "the shelf is empty"), SPOOL_OK);
   else if (strstr(args, "\"what\":\"bad\""))
@@ -436,7 +474,10 @@ static const char *run_to_end(spool_engine *e, const char *input) {
 TEST_IMPL(engine_host_tools_sync) {
   host_state h = {0};
   spool_engine *e = open_host(&h, NULL);
+  h.e = e;
   ASSERT_STR_EQ(run_to_end(e, "now x"), "\"got {\\\"level\\\":7}\"");
+  ASSERT_EQ(h.inside_rc, SPOOL_ESTATE);
+  ASSERT_CONTAINS(h.inside_msg, "cannot run inside a callback the loop makes");
   ASSERT_STR_EQ(run_to_end(e, "now fail"), "\"got error: the shelf is empty\"");
   ASSERT_STR_EQ(run_to_end(e, "now bad"),
                 "\"got error: the host tool's result is not JSON\"");
@@ -495,6 +536,69 @@ TEST_IMPL(engine_host_tool_misuse) {
   ASSERT_CONTAINS(spool_engine_errmsg(e),
                   "host tool 'nope' is not registered by the application");
   spool_engine_free(e);
+}
+
+/* A host tool added with a destructor: its user data is freed when the
+ * tool is replaced by another, unregistered, or goes with the engine; a
+ * run that calls an unregistered tool gets an error, not a crash. */
+static void free_counted(void *ud) {
+  (*(int *)ud)++;
+}
+
+static void tool_plain(spool_call *call, const char *args, void *ud) {
+  (void)args;
+  (void)ud;
+  ASSERT_EQ(spool_call_complete(call, "{\"level\":7}"), SPOOL_OK);
+}
+
+TEST_IMPL(engine_host_tool_lifetimes) {
+  host_state h = {0};
+  spool_engine *e = open_host(&h, NULL);
+  int freed_a = 0, freed_b = 0;
+  spool_tool_def d = SPOOL_TOOL_DEF_INIT;
+  d.name = "now";
+  d.params_schema_json = "{\"type\":\"object\"}";
+  d.fn = tool_plain;
+  d.ud = &freed_a;
+  d.free_ud = free_counted;
+  ASSERT_EQ(spool_tool_add(e, &d), 0);
+  ASSERT_EQ(spool_tool_add(e, &d), 0); /* the same user data: kept */
+  ASSERT_EQ(freed_a, 0);
+  d.ud = &freed_b;
+  ASSERT_EQ(spool_tool_add(e, &d), 0); /* another: the first is freed */
+  ASSERT_EQ(freed_a, 1);
+  ASSERT_STR_EQ(run_to_end(e, "now x"), "\"got {\\\"level\\\":7}\"");
+  ASSERT_EQ(spool_tool_unregister(e, "now"), 0);
+  ASSERT_EQ(freed_b, 1);
+  ASSERT_EQ(spool_tool_unregister(e, "now"), SPOOL_ENOTFOUND);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "no host tool 'now'");
+  /* The agent, loaded before, still names it: its runs get an error. */
+  ASSERT_CONTAINS(run_to_end(e, "now x"), "no host tool 'now' is registered");
+  /* Unsized: an old caller, or one that forgot the macro. */
+  spool_tool_def unsized = {0};
+  unsized.name = "x";
+  ASSERT_EQ(spool_tool_add(e, &unsized), SPOOL_EINVAL);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "SPOOL_TOOL_DEF_INIT");
+  spool_response r = {0};
+  r.kind = SPOOL_ANSWER;
+  r.text = "x";
+  ASSERT_EQ(spool_thread_resume(e, "t_x", &r), SPOOL_EINVAL);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "SPOOL_RESPONSE_INIT");
+  spool_thread_filter f = {0};
+  const char *out;
+  ASSERT_EQ(spool_thread_list(e, &f, &out), SPOOL_EINVAL);
+  ASSERT_CONTAINS(spool_engine_errmsg(e), "SPOOL_THREAD_FILTER_INIT");
+  /* A struct from an older, smaller version: what it lacks reads as zero. */
+  spool_thread_filter older = SPOOL_THREAD_FILTER_INIT;
+  older.size = offsetof(spool_thread_filter, limit);
+  older.text = 1; /* beyond the older size: not read, so JSON */
+  ASSERT_EQ(spool_thread_list(e, &older, &out), 0);
+  ASSERT(out[0] == '[');
+  /* One more, freed with the engine. */
+  d.ud = &freed_a;
+  ASSERT_EQ(spool_tool_add(e, &d), 0);
+  spool_engine_free(e);
+  ASSERT_EQ(freed_a, 2);
 }
 
 /* Several processes opening one new database at the same moment (ctest

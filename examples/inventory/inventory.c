@@ -115,7 +115,10 @@ int main(int argc, char **argv) {
       kind != SPOOL_APPROVE || strcmp(tool, "place_order") != 0)
     return fail(e, "the agent should be waiting for approval of an order");
   printf("approving from code: %s\n", text);
-  spool_response yes = {SPOOL_APPROVE, NULL, NULL, "inventory.c", "code"};
+  spool_response yes = SPOOL_RESPONSE_INIT;
+  yes.kind = SPOOL_APPROVE;
+  yes.by = "inventory.c";
+  yes.channel = "code";
   if (spool_thread_resume(e, id, &yes) != SPOOL_OK)
     return fail(e, "cannot approve");
   spool_engine_run(e, SPOOL_RUN_IDLE);

@@ -64,6 +64,12 @@ static int spawn_waited(lua_State *L) {
  * turns the loop until the task ends. */
 static int spawn_and_wait(spool_engine *e, int nargs, spool__task_done_cb done,
                           waited *w) {
+  if (e->sched.in_check)
+    return spool__fail(e, SPOOL_ESTATE,
+                       "this function turns the loop, so it cannot run "
+                       "inside a callback the loop makes (a host tool, or "
+                       "the event callback on the host's own loop): call it "
+                       "once the callback has returned");
   lua_State *L = e->L;
   lua_pushlightuserdata(L, (void *)done);
   lua_pushlightuserdata(L, w);
@@ -78,7 +84,7 @@ static int spawn_and_wait(spool_engine *e, int nargs, spool__task_done_cb done,
     return rc;
   }
   while (!w->done)
-    uv_run(e->loop, UV_RUN_ONCE);
+    spool__turn(e, UV_RUN_ONCE);
   return 0;
 }
 
@@ -162,6 +168,13 @@ static int check_args(spool_engine *e, int n, ...) {
     }
   va_end(ap);
   return 0;
+}
+
+/* A struct of spool.h whose size field was not set. */
+static int unsized(spool_engine *e, const char *type, const char *init) {
+  return spool__fail(e, SPOOL_EINVAL,
+                     "%s: its size is not set (initialise it with %s)", type,
+                     init);
 }
 
 static int copy_id(spool_engine *e, char id_out[SPOOL_ID_SIZE]) {
@@ -283,6 +296,10 @@ int spool_thread_resume(spool_engine *e, const char *id,
   int rc = check_args(e, 1, id);
   if (rc != 0)
     return rc;
+  spool_response copy;
+  if (r && spool__copy_struct(&copy, sizeof copy, r) != 0)
+    return unsized(e, "spool_response", "SPOOL_RESPONSE_INIT");
+  r = r ? &copy : NULL;
   if (r && (r->kind < SPOOL_ANSWER || r->kind > SPOOL_EVENT))
     return spool__fail(e, SPOOL_EINVAL, "unknown response kind %d", r->kind);
   if (r && r->kind == SPOOL_ANSWER && r->text == NULL)
@@ -320,6 +337,10 @@ int spool_thread_list(spool_engine *e, const spool_thread_filter *f,
   int rc = check_args(e, 1, out);
   if (rc != 0)
     return rc;
+  spool_thread_filter copy;
+  if (f && spool__copy_struct(&copy, sizeof copy, f) != 0)
+    return unsized(e, "spool_thread_filter", "SPOOL_THREAD_FILTER_INIT");
+  f = f ? &copy : NULL;
   lua_State *L = e->L;
   lua_newtable(L);
   if (f) {
@@ -363,6 +384,10 @@ int spool_serve_start(spool_engine *e, const spool_serve_opts *o,
   int rc = check_open(e);
   if (rc != 0)
     return rc;
+  spool_serve_opts copy;
+  if (o && spool__copy_struct(&copy, sizeof copy, o) != 0)
+    return unsized(e, "spool_serve_opts", "SPOOL_SERVE_OPTS_INIT");
+  o = o ? &copy : NULL;
   if (o && (o->port < 0 || o->port > 65535 || o->max_runs < 0 || o->rate < 0))
     return spool__fail(e, SPOOL_EINVAL, "serve options out of range");
   lua_State *L = e->L;

@@ -579,6 +579,14 @@ void spool_engine_free(spool_engine *e) {
 
 /* ---- the loop ---- */
 
+int spool__turn(spool_engine *e, uv_run_mode mode) {
+  e->turning++;
+  int alive = uv_run(e->loop, mode);
+  e->turning--;
+  spool__events_flush(e);
+  return alive;
+}
+
 int spool_engine_run(spool_engine *e, spool_run_mode mode) {
   if (e == NULL)
     return SPOOL_EINVAL;
@@ -588,17 +596,18 @@ int spool_engine_run(spool_engine *e, spool_run_mode mode) {
   switch (mode) {
   case SPOOL_RUN_IDLE:
     while (e->sched.ntasks > 0 && !e->stop)
-      uv_run(e->loop, UV_RUN_ONCE);
+      spool__turn(e, UV_RUN_ONCE);
     return 0;
   case SPOOL_RUN_ONCE:
-    uv_run(e->loop, UV_RUN_ONCE);
+    spool__turn(e, UV_RUN_ONCE);
     return e->sched.ntasks > 0;
   case SPOOL_RUN_NOWAIT:
-    uv_run(e->loop, UV_RUN_NOWAIT);
+    spool__turn(e, UV_RUN_NOWAIT);
     return e->sched.ntasks > 0;
   case SPOOL_RUN_FOREVER:
+    /* A turn at a time, so events reach the host between turns. */
     while (!e->stop)
-      if (uv_run(e->loop, UV_RUN_DEFAULT) == 0 && !e->stop)
+      if (spool__turn(e, UV_RUN_ONCE) == 0 && !e->stop)
         break; /* nothing left that could ever wake the loop */
     return 0;
   }
@@ -628,7 +637,7 @@ int spool_engine_run_for(spool_engine *e, unsigned ms) {
   uv_timer_start(timer, on_run_for_timeout, ms, 0);
   e->stop = 0;
   while (e->sched.ntasks > 0 && !e->stop)
-    uv_run(e->loop, UV_RUN_ONCE);
+    spool__turn(e, UV_RUN_ONCE);
   e->stop = 0;
   uv_close((uv_handle_t *)timer, free_handle);
   return e->sched.ntasks > 0;

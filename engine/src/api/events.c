@@ -59,7 +59,10 @@ int spool__events_queue(spool_engine *e, const spool__event_fields *f) {
   return 0;
 }
 
-static void events_flush(spool_engine *e) {
+void spool__events_flush(spool_engine *e) {
+  if (e->delivering)
+    return;
+  e->delivering = 1;
   while (e->events_head) {
     queued_event *q = e->events_head;
     e->events_head = q->next;
@@ -69,11 +72,13 @@ static void events_flush(spool_engine *e) {
       e->on_event(&q->ev, e->on_event_ud);
     free(q);
   }
+  e->delivering = 0;
 }
 
 void spool__engine_tick_end(spool_engine *e) {
   spool__store_flush(e->store);
-  events_flush(e);
+  if (e->turning == 0)
+    spool__events_flush(e); /* the host turns its loop: now or never */
 }
 
 const char *spool_event_thread(const spool_event *ev) {

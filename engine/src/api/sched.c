@@ -180,9 +180,11 @@ static void drain(spool__sched *s) {
 
 static void on_check(uv_check_t *h) {
   spool_engine *e = h->data;
+  e->sched.in_check = 1;
   drain(&e->sched);
   if (e->sched.tick_end)
     e->sched.tick_end(e);
+  e->sched.in_check = 0;
 }
 
 int spool__sched_init(spool_engine *e) {

@@ -578,7 +578,7 @@ static const char *flag_value(const cli *c, int *i, int *code) {
 }
 
 static int cmd_resume(const cli *c, uv_loop_t *loop) {
-  spool_response r = {0};
+  spool_response r = SPOOL_RESPONSE_INIT;
   const char *id = NULL;
   int has = 0, json = 0, code = 0;
   const char *data = NULL;
@@ -650,7 +650,7 @@ static int cmd_resume(const cli *c, uv_loop_t *loop) {
 }
 
 static int cmd_threads(const cli *c, uv_loop_t *loop) {
-  spool_thread_filter f = {0};
+  spool_thread_filter f = SPOOL_THREAD_FILTER_INIT;
   int code = 0;
   f.text = 1;
   for (int i = 0; i < c->argc && code == 0; i++) {
@@ -974,7 +974,8 @@ static int parse_count(const char *flag, const char *v, int *out) {
 }
 
 static int cmd_serve(const cli *c, uv_loop_t *loop) {
-  spool_serve_opts o = {.port = 8080};
+  spool_serve_opts o = SPOOL_SERVE_OPTS_INIT;
+  o.port = 8080;
   const char *port_file = NULL;
   int watch = 1, drain_ms = 10000, code = 0;
   for (int i = 0; i < c->argc && code == 0; i++) {

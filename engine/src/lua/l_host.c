@@ -21,6 +21,7 @@ struct spool__host_tool {
   char *name, *description, *schema;
   spool_tool_fn fn;
   void *ud;
+  void (*free_ud)(void *ud);
 };
 
 struct spool_call {
@@ -44,57 +45,97 @@ static char *dup_or_null(const char *s) {
   return s ? strdup(s) : NULL;
 }
 
+/* Frees a tool and, by its host's destructor, what the host gave it. */
+static void free_tool(struct spool__host_tool *t) {
+  if (t->free_ud)
+    t->free_ud(t->ud);
+  free(t->name);
+  free(t->description);
+  free(t->schema);
+  free(t);
+}
+
 static void free_host_tools(spool_engine *e) {
   while (e->host_tools) {
     struct spool__host_tool *t = e->host_tools;
     e->host_tools = t->next;
-    free(t->name);
-    free(t->description);
-    free(t->schema);
-    free(t);
+    free_tool(t);
   }
+}
+
+int spool_tool_add(spool_engine *e, const spool_tool_def *def) {
+  if (e == NULL || def == NULL)
+    return e ? spool__fail(e, SPOOL_EINVAL, "def is NULL") : SPOOL_EINVAL;
+  spool_tool_def d;
+  if (spool__copy_struct(&d, sizeof d, def) != 0)
+    return spool__fail(e, SPOOL_EINVAL,
+                       "spool_tool_def: its size is not set (initialise it "
+                       "with SPOOL_TOOL_DEF_INIT)");
+  if (d.name == NULL || d.fn == NULL || d.params_schema_json == NULL)
+    return spool__fail(e, SPOOL_EINVAL,
+                       "a host tool needs a name, a schema and a function");
+  spool__json_error err;
+  if (spool__json_check(d.params_schema_json, strlen(d.params_schema_json),
+                        NULL, &err) != 0) {
+    char why[160];
+    spool__json_error_format(&err, why, sizeof why);
+    return spool__fail(e, SPOOL_EINVAL,
+                       "the schema of host tool '%s' is not JSON: %s", d.name,
+                       why);
+  }
+  struct spool__host_tool *t = calloc(1, sizeof *t);
+  if (t == NULL || (t->name = strdup(d.name)) == NULL ||
+      (t->description = strdup(d.description ? d.description : d.name)) ==
+          NULL ||
+      (t->schema = strdup(d.params_schema_json)) == NULL) {
+    if (t)
+      free_tool(t);
+    return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  }
+  t->fn = d.fn;
+  t->ud = d.ud;
+  t->free_ud = d.free_ud;
+  /* In place of a tool of that name: its user data goes with it, unless
+   * the new one is the same. */
+  struct spool__host_tool **pp = &e->host_tools;
+  while (*pp && strcmp((*pp)->name, d.name) != 0)
+    pp = &(*pp)->next;
+  if (*pp) {
+    struct spool__host_tool *old = *pp;
+    t->next = old->next;
+    if (old->ud == t->ud)
+      old->free_ud = NULL;
+    free_tool(old);
+  }
+  *pp = t;
+  e->free_host_tools = free_host_tools;
+  return 0;
 }
 
 int spool_tool_register(spool_engine *e, const char *name,
                         const char *description, const char *params_schema_json,
                         spool_tool_fn fn, void *ud) {
-  if (e == NULL)
-    return SPOOL_EINVAL;
-  if (name == NULL || fn == NULL || params_schema_json == NULL)
-    return spool__fail(e, SPOOL_EINVAL,
-                       "a host tool needs a name, a schema "
-                       "and a function");
-  spool__json_error err;
-  if (spool__json_check(params_schema_json, strlen(params_schema_json), NULL,
-                        &err) != 0) {
-    char why[160];
-    spool__json_error_format(&err, why, sizeof why);
-    return spool__fail(e, SPOOL_EINVAL,
-                       "the schema of host tool '%s' is not JSON: %s", name,
-                       why);
-  }
-  struct spool__host_tool *t = NULL;
-  for (t = e->host_tools; t; t = t->next)
-    if (strcmp(t->name, name) == 0)
-      break;
-  if (t == NULL) {
-    t = calloc(1, sizeof *t);
-    if (t == NULL || (t->name = strdup(name)) == NULL) {
-      free(t);
-      return spool__fail(e, SPOOL_ENOMEM, "out of memory");
-    }
-    t->next = e->host_tools;
-    e->host_tools = t;
-    e->free_host_tools = free_host_tools;
-  }
-  free(t->description);
-  free(t->schema);
-  t->description = dup_or_null(description ? description : name);
-  t->schema = strdup(params_schema_json);
-  t->fn = fn;
-  t->ud = ud;
-  if (t->description == NULL || t->schema == NULL)
-    return spool__fail(e, SPOOL_ENOMEM, "out of memory");
+  spool_tool_def d = SPOOL_TOOL_DEF_INIT;
+  d.name = name;
+  d.description = description;
+  d.params_schema_json = params_schema_json;
+  d.fn = fn;
+  d.ud = ud;
+  return spool_tool_add(e, &d);
+}
+
+int spool_tool_unregister(spool_engine *e, const char *name) {
+  if (e == NULL || name == NULL)
+    return e ? spool__fail(e, SPOOL_EINVAL, "name is NULL") : SPOOL_EINVAL;
+  struct spool__host_tool **pp = &e->host_tools;
+  while (*pp && strcmp((*pp)->name, name) != 0)
+    pp = &(*pp)->next;
+  if (*pp == NULL)
+    return spool__fail(e, SPOOL_ENOTFOUND, "no host tool '%s' is registered",
+                       name);
+  struct spool__host_tool *t = *pp;
+  *pp = t->next;
+  free_tool(t);
   return 0;
 }
 
