@@ -46,11 +46,12 @@ local function batch(n, c, deadline)
     in_flight = in_flight + 1
     local t = runner.start(agent, INPUT)
     threads[#threads + 1] = t
-    t.on_retire = function()
+    core.spawn(function()
+      runner.settle(t.id)
       in_flight = in_flight - 1
       finished = finished + 1
       wake:notify()
-    end
+    end)
   end
   while finished < n and core.now() < deadline do
     while started < n and in_flight < c do

@@ -12,7 +12,11 @@ local spool = require "spool"
 local agent_mod = require "spool.agent"
 local prompt = require "spool.prompt"
 local runner = require "spool.run.runner"
+local loader = require "spool.run.loader"
 local config = require "spool.base.config"
+local test = require "spool.test"
+local json = require "spool.json"
+local mock_mod = require "spool.mock"
 
 local h = {}
 
@@ -39,7 +43,7 @@ end
 
 -- Starts an in-process mock model with a script table (see spool.mock).
 function h.mock(script)
-  local mock = assert(require("spool.mock").start { script = script })
+  local mock = assert(mock_mod.start { script = script })
   return mock
 end
 
@@ -67,7 +71,7 @@ function h.model_at(mock, provider, settings)
   for k, v in pairs(settings or {}) do
     fm[k] = v
   end
-  return assert(require("spool.base.config").resolve_model({ provider = provider,
+  return assert(config.resolve_model({ provider = provider,
     mock = "off", base_url = mock.url() }, fm))
 end
 
@@ -100,7 +104,7 @@ function h.agent(def, mock_or_url)
   a.name = a.name or ("test_" .. core.random_id():sub(-10))
   a.version = "test"
   a.prompt_template = prompt.compile(system, "prompts/test.md")
-  require("spool.run.loader").register(a) -- so resume can find it by name
+  loader.register(a) -- so resume can find it by name
   return a
 end
 
@@ -119,26 +123,10 @@ function h.run(agent, input, timeout_ms)
 end
 
 
--- The error texts of a thread's events (or of a list of events), in order.
-function h.errors(thread_or_events)
-  local out = {}
-  for _, ev in ipairs(thread_or_events.events or thread_or_events) do
-    if ev.type == "error" then
-      out[#out + 1] = ev.data.error
-    end
-  end
-  return out
-end
-
-
--- The types of a thread's events (or of a list of events), in order.
-function h.types(thread_or_events)
-  local out = {}
-  for i, ev in ipairs(thread_or_events.events or thread_or_events) do
-    out[i] = ev.type
-  end
-  return out
-end
+-- The error texts and the types of a thread's events (or of a list of
+-- events), in order: spool.test's, which agent authors use.
+h.errors = test.errors
+h.types = test.types
 
 
 -- Runs a shell command; returns its stdout and exit code. This blocks the
@@ -198,8 +186,6 @@ end
 -- from, its model the given mock; returns the folder and a function that
 -- puts everything back (stops watching, forgets the project's agents).
 function h.project(files, mock)
-  local config = require "spool.base.config"
-  local loader = require "spool.run.loader"
   local dir = h.tmpdir()
   h.write_files(dir, files)
   local cfg = config.get()
@@ -230,7 +216,7 @@ end
 -- spool.lua's http = { allow = list } does, until the function it returns
 -- is called: spool.http refuses loopback (where the specs' servers are).
 function h.allow_http(list)
-  local cfg = require("spool.base.config").get()
+  local cfg = config.get()
   local saved = cfg.http_guard
   cfg.http_guard = assert(core.net_guard(list))
   return function()
@@ -243,7 +229,7 @@ end
 function h.json_lines(out)
   local events = {}
   for line in out:gmatch("[^\n]+") do
-    events[#events + 1] = assert(require("spool.json").decode(line))
+    events[#events + 1] = assert(json.decode(line))
   end
   return events
 end
@@ -324,7 +310,6 @@ function h.mock_process(script, extra, env)
 end
 
 
--- Fails the current test if anything it started is still running.
 -- The Lua library's modules: { name = "spool.run.loader", path = ... },
 -- sorted by name, read from the lua_dir the engine loads them from.
 function h.library_modules()
@@ -341,6 +326,7 @@ function h.library_modules()
 end
 
 
+-- Fails the current test if anything it started is still running.
 function h.assert_clean()
   local stats = core.stats()
   assert(stats.http_pending == 0, "HTTP transfers left in flight: "

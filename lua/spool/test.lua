@@ -40,7 +40,8 @@
 --   run.events              its events: { seq, type, data, step }
 --   run.usage               tokens and cost of its model calls
 --   run:types()             the types of its events, in order
---   run:errors()            the texts of its error events
+--   run:errors()            the texts of its error events (test.types and
+--                           test.errors take a list of events too)
 --   run:calls(name)         the arguments of each call of tool `name`
 --
 -- test.answer(run, response) answers what it waits for and returns the
@@ -99,6 +100,28 @@ function M.model(replies)
 end
 
 
+-- The types of a run's events (or of a list of events), in order.
+function M.types(run_or_events)
+  local out = {}
+  for i, ev in ipairs(run_or_events.events or run_or_events) do
+    out[i] = ev.type
+  end
+  return out
+end
+
+
+-- The texts of a run's error events (or of a list's), in order.
+function M.errors(run_or_events)
+  local out = {}
+  for _, ev in ipairs(run_or_events.events or run_or_events) do
+    if ev.type == "error" then
+      out[#out + 1] = ev.data.error
+    end
+  end
+  return out
+end
+
+
 local function view(thread)
   local status = thread:status()
   local result, err = thread:outcome()
@@ -110,22 +133,7 @@ local function view(thread)
     request = req and req.data or nil,
     events = thread.events, usage = thread:usage(),
   }
-  function run:types()
-    local out = {}
-    for i, ev in ipairs(self.events) do
-      out[i] = ev.type
-    end
-    return out
-  end
-  function run:errors()
-    local out = {}
-    for _, ev in ipairs(self.events) do
-      if ev.type == "error" then
-        out[#out + 1] = ev.data.error
-      end
-    end
-    return out
-  end
+  run.types, run.errors = M.types, M.errors
   function run:calls(name)
     local out = {}
     for _, ev in ipairs(self.events) do
