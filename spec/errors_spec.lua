@@ -40,4 +40,33 @@ describe("the error table", function()
     assert.is_true(seen > 100)
     assert.are.same({}, unknown)
   end)
+
+  it("comes back from the engine as luv returns it: nil, message, name",
+    function()
+    local json = require "spool.json"
+    local store = require "spool.run.store"
+    local function failure(name, v, msg, code)
+      assert.is_nil(v)
+      assert.are.equal(name, code)
+      assert.matches("^" .. name .. ": ", msg)
+      assert.is_truthy(core.errors[code])
+    end
+    failure("EJSON", json.decode("{"))
+    failure("ECONNECT", core.http_request { url = "http://127.0.0.1:1/",
+                                            timeout_ms = 5000 })
+    local key = "spec-" .. core.random_id()
+    assert.is_true(store.first_seen(key, 60000))
+    assert.is_false(store.first_seen(key, 60000)) -- (by the name)
+    failure("ECONFLICT", store.write_state { { ns = "spool.seen", key = key,
+      value = true, if_version = 0 } })
+    -- A task woken from its wait by an interrupt.
+    local got = {}
+    local id = core.spawn(function()
+      got = table.pack(core.sleep(60000))
+    end)
+    core.sleep(1)
+    assert.is_true(core.interrupt(id, "ECANCELED: the spec stopped it"))
+    h.wait_for(function() return got.n end, 5000, "the sleeper")
+    failure("ECANCELED", table.unpack(got, 1, got.n))
+  end)
 end)

@@ -218,8 +218,9 @@ void spool__task_wake(spool__task *t, int nres);
  * from a uv or curl callback, where a Lua error must not escape.
  */
 void spool__task_wake_with(spool__task *t, lua_CFunction push, void *ud);
-/* Cancels what task `id` waits on and wakes it with nil, why; 1 if it was
- * waiting on an interruptible op (see spool__op), else 0. */
+/* Cancels what task `id` waits on and wakes it with nil, why ("ENAME:
+ * ..."), and the name; 1 if it was waiting on an interruptible op (see
+ * spool__op), else 0. */
 int spool__task_interrupt(spool_engine *e, unsigned long long id,
                           const char *why);
 
@@ -259,6 +260,10 @@ void spool__push_hex(lua_State *L, const unsigned char *p, size_t n);
  * it on the stack, for the caller to add more (__tostring) and pop. */
 void spool__class(lua_State *L, const char *name, const luaL_Reg *methods,
                   lua_CFunction gc, lua_CFunction close);
+/* A failure as luv returns one: nil, the message ("ENAME: why", formatted
+ * as lua_pushfstring does) and its name, for callers that branch on it
+ * without reading the text. Returns 3, for `return spool__push_fail(...)`. */
+int spool__push_fail(lua_State *L, const char *fmt, ...);
 
 /* Puts a searcher for the library's precompiled chunks (l_bytecode.c)
  * before Lua's own. */

@@ -125,9 +125,8 @@ local function http_failure(p, model, res)
 end
 
 
--- A transport failure ("ECODE: message") as an outcome.
-local function transport_failure(model, url, err)
-  local code = err:match("^(%u+):") or "EHTTP"
+-- A transport failure (the binding's message and its code) as an outcome.
+local function transport_failure(model, url, err, code)
   return {
     error = string.format("cannot reach %s at %s: %s", model.provider,
       shown(url), err),
@@ -138,13 +137,13 @@ end
 
 
 local function call_whole(p, model, url, headers, body, conns)
-  local res, err = core.http_request {
+  local res, err, code = core.http_request {
     method = "POST", url = url, headers = headers, body = body,
     timeout_ms = model.timeout_ms, connect_timeout_ms = model.connect_timeout_ms,
     conns = conns,
   }
   if not res then
-    return transport_failure(model, url, err)
+    return transport_failure(model, url, err, code)
   end
   if res.status < 200 or res.status > 299 then
     return http_failure(p, model, res)
@@ -162,19 +161,19 @@ end
 -- Reads a stream to its end: the first chunk within the first-token
 -- timeout, each next within the idle timeout.
 local function call_streamed(p, model, url, headers, body, on_text, conns)
-  local s, err = core.http_stream {
+  local s, err, code = core.http_stream {
     method = "POST", url = url, headers = headers, body = body,
     timeout_ms = model.timeout_ms, connect_timeout_ms = model.connect_timeout_ms,
     conns = conns,
   }
   if not s then
-    return transport_failure(model, url, err)
+    return transport_failure(model, url, err, code)
   end
   local first = model.first_token_timeout_ms or 0
-  local status, res_headers = s:head(first)
+  local status, res_headers, hcode = s:head(first)
   if not status then
     s:close()
-    return transport_failure(model, url, res_headers)
+    return transport_failure(model, url, res_headers, hcode)
   end
   if status < 200 or status > 299 then
     local parts = {}
@@ -190,11 +189,11 @@ local function call_streamed(p, model, url, headers, body, on_text, conns)
   local acc = p.stream(on_text)
   local timeout, done = first, false
   while not done do
-    local chunk, rerr = s:read(timeout)
+    local chunk, rerr, rcode = s:read(timeout)
     if not chunk then
       s:close()
       if rerr then
-        local f = transport_failure(model, url, rerr)
+        local f = transport_failure(model, url, rerr, rcode)
         f.status = status
         return f
       end
@@ -279,8 +278,8 @@ local function pause(ms)
   if ms <= 0 then
     return nil
   end
-  local _, interrupted = core.sleep(ms)
-  return interrupted
+  local _, interrupted, code = core.sleep(ms)
+  return interrupted, code
 end
 
 
@@ -322,14 +321,15 @@ local function call_model(model, req, attempts, deadline, stream_state)
     local cost = ratelimit.estimate(built.body,
       req.max_tokens or model.max_tokens)
     local queued = limiter and limiter:reserve(cost) or 0
-    local why
+    local why, code
     if deadline and core.time() + queued >= deadline then
       why = queued > 0 and string.format("ETIMEDOUT: the rate limit (rpm %s, "
         .. "tpm %s) would hold this call %d ms, past the thread's deadline",
         tostring(model.rpm), tostring(model.tpm), queued)
         or "ETIMEDOUT: the thread's deadline has passed"
+      code = "ETIMEDOUT"
     else
-      why = pause(queued)
+      why, code = pause(queued)
     end
     if why then
       if limiter then
@@ -337,7 +337,7 @@ local function call_model(model, req, attempts, deadline, stream_state)
       end
       attempts[#attempts + 1] = { attempt = attempt, model = model.name,
         provider = model.provider, queued_ms = queued > 0 and queued or nil,
-        error = why, deadline = deadline ~= nil and not why:find("^ECANCELED") }
+        error = why, deadline = deadline ~= nil and code ~= "ECANCELED" }
       return nil, "final"
     end
     local left = deadline and deadline - core.time()

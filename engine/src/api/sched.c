@@ -12,6 +12,7 @@
 #include <assert.h>
 #include <stdlib.h>
 
+#include "base/errors.h"
 #include "spool_int.h"
 
 /* Debian 12 ships Lua 5.4.4, which has lua_resetthread but not its
@@ -293,14 +294,20 @@ int spool__task_interrupt(spool_engine *e, unsigned long long id,
   while (t && t->id != id)
     t = t->next;
   if (t == NULL || t->pending == NULL || !t->pending->interruptible ||
-      !lua_checkstack(t->co, 2))
+      !lua_checkstack(t->co, 3))
     return 0;
   spool__op *op = t->pending;
   t->pending = NULL;
   op->cancel(op);
+  /* nil, the message and its name: a failure as bindings return one. */
+  size_t n = spool__error_name_len(why);
   lua_pushnil(t->co);
   lua_pushstring(t->co, why);
-  spool__task_wake(t, 2);
+  if (n > 0)
+    lua_pushlstring(t->co, why, n);
+  else
+    lua_pushliteral(t->co, "EINTERNAL");
+  spool__task_wake(t, 3);
   return 1;
 }
 

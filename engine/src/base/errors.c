@@ -97,3 +97,10 @@ const char *spool__error_text_of(const char *msg) {
       return msg;
   return colon + 2;
 }
+
+size_t spool__error_name_len(const char *msg) {
+  size_t n = 0;
+  while (msg && msg[n] >= 'A' && msg[n] <= 'Z')
+    n++;
+  return n > 1 && msg[0] == 'E' && msg[n] == ':' ? n : 0;
+}

@@ -62,6 +62,9 @@ void spool__error_each(void (*f)(const spool__error *, void *), void *ud);
  * SPOOL_EINTERNAL (a message without a known name is a bug). */
 int spool__error_code_of(const char *msg);
 
+/* The length of the name a message "ENAME: why" begins with, or 0. */
+size_t spool__error_name_len(const char *msg);
+
 /* The text of a message "ENAME: why" (its "why"); msg itself without such
  * a prefix, "" for NULL. */
 const char *spool__error_text_of(const char *msg);

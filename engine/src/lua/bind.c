@@ -1,7 +1,11 @@
 /*
  * bind.c: what the bindings (l_*.c) share, kept apart from l_core.c, which
- * registers them all: userdata classes and hex strings.
+ * registers them all: userdata classes, hex strings, failures.
  */
+#include <stdarg.h>
+#include <string.h>
+
+#include "base/errors.h"
 #include "spool_int.h"
 
 void spool__class(lua_State *L, const char *name, const luaL_Reg *methods,
@@ -29,4 +33,18 @@ void spool__push_hex(lua_State *L, const unsigned char *p, size_t n) {
     out[2 * i + 1] = digits[p[i] & 15];
   }
   luaL_pushresultsize(&b, 2 * n);
+}
+
+int spool__push_fail(lua_State *L, const char *fmt, ...) {
+  va_list ap;
+  lua_pushnil(L);
+  va_start(ap, fmt);
+  const char *msg = lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  size_t n = spool__error_name_len(msg);
+  if (n > 0)
+    lua_pushlstring(L, msg, n);
+  else
+    lua_pushliteral(L, "EINTERNAL"); /* a message without its name: a bug */
+  return 3;
 }

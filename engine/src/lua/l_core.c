@@ -218,9 +218,7 @@ static int l_core_getenv(lua_State *L) {
 
 /* stack: -> nil, "ECODE: path: why" */
 static int token_error(lua_State *L, const char *path, const char *why) {
-  lua_pushnil(L);
-  lua_pushfstring(L, "EACCES: %s: %s", path, why);
-  return 2;
+  return spool__push_fail(L, "EACCES: %s: %s", path, why);
 }
 
 /* Reads the token in fd (a file only its owner may read). */

@@ -186,20 +186,17 @@ static void do_io(uv_work_t *w) {
 static int push_result(lua_State *L) {
   fs_op *f = lua_touserdata(L, 1);
   if (f->err) {
-    lua_pushnil(L);
     if (f->err == EFBIG)
-      lua_pushfstring(L, "EFBIG: %s is larger than %d MiB", f->path,
-                      MAX_FILE >> 20);
-    else if (f->err == ELOOP && f->root)
-      lua_pushfstring(L, "ELOOP: %s: spool.fs does not follow symbolic links",
-                      f->path);
-    else if (f->not_regular)
-      lua_pushfstring(L, "EINVAL: %s: not a regular file", f->path);
-    else
-      lua_pushfstring(L, "%s: %s: %s",
-                      uv_err_name(uv_translate_sys_error(f->err)), f->path,
-                      strerror(f->err));
-    return 2;
+      return spool__push_fail(L, "EFBIG: %s is larger than %d MiB", f->path,
+                              MAX_FILE >> 20);
+    if (f->err == ELOOP && f->root)
+      return spool__push_fail(
+          L, "ELOOP: %s: spool.fs does not follow symbolic links", f->path);
+    if (f->not_regular)
+      return spool__push_fail(L, "EINVAL: %s: not a regular file", f->path);
+    return spool__push_fail(L, "%s: %s: %s",
+                            uv_err_name(uv_translate_sys_error(f->err)),
+                            f->path, strerror(f->err));
   }
   if (f->what == WRITE) {
     lua_pushboolean(L, 1);
@@ -288,9 +285,7 @@ static int start(lua_State *L, int what) {
   int rc = uv_queue_work(e->loop, &f->work, do_io, after_io);
   if (rc != 0) {
     fs_free(f);
-    lua_pushnil(L);
-    lua_pushfstring(L, "EIO: %s", uv_strerror(rc));
-    return 2;
+    return spool__push_fail(L, "EIO: %s", uv_strerror(rc));
   }
   return spool__task_wait(L, t, &f->op);
 }

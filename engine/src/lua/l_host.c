@@ -151,9 +151,7 @@ const char *spool_call_thread(const spool_call *c) {
 static int push_answer(lua_State *L) {
   spool_call *c = lua_touserdata(L, 1);
   if (c->failed) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "EHOST: %s", c->result ? c->result : "failed");
-    return 2;
+    return spool__push_fail(L, "EHOST: %s", c->result ? c->result : "failed");
   }
   lua_pushstring(L, c->result);
   return 1;
@@ -206,9 +204,7 @@ static int l_core_host_call(lua_State *L) {
   while (tool && strcmp(tool->name, name) != 0)
     tool = tool->next;
   if (tool == NULL) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "EHOST: no host tool '%s' is registered", name);
-    return 2;
+    return spool__push_fail(L, "EHOST: no host tool '%s' is registered", name);
   }
   spool_call *c = calloc(1, sizeof *c);
   if (c == NULL || (c->tool = strdup(name)) == NULL ||
@@ -223,13 +219,10 @@ static int l_core_host_call(lua_State *L) {
   c->in_fn = 0;
   if (c->answered) { /* answered at once: no need to wait */
     int n = 1;
-    if (c->failed) {
-      lua_pushnil(L);
-      lua_pushfstring(L, "EHOST: %s", c->result ? c->result : "failed");
-      n = 2;
-    } else {
+    if (c->failed)
+      n = spool__push_fail(L, "EHOST: %s", c->result ? c->result : "failed");
+    else
       lua_pushstring(L, c->result);
-    }
     free_call(c);
     return n;
   }

@@ -100,9 +100,7 @@ static int push_result(lua_State *L) {
   spool__http_xfer *x = lua_touserdata(L, 1);
   const char *err = spool__http_error(x);
   if (err) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", spool__http_error_name(x), err);
-    return 2;
+    return spool__push_fail(L, "%s: %s", spool__http_error_name(x), err);
   }
   lua_createtable(L, 0, 4);
   lua_pushinteger(L, spool__http_status(x));
@@ -250,9 +248,7 @@ static int l_http_request(lua_State *L) {
   char err[256];
   if (spool__http_start(e->http, &r, on_done, h, &h->x, err, sizeof err)) {
     free(h);
-    lua_pushnil(L);
-    lua_pushfstring(L, "EHTTP: %s", err);
-    return 2;
+    return spool__push_fail(L, "EHTTP: %s", err);
   }
   return spool__task_wait(L, t, &h->op);
 }
@@ -303,9 +299,8 @@ static void free_wait(stream_wait *w) {
 static int push_head(lua_State *L) {
   http_stream *s = lua_touserdata(L, 1);
   if (!s->head_done) {
-    lua_pushnil(L);
-    lua_pushstring(L, s->error[0] ? s->error : "EHTTP: no response");
-    return 2;
+    return spool__push_fail(L, "%s",
+                            s->error[0] ? s->error : "EHTTP: no response");
   }
   lua_pushinteger(L, s->status);
   push_headers(L, &s->head);
@@ -320,11 +315,11 @@ static int push_read(lua_State *L) {
     spool__buf_clear(&s->pending);
     return 1;
   }
-  lua_pushnil(L);
-  if (s->error[0] == '\0')
+  if (s->error[0] == '\0') {
+    lua_pushnil(L);
     return 1;
-  lua_pushstring(L, s->error);
-  return 2;
+  }
+  return spool__push_fail(L, "%s", s->error);
 }
 
 /* Ends the stream's wait, if any, waking its task with push's results. */
@@ -387,10 +382,9 @@ static void stop_stream(http_stream *s, const char *why) {
 /* stack: wait -> nil, "ETIMEDOUT: ..." */
 static int push_timeout(lua_State *L) {
   stream_wait *w = lua_touserdata(L, 1);
-  lua_pushnil(L);
-  lua_pushfstring(L, "ETIMEDOUT: no %s within %d ms",
-                  w->for_head ? "response" : "data", (int)w->timeout_ms);
-  return 2;
+  return spool__push_fail(L, "ETIMEDOUT: no %s within %d ms",
+                          w->for_head ? "response" : "data",
+                          (int)w->timeout_ms);
 }
 
 static void on_wait_timeout(uv_timer_t *timer) {
@@ -443,8 +437,8 @@ static int stream_head(lua_State *L) {
   if (s->head_done || s->ended) {
     lua_pushcfunction(L, push_head);
     lua_pushlightuserdata(L, s);
-    lua_call(L, 1, 2);
-    return 2;
+    lua_call(L, 1, LUA_MULTRET);
+    return lua_gettop(L) - 1;
   }
   return stream_wait_for(L, s, 1, "http stream head");
 }
@@ -493,9 +487,7 @@ static int l_http_stream(lua_State *L) {
   if (spool__http_start(e->http, &r, on_stream_done, s, &s->x, err,
                         sizeof err)) {
     s->x = NULL;
-    lua_pushnil(L);
-    lua_pushfstring(L, "EHTTP: %s", err);
-    return 2;
+    return spool__push_fail(L, "EHTTP: %s", err);
   }
   return 1;
 }
@@ -507,9 +499,7 @@ static int l_net_guard(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   size_t n = lua_rawlen(L, 1);
   if (n > 1024) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "EINVAL: http.allow has more than 1024 rules");
-    return 2;
+    return spool__push_fail(L, "EINVAL: http.allow has more than 1024 rules");
   }
   net_guard *g = lua_newuserdatauv(L, sizeof *g + n * sizeof g->rules[0], 0);
   g->n = n;
@@ -518,14 +508,13 @@ static int l_net_guard(lua_State *L) {
     const char *text =
         lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     if (text == NULL || spool__net_rule_parse(text, &g->rules[i]) != 0) {
-      lua_pushnil(L);
-      lua_pushfstring(L,
-                      "EINVAL: http.allow[%d] %s%s%s is not an address or "
-                      "a CIDR block with an optional port, like "
-                      "\"127.0.0.1:9000\", \"10.0.0.0/8\" or \"[::1]:8080\"",
-                      (int)i + 1, text ? "'" : "(a ",
-                      text ? text : luaL_typename(L, -2), text ? "'" : ")");
-      return 2;
+      return spool__push_fail(
+          L,
+          "EINVAL: http.allow[%d] %s%s%s is not an address or a CIDR block "
+          "with an optional port, like \"127.0.0.1:9000\", \"10.0.0.0/8\" or "
+          "\"[::1]:8080\"",
+          (int)i + 1, text ? "'" : "(a ", text ? text : luaL_typename(L, -1),
+          text ? "'" : ")");
     }
     lua_pop(L, 1);
   }

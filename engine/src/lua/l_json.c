@@ -176,9 +176,7 @@ static int l_json_decode(lua_State *L) {
   if (rc != 0) {
     char msg[160];
     spool__json_error_format(&err, msg, sizeof msg);
-    lua_pushnil(L);
-    lua_pushfstring(L, "EJSON: %s", msg);
-    return 2;
+    return spool__push_fail(L, "EJSON: %s", msg);
   }
   return 1;
 }
@@ -248,9 +246,7 @@ static int l_json_extract(lua_State *L) {
                      &sc->repairs, &err) < 0) {
     char msg[160];
     spool__json_error_format(&err, msg, sizeof msg);
-    lua_pushnil(L);
-    lua_pushfstring(L, "EJSON: %s", msg);
-    return 2;
+    return spool__push_fail(L, "EJSON: %s", msg);
   }
   lua_settop(L, 3);
   return 1;

@@ -158,9 +158,7 @@ static int req_stream(lua_State *L) {
   lua_settop(L, 2);
   headers_block(L, 2);
   if (spool__srv_stream_start(box->req, status, lua_tostring(L, -1)) != 0) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "EPIPE: the client went away");
-    return 2;
+    return spool__push_fail(L, "EPIPE: the client went away");
   }
   lua_pushvalue(L, lua_upvalueindex(1));
   return 1;
@@ -172,9 +170,7 @@ static int stream_send(lua_State *L) {
   const char *data = luaL_checklstring(L, 2, &len);
   if (box->req == NULL || !spool__srv_req_streaming(box->req) ||
       spool__srv_stream_send(box->req, data, len) != 0) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "EPIPE: the client went away");
-    return 2;
+    return spool__push_fail(L, "EPIPE: the client went away");
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -321,9 +317,7 @@ static int l_core_listen(lua_State *L) {
   char err[200];
   if (spool__server_start(e->loop, &o, on_request, ls, &ls->s, err,
                           sizeof err) != 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "ELISTEN: %s", err);
-    return 2;
+    return spool__push_fail(L, "ELISTEN: %s", err);
   }
   lua_pushvalue(L, -2);
   ls->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);

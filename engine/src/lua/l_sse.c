@@ -32,12 +32,10 @@ static int sse_feed(lua_State *L) {
   const char *bytes = luaL_checklstring(L, 2, &len);
   lua_newtable(L);
   if (spool__sse_feed(p, bytes, len, push_event, L) != 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L,
-                    "EPROTO: the event stream has a line or an event "
-                    "larger than %I bytes",
-                    (lua_Integer)p->max_event);
-    return 2;
+    return spool__push_fail(L,
+                            "EPROTO: the event stream has a line or an event "
+                            "larger than %I bytes",
+                            (lua_Integer)p->max_event);
   }
   return 1;
 }

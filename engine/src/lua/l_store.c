@@ -58,9 +58,7 @@ static int push_result(lua_State *L) {
   static const char *const codes[] = {"", "ECONFLICT", "ENOTFOUND", "ECORRUPT",
                                       "EIO"};
   if (op->result != SPOOL__STORE_OK) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "%s: %s", codes[op->result], op->errmsg);
-    return 2;
+    return spool__push_fail(L, "%s: %s", codes[op->result], op->errmsg);
   }
   if (op->json.len > 0)
     lua_pushlstring(L, op->json.data, op->json.len);
@@ -144,9 +142,7 @@ static int l_store_open(lua_State *L) {
   char err[300];
   if (spool__store_open(e->loop, &spool__store_sqlite, path, &e->store, err,
                         sizeof err) != 0) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "EIO: %s", err);
-    return 2;
+    return spool__push_fail(L, "EIO: %s", err);
   }
   lua_pushboolean(L, 1);
   return 1;

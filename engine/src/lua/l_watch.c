@@ -181,13 +181,12 @@ static int l_core_watch(lua_State *L) {
       rc = 0;
     }
     if (rc != 0) {
-      lua_pushnil(L);
-      lua_pushfstring(L, "EIO: cannot watch %s: %s", dir ? dir : "?",
-                      uv_strerror(rc));
+      int n = spool__push_fail(L, "EIO: cannot watch %s: %s", dir ? dir : "?",
+                               uv_strerror(rc));
       w->callback_ref = w->self_ref = LUA_NOREF;
       b->w = w;
       close_watcher(L, b);
-      return 2;
+      return n;
     }
     lua_pop(L, 1);
   }

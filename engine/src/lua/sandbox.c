@@ -198,10 +198,9 @@ static int l_limits_push(lua_State *L) {
   if (l->account == 0 && memory > 0) {
     /* No account left: the run is refused rather than run unbounded. */
     free(l);
-    lua_pushnil(L);
-    lua_pushliteral(L, "ELIMIT: 65,535 runs already have memory budgets in "
-                       "this engine; try again when some have ended");
-    return 2;
+    return spool__push_fail(
+        L, "ELIMIT: 65,535 runs already have memory budgets in "
+           "this engine; try again when some have ended");
   }
   spool__limits **where = slot(e, L);
   l->prev = *where;

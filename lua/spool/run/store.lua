@@ -11,7 +11,10 @@
 --   store.state_get(ns, key), store.state_list(ns, after, limit)
 --
 -- A thread record is { thread = { id, agent, parent, status, created_at,
--- updated_at, events, deadline }, events = { event, ... } }.
+-- updated_at, events, deadline }, events = { event, ... } }. A failure is
+-- nil, the message and the error's name (the message begins with it), as
+-- the engine's bindings return one (luv's convention): callers branch on
+-- the name, people read the message.
 
 local core = require "spool.core"
 local json = require "spool.json"
@@ -32,13 +35,14 @@ function M.open(path)
 end
 
 
-local function decoded(text, err)
+local function decoded(text, err, code)
   if not text then
-    return nil, err
+    return nil, err, code
   end
   local value, jerr = json.decode(text)
   if value == nil then
-    return nil, "ECORRUPT: the store answered with bad JSON (" .. jerr .. ")"
+    return nil, "ECORRUPT: the store answered with bad JSON (" .. jerr .. ")",
+      "ECORRUPT"
   end
   return value
 end
@@ -99,14 +103,14 @@ function M.append(thread, writes)
               expires_at = w.expires_at,
               value = w.value ~= nil and json.encode(w.value) or nil }
   end
-  local versions, err = core.store_append {
+  local versions, err, code = core.store_append {
     thread = thread.id, agent = thread.agent, parent = thread.parent,
     expected_seq = thread.persisted, status = thread:status(),
     deadline = deadline_of(thread), owner = M.owner, lease_ms = M.lease_ms,
     now = core.time(), events = events, writes = ws,
   }
   if not versions then
-    return nil, err
+    return nil, err, code
   end
   thread.bytes = (thread.bytes or 0) + bytes -- what was stored, once
   return json.decode(versions)
@@ -121,9 +125,10 @@ function M.write_state(writes)
               expires_at = w.expires_at,
               value = w.value ~= nil and json.encode(w.value) or nil }
   end
-  local versions, err = core.store_append { now = core.time(), writes = ws }
+  local versions, err, code = core.store_append { now = core.time(),
+                                                  writes = ws }
   if not versions then
-    return nil, err
+    return nil, err, code
   end
   return json.decode(versions)
 end
@@ -197,14 +202,14 @@ end
 local SEEN = "spool.seen"
 
 function M.first_seen(key, ttl_ms)
-  local versions, err = M.write_state { { ns = SEEN, key = key,
+  local versions, err, code = M.write_state { { ns = SEEN, key = key,
     value = true, if_version = 0, expires_at = core.time() + ttl_ms } }
   if versions then
     return true
-  elseif tostring(err):match("^ECONFLICT") then
+  elseif code == "ECONFLICT" then
     return false
   end
-  return nil, err
+  return nil, err, code
 end
 
 
