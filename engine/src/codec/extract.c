@@ -159,26 +159,6 @@ static void skip(lp *ps) {
 
 static int parse_value(lp *ps);
 
-static int hex4(const char *p, const char *end, unsigned long *out) {
-  unsigned long v = 0;
-  if (end - p < 4)
-    return -1;
-  for (int i = 0; i < 4; i++) {
-    char c = p[i];
-    v <<= 4;
-    if (c >= '0' && c <= '9')
-      v |= (unsigned long)(c - '0');
-    else if (c >= 'a' && c <= 'f')
-      v |= (unsigned long)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F')
-      v |= (unsigned long)(c - 'A' + 10);
-    else
-      return -1;
-  }
-  *out = v;
-  return 0;
-}
-
 /* The kind of a typographic quote at p: 1 double (“ ”), 2 single (‘ ’),
  * else 0. */
 static int fancy_kind(const char *p, const char *end) {
@@ -304,39 +284,19 @@ static int read_string(lp *ps) {
       ps->p++;
       if (ps->p >= ps->end)
         continue; /* cut off after a backslash */
-      char e = *ps->p, out = 0;
+      char e = *ps->p;
+      /* JSON's escapes, and \' as models write it in any quotes. */
+      int out = e == '\'' ? '\'' : spool__json_escape_char(e);
+      if (out >= 0) {
+        spool__buf_addc(sb, (char)out);
+        ps->p++;
+        continue;
+      }
       switch (e) {
-      case '"':
-        out = '"';
-        break;
-      case '\'':
-        out = '\'';
-        break;
-      case '\\':
-        out = '\\';
-        break;
-      case '/':
-        out = '/';
-        break;
-      case 'b':
-        out = '\b';
-        break;
-      case 'f':
-        out = '\f';
-        break;
-      case 'n':
-        out = '\n';
-        break;
-      case 'r':
-        out = '\r';
-        break;
-      case 't':
-        out = '\t';
-        break;
       case 'u': {
         unsigned long cp, lo;
         const char *at = ps->p - 1;
-        if (hex4(ps->p + 1, ps->end, &cp) != 0) {
+        if (spool__json_hex4(ps->p + 1, ps->end, &cp) != 0) {
           /* Cut off inside the escape: drop it. Bad digits: refuse. */
           for (const char *h = ps->p + 1; h < ps->p + 5; h++) {
             if (h >= ps->end) {
@@ -356,7 +316,7 @@ static int read_string(lp *ps) {
         ps->p += 5;
         if (cp >= 0xd800 && cp <= 0xdbff && ps->end - ps->p >= 6 &&
             ps->p[0] == '\\' && ps->p[1] == 'u' &&
-            hex4(ps->p + 2, ps->end, &lo) == 0 && lo >= 0xdc00 &&
+            spool__json_hex4(ps->p + 2, ps->end, &lo) == 0 && lo >= 0xdc00 &&
             lo <= 0xdfff) {
           ps->p += 6;
           cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
@@ -374,9 +334,6 @@ static int read_string(lp *ps) {
                e);
         continue; /* the character itself is read next, as text */
       }
-      spool__buf_addc(sb, out);
-      ps->p++;
-      continue;
     }
     if (c < 0x20) {
       repair(ps, ps->p, "escaped a control character (0x%02x) in a string", c);

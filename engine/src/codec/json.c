@@ -144,7 +144,7 @@ int spool__utf8_put(spool__buf *b, unsigned long cp) {
   return spool__buf_add(b, out, n);
 }
 
-static int hex4(const char *p, const char *end, unsigned long *out) {
+int spool__json_hex4(const char *p, const char *end, unsigned long *out) {
   unsigned long v = 0;
   if (end - p < 4)
     return -1;
@@ -164,19 +164,40 @@ static int hex4(const char *p, const char *end, unsigned long *out) {
   return 0;
 }
 
+int spool__json_escape_char(int e) {
+  switch (e) {
+  case '"':
+  case '\\':
+  case '/':
+    return e;
+  case 'b':
+    return '\b';
+  case 'f':
+    return '\f';
+  case 'n':
+    return '\n';
+  case 'r':
+    return '\r';
+  case 't':
+    return '\t';
+  }
+  return -1;
+}
+
 /* Reads the \uXXXX escape at ps->p (pointing at the 'u'), surrogate pairs
  * included, and appends its UTF-8 to the scratch buffer. */
 static int unicode_escape(parser *ps) {
   const char *at = ps->p - 1; /* the backslash */
   unsigned long cp, lo;
-  if (hex4(ps->p + 1, ps->end, &cp) != 0)
+  if (spool__json_hex4(ps->p + 1, ps->end, &cp) != 0)
     return fail(ps, at, "invalid \\u escape: expected 4 hex digits");
   ps->p += 5;
   if (cp >= 0xdc00 && cp <= 0xdfff)
     return fail(ps, at, "unpaired surrogate \\u%04lX in string", cp);
   if (cp >= 0xd800 && cp <= 0xdbff) {
     if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' ||
-        hex4(ps->p + 2, ps->end, &lo) != 0 || lo < 0xdc00 || lo > 0xdfff)
+        spool__json_hex4(ps->p + 2, ps->end, &lo) != 0 || lo < 0xdc00 ||
+        lo > 0xdfff)
       return fail(ps, at, "unpaired surrogate \\u%04lX in string", cp);
     ps->p += 6;
     cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
@@ -212,44 +233,20 @@ static int parse_string(parser *ps, int is_key) {
       ps->p++;
       if (ps->p >= ps->end)
         return fail(ps, open, "unterminated string");
-      char e = *ps->p, out;
-      switch (e) {
-      case '"':
-        out = '"';
-        break;
-      case '\\':
-        out = '\\';
-        break;
-      case '/':
-        out = '/';
-        break;
-      case 'b':
-        out = '\b';
-        break;
-      case 'f':
-        out = '\f';
-        break;
-      case 'n':
-        out = '\n';
-        break;
-      case 'r':
-        out = '\r';
-        break;
-      case 't':
-        out = '\t';
-        break;
-      case 'u':
+      char e = *ps->p;
+      int out = spool__json_escape_char(e);
+      if (e == 'u') {
         if (unicode_escape(ps) != 0)
           return -1;
         s = ps->p;
         continue;
-      default: {
+      }
+      if (out < 0) {
         char d[16];
         return fail(ps, ps->p - 1, "invalid escape '\\' followed by %s",
                     describe(ps, ps->p, d));
       }
-      }
-      if (spool__buf_addc(sb, out) != 0)
+      if (spool__buf_addc(sb, (char)out) != 0)
         return fail(ps, ps->p, "out of memory");
       s = ++ps->p;
       continue;

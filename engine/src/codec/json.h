@@ -77,6 +77,12 @@ size_t spool__utf8_seq(const unsigned char *p, const unsigned char *end);
 /* Appends code point cp as UTF-8; 0 or -1. */
 int spool__utf8_put(spool__buf *b, unsigned long cp);
 
+/* The character a one-letter escape stands for ('n': '\n'), or -1 for
+ * 'u' and for what JSON does not allow. */
+int spool__json_escape_char(int e);
+/* The value of the four hex digits at p (before end): 0, or -1. */
+int spool__json_hex4(const char *p, const char *end, unsigned long *out);
+
 /* Returns the length of the valid UTF-8 prefix of s[0..n) (n if all). */
 size_t spool__utf8_valid_prefix(const char *s, size_t n);
 
