@@ -10,6 +10,7 @@
 
 local json = require "spool.json"
 local count = require("spool.tokens").count
+local wire = require "spool.model.wire"
 
 local M = {}
 
@@ -112,8 +113,7 @@ end
 
 
 function M.error_message(body)
-  local doc = json.decode(body or "")
-  return type(doc) == "table" and message_of(doc.error) or nil
+  return wire.error_message(body, message_of)
 end
 
 
@@ -176,11 +176,10 @@ end
 
 
 function M.parse(body)
-  local doc, err = json.decode(body)
+  local doc, err = wire.decode(body)
   if not doc then
-    return nil, "the response is not JSON (" .. err .. ")"
-  end
-  if type(doc) ~= "table" or type(doc.content) ~= "table" then
+    return nil, err
+  elseif type(doc.content) ~= "table" then
     return nil, "the response has no content"
   end
   return reply_of(doc.id, doc.content, doc.stop_reason, usage_of(doc.usage))

@@ -12,7 +12,7 @@
 -- { id, type = "function", ["function"] = { name, arguments } }.
 
 local json = require "spool.json"
-local count = require("spool.tokens").count
+local wire = require "spool.model.wire"
 
 local M = {}
 
@@ -146,24 +146,16 @@ end
 
 
 function M.error_message(body)
-  local doc = json.decode(body or "")
-  return type(doc) == "table" and message_of(doc.error) or nil
+  return wire.error_message(body, message_of)
 end
 
 
+local USAGE = { input = "prompt_tokens", output = "completion_tokens",
+                input_details = "prompt_tokens_details",
+                output_details = "completion_tokens_details" }
+
 local function usage_of(u)
-  u = type(u) == "table" and u or {}
-  local input = type(u.prompt_tokens_details) == "table"
-    and u.prompt_tokens_details or {}
-  local output = type(u.completion_tokens_details) == "table"
-    and u.completion_tokens_details or {}
-  return {
-    input_tokens = count(u.prompt_tokens) or 0,
-    output_tokens = count(u.completion_tokens) or 0,
-    total_tokens = count(u.total_tokens) or 0,
-    cached_tokens = count(input.cached_tokens),
-    reasoning_tokens = count(output.reasoning_tokens),
-  }
+  return wire.openai_usage(u, USAGE)
 end
 
 
@@ -173,12 +165,11 @@ end
 -- reasoning_tokens }, id }.
 -- `arguments` stay the raw string the model produced.
 function M.parse(body)
-  local doc, err = json.decode(body)
+  local doc, err = wire.decode(body)
   if not doc then
-    return nil, "the response is not JSON (" .. err .. ")"
+    return nil, err
   end
-  local choice = type(doc) == "table" and type(doc.choices) == "table"
-    and doc.choices[1]
+  local choice = type(doc.choices) == "table" and doc.choices[1]
   if type(choice) ~= "table" or type(choice.message) ~= "table" then
     return nil, "the response has no choices[1].message"
   end

@@ -9,7 +9,7 @@
 -- the whole input with store = false.
 
 local json = require "spool.json"
-local count = require("spool.tokens").count
+local wire = require "spool.model.wire"
 
 local M = {}
 
@@ -79,24 +79,16 @@ end
 
 
 function M.error_message(body)
-  local doc = json.decode(body or "")
-  return type(doc) == "table" and message_of(doc.error) or nil
+  return wire.error_message(body, message_of)
 end
 
 
+local USAGE = { input = "input_tokens", output = "output_tokens",
+                input_details = "input_tokens_details",
+                output_details = "output_tokens_details" }
+
 local function usage_of(u)
-  u = type(u) == "table" and u or {}
-  local input = type(u.input_tokens_details) == "table"
-    and u.input_tokens_details or {}
-  local output = type(u.output_tokens_details) == "table"
-    and u.output_tokens_details or {}
-  return {
-    input_tokens = count(u.input_tokens) or 0,
-    output_tokens = count(u.output_tokens) or 0,
-    total_tokens = count(u.total_tokens) or 0,
-    cached_tokens = count(input.cached_tokens),
-    reasoning_tokens = count(output.reasoning_tokens),
-  }
+  return wire.openai_usage(u, USAGE)
 end
 
 
@@ -155,12 +147,9 @@ end
 
 
 function M.parse(body)
-  local doc, err = json.decode(body)
+  local doc, err = wire.decode(body)
   if not doc then
-    return nil, "the response is not JSON (" .. err .. ")"
-  end
-  if type(doc) ~= "table" then
-    return nil, "the response is not an object"
+    return nil, err
   end
   return reply_of(doc)
 end
