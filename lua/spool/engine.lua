@@ -12,7 +12,7 @@ local config = require "spool.base.config"
 local loader = require "spool.run.loader"
 local runner = require "spool.run.runner"
 local store = require "spool.run.store"
-local loop = require "spool.loop"
+local request = require "spool.run.request"
 local thread_mod = require "spool.run.thread"
 local format = require "spool.run.format"
 local human = require "spool.human"
@@ -358,7 +358,7 @@ function M.render_request(agent_name, input)
   local thread = thread_mod.new(agent.name, agent.version, nil, nil)
   thread:append("input", { input = input })
   thread.step = 1
-  local ok, req = pcall(loop.request, thread, agent, { dry = true })
+  local ok, req = pcall(request.request, thread, agent, { dry = true })
   if not ok then
     return nil, "EAGENT: " .. tostring(req)
   end

@@ -51,7 +51,7 @@
 -- event) the same way. Specs run in a task of the engine, so these wait
 -- for the runs while the loop runs them.
 
-local loop = require "spool.loop"
+local request = require "spool.run.request"
 local mock = require "spool.mock"
 local loader = require "spool.run.loader"
 local runner = require "spool.run.runner"
@@ -162,7 +162,7 @@ function M.run(agent_name, input)
   if not agent then
     error("spool.test.run: " .. err:gsub("^%u+: ", ""), 2)
   end
-  local model = loop.model_for(agent)
+  local model = request.model_for(agent)
   if not model.mock then
     error(string.format("spool.test.run: agent %s calls %s, not the "
       .. "scripted model (spool test runs agents on the mock unless --mock "

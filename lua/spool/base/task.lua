@@ -11,6 +11,10 @@ local working = setmetatable({}, { __mode = "k" })
 local quiet = setmetatable({}, { __mode = "k" })
 local runs = setmetatable({}, { __mode = "k" })
 
+-- The run record of a thread no runner drives: empty, and it keeps
+-- nothing written to it (run_of(thread) or NO_RUN).
+M.NO_RUN = setmetatable({}, { __newindex = function() end })
+
 
 -- A run: one thread driven in this process, from its start or resume
 -- until it ends, waits or halts. What only the run uses is its record's,

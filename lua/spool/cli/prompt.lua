@@ -10,7 +10,7 @@
 local json = require "spool.json"
 local llm = require "spool.llm"
 local loader = require "spool.run.loader"
-local loop = require "spool.loop"
+local run_request = require "spool.run.request"
 local runner = require "spool.run.runner"
 
 local USAGE = "usage: spool prompt AGENT --thread ID [--step N] [--json]"
@@ -55,7 +55,7 @@ end
 local step = o.step or thread.step + 1
 local view = setmetatable({ events = events, step = step },
   { __index = thread })
-local ok, req = pcall(loop.request, view, agent, { dry = true,
+local ok, req = pcall(run_request.request, view, agent, { dry = true,
                                                   events = events })
 if not ok then
   cli:fail("EAGENT: " .. tostring(req))

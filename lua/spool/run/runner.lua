@@ -22,6 +22,8 @@ local core = require "spool.core"
 local json = require "spool.json"
 local thread_mod = require "spool.run.thread"
 local loop = require "spool.loop"
+local durable = require "spool.run.durable"
+local budget = require "spool.run.budget"
 local loader = require "spool.run.loader"
 local format = require "spool.run.format"
 local store = require "spool.run.store"
@@ -135,7 +137,7 @@ end
 local function use_version(thread, agent)
   local ok, err = loader.store_version(agent)
   if not ok then
-    loop.store_failed(err)
+    durable.store_failed(err)
   end
   task.run_of(thread).agent = agent
   thread.version = agent.version
@@ -188,13 +190,13 @@ local function drive(thread, agent)
     end
     return debug.traceback(e, 2)
   end, thread, agent)
-  if ok or (err == loop.PAUSED and thread:status() == "waiting")
+  if ok or (err == durable.PAUSED and thread:status() == "waiting")
       or err == DRAINED then
     return
   end
-  if err == loop.PAUSED then
+  if err == durable.PAUSED then
     -- Only a sub-agent that waits for a person pauses a run this way.
-    err = "the run raised spool.loop.PAUSED but waits for nothing"
+    err = "the run raised spool.durable.PAUSED but waits for nothing"
   end
   if type(err) == "table" and err.store_error then
     thread.halted = err.store_error
@@ -439,21 +441,21 @@ function M.call(parent, name, input)
     else
       child, err = M.load(open.data.thread, parent.depth + 1)
       if not child then
-        loop.store_failed(err)
+        durable.store_failed(err)
       end
       local ok, cerr = store.claim(child.id)
       if not ok then
-        loop.store_failed(cerr)
+        durable.store_failed(cerr)
       end
       agent = agent_of(child) or agent
     end
     cap = open.data.budget
   else
     child = thread_mod.new(agent.name, agent.version, parent, sink)
-    cap = loop.remaining_budget(parent, outer.agent)
+    cap = budget.remaining_budget(parent, outer.agent)
     parent:append("agent_call", { agent = name, input = input,
                                   thread = child.id, budget = cap })
-    loop.commit(parent)
+    durable.commit(parent)
     child:append("input", { input = input, pinned = agent.pin_version or nil })
     local ok, cerr = loader.store_version(agent)
     if ok then
@@ -463,7 +465,7 @@ function M.call(parent, name, input)
       ok, cerr = child:commit()
     end
     if not ok then
-      loop.store_failed(cerr)
+      durable.store_failed(cerr)
     end
   end
   begin(child, agent, outer.eval, cap)
@@ -474,7 +476,7 @@ function M.call(parent, name, input)
   core.step_restore(used, step_limit)
   if child.halted then
     retire(child)
-    loop.store_failed(child.halted)
+    durable.store_failed(child.halted)
   end
   local status = child:status()
   if status == "waiting" then
@@ -485,10 +487,10 @@ function M.call(parent, name, input)
       question = req.question, deadline = req.deadline, via = child.id,
       call_id = task.call(),
     })
-    loop.commit(parent)
+    durable.commit(parent)
     live[child.id] = nil
     let_go(child)
-    error(loop.PAUSED, 0)
+    error(durable.PAUSED, 0)
   end
   store.release(child.id)
   retire(child)
