@@ -425,7 +425,7 @@ describe("the context window", function()
       local sent = json.decode(body(t, agent, { memo = true })).messages
       assert.are.equal("result: 8", sent[#sent].content)
       assert.matches("cut by the context policy", sent[13].content)
-      assert.is_table(task.run_of(t).render_memo)
+      assert.is_table(task.runs[t].render_memo)
     end)
 
     it("renders afresh with a renderer put in place of a built-in one, and "
@@ -452,13 +452,13 @@ describe("the context window", function()
         local sent = json.decode(body(t, agent, { memo = true })).messages
         assert.are.equal("2 (render " .. 2 * i .. ")", sent[5].content)
       end
-      assert.is_nil(task.run_of(t).render_memo.walk)
+      assert.is_nil(task.runs[t].render_memo.walk)
       renderers.tool_result = plain
       body(t, agent, { memo = true })
       -- the wire cache holds the walk's messages, and no others
       local function cached()
         local n, walked = 0, {}
-        local w = task.run_of(t).render_memo.walk
+        local w = task.runs[t].render_memo.walk
         for _, u in ipairs(w.unit and { w.unit, table.unpack(w.units) }
                              or w.units) do
           for _, m in ipairs(u.messages) do
@@ -468,7 +468,7 @@ describe("the context window", function()
         for _, a in pairs(w.answers) do -- of the open unit's calls
           walked[a and a.msg or 0] = true
         end
-        for m in pairs(task.run_of(t).render_memo.wire.openai) do
+        for m in pairs(task.runs[t].render_memo.wire.openai) do
           if type(m) == "table" then
             assert.is_true(walked[m])
             n = n + 1
@@ -500,7 +500,7 @@ describe("the context window", function()
         local fresh = body(t, agent)
         assert.are.equal(fresh, body(t, agent, { memo = true }))
         assert.are.equal(fresh, body(t, agent, { memo = true }))
-        local w = task.run_of(t).render_memo.walk
+        local w = task.runs[t].render_memo.walk
         walks[#walks + 1] = w or false
         if w then
           assert.are.equal(#t.events, w.n)
@@ -553,7 +553,7 @@ describe("the context window", function()
         return { role = "user", content = "meant " .. ev.data.name }
       end
       step {}
-      assert.is_nil(task.run_of(t).render_memo.walk) -- nor is it kept: not a built-in
+      assert.is_nil(task.runs[t].render_memo.walk) -- nor is it kept: not a built-in
       -- c1 waited for its answer; the long result was cut or shown whole
       -- as the factor moved, until a compaction folded it away
       local c1 = shown.c1
@@ -590,12 +590,12 @@ describe("the context window", function()
       local agent = agent_with()
       local t = running { { "input", { input = "go" } } }
       body(t, agent, { memo = true })
-      local w = task.run_of(t).render_memo.walk
+      local w = task.runs[t].render_memo.walk
       context.structured(t, agent, nil, { dry = true })
       context.chat(t, agent, nil, { dry = true, model = { name = "other" } })
       t:append("model_call", { text = "ok" })
       body(t, agent, { memo = true })
-      assert.are.equal(w, task.run_of(t).render_memo.walk)
+      assert.are.equal(w, task.runs[t].render_memo.walk)
     end)
 
     it("is let go when the run stops", function()
@@ -604,7 +604,7 @@ describe("the context window", function()
         b = "number" }, run = function(args) return args.a + args.b end } } },
         mock), "1 + 2")
       assert.are.equal("done", t:status())
-      assert.is_nil(task.run_of(t)) -- the run's record, and its memo
+      assert.is_nil(task.runs[t]) -- the run's record, and its memo
     end)
 
     it("never hands what it keeps to an agent's context function, which "

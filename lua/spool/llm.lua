@@ -238,7 +238,7 @@ end
 -- a handshake per run would cost more, and HTTP/2 multiplexes many calls
 -- on few connections. The runner closes them when the run retires.
 local function connections(thread, url)
-  local run = task.run_of(thread)
+  local run = task.runs[thread]
   if run == nil or url:sub(1, 7) ~= "http://" then
     return nil
   end
@@ -445,7 +445,7 @@ end
 
 -- The recorded model replies an evaluation plays back (spool.cli.evaluate).
 local function cassette_of(thread)
-  local run = task.run_of(thread)
+  local run = task.runs[thread]
   return run and run.eval and run.eval.cassette
 end
 

@@ -102,7 +102,7 @@ function M.step(thread, agent)
   -- not kept alive while the call is out, with thousands of runs waiting.
   req.context.plan = nil
   -- While the call is out, cancelling the thread interrupts it.
-  local run = task.run_of(thread) or task.NO_RUN
+  local run = task.runs[thread] or task.NO_RUN
   run.model_task = core.task_id()
   local reply, err, attempts = task.quietly(llm.chat,
     req) -- recorded below, as the model_call event
@@ -160,7 +160,7 @@ function M.run(thread, agent, resolve)
     -- Each turn (a step, or settling calls) has an instruction budget.
     core.step_begin(run_limits.of(config.get().limits, agent).step_instructions)
     local step = agent.step or M.step
-    local cancel = (task.run_of(thread) or task.NO_RUN).cancel
+    local cancel = (task.runs[thread] or task.NO_RUN).cancel
     if cancel then
       thread:append("cancelled", { reason = cancel })
       break

@@ -11,8 +11,13 @@ local working = setmetatable({}, { __mode = "k" })
 local quiet = setmetatable({}, { __mode = "k" })
 local runs = setmetatable({}, { __mode = "k" })
 
+-- The record of each thread's run in this process: task.runs[thread], nil
+-- for a thread no runner drives here (a table, not a function: the loop
+-- reads it several times a step).
+M.runs = runs
+
 -- The run record of a thread no runner drives: empty, and it keeps
--- nothing written to it (run_of(thread) or NO_RUN).
+-- nothing written to it (runs[thread] or NO_RUN).
 M.NO_RUN = setmetatable({}, { __newindex = function() end })
 
 
@@ -20,7 +25,7 @@ M.NO_RUN = setmetatable({}, { __newindex = function() end })
 -- until it ends, waits or halts. What only the run uses is its record's,
 -- never the thread's (the thread is its event log and what derives from
 -- it). spool.run.runner makes the record; the modules that use a field
--- find it by the thread they are given:
+-- find it by the thread they are given (M.runs[thread]):
 --   agent        the agent version its steps run
 --   budget_cap   what its parent left it of the budgets (sub-agents)
 --   eval         the evaluation it runs in (spool.cli.evaluate): the
@@ -34,12 +39,6 @@ function M.begin_run(thread, record)
   record.thread = thread
   runs[thread] = record
   return record
-end
-
-
--- The record of `thread`'s run in this process, or nil.
-function M.run_of(thread)
-  return thread ~= nil and runs[thread] or nil
 end
 
 

@@ -17,7 +17,7 @@ local huge, min = math.huge, math.min
 
 local function limits(thread, agent)
   local budget = agent and agent.budget or NO_LIMITS
-  local cap = (task.run_of(thread) or task.NO_RUN).budget_cap or NO_LIMITS
+  local cap = (task.runs[thread] or task.NO_RUN).budget_cap or NO_LIMITS
   return {
     steps = min(budget.steps or huge, cap.steps or huge),
     tokens = min(budget.tokens or huge, cap.tokens or huge),

@@ -78,7 +78,7 @@ end
 -- An agent's limits: its own over the project's. Kept in the version's
 -- record (spool.run.version), per project table.
 function M.of(project, agent)
-  local record = version.of(agent)
+  local record = version.of[agent]
   local memo = record.limits
   if memo and memo.project == project then
     return memo.limits
@@ -98,19 +98,19 @@ end
 -- The memory account of an agent version (spool.run.loader opens it): what
 -- the version keeps between its runs counts there.
 function M.set_account(agent, account)
-  version.of(agent).account = account
+  version.of[agent].account = account
 end
 
 
 function M.account(agent)
-  return version.of(agent).account
+  return version.of[agent].account
 end
 
 
 -- Closes the version's account; its definition is going (a finalizer:
 -- a weak key stays readable until the collection after).
 function M.close_account(agent)
-  local record = version.of(agent)
+  local record = version.of[agent]
   if record.account then
     core.account_close(record.account)
     record.account = nil
@@ -136,7 +136,7 @@ end
 function M.push_run(limits, agent)
   return core.limits_push { step_instructions = limits.step_instructions,
     run_instructions = limits.run_instructions,
-    memory = limits.memory_mb * 2 ^ 20, keep = agent and version.of(agent).account }
+    memory = limits.memory_mb * 2 ^ 20, keep = agent and version.of[agent].account }
 end
 
 
@@ -146,7 +146,7 @@ end
 -- into the engine's cap. Returns nil or "ELIMIT: why".
 function M.kept_over(limits, agent)
   local budget = limits.memory_mb * 2 ^ 20
-  local record = version.of(agent)
+  local record = version.of[agent]
   local account = record.account
   local kept = account and core.account_used(account) or 0
   if kept > budget and not record.collected then

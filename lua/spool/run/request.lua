@@ -18,7 +18,7 @@ local M = {}
 -- (the prompt's, and the request's with its size in bytes): made once per
 -- version, as the version never changes.
 local function tool_lists(agent)
-  local record = version.of(agent)
+  local record = version.of[agent]
   local lists = record.tools
   if lists then
     return lists
@@ -66,7 +66,7 @@ function M.model_for(agent)
   -- model is the engine's, never handed to agent code to change.
   -- The same project model and overrides make the same model: kept in the
   -- version's record (spool.run.version).
-  local record = version.of(agent)
+  local record = version.of[agent]
   local memo = record.model
   if memo and memo.base == base and memo.own == own then
     return memo.model

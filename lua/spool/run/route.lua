@@ -43,7 +43,7 @@ end
 -- budget, fails (the model is told); one that passes the run's
 -- instruction budget ends the run.
 local function run_handler(tool, args, ctx)
-  local eval = (task.run_of(ctx.thread) or task.NO_RUN).eval
+  local eval = (task.runs[ctx.thread] or task.NO_RUN).eval
   local replay = eval and eval.recorded_tools
   if replay then
     return recorded_outcome(replay, tool, args)

@@ -70,7 +70,7 @@ M.sink = sink
 -- parent left it of the budgets.
 local function begin(thread, agent, eval, budget_cap)
   live[thread.id] = thread
-  local run = task.run_of(thread) or task.begin_run(thread, {})
+  local run = task.runs[thread] or task.begin_run(thread, {})
   run.agent, run.eval, run.budget_cap = agent, eval, budget_cap
   return run
 end
@@ -139,7 +139,7 @@ local function use_version(thread, agent)
   if not ok then
     durable.store_failed(err)
   end
-  task.run_of(thread).agent = agent
+  task.runs[thread].agent = agent
   thread.version = agent.version
 end
 
@@ -183,7 +183,7 @@ end
 
 
 local function drive(thread, agent)
-  task.run_of(thread).agent = agent
+  task.runs[thread].agent = agent
   local ok, err = task.on(thread, xpcall, run, function(e)
     if type(e) == "table" or core.is_limit(e) then
       return e -- no traceback: a memory limit leaves nothing to make one
@@ -432,12 +432,12 @@ function M.call(parent, name, input)
     return nil, err
   end
   local open = parent:open_child_call()
-  local outer = task.run_of(parent) or {}
+  local outer = task.runs[parent] or {}
   local child, cap
   if open and open.data.agent == name then
     child = live[open.data.thread]
     if child then
-      agent = task.run_of(child).agent
+      agent = task.runs[child].agent
     else
       child, err = M.load(open.data.thread, parent.depth + 1)
       if not child then
@@ -623,7 +623,7 @@ function M.cancel(id, reason)
     -- It and the sub-agents running for it stop at their next step (a
     -- model call in flight is interrupted now).
     for _, x in pairs(live) do
-      local run = (x == t or descends(x, id)) and task.run_of(x)
+      local run = (x == t or descends(x, id)) and task.runs[x]
       if run then
         run.cancel = reason or "cancelled"
         if run.model_task then
@@ -737,7 +737,7 @@ function M.settle(id, timeout_ms)
     if left <= 0 then
       return false
     end
-    local run = task.run_of(thread)
+    local run = task.runs[thread]
     run.stopped = run.stopped or core.signal()
     run.stopped:wait(math.min(left, 60000))
     thread = live[id]

@@ -109,7 +109,7 @@ function Thread:replace(i, type, data)
                at = core.time(), v = old.v }
   self.events[i] = ev
   self.derived = nil
-  local run = task.run_of(self)
+  local run = task.runs[self]
   if run then
     run.render_memo = nil -- it rendered the event replaced
   end
@@ -141,7 +141,7 @@ function Thread:commit()
   end
   local first = self.persisted + 1
   self.persisted = #self.events
-  local run = task.run_of(self)
+  local run = task.runs[self]
   if run and run.eval then -- it keeps what the run wrote (spool.cli.evaluate)
     local kept = run.eval.writes
     for _, w in ipairs(self.writes) do

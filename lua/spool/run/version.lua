@@ -16,18 +16,14 @@
 
 local M = {}
 
-local records = setmetatable({}, { __mode = "k" })
-
-
--- The record of agent version `agent` (made empty the first time).
-function M.of(agent)
-  local record = records[agent]
-  if not record then
-    record = {}
-    records[agent] = record
-  end
+-- The record of agent version `agent`: version.of[agent] (made empty the
+-- first time it is read; a table, not a function: a step reads it several
+-- times).
+M.of = setmetatable({}, { __mode = "k", __index = function(records, agent)
+  local record = {}
+  records[agent] = record
   return record
-end
+end })
 
 
 return M

@@ -54,7 +54,7 @@ function M.settings(agent, model)
   -- An agent version and a model always make the same settings: kept, for
   -- the few models an agent is planned with (a kept walk needs the same
   -- settings table from step to step).
-  local record = version.of(agent) -- (spool.run.version)
+  local record = version.of[agent] -- (spool.run.version)
   local memo = record.window
   if not memo or memo.window ~= agent.window or memo.n >= 8 then
     memo = { window = agent.window, by_model = {}, n = 0 }
@@ -216,7 +216,7 @@ end
 -- run stops; nil for a thread no runner drives.
 -- { walk, wire = { [provider] = { [msg] = json.raw } } }.
 function M.memo(thread)
-  local run = task.run_of(thread)
+  local run = task.runs[thread]
   if not run then
     return nil
   end
