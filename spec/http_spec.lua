@@ -116,9 +116,12 @@ describe("spool.http", function()
   it("reports a stream's failures: no server, no answer, no more data, "
     .. "closed by another task", function()
     local s = assert(core.http_stream { url = "http://127.0.0.1:1/x" })
-    local status, err = s:head(5000)
+    local status, err, code = s:head(5000)
     assert.is_nil(status)
     assert.matches("^ECONNECT:", err)
+    assert.are.equal("ECONNECT", code)
+    -- asked again, once it has ended: the same failure, nothing else
+    assert.are.same({ n = 3, nil, err, "ECONNECT" }, table.pack(s:head(5000)))
     local release = core.signal()
     local server, base = serve(function(req)
       if req.path == "/silent" then
@@ -136,6 +139,7 @@ describe("spool.http", function()
     s:close()
     s = assert(core.http_stream { url = base .. "/trickle" })
     assert.are.equal(200, (s:head(5000)))
+    assert.are.equal(200, (s:head(5000))) -- the head it has, at once
     assert.are.equal("first", s:read(5000))
     local chunk
     chunk, err = s:read(20)

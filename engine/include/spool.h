@@ -165,7 +165,9 @@ SPOOL_API int spool_engine_open(spool_engine *e);
  * host loop, the host must turn its loop once more so close callbacks run;
  * spool_engine_free() does that itself with a loop of its own. NULL is a
  * no-op; freeing an engine twice is undefined, as free() is. Host tool calls
- * still unanswered stay valid until the host answers them.
+ * still unanswered stay valid until the host answers them; each tool's
+ * free_ud has run when this returns. Not from inside a callback the engine
+ * makes (an event, a host tool): free it once the callback has returned.
  */
 SPOOL_API void spool_engine_free(spool_engine *e);
 

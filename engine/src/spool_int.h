@@ -155,6 +155,9 @@ int spool__say(const spool_engine *e, const char *level, const char *msg);
  * the loop, so the host's callback may call any function of spool.h.
  * Returns what uv_run does. */
 int spool__turn(spool_engine *e, uv_run_mode mode);
+/* SPOOL_ESTATE, saying why a function that turns the loop may not run
+ * inside one of its callbacks (spool__sched.in_check). */
+int spool__refuse_inside(spool_engine *e);
 /* The engine that owns a Lua state (from the registry). */
 spool_engine *spool__engine_of(lua_State *L);
 /*

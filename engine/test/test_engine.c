@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "spool.h"
+#include "spool_int.h" /* a few checks look inside */
 #include "test.h"
 
 static spool_engine *open_demo(void *loop) {
@@ -599,6 +600,88 @@ TEST_IMPL(engine_host_tool_lifetimes) {
   ASSERT_EQ(spool_tool_add(e, &d), 0);
   spool_engine_free(e);
   ASSERT_EQ(freed_a, 2);
+}
+
+/* A host tool that tries what may not run inside a callback the loop
+ * makes: each refused, nothing left behind on the engine's Lua stack. */
+typedef struct inside_tool {
+  spool_engine *e;
+  int refused, calls;
+} inside_tool;
+
+static void tool_tries_inside(spool_call *call, const char *args, void *ud) {
+  inside_tool *it = ud;
+  spool_status st;
+  (void)args;
+  it->calls++;
+  for (int i = 0; i < 100; i++)
+    it->refused += spool_thread_status(it->e, spool_call_thread(call), &st) ==
+                   SPOOL_ESTATE;
+  it->refused += spool_engine_run(it->e, SPOOL_RUN_NOWAIT) == SPOOL_ESTATE;
+  it->refused += spool_engine_run_for(it->e, 1) == SPOOL_ESTATE;
+  ASSERT_EQ(spool_call_complete(call, "{\"level\":7}"), SPOOL_OK);
+}
+
+TEST_IMPL(engine_refuses_inside_callbacks) {
+  host_state h = {0};
+  spool_engine *e = open_host(&h, NULL);
+  inside_tool it = {.e = e};
+  spool_tool_def d = SPOOL_TOOL_DEF_INIT;
+  d.name = "now";
+  d.params_schema_json = "{\"type\":\"object\"}";
+  d.fn = tool_tries_inside;
+  d.ud = &it;
+  ASSERT_EQ(spool_tool_add(e, &d), 0);
+  int top = lua_gettop(e->L);
+  ASSERT_STR_EQ(run_to_end(e, "now x"), "\"got {\\\"level\\\":7}\"");
+  ASSERT_EQ(it.calls, 1);
+  ASSERT_EQ(it.refused, 102);
+  ASSERT_EQ(lua_gettop(e->L), top);
+  spool_engine_free(e);
+}
+
+/* On a host's loop the engine's memory goes when the host turns the loop
+ * again, but the tools' user data is freed before spool_engine_free
+ * returns: the host may free what it points to next. */
+TEST_IMPL(engine_frees_tools_at_once_on_host_loop) {
+  uv_loop_t loop;
+  ASSERT_EQ(uv_loop_init(&loop), 0);
+  host_state h = {0};
+  spool_engine *e = open_host(&h, &loop);
+  int freed = 0;
+  spool_tool_def d = SPOOL_TOOL_DEF_INIT;
+  d.name = "now";
+  d.params_schema_json = "{}";
+  d.fn = tool_plain;
+  d.ud = &freed;
+  d.free_ud = free_counted;
+  ASSERT_EQ(spool_tool_add(e, &d), 0);
+  spool_engine_free(e);
+  ASSERT_EQ(freed, 1);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  ASSERT_EQ(uv_loop_close(&loop), 0);
+}
+
+/* spool_engine_stop from an event callback, which runs between turns now:
+ * the run returns, and no stop is left pending for the loop's next turn. */
+static void stop_at_first(const spool_event *ev, void *ud) {
+  (void)ev;
+  spool_engine_stop(ud);
+}
+
+TEST_IMPL(engine_stops_from_an_event) {
+  spool_engine *e = open_demo(NULL);
+  spool_engine_on_event(e, stop_at_first, e);
+  char id[SPOOL_ID_SIZE];
+  ASSERT_EQ(spool_thread_start(e, "classify", "refund order 5533", id), 0);
+  ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_FOREVER), 0);
+  ASSERT_EQ(e->loop->stop_flag, 0);
+  spool_engine_on_event(e, NULL, NULL);
+  ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_IDLE), 0);
+  spool_status st;
+  ASSERT_EQ(spool_thread_status(e, id, &st), 0);
+  ASSERT_EQ(st, SPOOL_DONE);
+  spool_engine_free(e);
 }
 
 /* Several processes opening one new database at the same moment (ctest

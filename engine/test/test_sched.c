@@ -17,6 +17,7 @@ typedef struct probe {
   int order[8], n;      /* the tasks' ids in the order they ran */
   int ended[8];         /* by id: 1 + how it ended */
   lua_Integer got[8];   /* by id: its first result, if an integer */
+  char name[8][16];     /* by id: its third result (a failure's name) */
   int ticks;
   struct task_ref {
     struct probe *p;
@@ -44,6 +45,9 @@ static void on_task_done(spool__task *t, int how, int nres, void *ud) {
   struct task_ref *ref = ud;
   if (how == SPOOL__TASK_OK && nres > 0 && lua_isinteger(t->co, -nres))
     ref->p->got[ref->id] = lua_tointeger(t->co, -nres);
+  if (how == SPOOL__TASK_OK && nres == 3 && lua_isstring(t->co, -1))
+    snprintf(ref->p->name[ref->id], sizeof ref->p->name[0], "%s",
+             lua_tostring(t->co, -1));
   ref->p->ended[ref->id] = 1 + how;
 }
 
@@ -118,7 +122,8 @@ TEST_IMPL(sched_interrupts_only_interruptible_waits) {
   ASSERT_EQ(spool__task_interrupt(e, id, "ECANCELED: stop"), 1);
   ASSERT_EQ(p.cancelled, 1);
   ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_NOWAIT), 0);
-  ASSERT_EQ(p.ended[1], 1 + SPOOL__TASK_OK); /* woken with nil, why */
+  ASSERT_EQ(p.ended[1], 1 + SPOOL__TASK_OK); /* nil, why, its name */
+  ASSERT_STR_EQ(p.name[1], "ECANCELED");
   ASSERT_EQ(spool__task_interrupt(e, id, "again"), 0);
   spool_engine_free(e);
 }

@@ -64,12 +64,10 @@ static int spawn_waited(lua_State *L) {
  * turns the loop until the task ends. */
 static int spawn_and_wait(spool_engine *e, int nargs, spool__task_done_cb done,
                           waited *w) {
-  if (e->sched.in_check)
-    return spool__fail(e, SPOOL_ESTATE,
-                       "this function turns the loop, so it cannot run "
-                       "inside a callback the loop makes (a host tool, or "
-                       "the event callback on the host's own loop): call it "
-                       "once the callback has returned");
+  if (e->sched.in_check) {
+    lua_pop(e->L, nargs + 1); /* the function and its arguments */
+    return spool__refuse_inside(e);
+  }
   lua_State *L = e->L;
   lua_pushlightuserdata(L, (void *)done);
   lua_pushlightuserdata(L, w);

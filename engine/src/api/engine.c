@@ -4,6 +4,7 @@
  * are events.c's; the calls that cross into the Lua library are calls.c's.
  */
 #define _GNU_SOURCE /* dladdr */
+#include <assert.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -529,8 +530,6 @@ static void free_engine_memory(spool_engine *e) {
   free(e->opt_prompts_dir);
   free(e->opt_watch);
   free(e->opt_stream);
-  if (e->free_host_tools)
-    e->free_host_tools(e);
   free(e->project_abs);
   free(e->lua_dir);
   spool__buf_free(&e->errmsg);
@@ -550,6 +549,7 @@ static void on_engine_handle_closed(uv_handle_t *h) {
 void spool_engine_free(spool_engine *e) {
   if (e == NULL)
     return;
+  assert(!e->delivering && !e->sched.in_check); /* see spool.h */
   if (e->L)
     spool__sched_cancel_all(e);
   /* Ops already handed to the store thread finish (a submitted step is
@@ -563,6 +563,9 @@ void spool_engine_free(spool_engine *e) {
   spool__lua_heap_free(e->heap);
   spool__http_free(e->http);
   spool__events_free(e);
+  if (e->free_host_tools) /* now: the host may free what they hold next */
+    e->free_host_tools(e);
+  e->free_host_tools = NULL;
   if (e->sched_ready) {
     e->handles_closing = 2;
     spool__sched_close(e, on_engine_handle_closed);
@@ -579,6 +582,14 @@ void spool_engine_free(spool_engine *e) {
 
 /* ---- the loop ---- */
 
+int spool__refuse_inside(spool_engine *e) {
+  return spool__fail(e, SPOOL_ESTATE,
+                     "this function turns the loop, so it cannot run inside "
+                     "a callback the loop makes (a host tool, or the event "
+                     "callback on the host's own loop): call it once the "
+                     "callback has returned");
+}
+
 int spool__turn(spool_engine *e, uv_run_mode mode) {
   e->turning++;
   int alive = uv_run(e->loop, mode);
@@ -592,6 +603,8 @@ int spool_engine_run(spool_engine *e, spool_run_mode mode) {
     return SPOOL_EINVAL;
   if (e->api_ref == LUA_NOREF)
     return spool__fail(e, SPOOL_ESTATE, "the engine is not open");
+  if (e->sched.in_check)
+    return spool__refuse_inside(e);
   e->stop = 0;
   switch (mode) {
   case SPOOL_RUN_IDLE:
@@ -629,6 +642,8 @@ int spool_engine_run_for(spool_engine *e, unsigned ms) {
     return SPOOL_EINVAL;
   if (e->api_ref == LUA_NOREF)
     return spool__fail(e, SPOOL_ESTATE, "the engine is not open");
+  if (e->sched.in_check)
+    return spool__refuse_inside(e);
   uv_timer_t *timer = malloc(sizeof *timer);
   if (timer == NULL)
     return spool__fail(e, SPOOL_ENOMEM, "out of memory");
@@ -646,7 +661,10 @@ int spool_engine_run_for(spool_engine *e, unsigned ms) {
 void spool_engine_stop(spool_engine *e) {
   if (e && e->loop) {
     e->stop = 1;
-    uv_stop(e->loop);
+    /* Only a loop that is turning: libuv would keep the flag for the next
+     * turn (the host's own, it may be) and make it return at once. */
+    if (e->turning > 0 || e->sched.in_check)
+      uv_stop(e->loop);
   }
 }
 

@@ -181,11 +181,12 @@ static void drain(spool__sched *s) {
 
 static void on_check(uv_check_t *h) {
   spool_engine *e = h->data;
+  int was = e->sched.in_check;
   e->sched.in_check = 1;
   drain(&e->sched);
   if (e->sched.tick_end)
     e->sched.tick_end(e);
-  e->sched.in_check = 0;
+  e->sched.in_check = was;
 }
 
 int spool__sched_init(spool_engine *e) {
@@ -273,10 +274,16 @@ void spool__task_wake_with(spool__task *t, lua_CFunction push, void *ud) {
       lua_pushliteral(L, "ELIMIT: what this call returned would take the "
                          "run past its memory budget (limits.memory_mb)");
     }
-    /* stack: message -> nil, message */
+    /* stack: message -> nil, message, name */
+    const char *msg = lua_tostring(L, -1);
+    size_t n = spool__error_name_len(msg);
     lua_pushnil(L);
     lua_insert(L, -2);
-    nres = 2;
+    if (n > 0)
+      lua_pushlstring(L, msg, n);
+    else
+      lua_pushliteral(L, "EINTERNAL");
+    nres = 3;
   }
   if (!lua_checkstack(t->co, nres)) {
     lua_settop(L, top);

@@ -100,15 +100,15 @@ int spool_tool_add(spool_engine *e, const spool_tool_def *def) {
   struct spool__host_tool **pp = &e->host_tools;
   while (*pp && strcmp((*pp)->name, d.name) != 0)
     pp = &(*pp)->next;
-  if (*pp) {
-    struct spool__host_tool *old = *pp;
-    t->next = old->next;
+  struct spool__host_tool *old = *pp;
+  t->next = old ? old->next : NULL;
+  *pp = t; /* linked before the old one's destructor, which may call us */
+  e->free_host_tools = free_host_tools;
+  if (old) {
     if (old->ud == t->ud)
       old->free_ud = NULL;
     free_tool(old);
   }
-  *pp = t;
-  e->free_host_tools = free_host_tools;
   return 0;
 }
 

@@ -435,10 +435,11 @@ static int stream_wait_for(lua_State *L, http_stream *s, int for_head,
 static int stream_head(lua_State *L) {
   http_stream *s = luaL_checkudata(L, 1, STREAM_MT);
   if (s->head_done || s->ended) {
+    int top = lua_gettop(L);
     lua_pushcfunction(L, push_head);
     lua_pushlightuserdata(L, s);
     lua_call(L, 1, LUA_MULTRET);
-    return lua_gettop(L) - 1;
+    return lua_gettop(L) - top;
   }
   return stream_wait_for(L, s, 1, "http stream head");
 }
