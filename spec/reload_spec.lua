@@ -5,6 +5,7 @@ local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
 local loader = require "spool.run.loader"
+local watcher = require "spool.run.watch"
 local runner = require "spool.run.runner"
 local api = require "spool.engine"
 
@@ -83,7 +84,7 @@ describe("hot reload", function()
       dir = project({ ["agents/hr1.lua"] = agent_file("hr1"),
                                  ["prompts/hr1.md"] = "First prompt." }, mock)
       local a = assert(loader.load("hr1"))
-      assert(loader.watch())
+      assert(watcher.watch())
       v1 = a.version
       local t = runner.start(a, "go")
       local v2 = wait_version_change("hr1", v1)
@@ -112,7 +113,7 @@ describe("hot reload", function()
     dir = project({ ["agents/hr2.lua"] = agent_file("hr2"),
                                ["prompts/hr2.md"] = "Prompt." }, mock)
     local a = assert(loader.load("hr2"))
-    assert(loader.watch())
+    assert(watcher.watch())
     local t = h.run(a, "go")
     assert.are.equal("done", t:status())
     assert.matches("agents/hr2.lua:1: .*expected", broken_seen)
@@ -134,7 +135,7 @@ describe("hot reload", function()
       local dir = project({ ["agents/hr3.lua"] = agent_file("hr3"),
         ["prompts/hr3.md"] = "One." })
       local v1 = assert(loader.load("hr3")).version
-      assert(loader.watch())
+      assert(watcher.watch())
       -- An editor's safe save: write a temporary file, rename it over.
       h.write_files(dir, { ["prompts/.hr3.md.swp"] = "Two." })
       assert(os.rename(dir .. "/prompts/.hr3.md.swp", dir .. "/prompts/hr3.md"))
@@ -147,7 +148,7 @@ describe("hot reload", function()
       assert.are.equal(4, loader.current("hr3").max_steps)
       -- Ten saves 10 ms apart, inside one 200 ms quiet period: one reload,
       -- and the last save is what runs.
-      assert(loader.watch(200))
+      assert(watcher.watch(200))
       local reloads = loader.reloads
       for i = 1, 10 do
         h.write_files(dir, { ["prompts/hr3.md"] = "Save " .. i .. "." })
@@ -164,7 +165,7 @@ describe("hot reload", function()
       local dir = project({ ["agents/hr4.lua"] = agent_file("hr4"),
         ["prompts/hr4.md"] = "Prompt." })
       local v1 = assert(loader.load("hr4")).version
-      assert(loader.watch())
+      assert(watcher.watch())
       h.write_files(dir, { ["agents/hr4.lua"] = false })
       h.wait_for(function() return loader.current("hr4") == nil end)
       local _, err = api.start_thread("hr4", "x")
@@ -197,7 +198,7 @@ vars = function() return { rule = require("policy").rule } end,]]),
       }, mock)
       local a = assert(loader.load("hr5"))
       assert.is_string(a.files["lib/policy.lua"]) -- part of its version
-      assert(loader.watch())
+      assert(watcher.watch())
       h.run(a, "x")
       h.write_files(dir, { ["lib/policy.lua"] =
         'return { rule = "refunds up to 80" }' })
@@ -211,7 +212,7 @@ vars = function() return { rule = require("policy").rule } end,]]),
     local dir = project({
       ["agents/hr6.lua"] = agent_file("hr6"), ["prompts/hr6.md"] = "P." })
     local v1 = assert(loader.load("hr6")).version
-    assert(loader.watch())
+    assert(watcher.watch())
     h.write_files(dir, { ["agents/hr6.lua"] = agent_file("hr6",
       'vars = function() return { x = require("late").x } end,') })
     -- lib/late.lua does not exist: the edit is broken until it does.
@@ -237,7 +238,7 @@ vars = function() return { rule = require("policy").rule } end,]]),
       ["prompts/hr7.md"] = "Old." }, mock)
     local a = assert(loader.load("hr7"))
     first = a.version
-    assert(loader.watch())
+    assert(watcher.watch())
     local t = h.run(a, "x")
     assert.are.equal("done", t:status(), api.thread_text(t.id))
     assert.are.equal("Old.", seen[1].system)

@@ -13,6 +13,7 @@ local agent_mod = require "spool.agent"
 local prompt = require "spool.prompt"
 local runner = require "spool.run.runner"
 local loader = require "spool.run.loader"
+local watcher = require "spool.run.watch"
 local config = require "spool.base.config"
 local test = require "spool.test"
 local json = require "spool.json"
@@ -198,7 +199,7 @@ function h.project(files, mock)
                   connect_timeout_ms = 10000 }
   end
   return dir, function()
-    loader.unwatch()
+    watcher.unwatch()
     for rel in pairs(files) do
       local name = rel:match("^agents/(.+)%.lua$")
       if name then

@@ -10,6 +10,7 @@ local core = require "spool.core"
 local json = require "spool.json"
 local config = require "spool.base.config"
 local loader = require "spool.run.loader"
+local watcher = require "spool.run.watch"
 local runner = require "spool.run.runner"
 local store = require "spool.run.store"
 local request = require "spool.run.request"
@@ -40,7 +41,7 @@ function M.open(opts)
     return false, err
   end
   if opts.watch == "on" then
-    ok, err = loader.watch()
+    ok, err = watcher.watch()
     if not ok then
       return false, err
     end

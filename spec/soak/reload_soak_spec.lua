@@ -6,6 +6,7 @@
 local h = require "spec.support"
 local core = require "spool.core"
 local loader = require "spool.run.loader"
+local watcher = require "spool.run.watch"
 local runner = require "spool.run.runner"
 
 local RUNS, REWRITES = 1000, 100
@@ -51,7 +52,7 @@ describe("hot reload under load", function()
     local keep_recent = runner.keep_recent
     runner.keep_recent = 0
     local first = assert(loader.load("soak"))
-    assert(loader.watch())
+    assert(watcher.watch())
     local published = { [first.version] = true }
     local history_start = #loader.history
     local heap0, registry0 = heap_kb(), core.registry_size()
