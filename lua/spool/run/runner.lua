@@ -144,6 +144,9 @@ local function use_version(thread, agent)
 end
 
 
+-- How many interrupted threads recovery reads from the store at a time.
+M.recover_page = 500
+
 -- Set while the process shuts down: top-level runs stop at their next step
 -- boundary (their last step is stored), for the next start to recover.
 M.draining = false
@@ -586,17 +589,25 @@ end
 -- resumed, expired, and skipped (each with why; also logged).
 function M.recover()
   local report = fire_due(new_report())
-  local running = store.list({ status = "running", limit = 1000 }) or {}
-  for _, row in ipairs(running) do
-    if row.parent == json.null and not live[row.id] then
-      local th, err = M.resume(row.id)
-      if th then
-        report.resumed[#report.resumed + 1] = row.id
-      else
-        skipped(report, row.id, err)
+  -- Every interrupted thread, a page at a time: a store may hold more than
+  -- any one page, and each must go on (the page ends where the next
+  -- begins, by creation time and id, however the threads change status).
+  local filter = { status = "running", limit = M.recover_page }
+  repeat
+    local rows = store.list(filter) or {}
+    for _, row in ipairs(rows) do
+      if row.parent == json.null and not live[row.id] then
+        local th, err = M.resume(row.id)
+        if th then
+          report.resumed[#report.resumed + 1] = row.id
+        else
+          skipped(report, row.id, err)
+        end
       end
     end
-  end
+    local last = rows[#rows]
+    filter.before, filter.before_id = last and last.created_at, last and last.id
+  until #rows < M.recover_page
   return finish(report)
 end
 
