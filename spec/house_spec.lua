@@ -6,8 +6,11 @@ local h = require "spec.support"
 local requires = require "spool.run.requires"
 
 -- Requires inside a function body that are meant to be there (a module
--- that must not load unless used), with the reason. None today.
-local LAZY = {}
+-- that must not load unless used), with the reason.
+local LAZY = {
+  ["spool.engine spool.serve"] = "only spool serve needs the service; "
+    .. "every other command would load it (and the control API) for nothing",
+}
 
 -- Modules the engine provides in C (spool.h's preloads), not files.
 local NATIVE = { ["spool.core"] = true, ["spool.json"] = true }

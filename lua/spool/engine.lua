@@ -20,7 +20,6 @@ local human = require "spool.human"
 local extract = require "spool.extract"
 local llm = require "spool.llm"
 local mock = require "spool.mock"
-local serve = require "spool.serve"
 -- Loaded with the engine, though nothing here calls them: the public
 -- library, so a broken install fails at open; the webhooks and channels,
 -- which follow every thread's ends and waits (spool.run.hub).
@@ -50,14 +49,16 @@ function M.open(opts)
 end
 
 
--- The control API (spool.serve). (task)
+-- The control API (spool.serve), loaded when a process serves: every
+-- other command would load the service for nothing (see spec/house_spec).
+-- (task)
 function M.serve_start(opts)
-  return serve.start(opts)
+  return require("spool.serve").start(opts)
 end
 
 
 function M.serve_stop(drain_ms) -- (task)
-  return serve.stop(drain_ms)
+  return require("spool.serve").stop(drain_ms)
 end
 
 
