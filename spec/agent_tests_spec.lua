@@ -98,10 +98,34 @@ describe("refund", function()
     assert.is_false(ok)
     assert.matches("spool.test.run: .*no_such_agent", err)
   end)
+
+  it("refuses an agent whose model is not the scripted one", function()
+    local ok, err = pcall(test.run, "remote", "x")
+    assert.is_false(ok)
+    assert.matches("agent remote calls http://127.0.0.1:1/v1, not the "
+      .. "scripted model", err, 1, true)
+  end)
+
+  it("refuses an answer to a run that waits for nothing", function()
+    test.model { { tool = "issue_refund", args = { order_id = "5531",
+                                                   amount = 29,
+                                                   reason = "broken" } },
+                 "Done." }
+    local run = test.run("refund", "Order 5531 arrived broken")
+    assert.are.equal("done", run.status)
+    local ok, err = pcall(test.answer, run, { approve = true })
+    assert.is_false(ok)
+    assert.matches("spool.test.answer: thread .* has ended %(done%)", err)
+  end)
 end)
+]=],
+      ["agents/remote.lua"] = [=[
+local spool = require "spool"
+return spool.agent { prompt = "reply.md",
+                     model = { base_url = "http://127.0.0.1:1/v1" } }
 ]=] }
     assert.are.equal(0, code, out)
-    assert.matches("5 successes / 0 failures / 0 errors", out)
+    assert.matches("7 successes / 0 failures / 0 errors", out)
     -- The tool ran for real, in the project: once per approved refund.
     local ledger = h.slurp(dir .. "/out/refunds.jsonl")
     assert.are.equal(2, select(2, ledger:gsub("\n", "")))

@@ -62,6 +62,14 @@ local M = {}
 M.timeout_ms = 30000
 
 
+-- Raises what the engine said (its message, without the name it begins
+-- with), in the words of `fn`, at the spec's line.
+local function fail(fn, err)
+  error(string.format("spool.test.%s: %s", fn,
+    (tostring(err):gsub("^%u+: ", ""))), 3)
+end
+
+
 function M.model(replies)
   if type(replies) ~= "table" then
     error("spool.test.model: give a list of replies, or a mock script "
@@ -160,7 +168,7 @@ end
 function M.run(agent_name, input)
   local agent, err = loader.load(agent_name)
   if not agent then
-    error("spool.test.run: " .. err:gsub("^%u+: ", ""), 2)
+    fail("run", err)
   end
   local model = request.model_for(agent)
   if not model.mock then
@@ -171,7 +179,7 @@ function M.run(agent_name, input)
   end
   local thread = runner.start(agent, input)
   if thread.halted then
-    error("spool.test.run: the thread could not start: " .. thread.halted, 2)
+    fail("run", "the thread could not start: " .. thread.halted)
   end
   return settled(thread.id)
 end
@@ -180,7 +188,7 @@ end
 function M.answer(run, response)
   local thread, err = runner.respond(run.id, response)
   if not thread then
-    error("spool.test.answer: " .. tostring(err):gsub("^%u+: ", ""), 2)
+    fail("answer", err)
   end
   return settled(thread.id)
 end
@@ -189,7 +197,7 @@ end
 function M.thread(id)
   local thread, err = runner.get(id)
   if not thread then
-    error("spool.test.thread: " .. tostring(err):gsub("^%u+: ", ""), 2)
+    fail("thread", err)
   end
   return view(thread)
 end
