@@ -3,6 +3,8 @@
 -- spool.h code, HTTP status and message; no source raises a name it lacks.
 local h = require "spec.support"
 local core = require "spool.core"
+local json = require "spool.json"
+local store = require "spool.run.store"
 
 describe("the error table", function()
   it("gives every name its code, status, API code and message", function()
@@ -43,8 +45,6 @@ describe("the error table", function()
 
   it("comes back from the engine as luv returns it: nil, message, name",
     function()
-    local json = require "spool.json"
-    local store = require "spool.run.store"
     local function failure(name, v, msg, code)
       assert.is_nil(v)
       assert.are.equal(name, code)

@@ -254,6 +254,15 @@ void spool__task_wake(spool__task *t, int nres) {
   queue(t);
 }
 
+/* Pushes the name a failure's message begins with (see errors.h). */
+static void push_name(lua_State *L, const char *msg) {
+  size_t n = spool__error_name_len(msg);
+  if (n > 0)
+    lua_pushlstring(L, msg, n);
+  else
+    lua_pushliteral(L, "EINTERNAL"); /* a message without its name: a bug */
+}
+
 void spool__task_wake_with(spool__task *t, lua_CFunction push, void *ud) {
   spool_engine *e = t->e;
   lua_State *L = e->L;
@@ -275,14 +284,9 @@ void spool__task_wake_with(spool__task *t, lua_CFunction push, void *ud) {
                          "run past its memory budget (limits.memory_mb)");
     }
     /* stack: message -> nil, message, name */
-    const char *msg = lua_tostring(L, -1);
-    size_t n = spool__error_name_len(msg);
     lua_pushnil(L);
     lua_insert(L, -2);
-    if (n > 0)
-      lua_pushlstring(L, msg, n);
-    else
-      lua_pushliteral(L, "EINTERNAL");
+    push_name(L, lua_tostring(L, -1));
     nres = 3;
   }
   if (!lua_checkstack(t->co, nres)) {
@@ -307,13 +311,9 @@ int spool__task_interrupt(spool_engine *e, unsigned long long id,
   t->pending = NULL;
   op->cancel(op);
   /* nil, the message and its name: a failure as bindings return one. */
-  size_t n = spool__error_name_len(why);
   lua_pushnil(t->co);
   lua_pushstring(t->co, why);
-  if (n > 0)
-    lua_pushlstring(t->co, why, n);
-  else
-    lua_pushliteral(t->co, "EINTERNAL");
+  push_name(t->co, why);
   spool__task_wake(t, 3);
   return 1;
 }

@@ -756,6 +756,7 @@ function M.settle(id, timeout_ms)
   return true
 end
 
+
 -- The number of threads in flight here.
 function M.running()
   local n = 0
