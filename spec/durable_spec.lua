@@ -526,8 +526,12 @@ describe("durable threads", function()
       function()
       local id = start("greet", "first")
       local before = events(id)
-      -- Back to schema 2's layout: events keyed by the thread's text id.
+      -- Back to schema 2's layout: events keyed by the thread's text id,
+      -- leases without an epoch.
       sql([[
+        DROP TABLE leases;
+        CREATE TABLE leases(thread_id TEXT PRIMARY KEY, owner TEXT NOT NULL,
+          expires_at INTEGER NOT NULL) WITHOUT ROWID;
         CREATE TABLE t2(id TEXT PRIMARY KEY, agent TEXT NOT NULL,
           parent TEXT, created_at INTEGER NOT NULL,
           updated_at INTEGER NOT NULL, status TEXT NOT NULL,
@@ -553,11 +557,11 @@ describe("durable threads", function()
       local _, err, code = spool("threads")
       assert.are.equal(1, code)
       assert.matches("schema version 2 and this spool would upgrade it to "
-        .. "3, but another spool process is running 1 of its threads", err)
+        .. "4, but another spool process is running 1 of its threads", err)
       assert.are.equal("2\n", sql("PRAGMA user_version"))
       sql("DELETE FROM leases")
       assert.are.same(before, events(id))
-      assert.are.equal("3\n", sql("PRAGMA user_version"))
+      assert.are.equal("4\n", sql("PRAGMA user_version"))
       assert.are.equal("integer\n",
         sql("SELECT DISTINCT typeof(thread) FROM events"))
       local second = start("greet", "second")
@@ -572,7 +576,7 @@ describe("durable threads", function()
       sql("PRAGMA user_version = 9")
       local _, err, code = spool("threads")
       assert.are.equal(1, code)
-      assert.matches("schema version 9, newer than this spool reads %(3%)", err)
+      assert.matches("schema version 9, newer than this spool reads %(4%)", err)
       assert.are.equal("9\n", sql("PRAGMA user_version"))
       local other = dir .. "/other.db"
       h.sh("sqlite3 " .. h.q(other) .. " 'CREATE TABLE people(name TEXT)'")

@@ -19,7 +19,9 @@ describe("recovery", function()
     for i = 1, n do
       local t = thread_mod.new(agent.name, agent.version, nil, nil)
       t:append("input", { input = i })
+      assert(store.claim(t.id))
       assert(store.append(t, {}))
+      store.release(t.id)
       ids[i] = t.id
     end
     local report = runner.recover()

@@ -106,29 +106,6 @@ describe("business state", function()
 
   local ns = "spec_" .. core.random_id():sub(-8)
 
-  it("renews a run's lease at most every eighth of it (or second), not at "
-    .. "every step", function()
-    local id = "t_lease_" .. core.random_id()
-    local t0 = core.time()
-    local function step(seq, at)
-      return core.store_append { thread = id, agent = "a",
-        expected_seq = seq, status = "running", deadline = 0, owner = "us",
-        lease_ms = 1000, now = at, writes = {},
-        events = { { seq = seq + 1, step = seq, type = "input", at = at,
-                     data = "{}" } } }
-    end
-    local function taken_by_other(at)
-      return core.store_claim(id, "other", 1000, at) ~= nil
-    end
-    assert(step(0, t0))      -- leased until t0 + 1000
-    assert(step(1, t0 + 100)) -- less than an eighth spent: kept as it is
-    assert.is_true(taken_by_other(t0 + 1001))
-    assert(core.store_claim(id, "us", 1000, t0 + 1001, true))
-    assert(step(2, t0 + 1200)) -- more spent: renewed to t0 + 2200
-    assert.is_false(taken_by_other(t0 + 2100))
-    assert.is_true(taken_by_other(t0 + 2201))
-  end)
-
   it("puts, gets, lists and deletes documents outside a run step", function()
     assert(spool.state.put(ns, "a", { n = 1 }))
     assert(spool.state.put(ns, "b", json.array { 1, 2 }))

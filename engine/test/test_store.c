@@ -69,13 +69,26 @@ static spool__store_event events[] = {
     {.seq = 3, .step = 1, .at = 1002, .type = "done", .data = "{\"r\":2}"},
 };
 
+/* Takes the lease on thread `id` for the one writer of these tests. */
+static void claim(fixture *f, const char *id, answer *a) {
+  spool__store_op *op = spool__store_op_new(SPOOL__STORE_CLAIM);
+  ASSERT(op != NULL);
+  op->thread_id = spool__store_op_strdup(op, id);
+  op->owner = spool__store_op_strdup(op, "w");
+  op->lease_ms = 60000;
+  op->now = 1000;
+  spool__store_submit(f->store, op, on_done, a);
+}
+
 /* An append of events[from..from+n) to thread `id`, expecting `expected`
- * events stored already. */
+ * events stored already, under the first claim of its lease. */
 static void append(fixture *f, const char *id, long long expected, int from,
                    int n, answer *a) {
   spool__store_op *op = spool__store_op_new(SPOOL__STORE_APPEND);
   ASSERT(op != NULL);
   op->thread_id = spool__store_op_strdup(op, id);
+  op->owner = spool__store_op_strdup(op, "w");
+  op->epoch = 1;
   op->agent = spool__store_op_strdup(op, "a");
   op->status = spool__store_op_strdup(op, "running");
   op->expected_seq = expected;
@@ -100,9 +113,13 @@ static void load(fixture *f, const char *id, answer *a) {
 TEST_IMPL(store_appends_at_the_expected_seq) {
   fixture f;
   setup(&f);
-  answer first = {0}, second = {0}, stale = {0}, got = {0}, none = {0};
+  answer lease = {0}, first = {0}, second = {0}, stale = {0}, got = {0},
+         none = {0};
+  claim(&f, "t_one", &lease);
   append(&f, "t_one", 0, 0, 2, &first);
   settle(&f);
+  ASSERT_EQ(lease.result, SPOOL__STORE_OK);
+  ASSERT_CONTAINS(lease.json, "\"epoch\":1");
   ASSERT_EQ(first.result, SPOOL__STORE_OK);
   append(&f, "t_one", 2, 2, 1, &second);
   append(&f, "t_one", 1, 1, 1, &stale); /* a writer that missed event 2 */
@@ -123,7 +140,10 @@ TEST_IMPL(store_appends_at_the_expected_seq) {
 TEST_IMPL(store_commits_a_tick_together) {
   fixture f;
   setup(&f);
-  answer a = {0}, b = {0}, c = {0};
+  answer a = {0}, b = {0}, c = {0}, la = {0}, lb = {0};
+  claim(&f, "t_a", &la);
+  claim(&f, "t_b", &lb);
+  settle(&f);
   long long tx0, ap0, tx1, ap1;
   spool__store_counts(f.store, &tx0, &ap0);
   /* Three appends in one tick; the middle one conflicts (a second writer
@@ -137,7 +157,7 @@ TEST_IMPL(store_commits_a_tick_together) {
   ASSERT_EQ(b.result, SPOOL__STORE_ECONFLICT);
   ASSERT_EQ(c.result, SPOOL__STORE_OK);
   ASSERT_EQ(tx1 - tx0, 1); /* group commit: one transaction */
-  answer la = {0}, lb = {0};
+  la = lb = (answer){0};
   load(&f, "t_a", &la);
   load(&f, "t_b", &lb);
   settle(&f);
@@ -185,7 +205,8 @@ TEST_IMPL(store_checks_state_versions) {
 TEST_IMPL(store_close_answers_what_was_submitted) {
   fixture f;
   setup(&f);
-  answer a = {0};
+  answer a = {0}, lease = {0};
+  claim(&f, "t_last", &lease);
   append(&f, "t_last", 0, 0, 1, &a);
   spool__store_flush(f.store);
   teardown(&f); /* closes before the loop ever turned */

@@ -36,6 +36,7 @@ function M.open(opts)
     return false, err
   end
   ok, err = store.open(config.get().store)
+  store.lease_ms = config.get().lease_ms or store.default_lease_ms
   if not ok then
     return false, err
   end

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct spool__store {
   const spool__store_backend *be;
@@ -38,6 +39,10 @@ struct spool__store {
   spool__store_op *outbox, *outbox_tail;
   int pending;
   int inline_db; /* in memory: no thread, batches run in flush */
+  uv_timer_t heartbeat; /* renews the leases held, while there are any */
+  char *owner;
+  long long lease_ms;
+  int handles; /* uv handles not yet closed: the memory goes with the last */
 };
 
 void spool__crash_point(const char *name) {
@@ -230,6 +235,10 @@ int spool__store_open(uv_loop_t *loop, const spool__store_backend *be,
   s->async.data = s;
   /* Only pending ops, not the async itself, should keep a loop alive. */
   uv_unref((uv_handle_t *)&s->async);
+  uv_timer_init(loop, &s->heartbeat);
+  s->heartbeat.data = s;
+  uv_unref((uv_handle_t *)&s->heartbeat);
+  s->handles = 2;
   *out = s;
   return 0;
 }
@@ -288,8 +297,53 @@ void spool__store_counts(spool__store *s, long long *transactions,
   uv_mutex_unlock(&s->mu);
 }
 
-static void on_async_closed(uv_handle_t *h) {
+static void renewed(spool__store_op *op, void *ud) {
+  (void)ud;
+  /* A renewal that failed is tried again at the next beat; a lease that
+   * lapses meanwhile is fenced (store.h), never shared. */
+  spool__store_op_free(op);
+}
+
+static void on_heartbeat(uv_timer_t *t) {
+  spool__store *s = t->data;
+  spool__store_op *op = spool__store_op_new(SPOOL__STORE_RENEW);
+  if (op == NULL || spool__store_op_strdup(op, s->owner) == NULL) {
+    spool__store_op_free(op);
+    return;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  op->owner = op->strings[0];
+  op->lease_ms = s->lease_ms;
+  op->now = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+  spool__store_submit(s, op, renewed, NULL);
+  spool__store_flush(s);
+}
+
+int spool__store_hold(spool__store *s, const char *owner, long long lease_ms,
+                      int leases) {
+  if (s->owner == NULL || strcmp(s->owner, owner) != 0) {
+    char *copy = strdup(owner);
+    if (copy == NULL)
+      return -1;
+    free(s->owner);
+    s->owner = copy;
+  }
+  s->lease_ms = lease_ms;
+  uint64_t every = lease_ms >= 3 ? (uint64_t)lease_ms / 3 : 1;
+  if (leases <= 0)
+    uv_timer_stop(&s->heartbeat);
+  else if (!uv_is_active((uv_handle_t *)&s->heartbeat) ||
+           uv_timer_get_repeat(&s->heartbeat) != every)
+    uv_timer_start(&s->heartbeat, on_heartbeat, every, every);
+  return 0;
+}
+
+static void on_closed(uv_handle_t *h) {
   spool__store *s = h->data;
+  if (--s->handles > 0)
+    return;
+  free(s->owner);
   free(s->path);
   free(s);
 }
@@ -310,5 +364,6 @@ void spool__store_close(spool__store *s) {
   }
   uv_mutex_destroy(&s->mu);
   uv_cond_destroy(&s->cv);
-  uv_close((uv_handle_t *)&s->async, on_async_closed);
+  uv_close((uv_handle_t *)&s->async, on_closed);
+  uv_close((uv_handle_t *)&s->heartbeat, on_closed);
 }

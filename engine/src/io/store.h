@@ -27,7 +27,7 @@ typedef struct spool__store spool__store;
 typedef struct spool__store_op spool__store_op;
 
 /* The schema this build reads and writes. */
-#define SPOOL_STORE_SCHEMA 3
+#define SPOOL_STORE_SCHEMA 4
 
 typedef enum spool__store_kind {
   SPOOL__STORE_APPEND,      /* one step of one thread: events + state
@@ -37,8 +37,11 @@ typedef enum spool__store_kind {
   SPOOL__STORE_CHILDREN,    /* the child threads of a thread */
   SPOOL__STORE_STATE_GET,   /* one business-state document */
   SPOOL__STORE_STATE_LIST,  /* the documents of a namespace */
-  SPOOL__STORE_CLAIM,       /* take (or renew) the lease on a thread */
-  SPOOL__STORE_RELEASE,     /* give a lease back */
+  SPOOL__STORE_CLAIM,       /* take the lease on a thread: a new epoch */
+  SPOOL__STORE_RELEASE,     /* give a lease back (no thread: all of the
+                               owner's) */
+  SPOOL__STORE_RENEW,       /* extend every lease an owner holds */
+  SPOOL__STORE_READY,       /* claim threads left running, lease lapsed */
   SPOOL__STORE_DELETE,      /* a thread, its events and its children */
   SPOOL__STORE_DUE,         /* waiting threads whose deadline has passed */
   SPOOL__STORE_PURGE,       /* expired threads and state, then reclaim space */
@@ -82,7 +85,8 @@ struct spool__store_op {
   const char *thread_id;
   const char *agent, *parent; /* APPEND of a new thread (expected_seq 0) */
   const char *status;         /* APPEND: the thread's status after it */
-  const char *owner;          /* APPEND, CLAIM, RELEASE: the lease holder */
+  const char *owner;          /* APPEND, CLAIM, RELEASE, RENEW, READY: the
+                                 lease holder */
   const char *ns, *key;       /* STATE_*; VERSION_*: the hash; LIST: the id
                                  below which threads of `before` continue */
   const char *value;          /* VERSION_PUT: the sources, as JSON */
@@ -90,10 +94,14 @@ struct spool__store_op {
   long long expected_seq;                   /* APPEND: events already stored */
   long long deadline;         /* APPEND: due time of a pending request, 0 */
   long long now;              /* wall clock, ms (injectable for tests) */
-  long long lease_ms;         /* CLAIM, APPEND: how long the lease lasts */
-  int force;                  /* CLAIM: take a lease whose holder is dead */
-  long long limit, before;    /* LIST: page size, created_at bound (with
-                                 key: a page ends at created_at, id) */
+  long long lease_ms;         /* CLAIM, RENEW, READY: how long it lasts */
+  long long epoch;            /* APPEND: the epoch of this run's claim;
+                                 CLAIM with force: the dead holder's */
+  int force;                  /* CLAIM: take a lease whose holder is dead,
+                                 if it is still at `epoch` */
+  long long limit, before;    /* LIST, READY: page size; LIST: created_at
+                                 bound (with key: a page ends at
+                                 created_at, id) */
   long long finished_before;  /* PURGE */
   spool__store_event *events; /* APPEND */
   int nevents;
@@ -152,6 +160,12 @@ void spool__store_submit(spool__store *s, spool__store_op *op,
 /* Hands the ops gathered this tick to the store thread, or runs them in
  * memory (called by the scheduler after each drain of the ready queue). */
 void spool__store_flush(spool__store *s);
+/* The leases `owner` holds (count) and how long each lasts: while it
+ * holds any, the store renews them all every third of lease_ms, with one
+ * RENEW op, so a lease lapses only when its holder has stopped (died,
+ * hung, or lost the database). 0, or -1 when out of memory. */
+int spool__store_hold(spool__store *s, const char *owner, long long lease_ms,
+                      int leases);
 /* Ops submitted and not yet completed. */
 int spool__store_pending(const spool__store *s);
 /* Transactions committed, and the appends they carried, so far. */

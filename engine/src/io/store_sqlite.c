@@ -17,6 +17,11 @@
  *                       version, so a thread pinned to one can resume it
  * Schema 3 numbers threads (threads.n) and keys events by that number:
  *   events(thread, seq, step, type, at, v, data)
+ * Schema 4 fences leases with an epoch:
+ *   leases(thread_id, owner, expires_at, epoch)   every claim bumps epoch;
+ *                       a release keeps the row (owner '', expired) so the
+ *                       epoch only ever grows; an append must name the
+ *                       epoch and owner the row holds
  *
  * A database from a newer schema, or one that is not spool's, is refused
  * before anything is written. Stored JSON is checked when read, so a
@@ -52,8 +57,11 @@ enum {
   S_CHILDREN,
   S_STATE_GET,
   S_STATE_LIST,
-  S_LEASE_PUT,
-  S_LEASE_DELETE,
+  S_LEASE_TAKE,
+  S_LEASE_RELEASE,
+  S_LEASE_RELEASE_ALL,
+  S_LEASE_RENEW,
+  S_READY,
   S_DELETE_EVENTS,
   S_DELETE_LEASES,
   S_DELETE_THREADS,
@@ -62,6 +70,7 @@ enum {
   S_PURGE_EVENTS,
   S_PURGE_THREADS,
   S_PURGE_VERSIONS,
+  S_PURGE_LEASES,
   S_VERSION_PUT,
   S_VERSION_GET,
   S_BEGIN,
@@ -79,7 +88,8 @@ static const char *const sql_text[S_COUNT] = {
         "status, deadline, last_seq) VALUES (?1, ?2, ?3, ?4, ?4, 'running', "
         "NULL, 0)",
     [S_THREAD_SEQ] = "SELECT last_seq, n FROM threads WHERE id = ?1",
-    [S_LEASE_GET] = "SELECT owner, expires_at FROM leases WHERE thread_id = ?1",
+    [S_LEASE_GET] =
+        "SELECT owner, expires_at, epoch FROM leases WHERE thread_id = ?1",
     [S_EVENT_INSERT] = "INSERT INTO events(thread, seq, step, type, at, v, "
                        "data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [S_THREAD_UPDATE] = "UPDATE threads SET last_seq = ?2, status = ?3, "
@@ -114,10 +124,22 @@ static const char *const sql_text[S_COUNT] = {
     [S_STATE_LIST] = "SELECT key, value, version, updated_at FROM state "
                      "WHERE ns = ?1 AND (expires_at IS NULL OR expires_at > "
                      "?2) AND key > ?3 ORDER BY key LIMIT ?4",
-    [S_LEASE_PUT] = "INSERT OR REPLACE INTO leases(thread_id, owner, "
-                    "expires_at) VALUES (?1, ?2, ?3)",
-    [S_LEASE_DELETE] = "DELETE FROM leases WHERE thread_id = ?1 AND owner "
-                       "= ?2",
+    [S_LEASE_TAKE] =
+        "INSERT INTO leases(thread_id, owner, expires_at, epoch) VALUES "
+        "(?1, ?2, ?3, 1) ON CONFLICT(thread_id) DO UPDATE SET owner = "
+        "excluded.owner, expires_at = excluded.expires_at, epoch = "
+        "leases.epoch + 1 RETURNING epoch",
+    [S_LEASE_RELEASE] = "UPDATE leases SET owner = '', expires_at = 0 WHERE "
+                        "thread_id = ?1 AND owner = ?2",
+    [S_LEASE_RELEASE_ALL] = "UPDATE leases SET owner = '', expires_at = 0 "
+                            "WHERE owner = ?2",
+    [S_LEASE_RENEW] = "UPDATE leases SET expires_at = ?2 WHERE owner = ?1",
+    /* Top-level threads left running whose lease has lapsed (or was given
+     * back at a shutdown): the oldest first. */
+    [S_READY] = "SELECT t.id FROM threads t LEFT JOIN leases l ON "
+                "l.thread_id = t.id WHERE t.status = 'running' AND t.parent "
+                "IS NULL AND (l.expires_at IS NULL OR l.expires_at <= ?1) "
+                "ORDER BY t.updated_at, t.id LIMIT ?2",
     [S_DELETE_EVENTS] =
         "WITH RECURSIVE doomed(id) AS (SELECT ?1 UNION ALL SELECT t.id FROM "
         "threads t JOIN doomed d ON t.parent = d.id) DELETE FROM events "
@@ -151,6 +173,8 @@ static const char *const sql_text[S_COUNT] = {
         "(SELECT DISTINCT v FROM events WHERE v IS NOT NULL)",
     /* A put refreshes created_at: engines re-put the versions they use
      * hourly, so purge (which spares the last day) never takes one. */
+    [S_PURGE_LEASES] = "DELETE FROM leases WHERE expires_at <= ?1 AND "
+                       "thread_id NOT IN (SELECT id FROM threads)",
     [S_VERSION_PUT] = "INSERT INTO versions(hash, agent, sources, "
                       "created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(hash) "
                       "DO UPDATE SET created_at = excluded.created_at",
@@ -216,6 +240,9 @@ static const char *const schema_steps[] = {
     "CREATE INDEX threads_by_deadline ON threads(deadline)"
     " WHERE deadline IS NOT NULL;"
     "PRAGMA user_version = 3;",
+    "ALTER TABLE leases ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;"
+    "CREATE INDEX leases_by_owner ON leases(owner);"
+    "PRAGMA user_version = 4;",
 };
 
 typedef struct db {
@@ -717,29 +744,30 @@ static void op_append(db *d, spool__store_op *op) {
       goto rollback;
     }
   }
-  int renew = op->owner && op->lease_ms > 0;
-  if (op->owner) {
-    s = stmt(d, S_LEASE_GET);
-    bind_text(s, 1, op->thread_id);
-    if (sqlite3_step(s) == SQLITE_ROW) {
-      const char *holder = (const char *)sqlite3_column_text(s, 0);
-      long long expires_at = sqlite3_column_int64(s, 1);
-      int ours = holder && strcmp(holder, op->owner) == 0;
-      if (!ours && expires_at > op->now) {
-        op->result = SPOOL__STORE_ECONFLICT;
-        snprintf(op->errmsg, sizeof op->errmsg,
-                 "thread %s is being run by another process (%s)",
-                 op->thread_id, holder ? holder : "?");
-        goto rollback;
-      }
-      /* Renewed at most once a second (an eighth of a shorter lease),
-       * not at every step: rewriting the row costs a statement and a page
-       * of the WAL, and a step loses at most that slack of its lease. */
-      long long slack = op->lease_ms / 8 < 1000 ? op->lease_ms / 8 : 1000;
-      if (ours && expires_at - op->now > op->lease_ms - slack)
-        renew = 0;
-    }
+  /* Fencing: only the holder of the thread's latest claim appends. A
+   * run whose lease lapsed and was claimed again, by anyone, is stopped
+   * here, before anything it did is stored. */
+  s = stmt(d, S_LEASE_GET);
+  bind_text(s, 1, op->thread_id);
+  if (sqlite3_step(s) != SQLITE_ROW) {
+    set_error(op, SPOOL__STORE_ECONFLICT,
+              "thread %s: an append without a lease (claim it first)",
+              op->thread_id);
+    goto rollback;
   }
+  const char *holder = (const char *)sqlite3_column_text(s, 0);
+  long long epoch = sqlite3_column_int64(s, 2);
+  if (op->owner == NULL || epoch != op->epoch ||
+      strcmp(holder ? holder : "", op->owner) != 0) {
+    set_error(op, SPOOL__STORE_ECONFLICT,
+              "thread %s: this run lost its lease (claim %lld; the thread "
+              "is at claim %lld, held by %s)",
+              op->thread_id, op->epoch, epoch,
+              holder && *holder ? holder : "nobody");
+    sqlite3_reset(s);
+    goto rollback;
+  }
+  sqlite3_reset(s); /* a statement left on a row blocks the savepoints */
   for (int i = 0; i < op->nevents; i++) {
     spool__store_event *ev = &op->events[i];
     s = stmt(d, S_EVENT_INSERT);
@@ -765,16 +793,6 @@ static void op_append(db *d, spool__store_op *op) {
   if (sqlite3_step(s) != SQLITE_DONE) {
     db_error(d, op, "cannot update the thread");
     goto rollback;
-  }
-  if (renew) {
-    s = stmt(d, S_LEASE_PUT);
-    bind_text(s, 1, op->thread_id);
-    bind_text(s, 2, op->owner);
-    sqlite3_bind_int64(s, 3, op->now + op->lease_ms);
-    if (sqlite3_step(s) != SQLITE_DONE) {
-      db_error(d, op, "cannot renew the lease");
-      goto rollback;
-    }
   }
 writes:
   spool__buf_adds(&op->json, "[");
@@ -996,34 +1014,111 @@ static void op_state_list(db *d, spool__store_op *op) {
     spool__buf_addc(&op->json, ']');
 }
 
+/* Takes the lease: a new epoch, which fences off every earlier claim. A
+ * lease some other owner holds and has not let lapse is refused unless it
+ * is forced (its holder is known dead) at the epoch the caller saw: of
+ * several takers of one dead holder's lease, one wins. Answers
+ * {"epoch":N}, or {"held_by":OWNER,"epoch":N,"ms_left":MS} when refused. */
 static void op_claim(db *d, spool__store_op *op) {
   sqlite3_stmt *s = stmt(d, S_LEASE_GET);
   bind_text(s, 1, op->thread_id);
-  if (!op->force && sqlite3_step(s) == SQLITE_ROW &&
-      strcmp((const char *)sqlite3_column_text(s, 0), op->owner) != 0 &&
-      sqlite3_column_int64(s, 1) > op->now) {
-    op->result = SPOOL__STORE_ECONFLICT;
-    snprintf(op->errmsg, sizeof op->errmsg,
-             "thread %s is being run by another process (%s) for %lld ms "
-             "more",
-             op->thread_id, (const char *)sqlite3_column_text(s, 0),
-             (long long)(sqlite3_column_int64(s, 1) - op->now));
-    return;
+  if (sqlite3_step(s) == SQLITE_ROW) {
+    const char *holder = (const char *)sqlite3_column_text(s, 0);
+    long long expires_at = sqlite3_column_int64(s, 1);
+    long long epoch = sqlite3_column_int64(s, 2);
+    int free = holder == NULL || strcmp(holder, op->owner) == 0 ||
+               expires_at <= op->now || (op->force && epoch == op->epoch);
+    if (!free) {
+      spool__buf_adds(&op->json, "{\"held_by\":");
+      spool__json_write_string(&op->json, holder, strlen(holder));
+      spool__buf_printf(&op->json, ",\"epoch\":%lld,\"ms_left\":%lld}",
+                        epoch, expires_at - op->now);
+      sqlite3_reset(s);
+      return;
+    }
   }
-  s = stmt(d, S_LEASE_PUT);
+  sqlite3_reset(s);
+  s = stmt(d, S_LEASE_TAKE);
   bind_text(s, 1, op->thread_id);
   bind_text(s, 2, op->owner);
   sqlite3_bind_int64(s, 3, op->now + op->lease_ms);
-  if (sqlite3_step(s) != SQLITE_DONE)
+  if (sqlite3_step(s) != SQLITE_ROW) {
     db_error(d, op, "cannot take the lease");
+    return;
+  }
+  spool__buf_printf(&op->json, "{\"epoch\":%lld}",
+                    (long long)sqlite3_column_int64(s, 0));
+  sqlite3_reset(s);
 }
 
+/* Gives back one lease, or with no thread all the owner's (a shutdown). */
 static void op_release(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_LEASE_DELETE);
+  sqlite3_stmt *s =
+      stmt(d, op->thread_id ? S_LEASE_RELEASE : S_LEASE_RELEASE_ALL);
   bind_text(s, 1, op->thread_id);
   bind_text(s, 2, op->owner);
   if (sqlite3_step(s) != SQLITE_DONE)
     db_error(d, op, "cannot release the lease");
+}
+
+/* The heartbeat of a process that runs threads: one statement extends all
+ * its leases, however many. */
+static void op_renew(db *d, spool__store_op *op) {
+  sqlite3_stmt *s = stmt(d, S_LEASE_RENEW);
+  bind_text(s, 1, op->owner);
+  sqlite3_bind_int64(s, 2, op->now + op->lease_ms);
+  if (sqlite3_step(s) != SQLITE_DONE)
+    db_error(d, op, "cannot renew the leases");
+  else
+    spool__buf_printf(&op->json, "%d", sqlite3_changes(d->conn));
+}
+
+/* Claims up to `limit` threads left running whose lease lapsed, in the
+ * transaction the batch runs in (SQLite has one writer, so no other
+ * process claims between the read and the writes). Answers
+ * [{"id":ID,"epoch":N}...]. */
+static void op_ready(db *d, spool__store_op *op) {
+  sqlite3_stmt *s = stmt(d, S_READY);
+  sqlite3_bind_int64(s, 1, op->now);
+  sqlite3_bind_int64(s, 2, op->limit > 0 ? op->limit : 100);
+  char **ids = NULL;
+  int n = 0, cap = 0, rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    if (n == cap) {
+      cap = cap ? 2 * cap : 16;
+      char **grown = realloc(ids, (size_t)cap * sizeof *ids);
+      if (grown == NULL)
+        break;
+      ids = grown;
+    }
+    if ((ids[n] = strdup((const char *)sqlite3_column_text(s, 0))) == NULL)
+      break;
+    n++;
+  }
+  if (rc != SQLITE_DONE)
+    db_error(d, op, "cannot find the threads to take over");
+  spool__buf_addc(&op->json, '[');
+  for (int i = 0; i < n && op->result == SPOOL__STORE_OK; i++) {
+    s = stmt(d, S_LEASE_TAKE);
+    bind_text(s, 1, ids[i]);
+    bind_text(s, 2, op->owner);
+    sqlite3_bind_int64(s, 3, op->now + op->lease_ms);
+    if (sqlite3_step(s) != SQLITE_ROW) {
+      db_error(d, op, "cannot take over a lease");
+      break;
+    }
+    spool__buf_adds(&op->json, i ? ",{\"id\":" : "{\"id\":");
+    spool__json_write_string(&op->json, ids[i], strlen(ids[i]));
+    spool__buf_printf(&op->json, ",\"epoch\":%lld}",
+                      (long long)sqlite3_column_int64(s, 0));
+    sqlite3_reset(s);
+  }
+  spool__buf_addc(&op->json, ']');
+  for (int i = 0; i < n; i++)
+    free(ids[i]);
+  free(ids);
+  if (op->result != SPOOL__STORE_OK)
+    spool__buf_clear(&op->json);
 }
 
 static void op_delete(db *d, spool__store_op *op) {
@@ -1078,6 +1173,14 @@ static void op_purge(db *d, spool__store_op *op) {
       return;
     }
     counts[i] = sqlite3_changes(d->conn);
+  }
+  /* The leases of threads purged now or deleted before (a released lease
+   * keeps its row, for its epoch, as long as its thread). */
+  sqlite3_stmt *s = stmt(d, S_PURGE_LEASES);
+  sqlite3_bind_int64(s, 1, op->now);
+  if (sqlite3_step(s) != SQLITE_DONE) {
+    db_error(d, op, "cannot purge");
+    return;
   }
   spool__buf_printf(&op->json,
                     "{\"state\":%lld,\"events\":%lld,"
@@ -1146,6 +1249,12 @@ static void sqlite_exec(void *p, spool__store_op *op) {
     break;
   case SPOOL__STORE_RELEASE:
     op_release(d, op);
+    break;
+  case SPOOL__STORE_RENEW:
+    op_renew(d, op);
+    break;
+  case SPOOL__STORE_READY:
+    op_ready(d, op);
     break;
   case SPOOL__STORE_DELETE:
     op_delete(d, op);

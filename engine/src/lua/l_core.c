@@ -39,6 +39,7 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -126,10 +127,28 @@ static int l_core_time(lua_State *L) {
   return 1;
 }
 
+/* Has a process that exists already ended? A zombie (killed, not yet
+ * reaped by its parent) still answers kill(pid, 0): a worker restarted
+ * the moment its predecessor was killed saw it alive and left its threads
+ * to a lease that never lapsed. */
+static int process_ended(pid_t pid) {
+  char path[64], stat[512];
+  snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+  FILE *f = fopen(path, "re");
+  if (f == NULL)
+    return 0; /* no /proc: kill's answer stands */
+  size_t n = fread(stat, 1, sizeof stat - 1, f);
+  fclose(f);
+  stat[n] = '\0';
+  const char *state = strrchr(stat, ')'); /* the name may hold anything */
+  return state && (state[1] == ' ') && (state[2] == 'Z' || state[2] == 'X');
+}
+
 /* Is a process of this host alive? For leases left by a killed process. */
 static int l_core_process_alive(lua_State *L) {
   lua_Integer pid = luaL_checkinteger(L, 1);
-  lua_pushboolean(L, pid > 0 && (kill((pid_t)pid, 0) == 0 || errno != ESRCH));
+  int alive = pid > 0 && (kill((pid_t)pid, 0) == 0 || errno != ESRCH);
+  lua_pushboolean(L, alive && !process_ended((pid_t)pid));
   return 1;
 }
 

@@ -6,15 +6,20 @@
  *
  *   store_open(path)                            -> true | nil, err (no yield)
  *   store_append{ thread=, agent=, parent=, expected_seq=, status=,
- *                 deadline=, owner=, lease_ms=, now=, events = {...},
+ *                 deadline=, owner=, epoch=, now=, events = {...},
  *                 writes = {...} }               -> versions JSON | nil, err
  *   store_load(id)                              -> JSON | nil, err
  *   store_list{ status=, agent=, limit=, before=, before_id= } -> JSON
  *   store_children(id)                          -> JSON
  *   store_state_get(ns, key, now)               -> JSON
  *   store_state_list(ns, after, limit, now)     -> JSON
- *   store_claim(id, owner, lease_ms, now, force) -> true | nil, err
- *   store_release(id, owner)                    -> true
+ *   store_claim(id, owner, lease_ms, now[, dead_epoch]) -> JSON:
+ *       {epoch} | {held_by, epoch, ms_left}; with dead_epoch, takes the
+ *       lease from a holder known dead if it is still at that epoch
+ *   store_release(id, owner)                    -> true (id false: all)
+ *   store_hold(owner, lease_ms, count)          (no yield) the leases held:
+ *       while count > 0 the store renews them (spool__store_hold)
+ *   store_ready(owner, lease_ms, now, limit)    -> JSON [{id, epoch}...]
  *   store_delete(id)                            -> true | nil, err
  *   store_due(now)                              -> JSON
  *   store_purge(now, finished_before)           -> JSON
@@ -181,7 +186,7 @@ static int l_store_append(lua_State *L) {
   op->expected_seq = opt_field_int(L, 1, "expected_seq");
   op->deadline = opt_field_int(L, 1, "deadline");
   op->now = opt_field_int(L, 1, "now");
-  op->lease_ms = opt_field_int(L, 1, "lease_ms");
+  op->epoch = opt_field_int(L, 1, "epoch");
   if (nevents > 0 &&
       (op->events = calloc((size_t)nevents, sizeof *op->events)) == NULL) {
     spool__store_op_free(op);
@@ -288,10 +293,12 @@ static int l_store_claim(lua_State *L) {
   const char *id = luaL_checkstring(L, 1), *owner = luaL_checkstring(L, 2);
   long long lease = (long long)luaL_checkinteger(L, 3);
   long long now = (long long)luaL_checkinteger(L, 4);
-  int force = lua_toboolean(L, 5);
+  int force = !lua_isnoneornil(L, 5);
+  long long dead_epoch = (long long)luaL_optinteger(L, 5, 0);
   check_store(L);
   spool__store_op *op = new_op(L, SPOOL__STORE_CLAIM);
   op->force = force;
+  op->epoch = dead_epoch;
   op->thread_id = dup(L, op, id);
   op->owner = dup(L, op, owner);
   op->lease_ms = lease;
@@ -300,12 +307,37 @@ static int l_store_claim(lua_State *L) {
 }
 
 static int l_store_release(lua_State *L) {
-  const char *id = luaL_checkstring(L, 1), *owner = luaL_checkstring(L, 2);
+  const char *id = lua_toboolean(L, 1) ? luaL_checkstring(L, 1) : NULL;
+  const char *owner = luaL_checkstring(L, 2);
   check_store(L);
   spool__store_op *op = new_op(L, SPOOL__STORE_RELEASE);
   op->thread_id = dup(L, op, id);
   op->owner = dup(L, op, owner);
   return submit(L, op);
+}
+
+static int l_store_ready(lua_State *L) {
+  const char *owner = luaL_checkstring(L, 1);
+  long long lease = (long long)luaL_checkinteger(L, 2);
+  long long now = (long long)luaL_checkinteger(L, 3);
+  long long limit = (long long)luaL_optinteger(L, 4, 0);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_READY);
+  op->owner = dup(L, op, owner);
+  op->lease_ms = lease;
+  op->now = now;
+  op->limit = limit;
+  return submit(L, op);
+}
+
+static int l_store_hold(lua_State *L) {
+  const char *owner = luaL_checkstring(L, 1);
+  long long lease = (long long)luaL_checkinteger(L, 2);
+  int count = (int)luaL_checkinteger(L, 3);
+  luaL_argcheck(L, lease > 0, 2, "a lease lasts a positive time");
+  if (spool__store_hold(check_store(L), owner, lease, count) != 0)
+    return luaL_error(L, "out of memory");
+  return 0;
 }
 
 static int l_store_due(lua_State *L) {
@@ -363,6 +395,8 @@ void spool__open_store(lua_State *L) {
       {"store_state_list", l_store_state_list},
       {"store_claim", l_store_claim},
       {"store_release", l_store_release},
+      {"store_hold", l_store_hold},
+      {"store_ready", l_store_ready},
       {"store_delete", l_store_delete},
       {"store_due", l_store_due},
       {"store_purge", l_store_purge},

@@ -365,6 +365,11 @@ function M.init(opts)
     return nil, "EINVAL: spool.lua: hooks = { secret_env = \"NAME\", "
       .. "max_age_s = n }"
   end
+  if file.lease_ms ~= nil and (math.type(file.lease_ms) ~= "integer"
+      or file.lease_ms < 100) then
+    return nil, "EINVAL: spool.lua: lease_ms must be a whole number of "
+      .. "milliseconds, at least 100"
+  end
   local db = opts.store or nonempty(core.getenv("SPOOL_DB")) or file.store
     or ".spool/spool.db"
   if db ~= ":memory:" and db:sub(1, 1) ~= "/" then
@@ -373,6 +378,7 @@ function M.init(opts)
   settings = {
     project = opts.project,
     store = db,
+    lease_ms = file.lease_ms,
     state = file.state,
     retention = file.retention,
     lua_dir = opts.lua_dir,

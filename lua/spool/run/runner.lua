@@ -536,26 +536,27 @@ end
 
 
 -- A thread that could not be resumed is logged once, not at every tick
--- that finds it due again (the ids skipped last time).
-local skipped_before = {}
+-- that finds it due (or its lease lapsed) again: the ids each kind of
+-- report skipped last time.
+local skipped_before = { due = {}, lapsed = {} }
 
 local function skipped(report, id, err)
   report.skipped[#report.skipped + 1] = { id = id, error = err }
   report.now_skipped[id] = true
-  if not skipped_before[id] then
+  if not skipped_before[report.kind][id] then
     core.log("error", string.format("recover: thread %s cannot be resumed, "
       .. "and is left as it is: %s", id, tostring(err)))
   end
 end
 
-local function new_report()
+local function new_report(kind)
   return { resumed = json.array(), expired = json.array(),
-           skipped = json.array(), now_skipped = {} }
+           skipped = json.array(), now_skipped = {}, kind = kind or "due" }
 end
 
 local function finish(report)
-  skipped_before = report.now_skipped
-  report.now_skipped = nil
+  skipped_before[report.kind] = report.now_skipped
+  report.now_skipped, report.kind = nil, nil
   return report
 end
 
@@ -609,6 +610,38 @@ function M.recover()
     filter.before, filter.before_id = last and last.created_at, last and last.id
   until #rows < M.recover_page
   return finish(report)
+end
+
+
+-- Continues threads whose process stopped (their lease lapsed, or it was
+-- given back at a shutdown), as many as this process has room for: any
+-- process that serves calls this every tick, so such a thread waits a
+-- lease at most, not for its own process to come back. Returns how many
+-- it took over.
+function M.take_over()
+  local room = math.min(M.max_runs - M.running(), M.recover_page)
+  if M.draining or room <= 0 then
+    return 0
+  end
+  local rows, err = store.take_over(room)
+  if not rows then
+    core.log("error", "take over: " .. tostring(err))
+    return 0
+  end
+  local report = new_report("lapsed")
+  for _, row in ipairs(rows) do
+    -- Claimed already: resume claims it again (a newer epoch, ours too).
+    local th, rerr = M.resume(row.id)
+    if th then
+      core.log("info", "thread " .. row.id .. ": taken over (its lease "
+        .. "lapsed)")
+    else
+      store.release(row.id)
+      skipped(report, row.id, rerr)
+    end
+  end
+  finish(report)
+  return #rows
 end
 
 
@@ -693,7 +726,11 @@ function M.fork(id, at)
       t.step = ev.step
     end
   end
-  local ok, cerr = t:commit()
+  local ok, cerr = store.claim(t.id)
+  if ok then
+    ok, cerr = t:commit()
+  end
+  store.release(t.id)
   if not ok then
     return nil, cerr
   end

@@ -7,6 +7,7 @@
 --   store.list{ status, agent, limit, before } -> threads
 --   store.children(id)           -> threads
 --   store.claim(id) / release(id)              the lease of this process
+--   store.take_over(limit)       -> { {id, epoch}... }   lapsed leases, claimed
 --   store.delete(id), store.due(), store.purge(finished_before)
 --   store.state_get(ns, key), store.state_list(ns, after, limit)
 --
@@ -21,9 +22,31 @@ local json = require "spool.json"
 
 local M = {}
 
--- How long a lease lasts without a step; a committed step renews it (at
--- most once a second), so a live run always holds all of it but a second.
-M.lease_ms = 5 * 60 * 1000
+-- How long a lease lasts unless renewed (spool.lua's lease_ms). While this
+-- process holds any, the store renews them all every third of it, so a
+-- lease lapses only when its holder stopped: died, hung, or lost the
+-- database. Any process may then claim the thread; the claim's new epoch
+-- fences the old holder off (an append names the epoch of its claim).
+M.default_lease_ms = 30 * 1000
+M.lease_ms = M.default_lease_ms
+
+-- The leases this process holds: thread id -> epoch of its claim.
+local held, nheld = {}, 0
+
+local function hold(id, epoch)
+  if held[id] == nil then
+    nheld = nheld + 1
+  end
+  held[id] = epoch
+  core.store_hold(M.owner, M.lease_ms, nheld)
+end
+
+local function let_go(id)
+  if held[id] ~= nil then
+    held[id], nheld = nil, nheld - 1
+    core.store_hold(M.owner, M.lease_ms, nheld)
+  end
+end
 
 -- Who this process is, as a lease holder: host:pid, plus a random part so
 -- two engines of one process never share a lease.
@@ -106,7 +129,7 @@ function M.append(thread, writes)
   local versions, err, code = core.store_append {
     thread = thread.id, agent = thread.agent, parent = thread.parent,
     expected_seq = thread.persisted, status = thread:status(),
-    deadline = deadline_of(thread), owner = M.owner, lease_ms = M.lease_ms,
+    deadline = deadline_of(thread), owner = M.owner, epoch = held[thread.id],
     now = core.time(), events = events, writes = ws,
   }
   if not versions then
@@ -156,27 +179,68 @@ function M.children(id)
 end
 
 
--- Takes the lease on a thread for this process. A lease left by a process
--- of this host that no longer runs is taken over at once.
+-- Takes the lease on a thread for this process: a new epoch, so whoever
+-- held it before can no longer append. A lease held by a process of this
+-- host that no longer runs is taken over at once (if nobody else took it
+-- first); another holder's lease only once it lapses.
 function M.claim(id)
-  local ok, err = core.store_claim(id, M.owner, M.lease_ms, core.time())
-  if ok then
-    return true
+  local got, err, code = decoded(core.store_claim(id, M.owner, M.lease_ms,
+    core.time()))
+  if not got then
+    return nil, err, code
   end
-  local host, pid = (err or ""):match("%(([^:)]+):(%d+):%w+%)")
-  local me = core.process_id():match("^(.*):%d+$")
-  if host == me and not core.process_alive(tonumber(pid)) then
-    -- The holder died (kill -9): its lease is stale. Take it over.
+  local holder = got.held_by
+  local host, pid = (holder or ""):match("^(.*):(%d+):%w+$")
+  if host == core.process_id():match("^(.*):%d+$")
+      and not core.process_alive(tonumber(pid)) then
     core.log("info", "thread " .. id .. ": taking over the lease of dead "
       .. "process " .. pid)
-    return core.store_claim(id, M.owner, M.lease_ms, core.time(), true)
+    got, err, code = decoded(core.store_claim(id, M.owner, M.lease_ms,
+      core.time(), got.epoch))
+    if not got then
+      return nil, err, code
+    end
   end
-  return nil, err
+  if got.held_by then
+    return nil, string.format("ECONFLICT: thread %s is being run by another "
+      .. "process (%s) for %d ms more", id, got.held_by, got.ms_left),
+      "ECONFLICT"
+  end
+  hold(id, got.epoch)
+  return true
 end
 
 
 function M.release(id)
+  let_go(id)
   return core.store_release(id, M.owner)
+end
+
+
+-- Gives back every lease this process holds, in one statement: a worker
+-- that shuts down leaves its threads to the others at once, not after
+-- their leases lapse. (A run still in its step is fenced off by the next
+-- claim, so this is safe even before it stops.)
+function M.release_all()
+  held, nheld = {}, 0
+  core.store_hold(M.owner, M.lease_ms, 0)
+  return core.store_release(false, M.owner)
+end
+
+
+-- Claims up to `limit` top-level threads left running whose lease lapsed
+-- (their process stopped), oldest first, in one statement; the caller
+-- resumes or releases each.
+function M.take_over(limit)
+  local rows, err, code = decoded(core.store_ready(M.owner, M.lease_ms,
+    core.time(), limit))
+  if not rows then
+    return nil, err, code
+  end
+  for _, row in ipairs(rows) do
+    hold(row.id, row.epoch)
+  end
+  return rows
 end
 
 

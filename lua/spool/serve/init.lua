@@ -31,6 +31,7 @@ local core = require "spool.core"
 local json = require "spool.json"
 local api = require "spool.serve.api"
 local runner = require "spool.run.runner"
+local store = require "spool.run.store"
 local loader = require "spool.run.loader"
 local metrics = require "spool.serve.metrics"
 local hub = require "spool.run.hub"
@@ -362,6 +363,7 @@ function M.start(opts)
   core.spawn(function()
     while not tick.signal:wait(1000) do
       runner.fire_due()
+      runner.take_over() -- threads whose worker stopped, lease lapsed
       webhooks.deliver_due() -- notices the outbox holds, due to be tried
       forget_idle_clients()
     end
@@ -397,8 +399,9 @@ function M.stop(drain_ms)
   local left = runner.running()
   if left > 0 then
     core.log("warn", string.format("%d runs were still in their step at "
-      .. "shutdown; the next start recovers them", left))
+      .. "shutdown; another worker, or the next start, continues them", left))
   end
+  store.release_all()
   local busy = channels.pollers_running(true)
   for i, name in ipairs(busy) do
     busy[i] = "the " .. name .. " poller"

@@ -1,0 +1,114 @@
+-- Leases and fencing (issue 22), through the store's bindings: a claim
+-- takes a new epoch, an append must name the epoch and owner of the
+-- latest claim, a lapsed lease is taken over by anyone, and of several
+-- takers of a dead holder's lease exactly one wins.
+local h = require "spec.support"
+local core = require "spool.core"
+local json = require "spool.json"
+local store = require "spool.run.store"
+
+describe("leases", function()
+  local id, t0
+
+  before_each(function()
+    id = "t_lease_" .. core.random_id()
+    t0 = core.time()
+  end)
+
+  -- core.store_claim's answer: { epoch } or { held_by, epoch, ms_left }.
+  local function claim(owner, at, dead_epoch)
+    return json.decode(assert(core.store_claim(id, owner, 1000, at,
+      dead_epoch)))
+  end
+
+  local function step(owner, epoch, seq, at)
+    return core.store_append { thread = id, agent = "a", expected_seq = seq,
+      status = "running", owner = owner, epoch = epoch, now = at,
+      writes = {}, events = { { seq = seq + 1, step = seq, type = "input",
+                                at = at, data = "{}" } } }
+  end
+
+  it("refuses an append without a claim", function()
+    local ok, err, code = step("us", 0, 0, t0)
+    assert.is_nil(ok)
+    assert.are.equal("ECONFLICT", code)
+    assert.matches("an append without a lease (claim it first)", err, 1, true)
+  end)
+
+  it("fences off a run whose lease lapsed and was claimed again", function()
+    assert.are.same({ epoch = 1 }, claim("us", t0))
+    assert(step("us", 1, 0, t0))
+    -- Held: another owner is told who holds it and for how long.
+    assert.are.same({ held_by = "us", epoch = 1, ms_left = 500 },
+      claim("other", t0 + 500))
+    -- Lapsed (the holder paused, say): anyone may claim it. The old run's
+    -- next append is refused though its sequence is right.
+    assert.are.same({ epoch = 2 }, claim("other", t0 + 1001))
+    local ok, err = step("us", 1, 1, t0 + 1100)
+    assert.is_nil(ok)
+    assert.matches("this run lost its lease (claim 1; the thread is at "
+      .. "claim 2, held by other)", err, 1, true)
+    assert(step("other", 2, 1, t0 + 1100))
+    -- A released lease keeps its epoch, and appends nothing more.
+    assert(core.store_release(id, "other"))
+    ok, err = step("other", 2, 2, t0 + 1200)
+    assert.is_nil(ok)
+    assert.matches("held by nobody", err, 1, true)
+    assert.are.same({ epoch = 3 }, claim("us", t0 + 1200))
+    assert(step("us", 3, 2, t0 + 1200))
+  end)
+
+  it("lets one of several takers of a dead holder's lease win", function()
+    assert.are.same({ epoch = 1 }, claim("dead", t0))
+    -- Each taker saw the dead holder at epoch 1: the first forced claim
+    -- wins, the others find the lease taken (before fencing, each forced
+    -- claim took it, and two resumes ran one thread).
+    assert.are.same({ epoch = 2 }, claim("a", t0 + 10, 1))
+    assert.are.same({ held_by = "a", epoch = 2, ms_left = 1000 },
+      claim("b", t0 + 10, 1))
+    assert.are.same({ held_by = "a", epoch = 2, ms_left = 1000 },
+      claim("c", t0 + 10, 1))
+  end)
+
+  it("is renewed while its holder holds it, and lapses after", function()
+    local owner = "beat_" .. core.random_id():sub(-6)
+    local function held_by()
+      return json.decode(assert(core.store_claim(id, "other", 300,
+        core.time()))).held_by
+    end
+    assert(core.store_claim(id, owner, 300, core.time()))
+    core.store_hold(owner, 300, 1) -- beats every 100 ms
+    core.sleep(700)
+    assert.are.equal(owner, held_by())
+    core.store_hold(owner, 300, 0)
+    core.sleep(700)
+    assert.is_nil(held_by()) -- lapsed: "other" took it
+    core.store_hold(store.owner, store.lease_ms, 0)
+  end)
+
+  it("takes over threads left running whose lease lapsed", function()
+    assert(core.store_claim(id, "gone", 1000, t0 - 5000))
+    assert(core.store_append { thread = id, agent = "a", expected_seq = 0,
+      status = "running", owner = "gone", epoch = 1, now = t0 - 5000,
+      events = { { seq = 1, step = 0, type = "input", at = t0 - 5000,
+                   data = '{"input":1}' } } })
+    local rows = assert(store.take_over(1000))
+    local mine
+    for _, row in ipairs(rows) do
+      if row.id == id then
+        mine = row
+      end
+      store.release(row.id)
+    end
+    assert.are.same({ id = id, epoch = 2 }, mine)
+    -- Taken and given back: a released lease is ready again at once.
+    rows = assert(store.take_over(1000))
+    local again = false
+    for _, row in ipairs(rows) do
+      again = again or row.id == id
+      store.release(row.id)
+    end
+    assert.is_true(again)
+    h.assert_clean()
+  end)
+end)
