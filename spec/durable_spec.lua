@@ -355,6 +355,38 @@ describe("durable threads", function()
     end)
   end)
 
+  describe("takeover", function()
+    it("lets one of three resumes racing over a dead process's lease run "
+      .. "the thread, its idempotent call once", function()
+      -- Each forced takeover of a dead holder's lease took it: 1 trial in
+      -- 30 ran the call twice at once. Now the first wins the epoch.
+      for trial = 1, 4 do
+        h.remove(dir .. "/writes.log")
+        local id, code = start("writer", "write again",
+          "SPOOL_TEST_CRASH=after_intent")
+        assert.are.equal(137, code)
+        local cmd = string.format("%s --project %s resume %s >/dev/null "
+          .. "2>%s/err.%%d; echo $? >%s/code.%%d", h.q(h.BIN), h.q(dir), id,
+          h.q(dir), h.q(dir))
+        h.sh("(" .. cmd:format(1, 1) .. ") & (" .. cmd:format(2, 2) .. ") & ("
+          .. cmd:format(3, 3) .. ") & wait")
+        local winners = 0
+        for i = 1, 3 do
+          local c = tonumber(file_lines("code." .. i)[1])
+          winners = winners + (c == 0 and 1 or 0)
+          if c ~= 0 then
+            local err = table.concat(file_lines("err." .. i), "\n")
+            assert.is_truthy(err:find("being run by another process", 1, true)
+              or err:find("has ended", 1, true), err)
+          end
+        end
+        assert.are.equal(1, winners, "trial " .. trial)
+        assert.are.same({ "k1" }, file_lines("writes.log"))
+        assert.are.equal("done", status(id))
+      end
+    end)
+  end)
+
   describe("threads as data", function()
     it("lists, shows, exports, forks, cancels and deletes", function()
       local id = start("deploy")

@@ -2,6 +2,15 @@
 -- SIGHUP, and SIGTERM under load with nothing lost.
 local h = require "spec.support"
 local json = require "spool.json"
+local workers = require "spec.serve_support"
+
+local curl, auth = workers.curl, workers.auth
+
+local function serve(...)
+  local s = workers.serve(...)
+  finally(s.kill)
+  return s
+end
 
 local BIN = h.q(h.BIN)
 
@@ -44,69 +53,6 @@ local function project(latency)
   end)
   return dir, mock
 end
-
--- Starts `spool serve` (env: "NAME=value ..." or a command that execs the
--- rest; db: the store, else dir/spool.db); returns { pid, port, url, log =
--- function, code = function }.
-local function serve(dir, mock, args, env, db)
-  h.remove(dir .. "/port")
-  -- The caller's environment decides: a SPOOL_TOKEN of the shell does not.
-  local run = string.format("echo $$ >%s/serve.pid; exec env -u SPOOL_TOKEN "
-    .. "-u SPOOL_HOOK_SECRET %s %s "
-    .. "--project %s --base-url %s --db %s serve --port 0 --port-file "
-    .. "%s/port %s 2>%s/serve.log", h.q(dir), env or "", BIN, h.q(dir),
-    mock.url, h.q(db or dir .. "/spool.db"), h.q(dir), args or "", h.q(dir))
-  h.remove(dir .. "/serve.code")
-  h.sh(string.format("(sh -c %s; echo $? >%s/serve.code) >/dev/null 2>&1 &",
-    h.q(run), h.q(dir)))
-  local s = {}
-  s.code = function()
-    return tonumber(h.slurp(dir .. "/serve.code"):match("%d+"))
-  end
-  local ok, port = pcall(h.wait_for, function()
-    return tonumber(h.slurp(dir .. "/port"):match("%d+")) or s.code()
-      and error("serve exited")
-  end, 10000, "serve to listen")
-  if not ok then
-    error(tostring(port) .. ": " .. h.slurp(dir .. "/serve.log"):sub(-2000))
-  end
-  s.port = port
-  -- Every request needs the token: the one the environment gives, else
-  -- the project's own file.
-  s.token = (env or ""):match("SPOOL_TOKEN=(%S+)")
-    or h.slurp(dir .. "/.spool/api-token"):match("%S+")
-  s.pid = tonumber(h.slurp(dir .. "/serve.pid"):match("%d+"))
-  s.url = "http://127.0.0.1:" .. s.port
-  s.log = function() return h.slurp(dir .. "/serve.log") end
-  s.stop = function(sig)
-    h.sh("kill -" .. (sig or "TERM") .. " " .. s.pid .. " 2>/dev/null")
-    return h.wait_for(s.code, 20000, "serve to exit")
-  end
-  finally(function() h.sh("kill -9 " .. s.pid .. " 2>/dev/null") end)
-  return s
-end
-
--- The header that carries serve `s`'s token.
-local function auth(s)
-  return "-H " .. h.q("Authorization: Bearer " .. s.token)
-end
-
-
--- curl: returns status, decoded JSON body (or the text), raw output. The
--- token goes along unless `extra` has an Authorization header of its own.
-local function curl(s, method, path, body, extra)
-  extra = extra or ""
-  if not extra:match("Authorization:") then
-    extra = extra .. " " .. auth(s)
-  end
-  local out = h.sh(string.format("curl -s -m 10 -o - -w '\\n%%{http_code}' "
-    .. "-X %s %s %s %s%s", method, body and ("-H 'Content-Type: "
-    .. "application/json' --data-binary " .. h.q(body)) or "", extra,
-    s.url, path))
-  local text, status = out:match("^(.*)\n(%d+)$")
-  return tonumber(status), json.decode(text or "") or text, text
-end
-
 
 describe("spool serve", function()
   it("lets a run's model connection go when it pauses for a person, a "

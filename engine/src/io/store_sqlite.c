@@ -708,6 +708,30 @@ static void op_append(db *d, spool__store_op *op) {
   }
   if (op->thread_id == NULL)
     goto writes;
+  /* Fencing, first: only the holder of the thread's latest claim
+   * appends. A run whose lease lapsed and was claimed again, by anyone,
+   * is stopped here, before anything it did is stored. */
+  s = stmt(d, S_LEASE_GET);
+  bind_text(s, 1, op->thread_id);
+  if (sqlite3_step(s) != SQLITE_ROW) {
+    set_error(op, SPOOL__STORE_ECONFLICT,
+              "thread %s: an append without a lease (claim it first)",
+              op->thread_id);
+    goto rollback;
+  }
+  const char *holder = (const char *)sqlite3_column_text(s, 0);
+  long long epoch = sqlite3_column_int64(s, 2);
+  if (op->owner == NULL || epoch != op->epoch ||
+      strcmp(holder ? holder : "", op->owner) != 0) {
+    set_error(op, SPOOL__STORE_ECONFLICT,
+              "thread %s: this run lost its lease (claim %lld; the thread "
+              "is at claim %lld, held by %s)",
+              op->thread_id, op->epoch, epoch,
+              holder && *holder ? holder : "nobody");
+    sqlite3_reset(s);
+    goto rollback;
+  }
+  sqlite3_reset(s); /* a statement left on a row blocks the savepoints */
   if (op->expected_seq == 0) {
     s = stmt(d, S_THREAD_INSERT);
     bind_text(s, 1, op->thread_id);
@@ -744,30 +768,6 @@ static void op_append(db *d, spool__store_op *op) {
       goto rollback;
     }
   }
-  /* Fencing: only the holder of the thread's latest claim appends. A
-   * run whose lease lapsed and was claimed again, by anyone, is stopped
-   * here, before anything it did is stored. */
-  s = stmt(d, S_LEASE_GET);
-  bind_text(s, 1, op->thread_id);
-  if (sqlite3_step(s) != SQLITE_ROW) {
-    set_error(op, SPOOL__STORE_ECONFLICT,
-              "thread %s: an append without a lease (claim it first)",
-              op->thread_id);
-    goto rollback;
-  }
-  const char *holder = (const char *)sqlite3_column_text(s, 0);
-  long long epoch = sqlite3_column_int64(s, 2);
-  if (op->owner == NULL || epoch != op->epoch ||
-      strcmp(holder ? holder : "", op->owner) != 0) {
-    set_error(op, SPOOL__STORE_ECONFLICT,
-              "thread %s: this run lost its lease (claim %lld; the thread "
-              "is at claim %lld, held by %s)",
-              op->thread_id, op->epoch, epoch,
-              holder && *holder ? holder : "nobody");
-    sqlite3_reset(s);
-    goto rollback;
-  }
-  sqlite3_reset(s); /* a statement left on a row blocks the savepoints */
   for (int i = 0; i < op->nevents; i++) {
     spool__store_event *ev = &op->events[i];
     s = stmt(d, S_EVENT_INSERT);

@@ -33,6 +33,11 @@ M.lease_ms = M.default_lease_ms
 -- The leases this process holds: thread id -> epoch of its claim.
 local held, nheld = {}, 0
 
+-- What this process did with leases, for /metrics: claims taken, leases
+-- taken over from a stopped holder, and appends refused because another
+-- process had claimed the thread since (a lost lease).
+M.counts = { claims = 0, takeovers = 0, lost = 0 }
+
 local function hold(id, epoch)
   if held[id] == nil then
     nheld = nheld + 1
@@ -133,6 +138,10 @@ function M.append(thread, writes)
     now = core.time(), events = events, writes = ws,
   }
   if not versions then
+    if code == "ECONFLICT" and err:find("lost its lease", 1, true) then
+      M.counts.lost = M.counts.lost + 1
+      let_go(thread.id)
+    end
     return nil, err, code
   end
   thread.bytes = (thread.bytes or 0) + bytes -- what was stored, once
@@ -193,6 +202,7 @@ function M.claim(id)
   local host, pid = (holder or ""):match("^(.*):(%d+):%w+$")
   if host == core.process_id():match("^(.*):%d+$")
       and not core.process_alive(tonumber(pid)) then
+    M.counts.takeovers = M.counts.takeovers + 1
     core.log("info", "thread " .. id .. ": taking over the lease of dead "
       .. "process " .. pid)
     got, err, code = decoded(core.store_claim(id, M.owner, M.lease_ms,
@@ -206,6 +216,7 @@ function M.claim(id)
       .. "process (%s) for %d ms more", id, got.held_by, got.ms_left),
       "ECONFLICT"
   end
+  M.counts.claims = M.counts.claims + 1
   hold(id, got.epoch)
   return true
 end
@@ -240,6 +251,7 @@ function M.take_over(limit)
   for _, row in ipairs(rows) do
     hold(row.id, row.epoch)
   end
+  M.counts.takeovers = M.counts.takeovers + #rows
   return rows
 end
 

@@ -423,11 +423,15 @@ end
 
 local function health()
   return 200, { status = runner.draining and "draining" or "ok",
-                running = runner.running(), version = core.version }
+                running = runner.running(), version = core.version,
+                worker = store.owner }
 end
 
 
 local function metrics_text()
+  metrics.set("spool_lease_claims_total", store.counts.claims)
+  metrics.set("spool_lease_takeovers_total", store.counts.takeovers)
+  metrics.set("spool_lease_lost_total", store.counts.lost)
   return 200, nil, nil, metrics.render {
     spool_runs_in_flight = { "Threads a task of this process runs now.",
                              runner.running() },

@@ -31,6 +31,11 @@ local HELP = {
     .. "by provider.",
   spool_model_failures_total = "Model calls that failed after their "
     .. "retries, by provider.",
+  spool_lease_claims_total = "Leases on threads this worker took.",
+  spool_lease_takeovers_total = "Threads this worker took over from a "
+    .. "worker that stopped (its lease lapsed, or its process died).",
+  spool_lease_lost_total = "Appends this worker could not make because "
+    .. "another worker had claimed the thread since (fenced off).",
 }
 
 
@@ -99,6 +104,12 @@ end
 
 function M.add(name, labels, n)
   add_text(name, label_text(labels), n)
+end
+
+
+-- Sets a counter another module keeps (one with no labels).
+function M.set(name, n)
+  counters[name] = { [""] = n }
 end
 
 

@@ -1,0 +1,170 @@
+-- Several `spool serve` workers over one store (issue 22): a worker killed
+-- and restarted at once, and a worker that stops answering while others
+-- serve. Every thread finishes; nothing is stored twice; a worker that
+-- lost its leases cannot append.
+local h = require "spec.support"
+local json = require "spool.json"
+local workers = require "spec.serve_support"
+
+local curl = workers.curl
+
+local function serve(...)
+  local s = workers.serve(...)
+  finally(s.kill)
+  return s
+end
+
+-- Records each step in business state (committed with the step, keyed by
+-- thread and step) and in a file (every execution, committed or not).
+local AGENT = [[
+local spool = require "spool"
+return spool.agent { prompt = "p.md", max_steps = 30, tools = {
+  record = { params = { text = "string" }, idempotent = true,
+    run = function(a, ctx)
+      local key = ctx.thread.id .. "/" .. a.text
+      spool.state.put("ledger", key, { key = ctx.idempotency_key })
+      assert(spool.fs.append("effects.log", key .. "\n"))
+      return "recorded " .. a.text
+    end },
+  finish = spool.done } }
+]]
+
+local MOCK = [[
+return { latency_ms = tonumber(os.getenv("SPEC_LATENCY") or "0"), rules = {
+  { reply = function(conv)
+      local n = tonumber(conv.user:match("steps:(%d+)") or "0")
+      if conv.turns < n then
+        return { tool = "record", args = { text = "step " .. conv.turns } }
+      end
+      return { tool = "finish", args = { answer = "done after "
+        .. conv.turns } }
+    end } } }
+]]
+
+local function project(latency, settings)
+  local dir = h.tmpdir()
+  h.write_files(dir, { ["agents/w.lua"] = AGENT, ["prompts/p.md"] = "Work.",
+                       ["mock.lua"] = MOCK,
+                       ["spool.lua"] = "return " .. (settings or "{}") })
+  local mock = h.mock_process(dir .. "/mock.lua", nil,
+    "SPEC_LATENCY=" .. latency)
+  finally(function()
+    mock.stop()
+    h.remove(dir)
+  end)
+  return dir, mock
+end
+
+local function start(s, n, steps)
+  local ids = {}
+  for i = 1, n do
+    local status, v = curl(s, "POST", "/v1/threads",
+      string.format('{"agent":"w","input":"job %d steps:%d"}', i, steps))
+    assert.are.equal(201, status, v)
+    ids[i] = v.id
+  end
+  return ids
+end
+
+-- Waits until every thread has stored `events` events or more.
+local function under_way(s, ids, events)
+  h.wait_for(function()
+    for _, id in ipairs(ids) do
+      local _, v = curl(s, "GET", "/v1/threads/" .. id)
+      if type(v) ~= "table" or #(v.events or {}) < events then
+        return false
+      end
+    end
+    return true
+  end, 20000, "the runs to be under way")
+end
+
+-- The threads the store has as running, read by a process of its own.
+local function running(dir)
+  return json.decode(h.sh(string.format("%s --project %s --db %s threads "
+    .. "--status running --json", h.q(h.BIN), h.q(dir),
+    h.q(dir .. "/spool.db"))))
+end
+
+local function wait_done(s, ids, timeout_ms, what)
+  h.wait_for(function()
+    local status, v = curl(s, "GET", "/v1/threads?status=running&limit=100")
+    assert(status == 200, v)
+    return #v.threads == 0
+  end, timeout_ms, what)
+end
+
+local function metric(s, name)
+  local _, text = curl(s, "GET", "/metrics")
+  return tonumber(tostring(text):match("\n" .. name .. " (%d+)")) or 0
+end
+
+-- Each thread done once, its events in order, each of its steps recorded
+-- in the ledger once, by the step that stored it.
+local function check(dir, s, ids, steps)
+  local out = h.sh(string.format("sqlite3 %s %s", h.q(dir .. "/spool.db"),
+    h.q("SELECT key, version FROM state WHERE ns = 'ledger'")))
+  local ledger = {}
+  for key, version in out:gmatch("([^|\n]+)|(%d+)") do
+    ledger[key] = tonumber(version)
+  end
+  for _, id in ipairs(ids) do
+    local _, v = curl(s, "GET", "/v1/threads/" .. id)
+    assert.are.equal("done", v.status, id)
+    assert.are.equal("done after " .. steps, v.result)
+    local done = 0
+    for i, ev in ipairs(v.events) do
+      assert.are.equal(i, ev.seq)
+      done = done + (ev.type == "done" and 1 or 0)
+    end
+    assert.are.equal(1, done, id)
+    for k = 0, steps - 1 do
+      assert.are.equal(1, ledger[id .. "/step " .. k], id .. " step " .. k)
+    end
+  end
+end
+
+describe("workers over one store", function()
+  it("continue every thread of a worker killed and restarted at once, "
+    .. "while the killed one is still a zombie", function()
+    local dir, mock = project(200)
+    local a = serve(dir, mock, "", nil, nil, { unreaped = true })
+    local ids = start(a, 20, 15)
+    under_way(a, ids, 3)
+    h.sh("kill -9 " .. a.pid)
+    h.wait_for(function()
+      return h.slurp("/proc/" .. a.pid .. "/stat"):match("%) Z ")
+    end, 5000, "the killed worker to be a zombie")
+    assert.are.equal(20, #running(dir), "runs a's death interrupted")
+    -- Its leases last 30 s: only knowing their holder is dead lets the
+    -- next worker go on before that (it saw a zombie as alive, and left
+    -- 14 of 20 threads running for good).
+    local b = serve(dir, mock)
+    wait_done(b, ids, 20000, "the restarted worker to finish every run")
+    check(dir, b, ids, 15)
+    b.stop()
+  end)
+
+  it("take over the threads of a worker that stopped answering, and fence "
+    .. "it off when it wakes", function()
+    local dir, mock = project(200, "{ lease_ms = 1500 }")
+    local a = serve(dir, mock, "", nil, nil, { name = "a" })
+    local b = serve(dir, mock, "", nil, nil, { name = "b" })
+    local ids = start(a, 10, 6)
+    under_way(a, ids, 3)
+    h.sh("kill -STOP " .. a.pid)
+    finally(function() h.sh("kill -CONT " .. a.pid .. " 2>/dev/null") end)
+    -- b holds no lease of these: it takes each over once a's lapse.
+    wait_done(b, ids, 30000, "the other worker to finish a's runs")
+    assert.is_true(metric(b, "spool_lease_takeovers_total") >= 1)
+    -- a wakes mid-step, its model replies in hand: not one is stored.
+    h.sh("kill -CONT " .. a.pid)
+    h.wait_for(function()
+      return metric(a, "spool_lease_lost_total") >= 1
+    end, 10000, "the woken worker to find its leases lost: " .. a.log())
+    assert.matches("lost its lease", a.log())
+    check(dir, b, ids, 6)
+    assert.are.equal(0, a.stop())
+    b.stop()
+  end)
+end)
