@@ -38,7 +38,7 @@ struct spool__store {
   /* loop thread only */
   spool__store_op *outbox, *outbox_tail;
   int pending;
-  int inline_db; /* in memory: no thread, batches run in flush */
+  int inline_db;        /* in memory: no thread, batches run in flush */
   uv_timer_t heartbeat; /* renews the leases held, while there are any */
   char *owner;
   long long lease_ms;

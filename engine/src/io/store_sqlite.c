@@ -1031,8 +1031,8 @@ static void op_claim(db *d, spool__store_op *op) {
     if (!free) {
       spool__buf_adds(&op->json, "{\"held_by\":");
       spool__json_write_string(&op->json, holder, strlen(holder));
-      spool__buf_printf(&op->json, ",\"epoch\":%lld,\"ms_left\":%lld}",
-                        epoch, expires_at - op->now);
+      spool__buf_printf(&op->json, ",\"epoch\":%lld,\"ms_left\":%lld}", epoch,
+                        expires_at - op->now);
       sqlite3_reset(s);
       return;
     }
