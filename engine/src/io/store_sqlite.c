@@ -40,153 +40,129 @@
 #include <unistd.h>
 
 #include "codec/json.h"
-#include "io/store.h"
+#include "io/store_sql.h"
 
-enum {
-  S_THREAD_INSERT,
-  S_THREAD_SEQ,
-  S_LEASE_GET,
-  S_EVENT_INSERT,
-  S_THREAD_UPDATE,
-  S_STATE_VERSION,
-  S_STATE_DELETE,
-  S_STATE_UPSERT,
-  S_THREAD_GET,
-  S_EVENTS_GET,
-  S_LIST,
-  S_CHILDREN,
-  S_STATE_GET,
-  S_STATE_LIST,
-  S_LEASE_TAKE,
-  S_LEASE_RELEASE,
-  S_LEASE_RELEASE_ALL,
-  S_LEASE_RENEW,
-  S_READY,
-  S_DELETE_EVENTS,
-  S_DELETE_LEASES,
-  S_DELETE_THREADS,
-  S_DUE,
-  S_PURGE_STATE,
-  S_PURGE_EVENTS,
-  S_PURGE_THREADS,
-  S_PURGE_VERSIONS,
-  S_PURGE_LEASES,
-  S_VERSION_PUT,
-  S_VERSION_GET,
-  S_BEGIN,
-  S_COMMIT,
-  S_ROLLBACK,
-  S_SAVEPOINT,
-  S_RELEASE,
-  S_ROLLBACK_TO,
-  S_COUNT
-};
+/* The store's statements (store_sql.h) in SQLite's words, then this back
+ * end's own. */
+enum { S_BEGIN = SQL_COUNT, S_COMMIT, S_ROLLBACK, S_ALL };
 
-static const char *const sql_text[S_COUNT] = {
-    [S_THREAD_INSERT] =
+static const char *const sql_text[S_ALL] = {
+    [SQL_SAVEPOINT] = "SAVEPOINT step",
+    [SQL_RELEASE] = "RELEASE step",
+    [SQL_ROLLBACK_TO] = "ROLLBACK TO step",
+    /* One writer at a time: no claim can come between check and commit. */
+    [SQL_LEASE_CHECK] =
+        "SELECT owner, expires_at, epoch FROM leases WHERE thread_id = ?1",
+    [SQL_THREAD_INSERT] =
         "INSERT INTO threads(id, agent, parent, created_at, updated_at, "
         "status, deadline, last_seq) VALUES (?1, ?2, ?3, ?4, ?4, 'running', "
-        "NULL, 0)",
-    [S_THREAD_SEQ] = "SELECT last_seq, n FROM threads WHERE id = ?1",
-    [S_LEASE_GET] =
-        "SELECT owner, expires_at, epoch FROM leases WHERE thread_id = ?1",
-    [S_EVENT_INSERT] = "INSERT INTO events(thread, seq, step, type, at, v, "
-                       "data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    [S_THREAD_UPDATE] = "UPDATE threads SET last_seq = ?2, status = ?3, "
-                        "deadline = ?4, updated_at = ?5 WHERE id = ?1",
-    [S_STATE_VERSION] = "SELECT version FROM state WHERE ns = ?1 AND key = ?2 "
-                        "AND (expires_at IS NULL OR expires_at > ?3)",
-    [S_STATE_DELETE] = "DELETE FROM state WHERE ns = ?1 AND key = ?2",
-    [S_STATE_UPSERT] =
+        "NULL, 0) RETURNING n",
+    [SQL_THREAD_SEQ] = "SELECT last_seq, n FROM threads WHERE id = ?1",
+    [SQL_EVENT_INSERT] = "INSERT INTO events(thread, seq, step, type, at, v, "
+                         "data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [SQL_THREAD_UPDATE] = "UPDATE threads SET last_seq = ?2, status = ?3, "
+                          "deadline = ?4, updated_at = ?5 WHERE id = ?1",
+    [SQL_STATE_VERSION] =
+        "SELECT version FROM state WHERE ns = ?1 AND key = ?2 "
+        "AND (expires_at IS NULL OR expires_at > ?3)",
+    [SQL_STATE_DELETE] = "DELETE FROM state WHERE ns = ?1 AND key = ?2",
+    [SQL_STATE_UPSERT] =
         "INSERT INTO state(ns, key, value, version, updated_at, expires_at) "
         "VALUES (?1, ?2, ?3, 1, ?4, ?5) ON CONFLICT(ns, key) DO UPDATE SET "
         "value = excluded.value, updated_at = excluded.updated_at, "
         "expires_at = excluded.expires_at, version = CASE WHEN "
         "state.expires_at IS NOT NULL AND state.expires_at <= ?4 THEN 1 "
         "ELSE state.version + 1 END RETURNING version",
-    [S_THREAD_GET] =
+    [SQL_THREAD_GET] =
         "SELECT id, agent, parent, status, created_at, "
         "updated_at, last_seq, deadline FROM threads WHERE id = ?1",
-    [S_EVENTS_GET] = "SELECT seq, step, type, at, v, data FROM events "
-                     "WHERE thread = (SELECT n FROM threads WHERE id = ?1) "
-                     "ORDER BY seq",
-    [S_LIST] = "SELECT id, agent, parent, status, created_at, updated_at, "
-               "last_seq, deadline FROM threads WHERE (?1 IS NULL OR status "
-               "= ?1) AND (?2 IS NULL OR agent = ?2) AND (?3 = 0 OR "
-               "created_at < ?3 OR (created_at = ?3 AND id < ?5)) "
-               "ORDER BY created_at DESC, id DESC LIMIT ?4",
-    [S_CHILDREN] = "SELECT id, agent, parent, status, created_at, "
-                   "updated_at, last_seq, deadline FROM threads WHERE "
-                   "parent = ?1 ORDER BY created_at, id",
-    [S_STATE_GET] = "SELECT value, version, updated_at FROM state WHERE "
-                    "ns = ?1 AND key = ?2 AND (expires_at IS NULL OR "
-                    "expires_at > ?3)",
-    [S_STATE_LIST] = "SELECT key, value, version, updated_at FROM state "
-                     "WHERE ns = ?1 AND (expires_at IS NULL OR expires_at > "
-                     "?2) AND key > ?3 ORDER BY key LIMIT ?4",
-    [S_LEASE_TAKE] =
+    [SQL_EVENTS_GET] = "SELECT seq, step, type, at, v, data FROM events "
+                       "WHERE thread = (SELECT n FROM threads WHERE id = ?1) "
+                       "ORDER BY seq",
+    [SQL_LIST] = "SELECT id, agent, parent, status, created_at, updated_at, "
+                 "last_seq, deadline FROM threads WHERE (?1 IS NULL OR "
+                 "status = ?1) AND (?2 IS NULL OR agent = ?2) AND (?3 = 0 OR "
+                 "created_at < ?3 OR (created_at = ?3 AND id < ?5)) "
+                 "ORDER BY created_at DESC, id DESC LIMIT ?4",
+    [SQL_CHILDREN] = "SELECT id, agent, parent, status, created_at, "
+                     "updated_at, last_seq, deadline FROM threads WHERE "
+                     "parent = ?1 ORDER BY created_at, id",
+    [SQL_STATE_GET] = "SELECT value, version, updated_at FROM state WHERE "
+                      "ns = ?1 AND key = ?2 AND (expires_at IS NULL OR "
+                      "expires_at > ?3)",
+    [SQL_STATE_LIST] = "SELECT key, value, version, updated_at FROM state "
+                       "WHERE ns = ?1 AND (expires_at IS NULL OR expires_at "
+                       "> ?2) AND key > ?3 ORDER BY key LIMIT ?4",
+    [SQL_LEASE_GET] =
+        "SELECT owner, expires_at, epoch FROM leases WHERE thread_id = ?1",
+    [SQL_LEASE_TAKE] =
         "INSERT INTO leases(thread_id, owner, expires_at, epoch) VALUES "
         "(?1, ?2, ?3, 1) ON CONFLICT(thread_id) DO UPDATE SET owner = "
         "excluded.owner, expires_at = excluded.expires_at, epoch = "
-        "leases.epoch + 1 RETURNING epoch",
-    [S_LEASE_RELEASE] = "UPDATE leases SET owner = '', expires_at = 0 WHERE "
-                        "thread_id = ?1 AND owner = ?2",
-    [S_LEASE_RELEASE_ALL] = "UPDATE leases SET owner = '', expires_at = 0 "
-                            "WHERE owner = ?2",
-    [S_LEASE_RENEW] = "UPDATE leases SET expires_at = ?2 WHERE owner = ?1",
+        "leases.epoch + 1 WHERE leases.owner = excluded.owner OR "
+        "leases.expires_at <= ?4 OR (?5 AND leases.epoch = ?6) "
+        "RETURNING epoch",
+    [SQL_LEASE_RELEASE] = "UPDATE leases SET owner = '', expires_at = 0 "
+                          "WHERE thread_id = ?1 AND owner = ?2",
+    [SQL_LEASE_RELEASE_ALL] = "UPDATE leases SET owner = '', expires_at = 0 "
+                              "WHERE owner = ?1",
+    [SQL_LEASE_RENEW] = "UPDATE leases SET expires_at = ?2 WHERE owner = ?1",
     /* Top-level threads left running whose lease has lapsed (or was given
-     * back at a shutdown): the oldest first. */
-    [S_READY] = "SELECT t.id FROM threads t LEFT JOIN leases l ON "
-                "l.thread_id = t.id WHERE t.status = 'running' AND t.parent "
-                "IS NULL AND (l.expires_at IS NULL OR l.expires_at <= ?1) "
-                "ORDER BY t.updated_at, t.id LIMIT ?2",
-    [S_DELETE_EVENTS] =
+     * back at a shutdown), the oldest first, claimed. */
+    [SQL_READY] =
+        "INSERT INTO leases(thread_id, owner, expires_at, epoch) SELECT "
+        "t.id, ?2, ?3, 1 FROM threads t LEFT JOIN leases l ON l.thread_id = "
+        "t.id WHERE t.status = 'running' AND t.parent IS NULL AND "
+        "(l.expires_at IS NULL OR l.expires_at <= ?1) ORDER BY t.updated_at, "
+        "t.id LIMIT ?4 ON CONFLICT(thread_id) DO UPDATE SET owner = "
+        "excluded.owner, expires_at = excluded.expires_at, epoch = "
+        "leases.epoch + 1 WHERE leases.expires_at <= ?1 "
+        "RETURNING thread_id, epoch",
+    [SQL_DELETE_EVENTS] =
         "WITH RECURSIVE doomed(id) AS (SELECT ?1 UNION ALL SELECT t.id FROM "
         "threads t JOIN doomed d ON t.parent = d.id) DELETE FROM events "
         "WHERE thread IN (SELECT n FROM threads WHERE id IN doomed)",
-    [S_DELETE_LEASES] =
+    [SQL_DELETE_LEASES] =
         "WITH RECURSIVE doomed(id) AS (SELECT ?1 UNION ALL SELECT t.id FROM "
         "threads t JOIN doomed d ON t.parent = d.id) DELETE FROM leases "
         "WHERE thread_id IN doomed",
-    [S_DELETE_THREADS] =
+    [SQL_DELETE_THREADS] =
         "WITH RECURSIVE doomed(id) AS (SELECT ?1 UNION ALL SELECT t.id FROM "
         "threads t JOIN doomed d ON t.parent = d.id) DELETE FROM threads "
         "WHERE id IN doomed",
-    [S_DUE] = "SELECT id FROM threads WHERE status = 'waiting' AND deadline "
-              "IS NOT NULL AND deadline <= ?1 ORDER BY deadline",
-    [S_PURGE_STATE] = "DELETE FROM state WHERE expires_at IS NOT NULL AND "
-                      "expires_at <= ?1",
-    [S_PURGE_EVENTS] =
+    [SQL_DUE] = "SELECT id FROM threads WHERE status = 'waiting' AND deadline "
+                "IS NOT NULL AND deadline <= ?1 ORDER BY deadline",
+    [SQL_PURGE_STATE] = "DELETE FROM state WHERE expires_at IS NOT NULL AND "
+                        "expires_at <= ?1",
+    [SQL_PURGE_EVENTS] =
         "WITH RECURSIVE doomed(id) AS (SELECT id FROM threads WHERE parent "
         "IS NULL AND status IN ('done', 'failed', 'cancelled') AND "
         "updated_at < ?1 UNION ALL SELECT t.id FROM threads t JOIN doomed d "
         "ON t.parent = d.id) DELETE FROM events WHERE thread IN (SELECT n "
         "FROM threads WHERE id IN doomed)",
-    [S_PURGE_THREADS] =
+    [SQL_PURGE_THREADS] =
         "WITH RECURSIVE doomed(id) AS (SELECT id FROM threads WHERE parent "
         "IS NULL AND status IN ('done', 'failed', 'cancelled') AND "
         "updated_at < ?1 UNION ALL SELECT t.id FROM threads t JOIN doomed d "
         "ON t.parent = d.id) DELETE FROM threads WHERE id IN doomed",
     /* Agent versions no event names any more; the subquery runs once. */
-    [S_PURGE_VERSIONS] =
+    [SQL_PURGE_VERSIONS] =
         "DELETE FROM versions WHERE created_at < ?1 AND hash NOT IN "
         "(SELECT DISTINCT v FROM events WHERE v IS NOT NULL)",
+    [SQL_PURGE_LEASES] = "DELETE FROM leases WHERE expires_at <= ?1 AND "
+                         "thread_id NOT IN (SELECT id FROM threads)",
     /* A put refreshes created_at: engines re-put the versions they use
      * hourly, so purge (which spares the last day) never takes one. */
-    [S_PURGE_LEASES] = "DELETE FROM leases WHERE expires_at <= ?1 AND "
-                       "thread_id NOT IN (SELECT id FROM threads)",
-    [S_VERSION_PUT] = "INSERT INTO versions(hash, agent, sources, "
-                      "created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(hash) "
-                      "DO UPDATE SET created_at = excluded.created_at",
-    [S_VERSION_GET] = "SELECT sources FROM versions WHERE hash = ?1",
+    [SQL_VERSION_PUT] = "INSERT INTO versions(hash, agent, sources, "
+                        "created_at) VALUES (?1, ?2, ?3, ?4) ON "
+                        "CONFLICT(hash) DO UPDATE SET created_at = "
+                        "excluded.created_at",
+    [SQL_VERSION_GET] = "SELECT sources FROM versions WHERE hash = ?1",
     /* Prepared like the rest: parsing them was a quarter of a step's cost
      * in memory. */
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
-    [S_SAVEPOINT] = "SAVEPOINT step",
-    [S_RELEASE] = "RELEASE step",
-    [S_ROLLBACK_TO] = "ROLLBACK TO step",
 };
 
 static const char schema_sql[] =
@@ -247,8 +223,10 @@ static const char *const schema_steps[] = {
 
 typedef struct db {
   sqlite3 *conn;
-  sqlite3_stmt *st[S_COUNT];
-  int read_only; /* opened read-only: its file or folder is not writable */
+  sqlite3_stmt *st[S_ALL];
+  sqlite3_stmt *cur; /* the statement whose rows are being read */
+  char err[256];     /* why the last statement failed */
+  int read_only;     /* opened read-only: its file or folder is not writable */
 } db;
 
 /* A prepared statement, reset and cleared for reuse; NULL on error. */
@@ -288,13 +266,6 @@ static int run(db *d, int id, char *err, size_t errlen) {
   }
   sqlite3_reset(s);
   return 0;
-}
-
-static void bind_text(sqlite3_stmt *s, int i, const char *v) {
-  if (v)
-    sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
-  else
-    sqlite3_bind_null(s, i);
 }
 
 /* Creates the folders above path (the default store is .spool/spool.db)
@@ -586,7 +557,7 @@ static void sqlite_close(void *p) {
   db *d = p;
   if (d == NULL)
     return;
-  for (int i = 0; i < S_COUNT; i++)
+  for (int i = 0; i < S_ALL; i++)
     sqlite3_finalize(d->st[i]);
   sqlite3_close_v2(d->conn);
   free(d);
@@ -600,7 +571,7 @@ static int sqlite_begin(void *p, char *err, size_t errlen) {
  * the next BEGIN IMMEDIATE would then fail with SQLITE_BUSY_SNAPSHOT
  * (which no busy timeout waits out) once another process has written. */
 static void reset_all(db *d) {
-  for (int i = 0; i < S_COUNT; i++)
+  for (int i = 0; i < S_ALL; i++)
     if (d->st[i])
       sqlite3_reset(d->st[i]);
 }
@@ -622,656 +593,94 @@ static void sqlite_maintain(void *p) {
   exec(p, "VACUUM", e, sizeof e);
 }
 
-/* ---- helpers for op results ---- */
+/* ---- the driver (store_sql.h) ---- */
 
-static void set_error(spool__store_op *op, spool__store_status st,
-                      const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_error(spool__store_op *op, spool__store_status st,
-                      const char *fmt, ...) {
-  va_list ap;
-  va_start(ap, fmt);
-  op->result = st;
-  vsnprintf(op->errmsg, sizeof op->errmsg, fmt, ap);
-  va_end(ap);
-}
-
-static void db_error(db *d, spool__store_op *op, const char *what) {
-  int code = sqlite3_errcode(d->conn);
-  op->result = SPOOL__STORE_EIO;
-  snprintf(op->errmsg, sizeof op->errmsg, "%s: %s%s", what,
-           sqlite3_errmsg(d->conn),
-           (code & 0xff) == SQLITE_CORRUPT ? " (the database is corrupt)"
-           : (code & 0xff) == SQLITE_READONLY && d->read_only
+static int sql_failed(db *d, int rc) {
+  snprintf(d->err, sizeof d->err, "%s%s", sqlite3_errmsg(d->conn),
+           (rc & 0xff) == SQLITE_CORRUPT ? " (the database is corrupt)"
+           : (rc & 0xff) == SQLITE_READONLY && d->read_only
                ? " (the store was opened read-only: its file or folder is "
                  "not writable here)"
                : "");
+  if (d->cur)
+    sqlite3_reset(d->cur);
+  d->cur = NULL;
+  return rc == SQLITE_CONSTRAINT_PRIMARYKEY || rc == SQLITE_CONSTRAINT_UNIQUE
+             ? SQL_CONFLICT
+             : SQL_FAILED;
 }
 
-static int add_text(spool__buf *b, sqlite3_stmt *s, int col) {
-  if (sqlite3_column_type(s, col) == SQLITE_NULL)
-    return spool__buf_adds(b, "null");
-  const char *t = (const char *)sqlite3_column_text(s, col);
-  return spool__json_write_string(b, t, (size_t)sqlite3_column_bytes(s, col)) ==
-                 0
-             ? 0
-             : -1;
-}
-
-static int add_int(spool__buf *b, sqlite3_stmt *s, int col) {
-  if (sqlite3_column_type(s, col) == SQLITE_NULL)
-    return spool__buf_adds(b, "null");
-  return spool__json_write_integer(b, sqlite3_column_int64(s, col));
-}
-
-/* A thread row (id, agent, parent, status, created_at, updated_at,
- * last_seq, deadline) as a JSON object. */
-static int add_thread(spool__buf *b, sqlite3_stmt *s) {
-  static const char *const names[] = {"id",     "agent",      "parent",
-                                      "status", "created_at", "updated_at",
-                                      "events", "deadline"};
-  int rc = spool__buf_addc(b, '{');
-  for (int i = 0; i < 8 && rc == 0; i++) {
-    rc = spool__buf_printf(b, "%s\"%s\":", i ? "," : "", names[i]);
-    if (rc == 0)
-      rc = i < 4 ? add_text(b, s, i) : add_int(b, s, i);
-  }
-  return rc == 0 ? spool__buf_addc(b, '}') : -1;
-}
-
-/* Appends stored JSON after checking it is JSON. */
-static int add_json(spool__buf *b, sqlite3_stmt *s, int col, spool__buf *sc,
-                    char *why, size_t whylen) {
-  const char *t = (const char *)sqlite3_column_text(s, col);
-  size_t n = (size_t)sqlite3_column_bytes(s, col);
-  spool__json_error e;
-  if (t == NULL || spool__json_check(t, n, sc, &e) != 0) {
-    if (t == NULL)
-      snprintf(why, whylen, "no data");
-    else
-      spool__json_error_format(&e, why, whylen);
-    return 1;
-  }
-  return spool__buf_add(b, t, n);
-}
-
-/* ---- ops ---- */
-
-static void op_append(db *d, spool__store_op *op) {
-  sqlite3_stmt *s;
-  char msg[160];
-  long long thread_n; /* threads.n, which events are keyed by */
-  if (run(d, S_SAVEPOINT, msg, sizeof msg) != 0) {
-    db_error(d, op, "cannot start the step");
-    return;
-  }
-  if (op->thread_id == NULL)
-    goto writes;
-  /* Fencing, first: only the holder of the thread's latest claim
-   * appends. A run whose lease lapsed and was claimed again, by anyone,
-   * is stopped here, before anything it did is stored. */
-  s = stmt(d, S_LEASE_GET);
-  bind_text(s, 1, op->thread_id);
-  if (sqlite3_step(s) != SQLITE_ROW) {
-    set_error(op, SPOOL__STORE_ECONFLICT,
-              "thread %s: an append without a lease (claim it first)",
-              op->thread_id);
-    goto rollback;
-  }
-  const char *holder = (const char *)sqlite3_column_text(s, 0);
-  long long epoch = sqlite3_column_int64(s, 2);
-  if (op->owner == NULL || epoch != op->epoch ||
-      strcmp(holder ? holder : "", op->owner) != 0) {
-    set_error(op, SPOOL__STORE_ECONFLICT,
-              "thread %s: this run lost its lease (claim %lld; the thread "
-              "is at claim %lld, held by %s)",
-              op->thread_id, op->epoch, epoch,
-              holder && *holder ? holder : "nobody");
-    sqlite3_reset(s);
-    goto rollback;
-  }
-  sqlite3_reset(s); /* a statement left on a row blocks the savepoints */
-  if (op->expected_seq == 0) {
-    s = stmt(d, S_THREAD_INSERT);
-    bind_text(s, 1, op->thread_id);
-    bind_text(s, 2, op->agent);
-    bind_text(s, 3, op->parent);
-    sqlite3_bind_int64(s, 4, op->now);
-    int rc = sqlite3_step(s);
-    if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-      set_error(op, SPOOL__STORE_ECONFLICT, "thread %s already exists",
-                op->thread_id);
-      goto rollback;
-    }
-    if (rc != SQLITE_DONE) {
-      db_error(d, op, "cannot create the thread");
-      goto rollback;
-    }
-    thread_n = sqlite3_last_insert_rowid(d->conn);
-  } else {
-    s = stmt(d, S_THREAD_SEQ);
-    bind_text(s, 1, op->thread_id);
-    if (sqlite3_step(s) != SQLITE_ROW) {
-      set_error(op, SPOOL__STORE_ENOTFOUND, "unknown thread '%s'",
-                op->thread_id);
-      goto rollback;
-    }
-    long long have = sqlite3_column_int64(s, 0);
-    thread_n = sqlite3_column_int64(s, 1);
-    if (have != op->expected_seq) {
-      op->result = SPOOL__STORE_ECONFLICT;
-      snprintf(op->errmsg, sizeof op->errmsg,
-               "thread %s has %lld events, not the %lld this run expected "
-               "(another process appended to it)",
-               op->thread_id, have, op->expected_seq);
-      goto rollback;
-    }
-  }
-  for (int i = 0; i < op->nevents; i++) {
-    spool__store_event *ev = &op->events[i];
-    s = stmt(d, S_EVENT_INSERT);
-    sqlite3_bind_int64(s, 1, thread_n);
-    sqlite3_bind_int64(s, 2, ev->seq);
-    sqlite3_bind_int64(s, 3, ev->step);
-    bind_text(s, 4, ev->type);
-    sqlite3_bind_int64(s, 5, ev->at);
-    bind_text(s, 6, ev->v);
-    bind_text(s, 7, ev->data);
-    if (sqlite3_step(s) != SQLITE_DONE) {
-      db_error(d, op, "cannot store an event");
-      goto rollback;
-    }
-  }
-  s = stmt(d, S_THREAD_UPDATE);
-  bind_text(s, 1, op->thread_id);
-  sqlite3_bind_int64(s, 2, op->expected_seq + op->nevents);
-  bind_text(s, 3, op->status ? op->status : "running");
-  if (op->deadline > 0)
-    sqlite3_bind_int64(s, 4, op->deadline);
-  sqlite3_bind_int64(s, 5, op->now);
-  if (sqlite3_step(s) != SQLITE_DONE) {
-    db_error(d, op, "cannot update the thread");
-    goto rollback;
-  }
-writes:
-  spool__buf_adds(&op->json, "[");
-  for (int i = 0; i < op->nwrites; i++) {
-    spool__store_write *w = &op->writes[i];
-    if (w->if_version >= 0) {
-      s = stmt(d, S_STATE_VERSION);
-      bind_text(s, 1, w->ns);
-      bind_text(s, 2, w->key);
-      sqlite3_bind_int64(s, 3, op->now);
-      long long have =
-          sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-      if (have != w->if_version) {
-        op->result = SPOOL__STORE_ECONFLICT;
-        snprintf(op->errmsg, sizeof op->errmsg,
-                 "state %s/%s is at version %lld, not %lld", w->ns, w->key,
-                 have, w->if_version);
-        goto rollback;
-      }
-    }
-    long long version = 0;
-    if (w->value == NULL) {
-      s = stmt(d, S_STATE_DELETE);
-      bind_text(s, 1, w->ns);
-      bind_text(s, 2, w->key);
-      if (sqlite3_step(s) != SQLITE_DONE) {
-        db_error(d, op, "cannot delete state");
-        goto rollback;
-      }
-    } else {
-      s = stmt(d, S_STATE_UPSERT);
-      bind_text(s, 1, w->ns);
-      bind_text(s, 2, w->key);
-      bind_text(s, 3, w->value);
-      sqlite3_bind_int64(s, 4, op->now);
-      if (w->expires_at > 0)
-        sqlite3_bind_int64(s, 5, w->expires_at);
-      if (sqlite3_step(s) != SQLITE_ROW) {
-        db_error(d, op, "cannot write state");
-        goto rollback;
-      }
-      version = sqlite3_column_int64(s, 0);
-      sqlite3_reset(s);
-    }
-    spool__buf_printf(&op->json, "%s%lld", i ? "," : "", version);
-  }
-  spool__buf_adds(&op->json, "]");
-  run(d, S_RELEASE, msg, sizeof msg);
-  return;
-rollback:
-  run(d, S_ROLLBACK_TO, msg, sizeof msg);
-  run(d, S_RELEASE, msg, sizeof msg);
-  spool__buf_clear(&op->json);
-}
-
-static void op_load(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_THREAD_GET);
-  bind_text(s, 1, op->thread_id);
-  int rc = sqlite3_step(s);
-  if (rc != SQLITE_ROW) {
-    if (rc == SQLITE_DONE)
-      set_error(op, SPOOL__STORE_ENOTFOUND, "unknown thread '%s'",
-                op->thread_id);
-    else
-      db_error(d, op, "cannot read the thread");
-    return;
-  }
-  long long last_seq = sqlite3_column_int64(s, 6);
-  spool__buf *b = &op->json;
-  spool__buf scratch = {0};
-  spool__buf_adds(b, "{\"thread\":");
-  add_thread(b, s);
-  spool__buf_adds(b, ",\"events\":[");
-  s = stmt(d, S_EVENTS_GET);
-  bind_text(s, 1, op->thread_id);
-  long long expect = 1;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    long long seq = sqlite3_column_int64(s, 0);
-    char why[128];
-    if (seq != expect) {
-      op->result = SPOOL__STORE_ECORRUPT;
-      snprintf(op->errmsg, sizeof op->errmsg,
-               "thread %s: event %lld is missing from the store", op->thread_id,
-               expect);
-      goto done;
-    }
-    spool__buf_printf(
-        b, "%s{\"seq\":%lld,\"step\":%lld,\"type\":", seq > 1 ? "," : "", seq,
-        (long long)sqlite3_column_int64(s, 1));
-    add_text(b, s, 2);
-    spool__buf_adds(b, ",\"at\":");
-    add_int(b, s, 3);
-    spool__buf_adds(b, ",\"v\":");
-    add_text(b, s, 4);
-    spool__buf_adds(b, ",\"data\":");
-    if (add_json(b, s, 5, &scratch, why, sizeof why) != 0) {
-      op->result = SPOOL__STORE_ECORRUPT;
-      snprintf(op->errmsg, sizeof op->errmsg,
-               "thread %s, event %lld: the stored data is not JSON (%s)",
-               op->thread_id, seq, why);
-      goto done;
-    }
-    spool__buf_addc(b, '}');
-    expect++;
-  }
-  if (rc != SQLITE_DONE) {
-    db_error(d, op, "cannot read the events");
-    goto done;
-  }
-  if (expect - 1 != last_seq) {
-    op->result = SPOOL__STORE_ECORRUPT;
-    snprintf(op->errmsg, sizeof op->errmsg,
-             "thread %s: the store lists %lld events but holds %lld",
-             op->thread_id, last_seq, expect - 1);
-    goto done;
-  }
-  spool__buf_adds(b, "]}");
-done:
-  spool__buf_free(&scratch);
-  if (op->result != SPOOL__STORE_OK)
-    spool__buf_clear(b);
-}
-
-/* Runs a statement returning thread rows and writes them as an array. */
-static void rows_of_threads(db *d, spool__store_op *op, sqlite3_stmt *s) {
-  int rc, n = 0;
-  spool__buf_addc(&op->json, '[');
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    if (n++)
-      spool__buf_addc(&op->json, ',');
-    add_thread(&op->json, s);
-  }
-  if (rc != SQLITE_DONE) {
-    db_error(d, op, "cannot list threads");
-    spool__buf_clear(&op->json);
-    return;
-  }
-  spool__buf_addc(&op->json, ']');
-}
-
-static void op_list(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_LIST);
-  bind_text(s, 1, op->filter_status);
-  bind_text(s, 2, op->filter_agent);
-  sqlite3_bind_int64(s, 3, op->before);
-  sqlite3_bind_int64(s, 4, op->limit > 0 ? op->limit : 100);
-  bind_text(s, 5, op->key ? op->key : "");
-  rows_of_threads(d, op, s);
-}
-
-static void op_children(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_CHILDREN);
-  bind_text(s, 1, op->thread_id);
-  rows_of_threads(d, op, s);
-}
-
-static void op_state_get(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_STATE_GET);
-  bind_text(s, 1, op->ns);
-  bind_text(s, 2, op->key);
-  sqlite3_bind_int64(s, 3, op->now);
-  int rc = sqlite3_step(s);
+static int sql_step(db *d) {
+  int rc = sqlite3_step(d->cur);
+  if (rc == SQLITE_ROW)
+    return SQL_ROW;
   if (rc == SQLITE_DONE) {
-    spool__buf_adds(&op->json, "null");
-    return;
+    sqlite3_reset(d->cur);
+    d->cur = NULL;
+    return SQL_DONE;
   }
-  if (rc != SQLITE_ROW) {
-    db_error(d, op, "cannot read state");
-    return;
-  }
-  char why[128];
-  spool__buf scratch = {0};
-  spool__buf_adds(&op->json, "{\"value\":");
-  if (add_json(&op->json, s, 0, &scratch, why, sizeof why) != 0) {
-    op->result = SPOOL__STORE_ECORRUPT;
-    snprintf(op->errmsg, sizeof op->errmsg,
-             "state %s/%s: the stored value is not JSON (%s)", op->ns, op->key,
-             why);
-    spool__buf_clear(&op->json);
-  } else {
-    spool__buf_printf(&op->json, ",\"version\":%lld,\"updated_at\":%lld}",
-                      (long long)sqlite3_column_int64(s, 1),
-                      (long long)sqlite3_column_int64(s, 2));
-  }
-  spool__buf_free(&scratch);
+  return sql_failed(d, rc);
 }
 
-static void op_state_list(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_STATE_LIST);
-  bind_text(s, 1, op->ns);
-  sqlite3_bind_int64(s, 2, op->now);
-  bind_text(s, 3, op->key ? op->key : "");
-  sqlite3_bind_int64(s, 4, op->limit > 0 ? op->limit : 1000);
-  spool__buf scratch = {0};
-  int rc, n = 0;
-  spool__buf_addc(&op->json, '[');
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    char why[128];
-    spool__buf_adds(&op->json, n++ ? ",{\"key\":" : "{\"key\":");
-    add_text(&op->json, s, 0);
-    spool__buf_adds(&op->json, ",\"value\":");
-    if (add_json(&op->json, s, 1, &scratch, why, sizeof why) != 0) {
-      op->result = SPOOL__STORE_ECORRUPT;
-      snprintf(op->errmsg, sizeof op->errmsg,
-               "state %s/%s: the stored value is not JSON (%s)", op->ns,
-               (const char *)sqlite3_column_text(s, 0), why);
-      break;
-    }
-    spool__buf_printf(&op->json, ",\"version\":%lld,\"updated_at\":%lld}",
-                      (long long)sqlite3_column_int64(s, 2),
-                      (long long)sqlite3_column_int64(s, 3));
+static int sql_run(void *p, int id, const spool__sql_param *params, int n) {
+  db *d = p;
+  /* A statement left on a row (a RETURNING read once) would block the
+   * savepoints: it ends here. */
+  if (d->cur)
+    sqlite3_reset(d->cur);
+  d->cur = stmt(d, id);
+  if (d->cur == NULL) {
+    snprintf(d->err, sizeof d->err, "%s", sqlite3_errmsg(d->conn));
+    return SQL_FAILED;
   }
-  spool__buf_free(&scratch);
-  if (op->result == SPOOL__STORE_OK && rc != SQLITE_DONE)
-    db_error(d, op, "cannot list state");
-  if (op->result != SPOOL__STORE_OK)
-    spool__buf_clear(&op->json);
-  else
-    spool__buf_addc(&op->json, ']');
+  for (int i = 0; i < n; i++) {
+    if (params[i].kind == 1)
+      sqlite3_bind_int64(d->cur, i + 1, params[i].i);
+    else if (params[i].kind == 2)
+      sqlite3_bind_text(d->cur, i + 1, params[i].s, -1, SQLITE_STATIC);
+  }
+  return sql_step(d);
 }
 
-/* Takes the lease: a new epoch, which fences off every earlier claim. A
- * lease some other owner holds and has not let lapse is refused unless it
- * is forced (its holder is known dead) at the epoch the caller saw: of
- * several takers of one dead holder's lease, one wins. Answers
- * {"epoch":N}, or {"held_by":OWNER,"epoch":N,"ms_left":MS} when refused. */
-static void op_claim(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_LEASE_GET);
-  bind_text(s, 1, op->thread_id);
-  if (sqlite3_step(s) == SQLITE_ROW) {
-    const char *holder = (const char *)sqlite3_column_text(s, 0);
-    long long expires_at = sqlite3_column_int64(s, 1);
-    long long epoch = sqlite3_column_int64(s, 2);
-    int free = holder == NULL || strcmp(holder, op->owner) == 0 ||
-               expires_at <= op->now || (op->force && epoch == op->epoch);
-    if (!free) {
-      spool__buf_adds(&op->json, "{\"held_by\":");
-      spool__json_write_string(&op->json, holder, strlen(holder));
-      spool__buf_printf(&op->json, ",\"epoch\":%lld,\"ms_left\":%lld}", epoch,
-                        expires_at - op->now);
-      sqlite3_reset(s);
-      return;
-    }
-  }
-  sqlite3_reset(s);
-  s = stmt(d, S_LEASE_TAKE);
-  bind_text(s, 1, op->thread_id);
-  bind_text(s, 2, op->owner);
-  sqlite3_bind_int64(s, 3, op->now + op->lease_ms);
-  if (sqlite3_step(s) != SQLITE_ROW) {
-    db_error(d, op, "cannot take the lease");
-    return;
-  }
-  spool__buf_printf(&op->json, "{\"epoch\":%lld}",
-                    (long long)sqlite3_column_int64(s, 0));
-  sqlite3_reset(s);
+static int sql_next(void *p) {
+  db *d = p;
+  return d->cur ? sql_step(d) : SQL_DONE;
 }
 
-/* Gives back one lease, or with no thread all the owner's (a shutdown). */
-static void op_release(db *d, spool__store_op *op) {
-  sqlite3_stmt *s =
-      stmt(d, op->thread_id ? S_LEASE_RELEASE : S_LEASE_RELEASE_ALL);
-  bind_text(s, 1, op->thread_id);
-  bind_text(s, 2, op->owner);
-  if (sqlite3_step(s) != SQLITE_DONE)
-    db_error(d, op, "cannot release the lease");
+static int sql_null(void *p, int col) {
+  return sqlite3_column_type(((db *)p)->cur, col) == SQLITE_NULL;
 }
 
-/* The heartbeat of a process that runs threads: one statement extends all
- * its leases, however many. */
-static void op_renew(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_LEASE_RENEW);
-  bind_text(s, 1, op->owner);
-  sqlite3_bind_int64(s, 2, op->now + op->lease_ms);
-  if (sqlite3_step(s) != SQLITE_DONE)
-    db_error(d, op, "cannot renew the leases");
-  else
-    spool__buf_printf(&op->json, "%d", sqlite3_changes(d->conn));
+static const char *sql_text_col(void *p, int col, size_t *len) {
+  sqlite3_stmt *s = ((db *)p)->cur;
+  if (sqlite3_column_type(s, col) == SQLITE_NULL) {
+    *len = 0;
+    return NULL;
+  }
+  const char *t = (const char *)sqlite3_column_text(s, col);
+  *len = (size_t)sqlite3_column_bytes(s, col);
+  return t;
 }
 
-/* Claims up to `limit` threads left running whose lease lapsed, in the
- * transaction the batch runs in (SQLite has one writer, so no other
- * process claims between the read and the writes). Answers
- * [{"id":ID,"epoch":N}...]. */
-static void op_ready(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_READY);
-  sqlite3_bind_int64(s, 1, op->now);
-  sqlite3_bind_int64(s, 2, op->limit > 0 ? op->limit : 100);
-  char **ids = NULL;
-  int n = 0, cap = 0, rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    if (n == cap) {
-      cap = cap ? 2 * cap : 16;
-      char **grown = realloc(ids, (size_t)cap * sizeof *ids);
-      if (grown == NULL)
-        break;
-      ids = grown;
-    }
-    if ((ids[n] = strdup((const char *)sqlite3_column_text(s, 0))) == NULL)
-      break;
-    n++;
-  }
-  if (rc != SQLITE_DONE)
-    db_error(d, op, "cannot find the threads to take over");
-  spool__buf_addc(&op->json, '[');
-  for (int i = 0; i < n && op->result == SPOOL__STORE_OK; i++) {
-    s = stmt(d, S_LEASE_TAKE);
-    bind_text(s, 1, ids[i]);
-    bind_text(s, 2, op->owner);
-    sqlite3_bind_int64(s, 3, op->now + op->lease_ms);
-    if (sqlite3_step(s) != SQLITE_ROW) {
-      db_error(d, op, "cannot take over a lease");
-      break;
-    }
-    spool__buf_adds(&op->json, i ? ",{\"id\":" : "{\"id\":");
-    spool__json_write_string(&op->json, ids[i], strlen(ids[i]));
-    spool__buf_printf(&op->json, ",\"epoch\":%lld}",
-                      (long long)sqlite3_column_int64(s, 0));
-    sqlite3_reset(s);
-  }
-  spool__buf_addc(&op->json, ']');
-  for (int i = 0; i < n; i++)
-    free(ids[i]);
-  free(ids);
-  if (op->result != SPOOL__STORE_OK)
-    spool__buf_clear(&op->json);
+static long long sql_integer(void *p, int col) {
+  return sqlite3_column_int64(((db *)p)->cur, col);
 }
 
-static void op_delete(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_THREAD_SEQ);
-  bind_text(s, 1, op->thread_id);
-  if (sqlite3_step(s) != SQLITE_ROW) {
-    set_error(op, SPOOL__STORE_ENOTFOUND, "unknown thread '%s'", op->thread_id);
-    return;
-  }
-  static const int order[] = {S_DELETE_EVENTS, S_DELETE_LEASES,
-                              S_DELETE_THREADS};
-  for (int i = 0; i < 3; i++) {
-    s = stmt(d, order[i]);
-    bind_text(s, 1, op->thread_id);
-    if (sqlite3_step(s) != SQLITE_DONE) {
-      db_error(d, op, "cannot delete the thread");
-      return;
-    }
-  }
+static long long sql_changes(void *p) {
+  return sqlite3_changes(((db *)p)->conn);
 }
 
-static void op_due(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_DUE);
-  sqlite3_bind_int64(s, 1, op->now);
-  int rc, n = 0;
-  spool__buf_addc(&op->json, '[');
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    if (n++)
-      spool__buf_addc(&op->json, ',');
-    add_text(&op->json, s, 0);
-  }
-  spool__buf_addc(&op->json, ']');
-  if (rc != SQLITE_DONE)
-    db_error(d, op, "cannot list due threads");
+static void sql_error(void *p, char *buf, size_t len) {
+  snprintf(buf, len, "%s", ((db *)p)->err);
 }
 
-/* Agent versions younger than this are never purged (see S_VERSION_PUT). */
-#define VERSION_GRACE_MS (24LL * 3600 * 1000)
-
-static void op_purge(db *d, spool__store_op *op) {
-  static const int order[] = {S_PURGE_STATE, S_PURGE_EVENTS, S_PURGE_THREADS,
-                              S_PURGE_VERSIONS};
-  long long counts[4] = {0, 0, 0, 0};
-  for (int i = 0; i < 4; i++) {
-    sqlite3_stmt *s = stmt(d, order[i]);
-    long long cutoff = i == 0 ? op->now : op->finished_before;
-    if (order[i] == S_PURGE_VERSIONS && cutoff > op->now - VERSION_GRACE_MS)
-      cutoff = op->now - VERSION_GRACE_MS;
-    sqlite3_bind_int64(s, 1, cutoff);
-    if (sqlite3_step(s) != SQLITE_DONE) {
-      db_error(d, op, "cannot purge");
-      return;
-    }
-    counts[i] = sqlite3_changes(d->conn);
-  }
-  /* The leases of threads purged now or deleted before (a released lease
-   * keeps its row, for its epoch, as long as its thread). */
-  sqlite3_stmt *s = stmt(d, S_PURGE_LEASES);
-  sqlite3_bind_int64(s, 1, op->now);
-  if (sqlite3_step(s) != SQLITE_DONE) {
-    db_error(d, op, "cannot purge");
-    return;
-  }
-  spool__buf_printf(&op->json,
-                    "{\"state\":%lld,\"events\":%lld,"
-                    "\"threads\":%lld,\"versions\":%lld}",
-                    counts[0], counts[1], counts[2], counts[3]);
-}
-
-static void op_version_put(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_VERSION_PUT);
-  bind_text(s, 1, op->key);
-  bind_text(s, 2, op->agent);
-  bind_text(s, 3, op->value);
-  sqlite3_bind_int64(s, 4, op->now);
-  if (sqlite3_step(s) != SQLITE_DONE)
-    db_error(d, op, "cannot store the agent version");
-}
-
-static void op_version_get(db *d, spool__store_op *op) {
-  sqlite3_stmt *s = stmt(d, S_VERSION_GET);
-  bind_text(s, 1, op->key);
-  int rc = sqlite3_step(s);
-  if (rc == SQLITE_DONE) {
-    set_error(op, SPOOL__STORE_ENOTFOUND, "no stored agent version '%s'",
-              op->key);
-    return;
-  }
-  if (rc != SQLITE_ROW) {
-    db_error(d, op, "cannot read the agent version");
-    return;
-  }
-  spool__buf scratch = {0};
-  char why[128];
-  if (add_json(&op->json, s, 0, &scratch, why, sizeof why) != 0) {
-    op->result = SPOOL__STORE_ECORRUPT;
-    snprintf(op->errmsg, sizeof op->errmsg,
-             "agent version %s: the stored sources are not JSON (%s)", op->key,
-             why);
-    spool__buf_clear(&op->json);
-  }
-  spool__buf_free(&scratch);
-}
+static const spool__sql_driver driver = {
+    sql_run,     sql_next,    sql_null,  sql_text_col,
+    sql_integer, sql_changes, sql_error,
+};
 
 static void sqlite_exec(void *p, spool__store_op *op) {
-  db *d = p;
-  switch (op->kind) {
-  case SPOOL__STORE_APPEND:
-    op_append(d, op);
-    break;
-  case SPOOL__STORE_LOAD:
-    op_load(d, op);
-    break;
-  case SPOOL__STORE_LIST:
-    op_list(d, op);
-    break;
-  case SPOOL__STORE_CHILDREN:
-    op_children(d, op);
-    break;
-  case SPOOL__STORE_STATE_GET:
-    op_state_get(d, op);
-    break;
-  case SPOOL__STORE_STATE_LIST:
-    op_state_list(d, op);
-    break;
-  case SPOOL__STORE_CLAIM:
-    op_claim(d, op);
-    break;
-  case SPOOL__STORE_RELEASE:
-    op_release(d, op);
-    break;
-  case SPOOL__STORE_RENEW:
-    op_renew(d, op);
-    break;
-  case SPOOL__STORE_READY:
-    op_ready(d, op);
-    break;
-  case SPOOL__STORE_DELETE:
-    op_delete(d, op);
-    break;
-  case SPOOL__STORE_DUE:
-    op_due(d, op);
-    break;
-  case SPOOL__STORE_PURGE:
-    op_purge(d, op);
-    break;
-  case SPOOL__STORE_VERSION_PUT:
-    op_version_put(d, op);
-    break;
-  case SPOOL__STORE_VERSION_GET:
-    op_version_get(d, op);
-    break;
-  }
+  spool__store_sql_exec(&driver, p, op);
 }
 
 const spool__store_backend spool__store_sqlite = {
