@@ -1,15 +1,33 @@
 -- Several `spool serve` workers over one store (issue 22): a worker killed
 -- and restarted at once, and a worker that stops answering while others
 -- serve. Every thread finishes; nothing is stored twice; a worker that
--- lost its leases cannot append.
+-- lost its leases cannot append. On a SQLite file in the project, or on
+-- the PostgreSQL database scripts/with-postgres names in SPOOL_DB.
 local h = require "spec.support"
 local json = require "spool.json"
 local workers = require "spec.serve_support"
 
 local curl = workers.curl
 
-local function serve(...)
-  local s = workers.serve(...)
+local PG = (os.getenv("SPOOL_DB") or ""):match("^postgres") and
+  os.getenv("SPOOL_DB")
+
+local function db_of(dir)
+  return PG or dir .. "/spool.db"
+end
+
+-- Rows of a query on the store, as "a|b" lines.
+local function sql(dir, query)
+  if PG then
+    return h.sh(string.format("psql %s -At -F '|' -c %s", h.q(PG),
+      h.q(query)))
+  end
+  return h.sh(string.format("sqlite3 %s %s", h.q(dir .. "/spool.db"),
+    h.q(query)))
+end
+
+local function serve(dir, mock, opts)
+  local s = workers.serve(dir, mock, "", nil, db_of(dir), opts)
   finally(s.kill)
   return s
 end
@@ -82,8 +100,7 @@ end
 -- The threads the store has as running, read by a process of its own.
 local function running(dir)
   return json.decode(h.sh(string.format("%s --project %s --db %s threads "
-    .. "--status running --json", h.q(h.BIN), h.q(dir),
-    h.q(dir .. "/spool.db"))))
+    .. "--status running --json", h.q(h.BIN), h.q(dir), h.q(db_of(dir)))))
 end
 
 local function wait_done(s, ids, timeout_ms, what)
@@ -102,8 +119,7 @@ end
 -- Each thread done once, its events in order, each of its steps recorded
 -- in the ledger once, by the step that stored it.
 local function check(dir, s, ids, steps)
-  local out = h.sh(string.format("sqlite3 %s %s", h.q(dir .. "/spool.db"),
-    h.q("SELECT key, version FROM state WHERE ns = 'ledger'")))
+  local out = sql(dir, "SELECT key, version FROM state WHERE ns = 'ledger'")
   local ledger = {}
   for key, version in out:gmatch("([^|\n]+)|(%d+)") do
     ledger[key] = tonumber(version)
@@ -128,7 +144,7 @@ describe("workers over one store", function()
   it("continue every thread of a worker killed and restarted at once, "
     .. "while the killed one is still a zombie", function()
     local dir, mock = project(200)
-    local a = serve(dir, mock, "", nil, nil, { unreaped = true })
+    local a = serve(dir, mock, { unreaped = true })
     local ids = start(a, 20, 15)
     under_way(a, ids, 3)
     h.sh("kill -9 " .. a.pid)
@@ -148,8 +164,8 @@ describe("workers over one store", function()
   it("take over the threads of a worker that stopped answering, and fence "
     .. "it off when it wakes", function()
     local dir, mock = project(200, "{ lease_ms = 1500 }")
-    local a = serve(dir, mock, "", nil, nil, { name = "a" })
-    local b = serve(dir, mock, "", nil, nil, { name = "b" })
+    local a = serve(dir, mock, { name = "a" })
+    local b = serve(dir, mock, { name = "b" })
     local ids = start(a, 10, 6)
     under_way(a, ids, 3)
     h.sh("kill -STOP " .. a.pid)

@@ -45,6 +45,13 @@ struct spool__store {
   int handles; /* uv handles not yet closed: the memory goes with the last */
 };
 
+const spool__store_backend *spool__store_backend_for(const char *path) {
+  if (strncmp(path, "postgres://", 11) == 0 ||
+      strncmp(path, "postgresql://", 13) == 0)
+    return &spool__store_postgres;
+  return &spool__store_sqlite;
+}
+
 void spool__crash_point(const char *name) {
   const char *want = getenv("SPOOL_TEST_CRASH");
   if (want && strcmp(want, name) == 0) {

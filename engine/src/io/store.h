@@ -1,6 +1,8 @@
 /*
  * store.h: durable threads and business state, behind an interface with
- * one back end so far (SQLite, store_sqlite.c; PostgreSQL later).
+ * two back ends: SQLite (store_sqlite.c), embedded, one file; PostgreSQL
+ * (store_postgres.c), for many workers over one database. Both run the
+ * same ops (store_ops.c) through a SQL driver (store_sql.h).
  *
  * Every database call runs on the store's own thread with its own
  * connection, so the loop never waits on the disk (SQLite sleeps when the
@@ -136,6 +138,11 @@ typedef struct spool__store_backend {
 } spool__store_backend;
 
 extern const spool__store_backend spool__store_sqlite;
+extern const spool__store_backend spool__store_postgres;
+
+/* The back end a store path names: a postgres:// or postgresql:// URL is
+ * PostgreSQL's, anything else a SQLite file (or ":memory:"). */
+const spool__store_backend *spool__store_backend_for(const char *path);
 
 /* Opens the store at path (":memory:" keeps it in memory) and starts its
  * thread; waits for the database to open. 0, or -1 with a message. */

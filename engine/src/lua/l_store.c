@@ -145,7 +145,7 @@ static int l_store_open(lua_State *L) {
   if (e->store)
     return luaL_error(L, "the store is already open");
   char err[300];
-  if (spool__store_open(e->loop, &spool__store_sqlite, path, &e->store, err,
+  if (spool__store_open(e->loop, spool__store_backend_for(path), path, &e->store, err,
                         sizeof err) != 0) {
     return spool__push_fail(L, "EIO: %s", err);
   }

@@ -372,7 +372,8 @@ function M.init(opts)
   end
   local db = opts.store or nonempty(core.getenv("SPOOL_DB")) or file.store
     or ".spool/spool.db"
-  if db ~= ":memory:" and db:sub(1, 1) ~= "/" then
+  if db ~= ":memory:" and db:sub(1, 1) ~= "/"
+      and not db:match("^postgres[%w]*://") then
     db = opts.project .. "/" .. db
   end
   settings = {
