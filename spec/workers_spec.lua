@@ -37,6 +37,8 @@ end
 local AGENT = [[
 local spool = require "spool"
 return spool.agent { prompt = "p.md", max_steps = 30, tools = {
+  refund = { params = { amount = "number" }, approve = true,
+    run = function(a) return "refunded " .. a.amount end },
   record = { params = { text = "string" }, idempotent = true,
     run = function(a, ctx)
       local key = ctx.thread.id .. "/" .. a.text
@@ -51,6 +53,9 @@ local MOCK = [[
 return { latency_ms = tonumber(os.getenv("SPEC_LATENCY") or "0"), rules = {
   { reply = function(conv)
       local n = tonumber(conv.user:match("steps:(%d+)") or "0")
+      if conv.user:match("^refund") and conv.turns == 0 then
+        return { tool = "refund", args = { amount = 5 } }
+      end
       if conv.turns < n then
         return { tool = "record", args = { text = "step " .. conv.turns } }
       end
@@ -158,6 +163,53 @@ describe("workers over one store", function()
     local b = serve(dir, mock)
     wait_done(b, ids, 20000, "the restarted worker to finish every run")
     check(dir, b, ids, 15)
+    b.stop()
+  end)
+
+  it("answer, cancel and stream any thread, whichever worker runs it, and "
+    .. "hold an idempotency key across workers", function()
+    local dir, mock = project(300)
+    local a = serve(dir, mock, { name = "a" })
+    local b = serve(dir, mock, { name = "b" })
+    -- Started on a, answered on b: b runs it from there.
+    local status, v = curl(a, "POST", "/v1/threads",
+      '{"agent":"w","input":"refund steps:2","wait_ms":5000}')
+    assert.are.equal(201, status)
+    assert.are.equal("waiting", v.status)
+    status = curl(b, "POST", "/v1/threads/" .. v.id .. "/events",
+      '{"type":"approve"}')
+    assert.are.equal(202, status)
+    wait_done(b, { v.id }, 20000, "the answered thread to finish on b")
+    -- A long run on a, followed and cancelled through b.
+    local _, long = curl(a, "POST", "/v1/threads",
+      '{"agent":"w","input":"steps:60"}')
+    local stream = dir .. "/stream.txt"
+    h.sh(string.format("curl -sN -m 30 %s %s/v1/threads/%s/stream >%s "
+      .. "2>/dev/null &", workers.auth(b), b.url, long.id, h.q(stream)))
+    h.wait_for(function()
+      local _, n = h.slurp(stream):gsub("event: tool_result", "")
+      return n >= 2
+    end, 15000, "b's stream to show a's events")
+    status, v = curl(b, "POST", "/v1/threads/" .. long.id .. "/cancel", "{}")
+    assert.are.equal(202, status)
+    assert.are.equal("cancelling", v.status)
+    h.wait_for(function()
+      local _, t = curl(a, "GET", "/v1/threads/" .. long.id)
+      return t.status == "cancelled"
+    end, 10000, "a to stop the run b was asked to cancel")
+    h.wait_for(function()
+      return h.slurp(stream):match('event: end\ndata: {"status":"cancelled"}')
+    end, 5000, "b's stream to end")
+    -- One Idempotency-Key, one thread, whichever worker is asked.
+    local key = "-H 'Idempotency-Key: order-5531'"
+    local s1, t1 = curl(a, "POST", "/v1/threads",
+      '{"agent":"w","input":"steps:1"}', key)
+    local s2, t2 = curl(b, "POST", "/v1/threads",
+      '{"agent":"w","input":"steps:1"}', key)
+    assert.are.equal(201, s1)
+    assert.is_true(s2 == 200 or s2 == 201, tostring(s2))
+    assert.are.equal(t1.id, t2.id)
+    a.stop()
     b.stop()
   end)
 

@@ -660,7 +660,25 @@ local function descends(t, id)
 end
 
 
--- Cancels a stored thread (and its sub-agents that have not ended).
+-- Cancels asked of another worker wait in the store, under this name, for
+-- a day at most (the thread has ended by then, or its run saw them).
+local CANCEL_NS, CANCEL_TTL_MS = "spool.cancel", 24 * 3600 * 1000
+
+-- Cancels the runs of this process that another worker was asked to
+-- cancel: any process that serves calls this every tick.
+function M.cancel_requested()
+  for _, item in ipairs(store.state_list(CANCEL_NS, "", 1000) or {}) do
+    if live[item.key] then
+      M.cancel(item.key, item.value.reason)
+      store.write_state { { ns = CANCEL_NS, key = item.key } }
+    end
+  end
+end
+
+
+-- Cancels a stored thread (and its sub-agents that have not ended):
+-- returns true, with "elsewhere" when another worker runs it (the request
+-- reaches it through the store).
 function M.cancel(id, reason)
   local t = live[id]
   if t then
@@ -685,8 +703,19 @@ function M.cancel(id, reason)
   if status == "done" or status == "failed" or status == "cancelled" then
     return nil, "ESTATE: thread " .. id .. " has ended (" .. status .. ")"
   end
-  local ok, cerr = store.claim(id)
-  if not ok then
+  local ok, cerr, code = store.claim(id)
+  if not ok and code == "ECONFLICT" then
+    -- Another worker runs it: the request goes through the store, and
+    -- that worker (or whichever takes the thread over) stops the run
+    -- within a tick (M.cancel_requested).
+    local wok, werr = store.write_state { { ns = CANCEL_NS, key = id,
+      value = { reason = reason or "cancelled" },
+      expires_at = core.time() + CANCEL_TTL_MS } }
+    if not wok then
+      return nil, werr
+    end
+    return true, "elsewhere"
+  elseif not ok then
     return nil, cerr
   end
   local children = store.children(id) or {}

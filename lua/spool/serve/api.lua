@@ -299,12 +299,13 @@ end
 local function cancel_thread(_, p)
   load_thread(p.id)
   local live = runner.is_live(p.id)
-  local ok, err = runner.cancel(p.id, "cancelled through the API")
+  local ok, where = runner.cancel(p.id, "cancelled through the API")
   if not ok then
-    M.engine_error(err)
+    M.engine_error(where)
   end
-  return live and 202 or 200, { id = p.id,
-    status = live and "cancelling" or "cancelled" }
+  local pending = live or where == "elsewhere"
+  return pending and 202 or 200, { id = p.id,
+    status = pending and "cancelling" or "cancelled" }
 end
 
 
@@ -313,6 +314,7 @@ end
 -- ends. A comment line every 15 s keeps proxies (and the check that the
 -- client is still there) going.
 local KEEPALIVE_MS = 15000
+local STORE_POLL_MS = 1000
 
 local function sse(ev)
   return string.format("id: %d\nevent: %s\ndata: %s\n\n", ev.seq, ev.type,
@@ -334,6 +336,7 @@ local function stream_thread(req, p)
     if not s then
       return
     end
+    local quiet_since = core.now()
     while true do
       for i = after + 1, t.persisted do
         local ev = t.events[i]
@@ -342,7 +345,7 @@ local function stream_thread(req, p)
           v = ev.v })) then
           return
         end
-        after = ev.seq
+        after, quiet_since = ev.seq, core.now()
       end
       -- As stored: a run may have appended its end but not committed it.
       local status = t:status(t.persisted)
@@ -353,11 +356,18 @@ local function stream_thread(req, p)
       if runner.draining then
         return -- the client reconnects, with Last-Event-ID, elsewhere
       end
-      if not sig:wait(KEEPALIVE_MS) and not s:send(": keepalive\n\n") then
-        return
+      -- A run of this process wakes the stream with each event; a run of
+      -- another worker (or none yet) is read from the store each second.
+      local live = runner.is_live(p.id)
+      if not sig:wait(live and KEEPALIVE_MS or STORE_POLL_MS) then
+        if core.now() - quiet_since >= KEEPALIVE_MS then
+          if not s:send(": keepalive\n\n") then
+            return
+          end
+          quiet_since = core.now()
+        end
       end
-      -- The live thread if this process runs it, else the store (another
-      -- process may run it).
+      -- The live thread if this process runs it, else the store.
       t = runner.find(p.id) or load_thread(p.id)
     end
   end)

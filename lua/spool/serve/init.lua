@@ -364,6 +364,7 @@ function M.start(opts)
     while not tick.signal:wait(1000) do
       runner.fire_due()
       runner.take_over() -- threads whose worker stopped, lease lapsed
+      runner.cancel_requested() -- of runs here, through another worker
       webhooks.deliver_due() -- notices the outbox holds, due to be tried
       forget_idle_clients()
     end
