@@ -45,6 +45,9 @@ static const char usage_text[] =
     "deadlines\n"
     "  state export NS           a business-state namespace as JSON lines\n"
     "  gc [--older-than DAYS]    delete expired state and old threads\n"
+    "  migrate --from SOURCE --to TARGET\n"
+    "      copy a store (a SQLite file or a postgres:// URL) into an empty\n"
+    "      one: threads, events, business state, agent versions\n"
     "  reload [--json]           load and check every agent as a running\n"
     "                            engine does before using an edit; exit 1\n"
     "                            if any is broken\n"
@@ -892,6 +895,19 @@ static int cmd_gc(const cli *c, uv_loop_t *loop) {
   return code;
 }
 
+/* The engine opens the target as its store; cli/migrate.lua copies the
+ * source into it. */
+static int cmd_migrate(const cli *c, uv_loop_t *loop) {
+  cli to_target = *c;
+  to_target.db = NULL;
+  for (int i = 0; i + 1 < c->argc; i++)
+    if (strcmp(c->argv[i], "--to") == 0)
+      to_target.db = c->argv[i + 1];
+  if (to_target.db == NULL)
+    return usage_error("usage: spool migrate --from SOURCE --to TARGET%s", "");
+  return run_library_script(&to_target, loop, "cli/migrate.lua");
+}
+
 /* ---- servers: mock-llm, serve ---- */
 
 /* Parses a port number (0 to 65535); a usage error otherwise. */
@@ -1327,6 +1343,8 @@ static int run_command(int argc, char **argv) {
     fn = cmd_state;
   else if (strcmp(c.command, "gc") == 0)
     fn = cmd_gc;
+  else if (strcmp(c.command, "migrate") == 0)
+    fn = cmd_migrate;
   else if (strcmp(c.command, "reload") == 0)
     fn = cmd_reload;
   else if (strcmp(c.command, "serve") == 0)

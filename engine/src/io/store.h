@@ -49,6 +49,8 @@ typedef enum spool__store_kind {
   SPOOL__STORE_PURGE,       /* expired threads and state, then reclaim space */
   SPOOL__STORE_VERSION_PUT, /* an agent version's sources, by its hash */
   SPOOL__STORE_VERSION_GET, /* ... read back (for a thread pinned to it) */
+  SPOOL__STORE_MIGRATE,     /* copy another store (`value`: its path) into
+                               this one, which must be empty */
 } spool__store_kind;
 
 /* How an operation ended. */
@@ -91,7 +93,8 @@ struct spool__store_op {
                                  lease holder */
   const char *ns, *key;       /* STATE_*; VERSION_*: the hash; LIST: the id
                                  below which threads of `before` continue */
-  const char *value;          /* VERSION_PUT: the sources, as JSON */
+  const char *value;          /* VERSION_PUT: the sources, as JSON;
+                                 MIGRATE: the path of the store to copy */
   const char *filter_status, *filter_agent; /* LIST */
   long long expected_seq;                   /* APPEND: events already stored */
   long long deadline;         /* APPEND: due time of a pending request, 0 */
@@ -124,8 +127,11 @@ struct spool__store_op {
 
 /* The back end interface, run on the store thread only (or, for a
  * database in memory, on the loop thread only). */
+typedef struct spool__sql_driver spool__sql_driver;
+
 typedef struct spool__store_backend {
   const char *name;
+  const spool__sql_driver *sql; /* how its SQL runs (store_sql.h) */
   int (*open)(void **db, const char *path, char *err, size_t errlen);
   void (*close)(void *db);
   int (*begin)(void *db, char *err, size_t errlen);

@@ -561,6 +561,110 @@ static void op_version_get(sqlx *x, spool__store_op *op) {
   spool__buf_free(&scratch);
 }
 
+/* ---- migration ---- */
+
+/* The tables a migration copies, with their columns' kinds: i integer,
+ * t text, j JSON text (checked, so a corrupt row stops the copy and is
+ * named). Leases are not copied: the source's workers are stopped, and a
+ * thread left running is continued by the target's, as any other. */
+static const struct table {
+  const char *name;
+  int dump, load;
+  const char *kinds;
+} tables[] = {
+    {"threads", SQL_DUMP_THREADS, SQL_LOAD_THREAD, "itttttiii"},
+    {"events", SQL_DUMP_EVENTS, SQL_LOAD_EVENT, "iiititj"},
+    {"state", SQL_DUMP_STATE, SQL_LOAD_STATE, "ttjiii"},
+    {"versions", SQL_DUMP_VERSIONS, SQL_LOAD_VERSION, "ttji"},
+};
+
+/* Copies the current row of src's statement into x's table t. */
+static int copy_row(sqlx *src, sqlx *x, const struct table *t,
+                    spool__store_op *op, spool__buf *scratch) {
+  spool__sql_param p[12];
+  int n = (int)strlen(t->kinds);
+  for (int c = 0; c < n; c++) {
+    size_t len;
+    const char *v = src->d->text(src->db, c, &len);
+    spool__json_error e;
+    if (v == NULL)
+      p[c] = SQL_NULL;
+    else if (t->kinds[c] == 'i')
+      p[c] = SQL_INT(src->d->integer(src->db, c));
+    else if (t->kinds[c] == 'j' && spool__json_check(v, len, scratch, &e)) {
+      char why[128];
+      spool__json_error_format(&e, why, sizeof why);
+      set_error(op, SPOOL__STORE_ECORRUPT,
+                "%s row %s (column %d) is not JSON: %s; nothing was copied",
+                t->name, text(src, 0) ? text(src, 0) : "?", c + 1, why);
+      return -1;
+    } else
+      p[c] = SQL_TEXT(v);
+  }
+  if (x->d->run(x->db, t->load, p, n) != SQL_DONE) {
+    db_error(x, op, "cannot copy a row");
+    return -1;
+  }
+  return 0;
+}
+
+/* Copies the store at op->value into this one, in this transaction: all
+ * of it, or (on any error) nothing. The target must be empty. Answers
+ * {"threads":N,"events":N,"state":N,"versions":N}. */
+static void op_migrate(sqlx *x, spool__store_op *op) {
+  if (Q0(x, SQL_ROWS) != SQL_ROW) {
+    db_error(x, op, "cannot read the target");
+    return;
+  }
+  long long rows = x->d->integer(x->db, 0);
+  if (rows > 0) {
+    set_error(op, SPOOL__STORE_ECONFLICT,
+              "the target store is not empty (%lld threads, state documents "
+              "and agent versions): migrate into an empty one",
+              rows);
+    return;
+  }
+  const spool__store_backend *be = spool__store_backend_for(op->value);
+  void *db = NULL;
+  char err[256];
+  if (be->open(&db, op->value, err, sizeof err) != 0) {
+    set_error(op, SPOOL__STORE_EIO, "cannot open the source: %s", err);
+    return;
+  }
+  /* The batch commits whatever else it holds: a failed copy must leave
+   * nothing behind. */
+  if (Q0(x, SQL_SAVEPOINT) != SQL_DONE) {
+    db_error(x, op, "cannot start the copy");
+    be->close(db);
+    return;
+  }
+  sqlx src = {be->sql, db};
+  spool__buf scratch = {0};
+  long long counts[4] = {0};
+  for (int i = 0; i < 4 && op->result == SPOOL__STORE_OK; i++) {
+    int rc = Q0(&src, tables[i].dump);
+    for (; rc == SQL_ROW; rc = src.d->next(src.db)) {
+      if (copy_row(&src, x, &tables[i], op, &scratch) != 0)
+        break;
+      counts[i]++;
+    }
+    if (op->result == SPOOL__STORE_OK && rc != SQL_DONE)
+      db_error(&src, op, "cannot read the source");
+  }
+  if (op->result == SPOOL__STORE_OK && Q0(x, SQL_LOADED) == SQL_FAILED)
+    db_error(x, op, "cannot finish the copy");
+  if (op->result == SPOOL__STORE_OK)
+    spool__buf_printf(&op->json,
+                      "{\"threads\":%lld,\"events\":%lld,\"state\":%lld,"
+                      "\"versions\":%lld}",
+                      counts[0], counts[1], counts[2], counts[3]);
+  if (op->result != SPOOL__STORE_OK)
+    Q0(x, SQL_ROLLBACK_TO);
+  Q0(x, SQL_RELEASE);
+  spool__buf_free(&scratch);
+  be->close(db);
+}
+
 void spool__store_sql_exec(const spool__sql_driver *drv, void *db,
                            spool__store_op *op) {
   static void (*const ops[])(sqlx *, spool__store_op *) = {
@@ -579,6 +683,7 @@ void spool__store_sql_exec(const spool__sql_driver *drv, void *db,
       [SPOOL__STORE_PURGE] = op_purge,
       [SPOOL__STORE_VERSION_PUT] = op_version_put,
       [SPOOL__STORE_VERSION_GET] = op_version_get,
+      [SPOOL__STORE_MIGRATE] = op_migrate,
   };
   sqlx x = {drv, db};
   ops[op->kind](&x, op);

@@ -141,6 +141,37 @@ static const char *const sql_text[S_ALL] = {
                         "CONFLICT(hash) DO UPDATE SET created_at = "
                         "excluded.created_at",
     [SQL_VERSION_GET] = "SELECT sources FROM versions WHERE hash = $1",
+    [SQL_DUMP_THREADS] =
+        "SELECT n, id, agent, parent, status, created_at, updated_at, "
+        "deadline, last_seq FROM threads ORDER BY n",
+    [SQL_DUMP_EVENTS] =
+        "SELECT thread, seq, step, type, at, v, data FROM events ORDER BY "
+        "thread, seq",
+    [SQL_DUMP_STATE] =
+        "SELECT ns, key, value, version, updated_at, expires_at FROM state "
+        "ORDER BY ns, key",
+    [SQL_DUMP_VERSIONS] =
+        "SELECT hash, agent, sources, created_at FROM versions ORDER BY "
+        "hash",
+    [SQL_ROWS] =
+        "SELECT (SELECT count(*) FROM threads) + (SELECT count(*) FROM "
+        "state) + (SELECT count(*) FROM versions)",
+    [SQL_LOAD_THREAD] =
+        "INSERT INTO threads(n, id, agent, parent, status, created_at, "
+        "updated_at, deadline, last_seq) VALUES ($1, $2, $3, $4, $5, $6, "
+        "$7, $8, $9)",
+    [SQL_LOAD_EVENT] =
+        "INSERT INTO events(thread, seq, step, type, at, v, data) VALUES "
+        "($1, $2, $3, $4, $5, $6, $7)",
+    [SQL_LOAD_STATE] =
+        "INSERT INTO state(ns, key, value, version, updated_at, expires_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6)",
+    [SQL_LOAD_VERSION] =
+        "INSERT INTO versions(hash, agent, sources, created_at) VALUES ($1, "
+        "$2, $3, $4)",
+    /* Threads made after a migration are numbered after its. */
+    [SQL_LOADED] = "SELECT setval(pg_get_serial_sequence('threads', 'n'), "
+                   "COALESCE(max(n), 0) + 1, false) FROM threads",
     [S_BEGIN] = "BEGIN",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -243,6 +274,8 @@ static int simple(db *d, const char *sql) {
 
 /* ---- the driver (store_sql.h) ---- */
 
+#define MAX_PARAMS 12
+
 static int prepare(db *d, int id) {
   if (d->prepared[id])
     return 0;
@@ -266,9 +299,13 @@ static int sql_run(void *p, int id, const spool__sql_param *params, int n) {
   clear_result(d);
   if (prepare(d, id) != 0)
     return SQL_FAILED;
-  char ints[8][24];
-  const char *values[8];
-  for (int i = 0; i < n && i < 8; i++) {
+  char ints[MAX_PARAMS][24];
+  const char *values[MAX_PARAMS];
+  if (n > MAX_PARAMS) {
+    snprintf(d->err, sizeof d->err, "statement %d: too many parameters", id);
+    return SQL_FAILED;
+  }
+  for (int i = 0; i < n; i++) {
     values[i] = params[i].kind == 2 ? params[i].s : NULL;
     if (params[i].kind == 1) {
       snprintf(ints[i], sizeof ints[i], "%lld", params[i].i);
@@ -479,6 +516,6 @@ static void pg_maintain(void *p) {
 }
 
 const spool__store_backend spool__store_postgres = {
-    "postgres", pg_open,     pg_close, pg_begin,
-    pg_commit,  pg_rollback, pg_exec,  pg_maintain,
+    "postgres", &driver,     pg_open, pg_close,    pg_begin,
+    pg_commit,  pg_rollback, pg_exec, pg_maintain,
 };

@@ -53,6 +53,20 @@ enum {
   SQL_PURGE_LEASES,   /* now */
   SQL_VERSION_PUT,    /* hash, agent, sources, now */
   SQL_VERSION_GET,    /* hash -> sources */
+  /* A migration (spool migrate): every row of a table, in the order its
+   * columns are inserted; the target's rows so far; the inserts; and what
+   * is left to do after them (PostgreSQL: the next thread number). */
+  SQL_DUMP_THREADS,  /* -> n, id, agent, parent, status, created_at,
+                        updated_at, deadline, last_seq */
+  SQL_DUMP_EVENTS,   /* -> thread, seq, step, type, at, v, data */
+  SQL_DUMP_STATE,    /* -> ns, key, value, version, updated_at, expires_at */
+  SQL_DUMP_VERSIONS, /* -> hash, agent, sources, created_at */
+  SQL_ROWS,          /* -> threads + state + versions rows */
+  SQL_LOAD_THREAD,   /* the columns of SQL_DUMP_THREADS, in order */
+  SQL_LOAD_EVENT,
+  SQL_LOAD_STATE,
+  SQL_LOAD_VERSION,
+  SQL_LOADED,
   SQL_COUNT
 };
 
@@ -75,7 +89,7 @@ enum {
   SQL_CONFLICT = -2, /* a unique key was taken */
 };
 
-typedef struct spool__sql_driver {
+struct spool__sql_driver {
   int (*run)(void *db, int id, const spool__sql_param *p, int n);
   int (*next)(void *db);
   int (*null)(void *db, int col);
@@ -87,7 +101,7 @@ typedef struct spool__sql_driver {
   /* Why the last statement failed, in the database's words (plus what it
    * means, when it says the database is corrupt or read-only). */
   void (*error)(void *db, char *buf, size_t len);
-} spool__sql_driver;
+};
 
 /* Runs one op with a driver, setting its outputs (store.h's exec). */
 void spool__store_sql_exec(const spool__sql_driver *drv, void *db,

@@ -160,6 +160,36 @@ static const char *const sql_text[S_ALL] = {
     [SQL_VERSION_GET] = "SELECT sources FROM versions WHERE hash = ?1",
     /* Prepared like the rest: parsing them was a quarter of a step's cost
      * in memory. */
+    [SQL_DUMP_THREADS] =
+        "SELECT n, id, agent, parent, status, created_at, updated_at, "
+        "deadline, last_seq FROM threads ORDER BY n",
+    [SQL_DUMP_EVENTS] =
+        "SELECT thread, seq, step, type, at, v, data FROM events ORDER BY "
+        "thread, seq",
+    [SQL_DUMP_STATE] =
+        "SELECT ns, key, value, version, updated_at, expires_at FROM state "
+        "ORDER BY ns, key",
+    [SQL_DUMP_VERSIONS] =
+        "SELECT hash, agent, sources, created_at FROM versions ORDER BY "
+        "hash",
+    [SQL_ROWS] =
+        "SELECT (SELECT count(*) FROM threads) + (SELECT count(*) FROM "
+        "state) + (SELECT count(*) FROM versions)",
+    [SQL_LOAD_THREAD] =
+        "INSERT INTO threads(n, id, agent, parent, status, created_at, "
+        "updated_at, deadline, last_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "
+        "?7, ?8, ?9)",
+    [SQL_LOAD_EVENT] =
+        "INSERT INTO events(thread, seq, step, type, at, v, data) VALUES "
+        "(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [SQL_LOAD_STATE] =
+        "INSERT INTO state(ns, key, value, version, updated_at, expires_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [SQL_LOAD_VERSION] =
+        "INSERT INTO versions(hash, agent, sources, created_at) VALUES (?1, "
+        "?2, ?3, ?4)",
+    /* SQLite numbers new threads after the largest n itself. */
+    [SQL_LOADED] = "SELECT 0",
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
@@ -684,6 +714,6 @@ static void sqlite_exec(void *p, spool__store_op *op) {
 }
 
 const spool__store_backend spool__store_sqlite = {
-    "sqlite",      sqlite_open,     sqlite_close, sqlite_begin,
-    sqlite_commit, sqlite_rollback, sqlite_exec,  sqlite_maintain,
+    "sqlite",      &driver,         sqlite_open, sqlite_close,    sqlite_begin,
+    sqlite_commit, sqlite_rollback, sqlite_exec, sqlite_maintain,
 };

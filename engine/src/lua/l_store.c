@@ -25,6 +25,8 @@
  *   store_purge(now, finished_before)           -> JSON
  *   store_version_put(hash, agent, sources_json, now) -> true
  *   store_version_get(hash)                     -> sources JSON | nil, err
+ *   store_migrate(from)       -> counts JSON: the store at `from` copied
+ *                                into this one (which must be empty)
  * Errors are "ECONFLICT: ...", "ENOTFOUND: ...", "ECORRUPT: ...",
  * "EIO: ...".
  */
@@ -145,8 +147,8 @@ static int l_store_open(lua_State *L) {
   if (e->store)
     return luaL_error(L, "the store is already open");
   char err[300];
-  if (spool__store_open(e->loop, spool__store_backend_for(path), path, &e->store, err,
-                        sizeof err) != 0) {
+  if (spool__store_open(e->loop, spool__store_backend_for(path), path,
+                        &e->store, err, sizeof err) != 0) {
     return spool__push_fail(L, "EIO: %s", err);
   }
   lua_pushboolean(L, 1);
@@ -379,6 +381,14 @@ static int l_store_version_get(lua_State *L) {
   return submit(L, op);
 }
 
+static int l_store_migrate(lua_State *L) {
+  const char *from = luaL_checkstring(L, 1);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_MIGRATE);
+  op->value = dup(L, op, from);
+  return submit(L, op);
+}
+
 static int l_crash_point(lua_State *L) {
   spool__crash_point(luaL_checkstring(L, 1));
   return 0;
@@ -402,6 +412,7 @@ void spool__open_store(lua_State *L) {
       {"store_purge", l_store_purge},
       {"store_version_put", l_store_version_put},
       {"store_version_get", l_store_version_get},
+      {"store_migrate", l_store_migrate},
       {"crash_point", l_crash_point},
       {NULL, NULL},
   };

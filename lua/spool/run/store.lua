@@ -9,6 +9,7 @@
 --   store.claim(id) / release(id)              the lease of this process
 --   store.take_over(limit)       -> { {id, epoch}... }   lapsed leases, claimed
 --   store.delete(id), store.due(), store.purge(finished_before)
+--   store.migrate(from)          -> counts        another store copied in
 --   store.state_get(ns, key), store.state_list(ns, after, limit)
 --
 -- A thread record is { thread = { id, agent, parent, status, created_at,
@@ -253,6 +254,15 @@ function M.take_over(limit)
   end
   M.counts.takeovers = M.counts.takeovers + #rows
   return rows
+end
+
+
+-- Copies the store at `from` (a SQLite file or a postgres:// URL) into
+-- this one, which must be empty: threads, events, business state (the
+-- API's idempotency keys with it) and agent versions, exactly, in one
+-- transaction. Returns the counts copied.
+function M.migrate(from)
+  return decoded(core.store_migrate(from))
 end
 
 
