@@ -64,6 +64,10 @@ function M.serve(dir, mock, args, env, db, opts)
     local parent = opts.unreaped and h.slurp(base .. ".parent"):match("%d+")
     if parent then
       h.sh("kill -9 " .. parent .. " 2>/dev/null")
+    else
+      -- Reaped, and its exit code written, before a worker of the same
+      -- name may start (which would read that code as its own).
+      pcall(h.wait_for, s.code, 5000, "the killed worker's exit")
     end
   end
   return s

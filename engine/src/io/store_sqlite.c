@@ -251,6 +251,11 @@ static const char *const schema_steps[] = {
     "PRAGMA user_version = 4;",
 };
 
+/* How long a statement waits for another process's write to end: several
+ * workers share one file, and a loaded machine may hold a batch for some
+ * seconds. The store thread waits, never the loop. */
+#define BUSY_TIMEOUT_MS 20000
+
 typedef struct db {
   sqlite3 *conn;
   sqlite3_stmt *st[S_ALL];
@@ -538,7 +543,7 @@ static int sqlite_open(void **out, const char *path, char *err, size_t errlen) {
   if (read_only != 0) {
     if (read_only < 0)
       goto error;
-    sqlite3_busy_timeout(d->conn, 5000);
+    sqlite3_busy_timeout(d->conn, BUSY_TIMEOUT_MS);
     *out = d;
     return 0;
   }
@@ -553,7 +558,7 @@ static int sqlite_open(void **out, const char *path, char *err, size_t errlen) {
              d->conn ? sqlite3_errmsg(d->conn) : sqlite3_errstr(rc));
     goto error;
   }
-  sqlite3_busy_timeout(d->conn, 5000);
+  sqlite3_busy_timeout(d->conn, BUSY_TIMEOUT_MS);
   sqlite3_extended_result_codes(d->conn, 1);
   /* Switching a new file to WAL needs it to itself, and SQLite answers
    * "locked" at once, without its busy handler, while another process
