@@ -6,6 +6,7 @@
 local h = require "spec.support"
 local json = require "spool.json"
 local workers = require "spec.serve_support"
+local core = require "spool.core"
 
 local curl = workers.curl
 
@@ -232,6 +233,35 @@ describe("workers over one store", function()
     assert.are.equal(201, s1)
     assert.is_true(s2 == 200 or s2 == 201, tostring(s2))
     assert.are.equal(t1.id, t2.id)
+    a.stop()
+    b.stop()
+  end)
+
+  it("start one thread per schedule slot, however many workers see it",
+    function()
+    local dir, mock = project(0, [[{ schedules = { tick = { agent = "w",
+      cron = "* * * * *", input = "steps:1" } } }]])
+    local a = serve(dir, mock, { name = "a" })
+    local b = serve(dir, mock, { name = "b" })
+    local slot
+    h.wait_for(function()
+      local _, v = curl(b, "GET", "/v1/threads?agent=w&limit=10")
+      slot = v.threads[1]
+      return slot and slot.status == "done"
+    end, 10000, "the slot's thread")
+    assert.matches("^t_tick_%d%d%d%d%d%d%d%d%d%d%d%d$", slot.id)
+    core.sleep(2500) -- both workers have seen the slot by now, twice
+    local _, v = curl(a, "GET", "/v1/threads?agent=w&limit=10")
+    local seen = {}
+    for _, t in ipairs(v.threads) do
+      assert.is_nil(seen[t.id])
+      seen[t.id] = true
+      assert.matches("^t_tick_", t.id)
+    end
+    assert.is_true(#v.threads <= 2, "one thread per minute") -- (one more
+    -- if the minute turned meanwhile)
+    assert.is_nil(a.log():match("error"))
+    assert.is_nil(b.log():match("error"))
     a.stop()
     b.stop()
   end)

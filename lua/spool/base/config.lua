@@ -9,6 +9,7 @@
 -- the *name* of the environment variable that holds the API key.
 
 local core = require "spool.core"
+local cron = require "spool.base.cron"
 local limits = require "spool.run.limits"
 
 local M = {}
@@ -342,6 +343,41 @@ local function check_api_tokens(named)
 end
 
 
+-- spool.lua's schedules = { name = { agent, cron, input, catch_up_ms } }:
+-- each checked, its cron expression parsed; or nil and a message.
+local function check_schedules(list)
+  if list == nil then
+    return {}
+  end
+  if type(list) ~= "table" then
+    return nil, "EINVAL: spool.lua: schedules = { name = { agent = ..., "
+      .. "cron = \"0 3 * * *\", input = ... } }"
+  end
+  local out = {}
+  for name, s in pairs(list) do
+    local where = "EINVAL: spool.lua: schedules." .. tostring(name)
+    if type(name) ~= "string" or not name:match("^[%w_%-]+$") then
+      return nil, where .. ": a schedule's name is letters, digits, _ and -"
+    end
+    if type(s) ~= "table" or type(s.agent) ~= "string" then
+      return nil, where .. " needs agent = \"name\""
+    end
+    local spec, err = cron.parse(s.cron)
+    if not spec then
+      return nil, where .. ".cron: " .. err
+    end
+    local catch_up = s.catch_up_ms or 3600 * 1000
+    if math.type(catch_up) ~= "integer" or catch_up < 60000 then
+      return nil, where .. ".catch_up_ms must be a whole number of "
+        .. "milliseconds, at least 60000"
+    end
+    out[name] = { agent = s.agent, input = s.input == nil and "" or s.input,
+                  spec = spec, catch_up_ms = catch_up }
+  end
+  return out
+end
+
+
 function M.init(opts)
   local file, err = read_project_file(opts.project)
   if not file then
@@ -365,6 +401,10 @@ function M.init(opts)
     return nil, "EINVAL: spool.lua: hooks = { secret_env = \"NAME\", "
       .. "max_age_s = n }"
   end
+  local schedules, serr = check_schedules(file.schedules)
+  if not schedules then
+    return nil, serr
+  end
   if file.lease_ms ~= nil and (math.type(file.lease_ms) ~= "integer"
       or file.lease_ms < 100) then
     return nil, "EINVAL: spool.lua: lease_ms must be a whole number of "
@@ -380,6 +420,7 @@ function M.init(opts)
     project = opts.project,
     store = db,
     lease_ms = file.lease_ms,
+    schedules = schedules,
     state = file.state,
     retention = file.retention,
     lua_dir = opts.lua_dir,

@@ -262,8 +262,9 @@ function M.start(agent, input, id, writes, eval)
     if not ok then
       thread.halted = err
       store.release(thread.id)
-      -- A write that lost a compare-and-set is its caller's answer.
-      core.log(err:match("^ECONFLICT: state") and "debug" or "error",
+      -- A write that lost a compare-and-set, or an id another process
+      -- took first (a schedule's slot), is its caller's answer.
+      core.log(err:match("^ECONFLICT") and "debug" or "error",
         "thread " .. thread.id .. " cannot start: " .. err)
       retire(thread)
       return

@@ -170,12 +170,12 @@ end
 -- A thread's record { thread, events, bytes }: bytes is the size of what
 -- was stored (a thread kept in memory is counted by it).
 function M.load(id)
-  local text, err = core.store_load(id)
-  local record, derr = decoded(text, err)
+  local text, err, code = core.store_load(id)
+  local record, derr, dcode = decoded(text, err, code)
   if record then
     record.bytes = #text
   end
-  return record, derr
+  return record, derr, dcode
 end
 
 

@@ -32,6 +32,7 @@ local json = require "spool.json"
 local api = require "spool.serve.api"
 local runner = require "spool.run.runner"
 local store = require "spool.run.store"
+local schedules = require "spool.serve.schedules"
 local loader = require "spool.run.loader"
 local metrics = require "spool.serve.metrics"
 local hub = require "spool.run.hub"
@@ -365,6 +366,7 @@ function M.start(opts)
       runner.fire_due()
       runner.take_over() -- threads whose worker stopped, lease lapsed
       runner.cancel_requested() -- of runs here, through another worker
+      schedules.fire()
       webhooks.deliver_due() -- notices the outbox holds, due to be tried
       forget_idle_clients()
     end
