@@ -278,6 +278,8 @@ describe("workers over one store", function()
     -- b holds no lease of these: it takes each over once a's lapse.
     wait_done(b, ids, 30000, "the other worker to finish a's runs")
     assert.is_true(metric(b, "spool_lease_takeovers_total") >= 1)
+    local _, text = curl(b, "GET", "/metrics")
+    assert.matches("\nspool_takeover_backlog 0\n", text)
     -- a wakes mid-step, its model replies in hand: not one is stored.
     h.sh("kill -CONT " .. a.pid)
     h.wait_for(function()

@@ -465,6 +465,15 @@ static void op_ready(sqlx *x, spool__store_op *op) {
   spool__buf_addc(&op->json, ']');
 }
 
+/* Threads ready to be taken over and not yet claimed: a worker's
+ * /metrics reports the queue it and its peers have not drained. */
+static void op_backlog(sqlx *x, spool__store_op *op) {
+  if (Q(x, SQL_BACKLOG, SQL_INT(op->now)) != SQL_ROW)
+    db_error(x, op, "cannot count the threads to take over");
+  else
+    spool__buf_printf(&op->json, "%lld", x->d->integer(x->db, 0));
+}
+
 /* ---- housekeeping ---- */
 
 static void op_delete(sqlx *x, spool__store_op *op) {
@@ -678,6 +687,7 @@ void spool__store_sql_exec(const spool__sql_driver *drv, void *db,
       [SPOOL__STORE_RELEASE] = op_release,
       [SPOOL__STORE_RENEW] = op_renew,
       [SPOOL__STORE_READY] = op_ready,
+      [SPOOL__STORE_BACKLOG] = op_backlog,
       [SPOOL__STORE_DELETE] = op_delete,
       [SPOOL__STORE_DUE] = op_due,
       [SPOOL__STORE_PURGE] = op_purge,

@@ -102,6 +102,10 @@ static const char *const sql_text[S_ALL] = {
         "excluded.owner, expires_at = excluded.expires_at, epoch = "
         "leases.epoch + 1 WHERE leases.expires_at <= $1 "
         "RETURNING thread_id, epoch",
+    [SQL_BACKLOG] = "SELECT count(*) FROM threads t LEFT JOIN leases l ON "
+                    "l.thread_id = t.id WHERE t.status = 'running' AND "
+                    "t.parent IS NULL AND (l.expires_at IS NULL OR "
+                    "l.expires_at <= $1)",
     [SQL_DELETE_EVENTS] =
         "WITH RECURSIVE doomed(id) AS (SELECT $1::text UNION ALL SELECT t.id "
         "FROM threads t JOIN doomed d ON t.parent = d.id) DELETE FROM events "

@@ -42,6 +42,7 @@ enum {
   SQL_LEASE_RELEASE_ALL, /* owner */
   SQL_LEASE_RENEW,       /* owner, expires_at */
   SQL_READY,             /* now, owner, expires_at, limit -> id, epoch */
+  SQL_BACKLOG,           /* now -> how many SQL_READY would find */
   SQL_DELETE_EVENTS,     /* id (and its sub-agents, for these three) */
   SQL_DELETE_LEASES,
   SQL_DELETE_THREADS,

@@ -20,6 +20,8 @@
  *   store_hold(owner, lease_ms, count)          (no yield) the leases held:
  *       while count > 0 the store renews them (spool__store_hold)
  *   store_ready(owner, lease_ms, now, limit)    -> JSON [{id, epoch}...]
+ *   store_backlog(now)                          -> how many store_ready
+ *                                                  would find
  *   store_delete(id)                            -> true | nil, err
  *   store_due(now)                              -> JSON
  *   store_purge(now, finished_before)           -> JSON
@@ -342,12 +344,21 @@ static int l_store_hold(lua_State *L) {
   return 0;
 }
 
-static int l_store_due(lua_State *L) {
+/* The ops that take only the time. */
+static int time_op(lua_State *L, spool__store_kind kind) {
   long long now = (long long)luaL_checkinteger(L, 1);
   check_store(L);
-  spool__store_op *op = new_op(L, SPOOL__STORE_DUE);
+  spool__store_op *op = new_op(L, kind);
   op->now = now;
   return submit(L, op);
+}
+
+static int l_store_backlog(lua_State *L) {
+  return time_op(L, SPOOL__STORE_BACKLOG);
+}
+
+static int l_store_due(lua_State *L) {
+  return time_op(L, SPOOL__STORE_DUE);
 }
 
 static int l_store_purge(lua_State *L) {
@@ -407,6 +418,7 @@ void spool__open_store(lua_State *L) {
       {"store_release", l_store_release},
       {"store_hold", l_store_hold},
       {"store_ready", l_store_ready},
+      {"store_backlog", l_store_backlog},
       {"store_delete", l_store_delete},
       {"store_due", l_store_due},
       {"store_purge", l_store_purge},

@@ -229,6 +229,12 @@ function M.release(id)
 end
 
 
+-- How many threads wait to be taken over (see take_over), claimed by none.
+function M.backlog()
+  return decoded(core.store_backlog(core.time()))
+end
+
+
 -- Gives back every lease this process holds, in one statement: a worker
 -- that shuts down leaves its threads to the others at once, not after
 -- their leases lapse. (A run still in its step is fenced off by the next

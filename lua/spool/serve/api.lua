@@ -445,6 +445,8 @@ local function metrics_text()
   return 200, nil, nil, metrics.render {
     spool_runs_in_flight = { "Threads a task of this process runs now.",
                              runner.running() },
+    spool_takeover_backlog = { "Threads left running by a stopped worker, "
+      .. "ready and not yet claimed by any.", store.backlog() or -1 },
     spool_draining = { "1 while the server shuts down.",
                        runner.draining and 1 or 0 },
   }
