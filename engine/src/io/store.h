@@ -45,6 +45,7 @@ typedef enum spool__store_kind {
   SPOOL__STORE_RENEW,       /* extend every lease an owner holds */
   SPOOL__STORE_READY,       /* claim threads left running, lease lapsed */
   SPOOL__STORE_BACKLOG,     /* count them, claiming none */
+  SPOOL__STORE_NOTIFY,      /* tell other workers a thread changed */
   SPOOL__STORE_DELETE,      /* a thread, its events and its children */
   SPOOL__STORE_DUE,         /* waiting threads whose deadline has passed */
   SPOOL__STORE_PURGE,       /* expired threads and state, then reclaim space */

@@ -184,7 +184,7 @@ static int store_events(sqlx *x, spool__store_op *op) {
         SQL_INT(op->expected_seq + op->nevents),
         SQL_TEXT(op->status ? op->status : "running"),
         op->deadline > 0 ? SQL_INT(op->deadline) : SQL_NULL,
-        SQL_INT(op->now)) != SQL_DONE) {
+        SQL_INT(op->now)) < 0) {
     db_error(x, op, "cannot update the thread");
     return -1;
   }
@@ -474,6 +474,13 @@ static void op_backlog(sqlx *x, spool__store_op *op) {
     spool__buf_printf(&op->json, "%lld", x->d->integer(x->db, 0));
 }
 
+/* Tells the workers listening that thread `thread_id` changed (a cancel
+ * asked of the one that runs it). */
+static void op_notify(sqlx *x, spool__store_op *op) {
+  if (Q(x, SQL_NOTIFY, SQL_TEXT(op->thread_id)) < 0)
+    db_error(x, op, "cannot notify the other workers");
+}
+
 /* ---- housekeeping ---- */
 
 static void op_delete(sqlx *x, spool__store_op *op) {
@@ -688,6 +695,7 @@ void spool__store_sql_exec(const spool__sql_driver *drv, void *db,
       [SPOOL__STORE_RENEW] = op_renew,
       [SPOOL__STORE_READY] = op_ready,
       [SPOOL__STORE_BACKLOG] = op_backlog,
+      [SPOOL__STORE_NOTIFY] = op_notify,
       [SPOOL__STORE_DELETE] = op_delete,
       [SPOOL__STORE_DUE] = op_due,
       [SPOOL__STORE_PURGE] = op_purge,

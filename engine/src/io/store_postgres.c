@@ -45,8 +45,12 @@ static const char *const sql_text[S_ALL] = {
     [SQL_THREAD_SEQ] = "SELECT last_seq, n FROM threads WHERE id = $1",
     [SQL_EVENT_INSERT] = "INSERT INTO events(thread, seq, step, type, at, v, "
                          "data) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    [SQL_THREAD_UPDATE] = "UPDATE threads SET last_seq = $2, status = $3, "
-                          "deadline = $4, updated_at = $5 WHERE id = $1",
+    /* Workers following the thread (an event stream, a cancel) hear of
+     * the step when it commits. */
+    [SQL_THREAD_UPDATE] =
+        "WITH u AS (UPDATE threads SET last_seq = $2, status = $3, "
+        "deadline = $4, updated_at = $5 WHERE id = $1 RETURNING id) "
+        "SELECT pg_notify('spool', id) FROM u",
     [SQL_STATE_VERSION] =
         "SELECT version FROM state WHERE ns = $1 AND key = $2 "
         "AND (expires_at IS NULL OR expires_at > $3)",
@@ -106,6 +110,7 @@ static const char *const sql_text[S_ALL] = {
                     "l.thread_id = t.id WHERE t.status = 'running' AND "
                     "t.parent IS NULL AND (l.expires_at IS NULL OR "
                     "l.expires_at <= $1)",
+    [SQL_NOTIFY] = "SELECT pg_notify('spool', $1)",
     [SQL_DELETE_EVENTS] =
         "WITH RECURSIVE doomed(id) AS (SELECT $1::text UNION ALL SELECT t.id "
         "FROM threads t JOIN doomed d ON t.parent = d.id) DELETE FROM events "

@@ -43,6 +43,8 @@ enum {
   SQL_LEASE_RENEW,       /* owner, expires_at */
   SQL_READY,             /* now, owner, expires_at, limit -> id, epoch */
   SQL_BACKLOG,           /* now -> how many SQL_READY would find */
+  SQL_NOTIFY,            /* id: tell other workers the thread changed
+                            (PostgreSQL; a no-op on SQLite) */
   SQL_DELETE_EVENTS,     /* id (and its sub-agents, for these three) */
   SQL_DELETE_LEASES,
   SQL_DELETE_THREADS,

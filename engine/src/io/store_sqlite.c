@@ -122,6 +122,7 @@ static const char *const sql_text[S_ALL] = {
                     "l.thread_id = t.id WHERE t.status = 'running' AND "
                     "t.parent IS NULL AND (l.expires_at IS NULL OR "
                     "l.expires_at <= ?1)",
+    [SQL_NOTIFY] = "SELECT ?1",
     [SQL_DELETE_EVENTS] =
         "WITH RECURSIVE doomed(id) AS (SELECT ?1 UNION ALL SELECT t.id FROM "
         "threads t JOIN doomed d ON t.parent = d.id) DELETE FROM events "

@@ -20,6 +20,8 @@
  *   store_hold(owner, lease_ms, count)          (no yield) the leases held:
  *       while count > 0 the store renews them (spool__store_hold)
  *   store_ready(owner, lease_ms, now, limit)    -> JSON [{id, epoch}...]
+ *   store_notify(id)          -> true: other workers hear of the thread
+ *                                (PostgreSQL; nothing on SQLite)
  *   store_backlog(now)                          -> how many store_ready
  *                                                  would find
  *   store_delete(id)                            -> true | nil, err
@@ -246,6 +248,10 @@ static int l_store_children(lua_State *L) {
   return thread_op(L, SPOOL__STORE_CHILDREN);
 }
 
+static int l_store_notify(lua_State *L) {
+  return thread_op(L, SPOOL__STORE_NOTIFY);
+}
+
 static int l_store_delete(lua_State *L) {
   return thread_op(L, SPOOL__STORE_DELETE);
 }
@@ -419,6 +425,7 @@ void spool__open_store(lua_State *L) {
       {"store_hold", l_store_hold},
       {"store_ready", l_store_ready},
       {"store_backlog", l_store_backlog},
+      {"store_notify", l_store_notify},
       {"store_delete", l_store_delete},
       {"store_due", l_store_due},
       {"store_purge", l_store_purge},

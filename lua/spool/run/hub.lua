@@ -8,6 +8,8 @@
 --   hub.unfollow(id, signal)
 --   hub.listen(fn)                  fn(thread, event) for every event
 --   hub.notify_all()                wake every follower (shutdown)
+--   hub.wake(id)                    wake thread id's followers (another
+--                                   worker committed to it)
 --
 -- And notices about the engine as a whole (a thread waits or ends, an
 -- agent reloads), which are not stored: each subscriber gets those sent
@@ -67,6 +69,13 @@ function M.followed()
 end
 
 
+function M.wake(id)
+  for sig in pairs(followers[id] or {}) do
+    sig:notify()
+  end
+end
+
+
 function M.notify_all()
   for _, set in pairs(followers) do
     for sig in pairs(set) do
@@ -122,12 +131,7 @@ thread_mod.on_commit = function(thread, first, last)
       end
     end
   end
-  local set = followers[thread.id]
-  if set then
-    for sig in pairs(set) do
-      sig:notify()
-    end
-  end
+  M.wake(thread.id)
 end
 
 

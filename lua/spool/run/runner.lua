@@ -715,6 +715,7 @@ function M.cancel(id, reason)
     if not wok then
       return nil, werr
     end
+    store.notify(id) -- (the tick finds it anyway: this is only sooner)
     return true, "elsewhere"
   elseif not ok then
     return nil, cerr

@@ -31,6 +31,8 @@ local M = {}
 M.default_lease_ms = 30 * 1000
 M.lease_ms = M.default_lease_ms
 
+local listener -- the latest store.listen's, if any
+
 -- The leases this process holds: thread id -> epoch of its claim.
 local held, nheld = {}, 0
 
@@ -60,7 +62,33 @@ M.owner = core.process_id() .. ":" .. core.random_id():sub(-6)
 
 
 function M.open(path)
+  M.path = path
   return core.store_open(path)
+end
+
+
+-- Tells the other workers that thread `id` changed (PostgreSQL: NOTIFY;
+-- a store on one machine has nobody to tell). Each step tells them too.
+function M.notify(id)
+  return core.store_notify(id)
+end
+
+
+-- Hears what the other workers tell: fn({ id, ... }) in a task of its own
+-- for the threads they changed. A listener (:up(), :close()), or nil where
+-- the store has no notifications (SQLite: its workers poll).
+function M.listen(fn)
+  if not (M.path or ""):match("^postgres[%w]*://") then
+    return nil
+  end
+  listener = core.store_listen(M.path, fn)
+  return listener
+end
+
+
+-- Do notifications reach this process now (a listener is up)?
+function M.listening()
+  return listener ~= nil and listener:up()
 end
 
 

@@ -356,10 +356,14 @@ local function stream_thread(req, p)
       if runner.draining then
         return -- the client reconnects, with Last-Event-ID, elsewhere
       end
-      -- A run of this process wakes the stream with each event; a run of
-      -- another worker (or none yet) is read from the store each second.
-      local live = runner.is_live(p.id)
-      if not sig:wait(live and KEEPALIVE_MS or STORE_POLL_MS) then
+      -- A run of this process wakes the stream with each event; so does
+      -- another worker's, through the store's notifications where it has
+      -- them (PostgreSQL), and the store is read again every few seconds
+      -- anyway (each second without notifications): one lost costs only
+      -- latency.
+      local wait = runner.is_live(p.id) and KEEPALIVE_MS
+        or store.listening() and 5 * STORE_POLL_MS or STORE_POLL_MS
+      if not sig:wait(wait) then
         if core.now() - quiet_since >= KEEPALIVE_MS then
           if not s:send(": keepalive\n\n") then
             return
@@ -445,6 +449,9 @@ local function metrics_text()
   return 200, nil, nil, metrics.render {
     spool_runs_in_flight = { "Threads a task of this process runs now.",
                              runner.running() },
+    spool_store_listening = { "1 while other workers' notifications "
+      .. "reach this one (PostgreSQL LISTEN); else it polls the store.",
+      store.listening() and 1 or 0 },
     spool_takeover_backlog = { "Threads left running by a stopped worker, "
       .. "ready and not yet claimed by any.", store.backlog() or -1 },
     spool_draining = { "1 while the server shuts down.",

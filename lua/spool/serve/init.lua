@@ -46,6 +46,7 @@ local M = {}
 local server = nil
 local settings = nil
 local ticker = nil -- the deadline ticker: { signal, done }
+local notices = nil -- what other workers tell (PostgreSQL), or nil
 local buckets = {} -- peer -> { tokens, at }: the rate limit's state
 
 
@@ -359,6 +360,18 @@ function M.start(opts)
     core.log("info", string.format("recovered %d interrupted threads, "
       .. "expired %d deadlines", #report.resumed, #report.expired))
   end
+  -- What other workers commit wakes the streams that follow it here, and
+  -- a cancel they were asked for reaches the run here at once.
+  notices = store.listen(function(ids)
+    local ours = false
+    for _, id in ipairs(ids) do
+      hub.wake(id)
+      ours = ours or runner.is_live(id)
+    end
+    if ours then
+      runner.cancel_requested()
+    end
+  end)
   local tick = { signal = core.signal() }
   ticker = tick
   core.spawn(function()
@@ -399,6 +412,10 @@ function M.stop(drain_ms)
   end
   server:close()
   server = nil
+  if notices then
+    notices:close()
+    notices = nil
+  end
   local left = runner.running()
   if left > 0 then
     core.log("warn", string.format("%d runs were still in their step at "
