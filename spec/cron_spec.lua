@@ -39,6 +39,12 @@ describe("cron", function()
     assert.is_true(cron.matches(spec, at(2026, 12, 13, 0, 0)))  -- a Sunday
     assert.is_true(cron.matches(spec, at(2026, 12, 4, 0, 0)))   -- a Friday
     assert.is_false(cron.matches(spec, at(2026, 12, 5, 0, 0)))
+    -- A day field beginning with * is unrestricted: every other day of
+    -- the month that is a Monday, not every Monday.
+    local odd_mondays = assert(cron.parse("0 0 */2 * 1"))
+    assert.is_true(cron.matches(odd_mondays, at(2026, 12, 7, 0, 0)))
+    assert.is_false(cron.matches(odd_mondays, at(2026, 12, 3, 0, 0)))
+    assert.is_false(cron.matches(odd_mondays, at(2026, 12, 14, 0, 0)))
     local sunday = assert(cron.parse("0 0 * * 7"))
     assert.is_true(cron.matches(sunday, at(2026, 12, 6, 0, 0)))
   end)

@@ -50,7 +50,7 @@ describe("leases", function()
       .. "claim 2, held by other)", err, 1, true)
     assert(step("other", 2, 1, t0 + 1100))
     -- A released lease keeps its epoch, and appends nothing more.
-    assert(core.store_release(id, "other"))
+    assert(core.store_release(id, "other", 2))
     ok, err = step("other", 2, 2, t0 + 1200)
     assert.is_nil(ok)
     assert.matches("held by nobody", err, 1, true)
@@ -110,5 +110,63 @@ describe("leases", function()
     end
     assert.is_true(again)
     h.assert_clean()
+  end)
+
+  it("keeps a step stored in the tick a hostile read fails in", function()
+    -- PostgreSQL refuses text that is not UTF-8, and a failed statement
+    -- aborted the whole tick's transaction: the append beside it was
+    -- told "stored" and was gone (its COMMIT had answered ROLLBACK).
+    assert(claim("us", t0))
+    local bad
+    core.spawn(function()
+      bad = table.pack(core.store_state_get("ns", "k\xff", t0))
+    end)
+    local ok, err = core.store_append { thread = id, agent = "a",
+      expected_seq = 0, status = "running", owner = "us", epoch = 1,
+      now = t0, writes = { { ns = "spec_ns2", key = id, value = "1" } },
+      events = { { seq = 1, step = 0, type = "input", at = t0,
+                   data = "{}" } } }
+    assert(ok, err)
+    h.wait_for(function() return bad ~= nil end, 5000, "the read")
+    assert(core.store_load(id))
+    assert.are.equal('{"value":1', (core.store_state_get("spec_ns2", id,
+      core.time())):sub(1, 10))
+  end)
+
+  it("is never claimed twice by its own holder, which would fence its run",
+    function()
+    assert(store.claim(id))
+    local ok, err = store.claim(id)
+    assert.is_nil(ok)
+    assert.matches("is being run by this process", err, 1, true)
+    assert(store.release(id))
+    assert(store.claim(id))
+    assert(store.release(id))
+  end)
+
+  it("parks a thread it took over but cannot resume, instead of taking it "
+    .. "every second", function()
+    assert(core.store_claim(id, "gone", 1000, t0 - 5000))
+    assert(core.store_append { thread = id, agent = "no_such_agent",
+      expected_seq = 0, status = "running", owner = "gone", epoch = 1,
+      now = t0 - 5000, events = { { seq = 1, step = 0, type = "input",
+                                    at = t0 - 5000, data = '{"input":1}' } } })
+    local runner = require "spool.run.runner"
+    local function mine(rows)
+      for _, row in ipairs(rows) do
+        if row.id == id then
+          return true
+        end
+      end
+    end
+    runner.take_over()
+    -- Parked: not ready for a minute, but a person may still claim it.
+    local rows = assert(store.take_over(1000))
+    for _, row in ipairs(rows) do
+      store.release(row.id)
+    end
+    assert.is_nil(mine(rows))
+    assert(store.claim(id))
+    assert(store.release(id))
   end)
 end)

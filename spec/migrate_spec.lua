@@ -42,7 +42,15 @@ describe("spool migrate", function()
     local done = start("writer", "write")
     local crashed = start("writer", "write again",
       "SPOOL_TEST_CRASH=after_intent")
+    -- The crashed run's lease is held yet: its workers must be stopped,
+    -- and that one's lease lapse, before a copy.
     local out, err, code = h.cli(string.format("migrate --from %s --to %s",
+      h.q(source), h.q(target)))
+    assert.are.equal(1, code)
+    assert.matches("a worker still runs threads of the source store", err)
+    h.sh(string.format("sqlite3 %s %s", h.q(source),
+      h.q("UPDATE leases SET expires_at = 0")))
+    out, err, code = h.cli(string.format("migrate --from %s --to %s",
       h.q(source), h.q(target)))
     assert.are.equal(0, code, err)
     local counts = json.decode(out)

@@ -65,9 +65,23 @@ return { latency_ms = tonumber(os.getenv("SPEC_LATENCY") or "0"), rules = {
     end } } }
 ]]
 
+-- Runs w as a sub-agent: w's approval surfaces on the boss's thread.
+local BOSS = [[
+local spool = require "spool"
+return spool.agent { max_steps = 3, step = function(thread)
+  local result, err = spool.call(thread, "w", "refund steps:1")
+  if result == nil then
+    thread:fail("w failed: " .. tostring(err))
+  else
+    thread:finish("boss says: " .. result)
+  end
+end }
+]]
+
 local function project(latency, settings)
   local dir = h.tmpdir()
   h.write_files(dir, { ["agents/w.lua"] = AGENT, ["prompts/p.md"] = "Work.",
+                       ["agents/boss.lua"] = BOSS,
                        ["mock.lua"] = MOCK,
                        ["spool.lua"] = "return " .. (settings or "{}") })
   local mock = h.mock_process(dir .. "/mock.lua", nil,
@@ -204,6 +218,19 @@ describe("workers over one store", function()
       '{"type":"approve"}')
     assert.are.equal(202, status)
     wait_done(b, { v.id }, 20000, "the answered thread to finish on b")
+    -- A sub-agent's approval too: paused, the child is nobody's (it kept
+    -- its worker's lease, renewed for good, and b could not answer).
+    status, v = curl(a, "POST", "/v1/threads",
+      '{"agent":"boss","input":"go","wait_ms":5000}')
+    assert.are.equal(201, status)
+    assert.are.equal("waiting", v.status)
+    status = curl(b, "POST", "/v1/threads/" .. v.id .. "/events",
+      '{"type":"approve"}')
+    assert.are.equal(202, status)
+    h.wait_for(function()
+      local _, t = curl(b, "GET", "/v1/threads/" .. v.id)
+      return t.status == "done"
+    end, 20000, "the boss to finish on b: " .. a.log() .. b.log())
     -- On PostgreSQL each hears what the other commits (LISTEN/NOTIFY).
     h.wait_for(function()
       return metric(b, "spool_store_listening") == (PG and 1 or 0)

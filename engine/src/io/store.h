@@ -99,10 +99,11 @@ struct spool__store_op {
                                  MIGRATE: the path of the store to copy */
   const char *filter_status, *filter_agent; /* LIST */
   long long expected_seq;                   /* APPEND: events already stored */
-  long long deadline;         /* APPEND: due time of a pending request, 0 */
+  long long deadline;         /* APPEND: due time of a pending request, 0;
+                                 RELEASE: none may claim it before this */
   long long now;              /* wall clock, ms (injectable for tests) */
   long long lease_ms;         /* CLAIM, RENEW, READY: how long it lasts */
-  long long epoch;            /* APPEND: the epoch of this run's claim;
+  long long epoch;            /* APPEND, RELEASE: this run's claim's;
                                  CLAIM with force: the dead holder's */
   int force;                  /* CLAIM: take a lease whose holder is dead,
                                  if it is still at `epoch` */

@@ -426,10 +426,13 @@ static void op_claim(sqlx *x, spool__store_op *op) {
                     x->d->integer(x->db, 2), x->d->integer(x->db, 1) - op->now);
 }
 
-/* Gives back one lease, or with no thread all the owner's (a shutdown). */
+/* Gives back one lease (the claim at op->epoch only; others may take it
+ * from op->deadline on, 0: at once), or with no thread all the owner's (a
+ * shutdown). */
 static void op_release(sqlx *x, spool__store_op *op) {
   int rc = op->thread_id ? Q(x, SQL_LEASE_RELEASE, SQL_TEXT(op->thread_id),
-                             SQL_TEXT(op->owner))
+                             SQL_TEXT(op->owner), SQL_INT(op->epoch),
+                             SQL_INT(op->deadline))
                          : Q(x, SQL_LEASE_RELEASE_ALL, SQL_TEXT(op->owner));
   if (rc != SQL_DONE)
     db_error(x, op, "cannot release the lease");
@@ -588,7 +591,7 @@ static const struct table {
   int dump, load;
   const char *kinds;
 } tables[] = {
-    {"threads", SQL_DUMP_THREADS, SQL_LOAD_THREAD, "itttttiii"},
+    {"threads", SQL_DUMP_THREADS, SQL_LOAD_THREAD, "ittttiiii"},
     {"events", SQL_DUMP_EVENTS, SQL_LOAD_EVENT, "iiititj"},
     {"state", SQL_DUMP_STATE, SQL_LOAD_STATE, "ttjiii"},
     {"versions", SQL_DUMP_VERSIONS, SQL_LOAD_VERSION, "ttji"},
@@ -655,6 +658,16 @@ static void op_migrate(sqlx *x, spool__store_op *op) {
     return;
   }
   sqlx src = {be->sql, db};
+  /* Its workers must be stopped: a step they stored after the copy
+   * would be lost. */
+  if (Q(&src, SQL_LEASED, SQL_INT(op->now)) != SQL_ROW ||
+      src.d->integer(src.db, 0) > 0) {
+    set_error(op, SPOOL__STORE_ECONFLICT,
+              "a worker still runs threads of the source store: stop its "
+              "workers (or wait for their leases to lapse), then migrate");
+    be->close(db);
+    return;
+  }
   spool__buf scratch = {0};
   long long counts[4] = {0};
   for (int i = 0; i < 4 && op->result == SPOOL__STORE_OK; i++) {

@@ -19,7 +19,7 @@
  * keys) use the "C" collation, as SQLite compares bytes.
  *
  * The URL's password never reaches a message: errors name the database by
- * its URL with the password taken out.
+ * its name, host, port and user alone.
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -88,11 +88,12 @@ static const char *const sql_text[S_ALL] = {
         "INSERT INTO leases(thread_id, owner, expires_at, epoch) VALUES "
         "($1, $2, $3, 1) ON CONFLICT(thread_id) DO UPDATE SET owner = "
         "excluded.owner, expires_at = excluded.expires_at, epoch = "
-        "leases.epoch + 1 WHERE leases.owner = excluded.owner OR "
+        "leases.epoch + 1 WHERE leases.owner IN (excluded.owner, '') OR "
         "leases.expires_at <= $4 OR ($5::int = 1 AND leases.epoch = $6) "
         "RETURNING epoch",
-    [SQL_LEASE_RELEASE] = "UPDATE leases SET owner = '', expires_at = 0 "
-                          "WHERE thread_id = $1 AND owner = $2",
+    [SQL_LEASE_RELEASE] = "UPDATE leases SET owner = '', expires_at = $4 "
+                          "WHERE thread_id = $1 AND owner = $2 AND epoch = "
+                          "$3",
     [SQL_LEASE_RELEASE_ALL] = "UPDATE leases SET owner = '', expires_at = 0 "
                               "WHERE owner = $1",
     [SQL_LEASE_RENEW] = "UPDATE leases SET expires_at = $2 WHERE owner = $1",
@@ -165,6 +166,8 @@ static const char *const sql_text[S_ALL] = {
     [SQL_ROWS] =
         "SELECT (SELECT count(*) FROM threads) + (SELECT count(*) FROM "
         "state) + (SELECT count(*) FROM versions)",
+    [SQL_LEASED] = "SELECT count(*) FROM leases WHERE owner <> '' AND "
+                   "expires_at > $1",
     [SQL_LOAD_THREAD] =
         "INSERT INTO threads(n, id, agent, parent, status, created_at, "
         "updated_at, deadline, last_seq) VALUES ($1, $2, $3, $4, $5, $6, "
@@ -221,35 +224,40 @@ static const char schema_sql[] =
 
 typedef struct db {
   PGconn *conn;
-  char *where;          /* the URL without its password, for messages */
+  char *where;          /* the database, for messages: never a password */
   char prepared[S_ALL]; /* statement i is prepared on this connection */
   PGresult *res;        /* the current statement's rows */
   int row, rows;
   char err[256];
 } db;
 
-/* The URL with any password replaced: "postgres://u:secret@h/db" reads
- * "postgres://u:***@h/db"; a password=... parameter likewise. */
-static char *without_password(const char *url) {
-  size_t n = strlen(url);
-  char *out = malloc(n + 8);
-  if (out == NULL)
-    return NULL;
-  const char *scheme = strstr(url, "://");
-  const char *auth = scheme ? scheme + 3 : url;
-  const char *at = strchr(auth, '@');
-  const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
-  if (colon)
-    snprintf(out, n + 8, "%.*s:***%s", (int)(colon - url), url, at);
-  else
-    snprintf(out, n + 8, "%s", url);
-  char *pw = strstr(out, "password=");
-  if (pw) {
-    char *end = strchr(pw, '&');
-    memmove(pw + 12, end ? end : "", end ? strlen(end) + 1 : 1);
-    memcpy(pw + 9, "***", 3);
+/* The database as messages name it: its connection parameters, parsed
+ * as libpq parses them (percent-encoding, repeated keys), with every
+ * secret left out: "postgres database spool on db.internal:5432 as ana".
+ */
+static char *describe(const char *url) {
+  const char *dbname = NULL, *host = NULL, *port = NULL, *user = NULL;
+  PQconninfoOption *opts = PQconninfoParse(url, NULL);
+  for (PQconninfoOption *o = opts; o && o->keyword; o++) {
+    if (o->val == NULL)
+      continue;
+    if (strcmp(o->keyword, "dbname") == 0)
+      dbname = o->val;
+    else if (strcmp(o->keyword, "host") == 0 ||
+             (strcmp(o->keyword, "hostaddr") == 0 && host == NULL))
+      host = o->val;
+    else if (strcmp(o->keyword, "port") == 0)
+      port = o->val;
+    else if (strcmp(o->keyword, "user") == 0)
+      user = o->val;
   }
-  return out;
+  char text[512];
+  snprintf(text, sizeof text, "postgres database %s on %s%s%s%s%s",
+           dbname ? dbname : "(default)", host ? host : "(default host)",
+           port ? ":" : "", port ? port : "", user ? " as " : "",
+           user ? user : "");
+  PQconninfoFree(opts);
+  return strdup(text);
 }
 
 static void clear_result(db *d) {
@@ -452,14 +460,17 @@ static int pg_open(void **out, const char *url, char *err, size_t errlen) {
   *out = NULL;
   *err = '\0';
   db *d = calloc(1, sizeof *d);
-  if (d == NULL || (d->where = without_password(url)) == NULL) {
+  if (d == NULL || (d->where = describe(url)) == NULL) {
     free(d);
     snprintf(err, errlen, "out of memory");
     return -1;
   }
-  const char *keys[] = {"dbname", "application_name",
-                        "fallback_application_name", NULL};
-  const char *values[] = {url, "spool", "spool", NULL};
+  /* A statement that waits on a lock this long is a fault, not a queue:
+   * it fails, and its runs go on from their last stored step. Well under
+   * a third of a lease, so a stuck batch does not hold up the renewals
+   * behind it past a lease. Set at connect, so a reconnect keeps it. */
+  const char *keys[] = {"dbname", "application_name", "options", NULL};
+  const char *values[] = {url, "spool", "-c lock_timeout=5s", NULL};
   d->conn = PQconnectdbParams(keys, values, 1);
   if (d->conn == NULL || PQstatus(d->conn) != CONNECTION_OK) {
     pg_message(d, "");
@@ -467,10 +478,7 @@ static int pg_open(void **out, const char *url, char *err, size_t errlen) {
     pg_close(d);
     return -1;
   }
-  /* A statement that waits on a lock this long is a fault, not a queue:
-   * it fails, and its runs go on from their last stored step. */
-  if (simple(d, "SET lock_timeout = '30s'") != 0 ||
-      check_schema(d, err, errlen) != 0) {
+  if (check_schema(d, err, errlen) != 0) {
     if (*err == '\0')
       snprintf(err, errlen, "%s: %s", d->where, d->err);
     pg_close(d);
@@ -502,21 +510,47 @@ static int pg_begin(void *p, char *err, size_t errlen) {
   return 0;
 }
 
+/* A transaction in which a statement failed ends in a ROLLBACK, which
+ * PostgreSQL answers to COMMIT as if it had worked: the tag tells. (Each
+ * op runs in a savepoint, so that should not happen; if it does, the
+ * whole batch is told it failed, never that it was stored.) */
 static int pg_commit(void *p, char *err, size_t errlen) {
   db *d = p;
-  if (simple(d, sql_text[S_COMMIT]) != 0) {
-    snprintf(err, errlen, "%s", d->err);
-    return -1;
+  clear_result(d);
+  d->res = PQexec(d->conn, sql_text[S_COMMIT]);
+  int ok = PQresultStatus(d->res) == PGRES_COMMAND_OK &&
+           strcmp(PQcmdStatus(d->res), "COMMIT") == 0;
+  if (!ok) {
+    pg_message(d, "");
+    snprintf(err, errlen, "the transaction was rolled back%s%s",
+             *d->err ? ": " : "", d->err);
   }
-  return 0;
+  clear_result(d);
+  return ok ? 0 : -1;
 }
 
 static void pg_rollback(void *p) {
   simple(p, sql_text[S_ROLLBACK]);
 }
 
+/* An op whose statement fails would abort the whole batch's transaction
+ * on PostgreSQL (a hostile key with bytes that are not UTF-8 would undo
+ * other runs' steps): every op but those with savepoints of their own
+ * runs in one. */
 static void pg_exec(void *p, spool__store_op *op) {
+  db *d = p;
+  int own = op->kind == SPOOL__STORE_APPEND || op->kind == SPOOL__STORE_MIGRATE;
+  if (!own && simple(d, "SAVEPOINT op") != 0) {
+    op->result = SPOOL__STORE_EIO;
+    snprintf(op->errmsg, sizeof op->errmsg, "cannot start the op: %.200s",
+             d->err);
+    return;
+  }
   spool__store_sql_exec(&driver, p, op);
+  if (!own && op->result != SPOOL__STORE_OK)
+    simple(d, "ROLLBACK TO SAVEPOINT op");
+  if (!own)
+    simple(d, "RELEASE SAVEPOINT op");
 }
 
 /* PostgreSQL's autovacuum reclaims space: nothing to do after a purge. */

@@ -65,6 +65,7 @@ enum {
   SQL_DUMP_STATE,    /* -> ns, key, value, version, updated_at, expires_at */
   SQL_DUMP_VERSIONS, /* -> hash, agent, sources, created_at */
   SQL_ROWS,          /* -> threads + state + versions rows */
+  SQL_LEASED,        /* now -> leases held (a source must have none) */
   SQL_LOAD_THREAD,   /* the columns of SQL_DUMP_THREADS, in order */
   SQL_LOAD_EVENT,
   SQL_LOAD_STATE,

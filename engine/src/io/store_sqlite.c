@@ -99,11 +99,12 @@ static const char *const sql_text[S_ALL] = {
         "INSERT INTO leases(thread_id, owner, expires_at, epoch) VALUES "
         "(?1, ?2, ?3, 1) ON CONFLICT(thread_id) DO UPDATE SET owner = "
         "excluded.owner, expires_at = excluded.expires_at, epoch = "
-        "leases.epoch + 1 WHERE leases.owner = excluded.owner OR "
+        "leases.epoch + 1 WHERE leases.owner IN (excluded.owner, '') OR "
         "leases.expires_at <= ?4 OR (?5 AND leases.epoch = ?6) "
         "RETURNING epoch",
-    [SQL_LEASE_RELEASE] = "UPDATE leases SET owner = '', expires_at = 0 "
-                          "WHERE thread_id = ?1 AND owner = ?2",
+    [SQL_LEASE_RELEASE] = "UPDATE leases SET owner = '', expires_at = ?4 "
+                          "WHERE thread_id = ?1 AND owner = ?2 AND epoch = "
+                          "?3",
     [SQL_LEASE_RELEASE_ALL] = "UPDATE leases SET owner = '', expires_at = 0 "
                               "WHERE owner = ?1",
     [SQL_LEASE_RENEW] = "UPDATE leases SET expires_at = ?2 WHERE owner = ?1",
@@ -180,6 +181,8 @@ static const char *const sql_text[S_ALL] = {
     [SQL_ROWS] =
         "SELECT (SELECT count(*) FROM threads) + (SELECT count(*) FROM "
         "state) + (SELECT count(*) FROM versions)",
+    [SQL_LEASED] = "SELECT count(*) FROM leases WHERE owner <> '' AND "
+                   "expires_at > ?1",
     [SQL_LOAD_THREAD] =
         "INSERT INTO threads(n, id, agent, parent, status, created_at, "
         "updated_at, deadline, last_seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6, "

@@ -16,7 +16,8 @@
  *   store_claim(id, owner, lease_ms, now[, dead_epoch]) -> JSON:
  *       {epoch} | {held_by, epoch, ms_left}; with dead_epoch, takes the
  *       lease from a holder known dead if it is still at that epoch
- *   store_release(id, owner)                    -> true (id false: all)
+ *   store_release(id, owner, epoch, free_at)    -> true (id false: all of
+ *                                                  the owner's)
  *   store_hold(owner, lease_ms, count)          (no yield) the leases held:
  *       while count > 0 the store renews them (spool__store_hold)
  *   store_ready(owner, lease_ms, now, limit)    -> JSON [{id, epoch}...]
@@ -29,7 +30,7 @@
  *   store_purge(now, finished_before)           -> JSON
  *   store_version_put(hash, agent, sources_json, now) -> true
  *   store_version_get(hash)                     -> sources JSON | nil, err
- *   store_migrate(from)       -> counts JSON: the store at `from` copied
+ *   store_migrate(from, now)  -> counts JSON: the store at `from` copied
  *                                into this one (which must be empty)
  * Errors are "ECONFLICT: ...", "ENOTFOUND: ...", "ECORRUPT: ...",
  * "EIO: ...".
@@ -319,10 +320,14 @@ static int l_store_claim(lua_State *L) {
 static int l_store_release(lua_State *L) {
   const char *id = lua_toboolean(L, 1) ? luaL_checkstring(L, 1) : NULL;
   const char *owner = luaL_checkstring(L, 2);
+  long long epoch = (long long)luaL_optinteger(L, 3, 0);
+  long long free_at = (long long)luaL_optinteger(L, 4, 0);
   check_store(L);
   spool__store_op *op = new_op(L, SPOOL__STORE_RELEASE);
   op->thread_id = dup(L, op, id);
   op->owner = dup(L, op, owner);
+  op->epoch = epoch;
+  op->deadline = free_at;
   return submit(L, op);
 }
 
@@ -400,9 +405,11 @@ static int l_store_version_get(lua_State *L) {
 
 static int l_store_migrate(lua_State *L) {
   const char *from = luaL_checkstring(L, 1);
+  long long now = (long long)luaL_checkinteger(L, 2);
   check_store(L);
   spool__store_op *op = new_op(L, SPOOL__STORE_MIGRATE);
   op->value = dup(L, op, from);
+  op->now = now;
   return submit(L, op);
 }
 

@@ -356,8 +356,10 @@ local function check_schedules(list)
   local out = {}
   for name, s in pairs(list) do
     local where = "EINVAL: spool.lua: schedules." .. tostring(name)
-    if type(name) ~= "string" or not name:match("^[%w_%-]+$") then
-      return nil, where .. ": a schedule's name is letters, digits, _ and -"
+    if type(name) ~= "string" or not name:match("^[%w_%-]+$") or #name > 40
+    then
+      return nil, where .. ": a schedule's name is letters, digits, _ and - "
+        .. "(40 at most: it names its threads)"
     end
     if type(s) ~= "table" or type(s.agent) ~= "string" then
       return nil, where .. " needs agent = \"name\""
@@ -367,9 +369,11 @@ local function check_schedules(list)
       return nil, where .. ".cron: " .. err
     end
     local catch_up = s.catch_up_ms or 3600 * 1000
-    if math.type(catch_up) ~= "integer" or catch_up < 60000 then
+    -- (At most a day: each tick looks back that far, a minute at a time.)
+    if math.type(catch_up) ~= "integer" or catch_up < 60000
+        or catch_up > 24 * 3600 * 1000 then
       return nil, where .. ".catch_up_ms must be a whole number of "
-        .. "milliseconds, at least 60000"
+        .. "milliseconds, from 60000 to a day"
     end
     out[name] = { agent = s.agent, input = s.input == nil and "" or s.input,
                   spec = spec, catch_up_ms = catch_up }
@@ -413,7 +417,8 @@ function M.init(opts)
   local db = opts.store or nonempty(core.getenv("SPOOL_DB")) or file.store
     or ".spool/spool.db"
   if db ~= ":memory:" and db:sub(1, 1) ~= "/"
-      and not db:match("^postgres[%w]*://") then
+      and not db:match("^postgres://") and not db:match("^postgresql://")
+  then
     db = opts.project .. "/" .. db
   end
   settings = {

@@ -9,8 +9,8 @@
 -- day of week (0-7, 0 and 7 Sunday). Each is `*`, a number, a range
 -- `a-b`, any of those with a step `/n`, or a list of them `a,b-c/2`.
 -- Names (JAN, MON) and `@daily`-style shorthands are not read. As in
--- Vixie cron, when both day fields are restricted, a day matching either
--- matches.
+-- Vixie cron, when both day fields are restricted (neither begins with
+-- `*`), a day matching either matches.
 
 local M = {}
 
@@ -60,7 +60,9 @@ function M.parse(expr)
     return nil, string.format("'%s' has %d fields, not the five of "
       .. "'minute hour day-of-month month day-of-week'", expr, #parts)
   end
-  local spec = { any_dom = parts[3] == "*", any_dow = parts[5] == "*" }
+  -- (Vixie cron counts a day field that begins with * as unrestricted.)
+  local spec = { any_dom = parts[3]:sub(1, 1) == "*",
+                 any_dow = parts[5]:sub(1, 1) == "*" }
   for i, f in ipairs(FIELDS) do
     local set, err = field(parts[i], f)
     if not set then

@@ -51,6 +51,11 @@ end
 -- to the working folder when it is in it.
 local function store_name()
   local path = config.get().store
+  if path:match("^postgres") then
+    -- The store's URL may hold a password: say which database, not how
+    -- to reach it ("$SPOOL_DB" is what the person gave).
+    return "$SPOOL_DB"
+  end
   local cwd = os.getenv("PWD")
   if cwd and path:sub(1, #cwd + 1) == cwd .. "/" then
     return path:sub(#cwd + 2)

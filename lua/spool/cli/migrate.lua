@@ -17,7 +17,7 @@ end
 if o.from == o.to then
   cli:fail("EINVAL: the source and the target are the same store")
 end
-if not o.from:match("^postgres[%w]*://") then
+if not (o.from:match("^postgres://") or o.from:match("^postgresql://")) then
   local f = io.open(o.from, "r")
   if not f then
     cli:fail("ENOTFOUND: no store at " .. o.from)

@@ -147,6 +147,11 @@ end
 -- How many interrupted threads recovery reads from the store at a time.
 M.recover_page = 500
 
+-- M.resume's mark for a thread whose lease the caller has just taken.
+local CLAIMED = {}
+-- How long a thread taken over but not resumable waits to be tried again.
+local PARK_MS = 60 * 1000
+
 -- Set while the process shuts down: top-level runs stop at their next step
 -- boundary (their last step is stored), for the next start to recover.
 M.draining = false
@@ -374,18 +379,23 @@ end
 
 -- Resumes a stored thread: with a response if it waits for one, or just
 -- continues it if a crash interrupted it. Returns the thread, driven in a
--- task of its own (in evaluation `eval`, if given). Must run in a task.
-function M.resume(id, response, eval)
+-- task of its own (in evaluation `eval`, if given). `claimed` (CLAIMED):
+-- this process holds its lease already (take_over). Must run in a task.
+function M.resume(id, response, eval, claimed)
   if live[id] then
     return nil, "ECONFLICT: thread " .. id .. " is running in this process"
   end
   -- Claim first, then load: what we load cannot change under us.
-  local ok, cerr = store.claim(id)
-  if not ok then
-    return nil, cerr
+  if claimed ~= CLAIMED then
+    local ok, cerr = store.claim(id)
+    if not ok then
+      return nil, cerr
+    end
   end
   local function give_up(err)
-    store.release(id)
+    if claimed ~= CLAIMED then -- (else the caller decides)
+      store.release(id)
+    end
     return nil, err
   end
   local thread, err = M.load(id)
@@ -447,7 +457,8 @@ function M.call(parent, name, input)
       if not child then
         durable.store_failed(err)
       end
-      local ok, cerr = store.claim(child.id)
+      -- (Claimed already if an answer came down the chain to it.)
+      local ok, cerr = store.holds(child.id) or store.claim(child.id)
       if not ok then
         durable.store_failed(cerr)
       end
@@ -494,6 +505,9 @@ function M.call(parent, name, input)
     durable.commit(parent)
     live[child.id] = nil
     let_go(child)
+    -- Paused, the child is nobody's: whichever worker gets the answer
+    -- claims it (and the heartbeat stops renewing it).
+    store.release(child.id)
     error(durable.PAUSED, 0)
   end
   store.release(child.id)
@@ -631,13 +645,15 @@ function M.take_over()
   end
   local report = new_report("lapsed")
   for _, row in ipairs(rows) do
-    -- Claimed already: resume claims it again (a newer epoch, ours too).
-    local th, rerr = M.resume(row.id)
+    local th, rerr = M.resume(row.id, nil, nil, CLAIMED)
     if th then
       core.log("info", "thread " .. row.id .. ": taken over (its lease "
         .. "lapsed)")
     else
-      store.release(row.id)
+      -- Parked a minute: a thread that cannot go on (its agent deleted, a
+      -- corrupt row) must not be taken again every second by every worker,
+      -- ahead of the ones that can.
+      store.release(row.id, PARK_MS)
       skipped(report, row.id, rerr)
     end
   end
@@ -664,23 +680,38 @@ end
 -- Cancels asked of another worker wait in the store, under this name, for
 -- a day at most (the thread has ended by then, or its run saw them).
 local CANCEL_NS, CANCEL_TTL_MS = "spool.cancel", 24 * 3600 * 1000
+-- M.cancel's mark: only if no other worker runs the thread.
+local HERE_ONLY = {}
 
--- Cancels the runs of this process that another worker was asked to
--- cancel: any process that serves calls this every tick.
+-- Carries out the cancels asked of other workers: a run of this process
+-- stops; a thread nobody runs (it paused, or its worker stopped) is
+-- cancelled here; one another worker runs is left to it. Any process that
+-- serves calls this every tick (and on PostgreSQL when told).
 function M.cancel_requested()
-  for _, item in ipairs(store.state_list(CANCEL_NS, "", 1000) or {}) do
-    if live[item.key] then
-      M.cancel(item.key, item.value.reason)
-      store.write_state { { ns = CANCEL_NS, key = item.key } }
+  local after, page = "", 200
+  repeat
+    local items = store.state_list(CANCEL_NS, after, page) or {}
+    for _, item in ipairs(items) do
+      after = item.key
+      local reason = type(item.value) == "table" and item.value.reason
+      local ok, _, code = true, nil, nil
+      if not live[item.key] then
+        ok, _, code = M.cancel(item.key, reason, HERE_ONLY)
+      else
+        M.cancel(item.key, reason)
+      end
+      if ok or code ~= "ECONFLICT" then -- done, ended or gone: forget it
+        store.write_state { { ns = CANCEL_NS, key = item.key } }
+      end
     end
-  end
+  until #items < page
 end
 
 
 -- Cancels a stored thread (and its sub-agents that have not ended):
 -- returns true, with "elsewhere" when another worker runs it (the request
--- reaches it through the store).
-function M.cancel(id, reason)
+-- reaches it through the store; with HERE_ONLY, nil and ECONFLICT).
+function M.cancel(id, reason, here_only)
   local t = live[id]
   if t then
     -- It and the sub-agents running for it stop at their next step (a
@@ -705,7 +736,9 @@ function M.cancel(id, reason)
     return nil, "ESTATE: thread " .. id .. " has ended (" .. status .. ")"
   end
   local ok, cerr, code = store.claim(id)
-  if not ok and code == "ECONFLICT" then
+  if not ok and code == "ECONFLICT" and here_only == HERE_ONLY then
+    return nil, cerr, code
+  elseif not ok and code == "ECONFLICT" then
     -- Another worker runs it: the request goes through the store, and
     -- that worker (or whichever takes the thread over) stops the run
     -- within a tick (M.cancel_requested).

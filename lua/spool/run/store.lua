@@ -78,7 +78,8 @@ end
 -- for the threads they changed. A listener (:up(), :close()), or nil where
 -- the store has no notifications (SQLite: its workers poll).
 function M.listen(fn)
-  if not (M.path or ""):match("^postgres[%w]*://") then
+  local path = M.path or ""
+  if not (path:match("^postgres://") or path:match("^postgresql://")) then
     return nil
   end
   listener = core.store_listen(M.path, fn)
@@ -222,6 +223,11 @@ end
 -- host that no longer runs is taken over at once (if nobody else took it
 -- first); another holder's lease only once it lapses.
 function M.claim(id)
+  if held[id] then
+    -- Claimed again by its own holder, a live run would be fenced off.
+    return nil, "ECONFLICT: thread " .. id .. " is being run by this "
+      .. "process", "ECONFLICT"
+  end
   local got, err, code = decoded(core.store_claim(id, M.owner, M.lease_ms,
     core.time()))
   if not got then
@@ -251,9 +257,23 @@ function M.claim(id)
 end
 
 
-function M.release(id)
+-- Does this process hold the lease on thread `id`?
+function M.holds(id)
+  return held[id] ~= nil
+end
+
+
+-- Gives the lease back, at once or, with park_ms, for others to take only
+-- after that long. Only the claim this process holds: a release never
+-- undoes a newer claim, its own or another's.
+function M.release(id, park_ms)
+  local epoch = held[id]
+  if epoch == nil then
+    return true
+  end
   let_go(id)
-  return core.store_release(id, M.owner)
+  return core.store_release(id, M.owner, epoch,
+    park_ms and core.time() + park_ms or 0)
 end
 
 
@@ -296,7 +316,7 @@ end
 -- API's idempotency keys with it) and agent versions, exactly, in one
 -- transaction. Returns the counts copied.
 function M.migrate(from)
-  return decoded(core.store_migrate(from))
+  return decoded(core.store_migrate(from, core.time()))
 end
 
 
