@@ -40,6 +40,9 @@ local spool = require "spool"
 return spool.agent { prompt = "p.md", max_steps = 30, tools = {
   refund = { params = { amount = "number" }, approve = true,
     run = function(a) return "refunded " .. a.amount end },
+  late_refund = { params = { amount = "number" },
+    approve = { deadline_ms = 1500 },
+    run = function(a) return "refunded " .. a.amount end },
   record = { params = { text = "string" }, idempotent = true,
     run = function(a, ctx)
       local key = ctx.thread.id .. "/" .. a.text
@@ -56,6 +59,9 @@ return { latency_ms = tonumber(os.getenv("SPEC_LATENCY") or "0"), rules = {
       local n = tonumber(conv.user:match("steps:(%d+)") or "0")
       if conv.user:match("^refund") and conv.turns == 0 then
         return { tool = "refund", args = { amount = 5 } }
+      end
+      if conv.user:match("^deadline") and conv.turns == 0 then
+        return { tool = "late_refund", args = { amount = 5 } }
       end
       if conv.turns < n then
         return { tool = "record", args = { text = "step " .. conv.turns } }
@@ -303,6 +309,45 @@ describe("workers over one store", function()
     assert.is_nil(b.log():match("error"))
     a.stop()
     b.stop()
+  end)
+
+  it("fire a deadline once, whichever worker sees it due", function()
+    local dir, mock = project(0)
+    local a = serve(dir, mock, { name = "a" })
+    local b = serve(dir, mock, { name = "b" })
+    local c = serve(dir, mock, { name = "c" })
+    local ids = {}
+    for i = 1, 5 do
+      local status, v = curl(a, "POST", "/v1/threads",
+        '{"agent":"w","input":"deadline steps:1","wait_ms":5000}')
+      assert.are.equal(201, status)
+      assert.are.equal("waiting", v.status)
+      ids[i] = v.id
+    end
+    h.wait_for(function()
+      for _, id in ipairs(ids) do
+        local _, v = curl(c, "GET", "/v1/threads/" .. id)
+        if v.status ~= "done" then
+          return false
+        end
+      end
+      return true
+    end, 15000, "the deadlines to fire")
+    for _, id in ipairs(ids) do
+      local _, v = curl(b, "GET", "/v1/threads/" .. id)
+      local responses = 0
+      for _, ev in ipairs(v.events) do
+        if ev.type == "human_response" then
+          responses = responses + 1
+          assert.are.equal("deadline", ev.data.by)
+        end
+      end
+      assert.are.equal(1, responses, id)
+      assert.are.equal("done", v.status)
+    end
+    a.stop()
+    b.stop()
+    c.stop()
   end)
 
   it("take over the threads of a worker that stopped answering, and fence "

@@ -35,6 +35,7 @@ typedef enum spool__store_kind {
   SPOOL__STORE_APPEND,      /* one step of one thread: events + state
                                writes; with no thread_id, state writes only */
   SPOOL__STORE_LOAD,        /* a thread and its events */
+  SPOOL__STORE_HEAD,        /* a thread without its events */
   SPOOL__STORE_LIST,        /* threads, filtered, newest first */
   SPOOL__STORE_CHILDREN,    /* the child threads of a thread */
   SPOOL__STORE_STATE_GET,   /* one business-state document */

@@ -313,6 +313,18 @@ done:
     spool__buf_clear(b);
 }
 
+/* A thread's row alone: what a follower polls to learn whether it has
+ * new events, for the price of one row. */
+static void op_head(sqlx *x, spool__store_op *op) {
+  int rc = Q(x, SQL_THREAD_GET, SQL_TEXT(op->thread_id));
+  if (rc == SQL_ROW)
+    add_thread(x, &op->json);
+  else if (rc == SQL_DONE)
+    set_error(op, SPOOL__STORE_ENOTFOUND, "unknown thread '%s'", op->thread_id);
+  else
+    db_error(x, op, "cannot read the thread");
+}
+
 /* The thread rows of the statement just run, as an array. */
 static void rows_of_threads(sqlx *x, spool__store_op *op, int rc) {
   spool__buf_addc(&op->json, '[');
@@ -699,6 +711,7 @@ void spool__store_sql_exec(const spool__sql_driver *drv, void *db,
   static void (*const ops[])(sqlx *, spool__store_op *) = {
       [SPOOL__STORE_APPEND] = op_append,
       [SPOOL__STORE_LOAD] = op_load,
+      [SPOOL__STORE_HEAD] = op_head,
       [SPOOL__STORE_LIST] = op_list,
       [SPOOL__STORE_CHILDREN] = op_children,
       [SPOOL__STORE_STATE_GET] = op_state_get,

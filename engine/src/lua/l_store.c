@@ -9,6 +9,7 @@
  *                 deadline=, owner=, epoch=, now=, events = {...},
  *                 writes = {...} }               -> versions JSON | nil, err
  *   store_load(id)                              -> JSON | nil, err
+ *   store_head(id)                -> JSON: the thread's row, no events
  *   store_list{ status=, agent=, limit=, before=, before_id= } -> JSON
  *   store_children(id)                          -> JSON
  *   store_state_get(ns, key, now)               -> JSON
@@ -245,6 +246,10 @@ static int l_store_load(lua_State *L) {
   return thread_op(L, SPOOL__STORE_LOAD);
 }
 
+static int l_store_head(lua_State *L) {
+  return thread_op(L, SPOOL__STORE_HEAD);
+}
+
 static int l_store_children(lua_State *L) {
   return thread_op(L, SPOOL__STORE_CHILDREN);
 }
@@ -423,6 +428,7 @@ void spool__open_store(lua_State *L) {
       {"store_open", l_store_open},
       {"store_append", l_store_append},
       {"store_load", l_store_load},
+      {"store_head", l_store_head},
       {"store_children", l_store_children},
       {"store_list", l_store_list},
       {"store_state_get", l_store_state_get},

@@ -4,6 +4,7 @@
 --
 --   store.append(thread, writes) -> versions | nil, err   one durable step
 --   store.load(id)               -> thread record | nil, err
+--   store.head(id)               -> its thread row alone
 --   store.list{ status, agent, limit, before } -> threads
 --   store.children(id)           -> threads
 --   store.claim(id) / release(id)              the lease of this process
@@ -205,6 +206,13 @@ function M.load(id)
     record.bytes = #text
   end
   return record, derr, dcode
+end
+
+
+-- A thread's row { id, agent, parent, status, events, ... } without its
+-- events: enough to tell whether it has new ones.
+function M.head(id)
+  return decoded(core.store_head(id))
 end
 
 

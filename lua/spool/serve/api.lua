@@ -371,8 +371,17 @@ local function stream_thread(req, p)
           quiet_since = core.now()
         end
       end
-      -- The live thread if this process runs it, else the store.
-      t = runner.find(p.id) or load_thread(p.id)
+      -- The live thread if this process runs it, else the store: its
+      -- events only when its row says it has new ones.
+      local live = runner.find(p.id)
+      if live then
+        t = live
+      else
+        local head = store.head(p.id)
+        if not head or head.events > t.persisted then
+          t = load_thread(p.id)
+        end
+      end
     end
   end)
   hub.unfollow(p.id, sig)
