@@ -5,8 +5,7 @@ local h = require "spec.support"
 local json = require "spool.json"
 
 local FIXTURE = h.ROOT .. "/spec/fixtures/durable"
-local PG = (os.getenv("SPOOL_DB") or ""):match("^postgres") and
-  os.getenv("SPOOL_DB")
+local PG = require("spec.serve_support").pg
 
 describe("spool migrate", function()
   local dir, source, target

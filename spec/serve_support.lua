@@ -5,6 +5,26 @@ local json = require "spool.json"
 
 local M = {}
 
+-- The PostgreSQL database scripts/with-postgres names in SPOOL_DB, if the
+-- specs run beside one: then workers share it, else a SQLite file.
+M.pg = (os.getenv("SPOOL_DB") or ""):match("^postgres") and
+  os.getenv("SPOOL_DB") or nil
+
+-- The store the workers of project `dir` share.
+function M.store_of(dir)
+  return M.pg or dir .. "/spool.db"
+end
+
+-- Rows of a query on that store, as "a|b" lines.
+function M.sql(dir, query)
+  if M.pg then
+    return h.sh(string.format("psql %s -At -F '|' -c %s", h.q(M.pg),
+      h.q(query)))
+  end
+  return h.sh(string.format("sqlite3 %s %s", h.q(dir .. "/spool.db"),
+    h.q(query)))
+end
+
 local BIN = h.q(h.BIN)
 
 -- Starts `spool serve` (env: "NAME=value ..." or a command that execs the

@@ -10,22 +10,7 @@ local core = require "spool.core"
 
 local curl = workers.curl
 
-local PG = (os.getenv("SPOOL_DB") or ""):match("^postgres") and
-  os.getenv("SPOOL_DB")
-
-local function db_of(dir)
-  return PG or dir .. "/spool.db"
-end
-
--- Rows of a query on the store, as "a|b" lines.
-local function sql(dir, query)
-  if PG then
-    return h.sh(string.format("psql %s -At -F '|' -c %s", h.q(PG),
-      h.q(query)))
-  end
-  return h.sh(string.format("sqlite3 %s %s", h.q(dir .. "/spool.db"),
-    h.q(query)))
-end
+local PG, db_of, sql = workers.pg, workers.store_of, workers.sql
 
 local function serve(dir, mock, opts)
   local s = workers.serve(dir, mock, "", nil, db_of(dir), opts)

@@ -14,8 +14,7 @@ local THREADS = tonumber(os.getenv("SPOOL_FAULT_THREADS") or "200")
 local STEPS = 10
 local ROUNDS = 20 -- of faults, each starting its share of the threads
 
-local PG = (os.getenv("SPOOL_DB") or ""):match("^postgres") and
-  os.getenv("SPOOL_DB")
+local PG, sql = workers.pg, workers.sql
 
 -- Each step records itself in business state, keyed by thread and step:
 -- stored with the step, so a version above 1 is an effect stored twice.
@@ -73,15 +72,6 @@ return { latency_ms = 200, rules = {
     end } } }
 ]]
 
-local function sql(dir, query)
-  if PG then
-    return h.sh(string.format("psql %s -At -F '|' -c %s", h.q(PG),
-      h.q(query)))
-  end
-  return h.sh(string.format("sqlite3 %s %s", h.q(dir .. "/spool.db"),
-    h.q(query)))
-end
-
 local function percentile(list, p)
   table.sort(list)
   return list[math.max(1, math.ceil(#list * p))] or 0
@@ -106,7 +96,7 @@ describe("workers under faults", function()
     end)
     local function start_worker(name)
       pool[name] = workers.serve(dir, mock, "--max-runs 200", nil,
-        PG or dir .. "/spool.db", { name = name })
+        workers.store_of(dir), { name = name })
     end
     local names = { "a", "b", "c" }
     for _, name in ipairs(names) do

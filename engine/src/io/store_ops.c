@@ -99,6 +99,19 @@ static int add_json(sqlx *x, spool__buf *b, int col, spool__buf *sc, char *why,
   return spool__buf_add(b, t, n);
 }
 
+/* Runs `stmt` on op's thread: 0 with its row current, or -1 with op's
+ * error set (an unknown thread, or the database's failure). */
+static int thread_row(sqlx *x, spool__store_op *op, int stmt) {
+  int rc = Q(x, stmt, SQL_TEXT(op->thread_id));
+  if (rc == SQL_ROW)
+    return 0;
+  if (rc == SQL_DONE)
+    set_error(op, SPOOL__STORE_ENOTFOUND, "unknown thread '%s'", op->thread_id);
+  else
+    db_error(x, op, "cannot read the thread");
+  return -1;
+}
+
 /* ---- one step of one thread ---- */
 
 /* Fencing, first: only the holder of the thread's latest claim appends. A
@@ -147,15 +160,8 @@ static long long thread_number(sqlx *x, spool__store_op *op) {
     }
     return x->d->integer(x->db, 0);
   }
-  int rc = Q(x, SQL_THREAD_SEQ, SQL_TEXT(op->thread_id));
-  if (rc != SQL_ROW) {
-    if (rc == SQL_DONE)
-      set_error(op, SPOOL__STORE_ENOTFOUND, "unknown thread '%s'",
-                op->thread_id);
-    else
-      db_error(x, op, "cannot read the thread");
+  if (thread_row(x, op, SQL_THREAD_SEQ) != 0)
     return -1;
-  }
   long long have = x->d->integer(x->db, 0);
   if (have != op->expected_seq) {
     set_error(op, SPOOL__STORE_ECONFLICT,
@@ -253,15 +259,8 @@ static void op_append(sqlx *x, spool__store_op *op) {
 /* ---- reads ---- */
 
 static void op_load(sqlx *x, spool__store_op *op) {
-  int rc = Q(x, SQL_THREAD_GET, SQL_TEXT(op->thread_id));
-  if (rc != SQL_ROW) {
-    if (rc == SQL_DONE)
-      set_error(op, SPOOL__STORE_ENOTFOUND, "unknown thread '%s'",
-                op->thread_id);
-    else
-      db_error(x, op, "cannot read the thread");
+  if (thread_row(x, op, SQL_THREAD_GET) != 0)
     return;
-  }
   long long last_seq = x->d->integer(x->db, 6);
   spool__buf *b = &op->json;
   spool__buf scratch = {0};
@@ -269,6 +268,7 @@ static void op_load(sqlx *x, spool__store_op *op) {
   add_thread(x, b);
   spool__buf_adds(b, ",\"events\":[");
   long long expect = 1;
+  int rc;
   for (rc = Q(x, SQL_EVENTS_GET, SQL_TEXT(op->thread_id)); rc == SQL_ROW;
        rc = x->d->next(x->db)) {
     long long seq = x->d->integer(x->db, 0);
@@ -499,15 +499,8 @@ static void op_notify(sqlx *x, spool__store_op *op) {
 /* ---- housekeeping ---- */
 
 static void op_delete(sqlx *x, spool__store_op *op) {
-  int rc = Q(x, SQL_THREAD_SEQ, SQL_TEXT(op->thread_id));
-  if (rc != SQL_ROW) {
-    if (rc == SQL_DONE)
-      set_error(op, SPOOL__STORE_ENOTFOUND, "unknown thread '%s'",
-                op->thread_id);
-    else
-      db_error(x, op, "cannot read the thread");
+  if (thread_row(x, op, SQL_THREAD_SEQ) != 0)
     return;
-  }
   static const int order[] = {SQL_DELETE_EVENTS, SQL_DELETE_LEASES,
                               SQL_DELETE_THREADS};
   for (int i = 0; i < 3; i++) {
