@@ -251,6 +251,7 @@ void spool__open_store(lua_State *L);
 void spool__open_host(lua_State *L);
 void spool__open_watch(lua_State *L);
 void spool__open_notify(lua_State *L);
+void spool__open_process(lua_State *L);
 void spool__open_cond(lua_State *L);
 void spool__open_sse(lua_State *L);
 void spool__open_ed25519(lua_State *L);

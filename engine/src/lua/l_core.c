@@ -489,6 +489,7 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_host(L);
   spool__open_watch(L);
   spool__open_notify(L);
+  spool__open_process(L);
   spool__open_cond(L);
   spool__open_sse(L);
   spool__open_ed25519(L);
