@@ -342,16 +342,31 @@ static int proc_pid(lua_State *L) {
   return 1;
 }
 
-static void close_proc(box *b) {
+static int push_closed(lua_State *L) {
+  lua_pop(L, 1);
+  return spool__push_fail(L, "EPIPE: the process was closed");
+}
+
+/* Ends a wait; the task waiting, if `wake`, with an error. */
+static void end_wait(waiter *w, int wake) {
+  if (w == NULL)
+    return;
+  spool__task *t = w->t;
+  end_waiter(w);
+  if (wake)
+    spool__task_wake_with(t, push_closed, NULL);
+}
+
+/* Closes the process; `wake`: the tasks waiting on it are told (a close
+ * from Lua), else they are being torn down with the engine (a __gc). */
+static void close_proc(box *b, int wake) {
   proc *p = b->p;
   if (p == NULL)
     return;
   b->p = NULL;
   p->closed = 1;
-  if (p->reader)
-    end_waiter(p->reader);
-  if (p->exit_waiter)
-    end_waiter(p->exit_waiter);
+  end_wait(p->reader, wake);
+  end_wait(p->exit_waiter, wake);
   if (p->running)
     uv_process_kill(&p->process, SIGKILL);
   close_handle(p, (uv_handle_t *)&p->in);
@@ -361,7 +376,12 @@ static void close_proc(box *b) {
 }
 
 static int proc_close(lua_State *L) {
-  close_proc(luaL_checkudata(L, 1, PROCESS_MT));
+  close_proc(luaL_checkudata(L, 1, PROCESS_MT), 1);
+  return 0;
+}
+
+static int proc_gc(lua_State *L) {
+  close_proc(luaL_checkudata(L, 1, PROCESS_MT), 0);
   return 0;
 }
 
@@ -431,9 +451,9 @@ static int l_process_spawn(lua_State *L) {
     /* uv_spawn initialised the process handle even so: close it too. */
     p->handles++;
     b->p = p;
-    close_proc(b);
-    return spool__push_fail(L, "ENOENT: cannot start %s: %s", name,
-                            uv_strerror(rc));
+    close_proc(b, 0);
+    return spool__push_fail(L, "ENOENT: cannot start %s (%s): %s", name,
+                            args[0], uv_strerror(rc));
   }
   p->handles++;
   p->running = 1;
@@ -450,7 +470,7 @@ void spool__open_process(lua_State *L) {
       {"pid", proc_pid},     {"close", proc_close},
       {NULL, NULL},
   };
-  spool__class(L, PROCESS_MT, methods, proc_close, proc_close);
+  spool__class(L, PROCESS_MT, methods, proc_gc, proc_close);
   lua_pop(L, 1);
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_process_spawn, 1);

@@ -1,0 +1,263 @@
+-- spool.mcp.client: one MCP server, spoken to over stdio (private; issue
+-- 23). The server is a child process on the loop (spool.core's
+-- process_spawn): newline-delimited JSON-RPC 2.0 on its stdin and stdout,
+-- its stderr to the log. One task reads its output and hands each answer
+-- to the request that waits for it; requests wait on a signal, with a
+-- timeout, and a request that times out is cancelled at the server.
+--
+--   local c, err = client.stdio(name, { command = { file, arg... },
+--                                       env = { K = "v" }, timeout_ms = n })
+--   c:request(method, params[, timeout_ms]) -> result | nil, err, code
+--   c:notify(method[, params])
+--   c:list_tools()                 -> { tool, ... }   every page
+--   c:call_tool(name, args[, meta, timeout_ms]) -> result | nil, err, code
+--   c.server                       -> what initialize answered
+--   c.on_notice = fn(msg)          -- the server's notifications
+--   c:close()
+--
+-- Protocol: the 2025-06-18 revision (initialize, notifications/initialized,
+-- tools/list with cursors, tools/call); a server may answer with another
+-- version it speaks, which is kept in c.protocol.
+
+local core = require "spool.core"
+local json = require "spool.json"
+
+local M = {}
+
+M.PROTOCOL = "2025-06-18"
+
+-- What a server inherits of spool's environment (as the official SDK
+-- does): enough to run, never spool's secrets; the configured env adds.
+local INHERITED = { "HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER",
+                    "LANG", "TMPDIR" }
+
+local Client = {}
+Client.__index = Client
+
+
+local function fail(code, fmt, ...)
+  local msg = code .. ": " .. string.format(fmt, ...)
+  return nil, msg, code
+end
+
+
+function Client:send(msg)
+  if self.closed then
+    return fail("EPIPE", "MCP server %s is closed", self.name)
+  end
+  local ok, err, code = self.proc:write(json.encode(msg) .. "\n")
+  if not ok then
+    return nil, err, code
+  end
+  return true
+end
+
+
+function Client:notify(method, params)
+  return self:send { jsonrpc = "2.0", method = method, params = params }
+end
+
+
+-- Answers what the server asks of spool: a ping; anything else is a
+-- method spool does not offer.
+function Client:answer(msg)
+  if msg.method == "ping" then
+    self:send { jsonrpc = "2.0", id = msg.id, result = {} }
+  else
+    self:send { jsonrpc = "2.0", id = msg.id, error = { code = -32601,
+      message = "spool does not offer " .. tostring(msg.method) } }
+  end
+end
+
+
+-- Every request waiting fails with `why` (the server went away).
+function Client:fail_all(why)
+  for _, w in pairs(self.pending) do
+    w.failed = why
+    w.signal:notify()
+  end
+end
+
+
+-- The reader: one line, one message; each answer to its request.
+function Client:read_loop()
+  while not self.closed do
+    local line, err, code = self.proc:read_line(3600 * 1000)
+    if line then
+      local msg = json.decode(line)
+      if type(msg) ~= "table" then
+        core.log("warn", string.format("MCP server %s wrote a line that is "
+          .. "not a JSON-RPC message: %s", self.name, line:sub(1, 200)))
+      elseif msg.method ~= nil and msg.id ~= nil then
+        self:answer(msg)
+      elseif msg.method ~= nil then
+        if self.on_notice then
+          local ok, herr = pcall(self.on_notice, msg)
+          if not ok then
+            core.log("error", "MCP server " .. self.name .. ": "
+              .. tostring(herr))
+          end
+        end
+      else
+        local w = self.pending[msg.id]
+        if w then
+          w.msg = msg
+          w.signal:notify()
+        end
+      end
+    elseif code ~= "ETIMEDOUT" then
+      self.dead = err
+      self:fail_all(string.format("EIO: MCP server %s stopped: %s",
+        self.name, tostring(err)))
+      break
+    end
+  end
+  self.reading = false
+  self.stopped:notify()
+end
+
+
+function Client:request(method, params, timeout_ms)
+  if self.dead then
+    return fail("EIO", "MCP server %s stopped: %s", self.name,
+      tostring(self.dead))
+  end
+  self.next_id = self.next_id + 1
+  local id = self.next_id
+  local w = { signal = core.signal() }
+  self.pending[id] = w
+  local ok, err, code = self:send { jsonrpc = "2.0", id = id,
+    method = method, params = params or {} }
+  if not ok then
+    self.pending[id] = nil
+    return nil, err, code
+  end
+  local answered = w.signal:wait(timeout_ms or self.timeout_ms)
+  self.pending[id] = nil
+  if not answered then
+    self:notify("notifications/cancelled", { requestId = id,
+      reason = "timed out" })
+    return fail("ETIMEDOUT", "MCP server %s did not answer %s in %d ms",
+      self.name, method, timeout_ms or self.timeout_ms)
+  end
+  if w.failed then
+    return nil, w.failed, w.failed:match("^(E%u+)")
+  end
+  local e = w.msg.error
+  if e ~= nil then
+    local message = type(e) == "table" and e.message or e
+    return fail("EMCP", "MCP server %s refused %s: %s", self.name, method,
+      tostring(message))
+  end
+  return w.msg.result
+end
+
+
+function Client:list_tools()
+  local tools, cursor = json.array(), nil
+  for _ = 1, 1000 do -- pages: a server that never ends them is refused
+    local res, err, code = self:request("tools/list",
+      cursor and { cursor = cursor } or {})
+    if not res then
+      return nil, err, code
+    end
+    for _, t in ipairs(type(res.tools) == "table" and res.tools or {}) do
+      tools[#tools + 1] = t
+    end
+    cursor = type(res.nextCursor) == "string" and res.nextCursor or nil
+    if not cursor then
+      return tools
+    end
+  end
+  return fail("EMCP", "MCP server %s lists tools without end", self.name)
+end
+
+
+function Client:call_tool(name, args, meta, timeout_ms)
+  return self:request("tools/call", { name = name, arguments = args or {},
+    _meta = meta }, timeout_ms)
+end
+
+
+function Client:close()
+  if self.closed then
+    return
+  end
+  self.closed = true
+  self:fail_all(string.format("EPIPE: MCP server %s was closed", self.name))
+  self.proc:close()
+  if self.reading and core.in_task() then
+    self.stopped:wait(1000) -- the reader ends (it was told) before close does
+  end
+end
+
+
+-- Starts the server `spec` names and initialises it. (task)
+function M.stdio(name, spec)
+  if type(spec) ~= "table" or type(spec.command) ~= "table"
+      or type(spec.command[1]) ~= "string" then
+    return fail("EINVAL", "MCP server %s needs command = { file, arg... }",
+      tostring(name))
+  end
+  local env = {}
+  for _, k in ipairs(INHERITED) do
+    local v = core.getenv(k)
+    if v then
+      env[#env + 1] = k .. "=" .. v
+    end
+  end
+  for k, v in pairs(spec.env or {}) do
+    env[#env + 1] = tostring(k) .. "=" .. tostring(v)
+  end
+  local proc, err = core.process_spawn { command = spec.command, env = env,
+    name = "mcp " .. name, cwd = spec.cwd }
+  if not proc then
+    return nil, err, "ENOENT"
+  end
+  local c = setmetatable({ name = name, proc = proc, next_id = 0,
+    pending = {}, timeout_ms = spec.timeout_ms or 30000, reading = true,
+    stopped = core.signal() },
+    Client)
+  core.spawn(function() c:read_loop() end)
+  local res, ierr, code = c:request("initialize", {
+    protocolVersion = M.PROTOCOL, capabilities = {},
+    clientInfo = { name = "spool", version = core.version },
+  })
+  if not res then
+    c:close()
+    return nil, ierr, code
+  end
+  c.server, c.protocol = res, res.protocolVersion
+  c:notify("notifications/initialized")
+  return c
+end
+
+
+-- A tools/call result as a spool tool result: the text of its text
+-- contents (and structuredContent, when given, as the value); images and
+-- resources summarised with a reference. isError makes it an error.
+function M.result(res)
+  local parts = {}
+  for _, item in ipairs(type(res.content) == "table" and res.content or {}) do
+    if item.type == "text" then
+      parts[#parts + 1] = item.text
+    elseif item.type == "image" or item.type == "audio" then
+      parts[#parts + 1] = string.format("[%s %s, %d bytes of base64]",
+        item.type, tostring(item.mimeType), #(item.data or ""))
+    elseif item.type == "resource_link" or item.type == "resource" then
+      local r = item.resource or item
+      parts[#parts + 1] = string.format("[resource %s]", tostring(r.uri))
+    end
+  end
+  local text = table.concat(parts, "\n")
+  if res.isError == true then
+    return nil, text ~= "" and text or "the tool failed"
+  end
+  if type(res.structuredContent) == "table" then
+    return res.structuredContent
+  end
+  return text
+end
+
+
+return M

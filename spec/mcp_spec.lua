@@ -1,0 +1,110 @@
+-- The MCP client over stdio (spool.mcp.client), against the reference
+-- server everyone tests with (@modelcontextprotocol/server-everything,
+-- pinned in spec/npm and installed by scripts/setup): initialize, every
+-- page of tools/list, tools/call with results and errors, a slow call that
+-- times out, and a server that dies mid-call.
+local h = require "spec.support"
+local core = require "spool.core"
+local client = require "spool.mcp.client"
+
+local EVERYTHING = h.ROOT
+  .. "/spec/npm/node_modules/@modelcontextprotocol/server-everything/dist/"
+  .. "index.js"
+
+local function everything(extra)
+  local spec = { command = { "node", EVERYTHING, "stdio" } }
+  for k, v in pairs(extra or {}) do
+    spec[k] = v
+  end
+  return assert(client.stdio("everything", spec))
+end
+
+describe("MCP over stdio", function()
+  it("initialises, lists every tool and calls one", function()
+    local c = everything()
+    finally(function() c:close() end)
+    assert.are.equal("mcp-servers/everything", c.server.serverInfo.name)
+    assert.are.equal(client.PROTOCOL, c.protocol)
+    local tools = assert(c:list_tools())
+    local echo
+    for _, t in ipairs(tools) do
+      if t.name == "echo" then
+        echo = t
+      end
+    end
+    assert.is_table(echo, "echo is listed")
+    assert.are.equal("object", echo.inputSchema.type)
+    local res = assert(c:call_tool("echo", { message = "hi there" }))
+    assert.are.equal("Echo: hi there", client.result(res))
+    -- Two at once: each answer finds its request.
+    local other
+    core.spawn(function()
+      other = client.result(assert(c:call_tool("echo", { message = "b" })))
+    end)
+    assert.are.equal("Echo: a", client.result(assert(c:call_tool("echo",
+      { message = "a" }))))
+    h.wait_for(function() return other ~= nil end, 5000, "the other call")
+    assert.are.equal("Echo: b", other)
+  end)
+
+  it("tells a refused call and a failed tool apart", function()
+    local c = everything()
+    finally(function() c:close() end)
+    local res, err, code = c:call_tool("no-such-tool", {})
+    if res then -- (some servers answer an unknown tool with isError)
+      local ok, why = client.result(res)
+      assert.is_nil(ok)
+      assert.is_string(why)
+    else
+      assert.are.equal("EMCP", code, err)
+      assert.matches("MCP server everything refused tools/call", err, 1, true)
+    end
+    -- Bad arguments: the server's own schema check.
+    res, err = c:call_tool("echo", { message = 42 })
+    if res then
+      assert.is_nil((client.result(res)))
+    else
+      assert.matches("refused tools/call", err, 1, true)
+    end
+  end)
+
+  it("times a slow call out and cancels it, and keeps the server", function()
+    local c = everything()
+    finally(function() c:close() end)
+    local res, err, code = c:call_tool("trigger-long-running-operation",
+      { duration = 5, steps = 5 }, nil, 300)
+    assert.is_nil(res)
+    assert.are.equal("ETIMEDOUT", code, err)
+    assert.are.equal("Echo: still here",
+      client.result(assert(c:call_tool("echo", { message = "still here" }))))
+  end)
+
+  it("fails the calls in flight when its server dies, and says so",
+    function()
+    local c = everything()
+    finally(function() c:close() end)
+    local done
+    core.spawn(function()
+      done = table.pack(c:call_tool("trigger-long-running-operation",
+        { duration = 10, steps = 5 }, nil, 20000))
+    end)
+    core.sleep(300)
+    c.proc:kill(9)
+    h.wait_for(function() return done ~= nil end, 5000, "the call to fail")
+    assert.is_nil(done[1])
+    assert.are.equal("EIO", done[3], done[2])
+    assert.matches("MCP server everything stopped", done[2], 1, true)
+    local _, err = c:call_tool("echo", { message = "x" })
+    assert.matches("stopped", err, 1, true)
+  end)
+
+  it("refuses a server it cannot start, naming it", function()
+    local c, err = client.stdio("ghost", { command = { "/no/such/server" } })
+    assert.is_nil(c)
+    assert.matches("cannot start mcp ghost (/no/such/server)", err, 1, true)
+    c, err = client.stdio("bad", { command = "node" })
+    assert.is_nil(c)
+    assert.matches("needs command = { file, arg... }", err, 1, true)
+    h.assert_clean()
+  end)
+end)
