@@ -107,4 +107,61 @@ describe("MCP over stdio", function()
     assert.matches("needs command = { file, arg... }", err, 1, true)
     h.assert_clean()
   end)
+
+  it("gives an agent a filesystem server's tool, named in spool.lua, in "
+    .. "one run on the mock model", function()
+    local dir = h.tmpdir()
+    finally(function() h.remove(dir) end)
+    local fs = h.ROOT .. "/spec/npm/node_modules/@modelcontextprotocol/"
+      .. "server-filesystem/dist/index.js"
+    h.write_files(dir, {
+      ["notes/today.txt"] = "Ship the MCP client.\n",
+      ["spool.lua"] = string.format([[return {
+  mock = "mock.lua",
+  mcp = { fs = { command = { "node", %q, %q } } },
+}]], fs, dir .. "/notes"),
+      ["agents/reader.lua"] = [[
+local spool = require "spool"
+return spool.agent { prompt = "p.md", tools = {
+  read = spool.mcp.tool("fs", "read_text_file", { side_effects = false }),
+  finish = spool.done } }
+]],
+      ["prompts/p.md"] = "Read the file you are given.",
+      ["mock.lua"] = string.format([[return { rules = {
+  { when = { turns = 0 }, reply = { tool = "read",
+      args = { path = %q } } },
+  { reply = function(conv)
+      return { tool = "finish",
+               args = { answer = conv.tool_results[1].content } }
+    end } } }]], dir .. "/notes/today.txt"),
+    })
+    local db = " --db " .. h.q(dir .. "/spool.db") .. " "
+    local out, err, code = h.cli("--project " .. h.q(dir) .. db
+      .. "run reader --json --input today", nil, "env -u OPENAI_API_KEY")
+    assert.are.equal(0, code, err)
+    local events = h.json_lines(out)
+    local result, tool_result
+    for _, ev in ipairs(events) do
+      if ev.type == "done" then
+        result = ev.data.result
+      elseif ev.type == "tool_result" then
+        tool_result = ev.data
+      end
+    end
+    assert.matches("Ship the MCP client.", tostring(result), 1, true)
+    assert.matches("Ship the MCP client.", require("spool.json").encode(
+      tool_result), 1, true)
+    -- The model saw the server's description and schema.
+    local thread = events[1].thread
+    local seen, perr0, pcode0 = h.cli("--project " .. h.q(dir) .. db
+      .. "prompt reader --thread " .. thread .. " --step 1",
+      nil, "env -u OPENAI_API_KEY")
+    assert.are.equal(0, pcode0, perr0)
+    assert.matches("Read the complete contents of a file", seen, 1, true)
+    assert.matches('"head"', seen, 1, true) -- a parameter of its schema
+    -- (spool prompt AGENT starts no server: the tool shows, any-arguments.)
+    local _, perr, pcode = h.cli("--project " .. h.q(dir) .. " --db :memory: "
+      .. "prompt reader --input x", nil, "env -u OPENAI_API_KEY")
+    assert.are.equal(0, pcode, perr)
+  end)
 end)

@@ -75,7 +75,7 @@ local TOOL_NAME = "^[%a_][%w_%-]*$"
 local TOOL_FIELDS = {
   description = true, params = true, run = true, terminal = true,
   result = true, idempotent = true, side_effects = true, approve = true,
-  human = true, event = true,
+  human = true, event = true, mcp = true,
 }
 
 local KNOWN = {
@@ -179,6 +179,10 @@ local function normalize_tool(name, spec, where)
     approve = approve and (approve == true and {} or approve) or nil,
     human = spec.human,
     event = spec.event,
+    -- A tool of an MCP server (spool.mcp.tool): its schema and description
+    -- come from the server before the first model call.
+    mcp = type(spec.mcp) == "table" and { server = tostring(spec.mcp.server),
+      tool = tostring(spec.mcp.tool) } or nil,
   }
 end
 

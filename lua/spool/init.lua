@@ -3,7 +3,8 @@
 --   local spool = require "spool"
 --   return spool.agent { prompt = "x.md", tools = { ... } }
 --
--- Tools the embedding application provides: spool.host_tool(name).
+-- Tools the embedding application provides: spool.host_tool(name); tools
+-- of MCP servers: spool.mcp.tool(server, name).
 -- Business state: spool.state.get / put / delete / list. Humans:
 -- spool.human.ask (a tool), approve = true on any tool. Outside events:
 -- spool.wait_for(name) (a tool).
@@ -29,6 +30,7 @@ local M = {
   loop = require "spool.loop",
   state = require "spool.state",
   human = require "spool.human",
+  mcp = require "spool.mcp",
   wait_for = require("spool.human").wait_for,
   done = agent.done,
   extract = require("spool.extract").extract,

@@ -34,7 +34,9 @@
   XX(EJSON, EINVAL, 500, "internal", "not valid JSON")                         \
   XX(ELIMIT, ESTATE, 500, "internal", "over a limit")                          \
   XX(ELISTEN, EIO, 500, "internal", "cannot listen")                           \
+  XX(EIDLE, ESTATE, 500, "internal", "nothing waits for it")                   \
   XX(ELOOP, EINVAL, 500, "internal", "a symbolic link was not followed")       \
+  XX(EMCP, EIO, 500, "internal", "the MCP server refused or failed")           \
   XX(EMODEL, EIO, 500, "internal", "the model call failed")                    \
   XX(EPIPE, EIO, 500, "internal", "the peer went away")                        \
   XX(EPROTO, EIO, 500, "internal", "the peer broke the protocol")              \

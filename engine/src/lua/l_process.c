@@ -7,7 +7,13 @@
  *   process_spawn{ command = { file, arg... }, env = { "K=V", ... },
  *                  cwd =, name = } -> proc | nil, err
  *   proc:write(text)          -> true | nil, err    (queued, no yield)
- *   proc:read_line(ms)        -> line | nil, err    ("EOF", "ETIMEDOUT")
+ *   proc:read_line(ms)        -> line | nil, err    ("EPIPE" at its end,
+ *                                "ETIMEDOUT");
+ *                                ms 0: no timeout
+ *
+ * A child does not keep the loop alive (nor does a read without a
+ * timeout): a process whose work is done exits, and its children are
+ * killed with it.
  *   proc:wait(ms)             -> exit_status, signal | nil, err
  *   proc:kill([signal])       (SIGTERM by default)
  *   proc:pid()
@@ -127,7 +133,7 @@ static int line_result(lua_State *L, proc *p) {
                             "EIO: %s wrote more than %d bytes without a "
                             "line being read",
                             p->name, (int)MAX_LINE);
-  return spool__push_fail(L, "EOF: %s closed its output", p->name);
+  return spool__push_fail(L, "EPIPE: %s closed its output", p->name);
 }
 
 static int exit_result(lua_State *L, proc *p) {
@@ -304,7 +310,8 @@ static int start_wait(lua_State *L, proc *p, int lines) {
   w->lines = lines;
   uv_timer_init(p->e->loop, &w->timer);
   w->timer.data = w;
-  uv_timer_start(&w->timer, on_wait_timeout, (uint64_t)(ms > 0 ? ms : 0), 0);
+  if (ms > 0)
+    uv_timer_start(&w->timer, on_wait_timeout, (uint64_t)ms, 0);
   if (lines)
     p->reader = w;
   else
@@ -367,14 +374,16 @@ static void close_proc(box *b, int wake) {
   p->closed = 1;
   end_wait(p->reader, wake);
   end_wait(p->exit_waiter, wake);
-  if (p->running)
-    uv_process_kill(&p->process, SIGKILL);
   close_handle(p, (uv_handle_t *)&p->in);
   close_handle(p, (uv_handle_t *)&p->out);
   close_handle(p, (uv_handle_t *)&p->err);
+  /* Killed and closed at once: the engine may be going, and a handle left
+   * for the exit would outlive it. (A child killed here stays a zombie
+   * until spool exits; one that exited on its own was reaped.) */
+  if (p->running)
+    uv_process_kill(&p->process, SIGKILL);
   close_handle(p, (uv_handle_t *)&p->process);
 }
-
 static int proc_close(lua_State *L) {
   close_proc(luaL_checkudata(L, 1, PROCESS_MT), 1);
   return 0;
@@ -457,6 +466,10 @@ static int l_process_spawn(lua_State *L) {
   }
   p->handles++;
   p->running = 1;
+  uv_unref((uv_handle_t *)&p->process);
+  uv_unref((uv_handle_t *)&p->in);
+  uv_unref((uv_handle_t *)&p->out);
+  uv_unref((uv_handle_t *)&p->err);
   uv_read_start((uv_stream_t *)&p->out, on_alloc, on_stdout);
   uv_read_start((uv_stream_t *)&p->err, on_alloc, on_stderr);
   b->p = p;

@@ -1,9 +1,13 @@
 -- spool.mcp.client: one MCP server, spoken to over stdio (private; issue
 -- 23). The server is a child process on the loop (spool.core's
 -- process_spawn): newline-delimited JSON-RPC 2.0 on its stdin and stdout,
--- its stderr to the log. One task reads its output and hands each answer
--- to the request that waits for it; requests wait on a signal, with a
--- timeout, and a request that times out is cancelled at the server.
+-- its stderr to the log. While a request waits, one task reads its output
+-- and hands each answer to the request that waits for it (and each
+-- notification to on_notice); with none waiting, nothing reads, so an
+-- idle server keeps no task alive (`spool run` exits when its run ends),
+-- and what it writes meanwhile waits in the pipe for the next request.
+-- Requests wait on a signal with a timeout; one that times out is
+-- cancelled at the server.
 --
 --   local c, err = client.stdio(name, { command = { file, arg... },
 --                                       env = { K = "v" }, timeout_ms = n })
@@ -79,10 +83,11 @@ function Client:fail_all(why)
 end
 
 
--- The reader: one line, one message; each answer to its request.
+-- The reader: one line, one message; each answer to its request. It
+-- ends when no request waits (request() interrupts its read then).
 function Client:read_loop()
-  while not self.closed do
-    local line, err, code = self.proc:read_line(3600 * 1000)
+  while not self.closed and next(self.pending) ~= nil do
+    local line, err, code = self.proc:read_line(0)
     if line then
       local msg = json.decode(line)
       if type(msg) ~= "table" then
@@ -105,15 +110,27 @@ function Client:read_loop()
           w.signal:notify()
         end
       end
-    elseif code ~= "ETIMEDOUT" then
+    elseif code ~= "EIDLE" then
       self.dead = err
       self:fail_all(string.format("EIO: MCP server %s stopped: %s",
         self.name, tostring(err)))
       break
     end
   end
-  self.reading = false
+  self.reading, self.reader = false, nil
   self.stopped:notify()
+end
+
+
+function Client:ensure_reader()
+  if self.reading then
+    return
+  end
+  self.reading = true
+  core.spawn(function()
+    self.reader = core.task_id()
+    self:read_loop()
+  end)
 end
 
 
@@ -132,8 +149,12 @@ function Client:request(method, params, timeout_ms)
     self.pending[id] = nil
     return nil, err, code
   end
+  self:ensure_reader()
   local answered = w.signal:wait(timeout_ms or self.timeout_ms)
   self.pending[id] = nil
+  if next(self.pending) == nil and self.reader then
+    core.interrupt(self.reader, "EIDLE: no request waits")
+  end
   if not answered then
     self:notify("notifications/cancelled", { requestId = id,
       reason = "timed out" })
@@ -215,10 +236,8 @@ function M.stdio(name, spec)
     return nil, err, "ENOENT"
   end
   local c = setmetatable({ name = name, proc = proc, next_id = 0,
-    pending = {}, timeout_ms = spec.timeout_ms or 30000, reading = true,
-    stopped = core.signal() },
-    Client)
-  core.spawn(function() c:read_loop() end)
+    pending = {}, timeout_ms = spec.timeout_ms or 30000, reading = false,
+    stopped = core.signal() }, Client)
   local res, ierr, code = c:request("initialize", {
     protocolVersion = M.PROTOCOL, capabilities = {},
     clientInfo = { name = "spool", version = core.version },

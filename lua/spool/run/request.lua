@@ -3,6 +3,7 @@
 -- its variables, its tools in the prompt's and the request's forms, its
 -- model over the project's, and the context within the window.
 
+local core = require "spool.core"
 local json = require "spool.json"
 local prompt = require "spool.prompt"
 local context = require "spool.context"
@@ -11,8 +12,38 @@ local config = require "spool.base.config"
 local tokens = require "spool.tokens"
 local sandbox = require "spool.run.sandbox"
 local version = require "spool.run.version"
+local mcp = require "spool.mcp.servers"
 
 local M = {}
+
+-- An MCP tool's schema and description, from its server's tool list (once
+-- per version: the list is cached per server). A server that cannot say
+-- fails the step, naming it. Outside a run (spool prompt AGENT, which
+-- starts no server) the tool shows as any-arguments until a run resolves
+-- it.
+local function mcp_tools(agent)
+  if not core.in_task() then
+    return false
+  end
+  for _, name in ipairs(agent.tool_names) do
+    local t = agent.tools[name]
+    if t.mcp and not t.mcp.schema then
+      local info, err = mcp.tool(t.mcp.server, t.mcp.tool)
+      if not info then
+        error(err, 0)
+      end
+      local input = type(info.inputSchema) == "table" and info.inputSchema
+        or { type = "object" }
+      input["$schema"] = nil
+      t.mcp.schema = input
+      t.schema = input
+      if t.description == name and type(info.description) == "string" then
+        t.description = info.description
+      end
+    end
+  end
+end
+
 
 -- What an agent version says of its tools, in the two forms a step needs
 -- (the prompt's, and the request's with its size in bytes): made once per
@@ -23,6 +54,7 @@ local function tool_lists(agent)
   if lists then
     return lists
   end
+  local resolved = mcp_tools(agent) ~= false
   lists = { prompt = json.array(), request = nil, request_bytes = 0 }
   for i, name in ipairs(agent.tool_names) do
     local t = agent.tools[name]
@@ -38,7 +70,9 @@ local function tool_lists(agent)
     end
     lists.request_bytes = #json.encode(lists.request)
   end
-  record.tools = lists
+  if resolved then -- (else a run resolves them, and keeps those)
+    record.tools = lists
+  end
   return lists
 end
 

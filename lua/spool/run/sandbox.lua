@@ -46,7 +46,8 @@ M.ALLOWED = {
   ["spool.http"] = true, ["spool.fs"] = true, ["spool.context"] = true,
   ["spool.prompt"] = true, ["spool.schema"] = true, ["spool.loop"] = true,
   ["spool.state"] = true, ["spool.human"] = true, ["spool.extract"] = true,
-  ["spool.tokens"] = true, cjson = true, ["cjson.safe"] = true,
+  ["spool.tokens"] = true, ["spool.mcp"] = true, cjson = true,
+  ["cjson.safe"] = true,
 }
 
 -- Tables no agent may write, even with rawset: environments and frozen

@@ -1,0 +1,136 @@
+-- spool.mcp.servers: the MCP servers spool.lua names (private; issue 23),
+--
+--   mcp = { fs = { command = { "npx", "server-filesystem", "/srv" },
+--                  env = { TOKEN = "${FS_TOKEN}" }, timeout_ms = 30000 } }
+--
+-- each started when first used and kept: one client per server per
+-- process, its tool list cached until the server says it changed
+-- (notifications/tools/list_changed). A server that died is started again
+-- at its next use, no sooner than a backoff (1 s, doubling to 30 s). An
+-- env value's ${NAME} is read from spool's environment when the server
+-- starts, so secrets stay out of spool.lua (and out of events and logs:
+-- nothing here writes a server's environment anywhere).
+
+local core = require "spool.core"
+local config = require "spool.base.config"
+local client = require "spool.mcp.client"
+
+local M = {}
+
+local servers = {} -- name -> { client, tools, starting, started_at, backoff }
+
+
+local function spec_of(name)
+  local all = config.get().file.mcp
+  local spec = type(all) == "table" and all[name] or nil
+  if type(spec) ~= "table" then
+    return nil, string.format("ENOTFOUND: no MCP server '%s' in spool.lua's "
+      .. "mcp = { ... }", tostring(name))
+  end
+  local env = {}
+  for k, v in pairs(type(spec.env) == "table" and spec.env or {}) do
+    env[k] = (tostring(v):gsub("%${([%w_]+)}", function(var)
+      return core.getenv(var) or ""
+    end))
+  end
+  return { command = spec.command, env = env, timeout_ms = spec.timeout_ms,
+           cwd = config.get().project }
+end
+
+
+-- The running client of server `name`, started if it is not. (task)
+function M.client(name)
+  local s = servers[name]
+  if not s then
+    s = { backoff = 0 }
+    servers[name] = s
+  end
+  while s.starting do
+    s.starting:wait(60000)
+  end
+  local c = s.client
+  if c and not c.dead and not c.closed then
+    return c
+  end
+  local wait = (s.started_at or 0) + s.backoff - core.now()
+  if wait > 0 then
+    core.sleep(wait)
+  end
+  s.starting = core.signal()
+  local spec, err = spec_of(name)
+  if spec then
+    c, err = client.stdio(name, spec)
+  end
+  s.started_at = core.now()
+  if c then
+    c.on_notice = function(msg)
+      if msg.method == "notifications/tools/list_changed" then
+        s.tools = nil
+      end
+    end
+    s.client, s.tools, s.backoff = c, nil, 1000
+  else
+    s.backoff = math.min(30000, math.max(1000, s.backoff * 2))
+    core.log("error", tostring(err))
+  end
+  local starting = s.starting
+  s.starting = nil
+  starting:notify()
+  return c, err
+end
+
+
+-- The tool `tool` of server `server`, as it lists it. (task)
+function M.tool(server, tool)
+  local c, err = M.client(server)
+  if not c then
+    return nil, err
+  end
+  local s = servers[server]
+  if not s.tools then
+    local list, lerr = c:list_tools()
+    if not list then
+      return nil, lerr
+    end
+    s.tools = {}
+    for _, t in ipairs(list) do
+      s.tools[t.name] = t
+    end
+  end
+  local t = s.tools[tool]
+  if not t then
+    return nil, string.format("ENOTFOUND: MCP server %s has no tool '%s'",
+      server, tostring(tool))
+  end
+  return t
+end
+
+
+-- Calls it: the value the tool returned, or nil and why (its error, or
+-- the server's). The thread's idempotency key goes along in _meta. (task)
+function M.call(server, tool, args, ctx)
+  local c, err = M.client(server)
+  if not c then
+    return nil, err
+  end
+  local res, cerr = c:call_tool(tool, args, ctx and ctx.idempotency_key
+    and { ["spool/idempotencyKey"] = ctx.idempotency_key } or nil)
+  if not res then
+    return nil, cerr
+  end
+  return client.result(res)
+end
+
+
+-- Stops every server (the engine closes).
+function M.close_all()
+  for name, s in pairs(servers) do
+    if s.client then
+      s.client:close()
+    end
+    servers[name] = nil
+  end
+end
+
+
+return M
