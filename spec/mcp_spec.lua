@@ -164,4 +164,42 @@ return spool.agent { prompt = "p.md", tools = {
       .. "prompt reader --input x", nil, "env -u OPENAI_API_KEY")
     assert.are.equal(0, pcode, perr)
   end)
+
+  it("speaks Streamable HTTP, and starts over when the server forgot its "
+    .. "session", function()
+    -- A port free now (the server takes it a moment later).
+    local probe = assert(core.listen { host = "127.0.0.1", port = 0,
+      handler = function() end })
+    local port = probe:port()
+    probe:close()
+    local function start()
+      local p = assert(core.process_spawn { command = { "node", EVERYTHING,
+        "streamableHttp" }, env = { "PORT=" .. port,
+        "PATH=" .. os.getenv("PATH") }, name = "everything-http" })
+      h.wait_for(function()
+        return require("spool.base.http").request { method = "GET",
+          url = "http://127.0.0.1:" .. port .. "/mcp", timeout_ms = 500 }
+      end, 15000, "the HTTP server to listen")
+      return p
+    end
+    local server = start()
+    finally(function() server:close() end)
+    local c = assert(client.http("every", { url = "http://127.0.0.1:" .. port
+      .. "/mcp", headers = { ["X-Spec"] = "1" } }))
+    finally(function() c:close() end)
+    assert.is_string(c.session)
+    assert.are.equal("mcp-servers/everything", c.server.serverInfo.name)
+    local listed = assert(c:list_tools())
+    assert.is_true(#listed > 5)
+    assert.are.equal("Echo: over http", client.result(assert(c:call_tool(
+      "echo", { message = "over http" }))))
+    -- A new server knows nothing of the old session: initialised again,
+    -- and the call made once more.
+    local old = c.session
+    server:close()
+    server = start()
+    assert.are.equal("Echo: again", client.result(assert(c:call_tool(
+      "echo", { message = "again" }))))
+    assert.are_not.equal(old, c.session)
+  end)
 end)

@@ -11,6 +11,8 @@
 --
 --   local c, err = client.stdio(name, { command = { file, arg... },
 --                                       env = { K = "v" }, timeout_ms = n })
+--   local c, err = client.http(name, { url = "https://.../mcp",
+--                                      headers = { K = "v" }, timeout_ms = n })
 --   c:request(method, params[, timeout_ms]) -> result | nil, err, code
 --   c:notify(method[, params])
 --   c:list_tools()                 -> { tool, ... }   every page
@@ -25,6 +27,7 @@
 
 local core = require "spool.core"
 local json = require "spool.json"
+local http = require "spool.base.http"
 
 local M = {}
 
@@ -238,16 +241,190 @@ function M.stdio(name, spec)
   local c = setmetatable({ name = name, proc = proc, next_id = 0,
     pending = {}, timeout_ms = spec.timeout_ms or 30000, reading = false,
     stopped = core.signal() }, Client)
-  local res, ierr, code = c:request("initialize", {
+  local ok, ierr, code = c:initialize()
+  if not ok then
+    c:close()
+    return nil, ierr, code
+  end
+  return c
+end
+
+
+-- ---- Streamable HTTP ----
+--
+-- Each message is a POST of its own to the server's one URL, with
+-- `Accept: application/json, text/event-stream`. The answer is the
+-- response's body: one JSON-RPC message, or an event stream whose events
+-- carry the server's notifications and, last, the answer. The session the
+-- server gives at initialize (Mcp-Session-Id) goes with every message; a
+-- session the server has forgotten (404) is initialised again and the
+-- message sent once more.
+
+local Http = setmetatable({}, { __index = Client })
+Http.__index = Http
+
+
+function Http:post(msg, timeout_ms)
+  local headers = { ["Content-Type"] = "application/json",
+                    ["Accept"] = "application/json, text/event-stream" }
+  for k, v in pairs(self.headers) do
+    headers[k] = v
+  end
+  headers["Mcp-Session-Id"] = self.session
+  headers["MCP-Protocol-Version"] = self.protocol
+  return http.request { url = self.url, method = "POST", headers = headers,
+    body = json.encode(msg), timeout_ms = timeout_ms or self.timeout_ms }
+end
+
+
+-- The JSON-RPC messages of a response: its body, or its events' data.
+local function messages_of(res)
+  local ctype = (res.headers["content-type"] or ""):lower()
+  if ctype:find("text/event-stream", 1, true) then
+    local parser = core.sse()
+    local events, err = parser:feed(res.body .. "\n\n")
+    if not events then
+      return nil, err
+    end
+    local out = {}
+    for _, ev in ipairs(events) do
+      if ev.data ~= "" then
+        out[#out + 1] = json.decode(ev.data)
+      end
+    end
+    return out
+  end
+  if res.body == "" then
+    return {}
+  end
+  local msg, err = json.decode(res.body)
+  if msg == nil then
+    return nil, err
+  end
+  return { msg }
+end
+
+
+function Http:send(msg)
+  local res, err = self:post(msg)
+  if not res then
+    return nil, err, err:match("^(E%u+)")
+  end
+  if res.status >= 300 then
+    return fail("EMCP", "MCP server %s answered HTTP %d", self.name,
+      res.status)
+  end
+  return true
+end
+
+
+function Http:request(method, params, timeout_ms, again)
+  self.next_id = self.next_id + 1
+  local id = self.next_id
+  local res, err = self:post({ jsonrpc = "2.0", id = id, method = method,
+    params = params or {} }, timeout_ms)
+  if not res then
+    local code = err:match("^(E%u+)")
+    if code == "ETIMEDOUT" then
+      self:notify("notifications/cancelled", { requestId = id,
+        reason = "timed out" })
+    end
+    return nil, err, code
+  end
+  -- (A forgotten session is a 404 by the spec; some servers say 400 and
+  -- name the session.)
+  local forgotten = res.status == 404 or (res.status == 400
+    and tostring(res.body):lower():find("session", 1, true) ~= nil)
+  if forgotten and self.session and method ~= "initialize" and not again
+  then
+    -- The server forgot the session: a new one, and the message again.
+    local ok, ierr, icode = self:initialize()
+    if not ok then
+      return nil, ierr, icode
+    end
+    return self:request(method, params, timeout_ms, true)
+  end
+  if res.status >= 300 then
+    return fail("EMCP", "MCP server %s answered %s with HTTP %d", self.name,
+      method, res.status)
+  end
+  if method == "initialize" then
+    self.session = res.headers["mcp-session-id"]
+  end
+  local msgs, merr = messages_of(res)
+  if not msgs then
+    return fail("EPROTO", "MCP server %s answered %s with a body that is "
+      .. "not JSON-RPC: %s", self.name, method, tostring(merr))
+  end
+  local answer
+  for _, msg in ipairs(msgs) do
+    if type(msg) == "table" and msg.id == id and msg.method == nil then
+      answer = msg
+    elseif type(msg) == "table" and msg.method and msg.id == nil
+        and self.on_notice then
+      pcall(self.on_notice, msg)
+    end
+  end
+  if not answer then
+    return fail("EPROTO", "MCP server %s did not answer %s", self.name,
+      method)
+  end
+  if answer.error ~= nil then
+    local e = answer.error
+    return fail("EMCP", "MCP server %s refused %s: %s", self.name, method,
+      tostring(type(e) == "table" and e.message or e))
+  end
+  return answer.result
+end
+
+
+function Http:close()
+  if self.closed then
+    return
+  end
+  self.closed = true
+  if self.session and core.in_task() then
+    local headers = { ["Mcp-Session-Id"] = self.session }
+    for k, v in pairs(self.headers) do
+      headers[k] = v
+    end
+    http.request { url = self.url, method = "DELETE", headers = headers,
+      timeout_ms = 2000 }
+  end
+end
+
+
+-- initialize, then notifications/initialized: the session, and the
+-- protocol version the server speaks. (task)
+function Client:initialize()
+  self.session = nil
+  local res, err, code = self:request("initialize", {
     protocolVersion = M.PROTOCOL, capabilities = {},
     clientInfo = { name = "spool", version = core.version },
   })
   if not res then
-    c:close()
-    return nil, ierr, code
+    return nil, err, code
   end
-  c.server, c.protocol = res, res.protocolVersion
-  c:notify("notifications/initialized")
+  self.server, self.protocol = res, res.protocolVersion
+  self:notify("notifications/initialized")
+  return true
+end
+
+
+-- Connects to the server at spec.url and initialises it. (task)
+function M.http(name, spec)
+  if type(spec) ~= "table" or type(spec.url) ~= "string"
+      or not spec.url:match("^https?://") then
+    return fail("EINVAL", "MCP server %s needs url = \"http(s)://...\"",
+      tostring(name))
+  end
+  local c = setmetatable({ name = name, url = spec.url, next_id = 0,
+    headers = type(spec.headers) == "table" and spec.headers or {},
+    timeout_ms = spec.timeout_ms or 30000 }, Http)
+  local ok, err, code = c:initialize()
+  if not ok then
+    return nil, err, code
+  end
   return c
 end
 

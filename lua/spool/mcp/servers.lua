@@ -1,15 +1,17 @@
 -- spool.mcp.servers: the MCP servers spool.lua names (private; issue 23),
 --
 --   mcp = { fs = { command = { "npx", "server-filesystem", "/srv" },
---                  env = { TOKEN = "${FS_TOKEN}" }, timeout_ms = 30000 } }
+--                  env = { TOKEN = "${FS_TOKEN}" }, timeout_ms = 30000 },
+--           tickets = { url = "https://tickets.example/mcp",
+--                       headers = { Authorization = "Bearer ${TOKEN}" } } }
 --
 -- each started when first used and kept: one client per server per
 -- process, its tool list cached until the server says it changed
 -- (notifications/tools/list_changed). A server that died is started again
 -- at its next use, no sooner than a backoff (1 s, doubling to 30 s). An
--- env value's ${NAME} is read from spool's environment when the server
--- starts, so secrets stay out of spool.lua (and out of events and logs:
--- nothing here writes a server's environment anywhere).
+-- env or header value's ${NAME} is read from spool's environment when the
+-- server starts, so secrets stay out of spool.lua (and out of events and
+-- logs: nothing here writes a server's environment or headers anywhere).
 
 local core = require "spool.core"
 local config = require "spool.base.config"
@@ -20,6 +22,18 @@ local M = {}
 local servers = {} -- name -> { client, tools, starting, started_at, backoff }
 
 
+-- A table's values with each ${NAME} read from the environment.
+local function expanded(t)
+  local out = {}
+  for k, v in pairs(type(t) == "table" and t or {}) do
+    out[k] = (tostring(v):gsub("%${([%w_]+)}", function(var)
+      return core.getenv(var) or ""
+    end))
+  end
+  return out
+end
+
+
 local function spec_of(name)
   local all = config.get().file.mcp
   local spec = type(all) == "table" and all[name] or nil
@@ -27,14 +41,9 @@ local function spec_of(name)
     return nil, string.format("ENOTFOUND: no MCP server '%s' in spool.lua's "
       .. "mcp = { ... }", tostring(name))
   end
-  local env = {}
-  for k, v in pairs(type(spec.env) == "table" and spec.env or {}) do
-    env[k] = (tostring(v):gsub("%${([%w_]+)}", function(var)
-      return core.getenv(var) or ""
-    end))
-  end
-  return { command = spec.command, env = env, timeout_ms = spec.timeout_ms,
-           cwd = config.get().project }
+  return { command = spec.command, url = spec.url,
+           env = expanded(spec.env), headers = expanded(spec.headers),
+           timeout_ms = spec.timeout_ms, cwd = config.get().project }
 end
 
 
@@ -59,7 +68,7 @@ function M.client(name)
   s.starting = core.signal()
   local spec, err = spec_of(name)
   if spec then
-    c, err = client.stdio(name, spec)
+    c, err = (spec.url and client.http or client.stdio)(name, spec)
   end
   s.started_at = core.now()
   if c then
