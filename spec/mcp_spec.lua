@@ -202,4 +202,39 @@ return spool.agent { prompt = "p.md", tools = {
       "echo", { message = "again" }))))
     assert.are_not.equal(old, c.session)
   end)
+
+  it("tells the server when its thread is cancelled mid-call", function()
+    local config = require("spool.base.config").get()
+    local servers = require "spool.mcp.servers"
+    local runner = require "spool.run.runner"
+    local spool = require "spool"
+    local saved = config.file.mcp
+    config.file.mcp = { every = { command = { "node", EVERYTHING, "stdio" } } }
+    local mock = h.scripted { { tool = "slow",
+      args = { duration = 30, steps = 5 } }, "done" }
+    finally(function()
+      config.file.mcp = saved
+      servers.close_all()
+      mock.close()
+    end)
+    local agent = h.agent({ tools = { slow = spool.mcp.tool("every",
+      "trigger-long-running-operation") } }, mock)
+    local t = runner.start(agent, "go")
+    h.wait_for(function()
+      for _, ev in ipairs(t.events) do
+        if ev.type == "intent" then
+          return true
+        end
+      end
+    end, 15000, "the call to be under way")
+    core.sleep(200)
+    assert(runner.cancel(t.id, "enough"))
+    h.wait_run(t, 10000) -- long before the 30 s the call would take
+    assert.are.equal("cancelled", t:status())
+    local said
+    for _, text in ipairs(h.errors(t)) do
+      said = said or text:find("the thread was cancelled", 1, true)
+    end
+    assert.is_truthy(said, table.concat(h.errors(t), " | "))
+  end)
 end)

@@ -33,6 +33,7 @@ M.NO_RUN = setmetatable({}, { __newindex = function() end })
 --   conns        its model connections over plain HTTP (spool.llm)
 --   render_memo  what its steps kept of their rendering (spool.run.window)
 --   model_task   the task waiting on its model call, while one is out
+--   tool_task    the task waiting on an MCP server's tool, while one is out
 --   cancel       why it was asked to stop, once it was
 --   stopped      a signal notified when the run stops here
 function M.begin_run(thread, record)

@@ -153,14 +153,19 @@ function Client:request(method, params, timeout_ms)
     return nil, err, code
   end
   self:ensure_reader()
-  local answered = w.signal:wait(timeout_ms or self.timeout_ms)
+  local answered, why, wcode = w.signal:wait(timeout_ms or self.timeout_ms)
   self.pending[id] = nil
   if next(self.pending) == nil and self.reader then
     core.interrupt(self.reader, "EIDLE: no request waits")
   end
   if not answered then
+    -- Timed out (false), or the waiting run was interrupted (nil, why):
+    -- its thread was cancelled. Either way the server may stop.
     self:notify("notifications/cancelled", { requestId = id,
-      reason = "timed out" })
+      reason = why and tostring(why) or "timed out" })
+    if answered == nil then
+      return nil, why, wcode
+    end
     return fail("ETIMEDOUT", "MCP server %s did not answer %s in %d ms",
       self.name, method, timeout_ms or self.timeout_ms)
   end
@@ -325,9 +330,9 @@ function Http:request(method, params, timeout_ms, again)
     params = params or {} }, timeout_ms)
   if not res then
     local code = err:match("^(E%u+)")
-    if code == "ETIMEDOUT" then
+    if code == "ETIMEDOUT" or code == "ECANCELED" then
       self:notify("notifications/cancelled", { requestId = id,
-        reason = "timed out" })
+        reason = err })
     end
     return nil, err, code
   end

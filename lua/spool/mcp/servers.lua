@@ -16,6 +16,7 @@
 local core = require "spool.core"
 local config = require "spool.base.config"
 local client = require "spool.mcp.client"
+local task = require "spool.base.task"
 
 local M = {}
 
@@ -122,8 +123,17 @@ function M.call(server, tool, args, ctx)
   if not c then
     return nil, err
   end
+  -- While it waits, a cancel of its thread interrupts it (spool.run.runner)
+  -- and the server is told (notifications/cancelled).
+  local run = ctx and task.runs[ctx.thread]
+  if run then
+    run.tool_task = core.task_id()
+  end
   local res, cerr = c:call_tool(tool, args, ctx and ctx.idempotency_key
     and { ["spool/idempotencyKey"] = ctx.idempotency_key } or nil)
+  if run then
+    run.tool_task = nil
+  end
   if not res then
     return nil, cerr
   end

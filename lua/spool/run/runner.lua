@@ -723,6 +723,9 @@ function M.cancel(id, reason, here_only)
         if run.model_task then
           core.interrupt(run.model_task, "ECANCELED: the thread was cancelled")
         end
+        if run.tool_task then -- an MCP call: its server is told
+          core.interrupt(run.tool_task, "ECANCELED: the thread was cancelled")
+        end
       end
     end
     return true
