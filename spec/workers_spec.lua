@@ -227,15 +227,18 @@ describe("workers over one store", function()
       return metric(b, "spool_store_listening") == (PG and 1 or 0)
     end, 10000, "b to listen")
     -- A long run on a, followed and cancelled through b.
-    local _, long = curl(a, "POST", "/v1/threads",
+    local started, long = curl(a, "POST", "/v1/threads",
       '{"agent":"w","input":"steps:60"}')
+    assert.are.equal(201, started, long)
     local stream = dir .. "/stream.txt"
     h.sh(string.format("curl -sN -m 30 %s %s/v1/threads/%s/stream >%s "
       .. "2>/dev/null &", workers.auth(b), b.url, long.id, h.q(stream)))
-    h.wait_for(function()
+    local ok, why = pcall(h.wait_for, function()
       local _, n = h.slurp(stream):gsub("event: tool_result", "")
       return n >= 2
-    end, 15000, "b's stream to show a's events")
+    end, 30000, "b's stream to show a's events")
+    assert(ok, tostring(why) .. "\nstream: " .. h.slurp(stream):sub(1, 800)
+      .. "\na: " .. a.log():sub(-1500) .. "\nb: " .. b.log():sub(-1500))
     status, v = curl(b, "POST", "/v1/threads/" .. long.id .. "/cancel", "{}")
     assert.are.equal(202, status)
     assert.are.equal("cancelling", v.status)
