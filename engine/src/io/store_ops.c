@@ -269,8 +269,8 @@ static void op_load(sqlx *x, spool__store_op *op) {
   spool__buf_adds(b, ",\"events\":[");
   long long expect = 1;
   int rc;
-  for (rc = Q(x, SQL_EVENTS_GET, SQL_TEXT(op->thread_id)); rc == SQL_ROW;
-       rc = x->d->next(x->db)) {
+  for (rc = Q(x, SQL_EVENTS_GET, SQL_TEXT(op->thread_id), SQL_INT(last_seq));
+       rc == SQL_ROW; rc = x->d->next(x->db)) {
     long long seq = x->d->integer(x->db, 0);
     char why[128];
     if (seq != expect) {

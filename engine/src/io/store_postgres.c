@@ -67,7 +67,7 @@ static const char *const sql_text[S_ALL] = {
         "updated_at, last_seq, deadline FROM threads WHERE id = $1",
     [SQL_EVENTS_GET] = "SELECT seq, step, type, at, v, data FROM events "
                        "WHERE thread = (SELECT n FROM threads WHERE id = $1) "
-                       "ORDER BY seq",
+                       "AND seq <= $2 ORDER BY seq",
     [SQL_LIST] = "SELECT id, agent, parent, status, created_at, updated_at, "
                  "last_seq, deadline FROM threads WHERE ($1::text IS NULL OR "
                  "status = $1) AND ($2::text IS NULL OR agent = $2) AND "

@@ -30,7 +30,10 @@ enum {
   SQL_STATE_DELETE,      /* ns, key */
   SQL_STATE_UPSERT,      /* ns, key, value, now, expires_at -> version */
   SQL_THREAD_GET,        /* id -> thread row */
-  SQL_EVENTS_GET,        /* id -> seq, step, type, at, v, data */
+  SQL_EVENTS_GET,        /* id, last_seq -> seq, step, type, at, v, data
+                            (up to the row's count: on PostgreSQL each
+                            statement sees the commits before it, and a
+                            step may land between the row and its events) */
   SQL_LIST,              /* status, agent, before, limit, before_id -> rows */
   SQL_CHILDREN,          /* id -> thread rows */
   SQL_STATE_GET,         /* ns, key, now -> value, version, updated_at */
