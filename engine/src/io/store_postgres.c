@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "io/store_sql.h"
 
@@ -468,9 +469,19 @@ static int pg_open(void **out, const char *url, char *err, size_t errlen) {
   /* A statement that waits on a lock this long is a fault, not a queue:
    * it fails, and its runs go on from their last stored step. Well under
    * a third of a lease, so a stuck batch does not hold up the renewals
-   * behind it past a lease. Set at connect, so a reconnect keeps it. */
+   * behind it past a lease. A batch never waits on anything between its
+   * statements, so a transaction idle that long belongs to a process
+   * stopped in it (SIGSTOP, a frozen VM): the server ends its session
+   * and the locks it held, or its threads could not be taken over (their
+   * rows locked, skipped by every claim) until it woke. Set at connect,
+   * so a reconnect keeps them. The process id names the session in
+   * pg_stat_activity. */
+  char name[32];
+  snprintf(name, sizeof name, "spool %d", (int)getpid());
   const char *keys[] = {"dbname", "application_name", "options", NULL};
-  const char *values[] = {url, "spool", "-c lock_timeout=5s", NULL};
+  const char *values[] = {
+      url, name, "-c lock_timeout=5s -c idle_in_transaction_session_timeout=5s",
+      NULL};
   d->conn = PQconnectdbParams(keys, values, 1);
   if (d->conn == NULL || PQstatus(d->conn) != CONNECTION_OK) {
     pg_message(d, "");
