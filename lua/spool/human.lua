@@ -52,6 +52,15 @@ function M.describe(r)
 end
 
 
+-- A pending request as clients are shown it (the control API's
+-- waiting_for, an MCP client's result).
+function M.view(r)
+  return { kind = r.kind, question = r.question, name = r.name,
+           args = r.args, event = r.event, deadline = r.deadline,
+           via = r.via, text = M.describe(r) }
+end
+
+
 -- Checks a response against the request it answers. Returns the
 -- human_response data, or nil and "ECODE: why".
 function M.response_for(request, response, tool)

@@ -64,6 +64,9 @@ static const char usage_text[] =
     "      the control API (HTTP/JSON, docs/openapi.json) on 127.0.0.1:8080;\n"
     "      every request needs its token: $SPOOL_TOKEN (or --token-env),\n"
     "      else the project's own (see spool token)\n"
+    "  mcp [--max-runs N]\n"
+    "      the agents as MCP tools over stdio, for an MCP client to launch\n"
+    "      (spool serve answers MCP at /mcp too)\n"
     "  token [--token-env NAME]  print the control API's token (made in\n"
     "                            .spool/api-token, owner-only, if missing)\n"
     "  llm [--provider P] [--model M] [--base-url URL] [--system TEXT]\n"
@@ -1182,6 +1185,10 @@ static int cmd_token(const cli *c, uv_loop_t *loop) {
   return run_library_script(c, loop, "cli/token.lua");
 }
 
+static int cmd_mcp(const cli *c, uv_loop_t *loop) {
+  return run_library_script(c, loop, "cli/mcp.lua");
+}
+
 static int cmd_replay(const cli *c, uv_loop_t *loop) {
   return run_library_script(c, loop, "cli/replay.lua");
 }
@@ -1322,6 +1329,8 @@ static int run_command(int argc, char **argv) {
     fn = cmd_replay;
   else if (strcmp(c.command, "token") == 0)
     fn = cmd_token;
+  else if (strcmp(c.command, "mcp") == 0)
+    fn = cmd_mcp;
   else if (strcmp(c.command, "test") == 0)
     fn = cmd_test;
   else if (strcmp(c.command, "lua") == 0)

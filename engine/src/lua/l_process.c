@@ -19,6 +19,12 @@
  *   proc:pid()
  *   proc:close()              kills it if it runs (SIGKILL), frees it
  *
+ *   process_stdio() -> proc | nil, err
+ *     this process's own stdin and stdout, as a proc without a child
+ *     (`spool mcp`, an MCP server a client launched): read_line reads
+ *     stdin, write writes stdout; kill and wait do nothing. Unlike a
+ *     child's, its reading keeps the loop alive, until stdin ends.
+ *
  * Bounds: a line of stdout longer than 16 MiB, or more than 16 MiB written
  * and not yet taken by the child, is an error (the child is killed), not a
  * growing buffer.
@@ -50,6 +56,7 @@ struct proc {
   uv_pipe_t in, out, err;
   int handles; /* open uv handles: the memory goes with the last */
   int running, out_eof, broken, closed;
+  int self; /* process_stdio's: no child, no stderr */
   int64_t exit_status;
   int term_signal;
   size_t queued; /* bytes written, not yet taken */
@@ -207,7 +214,7 @@ static void on_stdout(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
       /* A line past the bound (or lines nobody reads): stop the child. */
       p->broken = 1;
       uv_read_stop(s);
-      if (p->running)
+      if (p->running && !p->self)
         uv_process_kill(&p->process, SIGKILL);
     } else {
       spool__buf_add(&p->out_buf, buf->base, (size_t)n);
@@ -338,14 +345,14 @@ static int proc_wait(lua_State *L) {
 static int proc_kill(lua_State *L) {
   proc *p = check_proc(L);
   int sig = (int)luaL_optinteger(L, 2, SIGTERM);
-  if (p->running)
+  if (p->running && !p->self)
     uv_process_kill(&p->process, sig);
   return 0;
 }
 
 static int proc_pid(lua_State *L) {
   proc *p = check_proc(L);
-  lua_pushinteger(L, p->process.pid);
+  lua_pushinteger(L, p->self ? uv_os_getpid() : p->process.pid);
   return 1;
 }
 
@@ -376,6 +383,8 @@ static void close_proc(box *b, int wake) {
   end_wait(p->exit_waiter, wake);
   close_handle(p, (uv_handle_t *)&p->in);
   close_handle(p, (uv_handle_t *)&p->out);
+  if (p->self)
+    return;
   close_handle(p, (uv_handle_t *)&p->err);
   /* Killed and closed at once: the engine may be going, and a handle left
    * for the exit would outlive it. (A child killed here stays a zombie
@@ -476,6 +485,48 @@ static int l_process_spawn(lua_State *L) {
   return 1;
 }
 
+static int l_process_stdio(lua_State *L) {
+  spool_engine *e = lua_touserdata(L, lua_upvalueindex(1));
+  box *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->p = NULL;
+  luaL_setmetatable(L, PROCESS_MT);
+  proc *p = calloc(1, sizeof *p);
+  if (p == NULL || (p->name = strdup("stdin")) == NULL) {
+    free(p);
+    return luaL_error(L, "out of memory");
+  }
+  p->e = e;
+  p->self = 1;
+  uv_pipe_init(e->loop, &p->in, 0);
+  uv_pipe_init(e->loop, &p->out, 0);
+  p->in.data = p->out.data = p;
+  p->handles = 2;
+  p->running = 1;
+  b->p = p;
+  /* A file (spool mcp < requests.json) cannot be polled: libuv would
+   * abort the process on it. */
+  int rc = 0;
+  for (int fd = 0; fd <= 1; fd++) {
+    uv_handle_type kind = uv_guess_handle(fd);
+    if (kind != UV_NAMED_PIPE && kind != UV_TTY)
+      rc = UV_EINVAL;
+  }
+  if (rc == 0)
+    rc = uv_pipe_open(&p->out, 0);
+  if (rc == 0)
+    rc = uv_pipe_open(&p->in, 1);
+  if (rc == 0)
+    rc = uv_read_start((uv_stream_t *)&p->out, on_alloc, on_stdout);
+  if (rc != 0) {
+    close_proc(b, 0);
+    return spool__push_fail(L,
+                            "EINVAL: stdin and stdout must be pipes (or a "
+                            "terminal): %s",
+                            uv_strerror(rc));
+  }
+  return 1;
+}
+
 void spool__open_process(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"write", proc_write}, {"read_line", proc_read_line},
@@ -488,4 +539,7 @@ void spool__open_process(lua_State *L) {
   lua_pushlightuserdata(L, spool__engine_of(L));
   lua_pushcclosure(L, l_process_spawn, 1);
   lua_setfield(L, -2, "process_spawn");
+  lua_pushlightuserdata(L, spool__engine_of(L));
+  lua_pushcclosure(L, l_process_stdio, 1);
+  lua_setfield(L, -2, "process_stdio");
 }

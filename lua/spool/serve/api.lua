@@ -12,10 +12,12 @@ local thread_mod = require "spool.run.thread"
 local runner = require "spool.run.runner"
 local loader = require "spool.run.loader"
 local hub = require "spool.run.hub"
+local await = require "spool.run.await"
 local metrics = require "spool.serve.metrics"
 local human = require "spool.human"
 local channels = require "spool.serve.channels"
 local common = require "spool.serve.channels.common"
+local mcp_endpoint = require "spool.mcp.endpoint"
 
 local M = {}
 
@@ -90,10 +92,7 @@ local function thread_view(t, row, with_events)
   }
   local req = t:pending_request()
   if status == "waiting" and req then
-    local d = req.data
-    view.waiting_for = { kind = d.kind, question = d.question, name = d.name,
-      args = d.args, event = d.event, deadline = d.deadline, via = d.via,
-      text = human.describe(d) }
+    view.waiting_for = human.view(req.data)
   end
   if status == "done" or status == "failed" or status == "cancelled" then
     local result, err = t:outcome()
@@ -124,30 +123,9 @@ end
 
 -- Waits (at most ms) for a thread to stop running; returns its view.
 local function wait_for_end(id, ms)
-  local sig = hub.follow(id)
-  local deadline = core.now() + ms
-  local ok, t, row = pcall(function()
-    while true do
-      local live = runner.find(id)
-      if live and live.halted then
-        M.fail(503, "store_failed", "the thread could not be stored: "
-          .. tostring(live.halted):gsub("^%u+: ", ""))
-      end
-      local left = deadline - core.now()
-      if live and live.persisted == 0 then
-        sig:wait(math.max(left, 1000)) -- its input is being stored
-      else
-        local t, row = load_thread(id)
-        if t:status() ~= "running" or left <= 0 or runner.draining then
-          return t, row
-        end
-        sig:wait(left)
-      end
-    end
-  end)
-  hub.unfollow(id, sig)
-  if not ok then
-    error(t, 0)
+  local t, row = await(id, ms)
+  if not t then
+    M.engine_error(row)
   end
   return thread_view(t, row, false)
 end
@@ -469,6 +447,16 @@ local function metrics_text()
 end
 
 
+-- MCP's Streamable HTTP: the agents as tools (spool.mcp.endpoint).
+local function mcp(req, _, body)
+  local status, code, message = mcp_endpoint.refusal(req, body)
+  if status then
+    M.fail(status, code, message)
+  end
+  return mcp_endpoint.post(req, body)
+end
+
+
 -- The routes: method, path template ({name} matches one segment), handler.
 M.routes = {
   { "GET", "/healthz", health },
@@ -482,6 +470,7 @@ M.routes = {
   { "POST", "/v1/threads/{id}/cancel", cancel_thread },
   { "GET", "/v1/threads/{id}/stream", stream_thread },
   { "GET", "/v1/events", stream_notices },
+  { "POST", "/mcp", mcp },
   -- Inbound webhooks: the same, signed instead of carrying the token.
   { "POST", "/v1/hooks/threads", start_thread, signed = true },
   { "POST", "/v1/hooks/threads/{id}/events", send_event, signed = true },

@@ -198,6 +198,9 @@ local function handle_route(req, route, params)
   if status == nil then
     return { status = 200, body = "" } -- a stream, which is over
   end
+  if value == nil and text == nil then
+    return reply(status, "", headers) -- 202: taken, nothing to say
+  end
   if text then
     return reply(status, text, headers, "text/plain; version=0.0.4; "
       .. "charset=utf-8")
