@@ -165,6 +165,80 @@ return spool.agent { prompt = "p.md", tools = {
     assert.are.equal(0, pcode, perr)
   end)
 
+  it("gives an agent all of a server's tools it selects, and routes a call "
+    .. "approved in another process to one", function()
+    local dir = h.tmpdir()
+    finally(function() h.remove(dir) end)
+    local fs = h.ROOT .. "/spec/npm/node_modules/@modelcontextprotocol/"
+      .. "server-filesystem/dist/index.js"
+    local notes = dir .. "/notes"
+    h.write_files(dir, {
+      ["notes/today.txt"] = "Ship it.\n",
+      ["spool.lua"] = string.format([[return {
+  mock = "mock.lua",
+  mcp = { fs = { command = { "node", %q, %q } } },
+}]], fs, notes),
+      ["agents/clerk.lua"] = [[
+local spool = require "spool"
+return spool.agent { prompt = "p.md", tools = {
+  spool.mcp.tools("fs", { prefix = "fs_", approve = { "write_file" },
+    only = { "list_directory", "read_text_file", "write_file" } }),
+  finish = spool.done } }
+]],
+      ["prompts/p.md"] = "Keep the notes.",
+      ["mock.lua"] = string.format([[return { rules = {
+  { when = { turns = 0 }, reply = { tool = "fs_list_directory",
+      args = { path = %q } } },
+  { when = { turns = 1 }, reply = { tool = "fs_write_file",
+      args = { path = %q, content = "Shipped." } } },
+  { reply = function(conv)
+      local said = {}
+      for _, r in ipairs(conv.tool_results) do
+        said[#said + 1] = r.content
+      end
+      return { tool = "finish", args = { answer = table.concat(said, " | ") } }
+    end } } }]], notes, notes .. "/done.txt"),
+    })
+    local base = "--project " .. h.q(dir) .. " --db "
+      .. h.q(dir .. "/spool.db") .. " "
+    local env = "env -u OPENAI_API_KEY"
+    local out, err, code = h.cli(base .. "run clerk --json --input go", nil,
+      env)
+    assert.are.equal(3, code, err) -- waits for approval of the write
+    local thread = h.json_lines(out)[1].thread
+    local seen = h.cli(base .. "prompt clerk --thread " .. thread
+      .. " --step 2", nil, env)
+    assert.matches('"fs_read_text_file"', seen, 1, true)
+    assert.matches("Read the complete contents of a file", seen, 1, true)
+    assert.is_nil(seen:find('"fs_move_file"', 1, true)) -- not selected
+    assert.is_nil(io.open(notes .. "/done.txt"))
+    -- A new process: the call names a tool only the server's list makes.
+    out, err, code = h.cli(base .. "resume " .. thread .. " --approve --json",
+      nil, env)
+    assert.are.equal(0, code, err)
+    assert.are.equal("Shipped.", h.slurp(notes .. "/done.txt"))
+    local result
+    for _, ev in ipairs(h.json_lines(out)) do
+      result = ev.type == "done" and ev.data.result or result
+    end
+    assert.matches("today.txt", tostring(result), 1, true)
+  end)
+
+  it("refuses a selection of a server's tools it cannot keep", function()
+    local spool = require "spool"
+    assert.has_error(function() spool.mcp.tools("fs", { only = { "a" },
+      except = { "b" } }) end, 'spool.mcp.tools("fs"): only or except, not '
+      .. "both")
+    assert.has_error(function() spool.mcp.tools("fs", { pick = 1 }) end,
+      'spool.mcp.tools("fs"): unknown option \'pick\' (only, except, '
+      .. "prefix, approve, idempotent, side_effects)")
+    local ok, err = pcall(spool.agent, { prompt = "p.md",
+      tools = { { run = print } } })
+    assert.is_false(ok)
+    assert.matches("tools[1] is not spool.mcp.tools(...): every other tool "
+      .. "needs a name", err, 1, true)
+  end)
+
   it("speaks Streamable HTTP, and starts over when the server forgot its "
     .. "session", function()
     -- A port free now (the server takes it a moment later).

@@ -304,9 +304,24 @@ function M.define(def, where)
   if def.tools ~= nil and type(def.tools) ~= "table" then
     error(where .. ": tools must be a table of name = tool", 0)
   end
+  -- The list part holds all of a server's tools (spool.mcp.tools): they
+  -- become tools of their own once a run lists them (spool.mcp.resolve).
+  local servers = def.tools and #def.tools or 0
+  for i = 1, servers do
+    local entry = def.tools[i]
+    if type(entry) ~= "table" or type(entry.mcp_server) ~= "table" then
+      error(string.format("%s: tools[%d] is not spool.mcp.tools(...): "
+        .. "every other tool needs a name", where, i), 0)
+    end
+    a.mcp_servers = a.mcp_servers or {}
+    a.mcp_servers[i] = sandbox.plain(entry.mcp_server, where .. ": tools")
+  end
   for name, spec in pairs(def.tools or {}) do
-    a.tools[name] = normalize_tool(name, spec, where)
-    a.tool_names[#a.tool_names + 1] = name
+    if not (math.type(name) == "integer" and name >= 1 and name <= servers)
+    then
+      a.tools[name] = normalize_tool(name, spec, where)
+      a.tool_names[#a.tool_names + 1] = name
+    end
   end
   table.sort(a.tool_names)
   if def.output ~= nil then
@@ -322,6 +337,11 @@ function M.define(def, where)
   end
   return a
 end
+
+
+-- A tool as a definition's tools table gives it, checked and normalized
+-- (spool.mcp.resolve makes those of a whole server with it).
+M.tool = normalize_tool
 
 
 function M.is_agent(v)

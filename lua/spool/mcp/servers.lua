@@ -90,8 +90,10 @@ function M.client(name)
 end
 
 
--- The tool `tool` of server `server`, as it lists it. (task)
-function M.tool(server, tool)
+-- Every tool of server `server`, as it lists them, in its order: { tool,
+-- ... } and by name. Cached until the server says its list changed, or
+-- it is started again. (task)
+function M.tools(server)
   local c, err = M.client(server)
   if not c then
     return nil, err
@@ -102,12 +104,23 @@ function M.tool(server, tool)
     if not list then
       return nil, lerr
     end
-    s.tools = {}
+    local by_name = {}
     for _, t in ipairs(list) do
-      s.tools[t.name] = t
+      by_name[t.name] = t
     end
+    s.tools = { list = list, by_name = by_name }
   end
-  local t = s.tools[tool]
+  return s.tools.list, s.tools.by_name
+end
+
+
+-- The tool `tool` of server `server`, as it lists it. (task)
+function M.tool(server, tool)
+  local list, by_name = M.tools(server)
+  if not list then
+    return nil, by_name -- (why not)
+  end
+  local t = by_name[tool]
   if not t then
     return nil, string.format("ENOTFOUND: MCP server %s has no tool '%s'",
       server, tostring(tool))

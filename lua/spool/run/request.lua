@@ -12,35 +12,22 @@ local config = require "spool.base.config"
 local tokens = require "spool.tokens"
 local sandbox = require "spool.run.sandbox"
 local version = require "spool.run.version"
-local mcp = require "spool.mcp.servers"
+local resolve_mcp = require "spool.mcp.resolve"
 
 local M = {}
 
--- An MCP tool's schema and description, from its server's tool list (once
--- per version: the list is cached per server). A server that cannot say
--- fails the step, naming it. Outside a run (spool prompt AGENT, which
--- starts no server) the tool shows as any-arguments until a run resolves
--- it.
+-- An agent version's MCP tools, made whole from their servers' lists
+-- (spool.mcp.resolve). A server that cannot say fails the step, naming
+-- it. Outside a run (spool prompt AGENT, which starts no server) they
+-- show as any-arguments (and a whole server's, not at all) until a run
+-- resolves them.
 local function mcp_tools(agent)
   if not core.in_task() then
     return false
   end
-  for _, name in ipairs(agent.tool_names) do
-    local t = agent.tools[name]
-    if t.mcp and not t.mcp.schema then
-      local info, err = mcp.tool(t.mcp.server, t.mcp.tool)
-      if not info then
-        error(err, 0)
-      end
-      local input = type(info.inputSchema) == "table" and info.inputSchema
-        or { type = "object" }
-      input["$schema"] = nil
-      t.mcp.schema = input
-      t.schema = input
-      if t.description == name and type(info.description) == "string" then
-        t.description = info.description
-      end
-    end
+  local ok, err = resolve_mcp(agent)
+  if not ok then
+    error(err, 0)
   end
 end
 

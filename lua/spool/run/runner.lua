@@ -32,6 +32,7 @@ local human = require "spool.human"
 local config = require "spool.base.config"
 local limits = require "spool.run.limits"
 local prefetch = require "spool.run.prefetch"
+local resolve_mcp = require "spool.mcp.resolve"
 
 local M = {}
 
@@ -174,6 +175,7 @@ local function next_version(thread, agent)
     return agent -- unchanged, or deleted: running threads finish on theirs
   end
   use_version(thread, cur)
+  resolve_mcp(cur)
   return cur
 end
 
@@ -183,6 +185,7 @@ end
 -- stays at its last durable step, for `spool resume` to continue).
 -- A thread's run: what its agent prefetches, once, then the loop.
 local function run(thread, agent)
+  resolve_mcp(agent) -- (if its servers cannot answer, the step will say)
   if agent.prefetch and thread.step == 0 then
     prefetch.run(thread, agent, M.call)
   end
@@ -355,6 +358,9 @@ local function answer(thread, response)
     return nil, "ESTATE: thread " .. thread.id .. " is not waiting"
   end
   local agent = agent_of(leaf)
+  if agent then
+    resolve_mcp(agent) -- the tool the call names may be a server's
+  end
   local tool = agent and agent.tools[req.data.name]
   local data, rerr = human.response_for(req, response, tool)
   if not data then
