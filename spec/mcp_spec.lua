@@ -79,6 +79,22 @@ describe("MCP over stdio", function()
       client.result(assert(c:call_tool("echo", { message = "still here" }))))
   end)
 
+  it("keeps a call that reports progress going past its timeout, up to "
+    .. "max_ms", function()
+    local c = everything { max_ms = 2500 }
+    finally(function() c:close() end)
+    -- 2 s, with progress every 200 ms: each gives another 600 ms.
+    local res, err = c:call_tool("trigger-long-running-operation",
+      { duration = 2, steps = 10 }, nil, 600)
+    assert.matches("completed", tostring(res and client.result(res)), 1,
+      true, err)
+    local started = core.now()
+    local _, err2, code = c:call_tool("trigger-long-running-operation",
+      { duration = 8, steps = 40 }, nil, 600)
+    assert.are.equal("ETIMEDOUT", code, err2)
+    assert.is_true(core.now() - started >= 2400, "it waited max_ms")
+  end)
+
   it("fails the calls in flight when its server dies, and says so",
     function()
     local c = everything()
@@ -267,6 +283,10 @@ return spool.agent { prompt = "p.md", tools = {
     assert.is_true(#listed > 5)
     assert.are.equal("Echo: over http", client.result(assert(c:call_tool(
       "echo", { message = "over http" }))))
+    -- Progress on the call's event stream keeps it going past its timeout.
+    local res = assert(c:call_tool("trigger-long-running-operation",
+      { duration = 1.5, steps = 10 }, nil, 600))
+    assert.matches("completed", client.result(res), 1, true)
     -- A new server knows nothing of the old session: initialised again,
     -- and the call made once more.
     local old = c.session

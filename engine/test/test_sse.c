@@ -33,6 +33,12 @@ static char *events(const char *in, size_t len, size_t piece, size_t max) {
   return t.data;
 }
 
+static int record_none(void *ud, const char *type, const char *data,
+                       size_t data_len, const char *id) {
+  (void)ud, (void)type, (void)data, (void)data_len, (void)id;
+  return 0;
+}
+
 static void expect(const char *in, const char *want) {
   size_t len = strlen(in);
   char *whole = events(in, len, len ? len : 1, 0);
@@ -51,7 +57,7 @@ TEST_IMPL(sse_events) {
   /* every line ending, a CRLF split anywhere */
   expect("data: 1\r\n\r\ndata: 2\r\rdata: 3\n\n", "message||1;message||2;"
                                                   "message||3;");
-  /* comments, unknown fields and retry are ignored */
+  /* comments, unknown fields and retry dispatch nothing */
   expect(": ping\nretry: 10\nfoo: bar\ndata: x\n\n", "message||x;");
   /* id persists; an event without data is not dispatched and resets the
    * type */
@@ -67,6 +73,23 @@ TEST_IMPL(sse_events) {
   /* an event cut off by the end of the stream is never dispatched */
   expect("data: whole\n\ndata: cut", "message||whole;");
   expect("", "");
+}
+
+/* The last id and retry stay in the parser, for a client that reconnects;
+ * a retry of anything but digits is ignored. */
+TEST_IMPL(sse_reconnect) {
+  spool__sse p;
+  spool__sse_init(&p, 0);
+  ASSERT_EQ(p.retry_ms, -1);
+  const char *in = "id: e-1\nretry: 500\ndata: \n\nretry: 5x\n"
+                   "data: {}\n\nretry:\n";
+  ASSERT_EQ(spool__sse_feed(&p, in, strlen(in), record_none, NULL), 0);
+  ASSERT_EQ(p.retry_ms, 500);
+  ASSERT_STR_EQ(p.id.data, "e-1");
+  in = "retry: 99999999999999999999\n";
+  ASSERT_EQ(spool__sse_feed(&p, in, strlen(in), record_none, NULL), 0);
+  ASSERT(p.retry_ms > 0); /* bounded, not wrapped */
+  spool__sse_free(&p);
 }
 
 static int stop_at_first(void *ud, const char *type, const char *data,

@@ -11,6 +11,7 @@
 void spool__sse_init(spool__sse *p, size_t max_event) {
   memset(p, 0, sizeof *p);
   p->max_event = max_event ? max_event : SPOOL_SSE_MAX_EVENT;
+  p->retry_ms = -1;
 }
 
 void spool__sse_free(spool__sse *p) {
@@ -64,6 +65,13 @@ static int process_line(spool__sse *p, const char *s, size_t n,
   } else if (name_len == 2 && memcmp(s, "id", 2) == 0) {
     if (memchr(value, '\0', value_len) == NULL)
       return set(&p->id, value, value_len);
+  } else if (name_len == 5 && memcmp(s, "retry", 5) == 0) {
+    long ms = 0;
+    size_t i = 0;
+    for (; i < value_len && value[i] >= '0' && value[i] <= '9'; i++)
+      ms = ms < 100000000 ? ms * 10 + (value[i] - '0') : ms; /* bounded */
+    if (i == value_len && value_len > 0)
+      p->retry_ms = ms;
   }
   return 0;
 }

@@ -7,9 +7,11 @@
  * Lines end in CRLF, LF or CR (a CRLF split across two feeds is one line
  * end); a leading BOM is skipped; ":" lines are comments; "data" lines
  * join with "\n"; an event is dispatched at a blank line, and only if it
- * has data; "id" persists from event to event; "retry" and unknown fields
- * are ignored. An event cut off by the end of the stream is never
- * dispatched.
+ * has data; "id" persists from event to event; "retry" (digits only) sets
+ * the reconnection time a client should wait; unknown fields are ignored.
+ * The last id and the reconnection time stay in the parser, for a client
+ * that reconnects when the stream ends (with Last-Event-ID). An event cut off
+ * by the end of the stream is never dispatched.
  */
 #ifndef SPOOL_SSE_H
 #define SPOOL_SSE_H
@@ -30,6 +32,7 @@ typedef struct spool__sse {
   spool__buf data;  /* data of the event being built */
   spool__buf type;  /* its "event" field */
   spool__buf id;    /* the last event id */
+  long retry_ms;    /* the last "retry" field's, or -1 */
   size_t max_event; /* bytes a line or an event's data may take */
   int after_cr;     /* the last byte was CR: a next LF ends nothing */
   int started;      /* past the optional BOM */

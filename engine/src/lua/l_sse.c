@@ -4,6 +4,9 @@
  *   local p = core.sse([max_event_bytes])
  *   p:feed(bytes) -> { { type=, data=, id= }, ... }   the events completed
  *                 |  nil, "EPROTO: ..."               (then always)
+ *   p:reconnect() -> last_id | nil, retry_ms | nil     where a client that
+ *                    reconnects resumes (Last-Event-ID), and how long it
+ *                    waits first, as the stream last said
  *
  * Providers feed it the chunks of a streamed response as they arrive.
  */
@@ -40,6 +43,19 @@ static int sse_feed(lua_State *L) {
   return 1;
 }
 
+static int sse_reconnect(lua_State *L) {
+  spool__sse *p = luaL_checkudata(L, 1, SSE_MT);
+  if (p->id.len > 0)
+    lua_pushlstring(L, p->id.data, p->id.len);
+  else
+    lua_pushnil(L);
+  if (p->retry_ms >= 0)
+    lua_pushinteger(L, p->retry_ms);
+  else
+    lua_pushnil(L);
+  return 2;
+}
+
 static int sse_gc(lua_State *L) {
   spool__sse_free(luaL_checkudata(L, 1, SSE_MT));
   return 0;
@@ -57,6 +73,7 @@ static int l_core_sse(lua_State *L) {
 void spool__open_sse(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"feed", sse_feed},
+      {"reconnect", sse_reconnect},
       {NULL, NULL},
   };
   spool__class(L, SSE_MT, methods, sse_gc, NULL);

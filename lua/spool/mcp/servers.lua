@@ -1,10 +1,13 @@
 -- spool.mcp.servers: the MCP servers spool.lua names (private; issue 23),
 --
 --   mcp = { fs = { command = { "npx", "server-filesystem", "/srv" },
---                  env = { TOKEN = "${FS_TOKEN}" }, timeout_ms = 30000 },
+--                  env = { TOKEN = "${FS_TOKEN}" }, timeout_ms = 30000,
+--                  max_ms = 300000 },
 --           tickets = { url = "https://tickets.example/mcp",
 --                       headers = { Authorization = "Bearer ${TOKEN}" } } }
 --
+-- (timeout_ms: how long a call waits for its answer, or for the server's
+-- next progress on it; max_ms: how long in all, by default ten timeouts)
 -- each started when first used and kept: one client per server per
 -- process, its tool list cached until the server says it changed
 -- (notifications/tools/list_changed). A server that died is started again
@@ -44,7 +47,8 @@ local function spec_of(name)
   end
   return { command = spec.command, url = spec.url,
            env = expanded(spec.env), headers = expanded(spec.headers),
-           timeout_ms = spec.timeout_ms, cwd = config.get().project }
+           timeout_ms = spec.timeout_ms, max_ms = spec.max_ms,
+           cwd = config.get().project }
 end
 
 
