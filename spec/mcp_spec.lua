@@ -297,6 +297,32 @@ return spool.agent { prompt = "p.md", tools = {
     assert.are_not.equal(old, c.session)
   end)
 
+  it("offers a tool its server adds from the next step, once the server "
+    .. "says its list changed", function()
+    local config = require("spool.base.config").get()
+    local servers = require "spool.mcp.servers"
+    local runner = require "spool.run.runner"
+    local spool = require "spool"
+    local saved = config.file.mcp
+    config.file.mcp = { grow = { command = { "node",
+      h.ROOT .. "/spec/npm/growing_server.mjs" } } }
+    local mock = h.scripted { { tool = "grow", args = {} },
+      { tool = "fresh", args = {} }, "done" }
+    finally(function()
+      config.file.mcp = saved
+      servers.close_all()
+      mock.close()
+    end)
+    local agent = h.agent({ tools = { spool.mcp.tools("grow") } }, mock)
+    local t = runner.start(agent, "go")
+    h.wait_run(t, 15000)
+    assert.are.equal("done", t:status(), table.concat(h.errors(t), " | "))
+    local events = require("spool.json").encode(t.events)
+    assert.matches("fresh works", events, 1, true)
+    -- The model was offered it: the step's request named it.
+    assert.are.same({ "fresh", "grow" }, agent.tool_names)
+  end)
+
   it("tells the server when its thread is cancelled mid-call", function()
     local config = require("spool.base.config").get()
     local servers = require "spool.mcp.servers"

@@ -324,6 +324,10 @@ function M.define(def, where)
     end
   end
   table.sort(a.tool_names)
+  a.uses_mcp = a.mcp_servers ~= nil
+  for _, t in pairs(a.tools) do
+    a.uses_mcp = a.uses_mcp or t.mcp ~= nil
+  end
   if def.output ~= nil then
     if type(def.output) ~= "table" then
       error(where .. ": output must be a schema table", 0)

@@ -4,13 +4,16 @@
 -- call, and spool.run.runner when a run starts or takes a new version, so
 -- that a call stored before a crash or an approval routes to its tool.
 --
---   resolve(agent) -> true | nil, "ECODE: why"
+--   resolve(agent) -> true, changed | nil, "ECODE: why"
 --
 -- A tool of spool.mcp.tool gets its server's description (unless the
 -- agent gave one) and input schema. An entry of spool.mcp.tools becomes a
 -- tool per server tool it selects, added to agent.tools and tool_names.
--- A server that cannot answer leaves the version as it was, to be tried
--- again at its next use.
+-- When a server's list changes (it said so, or it started again), the
+-- next resolve reads it again: a tool added is offered from the next
+-- step, one removed is gone (a call of it is an unknown tool), a schema
+-- changed checks the next call. A server that cannot answer leaves the
+-- version as it was, to be tried again at its next use.
 
 local agent_mod = require "spool.agent"
 local servers = require "spool.mcp.servers"
@@ -41,7 +44,8 @@ local function set(list)
 end
 
 -- The tools an entry of spool.mcp.tools selects, made (no yield: the
--- version changes at once, or not at all).
+-- version changes at once, or not at all); those it made from an older
+-- list go first.
 local function whole_server(agent, entry, list, by_name)
   for _, name in ipairs(entry.only or {}) do
     if not by_name[name] then
@@ -50,13 +54,14 @@ local function whole_server(agent, entry, list, by_name)
         entry.server)
     end
   end
+  local old = set(entry.names)
   local only, except = entry.only and set(entry.only), set(entry.except)
   local approve = entry.approve == true or set(entry.approve)
-  local made = {}
+  local made, names = {}, {}
   for _, info in ipairs(list) do
     if (not only or only[info.name]) and not except[info.name] then
       local name = (entry.prefix or "") .. info.name:gsub("[^%w_%-]", "_")
-      if agent.tools[name] or made[name] then
+      if (agent.tools[name] and not old[name]) or made[name] then
         return nil, string.format("EAGENT: agent %s has two tools named "
           .. "'%s' (one from MCP server %s): give spool.mcp.tools a prefix",
           agent.name, name, entry.server)
@@ -69,44 +74,60 @@ local function whole_server(agent, entry, list, by_name)
         return nil, "EAGENT: " .. tostring(t)
       end
       describe(t, name, info)
-      made[name] = t
+      made[name], names[#names + 1] = t, name
     end
   end
-  for name, t in pairs(made) do
-    agent.tools[name] = t
-    agent.tool_names[#agent.tool_names + 1] = name
+  local kept = {}
+  for _, name in ipairs(agent.tool_names) do
+    if old[name] then
+      agent.tools[name] = nil
+    else
+      kept[#kept + 1] = name
+    end
   end
-  table.sort(agent.tool_names)
+  for _, name in ipairs(names) do
+    agent.tools[name] = made[name]
+    kept[#kept + 1] = name
+  end
+  table.sort(kept)
+  agent.tool_names, entry.names = kept, names
   return true
 end
 
+-- Returns true and whether the version's tools changed; or nil and why.
 local function resolve(agent)
+  if not agent.uses_mcp then
+    return true, false
+  end
+  local changed = false
   for _, entry in ipairs(agent.mcp_servers or {}) do
-    if not entry.made then
-      local list, by_name = servers.tools(entry.server)
+    if entry.generation ~= servers.generation(entry.server) then
+      local list, by_name, generation = servers.tools(entry.server)
       if not list then
         return nil, by_name
       end
-      if not entry.made then -- (another run may have made them meanwhile)
+      -- (Another run may have made them meanwhile.)
+      if entry.generation ~= generation then
         local ok, err = whole_server(agent, entry, list, by_name)
         if not ok then
           return nil, err
         end
-        entry.made = true
+        entry.generation, changed = generation, true
       end
     end
   end
   for _, name in ipairs(agent.tool_names) do
     local t = agent.tools[name]
-    if t.mcp and not t.mcp.schema then
-      local info, err = servers.tool(t.mcp.server, t.mcp.tool)
+    if t.mcp and t.mcp.generation ~= servers.generation(t.mcp.server) then
+      local info, generation = servers.tool(t.mcp.server, t.mcp.tool)
       if not info then
-        return nil, err
+        return nil, generation
       end
       describe(t, name, info)
+      t.mcp.generation, changed = generation, true
     end
   end
-  return true
+  return true, changed
 end
 
 return resolve

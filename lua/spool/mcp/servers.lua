@@ -56,7 +56,7 @@ end
 function M.client(name)
   local s = servers[name]
   if not s then
-    s = { backoff = 0 }
+    s = { backoff = 0, generation = 0 }
     servers[name] = s
   end
   while s.starting do
@@ -79,10 +79,11 @@ function M.client(name)
   if c then
     c.on_notice = function(msg)
       if msg.method == "notifications/tools/list_changed" then
-        s.tools = nil
+        s.tools, s.generation = nil, s.generation + 1
       end
     end
     s.client, s.tools, s.backoff = c, nil, 1000
+    s.generation = s.generation + 1
   else
     s.backoff = math.min(30000, math.max(1000, s.backoff * 2))
     core.log("error", tostring(err))
@@ -95,15 +96,17 @@ end
 
 
 -- Every tool of server `server`, as it lists them, in its order: { tool,
--- ... } and by name. Cached until the server says its list changed, or
--- it is started again. (task)
+-- ... }, by name, and the generation they are of. Cached until the server
+-- says its list changed (even while it was being read), or it is started
+-- again. (task)
 function M.tools(server)
   local c, err = M.client(server)
   if not c then
     return nil, err
   end
   local s = servers[server]
-  if not s.tools then
+  if not s.tools or s.tools.generation ~= s.generation then
+    local generation = s.generation
     local list, lerr = c:list_tools()
     if not list then
       return nil, lerr
@@ -112,15 +115,25 @@ function M.tools(server)
     for _, t in ipairs(list) do
       by_name[t.name] = t
     end
-    s.tools = { list = list, by_name = by_name }
+    s.tools = { list = list, by_name = by_name, generation = generation }
   end
-  return s.tools.list, s.tools.by_name
+  return s.tools.list, s.tools.by_name, s.tools.generation
 end
 
 
--- The tool `tool` of server `server`, as it lists it. (task)
+-- Which tool list of server `name` is the current one: a number that
+-- changes when the server says its list changed, or starts again (and
+-- what was read of the old list may no longer hold).
+function M.generation(name)
+  local s = servers[name]
+  return s and s.generation or 0
+end
+
+
+-- The tool `tool` of server `server`, as it lists it, and the generation
+-- of that list. (task)
 function M.tool(server, tool)
-  local list, by_name = M.tools(server)
+  local list, by_name, generation = M.tools(server)
   if not list then
     return nil, by_name -- (why not)
   end
@@ -129,7 +142,7 @@ function M.tool(server, tool)
     return nil, string.format("ENOTFOUND: MCP server %s has no tool '%s'",
       server, tostring(tool))
   end
-  return t
+  return t, generation
 end
 
 

@@ -23,25 +23,26 @@ local M = {}
 -- resolves them.
 local function mcp_tools(agent)
   if not core.in_task() then
-    return false
+    return false, false
   end
-  local ok, err = resolve_mcp(agent)
+  local ok, changed = resolve_mcp(agent)
   if not ok then
-    error(err, 0)
+    error(changed, 0)
   end
+  return true, changed
 end
 
 
 -- What an agent version says of its tools, in the two forms a step needs
 -- (the prompt's, and the request's with its size in bytes): made once per
--- version, as the version never changes.
+-- version, and again when an MCP server's tool list changed.
 local function tool_lists(agent)
   local record = version.of[agent]
-  local lists = record.tools
+  local resolved, changed = mcp_tools(agent)
+  local lists = not changed and record.tools
   if lists then
     return lists
   end
-  local resolved = mcp_tools(agent) ~= false
   lists = { prompt = json.array(), request = nil, request_bytes = 0 }
   for i, name in ipairs(agent.tool_names) do
     local t = agent.tools[name]
