@@ -30,26 +30,16 @@ if not stdio then
 end
 
 local function send(msg)
-  stdio:write(json.encode(msg) .. "\n")
+  return stdio:write(json.encode(msg) .. "\n")
 end
 
-local asked = {} -- id of a request to the client -> { signal, answer }
-local session = {}
 local peer = {
-  session = session, key = "stdio", by = "mcp",
+  session = {}, key = "stdio", by = "mcp",
   notify = function(method, params)
     send({ jsonrpc = "2.0", method = method, params = params })
   end,
   alive = function() return true end, -- stdin's end says it
-  ask = function(method, params, ms)
-    local id = "spool-" .. core.random_id()
-    local waiting = { signal = core.signal() }
-    asked[id] = waiting
-    send({ jsonrpc = "2.0", id = id, method = method, params = params })
-    waiting.signal:wait(ms)
-    asked[id] = nil
-    return waiting.answer
-  end,
+  ask = server.asker(send),
 }
 
 local function handle(msg)
@@ -92,12 +82,7 @@ while true do
         message = "not a JSON-RPC message: " .. tostring(jerr or "")
           :gsub("^EJSON: ", "") } })
     elseif msg.method == nil and msg.id ~= nil then
-      local waiting = asked[msg.id]
-      if waiting then
-        asked[msg.id] = nil
-        waiting.answer = msg.result
-        waiting.signal:notify()
-      end
+      server.answered(msg)
     else
       core.spawn(handle, msg)
     end

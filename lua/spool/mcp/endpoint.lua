@@ -22,9 +22,6 @@ local server = require "spool.mcp.server"
 
 local M = {}
 
-local asked = {} -- id of a request to a client -> { signal, answer }
-
-
 -- Why the request is refused, as status, code and message; or nil.
 function M.refusal(req, body)
   -- A browser page may not call it from another site (DNS rebinding is
@@ -63,16 +60,6 @@ local function sse(msg)
 end
 
 
-local function answer(body)
-  local waiting = type(body.id) == "string" and asked[body.id]
-  if waiting then
-    asked[body.id] = nil
-    waiting.answer = body.result
-    waiting.signal:notify()
-  end
-end
-
-
 -- A tools/call answered on an event stream.
 local function streamed(req, body, peer, headers)
   headers["Content-Type"] = "text/event-stream"
@@ -93,17 +80,7 @@ local function streamed(req, body, peer, headers)
   peer.alive = function()
     return send(": keepalive\n\n")
   end
-  peer.ask = function(method, params, ms)
-    local id = "spool-" .. core.random_id()
-    local waiting = { signal = core.signal() }
-    asked[id] = waiting
-    if send(sse({ jsonrpc = "2.0", id = id, method = method,
-                  params = params })) then
-      waiting.signal:wait(ms)
-    end
-    asked[id] = nil
-    return waiting.answer
-  end
+  peer.ask = server.asker(function(msg) return send(sse(msg)) end)
   local reply = server.handle(body, peer)
   if reply then
     send(sse(reply))
@@ -121,7 +98,7 @@ function M.post(req, body)
                  notify = function() end,
                  alive = function() return true end }
   if body.method == nil and body.id ~= nil then
-    answer(body)
+    server.answered(body)
     return 202
   end
   if body.id == nil then

@@ -299,6 +299,39 @@ function M.handle(msg, peer)
 end
 
 
+-- Requests to clients (elicitation) that wait for their answers, by id:
+-- ids are random, so an answer finds its request whichever session or
+-- transport it comes back through.
+local asked = {}
+
+-- A peer.ask for a transport that sends a message with send(msg) -> ok.
+function M.asker(send)
+  return function(method, params, ms)
+    local id = "spool-" .. core.random_id()
+    local waiting = { signal = core.signal() }
+    asked[id] = waiting
+    if send({ jsonrpc = "2.0", id = id, method = method, params = params })
+    then
+      waiting.signal:wait(ms)
+    end
+    asked[id] = nil
+    return waiting.answer
+  end
+end
+
+
+-- A client's answer to a request of ours (a message with an id and no
+-- method): handed to the request that waits for it, if one does.
+function M.answered(msg)
+  local waiting = type(msg.id) == "string" and asked[msg.id]
+  if waiting then
+    asked[msg.id] = nil
+    waiting.answer = msg.result
+    waiting.signal:notify()
+  end
+end
+
+
 -- Is a protocol version (an MCP-Protocol-Version header) one spool speaks?
 function M.speaks(version)
   return SUPPORTED[version] == true
