@@ -163,6 +163,99 @@ describe("spool as an MCP server", function()
       '{"type":"reject","reason":"no"}')))
   end)
 
+  it("keeps a thread waiting when a form's answer does not fit the form, "
+    .. "and answers the call when the thread is answered elsewhere",
+    function()
+    local dir, mock = project()
+    local s = serve(dir, mock)
+    -- A reason that is not text was once a thread failed, and an internal
+    -- error (a path in spool) in the result.
+    local lines, out = sdk { http = over_http(s), elicit = {
+        action = "accept", content = { approve = "true", reason = { x = 1 } } },
+      steps = { { call = "w", arguments = { input = "refund please" } } } }
+    local waiting = lines[2].result
+    assert.are.equal("waiting", waiting.structuredContent.status, out)
+    assert.is_nil(text_of(waiting):find("lua", 1, true))
+    local _, v = curl(s, "GET", "/v1/threads/"
+      .. waiting.structuredContent.thread)
+    assert.are.equal("waiting", v.status)
+    -- A person who never answers the form; the thread is approved through
+    -- the API instead: the call ends then, not when the form gives up.
+    local file = dir .. "/sdk.out"
+    h.sh(string.format("node %s %s >%s 2>&1 &", h.q(CLIENT),
+      h.q(json.encode { http = over_http(s), elicit = { hang = true },
+        steps = { { call = "w", arguments = { input = "refund now" } } } }),
+      h.q(file)))
+    local id = h.wait_for(function()
+      local _, list = curl(s, "GET", "/v1/threads?status=waiting")
+      for _, t in ipairs(list.threads) do
+        if t.id ~= waiting.structuredContent.thread then
+          return t.id
+        end
+      end
+    end, 10000, "the call's thread to wait")
+    h.wait_for(function() return h.slurp(file):find("hanging") end, 10000,
+      "the form to be shown")
+    assert.are.equal(202, (curl(s, "POST", "/v1/threads/" .. id .. "/events",
+      '{"type":"approve"}')))
+    h.wait_for(function()
+      return h.slurp(file):find("done after 1: refunded 5", 1, true)
+    end, 10000, "the call to answer: " .. h.slurp(file))
+  end)
+
+  it("answers every malformed message as JSON-RPC says, on both transports",
+    function()
+    local dir, mock = project(300)
+    local s = serve(dir, mock)
+    local status, v = curl(s, "POST", "/mcp", "{}")
+    assert.are.equal(400, status)
+    assert.are.equal(-32600, v.error.code)
+    assert.are.equal(json.null, v.id)
+    for body, want in pairs {
+      ['{"jsonrpc":"2.0","id":1,"method":5}'] = { -32600, 1 },
+      ['{"jsonrpc":"1.0","id":4,"method":"ping"}'] = { -32600, 4 },
+      ['{"jsonrpc":"2.0","id":{"a":1},"method":"ping"}'] = { -32600 },
+      ['{"jsonrpc":"2.0","id":5,"method":"ping","params":"x"}'] = { -32602,
+        5 } } do
+      status, v = curl(s, "POST", "/mcp", body)
+      assert.are.equal(want[1], v.error and v.error.code, body)
+      assert.are.equal(want[2] or json.null, v.id, body)
+    end
+    -- Over stdio: a line that is not JSON, one that is not a request, and
+    -- a request id used twice while its call is in flight.
+    local call = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":'
+      .. '{"name":"w","arguments":{"input":"steps:1"}}}'
+    local out = h.sh(string.format("(printf '%%s\n' %s %s %s %s; sleep 3) | "
+      .. "%s --project %s --base-url %s --db :memory: mcp", h.q("nonsense"),
+      h.q("[1,2]"), h.q(call), h.q(call), h.q(h.BIN), h.q(dir), mock.url))
+    local replies = h.json_lines(out)
+    assert.are.equal(4, #replies, out)
+    local codes = {}
+    for _, r in ipairs(replies) do
+      codes[#codes + 1] = r.error and r.error.code or r.result.content[1].text
+    end
+    assert.are.same({ -32700, -32600, -32600, "done after 1" }, codes)
+  end)
+
+  it("stops reading a stdio client's requests while it does not read the "
+    .. "replies, and writes every reply before it exits", function()
+    local dir, mock = project()
+    local command = string.format("-- %s --project %s --base-url %s --db "
+      .. ":memory: mcp", h.q(h.BIN), h.q(dir), mock.url)
+    local flood = h.q(h.ROOT .. "/spec/npm/stdio_flood.mjs")
+    -- 24 MB of requests (a reply queue of 16 MiB at most), unread for 2 s:
+    -- replies were dropped, silently.
+    local got = json.decode(h.sh("node " .. flood .. " 60 400000 2000 open "
+      .. command))
+    assert.are.same({ replies = 60, ids_in_order = true, errors = 0,
+                      exit_code = 0, rest = 0 }, got)
+    -- stdin closed at once: the last replies were cut off mid-line.
+    got = json.decode(h.sh("node " .. flood .. " 60 400000 500 eof "
+      .. command))
+    assert.are.same({ replies = 60, ids_in_order = true, errors = 0,
+                      exit_code = 0, rest = 0 }, got)
+  end)
+
   it("cancels the thread of a call the client cancels", function()
     local dir, mock = project(400)
     local s = serve(dir, mock)
@@ -186,7 +279,10 @@ describe("spool as an MCP server", function()
     status = curl(s, "POST", "/mcp", init,
       "-H 'Origin: http://evil.example'")
     assert.are.equal(403, status)
-    status = curl(s, "POST", "/mcp", init, "-H 'MCP-Protocol-Version: 1999'")
+    -- (initialize agrees on a version; the header comes after it.)
+    status = curl(s, "POST", "/mcp",
+      '{"jsonrpc":"2.0","id":9,"method":"ping"}',
+      "-H 'MCP-Protocol-Version: 1999'")
     assert.are.equal(400, status)
     status = curl(s, "GET", "/mcp")
     assert.are.equal(405, status)
@@ -220,7 +316,10 @@ describe("spool as an MCP server", function()
     assert.are.equal("spool", lines[1].server.name, out)
     assert.are.equal("w", lines[2].tools[1].name, out)
     assert.are.equal("done after 2", text_of(lines[3].result), out)
-    assert.is_true(#lines[3].progress >= 2, out)
+    -- (The SDK hands notifications to their handler a tick later than it
+    -- matches a reply: those that come in the same read as the reply are
+    -- dropped. The first comes well before.)
+    assert.is_true(#lines[3].progress >= 1, out)
     assert.are.equal("done after 1: green", text_of(lines[4].result), out)
     -- The threads are in the project's store, for any worker to see.
     local listed = h.cli("--project " .. h.q(dir) .. " --db "

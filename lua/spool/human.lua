@@ -99,6 +99,9 @@ function M.response_for(request, response, tool)
       .. "%s (approve or reject it)", tostring(r.name))
   end
   if response.reject then
+    if response.reason ~= nil and type(response.reason) ~= "string" then
+      return nil, "EINVAL: a rejection's reason must be text"
+    end
     data.approved = false
     data.reason = response.reason
     return data

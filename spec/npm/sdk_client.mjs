@@ -4,7 +4,8 @@
 //   { "http": { "url": "...", "token": "..." }       Streamable HTTP, or
 //     "stdio": { "command": "...", "args": [...] },  a child over stdio
 //     "elicit": { "action": "accept", "content": {...} },   optional: the
-//        client can be asked through forms, and answers so
+//        client can be asked through forms, and answers so ({ "hang": true }:
+//        never answers)
 //     "steps": [ { "list": true } | { "call": NAME, "arguments": {...},
 //                  "progress": true, "cancel_after_ms": N } ] }
 //
@@ -17,12 +18,17 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { ElicitRequestSchema } from "@modelcontextprotocol/sdk/types.js";
 
 const plan = JSON.parse(process.argv[2]);
+const out = (value) => process.stdout.write(JSON.stringify(value) + "\n");
 const capabilities = plan.elicit ? { elicitation: {} } : {};
 const client = new Client({ name: "spool-spec", version: "1.0.0" }, { capabilities });
 const elicited = [];
 if (plan.elicit) {
   client.setRequestHandler(ElicitRequestSchema, async (request) => {
     elicited.push(request.params);
+    if (plan.elicit.hang) {
+      out({ hanging: request.params.message });
+      return new Promise(() => {}); // a person who never answers
+    }
     return plan.elicit;
   });
 }
@@ -32,8 +38,6 @@ const transport = plan.http
       requestInit: { headers: { Authorization: `Bearer ${plan.http.token}` } },
     })
   : new StdioClientTransport({ command: plan.stdio.command, args: plan.stdio.args, stderr: "inherit" });
-
-const out = (value) => process.stdout.write(JSON.stringify(value) + "\n");
 
 try {
   await client.connect(transport);

@@ -14,6 +14,9 @@
  * A child does not keep the loop alive (nor does a read without a
  * timeout): a process whose work is done exits, and its children are
  * killed with it.
+ *   proc:flush(ms[, below])   -> true | nil, err     (waits until fewer
+ *                                than `below` bytes written are still
+ *                                queued: all taken, by default)
  *   proc:wait(ms)             -> exit_status, signal | nil, err
  *   proc:kill([signal])       (SIGTERM by default)
  *   proc:pid()
@@ -27,7 +30,8 @@
  *
  * Bounds: a line of stdout longer than 16 MiB, or more than 16 MiB written
  * and not yet taken by the child, is an error (the child is killed), not a
- * growing buffer.
+ * growing buffer. Lines not read yet stop the reading at 1 MiB: the child
+ * (or, for stdin, the client) waits on a full pipe until they are.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -38,16 +42,20 @@
 #define PROCESS_MT "spool.Process"
 #define MAX_LINE (16u << 20)
 #define MAX_QUEUED (16u << 20)
+#define HIGH_WATER (1u << 20)
 
 typedef struct proc proc;
 
-/* A task waiting for a line, or for the exit. */
+/* What a task waits for. */
+enum { WAIT_EXIT, WAIT_LINE, WAIT_FLUSH };
+
 typedef struct waiter {
   spool__op op;
   proc *p;
   spool__task *t;
   uv_timer_t timer;
-  int lines; /* waits for a line (else for the exit) */
+  int kind;
+  size_t below; /* WAIT_FLUSH: until fewer bytes than this are queued */
 } waiter;
 
 struct proc {
@@ -56,13 +64,14 @@ struct proc {
   uv_pipe_t in, out, err;
   int handles; /* open uv handles: the memory goes with the last */
   int running, out_eof, broken, closed;
-  int self; /* process_stdio's: no child, no stderr */
+  int self;   /* process_stdio's: no child, no stderr */
+  int paused; /* lines enough wait to be read: reading stopped */
   int64_t exit_status;
   int term_signal;
   size_t queued; /* bytes written, not yet taken */
   spool__buf out_buf, err_buf;
   char *name;
-  waiter *reader, *exit_waiter;
+  waiter *reader, *exit_waiter, *flusher;
 };
 
 typedef struct box {
@@ -108,6 +117,8 @@ static void end_waiter(waiter *w) {
     p->reader = NULL;
   if (p && p->exit_waiter == w)
     p->exit_waiter = NULL;
+  if (p && p->flusher == w)
+    p->flusher = NULL;
   uv_timer_stop(&w->timer);
   w->timer.data = w;
   uv_close((uv_handle_t *)&w->timer, on_waiter_timer_closed);
@@ -116,6 +127,9 @@ static void end_waiter(waiter *w) {
 static void waiter_cancel(spool__op *op) {
   end_waiter((waiter *)op);
 }
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_stdout(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
 /* The next complete line of stdout, taken from the buffer, or -1. */
 static int take_line(proc *p, lua_State *L) {
@@ -128,6 +142,10 @@ static int take_line(proc *p, lua_State *L) {
   lua_pushlstring(L, p->out_buf.data, text);
   memmove(p->out_buf.data, nl + 1, p->out_buf.len - n - 1);
   p->out_buf.len -= n + 1;
+  if (p->paused && p->out_buf.len <= HIGH_WATER) {
+    p->paused = 0;
+    uv_read_start((uv_stream_t *)&p->out, on_alloc, on_stdout);
+  }
   return 0;
 }
 
@@ -190,6 +208,22 @@ static void serve_exit_waiter(proc *p) {
   spool__task_wake_with(t, push_exit, p);
 }
 
+static int push_true(lua_State *L) {
+  lua_pop(L, 1);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Wakes the task that waits for the queue to shrink, once it has. */
+static void serve_flusher(proc *p) {
+  waiter *w = p->flusher;
+  if (w == NULL || p->queued >= w->below)
+    return;
+  spool__task *t = w->t;
+  end_waiter(w);
+  spool__task_wake_with(t, push_true, NULL);
+}
+
 static void on_wait_timeout(uv_timer_t *timer) {
   waiter *w = timer->data;
   spool__task *t = w->t;
@@ -211,13 +245,20 @@ static void on_stdout(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
   proc *p = s->data;
   if (n > 0) {
     if (p->out_buf.len + (size_t)n > MAX_LINE) {
-      /* A line past the bound (or lines nobody reads): stop the child. */
+      /* A line past the bound: stop the child. */
       p->broken = 1;
       uv_read_stop(s);
       if (p->running && !p->self)
         uv_process_kill(&p->process, SIGKILL);
     } else {
       spool__buf_add(&p->out_buf, buf->base, (size_t)n);
+      /* Lines nobody reads yet: the writer waits (the pipe fills) until
+       * they are, rather than a buffer growing. */
+      if (p->out_buf.len > HIGH_WATER &&
+          memchr(p->out_buf.data, '\n', p->out_buf.len) != NULL) {
+        p->paused = 1;
+        uv_read_stop(s);
+      }
     }
   } else if (n < 0) {
     p->out_eof = 1;
@@ -261,9 +302,11 @@ static void on_child_exit(uv_process_t *h, int64_t status, int signal) {
 
 static void on_written(uv_write_t *req, int status) {
   write_req *w = (write_req *)req;
-  w->p->queued -= w->len;
+  proc *p = w->p;
+  p->queued -= w->len;
   (void)status; /* a child that stopped reading: its read side tells */
   free(w);
+  serve_flusher(p);
 }
 
 /* ---- the Lua side ---- */
@@ -301,11 +344,16 @@ static int proc_write(lua_State *L) {
   return 1;
 }
 
-/* Starts a wait of one kind: for a line (lines = 1) or for the exit. */
-static int start_wait(lua_State *L, proc *p, int lines) {
+/* Starts a wait of one kind. */
+static int start_wait(lua_State *L, proc *p, int kind, size_t below) {
+  static const char *const names[] = {"proc:wait", "proc:read_line",
+                                      "proc:flush"};
+  waiter **slot = kind == WAIT_LINE   ? &p->reader
+                  : kind == WAIT_EXIT ? &p->exit_waiter
+                                      : &p->flusher;
   lua_Integer ms = luaL_optinteger(L, 2, 30000);
-  spool__task *t = spool__task_check(L, lines ? "proc:read_line" : "proc:wait");
-  if ((lines ? p->reader : p->exit_waiter) != NULL)
+  spool__task *t = spool__task_check(L, names[kind]);
+  if (*slot != NULL)
     return luaL_error(L, "another task already waits on %s", p->name);
   waiter *w = calloc(1, sizeof *w);
   if (w == NULL)
@@ -314,15 +362,13 @@ static int start_wait(lua_State *L, proc *p, int lines) {
   w->op.interruptible = 1;
   w->p = p;
   w->t = t;
-  w->lines = lines;
+  w->kind = kind;
+  w->below = below;
   uv_timer_init(p->e->loop, &w->timer);
   w->timer.data = w;
   if (ms > 0)
     uv_timer_start(&w->timer, on_wait_timeout, (uint64_t)ms, 0);
-  if (lines)
-    p->reader = w;
-  else
-    p->exit_waiter = w;
+  *slot = w;
   return spool__task_wait(L, t, &w->op);
 }
 
@@ -332,14 +378,29 @@ static int proc_read_line(lua_State *L) {
     return 1;
   if (p->out_eof || p->broken)
     return line_result(L, p);
-  return start_wait(L, p, 1);
+  return start_wait(L, p, WAIT_LINE, 0);
+}
+
+/* proc:flush(ms[, below]): waits until fewer than `below` bytes written
+ * are still queued (default 1: all of them taken). */
+static int proc_flush(lua_State *L) {
+  proc *p = check_proc(L);
+  lua_Integer below = luaL_optinteger(L, 3, 1);
+  luaL_argcheck(L, below >= 1, 3, "must be 1 or more");
+  if (p->queued < (size_t)below) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  if (!p->running)
+    return spool__push_fail(L, "EPIPE: %s is not running", p->name);
+  return start_wait(L, p, WAIT_FLUSH, (size_t)below);
 }
 
 static int proc_wait(lua_State *L) {
   proc *p = check_proc(L);
   if (!p->running)
     return exit_result(L, p);
-  return start_wait(L, p, 0);
+  return start_wait(L, p, WAIT_EXIT, 0);
 }
 
 static int proc_kill(lua_State *L) {
@@ -381,6 +442,7 @@ static void close_proc(box *b, int wake) {
   p->closed = 1;
   end_wait(p->reader, wake);
   end_wait(p->exit_waiter, wake);
+  end_wait(p->flusher, wake);
   close_handle(p, (uv_handle_t *)&p->in);
   close_handle(p, (uv_handle_t *)&p->out);
   if (p->self)
@@ -531,8 +593,8 @@ void spool__open_process(lua_State *L) {
   static const luaL_Reg methods[] = {
       {"write", proc_write}, {"read_line", proc_read_line},
       {"wait", proc_wait},   {"kill", proc_kill},
-      {"pid", proc_pid},     {"close", proc_close},
-      {NULL, NULL},
+      {"flush", proc_flush}, {"pid", proc_pid},
+      {"close", proc_close}, {NULL, NULL},
   };
   spool__class(L, PROCESS_MT, methods, proc_gc, proc_close);
   lua_pop(L, 1);

@@ -31,8 +31,11 @@ function M.refusal(req, body)
       ~= (req.headers.host or ""):lower() then
     return 403, "forbidden_origin", "the Origin header names another site"
   end
+  -- (initialize is where the version is agreed: a client sends the header
+  -- only after it.)
   local version = req.headers["mcp-protocol-version"]
-  if version ~= nil and not server.speaks(version) then
+  if version ~= nil and body.method ~= "initialize"
+      and not server.speaks(version) then
     return 400, "bad_request", "MCP-Protocol-Version " .. version
       .. " is not one spool speaks (" .. table.concat(server.VERSIONS, ", ")
       .. ")"
@@ -80,7 +83,8 @@ local function streamed(req, body, peer, headers)
   peer.alive = function()
     return send(": keepalive\n\n")
   end
-  peer.ask = server.asker(function(msg) return send(sse(msg)) end)
+  peer.ask = server.asker(function(msg) return send(sse(msg)) end,
+    req.principal)
   local reply = server.handle(body, peer)
   if reply then
     send(sse(reply))
@@ -94,15 +98,16 @@ end
 function M.post(req, body)
   local session = session_of(req, body)
   local peer = { session = session, by = req.principal,
-                 key = session.id or ("once-" .. core.random_id()),
+                 key = req.principal .. ":"
+                   .. (session.id or ("once-" .. core.random_id())),
                  notify = function() end,
                  alive = function() return true end }
-  if body.method == nil and body.id ~= nil then
-    server.answered(body)
-    return 202
-  end
-  if body.id == nil then
-    server.handle(body, peer)
+  if body.id == nil or body.method == nil then
+    -- A notification, or an answer to a request of ours; or no message.
+    local reply = server.handle(body, peer)
+    if reply then
+      return 400, reply
+    end
     return 202
   end
   local headers = {}

@@ -17,8 +17,8 @@
 --                     (progress)
 --   peer.alive() -> bool   is the client still there? (asked while a call
 --                     waits long; a transport that cannot tell says true)
---   peer.ask(method, params, ms) -> result | nil, err    a request to the
---                     client (elicitation), or nil where it cannot
+--   peer.ask          a request to the client (elicitation), made with
+--                     M.asker; nil where the transport cannot ask
 --
 -- tools/list lists every agent that loads: its name, its description, and
 -- an input schema of one string, `input`. tools/call starts a thread on
@@ -36,6 +36,7 @@ local loader = require "spool.run.loader"
 local runner = require "spool.run.runner"
 local thread_mod = require "spool.run.thread"
 local await = require "spool.run.await"
+local hub = require "spool.run.hub"
 local human = require "spool.human"
 
 local M = {}
@@ -114,13 +115,17 @@ end
 
 
 -- What a person is asked through the client, and how the form's answer
--- becomes a response (nil for a request no form answers: an event).
+-- becomes a response: nil when it does not fit the form (the thread goes
+-- on waiting). Nothing for a request no form answers (an event).
 local function elicitation(w)
   if w.kind == "ask" then
     return { message = w.question, requestedSchema = { type = "object",
       properties = { answer = { type = "string", title = "Answer" } },
       required = { "answer" } } },
-      function(content) return { answer = content.answer } end
+      function(content)
+        return type(content.answer) == "string"
+          and { answer = content.answer } or nil
+      end
   elseif w.kind == "approval" then
     return { message = "Approve " .. w.text:gsub("^approval of ", "")
       .. "?", requestedSchema = { type = "object",
@@ -129,35 +134,117 @@ local function elicitation(w)
         reason = { type = "string", title = "Reason, if not" } },
       required = { "approve" } } },
       function(content)
-        if content.approve == true then
+        local reason = content.reason
+        if type(content.approve) ~= "boolean"
+            or (reason ~= nil and type(reason) ~= "string") then
+          return nil
+        end
+        if content.approve then
           return { approve = true }
         end
-        return { reject = true, reason = content.reason }
+        return { reject = true, reason = reason }
       end
   end
 end
 
 
--- Asks the person through the client; true once the thread has the answer.
-local function elicit(id, w, peer)
-  local request, response_of = elicitation(w)
+-- Requests to clients (elicitation) that wait for their answers, by id:
+-- ids are random, and an answer counts only from the caller (the token's
+-- principal) that was asked, whichever session or worker it comes through.
+local asked = {}
+
+-- A peer.ask for a transport that sends a message with send(msg) -> ok:
+-- ask(method, params, signal) -> waiting | nil. waiting.answered is set,
+-- and signal notified, when the answer comes; M.forget(waiting) ends it.
+function M.asker(send, principal)
+  return function(method, params, signal)
+    local id = "spool-" .. core.random_id()
+    local waiting = { id = id, signal = signal, principal = principal }
+    asked[id] = waiting
+    if not send({ jsonrpc = "2.0", id = id, method = method,
+                  params = params }) then
+      asked[id] = nil
+      return nil
+    end
+    return waiting
+  end
+end
+
+
+function M.forget(waiting)
+  if waiting then
+    asked[waiting.id] = nil
+  end
+end
+
+
+-- A client's answer to a request of ours (a message with an id and no
+-- method), from `principal`: handed to the request that waits for it.
+function M.answered(msg, principal)
+  local waiting = type(msg.id) == "string" and asked[msg.id]
+  if waiting and waiting.principal == principal then
+    asked[msg.id] = nil
+    waiting.answered, waiting.answer = true, msg.result
+    waiting.signal:notify()
+  end
+end
+
+
+-- Asks the person through the client. "answered" once the thread has the
+-- answer; "moved" if the thread went on without it (answered elsewhere,
+-- cancelled); false if there is no answer to have (the client cannot
+-- ask, declined, went away, or the call or the server is ending).
+local function elicit(id, data, peer, key)
+  local request, response_of = elicitation(human.view(data))
   if not request or not peer.ask or not peer.session.elicitation then
     return false
   end
-  local answer = peer.ask("elicitation/create", request, ELICIT_MS)
+  local sig = hub.follow(id)
+  local waiting = peer.ask("elicitation/create", request, sig)
+  local deadline = core.now() + ELICIT_MS
+  local ok, outcome = pcall(function()
+    while waiting and not waiting.answered do
+      if core.now() >= deadline or runner.draining or calls[key] ~= id then
+        return false
+      end
+      if not sig:wait(LOOK_MS) and not peer.alive() then
+        return false
+      end
+      local t = not waiting.answered and await(id, 0)
+      local now = t and t:status() == "waiting" and t:pending_request()
+      if t and (not now or now.data.call_id ~= data.call_id) then
+        return "moved"
+      end
+    end
+    return waiting ~= nil
+  end)
+  M.forget(waiting)
+  hub.unfollow(id, sig)
+  if not ok then
+    error(outcome, 0)
+  end
+  if outcome ~= true then
+    return outcome
+  end
+  local answer = waiting.answer
   if type(answer) ~= "table" or answer.action ~= "accept"
       or type(answer.content) ~= "table" then
     return false
   end
   local response = response_of(answer.content)
+  if not response then
+    core.log("warn", "MCP: an answer to thread " .. id .. " did not fit "
+      .. "the form it was asked with; the thread still waits")
+    return false
+  end
   response.by, response.channel = peer.by, "mcp"
-  local ok, err = runner.respond(id, response)
-  if not ok then
+  local rok, err = runner.respond(id, response)
+  if not rok then
     core.log("warn", "MCP: the answer to thread " .. id .. " was refused: "
       .. tostring(err))
     return false
   end
-  return true
+  return "answered"
 end
 
 
@@ -206,17 +293,30 @@ local function follow(id, key, token, peer)
     if status == "running" then
       if runner.draining then
         return text_result(string.format("spool is shutting down; thread "
-          .. "%s goes on, and GET /v1/threads/%s will have its result",
-          id, id), true, nil, id)
+          .. "%s goes on, and `spool show %s` will have its result", id,
+          id), true, nil, id)
       end
       if not peer.alive() then
         return nil -- the client went away; the thread goes on
       end
-    elseif status ~= "waiting" or not elicit(id, human.view(
-        t:pending_request().data), peer) then
+    elseif status ~= "waiting" then
       return outcome(t)
+    else
+      local asked_person = elicit(id, t:pending_request().data, peer, key)
+      if calls[key] ~= id then
+        return nil
+      end
+      if not asked_person then
+        return outcome(t)
+      end
     end
   end
+end
+
+
+-- A request id is a string or an integer (JSON-RPC; MCP: never null).
+local function valid_id(id)
+  return type(id) == "string" or math.type(id) == "integer"
 end
 
 
@@ -228,6 +328,11 @@ local function call_tool(msg, peer)
   local entry = loader.current(params.name)
   if not entry or loader.problem(params.name) then
     return rpc_error(msg.id, INVALID_PARAMS, "unknown tool: " .. params.name)
+  end
+  local key = peer.key .. "/" .. json.encode(msg.id)
+  if calls[key] then
+    return rpc_error(msg.id, INVALID_REQUEST, "request id "
+      .. json.encode(msg.id) .. " is already in use by a call in flight")
   end
   local args = params.arguments
   if type(args) ~= "table" or type(args.input) ~= "string" then
@@ -245,13 +350,15 @@ local function call_tool(msg, peer)
       (tostring(err):gsub("^%u+: ", "")), true) }
   end
   local id = thread_mod.new_id()
-  local key = peer.key .. "/" .. json.encode(msg.id)
   calls[key] = id
   runner.start(agent, args.input, id)
-  local meta = params._meta
-  local ok, result = pcall(follow, id, key,
-    type(meta) == "table" and meta.progressToken or nil, peer)
-  calls[key] = nil
+  local meta = type(params._meta) == "table" and params._meta or {}
+  local token = meta.progressToken
+  local ok, result = pcall(follow, id, key, valid_id(token) and token or nil,
+    peer)
+  if calls[key] == id then
+    calls[key] = nil
+  end
   if not ok then
     error(result, 0)
   end
@@ -260,75 +367,56 @@ end
 
 
 local function cancelled(params, peer)
-  local key = type(params) == "table" and params.requestId ~= nil
+  local key = type(params) == "table" and valid_id(params.requestId)
     and peer.key .. "/" .. json.encode(params.requestId)
   local id = key and calls[key]
   if id then
     calls[key] = nil
     runner.cancel(id, "cancelled by the MCP client"
-      .. (type(params.reason) == "string" and (": " .. params.reason) or ""))
+      .. (type(params.reason) == "string" and (": " .. params.reason:sub(1,
+        200)) or ""))
   end
 end
 
 
 function M.handle(msg, peer)
-  if type(msg) ~= "table" or msg.jsonrpc ~= "2.0" then
-    return rpc_error(json.null, INVALID_REQUEST, "not a JSON-RPC 2.0 message")
+  local id = type(msg) == "table" and valid_id(msg.id) and msg.id
+    or json.null
+  if type(msg) ~= "table" or json.is_array(msg) or msg.jsonrpc ~= "2.0"
+      or (msg.id ~= nil and id == json.null) then
+    return rpc_error(id, INVALID_REQUEST, "not a JSON-RPC 2.0 request: it "
+      .. "needs \"jsonrpc\": \"2.0\", and an id (if any) that is a string "
+      .. "or an integer")
   end
   local method = msg.method
+  if method == nil then
+    M.answered(msg, peer.by) -- a client's answer to a request of ours
+    return nil
+  elseif type(method) ~= "string" then
+    return msg.id ~= nil and rpc_error(id, INVALID_REQUEST,
+      "\"method\" must be a string") or nil
+  elseif msg.params ~= nil and (type(msg.params) ~= "table"
+      or json.is_array(msg.params)) then
+    return msg.id ~= nil and rpc_error(id, INVALID_PARAMS,
+      "\"params\" must be an object") or nil
+  end
   if msg.id == nil then
     if method == "notifications/cancelled" then
       cancelled(msg.params, peer)
     end
     return nil -- notifications/initialized, and any other, need nothing
   end
-  if type(method) ~= "string" then
-    return nil -- a reply to a request of ours: the transport routes those
-  end
   if method == "initialize" then
-    return { jsonrpc = "2.0", id = msg.id,
+    return { jsonrpc = "2.0", id = id,
              result = initialize(msg.params, peer) }
   elseif method == "ping" then
-    return { jsonrpc = "2.0", id = msg.id, result = {} }
+    return { jsonrpc = "2.0", id = id, result = {} }
   elseif method == "tools/list" then
-    return { jsonrpc = "2.0", id = msg.id, result = list_tools() }
+    return { jsonrpc = "2.0", id = id, result = list_tools() }
   elseif method == "tools/call" then
     return call_tool(msg, peer)
   end
-  return rpc_error(msg.id, NO_METHOD, "spool does not offer " .. method)
-end
-
-
--- Requests to clients (elicitation) that wait for their answers, by id:
--- ids are random, so an answer finds its request whichever session or
--- transport it comes back through.
-local asked = {}
-
--- A peer.ask for a transport that sends a message with send(msg) -> ok.
-function M.asker(send)
-  return function(method, params, ms)
-    local id = "spool-" .. core.random_id()
-    local waiting = { signal = core.signal() }
-    asked[id] = waiting
-    if send({ jsonrpc = "2.0", id = id, method = method, params = params })
-    then
-      waiting.signal:wait(ms)
-    end
-    asked[id] = nil
-    return waiting.answer
-  end
-end
-
-
--- A client's answer to a request of ours (a message with an id and no
--- method): handed to the request that waits for it, if one does.
-function M.answered(msg)
-  local waiting = type(msg.id) == "string" and asked[msg.id]
-  if waiting then
-    asked[msg.id] = nil
-    waiting.answer = msg.result
-    waiting.signal:notify()
-  end
+  return rpc_error(id, NO_METHOD, "spool does not offer " .. method)
 end
 
 

@@ -198,8 +198,9 @@ local function handle_route(req, route, params)
   if status == nil then
     return { status = 200, body = "" } -- a stream, which is over
   end
-  if value == nil and text == nil then
-    return reply(status, "", headers) -- 202: taken, nothing to say
+  if value == nil and text == nil then -- 202: taken, nothing to say
+    metrics.add("spool_http_requests_total", { code = status })
+    return { status = status, body = "", headers = headers }
   end
   if text then
     return reply(status, text, headers, "text/plain; version=0.0.4; "
