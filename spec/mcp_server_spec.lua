@@ -9,48 +9,16 @@ local workers = require "spec.serve_support"
 
 local curl = workers.curl
 
-local AGENT = [[
-local spool = require "spool"
-return spool.agent {
-  description = "Does small jobs: notes steps, refunds, asks a person.",
-  prompt = "p.md", max_steps = 20, tools = {
-  note = { params = { text = "string" }, side_effects = false,
-           run = function(a) return "noted " .. a.text end },
-  refund = { params = { amount = "number" }, approve = true,
-             run = function(a) return "refunded " .. a.amount end },
-  ask = spool.human.ask,
-  finish = spool.done } }
-]]
-
--- "steps:N" notes N times; "refund" asks approval of a refund first;
--- "ask" asks a person a question; then it finishes with what it got.
-local MOCK = [[
-return { latency_ms = tonumber(os.getenv("SPEC_LATENCY") or "0"), rules = {
-  { reply = function(conv)
-      local n = tonumber(conv.user:match("steps:(%d+)") or "0")
-      if conv.turns == 0 and conv.user:match("^refund") then
-        return { tool = "refund", args = { amount = 5 } }
-      end
-      if conv.turns == 0 and conv.user:match("^ask") then
-        return { tool = "ask", args = { question = "Which colour?" } }
-      end
-      if conv.turns < n then
-        return { tool = "note", args = { text = "step " .. conv.turns } }
-      end
-      -- What the person said, or the refund's result.
-      local said = n == 0 and conv.tool_results[1]
-      return { tool = "finish", args = { answer = "done after "
-        .. conv.turns .. (said and (": " .. said.content) or "") } }
-    end } } }
-]]
+-- The agent w of spec/fixtures/desk: notes steps, refunds (with a
+-- person's approval), asks a person; its mock model is there too.
+local DESK = h.ROOT .. "/spec/fixtures/desk"
 
 local CLIENT = h.ROOT .. "/spec/npm/sdk_client.mjs"
 
 local function project(latency)
   local dir = h.tmpdir()
-  h.write_files(dir, { ["agents/w.lua"] = AGENT, ["prompts/p.md"] = "Work.",
-                       ["agents/broken.lua"] = "return {",
-                       ["mock.lua"] = MOCK })
+  h.sh(string.format("cp -R %s/. %s", h.q(DESK), h.q(dir)))
+  h.write_files(dir, { ["agents/broken.lua"] = "return {" })
   local mock = h.mock_process(dir .. "/mock.lua", nil,
     "SPEC_LATENCY=" .. (latency or 0))
   finally(function()

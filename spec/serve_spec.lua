@@ -276,7 +276,9 @@ describe("the control API", function()
       local v = json.decode(data)
       seen[#seen + 1] = kind .. " " .. (v.thread or v.agent)
     end
-    assert.are.same({ "thread.waiting " .. waiting.id,
+    assert.are.same({ "thread.started " .. waiting.id,
+                      "thread.waiting " .. waiting.id,
+                      "thread.started " .. done.id,
                       "thread.done " .. done.id,
                       "reload_failed broken" }, seen)
     assert.are.equal(0, hub.subscribed())

@@ -11,8 +11,8 @@
 --   hub.wake(id)                    wake thread id's followers (another
 --                                   worker committed to it)
 --
--- And notices about the engine as a whole (a thread waits or ends, an
--- agent reloads), which are not stored: each subscriber gets those sent
+-- And notices about the engine as a whole (a thread starts, waits or
+-- ends, an agent reloads), which are not stored: each subscriber gets those sent
 -- while it is subscribed, up to a bounded backlog.
 --
 --   hub.subscribe() -> sub          sub.signal, sub.queue, sub.dropped
@@ -123,6 +123,13 @@ end
 
 
 thread_mod.on_commit = function(thread, first, last)
+  -- A thread that starts is a notice (the ones that wait or end are the
+  -- webhooks': spool.serve.webhooks), so a list of threads shows it.
+  if first == 1 and not thread.parent and next(subscribers) then
+    M.broadcast({ type = "thread.started", thread = thread.id,
+                  agent = thread.agent, at = thread.events[1].at,
+                  status = "running" })
+  end
   for _, fn in ipairs(listeners) do
     for i = first, last do
       local ok, err = pcall(fn, thread, thread.events[i])

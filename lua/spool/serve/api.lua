@@ -18,6 +18,7 @@ local human = require "spool.human"
 local channels = require "spool.serve.channels"
 local common = require "spool.serve.channels.common"
 local mcp_endpoint = require "spool.mcp.endpoint"
+local inspector = require "spool.serve.inspector"
 
 local M = {}
 
@@ -457,8 +458,25 @@ local function mcp(req, _, body)
 end
 
 
+-- The web inspector's page and files (spool.serve.inspector): public,
+-- past the Host check only.
+local function inspector_page(req)
+  local status, body, headers = inspector.file("index.html",
+    req.headers["if-none-match"])
+  return status, nil, headers, body
+end
+
+local function inspector_file(req, p)
+  local status, body, headers = inspector.file(p.file,
+    req.headers["if-none-match"])
+  return status, nil, headers, body
+end
+
+
 -- The routes: method, path template ({name} matches one segment), handler.
 M.routes = {
+  { "GET", "/", inspector_page, public = true },
+  { "GET", "/ui/{file}", inspector_file, public = true },
   { "GET", "/healthz", health },
   { "GET", "/metrics", metrics_text },
   { "GET", "/v1/agents", list_agents },

@@ -6,7 +6,8 @@
 --   2. Route and method (404, 405).
 --   3. Host: on a loopback address, the Host header must name this server
 --      (a web page cannot reach it through DNS rebinding).
---   4. Token: every route needs "Authorization: Bearer <token>", on
+--   4. Token: every route but the web inspector's files (which hold no
+--      data: spool.serve.inspector) needs "Authorization: Bearer <token>", on
 --      loopback too (a model that steers an agent's HTTP tool, or a local
 --      process, must not be able to approve a call). The token is
 --      $SPOOL_TOKEN (or --token-env), else the project's own, kept in
@@ -40,6 +41,7 @@ local webhooks = require "spool.serve.webhooks"
 local channels = require "spool.serve.channels"
 local common = require "spool.serve.channels.common"
 local config = require "spool.base.config"
+local inspector = require "spool.serve.inspector"
 
 local M = {}
 
@@ -248,6 +250,9 @@ local function gate_and_handle(req)
     return fail(403, "forbidden_host", "the Host header does not name this "
       .. "server")
   end
+  if route.public then
+    return handle_route(req, route, params) -- the inspector's files
+  end
   req.principal = principal(req)
   if not req.principal then
     return fail(401, "unauthorized", "a valid bearer token is required "
@@ -347,6 +352,7 @@ function M.start(opts)
   runner.draining = false
   -- Every agent loaded and checked now, so /v1/agents lists them all.
   loader.reload()
+  inspector.load()
   local err
   server, err = core.listen { host = host, port = opts.port or 0,
     handler = handle, max_body = opts.max_body or 1024 * 1024,

@@ -1,0 +1,83 @@
+-- The web inspector (issue 24), served by `spool serve` at /: its files
+-- behind the Host check and a strict Content-Security-Policy, and what a
+-- person does with it in a real browser (Debian's Chromium, headless,
+-- driven by playwright-core: spec/npm/inspector_e2e.mjs). Screenshots of
+-- each page land in build/artifacts/inspector (not committed).
+local h = require "spec.support"
+local workers = require "spec.serve_support"
+
+local curl = workers.curl
+local DESK = h.ROOT .. "/spec/fixtures/desk"
+local SHOTS = os.getenv("SPOOL_ARTIFACTS") or (h.ROOT .. "/build/artifacts")
+
+local function serve()
+  local dir = h.tmpdir()
+  h.sh(string.format("cp -R %s/. %s", h.q(DESK), h.q(dir)))
+  local mock = h.mock_process(dir .. "/mock.lua")
+  local s = workers.serve(dir, mock)
+  finally(function()
+    s.kill()
+    mock.stop()
+    h.remove(dir)
+  end)
+  return s
+end
+
+-- GET of a path: status, headers (lower-case names), body.
+local function get(s, path, extra)
+  local out = h.sh(string.format("curl -s -D - -m 10 %s %s%s", extra or "",
+    s.url, path))
+  local head, body = out:match("^(.-)\r\n\r\n(.*)$")
+  local headers = {}
+  for name, value in (head or ""):gmatch("\n([^:\r\n]+): ([^\r\n]*)") do
+    headers[name:lower()] = value
+  end
+  return tonumber((head or ""):match("^HTTP/%S+ (%d+)")), headers, body
+end
+
+describe("the web inspector", function()
+  it("serves its page and files without the token, behind the Host check "
+    .. "and a strict policy", function()
+    local s = serve()
+    local status, headers, body = get(s, "/")
+    assert.are.equal(200, status)
+    assert.matches("^text/html", headers["content-type"])
+    assert.matches('<script type="module" src="/ui/app.js">', body, 1, true)
+    local csp = headers["content-security-policy"]
+    assert.matches("script-src 'self';", csp, 1, true)
+    assert.matches("default-src 'none'", csp, 1, true)
+    assert.matches("frame-ancestors 'none'", csp, 1, true)
+    assert.is_nil(csp:find("unsafe", 1, true))
+    assert.are.equal("nosniff", headers["x-content-type-options"])
+    status, headers = get(s, "/ui/app.js")
+    assert.are.equal(200, status)
+    assert.matches("^text/javascript", headers["content-type"])
+    -- Unchanged: not sent again.
+    status = get(s, "/ui/app.js", "-H " .. h.q("If-None-Match: "
+      .. headers.etag))
+    assert.are.equal(304, status)
+    -- Only the files that ship: no path reaches the disk.
+    assert.are.equal(404, (get(s, "/ui/..%2f..%2fspool.lua")))
+    assert.are.equal(404, (get(s, "/ui/nothing.js")))
+    -- Another site's page cannot load it through DNS rebinding.
+    assert.are.equal(403, (get(s, "/", "-H 'Host: evil.example'")))
+    -- The data still needs the token.
+    assert.are.equal(401, (curl(s, "GET", "/v1/threads", nil,
+      "-H 'Authorization: Bearer wrong'")))
+  end)
+
+  it("lets a person follow a thread and act on it in a browser", function()
+    local s = serve()
+    local shots = SHOTS .. "/inspector"
+    h.sh("mkdir -p " .. h.q(shots))
+    local out, code = h.sh(string.format("node %s %s %s %s 2>&1",
+      h.q(h.ROOT .. "/spec/npm/inspector_e2e.mjs"), h.q(s.url), h.q(s.token),
+      h.q(shots)))
+    assert(code == 0 and out:find('{"ok":true}', 1, true), out
+      .. "\nserve's log:\n" .. s.log():sub(-3000))
+    for _, page in ipairs { "login-refused", "threads", "thread-waiting",
+                            "thread-done", "inbox", "agents" } do
+      assert.is_true(#h.slurp(shots .. "/" .. page .. ".png") > 1000, page)
+    end
+  end)
+end)

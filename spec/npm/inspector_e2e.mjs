@@ -1,0 +1,127 @@
+// The web inspector in a real browser (Debian's Chromium, headless, driven
+// by playwright-core) for spec/inspector_spec.lua: what a person does,
+// found the way a person (or a screen reader) finds it, by role and label.
+// Usage: node inspector_e2e.mjs URL TOKEN SHOTS_DIR
+// Prints one JSON line per check passed, then { ok: true }; exits 1 with
+// { error } at the first that fails.
+import { chromium } from "playwright-core";
+
+const [url, token, shots] = process.argv.slice(2);
+const auth = { Authorization: `Bearer ${token}`, "Content-Type": "application/json" };
+const say = (v) => process.stdout.write(JSON.stringify(v) + "\n");
+const api = async (method, path, body) => {
+  const res = await fetch(url + path, { method, headers: auth, body: body && JSON.stringify(body) });
+  return res.json();
+};
+const until = async (what, fn, ms = 15000) => {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+};
+const start = async (input) => (await api("POST", "/v1/threads", { agent: "w", input, wait_ms: 5000 })).id;
+
+const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ["--no-sandbox"] });
+const problems = [];
+try {
+  const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
+  // (The refused token and the refused arguments are errors the page
+  // expects; anything else the console says is one it does not.)
+  page.on("console", (m) => {
+    if (m.type() === "error" && !/status of (401|422)\b/.test(m.text())) problems.push(m.text());
+  });
+  page.on("pageerror", (e) => problems.push(String(e)));
+  const shot = (name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+
+  // A wrong token is refused, and said so.
+  await page.goto(url + "/");
+  await page.getByLabel("API token").fill("not-the-token");
+  await page.getByRole("button", { name: "Open" }).click();
+  await page.getByRole("alert").filter({ hasText: "not this server's" }).waitFor();
+  await shot("login-refused");
+  say({ check: "wrong token refused" });
+
+  await page.getByLabel("API token").fill(token);
+  await page.getByRole("button", { name: "Open" }).click();
+  await page.getByRole("heading", { name: "Threads" }).waitFor();
+
+  // A thread started through the API appears, live.
+  const refund = await start("refund please");
+  const row = page.locator(`tr[data-thread="${refund}"]`);
+  await row.waitFor();
+  await shot("threads");
+  say({ check: "a new thread appears live", thread: refund });
+
+  // Open it: its steps, and what it waits for.
+  await row.getByRole("link", { name: refund }).click();
+  await page.getByRole("heading", { name: `Thread ${refund}` }).waitFor();
+  await page.getByText("asks a person").first().waitFor();
+  await page.getByText("Waits for approval").waitFor();
+  await shot("thread-waiting");
+  say({ check: "a thread's steps and its wait" });
+
+  // Edited arguments that do not fit the tool: the server's error, in place.
+  const args = page.getByLabel(/Arguments of refund/);
+  await args.fill('{"amount": "seven"}');
+  await page.getByRole("button", { name: "Approve" }).click();
+  await page.getByRole("alert").filter({ hasText: "do not fit the tool" }).waitFor();
+  await shot("thread-bad-args");
+  say({ check: "edited arguments checked against the schema" });
+
+  // Edited arguments that fit: approved, and the thread finishes.
+  await args.fill('{"amount": 7}');
+  await page.getByRole("button", { name: "Approve" }).click();
+  await page.locator(".facts .badge.done").waitFor();
+  await page.getByText("refunded 7").first().waitFor();
+  await shot("thread-done");
+  say({ check: "approved with edited arguments, and done" });
+
+  // The inbox: reject one with a reason; answer a question by keyboard.
+  const other = await start("refund again");
+  const question = await start("ask me");
+  await page.getByRole("link", { name: "Inbox" }).click();
+  await page.locator(`article[data-thread="${other}"]`).waitFor();
+  await page.locator(`article[data-thread="${question}"]`).waitFor();
+  await shot("inbox");
+  const card = page.locator(`article[data-thread="${other}"]`);
+  await card.getByLabel("Reason, to reject").fill("not this customer");
+  await card.getByRole("button", { name: "Reject" }).click();
+  await until("the rejection", async () => (await api("GET", `/v1/threads/${other}`)).status === "done");
+  const rejected = (await api("GET", `/v1/threads/${other}`)).events.find((e) => e.type === "human_response");
+  if (rejected.data.approved !== false || rejected.data.reason !== "not this customer") throw new Error("rejection: " + JSON.stringify(rejected.data));
+  say({ check: "rejected with a reason" });
+
+  const ask = page.locator(`article[data-thread="${question}"]`);
+  await ask.getByRole("textbox", { name: "Answer", exact: true }).focus();
+  await page.keyboard.type("blue");
+  await page.keyboard.press("Tab");
+  await page.keyboard.press("Enter");
+  await until("the answer", async () => (await api("GET", `/v1/threads/${question}`)).result === "done after 1: blue");
+  say({ check: "a question answered with the keyboard" });
+
+  // Every control has a name in the accessibility tree.
+  await page.getByRole("link", { name: "Threads" }).click();
+  await page.getByRole("heading", { name: "Threads" }).waitFor();
+  const tree = await page.locator("body").ariaSnapshot();
+  for (const want of ['combobox "Status"', 'combobox "Agent"', 'searchbox "Thread id"', 'button "Live updates: on"', 'navigation "Sections"']) {
+    if (!tree.includes(want)) throw new Error(`the accessibility tree lacks ${want}:\n${tree}`);
+  }
+  say({ check: "controls are named in the accessibility tree" });
+
+  await page.getByRole("link", { name: "Agents" }).click();
+  await page.getByRole("heading", { name: "Agents" }).waitFor();
+  await page.getByRole("link", { name: "w", exact: true }).waitFor();
+  await shot("agents");
+  say({ check: "agents listed" });
+
+  if (problems.length) throw new Error("the page reported: " + problems.join(" | "));
+  say({ ok: true });
+} catch (e) {
+  say({ error: String(e && e.stack || e), problems });
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
