@@ -66,6 +66,34 @@ describe("the web inspector", function()
       "-H 'Authorization: Bearer wrong'")))
   end)
 
+  it("gives a step's exact request and forks a thread through the API, "
+    .. "and refuses what does not exist", function()
+    local s = serve()
+    local status, v = curl(s, "POST", "/v1/threads",
+      '{"agent":"w","input":"steps:1","wait_ms":5000}')
+    assert.are.equal(201, status)
+    local id = v.id
+    status, v = curl(s, "GET", "/v1/threads/" .. id .. "/steps/1")
+    assert.are.equal(200, status)
+    assert.is_true(v.seen)
+    assert.are.equal("steps:1", v.body.messages[2].content)
+    assert.is_nil(v.text)
+    assert.are.equal(404, (curl(s, "GET", "/v1/threads/" .. id .. "/steps/9")))
+    assert.are.equal(404, (curl(s, "GET", "/v1/threads/t_none/steps/1")))
+    status, v = curl(s, "POST", "/v1/threads/" .. id .. "/fork", '{"at":1}')
+    assert.are.equal(201, status)
+    assert.are_not.equal(id, v.id)
+    -- The fork runs on from its first event, as a new thread.
+    h.wait_for(function()
+      local _, f = curl(s, "GET", "/v1/threads/" .. v.id)
+      return f.status == "done"
+    end, 15000, "the fork to run")
+    assert.are.equal(422, (curl(s, "POST", "/v1/threads/" .. id .. "/fork",
+      '{"at":0}')))
+    assert.are.equal(422, (curl(s, "POST", "/v1/threads/" .. id .. "/fork",
+      '{}')))
+  end)
+
   it("lets a person follow a thread and act on it in a browser", function()
     local s = serve()
     local shots = SHOTS .. "/inspector"

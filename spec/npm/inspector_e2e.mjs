@@ -79,6 +79,26 @@ try {
   await shot("thread-done");
   say({ check: "approved with edited arguments, and done" });
 
+  // Where the time went, and the exact request of step 1.
+  await page.getByRole("figure").getByText("Steps over time").waitFor();
+  const request = page.getByText("The request as sent").first();
+  await request.click();
+  await page.locator("details.request pre").first().getByText('"refund please"').waitFor();
+  await page.locator("details.request").first().getByRole("cell", { name: "input" }).waitFor();
+  await shot("thread-request");
+  say({ check: "a step's waterfall and its exact request" });
+
+  // Fork at the first event: a new thread, opened, that goes on from there.
+  await page.getByRole("button", { name: "Fork a new thread at event 1", exact: true }).click();
+  const forked = await until("the fork's page", async () => {
+    const m = /#\/threads\/(t_\w+)/.exec(page.url());
+    return m && m[1] !== refund && m[1];
+  });
+  await page.getByRole("heading", { name: `Thread ${forked}` }).waitFor();
+  await until("the fork to run", async () => (await api("GET", `/v1/threads/${forked}`)).status === "waiting");
+  await api("POST", `/v1/threads/${forked}/events`, { type: "reject", reason: "a fork" });
+  say({ check: "forked at an event, and the fork runs" });
+
   // The inbox: reject one with a reason; answer a question by keyboard.
   const other = await start("refund again");
   const question = await start("ask me");

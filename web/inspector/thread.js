@@ -12,6 +12,7 @@ export async function threadPage({ app, main, signal }, id) {
   const header = h("div", { class: "thread-head" });
   const actions = h("div");
   const timeline = h("ol", { class: "timeline", "aria-label": "Timeline" });
+  const waterfall = h("div", { class: "waterfall" });
   const onlyNoteworthy = h("input", { id: "only-noteworthy", type: "checkbox", onchange: () => draw() });
   let thread;
 
@@ -20,7 +21,7 @@ export async function threadPage({ app, main, signal }, id) {
     header, actions,
     h("div", { class: "row" },
       onlyNoteworthy, h("label", { for: "only-noteworthy", text: "Only failed or waiting steps" })),
-    timeline);
+    waterfall, timeline);
 
   async function load() {
     thread = await api("GET", `/v1/threads/${encodeURIComponent(id)}`);
@@ -57,11 +58,43 @@ export async function threadPage({ app, main, signal }, id) {
       const noteworthy = events.some((e) => NOTEWORTHY.has(e.type));
       if (onlyNoteworthy.checked && !noteworthy) continue;
       const took = events.length > 1 ? events[events.length - 1].at - events[0].at : 0;
+      const asked = events.some((e) => e.type === "model_call");
       items.push(h("li", { class: `step${noteworthy ? " noteworthy" : ""}` },
         h("h2", { text: step === 0 ? "Start" : `Step ${step}` }, took ? h("span", { class: "took", text: ` ${took} ms` }) : null),
-        h("ul", { class: "events" }, events.map(eventItem))));
+        asked ? requestOf(step) : null,
+        h("ul", { class: "events" }, events.map((ev) => eventItem(ev, fork)))));
     }
+    fill(waterfall, drawWaterfall(steps));
     fill(timeline, items.length ? items : h("li", { text: "Nothing to show." }));
+  }
+
+  // The exact request of a step, loaded when opened.
+  function requestOf(step) {
+    const body = h("div", { text: "Loading…" });
+    const box = h("details", { class: "request" }, h("summary", { text: "The request as sent" }), body);
+    box.addEventListener("toggle", async () => {
+      if (!box.open || box.dataset.loaded) return;
+      box.dataset.loaded = "1";
+      try {
+        const v = await api("GET", `/v1/threads/${encodeURIComponent(thread.id)}/steps/${step}`);
+        fill(body,
+          h("p", { class: "meta", text: `POST ${v.endpoint.url} · ${v.endpoint.model} (${v.endpoint.provider})${v.budget ? ` · window ${v.total} of ${v.budget} tokens` : ""}${v.seen ? "" : " · not sent yet"}` }),
+          h("table", { class: "tokens" },
+            h("thead", {}, h("tr", {}, ["Event", "Type", "Tokens", "Shown", "Policy"].map((t) => h("th", { scope: "col", text: t })))),
+            h("tbody", {}, v.events.map((r) => h("tr", {},
+              h("td", { text: r.seq }), h("td", { text: r.type }), h("td", { text: r.tokens ?? "" }),
+              h("td", { text: r.shown ?? "" }), h("td", { text: r.action ? r.action + (r.into ? ` into event ${r.into}` : "") : "" }))))),
+          h("pre", { text: json(v.body) }));
+      } catch (e) {
+        fill(body, h("p", { class: "error", role: "alert", text: e.message }));
+      }
+    });
+    return box;
+  }
+
+  async function fork(seq) {
+    const t = await api("POST", `/v1/threads/${encodeURIComponent(thread.id)}/fork`, { at: seq });
+    location.hash = `#/threads/${t.id}`;
   }
 
   async function cancel(ev) {
@@ -87,13 +120,33 @@ export async function threadPage({ app, main, signal }, id) {
   }, signal).catch(() => {});
 }
 
+// How long each step took, as bars on one scale: where the time went.
+function drawWaterfall(steps) {
+  const all = [...steps.values()].flat();
+  if (all.length < 2) return null;
+  const start = all[0].at, span = Math.max(1, all[all.length - 1].at - start);
+  return h("figure", {},
+    h("figcaption", { text: `Steps over time (${span} ms in all)` }),
+    [...steps].filter(([step]) => step > 0).map(([step, events]) => {
+      const from = events[0].at - start, took = events[events.length - 1].at - events[0].at;
+      const bar = h("span", { class: "took-bar" });
+      bar.style.marginLeft = `${(100 * from) / span}%`;
+      bar.style.width = `${Math.max(0.5, (100 * took) / span)}%`;
+      return h("div", { class: "lane", title: `step ${step}: ${took} ms` },
+        h("span", { class: "lane-name", text: `step ${step}` }), h("span", { class: "track" }, bar),
+        h("span", { class: "took", text: `${took} ms` }));
+    }));
+}
+
 function fact(name, value) {
   return [h("dt", { text: name }), h("dd", {}, value)];
 }
 
-function eventItem(ev) {
+function eventItem(ev, fork) {
   const d = ev.data || {};
-  const at = h("time", { text: time(ev.at) });
+  const at = [h("button", { type: "button", class: "small", title: `A new thread from events 1 to ${ev.seq}`,
+    text: "Fork here", "aria-label": `Fork a new thread at event ${ev.seq}`, onclick: () => fork(ev.seq) }),
+    h("time", { text: time(ev.at) })];
   const head = (label, ...rest) => h("div", { class: "event-head" }, h("span", { class: `kind ${ev.type}`, text: label }), ...rest, at);
   switch (ev.type) {
     case "input":

@@ -13,6 +13,7 @@ local runner = require "spool.run.runner"
 local loader = require "spool.run.loader"
 local hub = require "spool.run.hub"
 local await = require "spool.run.await"
+local step_request = require "spool.run.step_request"
 local metrics = require "spool.serve.metrics"
 local human = require "spool.human"
 local channels = require "spool.serve.channels"
@@ -275,6 +276,41 @@ local function send_event(req, p, body)
 end
 
 
+-- What the model saw at a step (spool.run.step_request), as the thread's
+-- agent renders it now.
+local function step_view(_, p)
+  local t = load_thread(p.id)
+  local n = math.tointeger(tonumber(p.n))
+  if not n or n < 1 then
+    M.fail(404, "not_found", "steps are numbered from 1")
+  end
+  local agent, err = loader.load(t.agent)
+  if not agent then
+    M.engine_error(err)
+  end
+  local v, verr = step_request(t, agent, n)
+  if not v then
+    M.engine_error(verr)
+  end
+  v.text = nil
+  return 200, v
+end
+
+
+-- A new thread from the first `at` events of this one; the server runs
+-- it on from there.
+local function fork_thread(_, p, body)
+  load_thread(p.id)
+  local at = field(body, "at", "integer", true)
+  local t, err = runner.fork(p.id, at)
+  if not t then
+    M.engine_error(err)
+  end
+  return 201, { id = t.id, forked_from = p.id, at = at },
+    { Location = "/v1/threads/" .. t.id }
+end
+
+
 local function cancel_thread(_, p)
   load_thread(p.id)
   local live = runner.is_live(p.id)
@@ -486,6 +522,8 @@ M.routes = {
   { "GET", "/v1/threads/{id}", get_thread },
   { "POST", "/v1/threads/{id}/events", send_event },
   { "POST", "/v1/threads/{id}/cancel", cancel_thread },
+  { "POST", "/v1/threads/{id}/fork", fork_thread },
+  { "GET", "/v1/threads/{id}/steps/{n}", step_view },
   { "GET", "/v1/threads/{id}/stream", stream_thread },
   { "GET", "/v1/events", stream_notices },
   { "POST", "/mcp", mcp },
