@@ -73,6 +73,10 @@ describe("the web inspector", function()
       '{"agent":"w","input":"steps:1","wait_ms":5000}')
     assert.are.equal(201, status)
     local id = v.id
+    status, v = curl(s, "GET", "/v1/threads?counts=true&limit=1")
+    assert.are.equal(200, status)
+    assert.are.same({ running = 0, waiting = 0, done = 1, failed = 0,
+                      cancelled = 0 }, v.counts)
     status, v = curl(s, "GET", "/v1/threads/" .. id .. "/steps/1")
     assert.are.equal(200, status)
     assert.is_true(v.seen)

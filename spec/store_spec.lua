@@ -38,6 +38,24 @@ describe("durable steps", function()
     assert.are.equal("integer", math.type(record.events[4].data.result))
   end)
 
+  it("counts threads by status, of one agent or of all", function()
+    mock = scripted { "done" }
+    local agent = h.agent({}, mock)
+    local before = assert(store.by_status())
+    local t = h.run(agent, "hi")
+    assert.are.equal("done", t:status())
+    local after = assert(store.by_status())
+    assert.are.equal((before.done or 0) + 1, after.done)
+    for status, n in pairs(before) do
+      if status ~= "done" then
+        assert.are.equal(n, after[status], status)
+      end
+    end
+    local mine = assert(store.by_status(agent.name))
+    assert.is_true(mine.done >= 1)
+    assert.are.same({}, assert(store.by_status("nobody-has-this-agent")))
+  end)
+
   it("stores the intent before a tool with side effects runs", function()
     local seen
     mock = scripted { { tool = "act", args = {} }, "ok" }

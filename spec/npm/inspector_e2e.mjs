@@ -53,7 +53,8 @@ try {
   const row = page.locator(`tr[data-thread="${refund}"]`);
   await row.waitFor();
   await shot("threads");
-  say({ check: "a new thread appears live", thread: refund });
+  await page.getByRole("group", { name: "Threads by status" }).getByRole("button", { name: "waiting 1" }).waitFor();
+  say({ check: "a new thread appears live, and the counts by status", thread: refund });
 
   // Open it: its steps, and what it waits for.
   await row.getByRole("link", { name: refund }).click();

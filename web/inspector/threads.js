@@ -17,7 +17,7 @@ export async function threadsPage({ app, main, signal }) {
     agents.map((a) => h("option", { value: a.name, text: a.name, selected: a.name === state.agent })));
   const search = h("input", { id: "f-id", type: "search", placeholder: "t_...", autocomplete: "off" });
   const rows = h("tbody");
-  const counts = h("p", { class: "counts", "aria-live": "polite" });
+  const counts = h("div", { class: "counts", role: "group", "aria-label": "Threads by status" });
   const older = h("button", { type: "button", text: "Older", hidden: true, onclick: () => page(state.next) });
   const newest = h("button", { type: "button", text: "Newest", hidden: true, onclick: () => page(null) });
 
@@ -39,7 +39,7 @@ export async function threadsPage({ app, main, signal }) {
     h("div", { class: "paging" }, newest, older));
 
   async function page(cursor) {
-    const q = new URLSearchParams({ limit: "50" });
+    const q = new URLSearchParams({ limit: "50", counts: "true" });
     if (state.status) q.set("status", state.status);
     if (state.agent) q.set("agent", state.agent);
     if (cursor) q.set("cursor", cursor);
@@ -53,10 +53,10 @@ export async function threadsPage({ app, main, signal }) {
       h("td", { text: t.events ?? "" }),
       h("td", { text: time(t.created_at) }),
       h("td", { text: time(t.updated_at) }))));
-    const by = {};
-    for (const t of list.threads) by[t.status] = (by[t.status] || 0) + 1;
-    counts.textContent = list.threads.length === 0 ? "No threads."
-      : `${list.threads.length} shown: ` + Object.entries(by).map(([s, n]) => `${n} ${s}`).join(", ");
+    fill(counts, STATUSES.slice(1).map((s) => h("button", {
+      type: "button", class: `count${s === state.status ? " chosen" : ""}`, "aria-pressed": String(s === state.status),
+      onclick: () => { state.status = s === state.status ? "" : s; status.value = state.status; reload(); },
+    }, badge(s), ` ${list.counts[s]}`)));
     older.hidden = !list.next_cursor;
     newest.hidden = !cursor;
   }

@@ -37,6 +37,7 @@ typedef enum spool__store_kind {
   SPOOL__STORE_LOAD,        /* a thread and its events */
   SPOOL__STORE_HEAD,        /* a thread without its events */
   SPOOL__STORE_LIST,        /* threads, filtered, newest first */
+  SPOOL__STORE_COUNTS,      /* how many threads of each status */
   SPOOL__STORE_CHILDREN,    /* the child threads of a thread */
   SPOOL__STORE_STATE_GET,   /* one business-state document */
   SPOOL__STORE_STATE_LIST,  /* the documents of a namespace */

@@ -349,6 +349,26 @@ static void op_list(sqlx *x, spool__store_op *op) {
                     SQL_TEXT(op->key ? op->key : "")));
 }
 
+/* {"running": n, ...}: the threads of each status (of one agent, if
+ * given), read through the (status, created_at) index. */
+static void op_counts(sqlx *x, spool__store_op *op) {
+  int rc = Q(x, SQL_COUNTS, SQL_TEXT(op->filter_agent));
+  spool__buf_addc(&op->json, '{');
+  for (int n = 0; rc == SQL_ROW; rc = x->d->next(x->db)) {
+    if (n++)
+      spool__buf_addc(&op->json, ',');
+    add_text(x, &op->json, 0);
+    spool__buf_addc(&op->json, ':');
+    add_int(x, &op->json, 1);
+  }
+  if (rc != SQL_DONE) {
+    db_error(x, op, "cannot count threads");
+    spool__buf_clear(&op->json);
+    return;
+  }
+  spool__buf_addc(&op->json, '}');
+}
+
 static void op_children(sqlx *x, spool__store_op *op) {
   rows_of_threads(x, op, Q(x, SQL_CHILDREN, SQL_TEXT(op->thread_id)));
 }
@@ -706,6 +726,7 @@ void spool__store_sql_exec(const spool__sql_driver *drv, void *db,
       [SPOOL__STORE_LOAD] = op_load,
       [SPOOL__STORE_HEAD] = op_head,
       [SPOOL__STORE_LIST] = op_list,
+      [SPOOL__STORE_COUNTS] = op_counts,
       [SPOOL__STORE_CHILDREN] = op_children,
       [SPOOL__STORE_STATE_GET] = op_state_get,
       [SPOOL__STORE_STATE_LIST] = op_state_list,

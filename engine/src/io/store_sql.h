@@ -35,6 +35,7 @@ enum {
                             statement sees the commits before it, and a
                             step may land between the row and its events) */
   SQL_LIST,              /* status, agent, before, limit, before_id -> rows */
+  SQL_COUNTS,            /* agent -> status, how many (every status) */
   SQL_CHILDREN,          /* id -> thread rows */
   SQL_STATE_GET,         /* ns, key, now -> value, version, updated_at */
   SQL_STATE_LIST,        /* ns, now, after, limit -> key, value, version, at */

@@ -84,6 +84,8 @@ static const char *const sql_text[S_ALL] = {
                  "status = ?1) AND (?2 IS NULL OR agent = ?2) AND (?3 = 0 OR "
                  "created_at < ?3 OR (created_at = ?3 AND id < ?5)) "
                  "ORDER BY created_at DESC, id DESC LIMIT ?4",
+    [SQL_COUNTS] = "SELECT status, count(*) FROM threads WHERE ?1 IS NULL "
+                   "OR agent = ?1 GROUP BY status",
     [SQL_CHILDREN] = "SELECT id, agent, parent, status, created_at, "
                      "updated_at, last_seq, deadline FROM threads WHERE "
                      "parent = ?1 ORDER BY created_at, id",

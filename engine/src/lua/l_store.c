@@ -11,6 +11,7 @@
  *   store_load(id)                              -> JSON | nil, err
  *   store_head(id)                -> JSON: the thread's row, no events
  *   store_list{ status=, agent=, limit=, before=, before_id= } -> JSON
+ *   store_counts([agent])                       -> JSON {status: n}
  *   store_children(id)                          -> JSON
  *   store_state_get(ns, key, now)               -> JSON
  *   store_state_list(ns, after, limit, now)     -> JSON
@@ -280,6 +281,14 @@ static int l_store_list(lua_State *L) {
   return submit(L, op);
 }
 
+static int l_store_counts(lua_State *L) {
+  const char *agent = luaL_optstring(L, 1, NULL);
+  check_store(L);
+  spool__store_op *op = new_op(L, SPOOL__STORE_COUNTS);
+  op->filter_agent = dup(L, op, agent);
+  return submit(L, op);
+}
+
 static int l_store_state_get(lua_State *L) {
   const char *ns = luaL_checkstring(L, 1), *key = luaL_checkstring(L, 2);
   long long now = (long long)luaL_checkinteger(L, 3);
@@ -431,6 +440,7 @@ void spool__open_store(lua_State *L) {
       {"store_head", l_store_head},
       {"store_children", l_store_children},
       {"store_list", l_store_list},
+      {"store_counts", l_store_counts},
       {"store_state_get", l_store_state_get},
       {"store_state_list", l_store_state_list},
       {"store_claim", l_store_claim},

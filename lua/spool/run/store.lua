@@ -285,6 +285,13 @@ function M.release(id, park_ms)
 end
 
 
+-- How many threads there are of each status (of agent, if given):
+-- { running = n, ... }.
+function M.by_status(agent)
+  return decoded(core.store_counts(agent))
+end
+
+
 -- How many threads wait to be taken over (see take_over), claimed by none.
 function M.backlog()
   return decoded(core.store_backlog(core.time()))

@@ -229,7 +229,19 @@ local function list_threads(req)
     local last = rows[#rows]
     next_cursor = string.format("%d.%s", last.created_at, last.id)
   end
-  return 200, { threads = json.array(rows), next_cursor = next_cursor }
+  local counts
+  if query_param(req.query, "counts") == "true" then
+    local stored, err = store.by_status(filter.agent)
+    if not stored then
+      M.engine_error(err)
+    end
+    counts = {}
+    for s in pairs(STATUSES) do
+      counts[s] = math.tointeger(stored[s]) or 0
+    end
+  end
+  return 200, { threads = json.array(rows), next_cursor = next_cursor,
+                counts = counts }
 end
 
 
