@@ -10,10 +10,25 @@ local curl = workers.curl
 local DESK = h.ROOT .. "/spec/fixtures/desk"
 local SHOTS = os.getenv("SPOOL_ARTIFACTS") or (h.ROOT .. "/build/artifacts")
 
-local function serve()
+-- An evaluation of w, as `spool eval` keeps it for spool serve.
+local function evaluate(dir, mock)
+  h.write_files(dir, { ["cases.jsonl"] = table.concat({
+    '{"name": "notes", "input": "steps:1", "expect": {"status": "done", '
+      .. '"answer_equals": "done after 1"}}',
+    '{"name": "refund, approved", "input": "refund", "answers": '
+      .. '[{"approve": true}], "expect": {"status": "done"}}' }, "\n") })
+  local out, err, code = h.cli(string.format("--project %s --base-url %s "
+    .. "eval w --cases %s", h.q(dir), mock.url, h.q(dir .. "/cases.jsonl")))
+  assert(code == 0, tostring(out) .. tostring(err))
+end
+
+local function serve(evaluated)
   local dir = h.tmpdir()
   h.sh(string.format("cp -R %s/. %s", h.q(DESK), h.q(dir)))
   local mock = h.mock_process(dir .. "/mock.lua")
+  if evaluated then
+    evaluate(dir, mock)
+  end
   local s = workers.serve(dir, mock)
   finally(function()
     s.kill()
@@ -99,7 +114,7 @@ describe("the web inspector", function()
   end)
 
   it("lets a person follow a thread and act on it in a browser", function()
-    local s = serve()
+    local s = serve(true)
     local shots = SHOTS .. "/inspector"
     h.sh("mkdir -p " .. h.q(shots))
     local out, code = h.sh(string.format("node %s %s %s %s 2>&1",

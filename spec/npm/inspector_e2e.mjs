@@ -135,8 +135,9 @@ try {
   await page.getByRole("link", { name: "Agents" }).click();
   await page.getByRole("heading", { name: "Agents" }).waitFor();
   await page.getByRole("link", { name: "w", exact: true }).waitFor();
+  await page.getByRole("cell", { name: /100% of 2 runs/ }).getByText("current").waitFor();
   await shot("agents");
-  say({ check: "agents listed" });
+  say({ check: "agents listed, with their latest evals" });
 
   if (problems.length) throw new Error("the page reported: " + problems.join(" | "));
   say({ ok: true });

@@ -1112,7 +1112,9 @@ static int is_store_file(const struct dirent *d) {
   return n > 3 && strcmp(d->d_name + n - 3, ".db") == 0;
 }
 
-static const char *const store_parts[] = {"", "-wal", "-shm", "-journal"};
+/* A store's files, and its report (.db.json: spool serve's /v1/agents). */
+static const char *const store_parts[] = {"", "-wal", "-shm", "-journal",
+                                          ".json"};
 
 /* When a store was last written: a writer in WAL mode writes its -wal. */
 static time_t last_written(const char *path) {

@@ -154,11 +154,11 @@ local function evaluate(version)
   return report
 end
 
-local report, out = nil, {}
+local report, compare_a, out = nil, nil, {}
 if o.compare then
   local a, b = evaluate(o.compare[1]), evaluate(o.compare[2])
   local changed = run_eval.compare(a, b)
-  report = b
+  report, compare_a = b, a
   if o.json then
     io.write(json.encode({ a = a, b = b, changed = changed }), "\n")
   else
@@ -183,6 +183,34 @@ else
     text_report(report, out)
   end
 end
+-- The report beside the evaluation's own store (.spool/evals/X.db.json),
+-- pruned with it: what spool serve shows of each agent version's latest
+-- evaluations. (Not when --db named another store.)
+local function keep(reports)
+  local store, project = config.get().store, config.get().project .. "/"
+  if store:sub(1, #project) ~= project
+      or not store:match("/%.spool/evals/[^/]+%.db$") then
+    return
+  end
+  local kept = json.array()
+  for _, r in ipairs(reports) do
+    local cases = json.array()
+    for _, c in ipairs(r.cases or {}) do
+      cases[#cases + 1] = { name = c.name, runs = c.runs, passes = c.passes,
+                            pass_rate = c.pass_rate }
+    end
+    kept[#kept + 1] = { agent = r.agent, version = r.version, runs = r.runs,
+      passes = r.passes, pass_rate = r.pass_rate, flaky = r.flaky,
+      at = core.time(), cases = cases }
+  end
+  local ok, err = core.write_file(store:sub(#project + 1) .. ".json",
+    json.encode(kept), "w")
+  if not ok then
+    cli:say("eval: the report was not kept for spool serve: " .. tostring(err))
+  end
+end
+keep(o.compare and { compare_a, report } or { report })
+
 if o.junit then
   local f, err = io.open(o.junit, "w")
   if not f then

@@ -20,6 +20,7 @@ local channels = require "spool.serve.channels"
 local common = require "spool.serve.channels.common"
 local mcp_endpoint = require "spool.mcp.endpoint"
 local inspector = require "spool.serve.inspector"
+local evals = require "spool.serve.evals"
 
 local M = {}
 
@@ -462,7 +463,11 @@ end
 
 
 local function list_agents()
-  return 200, { agents = json.array(loader.list()) }
+  local agents, latest = loader.list(), evals.latest()
+  for _, a in ipairs(agents) do
+    a.evals = latest[a.name] or json.array()
+  end
+  return 200, { agents = json.array(agents) }
 end
 
 
