@@ -54,7 +54,14 @@ export async function threadPage({ app, main, signal }, id) {
       steps.get(ev.step).push(ev);
     }
     const items = [];
+    let version = null;
     for (const [step, events] of steps) {
+      // A new version of the agent (a hot reload) from this step on.
+      const v = events[0].v;
+      if (version && v && v !== version) {
+        items.push(h("li", { class: "version-switch", text: `The agent's version ${v} from here (it was ${version})` }));
+      }
+      version = v || version;
       const noteworthy = events.some((e) => NOTEWORTHY.has(e.type));
       if (onlyNoteworthy.checked && !noteworthy) continue;
       const took = events.length > 1 ? events[events.length - 1].at - events[0].at : 0;
@@ -154,7 +161,10 @@ function eventItem(ev, fork) {
     case "model_call":
       return h("li", { class: "event" },
         head("model", ` ${d.provider || ""} ${d.model || ""}`),
-        h("p", { class: "meta", text: `${d.usage?.input_tokens ?? "?"} tokens in, ${d.usage?.output_tokens ?? "?"} out · ${d.latency_ms ?? "?"} ms · ${d.finish_reason || ""}${d.retries ? ` · ${d.retries} retries` : ""}` }),
+        h("p", { class: "meta", text: `${d.usage?.input_tokens ?? "?"} tokens in, ${d.usage?.output_tokens ?? "?"} out · ${d.latency_ms ?? "?"} ms${d.cost_usd ? ` · $${d.cost_usd.toFixed(4)}` : ""} · ${d.finish_reason || ""}` }),
+        // Retries and fallbacks: every attempt the call took, when more than one.
+        d.attempts ? h("ol", { class: "attempts", "aria-label": "Attempts" }, d.attempts.map((a) => h("li", {
+          text: `${a.provider || ""} ${a.model || ""}: ${a.status ?? "no answer"}${a.error ? ` (${a.error})` : ""} · ${a.latency_ms ?? "?"} ms${a.retry_in_ms ? ` · retried after ${a.retry_in_ms} ms` : ""}` }))) : null,
         d.text ? folded(d.text) : null,
         (d.tool_calls || []).map((c) => h("p", { class: "call" }, "asks for ", h("code", { text: c.name }), " ", h("code", { text: c.arguments }))));
     case "intent":
