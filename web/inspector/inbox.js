@@ -19,6 +19,7 @@ export async function inboxPage({ app, main, signal }) {
     const waiting = (await api("GET", "/v1/threads?status=waiting&limit=100")).threads;
     const shown = [];
     for (const row of waiting) {
+      if (row.parent) continue; // a sub-agent's wait is answered on its parent
       const t = await api("GET", `/v1/threads/${row.id}?events=false`);
       if (t.status !== "waiting" || !t.waiting_for) continue;
       const key = `${t.id} ${JSON.stringify(t.waiting_for)}`;

@@ -43,7 +43,11 @@ export async function threadPage({ app, main, signal }, id) {
         t.status === "running" || t.status === "waiting"
           ? h("button", { type: "button", class: "danger", text: "Cancel the thread", onclick: cancel }) : null,
         h("button", { type: "button", text: "Export as JSON lines", onclick: exportLines })));
-    fill(actions, t.status === "waiting" ? actionsFor(t, load) : null);
+    // A sub-agent's wait shows on its parent too, and is answered there.
+    fill(actions, t.status !== "waiting" ? null : t.parent
+      ? h("p", { class: "actions" }, "It waits for ", t.waiting_for?.text || "a person",
+        "; answer it on its parent thread, ", h("a", { href: `#/threads/${t.parent}`, text: t.parent }), ".")
+      : actionsFor(t, load));
     drawTimeline();
   }
 
