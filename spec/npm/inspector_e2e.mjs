@@ -123,6 +123,15 @@ try {
   await until("the answer", async () => (await api("GET", `/v1/threads/${question}`)).result === "done after 1: blue");
   say({ check: "a question answered with the keyboard" });
 
+  // A sub-agent's wait: answered on the thread that called it.
+  const boss = (await api("POST", "/v1/threads", { agent: "boss", input: "refund for the boss", wait_ms: 5000 })).id;
+  const bossCard = page.locator(`article[data-thread="${boss}"]`);
+  await bossCard.waitFor();
+  if (await page.locator("article.card").count() !== 1) throw new Error("the inbox shows the sub-agent's wait as well");
+  await bossCard.getByRole("button", { name: "Approve" }).click();
+  await until("the boss to finish", async () => (await api("GET", `/v1/threads/${boss}`)).result === "boss says: done after 1: refunded 5");
+  say({ check: "a sub-agent's approval given on its parent" });
+
   // Every control has a name in the accessibility tree.
   await page.getByRole("link", { name: "Threads" }).click();
   await page.getByRole("heading", { name: "Threads" }).waitFor();
