@@ -75,9 +75,22 @@ export async function follow(path, onEvent, signal) {
   }
 }
 
-// Calls fn every `ms` until `signal` aborts: what notices miss (those of
-// other workers, or of the moment before a stream connects) shows anyway.
-export function every(ms, fn, signal) {
-  const timer = setInterval(() => { if (!signal.aborted) fn(); }, ms);
+// Keeps a page of threads live: refresh() again when a thread starts,
+// waits or ends (the API's notices), and every 5 s for what notices miss
+// (those of other workers, or of the moment before the stream connects);
+// not while updates are paused, but at once when they resume.
+export function keepLive(app, signal, refresh) {
+  let stale = false;
+  const touch = () => {
+    stale = true;
+    if (app.live) app.onLive();
+  };
+  app.onLive = () => {
+    if (!stale) return;
+    stale = false;
+    refresh();
+  };
+  follow("/v1/events", (ev) => { if (ev.event.startsWith("thread.")) touch(); }, signal).catch(() => {});
+  const timer = setInterval(() => { if (!signal.aborted) touch(); }, 5000);
   signal.addEventListener("abort", () => clearInterval(timer));
 }

@@ -1,6 +1,6 @@
 // The inbox: every thread that waits for a person, with the form to
 // answer it, oldest wait first as the list gives them.
-import { api, follow, every } from "/ui/api.js";
+import { api, keepLive } from "/ui/api.js";
 import { h, fill, time } from "/ui/dom.js";
 import { actionsFor } from "/ui/actions.js";
 
@@ -53,12 +53,5 @@ export async function inboxPage({ app, main, signal }) {
   }
 
   await load();
-  let stale = false;
-  app.onLive = () => { if (stale) { stale = false; load(); } };
-  follow("/v1/events", (ev) => {
-    if (!ev.event.startsWith("thread.")) return;
-    stale = true;
-    if (app.live) app.onLive();
-  }, signal).catch(() => {});
-  every(5000, () => { stale = true; if (app.live) app.onLive(); }, signal);
+  keepLive(app, signal, load);
 }

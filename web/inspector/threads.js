@@ -1,6 +1,6 @@
 // Threads: filtered by status and agent, found by id, paged, and kept
 // live by the API's notices (a thread starts, waits or ends).
-import { api, follow, every } from "/ui/api.js";
+import { api, keepLive } from "/ui/api.js";
 import { h, fill, time, badge } from "/ui/dom.js";
 
 const STATUSES = ["", "running", "waiting", "done", "failed", "cancelled"];
@@ -70,13 +70,6 @@ export async function threadsPage({ app, main, signal }) {
   }
 
   await page(null);
-  // Live: the first page again when a thread starts, waits or ends.
-  let stale = false;
-  app.onLive = () => { if (stale && !state.cursor) { stale = false; page(null); } };
-  follow("/v1/events", (ev) => {
-    if (!ev.event.startsWith("thread.")) return;
-    stale = true;
-    if (app.live) app.onLive();
-  }, signal).catch(() => {});
-  every(5000, () => { stale = true; if (app.live) app.onLive(); }, signal);
+  // Live: the first page again (an older page stays as it is).
+  keepLive(app, signal, () => { if (!state.cursor) page(null); });
 }
