@@ -109,6 +109,39 @@ describe("the web inspector", function()
     end, 15000, "the fork to run")
     assert.are.equal(422, (curl(s, "POST", "/v1/threads/" .. id .. "/fork",
       '{"at":0}')))
+    -- Never inside a call: an approval given would be spent again (the
+    -- refund ran twice), an intent taken for an interrupted call.
+    status, v = curl(s, "POST", "/v1/threads",
+      '{"agent":"w","input":"refund","wait_ms":5000}')
+    local refund = v.id
+    assert.are.equal(202, (curl(s, "POST", "/v1/threads/" .. refund
+      .. "/events", '{"type":"approve"}')))
+    local events
+    h.wait_for(function()
+      local _, t = curl(s, "GET", "/v1/threads/" .. refund)
+      events = t.events
+      return t.status == "done"
+    end, 10000, "the refund")
+    local at = {}
+    for _, ev in ipairs(events) do
+      at[ev.type] = at[ev.type] or ev.seq
+    end
+    for _, cut in ipairs { at.intent, at.human_response, at.started } do
+      status, v = curl(s, "POST", "/v1/threads/" .. refund .. "/fork",
+        '{"at":' .. cut .. '}')
+      assert.are.equal(422, status, cut)
+      assert.matches("Fork before the call, or after its result",
+        v.error.message)
+    end
+    assert.matches("was approved and has not run", v.error.message, 1, true)
+    -- At the request: the fork asks the person again.
+    status, v = curl(s, "POST", "/v1/threads/" .. refund .. "/fork",
+      '{"at":' .. at.human_request .. '}')
+    assert.are.equal(201, status)
+    h.wait_for(function()
+      local _, f = curl(s, "GET", "/v1/threads/" .. v.id)
+      return f.status == "waiting"
+    end, 10000, "the fork to ask again")
     assert.are.equal(422, (curl(s, "POST", "/v1/threads/" .. id .. "/fork",
       '{}')))
   end)

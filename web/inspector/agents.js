@@ -11,6 +11,8 @@ export async function agentsPage({ main }) {
     try {
       fill(report, h("h2", { text: "Reload" }), h("pre", { text: json(await api("POST", "/v1/reload", {})) }));
       await load();
+    } catch (e) {
+      fill(report, h("p", { class: "error", role: "alert", text: `Not reloaded: ${e.message}` }));
     } finally {
       reload.disabled = false;
     }

@@ -80,15 +80,20 @@ export async function follow(path, onEvent, signal) {
 // (those of other workers, or of the moment before the stream connects);
 // not while updates are paused, but at once when they resume.
 export function keepLive(app, signal, refresh) {
+  if (signal.aborted) return; // (the page was left while it loaded)
   let stale = false;
   const touch = () => {
     stale = true;
     if (app.live) app.onLive();
   };
   app.onLive = () => {
-    if (!stale) return;
+    if (!stale || signal.aborted) return;
     stale = false;
-    refresh();
+    // A refresh that fails keeps the page as it is (the next one may work);
+    // one refused for its token asks for the token.
+    Promise.resolve().then(refresh).catch((e) => {
+      if (e instanceof ApiError && e.status === 401) app.unauthorized();
+    });
   };
   follow("/v1/events", (ev) => { if (ev.event.startsWith("thread.")) touch(); }, signal).catch(() => {});
   const timer = setInterval(() => { if (!signal.aborted) touch(); }, 5000);

@@ -14,7 +14,7 @@ const liveButton = document.getElementById("live");
 
 // What every page gets: whether updates are live, and a way to stop the
 // streams it follows when the route changes.
-const app = { live: true, controller: null, onLive: null };
+const app = { live: true, controller: null, onLive: null, unauthorized: () => askToken("That token is not this server's.") };
 
 function route() {
   if (app.controller) app.controller.abort();
@@ -22,9 +22,14 @@ function route() {
   app.onLive = null;
   const hash = location.hash || "#/threads";
   const [, page, id] = hash.split("?")[0].match(/^#\/([a-z]+)\/?(.*)$/) || [];
-  const ctx = { app, main, signal: app.controller.signal };
+  // Each route draws into a container of its own: a page still loading
+  // when the route changes draws into one nobody sees.
+  const ctx = { app, main: h("div"), signal: app.controller.signal };
+  fill(main, ctx.main);
+  let thread = null;
+  try { thread = id ? decodeURIComponent(id) : null; } catch { thread = id; }
   let view;
-  if (page === "threads" && id) view = threadPage(ctx, decodeURIComponent(id));
+  if (page === "threads" && thread) view = threadPage(ctx, thread);
   else if (page === "inbox") view = inboxPage(ctx);
   else if (page === "agents") view = agentsPage(ctx);
   else view = threadsPage(ctx);
@@ -42,6 +47,7 @@ function failed(e) {
 
 function askToken(message) {
   token.clear();
+  document.getElementById("token").value = "";
   main.hidden = true;
   login.hidden = false;
   document.getElementById("login-error").textContent = message || "";
@@ -58,6 +64,7 @@ login.addEventListener("submit", async (ev) => {
     return askToken(e instanceof ApiError && e.status === 401
       ? "That token is not this server's." : `The server did not answer: ${e.message}`);
   }
+  document.getElementById("token").value = "";
   login.hidden = true;
   main.hidden = false;
   route();

@@ -13,12 +13,14 @@ export async function threadPage({ app, main, signal }, id) {
   const actions = h("div");
   const timeline = h("ol", { class: "timeline", "aria-label": "Timeline" });
   const waterfall = h("div", { class: "waterfall" });
-  const onlyNoteworthy = h("input", { id: "only-noteworthy", type: "checkbox", onchange: () => draw() });
-  let thread;
+  const onlyNoteworthy = h("input", { id: "only-noteworthy", type: "checkbox", onchange: () => drawTimeline() });
+  const problem = h("p", { class: "error", role: "alert" });
+  const opened = new Set(); // the steps whose request is open: kept open across redraws
+  let thread, waitingKey = null;
 
   fill(main,
     h("p", {}, h("a", { href: "#/threads", text: "← Threads" })),
-    header, actions,
+    header, problem, actions,
     h("div", { class: "row" },
       onlyNoteworthy, h("label", { for: "only-noteworthy", text: "Only failed or waiting steps" })),
     waterfall, timeline);
@@ -43,11 +45,17 @@ export async function threadPage({ app, main, signal }, id) {
         t.status === "running" || t.status === "waiting"
           ? h("button", { type: "button", class: "danger", text: "Cancel the thread", onclick: cancel }) : null,
         h("button", { type: "button", text: "Export as JSON lines", onclick: exportLines })));
-    // A sub-agent's wait shows on its parent too, and is answered there.
-    fill(actions, t.status !== "waiting" ? null : t.parent
-      ? h("p", { class: "actions" }, "It waits for ", t.waiting_for?.text || "a person",
-        "; answer it on its parent thread, ", h("a", { href: `#/threads/${t.parent}`, text: t.parent }), ".")
-      : actionsFor(t, load));
+    // The forms stay as they are while the thread waits for the same thing
+    // (a redraw must not wipe what a person is typing). A sub-agent's wait
+    // shows on its parent too, and is answered there.
+    const key = t.status === "waiting" ? JSON.stringify(t.waiting_for) : null;
+    if (key !== waitingKey) {
+      waitingKey = key;
+      fill(actions, !key ? null : t.parent
+        ? h("p", { class: "actions" }, "It waits for ", t.waiting_for?.text || "a person",
+          "; answer it on its parent thread, ", h("a", { href: `#/threads/${t.parent}`, text: t.parent }), ".")
+        : actionsFor(t, load));
+    }
     drawTimeline();
   }
 
@@ -84,11 +92,17 @@ export async function threadPage({ app, main, signal }, id) {
     const body = h("div", { text: "Loading…" });
     const box = h("details", { class: "request" }, h("summary", { text: "The request as sent" }), body);
     box.addEventListener("toggle", async () => {
+      if (box.open) opened.add(step); else opened.delete(step);
       if (!box.open || box.dataset.loaded) return;
       box.dataset.loaded = "1";
       try {
         const v = await api("GET", `/v1/threads/${encodeURIComponent(thread.id)}/steps/${step}`);
         fill(body,
+          // Rendered again by the agent's version of now: say so when the
+          // step ran another.
+          v.version && v.version !== v.agent_version
+            ? h("p", { class: "error", text: `The step ran version ${v.version}; this is what version ${v.agent_version} builds from the same events, which may differ from what was sent.` })
+            : null,
           h("p", { class: "meta", text: `POST ${v.endpoint.url} · ${v.endpoint.model} (${v.endpoint.provider})${v.budget ? ` · window ${v.total} of ${v.budget} tokens` : ""}${v.seen ? "" : " · not sent yet"}` }),
           h("table", { class: "tokens" },
             h("thead", {}, h("tr", {}, ["Event", "Type", "Tokens", "Shown", "Policy"].map((t) => h("th", { scope: "col", text: t })))),
@@ -100,18 +114,30 @@ export async function threadPage({ app, main, signal }, id) {
         fill(body, h("p", { class: "error", role: "alert", text: e.message }));
       }
     });
+    if (opened.has(step)) box.open = true;
     return box;
   }
 
   async function fork(seq) {
-    const t = await api("POST", `/v1/threads/${encodeURIComponent(thread.id)}/fork`, { at: seq });
-    location.hash = `#/threads/${t.id}`;
+    problem.textContent = "";
+    try {
+      const t = await api("POST", `/v1/threads/${encodeURIComponent(thread.id)}/fork`, { at: seq });
+      location.hash = `#/threads/${t.id}`;
+    } catch (e) {
+      problem.textContent = `Not forked: ${e.message}`;
+    }
   }
 
   async function cancel(ev) {
+    problem.textContent = "";
     ev.target.disabled = true;
-    await api("POST", `/v1/threads/${thread.id}/cancel`, {});
-    await load();
+    try {
+      await api("POST", `/v1/threads/${thread.id}/cancel`, {});
+      await load();
+    } catch (e) {
+      problem.textContent = `Not cancelled: ${e.message}`;
+      ev.target.disabled = false;
+    }
   }
 
   function exportLines() {
@@ -122,9 +148,11 @@ export async function threadPage({ app, main, signal }, id) {
   }
 
   await load();
-  // Live: the thread's durable events as they are stored.
+  if (signal.aborted) return;
+  // Live: the thread's durable events as they are stored. (A reload that
+  // fails leaves the page as it is; the next event tries again.)
   let stale = false;
-  app.onLive = () => { if (stale) { stale = false; load(); } };
+  app.onLive = () => { if (stale) { stale = false; load().catch(() => {}); } };
   follow(`/v1/threads/${encodeURIComponent(id)}/stream?after=${thread.events.length}`, () => {
     stale = true;
     if (app.live) app.onLive();

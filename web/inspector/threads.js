@@ -12,9 +12,13 @@ export async function threadsPage({ app, main, signal }) {
 
   const status = h("select", { id: "f-status", onchange: () => { state.status = status.value; reload(); } },
     STATUSES.map((s) => h("option", { value: s, text: s || "any status", selected: s === state.status })));
+  // (An agent the filter names that is not listed, a deleted one, still
+  // shows as the filter in use.)
+  const names = agents.map((a) => a.name);
+  if (state.agent && !names.includes(state.agent)) names.push(state.agent);
   const agent = h("select", { id: "f-agent", onchange: () => { state.agent = agent.value; reload(); } },
     h("option", { value: "", text: "any agent" }),
-    agents.map((a) => h("option", { value: a.name, text: a.name, selected: a.name === state.agent })));
+    names.map((n) => h("option", { value: n, text: n, selected: n === state.agent })));
   const search = h("input", { id: "f-id", type: "search", placeholder: "t_...", autocomplete: "off" });
   const rows = h("tbody");
   const counts = h("div", { class: "counts", role: "group", "aria-label": "Threads by status" });

@@ -779,6 +779,55 @@ end
 
 
 -- A new thread made of the first `at` events of another.
+-- Why a fork may not keep the first `at` events, if it may not: it would
+-- cut inside a call. A call with an intent and no result would be taken
+-- for one a crash interrupted; one a person approved would run again, on
+-- that approval, in a thread nobody approved; a sub-agent's call has a
+-- child the fork does not have. A call that waits for a person is a fine
+-- place: the fork asks again.
+local function cut_inside_call(events, at)
+  local open, approved, waits, child = {}, {}, {}, nil
+  for i = 1, at do
+    local ev = events[i]
+    local d, call = ev.data or {}, (ev.data or {}).call_id
+    if ev.type == "intent" then
+      open[call] = ev
+    elseif (ev.type == "tool_result" or ev.type == "error") and call then
+      open[call], approved[call], waits[call] = nil, nil, nil
+    elseif ev.type == "human_request" then
+      waits[call or "?"] = ev
+    elseif ev.type == "human_response" then
+      waits[call or "?"] = nil
+      approved[call or "?"] = d.approved == true or nil
+    elseif ev.type == "agent_call" then
+      child = ev
+    elseif ev.type == "agent_result" then
+      child = nil
+    end
+  end
+  if child then
+    return string.format("the call of sub-agent %s (event %d) has no "
+      .. "result yet", tostring(child.data.agent), child.seq)
+  end
+  for _, req in pairs(waits) do
+    if req.data.via then
+      return string.format("event %d waits for a person through a "
+        .. "sub-agent", req.seq)
+    end
+  end
+  for call, intent in pairs(open) do
+    if approved[call] then
+      return string.format("the call of %s (event %d) was approved and has "
+        .. "not run: a fork would run it on that approval",
+        tostring(intent.data.name), intent.seq)
+    elseif not waits[call] then
+      return string.format("the call of %s (event %d) has started and has "
+        .. "no result", tostring(intent.data.name), intent.seq)
+    end
+  end
+end
+
+
 function M.fork(id, at)
   local src, err = M.load(id)
   if not src then
@@ -788,6 +837,12 @@ function M.fork(id, at)
     return nil, string.format("EINVAL: thread %s has events 1 to %d: a "
       .. "fork keeps a number of them in that range, not %s", id,
       #src.events, tostring(at))
+  end
+  local inside = cut_inside_call(src.events, at)
+  if inside then
+    return nil, string.format("EINVAL: thread %s cannot be forked at event "
+      .. "%d: %s. Fork before the call, or after its result.", id, at,
+      inside)
   end
   local agent = loader.load(src.agent)
   local t = thread_mod.new(src.agent, agent and agent.version, nil, nil)

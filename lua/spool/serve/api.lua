@@ -74,12 +74,18 @@ local function field(body, name, kind, required)
 end
 
 
+-- A query parameter's value, decoded; nil when absent or empty. A value
+-- with a NUL byte is refused: the store would read it cut short.
 local function query_param(query, name)
   for k, v in (query or ""):gmatch("([^&=]+)=?([^&]*)") do
     if k == name then
-      return (v:gsub("+", " "):gsub("%%(%x%x)", function(h)
+      local value = v:gsub("+", " "):gsub("%%(%x%x)", function(h)
         return string.char(tonumber(h, 16))
-      end))
+      end)
+      if value:find("\0", 1, true) then
+        M.fail(422, "invalid", name .. " must not hold a NUL byte")
+      end
+      return value ~= "" and value or nil
     end
   end
 end
@@ -293,8 +299,10 @@ end
 -- agent renders it now.
 local function step_view(_, p)
   local t = load_thread(p.id)
-  local n = math.tointeger(tonumber(p.n))
-  if not n or n < 1 then
+  local n = p.n:match("^%d+$") and #p.n <= 9 and math.tointeger(tonumber(p.n))
+  if not n then
+    M.fail(422, "invalid", "a step is a number, 1 or more")
+  elseif n < 1 then
     M.fail(404, "not_found", "steps are numbered from 1")
   end
   local agent, err = loader.load(t.agent)

@@ -6,8 +6,10 @@
 --   evals.latest() -> { [agent] = { report, ... } }   the newest report of
 --                     each version of each agent, newest first
 --
--- A report: { agent, version, runs, passes, pass_rate, flaky, at, cases }.
--- One that does not read as a list of reports is skipped.
+-- Each as { agent, version, runs, passes, pass_rate, flaky, at } (the
+-- cases stay in the file). A file that does not read as a list of reports
+-- is logged and left out, as is a report whose fields are not what they
+-- should be.
 
 local core = require "spool.core"
 local json = require "spool.json"
@@ -15,6 +17,23 @@ local json = require "spool.json"
 local M = {}
 
 local DIR = ".spool/evals"
+
+-- What is shown of a report (not its cases), if it is one.
+local function summary(r)
+  local function count(v)
+    return math.type(v) == "integer" and v >= 0 and v or nil
+  end
+  local rate = type(r) == "table" and r.pass_rate
+  if type(r) ~= "table" or type(r.agent) ~= "string"
+      or type(r.version) ~= "string" or type(rate) ~= "number"
+      or rate ~= rate or rate < 0 or rate > 1 then
+    return nil
+  end
+  return { agent = r.agent, version = r.version, runs = count(r.runs),
+           passes = count(r.passes), pass_rate = rate,
+           flaky = count(r.flaky), at = count(r.at) }
+end
+
 
 function M.latest()
   local names = {}
@@ -26,14 +45,19 @@ function M.latest()
   table.sort(names, function(a, b) return a > b end) -- (named by time)
   local by_agent, seen = {}, {}
   for _, name in ipairs(names) do
-    local reports = json.decode(core.read_file(DIR .. "/" .. name) or "")
+    local text, err = core.read_file(DIR .. "/" .. name)
+    local reports = text and json.decode(text)
+    if type(reports) ~= "table" then
+      core.log("warn", string.format("%s/%s is not an eval report, left "
+        .. "out: %s", DIR, name, tostring(err or "not JSON")))
+    end
     for _, r in ipairs(type(reports) == "table" and reports or {}) do
-      local key = type(r) == "table" and type(r.agent) == "string"
-        and tostring(r.agent) .. " " .. tostring(r.version)
+      local s = summary(r)
+      local key = s and s.agent .. " " .. s.version
       if key and not seen[key] then
         seen[key] = true
-        by_agent[r.agent] = by_agent[r.agent] or json.array()
-        table.insert(by_agent[r.agent], r)
+        by_agent[s.agent] = by_agent[s.agent] or json.array()
+        table.insert(by_agent[s.agent], s)
       end
     end
   end

@@ -64,6 +64,10 @@ local function reply(status, body, headers, content_type)
   headers = headers or {}
   headers["Content-Type"] = headers["Content-Type"] or content_type
     or "application/json"
+  -- An answer is what it says it is, and is not kept by a cache on the
+  -- way (the inspector's files say otherwise for themselves).
+  headers["X-Content-Type-Options"] = "nosniff"
+  headers["Cache-Control"] = headers["Cache-Control"] or "no-store"
   metrics.add("spool_http_requests_total", { code = status })
   return { status = status, body = body, headers = headers }
 end
