@@ -99,6 +99,14 @@ describe("the web inspector", function()
     assert.is_nil(v.text)
     assert.are.equal(404, (curl(s, "GET", "/v1/threads/" .. id .. "/steps/9")))
     assert.are.equal(404, (curl(s, "GET", "/v1/threads/t_none/steps/1")))
+    assert.are.equal(422, (curl(s, "GET", "/v1/threads/" .. id
+      .. "/steps/1e2")))
+    -- A NUL byte would reach the store cut short (w%00 matched w).
+    assert.are.equal(422, (curl(s, "GET", "/v1/threads?agent=w%00")))
+    local _, headers = get(s, "/v1/threads", "-H " .. h.q("Authorization: "
+      .. "Bearer " .. s.token))
+    assert.are.equal("nosniff", headers["x-content-type-options"])
+    assert.are.equal("no-store", headers["cache-control"])
     status, v = curl(s, "POST", "/v1/threads/" .. id .. "/fork", '{"at":1}')
     assert.are.equal(201, status)
     assert.are_not.equal(id, v.id)

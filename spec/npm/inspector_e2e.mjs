@@ -28,10 +28,11 @@ const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || 
 const problems = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1200, height: 900 } });
-  // (The refused token and the refused arguments are errors the page
-  // expects; anything else the console says is one it does not.)
+  // (The refused token, the refused arguments and the 503 the test
+  // answers are errors the page expects; anything else the console says
+  // is one it does not.)
   page.on("console", (m) => {
-    if (m.type() === "error" && !/status of (401|422)\b/.test(m.text())) problems.push(m.text());
+    if (m.type() === "error" && !/status of (401|422|503)\b/.test(m.text())) problems.push(m.text());
   });
   page.on("pageerror", (e) => problems.push(String(e)));
   const shot = (name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
@@ -47,6 +48,20 @@ try {
   await page.getByLabel("API token").fill(token);
   await page.getByRole("button", { name: "Open" }).click();
   await page.getByRole("heading", { name: "Threads" }).waitFor();
+  if (await page.locator("#token").inputValue() !== "") throw new Error("the token stays in the login form");
+  say({ check: "the token is not left in the page" });
+
+  // A page still loading when the person moves on draws nothing over the next.
+  await page.route("**/v1/agents", async (r) => { await new Promise((ok) => setTimeout(ok, 1500)); await r.continue(); });
+  await page.evaluate(() => { location.hash = "#/threads?status=done"; });
+  await page.evaluate(() => { location.hash = "#/inbox"; });
+  await page.getByRole("heading", { name: "Inbox" }).waitFor();
+  await new Promise((ok) => setTimeout(ok, 2000));
+  if (await page.getByRole("heading", { name: "Threads" }).count() !== 0) throw new Error("a slow page drew over the inbox");
+  await page.unroute("**/v1/agents");
+  await page.getByRole("navigation").getByRole("link", { name: "Threads" }).click();
+  await page.getByRole("heading", { name: "Threads" }).waitFor();
+  say({ check: "a slow page does not draw over the next" });
 
   // A thread started through the API appears, live.
   const refund = await start("refund please");
@@ -103,7 +118,7 @@ try {
   // The inbox: reject one with a reason; answer a question by keyboard.
   const other = await start("refund again");
   const question = await start("ask me");
-  await page.getByRole("link", { name: "Inbox" }).click();
+  await page.getByRole("navigation").getByRole("link", { name: "Inbox" }).click();
   await page.locator(`article[data-thread="${other}"]`).waitFor();
   await page.locator(`article[data-thread="${question}"]`).waitFor();
   await shot("inbox");
@@ -116,6 +131,14 @@ try {
   say({ check: "rejected with a reason" });
 
   const ask = page.locator(`article[data-thread="${question}"]`);
+  // A refresh that fails (here a 503) keeps the page, and what is typed.
+  await ask.getByRole("textbox", { name: "Answer", exact: true }).fill("bl");
+  await page.route("**/v1/threads?status=waiting*", (r) => r.fulfill({ status: 503, contentType: "application/json", body: '{"error":{"code":"busy","message":"blip"}}' }));
+  await page.waitForResponse((r) => r.url().includes("status=waiting") && r.status() === 503, { timeout: 15000 });
+  await page.unroute("**/v1/threads?status=waiting*");
+  if (await ask.getByRole("textbox", { name: "Answer", exact: true }).inputValue() !== "bl") throw new Error("a failed refresh wiped the answer being typed");
+  say({ check: "a failed refresh keeps the page and what is typed" });
+  await ask.getByRole("textbox", { name: "Answer", exact: true }).fill("");
   await ask.getByRole("textbox", { name: "Answer", exact: true }).focus();
   await page.keyboard.type("blue");
   await page.keyboard.press("Tab");
@@ -132,8 +155,19 @@ try {
   await until("the boss to finish", async () => (await api("GET", `/v1/threads/${boss}`)).result === "boss says: done after 1: refunded 5");
   say({ check: "a sub-agent's approval given on its parent" });
 
+  // A thread's page keeps what is typed when it redraws.
+  const asked = await start("ask again");
+  await page.evaluate((id) => { location.hash = `#/threads/${id}`; }, asked);
+  const answerBox = page.getByRole("textbox", { name: "Answer", exact: true });
+  await answerBox.fill("half typed");
+  await page.getByLabel("Only failed or waiting steps").check();
+  await page.getByLabel("Only failed or waiting steps").uncheck();
+  if (await answerBox.inputValue() !== "half typed") throw new Error("a redraw wiped the answer being typed");
+  await api("POST", `/v1/threads/${asked}/cancel`, {});
+  say({ check: "a thread's redraw keeps what is typed" });
+
   // Every control has a name in the accessibility tree.
-  await page.getByRole("link", { name: "Threads" }).click();
+  await page.getByRole("navigation").getByRole("link", { name: "Threads" }).click();
   await page.getByRole("heading", { name: "Threads" }).waitFor();
   const tree = await page.locator("body").ariaSnapshot();
   for (const want of ['combobox "Status"', 'combobox "Agent"', 'searchbox "Thread id"', 'button "Live updates: on"', 'navigation "Sections"']) {
@@ -141,7 +175,7 @@ try {
   }
   say({ check: "controls are named in the accessibility tree" });
 
-  await page.getByRole("link", { name: "Agents" }).click();
+  await page.getByRole("navigation").getByRole("link", { name: "Agents" }).click();
   await page.getByRole("heading", { name: "Agents" }).waitFor();
   await page.getByRole("link", { name: "w", exact: true }).waitFor();
   await page.getByRole("cell", { name: /100% of 2 runs/ }).getByText("current").waitFor();
