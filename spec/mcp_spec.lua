@@ -5,7 +5,13 @@
 -- times out, and a server that dies mid-call.
 local h = require "spec.support"
 local core = require "spool.core"
+local json = require "spool.json"
+local http = require "spool.base.http"
+local settings = require "spool.base.config"
 local client = require "spool.mcp.client"
+local servers = require "spool.mcp.servers"
+local runner = require "spool.run.runner"
+local spool = require "spool"
 
 local EVERYTHING = h.ROOT
   .. "/spec/npm/node_modules/@modelcontextprotocol/server-everything/dist/"
@@ -165,7 +171,7 @@ return spool.agent { prompt = "p.md", tools = {
       end
     end
     assert.matches("Ship the MCP client.", tostring(result), 1, true)
-    assert.matches("Ship the MCP client.", require("spool.json").encode(
+    assert.matches("Ship the MCP client.", json.encode(
       tool_result), 1, true)
     -- The model saw the server's description and schema.
     local thread = events[1].thread
@@ -241,7 +247,6 @@ return spool.agent { prompt = "p.md", tools = {
   end)
 
   it("refuses a selection of a server's tools it cannot keep", function()
-    local spool = require "spool"
     assert.has_error(function() spool.mcp.tools("fs", { only = { "a" },
       except = { "b" } }) end, 'spool.mcp.tools("fs"): only or except, not '
       .. "both")
@@ -267,7 +272,7 @@ return spool.agent { prompt = "p.md", tools = {
         "streamableHttp" }, env = { "PORT=" .. port,
         "PATH=" .. os.getenv("PATH") }, name = "everything-http" })
       h.wait_for(function()
-        return require("spool.base.http").request { method = "GET",
+        return http.request { method = "GET",
           url = "http://127.0.0.1:" .. port .. "/mcp", timeout_ms = 500 }
       end, 15000, "the HTTP server to listen")
       return p
@@ -299,10 +304,7 @@ return spool.agent { prompt = "p.md", tools = {
 
   it("offers a tool its server adds from the next step, once the server "
     .. "says its list changed", function()
-    local config = require("spool.base.config").get()
-    local servers = require "spool.mcp.servers"
-    local runner = require "spool.run.runner"
-    local spool = require "spool"
+    local config = settings.get()
     local saved = config.file.mcp
     config.file.mcp = { grow = { command = { "node",
       h.ROOT .. "/spec/npm/growing_server.mjs" } } }
@@ -317,17 +319,14 @@ return spool.agent { prompt = "p.md", tools = {
     local t = runner.start(agent, "go")
     h.wait_run(t, 15000)
     assert.are.equal("done", t:status(), table.concat(h.errors(t), " | "))
-    local events = require("spool.json").encode(t.events)
+    local events = json.encode(t.events)
     assert.matches("fresh works", events, 1, true)
     -- The model was offered it: the step's request named it.
     assert.are.same({ "fresh", "grow" }, agent.tool_names)
   end)
 
   it("tells the server when its thread is cancelled mid-call", function()
-    local config = require("spool.base.config").get()
-    local servers = require "spool.mcp.servers"
-    local runner = require "spool.run.runner"
-    local spool = require "spool"
+    local config = settings.get()
     local saved = config.file.mcp
     config.file.mcp = { every = { command = { "node", EVERYTHING, "stdio" } } }
     local mock = h.scripted { { tool = "slow",

@@ -151,7 +151,7 @@ local function pause(dir, s)
       return
     end
     h.sh("kill -CONT " .. s.pid)
-    require("spool.core").sleep(10)
+    core.sleep(10)
   end
   error("the worker never paused where the test wants it")
 end
