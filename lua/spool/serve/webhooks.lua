@@ -95,10 +95,7 @@ local function notice_of(thread, ev, kind)
               thread = thread.id, agent = thread.agent, at = ev.at,
               status = kind }
   if kind == "waiting" then
-    local d = ev.data
-    n.waiting_for = { kind = d.kind, question = d.question, name = d.name,
-      args = d.args, event = d.event, deadline = d.deadline,
-      text = human.describe(d) }
+    n.waiting_for = human.view(ev.data)
   elseif kind == "done" then
     n.result = ev.data.result
   else
