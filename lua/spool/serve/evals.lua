@@ -18,6 +18,10 @@ local M = {}
 
 local DIR = ".spool/evals"
 
+-- A report file is written once, when its evaluation ends, and named by
+-- its time: each is read once, its summaries kept while it is there.
+local read_before = {} -- file name -> { summaries }
+
 -- What is shown of a report (not its cases), if it is one.
 local function summary(r)
   local function count(v)
@@ -35,6 +39,24 @@ local function summary(r)
 end
 
 
+-- A file's summaries; nil (and logged) if it is not a list of reports,
+-- which may be a file still being written: read again next time.
+local function summaries_of(name)
+  local text, err = core.read_file(DIR .. "/" .. name)
+  local reports = text and json.decode(text)
+  if type(reports) ~= "table" then
+    core.log("warn", string.format("%s/%s is not an eval report, left "
+      .. "out: %s", DIR, name, tostring(err or "not JSON")))
+    return nil
+  end
+  local out = {}
+  for _, r in ipairs(reports) do
+    out[#out + 1] = summary(r)
+  end
+  return out
+end
+
+
 function M.latest()
   local names = {}
   for _, name in ipairs(core.list_dir(DIR) or {}) do
@@ -43,17 +65,11 @@ function M.latest()
     end
   end
   table.sort(names, function(a, b) return a > b end) -- (named by time)
-  local by_agent, seen = {}, {}
+  local by_agent, seen, kept = {}, {}, {}
   for _, name in ipairs(names) do
-    local text, err = core.read_file(DIR .. "/" .. name)
-    local reports = text and json.decode(text)
-    if type(reports) ~= "table" then
-      core.log("warn", string.format("%s/%s is not an eval report, left "
-        .. "out: %s", DIR, name, tostring(err or "not JSON")))
-    end
-    for _, r in ipairs(type(reports) == "table" and reports or {}) do
-      local s = summary(r)
-      local key = s and s.agent .. " " .. s.version
+    kept[name] = read_before[name] or summaries_of(name)
+    for _, s in ipairs(kept[name] or {}) do
+      local key = s.agent .. " " .. s.version
       if key and not seen[key] then
         seen[key] = true
         by_agent[s.agent] = by_agent[s.agent] or json.array()
@@ -61,6 +77,7 @@ function M.latest()
       end
     end
   end
+  read_before = kept -- (the pruned ones go)
   return by_agent
 end
 
