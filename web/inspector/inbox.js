@@ -13,6 +13,7 @@ export async function inboxPage({ app, main, signal }) {
   const cards = new Map(); // thread id and what it waits for -> card
   // One refresh at a time: a live notice and an answer sent may ask for
   // one together.
+  const lastSeen = new Map(); // thread id -> { updated_at, key } at the last refresh
   let chain = Promise.resolve();
   const load = () => (chain = chain.then(refresh, refresh));
   async function refresh() {
@@ -20,9 +21,17 @@ export async function inboxPage({ app, main, signal }) {
     const shown = [];
     for (const row of waiting) {
       if (row.parent) continue; // a sub-agent's wait is answered on its parent
+      // A thread unchanged since the last refresh waits for the same thing:
+      // only the others are read again.
+      const known = lastSeen.get(row.id);
+      if (known && known.updated_at === row.updated_at && cards.has(known.key)) {
+        shown.push(known.key);
+        continue;
+      }
       const t = await api("GET", `/v1/threads/${row.id}?events=false`);
       if (t.status !== "waiting" || !t.waiting_for) continue;
       const key = `${t.id} ${JSON.stringify(t.waiting_for)}`;
+      lastSeen.set(t.id, { updated_at: row.updated_at, key });
       if (!cards.has(key)) {
         cards.set(key, h("article", { class: "card", "data-thread": t.id },
           h("h2", {}, h("a", { href: `#/threads/${t.id}`, text: t.id }), " ",
@@ -37,6 +46,7 @@ export async function inboxPage({ app, main, signal }) {
       if (!shown.includes(key)) {
         card.remove();
         cards.delete(key);
+        lastSeen.delete(key.split(" ")[0]);
       }
     }
     if (!shown.length) {
