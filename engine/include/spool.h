@@ -161,7 +161,11 @@ SPOOL_API int spool_engine_use_loop(spool_engine *e, void *uv_loop);
 SPOOL_API int spool_engine_open(spool_engine *e);
 
 /*
- * Cancels what is in flight, closes every handle and frees the engine. With a
+ * Cancels what is in flight, closes every handle and frees the engine. Spans
+ * not yet exported to $OTEL_EXPORTER_OTLP_ENDPOINT are sent first: the loop
+ * is turned until they are, for at most $OTEL_BSP_EXPORT_TIMEOUT ms (30 s;
+ * a collector that refuses connections is not waited for), so, like
+ * spool_engine_run, call it outside the loop's callbacks. With a
  * host loop, the host must turn its loop once more so close callbacks run;
  * spool_engine_free() does that itself with a loop of its own. NULL is a
  * no-op; freeing an engine twice is undefined, as free() is. Host tool calls
@@ -212,6 +216,20 @@ SPOOL_API void spool_engine_stop(spool_engine *e);
 typedef void (*spool_event_cb)(const spool_event *ev, void *ud);
 SPOOL_API void spool_engine_on_event(spool_engine *e, spool_event_cb cb,
                                      void *ud);
+
+/*
+ * Spans: with a callback set, each finished span of the engine's traces
+ * (a run of a thread, a model call, a tool call, a wait for a person; see
+ * the README's "Traces") is passed to it as one OpenTelemetry OTLP JSON
+ * Span object, delivered as events are. They are the spans the engine
+ * exports to $OTEL_EXPORTER_OTLP_ENDPOINT, if that is set; the callback
+ * gets them either way, as the sampler ($OTEL_TRACES_SAMPLER) keeps them.
+ * The text is valid only during the callback. One callback per engine;
+ * NULL removes it.
+ */
+typedef void (*spool_span_cb)(const char *span_json, size_t len, void *ud);
+SPOOL_API void spool_engine_on_span(spool_engine *e, spool_span_cb cb,
+                                    void *ud);
 
 SPOOL_API const char *spool_event_thread(const spool_event *ev);
 SPOOL_API const char *spool_event_agent(const spool_event *ev);

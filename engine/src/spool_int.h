@@ -14,6 +14,7 @@
 #ifndef SPOOL_INT_H
 #define SPOOL_INT_H
 
+#include <stdint.h>
 #include <string.h>
 
 #include <lauxlib.h>
@@ -98,7 +99,12 @@ struct spool_engine {
   int lua_warnings;             /* Lua's warn("@on") */
   spool__buf lua_warning;       /* a warning arriving in pieces */
   struct spool__http *http;     /* http.h */
-  struct spool__store *store;   /* store.h; NULL until the library opens it */
+  struct spool__otlp *otlp;     /* otlp.h: where spans go */
+  spool_span_cb on_span;        /* the host's, for each finished span */
+  void *on_span_ud;
+  uint64_t trace_rng;         /* l_trace.c's ids */
+  spool__buf trace_buf;       /* l_trace.c encodes each span here */
+  struct spool__store *store; /* store.h; NULL until the library opens it */
   spool__sched sched;
   spool__limits *main_limits; /* limits outside any task (sandbox.c) */
   spool__limits *limits_now;  /* the limits in force now, or NULL */
@@ -177,6 +183,9 @@ typedef struct spool__event_fields {
 } spool__event_fields;
 /* Copies an event into the queue for the host's callback; 0 or -1. */
 int spool__events_queue(spool_engine *e, const spool__event_fields *f);
+/* Copies a finished span (OTLP JSON) into the same queue, for the host's
+ * span callback; 0 or -1. */
+int spool__events_queue_span(spool_engine *e, const char *json, size_t len);
 /* Calls the host's callback with each queued event, in order; not again
  * while it runs (a callback's own calls queue theirs for this loop). */
 void spool__events_flush(spool_engine *e);
@@ -254,6 +263,7 @@ void spool__open_notify(lua_State *L);
 void spool__open_process(lua_State *L);
 void spool__open_cond(lua_State *L);
 void spool__open_sse(lua_State *L);
+void spool__open_trace(lua_State *L);
 void spool__open_ed25519(lua_State *L);
 void spool__open_limits(lua_State *L);
 

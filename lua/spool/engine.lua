@@ -74,7 +74,10 @@ function M.start_thread(agent_name, input)
   if not agent then
     return nil, err
   end
-  return runner.start(agent, input).id
+  -- A process started inside a trace names it in $TRACEPARENT (the
+  -- OpenTelemetry convention for context passed in the environment).
+  return runner.start(agent, input, nil, nil, nil,
+    core.getenv("TRACEPARENT")).id
 end
 
 

@@ -30,6 +30,7 @@
 local core = require "spool.core"
 local config = require "spool.base.config"
 local internal = require "spool.base.http"
+local trace = require "spool.run.trace"
 
 local M = {}
 
@@ -101,6 +102,19 @@ local function request(opts)
           2)
       end
       req.headers[k] = tostring(v)
+    end
+  end
+  -- The trace the request is part of (the tool's span), unless the agent
+  -- sends a traceparent of its own.
+  local traceparent = trace.header()
+  if traceparent then
+    req.headers = req.headers or {}
+    local own = false
+    for k in pairs(req.headers) do
+      own = own or k:lower() == "traceparent"
+    end
+    if not own then
+      req.headers.traceparent = traceparent
     end
   end
   return core.http_request(req)

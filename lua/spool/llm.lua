@@ -47,6 +47,8 @@ local pricing = require "spool.model.pricing"
 local ratelimit = require "spool.model.ratelimit"
 local sandbox = require "spool.run.sandbox"
 local task = require "spool.base.task"
+local chat_span = require "spool.model.chat_span"
+local trace = require "spool.run.trace"
 
 local M = {}
 
@@ -286,7 +288,7 @@ end
 -- Tries one model until it answers, fails for good or runs out of
 -- retries; appends to `attempts`. Returns the reply, or nil and why it
 -- stopped: "final" (no point trying another model), "spent".
-local function call_model(model, req, attempts, deadline, stream_state)
+local function call_model(model, req, attempts, deadline, stream_state, span)
   local p = M.provider(model.provider)
   -- A stream shows the reply as it comes; an attempt that broke off after
   -- some of it is followed by on_reset, so a retry's text is not read as
@@ -298,6 +300,9 @@ local function call_model(model, req, attempts, deadline, stream_state)
   local built = p.build(model, req)
   local url = base_url(model) .. built.path
   local headers = built.headers
+  if span then
+    headers.traceparent = trace.format(span)
+  end
   if not model.mock and model.api_key_env then
     local key = core.getenv(model.api_key_env)
     if key and not config.key_allowed(model.api_key_env, model.base_url) then
@@ -496,11 +501,13 @@ chat = function(req)
     or sandbox.frozen(req.model) and req.model or fixed(req.model)
   local attempts, stream_state = {}, { shown = false }
   local models = candidates(primary)
+  local span = chat_span.start(primary, req)
   for i, model in ipairs(models) do
     local reply, why = call_model(model, req, attempts, req.deadline,
-      stream_state)
+      stream_state, span)
     if reply then
       reply.attempts = attempts
+      chat_span.finish(span, reply, nil, attempts)
       return reply
     end
     if why == "final" or i == #models then
@@ -511,8 +518,10 @@ chat = function(req)
       models[i + 1].provider))
   end
   local last = attempts[#attempts]
-  return nil, string.format("EMODEL: %s (after %d attempt%s)", last.error,
-    #attempts, #attempts == 1 and "" or "s"), attempts
+  local err = string.format("EMODEL: %s (after %d attempt%s)", last.error,
+    #attempts, #attempts == 1 and "" or "s")
+  chat_span.finish(span, nil, err, attempts)
+  return nil, err, attempts
 end
 
 

@@ -38,6 +38,7 @@ local request = require "spool.run.request"
 local route = require "spool.run.route"
 local recover = require "spool.run.recover"
 local budget = require "spool.run.budget"
+local trace = require "spool.run.trace"
 
 local M = {}
 
@@ -187,7 +188,8 @@ function M.run(thread, agent, resolve)
       if agent.escalate then
         -- A person decides how to go on; the answer goes to the model.
         thread:append("human_request", { kind = "ask", escalation = true,
-          question = why .. ". How should the agent go on?" })
+          question = why .. ". How should the agent go on?",
+          span = trace.run_span_id(thread) })
       else
         thread:fail(why)
       end

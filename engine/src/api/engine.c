@@ -19,6 +19,7 @@
 
 #include "base/errors.h"
 #include "io/http.h"
+#include "io/otlp.h"
 #include "codec/json.h"
 #include "base/lua_heap.h"
 #include "spool_int.h"
@@ -446,6 +447,30 @@ static int bootstrap(lua_State *L) {
 }
 
 /* The message without its "ECODE: " prefix (the code travels apart). */
+static void otlp_warn(void *ud, const char *msg) {
+  spool__log(ud, SPOOL__LOG_WARN, "traces: %s", msg);
+}
+
+/* Spans still queued are sent before the engine goes, within the
+ * exporter's deadline (spool.h: spool_engine_free turns the loop for it,
+ * so it is called outside the loop's callbacks). */
+static void flush_spans(spool_engine *e) {
+  if (e->turning || !spool__otlp_busy(e->otlp))
+    return;
+  uint64_t deadline = spool__otlp_closing(e->otlp);
+  while (spool__otlp_busy(e->otlp) && uv_now(e->loop) < deadline)
+    if (uv_run(e->loop, UV_RUN_ONCE) == 0)
+      break;
+  spool__otlp_stats s;
+  spool__otlp_stats_get(e->otlp, &s);
+  if (s.dropped > 0)
+    spool__log(e, SPOOL__LOG_WARN,
+               "traces: %lld span%s not exported "
+               "(%lld exported to %s)",
+               s.dropped, s.dropped == 1 ? "" : "s", s.exported,
+               spool__otlp_endpoint_shown(e->otlp));
+}
+
 int spool_engine_open(spool_engine *e) {
   if (e == NULL)
     return SPOOL_EINVAL;
@@ -479,6 +504,8 @@ int spool_engine_open(spool_engine *e) {
   }
   if (spool__http_new(e->loop, &e->http) != 0)
     return spool__fail(e, SPOOL_ENOMEM, "cannot create the HTTP client");
+  if (spool__otlp_new(e->loop, e->http, &e->otlp, otlp_warn, e) != 0)
+    return spool__fail(e, SPOOL_ENOMEM, "cannot create the span exporter");
   if ((rc = spool__sched_init(e)) != 0)
     return rc;
   e->sched.tick_end = spool__engine_tick_end;
@@ -535,6 +562,7 @@ static void free_engine_memory(spool_engine *e) {
   spool__buf_free(&e->errmsg);
   spool__buf_free(&e->result);
   spool__buf_free(&e->lua_warning);
+  spool__buf_free(&e->trace_buf);
   free(e);
 }
 
@@ -552,6 +580,7 @@ void spool_engine_free(spool_engine *e) {
   assert(!e->delivering && !e->sched.in_check); /* see spool.h */
   if (e->L)
     spool__sched_cancel_all(e);
+  flush_spans(e);
   /* Ops already handed to the store thread finish (a submitted step is
    * committed); their waiters are gone, so their callbacks only free. */
   spool__store_close(e->store);
@@ -561,6 +590,7 @@ void spool_engine_free(spool_engine *e) {
     lua_close(e->L); /* collects servers, which close their sockets */
   }
   spool__lua_heap_free(e->heap);
+  spool__otlp_free(e->otlp);
   spool__http_free(e->http);
   spool__events_free(e);
   if (e->free_host_tools) /* now: the host may free what they hold next */

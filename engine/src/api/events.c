@@ -18,7 +18,8 @@ struct spool_event {
 
 typedef struct spool__queued_event {
   struct spool__queued_event *next;
-  struct spool_event ev;
+  struct spool_event ev; /* a span's: its type is NULL, its json the span */
+  size_t span_len;
   char strings[]; /* thread, agent, type, json, text, each NUL-terminated */
 } queued_event;
 
@@ -29,6 +30,34 @@ void spool_engine_on_event(spool_engine *e, spool_event_cb cb, void *ud) {
     return;
   e->on_event = cb;
   e->on_event_ud = ud;
+}
+
+void spool_engine_on_span(spool_engine *e, spool_span_cb cb, void *ud) {
+  if (e == NULL)
+    return;
+  e->on_span = cb;
+  e->on_span_ud = ud;
+}
+
+static void enqueue(spool_engine *e, queued_event *q) {
+  q->next = NULL;
+  if (e->events_tail)
+    e->events_tail->next = q;
+  else
+    e->events_head = q;
+  e->events_tail = q;
+}
+
+int spool__events_queue_span(spool_engine *e, const char *json, size_t len) {
+  queued_event *q = malloc(sizeof *q + len + 1);
+  if (q == NULL)
+    return -1;
+  memset(&q->ev, 0, sizeof q->ev);
+  q->ev.json = memcpy(q->strings, json, len);
+  q->strings[len] = '\0';
+  q->span_len = len;
+  enqueue(e, q);
+  return 0;
 }
 
 int spool__events_queue(spool_engine *e, const spool__event_fields *f) {
@@ -50,12 +79,7 @@ int spool__events_queue(spool_engine *e, const spool__event_fields *f) {
   p[f->text_len] = '\0';
   q->ev.seq = f->seq;
   q->ev.depth = f->depth;
-  q->next = NULL;
-  if (e->events_tail)
-    e->events_tail->next = q;
-  else
-    e->events_head = q;
-  e->events_tail = q;
+  enqueue(e, q);
   return 0;
 }
 
@@ -68,8 +92,12 @@ void spool__events_flush(spool_engine *e) {
     e->events_head = q->next;
     if (e->events_head == NULL)
       e->events_tail = NULL;
-    if (e->on_event)
+    if (q->ev.type == NULL) {
+      if (e->on_span)
+        e->on_span(q->ev.json, q->span_len, e->on_span_ud);
+    } else if (e->on_event) {
       e->on_event(&q->ev, e->on_event_ud);
+    }
     free(q);
   }
   e->delivering = 0;

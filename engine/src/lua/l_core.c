@@ -27,7 +27,8 @@
  *   interrupt(id, why)    -> boolean      wake a task from an HTTP call or
  *                                         a sleep with nil, why
  *   version               the engine's version, "x.y.z"
- * plus http_request and http_stream (l_http.c), sse (l_sse.c), ed25519_*
+ * plus http_request and http_stream (l_http.c), sse (l_sse.c), the
+ * tracing functions (l_trace.c), ed25519_*
  * (l_ed25519.c), listen
  * (l_server.c), read_file / write_file
  * (l_fs.c).
@@ -492,6 +493,7 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_process(L);
   spool__open_cond(L);
   spool__open_sse(L);
+  spool__open_trace(L);
   spool__open_ed25519(L);
   spool__open_limits(L);
   lua_pushliteral(L, SPOOL_VERSION);

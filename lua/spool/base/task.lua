@@ -1,7 +1,7 @@
 -- spool.base.task: the record of each run, and what each task (coroutine)
--- of a run is working on — its thread and the tool call its handler runs,
--- for spool.state, spool.call and spool.llm — and whether its model calls
--- are the engine's own. Private; it requires nothing, so the runner and
+-- of a run is working on — its thread, the tool call its handler runs and
+-- the span it is in, for spool.state, spool.call, spool.llm and the
+-- traces — and whether its model calls are the engine's own. Private; it requires nothing, so the runner and
 -- the modules below it share it without a cycle. Weak: a finished
 -- coroutine, or a thread no one holds, leaves nothing.
 
@@ -56,7 +56,7 @@ end
 function M.on(thread, f, ...)
   local co = coroutine.running()
   local outer = working[co]
-  working[co] = { thread = thread }
+  working[co] = { thread = thread, span = outer and outer.span }
   local res = table.pack(pcall(f, ...))
   working[co] = outer
   if not res[1] then
@@ -83,6 +83,22 @@ function M.set_call(call_id)
   local w = working[coroutine.running()]
   if w then
     w.call_id = call_id
+  end
+end
+
+
+-- The span (spool.run.trace) the task works in: what its outbound
+-- requests carry, and the parent of the spans it starts.
+function M.span()
+  local w = working[coroutine.running()]
+  return w and w.span
+end
+
+
+function M.set_span(span)
+  local w = working[coroutine.running()]
+  if w then
+    w.span = span
   end
 end
 

@@ -30,6 +30,7 @@
 local core = require "spool.core"
 local json = require "spool.json"
 local http = require "spool.base.http"
+local trace = require "spool.run.trace"
 
 local M = {}
 
@@ -168,6 +169,8 @@ function Client:begin(method, params)
   if method == "tools/call" then
     params._meta = params._meta or {}
     params._meta.progressToken = id
+    -- The trace the call is part of, where MCP carries it (SEP-414).
+    params._meta.traceparent = trace.header()
   end
   local w = { signal = core.signal(), start = core.now() }
   self.pending[id] = w
@@ -347,6 +350,7 @@ function Http:headers_for(extra)
   end
   headers["Mcp-Session-Id"] = self.session
   headers["MCP-Protocol-Version"] = self.protocol
+  headers["traceparent"] = trace.header()
   for k, v in pairs(extra) do
     headers[k] = v
   end

@@ -19,6 +19,7 @@ local pricing = require "spool.model.pricing"
 local prompt = require "spool.prompt"
 local render = require "spool.run.render"
 local task = require "spool.base.task"
+local trace = require "spool.run.trace"
 local window = require "spool.run.window"
 
 local M = {}
@@ -62,8 +63,13 @@ end
 -- or nil and why.
 function M.compact(thread, plan, model)
   local text = window.fold_text(plan)
-  local reply, err = call(thread, model, prompt_text(plan.settings.prompt,
-    M.DEFAULT_COMPACT), text, window.summary_tokens(plan))
+  local span = trace.start("compact", trace.INTERNAL, {
+    ["gen_ai.conversation.id"] = thread.id, ["spool.tokens_before"] = plan.total,
+  })
+  local reply, err = trace.within(span, call, thread, model,
+    prompt_text(plan.settings.prompt, M.DEFAULT_COMPACT), text,
+    window.summary_tokens(plan))
+  trace.finish(span, not reply and err or nil)
   if not reply then
     return nil, err
   end

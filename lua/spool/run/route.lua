@@ -11,6 +11,7 @@ local schema = require "spool.schema"
 local extract = require "spool.extract"
 local task = require "spool.base.task"
 local durable = require "spool.run.durable"
+local trace = require "spool.run.trace"
 
 local M = {}
 
@@ -82,6 +83,38 @@ local function run_handler(tool, args, ctx)
 end
 
 
+-- run_handler inside the span of the tool's execution (spool.run.trace),
+-- which is the current span meanwhile: the handler's own requests, model
+-- calls and sub-agents are its children.
+local function run_traced(tool, args, ctx)
+  local span = trace.start("execute_tool " .. tool.name, trace.INTERNAL, {
+    ["gen_ai.operation.name"] = "execute_tool",
+    ["gen_ai.tool.name"] = tool.name, ["gen_ai.tool.type"] = "function",
+    ["gen_ai.tool.call.id"] = ctx.call_id,
+    ["gen_ai.conversation.id"] = ctx.thread.id,
+    ["gen_ai.tool.call.arguments"] = trace.content and trace.text(args) or nil,
+  })
+  if not span then
+    return run_handler(tool, args, ctx)
+  end
+  local outer = task.span()
+  task.set_span(span)
+  local raised, ok, res, where = pcall(run_handler, tool, args, ctx)
+  task.set_span(outer)
+  if not raised then -- a pause, a store failure, the run's budget
+    local why = ok ~= durable.PAUSED and (type(ok) == "table"
+      and ok.store_error or tostring(ok)) or nil
+    trace.finish(span, why, "run_stopped")
+    error(ok, 0)
+  end
+  if ok and trace.content then
+    span.attrs["gen_ai.tool.call.result"] = trace.text(res)
+  end
+  trace.finish(span, not ok and res or nil, "tool_error")
+  return ok, res, where
+end
+
+
 local function handler_ctx(thread, agent, call, step)
   return {
     thread = thread, agent = agent, call_id = call.id,
@@ -99,7 +132,7 @@ local function execute(thread, agent, tool, call, args, step, edited)
     if tool.result then
       result = tool.result(args)
     elseif tool.run then
-      local ok, res, where = run_handler(tool, args, ctx)
+      local ok, res, where = run_traced(tool, args, ctx)
       if not ok then
         tool_error(thread, call, res, where)
         return
@@ -109,7 +142,7 @@ local function execute(thread, agent, tool, call, args, step, edited)
     thread:finish(result)
     return
   end
-  local ok, res, where = run_handler(tool, args, ctx)
+  local ok, res, where = run_traced(tool, args, ctx)
   if ok then
     -- A person who changed the arguments is named beside the result: the
     -- model would otherwise read it as its own call's.
@@ -181,6 +214,7 @@ local function request_human(thread, tool, call, args)
   if deadline then
     req.deadline = core.time() + deadline
   end
+  req.span = trace.run_span_id(thread)
   thread:append("human_request", req)
 end
 

@@ -28,6 +28,7 @@ local loader = require "spool.run.loader"
 local format = require "spool.run.format"
 local store = require "spool.run.store"
 local task = require "spool.base.task"
+local trace = require "spool.run.trace"
 local human = require "spool.human"
 local config = require "spool.base.config"
 local limits = require "spool.run.limits"
@@ -193,18 +194,9 @@ local function run(thread, agent)
 end
 
 
-local function drive(thread, agent)
-  task.runs[thread].agent = agent
-  local ok, err = task.on(thread, xpcall, run, function(e)
-    if type(e) == "table" or core.is_limit(e) then
-      return e -- no traceback: a memory limit leaves nothing to make one
-    end
-    return debug.traceback(e, 2)
-  end, thread, agent)
-  if ok or (err == durable.PAUSED and thread:status() == "waiting")
-      or err == DRAINED then
-    return
-  end
+-- A run that stopped on an error: a store failure halts it (the thread
+-- stays at its last durable step); any other fails the thread.
+local function fail_run(thread, err)
   if err == durable.PAUSED then
     -- Only a sub-agent that waits for a person pauses a run this way.
     err = "the run raised spool.durable.PAUSED but waits for nothing"
@@ -224,6 +216,30 @@ local function drive(thread, agent)
   if not cok then
     thread.halted = cerr
   end
+end
+
+
+local function traced_run(span, thread, agent)
+  task.set_span(span)
+  return run(thread, agent)
+end
+
+
+local function drive(thread, agent)
+  task.runs[thread].agent = agent
+  local span = trace.run_begin(thread, agent)
+  local ok, err = task.on(thread, xpcall, traced_run, function(e)
+    if type(e) == "table" or core.is_limit(e) then
+      return e -- no traceback: a memory limit leaves nothing to make one
+    end
+    return debug.traceback(e, 2)
+  end, span, thread, agent)
+  local stopped = ok or (err == durable.PAUSED
+    and thread:status() == "waiting") or err == DRAINED
+  if not stopped then
+    fail_run(thread, err)
+  end
+  trace.run_end(span, thread)
 end
 
 
@@ -254,9 +270,13 @@ end
 -- (state writes, as spool.state makes them) commit with the input, or
 -- the thread is not started at all (.halted says why). `eval`: the
 -- evaluation the run is part of (spool.cli.evaluate), if any.
-function M.start(agent, input, id, writes, eval)
+-- `traceparent`: the W3C trace context of the caller, whose trace the
+-- thread's spans join (spool.run.trace); kept with the input.
+function M.start(agent, input, id, writes, eval, traceparent)
   local thread = thread_mod.new(agent.name, agent.version, nil, sink, id)
-  thread:append("input", { input = input, pinned = agent.pin_version or nil })
+  thread:append("input", { input = input, pinned = agent.pin_version or nil,
+                           trace = trace.parse(traceparent) and traceparent
+                             or nil })
   thread.writes = writes or thread.writes
   begin(thread, agent, eval)
   core.spawn(function()
@@ -506,7 +526,7 @@ function M.call(parent, name, input)
     parent:append("human_request", {
       kind = req.kind, name = req.name, args = req.args,
       question = req.question, deadline = req.deadline, via = child.id,
-      call_id = task.call(),
+      call_id = task.call(), span = trace.run_span_id(parent),
     })
     durable.commit(parent)
     live[child.id] = nil

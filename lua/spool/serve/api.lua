@@ -186,7 +186,8 @@ local function start_thread(req, _, body)
     key = key, if_version = 0,
     value = { id = id, agent = name, request = fingerprint },
     expires_at = core.time() + IDEMPOTENCY_TTL_MS } }
-  local thread = runner.start(agent, input, id, writes)
+  local thread = runner.start(agent, input, id, writes, nil,
+    req.headers["traceparent"])
   local sig = hub.follow(id)
   while thread.persisted == 0 and not thread.halted do
     sig:wait(1000)

@@ -2,16 +2,60 @@
 -- (private). Counted from durable events (spool.run.hub) and from the control
 -- API's requests; labels are bounded (agent names, statuses, codes).
 
+local core = require "spool.core"
 local hub = require "spool.run.hub"
 
 local M = {}
 
-local LATENCY_BUCKETS = { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 }
-
 local counters = {} -- metric name -> { [label text] = n }
-local latency = { counts = {}, sum = 0, n = 0 }
-for i = 1, #LATENCY_BUCKETS do
-  latency.counts[i] = 0
+
+-- Histograms: name -> { help, buckets, series = { [label text] =
+-- { counts, sum, n } }, nseries }. The GenAI ones are OpenTelemetry's
+-- gen_ai.client.* (semantic conventions v1.41), with their buckets, named
+-- as Prometheus names OpenTelemetry metrics (dots become underscores, the
+-- unit a suffix).
+local histograms = {}
+local MAX_SERIES = 1000 -- per histogram: label values come from outside
+
+local function histogram(name, help, buckets)
+  histograms[name] = { help = help, buckets = buckets, series = {},
+                       nseries = 0 }
+end
+
+histogram("spool_model_latency_seconds", "Time the model took to answer a "
+  .. "step.", { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 })
+histogram("gen_ai_client_token_usage", "Tokens used by each model call "
+  .. "(OpenTelemetry gen_ai.client.token.usage), by token type.",
+  { 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+    16777216, 67108864 })
+histogram("gen_ai_client_operation_duration_seconds", "Time each model call "
+  .. "took, retries included (OpenTelemetry "
+  .. "gen_ai.client.operation.duration).",
+  { 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+    40.96, 81.92 })
+
+local function observe(name, key, v)
+  local h = histograms[name]
+  local s = h.series[key]
+  if not s then
+    if h.nseries >= MAX_SERIES then
+      return
+    end
+    s = { counts = {}, sum = 0, n = 0 }
+    for i = 1, #h.buckets do
+      s.counts[i] = 0
+    end
+    h.series[key] = s
+    h.nseries = h.nseries + 1
+  end
+  s.n = s.n + 1
+  s.sum = s.sum + v
+  for i = #h.buckets, 1, -1 do
+    if v > h.buckets[i] then
+      break
+    end
+    s.counts[i] = s.counts[i] + 1
+  end
 end
 
 local HELP = {
@@ -36,6 +80,11 @@ local HELP = {
     .. "worker that stopped (its lease lapsed, or its process died).",
   spool_lease_lost_total = "Appends this worker could not make because "
     .. "another worker had claimed the thread since (fenced off).",
+  spool_trace_spans_total = "Spans of this process's traces, by what "
+    .. "became of them: exported, rejected by the collector, or dropped "
+    .. "(the queue was full, or the collector failed for good).",
+  spool_trace_export_retries_total = "Span exports tried again (the "
+    .. "collector answered 429, 502, 503 or 504, or did not answer).",
 }
 
 
@@ -115,6 +164,68 @@ end
 
 local TERMINAL = { done = true, failed = true, cancelled = true }
 
+-- The GenAI histograms' labels of a model call (label text, kept).
+local genai_keys = {}
+local genai_key_count = 0
+
+local function genai_key(provider, model, extra_k, extra_v)
+  local id = table.concat({ provider, model, extra_k, extra_v }, "\0")
+  local key = genai_keys[id]
+  if not key then
+    local labels = { gen_ai_operation_name = "chat",
+      gen_ai_provider_name = provider, gen_ai_request_model = model }
+    if extra_k then
+      labels[extra_k] = extra_v
+    end
+    key = label_text(labels)
+    if genai_key_count < 4096 then
+      genai_key_count = genai_key_count + 1
+      genai_keys[id] = key
+    end
+  end
+  return key
+end
+
+
+-- A model call's tokens and time, the engine's (model_call) or an agent's
+-- own (llm_call), as OpenTelemetry's client metrics count them.
+local function genai_call(data)
+  local provider = tostring(data.provider or "unknown")
+  local model = tostring(data.model or "unknown")
+  local u = type(data.usage) == "table" and data.usage or NONE
+  if tonumber(u.input_tokens) then
+    observe("gen_ai_client_token_usage",
+      genai_key(provider, model, "gen_ai_token_type", "input"), u.input_tokens)
+  end
+  if tonumber(u.output_tokens) then
+    observe("gen_ai_client_token_usage",
+      genai_key(provider, model, "gen_ai_token_type", "output"),
+      u.output_tokens)
+  end
+  local ms = tonumber(data.latency_ms)
+  if ms and data.error == nil then
+    observe("gen_ai_client_operation_duration_seconds",
+      genai_key(provider, model), ms / 1000)
+  end
+end
+
+
+-- A model call that failed for good: its attempts' time, and the last
+-- one's status as error.type.
+local function genai_failure(data)
+  local attempts = type(data.attempts) == "table" and data.attempts or NONE
+  local last = attempts[#attempts] or NONE
+  local ms = 0
+  for _, a in ipairs(attempts) do
+    ms = ms + (tonumber(a.latency_ms) or 0)
+  end
+  local status = tonumber(last.status)
+  observe("gen_ai_client_operation_duration_seconds",
+    genai_key(tostring(last.provider or "unknown"),
+      tostring(last.model or "unknown"), "error_type",
+      status and status >= 300 and tostring(status) or "_OTHER"), ms / 1000)
+end
+
 hub.listen(function(thread, ev)
   local t = ev.type
   if t == "model_call" then
@@ -126,13 +237,14 @@ hub.listen(function(thread, ev)
       u.input_tokens or 0)
     add_text("spool_tokens_total", label1("kind", "output"),
       u.output_tokens or 0)
-    local s = (tonumber(ev.data.latency_ms) or 0) / 1000
-    latency.n = latency.n + 1
-    latency.sum = latency.sum + s
-    for i = 1, #LATENCY_BUCKETS do
-      if s <= LATENCY_BUCKETS[i] then
-        latency.counts[i] = latency.counts[i] + 1
-      end
+    observe("spool_model_latency_seconds", "",
+      (tonumber(ev.data.latency_ms) or 0) / 1000)
+    genai_call(ev.data)
+  elseif t == "llm_call" then
+    if ev.data.error == nil then
+      genai_call(ev.data)
+    elseif type(ev.data.attempts) == "table" then
+      genai_failure(ev.data)
     end
   elseif t == "input" then
     add_text("spool_runs_started_total", label1("agent", thread.agent))
@@ -143,6 +255,7 @@ hub.listen(function(thread, ev)
       local key = label1("provider", provider)
       add_text("spool_model_retries_total", key, n)
       add_text("spool_model_failures_total", key)
+      genai_failure(ev.data)
     end
   elseif t == "human_request" then
     add_text("spool_waits_total", label1("kind", ev.data.kind or "approval"))
@@ -152,9 +265,70 @@ hub.listen(function(thread, ev)
 end)
 
 
+-- A series' labels with le="bound" added.
+local function with_le(key, le)
+  if key == "" then
+    return '{le="' .. le .. '"}'
+  end
+  return key:sub(1, -2) .. ',le="' .. le .. '"}'
+end
+
+
+local function render_histograms(out)
+  local names = {}
+  for name in pairs(histograms) do
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local h = histograms[name]
+    out[#out + 1] = "# HELP " .. name .. " " .. h.help
+    out[#out + 1] = "# TYPE " .. name .. " histogram"
+    local keys = {}
+    for k in pairs(h.series) do
+      keys[#keys + 1] = k
+    end
+    table.sort(keys)
+    if #keys == 0 and name == "spool_model_latency_seconds" then
+      keys[1] = "" -- (always shown, as before the GenAI ones)
+      h.series[""] = { counts = {}, sum = 0, n = 0 }
+      for i = 1, #h.buckets do
+        h.series[""].counts[i] = 0
+      end
+    end
+    for _, k in ipairs(keys) do
+      local s = h.series[k]
+      for i, bound in ipairs(h.buckets) do
+        out[#out + 1] = string.format("%s_bucket%s %d", name,
+          with_le(k, string.format("%g", bound)), s.counts[i])
+      end
+      out[#out + 1] = string.format("%s_bucket%s %d", name, with_le(k, "+Inf"),
+        s.n)
+      out[#out + 1] = string.format("%s_sum%s %.6f", name, k, s.sum)
+      out[#out + 1] = string.format("%s_count%s %d", name, k, s.n)
+    end
+  end
+end
+
+
+-- The exporter's counts (engine/src/io/otlp.c), as counters and a gauge.
+local function trace_gauges(gauges)
+  local t = core.trace_stats()
+  gauges.spool_trace_spans_queued = { "Spans waiting to be exported.",
+    t.queued }
+  counters.spool_trace_spans_total = {
+    [label1("outcome", "exported")] = t.exported,
+    [label1("outcome", "rejected")] = t.rejected,
+    [label1("outcome", "dropped")] = t.dropped }
+  counters.spool_trace_export_retries_total = { [""] = t.retries }
+end
+
+
 -- The exposition text; `gauges` = { name = { help, value } } adds the
 -- values only the caller knows (runs in flight).
 function M.render(gauges)
+  gauges = gauges or {}
+  trace_gauges(gauges)
   local out = {}
   local names = {}
   for name in pairs(counters) do
@@ -173,16 +347,7 @@ function M.render(gauges)
       out[#out + 1] = string.format("%s%s %d", name, k, counters[name][k])
     end
   end
-  local h = "spool_model_latency_seconds"
-  out[#out + 1] = "# HELP " .. h .. " Time the model took to answer a step."
-  out[#out + 1] = "# TYPE " .. h .. " histogram"
-  for i, bound in ipairs(LATENCY_BUCKETS) do
-    out[#out + 1] = string.format('%s_bucket{le="%g"} %d', h, bound,
-      latency.counts[i])
-  end
-  out[#out + 1] = string.format('%s_bucket{le="+Inf"} %d', h, latency.n)
-  out[#out + 1] = string.format("%s_sum %.6f", h, latency.sum)
-  out[#out + 1] = string.format("%s_count %d", h, latency.n)
+  render_histograms(out)
   local gnames = {}
   for name in pairs(gauges or {}) do
     gnames[#gnames + 1] = name

@@ -39,6 +39,7 @@ local hub = require "spool.run.hub"
 local metrics = require "spool.serve.metrics"
 local human = require "spool.human"
 local thread_mod = require "spool.run.thread"
+local trace = require "spool.run.trace"
 
 local M = {}
 
@@ -131,7 +132,8 @@ thread_mod.before_commit = function(thread, first, last)
           writes = writes or {}
           writes[#writes + 1] = store.engine_write { ns = OUTBOX,
             key = keys[#keys], value = { notice = notice, url = target.url,
-              attempt = 0, next_at = core.time() } }
+              attempt = 0, next_at = core.time(),
+              traceparent = trace.header() } }
         end
       end
       keys_of[notice] = keys
@@ -193,10 +195,19 @@ local function try(key)
   if secret then
     headers["Spool-Signature"] = M.sign(secret, core.time(), body)
   end
+  local where = host_of(target.url)
+  -- A delivery is a span of the run whose event it tells of.
+  local span = trace.start("webhook " .. notice.type, trace.CLIENT, {
+    ["server.address"] = where, ["spool.delivery"] = notice.id,
+    ["spool.attempt"] = attempt, ["gen_ai.conversation.id"] = notice.thread,
+  }, trace.parse(item.traceparent))
+  headers.traceparent = span and trace.format(span) or nil
   local res = http.request { url = target.url, method = "POST",
     headers = headers, body = body, timeout_ms = 10000 }
   local status = res and res.status or 0
-  local where = host_of(target.url)
+  trace.finish(span, (status < 200 or status > 299) and ("the delivery got "
+    .. (status > 0 and ("HTTP " .. status) or "no answer")) or nil,
+    status > 0 and tostring(status) or "no_answer")
   local done, result
   if status >= 200 and status < 300 then
     done, result = true, "delivered"

@@ -135,6 +135,8 @@ local function usage_of(u, into)
       + (n("cache_creation_input_tokens") or 0)
       + (n("cache_read_input_tokens") or 0)
     into.cached_tokens = n("cache_read_input_tokens")
+    local written = n("cache_creation_input_tokens")
+    into.cache_creation_tokens = written and written > 0 and written or nil
   end
   into.output_tokens = n("output_tokens") or into.output_tokens or 0
   -- Reasoning is part of output_tokens, broken out where reported.

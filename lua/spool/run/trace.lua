@@ -1,0 +1,271 @@
+-- spool.run.trace: OpenTelemetry spans of what a thread does, named and
+-- described as the GenAI semantic conventions (v1.41) say. Private: the
+-- runner, the loop's parts and spool.llm call it; engine/src/lua/l_trace.c
+-- encodes each finished span once, and engine/src/io/otlp.c exports it.
+--
+--   invoke_agent {agent}  INTERNAL  a run of a thread: from a start or a
+--                          resume until it ends, waits or stops. A thread
+--                          that waited for days has one per run, each
+--                          linked to the one before (the wait between
+--                          them is a span of its own).
+--   chat {model}          CLIENT    a model call, retries and fallbacks
+--                          included (each failed attempt is an event);
+--                          token usage is on these spans only.
+--   execute_tool {tool}   INTERNAL  a tool's handler.
+--   await {kind}          INTERNAL  a wait for a person or an event, from
+--                          the request to the answer.
+--   compact               INTERNAL  a compaction (its summary call inside).
+--
+-- A thread's spans share one trace: the caller's, when the thread was
+-- started with a W3C traceparent (POST /v1/threads, $TRACEPARENT), else
+-- one named by the thread's id (sha-256 of it), so any later run of the
+-- thread, in any process, joins the same trace. A sub-agent's run is a
+-- child of the step or tool that called it. Outbound model calls, agents'
+-- HTTP requests and MCP calls carry the current span as traceparent.
+--
+-- Message contents (prompts, replies, tool arguments and results) go on
+-- spans only with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true:
+-- they hold customer data. Off when nothing takes spans
+-- (core.tracing()): then every function here returns at once.
+
+local core = require "spool.core"
+local json = require "spool.json"
+local config = require "spool.base.config"
+local task = require "spool.base.task"
+
+local M = {}
+
+local INTERNAL, CLIENT = 1, 3
+M.INTERNAL, M.CLIENT = INTERNAL, CLIENT
+
+-- Message contents on spans (opt-in; see above).
+M.content = (core.getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
+  or ""):lower() == "true"
+
+
+-- Are spans wanted (an endpoint to export to, or a host that takes them)?
+M.enabled = core.tracing
+
+
+-- ---- W3C trace context ----
+
+-- A traceparent header's context { trace, id, sampled, remote = true },
+-- or nil when it is not one (then the caller starts a trace of its own,
+-- as the W3C recommendation says).
+function M.parse(header)
+  if type(header) ~= "string" or #header > 512 then
+    return nil
+  end
+  local version, trace, id, flags, rest = header:match(
+    "^%s*(%x%x)%-(%x+)%-(%x+)%-(%x%x)(.-)%s*$")
+  if not version or #trace ~= 32 or #id ~= 16 or version == "ff"
+      or header:find("%u") -- lowercase hex only
+      or (version == "00" and rest ~= "")
+      or (rest ~= "" and rest:sub(1, 1) ~= "-")
+      or trace == string.rep("0", 32) or id == string.rep("0", 16) then
+    return nil
+  end
+  return { trace = trace, id = id, remote = true,
+           sampled = tonumber(flags, 16) % 2 == 1 }
+end
+
+
+-- The traceparent of a span (or context): version 00, its sampled flag.
+function M.format(span)
+  return string.format("00-%s-%s-%s", span.trace, span.id,
+    span.sampled and "01" or "00")
+end
+
+
+-- The traceparent outbound requests of the calling task carry: its
+-- current span's, or nil.
+function M.header()
+  local span = task.span()
+  return span and M.format(span) or nil
+end
+
+
+-- ---- spans ----
+
+-- A new span, a child of `parent` (a span or a context; nil: the task's
+-- current span, or none). nil when tracing is off.
+function M.start(name, kind, attrs, parent)
+  if not core.tracing() then
+    return nil
+  end
+  parent = parent or task.span()
+  local span = { name = name, kind = kind or INTERNAL, attrs = attrs or {},
+                 id = core.span_id(), start = core.trace_now() }
+  if parent then
+    span.trace, span.parent, span.remote = parent.trace, parent.id,
+      parent.remote
+    span.sampled = core.trace_sampled(parent.trace, parent.sampled)
+  else
+    span.trace = core.trace_id()
+    span.sampled = core.trace_sampled(span.trace)
+  end
+  return span
+end
+
+
+-- Ends a span (nil: nothing). `err`: a message, and the span's status is
+-- ERROR with error.type `err_type` (low-cardinality: "timeout", a status
+-- code, "tool_error"; "_OTHER" when none is given).
+function M.finish(span, err, err_type)
+  if not span or not span.sampled then
+    return
+  end
+  span.finish = span.finish or core.trace_now()
+  if err then
+    span.error = tostring(err)
+    span.attrs["error.type"] = err_type or span.attrs["error.type"]
+      or "_OTHER"
+  end
+  core.span_end(span)
+end
+
+
+-- Runs f(...) with `span` the task's current span; what was current comes
+-- back after, however f ends.
+function M.within(span, f, ...)
+  if not span then
+    return f(...)
+  end
+  local outer = task.span()
+  task.set_span(span)
+  local res = table.pack(pcall(f, ...))
+  task.set_span(outer)
+  if not res[1] then
+    error(res[2], 0)
+  end
+  return table.unpack(res, 2, res.n)
+end
+
+
+-- An event on a span at this moment.
+function M.event(span, name, attrs)
+  if not span or not span.sampled then
+    return
+  end
+  local events = span.events or {}
+  span.events = events
+  events[#events + 1] = { name = name, time = core.trace_now(),
+                          attrs = attrs }
+end
+
+
+-- A value as a span attribute carries it: text as it is, the rest as JSON.
+function M.text(v)
+  if type(v) == "string" then
+    return v
+  end
+  local ok, s = pcall(json.encode, v)
+  return ok and s or nil
+end
+
+
+-- ---- runs ----
+
+-- The context a thread's runs are children of, when no span of this
+-- process is current: the caller's (stored with the input), or the
+-- thread's own trace, named by its id (a root, no parent).
+local function origin(thread)
+  local first = thread.events[1]
+  local ctx = first and first.type == "input" and M.parse(first.data.trace)
+  if ctx then
+    return ctx
+  end
+  return { trace = core.sha256(thread.id):sub(1, 32) }
+end
+
+
+-- The wait a run resumes from: the human_request and human_response
+-- events, when the thread's last event answers one.
+local function resumed_wait(thread)
+  local events = thread.events
+  local last = events[#events]
+  if not last or last.type ~= "human_response" then
+    return nil
+  end
+  for i = #events - 1, 1, -1 do
+    if events[i].type == "human_request" then
+      return events[i], last
+    end
+  end
+end
+
+
+local function emit_wait(run_span, request, response)
+  local r, a = request.data, response.data
+  local wait = M.start("await " .. tostring(r.kind), INTERNAL, {
+    ["spool.wait.kind"] = r.kind, ["gen_ai.tool.name"] = r.name,
+    ["gen_ai.tool.call.id"] = r.call_id, ["spool.wait.approved"] = a.approved,
+    ["spool.wait.by"] = a.by,
+  }, { trace = run_span.trace, id = r.span, sampled = run_span.sampled })
+  wait.start = request.at * 1000000
+  wait.finish = response.at * 1000000
+  M.finish(wait)
+  return wait
+end
+
+
+-- Begins the span of a run of `thread` (nil when tracing is off). A run
+-- that resumes from a wait links to the run that asked, and the wait is
+-- its own span.
+function M.run_begin(thread, agent)
+  if not core.tracing() then
+    return nil
+  end
+  local span = M.start("invoke_agent " .. agent.name, INTERNAL, {
+    ["gen_ai.operation.name"] = "invoke_agent",
+    ["gen_ai.provider.name"] = agent.model and agent.model.provider
+      or config.get().model.provider,
+    ["gen_ai.agent.name"] = agent.name,
+    ["gen_ai.agent.version"] = agent.version,
+    ["gen_ai.conversation.id"] = thread.id,
+    ["spool.thread.parent"] = thread.parent,
+    ["spool.thread.step"] = thread.step,
+  }, task.span() or origin(thread))
+  local request, response = resumed_wait(thread)
+  if request and request.data.span then
+    local wait = emit_wait(span, request, response)
+    span.links = { { trace = span.trace, id = request.data.span,
+                     attrs = { ["spool.link"] = "previous_run" } },
+                   { trace = wait.trace, id = wait.id,
+                     attrs = { ["spool.link"] = "wait" } } }
+  end
+  local run = task.runs[thread]
+  if run then
+    run.span = span
+  end
+  return span
+end
+
+
+-- Ends a run's span, saying how the thread stands.
+function M.run_end(span, thread)
+  if not span then
+    return
+  end
+  local status = thread:status()
+  span.attrs["spool.thread.status"] = status
+  span.attrs["spool.thread.step"] = thread.step
+  local err
+  if status == "failed" then
+    local last = thread.events[#thread.events]
+    err = last and last.data and last.data.error or "failed"
+  end
+  M.finish(span, err, err and "agent_failed" or nil)
+end
+
+
+-- The id of the span of the run that drives `thread` here, for a request
+-- to a person to keep (the run that answers links back to it).
+function M.run_span_id(thread)
+  local run = task.runs[thread]
+  local span = run and run.span
+  return span and span.sampled and span.id or nil
+end
+
+
+return M
