@@ -10,6 +10,7 @@
 #include <uv.h>
 
 #include "spool.h"
+#include "codec/json.h"
 #include "spool_int.h" /* a few checks look inside */
 #include "test.h"
 
@@ -75,6 +76,53 @@ TEST_IMPL(engine_runs_a_thread) {
   ASSERT_STR_EQ(s.types[2], "intent");
   ASSERT_STR_EQ(s.types[3], "done");
   ASSERT_EQ(s.reentered, 4);
+  spool_engine_free(e);
+}
+
+typedef struct spans {
+  int n, runs, chats;
+  char trace[40];
+  spool_engine *e;
+} spans;
+
+static void on_span(const char *json, size_t len, void *ud) {
+  spans *s = ud;
+  s->n++;
+  ASSERT_EQ(strlen(json), len);
+  ASSERT_EQ(spool__json_check(json, len, NULL, NULL), 0);
+  s->runs += strstr(json, "\"name\":\"invoke_agent classify\"") != NULL;
+  s->chats += strstr(json, "\"name\":\"chat mock-1\"") != NULL;
+  ASSERT_CONTAINS(json, "\"traceId\":\"");
+  ASSERT_CONTAINS(json, "\"key\":\"gen_ai.operation.name\"");
+  const char *t = strstr(json, "\"traceId\":\"") + 11;
+  if (s->trace[0] == '\0')
+    memcpy(s->trace, t, 32);
+  ASSERT(strncmp(s->trace, t, 32) == 0); /* one trace */
+  /* Delivered outside Lua, as events are: calling back in is allowed. */
+  spool_status st;
+  ASSERT_EQ(spool_thread_status(s->e, "t_nosuch", &st), SPOOL_ENOTFOUND);
+}
+
+/* An embedder takes the spans itself: the same OTLP JSON an exporter
+ * sends, with no collector configured. */
+TEST_IMPL(engine_hands_spans_to_the_host) {
+  spool_engine *e = open_demo(NULL);
+  spans s = {.e = e};
+  spool_engine_on_span(e, on_span, &s);
+  char id[SPOOL_ID_SIZE];
+  ASSERT_EQ(
+      spool_thread_start(e, "classify", "My order 5531 arrived broken", id),
+      SPOOL_OK);
+  ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_IDLE), SPOOL_OK);
+  ASSERT_EQ(s.n, 2);
+  ASSERT_EQ(s.runs, 1);
+  ASSERT_EQ(s.chats, 1);
+  /* Without the callback, none. */
+  spool_engine_on_span(e, NULL, NULL);
+  ASSERT_EQ(spool_thread_start(e, "classify", "Where is order 5531?", id),
+            SPOOL_OK);
+  ASSERT_EQ(spool_engine_run(e, SPOOL_RUN_IDLE), SPOOL_OK);
+  ASSERT_EQ(s.n, 2);
   spool_engine_free(e);
 }
 

@@ -501,13 +501,13 @@ chat = function(req)
     or sandbox.frozen(req.model) and req.model or fixed(req.model)
   local attempts, stream_state = {}, { shown = false }
   local models = candidates(primary)
-  local span = chat_span.start(primary, req)
+  local span = chat_span.start(primary)
   for i, model in ipairs(models) do
     local reply, why = call_model(model, req, attempts, req.deadline,
       stream_state, span)
     if reply then
       reply.attempts = attempts
-      chat_span.finish(span, reply, nil, attempts)
+      chat_span.finish(span, primary, req, reply, nil, attempts)
       return reply
     end
     if why == "final" or i == #models then
@@ -520,7 +520,7 @@ chat = function(req)
   local last = attempts[#attempts]
   local err = string.format("EMODEL: %s (after %d attempt%s)", last.error,
     #attempts, #attempts == 1 and "" or "s")
-  chat_span.finish(span, nil, err, attempts)
+  chat_span.finish(span, primary, req, nil, err, attempts)
   return nil, err, attempts
 end
 

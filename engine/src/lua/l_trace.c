@@ -9,11 +9,14 @@
  *   span_id()              -> 16 hex    a new span id
  *   trace_now()            -> ns        the wall clock, in nanoseconds
  *   trace_sampled(trace, parent_sampled|nil) -> boolean   the sampler
- *   span_end(span)         encode and send: span = { trace, id, parent,
- *                            remote, name, kind, start, finish, attrs,
+ *   span_end(span, err, name, value, ...)   encode and send it: span =
+ *                            { trace, id, parent, remote, name, kind,
+ *                            start, finish (default: now),
  *                            events = { { name, time, attrs } },
- *                            links = { { trace, id, attrs } },
- *                            error (the status message: status ERROR) }
+ *                            links = { { trace, id, attrs } } }; err (a
+ *                            string: the status is ERROR, with it as the
+ *                            message); then its attributes as pairs (a
+ *                            nil value leaves one out)
  *   trace_stats()          -> { queued, exported, rejected, dropped,
  *                               retries, failures }
  */
@@ -88,12 +91,15 @@ static int l_span_id(lua_State *L) {
   return 1;
 }
 
-static int l_trace_now(lua_State *L) {
+static long long now_ns(lua_State *L) {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-  ns += engine(L)->clock_offset_ms * 1000000LL;
-  lua_pushinteger(L, (lua_Integer)ns);
+  return ns + engine(L)->clock_offset_ms * 1000000LL;
+}
+
+static int l_trace_now(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)now_ns(L));
   return 1;
 }
 
@@ -144,16 +150,42 @@ typedef struct enc {
   spool__buf *b;
   size_t limit; /* bytes of a string value; 0: none */
   int failed;   /* out of memory */
+  int top;      /* span_end's last argument */
 } enc;
 
-static void add(enc *w, const char *s) {
-  if (spool__buf_adds(w->b, s) != 0)
+static inline void put(enc *w, const char *s, size_t n) {
+  spool__buf *b = w->b;
+  if (b->cap - b->len > n) { /* the common case: room reserved */
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+  } else if (spool__buf_add(b, s, n) != 0) {
     w->failed = 1;
+  }
+}
+
+/* A string literal, its length known at compile time. */
+#define PUT(w, lit) put((w), (lit), sizeof(lit) - 1)
+
+static void put_int(enc *w, long long v, int quoted) {
+  char digits[24], *p = digits + sizeof digits;
+  unsigned long long u =
+      v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
+  if (quoted)
+    *--p = '"';
+  do
+    *--p = (char)('0' + u % 10);
+  while (u /= 10);
+  if (v < 0)
+    *--p = '-';
+  if (quoted)
+    *--p = '"';
+  put(w, p, (size_t)(digits + sizeof digits - p));
 }
 
 /* A string, cut at `limit` bytes on a character boundary; bytes that are
  * not UTF-8 become U+FFFD (a span must not be refused for one). */
-static void add_text(enc *w, const char *s, size_t n, size_t limit) {
+static void put_text(enc *w, const char *s, size_t n, size_t limit) {
   if (limit && n > limit) {
     n = limit;
     while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
@@ -183,89 +215,119 @@ static void add_text(enc *w, const char *s, size_t n, size_t limit) {
     w->failed = 1;
 }
 
-static void add_int(enc *w, long long v, int quoted) {
-  if (spool__buf_printf(w->b, quoted ? "\"%lld\"" : "%lld", v) != 0)
-    w->failed = 1;
+/* A string as put_text writes it, quicker for the common case: plain
+ * ASCII that needs no escapes (names, ids, models, most values). */
+static void put_string(enc *w, const char *s, size_t n, size_t limit) {
+  if (limit && n > limit) {
+    put_text(w, s, n, limit);
+    return;
+  }
+  for (size_t i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') {
+      put_text(w, s, n, limit);
+      return;
+    }
+  }
+  spool__buf *b = w->b;
+  if (b->cap - b->len > n + 2) {
+    char *p = b->data + b->len;
+    *p = '"';
+    memcpy(p + 1, s, n);
+    p[n + 1] = '"';
+    b->len += n + 2;
+    b->data[b->len] = '\0';
+    return;
+  }
+  PUT(w, "\"");
+  put(w, s, n);
+  PUT(w, "\"");
 }
 
-static void add_hex_field(enc *w, const char *name, int idx, size_t n) {
+static void put_name(enc *w, const char *s, size_t n) {
+  put_string(w, s, n, 0);
+}
+
+/* ,"name":"<hex>" from the id at idx, checked; written lowercase. */
+static void put_id(enc *w, const char *name, size_t name_len, int idx,
+                   size_t n) {
   lua_State *L = w->L;
   size_t len;
   const char *s = lua_tolstring(L, idx, &len);
   unsigned char id[16];
   if (read_id(s, len, id, n) != 0)
     luaL_error(L, "span_end: %s must be %d hex digits", name, (int)(2 * n));
-  add(w, ",\"");
-  add(w, name);
-  add(w, "\":\"");
-  static const char digits[] = "0123456789abcdef";
-  for (size_t i = 0; i < n; i++) {
-    char two[3] = {digits[id[i] >> 4], digits[id[i] & 15], 0};
-    add(w, two);
-  }
-  add(w, "\"");
+  put(w, name, name_len);
+  char hex[32];
+  for (size_t i = 0; i < len; i++)
+    hex[i] = (char)(s[i] >= 'A' && s[i] <= 'F' ? s[i] - 'A' + 'a' : s[i]);
+  put(w, hex, len);
+  PUT(w, "\"");
 }
 
-/* An AnyValue of the value at the top of the stack; 0 if it has none (a
- * function, a NaN): the attribute is left out. */
+#define PUT_ID(w, lit, idx, n) put_id((w), (lit), sizeof(lit) - 1, (idx), (n))
+
+/* Has the value at idx an AnyValue? Not a function, nor a NaN: such an
+ * attribute is left out. */
 static int value_ok(lua_State *L, int idx) {
   switch (lua_type(L, idx)) {
   case LUA_TSTRING:
   case LUA_TBOOLEAN:
+  case LUA_TTABLE:
     return 1;
-  case LUA_TNUMBER:
+  case LUA_TNUMBER: {
     if (lua_isinteger(L, idx))
       return 1;
     lua_Number d = lua_tonumber(L, idx);
     return d == d && d - d == 0; /* finite */
-  case LUA_TTABLE:
-    return 1;
+  }
   default:
     return 0;
   }
 }
 
-static void add_value(enc *w, int idx, int depth) {
+static void put_value(enc *w, int idx, int depth) {
   lua_State *L = w->L;
   idx = lua_absindex(L, idx);
   switch (lua_type(L, idx)) {
   case LUA_TSTRING: {
     size_t n;
     const char *s = lua_tolstring(L, idx, &n);
-    add(w, "{\"stringValue\":");
-    add_text(w, s, n, w->limit);
-    add(w, "}");
+    PUT(w, "{\"stringValue\":");
+    put_string(w, s, n, w->limit);
+    PUT(w, "}");
     break;
   }
   case LUA_TBOOLEAN:
-    add(w, lua_toboolean(L, idx) ? "{\"boolValue\":true}"
-                                 : "{\"boolValue\":false}");
+    if (lua_toboolean(L, idx))
+      PUT(w, "{\"boolValue\":true}");
+    else
+      PUT(w, "{\"boolValue\":false}");
     break;
   case LUA_TNUMBER:
     if (lua_isinteger(L, idx)) {
-      add(w, "{\"intValue\":");
-      add_int(w, (long long)lua_tointeger(L, idx), 1);
-      add(w, "}");
+      PUT(w, "{\"intValue\":");
+      put_int(w, (long long)lua_tointeger(L, idx), 1);
     } else {
-      add(w, "{\"doubleValue\":");
+      PUT(w, "{\"doubleValue\":");
       if (spool__json_write_double(w->b, lua_tonumber(L, idx)) != 0)
         w->failed = 1;
-      add(w, "}");
     }
+    PUT(w, "}");
     break;
   default: { /* an array of scalars (finish reasons, stop sequences) */
-    add(w, "{\"arrayValue\":{\"values\":[");
+    PUT(w, "{\"arrayValue\":{\"values\":[");
     lua_Integer n = (lua_Integer)lua_rawlen(L, idx), k = 0;
     for (lua_Integer i = 1; i <= n && depth < 2; i++) {
       lua_rawgeti(L, idx, i);
       if (value_ok(L, -1) && lua_type(L, -1) != LUA_TTABLE) {
         if (k++)
-          add(w, ",");
-        add_value(w, -1, depth + 1);
+          PUT(w, ",");
+        put_value(w, -1, depth + 1);
       }
       lua_pop(L, 1);
     }
-    add(w, "]}}");
+    PUT(w, "]}}");
   }
   }
 }
@@ -274,34 +336,79 @@ static void add_value(enc *w, int idx, int depth) {
 
 /* "attributes":[...] from the table at idx (string keys only), plus
  * droppedAttributesCount past the limit. */
-static void add_attributes(enc *w, int idx) {
+static void put_attributes(enc *w, int idx) {
   lua_State *L = w->L;
-  add(w, "\"attributes\":[");
+  PUT(w, "\"attributes\":[");
   int n = 0, dropped = 0;
   if (lua_type(L, idx) == LUA_TTABLE) {
     idx = lua_absindex(L, idx);
     lua_pushnil(L);
     while (lua_next(L, idx)) {
       if (lua_type(L, -2) == LUA_TSTRING && value_ok(L, -1)) {
+        /* Room for the common attribute, so its pieces go in unchecked. */
+        if (w->b->cap - w->b->len < 512 && spool__buf_reserve(w->b, 512) != 0)
+          w->failed = 1;
         if (n >= MAX_ATTRIBUTES) {
           dropped++;
         } else {
           size_t kn;
           const char *k = lua_tolstring(L, -2, &kn);
-          add(w, n++ ? ",{\"key\":" : "{\"key\":");
-          add_text(w, k, kn, 0);
-          add(w, ",\"value\":");
-          add_value(w, -1, 0);
-          add(w, "}");
+          if (n++)
+            PUT(w, ",{\"key\":");
+          else
+            PUT(w, "{\"key\":");
+          put_name(w, k, kn);
+          PUT(w, ",\"value\":");
+          put_value(w, -1, 0);
+          PUT(w, "}");
         }
       }
       lua_pop(L, 1);
     }
   }
-  add(w, "]");
+  PUT(w, "]");
   if (dropped) {
-    add(w, ",\"droppedAttributesCount\":");
-    add_int(w, dropped, 0);
+    PUT(w, ",\"droppedAttributesCount\":");
+    put_int(w, dropped, 0);
+  }
+}
+
+/* The attribute pair at (i, i + 1), unless its value is nil or has no
+ * AnyValue; returns whether it was written. */
+static int put_pair(enc *w, int i, int n) {
+  lua_State *L = w->L;
+  if (lua_type(L, i) != LUA_TSTRING || !value_ok(L, i + 1))
+    return 0;
+  if (w->b->cap - w->b->len < 512 && spool__buf_reserve(w->b, 512) != 0)
+    w->failed = 1;
+  size_t kn;
+  const char *k = lua_tolstring(L, i, &kn);
+  if (n)
+    PUT(w, ",{\"key\":");
+  else
+    PUT(w, "{\"key\":");
+  put_name(w, k, kn);
+  PUT(w, ",\"value\":");
+  put_value(w, i + 1, 0);
+  PUT(w, "}");
+  return 1;
+}
+
+/* "attributes":[...] from the name, value pairs at from..top. */
+static void put_pairs(enc *w, int from) {
+  lua_State *L = w->L;
+  int n = 0, dropped = 0;
+  PUT(w, "\"attributes\":[");
+  for (int i = from; i < w->top; i += 2) {
+    if (n >= MAX_ATTRIBUTES)
+      dropped += !lua_isnil(L, i + 1);
+    else
+      n += put_pair(w, i, n);
+  }
+  PUT(w, "]");
+  if (dropped) {
+    PUT(w, ",\"droppedAttributesCount\":");
+    put_int(w, dropped, 0);
   }
 }
 
@@ -315,57 +422,58 @@ static long long field_int(lua_State *L, int t, const char *name) {
   return v;
 }
 
-static void add_events(enc *w, int t) {
+static void put_events(enc *w, int t) {
   lua_State *L = w->L;
-  lua_getfield(L, t, "events");
-  if (lua_type(L, -1) == LUA_TTABLE) {
-    add(w, ",\"events\":[");
+  if (lua_getfield(L, t, "events") == LUA_TTABLE) {
+    PUT(w, ",\"events\":[");
     lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
       int ev = lua_gettop(L);
       luaL_checktype(L, ev, LUA_TTABLE);
-      add(w, i > 1 ? ",{\"timeUnixNano\":" : "{\"timeUnixNano\":");
-      add_int(w, field_int(L, ev, "time"), 1);
+      if (i > 1)
+        PUT(w, ",");
+      PUT(w, "{\"timeUnixNano\":");
+      put_int(w, field_int(L, ev, "time"), 1);
       lua_getfield(L, ev, "name");
       size_t len;
       const char *name = luaL_checklstring(L, -1, &len);
-      add(w, ",\"name\":");
-      add_text(w, name, len, 0);
-      lua_pop(L, 1);
-      add(w, ",");
+      PUT(w, ",\"name\":");
+      put_name(w, name, len);
+      PUT(w, ",");
       lua_getfield(L, ev, "attrs");
-      add_attributes(w, -1);
-      lua_pop(L, 2);
-      add(w, "}");
+      put_attributes(w, -1);
+      lua_pop(L, 3);
+      PUT(w, "}");
     }
-    add(w, "]");
+    PUT(w, "]");
   }
   lua_pop(L, 1);
 }
 
-static void add_links(enc *w, int t) {
+static void put_links(enc *w, int t) {
   lua_State *L = w->L;
-  lua_getfield(L, t, "links");
-  if (lua_type(L, -1) == LUA_TTABLE) {
-    add(w, ",\"links\":[");
+  if (lua_getfield(L, t, "links") == LUA_TTABLE) {
+    PUT(w, ",\"links\":[");
     lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
       lua_rawgeti(L, -1, i);
       int link = lua_gettop(L);
       luaL_checktype(L, link, LUA_TTABLE);
-      add(w, i > 1 ? ",{\"flags\":257" : "{\"flags\":257");
+      if (i > 1)
+        PUT(w, ",");
+      PUT(w, "{\"flags\":257");
       lua_getfield(L, link, "trace");
-      add_hex_field(w, "traceId", -1, 16);
+      PUT_ID(w, ",\"traceId\":\"", -1, 16);
       lua_getfield(L, link, "id");
-      add_hex_field(w, "spanId", -1, 8);
-      add(w, ",");
+      PUT_ID(w, ",\"spanId\":\"", -1, 8);
+      PUT(w, ",");
       lua_getfield(L, link, "attrs");
-      add_attributes(w, -1);
+      put_attributes(w, -1);
       lua_pop(L, 4);
-      add(w, "}");
+      PUT(w, "}");
     }
-    add(w, "]");
+    PUT(w, "]");
   }
   lua_pop(L, 1);
 }
@@ -374,49 +482,49 @@ static void add_links(enc *w, int t) {
 static void encode_span(enc *w, int t) {
   lua_State *L = w->L;
   size_t len;
-  lua_getfield(L, t, "parent");
-  int has_parent = !lua_isnil(L, -1);
+  int has_parent = lua_getfield(L, t, "parent") != LUA_TNIL;
   lua_getfield(L, t, "remote");
   int remote = lua_toboolean(L, -1);
   lua_pop(L, 1);
   /* W3C flags: sampled; bits 8 and 9 say whether the parent is remote. */
-  add(w, has_parent ? (remote ? "{\"flags\":769" : "{\"flags\":257")
-                    : "{\"flags\":257");
+  if (has_parent && remote)
+    PUT(w, "{\"flags\":769");
+  else
+    PUT(w, "{\"flags\":257");
   lua_getfield(L, t, "trace");
-  add_hex_field(w, "traceId", -1, 16);
+  PUT_ID(w, ",\"traceId\":\"", -1, 16);
   lua_getfield(L, t, "id");
-  add_hex_field(w, "spanId", -1, 8);
+  PUT_ID(w, ",\"spanId\":\"", -1, 8);
   if (has_parent)
-    add_hex_field(w, "parentSpanId", -3, 8);
+    PUT_ID(w, ",\"parentSpanId\":\"", -3, 8);
   lua_pop(L, 3);
   lua_getfield(L, t, "name");
   const char *name = luaL_checklstring(L, -1, &len);
-  add(w, ",\"name\":");
-  add_text(w, name, len, 0);
+  PUT(w, ",\"name\":");
+  put_name(w, name, len);
   lua_pop(L, 1);
-  add(w, ",\"kind\":");
-  add_int(w, field_int(L, t, "kind"), 0);
-  add(w, ",\"startTimeUnixNano\":");
+  PUT(w, ",\"kind\":");
+  put_int(w, field_int(L, t, "kind"), 0);
+  PUT(w, ",\"startTimeUnixNano\":");
   long long start = field_int(L, t, "start");
-  add_int(w, start, 1);
-  add(w, ",\"endTimeUnixNano\":");
-  long long finish = field_int(L, t, "finish");
-  add_int(w, finish < start ? start : finish, 1);
-  add(w, ",");
-  lua_getfield(L, t, "attrs");
-  add_attributes(w, -1);
+  put_int(w, start, 1);
+  PUT(w, ",\"endTimeUnixNano\":");
+  long long finish = now_ns(L);
+  if (lua_getfield(L, t, "finish") != LUA_TNIL)
+    finish = field_int(L, t, "finish");
   lua_pop(L, 1);
-  add_events(w, t);
-  add_links(w, t);
-  lua_getfield(L, t, "error");
-  if (lua_type(L, -1) == LUA_TSTRING) {
-    const char *msg = lua_tolstring(L, -1, &len);
-    add(w, ",\"status\":{\"code\":2,\"message\":");
-    add_text(w, msg, len, 1024);
-    add(w, "}");
+  put_int(w, finish < start ? start : finish, 1);
+  PUT(w, ",");
+  put_pairs(w, 3);
+  put_events(w, t);
+  put_links(w, t);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *msg = lua_tolstring(L, 2, &len);
+    PUT(w, ",\"status\":{\"code\":2,\"message\":");
+    put_text(w, msg, len, 1024);
+    PUT(w, "}");
   }
-  lua_pop(L, 1);
-  add(w, "}");
+  PUT(w, "}");
 }
 
 static int l_span_end(lua_State *L) {
@@ -424,7 +532,10 @@ static int l_span_end(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   spool__buf *b = &e->trace_buf;
   spool__buf_clear(b);
-  enc w = {L, b, e->otlp ? spool__otlp_value_limit(e->otlp) : 0, 0};
+  enc w = {L, b, e->otlp ? spool__otlp_value_limit(e->otlp) : 0, 0,
+           lua_gettop(L)};
+  if (spool__buf_reserve(b, 2048) != 0)
+    return luaL_error(L, "span_end: out of memory");
   encode_span(&w, 1);
   if (w.failed)
     return luaL_error(L, "span_end: out of memory");

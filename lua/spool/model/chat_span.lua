@@ -41,38 +41,25 @@ local function input_messages(req)
 end
 
 
--- Starts the span of a call to `model` (nil when tracing is off). Its id
--- goes out with the request as traceparent.
-function M.start(model, req)
-  if not trace.enabled() then
-    return nil
-  end
+-- server.address and server.port of a model (none for the mock), kept
+-- for each model table (the engine's are made once per version).
+local servers = setmetatable({}, { __mode = "k" })
+
+local function server_of(model)
   local url = model.mock and "" or (model.base_url or "")
   local host, port = url:match("^https?://%[?([^/%]]-)%]?:(%d+)")
   if not host then
     host = url:match("^https?://([^/:]+)")
     port = host and (url:match("^https://") and 443 or 80)
   end
-  local thread = req.thread or task.thread()
-  local attrs = {
-    ["gen_ai.operation.name"] = "chat",
-    ["gen_ai.provider.name"] = PROVIDERS[model.provider] or model.provider,
-    ["spool.model.mock"] = model.mock and true or nil,
-    ["gen_ai.request.model"] = model.name,
-    ["gen_ai.request.max_tokens"] = req.max_tokens or model.max_tokens,
-    ["gen_ai.request.temperature"] = req.temperature or model.temperature,
-    ["gen_ai.request.stream"] = req.stream and true or nil,
-    ["gen_ai.output.type"] = req.json and "json" or nil,
-    ["gen_ai.conversation.id"] = thread and thread.id or nil,
-    ["server.address"] = host,
-    ["server.port"] = tonumber(port),
-  }
-  if trace.content then
-    attrs["gen_ai.input.messages"] = trace.text(input_messages(req))
-    attrs["gen_ai.system_instructions"] = req.system
-      and trace.text({ { type = "text", content = req.system } }) or nil
-  end
-  return trace.start("chat " .. tostring(model.name), trace.CLIENT, attrs)
+  return { host = host, port = tonumber(port) }
+end
+
+
+-- Starts the span of a call (nil when tracing is off). Its id goes out
+-- with the request as traceparent.
+function M.start(model)
+  return trace.start("chat " .. tostring(model.name), trace.CLIENT)
 end
 
 
@@ -92,12 +79,15 @@ local function error_type(last)
 end
 
 
--- Ends it with the reply (or the error) and the attempts.
-function M.finish(span, reply, err, attempts)
-  if not span then
+local NONE = {}
+
+-- Ends it, with what was asked (`model`, `req`) and what came back (the
+-- reply, or the error and the attempts).
+function M.finish(span, model, req, reply, err, attempts)
+  if not span or not span.sampled then
     return
   end
-  for _, a in ipairs(attempts or {}) do
+  for _, a in ipairs(attempts or NONE) do
     if a.error then
       trace.event(span, "spool.model.attempt_failed", {
         ["spool.attempt"] = a.attempt, ["gen_ai.request.model"] = a.model,
@@ -106,29 +96,45 @@ function M.finish(span, reply, err, attempts)
       })
     end
   end
-  local attrs = span.attrs
-  if reply then
-    local u = reply.usage or {}
-    attrs["gen_ai.response.model"] = reply.model
-    attrs["gen_ai.response.id"] = reply.id
-    attrs["gen_ai.response.finish_reasons"] = reply.finish_reason
-      and { reply.finish_reason } or nil
-    attrs["gen_ai.usage.input_tokens"] = u.input_tokens
-    attrs["gen_ai.usage.output_tokens"] = u.output_tokens
-    attrs["gen_ai.usage.cache_read.input_tokens"] = u.cached_tokens
-    attrs["gen_ai.usage.cache_creation.input_tokens"] = u.cache_creation_tokens
-    attrs["gen_ai.usage.reasoning.output_tokens"] = u.reasoning_tokens
-    if trace.content then
-      local parts = parts_of({ content = reply.text,
-                               tool_calls = reply.tool_calls })
-      attrs["gen_ai.output.messages"] = trace.text({ { role = "assistant",
-        parts = parts, finish_reason = reply.finish_reason } })
-    end
-    trace.finish(span)
-  else
-    trace.finish(span, err or "the model call failed",
-      error_type(attempts and attempts[#attempts]))
+  local server = servers[model]
+  if not server then
+    server = server_of(model)
+    servers[model] = server
   end
+  local thread = req.thread or task.thread()
+  local r = reply or NONE
+  local u = r.usage or NONE
+  local input, system, output
+  if trace.content then
+    input = trace.text(input_messages(req))
+    system = req.system and trace.text({ { type = "text",
+                                           content = req.system } })
+    output = reply and trace.text({ { role = "assistant",
+      parts = parts_of({ content = r.text, tool_calls = r.tool_calls }),
+      finish_reason = r.finish_reason } })
+  end
+  trace.finish(span, not reply and (err or "the model call failed") or nil,
+    "gen_ai.operation.name", "chat",
+    "gen_ai.provider.name", PROVIDERS[model.provider] or model.provider,
+    "gen_ai.request.model", model.name,
+    "gen_ai.request.max_tokens", req.max_tokens or model.max_tokens,
+    "gen_ai.request.temperature", req.temperature or model.temperature,
+    "gen_ai.request.stream", req.stream and true or nil,
+    "gen_ai.output.type", req.json and "json" or nil,
+    "gen_ai.conversation.id", thread and thread.id or nil,
+    "server.address", server.host, "server.port", server.port,
+    "spool.model.mock", model.mock and true or nil,
+    "gen_ai.response.model", r.model, "gen_ai.response.id", r.id,
+    "gen_ai.response.finish_reasons", r.finish_reason and { r.finish_reason },
+    "gen_ai.usage.input_tokens", u.input_tokens,
+    "gen_ai.usage.output_tokens", u.output_tokens,
+    "gen_ai.usage.cache_read.input_tokens", u.cached_tokens,
+    "gen_ai.usage.cache_creation.input_tokens", u.cache_creation_tokens,
+    "gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens,
+    "gen_ai.input.messages", input, "gen_ai.system_instructions", system,
+    "gen_ai.output.messages", output,
+    "error.type", not reply and error_type(attempts and attempts[#attempts])
+      or nil)
 end
 
 

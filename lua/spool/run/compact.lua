@@ -63,13 +63,13 @@ end
 -- or nil and why.
 function M.compact(thread, plan, model)
   local text = window.fold_text(plan)
-  local span = trace.start("compact", trace.INTERNAL, {
-    ["gen_ai.conversation.id"] = thread.id, ["spool.tokens_before"] = plan.total,
-  })
+  local span = trace.start("compact", trace.INTERNAL)
   local reply, err = trace.within(span, call, thread, model,
     prompt_text(plan.settings.prompt, M.DEFAULT_COMPACT), text,
     window.summary_tokens(plan))
-  trace.finish(span, not reply and err or nil)
+  trace.finish(span, not reply and err or nil,
+    "gen_ai.conversation.id", thread.id, "spool.tokens_before", plan.total,
+    "error.type", not reply and "compaction_failed" or nil)
   if not reply then
     return nil, err
   end

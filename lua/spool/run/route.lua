@@ -87,13 +87,7 @@ end
 -- which is the current span meanwhile: the handler's own requests, model
 -- calls and sub-agents are its children.
 local function run_traced(tool, args, ctx)
-  local span = trace.start("execute_tool " .. tool.name, trace.INTERNAL, {
-    ["gen_ai.operation.name"] = "execute_tool",
-    ["gen_ai.tool.name"] = tool.name, ["gen_ai.tool.type"] = "function",
-    ["gen_ai.tool.call.id"] = ctx.call_id,
-    ["gen_ai.conversation.id"] = ctx.thread.id,
-    ["gen_ai.tool.call.arguments"] = trace.content and trace.text(args) or nil,
-  })
+  local span = trace.start("execute_tool " .. tool.name, trace.INTERNAL)
   if not span then
     return run_handler(tool, args, ctx)
   end
@@ -101,16 +95,24 @@ local function run_traced(tool, args, ctx)
   task.set_span(span)
   local raised, ok, res, where = pcall(run_handler, tool, args, ctx)
   task.set_span(outer)
+  local err, err_type
   if not raised then -- a pause, a store failure, the run's budget
-    local why = ok ~= durable.PAUSED and (type(ok) == "table"
-      and ok.store_error or tostring(ok)) or nil
-    trace.finish(span, why, "run_stopped")
+    err = ok ~= durable.PAUSED and (type(ok) == "table" and ok.store_error
+      or tostring(ok)) or nil
+    err_type = "run_stopped"
+  elseif not ok then
+    err, err_type = res, "tool_error"
+  end
+  trace.finish(span, err, "gen_ai.operation.name", "execute_tool",
+    "gen_ai.tool.name", tool.name, "gen_ai.tool.type", "function",
+    "gen_ai.tool.call.id", ctx.call_id,
+    "gen_ai.conversation.id", ctx.thread.id, "error.type", err and err_type,
+    "gen_ai.tool.call.arguments", trace.content and trace.text(args) or nil,
+    "gen_ai.tool.call.result", trace.content and raised and ok
+      and trace.text(res) or nil)
+  if not raised then
     error(ok, 0)
   end
-  if ok and trace.content then
-    span.attrs["gen_ai.tool.call.result"] = trace.text(res)
-  end
-  trace.finish(span, not ok and res or nil, "tool_error")
   return ok, res, where
 end
 

@@ -239,7 +239,7 @@ local function drive(thread, agent)
   if not stopped then
     fail_run(thread, err)
   end
-  trace.run_end(span, thread)
+  trace.run_end(span, thread, agent)
 end
 
 

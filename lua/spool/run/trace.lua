@@ -72,8 +72,8 @@ end
 
 -- The traceparent of a span (or context): version 00, its sampled flag.
 function M.format(span)
-  return string.format("00-%s-%s-%s", span.trace, span.id,
-    span.sampled and "01" or "00")
+  return "00-" .. span.trace .. "-" .. span.id
+    .. (span.sampled and "-01" or "-00")
 end
 
 
@@ -88,18 +88,27 @@ end
 -- ---- spans ----
 
 -- A new span, a child of `parent` (a span or a context; nil: the task's
--- current span, or none). nil when tracing is off.
-function M.start(name, kind, attrs, parent)
+-- current span, or none); nil when tracing is off. Its attributes are
+-- given when it ends (M.finish): a span allocates one small table, which
+-- matters at two spans a step.
+function M.start(name, kind, parent)
   if not core.tracing() then
     return nil
   end
   parent = parent or task.span()
-  local span = { name = name, kind = kind or INTERNAL, attrs = attrs or {},
-                 id = core.span_id(), start = core.trace_now() }
+  -- Every field at once: the table is made at its size.
+  local span = { name = name, kind = kind, id = core.span_id(),
+                 start = core.trace_now(), trace = false, parent = nil,
+                 remote = nil, sampled = false }
   if parent then
     span.trace, span.parent, span.remote = parent.trace, parent.id,
       parent.remote
-    span.sampled = core.trace_sampled(parent.trace, parent.sampled)
+    -- A span of this process decided for its trace already.
+    if parent.remote or parent.sampled == nil then
+      span.sampled = core.trace_sampled(parent.trace, parent.sampled)
+    else
+      span.sampled = parent.sampled
+    end
   else
     span.trace = core.trace_id()
     span.sampled = core.trace_sampled(span.trace)
@@ -108,20 +117,14 @@ function M.start(name, kind, attrs, parent)
 end
 
 
--- Ends a span (nil: nothing). `err`: a message, and the span's status is
--- ERROR with error.type `err_type` (low-cardinality: "timeout", a status
--- code, "tool_error"; "_OTHER" when none is given).
-function M.finish(span, err, err_type)
-  if not span or not span.sampled then
-    return
+-- Ends a span (nil: nothing) with its attributes, given as name, value,
+-- name, value... (a nil value leaves its attribute out). `err`: a message,
+-- and the span's status is ERROR; the attributes then name its
+-- error.type (low-cardinality: "timeout", a status code, "tool_error").
+function M.finish(span, err, ...)
+  if span and span.sampled then
+    core.span_end(span, err, ...)
   end
-  span.finish = span.finish or core.trace_now()
-  if err then
-    span.error = tostring(err)
-    span.attrs["error.type"] = err_type or span.attrs["error.type"]
-      or "_OTHER"
-  end
-  core.span_end(span)
 end
 
 
@@ -197,14 +200,13 @@ end
 
 local function emit_wait(run_span, request, response)
   local r, a = request.data, response.data
-  local wait = M.start("await " .. tostring(r.kind), INTERNAL, {
-    ["spool.wait.kind"] = r.kind, ["gen_ai.tool.name"] = r.name,
-    ["gen_ai.tool.call.id"] = r.call_id, ["spool.wait.approved"] = a.approved,
-    ["spool.wait.by"] = a.by,
-  }, { trace = run_span.trace, id = r.span, sampled = run_span.sampled })
+  local wait = M.start("await " .. tostring(r.kind), INTERNAL,
+    { trace = run_span.trace, id = r.span, sampled = run_span.sampled })
   wait.start = request.at * 1000000
   wait.finish = response.at * 1000000
-  M.finish(wait)
+  M.finish(wait, nil, "spool.wait.kind", r.kind, "gen_ai.tool.name", r.name,
+    "gen_ai.tool.call.id", r.call_id, "spool.wait.approved", a.approved,
+    "spool.wait.by", a.by)
   return wait
 end
 
@@ -213,19 +215,12 @@ end
 -- that resumes from a wait links to the run that asked, and the wait is
 -- its own span.
 function M.run_begin(thread, agent)
-  if not core.tracing() then
+  local span = M.start("invoke_agent " .. agent.name, INTERNAL,
+    task.span() or (core.tracing() and origin(thread)))
+  if not span then
     return nil
   end
-  local span = M.start("invoke_agent " .. agent.name, INTERNAL, {
-    ["gen_ai.operation.name"] = "invoke_agent",
-    ["gen_ai.provider.name"] = agent.model and agent.model.provider
-      or config.get().model.provider,
-    ["gen_ai.agent.name"] = agent.name,
-    ["gen_ai.agent.version"] = agent.version,
-    ["gen_ai.conversation.id"] = thread.id,
-    ["spool.thread.parent"] = thread.parent,
-    ["spool.thread.step"] = thread.step,
-  }, task.span() or origin(thread))
+  span.first_step = thread.step
   local request, response = resumed_wait(thread)
   if request and request.data.span then
     local wait = emit_wait(span, request, response)
@@ -243,19 +238,24 @@ end
 
 
 -- Ends a run's span, saying how the thread stands.
-function M.run_end(span, thread)
+function M.run_end(span, thread, agent)
   if not span then
     return
   end
   local status = thread:status()
-  span.attrs["spool.thread.status"] = status
-  span.attrs["spool.thread.step"] = thread.step
   local err
   if status == "failed" then
     local last = thread.events[#thread.events]
     err = last and last.data and last.data.error or "failed"
   end
-  M.finish(span, err, err and "agent_failed" or nil)
+  M.finish(span, err, "gen_ai.operation.name", "invoke_agent",
+    "gen_ai.provider.name", agent.model and agent.model.provider
+      or config.get().model.provider,
+    "gen_ai.agent.name", agent.name, "gen_ai.agent.version", agent.version,
+    "gen_ai.conversation.id", thread.id, "spool.thread.parent", thread.parent,
+    "spool.thread.status", status, "spool.thread.first_step",
+    span.first_step, "spool.thread.step", thread.step,
+    "error.type", err and "agent_failed" or nil)
 end
 
 

@@ -197,17 +197,20 @@ local function try(key)
   end
   local where = host_of(target.url)
   -- A delivery is a span of the run whose event it tells of.
-  local span = trace.start("webhook " .. notice.type, trace.CLIENT, {
-    ["server.address"] = where, ["spool.delivery"] = notice.id,
-    ["spool.attempt"] = attempt, ["gen_ai.conversation.id"] = notice.thread,
-  }, trace.parse(item.traceparent))
+  local span = trace.start("webhook " .. notice.type, trace.CLIENT,
+    trace.parse(item.traceparent))
   headers.traceparent = span and trace.format(span) or nil
   local res = http.request { url = target.url, method = "POST",
     headers = headers, body = body, timeout_ms = 10000 }
   local status = res and res.status or 0
-  trace.finish(span, (status < 200 or status > 299) and ("the delivery got "
-    .. (status > 0 and ("HTTP " .. status) or "no answer")) or nil,
-    status > 0 and tostring(status) or "no_answer")
+  local failed = status < 200 or status > 299
+  trace.finish(span, failed and ("the delivery got " .. (status > 0
+      and ("HTTP " .. status) or "no answer")) or nil,
+    "server.address", where, "spool.delivery", notice.id,
+    "spool.attempt", attempt, "gen_ai.conversation.id", notice.thread,
+    "http.response.status_code", status > 0 and status or nil,
+    "error.type", failed and (status > 0 and tostring(status)
+      or "no_answer") or nil)
   local done, result
   if status >= 200 and status < 300 then
     done, result = true, "delivered"
