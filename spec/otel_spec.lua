@@ -88,6 +88,24 @@ local function ns(s)
   return tonumber(s)
 end
 
+-- The trace of a thread started without a traceparent: its id's 128 bits
+-- (Crockford's base32 after "t_", as a ULID), in hex.
+local function trace_of(id)
+  local digits = "0123456789abcdefghjkmnpqrstvwxyz"
+  local bytes = {}
+  for i = 1, 16 do
+    bytes[i] = 0
+  end
+  for c in id:sub(3):gmatch(".") do
+    local carry = digits:find(c, 1, true) - 1
+    for i = 16, 1, -1 do
+      local x = bytes[i] * 32 + carry
+      bytes[i], carry = x % 256, x // 256
+    end
+  end
+  return string.format(string.rep("%02x", 16), table.unpack(bytes))
+end
+
 describe("traces", function()
   it("of the demo pipeline: a run per agent, a span per model call and "
     .. "tool call, with the GenAI attributes, in one tree", function()
@@ -112,8 +130,8 @@ describe("traces", function()
     assert.truthy(#tools > 0)
     local spans = r.spans()
     local index = by_id(spans)
-    -- One trace, named by the thread's id.
-    local trace_id = core.sha256(top):sub(1, 32)
+    -- One trace, named by the thread's id (found from it).
+    local trace_id = trace_of(top)
     for _, s in ipairs(spans) do
       assert.are.equal(trace_id, s.traceId, s.name)
       assert.truthy(ns(s["end"]) >= ns(s.start), s.name)
@@ -240,7 +258,7 @@ describe("traces", function()
     local id = events[1].thread
     for _, sp in ipairs(r.spans()) do
       if sp.attributes["gen_ai.conversation.id"] == id then
-        assert.are.equal(core.sha256(id):sub(1, 32), sp.traceId)
+        assert.are.equal(trace_of(id), sp.traceId)
       end
     end
   end)
@@ -288,7 +306,7 @@ describe("traces", function()
     assert.are.same({ [first.spanId] = "previous_run",
                       [wait.spanId] = "wait" }, linked)
     for _, sp in ipairs(spans) do
-      assert.are.equal(core.sha256(v.id):sub(1, 32), sp.traceId)
+      assert.are.equal(trace_of(v.id), sp.traceId)
     end
     -- The approved tool ran in the second run.
     assert.are.equal(second.spanId,
@@ -324,6 +342,35 @@ describe("traces", function()
       "-H 'traceparent: " .. parent .. "'")
     assert.are.equal(201, status)
     assert.are.equal("done", v.status)
+    local root = h.wait_for(function()
+      return named(r.spans(), "invoke_agent fetch")[1]
+    end, 10000, "the run's span")
+    assert.are.equal("0af7651916cd43dd8448eb211c80319c", root.traceId)
+    assert.are.equal("b7ad6b7169203331", root.parentSpanId)
+  end)
+
+  it("puts a thread an MCP client starts in the client's trace", function()
+    local r = receiver()
+    local dir = h.tmpdir()
+    h.sh(string.format("cp -R %s/. %s", h.q(TRACED), h.q(dir)))
+    local mock = h.mock_process(dir .. "/mock.lua")
+    local s = workers.serve(dir, mock, nil, env_for(r,
+      "OTEL_BSP_SCHEDULE_DELAY=50"))
+    finally(function()
+      s.kill()
+      mock.stop()
+      h.remove(dir)
+    end)
+    local plan = { http = { url = s.url .. "/mcp", token = s.token },
+      steps = { { call = "fetch", arguments = { input = "hello" },
+        meta = { traceparent = "00-0af7651916cd43dd8448eb211c80319c-"
+          .. "b7ad6b7169203331-01" } } } }
+    local out, code = h.sh("node " .. h.q(h.ROOT .. "/spec/npm/sdk_client.mjs")
+      .. " " .. h.q(json.encode(plan)) .. " 2>&1")
+    assert.are.equal(0, code, out)
+    -- (the mock model says what its request carried)
+    assert.matches("traceparent=00-0af7651916cd43dd8448eb211c80319c-", out, 1,
+      true)
     local root = h.wait_for(function()
       return named(r.spans(), "invoke_agent fetch")[1]
     end, 10000, "the run's span")

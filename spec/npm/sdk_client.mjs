@@ -7,7 +7,8 @@
 //        client can be asked through forms, and answers so ({ "hang": true }:
 //        never answers)
 //     "steps": [ { "list": true } | { "call": NAME, "arguments": {...},
-//                  "progress": true, "cancel_after_ms": N } ] }
+//                  "progress": true, "cancel_after_ms": N,
+//                  "meta": {...} (the request's _meta) } ] }
 //
 // Prints one JSON line per step: { "tools": [...] } or { "result": ...,
 // "progress": [...] } or { "error": message }, and { "elicited": [...] }
@@ -51,7 +52,7 @@ try {
         const progress = [];
         const controller = new AbortController();
         if (step.cancel_after_ms) setTimeout(() => controller.abort("the spec cancels it"), step.cancel_after_ms);
-        const result = await client.callTool({ name: step.call, arguments: step.arguments }, undefined, {
+        const result = await client.callTool({ name: step.call, arguments: step.arguments, _meta: step.meta }, undefined, {
           onprogress: step.progress ? (p) => progress.push(p) : undefined,
           signal: controller.signal,
           timeout: 60000,

@@ -1,22 +1,29 @@
 /*
  * l_trace.c: spans, as spool.core shows them to lua/spool/run/trace.lua.
- * The Lua side decides what a span is (names, parents, attributes); this
- * encodes a finished one as an OTLP JSON Span object, once, and hands the
- * bytes to the exporter (io/otlp.h) and to the host's span callback.
+ * The Lua side decides what a span is (its name, its parent, its
+ * attributes); a span is a userdata of this file's (l_trace.h), whose
+ * ids, times and sampling decision never become Lua values unless asked
+ * for. Ending one encodes it once (l_trace_encode.c) and hands the bytes to
+ * the exporter (io/otlp.h) and to the host's span callback.
  *
  *   tracing()              -> boolean   are spans wanted at all?
- *   trace_id()             -> 32 hex    a new trace id
- *   span_id()              -> 16 hex    a new span id
+ *   trace_id_of(thread id) -> 32 hex    a thread's own trace id
  *   trace_now()            -> ns        the wall clock, in nanoseconds
- *   trace_sampled(trace, parent_sampled|nil) -> boolean   the sampler
- *   span_end(span, err, name, value, ...)   encode and send it: span =
- *                            { trace, id, parent, remote, name, kind,
- *                            start, finish (default: now),
- *                            events = { { name, time, attrs } },
- *                            links = { { trace, id, attrs } } }; err (a
- *                            string: the status is ERROR, with it as the
- *                            message); then its attributes as pairs (a
- *                            nil value leaves one out)
+ *   span_start(name, kind, parent) -> span
+ *       parent: a span (of this process), or a context { trace = 32 hex,
+ *       id = 16 hex | nil, sampled = boolean | nil, remote = boolean } (a
+ *       caller's, or a thread's own trace), or nil (a new trace). The
+ *       sampler ($OTEL_TRACES_SAMPLER) decides here, once.
+ *   span.trace, span.id (hex), span.sampled
+ *   span_traceparent(span) -> "00-<trace>-<id>-<flags>"
+ *   span_times(span, start_ns, finish_ns)   times other than now
+ *   span_event(span, name, attrs)           an event, at this moment
+ *   span_link(span, trace, id, attrs)       a link (hex ids)
+ *   span_schema(names)     -> schema   attribute names, encoded once
+ *   span_end(span, err, schema, value...)   encode and send it (if it is
+ *       sampled): err (a string: the status is ERROR, with it as the
+ *       message), then the values of the schema's attributes in its order
+ *       (nil leaves one out)
  *   trace_stats()          -> { queued, exported, rejected, dropped,
  *                               retries, failures }
  */
@@ -25,10 +32,11 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "codec/json.h"
 #include "io/otlp.h"
+#include "lua/l_trace.h"
 #include "spool_int.h"
 
 static spool_engine *engine(lua_State *L) {
@@ -77,16 +85,39 @@ static void random_id(spool_engine *e, unsigned char *out, size_t n) {
   } while (1);
 }
 
-static int l_trace_id(lua_State *L) {
-  unsigned char id[16];
-  random_id(engine(L), id, sizeof id);
-  push_hex(L, id, sizeof id);
-  return 1;
-}
-
-static int l_span_id(lua_State *L) {
-  unsigned char id[8];
-  random_id(engine(L), id, sizeof id);
+/* trace_id_of(thread id) -> 32 hex: the trace a thread's runs share when
+ * no caller named one. spool's ids ("t_" and a ULID) are 128 bits
+ * already, 80 of them random: those bits, so the trace is found from the
+ * id. Any other id: the first 128 bits of its SHA-256. */
+static int l_trace_id_of(lua_State *L) {
+  static const char base32[] = "0123456789abcdefghjkmnpqrstvwxyz";
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  unsigned char id[16] = {0};
+  int ulid = len == 28 && s[0] == 't' && s[1] == '_' && s[2] <= '7';
+  for (size_t i = 2; ulid && i < len; i++) {
+    const char *d = memchr(base32, s[i], 32);
+    if (d == NULL || s[i] == '\0') {
+      ulid = 0;
+      break;
+    }
+    /* Shift the 128-bit number left by 5 and add the digit. */
+    unsigned v = (unsigned)(d - base32);
+    for (int k = 0; k < 16; k++) {
+      unsigned next = k < 15 ? id[k + 1] : 0;
+      id[k] = (unsigned char)(id[k] << 5 | next >> 3);
+    }
+    id[15] |= (unsigned char)v;
+  }
+  int zero = 1;
+  for (int k = 0; k < 16; k++)
+    zero &= id[k] == 0;
+  if (!ulid || zero) {
+    unsigned char md[32];
+    unsigned int n = 0;
+    EVP_Digest(s, len, md, &n, EVP_sha256(), NULL);
+    memcpy(id, md, sizeof id);
+  }
   push_hex(L, id, sizeof id);
   return 1;
 }
@@ -125,420 +156,170 @@ static int read_id(const char *s, size_t len, unsigned char *out, size_t n) {
   return zero ? -1 : 0;
 }
 
-static int l_trace_sampled(lua_State *L) {
+/* ---- spans ---- */
+
+/* The id at field `name` of the table at t, into out (n bytes); 0, 1 when
+ * absent, -1 when not an id. */
+static int field_id(lua_State *L, int t, const char *name, unsigned char *out,
+                    size_t n) {
+  size_t len;
+  lua_getfield(L, t, name);
+  const char *s = lua_tolstring(L, -1, &len);
+  int rc = s == NULL ? 1 : read_id(s, len, out, n);
+  lua_pop(L, 1);
+  return rc;
+}
+
+static int root_sampled(spool_engine *e, const unsigned char trace[16]) {
+  return e->otlp != NULL && spool__otlp_sample(e->otlp, trace);
+}
+
+static int l_span_start(lua_State *L) {
   spool_engine *e = engine(L);
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
-  unsigned char id[16];
-  if (read_id(s, len, id, sizeof id) != 0)
-    return luaL_argerror(L, 1, "a trace id (32 hex digits)");
-  if (e->otlp == NULL) {
-    lua_pushboolean(L, 0);
-    return 1;
+  luaL_checklstring(L, 1, &len);
+  lua_Integer kind = luaL_checkinteger(L, 2);
+  spool__span *sp = lua_newuserdatauv(L, sizeof *sp, 3);
+  memset(sp, 0, sizeof *sp);
+  sp->kind = (unsigned char)kind;
+  sp->start = now_ns(L);
+  random_id(e, sp->id, sizeof sp->id);
+  const spool__span *parent = luaL_testudata(L, 3, SPOOL__SPAN_META);
+  if (parent) { /* this process's: its trace, and its decision */
+    memcpy(sp->trace, parent->trace, 16);
+    memcpy(sp->parent, parent->id, 8);
+    sp->has_parent = 1;
+    sp->sampled = parent->sampled;
+  } else if (lua_type(L, 3) == LUA_TTABLE) {
+    if (field_id(L, 3, "trace", sp->trace, 16) != 0)
+      return luaL_argerror(L, 3, "a context's trace must be 32 hex digits");
+    int rc = field_id(L, 3, "id", sp->parent, 8);
+    if (rc < 0)
+      return luaL_argerror(L, 3, "a context's id must be 16 hex digits");
+    sp->has_parent = rc == 0;
+    lua_getfield(L, 3, "remote");
+    sp->remote = (unsigned char)lua_toboolean(L, -1);
+    lua_getfield(L, 3, "sampled");
+    int decided = !lua_isnil(L, -1), flag = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+    if (decided && !sp->remote)
+      sp->sampled = (unsigned char)flag; /* a span of this process's */
+    else if (decided && e->otlp && spool__otlp_parent_based(e->otlp))
+      sp->sampled = (unsigned char)flag;
+    else
+      sp->sampled = (unsigned char)root_sampled(e, sp->trace);
+  } else {
+    random_id(e, sp->trace, sizeof sp->trace);
+    sp->sampled = (unsigned char)root_sampled(e, sp->trace);
   }
-  if (!lua_isnoneornil(L, 2) && spool__otlp_parent_based(e->otlp))
-    lua_pushboolean(L, lua_toboolean(L, 2));
-  else
-    lua_pushboolean(L, spool__otlp_sample(e->otlp, id));
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  luaL_setmetatable(L, SPOOL__SPAN_META);
   return 1;
 }
 
-/* ---- encoding ---- */
-
-typedef struct enc {
-  lua_State *L;
-  spool__buf *b;
-  size_t limit; /* bytes of a string value; 0: none */
-  int failed;   /* out of memory */
-  int top;      /* span_end's last argument */
-} enc;
-
-static inline void put(enc *w, const char *s, size_t n) {
-  spool__buf *b = w->b;
-  if (b->cap - b->len > n) { /* the common case: room reserved */
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-  } else if (spool__buf_add(b, s, n) != 0) {
-    w->failed = 1;
-  }
+static spool__span *check_span(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, SPOOL__SPAN_META);
 }
 
-/* A string literal, its length known at compile time. */
-#define PUT(w, lit) put((w), (lit), sizeof(lit) - 1)
-
-static void put_int(enc *w, long long v, int quoted) {
-  char digits[24], *p = digits + sizeof digits;
-  unsigned long long u =
-      v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v;
-  if (quoted)
-    *--p = '"';
-  do
-    *--p = (char)('0' + u % 10);
-  while (u /= 10);
-  if (v < 0)
-    *--p = '-';
-  if (quoted)
-    *--p = '"';
-  put(w, p, (size_t)(digits + sizeof digits - p));
-}
-
-/* A string, cut at `limit` bytes on a character boundary; bytes that are
- * not UTF-8 become U+FFFD (a span must not be refused for one). */
-static void put_text(enc *w, const char *s, size_t n, size_t limit) {
-  if (limit && n > limit) {
-    n = limit;
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-      n--;
-  }
-  size_t mark = w->b->len;
-  int rc = spool__json_write_string(w->b, s, n);
-  if (rc == -2) {
-    w->b->len = mark;
-    spool__buf clean = {0};
-    const unsigned char *p = (const unsigned char *)s, *end = p + n;
-    while (p < end && !w->failed) {
-      size_t k = spool__utf8_seq(p, end);
-      if (k == 0) {
-        w->failed |= spool__buf_add(&clean, "\xEF\xBF\xBD", 3) != 0;
-        p++;
-      } else {
-        w->failed |= spool__buf_add(&clean, p, k) != 0;
-        p += k;
-      }
-    }
-    rc =
-        spool__json_write_string(w->b, clean.data ? clean.data : "", clean.len);
-    spool__buf_free(&clean);
-  }
-  if (rc != 0)
-    w->failed = 1;
-}
-
-/* A string as put_text writes it, quicker for the common case: plain
- * ASCII that needs no escapes (names, ids, models, most values). */
-static void put_string(enc *w, const char *s, size_t n, size_t limit) {
-  if (limit && n > limit) {
-    put_text(w, s, n, limit);
-    return;
-  }
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x20 || c >= 0x80 || c == '"' || c == '\\') {
-      put_text(w, s, n, limit);
-      return;
-    }
-  }
-  spool__buf *b = w->b;
-  if (b->cap - b->len > n + 2) {
-    char *p = b->data + b->len;
-    *p = '"';
-    memcpy(p + 1, s, n);
-    p[n + 1] = '"';
-    b->len += n + 2;
-    b->data[b->len] = '\0';
-    return;
-  }
-  PUT(w, "\"");
-  put(w, s, n);
-  PUT(w, "\"");
-}
-
-static void put_name(enc *w, const char *s, size_t n) {
-  put_string(w, s, n, 0);
-}
-
-/* ,"name":"<hex>" from the id at idx, checked; written lowercase. */
-static void put_id(enc *w, const char *name, size_t name_len, int idx,
-                   size_t n) {
-  lua_State *L = w->L;
-  size_t len;
-  const char *s = lua_tolstring(L, idx, &len);
-  unsigned char id[16];
-  if (read_id(s, len, id, n) != 0)
-    luaL_error(L, "span_end: %s must be %d hex digits", name, (int)(2 * n));
-  put(w, name, name_len);
-  char hex[32];
-  for (size_t i = 0; i < len; i++)
-    hex[i] = (char)(s[i] >= 'A' && s[i] <= 'F' ? s[i] - 'A' + 'a' : s[i]);
-  put(w, hex, len);
-  PUT(w, "\"");
-}
-
-#define PUT_ID(w, lit, idx, n) put_id((w), (lit), sizeof(lit) - 1, (idx), (n))
-
-/* Has the value at idx an AnyValue? Not a function, nor a NaN: such an
- * attribute is left out. */
-static int value_ok(lua_State *L, int idx) {
-  switch (lua_type(L, idx)) {
-  case LUA_TSTRING:
-  case LUA_TBOOLEAN:
-  case LUA_TTABLE:
-    return 1;
-  case LUA_TNUMBER: {
-    if (lua_isinteger(L, idx))
-      return 1;
-    lua_Number d = lua_tonumber(L, idx);
-    return d == d && d - d == 0; /* finite */
-  }
-  default:
-    return 0;
-  }
-}
-
-static void put_value(enc *w, int idx, int depth) {
-  lua_State *L = w->L;
-  idx = lua_absindex(L, idx);
-  switch (lua_type(L, idx)) {
-  case LUA_TSTRING: {
-    size_t n;
-    const char *s = lua_tolstring(L, idx, &n);
-    PUT(w, "{\"stringValue\":");
-    put_string(w, s, n, w->limit);
-    PUT(w, "}");
-    break;
-  }
-  case LUA_TBOOLEAN:
-    if (lua_toboolean(L, idx))
-      PUT(w, "{\"boolValue\":true}");
-    else
-      PUT(w, "{\"boolValue\":false}");
-    break;
-  case LUA_TNUMBER:
-    if (lua_isinteger(L, idx)) {
-      PUT(w, "{\"intValue\":");
-      put_int(w, (long long)lua_tointeger(L, idx), 1);
-    } else {
-      PUT(w, "{\"doubleValue\":");
-      if (spool__json_write_double(w->b, lua_tonumber(L, idx)) != 0)
-        w->failed = 1;
-    }
-    PUT(w, "}");
-    break;
-  default: { /* an array of scalars (finish reasons, stop sequences) */
-    PUT(w, "{\"arrayValue\":{\"values\":[");
-    lua_Integer n = (lua_Integer)lua_rawlen(L, idx), k = 0;
-    for (lua_Integer i = 1; i <= n && depth < 2; i++) {
-      lua_rawgeti(L, idx, i);
-      if (value_ok(L, -1) && lua_type(L, -1) != LUA_TTABLE) {
-        if (k++)
-          PUT(w, ",");
-        put_value(w, -1, depth + 1);
-      }
-      lua_pop(L, 1);
-    }
-    PUT(w, "]}}");
-  }
-  }
-}
-
-#define MAX_ATTRIBUTES 128
-
-/* "attributes":[...] from the table at idx (string keys only), plus
- * droppedAttributesCount past the limit. */
-static void put_attributes(enc *w, int idx) {
-  lua_State *L = w->L;
-  PUT(w, "\"attributes\":[");
-  int n = 0, dropped = 0;
-  if (lua_type(L, idx) == LUA_TTABLE) {
-    idx = lua_absindex(L, idx);
+static int span_index(lua_State *L) {
+  spool__span *sp = check_span(L, 1);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "trace") == 0)
+    push_hex(L, sp->trace, 16);
+  else if (strcmp(k, "id") == 0)
+    push_hex(L, sp->id, 8);
+  else if (strcmp(k, "sampled") == 0)
+    lua_pushboolean(L, sp->sampled);
+  else
     lua_pushnil(L);
-    while (lua_next(L, idx)) {
-      if (lua_type(L, -2) == LUA_TSTRING && value_ok(L, -1)) {
-        /* Room for the common attribute, so its pieces go in unchecked. */
-        if (w->b->cap - w->b->len < 512 && spool__buf_reserve(w->b, 512) != 0)
-          w->failed = 1;
-        if (n >= MAX_ATTRIBUTES) {
-          dropped++;
-        } else {
-          size_t kn;
-          const char *k = lua_tolstring(L, -2, &kn);
-          if (n++)
-            PUT(w, ",{\"key\":");
-          else
-            PUT(w, "{\"key\":");
-          put_name(w, k, kn);
-          PUT(w, ",\"value\":");
-          put_value(w, -1, 0);
-          PUT(w, "}");
-        }
-      }
-      lua_pop(L, 1);
-    }
-  }
-  PUT(w, "]");
-  if (dropped) {
-    PUT(w, ",\"droppedAttributesCount\":");
-    put_int(w, dropped, 0);
-  }
-}
-
-/* The attribute pair at (i, i + 1), unless its value is nil or has no
- * AnyValue; returns whether it was written. */
-static int put_pair(enc *w, int i, int n) {
-  lua_State *L = w->L;
-  if (lua_type(L, i) != LUA_TSTRING || !value_ok(L, i + 1))
-    return 0;
-  if (w->b->cap - w->b->len < 512 && spool__buf_reserve(w->b, 512) != 0)
-    w->failed = 1;
-  size_t kn;
-  const char *k = lua_tolstring(L, i, &kn);
-  if (n)
-    PUT(w, ",{\"key\":");
-  else
-    PUT(w, "{\"key\":");
-  put_name(w, k, kn);
-  PUT(w, ",\"value\":");
-  put_value(w, i + 1, 0);
-  PUT(w, "}");
   return 1;
 }
 
-/* "attributes":[...] from the name, value pairs at from..top. */
-static void put_pairs(enc *w, int from) {
-  lua_State *L = w->L;
-  int n = 0, dropped = 0;
-  PUT(w, "\"attributes\":[");
-  for (int i = from; i < w->top; i += 2) {
-    if (n >= MAX_ATTRIBUTES)
-      dropped += !lua_isnil(L, i + 1);
-    else
-      n += put_pair(w, i, n);
+static int l_span_traceparent(lua_State *L) {
+  spool__span *sp = check_span(L, 1);
+  static const char digits[] = "0123456789abcdef";
+  char tp[55];
+  memcpy(tp, "00-", 3);
+  for (int i = 0; i < 16; i++) {
+    tp[3 + 2 * i] = digits[sp->trace[i] >> 4];
+    tp[4 + 2 * i] = digits[sp->trace[i] & 15];
   }
-  PUT(w, "]");
-  if (dropped) {
-    PUT(w, ",\"droppedAttributesCount\":");
-    put_int(w, dropped, 0);
+  tp[35] = '-';
+  for (int i = 0; i < 8; i++) {
+    tp[36 + 2 * i] = digits[sp->id[i] >> 4];
+    tp[37 + 2 * i] = digits[sp->id[i] & 15];
   }
+  memcpy(tp + 52, sp->sampled ? "-01" : "-00", 3);
+  lua_pushlstring(L, tp, sizeof tp);
+  return 1;
 }
 
-static long long field_int(lua_State *L, int t, const char *name) {
-  lua_getfield(L, t, name);
-  int ok;
-  long long v = (long long)lua_tointegerx(L, -1, &ok);
-  lua_pop(L, 1);
-  if (!ok)
-    luaL_error(L, "span_end: %s must be an integer", name);
-  return v;
+static int l_span_times(lua_State *L) {
+  spool__span *sp = check_span(L, 1);
+  sp->start = (long long)luaL_checkinteger(L, 2);
+  sp->finish = (long long)luaL_checkinteger(L, 3);
+  return 0;
 }
 
-static void put_events(enc *w, int t) {
-  lua_State *L = w->L;
-  if (lua_getfield(L, t, "events") == LUA_TTABLE) {
-    PUT(w, ",\"events\":[");
-    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
-      int ev = lua_gettop(L);
-      luaL_checktype(L, ev, LUA_TTABLE);
-      if (i > 1)
-        PUT(w, ",");
-      PUT(w, "{\"timeUnixNano\":");
-      put_int(w, field_int(L, ev, "time"), 1);
-      lua_getfield(L, ev, "name");
-      size_t len;
-      const char *name = luaL_checklstring(L, -1, &len);
-      PUT(w, ",\"name\":");
-      put_name(w, name, len);
-      PUT(w, ",");
-      lua_getfield(L, ev, "attrs");
-      put_attributes(w, -1);
-      lua_pop(L, 3);
-      PUT(w, "}");
-    }
-    PUT(w, "]");
+/* Appends v (at the top) to the list in the span's user value n. */
+static void append_to(lua_State *L, int n) {
+  if (lua_getiuservalue(L, 1, n) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, 1, n);
   }
+  lua_insert(L, -2);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
   lua_pop(L, 1);
 }
 
-static void put_links(enc *w, int t) {
-  lua_State *L = w->L;
-  if (lua_getfield(L, t, "links") == LUA_TTABLE) {
-    PUT(w, ",\"links\":[");
-    lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
-    for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
-      int link = lua_gettop(L);
-      luaL_checktype(L, link, LUA_TTABLE);
-      if (i > 1)
-        PUT(w, ",");
-      PUT(w, "{\"flags\":257");
-      lua_getfield(L, link, "trace");
-      PUT_ID(w, ",\"traceId\":\"", -1, 16);
-      lua_getfield(L, link, "id");
-      PUT_ID(w, ",\"spanId\":\"", -1, 8);
-      PUT(w, ",");
-      lua_getfield(L, link, "attrs");
-      put_attributes(w, -1);
-      lua_pop(L, 4);
-      PUT(w, "}");
-    }
-    PUT(w, "]");
-  }
-  lua_pop(L, 1);
+static int l_span_event(lua_State *L) {
+  check_span(L, 1);
+  luaL_checkstring(L, 2);
+  lua_createtable(L, 0, 3);
+  lua_pushvalue(L, 2);
+  lua_setfield(L, -2, "name");
+  lua_pushinteger(L, (lua_Integer)now_ns(L));
+  lua_setfield(L, -2, "time");
+  lua_pushvalue(L, 3);
+  lua_setfield(L, -2, "attrs");
+  append_to(L, 2);
+  return 0;
 }
 
-/* The span at t as one OTLP JSON Span object. */
-static void encode_span(enc *w, int t) {
-  lua_State *L = w->L;
-  size_t len;
-  int has_parent = lua_getfield(L, t, "parent") != LUA_TNIL;
-  lua_getfield(L, t, "remote");
-  int remote = lua_toboolean(L, -1);
-  lua_pop(L, 1);
-  /* W3C flags: sampled; bits 8 and 9 say whether the parent is remote. */
-  if (has_parent && remote)
-    PUT(w, "{\"flags\":769");
-  else
-    PUT(w, "{\"flags\":257");
-  lua_getfield(L, t, "trace");
-  PUT_ID(w, ",\"traceId\":\"", -1, 16);
-  lua_getfield(L, t, "id");
-  PUT_ID(w, ",\"spanId\":\"", -1, 8);
-  if (has_parent)
-    PUT_ID(w, ",\"parentSpanId\":\"", -3, 8);
-  lua_pop(L, 3);
-  lua_getfield(L, t, "name");
-  const char *name = luaL_checklstring(L, -1, &len);
-  PUT(w, ",\"name\":");
-  put_name(w, name, len);
-  lua_pop(L, 1);
-  PUT(w, ",\"kind\":");
-  put_int(w, field_int(L, t, "kind"), 0);
-  PUT(w, ",\"startTimeUnixNano\":");
-  long long start = field_int(L, t, "start");
-  put_int(w, start, 1);
-  PUT(w, ",\"endTimeUnixNano\":");
-  long long finish = now_ns(L);
-  if (lua_getfield(L, t, "finish") != LUA_TNIL)
-    finish = field_int(L, t, "finish");
-  lua_pop(L, 1);
-  put_int(w, finish < start ? start : finish, 1);
-  PUT(w, ",");
-  put_pairs(w, 3);
-  put_events(w, t);
-  put_links(w, t);
-  if (lua_type(L, 2) == LUA_TSTRING) {
-    const char *msg = lua_tolstring(L, 2, &len);
-    PUT(w, ",\"status\":{\"code\":2,\"message\":");
-    put_text(w, msg, len, 1024);
-    PUT(w, "}");
-  }
-  PUT(w, "}");
+static int l_span_link(lua_State *L) {
+  check_span(L, 1);
+  size_t tn, in;
+  const char *trace = luaL_checklstring(L, 2, &tn);
+  const char *id = luaL_checklstring(L, 3, &in);
+  unsigned char t[16], s[8];
+  if (read_id(trace, tn, t, 16) != 0 || read_id(id, in, s, 8) != 0)
+    return luaL_error(L, "span_link: ids must be 32 and 16 hex digits");
+  lua_createtable(L, 0, 3);
+  lua_pushlstring(L, (const char *)t, 16);
+  lua_setfield(L, -2, "trace");
+  lua_pushlstring(L, (const char *)s, 8);
+  lua_setfield(L, -2, "id");
+  lua_pushvalue(L, 4);
+  lua_setfield(L, -2, "attrs");
+  append_to(L, 3);
+  return 0;
 }
 
 static int l_span_end(lua_State *L) {
   spool_engine *e = engine(L);
-  luaL_checktype(L, 1, LUA_TTABLE);
+  spool__span *sp = check_span(L, 1);
+  if (!sp->sampled)
+    return 0;
+  long long finish = sp->finish ? sp->finish : now_ns(L);
   spool__buf *b = &e->trace_buf;
   spool__buf_clear(b);
-  enc w = {L, b, e->otlp ? spool__otlp_value_limit(e->otlp) : 0, 0,
-           lua_gettop(L)};
-  if (spool__buf_reserve(b, 2048) != 0)
+  size_t limit = e->otlp ? spool__otlp_value_limit(e->otlp) : 0;
+  if (spool__span_encode(L, sp, finish, 2, 3, lua_gettop(L), limit, b) != 0)
     return luaL_error(L, "span_end: out of memory");
-  encode_span(&w, 1);
-  if (w.failed)
-    return luaL_error(L, "span_end: out of memory");
+  sp->sampled = 0; /* ended: never sent twice */
   spool__otlp_add(e->otlp, b->data, b->len);
   if (e->on_span && spool__events_queue_span(e, b->data, b->len) != 0)
     return luaL_error(L, "span_end: out of memory");
@@ -569,14 +350,24 @@ static int l_trace_stats(lua_State *L) {
 void spool__open_trace(lua_State *L) {
   static const luaL_Reg fns[] = {
       {"tracing", l_tracing},
-      {"trace_id", l_trace_id},
-      {"span_id", l_span_id},
+      {"trace_id_of", l_trace_id_of},
       {"trace_now", l_trace_now},
-      {"trace_sampled", l_trace_sampled},
+      {"span_start", l_span_start},
+      {"span_traceparent", l_span_traceparent},
+      {"span_times", l_span_times},
+      {"span_event", l_span_event},
+      {"span_link", l_span_link},
       {"span_end", l_span_end},
       {"trace_stats", l_trace_stats},
       {NULL, NULL},
   };
+  spool__open_span_schema(L);
+  luaL_newmetatable(L, SPOOL__SPAN_META);
+  lua_pushcfunction(L, span_index);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
   lua_pushlightuserdata(L, spool__engine_of(L));
   luaL_setfuncs(L, fns, 1);
+  lua_pushcfunction(L, spool__l_span_schema);
+  lua_setfield(L, -2, "span_schema");
 }

@@ -95,10 +95,13 @@ function M.span()
 end
 
 
+-- Makes `span` the task's current span; returns the one it was.
 function M.set_span(span)
   local w = working[coroutine.running()]
   if w then
+    local outer = w.span
     w.span = span
+    return outer
   end
 end
 

@@ -351,8 +351,9 @@ local function call_tool(msg, peer)
   end
   local id = thread_mod.new_id()
   calls[key] = id
-  runner.start(agent, args.input, id)
   local meta = type(params._meta) == "table" and params._meta or {}
+  -- The caller's trace, where MCP carries it (SEP-414's _meta.traceparent).
+  runner.start(agent, args.input, id, nil, nil, meta.traceparent)
   local token = meta.progressToken
   local ok, result = pcall(follow, id, key, valid_id(token) and token or nil,
     peer)

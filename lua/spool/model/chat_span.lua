@@ -44,6 +44,7 @@ end
 -- server.address and server.port of a model (none for the mock), kept
 -- for each model table (the engine's are made once per version).
 local servers = setmetatable({}, { __mode = "k" })
+local names = setmetatable({}, { __mode = "k" }) -- the span's, "chat MODEL"
 
 local function server_of(model)
   local url = model.mock and "" or (model.base_url or "")
@@ -59,7 +60,12 @@ end
 -- Starts the span of a call (nil when tracing is off). Its id goes out
 -- with the request as traceparent.
 function M.start(model)
-  return trace.start("chat " .. tostring(model.name), trace.CLIENT)
+  local name = names[model]
+  if not name then
+    name = "chat " .. tostring(model.name)
+    names[model] = name
+  end
+  return trace.start(name, trace.CLIENT)
 end
 
 
@@ -81,13 +87,26 @@ end
 
 local NONE = {}
 
+local CHAT = trace.schema { "gen_ai.operation.name", "gen_ai.provider.name",
+  "gen_ai.request.model", "gen_ai.request.max_tokens",
+  "gen_ai.request.temperature", "gen_ai.request.stream", "gen_ai.output.type",
+  "gen_ai.conversation.id", "server.address", "server.port",
+  "spool.model.mock", "gen_ai.response.model", "gen_ai.response.id",
+  "gen_ai.response.finish_reasons[]", "gen_ai.usage.input_tokens",
+  "gen_ai.usage.output_tokens", "gen_ai.usage.cache_read.input_tokens",
+  "gen_ai.usage.cache_creation.input_tokens",
+  "gen_ai.usage.reasoning.output_tokens", "gen_ai.input.messages",
+  "gen_ai.system_instructions", "gen_ai.output.messages", "error.type" }
+
 -- Ends it, with what was asked (`model`, `req`) and what came back (the
 -- reply, or the error and the attempts).
 function M.finish(span, model, req, reply, err, attempts)
-  if not span or not span.sampled then
+  if not span then
     return
   end
-  for _, a in ipairs(attempts or NONE) do
+  attempts = attempts or NONE
+  for i = 1, #attempts do
+    local a = attempts[i]
     if a.error then
       trace.event(span, "spool.model.attempt_failed", {
         ["spool.attempt"] = a.attempt, ["gen_ai.request.model"] = a.model,
@@ -114,27 +133,15 @@ function M.finish(span, model, req, reply, err, attempts)
       finish_reason = r.finish_reason } })
   end
   trace.finish(span, not reply and (err or "the model call failed") or nil,
-    "gen_ai.operation.name", "chat",
-    "gen_ai.provider.name", PROVIDERS[model.provider] or model.provider,
-    "gen_ai.request.model", model.name,
-    "gen_ai.request.max_tokens", req.max_tokens or model.max_tokens,
-    "gen_ai.request.temperature", req.temperature or model.temperature,
-    "gen_ai.request.stream", req.stream and true or nil,
-    "gen_ai.output.type", req.json and "json" or nil,
-    "gen_ai.conversation.id", thread and thread.id or nil,
-    "server.address", server.host, "server.port", server.port,
-    "spool.model.mock", model.mock and true or nil,
-    "gen_ai.response.model", r.model, "gen_ai.response.id", r.id,
-    "gen_ai.response.finish_reasons", r.finish_reason and { r.finish_reason },
-    "gen_ai.usage.input_tokens", u.input_tokens,
-    "gen_ai.usage.output_tokens", u.output_tokens,
-    "gen_ai.usage.cache_read.input_tokens", u.cached_tokens,
-    "gen_ai.usage.cache_creation.input_tokens", u.cache_creation_tokens,
-    "gen_ai.usage.reasoning.output_tokens", u.reasoning_tokens,
-    "gen_ai.input.messages", input, "gen_ai.system_instructions", system,
-    "gen_ai.output.messages", output,
-    "error.type", not reply and error_type(attempts and attempts[#attempts])
-      or nil)
+    CHAT, "chat", PROVIDERS[model.provider] or model.provider, model.name,
+    req.max_tokens or model.max_tokens, req.temperature or model.temperature,
+    req.stream and true or nil, req.json and "json" or nil,
+    thread and thread.id or nil, server.host, server.port,
+    model.mock and true or nil, r.model, r.id,
+    r.finish_reason, u.input_tokens, u.output_tokens,
+    u.cached_tokens, u.cache_creation_tokens, u.reasoning_tokens, input,
+    system, output,
+    not reply and error_type(attempts and attempts[#attempts]) or nil)
 end
 
 

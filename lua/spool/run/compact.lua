@@ -59,6 +59,9 @@ local function call(thread, model, system, text, max_tokens)
 end
 
 
+local COMPACT = trace.schema { "gen_ai.conversation.id",
+  "spool.tokens_before", "error.type" }
+
 -- Folds the plan's chosen units into a compaction event. Returns the event,
 -- or nil and why.
 function M.compact(thread, plan, model)
@@ -67,9 +70,8 @@ function M.compact(thread, plan, model)
   local reply, err = trace.within(span, call, thread, model,
     prompt_text(plan.settings.prompt, M.DEFAULT_COMPACT), text,
     window.summary_tokens(plan))
-  trace.finish(span, not reply and err or nil,
-    "gen_ai.conversation.id", thread.id, "spool.tokens_before", plan.total,
-    "error.type", not reply and "compaction_failed" or nil)
+  trace.finish(span, not reply and err or nil, COMPACT, thread.id,
+    plan.total, not reply and "compaction_failed" or nil)
   if not reply then
     return nil, err
   end

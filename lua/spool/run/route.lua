@@ -86,13 +86,22 @@ end
 -- run_handler inside the span of the tool's execution (spool.run.trace),
 -- which is the current span meanwhile: the handler's own requests, model
 -- calls and sub-agents are its children.
+local TOOL = trace.schema { "gen_ai.operation.name", "gen_ai.tool.name",
+  "gen_ai.tool.type", "gen_ai.tool.call.id", "gen_ai.conversation.id",
+  "error.type", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result" }
+local span_names = setmetatable({}, { __mode = "k" }) -- tool -> its span's
+
 local function run_traced(tool, args, ctx)
-  local span = trace.start("execute_tool " .. tool.name, trace.INTERNAL)
+  local name = span_names[tool]
+  if not name then
+    name = "execute_tool " .. tool.name
+    span_names[tool] = name
+  end
+  local span = trace.start(name, trace.INTERNAL)
   if not span then
     return run_handler(tool, args, ctx)
   end
-  local outer = task.span()
-  task.set_span(span)
+  local outer = task.set_span(span)
   local raised, ok, res, where = pcall(run_handler, tool, args, ctx)
   task.set_span(outer)
   local err, err_type
@@ -103,13 +112,10 @@ local function run_traced(tool, args, ctx)
   elseif not ok then
     err, err_type = res, "tool_error"
   end
-  trace.finish(span, err, "gen_ai.operation.name", "execute_tool",
-    "gen_ai.tool.name", tool.name, "gen_ai.tool.type", "function",
-    "gen_ai.tool.call.id", ctx.call_id,
-    "gen_ai.conversation.id", ctx.thread.id, "error.type", err and err_type,
-    "gen_ai.tool.call.arguments", trace.content and trace.text(args) or nil,
-    "gen_ai.tool.call.result", trace.content and raised and ok
-      and trace.text(res) or nil)
+  trace.finish(span, err, TOOL, "execute_tool", tool.name, "function",
+    ctx.call_id, ctx.thread.id, err and err_type,
+    trace.content and trace.text(args) or nil,
+    trace.content and raised and ok and trace.text(res) or nil)
   if not raised then
     error(ok, 0)
   end

@@ -227,7 +227,7 @@ end
 
 local function drive(thread, agent)
   task.runs[thread].agent = agent
-  local span = trace.run_begin(thread, agent)
+  local span, first_step = trace.run_begin(thread, agent)
   local ok, err = task.on(thread, xpcall, traced_run, function(e)
     if type(e) == "table" or core.is_limit(e) then
       return e -- no traceback: a memory limit leaves nothing to make one
@@ -239,7 +239,7 @@ local function drive(thread, agent)
   if not stopped then
     fail_run(thread, err)
   end
-  trace.run_end(span, thread, agent)
+  trace.run_end(span, thread, agent, first_step)
 end
 
 

@@ -18,8 +18,8 @@
 --
 -- A thread's spans share one trace: the caller's, when the thread was
 -- started with a W3C traceparent (POST /v1/threads, $TRACEPARENT), else
--- one named by the thread's id (sha-256 of it), so any later run of the
--- thread, in any process, joins the same trace. A sub-agent's run is a
+-- one named by the thread's id (its 128 bits, in hex), so any later run of
+-- the thread, in any process, joins the same trace. A sub-agent's run is a
 -- child of the step or tool that called it. Outbound model calls, agents'
 -- HTTP requests and MCP calls carry the current span as traceparent.
 --
@@ -70,60 +70,47 @@ function M.parse(header)
 end
 
 
--- The traceparent of a span (or context): version 00, its sampled flag.
-function M.format(span)
-  return "00-" .. span.trace .. "-" .. span.id
-    .. (span.sampled and "-01" or "-00")
-end
+-- The traceparent of a span: version 00, its sampled flag.
+M.format = core.span_traceparent
 
 
 -- The traceparent outbound requests of the calling task carry: its
 -- current span's, or nil.
 function M.header()
   local span = task.span()
-  return span and M.format(span) or nil
+  return span and core.span_traceparent(span) or nil
 end
 
 
 -- ---- spans ----
 
--- A new span, a child of `parent` (a span or a context; nil: the task's
--- current span, or none); nil when tracing is off. Its attributes are
--- given when it ends (M.finish): a span allocates one small table, which
--- matters at two spans a step.
+-- A new span (engine/src/lua/l_trace.c), a child of `parent` (a span, or a
+-- context as M.parse makes; nil: the task's current span, or none); nil
+-- when tracing is off. Its attributes are given when it ends (M.finish).
 function M.start(name, kind, parent)
   if not core.tracing() then
     return nil
   end
-  parent = parent or task.span()
-  -- Every field at once: the table is made at its size.
-  local span = { name = name, kind = kind, id = core.span_id(),
-                 start = core.trace_now(), trace = false, parent = nil,
-                 remote = nil, sampled = false }
-  if parent then
-    span.trace, span.parent, span.remote = parent.trace, parent.id,
-      parent.remote
-    -- A span of this process decided for its trace already.
-    if parent.remote or parent.sampled == nil then
-      span.sampled = core.trace_sampled(parent.trace, parent.sampled)
-    else
-      span.sampled = parent.sampled
-    end
-  else
-    span.trace = core.trace_id()
-    span.sampled = core.trace_sampled(span.trace)
-  end
-  return span
+  return core.span_start(name, kind, parent or task.span())
 end
 
 
--- Ends a span (nil: nothing) with its attributes, given as name, value,
--- name, value... (a nil value leaves its attribute out). `err`: a message,
--- and the span's status is ERROR; the attributes then name its
--- error.type (low-cardinality: "timeout", a status code, "tool_error").
-function M.finish(span, err, ...)
-  if span and span.sampled then
-    core.span_end(span, err, ...)
+-- The names of a kind of span's attributes, made once (where the kind of
+-- span is defined): a span gives their values, in this order, when it
+-- ends. C encodes each name once, not once a span. A name ending in [] is
+-- a list: a string given for it is a list of one
+-- (gen_ai.response.finish_reasons), without a table made for it.
+M.schema = core.span_schema
+
+
+-- Ends a span (nil: nothing) with its attributes: the values of `schema`'s
+-- names, in order (nil leaves one out). `err`: a message, and the span's
+-- status is ERROR; its error.type (low-cardinality: "timeout", a status
+-- code, "tool_error") is then one of the values. An unsampled span is
+-- dropped here.
+function M.finish(span, err, schema, ...)
+  if span then
+    core.span_end(span, err, schema, ...)
   end
 end
 
@@ -134,8 +121,7 @@ function M.within(span, f, ...)
   if not span then
     return f(...)
   end
-  local outer = task.span()
-  task.set_span(span)
+  local outer = task.set_span(span)
   local res = table.pack(pcall(f, ...))
   task.set_span(outer)
   if not res[1] then
@@ -147,13 +133,9 @@ end
 
 -- An event on a span at this moment.
 function M.event(span, name, attrs)
-  if not span or not span.sampled then
-    return
+  if span then
+    core.span_event(span, name, attrs)
   end
-  local events = span.events or {}
-  span.events = events
-  events[#events + 1] = { name = name, time = core.trace_now(),
-                          attrs = attrs }
 end
 
 
@@ -171,14 +153,15 @@ end
 
 -- The context a thread's runs are children of, when no span of this
 -- process is current: the caller's (stored with the input), or the
--- thread's own trace, named by its id (a root, no parent).
+-- thread's own trace, named by its id (a root, no parent): the id's 128
+-- bits (core.trace_id_of), so a thread's trace is found from its id.
 local function origin(thread)
   local first = thread.events[1]
   local ctx = first and first.type == "input" and M.parse(first.data.trace)
   if ctx then
     return ctx
   end
-  return { trace = core.sha256(thread.id):sub(1, 32) }
+  return { trace = core.trace_id_of(thread.id) }
 end
 
 
@@ -198,47 +181,56 @@ local function resumed_wait(thread)
 end
 
 
+local WAIT = M.schema { "spool.wait.kind", "gen_ai.tool.name",
+  "gen_ai.tool.call.id", "spool.wait.approved", "spool.wait.by" }
+
+local PREVIOUS_RUN = { ["spool.link"] = "previous_run" }
+local WAIT_LINK = { ["spool.link"] = "wait" }
+
+-- The wait a run resumes from, as a span of the run that asked (ended
+-- now, with the times of the request and the answer); returns its id.
 local function emit_wait(run_span, request, response)
   local r, a = request.data, response.data
   local wait = M.start("await " .. tostring(r.kind), INTERNAL,
     { trace = run_span.trace, id = r.span, sampled = run_span.sampled })
-  wait.start = request.at * 1000000
-  wait.finish = response.at * 1000000
-  M.finish(wait, nil, "spool.wait.kind", r.kind, "gen_ai.tool.name", r.name,
-    "gen_ai.tool.call.id", r.call_id, "spool.wait.approved", a.approved,
-    "spool.wait.by", a.by)
-  return wait
+  core.span_times(wait, request.at * 1000000, response.at * 1000000)
+  local id = wait.id
+  M.finish(wait, nil, WAIT, r.kind, r.name, r.call_id, a.approved, a.by)
+  return id
 end
 
 
--- Begins the span of a run of `thread` (nil when tracing is off). A run
--- that resumes from a wait links to the run that asked, and the wait is
--- its own span.
+-- Begins the span of a run of `thread` (nil when tracing is off), and
+-- returns it with the step the run starts at. A run that resumes from a
+-- wait links to the run that asked, and the wait is its own span.
 function M.run_begin(thread, agent)
   local span = M.start("invoke_agent " .. agent.name, INTERNAL,
     task.span() or (core.tracing() and origin(thread)))
   if not span then
     return nil
   end
-  span.first_step = thread.step
   local request, response = resumed_wait(thread)
-  if request and request.data.span then
+  if request and request.data.span and span.sampled then
+    local trace = span.trace
     local wait = emit_wait(span, request, response)
-    span.links = { { trace = span.trace, id = request.data.span,
-                     attrs = { ["spool.link"] = "previous_run" } },
-                   { trace = wait.trace, id = wait.id,
-                     attrs = { ["spool.link"] = "wait" } } }
+    core.span_link(span, trace, request.data.span, PREVIOUS_RUN)
+    core.span_link(span, trace, wait, WAIT_LINK)
   end
   local run = task.runs[thread]
   if run then
     run.span = span
   end
-  return span
+  return span, thread.step
 end
 
 
+local RUN = M.schema { "gen_ai.operation.name", "gen_ai.provider.name",
+  "gen_ai.agent.name", "gen_ai.agent.version", "gen_ai.conversation.id",
+  "spool.thread.parent", "spool.thread.status", "spool.thread.first_step",
+  "spool.thread.step", "error.type" }
+
 -- Ends a run's span, saying how the thread stands.
-function M.run_end(span, thread, agent)
+function M.run_end(span, thread, agent, first_step)
   if not span then
     return
   end
@@ -248,14 +240,10 @@ function M.run_end(span, thread, agent)
     local last = thread.events[#thread.events]
     err = last and last.data and last.data.error or "failed"
   end
-  M.finish(span, err, "gen_ai.operation.name", "invoke_agent",
-    "gen_ai.provider.name", agent.model and agent.model.provider
-      or config.get().model.provider,
-    "gen_ai.agent.name", agent.name, "gen_ai.agent.version", agent.version,
-    "gen_ai.conversation.id", thread.id, "spool.thread.parent", thread.parent,
-    "spool.thread.status", status, "spool.thread.first_step",
-    span.first_step, "spool.thread.step", thread.step,
-    "error.type", err and "agent_failed" or nil)
+  M.finish(span, err, RUN, "invoke_agent", agent.model
+      and agent.model.provider or config.get().model.provider,
+    agent.name, agent.version, thread.id, thread.parent, status,
+    first_step, thread.step, err and "agent_failed" or nil)
 end
 
 

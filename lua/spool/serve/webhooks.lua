@@ -161,6 +161,10 @@ local function wake_at(t)
 end
 
 
+local DELIVERY = trace.schema { "server.address", "spool.delivery",
+  "spool.attempt", "gen_ai.conversation.id", "http.response.status_code",
+  "error.type" }
+
 -- One try of one notice in the outbox, if it is due and nobody else is
 -- at it: claimed, sent, then deleted (sent, or refused for good) or put
 -- back with its next try's time. Must run in a task.
@@ -205,12 +209,9 @@ local function try(key)
   local status = res and res.status or 0
   local failed = status < 200 or status > 299
   trace.finish(span, failed and ("the delivery got " .. (status > 0
-      and ("HTTP " .. status) or "no answer")) or nil,
-    "server.address", where, "spool.delivery", notice.id,
-    "spool.attempt", attempt, "gen_ai.conversation.id", notice.thread,
-    "http.response.status_code", status > 0 and status or nil,
-    "error.type", failed and (status > 0 and tostring(status)
-      or "no_answer") or nil)
+      and ("HTTP " .. status) or "no answer")) or nil, DELIVERY, where,
+    notice.id, attempt, notice.thread, status > 0 and status or nil,
+    failed and (status > 0 and tostring(status) or "no_answer") or nil)
   local done, result
   if status >= 200 and status < 300 then
     done, result = true, "delivered"
