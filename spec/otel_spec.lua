@@ -66,6 +66,21 @@ local function run(agent, input, env, project)
   return h.json_lines(out), err, code
 end
 
+-- spool serve on a copy of the traced fixture, with the environment
+-- given; stopped by the spec's finally.
+local function serve_traced(env)
+  local dir = h.tmpdir()
+  h.sh(string.format("cp -R %s/. %s", h.q(TRACED), h.q(dir)))
+  local mock = h.mock_process(dir .. "/mock.lua")
+  local s = workers.serve(dir, mock, nil, env)
+  finally(function()
+    s.kill()
+    mock.stop()
+    h.remove(dir)
+  end)
+  return s
+end
+
 local function by_id(spans)
   local t = {}
   for _, s in ipairs(spans) do
@@ -266,16 +281,7 @@ describe("traces", function()
   it("follows a thread across a wait for a person: a span per run, "
     .. "linked, and the wait between them", function()
     local r = receiver()
-    local dir = h.tmpdir()
-    h.sh(string.format("cp -R %s/. %s", h.q(TRACED), h.q(dir)))
-    local mock = h.mock_process(dir .. "/mock.lua")
-    local s = workers.serve(dir, mock, nil, env_for(r,
-      "OTEL_BSP_SCHEDULE_DELAY=50"))
-    finally(function()
-      s.kill()
-      mock.stop()
-      h.remove(dir)
-    end)
+    local s = serve_traced(env_for(r, "OTEL_BSP_SCHEDULE_DELAY=50"))
     local status, v = workers.curl(s, "POST", "/v1/threads",
       json.encode({ agent = "fetch", input = "refund", wait_ms = 5000 }))
     assert.are.equal(201, status)
@@ -325,16 +331,7 @@ describe("traces", function()
   it("starts a thread in the trace of the POST that asked for it",
     function()
     local r = receiver()
-    local dir = h.tmpdir()
-    h.sh(string.format("cp -R %s/. %s", h.q(TRACED), h.q(dir)))
-    local mock = h.mock_process(dir .. "/mock.lua")
-    local s = workers.serve(dir, mock, nil, env_for(r,
-      "OTEL_BSP_SCHEDULE_DELAY=50"))
-    finally(function()
-      s.kill()
-      mock.stop()
-      h.remove(dir)
-    end)
+    local s = serve_traced(env_for(r, "OTEL_BSP_SCHEDULE_DELAY=50"))
     local parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     local status, v = workers.curl(s, "POST", "/v1/threads",
       json.encode({ agent = "fetch", input = "fetch " .. r.url .. "/x",
@@ -351,16 +348,7 @@ describe("traces", function()
 
   it("puts a thread an MCP client starts in the client's trace", function()
     local r = receiver()
-    local dir = h.tmpdir()
-    h.sh(string.format("cp -R %s/. %s", h.q(TRACED), h.q(dir)))
-    local mock = h.mock_process(dir .. "/mock.lua")
-    local s = workers.serve(dir, mock, nil, env_for(r,
-      "OTEL_BSP_SCHEDULE_DELAY=50"))
-    finally(function()
-      s.kill()
-      mock.stop()
-      h.remove(dir)
-    end)
+    local s = serve_traced(env_for(r, "OTEL_BSP_SCHEDULE_DELAY=50"))
     local plan = { http = { url = s.url .. "/mcp", token = s.token },
       steps = { { call = "fetch", arguments = { input = "hello" },
         meta = { traceparent = "00-0af7651916cd43dd8448eb211c80319c-"
@@ -383,17 +371,9 @@ describe("traces", function()
     local r = receiver()
     local url = r.url
     r.stop() -- (nothing listens there now)
-    local dir = h.tmpdir()
-    h.sh(string.format("cp -R %s/. %s", h.q(TRACED), h.q(dir)))
-    local mock = h.mock_process(dir .. "/mock.lua")
-    local s = workers.serve(dir, mock, nil, "OTEL_EXPORTER_OTLP_ENDPOINT="
+    local s = serve_traced("OTEL_EXPORTER_OTLP_ENDPOINT="
       .. url .. " OTEL_BSP_SCHEDULE_DELAY=20 OTEL_BSP_MAX_QUEUE_SIZE=3 "
       .. "OTEL_BSP_MAX_EXPORT_BATCH_SIZE=3")
-    finally(function()
-      s.kill()
-      mock.stop()
-      h.remove(dir)
-    end)
     for _ = 1, 5 do
       local status, v = workers.curl(s, "POST", "/v1/threads",
         json.encode({ agent = "fetch", input = "hello", wait_ms = 5000 }))

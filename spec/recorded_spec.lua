@@ -21,10 +21,10 @@ local function crlf(s)
   return (s:gsub("\n", "\r\n"))
 end
 
-local function usage(input, output, cached, reasoning)
+local function usage(input, output, cached, reasoning, written)
   return { input_tokens = input, output_tokens = output,
            total_tokens = input + output, cached_tokens = cached,
-           reasoning_tokens = reasoning }
+           reasoning_tokens = reasoning, cache_creation_tokens = written }
 end
 
 local function call(id, name, arguments, args)
@@ -125,7 +125,9 @@ local REPLIES = {
   -- cumulative, so it replaces message_start's
   { file = "anthropic_cache_usage.sse", provider = "anthropic",
     stream = true, text = "Hello there!", finish = "stop",
-    usage = usage(40 + 12 + 7, 8, 7, 3) },
+    -- 12 tokens written to the cache: a share of the input, as read ones
+    -- are (the traces' gen_ai.usage.cache_creation.input_tokens)
+    usage = usage(40 + 12 + 7, 8, 7, 3, 12) },
   { file = "anthropic_refusal.sse", provider = "anthropic", stream = true,
     finish = "content_filter", usage = usage(20, 120, nil, 67) },
   { file = "anthropic_max_tokens.sse", provider = "anthropic", stream = true,

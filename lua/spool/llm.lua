@@ -7,7 +7,8 @@
 --
 -- reply = { text, tool_calls = { { id, name, arguments, args } },
 --           finish_reason, usage = { input_tokens, output_tokens,
---           total_tokens, cached_tokens, reasoning_tokens }, model,
+--           total_tokens, cached_tokens, reasoning_tokens,
+--           cache_creation_tokens (Anthropic's, when some) }, model,
 --           provider, latency_ms, request_sha256, id, attempts }
 --
 -- `arguments` is the model's text; `args` the value it parses to (nil when

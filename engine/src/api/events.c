@@ -79,6 +79,7 @@ int spool__events_queue(spool_engine *e, const spool__event_fields *f) {
   p[f->text_len] = '\0';
   q->ev.seq = f->seq;
   q->ev.depth = f->depth;
+  q->span_len = 0;
   enqueue(e, q);
   return 0;
 }

@@ -17,13 +17,27 @@ local counters = {} -- metric name -> { [label text] = n }
 local histograms = {}
 local MAX_SERIES = 1000 -- per histogram: label values come from outside
 
-local function histogram(name, help, buckets)
-  histograms[name] = { help = help, buckets = buckets, series = {},
-                       nseries = 0 }
+local function add_series(h, key)
+  local s = { counts = {}, sum = 0, n = 0 }
+  for i = 1, #h.buckets do
+    s.counts[i] = 0
+  end
+  h.series[key] = s
+  h.nseries = h.nseries + 1
+  return s
+end
+
+-- A histogram; one without labels has its one series from the start.
+local function histogram(name, help, buckets, unlabelled)
+  local h = { help = help, buckets = buckets, series = {}, nseries = 0 }
+  histograms[name] = h
+  if unlabelled then
+    add_series(h, "")
+  end
 end
 
 histogram("spool_model_latency_seconds", "Time the model took to answer a "
-  .. "step.", { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 })
+  .. "step.", { 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60 }, true)
 histogram("gen_ai_client_token_usage", "Tokens used by each model call "
   .. "(OpenTelemetry gen_ai.client.token.usage), by token type.",
   { 1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
@@ -41,12 +55,7 @@ local function observe(name, key, v)
     if h.nseries >= MAX_SERIES then
       return
     end
-    s = { counts = {}, sum = 0, n = 0 }
-    for i = 1, #h.buckets do
-      s.counts[i] = 0
-    end
-    h.series[key] = s
-    h.nseries = h.nseries + 1
+    s = add_series(h, key)
   end
   s.n = s.n + 1
   s.sum = s.sum + v
@@ -274,29 +283,22 @@ local function with_le(key, le)
 end
 
 
-local function render_histograms(out)
-  local names = {}
-  for name in pairs(histograms) do
-    names[#names + 1] = name
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do
+    keys[#keys + 1] = k
   end
-  table.sort(names)
-  for _, name in ipairs(names) do
+  table.sort(keys)
+  return keys
+end
+
+
+local function render_histograms(out)
+  for _, name in ipairs(sorted_keys(histograms)) do
     local h = histograms[name]
     out[#out + 1] = "# HELP " .. name .. " " .. h.help
     out[#out + 1] = "# TYPE " .. name .. " histogram"
-    local keys = {}
-    for k in pairs(h.series) do
-      keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    if #keys == 0 and name == "spool_model_latency_seconds" then
-      keys[1] = "" -- (always shown, as before the GenAI ones)
-      h.series[""] = { counts = {}, sum = 0, n = 0 }
-      for i = 1, #h.buckets do
-        h.series[""].counts[i] = 0
-      end
-    end
-    for _, k in ipairs(keys) do
+    for _, k in ipairs(sorted_keys(h.series)) do
       local s = h.series[k]
       for i, bound in ipairs(h.buckets) do
         out[#out + 1] = string.format("%s_bucket%s %d", name,
@@ -330,30 +332,15 @@ function M.render(gauges)
   gauges = gauges or {}
   trace_gauges(gauges)
   local out = {}
-  local names = {}
-  for name in pairs(counters) do
-    names[#names + 1] = name
-  end
-  table.sort(names)
-  for _, name in ipairs(names) do
+  for _, name in ipairs(sorted_keys(counters)) do
     out[#out + 1] = "# HELP " .. name .. " " .. (HELP[name] or name)
     out[#out + 1] = "# TYPE " .. name .. " counter"
-    local keys = {}
-    for k in pairs(counters[name]) do
-      keys[#keys + 1] = k
-    end
-    table.sort(keys)
-    for _, k in ipairs(keys) do
+    for _, k in ipairs(sorted_keys(counters[name])) do
       out[#out + 1] = string.format("%s%s %d", name, k, counters[name][k])
     end
   end
   render_histograms(out)
-  local gnames = {}
-  for name in pairs(gauges or {}) do
-    gnames[#gnames + 1] = name
-  end
-  table.sort(gnames)
-  for _, name in ipairs(gnames) do
+  for _, name in ipairs(sorted_keys(gauges)) do
     local g = gauges[name]
     out[#out + 1] = "# HELP " .. name .. " " .. g[1]
     out[#out + 1] = "# TYPE " .. name .. " gauge"
