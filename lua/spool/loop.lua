@@ -39,6 +39,7 @@ local route = require "spool.run.route"
 local recover = require "spool.run.recover"
 local budget = require "spool.run.budget"
 local trace = require "spool.run.trace"
+local hub = require "spool.run.hub"
 
 local M = {}
 
@@ -49,13 +50,17 @@ M.model_for = request.model_for
 M.route = route.route
 
 
--- Each piece of a streamed reply goes to the host as a "delta" event
--- (not stored: the model_call event holds the whole reply).
-local function delta_emitter(thread)
+-- Each piece of a streamed reply goes to the host as a "delta" event, and
+-- to the thread's readers (spool.run.hub: the API's streams); neither is
+-- stored: the model_call event holds the whole reply.
+local function delta_emitter(thread, host)
   return function(piece)
-    core.emit(thread.id, thread.agent, "delta", 0, thread.depth or 0,
-      json.encode({ thread = thread.id, agent = thread.agent, type = "delta",
-                    text = piece }), piece)
+    if host then
+      core.emit(thread.id, thread.agent, "delta", 0, thread.depth or 0,
+        json.encode({ thread = thread.id, agent = thread.agent,
+                      type = "delta", text = piece }), piece)
+    end
+    hub.text(thread.id, piece)
   end
 end
 
@@ -82,19 +87,26 @@ end
 
 function M.step(thread, agent)
   local req = request.request(thread, agent, { memo = true })
+  -- Someone reads the text as it comes (an API stream): the call streams,
+  -- unless the agent says it must not.
+  local read = hub.text_wanted(thread.id)
   if req.stream == nil then
     req.stream = agent.stream
     if req.stream == nil then
-      req.stream = config.get().stream
+      req.stream = read or config.get().stream
     end
   end
-  if req.stream and core.listening() then
-    req.on_text = delta_emitter(thread)
+  local host = core.listening()
+  if req.stream and (host or read) then
+    req.on_text = delta_emitter(thread, host)
     req.on_reset = function()
-      core.emit(thread.id, thread.agent, "delta_reset", 0, thread.depth or 0,
-        json.encode({ thread = thread.id, agent = thread.agent,
-                      type = "delta_reset" }),
-        "↺ the reply broke off; again, from the start:")
+      if host then
+        core.emit(thread.id, thread.agent, "delta_reset", 0,
+          thread.depth or 0, json.encode({ thread = thread.id,
+            agent = thread.agent, type = "delta_reset" }),
+          "↺ the reply broke off; again, from the start:")
+      end
+      hub.text(thread.id, hub.RESET)
     end
   end
   req.deadline = req.deadline or budget.deadline(thread, agent)

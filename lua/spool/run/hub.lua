@@ -18,6 +18,19 @@
 --   hub.subscribe() -> sub          sub.signal, sub.queue, sub.dropped
 --   hub.unsubscribe(sub)
 --   hub.broadcast(notice)
+--
+-- And the text a thread's model writes, piece by piece as it comes (not
+-- durable either: the whole text is in the model_call event). A run
+-- streams its model calls while someone reads (spool.loop).
+--
+--   hub.read_text(id[, signal]) -> reader   reader.signal (the one given:
+--                                   a follower's, to wait on both), reader.pieces (a
+--                                   queue; each a string, or RESET when an
+--                                   attempt broke off and the text starts
+--                                   again), reader.overflow
+--   hub.stop_reading(id, reader)
+--   hub.text_wanted(id) -> boolean
+--   hub.text(id, piece | hub.RESET)
 
 local thread_mod = require "spool.run.thread"
 local core = require "spool.core"
@@ -25,6 +38,7 @@ local core = require "spool.core"
 local M = {}
 
 local followers = {} -- thread id -> { [signal] = true }
+local readers = {} -- thread id -> { [reader] = true }
 local listeners = {}
 local subscribers = {} -- sub -> true
 
@@ -119,6 +133,64 @@ function M.broadcast(notice)
     q[#q + 1] = notice
     sub.signal:notify()
   end
+end
+
+
+-- ---- the model's text, as it comes ----
+
+M.RESET = setmetatable({}, { __tostring = function() return "reset" end })
+-- What a reader may fall behind by, in bytes: past it, pieces are dropped
+-- and reader.overflow says so (the text is whole in the event).
+M.text_backlog = 1024 * 1024
+
+function M.read_text(id, signal)
+  local reader = { signal = signal or core.signal(), pieces = {}, bytes = 0,
+                   overflow = false }
+  local set = readers[id]
+  if not set then
+    set = {}
+    readers[id] = set
+  end
+  set[reader] = true
+  return reader
+end
+
+
+function M.stop_reading(id, reader)
+  local set = readers[id]
+  if set then
+    set[reader] = nil
+    if next(set) == nil then
+      readers[id] = nil
+    end
+  end
+end
+
+
+function M.text_wanted(id)
+  return readers[id] ~= nil
+end
+
+
+function M.text(id, piece)
+  for reader in pairs(readers[id] or {}) do
+    local n = piece == M.RESET and 0 or #piece
+    if reader.bytes + n > M.text_backlog then
+      reader.overflow = true
+    else
+      reader.bytes = reader.bytes + n
+      reader.pieces[#reader.pieces + 1] = piece
+    end
+    reader.signal:notify()
+  end
+end
+
+
+-- Takes the pieces a reader has not taken yet.
+function M.take_text(reader)
+  local pieces = reader.pieces
+  reader.pieces, reader.bytes = {}, 0
+  return pieces
 end
 
 

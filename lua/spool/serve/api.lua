@@ -21,6 +21,7 @@ local common = require "spool.serve.channels.common"
 local mcp_endpoint = require "spool.mcp.endpoint"
 local inspector = require "spool.serve.inspector"
 local evals = require "spool.serve.evals"
+local openai = require "spool.serve.openai"
 
 local M = {}
 
@@ -29,6 +30,7 @@ local IDEMPOTENCY_NS = "spool.idempotency"
 local IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 local STATUSES = { running = true, waiting = true, done = true, failed = true,
                    cancelled = true }
+local NONE = {}
 
 
 -- An error for the client: raised, and answered by spool.serve.
@@ -365,6 +367,10 @@ local function stream_thread(req, p)
     M.fail(422, "invalid", "Last-Event-ID (or after) must be an event's seq")
   end
   local sig = hub.follow(p.id)
+  -- With deltas=true, the model's text as it comes, between the events
+  -- ("delta", with no id: not stored, so not resumable).
+  local reader = query_param(req.query, "deltas") == "true"
+    and hub.read_text(p.id, sig)
   local ok, err = pcall(function()
     local t = load_thread(p.id)
     local s = req.stream(200, { ["Content-Type"] = "text/event-stream",
@@ -375,6 +381,14 @@ local function stream_thread(req, p)
     end
     local quiet_since = core.now()
     while true do
+      for _, piece in ipairs(reader and hub.take_text(reader) or NONE) do
+        if not s:send(piece == hub.RESET and "event: delta_reset\ndata: {}\n\n"
+            or "event: delta\ndata: " .. json.encode({ text = piece })
+              .. "\n\n") then
+          return
+        end
+        quiet_since = core.now()
+      end
       for i = after + 1, t.persisted do
         local ev = t.events[i]
         if not s:send(sse({ thread = t.id, agent = t.agent, seq = ev.seq,
@@ -422,6 +436,9 @@ local function stream_thread(req, p)
     end
   end)
   hub.unfollow(p.id, sig)
+  if reader then
+    hub.stop_reading(p.id, reader)
+  end
   if not ok then
     error(err, 0)
   end
@@ -553,6 +570,11 @@ M.routes = {
   { "GET", "/v1/threads/{id}/stream", stream_thread },
   { "GET", "/v1/events", stream_notices },
   { "POST", "/mcp", mcp },
+  -- The agents as OpenAI-compatible models (spool.serve.openai).
+  { "GET", "/v1/models", openai.models },
+  { "POST", "/v1/chat/completions", function(req, _, body)
+    return openai.chat_completions(M, req, body)
+  end },
   -- Inbound webhooks: the same, signed instead of carrying the token.
   { "POST", "/v1/hooks/threads", start_thread, signed = true },
   { "POST", "/v1/hooks/threads/{id}/events", send_event, signed = true },

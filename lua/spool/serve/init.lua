@@ -55,8 +55,17 @@ local buckets = {} -- peer -> { tokens, at }: the rate limit's state
 local LOOPBACK = { ["127.0.0.1"] = true, ["::1"] = true, localhost = true }
 
 
-local function error_body(code, message)
-  return json.encode({ error = { code = code, message = message } })
+-- OpenAI's error types, by status: its clients (spool.serve.openai's)
+-- read them; spool's own read the code.
+local ERROR_TYPES = { [400] = "invalid_request_error",
+  [401] = "authentication_error", [403] = "permission_error",
+  [404] = "not_found_error", [409] = "conflict_error",
+  [422] = "invalid_request_error", [429] = "rate_limit_error" }
+
+local function error_body(status, code, message)
+  return json.encode({ error = { code = code, message = message,
+    type = ERROR_TYPES[status] or (status >= 500 and "server_error")
+      or "invalid_request_error", param = json.null } })
 end
 
 
@@ -74,7 +83,7 @@ end
 
 
 local function fail(status, code, message, headers)
-  return reply(status, error_body(code, message), headers)
+  return reply(status, error_body(status, code, message), headers)
 end
 
 
