@@ -134,6 +134,60 @@ describe("agents as OpenAI models", function()
       answer.choices[1].message.content)
   end)
 
+  it("answers the Responses API, whole and streamed, and continues a "
+    .. "thread with previous_response_id", function()
+    local s = serve(CHAT, "mock.lua")
+    local got = clients(s, {
+      { responses = "helper", input = "hello responses" },
+      { responses = "helper", input = "hello stream", stream = true },
+      { responses = "helper", input = { { role = "user",
+          content = { { type = "input_text", text = "a refund please" } } } } },
+    })
+    local r = got[1]
+    assert.are.equal("response", r.object)
+    assert.are.equal("completed", r.status)
+    assert.are.equal("Here is my answer, in several words: you said hello "
+      .. "responses.", r.output_text)
+    assert.truthy(r.usage.input_tokens > 0)
+    assert.are.equal("resp_" .. r.spool.thread .. "_0", r.id)
+    local st = got[2]
+    assert.are.equal("Here is my answer, in several words: you said hello "
+      .. "stream.", st.text)
+    assert.truthy(st.deltas > 1)
+    assert.are.same({ "response.created", "response.in_progress",
+      "response.output_item.added", "response.content_part.added",
+      "response.output_text.delta", "response.output_text.done",
+      "response.content_part.done", "response.output_item.done",
+      "response.completed" }, st.events)
+    assert.are.equal("completed", st.response.status)
+    -- An approval, asked in one response and given in the next.
+    local ask = got[3]
+    assert.are.equal("waiting", ask.spool.status)
+    assert.matches("asks approval to run refund", ask.output_text, 1, true)
+    local next = clients(s, {
+      { responses = "helper", input = "sure", previous = ask.id },
+      { responses = "helper", input = "approve", previous = ask.id },
+      { retrieve = ask.id },
+    })
+    assert.are.equal(ask.id, next[1].id) -- "sure" is not an approval
+    assert.are.equal("waiting", next[1].spool.status)
+    local done = next[2]
+    assert.are.equal("resp_" .. ask.spool.thread .. "_1", done.id)
+    assert.are.equal(ask.id, done.previous_response_id)
+    assert.are.equal("Here is my answer, in several words: refunded 5.",
+      done.output_text)
+    -- Any response reads again as it was, from the thread's events.
+    assert.are.equal(ask.output_text, next[3].output_text)
+    -- A thread that ended goes on as a new one, on the conversation.
+    local after = clients(s, { { responses = "helper", input = "thanks",
+      previous = done.id } })[1]
+    assert.are_not.equal(ask.spool.thread, after.spool.thread)
+    local _, t = workers.curl(s, "GET", "/v1/threads/" .. after.spool.thread)
+    assert.are.equal("user: a refund please\n\nassistant: Here is my "
+      .. "answer, in several words: refunded 5.\n\nuser: thanks",
+      t.events[1].data.input)
+  end)
+
   it("refuses in OpenAI's error shape", function()
     local s = serve(CHAT, "mock.lua")
     local got = clients(s, {

@@ -7,11 +7,16 @@
 //     "steps": [ { "models": true }
 //              | { "chat": MODEL, "messages": [...], "stream": bool,
 //                  "metadata": {...}, "usage": bool }
+//              | { "responses": MODEL, "input": TEXT | [...],
+//                  "previous": RESPONSE_ID, "stream": bool }
+//              | { "retrieve": RESPONSE_ID }
 //              | { "aisdk": MODEL, "prompt": TEXT, "stream": bool } ] }
 //
-// Prints one JSON line per step: the models; a completion; for a stream
-// { "text", "deltas" (how many content pieces), "finish", "usage",
-// "spool" }; or { "error": { "status", "message", "type", "code" } }.
+// Prints one JSON line per step: the models; a completion or a response
+// (with the SDK's output_text); for a stream { "text", "deltas" (how many
+// pieces), "finish", "usage", "spool", "events" (a response stream's event
+// types, in order), "response" (its last) }; or { "error": { "status",
+// "message", "type", "code" } }.
 import OpenAI from "openai";
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { generateText, streamText } from "ai";
@@ -42,6 +47,27 @@ async function chat(step) {
   return { text, deltas, finish, usage, spool };
 }
 
+async function responses(step) {
+  const params = { model: step.responses, input: step.input };
+  if (step.previous) params.previous_response_id = step.previous;
+  if (!step.stream) {
+    const r = await client.responses.create(params);
+    return { ...r, output_text: r.output_text };
+  }
+  const stream = await client.responses.create({ ...params, stream: true });
+  let text = "", deltas = 0, response = null;
+  const events = [];
+  for await (const event of stream) {
+    if (events[events.length - 1] !== event.type) events.push(event.type);
+    if (event.type === "response.output_text.delta") {
+      text += event.delta;
+      deltas++;
+    }
+    if (event.response) response = event.response;
+  }
+  return { text, deltas, events, response };
+}
+
 async function aisdk(step) {
   const model = provider(step.aisdk);
   if (!step.stream) {
@@ -61,6 +87,11 @@ for (const step of plan.steps) {
   try {
     if (step.models) out(await client.models.list().then((page) => page.data));
     else if (step.chat) out(await chat(step));
+    else if (step.responses) out(await responses(step));
+    else if (step.retrieve) {
+      const r = await client.responses.retrieve(step.retrieve);
+      out({ ...r, output_text: r.output_text });
+    }
     else out(await aisdk(step));
   } catch (e) {
     out({ error: { status: e.status ?? e.statusCode ?? null, message: String(e.message),

@@ -22,6 +22,8 @@ local mcp_endpoint = require "spool.mcp.endpoint"
 local inspector = require "spool.serve.inspector"
 local evals = require "spool.serve.evals"
 local openai = require "spool.serve.openai"
+local openai_chat = require "spool.serve.openai_chat"
+local openai_responses = require "spool.serve.openai_responses"
 
 local M = {}
 
@@ -573,7 +575,13 @@ M.routes = {
   -- The agents as OpenAI-compatible models (spool.serve.openai).
   { "GET", "/v1/models", openai.models },
   { "POST", "/v1/chat/completions", function(req, _, body)
-    return openai.chat_completions(M, req, body)
+    return openai_chat.create(M, req, body)
+  end },
+  { "POST", "/v1/responses", function(req, _, body)
+    return openai_responses.create(M, req, body)
+  end },
+  { "GET", "/v1/responses/{id}", function(req, p)
+    return openai_responses.get(M, req, p)
   end },
   -- Inbound webhooks: the same, signed instead of carrying the token.
   { "POST", "/v1/hooks/threads", start_thread, signed = true },
