@@ -16,6 +16,7 @@
 --       output } }
 
 local json = require "spool.json"
+local wire = require "spool.model.wire"
 
 local M = {}
 
@@ -32,20 +33,7 @@ end
 
 -- ---- requests, read into the chat shape ----
 
-local function text_of(content)
-  if type(content) == "string" then
-    return content
-  elseif type(content) == "table" then
-    local parts = {}
-    for _, p in ipairs(content) do
-      if type(p) == "table" and type(p.text) == "string" then
-        parts[#parts + 1] = p.text
-      end
-    end
-    return table.concat(parts, "\n")
-  end
-  return ""
-end
+local text_of = wire.text_of
 M.text_of = text_of
 
 

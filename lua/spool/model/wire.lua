@@ -1,5 +1,6 @@
 -- spool.model.wire: what the providers' wire formats share (private):
--- reading a response body, the provider's own words in an error body, and
+-- reading a response body and a message's text, the provider's own words in
+-- an error body, and
 -- usage in OpenAI's two shapes (Chat Completions and Responses name the
 -- same counts differently).
 
@@ -7,6 +8,25 @@ local json = require "spool.json"
 local count = require("spool.tokens").count
 
 local M = {}
+
+
+-- The text of a message's content: a string, or parts of which the text
+-- ones count (chat's "text", Anthropic's text blocks, the Responses API's
+-- input_text and output_text).
+function M.text_of(content)
+  if type(content) == "string" then
+    return content
+  elseif type(content) == "table" then
+    local parts = {}
+    for _, p in ipairs(content) do
+      if type(p) == "table" and type(p.text) == "string" then
+        parts[#parts + 1] = p.text
+      end
+    end
+    return table.concat(parts, "\n")
+  end
+  return ""
+end
 
 
 -- A response body as a table, or nil and why not.

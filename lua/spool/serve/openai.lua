@@ -32,6 +32,7 @@ local thread_mod = require "spool.run.thread"
 local hub = require "spool.run.hub"
 local await = require "spool.run.await"
 local human = require "spool.human"
+local wire = require "spool.model.wire"
 
 local M = {}
 
@@ -40,22 +41,26 @@ M.MAX_WAIT_MS = 300000 -- a reply waits this long for its thread
 
 -- ---- the conversation ----
 
--- The text of a message's content: a string, or parts of which the text
--- ones count (chat's "text", the Responses API's "input_text" and
--- "output_text").
-function M.text_of(content)
-  if type(content) == "string" then
-    return content
-  elseif type(content) == "table" then
-    local parts = {}
-    for _, p in ipairs(content) do
-      if type(p) == "table" and type(p.text) == "string" then
-        parts[#parts + 1] = p.text
-      end
-    end
-    return table.concat(parts, "\n")
+-- The text of a message's content (spool.model.wire).
+M.text_of = wire.text_of
+
+
+-- A body's list of messages (field `name`) as { { role, text } }, or a
+-- 400 naming what is wrong.
+function M.messages(api, list, name)
+  if type(list) ~= "table" or not json.is_array(list) or #list == 0 then
+    api.fail(400, "invalid_request", string.format("\"%s\" must be a list "
+      .. "of messages, not empty", name))
   end
-  return ""
+  local out = {}
+  for i, m in ipairs(list) do
+    if type(m) ~= "table" or type(m.role) ~= "string" then
+      api.fail(400, "invalid_request", string.format("%s[%d] must be a "
+        .. "message with a \"role\"", name, i - 1))
+    end
+    out[i] = { role = m.role, text = wire.text_of(m.content) }
+  end
+  return out
 end
 
 

@@ -17,25 +17,6 @@ local openai = require "spool.serve.openai"
 local M = {}
 
 
-local function messages_of(api, body)
-  local messages = body.messages
-  if type(messages) ~= "table" or not json.is_array(messages)
-      or #messages == 0 then
-    api.fail(400, "invalid_request", "\"messages\" must be a list of "
-      .. "messages, not empty")
-  end
-  local out = {}
-  for i, m in ipairs(messages) do
-    if type(m) ~= "table" or type(m.role) ~= "string" then
-      api.fail(400, "invalid_request", string.format("messages[%d] needs a "
-        .. "\"role\"", i - 1))
-    end
-    out[i] = { role = m.role, text = openai.text_of(m.content) }
-  end
-  return out
-end
-
-
 -- The thread a conversation continues: named in metadata, or at the end of
 -- its last assistant message.
 local function continues(body, messages)
@@ -100,7 +81,7 @@ end
 
 function M.create(api, req, body)
   local name = openai.model_of(api, body)
-  local messages = messages_of(api, body)
+  local messages = openai.messages(api, body.messages, "messages")
   local created = core.time() // 1000
   if body.stream == true then
     return stream(api, req, body, messages, created)

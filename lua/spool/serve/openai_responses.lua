@@ -29,19 +29,7 @@ local function messages_of(api, body)
   if type(input) == "string" then
     return { { role = "user", text = input } }
   end
-  if type(input) ~= "table" or not json.is_array(input) or #input == 0 then
-    api.fail(400, "invalid_request", "\"input\" must be text, or a list of "
-      .. "messages, not empty")
-  end
-  local out = {}
-  for i, item in ipairs(input) do
-    if type(item) ~= "table" or type(item.role) ~= "string" then
-      api.fail(400, "invalid_request", string.format("input[%d] must be a "
-        .. "message with a \"role\"", i - 1))
-    end
-    out[i] = { role = item.role, text = openai.text_of(item.content) }
-  end
-  return out
+  return openai.messages(api, input, "input")
 end
 
 
