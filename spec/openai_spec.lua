@@ -11,19 +11,12 @@ local json = require "spool.json"
 local CLIENT = h.ROOT .. "/spec/npm/openai_client.mjs"
 local CHAT = h.ROOT .. "/spec/fixtures/chat"
 
--- spool serve on a copy of a project; stopped by the spec's finally.
 local function serve(project, mock_script)
-  local dir = h.tmpdir()
-  h.sh(string.format("cp -R %s/. %s", h.q(project), h.q(dir)))
-  local mock = h.mock_process(dir .. "/" .. mock_script)
-  local s = workers.serve(dir, mock)
-  finally(function()
-    s.kill()
-    mock.stop()
-    h.remove(dir)
-  end)
+  local s, stop = workers.serve_copy(project, mock_script)
+  finally(stop)
   return s
 end
+
 
 -- Runs the clients on a plan's steps; one decoded line per step.
 local function clients(s, steps, key)

@@ -69,15 +69,8 @@ end
 -- spool serve on a copy of the traced fixture, with the environment
 -- given; stopped by the spec's finally.
 local function serve_traced(env)
-  local dir = h.tmpdir()
-  h.sh(string.format("cp -R %s/. %s", h.q(TRACED), h.q(dir)))
-  local mock = h.mock_process(dir .. "/mock.lua")
-  local s = workers.serve(dir, mock, nil, env)
-  finally(function()
-    s.kill()
-    mock.stop()
-    h.remove(dir)
-  end)
+  local s, stop = workers.serve_copy(TRACED, "mock.lua", env)
+  finally(stop)
   return s
 end
 

@@ -93,6 +93,30 @@ function M.serve(dir, mock, args, env, db, opts)
   return s
 end
 
+-- spool serve on a copy of a project folder, its model a mock process
+-- following the project's `mock_script` (a path inside it), with the
+-- environment assignments given. Returns the server (as M.serve) and a
+-- function that stops and removes all of it, for the spec's finally.
+function M.serve_copy(project, mock_script, env)
+  local dir = h.tmpdir()
+  h.sh(string.format("cp -R %s/. %s", h.q(project), h.q(dir)))
+  local mock = h.mock_process(dir .. "/" .. mock_script)
+  local ok, s = pcall(M.serve, dir, mock, nil, env)
+  local function stop()
+    if ok then
+      s.kill()
+    end
+    mock.stop()
+    h.remove(dir)
+  end
+  if not ok then
+    stop()
+    error(s, 0)
+  end
+  return s, stop
+end
+
+
 -- The header that carries serve `s`'s token.
 function M.auth(s)
   return "-H " .. h.q("Authorization: Bearer " .. s.token)

@@ -57,6 +57,17 @@ function M.engine_error(err)
 end
 
 
+-- A 503 when the server takes no new thread now (draining, or at its
+-- most runs), saying when to try again.
+function M.admit()
+  local refused, why = runner.admission()
+  if refused then
+    M.fail(503, refused, why,
+      { ["Retry-After"] = refused == "draining" and "5" or "1" })
+  end
+end
+
+
 local function field(body, name, kind, required)
   local v = body[name]
   if v == nil or v == json.null then
@@ -174,11 +185,7 @@ local function start_thread(req, _, body)
   if earlier then
     return 200, earlier
   end
-  local refused, why = runner.admission()
-  if refused then
-    M.fail(503, refused, why,
-      { ["Retry-After"] = refused == "draining" and "5" or "1" })
-  end
+  M.admit()
   local agent, err = loader.load(name)
   if not agent then
     M.engine_error(err)

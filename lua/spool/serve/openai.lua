@@ -197,11 +197,7 @@ function M.begin(api, req, name, messages, new_id, continues)
     end
     return t.id
   end
-  local refused, why = runner.admission()
-  if refused then
-    api.fail(503, refused, why,
-      { ["Retry-After"] = refused == "draining" and "5" or "1" })
-  end
+  api.admit()
   local agent, err = loader.load(name)
   if not agent then
     if tostring(err):match("^ENOTFOUND") then
