@@ -194,6 +194,12 @@ describe("agents as OpenAI models", function()
       1, true)
     assert.are.equal(400, got[2].error.status)
     assert.are.equal("invalid_request_error", got[2].error.type)
+    local status, m = workers.curl(s, "GET", "/v1/models/helper")
+    assert.are.equal(200, status)
+    assert.are.equal("helper", m.id)
+    status, m = workers.curl(s, "GET", "/v1/models/nosuch")
+    assert.are.equal(404, status)
+    assert.are.equal("model_not_found", m.error.code)
     -- The API's token is the key; another is refused.
     local bad = clients(s, { { models = true } }, "sk-wrong")[1]
     assert.are.equal(401, bad.error.status)

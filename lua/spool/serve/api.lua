@@ -581,6 +581,7 @@ M.routes = {
   { "POST", "/mcp", mcp },
   -- The agents as OpenAI-compatible models (spool.serve.openai).
   { "GET", "/v1/models", openai.models },
+  { "GET", "/v1/models/{id}", function(_, p) return openai.model(M, p) end },
   { "POST", "/v1/chat/completions", function(req, _, body)
     return openai_chat.create(M, req, body)
   end },

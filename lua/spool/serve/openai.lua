@@ -302,15 +302,31 @@ end
 
 -- ---- the routes ----
 
+local function model(a)
+  return { id = a.name, object = "model", created = 0, owned_by = "spool",
+           version = a.version }
+end
+
+
 function M.models()
   local data = json.array()
   for _, a in ipairs(loader.list()) do
     if a.version then
-      data[#data + 1] = { id = a.name, object = "model", created = 0,
-                          owned_by = "spool", version = a.version }
+      data[#data + 1] = model(a)
     end
   end
   return 200, { object = "list", data = data }
+end
+
+
+function M.model(api, p)
+  for _, a in ipairs(loader.list()) do
+    if a.name == p.id and a.version then
+      return 200, model(a)
+    end
+  end
+  api.fail(404, "model_not_found", string.format("the model '%s' does not "
+    .. "exist: the models are the project's agents (GET /v1/models)", p.id))
 end
 
 
