@@ -96,22 +96,10 @@ local function ns(s)
   return tonumber(s)
 end
 
--- The trace of a thread started without a traceparent: its id's 128 bits
--- (Crockford's base32 after "t_", as a ULID), in hex.
+-- The trace of a thread started without a traceparent: the first half of
+-- its id's SHA-256.
 local function trace_of(id)
-  local digits = "0123456789abcdefghjkmnpqrstvwxyz"
-  local bytes = {}
-  for i = 1, 16 do
-    bytes[i] = 0
-  end
-  for c in id:sub(3):gmatch(".") do
-    local carry = digits:find(c, 1, true) - 1
-    for i = 16, 1, -1 do
-      local x = bytes[i] * 32 + carry
-      bytes[i], carry = x % 256, x // 256
-    end
-  end
-  return string.format(string.rep("%02x", 16), table.unpack(bytes))
+  return core.sha256(id):sub(1, 32)
 end
 
 describe("traces", function()
@@ -418,6 +406,38 @@ describe("traces", function()
     assert.are.equal(3, #r.received().requests)
     assert.matches("HTTP 400", err, 1, true)
     assert.matches("not retryable", err, 1, true)
+  end)
+
+  it("waits at exit no longer than OTEL_BSP_EXPORT_TIMEOUT for a collector "
+    .. "that never answers", function()
+    local r = receiver()
+    r.script({ { hang = true } })
+    local _, err, code = run("fetch", "hello", env_for(r,
+      "OTEL_BSP_EXPORT_TIMEOUT=500 OTEL_EXPORTER_OTLP_TIMEOUT=600000"),
+      TRACED)
+    assert.are.equal(0, code, err)
+    assert.matches("traces: 2 spans not exported", err, 1, true)
+    assert.are.equal("never", r.received().requests[1].answered)
+  end)
+
+  it("keeps a caller's traceparent as it reads it, never its bytes",
+    function()
+    local r = receiver()
+    -- A later version may carry more; bytes JSON cannot hold must not
+    -- stop the thread from being stored (they did, and hung the caller).
+    local odd = "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-\255"
+    local events, err, code = run("fetch", "hello", env_for(r,
+      "TRACEPARENT=" .. h.q(odd)), TRACED)
+    assert.are.equal(0, code, err)
+    assert.are.equal("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+      events[1].data.trace)
+    local s = serve_traced(env_for(r, "OTEL_BSP_SCHEDULE_DELAY=50"))
+    local out = h.sh(string.format("curl -s -m 10 %s -H 'Content-Type: "
+      .. "application/json' -H %s --data-binary %s %s/v1/threads",
+      workers.auth(s), h.q("traceparent: " .. odd), h.q(json.encode({
+        agent = "fetch", input = "hello", wait_ms = 5000 })), s.url))
+    local v = json.decode(out)
+    assert.are.equal("done", v.status, out)
   end)
 
   it("samples as OTEL_TRACES_SAMPLER says", function()

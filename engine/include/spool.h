@@ -161,11 +161,20 @@ SPOOL_API int spool_engine_use_loop(spool_engine *e, void *uv_loop);
 SPOOL_API int spool_engine_open(spool_engine *e);
 
 /*
- * Cancels what is in flight, closes every handle and frees the engine. Spans
- * not yet exported to $OTEL_EXPORTER_OTLP_ENDPOINT are sent first: the loop
- * is turned until they are, for at most $OTEL_BSP_EXPORT_TIMEOUT ms (30 s;
- * a collector that refuses connections is not waited for), so, like
- * spool_engine_run, call it outside the loop's callbacks. With a
+ * Sends the spans not yet exported to $OTEL_EXPORTER_OTLP_ENDPOINT (see
+ * spool_engine_on_span), turning the loop until they are, for at most ms
+ * (0: $OTEL_BSP_EXPORT_TIMEOUT, 30 s by default; a collector that refuses
+ * connections is not waited for); what is left then is dropped, and said
+ * in the log. For a host that turns its own loop, before
+ * spool_engine_free (which does it itself on the engine's own loop). Not
+ * from inside a callback of the loop (SPOOL_ESTATE).
+ */
+SPOOL_API int spool_engine_flush(spool_engine *e, unsigned ms);
+
+/*
+ * Cancels what is in flight, closes every handle and frees the engine. On
+ * the engine's own loop, spans not yet exported are sent first (as
+ * spool_engine_flush). With a
  * host loop, the host must turn its loop once more so close callbacks run;
  * spool_engine_free() does that itself with a loop of its own. NULL is a
  * no-op; freeing an engine twice is undefined, as free() is. Host tool calls

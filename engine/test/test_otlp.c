@@ -89,6 +89,19 @@ TEST_IMPL(otlp_reads_the_endpoint) {
   ASSERT_STR_EQ(c.url, "https://t/custom/path");
   spool__otlp_config_free(&c);
 
+  /* The log never shows a password (one with a '#' in it too) or a
+   * query, where a vendor's key may go; a query after an empty path. */
+  setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+         "http://user:pa#ss@c:4318?api_key=SECRET", 1);
+  read_config(&c, &w);
+  ASSERT_STR_EQ(c.url, "http://user:pa#ss@c:4318/?api_key=SECRET");
+  ASSERT_STR_EQ(c.url_shown, "http://c:4318/");
+  spool__otlp_config_free(&c);
+  setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "https://t/v1/x?key=K#f", 1);
+  read_config(&c, &w);
+  ASSERT_STR_EQ(c.url_shown, "https://t/v1/x");
+  spool__otlp_config_free(&c);
+
   /* An empty value is an unset one. */
   setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "", 1);
   read_config(&c, &w);
@@ -111,6 +124,11 @@ TEST_IMPL(otlp_reads_the_endpoint) {
   ASSERT(c.url == NULL);
   spool__otlp_config_free(&c);
   clear_env();
+  setenv("OTEL_TRACES_EXPORTER", "otlp,console", 1); /* a list */
+  read_config(&c, &w);
+  ASSERT_STR_EQ(c.url, "http://localhost:4318/v1/traces");
+  ASSERT_CONTAINS(w.text, "spool exports \"otlp\" only");
+  spool__otlp_config_free(&c);
   setenv("OTEL_TRACES_EXPORTER", "zipkin", 1);
   read_config(&c, &w);
   ASSERT(c.url == NULL);

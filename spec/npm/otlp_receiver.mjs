@@ -11,7 +11,8 @@
 // listens on 127.0.0.1 (a free port, written to PORT_FILE) and serves:
 //   POST /v1/traces   the export; answers 200 {} unless scripted
 //   POST /control     {"script": [{"status": 503, "retryAfter": "0",
-//                     "body": "..."}]}: the next answers, in order
+//                     "body": "..."} | {"hang": true}]}: the next answers,
+//                     in order (hang: none at all)
 //   GET  /received    {"requests": [{headers, spans, resource, error}],
 //                     "others": [{method, path, headers}]}
 // Any other path is recorded in "others" and answered 200 {"ok": true}
@@ -104,6 +105,10 @@ function send(res, status, body, headers = {}) {
 function traces(req, body, res) {
   const headers = req.headers;
   const next = script.shift();
+  if (next && next.hang) {
+    requests.push({ headers, answered: "never", spans: [] });
+    return; // a collector that takes the request and never answers
+  }
   let decoded;
   try {
     if ((headers["content-type"] || "").split(";")[0].trim() !== "application/json") {

@@ -451,24 +451,46 @@ static void otlp_warn(void *ud, const char *msg) {
   spool__log(ud, SPOOL__LOG_WARN, "traces: %s", msg);
 }
 
-/* Spans still queued are sent before the engine goes, within the
- * exporter's deadline (spool.h: spool_engine_free turns the loop for it,
- * so it is called outside the loop's callbacks). */
-static void flush_spans(spool_engine *e) {
-  if (e->turning || !spool__otlp_busy(e->otlp))
+static void on_flush_deadline(uv_timer_t *t) {
+  (void)t; /* it only wakes the loop at the deadline */
+}
+
+/* Turns the loop until the spans queued are sent, for at most ms (0: the
+ * exporter's deadline, $OTEL_BSP_EXPORT_TIMEOUT); what is left then is
+ * dropped, and said. */
+static void send_spans(spool_engine *e, unsigned ms) {
+  if (!spool__otlp_busy(e->otlp))
     return;
-  uint64_t deadline = spool__otlp_closing(e->otlp);
+  uint64_t deadline = spool__otlp_closing(e->otlp), now = uv_now(e->loop);
+  if (ms && now + ms < deadline)
+    deadline = now + ms;
+  uv_timer_t wake;
+  uv_timer_init(e->loop, &wake);
+  uv_timer_start(&wake, on_flush_deadline, deadline > now ? deadline - now : 0,
+                 0);
+  e->turning++;
   while (spool__otlp_busy(e->otlp) && uv_now(e->loop) < deadline)
-    if (uv_run(e->loop, UV_RUN_ONCE) == 0)
-      break;
+    uv_run(e->loop, UV_RUN_ONCE);
+  e->turning--;
+  uv_close((uv_handle_t *)&wake, NULL);
+  uv_run(e->loop, UV_RUN_NOWAIT); /* its close callback */
+  spool__otlp_abandon(e->otlp);
   spool__otlp_stats s;
   spool__otlp_stats_get(e->otlp, &s);
   if (s.dropped > 0)
     spool__log(e, SPOOL__LOG_WARN,
-               "traces: %lld span%s not exported "
-               "(%lld exported to %s)",
+               "traces: %lld span%s not exported (%lld exported to %s)",
                s.dropped, s.dropped == 1 ? "" : "s", s.exported,
                spool__otlp_endpoint_shown(e->otlp));
+}
+
+int spool_engine_flush(spool_engine *e, unsigned ms) {
+  if (e == NULL || !e->opened || e->L == NULL)
+    return SPOOL_EINVAL;
+  if (e->sched.in_check || e->turning)
+    return spool__refuse_inside(e);
+  send_spans(e, ms);
+  return SPOOL_OK;
 }
 
 int spool_engine_open(spool_engine *e) {
@@ -580,7 +602,10 @@ void spool_engine_free(spool_engine *e) {
   assert(!e->delivering && !e->sched.in_check); /* see spool.h */
   if (e->L)
     spool__sched_cancel_all(e);
-  flush_spans(e);
+  /* On its own loop, which nothing else turns; a host flushes first
+   * (spool_engine_flush), as a host's loop may be turning now. */
+  if (e->own_loop_used && !e->turning)
+    send_spans(e, 0);
   /* Ops already handed to the store thread finish (a submitted step is
    * committed); their waiters are gone, so their callbacks only free. */
   spool__store_close(e->store);

@@ -157,6 +157,13 @@ static void print_version(void) {
          uv_version_string(), curl_version_info(CURLVERSION_NOW)->version);
 }
 
+/* Frees an engine, its spans sent first (the CLI turns its own loop, so
+ * the engine does not: spool_engine_flush). */
+static void close_engine(spool_engine *e) {
+  spool_engine_flush(e, 0);
+  spool_engine_free(e);
+}
+
 /* Where the Lua library is found, which tells an install from a build. */
 static void print_library(void) {
   spool_engine *e = NULL;
@@ -165,7 +172,7 @@ static void print_library(void) {
     printf("Lua library: %s\n", spool_engine_get(e, "lua_dir"));
   else
     printf("Lua library: not found (%s)\n", spool_engine_errmsg(e));
-  spool_engine_free(e);
+  close_engine(e);
 }
 
 /* Reads all of a stream; NULL on error. *len_out (if given) gets its
@@ -234,7 +241,7 @@ static spool_engine *open_engine(const cli *c, uv_loop_t *loop, int *code) {
     rc = spool_engine_open(e);
   if (rc != 0) {
     say("error", "%s", spool_engine_errmsg(e));
-    spool_engine_free(e);
+    close_engine(e);
     return NULL;
   }
   *code = EXIT_DONE;
@@ -481,7 +488,7 @@ static int cmd_run(const cli *c, uv_loop_t *loop) {
   }
   code = finish_run(e, id, st);
 done:
-  spool_engine_free(e);
+  close_engine(e);
   free(o.input);
   return code;
 }
@@ -509,7 +516,7 @@ static int cmd_prompt(const cli *c, uv_loop_t *loop) {
     say("error", "%s", spool_engine_errmsg(e));
     code = exit_for(rc);
   }
-  spool_engine_free(e);
+  close_engine(e);
   free(o.input);
   return code;
 }
@@ -565,7 +572,7 @@ static int cmd_extract(const cli *c, uv_loop_t *loop) {
       for (const char *p = nl + 1; *p; p = strchr(p, '\n') + 1)
         fprintf(stderr, "repaired: %.*s\n", (int)(strchr(p, '\n') - p), p);
     }
-    spool_engine_free(e);
+    close_engine(e);
   }
   free(text);
   free(schema);
@@ -651,7 +658,7 @@ static int cmd_resume(const cli *c, uv_loop_t *loop) {
   } else {
     code = finish_run(e, id, st);
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -709,7 +716,7 @@ static int cmd_threads(const cli *c, uv_loop_t *loop) {
     say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -754,7 +761,7 @@ static int cmd_on_thread(const cli *c, uv_loop_t *loop) {
     say("error", "%s", spool_engine_errmsg(e));
     code = exit_for(rc);
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -788,7 +795,7 @@ static int cmd_fork(const cli *c, uv_loop_t *loop) {
     say("error", "%s", spool_engine_errmsg(e));
     code = exit_for(rc);
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -816,7 +823,7 @@ static int cmd_recover(const cli *c, uv_loop_t *loop) {
     say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -849,7 +856,7 @@ static int cmd_reload(const cli *c, uv_loop_t *loop) {
     if (o.broken)
       code = EXIT_FAILED;
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -867,7 +874,7 @@ static int cmd_state(const cli *c, uv_loop_t *loop) {
     say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -894,7 +901,7 @@ static int cmd_gc(const cli *c, uv_loop_t *loop) {
     say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -968,18 +975,18 @@ static int cmd_mock(const cli *c, uv_loop_t *loop) {
     return code;
   if (spool_mock_start(e, script, host, port, &bound) != 0) {
     say("error", "%s", spool_engine_errmsg(e));
-    spool_engine_free(e);
+    close_engine(e);
     return EXIT_FAILED;
   }
   printf("mock model listening on http://%s:%d/v1\n", host, bound);
   fflush(stdout);
   if (port_file && write_port_file(port_file, bound) != 0) {
-    spool_engine_free(e);
+    close_engine(e);
     return EXIT_FAILED;
   }
   watch_signals(loop, e);
   spool_engine_run(e, SPOOL_RUN_FOREVER);
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -1030,7 +1037,7 @@ static int cmd_serve(const cli *c, uv_loop_t *loop) {
   int port = 0;
   if (spool_serve_start(e, &o, &port) != 0) {
     say("error", "%s", spool_engine_errmsg(e));
-    spool_engine_free(e);
+    close_engine(e);
     return EXIT_FAILED;
   }
   say("info",
@@ -1038,7 +1045,7 @@ static int cmd_serve(const cli *c, uv_loop_t *loop) {
       "token: spool token prints it)",
       o.host ? o.host : "127.0.0.1", port);
   if (port_file && write_port_file(port_file, port) != 0) {
-    spool_engine_free(e);
+    close_engine(e);
     return EXIT_FAILED;
   }
   stopper *st = watch_signals(loop, e);
@@ -1061,7 +1068,7 @@ static int cmd_serve(const cli *c, uv_loop_t *loop) {
   } else if (left > 0) {
     say("warn", "%d runs were mid-step; the next start resumes them", left);
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -1093,7 +1100,7 @@ static int run_library_script(const cli *c, uv_loop_t *loop, const char *name) {
     say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 
@@ -1206,7 +1213,7 @@ static int cmd_lua(const cli *c, uv_loop_t *loop) {
     say("error", "%s", spool_engine_errmsg(e));
     code = EXIT_FAILED;
   }
-  spool_engine_free(e);
+  close_engine(e);
   return code;
 }
 

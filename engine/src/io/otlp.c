@@ -27,6 +27,10 @@
 #define RETRY_AFTER_MAX_MS 60000
 /* A collector's answer is small ({} or a status); more is not read. */
 #define MAX_RESPONSE (4u << 20)
+/* A batch is sent once it holds this much (or OTEL_BSP_MAX_EXPORT_BATCH_SIZE
+ * spans): well under the bodies collectors take (the Collector's default
+ * is 20 MiB), and two copies of it at most are held while it is sent. */
+#define MAX_BATCH_BYTES (4u << 20)
 
 typedef struct batch {
   struct batch *next;
@@ -217,12 +221,14 @@ static long rejected_spans(const spool__buf *body) {
   return n > 0 ? n : 0;
 }
 
-/* status 0: no answer, for `why`. */
+/* status 0: no answer, for `why`. A failure is said once until exports
+ * work again (a collector that is down says so once), and again when what
+ * became of the spans changes (retried, then dropped). */
 static void log_failure(spool__otlp *x, long status, const char *why,
                         const spool__buf *body, const char *outcome) {
-  long key = status ? status : -1;
+  long key = (status ? status : -1) * 4 + (outcome[0] == 'r' ? 1 : 2);
   if (key == x->last_logged_status)
-    return; /* said already: a collector that is down says it once */
+    return;
   x->last_logged_status = key;
   char msg[256] = "";
   if (body && body->data && body->len) {
@@ -230,7 +236,7 @@ static void log_failure(spool__otlp *x, long status, const char *why,
     size_t j = 0;
     for (size_t i = 0; i < n && j + 1 < sizeof msg; i++) {
       unsigned char c = (unsigned char)body->data[i];
-      msg[j++] = c < 0x20 ? ' ' : (char)c;
+      msg[j++] = c < 0x20 || c >= 0x7f ? '?' : (char)c; /* a log line */
     }
     msg[j] = '\0';
   }
@@ -247,7 +253,10 @@ static void on_sent(spool__http_xfer *xfer, void *ud) {
   batch *b = x->sending;
   long status = spool__http_status(xfer);
   const char *error = spool__http_error(xfer);
-  if (error == NULL && status >= 200 && status < 300) {
+  const char *name = spool__http_error_name(xfer);
+  if (status >= 200 && status < 300 &&
+      (error == NULL || (name && strcmp(name, "ETOOBIG") == 0))) {
+    /* (an answer too long to read still says the spans were taken) */
     long rejected = rejected_spans(spool__http_body(xfer));
     if (rejected > b->n)
       rejected = b->n;
@@ -262,7 +271,6 @@ static void on_sent(spool__http_xfer *xfer, void *ud) {
     return;
   }
   x->stats.failures++;
-  const char *name = spool__http_error_name(xfer);
   int retryable = error != NULL ? name == NULL || strcmp(name, "ETOOBIG") != 0
                                 : status == 429 || status == 502 ||
                                       status == 503 || status == 504;
@@ -389,7 +397,7 @@ void spool__otlp_add(spool__otlp *x, const char *span, size_t len) {
   x->queued_bytes += b->body.len - before;
   b->n++;
   x->queued++;
-  if (b->n >= x->c.max_batch)
+  if (b->n >= x->c.max_batch || b->body.len >= MAX_BATCH_BYTES)
     seal(x);
   pump(x);
 }
@@ -420,6 +428,29 @@ uint64_t spool__otlp_closing(spool__otlp *x) {
   }
   spool__otlp_flush(x);
   return x->deadline_ms;
+}
+
+void spool__otlp_abandon(spool__otlp *x) {
+  if (x == NULL)
+    return;
+  if (x->xfer) {
+    spool__http_cancel(x->xfer);
+    x->xfer = NULL;
+  }
+  uv_timer_stop(&x->timer);
+  x->timer_armed = x->backing_off = 0;
+  if (x->sending) {
+    batch *b = x->sending;
+    x->sending = NULL;
+    forget(x, b, 1);
+  }
+  seal(x);
+  while (x->ready) {
+    batch *b = x->ready;
+    x->ready = b->next;
+    forget(x, b, 1);
+  }
+  x->ready_tail = NULL;
 }
 
 void spool__otlp_stats_get(const spool__otlp *x, spool__otlp_stats *out) {

@@ -76,6 +76,9 @@ int spool__otlp_busy(const spool__otlp *x);
  * is left is dropped and counted. The caller turns the loop while
  * spool__otlp_busy, until the deadline. */
 uint64_t spool__otlp_closing(spool__otlp *x);
+/* Past the deadline: the export out is cancelled, and every span still
+ * held is dropped (and counted). */
+void spool__otlp_abandon(spool__otlp *x);
 void spool__otlp_stats_get(const spool__otlp *x, spool__otlp_stats *out);
 
 /* The root sampler: decides for a trace with no parent. */

@@ -193,25 +193,42 @@ static int read_headers(spool__otlp_config *c, spool__otlp_warn_cb warn,
 
 /* ---- the endpoint ---- */
 
-/* url without "user:password@" after the scheme. */
+/* The endpoint as a log may show it: no user or password (everything up
+ * to the last '@', which a password may hold unencoded), no query or
+ * fragment (where a vendor's key may go). */
 static char *shown_url(const char *url) {
   const char *start = strstr(url, "://");
   start = start ? start + 3 : url;
-  const char *end = start + strcspn(start, "/?#");
-  const char *at = NULL;
-  for (const char *p = start; p < end; p++)
-    if (*p == '@')
-      at = p;
-  size_t len = strlen(url);
-  char *out = malloc(len + 1);
+  const char *at = strrchr(start, '@');
+  const char *rest = at ? at + 1 : start;
+  size_t head = (size_t)(start - url), n = strcspn(rest, "?#");
+  char *out = malloc(head + n + 1);
   if (out == NULL)
     return NULL;
-  if (at == NULL)
-    return memcpy(out, url, len + 1);
-  size_t head = (size_t)(start - url);
   memcpy(out, url, head);
-  strcpy(out + head, at + 1);
+  memcpy(out + head, rest, n);
+  out[head + n] = '\0';
   return out;
+}
+
+/* Is OTEL_TRACES_EXPORTER's list (v) one that has otlp? Others than otlp
+ * and none are said. */
+static int wants_otlp(const char *v, spool__otlp_warn_cb warn, void *ud) {
+  char list[256];
+  snprintf(list, sizeof list, "%s", v);
+  int wanted = 0, others = 0;
+  char *save = NULL;
+  for (char *e = strtok_r(list, ", ", &save); e;
+       e = strtok_r(NULL, ", ", &save)) {
+    if (strcasecmp(e, "otlp") == 0)
+      wanted = 1;
+    else if (strcasecmp(e, "none") != 0)
+      others++;
+  }
+  if (others)
+    warnf(warn, ud, "OTEL_TRACES_EXPORTER=%s: spool exports \"otlp\" only%s", v,
+          wanted ? "" : "; no traces are sent");
+  return wanted;
 }
 
 /* The URL spans go to (NULL: none), per the specification: the traces
@@ -223,18 +240,8 @@ static char *endpoint(spool__otlp_warn_cb warn, void *ud) {
   if (sdk && strcasecmp(sdk, "true") == 0)
     return NULL;
   int wanted = 0;
-  if (v) {
-    if (strcasecmp(v, "none") == 0)
-      return NULL;
-    if (strcasecmp(v, "otlp") != 0) {
-      warnf(warn, ud,
-            "OTEL_TRACES_EXPORTER=%s: spool exports \"otlp\" "
-            "only; no traces are sent",
-            v);
-      return NULL;
-    }
-    wanted = 1;
-  }
+  if (v && !(wanted = wants_otlp(v, warn, ud)))
+    return NULL;
   const char *exact = env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
   const char *base = env("OTEL_EXPORTER_OTLP_ENDPOINT");
   if (exact == NULL && base == NULL && !wanted)
@@ -249,15 +256,25 @@ static char *endpoint(spool__otlp_warn_cb warn, void *ud) {
                 : "OTEL_EXPORTER_OTLP_ENDPOINT");
     return NULL;
   }
-  const char *path = strchr(strstr(from, "://") + 3, '/');
-  size_t len = strlen(from);
+  /* Where the path begins: after the host, which follows the last '@'
+   * before any '/' (a password may hold a '#' or a '?' unencoded). */
+  const char *host = strstr(from, "://") + 3;
+  for (size_t i = 0, n = strcspn(host, "/"); i < n; i++)
+    if (host[i] == '@') {
+      host += i + 1;
+      n -= i + 1;
+      i = (size_t)-1;
+    }
+  size_t len = strlen(from), end = (size_t)(host - from) + strcspn(host, "/?#");
   char *url = malloc(len + sizeof "/v1/traces");
   if (url == NULL)
     return NULL;
   memcpy(url, from, len + 1);
   if (exact) {
-    if (path == NULL)
-      strcat(url, "/");
+    if (from[end] != '/') { /* an empty path is "/", before any query */
+      memmove(url + end + 1, url + end, len - end + 1);
+      url[end] = '/';
+    }
   } else {
     if (len == 0 || url[len - 1] != '/')
       strcat(url, "/");

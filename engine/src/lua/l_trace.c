@@ -86,39 +86,17 @@ static void random_id(spool_engine *e, unsigned char *out, size_t n) {
 }
 
 /* trace_id_of(thread id) -> 32 hex: the trace a thread's runs share when
- * no caller named one. spool's ids ("t_" and a ULID) are 128 bits
- * already, 80 of them random: those bits, so the trace is found from the
- * id. Any other id: the first 128 bits of its SHA-256. */
+ * no caller named one, the first 128 bits of the id's SHA-256. Found from
+ * the id, but the id is not found from it: a trace id goes to every
+ * service a run calls (traceparent), a thread id should not. */
 static int l_trace_id_of(lua_State *L) {
-  static const char base32[] = "0123456789abcdefghjkmnpqrstvwxyz";
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  unsigned char id[16] = {0};
-  int ulid = len == 28 && s[0] == 't' && s[1] == '_' && s[2] <= '7';
-  for (size_t i = 2; ulid && i < len; i++) {
-    const char *d = memchr(base32, s[i], 32);
-    if (d == NULL || s[i] == '\0') {
-      ulid = 0;
-      break;
-    }
-    /* Shift the 128-bit number left by 5 and add the digit. */
-    unsigned v = (unsigned)(d - base32);
-    for (int k = 0; k < 16; k++) {
-      unsigned next = k < 15 ? id[k + 1] : 0;
-      id[k] = (unsigned char)(id[k] << 5 | next >> 3);
-    }
-    id[15] |= (unsigned char)v;
-  }
-  int zero = 1;
-  for (int k = 0; k < 16; k++)
-    zero &= id[k] == 0;
-  if (!ulid || zero) {
-    unsigned char md[32];
-    unsigned int n = 0;
-    EVP_Digest(s, len, md, &n, EVP_sha256(), NULL);
-    memcpy(id, md, sizeof id);
-  }
-  push_hex(L, id, sizeof id);
+  unsigned char md[32];
+  unsigned int n = 0;
+  if (EVP_Digest(s, len, md, &n, EVP_sha256(), NULL) != 1)
+    return luaL_error(L, "trace_id_of: SHA-256 failed");
+  push_hex(L, md, 16);
   return 1;
 }
 

@@ -227,7 +227,12 @@ end
 
 local function drive(thread, agent)
   task.runs[thread].agent = agent
-  local span, first_step = trace.run_begin(thread, agent)
+  -- Traces never stop a run: a failure of theirs is logged.
+  local traced, span, first_step = pcall(trace.run_begin, thread, agent)
+  if not traced then
+    core.log("error", "traces: thread " .. thread.id .. ": " .. tostring(span))
+    span = nil
+  end
   local ok, err = task.on(thread, xpcall, traced_run, function(e)
     if type(e) == "table" or core.is_limit(e) then
       return e -- no traceback: a memory limit leaves nothing to make one
@@ -239,7 +244,10 @@ local function drive(thread, agent)
   if not stopped then
     fail_run(thread, err)
   end
-  trace.run_end(span, thread, agent, first_step)
+  local ended, why = pcall(trace.run_end, span, thread, agent, first_step)
+  if not ended then
+    core.log("error", "traces: thread " .. thread.id .. ": " .. tostring(why))
+  end
 end
 
 
@@ -265,6 +273,20 @@ local function run_task(thread, agent)
 end
 
 
+-- Stores a new thread's first events, with its claim and its agent's
+-- version: true, or nil and why not.
+local function store_start(thread, agent)
+  local ok, err = loader.store_version(agent)
+  if ok then
+    ok, err = store.claim(thread.id)
+  end
+  if ok then
+    ok, err = thread:commit()
+  end
+  return ok, err
+end
+
+
 -- Starts a thread of `agent` on `input` (with the id given, or a new one)
 -- and returns it at once; a task stores the input and drives it. `writes`
 -- (state writes, as spool.state makes them) commit with the input, or
@@ -275,17 +297,15 @@ end
 function M.start(agent, input, id, writes, eval, traceparent)
   local thread = thread_mod.new(agent.name, agent.version, nil, sink, id)
   thread:append("input", { input = input, pinned = agent.pin_version or nil,
-                           trace = trace.parse(traceparent) and traceparent
-                             or nil })
+                           trace = trace.canonical(traceparent) })
   thread.writes = writes or thread.writes
   begin(thread, agent, eval)
   core.spawn(function()
-    local ok, err = loader.store_version(agent)
-    if ok then
-      ok, err = store.claim(thread.id)
-    end
-    if ok then
-      ok, err = thread:commit()
+    -- What cannot be stored (an input JSON cannot hold) raises: it must
+    -- still end here, or its caller would wait on it for good.
+    local done, ok, err = pcall(store_start, thread, agent)
+    if not done then
+      ok, err = nil, "EINVAL: " .. tostring(ok)
     end
     if not ok then
       thread.halted = err

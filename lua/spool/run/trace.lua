@@ -18,8 +18,9 @@
 --
 -- A thread's spans share one trace: the caller's, when the thread was
 -- started with a W3C traceparent (POST /v1/threads, $TRACEPARENT), else
--- one named by the thread's id (its 128 bits, in hex), so any later run of
--- the thread, in any process, joins the same trace. A sub-agent's run is a
+-- one named by the thread's id (the first half of its SHA-256), so any
+-- later run of the thread, in any process, joins the same trace, and the
+-- services the trace goes to never learn the thread's id from it. A sub-agent's run is a
 -- child of the step or tool that called it. Outbound model calls, agents'
 -- HTTP requests and MCP calls carry the current span as traceparent.
 --
@@ -74,6 +75,16 @@ end
 M.format = core.span_traceparent
 
 
+-- A caller's traceparent as spool keeps it (with a thread's input): made
+-- again from what it says, in version 00, never the bytes as they came.
+-- nil when it is not one.
+function M.canonical(header)
+  local ctx = M.parse(header)
+  return ctx and string.format("00-%s-%s-%s", ctx.trace, ctx.id,
+    ctx.sampled and "01" or "00")
+end
+
+
 -- The traceparent outbound requests of the calling task carry: its
 -- current span's, or nil.
 function M.header()
@@ -110,7 +121,8 @@ M.schema = core.span_schema
 -- dropped here.
 function M.finish(span, err, schema, ...)
   if span then
-    core.span_end(span, err, schema, ...)
+    core.span_end(span, err ~= nil and err ~= false and tostring(err) or nil,
+      schema, ...)
   end
 end
 
@@ -153,8 +165,8 @@ end
 
 -- The context a thread's runs are children of, when no span of this
 -- process is current: the caller's (stored with the input), or the
--- thread's own trace, named by its id (a root, no parent): the id's 128
--- bits (core.trace_id_of), so a thread's trace is found from its id.
+-- thread's own trace, named by its id (a root, no parent: see
+-- core.trace_id_of), so a thread's trace is found from its id.
 local function origin(thread)
   local first = thread.events[1]
   local ctx = first and first.type == "input" and M.parse(first.data.trace)
