@@ -125,6 +125,10 @@ describe("spool.extract", function()
       { '{"a" 2}', '{"a":2}' },
       { '{"a":}', '{"a":null}' },
       { '{"a":,"b":2}', '{"a":null,"b":2}' },
+      -- spaces that are not ASCII, between tokens
+      { '\u{FEFF}{\u{200B}"a":\u{2003}1,\u{2002}"b"\u{180E}:2\u{2060}}',
+        '{"a":1,"b":2}' },
+      { '[1,\u{2028}2,\u{3000}3\u{202F}]', "[1,2,3]" },
       -- cut off by max_tokens
       { "[", "[]" },
       { '{"a":{"b":2}', '{"a":{"b":2}}' },
@@ -132,7 +136,9 @@ describe("spool.extract", function()
       { '{"foo":"bar', '{"foo":"bar"}' },
       { '{"text":"Hello Sergey,I hop', '{"text":"Hello Sergey,I hop"}' },
       { '{"foo"', '{"foo":null}' },
-      { '{"a":tr', '{"a":null}' },
+      { '{"a":tr', '{"a":true}' },
+      { '{"a":fals', '{"a":false}' },
+      { '[1,nu', '[1,null]' },
       { '{"a":-', '{"a":0}' },
       { '{"foo":"bar\\u20', '{"foo":"bar"}' },
       -- brackets
@@ -196,6 +202,13 @@ describe("spool.extract", function()
     it("marks a value cut off by the end of the text", function()
       local _, info = x('{"items": [1, 2, 3')
       assert.is_true(info.truncated)
+      -- A literal cut off is completed, and says so.
+      local v, cut = spool.extract('{"ok": tr')
+      assert.are.equal(true, v.ok)
+      assert.is_true(cut.truncated)
+      assert.are.same({ "line 1, column 8: completed tr, which the text cut "
+        .. "off, as true", "line 1, column 1: closed an object the text cut "
+        .. "off" }, cut.repairs)
       local _, whole = x('{"items": [1, 2, 3]}')
       assert.is_false(whole.truncated)
     end)

@@ -112,6 +112,27 @@ static int is_ident(unsigned char c) {
   return is_ident_start(c) || (c >= '0' && c <= '9') || c == '-' || c == '.';
 }
 
+/* Is p at one of the three-byte characters models put between tokens as
+ * if they were spaces: the en to hair spaces (U+2000-U+200A), the zero
+ * width space and joiners (U+200B-U+200D), the line and paragraph
+ * separators (U+2028, U+2029), the narrow no-break space (U+202F), the
+ * math space and word joiner (U+205F, U+2060), the ideographic space
+ * (U+3000), the Mongolian vowel separator (U+180E) and a byte order mark
+ * (U+FEFF)? */
+static int unicode_space(const char *p, const char *end) {
+  if (end - p < 3)
+    return 0;
+  unsigned char a = (unsigned char)p[0], b = (unsigned char)p[1],
+                c = (unsigned char)p[2];
+  if (a == 0xe2 && b == 0x80)
+    return c <= 0x8d || c == 0xa8 || c == 0xa9 || c == 0xaf;
+  if (a == 0xe2 && b == 0x81)
+    return c == 0x9f || c == 0xa0;
+  return (a == 0xe3 && b == 0x80 && c == 0x80) ||
+         (a == 0xe1 && b == 0xa0 && c == 0x8e) ||
+         (a == 0xef && b == 0xbb && c == 0xbf);
+}
+
 /* The typographic quotes models sometimes use: “ ” ‘ ’ (3 bytes each). */
 static int fancy_quote(const char *p, const char *end) {
   if (end - p < 3 || (unsigned char)p[0] != 0xe2 || (unsigned char)p[1] != 0x80)
@@ -144,11 +165,7 @@ static void skip(lp *ps) {
                (unsigned char)ps->p[1] == 0xa0) {
       repair(ps, ps->p, "read a no-break space as a space");
       ps->p += 2;
-    } else if (ps->end - ps->p >= 3 &&
-               ((memcmp(ps->p, "\xe2\x80\xaf", 3) == 0) ||
-                (memcmp(ps->p, "\xe2\x81\x9f", 3) == 0) ||
-                (memcmp(ps->p, "\xe3\x80\x80", 3) == 0))) {
-      /* narrow no-break, math and ideographic spaces */
+    } else if (unicode_space(ps->p, ps->end)) {
       repair(ps, ps->p, "read a special space as a space");
       ps->p += 3;
     } else {
@@ -173,8 +190,8 @@ static int fancy_kind(const char *p, const char *end) {
  * comment, a digit, or the quote of a next key or value. */
 static int closes_string(lp *ps, const char *q) {
   const char *r = q + 1;
-  while (r < ps->end && (*r == ' ' || *r == '\t'))
-    r++;
+  while (r < ps->end && (*r == ' ' || *r == '\t' || unicode_space(r, ps->end)))
+    r += *r == ' ' || *r == '\t' ? 1 : 3;
   if (r >= ps->end)
     return 1;
   char c = *r;
@@ -623,15 +640,19 @@ static int parse_word(lp *ps) {
       ps->p++;
     return 0;
   }
-  /* The text cut off in the middle of a literal: null. */
-  if (q >= ps->end) {
-    static const char *const literals[] = {"true", "false", "null"};
+  /* The text cut off in the middle of a literal: the literal it begins
+   * (each begins with a letter of its own), marked as cut off. */
+  if (q >= ps->end && n > 0) {
+    static const char *const literals[] = {"null", "true", "false"};
     for (int i = 0; i < 3; i++)
       if (n < strlen(literals[i]) && memcmp(literals[i], start, n) == 0) {
         ps->truncated = 1;
         ps->p = q;
-        repair(ps, start, "replaced a literal the text cut off with null");
-        return ps->sink->null_value(ps->ud) ? stopped(ps) : 0;
+        repair(ps, start, "completed %.*s, which the text cut off, as %s",
+               (int)n, start, literals[i]);
+        int rc = i == 0 ? ps->sink->null_value(ps->ud)
+                        : ps->sink->boolean(ps->ud, i == 1);
+        return rc ? stopped(ps) : 0;
       }
   }
   if (ps->strict_scalar)
