@@ -125,6 +125,12 @@ describe("spool.extract", function()
       { '{"a" 2}', '{"a":2}' },
       { '{"a":}', '{"a":null}' },
       { '{"a":,"b":2}', '{"a":null,"b":2}' },
+      -- backticks as quotes; a missing colon before a literal; a comma
+      -- after the whole value
+      { "{`k`: `v`}", '{"k":"v"}' },
+      { '{"a" true, "b" null}', '{"a":true,"b":null}' },
+      { "42,", "42" },
+      { '"hello",', '"hello"' },
       -- spaces that are not ASCII, between tokens
       { '\u{FEFF}{\u{200B}"a":\u{2003}1,\u{2002}"b"\u{180E}:2\u{2060}}',
         '{"a":1,"b":2}' },

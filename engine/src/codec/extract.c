@@ -200,6 +200,14 @@ static int closes_string(lp *ps, const char *q) {
     return 1;
   if (c == '/' && r + 1 < ps->end && (r[1] == '/' || r[1] == '*'))
     return 1;
+  /* A literal as the value of a key whose colon is missing ("a" true). */
+  static const char *const literals[] = {"true", "false", "null"};
+  for (int i = 0; i < 3; i++) {
+    size_t n = strlen(literals[i]);
+    if ((size_t)(ps->end - r) >= n && memcmp(r, literals[i], n) == 0 &&
+        (r + n == ps->end || !is_ident((unsigned char)r[n])))
+      return 1;
+  }
   return 0;
 }
 
@@ -229,6 +237,8 @@ static int read_string(lp *ps) {
   } else {
     if (quote == '\'')
       repair(ps, open, "replaced single quotes with double quotes");
+    else if (quote == '`')
+      repair(ps, open, "replaced backticks with double quotes");
     ps->p++;
   }
   for (;;) {
@@ -404,8 +414,8 @@ static int emit_string(lp *ps, int is_key) {
 }
 
 static int starts_string(lp *ps) {
-  return !at_end(ps) &&
-         (*ps->p == '"' || *ps->p == '\'' || fancy_quote(ps->p, ps->end));
+  return !at_end(ps) && (*ps->p == '"' || *ps->p == '\'' || *ps->p == '`' ||
+                         fancy_quote(ps->p, ps->end));
 }
 
 /* A string value, joining "a" + "b" as JavaScript would. */
@@ -713,14 +723,14 @@ static int starts_value(lp *ps) {
   if (at_end(ps))
     return 0;
   unsigned char c = (unsigned char)*ps->p;
-  return c == '{' || c == '[' || c == '"' || c == '\'' ||
+  return c == '{' || c == '[' || c == '"' || c == '\'' || c == '`' ||
          (c >= '0' && c <= '9') || c == '-' || is_ident_start(c) ||
          fancy_quote(ps->p, ps->end);
 }
 
 static int parse_key(lp *ps) {
   unsigned char c = (unsigned char)*ps->p;
-  if (c == '"' || c == '\'' || fancy_quote(ps->p, ps->end))
+  if (c == '"' || c == '\'' || c == '`' || fancy_quote(ps->p, ps->end))
     return parse_key_string(ps);
   if (is_ident_start(c) || (c >= '0' && c <= '9') || c == '-') {
     const char *start = ps->p;
@@ -938,6 +948,15 @@ static const char *try_at(finder *f, const char *from, const char *limit,
     const char *q = ps.p;
     while (q < limit && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
       q++;
+    if (q < limit && *q == ',') { /* 42, or "text", as a list's first */
+      const char *comma = q++;
+      while (q < limit && (*q == ' ' || *q == '\t' || *q == '\n' || *q == '\r'))
+        q++;
+      if (q >= limit)
+        repair(&ps, comma, "removed a trailing comma");
+      else
+        q = comma;
+    }
     if (q < limit) {
       ok = 0;
       fail(&ps, q, "no JSON value in the text");
