@@ -200,6 +200,21 @@ describe("agents as OpenAI models", function()
     status, m = workers.curl(s, "GET", "/v1/models/nosuch")
     assert.are.equal(404, status)
     assert.are.equal("model_not_found", m.error.code)
+    -- A thread that fails is an error, whole; streamed, the reply says so.
+    got = clients(s, {
+      { chat = "helper", messages = { user("break it") } },
+      { chat = "helper", messages = { user("break it") }, stream = true },
+      { responses = "helper", input = "hi", previous = "resp_t_nosuch_0" },
+      { retrieve = "resp_t_nosuch_3" },
+    })
+    assert.are.equal(500, got[1].error.status)
+    assert.are.equal("agent_failed", got[1].error.code)
+    assert.matches("the agent helper failed: ", got[1].error.message, 1, true)
+    assert.matches("^The agent failed: ", got[2].text)
+    assert.are.equal("stop", got[2].finish)
+    assert.are.equal(404, got[3].error.status)
+    assert.are.equal("previous_response_not_found", got[3].error.code)
+    assert.are.equal(404, got[4].error.status)
     -- The API's token is the key; another is refused.
     local bad = clients(s, { { models = true } }, "sk-wrong")[1]
     assert.are.equal(401, bad.error.status)

@@ -8,7 +8,6 @@
  *
  *   tracing()              -> boolean   are spans wanted at all?
  *   trace_id_of(thread id) -> 32 hex    a thread's own trace id
- *   trace_now()            -> ns        the wall clock, in nanoseconds
  *   span_start(name, kind, parent) -> span
  *       parent: a span (of this process), or a context { trace = 32 hex,
  *       id = 16 hex | nil, sampled = boolean | nil, remote = boolean } (a
@@ -105,11 +104,6 @@ static long long now_ns(lua_State *L) {
   clock_gettime(CLOCK_REALTIME, &ts);
   long long ns = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
   return ns + engine(L)->clock_offset_ms * 1000000LL;
-}
-
-static int l_trace_now(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)now_ns(L));
-  return 1;
 }
 
 static int hexval(int c) {
@@ -327,17 +321,11 @@ static int l_trace_stats(lua_State *L) {
 
 void spool__open_trace(lua_State *L) {
   static const luaL_Reg fns[] = {
-      {"tracing", l_tracing},
-      {"trace_id_of", l_trace_id_of},
-      {"trace_now", l_trace_now},
-      {"span_start", l_span_start},
-      {"span_traceparent", l_span_traceparent},
-      {"span_times", l_span_times},
-      {"span_event", l_span_event},
-      {"span_link", l_span_link},
-      {"span_end", l_span_end},
-      {"trace_stats", l_trace_stats},
-      {NULL, NULL},
+      {"tracing", l_tracing},         {"trace_id_of", l_trace_id_of},
+      {"span_start", l_span_start},   {"span_traceparent", l_span_traceparent},
+      {"span_times", l_span_times},   {"span_event", l_span_event},
+      {"span_link", l_span_link},     {"span_end", l_span_end},
+      {"trace_stats", l_trace_stats}, {NULL, NULL},
   };
   spool__open_span_schema(L);
   luaL_newmetatable(L, SPOOL__SPAN_META);

@@ -1,7 +1,7 @@
 -- spool.model.chat_span: the span of a model call (private to spool.llm),
--- with the GenAI semantic conventions' attributes (v1.41): what was asked
--- at the start (sampling may read those), what came back at the end, and
--- each failed attempt as an event. Token usage is reported here and on no
+-- with the GenAI semantic conventions' attributes (v1.41), given when the
+-- call ends: what was asked, what came back, and each failed attempt as an
+-- event. Token usage is reported here and on no
 -- other span, so a backend that adds spans up counts each token once.
 
 local trace = require "spool.run.trace"
@@ -41,31 +41,33 @@ local function input_messages(req)
 end
 
 
--- server.address and server.port of a model (none for the mock), kept
--- for each model table (the engine's are made once per version).
-local servers = setmetatable({}, { __mode = "k" })
-local names = setmetatable({}, { __mode = "k" }) -- the span's, "chat MODEL"
+-- What a model's spans say of it: their name ("chat MODEL"), and its
+-- server.address and server.port (none for the mock). Kept for each model
+-- table (the engine's are made once per version).
+local described = setmetatable({}, { __mode = "k" })
 
-local function server_of(model)
+local function about(model)
+  local d = described[model]
+  if d then
+    return d
+  end
   local url = model.mock and "" or (model.base_url or "")
   local host, port = url:match("^https?://%[?([^/%]]-)%]?:(%d+)")
   if not host then
     host = url:match("^https?://([^/:]+)")
     port = host and (url:match("^https://") and 443 or 80)
   end
-  return { host = host, port = tonumber(port) }
+  d = { name = "chat " .. tostring(model.name), host = host,
+        port = tonumber(port) }
+  described[model] = d
+  return d
 end
 
 
 -- Starts the span of a call (nil when tracing is off). Its id goes out
 -- with the request as traceparent.
 function M.start(model)
-  local name = names[model]
-  if not name then
-    name = "chat " .. tostring(model.name)
-    names[model] = name
-  end
-  return trace.start(name, trace.CLIENT)
+  return trace.start(about(model).name, trace.CLIENT)
 end
 
 
@@ -115,11 +117,7 @@ function M.finish(span, model, req, reply, err, attempts)
       })
     end
   end
-  local server = servers[model]
-  if not server then
-    server = server_of(model)
-    servers[model] = server
-  end
+  local server = about(model)
   local thread = req.thread or task.thread()
   local r = reply or NONE
   local u = r.usage or NONE
@@ -141,7 +139,7 @@ function M.finish(span, model, req, reply, err, attempts)
     r.finish_reason, u.input_tokens, u.output_tokens,
     u.cached_tokens, u.cache_creation_tokens, u.reasoning_tokens, input,
     system, output,
-    not reply and error_type(attempts and attempts[#attempts]) or nil)
+    not reply and error_type(attempts[#attempts]) or nil)
 end
 
 

@@ -181,9 +181,6 @@ local function next_version(thread, agent)
 end
 
 
--- Drives a thread until it ends or waits. Errors in agent code outside a
--- tool handler fail the thread; a store failure halts the run (the thread
--- stays at its last durable step, for `spool resume` to continue).
 -- A thread's run: what its agent prefetches, once, then the loop.
 local function run(thread, agent)
   resolve_mcp(agent) -- (if its servers cannot answer, the step will say)
@@ -225,6 +222,10 @@ local function traced_run(span, thread, agent)
 end
 
 
+-- Drives a thread until it ends or waits, in the span of its run. Errors
+-- in agent code outside a tool handler fail the thread; a store failure
+-- halts the run (the thread stays at its last durable step, for `spool
+-- resume` to continue).
 local function drive(thread, agent)
   task.runs[thread].agent = agent
   -- Traces never stop a run: a failure of theirs is logged.
@@ -518,13 +519,7 @@ function M.call(parent, name, input)
                                   thread = child.id, budget = cap })
     durable.commit(parent)
     child:append("input", { input = input, pinned = agent.pin_version or nil })
-    local ok, cerr = loader.store_version(agent)
-    if ok then
-      ok, cerr = store.claim(child.id)
-    end
-    if ok then
-      ok, cerr = child:commit()
-    end
+    local ok, cerr = store_start(child, agent)
     if not ok then
       durable.store_failed(cerr)
     end

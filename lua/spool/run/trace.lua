@@ -20,9 +20,10 @@
 -- started with a W3C traceparent (POST /v1/threads, $TRACEPARENT), else
 -- one named by the thread's id (the first half of its SHA-256), so any
 -- later run of the thread, in any process, joins the same trace, and the
--- services the trace goes to never learn the thread's id from it. A sub-agent's run is a
--- child of the step or tool that called it. Outbound model calls, agents'
--- HTTP requests and MCP calls carry the current span as traceparent.
+-- services the trace goes to never learn the thread's id from it. A
+-- sub-agent's run is a child of the step or tool that called it. Outbound
+-- model calls, agents' HTTP requests, MCP calls and webhooks carry the
+-- current span as traceparent.
 --
 -- Message contents (prompts, replies, tool arguments and results) go on
 -- spans only with OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true:
@@ -42,10 +43,6 @@ M.INTERNAL, M.CLIENT = INTERNAL, CLIENT
 -- Message contents on spans (opt-in; see above).
 M.content = (core.getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT")
   or ""):lower() == "true"
-
-
--- Are spans wanted (an endpoint to export to, or a host that takes them)?
-M.enabled = core.tracing
 
 
 -- ---- W3C trace context ----
@@ -216,11 +213,11 @@ end
 -- returns it with the step the run starts at. A run that resumes from a
 -- wait links to the run that asked, and the wait is its own span.
 function M.run_begin(thread, agent)
-  local span = M.start("invoke_agent " .. agent.name, INTERNAL,
-    task.span() or (core.tracing() and origin(thread)))
-  if not span then
+  if not core.tracing() then
     return nil
   end
+  local span = core.span_start("invoke_agent " .. agent.name, INTERNAL,
+    task.span() or origin(thread))
   local request, response = resumed_wait(thread)
   if request and request.data.span and span.sampled then
     local trace = span.trace
@@ -247,11 +244,8 @@ function M.run_end(span, thread, agent, first_step)
     return
   end
   local status = thread:status()
-  local err
-  if status == "failed" then
-    local last = thread.events[#thread.events]
-    err = last and last.data and last.data.error or "failed"
-  end
+  local _, err = thread:outcome()
+  err = status == "failed" and (err or "failed") or nil
   M.finish(span, err, RUN, "invoke_agent", agent.model
       and agent.model.provider or config.get().model.provider,
     agent.name, agent.version, thread.id, thread.parent, status,

@@ -278,7 +278,7 @@ function M.stream(api, req, name, messages, continues, emit)
       end
       sig:wait(1000)
     until core.now() > deadline or runner.draining
-    if not pass_text() then
+    if not pass_text() or not t then
       return
     end
     local content, _, failure = M.outcome(t)
