@@ -185,6 +185,49 @@ describe("spool.extract", function()
       { '{"_id":ObjectId("123"), "n": NumberLong(2)}', '{"_id":"123","n":2}' },
       { "{regex: /a-z+/}", '{"regex":"/a-z+/"}' },
       { '{"a":\194\160"b"}', '{"a":"b"}' },
+      -- a closer too early: the members after it are merged
+      { '{"name": "Ann"}, "age": 31}', '{"age":31,"name":"Ann"}' },
+      { '{"user": {"id": 7}}, "role": "admin"}',
+        '{"role":"admin","user":{"id":7}}' },
+      { '[1, 2], 3]', "[1,2,3]" },
+      -- Python tuples and parentheses as arrays
+      { "(1, 2, 3)", "[1,2,3]" },
+      { '{"point": (3, 4), "tags": ("a", "b")}',
+        '{"point":[3,4],"tags":["a","b"]}' },
+      { '{"range": (0, 10]}', '{"range":[0,10]}' },
+      { "[(1, 'a'), (2, 'b')]", '[[1,"a"],[2,"b"]]' },
+      -- double quotes inside strings
+      { '{"height": "5\'3"", "weight": 120}',
+        '{"height":"5\'3\\"","weight":120}' },
+      { '{"quote": "She said "no"", "ok": true}',
+        '{"ok":true,"quote":"She said \\"no\\""}' },
+      { '{"msg": "He said, "stop!""}', '{"msg":"He said, \\"stop!\\""}' },
+      { '{"q": "What does "JSON" stand for?", "a": "notation"}',
+        '{"a":"notation","q":"What does \\"JSON\\" stand for?"}' },
+      -- escaped JSON: a JSON string printed instead of its value
+      { [[{\"name\": \"Ann\", \"tags\": [\"x\"]}]],
+        '{"name":"Ann","tags":["x"]}' },
+      { [[Output: {\n  \"a\": 1,\n  \"b\": \"say \\\"hi\\\"\"\n}]],
+        '{"a":1,"b":"say \\"hi\\""}' },
+      -- brackets holding key: value pairs; a quote missing at one end;
+      -- acute accents as quotes
+      { '["name": "Ann", "age": 31]', '{"age":31,"name":"Ann"}' },
+      { '{"tags": ["a", "b", "count": 2}', '{"count":2,"tags":["a","b"]}' },
+      { '{"name: "Ann", "age": 31}', '{"age":31,"name":"Ann"}' },
+      { '{"city": "Paris, "zip": "75001"}', '{"city":"Paris","zip":"75001"}' },
+      { '{"a": "one\n"b": "two"}', '{"a":"one","b":"two"}' },
+      { "{´name´: ´Ann´}", '{"name":"Ann"}' },
+      -- a stray word between members; JSONP around a scalar
+      { '{"a": 1, and "b": 2}', '{"a":1,"b":2}' },
+      { '{"a": 1 approx, "b": 2}', '{"a":1,"b":2}' },
+      { "callback(42);", "42" },
+      { 'cb("done")', '"done"' },
+      -- Python triple-quoted strings; unquoted values over several lines
+      { '{"code": """def f():\n    return "x"\n"""}',
+        '{"code":"def f():\\n    return \\"x\\"\\n"}' },
+      { "{'doc': '''It's\nfine'''}", '{"doc":"It\'s\\nfine"}' },
+      { "{summary: The order shipped late\n  and arrived damaged\nscore: 2}",
+        '{"score":2,"summary":"The order shipped late\\nand arrived damaged"}' },
     }
 
     it("repairs what models get wrong, and says that it did", function()
@@ -217,6 +260,157 @@ describe("spool.extract", function()
         .. "off" }, cut.repairs)
       local _, whole = x('{"items": [1, 2, 3]}')
       assert.is_false(whole.truncated)
+    end)
+  end)
+
+  describe("never an inner fragment", function()
+    it("fails with a position where the whole value fails, rather than "
+      .. "return a value from inside it", function()
+      for _, text in ipairs {
+        -- a link inside a string was once returned as ["here"]
+        '{"text": "see [here](http://x.io) now" "next": 1 @@}',
+        -- and the last object of a list whose bracket is wrong
+        'Items: [{"a": 1}, {"a": 2} @ {"a": 3}]',
+        '{"outer": {"inner": {"x": 1}} ??? }',
+      } do
+        assert.matches("^ERR EJSON: line 1, column %d+", x(text), 1)
+      end
+      -- Braces in prose are skipped whole; the value after them is found.
+      assert.are.equal('{"a":1}', x('Use {name} placeholders. Result: {"a": 1}'))
+    end)
+
+    it("reads a fence or JSON inside a string value as text", function()
+      local reply = '{"code": "```py\\nprint([1])\\n```", "lang": "py",}'
+      assert.are.equal('{"code":"```py\\nprint([1])\\n```","lang":"py"}',
+        x(reply))
+      local _, info = x('Here:\n' .. reply)
+      assert.is_false(info.fenced)
+      -- A fence of code holds no scalar: print(1) is not the value 1.
+      assert.matches("^ERR", x("```python\nprint(1)\n```"))
+      assert.are.equal("42", x("```json\n42\n```"))
+    end)
+  end)
+
+  describe("conventions", function()
+    -- Where JSON-repair libraries disagree, spool decides as follows (the
+    -- README's table).
+    it("bare prose is no value: an error, not a string", function()
+      assert.matches("^ERR EJSON: .*no JSON value", x("I could not find it."))
+    end)
+
+    it("of several values, the first object or array wins; all are "
+      .. "candidates for a schema", function()
+      assert.are.equal('{"a":1}', x('{"a": 1}\n{"b": 2}'))
+      local _, info = x('{"a": 1} then [2]')
+      assert.are.equal(2, info.candidates)
+    end)
+
+    it("a key whose value was cut off is null, and the value marked cut "
+      .. "off; streaming, the key is left out", function()
+      local v, info = spool.extract('{"a": 1, "b": ')
+      assert.are.equal(json.null, v.b)
+      assert.is_true(info.truncated)
+      v = spool.extract('{"a": 1, "b": ', { partial = true })
+      assert.is_nil(v.b)
+    end)
+
+    it("text after the value is ignored, unless it goes on with the "
+      .. "value's members", function()
+      assert.are.equal('{"a":1}', x('{"a": 1}\nHope this helps: it is done.'))
+      assert.are.equal('{"a":1,"b":2}', x('{"a": 1}, "b": 2}'))
+    end)
+
+    it("keeps every digit of an integer past 64 bits", function()
+      local v, info = spool.extract('Order {id: 123456789012345678901, n: 2}')
+      assert.are.equal("123456789012345678901", tostring(v.id))
+      assert.are.equal('{"id":123456789012345678901,"n":2}', json.encode(v))
+      assert.is_true(info.repaired) -- the keys, not the number
+      assert.are.equal("123456789012345678901",
+        tostring(spool.extract("123456789012345678901")))
+    end)
+  end)
+
+  describe("typed extraction", function()
+    local record = { type = "object", required = { "name" },
+                     properties = { name = { type = "string" } } }
+    local records = { type = "array", items = record }
+
+    it("reads a scalar as the one required property of an object", function()
+      local v, info = spool.extract('"Ann"', { schema = record })
+      assert.are.same({ name = "Ann" }, v)
+      assert.matches("one required property 'name'", info.repairs[1])
+    end)
+
+    it("gathers several values in the text into the list expected, and "
+      .. "never returns one of them alone", function()
+      local text = 'Found:\n{"name": "a"}\n{"name": "b"}\n{"name": "c"}\n'
+        .. '{"name": "d"}\n{"name": "e"}'
+      local v, info = spool.extract(text, { schema = records })
+      assert.are.equal(5, #v)
+      assert.are.equal("e", v[5].name)
+      assert.matches("gathered the 5 separate values",
+        info.repairs[#info.repairs])
+      -- One of the five is not a record: an error, not four, not one.
+      local bad = text:gsub('{"name": "c"}', '{"title": "c"}')
+      local none, err = spool.extract(bad, { schema = records })
+      assert.is_nil(none)
+      assert.matches("^ESCHEMA: value: expected an array; the text holds 5 "
+        .. "separate values", err)
+      -- A single value is still wrapped, and says so.
+      v, info = spool.extract('{"name": "a"}', { schema = records })
+      assert.are.equal(1, #v)
+      assert.matches("wrapped a single value", info.repairs[1])
+    end)
+
+    it("reads a bulleted or numbered list as an array", function()
+      local want = { type = "array", items = { type = "string" } }
+      local v, info = spool.extract("Steps:\n- unplug it\n- wait\n* plug it in",
+        { schema = want })
+      assert.are.same({ "unplug it", "wait", "plug it in" }, v)
+      assert.matches("bulleted list %(3 items%)", info.repairs[1])
+      v = spool.extract("1. 10\n2) 20", { schema = { type = "array",
+        items = { type = "integer" } } })
+      assert.are.same({ 10, 20 }, v)
+    end)
+
+    it("reads prose as the string a schema expects", function()
+      local v, info = spool.extract("  The capital is Paris.\n",
+        { schema = { type = "string" } })
+      assert.are.equal("The capital is Paris.", v)
+      assert.is_true(info.repaired)
+    end)
+
+    it("matches enum values by case and by declared aliases", function()
+      local s = { type = "object", properties = { priority = {
+        enum = { "low", "high" }, aliases = { urgent = "high", p3 = "low" } } } }
+      assert.are.equal("high", spool.extract('{"priority": "HIGH"}',
+        { schema = s }).priority)
+      assert.are.equal("high", spool.extract('{"priority": "Urgent"}',
+        { schema = s }).priority)
+      assert.are.equal("low", spool.extract('{"priority": "p3"}',
+        { schema = s }).priority)
+      local v, err = spool.extract('{"priority": "medium"}', { schema = s })
+      assert.is_nil(v)
+      assert.matches('must be one of "low", "high", got "medium"', err)
+    end)
+
+    it("gives an absent optional property null when its schema allows "
+      .. "null", function()
+      local s = { type = "object", required = { "a" }, properties = {
+        a = { type = "integer" }, note = { type = { "string", "null" } },
+        tag = { type = "string" } } }
+      local v, info = spool.extract('{"a": 1}', { schema = s })
+      assert.are.equal(json.null, v.note)
+      assert.is_nil(v.tag) -- not nullable: left absent
+      assert.matches("value.note: gave the absent optional property null",
+        info.repairs[1])
+    end)
+
+    it("reads JSON printed inside a string as the object expected", function()
+      local v, info = spool.extract('"{\\"name\\": \\"Ann\\"}"',
+        { schema = record })
+      assert.are.same({ name = "Ann" }, v)
+      assert.matches("read the JSON in a string", info.repairs[1])
     end)
   end)
 
@@ -297,6 +491,28 @@ describe("spool.extract", function()
       local v, info = spool.extract(reply)
       assert.is_false(info.truncated)
       assert.are.equal(0.9, v.confidence)
+    end)
+
+    it("leaves out a number the text ends in, and lists required "
+      .. "properties not seen yet as pending", function()
+      local s = { type = "object", required = { "answer", "confidence" },
+                  properties = { answer = { type = "string" },
+                                 confidence = { type = "number" } } }
+      local v, info = spool.extract('{"answer": "Paris", "confidence": 0.9',
+        { schema = s, partial = true })
+      assert.are.same({ answer = "Paris" }, v) -- 0.9 may be 0.95
+      assert.are.same({ "value.confidence" }, info.pending)
+      assert.matches("left out the number 0.9", info.repairs[1])
+      v, info = spool.extract('{"answer": "Par', { schema = s, partial = true })
+      assert.are.equal("Par", v.answer) -- text streams as it comes
+      assert.are.same({ "value.confidence" }, info.pending)
+      assert.are.same({ 1, 2 }, spool.extract("[1, 2, 3", { partial = true }))
+      -- Whole, nothing is pending; without partial, missing is an error.
+      v, info = spool.extract('{"answer": "Paris", "confidence": 0.9}',
+        { schema = s, partial = true })
+      assert.are.equal(0.9, v.confidence)
+      assert.is_nil(info.pending)
+      assert.is_nil((spool.extract('{"answer": "Par', { schema = s })))
     end)
   end)
 end)

@@ -25,6 +25,23 @@ describe("spool.json", function()
       assert.are.equal(math.mininteger, v[2])
     end)
 
+    it("keeps an integer past 64 bits exactly, as json.raw of its digits",
+      function()
+      local text = '{"id":123456789012345678901,"neg":-99999999999999999999}'
+      local v = json.decode(text)
+      assert.are.equal("123456789012345678901", tostring(v.id))
+      assert.are.equal("-99999999999999999999", tostring(v.neg))
+      assert.are.equal(text, json.encode(v)) -- the same digits, not 1.2e+20
+      assert.are.equal(json.raw("123456789012345678901"), v.id)
+      assert.are_not.equal(json.raw("123456789012345678902"), v.id)
+      local schema = require "spool.schema"
+      assert.are.equal("integer", schema.type_of(v.id))
+      assert.is_true(schema.check(v, { type = "object", properties = {
+        id = { type = "integer", minimum = 0 } } }))
+      -- A float with as many digits is still a double.
+      assert.are.equal("float", math.type(json.decode("123456789012345678901.0")))
+    end)
+
     it("represents null, and empty arrays apart from empty objects", function()
       local v = json.decode('{"x": null, "a": [], "o": {}}')
       assert.are.equal(json.null, v.x)

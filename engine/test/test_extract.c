@@ -11,7 +11,7 @@ typedef struct canon {
   int first[SPOOL_JSON_MAX_DEPTH + 2];
   int depth, after_key;
   size_t mark;    /* out.len when the candidate began */
-  char all[2048]; /* accepted candidates, ";"-separated, then repairs */
+  char all[2048]; /* the repairs, one per line */
   int ncands, nrepairs, truncated;
 } canon;
 
@@ -39,6 +39,10 @@ static int k_int(void *ud, long long v) {
 static int k_num(void *ud, double v) {
   sep(ud);
   return spool__json_write_double(&((canon *)ud)->out, v);
+}
+static int k_big(void *ud, const char *s, size_t n) {
+  sep(ud);
+  return spool__buf_add(&((canon *)ud)->out, s, n);
 }
 static int k_str(void *ud, const char *s, size_t n) {
   sep(ud);
@@ -70,8 +74,9 @@ static int k_eobj(void *ud) {
   ((canon *)ud)->depth--;
   return spool__buf_addc(&((canon *)ud)->out, '}');
 }
-static const spool__json_sink sink = {k_null, k_bool, k_int,  k_num,  k_str,
-                                      k_key,  k_barr, k_earr, k_bobj, k_eobj};
+static const spool__json_sink sink = {k_null, k_bool, k_int, k_num,
+                                      k_big,  k_str,  k_key, k_barr,
+                                      k_earr, k_bobj, k_eobj};
 
 static void h_begin(void *ud) {
   canon *c = ud;
@@ -89,27 +94,35 @@ static int h_accept(void *ud, const spool__extract_result *r) {
   c->ncands++;
   c->nrepairs += r->nrepairs;
   c->truncated |= r->truncated;
+  const char *m = r->repairs;
+  for (int i = 0; i < r->nrepairs; i++, m += strlen(m) + 1) {
+    size_t used = strlen(c->all);
+    snprintf(c->all + used, sizeof c->all - used, "%s\n", m);
+  }
   spool__buf_addc(&c->out, ';');
   return 0;
 }
 static const spool__extract_hooks hooks = {h_begin, h_reject, h_accept};
 
 /* The accepted candidates as "v1;v2;", or "ERR line:col msg". */
+static const char *run_flags(const char *text, int flags, canon *c);
 static const char *run(const char *text, canon *c) {
+  return run_flags(text, 0, c);
+}
+static const char *run_flags(const char *text, int flags, canon *c) {
   static char result[2048];
   memset(c, 0, sizeof *c);
-  spool__buf scratch = {0}, repairs = {0};
+  spool__extract_work work = {0};
   spool__json_error err;
-  int n = spool__extract(text, strlen(text), 8, &sink, &hooks, c, &scratch,
-                         &repairs, &err);
+  int n = spool__extract(text, strlen(text), 8, flags, &sink, &hooks, c, &work,
+                         &err);
   if (n < 0)
     snprintf(result, sizeof result, "ERR %d:%d %s", err.line, err.column,
              err.msg);
   else
     snprintf(result, sizeof result, "%s", c->out.data ? c->out.data : "");
   spool__buf_free(&c->out);
-  spool__buf_free(&scratch);
-  spool__buf_free(&repairs);
+  spool__extract_work_free(&work);
   return result;
 }
 
@@ -153,4 +166,55 @@ TEST_IMPL(extract_refuses) {
   ASSERT_STR_EQ(run("{\"a\": @}", &c),
                 "ERR 1:7 unexpected '@', expected a value");
   ASSERT_STR_EQ(run("{:2}", &c), "ERR 1:2 expected a key, found ':'");
+}
+
+TEST_IMPL(extract_no_inner_fragment) {
+  canon c;
+  /* The whole fails: an error where it fails, not the [1] inside it. */
+  ASSERT_STR_EQ(run("{\"t\": \"see [1] here\" \"n\": 2 @@}", &c),
+                "ERR 1:29 expected ',' or '}' after an object member, "
+                "found '@'");
+  /* One that never closes hides everything after it. */
+  ASSERT_STR_EQ(run("[{\"a\": 1} @ {\"b\": 2}", &c),
+                "ERR 1:11 expected ',' or ']' after an array element, "
+                "found '@'");
+  /* Braces in prose are skipped whole. */
+  ASSERT_STR_EQ(run("Use {name}, then {\"a\": 1}", &c), "{\"a\":1};");
+  /* A fence inside a string is text. */
+  ASSERT_STR_EQ(run("{\"c\": \"```x\\n[2]\\n```\", }", &c),
+                "{\"c\":\"```x\\n[2]\\n```\"};");
+  /* A closer too early merges what follows. */
+  ASSERT_STR_EQ(run("{\"a\": 1}, \"b\": 2}", &c), "{\"a\":1,\"b\":2};");
+}
+
+TEST_IMPL(extract_partial) {
+  canon c;
+  /* Streaming: the number the text ends in may grow; a key with no value
+   * yet is left out. */
+  ASSERT_STR_EQ(
+      run_flags("{\"a\": \"x\", \"n\": 12", SPOOL_EXTRACT_PARTIAL, &c),
+      "{\"a\":\"x\"};");
+  ASSERT(c.truncated);
+  ASSERT_STR_EQ(run_flags("[1, 2, 3", SPOOL_EXTRACT_PARTIAL, &c), "[1,2];");
+  ASSERT_STR_EQ(run_flags("{\"a\": 1, \"b\": ", SPOOL_EXTRACT_PARTIAL, &c),
+                "{\"a\":1};");
+  ASSERT_STR_EQ(run("{\"a\": 1, \"n\": 12", &c), "{\"a\":1,\"n\":12};");
+}
+
+TEST_IMPL(extract_big_integers_and_escaped_documents) {
+  canon c;
+  ASSERT_STR_EQ(run("[123456789012345678901, -99999999999999999999]", &c),
+                "[123456789012345678901,-99999999999999999999];");
+  ASSERT_EQ(c.nrepairs, 0);
+  ASSERT_STR_EQ(run("{id: 123456789012345678901234567890123456789012345678901"
+                    "234567890}",
+                    &c),
+                "{\"id\":1234567890123456789012345678901234567890123456789012"
+                "34567890};");
+  ASSERT_STR_EQ(run("{\\\"a\\\": [\\\"x\\\"]}", &c), "{\"a\":[\"x\"]};");
+  /* A repair inside one is placed in the reply, not in its decoded copy:
+   * the extra comma at column 13 of {\"a\": 1,, \"b\": 2}. */
+  ASSERT_STR_EQ(run("x {\\\"a\\\": 1,, \\\"b\\\": 2}", &c),
+                "{\"a\":1,\"b\":2};");
+  ASSERT_CONTAINS(c.all, "line 1, column 13: removed an extra comma");
 }

@@ -46,6 +46,11 @@ static int c_num(void *ud, double v) {
   sep(c);
   return spool__buf_printf(&c->out, "d%.17g", v);
 }
+static int c_big(void *ud, const char *s, size_t n) {
+  canon *c = ud;
+  sep(c);
+  return spool__buf_printf(&c->out, "b%.*s", (int)n, s);
+}
 static int c_str(void *ud, const char *s, size_t n) {
   canon *c = ud;
   sep(c);
@@ -80,8 +85,9 @@ static int c_eobj(void *ud) {
   return spool__buf_addc(&c->out, '}');
 }
 
-static const spool__json_sink canon_sink = {
-    c_null, c_bool, c_int, c_num, c_str, c_key, c_barr, c_earr, c_bobj, c_eobj};
+static const spool__json_sink canon_sink = {c_null, c_bool, c_int, c_num,
+                                            c_big,  c_str,  c_key, c_barr,
+                                            c_earr, c_bobj, c_eobj};
 
 /* Parses text (of length n) and returns the canonical form, or the error
  * as "ERR line:col msg". The result is static, overwritten each call. */
@@ -131,8 +137,11 @@ TEST_IMPL(json_numbers) {
   ASSERT_STR_EQ(parse("-17"), "i-17");
   ASSERT_STR_EQ(parse("9223372036854775807"), "i9223372036854775807");
   ASSERT_STR_EQ(parse("-9223372036854775808"), "i-9223372036854775808");
-  /* Past 64 bits: a double, not a wrapped integer. */
-  ASSERT_STR_EQ(parse("9223372036854775808"), "d9.2233720368547758e+18");
+  /* Past 64 bits an integer keeps its digits; it is never rounded. */
+  ASSERT_STR_EQ(parse("9223372036854775808"), "b9223372036854775808");
+  ASSERT_STR_EQ(parse("-123456789012345678901234"),
+                "b-123456789012345678901234");
+  ASSERT_STR_EQ(parse("12345678901234567890.0"), "d1.2345678901234567e+19");
   ASSERT_STR_EQ(parse("1.0"), "d1");
   ASSERT_STR_EQ(parse("1e2"), "d100");
   ASSERT_STR_EQ(parse("-1.5E-3"), "d-0.0015");
@@ -146,7 +155,9 @@ TEST_IMPL(json_numbers) {
   char digits[402] = "9";
   memset(digits + 1, '0', 400);
   digits[401] = '\0';
-  ASSERT_CONTAINS(parse(digits), "ERR 1:1 number out of range");
+  /* An integer that long is past a double's range too, and exact. */
+  ASSERT_EQ(parse(digits)[0], 'b');
+  ASSERT_EQ(strlen(parse(digits)), 402);
   ASSERT_STR_EQ(parse("1.7976931348623157e308"), "d1.7976931348623157e+308");
   ASSERT_STR_EQ(parse("1e-400"), "d0");
   /* Long mantissas go through the scratch copy. */

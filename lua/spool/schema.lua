@@ -92,6 +92,9 @@ local KEYWORDS = {
   ["then"] = "one", ["else"] = "one", contains = "one",
   propertyNames = "one", unevaluatedProperties = "one",
   unevaluatedItems = "one",
+  -- spool's own: other names for an enum's values (spool.coerce reads a
+  -- model's "urgent" as "high" with aliases = { urgent = "high" })
+  aliases = true,
 }
 
 
@@ -247,6 +250,12 @@ function M.type_of(v)
       return "array"
     end
     return "object"
+  elseif t == "userdata" and (getmetatable(v) or {}).__name == "json.raw" then
+    local text = tostring(v) -- an integer past 64 bits, or encoded JSON
+    if text:match("^%-?%d+$") then
+      return "integer"
+    end
+    return M.type_of(json.decode(text))
   end
   return t
 end
@@ -452,6 +461,9 @@ check = function(v, s, path, errs)
     end
   end
   if got == "integer" or got == "number" then
+    if type(v) ~= "number" then
+      v = tonumber(tostring(v)) -- a json.raw integer compares as a double
+    end
     if s.minimum and v < s.minimum then
       errs[#errs + 1] = string.format("%s: must be >= %s", path, s.minimum)
     end
@@ -499,8 +511,11 @@ check = function(v, s, path, errs)
     local props = s.properties or {}
     if s.required then
       for _, name in ipairs(s.required) do
-        if v[name] == nil then
-          errs[#errs + 1] = string.format("%s.%s: is required", path, name)
+        if v[name] == nil and errs.pending then
+          errs.pending[#errs.pending + 1] = path and path .. "." .. name
+        elseif v[name] == nil then
+          errs[#errs + 1] = path and string.format("%s.%s: is required", path,
+            name) or false
         end
       end
     end
@@ -558,82 +573,25 @@ check_alternatives = function(v, s, path, errs)
 end
 
 
-local coerce
-
-
--- Makes the unambiguous, safe fixes that turn value into what s asks for;
--- notes each in `notes`. Returns the (possibly new) value.
-coerce = function(v, s, path, notes)
-  if type(s) ~= "table" then
-    return v
-  end
-  local want = s.type
-  if type(want) ~= "string" then
-    return v -- a union of types: nothing is unambiguous
-  end
-  local got = M.type_of(v)
-  if (want == "integer" or want == "number") and got == "string" then
-    local n = math.tointeger(tonumber(v)) or tonumber(v)
-    if v:match("^%s*%-?%d+%.?%d*[eE]?[-+]?%d*%s*$") and n
-        and (want == "number" or math.type(n) == "integer") then
-      notes[#notes + 1] = string.format("%s: read the string %q as the "
-        .. "number %s", path, v, tostring(n))
-      return n
-    end
-  elseif want == "string" and (got == "integer" or got == "number") then
-    local t = json.encode(v)
-    notes[#notes + 1] = string.format("%s: read the number %s as the string "
-      .. "%q", path, t, t)
-    return t
-  elseif want == "boolean" and got == "string"
-      and (v == "true" or v == "false") then
-    notes[#notes + 1] = string.format("%s: read the string %q as a boolean",
-      path, v)
-    return v == "true"
-  elseif want == "array" and got ~= "array" and got ~= "null" then
-    notes[#notes + 1] = string.format("%s: wrapped a single value in the "
-      .. "array expected here", path)
-    return coerce(json.array { v }, s, path, notes)
-  end
-  got = M.type_of(v)
-  if want == "object" and got == "object" and type(s.properties) == "table" then
-    for k, sub in pairs(s.properties) do
-      if v[k] ~= nil then
-        v[k] = coerce(v[k], sub, path .. "." .. k, notes)
-      end
-    end
-  elseif want == "array" and got == "array" and s.items then
-    for i = 1, #v do
-      v[i] = coerce(v[i], s.items, string.format("%s[%d]", path, i), notes)
-    end
-  end
-  return v
-end
-
-
--- Returns value made to fit schema where that is unambiguous and safe, and
--- the list of what was changed (see spool.extract).
-function M.coerce(value, schema, name)
-  local notes = {}
-  local v = coerce(value, schema, name or "value", notes)
-  return v, notes
-end
-
-
 M.translate_pattern = translate
 
 
 -- Checks value against schema. Returns true, or false and a message that
--- lists every problem, each prefixed with its path under `name`.
-function M.check(value, schema, name)
-  local errs = {}
+-- lists every problem, each prefixed with its path under `name`. With a
+-- `pending` list, a required property that is missing is not a problem but
+-- is appended there as its path (a value still streaming in).
+function M.check(value, schema, name, pending)
+  local errs = { pending = pending and {} }
   check(value, schema, nil, errs)
-  if #errs == 0 then
+  if #errs == 0 and not pending then
     return true
   end
   -- Again, now saying where each problem is, in a stable order.
-  errs = {}
+  errs = { pending = pending }
   check(value, schema, name or "value", errs)
+  if #errs == 0 then
+    return true
+  end
   return false, table.concat(errs, "; ")
 end
 

@@ -42,18 +42,33 @@ typedef struct spool__extract_hooks {
   int (*accept)(void *ud, const spool__extract_result *r);
 } spool__extract_hooks;
 
+/* The work buffers of one extraction, owned by the caller (so a sink that
+ * longjmps leaks nothing); zero them before the first use. */
+typedef struct spool__extract_work {
+  spool__buf scratch; /* a string being unescaped */
+  spool__buf repairs; /* the current candidate's messages */
+  spool__buf decoded; /* an escaped document (a JSON string printed
+                         instead of its value), unescaped once */
+} spool__extract_work;
+
+void spool__extract_work_free(spool__extract_work *w);
+
+/* Flags. PARTIAL: the text is a prefix of a reply still streaming; a
+ * number it ends in may yet grow (12 of 125), so it is left out rather
+ * than guessed. */
+#define SPOOL_EXTRACT_PARTIAL 1
+
 /*
  * Finds the JSON values in text[0..n): fenced blocks first, then every
  * object or array in the prose, at most max_candidates; a lone scalar only
- * when the text holds nothing else. Returns the number of candidates
- * accepted (>= 1), or -1 with *err saying why nothing could be recovered.
- * `scratch` and `repairs` are work buffers the caller owns (so a sink that
- * longjmps leaks nothing).
+ * when the text holds nothing else. A value that fails to parse hides what
+ * is inside it: its inner objects and arrays are never offered in its
+ * place. Returns the number of candidates accepted (>= 1), or -1 with
+ * *err saying why nothing could be recovered.
  */
-int spool__extract(const char *text, size_t n, int max_candidates,
+int spool__extract(const char *text, size_t n, int max_candidates, int flags,
                    const spool__json_sink *sink,
                    const spool__extract_hooks *hooks, void *ud,
-                   spool__buf *scratch, spool__buf *repairs,
-                   spool__json_error *err);
+                   spool__extract_work *work, spool__json_error *err);
 
 #endif

@@ -283,7 +283,9 @@ static int is_digit(const char *p, const char *end) {
 }
 
 /* Reads a number with JSON's grammar. Integers within 64 bits stay
- * integers; everything else becomes a correctly rounded double. A number
+ * integers; longer ones go to the sink as their digits (a 20-digit id
+ * must not come back rounded); everything else becomes a correctly
+ * rounded double. A number
  * past a double's range is an error: read as an infinity, it would pass
  * here and fail later, where no encoder can write it (RFC 8259 section 6
  * leaves the range to the implementation). One too small rounds to zero,
@@ -339,6 +341,9 @@ static int parse_number(parser *ps) {
       long long i = neg ? (long long)(0 - v) : (long long)v;
       return ps->sink->integer(ps->ud, i) ? stopped(ps) : 0;
     }
+    return ps->sink->big_integer(ps->ud, start, (size_t)(q - start))
+               ? stopped(ps)
+               : 0;
   }
   /* strtod needs a terminated copy: the input need not be NUL-terminated. */
   char small[64];
@@ -529,9 +534,9 @@ static int ok_str(void *ud, const char *p, size_t n) {
   (void)ud, (void)p, (void)n;
   return 0;
 }
-static const spool__json_sink check_sink = {ok_none, ok_bool, ok_int,  ok_num,
-                                            ok_str,  ok_str,  ok_none, ok_none,
-                                            ok_none, ok_none};
+static const spool__json_sink check_sink = {ok_none, ok_bool, ok_int, ok_num,
+                                            ok_str,  ok_str,  ok_str, ok_none,
+                                            ok_none, ok_none, ok_none};
 
 int spool__json_check(const char *s, size_t n, spool__buf *scratch,
                       spool__json_error *err) {

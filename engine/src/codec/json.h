@@ -4,7 +4,8 @@
  * The reader is a recursive-descent parser that reports what it reads to a
  * sink (a table of callbacks), so the same parser builds Lua values
  * (l_json.c), feeds C tests and the fuzzer, and later serves the lenient
- * extractor. It is exact: integers that fit in 64 bits stay integers, other
+ * extractor. It is exact: integers that fit in 64 bits stay integers, longer
+ * ones keep their digits (never a rounded double), other
  * numbers are parsed with correct rounding (one past a double's range is an
  * error), strings must be valid UTF-8, and \u escapes must pair surrogates.
  */
@@ -28,6 +29,8 @@ typedef struct spool__json_sink {
   int (*boolean)(void *ud, int value);
   int (*integer)(void *ud, long long value);
   int (*number)(void *ud, double value);
+  /* An integer past 64 bits, as its digits (with a leading '-'). */
+  int (*big_integer)(void *ud, const char *digits, size_t n);
   int (*string)(void *ud, const char *s, size_t n);
   int (*key)(void *ud, const char *s, size_t n);
   int (*begin_array)(void *ud);

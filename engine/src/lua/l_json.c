@@ -10,10 +10,13 @@
  *   json.raw(text)      text that is already one JSON value (checked
  *                       here), written as it is wherever encode meets it:
  *                       a part encoded once and spliced into many
- *                       documents
+ *                       documents. tostring gives the text back; two are
+ *                       equal when their texts are.
  *
  * Decoded arrays carry the array mark, so every document round-trips:
  * integers stay integers, floats keep their exact value (1.0 stays 1.0),
+ * an integer past 64 bits comes back as json.raw of its digits (exact, and
+ * written back as the same number; tostring gives the digits),
  * [] and {} stay apart, null survives as json.null. Object keys are written
  * in sorted order, so the same value always encodes to the same bytes.
  *
@@ -61,7 +64,7 @@ typedef struct encoder {
 typedef struct scratch {
   spool__buf unescape;
   spool__buf out;
-  spool__buf repairs;
+  spool__extract_work work;
   builder b;
   encoder en;
 } scratch;
@@ -70,7 +73,7 @@ static int scratch_gc(lua_State *L) {
   scratch *s = luaL_checkudata(L, 1, SCRATCH_MT);
   spool__buf_free(&s->unescape);
   spool__buf_free(&s->out);
-  spool__buf_free(&s->repairs);
+  spool__extract_work_free(&s->work);
   return 0;
 }
 
@@ -118,6 +121,26 @@ static int b_number(void *ud, double v) {
   return place(b);
 }
 
+/* json.raw's value: the text, checked once to be one JSON value. */
+typedef struct raw_json {
+  size_t len;
+  char text[];
+} raw_json;
+
+static void push_raw(lua_State *L, const char *text, size_t len) {
+  raw_json *raw = lua_newuserdatauv(L, sizeof *raw + len, 0);
+  raw->len = len;
+  memcpy(raw->text, text, len);
+  luaL_setmetatable(L, RAW_MT);
+}
+
+static int b_big_integer(void *ud, const char *s, size_t n) {
+  builder *b = ud;
+  luaL_checkstack(b->L, 2, "JSON too deep");
+  push_raw(b->L, s, n);
+  return place(b);
+}
+
 static int b_string(void *ud, const char *s, size_t n) {
   builder *b = ud;
   luaL_checkstack(b->L, 2, "JSON too deep");
@@ -157,7 +180,7 @@ static int b_end(void *ud) {
 }
 
 static const spool__json_sink lua_sink = {
-    b_null, b_boolean,     b_integer, b_number,       b_string,
+    b_null, b_boolean,     b_integer, b_number,       b_big_integer, b_string,
     b_key,  b_begin_array, b_end,     b_begin_object, b_end,
 };
 
@@ -226,12 +249,13 @@ static int x_accept(void *ud, const spool__extract_result *r) {
 
 static const spool__extract_hooks lua_hooks = {x_begin, x_reject, x_accept};
 
-/* extract(text [, max]) -> { { value, repairs, from, to, fenced,
- * truncated }, ... } | nil, "EJSON: ..." */
+/* extract(text [, max [, partial]]) -> { { value, repairs, from, to,
+ * fenced, truncated }, ... } | nil, "EJSON: ..." */
 static int l_json_extract(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   int max = (int)luaL_optinteger(L, 2, 8);
+  int flags = lua_toboolean(L, 3) ? SPOOL_EXTRACT_PARTIAL : 0;
   scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
   lua_settop(L, 1);
   lua_pushvalue(L, lua_upvalueindex(2)); /* 2: the array mark */
@@ -242,8 +266,8 @@ static int l_json_extract(lua_State *L) {
   b->results = 3;
   b->n = 0;
   spool__json_error err;
-  if (spool__extract(s, n, max, &lua_sink, &lua_hooks, b, &sc->unescape,
-                     &sc->repairs, &err) < 0) {
+  if (spool__extract(s, n, max, flags, &lua_sink, &lua_hooks, b, &sc->work,
+                     &err) < 0) {
     char msg[160];
     spool__json_error_format(&err, msg, sizeof msg);
     return spool__push_fail(L, "EJSON: %s", msg);
@@ -281,12 +305,6 @@ static void nomem(encoder *en) {
 }
 
 static void encode(encoder *en, int idx);
-
-/* json.raw's value: the text, checked once to be one JSON value. */
-typedef struct raw_json {
-  size_t len;
-  char text[];
-} raw_json;
 
 static int is_array_marked(lua_State *L, int idx) {
   if (!lua_getmetatable(L, idx))
@@ -515,10 +533,20 @@ static int l_json_raw(lua_State *L) {
     spool__json_error_format(&err, msg, sizeof msg);
     return luaL_error(L, "spool.json.raw: not one JSON value: %s", msg);
   }
-  raw_json *raw = lua_newuserdatauv(L, sizeof *raw + len, 0);
-  raw->len = len;
-  memcpy(raw->text, text, len);
-  luaL_setmetatable(L, RAW_MT);
+  push_raw(L, text, len);
+  return 1;
+}
+
+static int raw_tostring(lua_State *L) {
+  raw_json *raw = luaL_checkudata(L, 1, RAW_MT);
+  lua_pushlstring(L, raw->text, raw->len);
+  return 1;
+}
+
+static int raw_eq(lua_State *L) {
+  raw_json *a = luaL_testudata(L, 1, RAW_MT), *b = luaL_testudata(L, 2, RAW_MT);
+  lua_pushboolean(L, a && b && a->len == b->len &&
+                         memcmp(a->text, b->text, a->len) == 0);
   return 1;
 }
 
@@ -540,6 +568,10 @@ int luaopen_spool_json(lua_State *L) {
   luaL_newmetatable(L, RAW_MT);
   lua_pushliteral(L, "json.raw");
   lua_setfield(L, -2, "__name");
+  lua_pushcfunction(L, raw_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushcfunction(L, raw_eq);
+  lua_setfield(L, -2, "__eq");
   lua_pop(L, 1);
   lua_newtable(L);
   /* upvalue 1: the scratch buffers, freed by __gc with the state */

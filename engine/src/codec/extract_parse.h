@@ -1,0 +1,75 @@
+/*
+ * extract_parse.h: the lenient parser under the extractor (extract.h). It
+ * reads one value from a position with JSON's grammar widened to what
+ * models write, noting every repair; extract.c decides where to start it.
+ */
+#ifndef SPOOL_EXTRACT_PARSE_H
+#define SPOOL_EXTRACT_PARSE_H
+
+#include "codec/extract.h"
+
+/* The brackets the rest of a region holds, remembered across the
+ * candidates of one text so that counting them stays linear. */
+typedef struct spool__lp_rest {
+  const char *at, *end;
+  int depth;
+} spool__lp_rest;
+
+typedef struct spool__lp {
+  const char *text; /* the whole reply, for positions */
+  const char *p;    /* the cursor */
+  const char *end;  /* the end of this candidate's region */
+  const spool__json_sink *sink;
+  void *ud;
+  spool__buf *scratch;
+  spool__buf *repairs;
+  int nrepairs;
+  int truncated;
+  int depth;
+  int strict_words;     /* a bare word is not text (a lone scalar, a tuple) */
+  int partial;          /* SPOOL_EXTRACT_PARTIAL */
+  int fatal;            /* a failure that ends the search for candidates */
+  int excess;           /* closers past openers after the cursor; -1: not
+                           counted yet */
+  spool__lp_rest *rest; /* shared by the candidates, or NULL */
+  /* The last position computed (repairs come mostly in order): the next
+   * one counts lines from there. */
+  const char *pos_at;
+  int pos_line, pos_col;
+  /* An escaped document is parsed from its decoded copy: p and end point
+   * there, and positions map back to the reply from src. */
+  const char *decoded, *src, *src_end;
+  spool__json_error *err;
+  char in[SPOOL_JSON_MAX_DEPTH + 2]; /* the container open at each depth */
+} spool__lp;
+
+/* Reads one value at ps->p into the sink: 0, or -1 with ps->err set. */
+int spool__lp_value(spool__lp *ps);
+
+/* Skips blanks, comments and the spaces models write that are not ASCII. */
+void spool__lp_skip(spool__lp *ps);
+
+void spool__lp_repair(spool__lp *ps, const char *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int spool__lp_fail(spool__lp *ps, const char *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Decodes one level of escapes in [p, end) into out (an escaped document:
+ * {\"a\": 1} is {"a": 1}): each two-byte escape becomes its byte; \u
+ * escapes stay, as the parser reads them the same. 0, or -1 (no memory). */
+int spool__lp_decode(const char *p, const char *end, spool__buf *out);
+
+/* Where a pointer into an escaped document's decoded copy was in the
+ * reply (other pointers are returned as they are). */
+const char *spool__lp_original(const spool__lp *ps, const char *at);
+
+/*
+ * Walks text[p, end) counting brackets, skipping "strings" and backslash
+ * escapes. Returns the depth reached (openers minus closers); with
+ * stop_at_zero it stops after the closer that brings the depth back to 0
+ * (and *closes points past it; else *closes is NULL).
+ */
+int spool__lp_brackets(const char *p, const char *end, int stop_at_zero,
+                       const char **closes);
+
+#endif
