@@ -414,6 +414,122 @@ describe("spool.extract", function()
     end)
   end)
 
+  describe("hostile and tricky replies", function()
+    it("bounds the nesting of wrappers like NumberLong(...)", function()
+      assert.matches("nesting deeper than 512 levels", x(("a("):rep(100000)))
+    end)
+
+    it("reads a long run of digits or spaces in linear time", function()
+      local s = { type = "object", properties = { n = { type = "integer" } } }
+      local v, err = spool.extract('{"n": "' .. ("1"):rep(5000) .. 'x"}',
+        { schema = s })
+      assert.is_nil(v)
+      assert.matches("expected integer, got string", err)
+      v = spool.extract("x" .. (" "):rep(100000) .. "y",
+        { schema = { type = "string" } })
+      assert.are.equal("x" .. (" "):rep(100000) .. "y", v)
+      v = spool.extract("- x" .. (" "):rep(100000) .. "y\n- z",
+        { schema = { type = "array", items = { type = "string" } } })
+      assert.are.equal(2, #v)
+    end)
+
+    it("scans the prose before a fence, and each fence once", function()
+      local need_a = { type = "object", required = { "a" } }
+      local v = spool.extract('Result: {"a": 1}\nmore\n```json\n{"b": 2}\n```',
+        { schema = need_a })
+      assert.are.same({ a = 1 }, v)
+      local fences = {}
+      for i = 1, 18 do
+        fences[i] = '```json\n{"i": ' .. i .. '}\n```'
+      end
+      v = spool.extract(table.concat(fences, "\n"),
+        { schema = { type = "array", items = { type = "object" } } })
+      assert.are.equal(18, #v)
+      assert.are.equal(18, v[18].i)
+    end)
+
+    it("reads a fence inside a JSON string as text, escaped backslashes "
+      .. "and raw line breaks too", function()
+      assert.are.equal('{"dir":"C:\\\\","note":"```json [1] ```"}',
+        x('Here you go: {"dir": "C:\\\\", "note": "```json [1] ```"}'))
+      local v = spool.extract('{"answer": "Use:\n```json\n{\\"x\\": 1}\n```\n"}')
+      assert.matches("^Use:", v.answer)
+    end)
+
+    it("never returns a value from inside one that failed, whatever its "
+      .. "quotes", function()
+      assert.matches("^ERR EJSON", x("{'a': '}', 'b': {\"c\": 1} @}"))
+      assert.matches("^ERR EJSON",
+        x([[{\"a\": \"}\", \"b\": {\"c\": 1} @}]]))
+    end)
+
+    it("keeps keys that hold ':' and close properly", function()
+      assert.are.equal('{"a:b,c":1}', x('JSON: {"a:b,c": 1}'))
+      assert.are.equal('{"Q: why, really?":"because"}',
+        x('JSON: {"Q: why, really?": "because"}'))
+      assert.are.equal('{"x":{"ratio 1:2}":5}}', x('{"x": {"ratio 1:2}": 5}}'))
+    end)
+
+    it("reads a long number as a number", function()
+      local v = spool.extract('JSON: {"x": 3.14159265358979323846264338327950'
+        .. '288419716939937510582097494459230781640628}')
+      assert.are.equal(math.pi, v.x)
+    end)
+
+    it("gathers only when every value in the text was read", function()
+      local records = { type = "array", items = { type = "object" } }
+      local v, err = spool.extract('{"a":1}\n{"a": 2, @}\n{"a":3}',
+        { schema = records })
+      assert.is_nil(v)
+      assert.matches("could not be read", err)
+      local info
+      v, info = spool.extract('```json\n{"a": 1, "b": [1, 2\n```\n'
+        .. '```json\n{"a": 2}\n```', { schema = records })
+      assert.are.equal(2, #v)
+      assert.is_true(info.truncated) -- one of them was cut off
+    end)
+
+    it("streaming, leaves out a number the whole text may still be",
+      function()
+      for _, text in ipairs { "4", "  1.5", "```json\n12" } do
+        assert.is_nil((spool.extract(text, { partial = true })), text)
+      end
+      assert.are.equal(4, (spool.extract("4 ", { partial = true })))
+    end)
+
+    it("does not read prose as a value", function()
+      for _, text in ipairs { "2nd option is better.", '"To be" is a line.',
+                              "'Hello' is a greeting.", "...", "-",
+                              "10x faster: yes" } do
+        assert.matches("^ERR EJSON", x(text), 1, false)
+      end
+    end)
+
+    it("coerces only to values JSON can hold", function()
+      local v, err = spool.extract('{"n": "1e999"}', { schema = { type =
+        "object", properties = { n = { type = "number" } } } })
+      assert.is_nil(v)
+      assert.matches("expected number, got string", err)
+      v = spool.extract('{"n": "12345678901234567890"}', { schema = { type =
+        "object", properties = { n = { type = "number" } } } })
+      assert.are.equal("12345678901234567890", tostring(v.n))
+    end)
+
+    it("matches no alias when two could be meant", function()
+      local s = { enum = { "high", "low" },
+                  aliases = { urgent = "high", URGENT = "low" } }
+      assert.is_nil((spool.extract('"Urgent"', { schema = s })))
+    end)
+
+    it("fills no null into a value still streaming", function()
+      local s = { type = "object", properties = {
+        a = { type = "integer" }, note = { type = { "string", "null" } } } }
+      local v = spool.extract('{"a": 1, "b": "x', { schema = s,
+                                                      partial = true })
+      assert.is_nil(v.note)
+    end)
+  end)
+
   describe("what cannot be recovered", function()
     it("is an error with a position and a reason", function()
       for text, msg in pairs {

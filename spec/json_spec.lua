@@ -38,6 +38,9 @@ describe("spool.json", function()
       assert.are.equal("integer", schema.type_of(v.id))
       assert.is_true(schema.check(v, { type = "object", properties = {
         id = { type = "integer", minimum = 0 } } }))
+      -- The library's own encoded parts are no integer, and no error.
+      assert.is_false((schema.check(json.raw('{"a":1}'), { type = "object",
+        required = { "a" } })))
       -- A float with as many digits is still a double.
       assert.are.equal("float", math.type(json.decode("123456789012345678901.0")))
     end)

@@ -25,24 +25,49 @@ local function note(notes, fmt, ...)
 end
 
 
--- The enum value v names, by case or by alias; nil if none or several.
-local function enum_match(v, s)
-  local lower = v:lower()
-  local found
-  for _, e in ipairs(s.enum) do
-    if type(e) == "string" and e:lower() == lower then
-      if found then
+-- s without the blanks around it (in linear time: a pattern such as
+-- "^%s*(.-)%s*$" backtracks over long runs of spaces).
+function M.trim(s)
+  local first = s:find("%S")
+  if not first then
+    return ""
+  end
+  local last = #s
+  while s:find("^%s", last) do
+    last = last - 1
+  end
+  return s:sub(first, last)
+end
+local trim = M.trim
+
+
+-- The one value in names (name = value) whose name is v in any case; nil
+-- if none, or several that differ.
+local function match_case(v, names)
+  local lower, found = v:lower(), nil
+  for name, value in pairs(names) do
+    if type(name) == "string" and name:lower() == lower then
+      if found ~= nil and not schema.same(found, value) then
         return nil
       end
-      found = e
+      found = value
     end
   end
-  if found == nil and type(s.aliases) == "table" then
-    for alias, e in pairs(s.aliases) do
-      if type(alias) == "string" and alias:lower() == lower then
-        found = e
-      end
+  return found
+end
+
+
+-- The enum value v names, by case or by alias; nil if none or several.
+local function enum_match(v, s)
+  local names = {}
+  for _, e in ipairs(s.enum) do
+    if type(e) == "string" then
+      names[e] = e
     end
+  end
+  local found = match_case(v, names)
+  if found == nil and type(s.aliases) == "table" then
+    found = match_case(v, s.aliases)
   end
   return found
 end
@@ -80,9 +105,11 @@ local coerce
 
 local function coerce_scalar(v, s, want, got, path, notes)
   if (want == "integer" or want == "number") and got == "string" then
-    local n = math.tointeger(tonumber(v)) or tonumber(v)
-    if v:match("^%s*%-?%d+%.?%d*[eE]?[-+]?%d*%s*$") and n
-        and (want == "number" or math.type(n) == "integer") then
+    -- Exactly a JSON number, read exactly (1e999 is none; a 20-digit
+    -- integer keeps its digits).
+    local n = #v <= 4096 and json.decode(trim(v)) or nil
+    local t = n ~= nil and schema.type_of(n)
+    if t == "integer" or (t == "number" and want == "number") then
       note(notes, "%s: read the string %q as the number %s", path, v,
         tostring(n))
       return n
@@ -118,7 +145,7 @@ local function coerce_scalar(v, s, want, got, path, notes)
 end
 
 
-coerce = function(v, s, path, notes)
+coerce = function(v, s, path, notes, partial)
   if type(s) ~= "table" then
     return v
   end
@@ -153,15 +180,16 @@ coerce = function(v, s, path, notes)
     for _, k in ipairs(names) do
       local sub = s.properties[k]
       if v[k] ~= nil then
-        v[k] = coerce(v[k], sub, path .. "." .. k, notes)
-      elseif not required[k] and allows_null(sub) then
+        v[k] = coerce(v[k], sub, path .. "." .. k, notes, partial)
+      elseif not required[k] and not partial and allows_null(sub) then
         note(notes, "%s.%s: gave the absent optional property null", path, k)
         v[k] = json.null
       end
     end
   elseif want == "array" and got == "array" and s.items then
     for i = 1, #v do
-      v[i] = coerce(v[i], s.items, string.format("%s[%d]", path, i), notes)
+      v[i] = coerce(v[i], s.items, string.format("%s[%d]", path, i), notes,
+        partial)
     end
   end
   return v
@@ -169,10 +197,11 @@ end
 
 
 -- Returns value made to fit s where that is unambiguous and safe, and the
--- list of what was changed.
-function M.coerce(value, s, name)
+-- list of what was changed. `partial`: the value is still streaming in, so
+-- an absent property is not yet absent (no null is filled in).
+function M.coerce(value, s, name, partial)
   local notes = {}
-  local v = coerce(value, s, name or "value", notes)
+  local v = coerce(value, s, name or "value", notes, partial)
   return v, notes
 end
 
@@ -182,9 +211,9 @@ end
 function M.bullets(text)
   local items = {}
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
-    local item = line:match("^%s*[-*+]%s+(.-)%s*$")
-      or line:match("^%s*\u{2022}%s*(.-)%s*$")
-      or line:match("^%s*%d+[.)]%s+(.-)%s*$")
+    local at = line:match("^%s*[-*+]%s+()") or line:match("^%s*\u{2022}%s*()")
+      or line:match("^%s*%d+[.)]%s+()")
+    local item = at and trim(line:sub(at))
     if item and item ~= "" then
       items[#items + 1] = item
     end

@@ -55,7 +55,7 @@ end
 local function fit(value, opts, pending)
   local notes
   if opts.coerce ~= false then
-    value, notes = coerce.coerce(value, opts.schema, opts.name)
+    value, notes = coerce.coerce(value, opts.schema, opts.name, opts.partial)
   end
   local ok, problem = schema.check(value, opts.schema, opts.name, pending)
   if not ok then
@@ -73,9 +73,15 @@ local function gather(candidates, opts)
     return nil, string.format("%s: expected an array; the text holds more "
       .. "than %d separate values", name, GATHER_MAX - 1)
   end
+  if candidates.incomplete then
+    return nil, string.format("%s: expected an array; the text holds %d "
+      .. "separate values and more that could not be read (%s)", name,
+      #candidates, candidates.incomplete:gsub("^EJSON: ", ""))
+  end
   local items, repairs = json.array(), json.array()
   for i, c in ipairs(candidates) do
     local item_opts = { schema = s.items or {}, coerce = opts.coerce,
+                        partial = opts.partial,
                         name = string.format("%s[%d]", name, i) }
     local v, notes = fit(c.value, item_opts)
     if v == nil then
@@ -93,14 +99,18 @@ local function gather(candidates, opts)
   end
   repairs[#repairs + 1] = string.format("%s: gathered the %d separate values "
     .. "in the text into the array expected here", name, #candidates)
-  local value, problem = fit(items, opts)
+  local value, notes = fit(items, opts)
   if value == nil then
-    return nil, problem
+    return nil, notes
+  end
+  local truncated = false
+  for _, c in ipairs(candidates) do
+    truncated = truncated or c.truncated
   end
   local first, last = candidates[1], candidates[#candidates]
-  return value, info_of({ repairs = repairs, truncated = last.truncated,
+  return value, info_of({ repairs = repairs, truncated = truncated,
                           fenced = first.fenced, from = first.from,
-                          to = last.to }, nil, #candidates)
+                          to = last.to }, notes, #candidates)
 end
 
 
@@ -111,7 +121,7 @@ local function from_prose(text, opts)
     return nil
   end
   local name = opts.name or "value"
-  local trimmed = text:match("^%s*(.-)%s*$")
+  local trimmed = coerce.trim(text)
   local value, note
   if s.type == "array" then
     local items = coerce.bullets(text)

@@ -250,12 +250,10 @@ function M.type_of(v)
       return "array"
     end
     return "object"
-  elseif t == "userdata" and (getmetatable(v) or {}).__name == "json.raw" then
-    local text = tostring(v) -- an integer past 64 bits, or encoded JSON
-    if text:match("^%-?%d+$") then
-      return "integer"
-    end
-    return M.type_of(json.decode(text))
+  elseif t == "userdata" and (getmetatable(v) or {}).__name == "json.raw"
+      and tostring(v):find("^%-?%d+$") then
+    return "integer" -- past 64 bits (other json.raw values are the
+                     -- library's encoded parts, no value of a document)
   end
   return t
 end

@@ -39,14 +39,22 @@ typedef struct finder {
   spool__extract_work *work;
   spool__json_error *err;
   int have_err;
+  const char *fail_at; /* where the last candidate tried failed */
   int accepted;
   int max;
   int done;
+  int starts; /* candidate starts tried, at most MAX_STARTS */
   spool__lp_rest rest;
+  spool__lp_pos pos;
 } finder;
 
 static int is_blank(char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static int is_num_char(char c) {
+  return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' ||
+         c == 'e' || c == 'E';
 }
 
 /* Is the value opening at p an escaped document ({\"a\": 1}: a JSON
@@ -66,11 +74,13 @@ static int escaped_document(const char *p, const char *end) {
   return 0;
 }
 
-/* Tries one candidate in text[from..limit); returns its end or NULL. A
- * scalar may start it only with scalar_ok; with whole, only blanks may
- * follow it. */
+/* Tries one candidate in text[from..limit); returns its end or NULL (and
+ * f->fail_at says where it failed). A scalar may start it only with
+ * scalar_ok; with whole, only blanks may follow it. One that ends before
+ * `cover` is not taken (and is no failure). */
 static const char *try_at(finder *f, const char *from, const char *limit,
-                          int fenced, int scalar_ok, int whole) {
+                          int fenced, int scalar_ok, int whole,
+                          const char *cover) {
   spool__lp ps;
   memset(&ps, 0, offsetof(spool__lp, in));
   ps.in[0] = 0;
@@ -85,6 +95,7 @@ static const char *try_at(finder *f, const char *from, const char *limit,
   ps.partial = (f->flags & SPOOL_EXTRACT_PARTIAL) != 0;
   ps.excess = -1;
   ps.rest = &f->rest;
+  ps.pos = &f->pos;
   spool__buf_clear(ps.repairs);
   spool__json_error e;
   memset(&e, 0, sizeof e);
@@ -94,16 +105,18 @@ static const char *try_at(finder *f, const char *from, const char *limit,
   const char *start = ps.p;
   int ok = !(ps.p >= ps.end) && (scalar_ok || *ps.p == '{' || *ps.p == '[');
   if (ok && (*ps.p == '{' || *ps.p == '[') && escaped_document(ps.p, ps.end)) {
-    if (spool__lp_decode(ps.p, ps.end, &f->work->decoded) != 0) {
+    /* Decoded as far as its brackets reach: the work stays per byte. */
+    const char *closes;
+    spool__lp_brackets(ps.p, ps.end, 1, 1, &closes);
+    ps.src_end = closes ? closes : ps.end;
+    if (spool__lp_decode(ps.p, ps.src_end, &f->work->decoded) != 0) {
       ok = 0;
       spool__lp_fail(&ps, start, "out of memory");
     } else {
       spool__lp_repair(&ps, start,
-                       "read an escaped document (\\\" for \") "
-                       "as JSON");
+                       "read an escaped document (\\\" for \") as JSON");
       ps.decoded = f->work->decoded.data;
       ps.src = start;
-      ps.src_end = ps.end;
       ps.p = ps.decoded;
       ps.end = ps.decoded + f->work->decoded.len;
     }
@@ -129,9 +142,26 @@ static const char *try_at(finder *f, const char *from, const char *limit,
       spool__lp_fail(&ps, q, "no JSON value in the text");
     }
   }
+  if (ok && ps.partial && ps.p >= ps.end && is_num_char(*start)) {
+    const char *q = start;
+    while (q < ps.end && is_num_char(*q))
+      q++;
+    if (q >= ps.end) { /* 12 may be 125 */
+      ok = 0;
+      spool__lp_fail(&ps, start,
+                     "the number the text ends in may not be "
+                     "complete yet");
+    }
+  }
+  const char *stop = spool__lp_original(&ps, ps.p);
+  if (ok && cover && stop <= cover) {
+    f->hooks->reject(f->ud);
+    return NULL;
+  }
   if (!ok) {
     if (ps.p >= ps.end && !scalar_ok && e.msg[0] == '\0')
       snprintf(e.msg, sizeof e.msg, "no JSON value");
+    f->fail_at = f->text + e.pos;
     if ((!f->have_err || ps.fatal) && e.msg[0]) {
       *f->err = e;
       f->have_err = 1;
@@ -146,7 +176,6 @@ static const char *try_at(finder *f, const char *from, const char *limit,
                       ps.nrepairs - SPOOL_EXTRACT_MAX_REPAIRS);
     spool__buf_add(ps.repairs, "", 1);
   }
-  const char *stop = spool__lp_original(&ps, ps.p);
   spool__extract_result r;
   r.from = (size_t)(start - f->text);
   r.to = (size_t)(stop - f->text);
@@ -162,17 +191,17 @@ static const char *try_at(finder *f, const char *from, const char *limit,
   return stop;
 }
 
-/* A fence found in the text: its body and what its info string says. */
+/* A fence found in the text: where it opens, its body, and what its info
+ * string says. */
 typedef struct fence {
-  const char *body, *body_end;
+  const char *open, *body, *body_end;
   int json; /* no info string, or one that starts with "json" */
 } fence;
 
 /* The next ``` at or after p that is not inside a "string" on its line
- * (an odd count of quotes before it): text inside a JSON value is not a
- * fence. Returns the first byte of the ```, or NULL. */
-static const char *next_ticks(const char *text, const char *p,
-                              const char *end) {
+ * (an odd count of unescaped quotes before it): text inside a JSON value
+ * is not a fence. Returns the first byte of the ```, or NULL. */
+static const char *next_ticks(const char *p, const char *end) {
   const char *counted = p;
   int odd = 0;
   for (;;) {
@@ -184,11 +213,13 @@ static const char *next_ticks(const char *text, const char *p,
       continue;
     }
     for (; counted < t; counted++) /* the quotes up to it, once each */
-      if (*counted == '\n')
+      if (*counted == '\\')
+        counted++;
+      else if (*counted == '\n')
         odd = 0;
-      else if (*counted == '"' && !(counted > text && counted[-1] == '\\'))
+      else if (*counted == '"')
         odd ^= 1;
-    if (!odd)
+    if (!odd && counted == t)
       return t;
     p = t + 3;
   }
@@ -196,38 +227,59 @@ static const char *next_ticks(const char *text, const char *p,
 
 /* The next fence at or after p: fills *fc (its body runs to the end of
  * the text when it is never closed) and returns what follows it. */
-static const char *next_fence(const char *text, const char *p, const char *end,
-                              fence *fc) {
-  const char *open = next_ticks(text, p, end);
+static const char *next_fence(const char *p, const char *end, fence *fc) {
+  const char *open = next_ticks(p, end);
   if (!open)
     return NULL;
   const char *q = open + 3, *info = q;
   while (q < end && !is_blank(*q) && *q != '{' && *q != '[' && *q != '`')
     q++;
+  fc->open = open;
   fc->json = q == info || (q - info >= 4 && memcmp(info, "json", 4) == 0);
   fc->body = q;
-  const char *close = next_ticks(text, q, end);
+  const char *close = next_ticks(q, end);
   fc->body_end = close ? close : end;
   return close ? close + 3 : end;
+}
+
+/* The outermost { or [ in [p, at) still open at at ("strings" skipped),
+ * or NULL: a fence after it may be text inside its value. */
+static const char *open_before(const char *p, const char *at) {
+  const char *outer = NULL;
+  int depth = 0;
+  for (; p < at; p++) {
+    char c = *p;
+    if (c == '\\') {
+      p++;
+    } else if (c == '"') {
+      for (p++; p < at && *p != '"'; p++)
+        if (*p == '\\')
+          p++;
+    } else if (c == '{' || c == '[') {
+      if (depth++ == 0)
+        outer = p;
+    } else if ((c == '}' || c == ']') && depth > 0 && --depth == 0) {
+      outer = NULL;
+    }
+  }
+  return depth > 0 ? outer : NULL;
 }
 
 int spool__extract(const char *text, size_t n, int max_candidates, int flags,
                    const spool__json_sink *sink,
                    const spool__extract_hooks *hooks, void *ud,
                    spool__extract_work *work, spool__json_error *err) {
-  finder f = {text,
-              n,
-              flags,
-              sink,
-              hooks,
-              ud,
-              work,
-              err,
-              0,
-              0,
-              max_candidates > 0 ? max_candidates : 1,
-              0,
-              {NULL, NULL, 0}};
+  finder f;
+  memset(&f, 0, sizeof f);
+  f.text = text;
+  f.n = n;
+  f.flags = flags;
+  f.sink = sink;
+  f.hooks = hooks;
+  f.ud = ud;
+  f.work = work;
+  f.err = err;
+  f.max = max_candidates > 0 ? max_candidates : 1;
   memset(err, 0, sizeof *err);
   if (n > SPOOL_EXTRACT_MAX_TEXT) {
     snprintf(err->msg, sizeof err->msg, "the text is larger than %u MiB",
@@ -236,12 +288,15 @@ int spool__extract(const char *text, size_t n, int max_candidates, int flags,
   }
   const char *end = text + n;
   /* 1. Strict JSON, the whole text: exact, no repair. (Not tried when the
-   * text cannot be JSON: it starts with prose or a fence.) */
+   * text cannot be JSON: it starts with prose or a fence; nor, streaming,
+   * when it ends in a number that may grow.) */
   const char *a = text, *b = end;
   while (a < b && is_blank(*a))
     a++;
   int may_be_json =
       a < end && (strchr("{[\"-tfn", *a) != NULL || (*a >= '0' && *a <= '9'));
+  if ((flags & SPOOL_EXTRACT_PARTIAL) && n > 0 && is_num_char(end[-1]))
+    may_be_json = 0;
   hooks->begin(ud);
   spool__json_error strict;
   if (may_be_json &&
@@ -255,43 +310,72 @@ int spool__extract(const char *text, size_t n, int max_candidates, int flags,
   }
   hooks->reject(ud);
   /* 2. Fenced blocks, in order: an object or array, or (in a fence that
-   * says JSON) one lone scalar. The prose scan skips those that held a
-   * value. */
-  const char *taken[16][2];
+   * says JSON) one lone scalar. A fence inside a value that opens before
+   * it is text: that value is the candidate. The prose scan skips what
+   * held a value. */
+  enum { MAX_TAKEN = 16 };
+  const char *taken[MAX_TAKEN][2];
   int ntaken = 0;
   const char *p = text, *next;
   fence fc;
-  while (!f.done && (next = next_fence(text, p, end, &fc)) != NULL) {
-    const char *got = try_at(&f, fc.body, fc.body_end, 1, 0, 0);
+  while (!f.done && ntaken < MAX_TAKEN && f.starts < MAX_STARTS &&
+         (next = next_fence(p, end, &fc)) != NULL) {
+    f.starts++;
+    const char *outer = open_before(p, fc.open), *got;
+    if (outer && (got = try_at(&f, outer, end, 0, 0, 0, fc.open)) != NULL) {
+      taken[ntaken][0] = outer;
+      taken[ntaken][1] = got;
+      ntaken++;
+      p = got;
+      continue;
+    }
+    got = try_at(&f, fc.body, fc.body_end, 1, 0, 0, NULL);
     if (!got && !f.done && fc.json)
-      got = try_at(&f, fc.body, fc.body_end, 1, 1, 1);
-    if (got && ntaken < 16) {
-      taken[ntaken][0] = p;
+      got = try_at(&f, fc.body, fc.body_end, 1, 1, 1, NULL);
+    if (got) {
+      taken[ntaken][0] = fc.open;
       taken[ntaken][1] = next;
       ntaken++;
     }
     p = next;
   }
-  /* 3. Objects and arrays in the prose. One that fails is skipped whole:
-   * what is inside it is part of it, not a value of its own. */
-  int starts = 0;
-  for (p = text; !f.done && p < end && starts < MAX_STARTS; p++) {
+  /* 3. Objects and arrays in the prose. One that fails is skipped whole,
+   * past its brackets and past where it failed: what is inside it is part
+   * of it, not a value of its own. */
+  for (p = text; !f.done && p < end; p++) {
     for (int i = 0; i < ntaken; i++)
       if (p >= taken[i][0] && p < taken[i][1])
         p = taken[i][1];
     if (p >= end || (*p != '{' && *p != '['))
       continue;
-    starts++;
-    const char *stop = try_at(&f, p, end, 0, 0, 0);
-    if (!stop)
-      spool__lp_brackets(p, end, 1, &stop);
-    if (!stop)
+    if (f.starts++ >= MAX_STARTS) {
+      if (!f.have_err) {
+        snprintf(err->msg, sizeof err->msg,
+                 "stopped looking for values after %d starts", MAX_STARTS);
+        err->pos = (size_t)(p - text);
+        err->line = err->column = 1;
+        for (const char *q = text; q < p; q++)
+          if (*q == '\n')
+            err->line++, err->column = 1;
+          else
+            err->column += ((unsigned char)*q & 0xc0) != 0x80;
+        f.have_err = 1;
+      }
       break;
+    }
+    const char *stop = try_at(&f, p, end, 0, 0, 0, NULL);
+    if (!stop) {
+      spool__lp_brackets(p, end, escaped_document(p, end), 1, &stop);
+      if (!stop)
+        break;
+      if (f.fail_at >= stop)
+        stop = f.fail_at + 1;
+    }
     p = stop - 1;
   }
   /* 4. A lone scalar, when the text holds nothing else. */
   if (f.accepted == 0)
-    try_at(&f, text, end, 0, 1, 1);
+    try_at(&f, text, end, 0, 1, 1, NULL);
   if (f.accepted == 0) {
     if (!f.have_err) {
       snprintf(err->msg, sizeof err->msg, "no JSON value in the text");

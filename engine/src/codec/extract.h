@@ -64,7 +64,9 @@ void spool__extract_work_free(spool__extract_work *w);
  * when the text holds nothing else. A value that fails to parse hides what
  * is inside it: its inner objects and arrays are never offered in its
  * place. Returns the number of candidates accepted (>= 1), or -1 with
- * *err saying why nothing could be recovered.
+ * *err saying why nothing could be recovered. On success *err is empty,
+ * or names what was not returned: the first candidate that failed, or
+ * where the search stopped at its bound.
  */
 int spool__extract(const char *text, size_t n, int max_candidates, int flags,
                    const spool__json_sink *sink,

@@ -20,15 +20,29 @@
 typedef spool__lp lp;
 
 /* The line and column of at in the reply (at is there, not in a decoded
- * copy). */
+ * copy), counted from the last position computed: forwards, or back along
+ * the line, or back across lines and then from the line's start. */
 static void position(lp *ps, const char *at, int *line, int *col) {
+  spool__lp_pos *c = ps->pos;
   const char *q = ps->text;
   *line = 1;
   *col = 1;
-  if (ps->pos_at && ps->pos_at <= at) {
-    q = ps->pos_at;
-    *line = ps->pos_line;
-    *col = ps->pos_col;
+  if (c->at && c->at <= at) {
+    q = c->at;
+    *line = c->line;
+    *col = c->col;
+  } else if (c->at && !memchr(at, '\n', (size_t)(c->at - at))) {
+    *line = c->line;
+    *col = c->col;
+    for (const char *b = c->at; b > at; b--)
+      *col -= ((unsigned char)b[-1] & 0xc0) != 0x80;
+    q = at;
+  } else if (c->at) {
+    *line = c->line;
+    for (const char *b = at; b < c->at; b++)
+      *line -= *b == '\n';
+    for (q = at; q > ps->text && q[-1] != '\n'; q--)
+      ;
   }
   for (; q < at; q++) {
     if (*q == '\n') {
@@ -38,9 +52,9 @@ static void position(lp *ps, const char *at, int *line, int *col) {
       (*col)++;
     }
   }
-  ps->pos_at = at;
-  ps->pos_line = *line;
-  ps->pos_col = *col;
+  c->at = at;
+  c->line = *line;
+  c->col = *col;
 }
 
 /* Messages quote the reply, which may not be UTF-8 (or was cut in the
@@ -115,22 +129,39 @@ int spool__lp_fail(lp *ps, const char *at, const char *fmt, ...) {
 #define fail spool__lp_fail
 #define skip spool__lp_skip
 
-int spool__lp_brackets(const char *p, const char *end, int stop_at_zero,
-                       const char **closes) {
+/* The next character of [p, end) at *c, decoding escapes in an escaped
+ * document; returns what follows it. */
+static const char *next_char(const char *p, const char *end, int escaped,
+                             char *c) {
+  if (escaped && one_byte_escape(p, end)) {
+    *c = (char)spool__json_escape_char(p[1]);
+    return p + 2;
+  }
+  *c = *p;
+  return p + 1;
+}
+
+int spool__lp_brackets(const char *p, const char *end, int escaped,
+                       int stop_at_zero, const char **closes) {
   int depth = 0;
+  char c;
   *closes = NULL;
-  for (; p < end; p++) {
-    char c = *p;
-    if (c == '\\') {
-      p++; /* \" outside a string is an escaped document's quote */
+  while (p < end) {
+    p = next_char(p, end, escaped, &c);
+    if (c == '\\' && p < end) {
+      p = next_char(p, end, escaped, &c); /* \" outside a string too */
     } else if (c == '"') {
-      for (p++; p < end && *p != '"'; p++)
-        if (*p == '\\')
-          p++;
+      while (p < end) {
+        p = next_char(p, end, escaped, &c);
+        if (c == '"')
+          break;
+        if (c == '\\' && p < end)
+          p = next_char(p, end, escaped, &c);
+      }
     } else if (c == '{' || c == '[') {
       depth++;
     } else if ((c == '}' || c == ']') && --depth == 0 && stop_at_zero) {
-      *closes = p + 1;
+      *closes = p;
       return 0;
     }
   }
@@ -277,6 +308,29 @@ static int looks_like_key(const lp *ps, const char *p) {
 }
 
 static int parse_value(lp *ps);
+static int enter(lp *ps, char kind);
+
+/* In a key, at a delimiter after a ':': does the key still close, its
+ * next quote (on this line) followed by ':'? ("a:b,c": 1) Else its
+ * closing quote was forgotten ({"a: 1, "b": 2}). */
+static int key_closes_later(const lp *ps, int kind) {
+  const char *end =
+      ps->end - ps->p > KEY_LOOKAHEAD ? ps->p + KEY_LOOKAHEAD : ps->end;
+  int k;
+  for (const char *q = ps->p; q < end && *q != '\n'; q++) {
+    if (*q == '\\') {
+      q++;
+      continue;
+    }
+    int n = quote_at(q, end, &k);
+    if (n && k == kind) {
+      for (q += n; q < end && (*q == ' ' || *q == '\t'); q++)
+        ;
+      return q < end && *q == ':';
+    }
+  }
+  return 0;
+}
 
 /* Does the quote whose last byte is at q end its string? Yes when what
  * follows (after blanks) may follow a string: a delimiter, the end, a
@@ -442,7 +496,8 @@ static int read_string(lp *ps, int is_key) {
     int n = quote_at(ps->p, ps->end, &k);
     if (n && k == kind) {
       const char *q = ps->p + n - 1;
-      if (closes_string(ps, q)) {
+      /* A value standing alone ends at its first quote: "Hi" is prose. */
+      if ((ps->strict_words && ps->depth == 0) || closes_string(ps, q)) {
         ps->p = q + 1;
         return 0;
       }
@@ -483,7 +538,8 @@ static int read_string(lp *ps, int is_key) {
       colon.at = ps->p;
       colon.len = sb->len;
     }
-    if (is_key && colon.at && (c == ',' || c == '}' || c == '\n')) {
+    if (is_key && colon.at && (c == ',' || c == '}' || c == '\n') &&
+        !key_closes_later(ps, kind)) {
       end_at(ps, &colon, open, "closed a key with no closing quote at its ':'");
       return 0;
     }
@@ -749,6 +805,15 @@ static int is_integer_text(const char *t, size_t len) {
   return 1;
 }
 
+/* Text where a value was expected: a string, unless the value stands
+ * alone (the whole reply, or an element of a tuple), where a bare word
+ * is prose, not a value. */
+static int bare_text(lp *ps) {
+  if (ps->strict_words)
+    return fail(ps, ps->p, "no JSON value in the text");
+  return parse_unquoted(ps);
+}
+
 /* A number: JSON's grammar exactly when it fits, an integer of any length
  * kept whole. Otherwise a leading '+' is dropped, ".5" and "5." are
  * completed, an exponent the text cut off is completed; a token that is no
@@ -762,8 +827,13 @@ static int parse_number(lp *ps) {
     q++;
   if (q < ps->end &&
       (is_ident((unsigned char)*q) || *q == ':' || *q == '/' || *q == '"'))
-    return parse_unquoted(ps); /* 746de9ad-..., 2024-10-18T18:35:22Z */
+    return bare_text(ps); /* 746de9ad-..., 2024-10-18T18:35:22Z */
   size_t len = (size_t)(q - start);
+  int digits = 0;
+  for (const char *d = start; d < q; d++)
+    digits += *d >= '0' && *d <= '9';
+  if (ps->strict_words && digits == 0) /* -, ..., e: no number at all */
+    return fail(ps, start, "no JSON value in the text");
   char buf[64];
   number num;
   if (len <= 18 && is_integer_text(start, len)) { /* most numbers: at once */
@@ -773,24 +843,24 @@ static int parse_number(lp *ps) {
     ps->p = q;
     return ps->sink->integer(ps->ud, *start == '-' ? -v : v) ? stopped(ps) : 0;
   }
+  if (read_number(start, len, &num) == 0) {
+    ps->p = q;
+    return emit_number(ps, &num, start, len);
+  }
   if (len >= sizeof buf) {
     if (!is_integer_text(start, len))
-      return parse_unquoted(ps);
+      return bare_text(ps);
     num.kind = 'b';
     ps->p = q;
     return emit_number(ps, &num, start, len);
   }
   memcpy(buf, start, len);
   buf[len] = '\0';
-  if (read_number(buf, len, &num) == 0) {
-    ps->p = q;
-    return emit_number(ps, &num, start, len);
-  }
   const char *r = buf;
   if (*r == '-' || *r == '+')
     r++;
   if (r[0] == '0' && r[1] >= '0' && r[1] <= '9')
-    return parse_unquoted(ps); /* leading zeros: keep every digit */
+    return bare_text(ps); /* leading zeros: keep every digit */
   char fixed[80];
   size_t n = 0;
   r = buf;
@@ -814,7 +884,7 @@ static int parse_number(lp *ps) {
   fixed[n] = '\0';
   if (read_number(fixed, n, &num) != 0) {
     if (!overflows(fixed))
-      return parse_unquoted(ps);
+      return bare_text(ps);
     repair(ps, start, "read the number '%s', too large for a double, as null",
            buf);
     ps->p = q;
@@ -866,8 +936,9 @@ static int parse_word(lp *ps) {
     /* NumberLong(2), ObjectId("5f1d"), ISODate("..."): keep the value. */
     repair(ps, start, "unwrapped %.*s(...)", (int)(n > 40 ? 40 : n), start);
     ps->p = q + 1;
-    if (parse_value(ps) != 0)
+    if (enter(ps, ps->in[ps->depth]) != 0 || parse_value(ps) != 0)
       return -1;
+    ps->depth--;
     skip(ps);
     if (!at_end(ps) && *ps->p == ')')
       ps->p++;
@@ -888,9 +959,7 @@ static int parse_word(lp *ps) {
         return rc ? stopped(ps) : 0;
       }
   }
-  if (ps->strict_words)
-    return fail(ps, start, "no JSON value in the text");
-  return parse_unquoted(ps);
+  return bare_text(ps);
 }
 
 /* A regular expression literal /.../ becomes the string of its text. */
@@ -999,9 +1068,9 @@ static int rest_depth(lp *ps, const char *from) {
   spool__lp_rest *r = ps->decoded ? NULL : ps->rest;
   int d;
   if (r && r->at && r->end == ps->end && r->at <= from)
-    d = r->depth - spool__lp_brackets(r->at, from, 0, &ignored);
+    d = r->depth - spool__lp_brackets(r->at, from, 0, 0, &ignored);
   else
-    d = spool__lp_brackets(from, ps->end, 0, &ignored);
+    d = spool__lp_brackets(from, ps->end, 0, 0, &ignored);
   if (r) {
     r->at = from;
     r->end = ps->end;

@@ -15,6 +15,13 @@ typedef struct spool__lp_rest {
   int depth;
 } spool__lp_rest;
 
+/* The last position computed: the next one counts from there, forwards or
+ * back, not from the start of the reply. */
+typedef struct spool__lp_pos {
+  const char *at;
+  int line, col;
+} spool__lp_pos;
+
 typedef struct spool__lp {
   const char *text; /* the whole reply, for positions */
   const char *p;    /* the cursor */
@@ -32,10 +39,7 @@ typedef struct spool__lp {
   int excess;           /* closers past openers after the cursor; -1: not
                            counted yet */
   spool__lp_rest *rest; /* shared by the candidates, or NULL */
-  /* The last position computed (repairs come mostly in order): the next
-   * one counts lines from there. */
-  const char *pos_at;
-  int pos_line, pos_col;
+  spool__lp_pos *pos;   /* shared by the candidates */
   /* An escaped document is parsed from its decoded copy: p and end point
    * there, and positions map back to the reply from src. */
   const char *decoded, *src, *src_end;
@@ -65,11 +69,12 @@ const char *spool__lp_original(const spool__lp *ps, const char *at);
 
 /*
  * Walks text[p, end) counting brackets, skipping "strings" and backslash
- * escapes. Returns the depth reached (openers minus closers); with
- * stop_at_zero it stops after the closer that brings the depth back to 0
- * (and *closes points past it; else *closes is NULL).
+ * escapes (in an escaped document, decoding as it goes). Returns the depth
+ * reached (openers minus closers); with stop_at_zero it stops after the
+ * closer that brings the depth back to 0 (and *closes points past it;
+ * else *closes is NULL).
  */
-int spool__lp_brackets(const char *p, const char *end, int stop_at_zero,
-                       const char **closes);
+int spool__lp_brackets(const char *p, const char *end, int escaped,
+                       int stop_at_zero, const char **closes);
 
 #endif

@@ -250,7 +250,8 @@ static int x_accept(void *ud, const spool__extract_result *r) {
 static const spool__extract_hooks lua_hooks = {x_begin, x_reject, x_accept};
 
 /* extract(text [, max [, partial]]) -> { { value, repairs, from, to,
- * fenced, truncated }, ... } | nil, "EJSON: ..." */
+ * fenced, truncated }, ..., incomplete = "EJSON: ..." (what was not
+ * returned, if anything) } | nil, "EJSON: ..." */
 static int l_json_extract(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
@@ -273,6 +274,12 @@ static int l_json_extract(lua_State *L) {
     return spool__push_fail(L, "EJSON: %s", msg);
   }
   lua_settop(L, 3);
+  if (err.msg[0]) {
+    char msg[160];
+    spool__json_error_format(&err, msg, sizeof msg);
+    lua_pushfstring(L, "EJSON: %s", msg);
+    lua_setfield(L, 3, "incomplete");
+  }
   return 1;
 }
 
