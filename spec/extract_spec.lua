@@ -521,6 +521,70 @@ describe("spool.extract", function()
       assert.is_nil((spool.extract('"Urgent"', { schema = s })))
     end)
 
+    it("reads every value in a fence, and gathers them in the text's order",
+      function()
+      local items = { type = "array", items = { type = "object",
+        required = { "id" }, properties = { id = { type = "integer" } } } }
+      local v = spool.extract('```json\n{"id": 1}\n{"id": 2}\n{"id": 3}\n```',
+        { schema = items })
+      assert.are.equal(3, #v)
+      v = spool.extract('{"id": 1}\n```json\n{"id": 2}\n```\n{"id": 3}',
+        { schema = items })
+      assert.are.same({ 1, 2, 3 }, { v[1].id, v[2].id, v[3].id })
+      assert.are.same({ id = 2 }, spool.extract('```json\n{"x": 1}\n{"id": 2}\n'
+        .. '```', { schema = { type = "object", required = { "id" } } }))
+    end)
+
+    it("finds nothing inside a value that failed, fences and quoted "
+      .. "brackets included", function()
+      for _, text in ipairs {
+        '{"answer": "Use this:\n```json\n{"debug": true}\n```\n", '
+          .. '"confidence": <high>}',
+        "Result: {'a': 'use }', 'b': <Foo object at 0x7f>, 'c': {'d': 1}}",
+        "{'a': 'list ]', 'b': <Foo>, 'c': [1, 2]}",
+      } do
+        assert.matches("^ERR EJSON", x(text), 1, false)
+      end
+      -- One that failed before the value is named in info.incomplete.
+      local v, info = spool.extract('{"id": @}\n{"id": 3}')
+      assert.are.same({ id = 3 }, v)
+      assert.matches("^EJSON: line 1, column 8", info.incomplete)
+    end)
+
+    it("lets a schema look past many bracketed references", function()
+      local v = spool.extract("See [1], [2], [3], [4], [5], [6], [7], [8], [9]. "
+        .. '{"a": 1}', { schema = { type = "object", required = { "a" } } })
+      assert.are.same({ a = 1 }, v)
+      v = spool.extract("See [the docs](https://x.io) for details.",
+        { schema = { type = "string" } })
+      assert.are.equal("See [the docs](https://x.io) for details.", v)
+    end)
+
+    it("closes with a closer meant for the parent without calling the "
+      .. "text cut off", function()
+      for text, want in pairs { ['{"a": [1, 2}'] = '{"a":[1,2]}',
+                                ['[{"a": 1]'] = '[{"a":1}]' } do
+        local got, info = x(text)
+        assert.are.equal(want, got)
+        assert.is_false(info.truncated)
+      end
+    end)
+
+    it("reads #fff as text, and # with a space as a comment", function()
+      assert.are.equal('{"color":"#fff","size":2}',
+        x('{"color": #fff, "size": 2}'))
+      assert.are.equal('{"a":1,"b":2}', x('{"a": 1, # note\n"b": 2}'))
+    end)
+
+    it("merges after an early closer only a quoted key, not prose",
+      function()
+      assert.are.equal('{"answer":42}',
+        x('{"answer": 42}\nNote: I dropped the stray } from your input.'))
+      local key = "a:," .. ("x"):rep(300)
+      assert.are.equal(json.encode({ [key] = 1 }),
+        x('x {"' .. key .. '": 1}'))
+    end)
+
     it("fills no null into a value still streaming", function()
       local s = { type = "object", properties = {
         a = { type = "integer" }, note = { type = { "string", "null" } } } }

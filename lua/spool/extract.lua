@@ -16,12 +16,15 @@
 --                whose value has not begun is left out, and a required
 --                property not seen yet is listed in info.pending rather
 --                than failing the schema
---   opts.max     how many candidates to consider (default 8)
+--   opts.max     how many candidates to consider (default 8; 64 with a
+--                schema, which chooses among them)
 --
 --   info = { repaired = bool, repairs = { "line 1, column 9: ...", ... },
 --            truncated = bool (the text ended inside the value: it is
 --            only what was complete so far), fenced = bool, from, to,
---            candidates = n, pending = { "value.answer", ... } (partial) }
+--            candidates = n, pending = { "value.answer", ... } (partial),
+--            incomplete = "EJSON: ..." (a value in the text that failed,
+--            or where the search stopped: not among the candidates) }
 --
 -- Strict JSON comes back exactly as spool.json.decode reads it, with no
 -- repairs. Errors: EJSON (no value could be recovered: position and
@@ -38,7 +41,7 @@ local M = {}
 local GATHER_MAX = 256
 
 
-local function info_of(c, extra, n)
+local function info_of(c, extra, n, incomplete)
   local repairs = c.repairs -- the extractor's, already a json.array
   if extra and #extra > 0 then
     repairs = json.array()
@@ -46,7 +49,8 @@ local function info_of(c, extra, n)
     table.move(extra, 1, #extra, #repairs + 1, repairs)
   end
   return { repaired = #repairs > 0, repairs = repairs, truncated = c.truncated,
-           fenced = c.fenced, from = c.from, to = c.to, candidates = n }
+           fenced = c.fenced, from = c.from, to = c.to, candidates = n,
+           incomplete = incomplete }
 end
 
 
@@ -79,6 +83,9 @@ local function gather(candidates, opts)
       #candidates, candidates.incomplete:gsub("^EJSON: ", ""))
   end
   local items, repairs = json.array(), json.array()
+  local in_order = table.move(candidates, 1, #candidates, 1, {})
+  table.sort(in_order, function(a, b) return a.from < b.from end)
+  candidates = in_order -- fences are found first; the list is the text's
   for i, c in ipairs(candidates) do
     local item_opts = { schema = s.items or {}, coerce = opts.coerce,
                         partial = opts.partial,
@@ -157,7 +164,7 @@ function M.extract(text, opts)
   local wants_array = type(s) == "table" and s.type == "array"
     and opts.coerce ~= false
   local candidates, err = json._extract(text,
-    wants_array and GATHER_MAX or opts.max or 8, opts.partial)
+    wants_array and GATHER_MAX or opts.max or (s and 64 or 8), opts.partial)
   if not candidates then
     local v, info = from_prose(text, opts)
     if v ~= nil then
@@ -166,7 +173,8 @@ function M.extract(text, opts)
     return nil, err
   end
   if not s then
-    return candidates[1].value, info_of(candidates[1], nil, #candidates)
+    return candidates[1].value, info_of(candidates[1], nil, #candidates,
+      candidates.incomplete)
   end
   if wants_array and #candidates > 1
       and schema.type_of(candidates[1].value) ~= "array" then
@@ -181,11 +189,17 @@ function M.extract(text, opts)
     local pending = opts.partial and c.truncated and json.array() or nil
     local value, notes = fit(c.value, opts, pending)
     if value ~= nil then
-      local info = info_of(c, notes, #candidates)
+      local info = info_of(c, notes, #candidates, candidates.incomplete)
       info.pending = pending
       return value, info
     end
     first_problem = first_problem or notes
+  end
+  -- No value fits: prose where a string is expected, or a bulleted list
+  -- where an array is (its items may hold brackets: [x] done).
+  local v, info = from_prose(text, opts)
+  if v ~= nil then
+    return v, info
   end
   return nil, "ESCHEMA: " .. first_problem
 end

@@ -40,6 +40,9 @@ typedef struct finder {
   spool__json_error *err;
   int have_err;
   const char *fail_at; /* where the last candidate tried failed */
+  const char *skip_to; /* the end of the last value that failed: nothing
+                          before it is a value of its own */
+  size_t decoded;      /* bytes of escaped documents decoded so far */
   int accepted;
   int max;
   int done;
@@ -104,11 +107,13 @@ static const char *try_at(finder *f, const char *from, const char *limit,
   spool__lp_skip(&ps);
   const char *start = ps.p;
   int ok = !(ps.p >= ps.end) && (scalar_ok || *ps.p == '{' || *ps.p == '[');
-  if (ok && (*ps.p == '{' || *ps.p == '[') && escaped_document(ps.p, ps.end)) {
+  if (ok && (*ps.p == '{' || *ps.p == '[') && escaped_document(ps.p, ps.end) &&
+      f->decoded <= 4 * f->n + (64u << 10)) { /* bounded work in all */
     /* Decoded as far as its brackets reach: the work stays per byte. */
     const char *closes;
     spool__lp_brackets(ps.p, ps.end, 1, 1, &closes);
     ps.src_end = closes ? closes : ps.end;
+    f->decoded += (size_t)(ps.src_end - ps.p);
     if (spool__lp_decode(ps.p, ps.src_end, &f->work->decoded) != 0) {
       ok = 0;
       spool__lp_fail(&ps, start, "out of memory");
@@ -162,6 +167,15 @@ static const char *try_at(finder *f, const char *from, const char *limit,
     if (ps.p >= ps.end && !scalar_ok && e.msg[0] == '\0')
       snprintf(e.msg, sizeof e.msg, "no JSON value");
     f->fail_at = f->text + e.pos;
+    if (start < limit && !(start < f->skip_to) &&
+        (*start == '{' || *start == '[')) {
+      const char *closes;
+      spool__lp_brackets(start, limit, escaped_document(start, limit), 1,
+                         &closes);
+      f->skip_to = closes == NULL         ? limit
+                   : f->fail_at >= closes ? f->fail_at + 1
+                                          : closes;
+    }
     if ((!f->have_err || ps.fatal) && e.msg[0]) {
       *f->err = e;
       f->have_err = 1;
@@ -312,8 +326,8 @@ int spool__extract(const char *text, size_t n, int max_candidates, int flags,
   /* 2. Fenced blocks, in order: an object or array, or (in a fence that
    * says JSON) one lone scalar. A fence inside a value that opens before
    * it is text: that value is the candidate. The prose scan skips what
-   * held a value. */
-  enum { MAX_TAKEN = 16 };
+   * held a value, and what failed. */
+  enum { MAX_TAKEN = 64 };
   const char *taken[MAX_TAKEN][2];
   int ntaken = 0;
   const char *p = text, *next;
@@ -322,23 +336,27 @@ int spool__extract(const char *text, size_t n, int max_candidates, int flags,
          (next = next_fence(p, end, &fc)) != NULL) {
     f.starts++;
     const char *outer = open_before(p, fc.open), *got;
-    if (outer && (got = try_at(&f, outer, end, 0, 0, 0, fc.open)) != NULL) {
-      taken[ntaken][0] = outer;
-      taken[ntaken][1] = got;
-      ntaken++;
-      p = got;
-      continue;
+    if (outer && !(outer < f.skip_to)) {
+      got = try_at(&f, outer, end, 0, 0, 0, fc.open);
+      if (got || f.skip_to > fc.open) { /* the fence is inside it */
+        taken[ntaken][0] = outer;
+        taken[ntaken][1] = got ? got : f.skip_to;
+        ntaken++;
+        p = got ? got : next > f.skip_to ? next : f.skip_to;
+        continue;
+      }
     }
     got = try_at(&f, fc.body, fc.body_end, 1, 0, 0, NULL);
     if (!got && !f.done && fc.json)
       got = try_at(&f, fc.body, fc.body_end, 1, 1, 1, NULL);
-    if (got) {
-      taken[ntaken][0] = fc.open;
-      taken[ntaken][1] = next;
-      ntaken++;
-    }
+    /* The rest of a body that held a value may hold more: the prose scan
+     * reads them. One that held none is code, or a value that failed. */
+    taken[ntaken][0] = fc.open;
+    taken[ntaken][1] = got ? got : next;
+    ntaken++;
     p = next;
   }
+  f.skip_to = NULL;
   /* 3. Objects and arrays in the prose. One that fails is skipped whole,
    * past its brackets and past where it failed: what is inside it is part
    * of it, not a value of its own. */
@@ -348,6 +366,10 @@ int spool__extract(const char *text, size_t n, int max_candidates, int flags,
         p = taken[i][1];
     if (p >= end || (*p != '{' && *p != '['))
       continue;
+    if (p < f.skip_to) {
+      p = f.skip_to - 1;
+      continue;
+    }
     if (f.starts++ >= MAX_STARTS) {
       if (!f.have_err) {
         snprintf(err->msg, sizeof err->msg,
@@ -364,14 +386,9 @@ int spool__extract(const char *text, size_t n, int max_candidates, int flags,
       break;
     }
     const char *stop = try_at(&f, p, end, 0, 0, 0, NULL);
-    if (!stop) {
-      spool__lp_brackets(p, end, escaped_document(p, end), 1, &stop);
-      if (!stop)
-        break;
-      if (f.fail_at >= stop)
-        stop = f.fail_at + 1;
-    }
-    p = stop - 1;
+    if (!stop && f.skip_to >= end)
+      break;
+    p = (stop ? stop : f.skip_to) - 1;
   }
   /* 4. A lone scalar, when the text holds nothing else. */
   if (f.accepted == 0)

@@ -144,16 +144,19 @@ static const char *next_char(const char *p, const char *end, int escaped,
 int spool__lp_brackets(const char *p, const char *end, int escaped,
                        int stop_at_zero, const char **closes) {
   int depth = 0;
-  char c;
+  char c, last = ',';
   *closes = NULL;
   while (p < end) {
     p = next_char(p, end, escaped, &c);
+    /* ' and ` open strings where a token starts, not inside a word */
+    int quote = c == '"' || ((c == '\'' || c == '`') && strchr("{[,:(", last));
     if (c == '\\' && p < end) {
       p = next_char(p, end, escaped, &c); /* \" outside a string too */
-    } else if (c == '"') {
+    } else if (quote) {
+      char q = c;
       while (p < end) {
         p = next_char(p, end, escaped, &c);
-        if (c == '"')
+        if (c == q)
           break;
         if (c == '\\' && p < end)
           p = next_char(p, end, escaped, &c);
@@ -164,6 +167,8 @@ int spool__lp_brackets(const char *p, const char *end, int escaped,
       *closes = p;
       return 0;
     }
+    if (c != ' ' && c != '\t' && c != '\n' && c != '\r')
+      last = quote ? 'q' : c;
   }
   return depth;
 }
@@ -247,7 +252,8 @@ void spool__lp_skip(lp *ps) {
     if (is_blank(c)) {
       ps->p++;
     } else if ((c == '/' && ps->p + 1 < ps->end && ps->p[1] == '/') ||
-               c == '#') {
+               (c == '#' &&
+                (ps->p + 1 >= ps->end || strchr(" \t\r\n#!", ps->p[1])))) {
       repair(ps, ps->p, "removed a comment");
       while (ps->p < ps->end && *ps->p != '\n')
         ps->p++;
@@ -314,8 +320,9 @@ static int enter(lp *ps, char kind);
  * next quote (on this line) followed by ':'? ("a:b,c": 1) Else its
  * closing quote was forgotten ({"a: 1, "b": 2}). */
 static int key_closes_later(const lp *ps, int kind) {
-  const char *end =
-      ps->end - ps->p > KEY_LOOKAHEAD ? ps->p + KEY_LOOKAHEAD : ps->end;
+  const char *end = ps->end - ps->p > 16 * KEY_LOOKAHEAD
+                        ? ps->p + 16 * KEY_LOOKAHEAD
+                        : ps->end;
   int k;
   for (const char *q = ps->p; q < end && *q != '\n'; q++) {
     if (*q == '\\') {
@@ -354,7 +361,8 @@ static int closes_string(lp *ps, const char *q) {
              *s == '\n' || *s == '\r');
   }
   if (c == ',' || c == '}' || c == ']' || c == '\n' || c == '\r' || c == ':' ||
-      c == '+' || c == '#' || c == ')' || (c >= '0' && c <= '9'))
+      c == '+' || c == ')' || (c >= '0' && c <= '9') ||
+      (c == '#' && (r + 1 >= ps->end || strchr(" \t\r\n#!", r[1]))))
     return 1;
   if (c == '/' && r + 1 < ps->end && (r[1] == '/' || r[1] == '*'))
     return 1;
@@ -447,6 +455,7 @@ static int read_string(lp *ps, int is_key) {
   int in_object = ps->in[ps->depth] == '{';
   int ascii = kind == 'D' || kind == 'S' ? 0x100 : kind; /* others >= 0x80 */
   int quoted_inside = 0;
+  int closes_later = -1; /* a key's: not looked for yet */
   mark comma = {0}, line = {0}, delim = {0}, colon = {0}, inner = {0};
   if (kind == 'D' || kind == 'S')
     repair(ps, open, "replaced typographic quotes with \"");
@@ -539,7 +548,10 @@ static int read_string(lp *ps, int is_key) {
       colon.len = sb->len;
     }
     if (is_key && colon.at && (c == ',' || c == '}' || c == '\n') &&
-        !key_closes_later(ps, kind)) {
+        closes_later < 0)
+      closes_later = key_closes_later(ps, kind);
+    if (is_key && colon.at && (c == ',' || c == '}' || c == '\n') &&
+        !closes_later) {
       end_at(ps, &colon, open, "closed a key with no closing quote at its ':'");
       return 0;
     }
@@ -1094,7 +1106,8 @@ static int early_close(lp *ps, int object) {
       ;
   const char *at = ps->p;
   ps->p = q;
-  int more = object ? looks_like_key(ps, q) : comma && starts_value(ps);
+  int more = object ? starts_string(ps) && looks_like_key(ps, q)
+                    : comma && starts_value(ps);
   ps->p = at;
   if (!more)
     return 0;
@@ -1179,6 +1192,10 @@ static int object_members(lp *ps, const char *open) {
     if (c == '}' || c == ']') {
       if (early_close(ps, 1))
         continue;
+      if (c == ']' && ps->in[ps->depth - 1] == '[') { /* [{"a": 1] */
+        repair(ps, ps->p, "added a missing '}'");
+        return close_container(ps, 1);
+      }
       if (c == ']')
         repair(ps, ps->p, "read ']' as the '}' that closes this object");
       ps->p++;
@@ -1275,6 +1292,11 @@ static int parse_array(lp *ps) {
     if (c == ']' || c == '}' || c == ')') {
       if (c == ']' && early_close(ps, 0))
         continue;
+      if (c == '}' && ps->in[ps->depth - 1] == '{') { /* {"a": [1, 2} */
+        repair(ps, ps->p, "added a missing '%c'", closer);
+        rc = close_container(ps, 0);
+        break;
+      }
       if (c != closer)
         repair(ps, ps->p, "read '%c' as the '%c' that closes this array", c,
                closer);
@@ -1335,6 +1357,8 @@ static int parse_value(lp *ps) {
     return parse_word(ps);
   if (c == '/')
     return parse_regex(ps);
+  if (c == '#') /* #fff, #42: a comment would have been skipped */
+    return bare_text(ps);
   return fail(ps, ps->p, "unexpected '%c', expected a value", c);
 }
 
