@@ -10,10 +10,12 @@ local M = {}
 local counters = {} -- metric name -> { [label text] = n }
 
 -- Histograms: name -> { help, buckets, series = { [label text] =
--- { counts, sum, n } }, nseries }. The GenAI ones are OpenTelemetry's
--- gen_ai.client.* (semantic conventions v1.41), with their buckets, named
--- as Prometheus names OpenTelemetry metrics (dots become underscores, the
--- unit a suffix).
+-- { counts, sum, n } }, nseries }. counts[i] is what fell in bucket i
+-- alone (at most its bound, more than the one before): one increment per
+-- value, as every model call observes several; rendering sums them up.
+-- The GenAI ones are OpenTelemetry's gen_ai.client.* (semantic conventions
+-- v1.41), with their buckets, named as Prometheus names OpenTelemetry
+-- metrics (dots become underscores, the unit a suffix).
 local histograms = {}
 local MAX_SERIES = 1000 -- per histogram: label values come from outside
 
@@ -59,11 +61,12 @@ local function observe(name, key, v)
   end
   s.n = s.n + 1
   s.sum = s.sum + v
-  for i = #h.buckets, 1, -1 do
-    if v > h.buckets[i] then
-      break
+  local buckets = h.buckets
+  for i = 1, #buckets do
+    if v <= buckets[i] then
+      s.counts[i] = s.counts[i] + 1
+      return
     end
-    s.counts[i] = s.counts[i] + 1
   end
 end
 
@@ -173,13 +176,15 @@ end
 
 local TERMINAL = { done = true, failed = true, cancelled = true }
 
--- The GenAI histograms' labels of a model call (label text, kept).
+-- The GenAI histograms' labels of a model call (label text, kept by
+-- provider, model and the extra label's value).
 local genai_keys = {}
 local genai_key_count = 0
 
 local function genai_key(provider, model, extra_k, extra_v)
-  local id = table.concat({ provider, model, extra_k, extra_v }, "\0")
-  local key = genai_keys[id]
+  local by_model = genai_keys[provider]
+  local by_extra = by_model and by_model[model]
+  local key = by_extra and by_extra[extra_v or ""]
   if not key then
     local labels = { gen_ai_operation_name = "chat",
       gen_ai_provider_name = provider, gen_ai_request_model = model }
@@ -189,7 +194,9 @@ local function genai_key(provider, model, extra_k, extra_v)
     key = label_text(labels)
     if genai_key_count < 4096 then
       genai_key_count = genai_key_count + 1
-      genai_keys[id] = key
+      genai_keys[provider] = by_model or {}
+      genai_keys[provider][model] = by_extra or {}
+      genai_keys[provider][model][extra_v or ""] = key
     end
   end
   return key
@@ -300,9 +307,11 @@ local function render_histograms(out)
     out[#out + 1] = "# TYPE " .. name .. " histogram"
     for _, k in ipairs(sorted_keys(h.series)) do
       local s = h.series[k]
+      local below = 0 -- a bound in full: %g wrote 1048576 as 1.04858e+06
       for i, bound in ipairs(h.buckets) do
+        below = below + s.counts[i]
         out[#out + 1] = string.format("%s_bucket%s %d", name,
-          with_le(k, string.format("%g", bound)), s.counts[i])
+          with_le(k, string.format("%.14g", bound)), below)
       end
       out[#out + 1] = string.format("%s_bucket%s %d", name, with_le(k, "+Inf"),
         s.n)
