@@ -6,7 +6,8 @@
 -- which would replace this one):
 --
 --   build/spool --project bench --db :memory: lua bench/profile.lua \
---     --base URL --runs 100 --concurrency 1 --steps 10 --no-cpu-limits
+--     --base URL --runs 100 --concurrency 1 --steps 10 --warmup 5 \
+--     --timeout-s 300 --no-cpu-limits
 --
 -- It counts Lua instructions, not time in C (the codec, the store, curl):
 -- callgrind gives those (bench/README.md).
