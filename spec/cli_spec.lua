@@ -317,6 +317,17 @@ describe("spool (CLI)", function()
       h.remove(dir)
     end)
 
+    it("opens no store: it neither creates nor locks one", function()
+      local dir = h.tmpdir()
+      local out, _, code = spool("--project " .. h.q(dir) .. " extract",
+        '{"a": 1,}')
+      assert.are.equal(0, code)
+      assert.are.equal('{"a":1}\n', out)
+      local listing = h.sh("ls -A " .. h.q(dir))
+      assert.are.equal("", listing)
+      h.remove(dir)
+    end)
+
     it("exits 1 with a position and reason when there is no JSON", function()
       local _, err, code = spool("extract", "I cannot help with that.")
       assert.are.equal(1, code)

@@ -556,7 +556,12 @@ static int cmd_extract(const cli *c, uv_loop_t *loop) {
     free(schema);
     return usage_error("cannot read the reply from stdin%s", "");
   }
-  spool_engine *e = open_engine(c, loop, &code);
+  /* Text in, text out: no thread is stored, so no store is opened (nor
+   * created, nor locked) unless --db names one. */
+  cli own = *c;
+  if (own.db == NULL)
+    own.db = ":memory:";
+  spool_engine *e = open_engine(&own, loop, &code);
   if (e != NULL) {
     const char *out;
     if (spool_extract(e, text, len, schema, json ? 0 : SPOOL_EXTRACT_LINES,
