@@ -585,6 +585,14 @@ describe("spool.extract", function()
         x('x {"' .. key .. '": 1}'))
     end)
 
+    it("says where it stopped looking, when a text holds too many values",
+      function()
+      local candidates = json._extract(('{"a":1} '):rep(300), 1000)
+      assert.are.equal(256, #candidates)
+      assert.are.equal("EJSON: line 1, column 2049 (byte 2048): stopped "
+        .. "looking for values after 256 starts", candidates.incomplete)
+    end)
+
     it("fills no null into a value still streaming", function()
       local s = { type = "object", properties = {
         a = { type = "integer" }, note = { type = { "string", "null" } } } }

@@ -1,6 +1,7 @@
 -- spool.json: the exact codec. lua-cjson serves as an oracle on documents
 -- where it is exact (no floats, no large integers, no empty arrays).
 local json = require "spool.json"
+local schema = require "spool.schema"
 local cjson = require "cjson"
 
 local function roundtrip(text)
@@ -34,7 +35,6 @@ describe("spool.json", function()
       assert.are.equal(text, json.encode(v)) -- the same digits, not 1.2e+20
       assert.are.equal(json.raw("123456789012345678901"), v.id)
       assert.are_not.equal(json.raw("123456789012345678902"), v.id)
-      local schema = require "spool.schema"
       assert.are.equal("integer", schema.type_of(v.id))
       assert.is_true(schema.check(v, { type = "object", properties = {
         id = { type = "integer", minimum = 0 } } }))

@@ -51,14 +51,8 @@ typedef struct finder {
   spool__lp_pos pos;
 } finder;
 
-static int is_blank(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static int is_num_char(char c) {
-  return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' ||
-         c == 'e' || c == 'E';
-}
+#define is_blank spool__lp_blank
+#define is_num_char spool__lp_num_char
 
 /* Is the value opening at p an escaped document ({\"a\": 1}: a JSON
  * string printed instead of its value)? Its first string's quote is \". */
@@ -375,12 +369,7 @@ int spool__extract(const char *text, size_t n, int max_candidates, int flags,
         snprintf(err->msg, sizeof err->msg,
                  "stopped looking for values after %d starts", MAX_STARTS);
         err->pos = (size_t)(p - text);
-        err->line = err->column = 1;
-        for (const char *q = text; q < p; q++)
-          if (*q == '\n')
-            err->line++, err->column = 1;
-          else
-            err->column += ((unsigned char)*q & 0xc0) != 0x80;
+        spool__lp_locate(&f.pos, text, p, &err->line, &err->column);
         f.have_err = 1;
       }
       break;

@@ -19,12 +19,9 @@
 
 typedef spool__lp lp;
 
-/* The line and column of at in the reply (at is there, not in a decoded
- * copy), counted from the last position computed: forwards, or back along
- * the line, or back across lines and then from the line's start. */
-static void position(lp *ps, const char *at, int *line, int *col) {
-  spool__lp_pos *c = ps->pos;
-  const char *q = ps->text;
+void spool__lp_locate(spool__lp_pos *c, const char *text, const char *at,
+                      int *line, int *col) {
+  const char *q = text;
   *line = 1;
   *col = 1;
   if (c->at && c->at <= at) {
@@ -41,7 +38,7 @@ static void position(lp *ps, const char *at, int *line, int *col) {
     *line = c->line;
     for (const char *b = at; b < c->at; b++)
       *line -= *b == '\n';
-    for (q = at; q > ps->text && q[-1] != '\n'; q--)
+    for (q = at; q > text && q[-1] != '\n'; q--)
       ;
   }
   for (; q < at; q++) {
@@ -55,6 +52,10 @@ static void position(lp *ps, const char *at, int *line, int *col) {
   c->at = at;
   c->line = *line;
   c->col = *col;
+}
+
+static void position(lp *ps, const char *at, int *line, int *col) {
+  spool__lp_locate(ps->pos, ps->text, at, line, col);
 }
 
 /* Messages quote the reply, which may not be UTF-8 (or was cut in the
@@ -181,9 +182,7 @@ static int at_end(lp *ps) {
   return ps->p >= ps->end;
 }
 
-static int is_blank(char c) {
-  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
+#define is_blank spool__lp_blank
 
 static int is_ident_start(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
@@ -801,10 +800,7 @@ static int overflows(const char *text) {
   return end != text && *end == '\0' && isinf(d);
 }
 
-static int is_num_char(char c) {
-  return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' ||
-         c == 'e' || c == 'E';
-}
+#define is_num_char spool__lp_num_char
 
 /* Is text[0..len) an integer, '-' and digits with no leading zero? */
 static int is_integer_text(const char *t, size_t len) {

@@ -47,6 +47,22 @@ typedef struct spool__lp {
   char in[SPOOL_JSON_MAX_DEPTH + 2]; /* the container open at each depth */
 } spool__lp;
 
+static inline int spool__lp_blank(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* A byte a number (as models write them) may hold. */
+static inline int spool__lp_num_char(char c) {
+  return (c >= '0' && c <= '9') || c == '-' || c == '+' || c == '.' ||
+         c == 'e' || c == 'E';
+}
+
+/* The line and column of at in text (1-based, in characters), counted from
+ * where *from was last (forwards, or back along the line, or back across
+ * lines from the line's start), which then moves to at. */
+void spool__lp_locate(spool__lp_pos *from, const char *text, const char *at,
+                      int *line, int *col);
+
 /* Reads one value at ps->p into the sink: 0, or -1 with ps->err set. */
 int spool__lp_value(spool__lp *ps);
 
