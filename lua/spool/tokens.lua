@@ -16,6 +16,8 @@
 --   tokens.factor(events)                 -> the calibration factor, within
 --                                            MIN_FACTOR..MAX_FACTOR
 
+local core = require "spool.core"
+
 local M = {}
 
 -- Per message: role and framing, as providers count them.
@@ -71,18 +73,9 @@ end
 
 
 -- The tokens of messages of these sizes (a list of bytes), less their
--- framing. (Counted for every message at every step: kept lean.)
-function M.of_sizes(sizes, factor)
-  factor = factor or 1
-  local n = 0
-  for i = 1, #sizes do
-    local b = sizes[i]
-    if b > 0 then
-      n = n + ceil(b / 4 * factor)
-    end
-  end
-  return n
-end
+-- framing: each one's of_bytes, summed in C (counted for every message
+-- at every step).
+M.of_sizes = core.sizes_tokens -- (engine/src/lua/l_tokens.c)
 
 
 function M.message(msg, factor)

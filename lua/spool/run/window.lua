@@ -26,6 +26,7 @@
 --   window.drop_overflow(plan)   when compaction could not make room
 --     (plan.overflow: the tokens over the budget nothing could cut)
 
+local core = require "spool.core"
 local json = require "spool.json"
 local tokens = require "spool.tokens"
 local task = require "spool.base.task"
@@ -339,9 +340,22 @@ local function settle(w, u, cuts, fresh)
 end
 
 
+-- Whether unit `u` holds a pinned event: once, as it closes (a closed
+-- unit's events never change, nor do a walk's pins).
+local function holds_pin(w, u)
+  for seq in pairs(w.pinned) do
+    if seq >= u.first and seq <= u.last then
+      return true
+    end
+  end
+  return false
+end
+
+
 local function start_unit(w, msg, bytes, cut, seq, kind)
   if w.unit then
     settle(w, w.unit, w.cuts)
+    w.unit.pinned = holds_pin(w, w.unit)
     w.units[#w.units + 1] = w.unit
     if #w.owed > 0 then
       w.owed, w.answers = {}, {}
@@ -497,21 +511,13 @@ local function finish(plan, w, fixed_tokens)
     for i = 1, #cuts do
       cut_now(plan, w, cuts[i], done)
     end
+    view.pinned = holds_pin(w, view)
     units[#units + 1] = view
   end
-  local factor, of_sizes = plan.factor, tokens.of_sizes
-  local total = fixed_tokens or 0
-  for i = 1, #units do
-    local u = units[i]
-    local n = u.overhead + of_sizes(u.bytes, factor)
-    u.tokens, u.pinned = n, false
-    for seq in pairs(w.pinned) do
-      if seq >= u.first and seq <= u.last then
-        u.pinned = true
-      end
-    end
-    total = total + n
-  end
+  -- Every unit's tokens at this plan's factor (in C: it is done for every
+  -- message at every step).
+  local total = (fixed_tokens or 0) + core.units_tokens(units, plan.factor,
+    true)
   plan.units, plan.total, plan.summary = units, total, w.summary
   plan.pinned_call = w.pinned_call
 end
@@ -705,11 +711,7 @@ end
 
 -- The tokens of the plan's messages at `factor`.
 function M.tokens(plan, factor)
-  local n = 0
-  for _, u in ipairs(plan.units) do
-    n = n + u.overhead + tokens.of_sizes(u.bytes, factor)
-  end
-  return n
+  return core.units_tokens(plan.units, factor)
 end
 
 

@@ -1,0 +1,87 @@
+/*
+ * l_tokens.c: the token sums of a context window, counted at every step of
+ * every run (spool.run.window): each message's tokens at the thread's
+ * calibration factor, which changes from step to step, so nothing of it
+ * can be kept. In Lua this was a tenth of a tool step's instructions.
+ *
+ *   core.sizes_tokens(sizes, factor) -> tokens of messages of these sizes
+ *     (a list of bytes), as spool.tokens.of_bytes counts each one
+ *   core.units_tokens(units, factor, set) -> the tokens of window units
+ *     { overhead = n, bytes = { n, ... } }: each one's overhead and sizes;
+ *     `set` also stores each unit's count in unit.tokens
+ *
+ * The rule is spool.tokens.of_bytes, ceil(bytes / 4 * factor), in the
+ * same double arithmetic, so the sums are those the Lua functions made
+ * (spec/tokens_spec.lua compares them).
+ */
+#include <math.h>
+
+#include "spool_int.h"
+
+/* More tokens than this in one message is no count (and would not fit an
+ * integer). */
+#define MAX_TOKENS 0x1p62
+
+/* The tokens of the sizes in the table at `idx`. */
+static lua_Integer sum_sizes(lua_State *L, int idx, lua_Number factor) {
+  lua_Integer n = 0;
+  lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
+  for (lua_Integer i = 1; i <= len; i++) {
+    lua_rawgeti(L, idx, i);
+    int isnum;
+    lua_Number b = lua_tonumberx(L, -1, &isnum);
+    lua_pop(L, 1);
+    if (!isnum)
+      return luaL_error(L, "size %d is not a number of bytes", (int)i);
+    if (b > 0) {
+      lua_Number t = ceil(b / 4 * factor);
+      if (!(t < MAX_TOKENS && t > -MAX_TOKENS))
+        return luaL_error(L, "size %d makes no token count", (int)i);
+      n += (lua_Integer)t;
+    }
+  }
+  return n;
+}
+
+static int l_sizes_tokens(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushinteger(L, sum_sizes(L, 1, luaL_optnumber(L, 2, 1)));
+  return 1;
+}
+
+static int l_units_tokens(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Number factor = luaL_optnumber(L, 2, 1);
+  int set = lua_toboolean(L, 3);
+  lua_settop(L, 1);
+  lua_Integer total = 0;
+  lua_Integer units = (lua_Integer)lua_rawlen(L, 1);
+  for (lua_Integer i = 1; i <= units; i++) {
+    if (lua_rawgeti(L, 1, i) != LUA_TTABLE)
+      return luaL_error(L, "unit %d is not a table", (int)i);
+    int isnum;
+    lua_getfield(L, 2, "overhead");
+    lua_Integer n = lua_tointegerx(L, -1, &isnum);
+    if (!isnum)
+      return luaL_error(L, "unit %d has no overhead", (int)i);
+    if (lua_getfield(L, 2, "bytes") != LUA_TTABLE)
+      return luaL_error(L, "unit %d has no sizes", (int)i);
+    n += sum_sizes(L, 4, factor);
+    lua_pop(L, 2);
+    if (set) {
+      lua_pushinteger(L, n);
+      lua_setfield(L, 2, "tokens");
+    }
+    lua_pop(L, 1);
+    total += n;
+  }
+  lua_pushinteger(L, total);
+  return 1;
+}
+
+void spool__open_tokens(lua_State *L) {
+  lua_pushcfunction(L, l_sizes_tokens);
+  lua_setfield(L, -2, "sizes_tokens");
+  lua_pushcfunction(L, l_units_tokens);
+  lua_setfield(L, -2, "units_tokens");
+}
