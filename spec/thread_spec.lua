@@ -78,6 +78,50 @@ describe("spool.run.thread", function()
       end
     end)
 
+  it("knows when the latest model call is settled, as recovery's scan does",
+    function()
+      local recover = require "spool.run.recover"
+      -- The scan itself: the same thread, claiming never to be settled.
+      local function scanned(t)
+        return recover.pending(setmetatable(
+          { settled = function() return false end }, { __index = t }))
+      end
+      local TYPES = { "model_call", "intent", "tool_result", "error",
+                      "human_request", "human_response", "started", "error",
+                      "tool_result", "model_call" }
+      local seed = os.time()
+      math.randomseed(seed)
+      for round = 1, 300 do
+        local t = thread_mod.new("a", "v1")
+        t:append("input", { input = "go" })
+        for _ = 1, math.random(0, 25) do
+          local kind = TYPES[math.random(#TYPES)]
+          local id = "c" .. math.random(1, 4) -- ids repeat, as models do
+          local data = { call_id = math.random() < 0.9 and id or nil }
+          if kind == "model_call" then
+            data = { tool_calls = {}, text = "x",
+                     finish_reason = math.random() < 0.2 and "length" or nil }
+            for i = 1, math.random(0, 3) do
+              data.tool_calls[i] = { id = "c" .. math.random(1, 4),
+                                     name = "f", arguments = "{}" }
+            end
+          elseif kind == "intent" and math.random() < 0.2 then
+            data.migrated_from = "old"
+          end
+          t:append(kind, data)
+          if math.random() < 0.5 then
+            local fast, slow = recover.pending(t), scanned(t)
+            local why = string.format("seed %d, round %d, %d events", seed,
+              round, #t.events)
+            assert.are.equal(#slow == 0 and slow.final_text == nil,
+              t:settled(), why)
+            assert.are.equal(#slow, #fast, why)
+            assert.are.equal(slow.final_text, fast.final_text, why)
+          end
+        end
+      end
+    end)
+
   it("starts again when its events are replaced", function()
     local t = thread_mod.new("a", "v1")
     t:append("input", { input = "go" })

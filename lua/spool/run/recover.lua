@@ -160,6 +160,9 @@ end
 -- with how far it got: { call, intent = ev, request = ev, response = ev,
 -- started = ev }.
 function M.pending(thread)
+  if thread:settled() then
+    return {}
+  end
   local start
   for i = #thread.events, 1, -1 do
     if thread.events[i].type == "model_call" then

@@ -173,6 +173,24 @@ function Thread:fail(message)
 end
 
 
+-- The latest model call's calls, as derived state keeps them: the ids not
+-- answered yet (by a tool_result or an error), and whether anything but a
+-- person's answer came after the call (a reply without calls was routed).
+local function open_calls(d, calls)
+  d.open, d.unanswered, d.ncalls, d.after = {}, 0, 0, false
+  for _, c in ipairs(type(calls) == "table" and calls or {}) do
+    local id = type(c) == "table" and c.id
+    if id == nil then
+      d.unanswered = math.huge -- never settled here: recover reads it all
+    elseif not d.open[id] then
+      d.open[id] = true
+      d.unanswered = d.unanswered + 1
+    end
+    d.ncalls = d.ncalls + 1
+  end
+end
+
+
 -- What the events say so far, brought up to date with the events appended
 -- since the last look: the loop asks for the status and the usage several
 -- times a step, and scanning the whole thread each time made a step's
@@ -194,6 +212,16 @@ local function derived(self)
       d.status, d.request = "waiting", ev
     elseif t == "human_response" then
       d.status, d.request = "running", nil
+    end
+    if t == "model_call" then
+      open_calls(d, data.tool_calls)
+    elseif d.open then
+      d.after = d.after or t ~= "human_response"
+      local id = data.call_id
+      if id ~= nil and (t == "tool_result" or t == "error") and d.open[id] then
+        d.open[id] = nil
+        d.unanswered = d.unanswered - 1
+      end
     end
     if (t == "model_call" or t == "llm_call" or t == "compaction"
         or t == "event_summary" or t == "agent_result")
@@ -233,6 +261,15 @@ function Thread:status(upto)
     end
   end
   return "running"
+end
+
+
+-- Whether all the latest model call asked for is done: each of its tool
+-- calls answered, or its reply without calls followed by what it led to.
+-- (spool.run.recover reads the events for what is left only when not.)
+function Thread:settled()
+  local d = derived(self)
+  return d.open == nil or (d.unanswered == 0 and (d.ncalls > 0 or d.after))
 end
 
 
