@@ -76,6 +76,64 @@ describe("spool.json", function()
       assert.matches("too large for a double", extracted[1].repairs[1])
     end)
 
+    it("builds containers of every size, nested, whole and in order",
+      function()
+        -- Members are held on the stack and a container's table made at
+        -- its end (past 16 members, as they come): every size either
+        -- side of that, at every depth, keeps every member in its place.
+        for _, n in ipairs { 0, 1, 2, 15, 16, 17, 31, 32, 33, 100, 5000 } do
+          local arr, obj = {}, {}
+          for i = 1, n do
+            arr[i] = string.format('{"i": %d, "l": [%d, "s%d"]}', i, i, i)
+            obj[i] = string.format('"k%d": [%d]', i, i)
+          end
+          local doc = string.format('{"arr": [%s], "obj": {%s}, "after": 1}',
+            table.concat(arr, ", "), table.concat(obj, ", "))
+          local v = assert(json.decode(doc))
+          assert.are.equal(n, #v.arr)
+          assert.is_true(json.is_array(v.arr))
+          assert.is_false(json.is_array(v.obj))
+          assert.are.equal(1, v.after)
+          for i = 1, n do
+            assert.are.equal(i, v.arr[i].i)
+            assert.are.same({ i, "s" .. i }, { v.arr[i].l[1], v.arr[i].l[2] })
+            assert.is_true(json.is_array(v.arr[i].l))
+            assert.are.equal(i, v.obj["k" .. i][1])
+          end
+        end
+        -- A key given twice keeps its last value, whatever the size.
+        for _, n in ipairs { 2, 16, 40 } do
+          local members = {}
+          for i = 1, n do
+            members[i] = string.format('"k%d": %d', i % 3, i)
+          end
+          local v = json.decode("{" .. table.concat(members, ", ") .. "}")
+          for k = 0, 2 do
+            local last
+            for i = 1, n do
+              if i % 3 == k then last = i end
+            end
+            assert.are.equal(last, v["k" .. k])
+          end
+        end
+        -- As deep as allowed, with members held at every level.
+        local depth = 500
+        local doc = string.rep('{"a": 1, "b": [2, 3], "c": ', depth) .. "0"
+          .. string.rep("}", depth)
+        local v = assert(json.decode(doc))
+        for _ = 1, depth do
+          assert.are.equal(1, v.a)
+          assert.are.same({ 2, 3 }, { v.b[1], v.b[2] })
+          v = v.c
+        end
+        assert.are.equal(0, v)
+        -- A million members in one array.
+        local big = assert(json.decode("[" .. string.rep("7,", 999999)
+          .. "7]"))
+        assert.are.equal(1000000, #big)
+        assert.are.equal(7, big[1000000])
+      end)
+
     it("agrees with lua-cjson where lua-cjson is exact", function()
       local docs = {
         '{"name": "caf\\u00e9", "tags": ["a", "b"], "ok": true}',
