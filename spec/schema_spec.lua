@@ -130,3 +130,132 @@ describe("spool.schema pattern", function()
     assert.is_true(fits("zzz", "^(a|b)$")) -- not checked, never a false "no"
   end)
 end)
+
+describe("spool.schema compile", function()
+  local r = math.random
+  local TYPES = { "integer", "number", "string", "boolean", "null", "array",
+                  "object" }
+  local STRINGS = { "", "a", "abc", "bx", "éé", "cab", "12" }
+  local KEYS = { "a", "b", "c", "d" }
+
+  local function value(depth)
+    local k = r(1, depth < 3 and 10 or 7)
+    if k == 1 then
+      return r(-6, 6)
+    elseif k == 2 then
+      return r(-60, 60) / 10
+    elseif k == 3 then
+      return STRINGS[r(#STRINGS)]
+    elseif k == 4 then
+      return r() < 0.5
+    elseif k == 5 then
+      return json.null
+    elseif k == 6 then
+      return r() < 0.5 and 2.0 or json.decode("123456789012345678901234567")
+    elseif k == 7 then
+      return {}
+    elseif k == 8 then
+      local a = json.array()
+      for i = 1, r(0, 3) do
+        a[i] = value(depth + 1)
+      end
+      return a
+    end
+    local o = {}
+    for _, key in ipairs(KEYS) do
+      if r() < 0.5 then
+        o[key] = value(depth + 1)
+      end
+    end
+    return o
+  end
+
+  local function gen(depth)
+    local s = {}
+    if r() < 0.85 then
+      s.type = r() < 0.15 and { TYPES[r(#TYPES)], TYPES[r(#TYPES)] }
+        or TYPES[r(#TYPES)]
+    end
+    local t = type(s.type) == "table" and s.type[1] or s.type
+      or TYPES[r(#TYPES)]
+    if r() < 0.08 then
+      s.enum = { value(2), value(2), 3, "a" }
+    end
+    if r() < 0.04 then
+      s.const = value(2)
+    end
+    if t == "integer" or t == "number" then
+      for _, k in ipairs { "minimum", "maximum", "exclusiveMinimum",
+          "exclusiveMaximum" } do
+        if r() < 0.25 then
+          s[k] = r(-5, 5) + (r() < 0.3 and 0.5 or 0)
+        end
+      end
+    elseif t == "string" then
+      if r() < 0.3 then s.minLength = r(0, 3) end
+      if r() < 0.3 then s.maxLength = r(0, 3) end
+      if r() < 0.3 then
+        s.pattern = ({ "^a", "b$", "^[a-c]+$", "x|y", "^%d+$", "[0-9]" })[r(6)]
+      end
+    elseif t == "array" and depth < 3 then
+      if r() < 0.7 then s.items = gen(depth + 1) end
+      if r() < 0.3 then s.minItems = r(0, 2) end
+      if r() < 0.3 then s.maxItems = r(0, 2) end
+    elseif t == "object" and depth < 3 then
+      if r() < 0.8 then
+        s.properties = {}
+        for _, key in ipairs(KEYS) do
+          if r() < 0.5 then
+            s.properties[key] = r() < 0.1 and true or gen(depth + 1)
+          end
+        end
+      end
+      if r() < 0.5 then
+        s.required = {}
+        for _, key in ipairs(KEYS) do
+          if r() < 0.4 then s.required[#s.required + 1] = key end
+        end
+      end
+      local ap = r(1, 4)
+      s.additionalProperties = ap == 1 and false or ap == 2 and true
+        or ap == 3 and gen(depth + 1) or nil
+    end
+    if depth < 3 and r() < 0.1 then
+      s[r() < 0.5 and "anyOf" or "oneOf"] = { gen(depth + 1), gen(depth + 1),
+                                              r() < 0.3 and gen(depth + 1) or nil }
+    end
+    return s
+  end
+
+  it("gives check's verdict, on random schemas and values", function()
+    local seed = os.time()
+    math.randomseed(seed)
+    local agreed, passed = 0, 0
+    for round = 1, 3000 do
+      local s = gen(1)
+      local c = assert(schema.compile(s), "a well-formed schema compiles")
+      for _ = 1, 8 do
+        local v = value(1)
+        local want = schema.check(v, s) == true
+        assert.are.equal(want, c(v), string.format("seed %d, round %d: %s "
+          .. "against %s", seed, round, json.encode(v), json.encode(s)))
+        agreed = agreed + 1
+        passed = passed + (want and 1 or 0)
+      end
+    end
+    -- Both verdicts were exercised.
+    assert.is_true(passed > agreed / 20 and passed < agreed * 19 / 20)
+  end)
+
+  it("leaves to check the schemas it does not take", function()
+    assert.is_nil(schema.compile({ type = "integer", minimum = "3" }))
+    assert.is_nil(schema.compile({ type = "object", properties = "x" }))
+    assert.is_nil(schema.compile({ type = 5 }))
+    assert.is_nil(schema.compile({ type = "object", properties = {
+      a = { type = "array", items = { maxItems = {} } } } }))
+    local loop = { type = "object", properties = {} }
+    loop.properties.self = loop
+    assert.is_nil(schema.compile(loop))
+    assert.is_function(schema.compile(true))
+  end)
+end)

@@ -574,6 +574,239 @@ end
 M.translate_pattern = translate
 
 
+-- ---- compiled checks ----
+-- A schema made once into closures that give check's verdict (no
+-- messages): each keyword is looked up once, when compiled, not at every
+-- value. For the schemas the library reads again and again (a version's
+-- tool parameters). Only well-formed schemas compile; compile returns nil
+-- for the rest, which check interprets.
+
+local function pass()
+  return true
+end
+
+local function opt_type(v, t)
+  return v == nil or type(v) == t
+end
+
+-- Is s made only of keywords check reads, each of the type it expects?
+local function compilable(s)
+  local t = s.type
+  if type(t) == "table" then
+    for _, w in ipairs(t) do
+      if type(w) ~= "string" then
+        return false
+      end
+    end
+  elseif t ~= nil and type(t) ~= "string" then
+    return false
+  end
+  for _, k in ipairs { "minimum", "maximum", "exclusiveMinimum",
+      "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems" } do
+    if not opt_type(s[k], "number") then
+      return false
+    end
+  end
+  local ap = s.additionalProperties
+  return opt_type(s.enum, "table") and opt_type(s.properties, "table")
+    and opt_type(s.required, "table") and opt_type(s.anyOf, "table")
+    and opt_type(s.oneOf, "table") and opt_type(s.items, "table")
+    and (ap == nil or type(ap) == "boolean" or type(ap) == "table")
+end
+
+local compile
+
+local function compile_alternatives(s, depth)
+  local alts = s.anyOf or s.oneOf
+  if not alts then
+    return nil
+  end
+  local checks = {}
+  for i, alt in ipairs(alts) do
+    checks[i] = compile(alt, depth)
+    if not checks[i] then
+      return false
+    end
+  end
+  local one = s.oneOf ~= nil
+  return function(v)
+    local passing = 0
+    for i = 1, #checks do
+      if checks[i](v) then
+        passing = passing + 1
+      end
+    end
+    return passing > 0 and not (one and passing > 1)
+  end
+end
+
+-- A property's check (props[k], or else additionalProperties, as check
+-- picks them): nil when it is not compilable.
+local function compile_properties(s, depth)
+  local by_name = {}
+  for k, sub in pairs(s.properties or {}) do
+    if type(sub) == "table" then
+      by_name[k] = compile(sub, depth)
+      if not by_name[k] then
+        return nil
+      end
+    elseif sub then
+      by_name[k] = pass
+    end
+  end
+  local ap, other = s.additionalProperties, pass
+  if ap == false then
+    other = false
+  elseif type(ap) == "table" then
+    other = compile(ap, depth)
+    if other == nil then
+      return nil
+    end
+  end
+  return by_name, other
+end
+
+-- Schemas nest at most this deep here (a cycle would never end).
+local MAX_COMPILE_DEPTH = 64
+
+compile = function(s, depth)
+  if type(s) ~= "table" then
+    return pass
+  end
+  depth = (depth or 0) + 1
+  if depth > MAX_COMPILE_DEPTH or not compilable(s) then
+    return nil
+  end
+  local allowed
+  if s.type ~= nil then
+    allowed = {}
+    for _, w in ipairs(type(s.type) == "table" and s.type or { s.type }) do
+      allowed[w] = true
+      if w == "number" then
+        allowed.integer = true
+      end
+    end
+  end
+  local const = s.const
+  -- An enum's scalars are looked up; its tables (and json.raw integers,
+  -- which compare by their digits) compared one by one.
+  local enum, enum_set = s.enum, nil
+  if enum then
+    enum_set = {}
+    for _, e in ipairs(enum) do
+      local t = type(e)
+      if (t == "string" or t == "boolean" or t == "number") and e == e then
+        enum_set[e] = true
+      end
+    end
+  end
+  local min, max, xmin, xmax = s.minimum, s.maximum, s.exclusiveMinimum,
+    s.exclusiveMaximum
+  local min_len, max_len = s.minLength, s.maxLength
+  local pattern = type(s.pattern) == "string" and s.pattern or nil
+  local min_items, max_items = s.minItems, s.maxItems
+  local items = s.items and compile(s.items, depth)
+  local required = s.required and table.move(s.required, 1, #s.required, 1,
+    {})
+  local by_name, other = compile_properties(s, depth)
+  local alts = compile_alternatives(s, depth)
+  if items == nil and s.items or by_name == nil or alts == false then
+    return nil
+  end
+  local type_of, same, math_type = M.type_of, M.same, math.type
+  return function(v)
+    -- type_of's answer, without the call for the common kinds
+    local tv, got = type(v), nil
+    if tv == "string" or tv == "boolean" then
+      got = tv
+    elseif tv == "number" and math_type(v) == "integer" then
+      got = "integer"
+    else
+      got = type_of(v)
+    end
+    if allowed and not allowed[got] then
+      return false
+    end
+    if const ~= nil and not same(v, const) then
+      return false
+    end
+    if enum and not (enum_set[v] and tv ~= "table" and tv ~= "userdata") then
+      local found = false
+      if tv == "table" or tv == "userdata" then
+        for _, e in ipairs(enum) do
+          if same(v, e) then
+            found = true
+            break
+          end
+        end
+      end
+      if not found then
+        return false
+      end
+    end
+    if got == "integer" or got == "number" then
+      if type(v) ~= "number" then
+        v = tonumber(tostring(v)) -- a json.raw integer, as a double
+      end
+      if min and v < min or max and v > max or xmin and v <= xmin
+          or xmax and v >= xmax then
+        return false
+      end
+    elseif got == "string" then
+      if min_len or max_len then
+        local n = utf8.len(v) or #v
+        if min_len and n < min_len or max_len and n > max_len then
+          return false
+        end
+      end
+      if pattern and matches_pattern(v, pattern) == false then
+        return false
+      end
+    elseif got == "array" then
+      if min_items and #v < min_items or max_items and #v > max_items then
+        return false
+      end
+      if items then
+        for _, item in ipairs(v) do
+          if not items(item) then
+            return false
+          end
+        end
+      end
+    elseif got == "object" then
+      if required then
+        for i = 1, #required do
+          if v[required[i]] == nil then
+            return false
+          end
+        end
+      end
+      for k, item in pairs(v) do
+        local c = by_name[k]
+        if c == nil then
+          c = other
+        end
+        if not c or not c(item) then
+          return false
+        end
+      end
+    end
+    if alts then
+      return alts(v)
+    end
+    return true
+  end
+end
+
+
+-- check(value, schema)'s verdict as a function(value) -> boolean, or nil
+-- when schema is not one compile takes (check it then). A schema changed
+-- after it is compiled is not seen: compile what stays the same.
+function M.compile(s)
+  return compile(s)
+end
+
+
 -- Checks value against schema. Returns true, or false and a message that
 -- lists every problem, each prefixed with its path under `name`. With a
 -- `pending` list, a required property that is missing is not a problem but

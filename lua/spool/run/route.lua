@@ -12,6 +12,7 @@ local extract = require "spool.extract"
 local task = require "spool.base.task"
 local durable = require "spool.run.durable"
 local trace = require "spool.run.trace"
+local version = require "spool.run.version"
 
 local M = {}
 
@@ -164,6 +165,29 @@ local function execute(thread, agent, tool, call, args, step, edited)
 end
 
 
+-- Does value fit schema s, an agent version's (a tool's parameters, its
+-- output)? Each schema is compiled the first time (spool.schema.compile)
+-- and kept with the version: a step checks through closures instead of
+-- reading every keyword of the schema again.
+local function fits(agent, s, value)
+  local record = version.of[agent]
+  local compiled = record.checks
+  if not compiled then
+    compiled = setmetatable({}, { __mode = "k" })
+    record.checks = compiled
+  end
+  local c = compiled[s]
+  if c == nil then
+    c = schema.compile(s) or false
+    compiled[s] = c
+  end
+  if c then
+    return c(value)
+  end
+  return schema.check(value, s) == true
+end
+
+
 -- Reads a model's text as JSON: leniently (spool.extract, repairs noted,
 -- coerced to the schema) unless the agent says lenient = false.
 -- Returns value, repairs | nil, message for the model.
@@ -179,7 +203,7 @@ local function read_json(agent, text, want, name)
   -- Most replies are valid JSON that fits: the strict decoder (in C) reads
   -- them far faster than the extractor, which is for the rest.
   local v = json.decode(text)
-  if type(v) == "table" and (want == nil or schema.check(v, want)) then
+  if type(v) == "table" and (want == nil or fits(agent, want, v)) then
     return v
   end
   local info
@@ -257,8 +281,8 @@ function M.route(thread, agent, call)
       .. "JSON object", call.name))
     return
   end
-  local ok, verr = checked, nil
-  if not checked then
+  local ok, verr = checked or fits(agent, tool.schema, args), nil
+  if not ok then
     ok, verr = schema.check(args, tool.schema, call.name)
   end
   if not ok then
@@ -295,7 +319,10 @@ local function final_answer(thread, agent, text)
       "the answer must be JSON matching the output schema") })
     return
   end
-  local ok, verr = schema.check(value, agent.output, "output")
+  local ok, verr = fits(agent, agent.output, value), nil
+  if not ok then
+    ok, verr = schema.check(value, agent.output, "output")
+  end
   if not ok then
     thread:append("error", { error = verr })
     return

@@ -13,6 +13,7 @@
 --   model      its model over the project's, and what it was made from
 --              (spool.loop)
 --   window     its window settings by model (spool.run.window)
+--   checks     its schemas compiled, by schema (spool.run.route)
 
 local M = {}
 
