@@ -49,6 +49,15 @@ static int l_sizes_tokens(lua_State *L) {
   return 1;
 }
 
+/* A unit's field, by the key string kept as upvalue `key` (a raw get:
+ * no string to make each time). stack: unit -> unit, value */
+static int unit_field(lua_State *L, int unit, int key) {
+  lua_pushvalue(L, lua_upvalueindex(key));
+  return lua_rawget(L, unit);
+}
+
+enum { KEY_OVERHEAD = 1, KEY_BYTES, KEY_TOKENS };
+
 static int l_units_tokens(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_Number factor = luaL_optnumber(L, 2, 1);
@@ -60,17 +69,18 @@ static int l_units_tokens(lua_State *L) {
     if (lua_rawgeti(L, 1, i) != LUA_TTABLE)
       return luaL_error(L, "unit %d is not a table", (int)i);
     int isnum;
-    lua_getfield(L, 2, "overhead");
+    unit_field(L, 2, KEY_OVERHEAD);
     lua_Integer n = lua_tointegerx(L, -1, &isnum);
     if (!isnum)
       return luaL_error(L, "unit %d has no overhead", (int)i);
-    if (lua_getfield(L, 2, "bytes") != LUA_TTABLE)
+    if (unit_field(L, 2, KEY_BYTES) != LUA_TTABLE)
       return luaL_error(L, "unit %d has no sizes", (int)i);
     n += sum_sizes(L, 4, factor);
     lua_pop(L, 2);
     if (set) {
+      lua_pushvalue(L, lua_upvalueindex(KEY_TOKENS));
       lua_pushinteger(L, n);
-      lua_setfield(L, 2, "tokens");
+      lua_rawset(L, 2);
     }
     lua_pop(L, 1);
     total += n;
@@ -82,6 +92,9 @@ static int l_units_tokens(lua_State *L) {
 void spool__open_tokens(lua_State *L) {
   lua_pushcfunction(L, l_sizes_tokens);
   lua_setfield(L, -2, "sizes_tokens");
-  lua_pushcfunction(L, l_units_tokens);
+  lua_pushliteral(L, "overhead");
+  lua_pushliteral(L, "bytes");
+  lua_pushliteral(L, "tokens");
+  lua_pushcclosure(L, l_units_tokens, 3);
   lua_setfield(L, -2, "units_tokens");
 }
