@@ -493,3 +493,162 @@ describe("model resolution", function()
     assert.are.equal("from mine", h.run(a, "hi"):outcome())
   end)
 end)
+
+-- OpenAI chat replies are read in C when they have the common shape
+-- (core.chat_reply); the Lua reader takes the rest. On every document,
+-- random in shape, the reply is the Lua reader's alone.
+describe("the chat reply reader", function()
+  local openai = require "spool.model.providers.openai"
+  local r = math.random
+
+  local function pick(list)
+    return list[r(#list)]
+  end
+
+  local function object(members)
+    local parts = {}
+    for _, m in ipairs(members) do
+      if m[2] ~= nil then
+        parts[#parts + 1] = string.format("%q: %s", m[1], m[2])
+      end
+    end
+    -- members come in any order
+    for i = #parts, 2, -1 do
+      local j = r(i)
+      parts[i], parts[j] = parts[j], parts[i]
+    end
+    return "{" .. table.concat(parts, ", ") .. "}"
+  end
+
+  local ABSENT = {}
+  local function v(list)
+    local x = pick(list)
+    if x == ABSENT then
+      return nil
+    end
+    return x
+  end
+
+  local COUNTS = { "15", "0", "-3", "15.0", "-0.0", "15.5", '"15"', "null",
+    "true", "1e300", "123456789012345678901234567890", "{}", "[1]", ABSENT }
+
+  local function usage()
+    local details = { ABSENT, "null", "[]", "5", "{}" }
+    return v { ABSENT, "null", "[]", '"x"', "{}", object {
+      { "prompt_tokens", v(COUNTS) }, { "completion_tokens", v(COUNTS) },
+      { "total_tokens", v(COUNTS) },
+      { "prompt_tokens_details", r() < 0.6 and object {
+        { "cached_tokens", v(COUNTS) } } or v(details) },
+      { "completion_tokens_details", r() < 0.6 and object {
+        { "reasoning_tokens", v(COUNTS) } } or v(details) },
+    } }
+  end
+
+  local function call()
+    local fn = object {
+      { "name", v { '"add"', '"add"', '"x\\u00e9"', "null", ABSENT, '["x"]' } },
+      { "arguments", v { [["{\"a\": 1, \"b\": 2}"]], '""', '{"a": 1}', "null",
+        "5", ABSENT, '"{\\"a\\":"' } },
+    }
+    if r() < 0.05 then
+      return pick { "5", "null", "[]" }
+    end
+    return object {
+      { "id", v { '"call_1"', '"c2"', "null", "4", ABSENT } },
+      { "type", '"function"' },
+      { "function", r() < 0.93 and fn or v { "null", '"x"', ABSENT, "[]" } },
+    }
+  end
+
+  local function message()
+    local calls = {}
+    for i = 1, r(0, 3) do
+      calls[i] = call()
+    end
+    return object {
+      { "role", '"assistant"' },
+      { "content", v { '"Hello"', '""', "null", '[{"type": "text", "text": '
+        .. '"hi"}]', "7", ABSENT, '"caf\\u00e9\\n\\"q\\""' } },
+      { "refusal", v { ABSENT, ABSENT, '"I cannot"', '""', "null" } },
+      { "tool_calls", r() < 0.7 and "[" .. table.concat(calls, ", ") .. "]"
+        or v { "null", "{}", '"x"', ABSENT } },
+    }
+  end
+
+  local function choice()
+    return object {
+      { "index", "0" },
+      { "finish_reason", v { '"stop"', '"tool_calls"', '"length"', "null",
+        "3", ABSENT } },
+      { "logprobs", "null" },
+      { "message", r() < 0.9 and message() or v { "null", "[]", '"x"',
+        ABSENT } },
+    }
+  end
+
+  local function document()
+    local choices = r() < 0.85 and "[" .. choice() .. (r() < 0.2 and ", "
+      .. choice() or "") .. "]" or v { "[]", "{}", "null", "[5]" }
+    local doc = object {
+      { "id", v { '"chatcmpl-1"', '"chatcmpl-1"', "null", "5", ABSENT } },
+      { "object", '"chat.completion"' }, { "created", "1796541970" },
+      { "model", '"m"' }, { "choices", choices }, { "usage", usage() },
+      { "system_fingerprint", r() < 0.3 and '{"x": [1, {"y": null}]}' or nil },
+    }
+    local k = r(1, 30)
+    if k == 1 then -- a key given twice: the last one counts
+      doc = doc:gsub("^{", '{"usage": {"prompt_tokens": 99}, ')
+    elseif k == 2 then
+      doc = doc:gsub("^{", '{"id": "first", ')
+    elseif k == 3 then
+      doc = doc:sub(1, r(0, #doc - 1)) -- cut off
+    elseif k == 4 then
+      doc = pick { "[]", "5", '"x"', "null", "" }
+    end
+    return doc
+  end
+
+  local function lua_only(body)
+    local fast = core.chat_reply
+    core.chat_reply = function() return nil end
+    local out = table.pack(pcall(openai.parse, body))
+    core.chat_reply = fast
+    return out
+  end
+
+  it("gives the Lua reader's reply, for documents of every shape", function()
+    local seed = os.time()
+    math.randomseed(seed)
+    local taken = 0
+    for round = 1, 4000 do
+      local body = document()
+      local want = lua_only(body)
+      local got = table.pack(pcall(openai.parse, body))
+      assert.are.same(want, got, string.format("seed %d, round %d: %s", seed,
+        round, body))
+      if core.chat_reply(body) then
+        taken = taken + 1
+      end
+    end
+    -- Both readers were exercised.
+    assert.is_true(taken > 400 and taken < 3600, "C read " .. taken)
+  end)
+
+  it("reads a plain reply and its tool calls' raw arguments", function()
+    local reply = core.chat_reply([[{"id": "c1", "choices": [{"index": 0,
+      "finish_reason": "tool_calls", "message": {"role": "assistant",
+      "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+      "function": {"name": "add", "arguments": "{\"a\": 1}"}}, {"type":
+      "function", "function": {"name": "sub"}}]}}], "usage":
+      {"prompt_tokens": 15, "completion_tokens": 4.0, "total_tokens": 19,
+      "prompt_tokens_details": {"cached_tokens": 8}}}]])
+    assert.are.same({ id = "c1", finish_reason = "tool_calls",
+      tool_calls = {
+        { id = "call_1", name = "add", arguments = '{"a": 1}' },
+        { id = "call_2", name = "sub", arguments = "{}" } },
+      usage = { input_tokens = 15, output_tokens = 4, total_tokens = 19,
+                cached_tokens = 8 } }, reply)
+    assert.is_nil(core.chat_reply('{"choices": []}'))
+    assert.is_nil(core.chat_reply('{"choices": [{"message": {}}], "id": 5}'))
+  end)
+end)

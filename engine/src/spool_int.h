@@ -267,6 +267,7 @@ void spool__open_trace(lua_State *L);
 void spool__open_ed25519(lua_State *L);
 void spool__open_limits(lua_State *L);
 void spool__open_tokens(lua_State *L);
+void spool__open_wire(lua_State *L);
 
 /* ---- bind.c: what the bindings share ---- */
 /* Pushes n bytes as lower-case hex. */

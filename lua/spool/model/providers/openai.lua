@@ -11,6 +11,7 @@
 -- leave in the provider's: assistant tool calls become
 -- { id, type = "function", ["function"] = { name, arguments } }.
 
+local core = require "spool.core"
 local json = require "spool.json"
 local wire = require "spool.model.wire"
 
@@ -163,8 +164,10 @@ end
 -- { text, tool_calls = { { id, name, arguments } }, finish_reason, usage =
 -- { input_tokens, output_tokens, total_tokens, cached_tokens,
 -- reasoning_tokens }, id }.
--- `arguments` stay the raw string the model produced.
-function M.parse(body)
+-- `arguments` stay the raw string the model produced. The common shape
+-- is read in C, straight into the reply (core.chat_reply); this reads
+-- every other (and says what is wrong with a body that is no reply).
+local function parse_document(body)
   local doc, err = wire.decode(body)
   if not doc then
     return nil, err
@@ -207,6 +210,15 @@ function M.parse(body)
   end
   reply.usage = usage_of(doc.usage)
   return reply
+end
+
+
+function M.parse(body)
+  local reply = core.chat_reply(body)
+  if reply then
+    return reply
+  end
+  return parse_document(body)
 end
 
 

@@ -1,0 +1,380 @@
+/*
+ * chat_reply.c: an OpenAI Chat Completions response read in one pass of
+ * the JSON parser (see chat_reply.h). The sink follows where it is in the
+ * document by the role of each open container — the root, choices, the
+ * first choice, its message, a tool call — and keeps only the values
+ * spool reads; everything else is parsed and dropped.
+ *
+ * Whenever the document leaves the common shape, the sink stops the parse
+ * and the reader answers 1 ("read it the general way"): the rules for the
+ * rare shapes then live in one place, the Lua reader.
+ */
+#include "codec/chat_reply.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/json.h"
+
+/* What a container, or a value about to be read, is to the reader. */
+enum role {
+  OTHER, /* not read: parsed and dropped */
+  ROOT,
+  CHOICES,
+  CHOICE,
+  MESSAGE,
+  TOOL_CALLS,
+  CALL,
+  FUNCTION,
+  USAGE,
+  INPUT_DETAILS,
+  OUTPUT_DETAILS,
+  /* scalars */
+  ID,
+  FINISH,
+  CONTENT,
+  REFUSAL,
+  CALL_ID,
+  NAME,
+  ARGUMENTS,
+  COUNT_INPUT, /* + SPOOL__CHAT_* */
+};
+
+/* An open container. `seen` has a bit for each key of it that is read: a
+ * key given twice, whose last value wins, is the general reader's. */
+typedef struct level {
+  unsigned char role, is_array;
+  unsigned char next; /* the role of the value after the key just read */
+  unsigned seen;
+  size_t index; /* arrays: elements so far */
+} level;
+
+typedef struct reader {
+  spool__chat_reply *r;
+  level stack[SPOOL_JSON_MAX_DEPTH + 1];
+  int depth;
+  int message; /* the first choice's message was an object */
+  int out_of_shape, nomem;
+} reader;
+
+/* Stops the parse: the general reader takes this document. */
+static int leave(reader *rd) {
+  rd->out_of_shape = 1;
+  return 1;
+}
+
+/* The role of a member of a container of role `parent`, by its key; and
+ * the bit it has in `seen` (0: not read). */
+static int member_role(int parent, const char *k, size_t n, unsigned *bit) {
+#define IS(lit) (n == sizeof lit - 1 && memcmp(k, lit, n) == 0)
+  int role = OTHER;
+  switch (parent) {
+  case ROOT:
+    role = IS("id")        ? ID
+           : IS("choices") ? CHOICES
+           : IS("usage")   ? USAGE
+                           : OTHER;
+    break;
+  case CHOICE:
+    role = IS("finish_reason") ? FINISH : IS("message") ? MESSAGE : OTHER;
+    break;
+  case MESSAGE:
+    role = IS("content")      ? CONTENT
+           : IS("refusal")    ? REFUSAL
+           : IS("tool_calls") ? TOOL_CALLS
+                              : OTHER;
+    break;
+  case CALL:
+    role = IS("id") ? CALL_ID : IS("function") ? FUNCTION : OTHER;
+    break;
+  case FUNCTION:
+    role = IS("name") ? NAME : IS("arguments") ? ARGUMENTS : OTHER;
+    break;
+  case USAGE:
+    role = IS("prompt_tokens")               ? COUNT_INPUT + SPOOL__CHAT_INPUT
+           : IS("completion_tokens")         ? COUNT_INPUT + SPOOL__CHAT_OUTPUT
+           : IS("total_tokens")              ? COUNT_INPUT + SPOOL__CHAT_TOTAL
+           : IS("prompt_tokens_details")     ? INPUT_DETAILS
+           : IS("completion_tokens_details") ? OUTPUT_DETAILS
+                                             : OTHER;
+    break;
+  case INPUT_DETAILS:
+    role = IS("cached_tokens") ? COUNT_INPUT + SPOOL__CHAT_CACHED : OTHER;
+    break;
+  case OUTPUT_DETAILS:
+    role = IS("reasoning_tokens") ? COUNT_INPUT + SPOOL__CHAT_REASONING : OTHER;
+    break;
+  }
+#undef IS
+  /* Each role appears under one parent only, so it names its own bit. */
+  *bit = role == OTHER ? 0 : 1u << (role % 32);
+  return role;
+}
+
+/* The role of the value about to be read. */
+static int value_role(reader *rd) {
+  if (rd->depth == 0)
+    return ROOT;
+  level *l = &rd->stack[rd->depth];
+  if (!l->is_array)
+    return l->next;
+  size_t i = l->index++;
+  if (l->role == CHOICES)
+    return i == 0 ? CHOICE : OTHER;
+  return l->role == TOOL_CALLS ? CALL : OTHER;
+}
+
+static spool__chat_call *current_call(reader *rd) {
+  return &rd->r->calls[rd->r->ncalls - 1];
+}
+
+static int keep(reader *rd, spool__chat_span *span, const char *s, size_t n) {
+  span->at = rd->r->text.len;
+  span->len = n;
+  span->set = 1;
+  if (spool__buf_add(&rd->r->text, s, n) != 0) {
+    rd->nomem = 1;
+    return 1;
+  }
+  return 0;
+}
+
+/* A scalar that is not a string, in role `role`. `count` is its value as
+ * a whole number >= 0, if it is one (math.tointeger's rule). */
+static int scalar(reader *rd, int role, int is_null, int has_count,
+                  long long count) {
+  spool__chat_reply *r = rd->r;
+  switch (role) {
+  case ROOT:
+  case CHOICES:
+  case CHOICE:
+  case MESSAGE:
+  case CALL:
+  case FUNCTION:
+  case NAME:
+    return leave(rd);
+  case ID:
+    if (!is_null)
+      return leave(rd);
+    r->id_kind = SPOOL__CHAT_NULL;
+    return 0;
+  case FINISH:
+    if (!is_null)
+      return leave(rd);
+    r->finish_kind = SPOOL__CHAT_NULL;
+    return 0;
+  case CALL_ID:
+    current_call(rd)->id.set = 0;
+    return 0;
+  case ARGUMENTS:
+    current_call(rd)->arguments.set = 0;
+    return 0;
+  case CONTENT:
+    r->content.set = 0;
+    return 0;
+  case REFUSAL:
+    r->refusal.set = 0;
+    return 0;
+  default:
+    if (role >= COUNT_INPUT) {
+      int c = role - COUNT_INPUT;
+      r->has_count[c] = has_count && count >= 0;
+      r->count[c] = count;
+    }
+    return 0;
+  }
+}
+
+static int on_null(void *ud) {
+  reader *rd = ud;
+  return scalar(rd, value_role(rd), 1, 0, 0);
+}
+
+static int on_boolean(void *ud, int v) {
+  (void)v;
+  reader *rd = ud;
+  return scalar(rd, value_role(rd), 0, 0, 0);
+}
+
+static int on_integer(void *ud, long long v) {
+  reader *rd = ud;
+  return scalar(rd, value_role(rd), 0, 1, v);
+}
+
+static int on_number(void *ud, double v) {
+  reader *rd = ud;
+  /* a double with a whole value that fits counts as that integer */
+  int whole = v == floor(v) && v >= -0x1p63 && v < 0x1p63;
+  return scalar(rd, value_role(rd), 0, whole, whole ? (long long)v : 0);
+}
+
+static int on_big_integer(void *ud, const char *s, size_t n) {
+  (void)s;
+  (void)n;
+  reader *rd = ud;
+  return scalar(rd, value_role(rd), 0, 0, 0);
+}
+
+static int on_string(void *ud, const char *s, size_t n) {
+  reader *rd = ud;
+  spool__chat_reply *r = rd->r;
+  int role = value_role(rd);
+  switch (role) {
+  case ID:
+    r->id_kind = SPOOL__CHAT_STRING;
+    return keep(rd, &r->id, s, n);
+  case FINISH:
+    r->finish_kind = SPOOL__CHAT_STRING;
+    return keep(rd, &r->finish, s, n);
+  case CONTENT:
+    return keep(rd, &r->content, s, n);
+  case REFUSAL:
+    return keep(rd, &r->refusal, s, n);
+  case CALL_ID:
+    return keep(rd, &current_call(rd)->id, s, n);
+  case NAME:
+    return keep(rd, &current_call(rd)->name, s, n);
+  case ARGUMENTS:
+    return keep(rd, &current_call(rd)->arguments, s, n);
+  default:
+    /* a count in a string converts in Lua by rules of its own */
+    if (role >= COUNT_INPUT)
+      return leave(rd);
+    return scalar(rd, role, 0, 0, 0);
+  }
+}
+
+static int on_key(void *ud, const char *s, size_t n) {
+  reader *rd = ud;
+  level *l = &rd->stack[rd->depth];
+  unsigned bit;
+  l->next = (unsigned char)member_role(l->role, s, n, &bit);
+  if (l->seen & bit)
+    return leave(rd);
+  l->seen |= bit;
+  return 0;
+}
+
+static int open_container(reader *rd, int is_array) {
+  int role = value_role(rd);
+  switch (role) {
+  case ROOT:
+  case CHOICE:
+  case MESSAGE:
+  case CALL:
+  case FUNCTION:
+    if (is_array)
+      return leave(rd);
+    break;
+  case CHOICES:
+    if (!is_array)
+      return leave(rd);
+    break;
+  case TOOL_CALLS:
+    if (!is_array)
+      role = OTHER; /* an object of calls holds none */
+    break;
+  case USAGE:
+  case INPUT_DETAILS:
+  case OUTPUT_DETAILS:
+    if (is_array)
+      role = OTHER; /* no counts in it */
+    break;
+  case ID:
+  case FINISH:
+  case NAME:
+  case ARGUMENTS: /* an object of arguments is encoded again, in Lua */
+    return leave(rd);
+  default: /* a count, content, a refusal or a call id that is no string */
+    if (role != OTHER && scalar(rd, role, 0, 0, 0) != 0)
+      return 1;
+    role = OTHER;
+  }
+  if (role == MESSAGE)
+    rd->message = 1;
+  if (role == CALL) {
+    spool__chat_reply *r = rd->r;
+    if (r->ncalls == r->cap) {
+      size_t cap = r->cap ? 2 * r->cap : 4;
+      spool__chat_call *calls = realloc(r->calls, cap * sizeof *calls);
+      if (calls == NULL) {
+        rd->nomem = 1;
+        return 1;
+      }
+      r->calls = calls;
+      r->cap = cap;
+    }
+    memset(&r->calls[r->ncalls++], 0, sizeof r->calls[0]);
+  }
+  level *l = &rd->stack[++rd->depth];
+  l->role = (unsigned char)role;
+  l->is_array = (unsigned char)is_array;
+  l->next = OTHER;
+  l->seen = 0;
+  l->index = 0;
+  return 0;
+}
+
+static int on_begin_array(void *ud) {
+  return open_container(ud, 1);
+}
+
+static int on_begin_object(void *ud) {
+  return open_container(ud, 0);
+}
+
+static int on_end(void *ud) {
+  reader *rd = ud;
+  level *l = &rd->stack[rd->depth--];
+  unsigned message = 1u << (MESSAGE % 32), name = 1u << (NAME % 32);
+  unsigned function = 1u << (FUNCTION % 32);
+  switch (l->role) {
+  case CHOICES: /* no first choice */
+    return l->index == 0 ? leave(rd) : 0;
+  case CHOICE:
+    return l->seen & message ? 0 : leave(rd);
+  case CALL:
+    return l->seen & function ? 0 : leave(rd);
+  case FUNCTION:
+    return l->seen & name ? 0 : leave(rd);
+  default:
+    return 0;
+  }
+}
+
+static const spool__json_sink sink = {
+    on_null,        on_boolean,      on_integer, on_number,
+    on_big_integer, on_string,       on_key,     on_begin_array,
+    on_end,         on_begin_object, on_end,
+};
+
+int spool__chat_reply_read(spool__chat_reply *r, const char *body, size_t n,
+                           spool__buf *scratch) {
+  spool__buf text = r->text;
+  spool__chat_call *calls = r->calls;
+  size_t cap = r->cap;
+  memset(r, 0, sizeof *r);
+  r->text = text;
+  spool__buf_clear(&r->text);
+  r->calls = calls;
+  r->cap = cap;
+  reader rd;
+  rd.r = r;
+  rd.depth = 0;
+  rd.message = rd.out_of_shape = rd.nomem = 0;
+  spool__json_error err;
+  int rc = spool__json_parse(body, n, &sink, &rd, scratch, &err);
+  if (rd.nomem)
+    return -1;
+  /* Out of shape, or not JSON, or no choices[1].message: the general
+   * reader says why. */
+  return rc != 0 || !rd.message ? 1 : 0;
+}
+
+void spool__chat_reply_free(spool__chat_reply *r) {
+  spool__buf_free(&r->text);
+  free(r->calls);
+  r->calls = NULL;
+  r->ncalls = r->cap = 0;
+}

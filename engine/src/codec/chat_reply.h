@@ -1,0 +1,62 @@
+/*
+ * chat_reply.h: an OpenAI Chat Completions response read straight into
+ * what spool keeps of it — the reply's id, text, refusal, finish reason,
+ * tool calls with their raw argument strings, and usage — without a table
+ * for the rest of the document (spool.model.providers.openai's parse).
+ *
+ * It reads the common shape only: a document this reader does not take
+ * (an id or a finish reason that is not a string or null, arguments sent
+ * as an object, a count written as a string, a key it reads given twice,
+ * no choices[1].message, invalid JSON, ...) is reported as such, and the
+ * Lua reader, which takes them all, reads it instead. Both give the same
+ * reply for every document this one takes (spec/providers_spec.lua).
+ */
+#ifndef SPOOL_CHAT_REPLY_H
+#define SPOOL_CHAT_REPLY_H
+
+#include <stddef.h>
+
+#include "base/buf.h"
+
+/* A string of the reply: its bytes at `at` in the reply's text buffer. */
+typedef struct spool__chat_span {
+  size_t at, len;
+  int set; /* 0: absent (or not a string) */
+} spool__chat_span;
+
+typedef struct spool__chat_call {
+  spool__chat_span id, name, arguments; /* arguments unset: "{}" */
+} spool__chat_call;
+
+enum { SPOOL__CHAT_ABSENT, SPOOL__CHAT_NULL, SPOOL__CHAT_STRING };
+
+/* The usage counts, in spool's order. */
+enum {
+  SPOOL__CHAT_INPUT,
+  SPOOL__CHAT_OUTPUT,
+  SPOOL__CHAT_TOTAL,
+  SPOOL__CHAT_CACHED,
+  SPOOL__CHAT_REASONING,
+  SPOOL__CHAT_COUNTS
+};
+
+typedef struct spool__chat_reply {
+  spool__buf text; /* the strings below point into it */
+  int id_kind, finish_kind;
+  spool__chat_span id, content, refusal, finish;
+  spool__chat_call *calls;
+  size_t ncalls, cap;
+  long long count[SPOOL__CHAT_COUNTS];
+  int has_count[SPOOL__CHAT_COUNTS]; /* 0: not a whole number >= 0 */
+} spool__chat_reply;
+
+/* Reads body[0..n) into r (zeroed first; reuse it across calls, and free
+ * it with spool__chat_reply_free). Returns 0 when read, 1 when the body is
+ * not of the shape this reader takes, -1 when out of memory. `scratch` is
+ * the JSON parser's work buffer. */
+int spool__chat_reply_read(spool__chat_reply *r, const char *body, size_t n,
+                           spool__buf *scratch);
+
+void spool__chat_reply_free(spool__chat_reply *r);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * fuzz_chat_reply.c: libFuzzer target for the chat reply reader
+ * (chat_reply.c). What it takes is valid JSON, every string it keeps lies
+ * within its buffer, and reading the same body again, into the same reply,
+ * gives the same answer.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/chat_reply.h"
+#include "codec/json.h"
+
+static void check_span(const spool__chat_reply *r, const spool__chat_span *s) {
+  if (s->set && (s->at > r->text.len || s->len > r->text.len - s->at))
+    abort();
+}
+
+static void check(const spool__chat_reply *r) {
+  check_span(r, &r->id);
+  check_span(r, &r->content);
+  check_span(r, &r->refusal);
+  check_span(r, &r->finish);
+  if (r->ncalls > r->cap)
+    abort();
+  for (size_t i = 0; i < r->ncalls; i++) {
+    check_span(r, &r->calls[i].id);
+    check_span(r, &r->calls[i].arguments);
+    if (!r->calls[i].name.set) /* a call without a name is not taken */
+      abort();
+    check_span(r, &r->calls[i].name);
+  }
+  for (int i = 0; i < SPOOL__CHAT_COUNTS; i++)
+    if (r->has_count[i] && r->count[i] < 0)
+      abort();
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  spool__chat_reply r = {0};
+  spool__buf scratch = {0};
+  const char *body = (const char *)data;
+  int rc = spool__chat_reply_read(&r, body, size, &scratch);
+  if (rc == 0) {
+    check(&r);
+    spool__json_error err;
+    if (spool__json_check(body, size, &scratch, &err) != 0)
+      abort(); /* it took what is not JSON */
+    size_t ncalls = r.ncalls, text = r.text.len;
+    if (spool__chat_reply_read(&r, body, size, &scratch) != 0 ||
+        r.ncalls != ncalls || r.text.len != text)
+      abort();
+    check(&r);
+  }
+  spool__chat_reply_free(&r);
+  spool__buf_free(&scratch);
+  return 0;
+}
