@@ -652,3 +652,114 @@ describe("the chat reply reader", function()
     assert.is_nil(core.chat_reply('{"choices": [{"message": {}}], "id": 5}'))
   end)
 end)
+
+-- A chat request's body is written in C (core.chat_body); on every
+-- request, random in shape, its bytes are those the Lua writer makes.
+describe("the chat request writer", function()
+  local openai = require "spool.model.providers.openai"
+  local json = require "spool.json"
+  local r = math.random
+
+  local function pick(list)
+    return list[r(#list)]
+  end
+
+  local TEXTS = { "", "hi", 'say "no"\n', "caf\195\169 \226\130\172",
+    "\0x\1\31", ("long "):rep(50), "</script>" }
+
+  local function content()
+    local k = r(1, 12)
+    if k <= 7 then
+      return TEXTS[k]
+    elseif k == 8 then
+      return nil
+    elseif k == 9 then
+      return json.array { { type = "text", text = pick(TEXTS) },
+                          { type = "image_url", image_url = { url = "u" } } }
+    elseif k == 10 then
+      return json.null
+    elseif k == 11 then
+      return 42
+    end
+    return false
+  end
+
+  local function call()
+    local c = { id = pick { "call_1", "c2", nil }, name = pick { "add", nil },
+                arguments = pick { '{"a": 1}', "", nil } }
+    if r() < 0.1 then
+      c.arguments = { a = 1, b = json.array { 1, 2 } }
+    end
+    return c
+  end
+
+  local function message()
+    local role = pick { "user", "assistant", "assistant", "tool", "system",
+      "developer", nil }
+    local m = { role = role, content = content() }
+    if role == "assistant" and r() < 0.6 then
+      m.tool_calls = {}
+      for i = 1, r(0, 3) do
+        m.tool_calls[i] = call()
+      end
+    elseif role == "tool" then
+      m.tool_call_id = pick { "call_1", "c2", nil }
+      m.name = "add" -- spool's own field: not sent
+    end
+    if r() < 0.1 then
+      m.tag = "result" -- the blocks form's: not sent
+    end
+    return m
+  end
+
+  local function request()
+    local req = { system = pick { "You add.", "", nil, "caf\195\169" },
+      messages = {}, json = r() < 0.2 or nil, stream = r() < 0.3 or nil,
+      temperature = pick { nil, 0, 0.7, 1.0, 2 },
+      max_tokens = pick { nil, 256 } }
+    for i = 1, r(0, 6) do
+      req.messages[i] = message()
+    end
+    if r() < 0.6 then
+      req.tools = { ADD, { name = "none", description = "No arguments.",
+        parameters = { type = "object", properties = json.array() } } }
+      req.tools_wire = r() < 0.5 and {} or nil
+    end
+    if r() < 0.03 then -- no JSON can hold it: the Lua writer says so
+      req.messages[#req.messages + 1] = { role = "user", content = print }
+    end
+    return req
+  end
+
+  local function built(model, req, in_c)
+    local fast = core.chat_body
+    if not in_c then
+      core.chat_body = function() error("not here") end
+    end
+    local out = table.pack(pcall(openai.build, model, req))
+    core.chat_body = fast
+    if out[1] then
+      out[2] = out[2].body
+    else
+      out[2] = tostring(out[2]):gsub("^.-spool%.json", "spool.json")
+    end
+    return out
+  end
+
+  it("writes the Lua writer's bytes, for requests of every shape", function()
+    local seed = os.time()
+    math.randomseed(seed)
+    for round = 1, 3000 do
+      local model = { name = pick { "gpt-x", "m" }, temperature = pick {
+        nil, 0.2 }, max_tokens = pick { nil, 1024 } }
+      local req = request()
+      local want = built(model, req, false)
+      local got = built(model, req, true)
+      assert.are.same(want, got, string.format("seed %d, round %d", seed,
+        round))
+      if want[1] then
+        assert.is_table(json.decode(got[2]))
+      end
+    end
+  end)
+end)

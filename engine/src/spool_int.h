@@ -269,6 +269,11 @@ void spool__open_limits(lua_State *L);
 void spool__open_tokens(lua_State *L);
 void spool__open_wire(lua_State *L);
 
+/* ---- l_json.c: json.encode's writer, for the other bindings ---- */
+/* Appends the value at idx as json.encode writes it (keys sorted, the
+ * array mark and json.raw honoured); raises what json.encode raises. */
+void spool__json_append(lua_State *L, int idx, spool__buf *out);
+
 /* ---- bind.c: what the bindings share ---- */
 /* Pushes n bytes as lower-case hex. */
 void spool__push_hex(lua_State *L, const unsigned char *p, size_t n);

@@ -59,6 +59,8 @@ typedef struct builder {
 typedef struct encoder {
   lua_State *L;
   spool__buf *out;
+  int array_mt, raw_mt; /* stack indices of the array mark and json.raw's
+                           metatable */
   int depth;
   struct {
     const char *key; /* NULL for an array index */
@@ -68,7 +70,8 @@ typedef struct encoder {
 } encoder;
 
 /*
- * Upvalues of decode/encode: 1 = this scratch userdata, 2 = the array mark.
+ * Upvalues of decode/encode: 1 = this scratch userdata, 2 = the array mark,
+ * 3 = json.raw's metatable.
  * Neither function runs Lua code while it works, so one scratch per state
  * is never in use twice, and a Lua error in the middle leaks nothing.
  */
@@ -362,12 +365,12 @@ static void nomem(encoder *en) {
 
 static void encode(encoder *en, int idx);
 
-static int is_array_marked(lua_State *L, int idx) {
+/* Has the value at idx the metatable at stack index mt? */
+static int has_metatable(lua_State *L, int idx, int mt) {
   if (!lua_getmetatable(L, idx))
     return 0;
-  lua_pushvalue(L, lua_upvalueindex(2));
-  int r = lua_rawequal(L, -1, -2);
-  lua_pop(L, 2);
+  int r = lua_rawequal(L, -1, mt);
+  lua_pop(L, 1);
   return r;
 }
 
@@ -408,7 +411,7 @@ static void encode_table(encoder *en, int idx) {
   lua_State *L = en->L;
   if (en->depth >= SPOOL_JSON_MAX_DEPTH)
     enc_error(en, "nesting too deep (is there a cycle?)");
-  int marked = is_array_marked(L, idx);
+  int marked = has_metatable(L, idx, en->array_mt);
   /* Classify: count keys, and see whether they are exactly 1..n. */
   lua_Integer n = 0, max = 0;
   int strings = 0, others = 0;
@@ -530,7 +533,8 @@ static void encode(encoder *en, int idx) {
     encode_table(en, idx);
     break;
   case LUA_TUSERDATA: {
-    raw_json *raw = luaL_testudata(L, idx, RAW_MT);
+    raw_json *raw = has_metatable(L, idx, en->raw_mt) ? lua_touserdata(L, idx)
+                                                      : NULL;
     if (raw == NULL)
       enc_error(en, "cannot encode a userdata");
     rc = spool__buf_add(en->out, raw->text, raw->len);
@@ -557,6 +561,10 @@ static int l_json_encode(lua_State *L) {
   en->L = L;
   en->out = &sc->out;
   en->depth = 0;
+  lua_pushvalue(L, lua_upvalueindex(2));
+  en->array_mt = 2;
+  lua_pushvalue(L, lua_upvalueindex(3));
+  en->raw_mt = 3;
   spool__buf_clear(en->out);
   encode(en, 1);
   lua_pushlstring(L, en->out->data ? en->out->data : "", en->out->len);
@@ -607,8 +615,22 @@ static int raw_eq(lua_State *L) {
 }
 
 static int l_json_is_array(lua_State *L) {
-  lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && is_array_marked(L, 1));
+  lua_settop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(2));
+  lua_pushboolean(L, lua_type(L, 1) == LUA_TTABLE && has_metatable(L, 1, 2));
   return 1;
+}
+
+void spool__json_append(lua_State *L, int idx, spool__buf *out) {
+  idx = lua_absindex(L, idx);
+  luaL_checkstack(L, 4, "JSON too deep");
+  encoder en = {.L = L, .out = out};
+  en.array_mt = lua_gettop(L) + 1;
+  luaL_getmetatable(L, ARRAY_MT);
+  en.raw_mt = lua_gettop(L) + 1;
+  luaL_getmetatable(L, RAW_MT);
+  encode(&en, idx);
+  lua_pop(L, 2);
 }
 
 int luaopen_spool_json(lua_State *L) {
@@ -642,7 +664,9 @@ int luaopen_spool_json(lua_State *L) {
   luaL_newmetatable(L, ARRAY_MT);
   lua_pushliteral(L, "json.array");
   lua_setfield(L, -2, "__name");
-  luaL_setfuncs(L, fns, 2);
+  /* upvalue 3: json.raw's metatable */
+  luaL_getmetatable(L, RAW_MT);
+  luaL_setfuncs(L, fns, 3);
   lua_pushlightuserdata(L, NULL);
   lua_setfield(L, -2, "null");
   return 1;

@@ -9,23 +9,34 @@
  *     cached_tokens, reasoning_tokens } }, as
  *     spool.model.providers.openai's parse makes it; nil when the body is
  *     not of the common shape (that parse reads it then)
+ *   core.chat_body(model, system, messages, tools, json, temperature,
+ *     max_tokens, stream) -> the JSON body of a chat request, byte for byte
+ *     what spool.model.providers.openai's Lua writer makes of the same
+ *     (tools: their wire form's JSON text, or nil); raises on a value it
+ *     does not take, which that writer then names
  */
 #include <string.h>
 
 #include "codec/chat_reply.h"
+#include "codec/json.h"
 #include "spool_int.h"
 
 #define SCRATCH_MT "spool.wire.scratch"
 
+/* The JSON text a request may be (as json.encode's). */
+#define MAX_BODY (64u << 20)
+
 typedef struct scratch {
   spool__chat_reply reply;
   spool__buf parse;
+  spool__buf body;
 } scratch;
 
 static int scratch_gc(lua_State *L) {
   scratch *s = luaL_checkudata(L, 1, SCRATCH_MT);
   spool__chat_reply_free(&s->reply);
   spool__buf_free(&s->parse);
+  spool__buf_free(&s->body);
   return 0;
 }
 
@@ -122,6 +133,185 @@ static int l_chat_reply(lua_State *L) {
   return 1;
 }
 
+/* ---- the chat request ---- */
+
+static void nomem(lua_State *L) {
+  luaL_error(L, "not enough memory");
+}
+
+static void put(lua_State *L, spool__buf *b, const char *text) {
+  if (spool__buf_adds(b, text) != 0)
+    nomem(L);
+}
+
+/* The value at idx, as json.encode writes it. */
+static void put_value(lua_State *L, spool__buf *b, int idx) {
+  if (lua_type(L, idx) != LUA_TSTRING) {
+    spool__json_append(L, idx, b);
+    return;
+  }
+  size_t n;
+  const char *s = lua_tolstring(L, idx, &n);
+  int rc = spool__json_write_string(b, s, n);
+  if (rc == -2)
+    luaL_error(L, "invalid UTF-8 in a string");
+  if (rc != 0)
+    nomem(L);
+}
+
+/* `"key":` after the members before it (*first: none yet). */
+static void put_key(lua_State *L, spool__buf *b, const char *key, int *first) {
+  if (!*first)
+    put(L, b, ",");
+  *first = 0;
+  put(L, b, "\"");
+  put(L, b, key);
+  put(L, b, "\":");
+}
+
+/* Member `key` with t[field] as its value, if that is not nil. */
+static void put_field(lua_State *L, spool__buf *b, int t, const char *field,
+                      const char *key, int *first) {
+  if (lua_getfield(L, t, field) != LUA_TNIL) {
+    put_key(L, b, key, first);
+    put_value(L, b, -1);
+  }
+  lua_pop(L, 1);
+}
+
+/* An assistant message's tool calls, at stack index tc, as
+ * [{"function": {"arguments", "name"}, "id", "type": "function"}]. */
+static void put_calls(lua_State *L, spool__buf *b, int tc, lua_Integer n) {
+  put(L, b, "[");
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (lua_geti(L, tc, i) != LUA_TTABLE)
+      luaL_error(L, "tool call %d is not a table", (int)i);
+    int c = lua_gettop(L), first = 1, inner = 1;
+    put(L, b, i > 1 ? ",{" : "{");
+    put_key(L, b, "function", &first);
+    put(L, b, "{");
+    put_field(L, b, c, "arguments", "arguments", &inner);
+    put_field(L, b, c, "name", "name", &inner);
+    put(L, b, "}");
+    put_field(L, b, c, "id", "id", &first);
+    put(L, b, ",\"type\":\"function\"}");
+    lua_pop(L, 1);
+  }
+  put(L, b, "]");
+}
+
+/* One message of spool's chat form, at stack index m, in OpenAI's. */
+static void put_message(lua_State *L, spool__buf *b, int m) {
+  if (lua_type(L, m) != LUA_TTABLE)
+    luaL_error(L, "a message is not a table");
+  int first = 1;
+  size_t len = 0;
+  lua_getfield(L, m, "role");
+  const char *role =
+      lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
+#define ROLE_IS(lit) (len == sizeof lit - 1 && memcmp(role, lit, len) == 0)
+  put(L, b, "{");
+  if (ROLE_IS("assistant")) {
+    put_key(L, b, "content", &first);
+    lua_getfield(L, m, "content");
+    if (lua_toboolean(L, -1))
+      put_value(L, b, -1);
+    else
+      put(L, b, "null");
+    lua_pop(L, 1);
+    put(L, b, ",\"role\":\"assistant\"");
+    int t = lua_getfield(L, m, "tool_calls");
+    if (t != LUA_TNIL && t != LUA_TTABLE && lua_toboolean(L, -1))
+      luaL_error(L, "tool_calls is not a table");
+    lua_Integer n = t == LUA_TTABLE ? luaL_len(L, -1) : 0;
+    if (n > 0) {
+      put(L, b, ",\"tool_calls\":");
+      put_calls(L, b, lua_gettop(L), n);
+    }
+    lua_pop(L, 1);
+  } else if (ROLE_IS("tool")) {
+    put_field(L, b, m, "content", "content", &first);
+    put(L, b, first ? "\"role\":\"tool\"" : ",\"role\":\"tool\"");
+    first = 0;
+    put_field(L, b, m, "tool_call_id", "tool_call_id", &first);
+  } else {
+    put_field(L, b, m, "content", "content", &first);
+    put_field(L, b, m, "role", "role", &first);
+  }
+  put(L, b, "}");
+  lua_pop(L, 1); /* the role */
+#undef ROLE_IS
+}
+
+/* Arguments: 1 model, 2 system, 3 messages, 4 tools (JSON text), 5 json,
+ * 6 temperature, 7 max_tokens, 8 stream. Keys go in sorted order, as
+ * json.encode writes them. */
+static int l_chat_body(lua_State *L) {
+  lua_settop(L, 8);
+  luaL_checktype(L, 3, LUA_TTABLE);
+  scratch *s = lua_touserdata(L, lua_upvalueindex(1));
+  spool__buf *b = &s->body;
+  spool__buf_clear(b);
+  int first = 1;
+  put(L, b, "{");
+  if (!lua_isnil(L, 7)) {
+    put_key(L, b, "max_tokens", &first);
+    put_value(L, b, 7);
+  }
+  put_key(L, b, "messages", &first);
+  put(L, b, "[");
+  int any = 0;
+  if (lua_toboolean(L, 2) &&
+      !(lua_type(L, 2) == LUA_TSTRING && lua_rawlen(L, 2) == 0)) {
+    put(L, b, "{\"content\":");
+    put_value(L, b, 2);
+    put(L, b, ",\"role\":\"system\"}");
+    any = 1;
+  }
+  lua_Integer n = luaL_len(L, 3);
+  for (lua_Integer i = 1; i <= n; i++) {
+    if (any)
+      put(L, b, ",");
+    any = 1;
+    lua_geti(L, 3, i);
+    put_message(L, b, lua_gettop(L));
+    lua_pop(L, 1);
+    if (b->len > MAX_BODY)
+      luaL_error(L, "the request would be larger than 64 MiB");
+  }
+  put(L, b, "]");
+  if (!lua_isnil(L, 1)) {
+    put_key(L, b, "model", &first);
+    put_value(L, b, 1);
+  }
+  if (lua_toboolean(L, 5)) {
+    put_key(L, b, "response_format", &first);
+    put(L, b, "{\"type\":\"json_object\"}");
+  }
+  if (lua_toboolean(L, 8)) {
+    put_key(L, b, "stream", &first);
+    put(L, b, "true,\"stream_options\":{\"include_usage\":true}");
+  }
+  if (!lua_isnil(L, 6)) {
+    put_key(L, b, "temperature", &first);
+    put_value(L, b, 6);
+  }
+  if (!lua_isnil(L, 4)) {
+    size_t len;
+    const char *tools = luaL_checklstring(L, 4, &len);
+    put_key(L, b, "tools", &first);
+    if (spool__buf_add(b, tools, len) != 0)
+      nomem(L);
+  }
+  put(L, b, "}");
+  if (b->len > MAX_BODY)
+    luaL_error(L, "the request would be larger than 64 MiB");
+  lua_pushlstring(L, b->data, b->len);
+  if (b->cap > (1u << 20))
+    spool__buf_free(b);
+  return 1;
+}
+
 void spool__open_wire(lua_State *L) {
   static const luaL_Reg methods[] = {{NULL, NULL}};
   spool__class(L, SCRATCH_MT, methods, scratch_gc, NULL);
@@ -129,6 +319,9 @@ void spool__open_wire(lua_State *L) {
   scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, SCRATCH_MT);
+  lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_chat_reply, 1);
-  lua_setfield(L, -2, "chat_reply");
+  lua_setfield(L, -3, "chat_reply");
+  lua_pushcclosure(L, l_chat_body, 1);
+  lua_setfield(L, -2, "chat_body");
 }

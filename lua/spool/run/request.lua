@@ -34,8 +34,10 @@ end
 
 
 -- What an agent version says of its tools, in the two forms a step needs
--- (the prompt's, and the request's with its size in bytes): made once per
--- version, and again when an MCP server's tool list changed.
+-- (the prompt's, and the request's with its size in bytes), and the
+-- providers' wire forms of them as they are made (`wire`, by provider):
+-- made once per version, and again when an MCP server's tool list
+-- changed.
 local function tool_lists(agent)
   local record = version.of[agent]
   local resolved, changed = mcp_tools(agent)
@@ -43,7 +45,8 @@ local function tool_lists(agent)
   if lists then
     return lists
   end
-  lists = { prompt = json.array(), request = nil, request_bytes = 0 }
+  lists = { prompt = json.array(), request = nil, request_bytes = 0,
+            wire = {} }
   for i, name in ipairs(agent.tool_names) do
     local t = agent.tools[name]
     lists.prompt[i] = { name = name, description = t.description,
@@ -136,8 +139,8 @@ function M.request(thread, agent, opts)
     estimate = estimate + window.tokens(plan, 1)
   end
   return { model = model, system = system, messages = messages,
-           tools = tools, json = agent.mode == "json", memo = memo,
-           fresh = memo and plan.fresh,
+           tools = tools, tools_wire = tools and lists.wire,
+           json = agent.mode == "json",
            context = { estimate = estimate,
                        budget = plan and plan.limit or nil, plan = plan } }
 end

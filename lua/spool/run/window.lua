@@ -15,9 +15,7 @@
 --     renderers =, events =, fixed_tokens =, model =, report = bool,
 --     memo = window.memo(thread) | nil })
 --   plan = { units, report, total, limit, settings, factor, fold,
---            needs_summary, summary = compaction event | nil,
---            fresh = { [msg] = true } for messages made for this plan
---            alone (cut, or noting what is missing) }
+--            needs_summary, summary = compaction event | nil }
 --   (report, what became of each event, is filled only when asked; a
 --   plan made with a memo shares its units with the memo's walk, and
 --   holds until the thread's next plan)
@@ -209,13 +207,11 @@ end
 
 -- What a thread's earlier steps rendered, kept for its next: the walk of
 -- its events (below), when every message in it came from a built-in chat
--- renderer (a pure function of its event, and events never change); and
--- what providers made of the walk's messages (spool.model.providers.openai).
--- Only the loop's own steps use it, never a render whose messages reach an
--- agent's code, which might change them. A new walk starts a new wire
--- cache. Kept in the run's record (spool.base.task), so it goes when the
--- run stops; nil for a thread no runner drives.
--- { walk, wire = { [provider] = { [msg] = json.raw } } }.
+-- renderer (a pure function of its event, and events never change). Only
+-- the loop's own steps use it, never a render whose messages reach an
+-- agent's code, which might change them. Kept in the run's record
+-- (spool.base.task), so it goes when the run stops; nil for a thread no
+-- runner drives. { walk }.
 function M.memo(thread)
   local run = task.runs[thread]
   if not run then
@@ -223,7 +219,7 @@ function M.memo(thread)
   end
   local memo = run.render_memo
   if not memo then
-    memo = { wire = {} }
+    memo = {}
     run.render_memo = memo
   end
   return memo
@@ -318,10 +314,8 @@ end
 
 
 -- Closes unit `u` with one answer per call of its assistant message, in
--- call order; a call without one gets a note saying so. For a plan's own
--- copy of the open unit, `fresh` collects those notes: they are made for
--- that plan alone.
-local function settle(w, u, cuts, fresh)
+-- call order; a call without one gets a note saying so.
+local function settle(w, u, cuts)
   local owed = w.owed
   for i = 1, #owed do
     local c = owed[i]
@@ -332,9 +326,6 @@ local function settle(w, u, cuts, fresh)
       local note = { role = "tool", tool_call_id = c.id, name = c.name,
                      content = "error: no result was recorded for this call" }
       put(u, note, tokens.bytes(note), nil, cuts)
-      if fresh then
-        fresh[note] = true
-      end
     end
   end
 end
@@ -475,9 +466,6 @@ local function cut_now(plan, w, place, done)
     local action
     msg, action = cut_message(plan, c, w.summaries)
     done[c] = msg
-    if msg ~= c.raw then
-      plan.fresh[msg] = true
-    end
     if c.entry then
       c.entry.action = action
       c.entry.shown = tokens.message(msg, plan.factor)
@@ -507,7 +495,7 @@ local function finish(plan, w, fixed_tokens)
                    overhead = open.overhead, first = open.first,
                    last = open.last, kind = open.kind }
     local cuts = {}
-    settle(w, view, cuts, plan.fresh)
+    settle(w, view, cuts)
     for i = 1, #cuts do
       cut_now(plan, w, cuts[i], done)
     end
@@ -531,7 +519,6 @@ function M.plan(thread, agent, opts)
     settings = M.settings(agent, opts.model), factor = tokens.factor(events),
     report = {}, needs_summary = {}, form = opts.form or "chat",
     read_more = agent and agent.tools and agent.tools.read_more ~= nil,
-    fresh = {},
   }
   local how = { thread = thread, agent = agent, blocks = blocks,
     renderers = opts.renderers or {},
@@ -544,9 +531,6 @@ function M.plan(thread, agent, opts)
   local w = memo and memo.walk
   if not continues(w, events, plan.settings, how.defaults) then
     w = new_walk(events, plan.settings)
-    if memo then
-      memo.wire = {} -- of messages no longer walked
-    end
   end
   walk(w, how, plan.factor)
   if memo then
@@ -664,7 +648,6 @@ local function cut_results(plan)
       local head = tokens.head(old.content, keep, factor)
       msg.content = head .. marker:format(f.size
         - tokens.estimate(head, factor), f.size)
-      plan.fresh[msg] = true
       u.messages[f.index], u.bytes[f.index] = msg, tokens.bytes(msg)
       local before = u.tokens
       u.tokens = u.overhead + tokens.of_sizes(u.bytes, factor)
@@ -695,7 +678,6 @@ function M.drop_overflow(plan)
     if plan.form ~= "blocks" then
       note.tag = nil
     end
-    plan.fresh[note] = true
     local unit = { messages = { note }, bytes = { tokens.bytes(note) },
       overhead = tokens.overhead(note), tokens = tokens.message(note,
         plan.factor), first = 0, last = 0 }

@@ -51,67 +51,35 @@ local function wire_tools(tools)
 end
 
 
--- The wire form of what a thread's steps send the same each time
--- (req.memo, spool.run.window.memo): encoded once, spliced as it is. The
--- messages of the memo's walk (not those made for one request,
--- req.fresh); the system prompt and the tools while they stay the same.
-local function wire_cache(memo)
-  local cache = memo.wire.openai
-  if not cache then
-    cache = {}
-    memo.wire.openai = cache
+-- The tools' wire form as JSON text: kept in req.tools_wire, where the
+-- request gives one (an agent version's, spool.run.request), as its tools
+-- stay the same from step to step.
+local function tools_text(req)
+  local kept = req.tools_wire
+  local text = kept and kept.openai
+  if not text then
+    text = json.encode(wire_tools(req.tools))
+    if kept then
+      kept.openai = text
+    end
   end
-  return cache
+  return text
 end
 
 
-local function same_as_last(cache, key, value, make)
-  local last = cache[key]
-  if last and last.of == value then
-    return last.raw
-  end
-  local raw = json.raw(json.encode(make(value)))
-  cache[key] = { of = value, raw = raw }
-  return raw
-end
-
-
-local function system_message(text)
-  return { role = "system", content = text }
-end
-
-
--- Builds { path, headers, body } for a chat request. `req` holds system,
--- messages, tools ({ name, description, parameters }), json, temperature,
--- max_tokens, memo, fresh.
-function M.build(model, req)
-  local memo = req.memo
-  local cache = memo and memo.walk and wire_cache(memo)
-  local fresh = req.fresh or {}
+-- The body as Lua writes it: what core.chat_body must write byte for byte
+-- (spec/providers_spec.lua), and what names a value no JSON can hold.
+local function body_in_lua(model, req, tools)
   local messages = json.array()
   if req.system and req.system ~= "" then
-    messages[1] = cache
-      and same_as_last(cache, "system", req.system, system_message)
-      or system_message(req.system)
+    messages[1] = { role = "system", content = req.system }
   end
   local from = req.messages or {}
   for i = 1, #from do
-    local m = from[i]
-    local wire = cache and cache[m]
-    if not wire then
-      wire = convert_message(m)
-      if cache and not fresh[m] then
-        wire = json.raw(json.encode(wire))
-        cache[m] = wire
-      end
-    end
-    messages[#messages + 1] = wire
+    messages[#messages + 1] = convert_message(from[i])
   end
-  local body = { model = model.name, messages = messages }
-  if req.tools and #req.tools > 0 then
-    body.tools = cache and same_as_last(cache, "tools", req.tools, wire_tools)
-      or wire_tools(req.tools)
-  end
+  local body = { model = model.name, messages = messages,
+                 tools = tools and json.raw(tools) }
   if req.json then
     body.response_format = { type = "json_object" }
   end
@@ -121,10 +89,30 @@ function M.build(model, req)
     body.stream = true
     body.stream_options = { include_usage = true }
   end
+  return json.encode(body)
+end
+
+
+local NO_MESSAGES = {}
+
+-- Builds { path, headers, body } for a chat request. `req` holds system,
+-- messages, tools ({ name, description, parameters }), json, temperature,
+-- max_tokens, tools_wire. The body is written in C (core.chat_body); a
+-- value that writer does not take is left to the Lua one, which says
+-- what is wrong with it.
+function M.build(model, req)
+  local tools = req.tools and #req.tools > 0 and tools_text(req) or nil
+  local ok, body = pcall(core.chat_body, model.name, req.system,
+    req.messages or NO_MESSAGES, tools, req.json,
+    req.temperature or model.temperature, req.max_tokens or model.max_tokens,
+    req.stream)
+  if not ok then
+    body = body_in_lua(model, req, tools)
+  end
   return {
     path = "/chat/completions",
     headers = { ["content-type"] = "application/json" },
-    body = json.encode(body),
+    body = body,
   }
 end
 
