@@ -139,10 +139,23 @@ static void nomem(lua_State *L) {
   luaL_error(L, "not enough memory");
 }
 
-static void put(lua_State *L, spool__buf *b, const char *text) {
-  if (spool__buf_adds(b, text) != 0)
+static void put_n(lua_State *L, spool__buf *b, const char *s, size_t n) {
+  if (spool__buf_add(b, s, n) != 0)
     nomem(L);
 }
+
+/* A literal's bytes. */
+#define PUT(L, b, lit) put_n(L, b, lit, sizeof lit - 1)
+
+/* An object member's `,"key":` (the literal `member`), the comma left out
+ * for its first (*first, which this clears). */
+static void put_key(lua_State *L, spool__buf *b, const char *member, size_t len,
+                    int *first) {
+  put_n(L, b, member + *first, len - (size_t)*first);
+  *first = 0;
+}
+#define PUT_KEY(L, b, member, first)                                           \
+  put_key(L, b, member, sizeof member - 1, first)
 
 /* The value at idx, as json.encode writes it. */
 static void put_value(lua_State *L, spool__buf *b, int idx) {
@@ -159,45 +172,38 @@ static void put_value(lua_State *L, spool__buf *b, int idx) {
     nomem(L);
 }
 
-/* `"key":` after the members before it (*first: none yet). */
-static void put_key(lua_State *L, spool__buf *b, const char *key, int *first) {
-  if (!*first)
-    put(L, b, ",");
-  *first = 0;
-  put(L, b, "\"");
-  put(L, b, key);
-  put(L, b, "\":");
-}
-
-/* Member `key` with t[field] as its value, if that is not nil. */
+/* Member `member` with t[field] as its value, if that is not nil. */
 static void put_field(lua_State *L, spool__buf *b, int t, const char *field,
-                      const char *key, int *first) {
+                      const char *member, size_t len, int *first) {
   if (lua_getfield(L, t, field) != LUA_TNIL) {
-    put_key(L, b, key, first);
+    put_key(L, b, member, len, first);
     put_value(L, b, -1);
   }
   lua_pop(L, 1);
 }
+#define PUT_FIELD(L, b, t, field, first)                                       \
+  put_field(L, b, t, field, ",\"" field "\":", sizeof ",\"" field "\":" - 1,   \
+            first)
 
 /* An assistant message's tool calls, at stack index tc, as
  * [{"function": {"arguments", "name"}, "id", "type": "function"}]. */
 static void put_calls(lua_State *L, spool__buf *b, int tc, lua_Integer n) {
-  put(L, b, "[");
+  PUT(L, b, "[");
   for (lua_Integer i = 1; i <= n; i++) {
     if (lua_geti(L, tc, i) != LUA_TTABLE)
       luaL_error(L, "tool call %d is not a table", (int)i);
-    int c = lua_gettop(L), first = 1, inner = 1;
-    put(L, b, i > 1 ? ",{" : "{");
-    put_key(L, b, "function", &first);
-    put(L, b, "{");
-    put_field(L, b, c, "arguments", "arguments", &inner);
-    put_field(L, b, c, "name", "name", &inner);
-    put(L, b, "}");
-    put_field(L, b, c, "id", "id", &first);
-    put(L, b, ",\"type\":\"function\"}");
+    int c = lua_gettop(L), first = 0, inner = 1;
+    if (i > 1)
+      PUT(L, b, ",");
+    PUT(L, b, "{\"function\":{");
+    PUT_FIELD(L, b, c, "arguments", &inner);
+    PUT_FIELD(L, b, c, "name", &inner);
+    PUT(L, b, "}");
+    PUT_FIELD(L, b, c, "id", &first);
+    PUT(L, b, ",\"type\":\"function\"}");
     lua_pop(L, 1);
   }
-  put(L, b, "]");
+  PUT(L, b, "]");
 }
 
 /* One message of spool's chat form, at stack index m, in OpenAI's. */
@@ -210,37 +216,37 @@ static void put_message(lua_State *L, spool__buf *b, int m) {
   const char *role =
       lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : "";
 #define ROLE_IS(lit) (len == sizeof lit - 1 && memcmp(role, lit, len) == 0)
-  put(L, b, "{");
+  PUT(L, b, "{");
   if (ROLE_IS("assistant")) {
-    put_key(L, b, "content", &first);
+    PUT(L, b, "\"content\":");
     lua_getfield(L, m, "content");
     if (lua_toboolean(L, -1))
       put_value(L, b, -1);
     else
-      put(L, b, "null");
+      PUT(L, b, "null");
     lua_pop(L, 1);
-    put(L, b, ",\"role\":\"assistant\"");
+    PUT(L, b, ",\"role\":\"assistant\"");
     int t = lua_getfield(L, m, "tool_calls");
     if (t != LUA_TNIL && t != LUA_TTABLE && lua_toboolean(L, -1))
       luaL_error(L, "tool_calls is not a table");
     lua_Integer n = t == LUA_TTABLE ? luaL_len(L, -1) : 0;
     if (n > 0) {
-      put(L, b, ",\"tool_calls\":");
+      PUT(L, b, ",\"tool_calls\":");
       put_calls(L, b, lua_gettop(L), n);
     }
     lua_pop(L, 1);
   } else if (ROLE_IS("tool")) {
-    put_field(L, b, m, "content", "content", &first);
-    put(L, b, first ? "\"role\":\"tool\"" : ",\"role\":\"tool\"");
-    first = 0;
-    put_field(L, b, m, "tool_call_id", "tool_call_id", &first);
+    PUT_FIELD(L, b, m, "content", &first);
+    PUT_KEY(L, b, ",\"role\":", &first);
+    PUT(L, b, "\"tool\"");
+    PUT_FIELD(L, b, m, "tool_call_id", &first);
   } else {
-    put_field(L, b, m, "content", "content", &first);
-    put_field(L, b, m, "role", "role", &first);
+    PUT_FIELD(L, b, m, "content", &first);
+    PUT_FIELD(L, b, m, "role", &first);
   }
-  put(L, b, "}");
-  lua_pop(L, 1); /* the role */
 #undef ROLE_IS
+  PUT(L, b, "}");
+  lua_pop(L, 1); /* the role */
 }
 
 /* Arguments: 1 model, 2 system, 3 messages, 4 tools (JSON text), 5 json,
@@ -253,25 +259,24 @@ static int l_chat_body(lua_State *L) {
   spool__buf *b = &s->body;
   spool__buf_clear(b);
   int first = 1;
-  put(L, b, "{");
+  PUT(L, b, "{");
   if (!lua_isnil(L, 7)) {
-    put_key(L, b, "max_tokens", &first);
+    PUT_KEY(L, b, ",\"max_tokens\":", &first);
     put_value(L, b, 7);
   }
-  put_key(L, b, "messages", &first);
-  put(L, b, "[");
+  PUT_KEY(L, b, ",\"messages\":[", &first);
   int any = 0;
   if (lua_toboolean(L, 2) &&
       !(lua_type(L, 2) == LUA_TSTRING && lua_rawlen(L, 2) == 0)) {
-    put(L, b, "{\"content\":");
+    PUT(L, b, "{\"content\":");
     put_value(L, b, 2);
-    put(L, b, ",\"role\":\"system\"}");
+    PUT(L, b, ",\"role\":\"system\"}");
     any = 1;
   }
   lua_Integer n = luaL_len(L, 3);
   for (lua_Integer i = 1; i <= n; i++) {
     if (any)
-      put(L, b, ",");
+      PUT(L, b, ",");
     any = 1;
     lua_geti(L, 3, i);
     put_message(L, b, lua_gettop(L));
@@ -279,31 +284,26 @@ static int l_chat_body(lua_State *L) {
     if (b->len > MAX_BODY)
       luaL_error(L, "the request would be larger than 64 MiB");
   }
-  put(L, b, "]");
+  PUT(L, b, "]");
   if (!lua_isnil(L, 1)) {
-    put_key(L, b, "model", &first);
+    PUT_KEY(L, b, ",\"model\":", &first);
     put_value(L, b, 1);
   }
-  if (lua_toboolean(L, 5)) {
-    put_key(L, b, "response_format", &first);
-    put(L, b, "{\"type\":\"json_object\"}");
-  }
-  if (lua_toboolean(L, 8)) {
-    put_key(L, b, "stream", &first);
-    put(L, b, "true,\"stream_options\":{\"include_usage\":true}");
-  }
+  if (lua_toboolean(L, 5))
+    PUT(L, b, ",\"response_format\":{\"type\":\"json_object\"}");
+  if (lua_toboolean(L, 8))
+    PUT(L, b, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
   if (!lua_isnil(L, 6)) {
-    put_key(L, b, "temperature", &first);
+    PUT(L, b, ",\"temperature\":");
     put_value(L, b, 6);
   }
   if (!lua_isnil(L, 4)) {
     size_t len;
     const char *tools = luaL_checklstring(L, 4, &len);
-    put_key(L, b, "tools", &first);
-    if (spool__buf_add(b, tools, len) != 0)
-      nomem(L);
+    PUT(L, b, ",\"tools\":");
+    put_n(L, b, tools, len);
   }
-  put(L, b, "}");
+  PUT(L, b, "}");
   if (b->len > MAX_BODY)
     luaL_error(L, "the request would be larger than 64 MiB");
   lua_pushlstring(L, b->data, b->len);
