@@ -176,6 +176,9 @@ function M.append(thread, writes)
     return nil, err, code
   end
   thread.bytes = (thread.bytes or 0) + bytes -- what was stored, once
+  if #ws == 0 then
+    return {} -- (most steps write no state: no versions to read)
+  end
   return json.decode(versions)
 end
 
