@@ -53,13 +53,19 @@ describe("token sums", function()
     for _, u in ipairs(units) do
       want = want + u.overhead + of_sizes_lua(u.bytes, factor)
     end
-    assert.are.equal(want, core.units_tokens(units, factor))
+    local plain = 0
+    for _, u in ipairs(units) do
+      plain = plain + u.overhead + of_sizes_lua(u.bytes, 1)
+    end
+    local at_factor, at_one = core.units_tokens(units, factor)
+    assert.are.equal(want, at_factor)
+    assert.are.equal(plain, at_one, "and at factor 1, in the same pass")
     assert.is_nil(units[1].tokens, "counted without `set`, nothing is stored")
-    assert.are.equal(want, core.units_tokens(units, factor, true))
+    assert.are.equal(want, (core.units_tokens(units, factor, true)))
     assert.are.equal(4 + 4 + 0 + 2, units[1].tokens)
     assert.are.equal(12, units[2].tokens)
     assert.are.equal(8 + 1371, units[3].tokens)
-    assert.are.equal(0, core.units_tokens({}, factor))
+    assert.are.same({ 0, 0 }, { core.units_tokens({}, factor) })
   end)
 
   it("name what is wrong with what they are given", function()

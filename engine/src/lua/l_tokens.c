@@ -7,8 +7,9 @@
  *   core.sizes_tokens(sizes, factor) -> tokens of messages of these sizes
  *     (a list of bytes), as spool.tokens.of_bytes counts each one
  *   core.units_tokens(units, factor, set) -> the tokens of window units
- *     { overhead = n, bytes = { n, ... } }: each one's overhead and sizes;
- *     `set` also stores each unit's count in unit.tokens
+ *     { overhead = n, bytes = { n, ... } }: each one's overhead and sizes,
+ *     and the same at factor 1 (a request's uncalibrated estimate); `set`
+ *     also stores each unit's count in unit.tokens
  *
  * The rule is spool.tokens.of_bytes, ceil(bytes / 4 * factor), in the
  * same double arithmetic, so the sums are those the Lua functions made
@@ -22,8 +23,10 @@
  * integer). */
 #define MAX_TOKENS 0x1p62
 
-/* The tokens of the sizes in the table at `idx`. */
-static lua_Integer sum_sizes(lua_State *L, int idx, lua_Number factor) {
+/* The tokens of the sizes in the table at `idx`; *plain gets them at
+ * factor 1. */
+static lua_Integer sum_sizes(lua_State *L, int idx, lua_Number factor,
+                             lua_Integer *plain) {
   lua_Integer n = 0;
   lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
   for (lua_Integer i = 1; i <= len; i++) {
@@ -38,6 +41,7 @@ static lua_Integer sum_sizes(lua_State *L, int idx, lua_Number factor) {
       if (!(t < MAX_TOKENS && t > -MAX_TOKENS))
         return luaL_error(L, "size %d makes no token count", (int)i);
       n += (lua_Integer)t;
+      *plain += (lua_Integer)ceil(b / 4);
     }
   }
   return n;
@@ -45,7 +49,8 @@ static lua_Integer sum_sizes(lua_State *L, int idx, lua_Number factor) {
 
 static int l_sizes_tokens(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_pushinteger(L, sum_sizes(L, 1, luaL_optnumber(L, 2, 1)));
+  lua_Integer plain = 0;
+  lua_pushinteger(L, sum_sizes(L, 1, luaL_optnumber(L, 2, 1), &plain));
   return 1;
 }
 
@@ -63,7 +68,7 @@ static int l_units_tokens(lua_State *L) {
   lua_Number factor = luaL_optnumber(L, 2, 1);
   int set = lua_toboolean(L, 3);
   lua_settop(L, 1);
-  lua_Integer total = 0;
+  lua_Integer total = 0, plain = 0;
   lua_Integer units = (lua_Integer)lua_rawlen(L, 1);
   for (lua_Integer i = 1; i <= units; i++) {
     if (lua_rawgeti(L, 1, i) != LUA_TTABLE)
@@ -75,7 +80,8 @@ static int l_units_tokens(lua_State *L) {
       return luaL_error(L, "unit %d has no overhead", (int)i);
     if (unit_field(L, 2, KEY_BYTES) != LUA_TTABLE)
       return luaL_error(L, "unit %d has no sizes", (int)i);
-    n += sum_sizes(L, 4, factor);
+    plain += n;
+    n += sum_sizes(L, 4, factor, &plain);
     lua_pop(L, 2);
     if (set) {
       lua_pushvalue(L, lua_upvalueindex(KEY_TOKENS));
@@ -86,7 +92,8 @@ static int l_units_tokens(lua_State *L) {
     total += n;
   }
   lua_pushinteger(L, total);
-  return 1;
+  lua_pushinteger(L, plain);
+  return 2;
 }
 
 void spool__open_tokens(lua_State *L) {

@@ -15,7 +15,8 @@
 --     renderers =, events =, fixed_tokens =, model =, report = bool,
 --     memo = window.memo(thread) | nil })
 --   plan = { units, report, total, limit, settings, factor, fold,
---            needs_summary, summary = compaction event | nil }
+--            needs_summary, summary = compaction event | nil,
+--            tokens_at_one = the units' tokens at factor 1 }
 --   (report, what became of each event, is filled only when asked; a
 --   plan made with a memo shares its units with the memo's walk, and
 --   holds until the thread's next plan)
@@ -504,8 +505,9 @@ local function finish(plan, w, fixed_tokens)
   end
   -- Every unit's tokens at this plan's factor (in C: it is done for every
   -- message at every step).
-  local total = (fixed_tokens or 0) + core.units_tokens(units, plan.factor,
-    true)
+  local messages, at_one = core.units_tokens(units, plan.factor, true)
+  local total = (fixed_tokens or 0) + messages
+  plan.tokens_at_one = at_one -- (until drop_overflow changes the units)
   plan.units, plan.total, plan.summary = units, total, w.summary
   plan.pinned_call = w.pinned_call
 end
@@ -665,6 +667,7 @@ end
 -- newest's too. What is pinned, the system prompt and the tools are never
 -- cut: if they alone are over, plan.overflow says by how many tokens.
 function M.drop_overflow(plan)
+  plan.tokens_at_one = nil
   local dropped, at = drop_oldest(plan, plan.settings.keep_recent)
   local more, more_at = drop_oldest(plan, 1)
   if more > 0 then
@@ -693,7 +696,10 @@ end
 
 -- The tokens of the plan's messages at `factor`.
 function M.tokens(plan, factor)
-  return core.units_tokens(plan.units, factor)
+  if factor == 1 and plan.tokens_at_one then
+    return plan.tokens_at_one
+  end
+  return (core.units_tokens(plan.units, factor))
 end
 
 
