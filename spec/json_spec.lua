@@ -134,6 +134,36 @@ describe("spool.json", function()
         assert.are.equal(7, big[1000000])
       end)
 
+    it("decodes in a finalizer that runs while it decodes", function()
+      -- Making a table may run a finalizer; one that decodes too must not
+      -- take the first decode's place (it once read out of bounds).
+      local inner = 0
+      local function litter()
+        for _ = 1, 200 do
+          setmetatable({}, { __gc = function()
+            local v = json.decode('{"a": [1, 2, {"b": [3]}], "c": "d"}')
+            inner = inner + (v.a[3].b[1] == 3 and 1 or 0)
+          end })
+        end
+      end
+      local items = {}
+      for i = 1, 2000 do
+        items[i] = string.format('{"i": %d, "s": ["x", {"y": %d}]}', i, i)
+      end
+      local doc = "[" .. table.concat(items, ",") .. "]"
+      for _ = 1, 20 do
+        litter()
+        local v = assert(json.decode(doc))
+        assert.are.equal(2000, #v)
+        for i = 1, 2000, 97 do
+          assert.are.equal(i, v[i].i)
+          assert.are.equal(i, v[i].s[2].y)
+        end
+      end
+      collectgarbage()
+      assert.is_true(inner > 0, "the finalizers ran")
+    end)
+
     it("agrees with lua-cjson where lua-cjson is exact", function()
       local docs = {
         '{"name": "caf\\u00e9", "tags": ["a", "b"], "ok": true}',

@@ -763,3 +763,91 @@ describe("the chat request writer", function()
     end
   end)
 end)
+
+-- What a review of the C reader and writer found (each failed before).
+describe("the chat reader and writer, on hostile input", function()
+  local openai = require "spool.model.providers.openai"
+  local json = require "spool.json"
+
+  local function lua_build(model, req)
+    local fast = core.chat_body
+    core.chat_body = function() error("not here") end
+    local ok, out = pcall(openai.build, model, req)
+    core.chat_body = fast
+    return ok, ok and out.body or tostring(out)
+  end
+
+  it("bounds a body inside one message's tool calls", function()
+    local big = ("a"):rep(2 ^ 20)
+    local calls = {}
+    for i = 1, 200 do
+      calls[i] = { name = "f", arguments = big }
+    end
+    local before = core.rusage().max_rss_kb
+    local ok, err = pcall(core.chat_body, "m", nil,
+      { { role = "assistant", tool_calls = calls } })
+    assert.is_false(ok)
+    assert.matches("larger than 64 MiB", err)
+    -- it stopped at the bound, not after writing all 200 MiB
+    assert.is_true(core.rusage().max_rss_kb - before < 150 * 1024)
+    local built, why = lua_build({ name = "m" }, { messages = {
+      { role = "assistant", tool_calls = calls } } })
+    assert.is_false(built)
+    assert.matches("larger than 64 MiB", why)
+  end)
+
+  it("counts nesting from the body's root, as json.encode does", function()
+    local deep = "x"
+    for _ = 1, 510 do
+      deep = json.array { deep }
+    end
+    local req = { messages = { { role = "user", content = deep } } }
+    local ok, body = pcall(openai.build, { name = "m" }, req)
+    local lua_ok, lua_body = lua_build({ name = "m" }, req)
+    assert.are.equal(lua_ok, ok)
+    assert.is_false(ok)
+    assert.matches("nesting too deep", lua_body)
+    assert.matches("nesting too deep", tostring(body))
+  end)
+
+  it("splices only tools that are one JSON value", function()
+    local ok, err = pcall(core.chat_body, "m", nil, {}, "}{")
+    assert.is_false(ok)
+    assert.matches("tools must be a json.raw", err)
+  end)
+
+  it("writes the body a message's __index asks for meanwhile apart",
+    function()
+      local inner
+      local message = setmetatable({}, { __index = function(_, k)
+        if k == "content" then
+          inner = openai.build({ name = "inner" }, { messages = {} }).body
+          return "hi"
+        end
+        if k == "role" then
+          return "user"
+        end
+      end })
+      local req = { messages = { message } }
+      local body = openai.build({ name = "m" }, req).body
+      assert.are.equal('{"messages":[{"content":"hi","role":"user"}],'
+        .. '"model":"m"}', body)
+      assert.are.equal('{"messages":[],"model":"inner"}', inner)
+      local _, lua_body = lua_build({ name = "m" }, req)
+      assert.are.equal(lua_body, body)
+    end)
+
+  it("leaves a reply of very many calls to the Lua reader", function()
+    local calls = {}
+    for i = 1, 1100 do
+      calls[i] = string.format('{"id": "c%d", "function": {"name": "f", '
+        .. '"arguments": "{}"}}', i)
+    end
+    local body = '{"choices": [{"message": {"tool_calls": ['
+      .. table.concat(calls, ",") .. ']}}]}'
+    assert.is_nil(core.chat_reply(body))
+    local reply = openai.parse(body)
+    assert.are.equal(1100, #reply.tool_calls)
+    assert.are.equal("c1100", reply.tool_calls[1100].id)
+  end)
+end)

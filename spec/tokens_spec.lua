@@ -68,6 +68,13 @@ describe("token sums", function()
     assert.are.same({ 0, 0 }, { core.units_tokens({}, factor) })
   end)
 
+  it("wrap past the largest integer as Lua's sums do", function()
+    local sizes = { 1.5e19, 1.5e19, 1.5e19 }
+    assert.are.equal(of_sizes_lua(sizes, 1), tokens.of_sizes(sizes, 1))
+    assert.are.equal(of_sizes_lua(sizes, 1),
+      core.units_tokens({ { overhead = 0, bytes = sizes } }, 1))
+  end)
+
   it("name what is wrong with what they are given", function()
     local ok, err = pcall(tokens.of_sizes, { 1, "x" }, 1)
     assert.is_false(ok)

@@ -271,8 +271,13 @@ void spool__open_wire(lua_State *L);
 
 /* ---- l_json.c: json.encode's writer, for the other bindings ---- */
 /* Appends the value at idx as json.encode writes it (keys sorted, the
- * array mark and json.raw honoured); raises what json.encode raises. */
-void spool__json_append(lua_State *L, int idx, spool__buf *out);
+ * array mark and json.raw honoured), as a value `depth` containers deep in
+ * the document written (for the limit on nesting); raises what
+ * json.encode raises. */
+void spool__json_append(lua_State *L, int idx, spool__buf *out, int depth);
+/* The text of the json.raw at idx (checked to be one JSON value when it
+ * was made), or NULL if it is none. */
+const char *spool__json_raw_text(lua_State *L, int idx, size_t *len);
 
 /* ---- bind.c: what the bindings share ---- */
 /* Pushes n bytes as lower-case hex. */

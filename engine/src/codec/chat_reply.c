@@ -295,6 +295,8 @@ static int open_container(reader *rd, int is_array) {
     rd->message = 1;
   if (role == CALL) {
     spool__chat_reply *r = rd->r;
+    if (r->ncalls == SPOOL__CHAT_MAX_CALLS)
+      return leave(rd); /* so many: the Lua reader's, in the Lua heap */
     if (r->ncalls == r->cap) {
       size_t cap = r->cap ? 2 * r->cap : 4;
       spool__chat_call *calls = realloc(r->calls, cap * sizeof *calls);

@@ -7,7 +7,8 @@
  * It reads the common shape only: a document this reader does not take
  * (an id or a finish reason that is not a string or null, arguments sent
  * as an object, a count written as a string, a key it reads given twice,
- * no choices[1].message, invalid JSON, ...) is reported as such, and the
+ * no choices[1].message, invalid JSON, over SPOOL__CHAT_MAX_CALLS calls,
+ * ...) is reported as such, and the
  * Lua reader, which takes them all, reads it instead. Both give the same
  * reply for every document this one takes (spec/providers_spec.lua).
  */
@@ -29,6 +30,11 @@ typedef struct spool__chat_call {
 } spool__chat_call;
 
 enum { SPOOL__CHAT_ABSENT, SPOOL__CHAT_NULL, SPOOL__CHAT_STRING };
+
+/* More tool calls than this in one reply are not read here (the run's
+ * limit on calls is far below it): this reader's memory is outside the
+ * Lua heap and its limits, so it stays small. */
+#define SPOOL__CHAT_MAX_CALLS 1024
 
 /* The usage counts, in spool's order. */
 enum {

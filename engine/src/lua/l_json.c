@@ -240,7 +240,11 @@ static int l_json_decode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
-  builder *b = &sc->b;
+  /* The builder is this call's own: making a table may run a finalizer,
+   * which may decode too (the unescape buffer is used only within one
+   * string, so it may be shared). */
+  builder own;
+  builder *b = &own;
   b->L = L;
   b->depth = 0;
   lua_settop(L, 1);
@@ -533,8 +537,8 @@ static void encode(encoder *en, int idx) {
     encode_table(en, idx);
     break;
   case LUA_TUSERDATA: {
-    raw_json *raw = has_metatable(L, idx, en->raw_mt) ? lua_touserdata(L, idx)
-                                                      : NULL;
+    raw_json *raw =
+        has_metatable(L, idx, en->raw_mt) ? lua_touserdata(L, idx) : NULL;
     if (raw == NULL)
       enc_error(en, "cannot encode a userdata");
     rc = spool__buf_add(en->out, raw->text, raw->len);
@@ -621,16 +625,28 @@ static int l_json_is_array(lua_State *L) {
   return 1;
 }
 
-void spool__json_append(lua_State *L, int idx, spool__buf *out) {
+void spool__json_append(lua_State *L, int idx, spool__buf *out, int depth) {
   idx = lua_absindex(L, idx);
   luaL_checkstack(L, 4, "JSON too deep");
-  encoder en = {.L = L, .out = out};
+  encoder en = {.L = L, .out = out, .depth = depth};
+  for (int i = 1; i <= depth && i <= SPOOL_JSON_MAX_DEPTH; i++) {
+    en.path[i].key = NULL; /* (an error names the path from here) */
+    en.path[i].index = 1;
+  }
   en.array_mt = lua_gettop(L) + 1;
   luaL_getmetatable(L, ARRAY_MT);
   en.raw_mt = lua_gettop(L) + 1;
   luaL_getmetatable(L, RAW_MT);
   encode(&en, idx);
   lua_pop(L, 2);
+}
+
+const char *spool__json_raw_text(lua_State *L, int idx, size_t *len) {
+  raw_json *raw = luaL_testudata(L, idx, RAW_MT);
+  if (raw == NULL)
+    return NULL;
+  *len = raw->len;
+  return raw->text;
 }
 
 int luaopen_spool_json(lua_State *L) {

@@ -26,8 +26,8 @@
 /* The tokens of the sizes in the table at `idx`; *plain gets them at
  * factor 1. */
 static lua_Integer sum_sizes(lua_State *L, int idx, lua_Number factor,
-                             lua_Integer *plain) {
-  lua_Integer n = 0;
+                             lua_Unsigned *plain) {
+  lua_Unsigned n = 0; /* (sums wrap as Lua's integers do) */
   lua_Integer len = (lua_Integer)lua_rawlen(L, idx);
   for (lua_Integer i = 1; i <= len; i++) {
     lua_rawgeti(L, idx, i);
@@ -37,19 +37,19 @@ static lua_Integer sum_sizes(lua_State *L, int idx, lua_Number factor,
     if (!isnum)
       return luaL_error(L, "size %d is not a number of bytes", (int)i);
     if (b > 0) {
-      lua_Number t = ceil(b / 4 * factor);
-      if (!(t < MAX_TOKENS && t > -MAX_TOKENS))
+      lua_Number t = ceil(b / 4 * factor), at_one = ceil(b / 4);
+      if (!(t < MAX_TOKENS && t > -MAX_TOKENS && at_one < MAX_TOKENS))
         return luaL_error(L, "size %d makes no token count", (int)i);
-      n += (lua_Integer)t;
-      *plain += (lua_Integer)ceil(b / 4);
+      n += (lua_Unsigned)(lua_Integer)t;
+      *plain += (lua_Unsigned)at_one;
     }
   }
-  return n;
+  return (lua_Integer)n;
 }
 
 static int l_sizes_tokens(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_Integer plain = 0;
+  lua_Unsigned plain = 0;
   lua_pushinteger(L, sum_sizes(L, 1, luaL_optnumber(L, 2, 1), &plain));
   return 1;
 }
@@ -68,7 +68,7 @@ static int l_units_tokens(lua_State *L) {
   lua_Number factor = luaL_optnumber(L, 2, 1);
   int set = lua_toboolean(L, 3);
   lua_settop(L, 1);
-  lua_Integer total = 0, plain = 0;
+  lua_Unsigned total = 0, plain = 0; /* (wrapping as Lua's integers do) */
   lua_Integer units = (lua_Integer)lua_rawlen(L, 1);
   for (lua_Integer i = 1; i <= units; i++) {
     if (lua_rawgeti(L, 1, i) != LUA_TTABLE)
@@ -80,8 +80,9 @@ static int l_units_tokens(lua_State *L) {
       return luaL_error(L, "unit %d has no overhead", (int)i);
     if (unit_field(L, 2, KEY_BYTES) != LUA_TTABLE)
       return luaL_error(L, "unit %d has no sizes", (int)i);
-    plain += n;
-    n += sum_sizes(L, 4, factor, &plain);
+    plain += (lua_Unsigned)n;
+    n = (lua_Integer)((lua_Unsigned)n +
+                      (lua_Unsigned)sum_sizes(L, 4, factor, &plain));
     lua_pop(L, 2);
     if (set) {
       lua_pushvalue(L, lua_upvalueindex(KEY_TOKENS));
@@ -89,10 +90,10 @@ static int l_units_tokens(lua_State *L) {
       lua_rawset(L, 2);
     }
     lua_pop(L, 1);
-    total += n;
+    total += (lua_Unsigned)n;
   }
-  lua_pushinteger(L, total);
-  lua_pushinteger(L, plain);
+  lua_pushinteger(L, (lua_Integer)total);
+  lua_pushinteger(L, (lua_Integer)plain);
   return 2;
 }
 

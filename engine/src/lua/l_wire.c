@@ -12,8 +12,16 @@
  *   core.chat_body(model, system, messages, tools, json, temperature,
  *     max_tokens, stream) -> the JSON body of a chat request, byte for byte
  *     what spool.model.providers.openai's Lua writer makes of the same
- *     (tools: their wire form's JSON text, or nil); raises on a value it
+ *     (tools: their wire form, a json.raw, or nil); raises on a value it
  *     does not take, which that writer then names
+ *
+ * Both work in buffers kept between calls, outside the Lua heap: they are
+ * bounded (a body by 64 MiB, as json.encode's text; a reply's calls by
+ * codec/chat_reply.c), given back after a call that grew them past a MiB
+ * however it ended (the scratch is closed as the call returns or
+ * raises), and never used by two calls at once (a call made meanwhile,
+ * by a finalizer or an __index, gets nil or an error, and the Lua reader
+ * or writer).
  */
 #include <string.h>
 
@@ -25,11 +33,14 @@
 
 /* The JSON text a request may be (as json.encode's). */
 #define MAX_BODY (64u << 20)
+/* Buffers bigger than this are not kept for the next call. */
+#define KEEP_BYTES (1u << 20)
 
 typedef struct scratch {
   spool__chat_reply reply;
   spool__buf parse;
   spool__buf body;
+  int busy;
 } scratch;
 
 static int scratch_gc(lua_State *L) {
@@ -38,6 +49,33 @@ static int scratch_gc(lua_State *L) {
   spool__buf_free(&s->parse);
   spool__buf_free(&s->body);
   return 0;
+}
+
+/* __close, as a call returns or raises: the scratch is free again, and
+ * keeps no big buffer. */
+static int scratch_close(lua_State *L) {
+  scratch *s = luaL_checkudata(L, 1, SCRATCH_MT);
+  s->busy = 0;
+  if (s->reply.text.cap > KEEP_BYTES ||
+      s->reply.cap * sizeof *s->reply.calls > KEEP_BYTES)
+    spool__chat_reply_free(&s->reply);
+  if (s->parse.cap > KEEP_BYTES)
+    spool__buf_free(&s->parse);
+  if (s->body.cap > KEEP_BYTES)
+    spool__buf_free(&s->body);
+  return 0;
+}
+
+/* The scratch for this call, marked busy and to be closed as the call
+ * ends; NULL if a call is using it already. */
+static scratch *take_scratch(lua_State *L) {
+  scratch *s = lua_touserdata(L, lua_upvalueindex(1));
+  if (s->busy)
+    return NULL;
+  s->busy = 1;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_toclose(L, -1);
+  return s;
 }
 
 static void push_span(lua_State *L, const spool__chat_reply *r,
@@ -63,18 +101,17 @@ static const char *const COUNT_NAMES[SPOOL__CHAT_COUNTS] = {
 static int l_chat_reply(lua_State *L) {
   size_t n;
   const char *body = luaL_checklstring(L, 1, &n);
-  scratch *s = lua_touserdata(L, lua_upvalueindex(1));
+  lua_settop(L, 1);
+  scratch *s = take_scratch(L);
+  if (s == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
   spool__chat_reply *r = &s->reply;
   int rc = spool__chat_reply_read(r, body, n, &s->parse);
   if (rc < 0)
     return luaL_error(L, "not enough memory");
-  /* A big reply's buffers do not linger between calls. */
-  int big = r->text.cap > (1u << 20) || s->parse.cap > (1u << 20);
   if (rc > 0) {
-    if (big) {
-      spool__chat_reply_free(r);
-      spool__buf_free(&s->parse);
-    }
     lua_pushnil(L);
     return 1;
   }
@@ -126,10 +163,6 @@ static int l_chat_reply(lua_State *L) {
     lua_setfield(L, -2, COUNT_NAMES[i]);
   }
   lua_setfield(L, -2, "usage");
-  if (big) {
-    spool__chat_reply_free(r);
-    spool__buf_free(&s->parse);
-  }
   return 1;
 }
 
@@ -139,7 +172,14 @@ static void nomem(lua_State *L) {
   luaL_error(L, "not enough memory");
 }
 
+/* (Every piece of the body passes here first.) */
+static void check_room(lua_State *L, const spool__buf *b, size_t more) {
+  if (more > MAX_BODY || b->len > MAX_BODY - more)
+    luaL_error(L, "the request would be larger than 64 MiB");
+}
+
 static void put_n(lua_State *L, spool__buf *b, const char *s, size_t n) {
+  check_room(L, b, n);
   if (spool__buf_add(b, s, n) != 0)
     nomem(L);
 }
@@ -157,33 +197,41 @@ static void put_key(lua_State *L, spool__buf *b, const char *member, size_t len,
 #define PUT_KEY(L, b, member, first)                                           \
   put_key(L, b, member, sizeof member - 1, first)
 
-/* The value at idx, as json.encode writes it. */
-static void put_value(lua_State *L, spool__buf *b, int idx) {
-  if (lua_type(L, idx) != LUA_TSTRING) {
-    spool__json_append(L, idx, b);
-    return;
+/* How deep in the body its parts' values are, as json.encode counts
+ * (its limit on nesting holds for the whole body): the body's members, a
+ * message's, a tool call's, its function's. */
+enum { IN_BODY = 1, IN_MESSAGE = 3, IN_CALL = 5, IN_FUNCTION = 6 };
+
+/* The value at idx, `depth` containers deep in the body, as json.encode
+ * writes it. */
+static void put_value(lua_State *L, spool__buf *b, int idx, int depth) {
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    size_t n;
+    const char *s = lua_tolstring(L, idx, &n);
+    check_room(L, b, n);
+    int rc = spool__json_write_string(b, s, n);
+    if (rc == -2)
+      luaL_error(L, "invalid UTF-8 in a string");
+    if (rc != 0)
+      nomem(L);
+  } else {
+    spool__json_append(L, idx, b, depth);
   }
-  size_t n;
-  const char *s = lua_tolstring(L, idx, &n);
-  int rc = spool__json_write_string(b, s, n);
-  if (rc == -2)
-    luaL_error(L, "invalid UTF-8 in a string");
-  if (rc != 0)
-    nomem(L);
+  check_room(L, b, 0);
 }
 
 /* Member `member` with t[field] as its value, if that is not nil. */
 static void put_field(lua_State *L, spool__buf *b, int t, const char *field,
-                      const char *member, size_t len, int *first) {
+                      const char *member, size_t len, int *first, int depth) {
   if (lua_getfield(L, t, field) != LUA_TNIL) {
     put_key(L, b, member, len, first);
-    put_value(L, b, -1);
+    put_value(L, b, -1, depth);
   }
   lua_pop(L, 1);
 }
-#define PUT_FIELD(L, b, t, field, first)                                       \
+#define PUT_FIELD(L, b, t, field, first, depth)                                \
   put_field(L, b, t, field, ",\"" field "\":", sizeof ",\"" field "\":" - 1,   \
-            first)
+            first, depth)
 
 /* An assistant message's tool calls, at stack index tc, as
  * [{"function": {"arguments", "name"}, "id", "type": "function"}]. */
@@ -196,10 +244,10 @@ static void put_calls(lua_State *L, spool__buf *b, int tc, lua_Integer n) {
     if (i > 1)
       PUT(L, b, ",");
     PUT(L, b, "{\"function\":{");
-    PUT_FIELD(L, b, c, "arguments", &inner);
-    PUT_FIELD(L, b, c, "name", &inner);
+    PUT_FIELD(L, b, c, "arguments", &inner, IN_FUNCTION);
+    PUT_FIELD(L, b, c, "name", &inner, IN_FUNCTION);
     PUT(L, b, "}");
-    PUT_FIELD(L, b, c, "id", &first);
+    PUT_FIELD(L, b, c, "id", &first, IN_CALL);
     PUT(L, b, ",\"type\":\"function\"}");
     lua_pop(L, 1);
   }
@@ -221,7 +269,7 @@ static void put_message(lua_State *L, spool__buf *b, int m) {
     PUT(L, b, "\"content\":");
     lua_getfield(L, m, "content");
     if (lua_toboolean(L, -1))
-      put_value(L, b, -1);
+      put_value(L, b, -1, IN_MESSAGE);
     else
       PUT(L, b, "null");
     lua_pop(L, 1);
@@ -236,40 +284,47 @@ static void put_message(lua_State *L, spool__buf *b, int m) {
     }
     lua_pop(L, 1);
   } else if (ROLE_IS("tool")) {
-    PUT_FIELD(L, b, m, "content", &first);
+    PUT_FIELD(L, b, m, "content", &first, IN_MESSAGE);
     PUT_KEY(L, b, ",\"role\":", &first);
     PUT(L, b, "\"tool\"");
-    PUT_FIELD(L, b, m, "tool_call_id", &first);
+    PUT_FIELD(L, b, m, "tool_call_id", &first, IN_MESSAGE);
   } else {
-    PUT_FIELD(L, b, m, "content", &first);
-    PUT_FIELD(L, b, m, "role", &first);
+    PUT_FIELD(L, b, m, "content", &first, IN_MESSAGE);
+    PUT_FIELD(L, b, m, "role", &first, IN_MESSAGE);
   }
 #undef ROLE_IS
   PUT(L, b, "}");
   lua_pop(L, 1); /* the role */
 }
 
-/* Arguments: 1 model, 2 system, 3 messages, 4 tools (JSON text), 5 json,
+/* Arguments: 1 model, 2 system, 3 messages, 4 tools (json.raw), 5 json,
  * 6 temperature, 7 max_tokens, 8 stream. Keys go in sorted order, as
  * json.encode writes them. */
 static int l_chat_body(lua_State *L) {
   lua_settop(L, 8);
   luaL_checktype(L, 3, LUA_TTABLE);
-  scratch *s = lua_touserdata(L, lua_upvalueindex(1));
+  size_t tools_len = 0;
+  const char *tools = NULL;
+  if (!lua_isnil(L, 4) &&
+      (tools = spool__json_raw_text(L, 4, &tools_len)) == NULL)
+    return luaL_argerror(L, 4, "tools must be a json.raw");
+  scratch *s = take_scratch(L);
+  if (s == NULL)
+    return luaL_error(L, "a request body is being written already");
   spool__buf *b = &s->body;
   spool__buf_clear(b);
   int first = 1;
   PUT(L, b, "{");
   if (!lua_isnil(L, 7)) {
     PUT_KEY(L, b, ",\"max_tokens\":", &first);
-    put_value(L, b, 7);
+    put_value(L, b, 7, IN_BODY);
   }
   PUT_KEY(L, b, ",\"messages\":[", &first);
   int any = 0;
   if (lua_toboolean(L, 2) &&
       !(lua_type(L, 2) == LUA_TSTRING && lua_rawlen(L, 2) == 0)) {
     PUT(L, b, "{\"content\":");
-    put_value(L, b, 2);
+    put_value(L, b, 2, IN_MESSAGE);
     PUT(L, b, ",\"role\":\"system\"}");
     any = 1;
   }
@@ -281,13 +336,11 @@ static int l_chat_body(lua_State *L) {
     lua_geti(L, 3, i);
     put_message(L, b, lua_gettop(L));
     lua_pop(L, 1);
-    if (b->len > MAX_BODY)
-      luaL_error(L, "the request would be larger than 64 MiB");
   }
   PUT(L, b, "]");
   if (!lua_isnil(L, 1)) {
     PUT_KEY(L, b, ",\"model\":", &first);
-    put_value(L, b, 1);
+    put_value(L, b, 1, IN_BODY);
   }
   if (lua_toboolean(L, 5))
     PUT(L, b, ",\"response_format\":{\"type\":\"json_object\"}");
@@ -295,26 +348,20 @@ static int l_chat_body(lua_State *L) {
     PUT(L, b, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
   if (!lua_isnil(L, 6)) {
     PUT(L, b, ",\"temperature\":");
-    put_value(L, b, 6);
+    put_value(L, b, 6, IN_BODY);
   }
-  if (!lua_isnil(L, 4)) {
-    size_t len;
-    const char *tools = luaL_checklstring(L, 4, &len);
+  if (tools) {
     PUT(L, b, ",\"tools\":");
-    put_n(L, b, tools, len);
+    put_n(L, b, tools, tools_len);
   }
   PUT(L, b, "}");
-  if (b->len > MAX_BODY)
-    luaL_error(L, "the request would be larger than 64 MiB");
   lua_pushlstring(L, b->data, b->len);
-  if (b->cap > (1u << 20))
-    spool__buf_free(b);
   return 1;
 }
 
 void spool__open_wire(lua_State *L) {
   static const luaL_Reg methods[] = {{NULL, NULL}};
-  spool__class(L, SCRATCH_MT, methods, scratch_gc, NULL);
+  spool__class(L, SCRATCH_MT, methods, scratch_gc, scratch_close);
   lua_pop(L, 1);
   scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
   memset(s, 0, sizeof *s);

@@ -51,19 +51,19 @@ local function wire_tools(tools)
 end
 
 
--- The tools' wire form as JSON text: kept in req.tools_wire, where the
--- request gives one (an agent version's, spool.run.request), as its tools
--- stay the same from step to step.
-local function tools_text(req)
+-- The tools' wire form, encoded (a json.raw): kept in req.tools_wire,
+-- where the request gives one (an agent version's, spool.run.request), as
+-- its tools stay the same from step to step.
+local function tools_json(req)
   local kept = req.tools_wire
-  local text = kept and kept.openai
-  if not text then
-    text = json.encode(wire_tools(req.tools))
+  local raw = kept and kept.openai
+  if not raw then
+    raw = json.raw(json.encode(wire_tools(req.tools)))
     if kept then
-      kept.openai = text
+      kept.openai = raw
     end
   end
-  return text
+  return raw
 end
 
 
@@ -78,8 +78,7 @@ local function body_in_lua(model, req, tools)
   for i = 1, #from do
     messages[#messages + 1] = convert_message(from[i])
   end
-  local body = { model = model.name, messages = messages,
-                 tools = tools and json.raw(tools) }
+  local body = { model = model.name, messages = messages, tools = tools }
   if req.json then
     body.response_format = { type = "json_object" }
   end
@@ -101,7 +100,7 @@ local NO_MESSAGES = {}
 -- value that writer does not take is left to the Lua one, which says
 -- what is wrong with it.
 function M.build(model, req)
-  local tools = req.tools and #req.tools > 0 and tools_text(req) or nil
+  local tools = req.tools and #req.tools > 0 and tools_json(req) or nil
   local ok, body = pcall(core.chat_body, model.name, req.system,
     req.messages or NO_MESSAGES, tools, req.json,
     req.temperature or model.temperature, req.max_tokens or model.max_tokens,
