@@ -164,6 +164,48 @@ describe("spool.json", function()
       assert.is_true(inner > 0, "the finalizers ran")
     end)
 
+    it("encodes and extracts in finalizers that run meanwhile", function()
+      -- An object of over 32 keys makes a Lua value as it is encoded (and
+      -- extraction makes the values it reads): a finalizer that runs then
+      -- and uses json must not write into the first call's output.
+      local inner = 0
+      local function litter()
+        for _ = 1, 200 do
+          setmetatable({}, { __gc = function()
+            local text = json.encode({ z = json.array { 1, 2 } })
+            local found = json._extract('x {"q": 1} y')
+            inner = inner + ((text == '{"z":[1,2]}' and found[1].value.q == 1)
+              and 1 or 0)
+          end })
+        end
+      end
+      local wide = {}
+      for i = 1, 40 do
+        wide["k" .. i] = { i, { deep = ("v"):rep(i) } }
+      end
+      local want = json.encode(wide)
+      local items = {}
+      for i = 1, 300 do
+        items[i] = string.format('{"i": %d, "s": ["x", {"y": %d}]}', i, i)
+      end
+      local text = "Here: [" .. table.concat(items, ",") .. "] done"
+      for _ = 1, 30 do
+        litter()
+        local list = {}
+        for i = 1, 50 do
+          list[i] = wide
+        end
+        assert.are.equal("[" .. table.concat({ want }, ""):rep(50, ",")
+          .. "]", json.encode(json.array(list)))
+        litter()
+        local found = json._extract(text)
+        assert.are.equal(300, #found[1].value)
+        assert.are.equal(300, found[1].value[300].s[2].y)
+      end
+      collectgarbage()
+      assert.is_true(inner > 0, "the finalizers ran")
+    end)
+
     it("agrees with lua-cjson where lua-cjson is exact", function()
       local docs = {
         '{"name": "caf\\u00e9", "tags": ["a", "b"], "ok": true}',

@@ -72,8 +72,11 @@ typedef struct encoder {
 /*
  * Upvalues of decode/encode: 1 = this scratch userdata, 2 = the array mark,
  * 3 = json.raw's metatable.
- * Neither function runs Lua code while it works, so one scratch per state
- * is never in use twice, and a Lua error in the middle leaks nothing.
+ * No function here calls Lua code, but making a Lua value may run a
+ * finalizer, and a finalizer may use json: decode keeps its builder on
+ * the C stack, and encode and extract take the scratch for one call at a
+ * time (take_scratch). Buffers live in the scratch, so a Lua error in the
+ * middle leaks nothing.
  */
 typedef struct scratch {
   spool__buf unescape;
@@ -81,6 +84,7 @@ typedef struct scratch {
   spool__extract_work work;
   builder b;
   encoder en;
+  int busy; /* an encode or an extract is using it */
 } scratch;
 
 static int scratch_gc(lua_State *L) {
@@ -89,6 +93,34 @@ static int scratch_gc(lua_State *L) {
   spool__buf_free(&s->out);
   spool__extract_work_free(&s->work);
   return 0;
+}
+
+/* __close, as an encode or an extract returns or raises: the scratch is
+ * free again, and keeps no big document's memory. */
+static int scratch_close(lua_State *L) {
+  scratch *s = luaL_checkudata(L, 1, SCRATCH_MT);
+  s->busy = 0;
+  if (s->out.cap > (1u << 20))
+    spool__buf_free(&s->out);
+  return 0;
+}
+
+/* The scratch for an encode or an extract, pushed on the stack: the
+ * state's own, marked busy until the call ends; or, if a call is using
+ * it (making a Lua value may run a finalizer, which may use json too),
+ * one of this call's own, which the collector frees. */
+static scratch *take_scratch(lua_State *L) {
+  scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
+  if (sc->busy) {
+    sc = lua_newuserdatauv(L, sizeof *sc, 0);
+    memset(sc, 0, sizeof *sc);
+    luaL_setmetatable(L, SCRATCH_MT);
+    return sc;
+  }
+  sc->busy = 1;
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_toclose(L, -1);
+  return sc;
 }
 
 /* ---- decode ---- */
@@ -313,14 +345,14 @@ static int l_json_extract(lua_State *L) {
   const char *s = luaL_checklstring(L, 1, &n);
   int max = (int)luaL_optinteger(L, 2, 8);
   int flags = lua_toboolean(L, 3) ? SPOOL_EXTRACT_PARTIAL : 0;
-  scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
   lua_settop(L, 1);
-  lua_pushvalue(L, lua_upvalueindex(2)); /* 2: the array mark */
-  lua_newtable(L);                       /* 3: the results */
+  scratch *sc = take_scratch(L);         /* 2 */
+  lua_pushvalue(L, lua_upvalueindex(2)); /* 3: the array mark */
+  lua_newtable(L);                       /* 4: the results */
   builder *b = &sc->b;
   b->L = L;
-  b->array_mt = 2;
-  b->results = 3;
+  b->array_mt = 3;
+  b->results = 4;
   b->n = 0;
   spool__json_error err;
   if (spool__extract(s, n, max, flags, &lua_sink, &lua_hooks, b, &sc->work,
@@ -329,12 +361,12 @@ static int l_json_extract(lua_State *L) {
     spool__json_error_format(&err, msg, sizeof msg);
     return spool__push_fail(L, "EJSON: %s", msg);
   }
-  lua_settop(L, 3);
+  lua_settop(L, 4);
   if (err.msg[0]) {
     char msg[160];
     spool__json_error_format(&err, msg, sizeof msg);
     lua_pushfstring(L, "EJSON: %s", msg);
-    lua_setfield(L, 3, "incomplete");
+    lua_setfield(L, 4, "incomplete");
   }
   return 1;
 }
@@ -560,21 +592,18 @@ static void encode(encoder *en, int idx) {
 static int l_json_encode(lua_State *L) {
   luaL_checkany(L, 1);
   lua_settop(L, 1);
-  scratch *sc = lua_touserdata(L, lua_upvalueindex(1));
+  scratch *sc = take_scratch(L); /* 2 */
   encoder *en = &sc->en;
   en->L = L;
   en->out = &sc->out;
   en->depth = 0;
   lua_pushvalue(L, lua_upvalueindex(2));
-  en->array_mt = 2;
+  en->array_mt = 3;
   lua_pushvalue(L, lua_upvalueindex(3));
-  en->raw_mt = 3;
+  en->raw_mt = 4;
   spool__buf_clear(en->out);
   encode(en, 1);
   lua_pushlstring(L, en->out->data ? en->out->data : "", en->out->len);
-  /* Keep a big document's memory from lingering between calls. */
-  if (sc->out.cap > (1u << 20))
-    spool__buf_free(&sc->out);
   return 1;
 }
 
@@ -674,6 +703,8 @@ int luaopen_spool_json(lua_State *L) {
   if (luaL_newmetatable(L, SCRATCH_MT)) {
     lua_pushcfunction(L, scratch_gc);
     lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, scratch_close);
+    lua_setfield(L, -2, "__close");
   }
   lua_setmetatable(L, -2);
   /* upvalue 2: the array mark, a metatable named for error messages */
