@@ -55,14 +55,15 @@ typedef struct reader {
   level stack[SPOOL_JSON_MAX_DEPTH + 1];
   int depth;
   int message; /* the first choice's message was an object */
-  int out_of_shape, nomem;
+  int nomem;
 } reader;
 
-/* Stops the parse: the general reader takes this document. */
-static int leave(reader *rd) {
-  rd->out_of_shape = 1;
-  return 1;
-}
+/* What a callback returns to stop the parse: the general reader takes
+ * this document. */
+#define LEAVE 1
+
+/* A role's bit in `seen`: each role appears under one parent only. */
+#define BIT(role) (1u << (role))
 
 /* The role of a member of a container of role `parent`, by its key; and
  * the bit it has in `seen` (0: not read). */
@@ -107,8 +108,7 @@ static int member_role(int parent, const char *k, size_t n, unsigned *bit) {
     break;
   }
 #undef IS
-  /* Each role appears under one parent only, so it names its own bit. */
-  *bit = role == OTHER ? 0 : 1u << (role % 32);
+  *bit = role == OTHER ? 0 : BIT(role);
   return role;
 }
 
@@ -153,15 +153,15 @@ static int scalar(reader *rd, int role, int is_null, int has_count,
   case CALL:
   case FUNCTION:
   case NAME:
-    return leave(rd);
+    return LEAVE;
   case ID:
     if (!is_null)
-      return leave(rd);
+      return LEAVE;
     r->id_kind = SPOOL__CHAT_NULL;
     return 0;
   case FINISH:
     if (!is_null)
-      return leave(rd);
+      return LEAVE;
     r->finish_kind = SPOOL__CHAT_NULL;
     return 0;
   case CALL_ID:
@@ -240,7 +240,7 @@ static int on_string(void *ud, const char *s, size_t n) {
   default:
     /* a count in a string converts in Lua by rules of its own */
     if (role >= COUNT_INPUT)
-      return leave(rd);
+      return LEAVE;
     return scalar(rd, role, 0, 0, 0);
   }
 }
@@ -251,7 +251,7 @@ static int on_key(void *ud, const char *s, size_t n) {
   unsigned bit;
   l->next = (unsigned char)member_role(l->role, s, n, &bit);
   if (l->seen & bit)
-    return leave(rd);
+    return LEAVE;
   l->seen |= bit;
   return 0;
 }
@@ -265,11 +265,11 @@ static int open_container(reader *rd, int is_array) {
   case CALL:
   case FUNCTION:
     if (is_array)
-      return leave(rd);
+      return LEAVE;
     break;
   case CHOICES:
     if (!is_array)
-      return leave(rd);
+      return LEAVE;
     break;
   case TOOL_CALLS:
     if (!is_array)
@@ -285,7 +285,7 @@ static int open_container(reader *rd, int is_array) {
   case FINISH:
   case NAME:
   case ARGUMENTS: /* an object of arguments is encoded again, in Lua */
-    return leave(rd);
+    return LEAVE;
   default: /* a count, content, a refusal or a call id that is no string */
     if (role != OTHER && scalar(rd, role, 0, 0, 0) != 0)
       return 1;
@@ -296,7 +296,7 @@ static int open_container(reader *rd, int is_array) {
   if (role == CALL) {
     spool__chat_reply *r = rd->r;
     if (r->ncalls == SPOOL__CHAT_MAX_CALLS)
-      return leave(rd); /* so many: the Lua reader's, in the Lua heap */
+      return LEAVE; /* so many: the Lua reader's, in the Lua heap */
     if (r->ncalls == r->cap) {
       size_t cap = r->cap ? 2 * r->cap : 4;
       spool__chat_call *calls = realloc(r->calls, cap * sizeof *calls);
@@ -326,23 +326,16 @@ static int on_begin_object(void *ud) {
   return open_container(ud, 0);
 }
 
+/* A call needs its function, and the function its name (a choice
+ * without a message is seen at the end: rd->message). */
 static int on_end(void *ud) {
   reader *rd = ud;
   level *l = &rd->stack[rd->depth--];
-  unsigned message = 1u << (MESSAGE % 32), name = 1u << (NAME % 32);
-  unsigned function = 1u << (FUNCTION % 32);
-  switch (l->role) {
-  case CHOICES: /* no first choice */
-    return l->index == 0 ? leave(rd) : 0;
-  case CHOICE:
-    return l->seen & message ? 0 : leave(rd);
-  case CALL:
-    return l->seen & function ? 0 : leave(rd);
-  case FUNCTION:
-    return l->seen & name ? 0 : leave(rd);
-  default:
-    return 0;
-  }
+  if (l->role == CALL && !(l->seen & BIT(FUNCTION)))
+    return LEAVE;
+  if (l->role == FUNCTION && !(l->seen & BIT(NAME)))
+    return LEAVE;
+  return 0;
 }
 
 static const spool__json_sink sink = {
@@ -364,7 +357,7 @@ int spool__chat_reply_read(spool__chat_reply *r, const char *body, size_t n,
   reader rd;
   rd.r = r;
   rd.depth = 0;
-  rd.message = rd.out_of_shape = rd.nomem = 0;
+  rd.message = rd.nomem = 0;
   spool__json_error err;
   int rc = spool__json_parse(body, n, &sink, &rd, scratch, &err);
   if (rd.nomem)
