@@ -254,6 +254,78 @@ describe("spool.json", function()
       end
     end)
 
+    it("writes each double as the shortest of %.15g, %.16g, %.17g that "
+      .. "reads back, whole numbers included", function()
+      local function reference(x)
+        local text
+        for prec = 15, 17 do
+          text = string.format("%." .. prec .. "g", x)
+          if tonumber(text) == x then
+            break
+          end
+        end
+        return text:find("[.e]") and text or text .. ".0"
+      end
+      local cases = { 0.0, -0.0, 1.0, -1.0, 1e15 - 1, -(1e15 - 1), 1e15,
+                      -1e15, 2.0 ^ 53, 2.0 ^ 63, -2.0 ^ 63, 0.5, 123.25 }
+      math.randomseed(7)
+      for _ = 1, 3000 do
+        local whole = math.random(-10 ^ math.random(0, 16), 10 ^ 16) + 0.0
+        cases[#cases + 1] = whole
+        cases[#cases + 1] = whole / 8
+        cases[#cases + 1] = whole * 1e3
+      end
+      for _, x in ipairs(cases) do
+        assert.are.equal(reference(x), json.encode(x))
+      end
+      assert.are.equal("-0.0", json.encode(-0.0))
+    end)
+
+    it("escapes what must be escaped wherever it falls in a string",
+      function()
+      local function reference(s)
+        local named = { ['"'] = '\\"', ["\\"] = "\\\\", ["\b"] = "\\b",
+                        ["\f"] = "\\f", ["\n"] = "\\n", ["\r"] = "\\r",
+                        ["\t"] = "\\t" }
+        return '"' .. s:gsub('[%c"\\]', function(c)
+          if c == "\127" then
+            return c
+          end
+          return named[c] or string.format("\\u%04x", c:byte())
+        end) .. '"'
+      end
+      for _, special in ipairs { '"', "\\", "\n", "\1", "\31", "\127", "é",
+                                 "\u{10FFFF}" } do
+        for at = 0, 20 do
+          local s = ("x"):rep(at) .. special .. ("y"):rep(20 - at)
+          assert.are.equal(reference(s), json.encode(s))
+        end
+      end
+      assert.matches("invalid UTF%-8", select(2, pcall(json.encode,
+        ("a"):rep(9) .. "\255")))
+    end)
+
+    it("writes objects of any key count, with integer keys refused "
+      .. "wherever they fall", function()
+      for _, n in ipairs { 1, 31, 32, 33, 64 } do
+        local t, keys = {}, {}
+        for i = 1, n do
+          t["k" .. i] = i
+          keys[i] = "k" .. i
+        end
+        table.sort(keys)
+        local parts = {}
+        for i, k in ipairs(keys) do
+          parts[i] = string.format('"%s":%s', k, k:sub(2))
+        end
+        assert.are.equal("{" .. table.concat(parts, ",") .. "}",
+          json.encode(t))
+        t[n + 100] = true -- in the hash part, after some string keys
+        assert.matches("both string and integer",
+          select(2, pcall(json.encode, { inner = t })))
+      end
+    end)
+
     it("does not escape slashes and keeps UTF-8 as is", function()
       assert.are.equal('"a/b é"', json.encode("a/b é"))
     end)

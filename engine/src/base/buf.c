@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-int spool__buf_reserve(spool__buf *b, size_t extra) {
+int spool__buf_grow(spool__buf *b, size_t extra) {
   size_t need = b->len + extra + 1;
-  if (need < b->len) /* overflow */
+  if (need <= b->len) /* overflow */
     return -1;
   if (need <= b->cap)
     return 0;
@@ -27,24 +27,6 @@ int spool__buf_reserve(spool__buf *b, size_t extra) {
   b->data = p;
   b->cap = cap;
   return 0;
-}
-
-int spool__buf_add(spool__buf *b, const void *p, size_t n) {
-  if (spool__buf_reserve(b, n) != 0)
-    return -1;
-  if (n > 0)
-    memcpy(b->data + b->len, p, n);
-  b->len += n;
-  b->data[b->len] = '\0';
-  return 0;
-}
-
-int spool__buf_addc(spool__buf *b, char c) {
-  return spool__buf_add(b, &c, 1);
-}
-
-int spool__buf_adds(spool__buf *b, const char *s) {
-  return spool__buf_add(b, s, strlen(s));
 }
 
 int spool__buf_vprintf(spool__buf *b, const char *fmt, va_list ap) {

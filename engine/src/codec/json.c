@@ -555,10 +555,42 @@ void spool__json_error_format(const spool__json_error *err, char *out,
 
 /* ---- writers ---------------------------------------------------------- */
 
+/* Does one of the 8 bytes at p need more than a copy in a JSON string (a
+ * control byte, a non-ASCII byte, '"' or '\\')? Eight at a time: a byte's
+ * high bit is set in (v - 0x01..) & ~v only where v has a zero byte, or
+ * below one that has, so the answer is exact for the word as a whole. */
+static int needs_escape8(const unsigned char *p) {
+  const uint64_t ones = 0x0101010101010101ULL, high = ones * 0x80;
+  uint64_t w;
+  memcpy(&w, p, 8);
+  uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+  uint64_t found = ((w - ones * 0x20) & ~w) | ((quote - ones) & ~quote) |
+                   ((backslash - ones) & ~backslash) | w;
+  return (found & high) != 0;
+}
+
 int spool__json_write_string(spool__buf *b, const char *s, size_t n) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *p = (const unsigned char *)s, *end = p + n;
-  if (spool__buf_reserve(b, n + 2) != 0 || spool__buf_addc(b, '"') != 0)
+  if (spool__buf_reserve(b, n + 2) != 0)
+    return -1;
+  /* Most strings need no escape: they are copied whole. */
+  const unsigned char *plain = p;
+  while (end - plain >= 8 && !needs_escape8(plain))
+    plain += 8;
+  while (plain < end && *plain >= 0x20 && *plain < 0x80 && *plain != '"' &&
+         *plain != '\\')
+    plain++;
+  if (plain == end) {
+    char *o = b->data + b->len;
+    o[0] = '"';
+    memcpy(o + 1, s, n);
+    o[n + 1] = '"';
+    o[n + 2] = '\0';
+    b->len += n + 2;
+    return 0;
+  }
+  if (spool__buf_addc(b, '"') != 0)
     return -1;
   while (p < end) {
     const unsigned char *run = p;
@@ -617,10 +649,36 @@ int spool__json_write_string(spool__buf *b, const char *s, size_t n) {
   return spool__buf_addc(b, '"');
 }
 
+/* Writes the decimal digits of i; returns how many (at most 20). */
+static size_t integer_text(char *text, long long i) {
+  char digits[20];
+  /* Negated as unsigned: -LLONG_MIN does not fit a long long. */
+  unsigned long long u =
+      i < 0 ? 0ULL - (unsigned long long)i : (unsigned long long)i;
+  size_t n = 0, len = 0;
+  do {
+    digits[n++] = (char)('0' + u % 10);
+    u /= 10;
+  } while (u);
+  if (i < 0)
+    text[len++] = '-';
+  while (n)
+    text[len++] = digits[--n];
+  return len;
+}
+
 int spool__json_write_double(spool__buf *b, double d) {
   char text[40];
   if (isnan(d) || isinf(d))
     return -2;
+  /* A whole number below 1e15 is what "%.15g" writes, digit for digit
+   * (plus ".0"); most doubles an agent stores are such. -0.0 is not. */
+  if (d > -1e15 && d < 1e15 && d == (double)(long long)d &&
+      !(d == 0 && signbit(d))) {
+    size_t n = integer_text(text, (long long)d);
+    memcpy(text + n, ".0", 2);
+    return spool__buf_add(b, text, n + 2);
+  }
   for (int prec = 15; prec <= 17; prec++) {
     snprintf(text, sizeof text, "%.*g", prec, d);
     /* A host may have set a locale whose decimal point is a comma. */
@@ -637,8 +695,7 @@ int spool__json_write_double(spool__buf *b, double d) {
 
 int spool__json_write_integer(spool__buf *b, long long i) {
   char text[24];
-  int n = snprintf(text, sizeof text, "%lld", i);
-  return spool__buf_add(b, text, (size_t)n);
+  return spool__buf_add(b, text, integer_text(text, i));
 }
 
 static locale_t c_locale;

@@ -410,6 +410,9 @@ static int has_metatable(lua_State *L, int idx, int mt) {
   return r;
 }
 
+/* Objects of at most this many keys are gathered in one pass. */
+#define SMALL_OBJECT 32
+
 /* An object's key, and where its value sits on the stack. */
 typedef struct obj_key {
   const char *s;
@@ -443,11 +446,67 @@ static void sort_keys(obj_key *k, int n) {
   }
 }
 
+/* Writes the object whose nk keys are sorted in keys, their values on the
+ * stack, and pops what sits above base. */
+static void write_object(encoder *en, obj_key *keys, int nk, int base) {
+  sort_keys(keys, nk);
+  if (spool__buf_addc(en->out, '{') != 0)
+    nomem(en);
+  for (int i = 0; i < nk; i++) {
+    const char *k = keys[i].s;
+    size_t klen = keys[i].len;
+    en->path[en->depth].key = k;
+    en->path[en->depth].keylen = klen;
+    if (i > 0 && spool__buf_addc(en->out, ',') != 0)
+      nomem(en);
+    int rc = spool__json_write_string(en->out, k, klen);
+    if (rc == -2)
+      enc_error(en, "invalid UTF-8 in an object key");
+    if (rc != 0 || spool__buf_addc(en->out, ':') != 0)
+      nomem(en);
+    encode(en, keys[i].value);
+  }
+  if (spool__buf_addc(en->out, '}') != 0)
+    nomem(en);
+  lua_settop(en->L, base - 1);
+  en->depth--;
+}
+
+/* Most tables are small objects: one pass gathers their keys (each key
+ * stays on the stack beside its value) while it checks that they are all
+ * strings. Returns whether the table at idx was one and is written; if
+ * not, the stack is as it was. */
+static int encode_small_object(encoder *en, int idx) {
+  lua_State *L = en->L;
+  obj_key keys[SMALL_OBJECT];
+  int nk = 0;
+  int base = lua_gettop(L) + 1;
+  luaL_checkstack(L, 2 * SMALL_OBJECT + 4, "JSON too deep");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    if (nk == SMALL_OBJECT || lua_type(L, -2) != LUA_TSTRING) {
+      lua_settop(L, base - 1);
+      return 0;
+    }
+    keys[nk].s = lua_tolstring(L, -2, &keys[nk].len);
+    keys[nk].value = lua_gettop(L);
+    nk++;
+    lua_pushvalue(L, -2); /* the key again, for lua_next */
+  }
+  if (nk == 0)
+    return 0;
+  en->depth++;
+  write_object(en, keys, nk, base);
+  return 1;
+}
+
 static void encode_table(encoder *en, int idx) {
   lua_State *L = en->L;
   if (en->depth >= SPOOL_JSON_MAX_DEPTH)
     enc_error(en, "nesting too deep (is there a cycle?)");
   int marked = has_metatable(L, idx, en->array_mt);
+  if (!marked && encode_small_object(en, idx))
+    return;
   /* Classify: count keys, and see whether they are exactly 1..n. */
   lua_Integer n = 0, max = 0;
   int strings = 0, others = 0;
@@ -510,27 +569,7 @@ static void encode_table(encoder *en, int idx) {
     keys[nk].value = lua_gettop(L) - 1;
     nk++;
   }
-  sort_keys(keys, nk);
-  if (spool__buf_addc(en->out, '{') != 0)
-    nomem(en);
-  for (int i = 0; i < nk; i++) {
-    const char *k = keys[i].s;
-    size_t klen = keys[i].len;
-    en->path[en->depth].key = k;
-    en->path[en->depth].keylen = klen;
-    if (i > 0 && spool__buf_addc(en->out, ',') != 0)
-      nomem(en);
-    int rc = spool__json_write_string(en->out, k, klen);
-    if (rc == -2)
-      enc_error(en, "invalid UTF-8 in an object key");
-    if (rc != 0 || spool__buf_addc(en->out, ':') != 0)
-      nomem(en);
-    encode(en, keys[i].value);
-  }
-  if (spool__buf_addc(en->out, '}') != 0)
-    nomem(en);
-  lua_settop(L, base - 1);
-  en->depth--;
+  write_object(en, keys, nk, base);
 }
 
 static void encode(encoder *en, int idx) {
