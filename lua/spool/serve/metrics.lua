@@ -20,7 +20,7 @@ local histograms = {}
 local MAX_SERIES = 1000 -- per histogram: label values come from outside
 
 local function add_series(h, key)
-  local s = { counts = {}, sum = 0, n = 0 }
+  local s = { counts = {}, sum = 0, n = 0, buckets = h.buckets }
   for i = 1, #h.buckets do
     s.counts[i] = 0
   end
@@ -50,18 +50,23 @@ histogram("gen_ai_client_operation_duration_seconds", "Time each model call "
   { 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
     40.96, 81.92 })
 
-local function observe(name, key, v)
+-- A histogram's series of labels `key`, or nil when it has MAX_SERIES.
+local function series_of(name, key)
   local h = histograms[name]
   local s = h.series[key]
-  if not s then
-    if h.nseries >= MAX_SERIES then
-      return
-    end
+  if not s and h.nseries < MAX_SERIES then
     s = add_series(h, key)
+  end
+  return s
+end
+
+local function observe_in(s, v)
+  if not s then
+    return
   end
   s.n = s.n + 1
   s.sum = s.sum + v
-  local buckets = h.buckets
+  local buckets = s.buckets
   for i = 1, #buckets do
     if v <= buckets[i] then
       s.counts[i] = s.counts[i] + 1
@@ -69,6 +74,12 @@ local function observe(name, key, v)
     end
   end
 end
+
+local function observe(name, key, v)
+  observe_in(series_of(name, key), v)
+end
+
+local latency_series = series_of("spool_model_latency_seconds", "")
 
 local HELP = {
   spool_runs_started_total = "Threads started (top level and sub-agents).",
@@ -203,25 +214,47 @@ local function genai_key(provider, model, extra_k, extra_v)
 end
 
 
+-- The series a model call of (provider, model) counts in, found once and
+-- kept (bounded as the label texts are): every step makes a model call.
+local call_series, call_series_count = {}, 0
+
+local function series_of_call(provider, model)
+  local by_model = call_series[provider]
+  local r = by_model and by_model[model]
+  if r then
+    return r
+  end
+  r = {
+    input = series_of("gen_ai_client_token_usage",
+      genai_key(provider, model, "gen_ai_token_type", "input")),
+    output = series_of("gen_ai_client_token_usage",
+      genai_key(provider, model, "gen_ai_token_type", "output")),
+    duration = series_of("gen_ai_client_operation_duration_seconds",
+      genai_key(provider, model)),
+  }
+  if call_series_count < 4096 then
+    call_series_count = call_series_count + 1
+    call_series[provider] = by_model or {}
+    call_series[provider][model] = r
+  end
+  return r
+end
+
+
 -- A model call's tokens and time, the engine's (model_call) or an agent's
 -- own (llm_call), as OpenTelemetry's client metrics count them.
-local function genai_call(data)
-  local provider = tostring(data.provider or "unknown")
-  local model = tostring(data.model or "unknown")
-  local u = type(data.usage) == "table" and data.usage or NONE
+local function genai_call(data, u)
+  local r = series_of_call(tostring(data.provider or "unknown"),
+    tostring(data.model or "unknown"))
   if tonumber(u.input_tokens) then
-    observe("gen_ai_client_token_usage",
-      genai_key(provider, model, "gen_ai_token_type", "input"), u.input_tokens)
+    observe_in(r.input, u.input_tokens)
   end
   if tonumber(u.output_tokens) then
-    observe("gen_ai_client_token_usage",
-      genai_key(provider, model, "gen_ai_token_type", "output"),
-      u.output_tokens)
+    observe_in(r.output, u.output_tokens)
   end
   local ms = tonumber(data.latency_ms)
   if ms and data.error == nil then
-    observe("gen_ai_client_operation_duration_seconds",
-      genai_key(provider, model), ms / 1000)
+    observe_in(r.duration, ms / 1000)
   end
 end
 
@@ -242,23 +275,24 @@ local function genai_failure(data)
       status and status >= 300 and tostring(status) or "_OTHER"), ms / 1000)
 end
 
+local INPUT, OUTPUT = label1("kind", "input"), label1("kind", "output")
+
 hub.listen(function(thread, ev)
   local t = ev.type
   if t == "model_call" then
+    local data = ev.data
     add_text("spool_steps_total", label1("agent", thread.agent))
     local n, provider = retries(ev)
     add_text("spool_model_retries_total", label1("provider", provider), n)
-    local u = type(ev.data.usage) == "table" and ev.data.usage or NONE
-    add_text("spool_tokens_total", label1("kind", "input"),
-      u.input_tokens or 0)
-    add_text("spool_tokens_total", label1("kind", "output"),
-      u.output_tokens or 0)
-    observe("spool_model_latency_seconds", "",
-      (tonumber(ev.data.latency_ms) or 0) / 1000)
-    genai_call(ev.data)
+    local u = type(data.usage) == "table" and data.usage or NONE
+    add_text("spool_tokens_total", INPUT, u.input_tokens or 0)
+    add_text("spool_tokens_total", OUTPUT, u.output_tokens or 0)
+    observe_in(latency_series, (tonumber(data.latency_ms) or 0) / 1000)
+    genai_call(data, u)
   elseif t == "llm_call" then
     if ev.data.error == nil then
-      genai_call(ev.data)
+      genai_call(ev.data, type(ev.data.usage) == "table" and ev.data.usage
+        or NONE)
     elseif type(ev.data.attempts) == "table" then
       genai_failure(ev.data)
     end
