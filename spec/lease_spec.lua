@@ -25,7 +25,7 @@ describe("leases", function()
     return core.store_append { thread = id, agent = "a", expected_seq = seq,
       status = "running", owner = owner, epoch = epoch, now = at,
       writes = {}, events = { { seq = seq + 1, step = seq, type = "input",
-                                at = at, data = "{}" } } }
+                                at = at, data = {} } } }
   end
 
   it("refuses an append without a claim", function()
@@ -91,7 +91,7 @@ describe("leases", function()
     assert(core.store_append { thread = id, agent = "a", expected_seq = 0,
       status = "running", owner = "gone", epoch = 1, now = t0 - 5000,
       events = { { seq = 1, step = 0, type = "input", at = t0 - 5000,
-                   data = '{"input":1}' } } })
+                   data = { input = 1 } } } })
     local rows = assert(store.take_over(1000))
     local mine
     for _, row in ipairs(rows) do
@@ -125,7 +125,7 @@ describe("leases", function()
       expected_seq = 0, status = "running", owner = "us", epoch = 1,
       now = t0, writes = { { ns = "spec_ns2", key = id, value = "1" } },
       events = { { seq = 1, step = 0, type = "input", at = t0,
-                   data = "{}" } } }
+                   data = {} } } }
     assert(ok, err)
     h.wait_for(function() return bad ~= nil end, 5000, "the read")
     assert(core.store_load(id))
@@ -150,7 +150,7 @@ describe("leases", function()
     assert(core.store_append { thread = id, agent = "no_such_agent",
       expected_seq = 0, status = "running", owner = "gone", epoch = 1,
       now = t0 - 5000, events = { { seq = 1, step = 0, type = "input",
-                                    at = t0 - 5000, data = '{"input":1}' } } })
+                                    at = t0 - 5000, data = { input = 1 } } } })
     local runner = require "spool.run.runner"
     local function mine(rows)
       for _, row in ipairs(rows) do

@@ -99,6 +99,49 @@ describe("durable steps", function()
       transactions .. " transactions for " .. appends .. " appends")
   end)
 
+  it("stores each event's data as json.encode writes it, and counts its "
+    .. "bytes", function()
+    mock = scripted { { tool = "add", args = { a = 1, b = 2 } }, "3" }
+    local t = h.run(h.agent({ tools = { add = { params = { a = "number",
+      b = "number" }, run = function(args) return { sum = args.a + args.b,
+      note = "é\n\"q\"" } end } } }, mock), "1 + 2")
+    local text = assert(core.store_load(t.id))
+    local bytes = 0
+    for _, ev in ipairs(t.events) do
+      local data = json.encode(ev.data)
+      bytes = bytes + #data
+      assert.truthy(text:find(data, 1, true), data)
+    end
+    assert.are.equal(bytes, t.bytes)
+  end)
+
+  it("refuses a step whose event data json.encode refuses, naming where, "
+    .. "and stores none of it", function()
+    local id = "t_" .. core.random_id()
+    local now = core.time()
+    assert(core.store_claim(id, "me", 1000, now))
+    local ok, err = pcall(core.store_append, { thread = id, agent = "a",
+      expected_seq = 0, status = "running", owner = "me", epoch = 1,
+      now = now, events = {
+        { seq = 1, step = 0, type = "input", at = now, data = { input = "x" } },
+        { seq = 2, step = 0, type = "note", at = now,
+          data = { deep = { f = print } } } } })
+    assert.is_false(ok)
+    assert.matches("cannot encode a function at %$%.deep%.f", err)
+    local _, _, code = store.head(id)
+    assert.are.equal("ENOTFOUND", code)
+    -- Only events from `first` on go; the same step then stores.
+    local versions, bytes = assert(core.store_append { thread = id,
+      agent = "a", expected_seq = 0, status = "done", owner = "me",
+      epoch = 1, now = now, first = 2, events = {
+        { seq = 0, step = 0, type = "never", at = now, data = print },
+        { seq = 1, step = 0, type = "input", at = now, data = { input = "x" } },
+      } })
+    assert.are.equal("[]", versions)
+    assert.are.equal(#'{"input":"x"}', bytes)
+    assert.are.same({ "input" }, types(store.load(id).events))
+  end)
+
   it("keeps a thread's storage growing by its new events only", function()
     mock = scripted { { tool = "n", args = {} }, { tool = "n", args = {} },
                       { tool = "n", args = {} }, "done" }

@@ -67,9 +67,7 @@ spool__store_op *spool__store_op_new(spool__store_kind kind) {
   return op;
 }
 
-const char *spool__store_op_strdup(spool__store_op *op, const char *s) {
-  if (s == NULL)
-    return NULL;
+char *spool__store_op_strndup(spool__store_op *op, const char *s, size_t n) {
   if (op->nstrings == op->capstrings) {
     int cap = op->capstrings ? op->capstrings * 2 : 8;
     char **p = realloc(op->strings, sizeof *p * (size_t)cap);
@@ -78,10 +76,17 @@ const char *spool__store_op_strdup(spool__store_op *op, const char *s) {
     op->strings = p;
     op->capstrings = cap;
   }
-  char *copy = strdup(s);
-  if (copy)
-    op->strings[op->nstrings++] = copy;
+  char *copy = malloc(n + 1);
+  if (copy == NULL)
+    return NULL;
+  memcpy(copy, s, n);
+  copy[n] = '\0';
+  op->strings[op->nstrings++] = copy;
   return copy;
+}
+
+const char *spool__store_op_strdup(spool__store_op *op, const char *s) {
+  return s ? spool__store_op_strndup(op, s, strlen(s)) : NULL;
 }
 
 void spool__store_op_free(spool__store_op *op) {

@@ -169,6 +169,9 @@ void spool__store_close(spool__store *s);
  * NULL when out of memory. */
 spool__store_op *spool__store_op_new(spool__store_kind kind);
 const char *spool__store_op_strdup(spool__store_op *op, const char *s);
+/* The first n bytes of s (n + 1 with a NUL), kept by op; NULL when out of
+ * memory. */
+char *spool__store_op_strndup(spool__store_op *op, const char *s, size_t n);
 void spool__store_op_free(spool__store_op *op);
 
 /* Queues an op for the end of this loop tick; `done` runs on the loop

@@ -696,7 +696,12 @@ static int l_json_is_array(lua_State *L) {
 void spool__json_append(lua_State *L, int idx, spool__buf *out, int depth) {
   idx = lua_absindex(L, idx);
   luaL_checkstack(L, 4, "JSON too deep");
-  encoder en = {.L = L, .out = out, .depth = depth};
+  /* Not zeroed: the path is long, and each level is written before it is
+   * read. */
+  encoder en;
+  en.L = L;
+  en.out = out;
+  en.depth = depth;
   for (int i = 1; i <= depth && i <= SPOOL_JSON_MAX_DEPTH; i++) {
     en.path[i].key = NULL; /* (an error names the path from here) */
     en.path[i].index = 1;

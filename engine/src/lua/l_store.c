@@ -7,7 +7,11 @@
  *   store_open(path)                            -> true | nil, err (no yield)
  *   store_append{ thread=, agent=, parent=, expected_seq=, status=,
  *                 deadline=, owner=, epoch=, now=, events = {...},
- *                 writes = {...} }               -> versions JSON | nil, err
+ *                 first = n, writes = {...} }
+ *       -> versions JSON, bytes | nil, err: events[first..] are stored
+ *       (first defaults to 1), each { seq, step, type, at, v, data } with
+ *       its data encoded here as json.encode would (bytes: the size of
+ *       what that made)
  *   store_load(id)                              -> JSON | nil, err
  *   store_head(id)                -> JSON: the thread's row, no events
  *   store_list{ status=, agent=, limit=, before=, before_id= } -> JSON
@@ -42,6 +46,8 @@
 
 #include "spool_int.h"
 #include "io/store.h"
+
+#define APPEND_GUARD_MT "spool.store.append"
 
 typedef struct store_wait {
   spool__op op;
@@ -78,7 +84,13 @@ static int push_result(lua_State *L) {
     lua_pushlstring(L, op->json.data, op->json.len);
   else
     lua_pushboolean(L, 1);
-  return 1;
+  if (op->kind != SPOOL__STORE_APPEND)
+    return 1;
+  lua_Integer bytes = 0;
+  for (int i = 0; i < op->nevents; i++)
+    bytes += (lua_Integer)strlen(op->events[i].data);
+  lua_pushinteger(L, bytes);
+  return 2;
 }
 
 static void on_done(spool__store_op *sop, void *ud) {
@@ -162,75 +174,106 @@ static int l_store_open(lua_State *L) {
   return 1;
 }
 
+/* An append being made: its op, and the buffer each event's data is
+ * encoded in, freed by the GC if encoding raises (a value json.encode
+ * refuses) before the op is submitted. */
+typedef struct append_guard {
+  spool__store_op *op;
+  spool__buf data;
+} append_guard;
+
+static int append_guard_gc(lua_State *L) {
+  append_guard *g = luaL_checkudata(L, 1, APPEND_GUARD_MT);
+  if (g->op)
+    spool__store_op_free(g->op);
+  g->op = NULL;
+  spool__buf_free(&g->data);
+  return 0;
+}
+
+/* A copy of s kept by the guarded op; raises when out of memory. */
+static const char *keep(lua_State *L, append_guard *g, const char *s,
+                        size_t n) {
+  if (s == NULL)
+    return NULL;
+  char *c = spool__store_op_strndup(g->op, s, n);
+  if (c == NULL)
+    luaL_error(L, "out of memory");
+  return c;
+}
+
+static const char *keep_field(lua_State *L, append_guard *g, int t,
+                              const char *k) {
+  const char *s = opt_field_str(L, t, k);
+  return keep(L, g, s, s ? strlen(s) : 0);
+}
+
 static int l_store_append(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   check_store(L);
-  /* Read and check everything before allocating. */
   lua_getfield(L, 1, "events");
   int events = lua_gettop(L);
   lua_getfield(L, 1, "writes");
   int writes = lua_gettop(L);
-  int nevents = lua_istable(L, events) ? (int)luaL_len(L, events) : 0;
+  lua_Integer first = opt_field_int(L, 1, "first");
+  if (first < 1)
+    first = 1;
+  lua_Integer last = lua_istable(L, events) ? luaL_len(L, events) : 0;
+  int nevents = last >= first ? (int)(last - first + 1) : 0;
   int nwrites = lua_istable(L, writes) ? (int)luaL_len(L, writes) : 0;
-  luaL_checkstack(L, 2 * nevents + 4 * nwrites + 8, "step too large");
-  const char *thread = opt_field_str(L, 1, "thread");
-  const char *agent = opt_field_str(L, 1, "agent");
-  const char *parent = opt_field_str(L, 1, "parent");
-  const char *status = opt_field_str(L, 1, "status");
-  const char *owner = opt_field_str(L, 1, "owner");
-  for (int i = 1; i <= nevents; i++) {
-    lua_geti(L, events, i);
-    luaL_checktype(L, -1, LUA_TTABLE);
-    opt_field_str(L, -1, "type");
-    opt_field_str(L, -1, "data");
-    opt_field_str(L, -1, "v");
-    lua_pop(L, 1);
-  }
-  spool__store_op *op = new_op(L, SPOOL__STORE_APPEND);
-  op->thread_id = dup(L, op, thread);
-  op->agent = dup(L, op, agent);
-  op->parent = dup(L, op, parent);
-  op->status = dup(L, op, status);
-  op->owner = dup(L, op, owner);
+  luaL_checkstack(L, 8, "step too large");
+  append_guard *g = lua_newuserdatauv(L, sizeof *g, 0);
+  memset(g, 0, sizeof *g);
+  luaL_setmetatable(L, APPEND_GUARD_MT);
+  spool__store_op *op = g->op = new_op(L, SPOOL__STORE_APPEND);
+  op->thread_id = keep_field(L, g, 1, "thread");
+  op->agent = keep_field(L, g, 1, "agent");
+  op->parent = keep_field(L, g, 1, "parent");
+  op->status = keep_field(L, g, 1, "status");
+  op->owner = keep_field(L, g, 1, "owner");
   op->expected_seq = opt_field_int(L, 1, "expected_seq");
   op->deadline = opt_field_int(L, 1, "deadline");
   op->now = opt_field_int(L, 1, "now");
   op->epoch = opt_field_int(L, 1, "epoch");
   if (nevents > 0 &&
-      (op->events = calloc((size_t)nevents, sizeof *op->events)) == NULL) {
-    spool__store_op_free(op);
+      (op->events = calloc((size_t)nevents, sizeof *op->events)) == NULL)
     return luaL_error(L, "out of memory");
-  }
   for (int i = 0; i < nevents; i++) {
-    lua_geti(L, events, i + 1);
+    if (lua_geti(L, events, first + i) != LUA_TTABLE)
+      return luaL_error(L, "event %d is not a table", (int)(first + i));
+    int ev_at = lua_gettop(L);
     spool__store_event *ev = &op->events[i];
-    ev->seq = opt_field_int(L, -1, "seq");
-    ev->step = opt_field_int(L, -1, "step");
-    ev->at = opt_field_int(L, -1, "at");
-    ev->type = dup(L, op, opt_field_str(L, -1, "type"));
-    ev->v = dup(L, op, opt_field_str(L, -1, "v"));
-    ev->data = dup(L, op, opt_field_str(L, -1, "data"));
-    lua_pop(L, 1);
+    ev->seq = opt_field_int(L, ev_at, "seq");
+    ev->step = opt_field_int(L, ev_at, "step");
+    ev->at = opt_field_int(L, ev_at, "at");
+    ev->type = keep_field(L, g, ev_at, "type");
+    ev->v = keep_field(L, g, ev_at, "v");
+    lua_getfield(L, ev_at, "data");
+    spool__buf_clear(&g->data);
+    spool__json_append(L, -1, &g->data, 0);
+    ev->data = keep(L, g, g->data.data ? g->data.data : "", g->data.len);
+    lua_pop(L, 2);
   }
-  op->nevents = nevents;
   if (nwrites > 0 &&
-      (op->writes = calloc((size_t)nwrites, sizeof *op->writes)) == NULL) {
-    spool__store_op_free(op);
+      (op->writes = calloc((size_t)nwrites, sizeof *op->writes)) == NULL)
     return luaL_error(L, "out of memory");
-  }
   for (int i = 0; i < nwrites; i++) {
     lua_geti(L, writes, i + 1);
+    luaL_checktype(L, -1, LUA_TTABLE);
     spool__store_write *w = &op->writes[i];
-    w->ns = dup(L, op, opt_field_str(L, -1, "ns"));
-    w->key = dup(L, op, opt_field_str(L, -1, "key"));
-    w->value = dup(L, op, opt_field_str(L, -1, "value"));
+    w->ns = keep_field(L, g, -1, "ns");
+    w->key = keep_field(L, g, -1, "key");
+    w->value = keep_field(L, g, -1, "value");
     lua_getfield(L, -1, "if_version");
     w->if_version = lua_isnil(L, -1) ? -1 : (long long)lua_tointeger(L, -1);
     lua_pop(L, 1);
     w->expires_at = opt_field_int(L, -1, "expires_at");
     lua_pop(L, 1);
   }
+  op->nevents = nevents;
   op->nwrites = nwrites;
+  g->op = NULL; /* submit owns it now */
+  spool__buf_free(&g->data);
   return submit(L, op);
 }
 
@@ -460,4 +503,9 @@ void spool__open_store(lua_State *L) {
   };
   lua_pushlightuserdata(L, spool__engine_of(L));
   luaL_setfuncs(L, fns, 1);
+  if (luaL_newmetatable(L, APPEND_GUARD_MT)) {
+    lua_pushcfunction(L, append_guard_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_pop(L, 1);
 }

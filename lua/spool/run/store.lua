@@ -148,27 +148,23 @@ function M.append(thread, writes)
       return nil, why
     end
   end
-  local events, bytes = {}, 0
-  for i = thread.persisted + 1, #thread.events do
-    local ev = thread.events[i]
-    local data = json.encode(ev.data)
-    bytes = bytes + #data
-    events[#events + 1] = { seq = ev.seq, step = ev.step, type = ev.type,
-                            at = ev.at, v = ev.v, data = data }
-  end
   local ws = {}
   for i, w in ipairs(writes or {}) do
     ws[i] = { ns = w.ns, key = w.key, if_version = w.if_version,
               expires_at = w.expires_at,
               value = w.value ~= nil and json.encode(w.value) or nil }
   end
-  local versions, err, code = core.store_append {
+  -- The new events go as they are: the store encodes their data, and
+  -- says how many bytes that made.
+  local versions, bytes, code = core.store_append {
     thread = thread.id, agent = thread.agent, parent = thread.parent,
     expected_seq = thread.persisted, status = thread:status(),
     deadline = deadline_of(thread), owner = M.owner, epoch = held[thread.id],
-    now = core.time(), events = events, writes = ws,
+    now = core.time(), events = thread.events, first = thread.persisted + 1,
+    writes = ws,
   }
   if not versions then
+    local err = bytes
     if code == "ECONFLICT" and err:find("lost its lease", 1, true) then
       M.counts.lost = M.counts.lost + 1
       let_go(thread.id)
