@@ -1,5 +1,6 @@
 -- Token counts: the sums a window makes at every step (in C,
--- engine/src/lua/l_tokens.c) are the sums of spool.tokens.of_bytes.
+-- engine/src/lua/l_window.c) are the sums of spool.tokens.of_bytes; and
+-- the list of a window's messages made there.
 local core = require "spool.core"
 local tokens = require "spool.tokens"
 
@@ -94,5 +95,26 @@ describe("token sums", function()
     ok, err = pcall(core.units_tokens, { 5 }, 1)
     assert.is_false(ok)
     assert.matches("unit 1 is not a table", err)
+  end)
+end)
+
+describe("a window's messages", function()
+  it("are listed unit by unit, in order", function()
+    local a, b, c, d = { role = "user" }, { role = "assistant" },
+      { role = "tool" }, { role = "tool" }
+    local units = { { messages = { a } }, { messages = {} },
+                    { messages = { b, c, d } } }
+    local list = core.units_messages(units)
+    assert.are.equal(4, #list)
+    for i, m in ipairs { a, b, c, d } do
+      assert.are.equal(m, list[i], "the message itself, not a copy")
+    end
+    assert.are_not.equal(units[3].messages, core.units_messages(units),
+      "a new list each time")
+    assert.are.same({}, core.units_messages({}))
+    assert.matches("unit 2 has no messages", select(2,
+      pcall(core.units_messages, { { messages = {} }, {} })))
+    assert.matches("unit 1 is not a table", select(2,
+      pcall(core.units_messages, { "x" })))
   end)
 end)

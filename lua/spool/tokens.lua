@@ -75,7 +75,7 @@ end
 -- The tokens of messages of these sizes (a list of bytes), less their
 -- framing: each one's of_bytes, summed in C (counted for every message
 -- at every step).
-M.of_sizes = core.sizes_tokens -- (engine/src/lua/l_tokens.c)
+M.of_sizes = core.sizes_tokens -- (engine/src/lua/l_window.c)
 
 
 function M.message(msg, factor)

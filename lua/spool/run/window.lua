@@ -706,7 +706,6 @@ end
 -- The plan's messages: chat messages, or for the blocks form one user
 -- message of <tag> blocks.
 function M.messages(plan)
-  local out = {}
   if plan.form == "blocks" then
     local parts = {}
     for _, u in ipairs(plan.units) do
@@ -717,14 +716,7 @@ function M.messages(plan)
     end
     return { { role = "user", content = table.concat(parts, "\n\n") } }
   end
-  local units = plan.units
-  for i = 1, #units do
-    local messages = units[i].messages
-    for j = 1, #messages do
-      out[#out + 1] = messages[j]
-    end
-  end
-  return out
+  return core.units_messages(plan.units) -- (in C: every step lists them)
 end
 
 

@@ -1,8 +1,9 @@
 /*
- * l_tokens.c: the token sums of a context window, counted at every step of
- * every run (spool.run.window): each message's tokens at the thread's
- * calibration factor, which changes from step to step, so nothing of it
- * can be kept. In Lua this was a tenth of a tool step's instructions.
+ * l_window.c: a context window's units (spool.run.window), counted and
+ * listed at every step of every run: each message's tokens at the
+ * thread's calibration factor, which changes from step to step, so
+ * nothing of it can be kept; and the messages of the units, in order, for
+ * the request. In Lua these were an eighth of a tool step's instructions.
  *
  *   core.sizes_tokens(sizes, factor) -> tokens of messages of these sizes
  *     (a list of bytes), as spool.tokens.of_bytes counts each one
@@ -10,6 +11,8 @@
  *     { overhead = n, bytes = { n, ... } }: each one's overhead and sizes,
  *     and the same at factor 1 (a request's uncalibrated estimate); `set`
  *     also stores each unit's count in unit.tokens
+ *   core.units_messages(units) -> a new list of the units' messages
+ *     (unit.messages), in order
  *
  * The rule is spool.tokens.of_bytes, ceil(bytes / 4 * factor), in the
  * same double arithmetic, so the sums are those the Lua functions made
@@ -61,7 +64,7 @@ static int unit_field(lua_State *L, int unit, int key) {
   return lua_rawget(L, unit);
 }
 
-enum { KEY_OVERHEAD = 1, KEY_BYTES, KEY_TOKENS };
+enum { KEY_OVERHEAD = 1, KEY_BYTES, KEY_TOKENS, KEY_MESSAGES };
 
 static int l_units_tokens(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -97,12 +100,39 @@ static int l_units_tokens(lua_State *L) {
   return 2;
 }
 
-void spool__open_tokens(lua_State *L) {
+static int l_units_messages(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  lua_Integer units = (lua_Integer)lua_rawlen(L, 1), n = 0;
+  lua_createtable(L, (int)(units < 1024 ? 2 * units : 0), 0); /* 2 */
+  for (lua_Integer i = 1; i <= units; i++) {
+    if (lua_rawgeti(L, 1, i) != LUA_TTABLE)
+      return luaL_error(L, "unit %d is not a table", (int)i);
+    if (unit_field(L, 3, KEY_MESSAGES) != LUA_TTABLE)
+      return luaL_error(L, "unit %d has no messages", (int)i);
+    lua_Integer len = (lua_Integer)lua_rawlen(L, 4);
+    for (lua_Integer j = 1; j <= len; j++) {
+      lua_rawgeti(L, 4, j);
+      lua_rawseti(L, 2, ++n);
+    }
+    lua_pop(L, 2);
+  }
+  return 1;
+}
+
+void spool__open_window(lua_State *L) {
   lua_pushcfunction(L, l_sizes_tokens);
   lua_setfield(L, -2, "sizes_tokens");
   lua_pushliteral(L, "overhead");
   lua_pushliteral(L, "bytes");
   lua_pushliteral(L, "tokens");
-  lua_pushcclosure(L, l_units_tokens, 3);
-  lua_setfield(L, -2, "units_tokens");
+  lua_pushliteral(L, "messages");
+  lua_pushvalue(L, -4);
+  lua_pushvalue(L, -4);
+  lua_pushvalue(L, -4);
+  lua_pushvalue(L, -4);
+  lua_pushcclosure(L, l_units_tokens, 4);
+  lua_setfield(L, -6, "units_tokens");
+  lua_pushcclosure(L, l_units_messages, 4);
+  lua_setfield(L, -2, "units_messages");
 }
