@@ -9,7 +9,8 @@ local task = require "spool.base.task"
 local M = {}
 
 -- A thread's limits: the agent's budget, and the cap its parent passed
--- down (spool.run.runner), whichever is tighter; math.huge where none.
+-- down (spool.run.runner), whichever is tighter; math.huge where none
+-- (NO_LIMITS, all nil, when neither sets any).
 local LIMITS = { "steps", "tokens", "cost_usd", "wall_ms" }
 
 local NO_LIMITS = {}
@@ -18,6 +19,9 @@ local huge, min = math.huge, math.min
 local function limits(thread, agent)
   local budget = agent and agent.budget or NO_LIMITS
   local cap = (task.runs[thread] or task.NO_RUN).budget_cap or NO_LIMITS
+  if budget == NO_LIMITS and cap == NO_LIMITS then
+    return NO_LIMITS -- (most threads: no budget, and no parent's cap)
+  end
   return {
     steps = min(budget.steps or huge, cap.steps or huge),
     tokens = min(budget.tokens or huge, cap.tokens or huge),
@@ -37,7 +41,7 @@ end
 -- The thread's wall-clock deadline (ms since the epoch), or nil.
 function M.deadline(thread, agent)
   local wall = limits(thread, agent).wall_ms
-  if wall ~= math.huge then
+  if wall and wall ~= math.huge then
     return started_at(thread) + wall
   end
 end
@@ -46,6 +50,9 @@ end
 -- Over budget? Returns which limit and a message saying so, or nil.
 local function over_budget(thread, agent)
   local lim = limits(thread, agent)
+  if lim == NO_LIMITS then
+    return nil
+  end
   local u = thread:usage()
   local used = u.input_tokens + u.output_tokens
   if used >= lim.tokens then
@@ -70,6 +77,9 @@ end
 -- What is left of a thread's budget, for a sub-agent it starts.
 function M.remaining_budget(thread, agent)
   local lim = limits(thread, agent)
+  if lim == NO_LIMITS then
+    return nil
+  end
   local u = thread:usage()
   local used = { tokens = u.input_tokens + u.output_tokens, steps = u.steps,
                  cost_usd = u.cost_usd,
