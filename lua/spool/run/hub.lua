@@ -6,7 +6,8 @@
 --
 --   hub.follow(id) -> signal        notified after each commit of thread id
 --   hub.unfollow(id, signal)
---   hub.listen(fn)                  fn(thread, event) for every event
+--   hub.listen(fn, types)           fn(thread, event) for every event of
+--                                   these types ({ [type] = true })
 --   hub.notify_all()                wake every follower (shutdown)
 --   hub.wake(id)                    wake thread id's followers (another
 --                                   worker committed to it)
@@ -39,7 +40,7 @@ local M = {}
 
 local followers = {} -- thread id -> { [signal] = true }
 local readers = {} -- thread id -> { [reader] = true }
-local listeners = {}
+local listeners = {} -- event type -> { fn, ... }
 local subscribers = {} -- sub -> true
 
 M.backlog = 1000 -- notices a subscriber may fall behind by
@@ -68,8 +69,12 @@ function M.unfollow(id, sig)
 end
 
 
-function M.listen(fn)
-  listeners[#listeners + 1] = fn
+function M.listen(fn, types)
+  for t in pairs(types) do
+    local fns = listeners[t] or {}
+    fns[#fns + 1] = fn
+    listeners[t] = fns
+  end
 end
 
 
@@ -202,11 +207,17 @@ thread_mod.on_commit = function(thread, first, last)
                   agent = thread.agent, at = thread.events[1].at,
                   status = "running" })
   end
-  for _, fn in ipairs(listeners) do
-    for i = first, last do
-      local ok, err = pcall(fn, thread, thread.events[i])
-      if not ok then
-        core.log("error", "event listener failed: " .. tostring(err))
+  -- (Most of a step's events have no listener: a tool step's three have
+  -- one among them.)
+  for i = first, last do
+    local ev = thread.events[i]
+    local fns = listeners[ev.type]
+    if fns then
+      for j = 1, #fns do
+        local ok, err = pcall(fns[j], thread, ev)
+        if not ok then
+          core.log("error", "event listener failed: " .. tostring(err))
+        end
       end
     end
   end

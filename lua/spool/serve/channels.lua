@@ -243,7 +243,7 @@ end
 -- A committed human_request of a top-level thread whose agent names
 -- humans: deliver it.
 hub.listen(function(thread, ev)
-  if ev.type ~= "human_request" or thread.parent then
+  if thread.parent then
     return
   end
   local ok, agent = pcall(loader.load, thread.agent)
@@ -258,7 +258,7 @@ hub.listen(function(thread, ev)
     deadline = d.deadline,
     text = human.describe(d) }
   core.spawn(deliver_all, request, targets)
-end)
+end, { human_request = true })
 
 
 -- ---- answers ----

@@ -312,7 +312,8 @@ hub.listen(function(thread, ev)
   elseif t == "error" then
     add_text("spool_step_errors_total", label1("agent", thread.agent))
   end
-end)
+end, { model_call = true, llm_call = true, input = true, done = true,
+       failed = true, cancelled = true, human_request = true, error = true })
 
 
 -- A series' labels with le="bound" added.

@@ -309,7 +309,7 @@ hub.listen(function(thread, ev)
   for _, key in ipairs(keys_of[notice] or {}) do
     try_in_task(key) -- the first try, now
   end
-end)
+end, KIND) -- (the events notices are made of)
 
 
 -- ---- inbound: signed requests ----
