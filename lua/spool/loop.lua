@@ -194,7 +194,7 @@ function M.run(thread, agent, resolve)
       end
     end
     local n = thread:consecutive_errors()
-    if thread:status() == "running" and n >= agent.max_errors then
+    if n >= agent.max_errors and thread:status() == "running" then
       local why = string.format("%d steps in a row failed: %s", n,
         table.concat(thread:recent_errors(n), "; "))
       if agent.escalate then

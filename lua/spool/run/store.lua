@@ -107,9 +107,10 @@ local function decoded(text, err, code)
 end
 
 
--- The thread's status as its events leave it (see spool.run.thread).
-local function deadline_of(thread)
-  local req = thread:pending_request()
+-- When the request a waiting thread waits on is due (0: never, or the
+-- thread does not wait).
+local function deadline_of(thread, status)
+  local req = status == "waiting" and thread:pending_request()
   return req and req.data.deadline or 0
 end
 
@@ -156,10 +157,12 @@ function M.append(thread, writes)
   end
   -- The new events go as they are: the store encodes their data, and
   -- says how many bytes that made.
+  local status = thread:status()
   local versions, bytes, code = core.store_append {
     thread = thread.id, agent = thread.agent, parent = thread.parent,
-    expected_seq = thread.persisted, status = thread:status(),
-    deadline = deadline_of(thread), owner = M.owner, epoch = held[thread.id],
+    expected_seq = thread.persisted, status = status,
+    deadline = deadline_of(thread, status), owner = M.owner,
+    epoch = held[thread.id],
     now = core.time(), events = thread.events, first = thread.persisted + 1,
     writes = ws,
   }
