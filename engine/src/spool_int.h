@@ -267,6 +267,7 @@ void spool__open_trace(lua_State *L);
 void spool__open_ed25519(lua_State *L);
 void spool__open_limits(lua_State *L);
 void spool__open_window(lua_State *L);
+void spool__open_thread(lua_State *L);
 void spool__open_wire(lua_State *L);
 
 /* ---- l_json.c: json.encode's writer, for the other bindings ---- */

@@ -32,6 +32,12 @@ local THREAD = { __index = Thread, __name = "spool.run.thread" }
 
 local TERMINAL = { done = "done", failed = "failed", cancelled = "cancelled" }
 
+-- What the events say so far (status, the request waited on, the latest
+-- model call's open calls, usage) is folded in C, with the events
+-- appended since the last look, at each question: the loop asks several
+-- times a step (engine/src/lua/l_thread.c, kept at thread.derived).
+local thread_status = core.thread_status
+
 
 function M.new_id()
   return "t_" .. core.random_id()
@@ -173,81 +179,12 @@ function Thread:fail(message)
 end
 
 
--- The latest model call's calls, as derived state keeps them: the ids not
--- answered yet (by a tool_result or an error), and whether anything but a
--- person's answer came after the call (a reply without calls was routed).
-local function open_calls(d, calls)
-  d.open, d.unanswered, d.ncalls, d.after = {}, 0, 0, false
-  for _, c in ipairs(type(calls) == "table" and calls or {}) do
-    local id = type(c) == "table" and c.id
-    if id == nil then
-      d.unanswered = math.huge -- never settled here: recover reads it all
-    elseif not d.open[id] then
-      d.open[id] = true
-      d.unanswered = d.unanswered + 1
-    end
-    d.ncalls = d.ncalls + 1
-  end
-end
-
-
--- What the events say so far, brought up to date with the events appended
--- since the last look: the loop asks for the status and the usage several
--- times a step, and scanning the whole thread each time made a step's
--- cost grow with its length.
-local function derived(self)
-  local d = self.derived
-  local events = self.events
-  if d == nil or d.events ~= events or d.n > #events then
-    d = { events = events, n = 0, status = "running", request = nil,
-          input_tokens = 0, output_tokens = 0, cost_usd = 0, child_steps = 0 }
-    self.derived = d
-  end
-  for i = d.n + 1, #events do
-    local ev = events[i]
-    local t, data = ev.type, ev.data
-    if TERMINAL[t] then
-      d.status, d.request = TERMINAL[t], nil
-    elseif t == "human_request" then
-      d.status, d.request = "waiting", ev
-    elseif t == "human_response" then
-      d.status, d.request = "running", nil
-    end
-    if t == "model_call" then
-      open_calls(d, data.tool_calls)
-    elseif d.open then
-      d.after = d.after or t ~= "human_response"
-      local id = data.call_id
-      if id ~= nil and (t == "tool_result" or t == "error") and d.open[id] then
-        d.open[id] = nil
-        d.unanswered = d.unanswered - 1
-      end
-    end
-    if (t == "model_call" or t == "llm_call" or t == "compaction"
-        or t == "event_summary" or t == "agent_result")
-        and type(data.usage) == "table" then
-      local u = data.usage
-      d.input_tokens = d.input_tokens + (u.input_tokens or 0)
-      d.output_tokens = d.output_tokens + (u.output_tokens or 0)
-      if t == "agent_result" then
-        d.child_steps = d.child_steps + (u.steps or 0)
-        d.cost_usd = d.cost_usd + (tonumber(u.cost_usd) or 0)
-      else
-        d.cost_usd = d.cost_usd + (tonumber(data.cost_usd) or 0)
-      end
-    end
-  end
-  d.n = #events
-  return d
-end
-
-
 -- running | waiting | done | failed | cancelled, from the latest event
 -- that changes it (among the first `upto` events: pass self.persisted for
 -- the status as stored).
 function Thread:status(upto)
   if upto == nil or upto == #self.events then
-    return derived(self).status
+    return thread_status(self)
   end
   for i = upto, 1, -1 do
     local ev = self.events[i]
@@ -267,16 +204,11 @@ end
 -- Whether all the latest model call asked for is done: each of its tool
 -- calls answered, or its reply without calls followed by what it led to.
 -- (spool.run.recover reads the events for what is left only when not.)
-function Thread:settled()
-  local d = derived(self)
-  return d.open == nil or (d.unanswered == 0 and (d.ncalls > 0 or d.after))
-end
+Thread.settled = core.thread_settled
 
 
 -- The human_request event the thread waits on, if it waits.
-function Thread:pending_request()
-  return derived(self).request
-end
+Thread.pending_request = core.thread_request
 
 
 -- The human_response to a call, if one was given.
@@ -359,9 +291,9 @@ end
 -- What the thread used, its sub-agents included: { steps, input_tokens,
 -- output_tokens, cost_usd (of the calls whose model has a price) }.
 function Thread:usage()
-  local d = derived(self)
-  return { steps = self.step + d.child_steps, input_tokens = d.input_tokens,
-           output_tokens = d.output_tokens, cost_usd = d.cost_usd }
+  local input, output, cost, child_steps = core.thread_usage(self)
+  return { steps = self.step + child_steps, input_tokens = input,
+           output_tokens = output, cost_usd = cost }
 end
 
 
