@@ -42,7 +42,8 @@ M.block_renderers = render.block_renderers
 local function windowed(thread, agent, opts)
   local plan_opts = { form = opts.form, renderers = opts.renderers,
                       events = opts.events, fixed_tokens = opts.fixed_tokens,
-                      model = opts.model, report = opts.dry, memo = opts.memo }
+                      model = opts.model, report = opts.dry, memo = opts.memo,
+                      factor = opts.factor }
   local plan = window.plan(thread, agent, plan_opts)
   local model = opts.model or config.get().model
   if not opts.dry and #plan.needs_summary > 0 then
@@ -81,12 +82,14 @@ end
 
 -- The thread as chat messages within the agent's window. `opts` (from
 -- spool.loop): fixed_tokens (the system prompt and tools), model, dry,
--- events (a prefix of the thread's, to render an earlier step).
+-- events (a prefix of the thread's, to render an earlier step), factor
+-- (their calibration factor, spool.tokens.factor, when the caller has it).
 function M.chat(thread, agent, renderers, opts)
   opts = opts or {}
   return windowed(thread, agent, { form = "chat", renderers = renderers,
     events = opts.events, fixed_tokens = opts.fixed_tokens,
-    model = opts.model, dry = opts.dry, memo = opts.memo })
+    model = opts.model, dry = opts.dry, memo = opts.memo,
+    factor = opts.factor })
 end
 
 
@@ -97,7 +100,7 @@ function M.structured(thread, agent, renderers, opts)
   opts = opts or {}
   return windowed(thread, agent, { form = "blocks", renderers = renderers,
     events = opts.events, fixed_tokens = opts.fixed_tokens,
-    model = opts.model, dry = opts.dry })
+    model = opts.model, dry = opts.dry, factor = opts.factor })
 end
 
 

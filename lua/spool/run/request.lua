@@ -128,7 +128,7 @@ function M.request(thread, agent, opts)
     + math.ceil(lists.request_bytes / 4 * factor)
   local messages, plan = (agent.context or context.chat)(thread, agent, nil,
     { fixed_tokens = fixed, model = model, dry = opts.dry,
-      events = opts.events, memo = memo })
+      events = opts.events, memo = memo, factor = factor })
   local estimate = tokens.estimate(system)
     + math.ceil(lists.request_bytes / 4)
   if agent.context then -- its messages need not be its plan's

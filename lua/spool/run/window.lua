@@ -13,7 +13,8 @@
 --
 --   plan = window.plan(thread, agent, { form = "chat" | "blocks",
 --     renderers =, events =, fixed_tokens =, model =, report = bool,
---     memo = window.memo(thread) | nil })
+--     memo = window.memo(thread) | nil, factor = tokens.factor(events)
+--     when the caller has it })
 --   plan = { units, report, total, limit, settings, factor, fold,
 --            needs_summary, summary = compaction event | nil,
 --            tokens_at_one = the units' tokens at factor 1 }
@@ -518,7 +519,8 @@ function M.plan(thread, agent, opts)
   local events = opts.events or thread.events
   local blocks = opts.form == "blocks"
   local plan = {
-    settings = M.settings(agent, opts.model), factor = tokens.factor(events),
+    settings = M.settings(agent, opts.model),
+    factor = opts.factor or tokens.factor(events),
     report = {}, needs_summary = {}, form = opts.form or "chat",
     read_more = agent and agent.tools and agent.tools.read_more ~= nil,
   }
