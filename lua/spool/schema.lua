@@ -714,6 +714,50 @@ compile = function(s, depth)
     return nil
   end
   local type_of, same, math_type = M.type_of, M.same, math.type
+  -- The common schemas get closures of their own: a value of one scalar
+  -- type, and an object of properties (a tool's arguments, checked at
+  -- every call).
+  local only = type(s.type) == "string" and s.type
+  if only and const == nil and not (enum or alts or items or min or max
+      or xmin or xmax or min_len or max_len or pattern or min_items
+      or max_items) then
+    if only == "string" or only == "boolean" then
+      return function(v)
+        return type(v) == only
+      end
+    elseif only == "number" then
+      return function(v)
+        return type(v) == "number" or type_of(v) == "integer"
+      end
+    elseif only == "integer" then
+      return function(v)
+        return math_type(v) == "integer" or type_of(v) == "integer"
+      end
+    elseif only == "object" then
+      return function(v)
+        if type(v) ~= "table" or type_of(v) ~= "object" then
+          return false
+        end
+        if required then
+          for i = 1, #required do
+            if v[required[i]] == nil then
+              return false
+            end
+          end
+        end
+        for k, item in pairs(v) do
+          local c = by_name[k]
+          if c == nil then
+            c = other
+          end
+          if not c or not c(item) then
+            return false
+          end
+        end
+        return true
+      end
+    end
+  end
   return function(v)
     -- type_of's answer, without the call for the common kinds
     local tv, got = type(v), nil
