@@ -225,6 +225,7 @@ local function series_of_call(provider, model)
     return r
   end
   r = {
+    retries = label1("provider", provider),
     input = series_of("gen_ai_client_token_usage",
       genai_key(provider, model, "gen_ai_token_type", "input")),
     output = series_of("gen_ai_client_token_usage",
@@ -242,7 +243,8 @@ end
 
 
 -- A model call's tokens and time, the engine's (model_call) or an agent's
--- own (llm_call), as OpenTelemetry's client metrics count them.
+-- own (llm_call), as OpenTelemetry's client metrics count them; returns
+-- its series.
 local function genai_call(data, u)
   local r = series_of_call(tostring(data.provider or "unknown"),
     tostring(data.model or "unknown"))
@@ -256,6 +258,7 @@ local function genai_call(data, u)
   if ms and data.error == nil then
     observe_in(r.duration, ms / 1000)
   end
+  return r
 end
 
 
@@ -275,20 +278,36 @@ local function genai_failure(data)
       status and status >= 300 and tostring(status) or "_OTHER"), ms / 1000)
 end
 
+-- The counters every model call adds to, made once (rendered once they
+-- have a series).
+local function counter(name)
+  counters[name] = counters[name] or {}
+  return counters[name]
+end
+
+local steps_total = counter("spool_steps_total")
+local retries_total = counter("spool_model_retries_total")
+local tokens_total = counter("spool_tokens_total")
 local INPUT, OUTPUT = label1("kind", "input"), label1("kind", "output")
 
 hub.listen(function(thread, ev)
   local t = ev.type
   if t == "model_call" then
     local data = ev.data
-    add_text("spool_steps_total", label1("agent", thread.agent))
-    local n, provider = retries(ev)
-    add_text("spool_model_retries_total", label1("provider", provider), n)
     local u = type(data.usage) == "table" and data.usage or NONE
-    add_text("spool_tokens_total", INPUT, u.input_tokens or 0)
-    add_text("spool_tokens_total", OUTPUT, u.output_tokens or 0)
+    local r = genai_call(data, u)
+    local agent = label1("agent", thread.agent)
+    steps_total[agent] = (steps_total[agent] or 0) + 1
+    if type(data.attempts) == "table" then -- (retried: by its last provider)
+      local n, provider = retries(ev)
+      add_text("spool_model_retries_total", label1("provider", provider), n)
+    else
+      retries_total[r.retries] = retries_total[r.retries] or 0
+    end
+    tokens_total[INPUT] = (tokens_total[INPUT] or 0) + (u.input_tokens or 0)
+    tokens_total[OUTPUT] = (tokens_total[OUTPUT] or 0)
+      + (u.output_tokens or 0)
     observe_in(latency_series, (tonumber(data.latency_ms) or 0) / 1000)
-    genai_call(data, u)
   elseif t == "llm_call" then
     if ev.data.error == nil then
       genai_call(ev.data, type(ev.data.usage) == "table" and ev.data.usage
@@ -377,10 +396,12 @@ function M.render(gauges)
   trace_gauges(gauges)
   local out = {}
   for _, name in ipairs(sorted_keys(counters)) do
-    out[#out + 1] = "# HELP " .. name .. " " .. (HELP[name] or name)
-    out[#out + 1] = "# TYPE " .. name .. " counter"
-    for _, k in ipairs(sorted_keys(counters[name])) do
-      out[#out + 1] = string.format("%s%s %d", name, k, counters[name][k])
+    if next(counters[name]) ~= nil then -- (some are made ahead, empty)
+      out[#out + 1] = "# HELP " .. name .. " " .. (HELP[name] or name)
+      out[#out + 1] = "# TYPE " .. name .. " counter"
+      for _, k in ipairs(sorted_keys(counters[name])) do
+        out[#out + 1] = string.format("%s%s %d", name, k, counters[name][k])
+      end
     end
   end
   render_histograms(out)
