@@ -261,8 +261,10 @@ end
 --     n = events walked, keep = every message is a built-in renderer's,
 --     summary, ranges, pinned, summaries, units (closed), unit (open),
 --     owed = its calls, answers = { [call id] = false | { msg, bytes,
---     cut } }, cuts = { { cut, unit, index } } (where each goes) }
---   unit = { messages, bytes, overhead, first, last, kind, tokens, pinned }
+--     cut } }, unanswered = how many of those are false, cuts = { { cut,
+--     unit, index } } (where each goes) }
+--   unit = { messages, bytes, overhead, first, last, kind, tokens, pinned,
+--     settled (its calls' answers are in: it changes no more but for last) }
 --   cut = { ev, raw (the message as rendered), policy, plain (it shows
 --     the event's result as it is, so read_more's offsets hold), entry
 --     (of the report) }
@@ -272,7 +274,8 @@ local function new_walk(events, settings)
   local w = { events = events, settings = settings, used = {}, n = 0,
               keep = true, pinned = pinned, pinned_call = pinned_call,
               summaries = {}, units = {},
-              owed = {}, answers = {}, cuts = {}, summary_placed = false }
+              owed = {}, answers = {}, unanswered = 0, cuts = {},
+              summary_placed = false }
   for i = 1, #events do
     if events[i].type == "compaction" then
       w.summary = events[i]
@@ -347,12 +350,15 @@ end
 
 local function start_unit(w, msg, bytes, cut, seq, kind)
   if w.unit then
-    settle(w, w.unit, w.cuts)
+    if not w.unit.settled then
+      settle(w, w.unit, w.cuts)
+    end
     w.unit.pinned = holds_pin(w, w.unit)
     w.units[#w.units + 1] = w.unit
     if #w.owed > 0 then
       w.owed, w.answers = {}, {}
     end
+    w.unanswered = 0
   end
   local u = { messages = {}, bytes = {}, overhead = 0, first = seq,
               last = seq, kind = kind, tokens = 0, pinned = false }
@@ -363,8 +369,25 @@ local function start_unit(w, msg, bytes, cut, seq, kind)
     for i = 1, #calls do
       local c = calls[i]
       w.owed[#w.owed + 1] = c
-      w.answers[c.id] = false
+      if w.answers[c.id] == nil then -- (a model may repeat an id)
+        w.answers[c.id] = false
+        w.unanswered = w.unanswered + 1
+      end
     end
+  end
+  u.settled = w.unanswered == 0
+end
+
+
+-- An answer to one of the open unit's calls: once all are in, the unit is
+-- settled where it is (a plan then takes it as it is; a call answered
+-- twice keeps its first answer).
+local function answer(w, id, a)
+  w.answers[id] = a
+  w.unanswered = w.unanswered - 1
+  if w.unanswered == 0 then
+    settle(w, w.unit, w.cuts)
+    w.unit.settled = true
   end
 end
 
@@ -441,7 +464,7 @@ local function walk(w, how, factor)
         if msg and msg.role == "tool" and not blocks then
           local id = msg.tool_call_id
           if w.answers[id] == false then
-            w.answers[id] = { msg = msg, bytes = bytes, cut = cut }
+            answer(w, id, { msg = msg, bytes = bytes, cut = cut })
           elseif entry then
             entry.action, entry.shown = "dropped: answers no pending call", nil
           end
@@ -492,7 +515,10 @@ local function finish(plan, w, fixed_tokens)
   end
   local units = copy(w.units)
   local open = w.unit
-  if open then
+  if open and open.settled then
+    open.pinned = holds_pin(w, open) -- (its last may have moved)
+    units[#units + 1] = open
+  elseif open then
     local view = { messages = copy(open.messages), bytes = copy(open.bytes),
                    overhead = open.overhead, first = open.first,
                    last = open.last, kind = open.kind }
