@@ -666,6 +666,28 @@ local function compile_properties(s, depth)
   return by_name, other
 end
 
+-- Whether object v has the required properties, and each property passes
+-- its check (by_name[k], or else `other`; false: none may be there).
+local function object_fits(v, required, by_name, other)
+  if required then
+    for i = 1, #required do
+      if v[required[i]] == nil then
+        return false
+      end
+    end
+  end
+  for k, item in pairs(v) do
+    local c = by_name[k]
+    if c == nil then
+      c = other
+    end
+    if not c or not c(item) then
+      return false
+    end
+  end
+  return true
+end
+
 -- Schemas nest at most this deep here (a cycle would never end).
 local MAX_COMPILE_DEPTH = 64
 
@@ -735,26 +757,8 @@ compile = function(s, depth)
       end
     elseif only == "object" then
       return function(v)
-        if type(v) ~= "table" or type_of(v) ~= "object" then
-          return false
-        end
-        if required then
-          for i = 1, #required do
-            if v[required[i]] == nil then
-              return false
-            end
-          end
-        end
-        for k, item in pairs(v) do
-          local c = by_name[k]
-          if c == nil then
-            c = other
-          end
-          if not c or not c(item) then
-            return false
-          end
-        end
-        return true
+        return type(v) == "table" and type_of(v) == "object"
+          and object_fits(v, required, by_name, other)
       end
     end
   end
@@ -817,23 +821,9 @@ compile = function(s, depth)
           end
         end
       end
-    elseif got == "object" then
-      if required then
-        for i = 1, #required do
-          if v[required[i]] == nil then
-            return false
-          end
-        end
-      end
-      for k, item in pairs(v) do
-        local c = by_name[k]
-        if c == nil then
-          c = other
-        end
-        if not c or not c(item) then
-          return false
-        end
-      end
+    elseif got == "object" and not object_fits(v, required, by_name, other)
+    then
+      return false
     end
     if alts then
       return alts(v)
