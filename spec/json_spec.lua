@@ -348,6 +348,34 @@ describe("spool.json", function()
         select(2, pcall(json.encode, { 1, x = 2 })))
     end)
 
+    it("names a sparse array by its own path, whatever was encoded before",
+      function()
+      -- A long key encoded earlier, then collected: a path entry left from
+      -- that call must not be read (it was, after the free).
+      do
+        json.encode({ a = { [("k"):rep(60) .. math.random()] = 1 } })
+      end
+      collectgarbage()
+      collectgarbage()
+      assert.matches("sparse array %(it has holes%) at %$%.a$",
+        select(2, pcall(json.encode, { a = { [1] = 1, [3] = 3 } })))
+      local deep = { [1] = 1, [3] = 3 }
+      for i = 1, 5 do
+        deep = { ["key" .. i] = deep }
+      end
+      local core = require "spool.core"
+      local id, now = "t_" .. core.random_id(), core.time()
+      for _ = 1, 3 do
+        local ok, err = pcall(core.store_append, { thread = id, agent = "a",
+          expected_seq = 0, status = "done", owner = "me", epoch = 1,
+          now = now, events = { { seq = 1, step = 0, type = "input",
+            at = now, data = deep } } })
+        assert.is_false(ok)
+        assert.matches("sparse array %(it has holes%) at "
+          .. "%$%.key5%.key4%.key3%.key2%.key1$", err)
+      end
+    end)
+
     it("splices json.raw text as it is, and checks it once", function()
       local part = json.raw('{"b": [1, 2.0]}')
       assert.are.equal('{"a":{"b": [1, 2.0]},"c":[{"b": [1, 2.0]},1]}',

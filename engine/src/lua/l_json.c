@@ -531,10 +531,11 @@ static void encode_table(encoder *en, int idx) {
     enc_error(en, "cannot encode a table with both string and integer keys");
   if (marked && strings)
     enc_error(en, "cannot encode an array-marked table with string keys");
+  /* (Named before going a level down: the path has no entry there yet.) */
+  if (strings == 0 && n > 0 && max != n)
+    enc_error(en, "cannot encode a sparse array (it has holes)");
   en->depth++;
   if (strings == 0 && (n > 0 || marked)) {
-    if (max != n)
-      enc_error(en, "cannot encode a sparse array (it has holes)");
     if (spool__buf_addc(en->out, '[') != 0)
       nomem(en);
     for (lua_Integer i = 1; i <= n; i++) {
