@@ -547,6 +547,61 @@ describe("the context window", function()
         shown.c3[3])
     end)
 
+    it("sends what a fresh render sends at every step of random threads, "
+      .. "over budget and cut to fit as well", function()
+      local seed = os.time()
+      math.randomseed(seed)
+      for round = 1, 60 do
+        local agent = agent_with({ tokens = math.random(400, 3000),
+          reserve = 100, compact = false, policies = {
+            tool_result = ({ "keep", "drop", { truncate = 40 } })[
+              math.random(3)],
+            error = ({ "keep", { truncate = 30 } })[math.random(2)] } })
+        local t = running { { "input", { input = "go" } } }
+        local id = 0
+        for n = 1, math.random(1, 12) do
+          local calls = {}
+          for _ = 1, math.random(0, 3) do
+            id = id + 1
+            calls[#calls + 1] = call("c" .. id, "f")
+          end
+          t:append("model_call", { tool_calls = calls, context = {
+            estimate = 100 }, usage = { input_tokens = math.random(40, 250) } })
+          local why = string.format("seed %d, round %d, step %d", seed,
+            round, n)
+          -- answered in any order, some twice, some never, some in a
+          -- later step
+          for i = #calls, 1, -1 do
+            local j = math.random(i)
+            calls[i], calls[j] = calls[j], calls[i]
+          end
+          for _, c in ipairs(calls) do
+            local r = math.random(6)
+            if r == 1 then
+              t:append("error", { call_id = c.id, name = "f",
+                error = ("e"):rep(math.random(1, 3000)) })
+            elseif r > 2 then
+              t:append("tool_result", { call_id = c.id, name = "f",
+                result = ("r"):rep(math.random(1, 4000)) })
+            end
+            if r == 6 then
+              t:append("tool_result", { call_id = c.id, name = "f",
+                result = "again" })
+            end
+            if math.random(3) == 1 then
+              assert.are.equal(body(t, agent), body(t, agent,
+                { memo = true }), why)
+            end
+          end
+          if math.random(8) == 1 then
+            t:append("human_response", { kind = "ask", answer = "on" })
+          end
+          assert.are.equal(body(t, agent), body(t, agent, { memo = true }),
+            why)
+        end
+      end
+    end)
+
     it("cuts every place an answer goes, when a model repeats a call id",
       function()
       local agent = agent_with({ policies = { tool_result = {

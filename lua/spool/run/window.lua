@@ -651,7 +651,9 @@ end
 -- not the result that is the pinned answer of a person.
 local function cut_results(plan)
   local factor, found, answer = plan.factor, {}, plan.pinned_call
-  for _, u in ipairs(plan.units) do
+  local at = {} -- unit -> its place in the plan
+  for n, u in ipairs(plan.units) do
+    at[u] = n
     for i, m in ipairs(u.messages) do
       if is_result(m) and (answer == nil
           or (m.tool_call_id or m.call_id) ~= answer) then
@@ -659,6 +661,20 @@ local function cut_results(plan)
                               size = tokens.estimate(m.content, factor) }
       end
     end
+  end
+  -- A unit is cut in a copy of its own: the walk the plan came from keeps
+  -- its units for the next step's plan, which must not find them cut.
+  local copies = {}
+  local function own(u)
+    local c = copies[u]
+    if not c then
+      c = { messages = copy(u.messages), bytes = copy(u.bytes),
+            overhead = u.overhead, first = u.first, last = u.last,
+            kind = u.kind, tokens = u.tokens, pinned = u.pinned }
+      copies[u] = c
+      plan.units[at[u]] = c
+    end
+    return c
   end
   table.sort(found, function(a, b) return a.size > b.size end)
   local marker = "\n[… %d of %d tokens cut to fit the context window]"
@@ -670,7 +686,8 @@ local function cut_results(plan)
     local marked = tokens.estimate(marker:format(f.size, f.size), factor)
     local keep = math.max(M.MIN_RESULT_TOKENS, f.size - excess - marked)
     if keep + marked < f.size then -- (a cut must make it smaller)
-      local u, old = f.unit, f.unit.messages[f.index]
+      local u = own(f.unit)
+      local old = u.messages[f.index]
       local msg = {}
       for k, v in pairs(old) do
         msg[k] = v
