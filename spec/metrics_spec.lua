@@ -59,4 +59,19 @@ describe("spool.serve.metrics", function()
     assert.matches('spool_model_latency_seconds_bucket{le="0.25"} '
       .. ((had["0.25"] or 0) + 3) .. "\n", text)
   end)
+
+  it("shows a model's series once it has a value, not before", function()
+    local model = "m" .. core.random_id()
+    local t = { id = "t_metrics", agent = "m", events = {
+      { seq = 1, type = "model_call", data = { provider = "openai",
+        model = model } } } } -- (no usage, no latency: nothing observed)
+    thread.on_commit(t, 1, 1)
+    local text = metrics.render()
+    assert.is_nil(text:find(model, 1, true))
+    model_calls(model, { { input = 3, ms = 5 } })
+    text = metrics.render()
+    assert.matches('gen_ai_token_type="input"} 1\n', text:match(
+      "gen_ai_client_token_usage_count{[^\n]-" .. model:gsub("%-", "%%-")
+      .. "[^\n]*\n"))
+  end)
 end)

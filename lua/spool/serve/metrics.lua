@@ -214,6 +214,18 @@ local function genai_key(provider, model, extra_k, extra_v)
 end
 
 
+-- A series a call record names ({ histogram, key }), kept in it once made
+-- (nil while its histogram has MAX_SERIES).
+local function series_in(ref)
+  local s = ref.series
+  if not s then
+    s = series_of(ref[1], ref[2])
+    ref.series = s
+  end
+  return s
+end
+
+
 -- The series a model call of (provider, model) counts in, found once and
 -- kept (bounded as the label texts are): every step makes a model call.
 local call_series, call_series_count = {}, 0
@@ -224,14 +236,16 @@ local function series_of_call(provider, model)
   if r then
     return r
   end
+  -- (Each series is made at its first value, as observe makes it: a call
+  -- that failed, or reported no usage, shows no empty series.)
   r = {
     retries = label1("provider", provider),
-    input = series_of("gen_ai_client_token_usage",
-      genai_key(provider, model, "gen_ai_token_type", "input")),
-    output = series_of("gen_ai_client_token_usage",
-      genai_key(provider, model, "gen_ai_token_type", "output")),
-    duration = series_of("gen_ai_client_operation_duration_seconds",
-      genai_key(provider, model)),
+    input = { "gen_ai_client_token_usage",
+              genai_key(provider, model, "gen_ai_token_type", "input") },
+    output = { "gen_ai_client_token_usage",
+               genai_key(provider, model, "gen_ai_token_type", "output") },
+    duration = { "gen_ai_client_operation_duration_seconds",
+                 genai_key(provider, model) },
   }
   if call_series_count < 4096 then
     call_series_count = call_series_count + 1
@@ -249,14 +263,14 @@ local function genai_call(data, u)
   local r = series_of_call(tostring(data.provider or "unknown"),
     tostring(data.model or "unknown"))
   if tonumber(u.input_tokens) then
-    observe_in(r.input, u.input_tokens)
+    observe_in(series_in(r.input), u.input_tokens)
   end
   if tonumber(u.output_tokens) then
-    observe_in(r.output, u.output_tokens)
+    observe_in(series_in(r.output), u.output_tokens)
   end
   local ms = tonumber(data.latency_ms)
   if ms and data.error == nil then
-    observe_in(r.duration, ms / 1000)
+    observe_in(series_in(r.duration), ms / 1000)
   end
   return r
 end
