@@ -142,6 +142,24 @@ describe("durable steps", function()
     assert.are.same({ "input" }, types(store.load(id).events))
   end)
 
+  it("stores an event whose data JSON cannot hold as one saying why, and "
+    .. "the thread goes on to its end", function()
+    mock = scripted { "fine" }
+    local a = h.agent({ max_steps = 3, step = function(thread)
+      thread:append("note", { call_id = "c9", f = print })
+      thread:finish("done anyway")
+    end }, mock)
+    local t = h.run(a, "go")
+    assert.are.equal("done", t:status())
+    local record = assert(store.load(t.id))
+    assert.are.equal("done", record.thread.status)
+    local note = record.events[2]
+    assert.are.equal("note", note.type)
+    assert.are.equal("c9", note.data.call_id)
+    assert.matches("could not be stored: cannot encode a function at %$%.f",
+      note.data.error)
+  end)
+
   it("keeps a thread's storage growing by its new events only", function()
     mock = scripted { { tool = "n", args = {} }, { tool = "n", args = {} },
                       { tool = "n", args = {} }, "done" }
