@@ -141,29 +141,6 @@ local function refusal(w)
 end
 
 
--- The thread's new events whose data JSON cannot hold (agent code may
--- append anything), each replaced by one of the same type saying why, so
--- the step stores and the thread can still end. Whether any was.
-local function mend(thread)
-  local mended = false
-  for i = thread.persisted + 1, #thread.events do
-    local ev = thread.events[i]
-    local ok, err = pcall(json.encode, ev.data)
-    if not ok then
-      local data = type(ev.data) == "table" and ev.data or {}
-      thread:replace(i, ev.type, {
-        call_id = type(data.call_id) == "string" and data.call_id or nil,
-        name = type(data.name) == "string" and data.name or nil,
-        error = "this event's data could not be stored: "
-          .. tostring(err):gsub("^spool.json.encode: ", ""),
-      })
-      mended = true
-    end
-  end
-  return mended
-end
-
-
 -- Makes the thread's new events (and the step's state writes) durable.
 function M.append(thread, writes)
   for _, w in ipairs(writes or {}) do
@@ -181,7 +158,7 @@ function M.append(thread, writes)
   -- The new events go as they are: the store encodes their data, and
   -- says how many bytes that made.
   local status = thread:status()
-  local step = {
+  local versions, bytes, code = core.store_append {
     thread = thread.id, agent = thread.agent, parent = thread.parent,
     expected_seq = thread.persisted, status = status,
     deadline = deadline_of(thread, status), owner = M.owner,
@@ -189,14 +166,6 @@ function M.append(thread, writes)
     now = core.time(), events = thread.events, first = thread.persisted + 1,
     writes = ws,
   }
-  local done, versions, bytes, code = pcall(core.store_append, step)
-  if not done then
-    if not (tostring(versions):find("spool.json.encode: ", 1, true)
-        and mend(thread)) then
-      error(versions, 0)
-    end
-    versions, bytes, code = core.store_append(step)
-  end
   if not versions then
     local err = bytes
     if code == "ECONFLICT" and err:find("lost its lease", 1, true) then

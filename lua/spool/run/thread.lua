@@ -123,6 +123,29 @@ function Thread:replace(i, type, data)
 end
 
 
+-- The new events whose data JSON cannot hold (agent code may append
+-- anything), each replaced by one of the same type saying why, so the
+-- step stores and the thread can still end. Whether any was.
+local function mend(self)
+  local mended = false
+  for i = self.persisted + 1, #self.events do
+    local ev = self.events[i]
+    local ok, err = pcall(json.encode, ev.data)
+    if not ok then
+      local data = type(ev.data) == "table" and ev.data or {}
+      self:replace(i, ev.type, {
+        call_id = type(data.call_id) == "string" and data.call_id or nil,
+        name = type(data.name) == "string" and data.name or nil,
+        error = "this event's data could not be stored: "
+          .. tostring(err):gsub("^spool.json.encode: ", ""),
+      })
+      mended = true
+    end
+  end
+  return mended
+end
+
+
 -- Makes the new events and the step's state writes durable, in one
 -- transaction. Returns true, or nil and "ECODE: why" (nothing was stored).
 function Thread:commit()
@@ -141,7 +164,14 @@ function Thread:commit()
       writes[#writes + 1] = w
     end
   end
-  local versions, err = store.append(self, writes)
+  local stored, versions, err = pcall(store.append, self, writes)
+  if not stored then -- (the store encodes each event's data)
+    if not (tostring(versions):find("spool.json.encode: ", 1, true)
+        and mend(self)) then
+      error(versions, 0)
+    end
+    versions, err = store.append(self, writes)
+  end
   if not versions then
     return nil, err
   end
