@@ -503,9 +503,7 @@ void spool__open_store(lua_State *L) {
   };
   lua_pushlightuserdata(L, spool__engine_of(L));
   luaL_setfuncs(L, fns, 1);
-  if (luaL_newmetatable(L, APPEND_GUARD_MT)) {
-    lua_pushcfunction(L, append_guard_gc);
-    lua_setfield(L, -2, "__gc");
-  }
+  static const luaL_Reg no_methods[] = {{NULL, NULL}};
+  spool__class(L, APPEND_GUARD_MT, no_methods, append_guard_gc, NULL);
   lua_pop(L, 1);
 }

@@ -338,7 +338,8 @@ void spool__open_thread(lua_State *L) {
       {"thread_settled", l_thread_settled},
       {"thread_usage", l_thread_usage},
   };
-  luaL_newmetatable(L, DERIVED_MT);
+  static const luaL_Reg no_methods[] = {{NULL, NULL}};
+  spool__class(L, DERIVED_MT, no_methods, NULL, NULL);
   lua_pop(L, 1);
   for (size_t f = 0; f < sizeof fns / sizeof fns[0]; f++) {
     for (size_t k = 0; k < sizeof KEYS / sizeof KEYS[0]; k++)
