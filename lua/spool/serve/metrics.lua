@@ -143,25 +143,31 @@ local function label_text(labels)
 end
 
 
--- The text of one label, kept: the listener below counts every event, and
--- its labels' values (agents, providers, kinds) are few. Bounded all the
--- same, the values being names from outside.
-local one_label, one_label_count = {}, 0
-
-local function label1(k, v)
-  local by_value = one_label[k]
-  local text = by_value and by_value[v]
-  if text then
-    return text
+-- A two-level memo of names that come from outside (agents, providers,
+-- models), bounded all the same: f(a, b) is make(a, b) the first time,
+-- and kept, for up to 4096 pairs. The listener below counts every event.
+local function bounded_memo(make)
+  local by_a, count = {}, 0
+  return function(a, b)
+    local by_b = by_a[a]
+    local v = by_b and by_b[b]
+    if v == nil then
+      v = make(a, b)
+      if count < 4096 then
+        count = count + 1
+        by_a[a] = by_b or {}
+        by_a[a][b] = v
+      end
+    end
+    return v
   end
-  text = label_text({ [k] = v })
-  if one_label_count < 4096 then
-    one_label_count = one_label_count + 1
-    one_label[k] = by_value or {}
-    one_label[k][v] = text
-  end
-  return text
 end
+
+
+-- The text of one label (its values are few: agents, providers, kinds).
+local label1 = bounded_memo(function(k, v)
+  return label_text({ [k] = v })
+end)
 
 
 local function add_text(name, key, n)
@@ -187,30 +193,15 @@ end
 
 local TERMINAL = { done = true, failed = true, cancelled = true }
 
--- The GenAI histograms' labels of a model call (label text, kept by
--- provider, model and the extra label's value).
-local genai_keys = {}
-local genai_key_count = 0
-
+-- The GenAI histograms' labels of a model call (made once per call
+-- record, below, and for a call that failed).
 local function genai_key(provider, model, extra_k, extra_v)
-  local by_model = genai_keys[provider]
-  local by_extra = by_model and by_model[model]
-  local key = by_extra and by_extra[extra_v or ""]
-  if not key then
-    local labels = { gen_ai_operation_name = "chat",
-      gen_ai_provider_name = provider, gen_ai_request_model = model }
-    if extra_k then
-      labels[extra_k] = extra_v
-    end
-    key = label_text(labels)
-    if genai_key_count < 4096 then
-      genai_key_count = genai_key_count + 1
-      genai_keys[provider] = by_model or {}
-      genai_keys[provider][model] = by_extra or {}
-      genai_keys[provider][model][extra_v or ""] = key
-    end
+  local labels = { gen_ai_operation_name = "chat",
+    gen_ai_provider_name = provider, gen_ai_request_model = model }
+  if extra_k then
+    labels[extra_k] = extra_v
   end
-  return key
+  return label_text(labels)
 end
 
 
@@ -227,18 +218,11 @@ end
 
 
 -- The series a model call of (provider, model) counts in, found once and
--- kept (bounded as the label texts are): every step makes a model call.
-local call_series, call_series_count = {}, 0
-
-local function series_of_call(provider, model)
-  local by_model = call_series[provider]
-  local r = by_model and by_model[model]
-  if r then
-    return r
-  end
-  -- (Each series is made at its first value, as observe makes it: a call
-  -- that failed, or reported no usage, shows no empty series.)
-  r = {
+-- kept: every step makes a model call. (Each series is made at its first
+-- value, as observe makes it: a call that failed, or reported no usage,
+-- shows no empty series.)
+local series_of_call = bounded_memo(function(provider, model)
+  return {
     retries = label1("provider", provider),
     input = { "gen_ai_client_token_usage",
               genai_key(provider, model, "gen_ai_token_type", "input") },
@@ -247,13 +231,7 @@ local function series_of_call(provider, model)
     duration = { "gen_ai_client_operation_duration_seconds",
                  genai_key(provider, model) },
   }
-  if call_series_count < 4096 then
-    call_series_count = call_series_count + 1
-    call_series[provider] = by_model or {}
-    call_series[provider][model] = r
-  end
-  return r
-end
+end)
 
 
 -- A model call's tokens and time, the engine's (model_call) or an agent's
