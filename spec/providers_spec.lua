@@ -764,6 +764,43 @@ describe("the chat request writer", function()
   end)
 end)
 
+-- A thread's messages are written once: the forms a step keeps
+-- (core.chat_body's `kept`) make the bytes a fresh write makes.
+describe("the chat request writer, with kept forms", function()
+  local json = require "spool.json"
+
+  local function body(messages, kept)
+    return core.chat_body("m", "sys", messages, nil, nil, nil, nil, nil,
+      kept)
+  end
+
+  it("writes a kept message's form, and keeps only what it is asked to",
+    function()
+      local a = { role = "user", content = "caf\195\169" }
+      local b = { role = "assistant", tool_calls = { { id = "c1",
+        name = "add", arguments = '{"a":1}' } } }
+      local c = { role = "tool", tool_call_id = "c1", content = "2" }
+      local fresh = body({ a, b, c })
+      local kept = { [a] = false, [b] = false }
+      assert.are.equal(fresh, body({ a, b, c }, kept))
+      assert.are.equal('{"content":"caf\195\169","role":"user"}', kept[a])
+      assert.is_string(kept[b])
+      assert.is_nil(kept[c]) -- not asked for: written each time
+      assert.are.equal(fresh, body({ a, b, c }, kept))
+      -- once kept, a message's form is what is written
+      kept[a] = '{"content":"kept","role":"user"}'
+      assert.are.equal("kept", json.decode(body({ a, b }, kept))
+        .messages[2].content)
+    end)
+
+  it("keeps nothing of a message it could not write", function()
+    local bad = { role = "user", content = "\255" }
+    local kept = { [bad] = false }
+    assert.has_error(function() body({ bad }, kept) end)
+    assert.is_false(kept[bad])
+  end)
+end)
+
 -- What a review of the C reader and writer found (each failed before).
 describe("the chat reader and writer, on hostile input", function()
   local openai = require "spool.model.providers.openai"

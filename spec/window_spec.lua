@@ -379,7 +379,7 @@ describe("the context window", function()
   end)
 
   describe("across steps", function()
-    local loop = require "spool.loop"
+    local run_request = require "spool.run.request"
     local llm = require "spool.llm"
 
     -- A thread as a run has it: with a run record, where the memo lives.
@@ -390,7 +390,7 @@ describe("the context window", function()
     end
 
     local function body(t, agent, opts)
-      return llm.request(loop.request(t, agent, opts)).body
+      return llm.request(run_request.request(t, agent, opts)).body
     end
 
     it("a step reuses what earlier steps rendered and sends the same bytes "

@@ -45,7 +45,10 @@ local M = {}
 
 -- What agents use of the loop's parts (spool.run.*).
 M.PAUSED = durable.PAUSED
-M.request = request.request
+-- (Not with the loop's own options: the memo a step keeps is its own.)
+function M.request(thread, agent)
+  return request.request(thread, agent)
+end
 M.model_for = request.model_for
 M.route = route.route
 

@@ -10,10 +10,13 @@
  *     spool.model.providers.openai's parse makes it; nil when the body is
  *     not of the common shape (that parse reads it then)
  *   core.chat_body(model, system, messages, tools, json, temperature,
- *     max_tokens, stream) -> the JSON body of a chat request, byte for byte
- *     what spool.model.providers.openai's Lua writer makes of the same
- *     (tools: their wire form, a json.raw, or nil); raises on a value it
- *     does not take, which that writer then names
+ *     max_tokens, stream[, kept]) -> the JSON body of a chat request, byte
+ *     for byte what spool.model.providers.openai's Lua writer makes of the
+ *     same (tools: their wire form, a json.raw, or nil); raises on a value
+ *     it does not take, which that writer then names. kept: a table of
+ *     messages whose OpenAI form a caller keeps from one request to the
+ *     next (message -> false, until the first request writes it): a
+ *     thread's messages are each written once, not at every step
  *
  * Both work in buffers kept between calls, outside the Lua heap: they are
  * bounded (a body by 64 MiB, as json.encode's text; a reply's calls by
@@ -297,11 +300,34 @@ static void put_message(lua_State *L, spool__buf *b, int m) {
   lua_pop(L, 1); /* the role */
 }
 
+/* A message whose form `kept` (a table: message -> false | its form)
+ * keeps: the form written before, or the message written now and its
+ * form kept. A message it does not hold (nil) is written and not kept.
+ * stack: -> (its entry) */
+static void put_kept_message(lua_State *L, spool__buf *b, int m, int kept) {
+  lua_pushvalue(L, m);
+  int t = lua_rawget(L, kept);
+  if (t == LUA_TSTRING) {
+    size_t len;
+    const char *form = lua_tolstring(L, -1, &len);
+    put_n(L, b, form, len);
+    return;
+  }
+  size_t at = b->len;
+  put_message(L, b, m);
+  if (t == LUA_TBOOLEAN) {
+    lua_pushvalue(L, m);
+    lua_pushlstring(L, b->data + at, b->len - at);
+    lua_rawset(L, kept);
+  }
+}
+
 /* Arguments: 1 model, 2 system, 3 messages, 4 tools (json.raw), 5 json,
- * 6 temperature, 7 max_tokens, 8 stream. Keys go in sorted order, as
+ * 6 temperature, 7 max_tokens, 8 stream, 9 kept (messages' forms kept
+ * from step to step, put_kept_message). Keys go in sorted order, as
  * json.encode writes them. */
 static int l_chat_body(lua_State *L) {
-  lua_settop(L, 8);
+  lua_settop(L, 9);
   luaL_checktype(L, 3, LUA_TTABLE);
   size_t tools_len = 0;
   const char *tools = NULL;
@@ -328,14 +354,19 @@ static int l_chat_body(lua_State *L) {
     PUT(L, b, ",\"role\":\"system\"}");
     any = 1;
   }
+  int kept = lua_type(L, 9) == LUA_TTABLE ? 9 : 0;
   lua_Integer n = luaL_len(L, 3);
   for (lua_Integer i = 1; i <= n; i++) {
     if (any)
       PUT(L, b, ",");
     any = 1;
     lua_geti(L, 3, i);
-    put_message(L, b, lua_gettop(L));
-    lua_pop(L, 1);
+    int m = lua_gettop(L);
+    if (kept)
+      put_kept_message(L, b, m, kept);
+    else
+      put_message(L, b, m);
+    lua_settop(L, m - 1);
   }
   PUT(L, b, "]");
   if (!lua_isnil(L, 1)) {

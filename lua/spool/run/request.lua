@@ -110,7 +110,8 @@ end
 -- the window. opts: dry (plan only, for spool prompt), events (render an
 -- earlier step), memo (the loop's own step: reuse what earlier steps
 -- rendered, spool.run.window.memo). req.context = { estimate (uncalibrated
--- tokens of the whole request), budget, plan }.
+-- tokens of the whole request), budget, plan }; req.message_forms: the
+-- messages' wire forms a memo keeps (spool.run.window's walk.forms).
 function M.request(thread, agent, opts)
   opts = opts or {}
   -- An agent's context function gets messages it may change: not the
@@ -140,6 +141,7 @@ function M.request(thread, agent, opts)
   end
   return { model = model, system = system, messages = messages,
            tools = tools, tools_wire = tools and lists.wire,
+           message_forms = plan and plan.forms,
            json = agent.mode == "json",
            context = { estimate = estimate,
                        budget = plan and plan.limit or nil, plan = plan } }

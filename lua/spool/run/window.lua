@@ -17,7 +17,8 @@
 --     when the caller has it })
 --   plan = { units, report, total, limit, settings, factor, fold,
 --            needs_summary, summary = compaction event | nil,
---            tokens_at_one = the units' tokens at factor 1 }
+--            tokens_at_one = the units' tokens at factor 1,
+--            forms = the walk's kept wire forms of its messages | nil }
 --   (report, what became of each event, is filled only when asked; a
 --   plan made with a memo shares its units with the memo's walk, and
 --   holds until the thread's next plan)
@@ -259,6 +260,8 @@ end
 --
 --   walk = { events, settings, used = { [type] = renderer | false },
 --     n = events walked, keep = every message is a built-in renderer's,
+--     forms = { [message] = false | its wire form } (a kept walk's: the
+--     provider writes each of its messages once, core.chat_body),
 --     summary, ranges, pinned, summaries, units (closed), unit (open),
 --     owed = its calls, answers = { [call id] = false | { msg, bytes,
 --     cut } }, unanswered = how many of those are false, cuts = { { cut,
@@ -269,9 +272,10 @@ end
 --     the event's result as it is, so read_more's offsets hold), entry
 --     (of the report) }
 
-local function new_walk(events, settings)
+local function new_walk(events, settings, kept)
   local pinned, pinned_call = pins(events)
   local w = { events = events, settings = settings, used = {}, n = 0,
+              forms = kept and {} or nil,
               keep = true, pinned = pinned, pinned_call = pinned_call,
               summaries = {}, units = {},
               owed = {}, answers = {}, unanswered = 0, cuts = {},
@@ -432,6 +436,9 @@ local function walk(w, how, factor)
           or { role = "user", content = string.format("Summary of earlier "
             .. "work (events %d–%d, compacted to fit the context "
             .. "window):\n%s", ranges[1][1], s.data.upto, s.data.summary) }
+        if w.forms then
+          w.forms[msg] = false
+        end
         start_unit(w, msg, tokens.bytes(msg), nil, s.seq, "summary")
       end
       if render and report then
@@ -460,6 +467,9 @@ local function walk(w, how, factor)
         end
         if entry then
           report[#report + 1] = entry
+        end
+        if msg and w.forms then
+          w.forms[msg] = false
         end
         if msg and msg.role == "tool" and not blocks then
           local id = msg.tool_call_id
@@ -560,11 +570,14 @@ function M.plan(thread, agent, opts)
     and opts.memo or nil
   local w = memo and memo.walk
   if not continues(w, events, plan.settings, how.defaults) then
-    w = new_walk(events, plan.settings)
+    w = new_walk(events, plan.settings, memo ~= nil)
   end
   walk(w, how, plan.factor)
   if memo then
     memo.walk = w.keep and w or nil
+    -- Its messages are a built-in renderer's, and no agent code sees them
+    -- before the request is written: their forms may be kept.
+    plan.forms = w.keep and w.forms or nil
   end
   finish(plan, w, opts.fixed_tokens)
   plan.limit = plan.settings.limit

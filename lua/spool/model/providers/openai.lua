@@ -96,15 +96,16 @@ local NO_MESSAGES = {}
 
 -- Builds { path, headers, body } for a chat request. `req` holds system,
 -- messages, tools ({ name, description, parameters }), json, temperature,
--- max_tokens, tools_wire. The body is written in C (core.chat_body); a
--- value that writer does not take is left to the Lua one, which says
--- what is wrong with it.
+-- max_tokens, tools_wire, message_forms (the messages' forms kept from
+-- step to step, spool.run.request). The body is written in C
+-- (core.chat_body); a value that writer does not take is left to the Lua
+-- one, which says what is wrong with it.
 function M.build(model, req)
   local tools = req.tools and #req.tools > 0 and tools_json(req) or nil
   local ok, body = pcall(core.chat_body, model.name, req.system,
     req.messages or NO_MESSAGES, tools, req.json,
     req.temperature or model.temperature, req.max_tokens or model.max_tokens,
-    req.stream)
+    req.stream, req.message_forms)
   if not ok then
     body = body_in_lua(model, req, tools)
   end
