@@ -60,6 +60,18 @@ describe("spool.prompt", function()
     end
   end)
 
+  it("knows a template with no substitution, which renders as it is",
+    function()
+      for _, text in ipairs { "", "You add.", "a { b } {{ c", "}} x {{" } do
+        local t = prompt.compile(text, "s.md")
+        assert.are.equal(text, t.static)
+        assert.are.equal(text, prompt.render(t, { input = "anything" }))
+      end
+      for _, text in ipairs { "{{x}}", "a {{#if x}}b{{/if}}" } do
+        assert.is_nil(prompt.compile(text, "s.md").static)
+      end
+    end)
+
   it("caches compiled templates by content", function()
     assert.are.equal(prompt.compile("x {{y}}", "a.md"),
       prompt.compile("x {{y}}", "a.md"))

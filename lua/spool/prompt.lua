@@ -86,14 +86,19 @@ end
 
 
 -- Compiles template text; `name` (e.g. "prompts/deploy.md") is used in
--- errors. Returns a template table { name, hash, tree }.
+-- errors. Returns a template table { name, hash, tree, static = the text
+-- when it has no {{...}} at all, so that it renders as it is with any
+-- vars }.
 function M.compile(text, name)
   local hash = core.sha256(text)
   local t = cache[hash .. name]
   if t then
     return t
   end
-  t = { name = name, hash = hash, text = text, tree = parse(text, name) }
+  local tree = parse(text, name)
+  t = { name = name, hash = hash, text = text, tree = tree,
+        static = #tree == 1 and type(tree[1]) == "string" and tree[1]
+          or nil }
   cache[hash .. name] = t
   return t
 end

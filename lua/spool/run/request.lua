@@ -118,8 +118,11 @@ function M.request(thread, agent, opts)
   -- ones kept for later steps.
   local memo = opts.memo and not agent.context and window.memo(thread) or nil
   local system
-  if agent.prompt_template then
-    system = prompt.render(agent.prompt_template, template_vars(thread, agent))
+  local template = agent.prompt_template
+  if template and template.static and not agent.vars then
+    system = template.static -- (no variable: none to gather)
+  elseif template then
+    system = prompt.render(template, template_vars(thread, agent))
   end
   local lists = tool_lists(agent)
   local tools = lists.request
