@@ -62,11 +62,19 @@ local function lookup(table_, name)
 end
 
 
+-- The last answer, as every model call of a step asks for the same model.
+local last = { name = nil, prices = nil, price = nil }
+
 function M.price(name)
   if type(name) ~= "string" then
     return nil
   end
-  return lookup(project_prices(), name) or lookup(M.DEFAULTS, name)
+  local prices = project_prices()
+  if name ~= last.name or prices ~= last.prices then
+    last.name, last.prices = name, prices
+    last.price = lookup(prices, name) or lookup(M.DEFAULTS, name)
+  end
+  return last.price
 end
 
 
