@@ -12,6 +12,8 @@ local route = require "spool.run.route"
 
 local M = {}
 
+local NONE = {}
+
 -- Fits a stored call to the agent's version now running: its tool may
 -- have been removed, or its parameters changed, while it waited. The
 -- agent's migrate hook decides, or the model is told. Returns the tool,
@@ -173,18 +175,19 @@ function M.pending(thread)
   if not start then
     return {}
   end
-  local calls = {}
-  local mc = thread.events[start]
-  for _, c in ipairs(mc.data.tool_calls or {}) do
-    calls[#calls + 1] = { id = c.id, name = c.name, arguments = c.arguments }
-  end
+  local events = thread.events
+  local mc = events[start]
+  local calls = mc.data.tool_calls or NONE
+  local ncalls = #calls
   local by_id = {}
-  for _, c in ipairs(calls) do
-    by_id[c.id] = { call = c }
+  for i = 1, ncalls do
+    local c = calls[i]
+    by_id[c.id] = { call = { id = c.id, name = c.name,
+                             arguments = c.arguments } }
   end
   local any_after = false
-  for i = start + 1, #thread.events do
-    local ev = thread.events[i]
+  for i = start + 1, #events do
+    local ev = events[i]
     local p = ev.data.call_id and by_id[ev.data.call_id]
     if p then
       if ev.type == "intent" then
@@ -209,15 +212,15 @@ function M.pending(thread)
     end
   end
   local out = {}
-  for _, c in ipairs(calls) do
-    local p = by_id[c.id]
+  for i = 1, ncalls do
+    local p = by_id[calls[i].id]
     if not p.answered then
       out[#out + 1] = p
     end
   end
   -- A reply with no tool calls that was never routed (the process stopped
   -- right after the model answered) is routed on resume.
-  if #calls == 0 and not any_after then
+  if ncalls == 0 and not any_after then
     out.final_text = mc.data.text or ""
   end
   out.cut_off = mc.data.finish_reason == "length" or nil
