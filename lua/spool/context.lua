@@ -39,10 +39,14 @@ M.chat_renderers = render.chat_renderers
 M.block_renderers = render.block_renderers
 
 
-local function windowed(thread, agent, opts)
-  local plan_opts = { form = opts.form, renderers = opts.renderers,
+local NONE = {}
+
+-- The messages of `form` and their plan, acted on; opts as chat's (only
+-- chat's steps keep a memo).
+local function windowed(thread, agent, form, renderers, opts, memo)
+  local plan_opts = { form = form, renderers = renderers,
                       events = opts.events, fixed_tokens = opts.fixed_tokens,
-                      model = opts.model, report = opts.dry, memo = opts.memo,
+                      model = opts.model, report = opts.dry, memo = memo,
                       factor = opts.factor }
   local plan = window.plan(thread, agent, plan_opts)
   local model = opts.model or config.get().model
@@ -85,11 +89,8 @@ end
 -- events (a prefix of the thread's, to render an earlier step), factor
 -- (their calibration factor, spool.tokens.factor, when the caller has it).
 function M.chat(thread, agent, renderers, opts)
-  opts = opts or {}
-  return windowed(thread, agent, { form = "chat", renderers = renderers,
-    events = opts.events, fixed_tokens = opts.fixed_tokens,
-    model = opts.model, dry = opts.dry, memo = opts.memo,
-    factor = opts.factor })
+  opts = opts or NONE
+  return windowed(thread, agent, "chat", renderers, opts, opts.memo)
 end
 
 
@@ -97,10 +98,7 @@ end
 -- "own your context window" rendering: compact, and in the author's words.
 -- The same window, policies and compaction as chat apply.
 function M.structured(thread, agent, renderers, opts)
-  opts = opts or {}
-  return windowed(thread, agent, { form = "blocks", renderers = renderers,
-    events = opts.events, fixed_tokens = opts.fixed_tokens,
-    model = opts.model, dry = opts.dry, factor = opts.factor })
+  return windowed(thread, agent, "blocks", renderers, opts or NONE, nil)
 end
 
 

@@ -550,6 +550,8 @@ local function finish(plan, w, fixed_tokens)
 end
 
 
+local NO_RENDERERS = {}
+
 function M.plan(thread, agent, opts)
   opts = opts or {}
   local events = opts.events or thread.events
@@ -561,7 +563,7 @@ function M.plan(thread, agent, opts)
     read_more = agent and agent.tools and agent.tools.read_more ~= nil,
   }
   local how = { thread = thread, agent = agent, blocks = blocks,
-    renderers = opts.renderers or {},
+    renderers = opts.renderers or NO_RENDERERS,
     defaults = blocks and rendering.block_renderers or rendering.chat_renderers,
     -- what each event became: built for a dry render (spool prompt) only
     report = opts.report and plan.report or nil }
