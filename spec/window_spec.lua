@@ -455,7 +455,7 @@ describe("the context window", function()
       assert.is_nil(task.runs[t].render_memo.walk)
       renderers.tool_result = plain
       body(t, agent, { memo = true })
-      assert.is_table(task.runs[t].render_memo.walk)
+      assert.is_userdata(task.runs[t].render_memo.walk)
       t:append("compaction", { upto = 3, summary = "added 1",
         ranges = json.array { json.array { 2, 3 } } })
       local sent = json.decode(body(t, agent, { memo = true })).messages
@@ -483,7 +483,7 @@ describe("the context window", function()
         local w = task.runs[t].render_memo.walk
         walks[#walks + 1] = w or false
         if w then
-          assert.are.equal(#t.events, w.n)
+          assert.are.equal(#t.events, w:walked())
         end
         for _, m in ipairs(json.decode(fresh).messages) do
           assert.is_falsy(type(m.content) == "string"
@@ -598,6 +598,130 @@ describe("the context window", function()
           end
           assert.are.equal(body(t, agent), body(t, agent, { memo = true }),
             why)
+        end
+      end
+    end)
+
+    -- The walk the loop's steps keep is in C (l_walk.c); every other plan
+    -- walks in Lua. On random threads of every event type, policy and
+    -- shape, at every step, both plan the same units, tokens, messages,
+    -- folds and cuts.
+    it("plans in C as the walk in Lua does, on random threads of every "
+      .. "kind of event", function()
+      local seed = os.time()
+      math.randomseed(seed)
+      local r = math.random
+      local function pick(list)
+        return list[r(#list)]
+      end
+      local function shape(plan)
+        local units = {}
+        for i, u in ipairs(window.units(plan)) do
+          local msgs = {}
+          for j, m in ipairs(u.messages) do
+            msgs[j] = json.encode(m)
+          end
+          units[i] = { msgs, u.bytes, u.overhead, u.first, u.last,
+                       u.kind or false, u.tokens, u.pinned }
+        end
+        local fold = {}
+        for i, u in ipairs(plan.fold or {}) do
+          fold[i] = { u.first, u.last }
+        end
+        return { units = units, fold = fold, total = plan.total,
+                 at_one = window.tokens(plan, 1), limit = plan.limit,
+                 summary = plan.summary and plan.summary.seq or false,
+                 pinned_call = plan.pinned_call or false,
+                 needs = #plan.needs_summary }
+      end
+      local function messages(plan)
+        local out = {}
+        for i, m in ipairs(window.messages(plan)) do
+          out[i] = json.encode(m)
+        end
+        return out
+      end
+      for round = 1, 80 do
+        local policy = { "keep", "drop", { truncate = r(5, 60) },
+                         { summarize = r(5, 60) } }
+        local agent = agent_with({ tokens = r(300, 4000), reserve = 100,
+          compact = pick { false, nil }, keep_recent = r(1, 4),
+          policies = { tool_result = pick(policy), error = pick(policy),
+                       prefetch = pick(policy), model_call = pick(policy),
+                       input = pick { "keep", "drop" } } })
+        local t = running { { "input", { input = ("go "):rep(r(1, 50)) } } }
+        local id, open, kinds = 0, {}, nil
+        local function event()
+          local k = pick(kinds)
+          if k == "model_call" then
+            local calls = {}
+            for _ = 1, r(0, 3) do
+              id = id + 1
+              local c = call(r(6) == 1 and "c" .. math.max(1, id - 1)
+                or "c" .. id, pick { "f", "g" }, ("a"):rep(r(0, 300)))
+              calls[#calls + 1] = c
+              open[#open + 1] = c
+            end
+            return "model_call", { tool_calls = calls,
+              text = pick { nil, "", ("t"):rep(r(1, 400)) },
+              dropped_tool_calls = r(12) == 1 and 40 or nil,
+              context = { estimate = 100 },
+              usage = { input_tokens = r(40, 300) } }
+          elseif k == "answer" and #open > 0 then
+            local c = table.remove(open, r(#open))
+            if r(5) == 1 then
+              return "error", { call_id = c.id, name = c.name,
+                                error = ("e"):rep(r(1, 2000)) }
+            end
+            return "tool_result", { call_id = c.id, name = c.name,
+              result = pick { ("r"):rep(r(1, 3000)), { n = r(100) }, 7 },
+              edited_args = r(10) == 1 and { a = 1 } or nil }
+          elseif k == "loose" then
+            return pick { "tool_result", "error" }, { name = "h",
+              result = "free", error = "bad" }
+          elseif k == "quiet" then -- (no chat renderer)
+            return pick { "intent", "started", "human_request",
+              "warning" }, { call_id = open[1] and open[1].id, name = "f" }
+          elseif k == "human" then
+            return "human_response", { kind = pick { "ask", "approval" },
+              answer = "on", call_id = r(2) == 1 and open[1]
+                and open[1].id or nil, via = r(4) == 1 and "slack" or nil }
+          elseif k == "prefetch" then
+            return "prefetch", { name = "news", result = ("p"):rep(r(1, 900)),
+                                 error = r(4) == 1 and "down" or nil }
+          elseif k == "summary" then
+            return "event_summary", { of = r(1, #t.events), summary = "short" }
+          elseif k == "compaction" then
+            local upto = r(1, #t.events)
+            local from = r(1, upto)
+            return "compaction", { upto = upto, summary = "so far",
+              ranges = json.array { json.array { from, upto } } }
+          elseif k == "input" then
+            return "input", { input = "and also" }
+          end
+          return "model_call", { text = "fine", context = { estimate = 100 },
+                                 usage = { input_tokens = r(40, 300) } }
+        end
+        kinds = { "model_call", "model_call", "answer", "answer", "answer",
+          "loose", "quiet", "human", "prefetch", "summary", "compaction",
+          "input" }
+        for n = 1, r(1, 25) do
+          for _ = 1, r(1, 3) do
+            t:append(event())
+          end
+          local why = string.format("seed %d, round %d, step %d", seed,
+            round, n)
+          local fresh = window.plan(t, agent)
+          local kept = window.plan(t, agent, { memo = window.memo(t) })
+          assert.are.same(messages(fresh), messages(kept), why)
+          assert.are.same(shape(fresh), shape(kept), why)
+          if fresh.total > fresh.limit then
+            window.drop_overflow(fresh)
+            window.drop_overflow(kept)
+            assert.are.same(messages(fresh), messages(kept), why)
+            assert.are.same(shape(fresh), shape(kept), why)
+            assert.are.equal(fresh.overflow, kept.overflow, why)
+          end
         end
       end
     end)

@@ -267,6 +267,7 @@ void spool__open_trace(lua_State *L);
 void spool__open_ed25519(lua_State *L);
 void spool__open_limits(lua_State *L);
 void spool__open_window(lua_State *L);
+void spool__open_window_walk(lua_State *L);
 void spool__open_thread(lua_State *L);
 void spool__open_wire(lua_State *L);
 

@@ -497,6 +497,7 @@ int luaopen_spool_core(lua_State *L) {
   spool__open_ed25519(L);
   spool__open_limits(L);
   spool__open_window(L);
+  spool__open_window_walk(L);
   spool__open_thread(L);
   spool__open_wire(L);
   lua_pushliteral(L, SPOOL_VERSION);

@@ -18,11 +18,13 @@
 --   plan = { units, report, total, limit, settings, factor, fold,
 --            needs_summary, summary = compaction event | nil,
 --            tokens_at_one = the units' tokens at factor 1,
---            forms = the walk's kept wire forms of its messages | nil }
+--            forms = the walk's kept wire forms of its messages | nil,
+--            messages, walk = a kept walk's (core.window_walk) | nil }
 --   (report, what became of each event, is filled only when asked; a
---   plan made with a memo shares its units with the memo's walk, and
---   holds until the thread's next plan)
+--   plan made with a memo has no units until a function below needs
+--   them, and holds until the thread's next plan)
 --   window.messages(plan)  -> the chat messages
+--   window.units(plan)     -> its units
 --   window.tokens(plan, factor)  -> their tokens at that factor
 --   window.drop_overflow(plan)   when compaction could not make room
 --     (plan.overflow: the tokens over the budget nothing could cut)
@@ -209,12 +211,12 @@ end
 
 
 -- What a thread's earlier steps rendered, kept for its next: the walk of
--- its events (below), when every message in it came from a built-in chat
--- renderer (a pure function of its event, and events never change). Only
--- the loop's own steps use it, never a render whose messages reach an
--- agent's code, which might change them. Kept in the run's record
--- (spool.base.task), so it goes when the run stops; nil for a thread no
--- runner drives. { walk }.
+-- its events in C (core.window_walk, engine/src/lua/l_walk.c), when every
+-- message in it came from a built-in chat renderer (a pure function of its
+-- event, and events never change). Only the loop's own steps use it, never
+-- a render whose messages reach an agent's code, which might change them.
+-- Kept in the run's record (spool.base.task), so it goes when the run
+-- stops; nil for a thread no runner drives. { walk }.
 function M.memo(thread)
   local run = task.runs[thread]
   if not run then
@@ -250,18 +252,33 @@ local function acting_policy(settings, ev, msg, pinned)
 end
 
 
+-- The chat form's message in place of what a compaction hides.
+local function summary_message(s)
+  return { role = "user", content = string.format("Summary of earlier work "
+    .. "(events %d–%d, compacted to fit the context window):\n%s",
+    s.data.ranges[1][1], s.data.upto, s.data.summary) }
+end
+
+
+-- What a plan needs to cut a message its policy may change (see below).
+local function cut_record(ev, msg, pol)
+  local value = ev.data.result
+  return { ev = ev, raw = msg, policy = pol,
+           plain = value ~= nil and msg.content
+             == rendering.render_value(value) }
+end
+
+
 -- A plan walks the thread's events into units. The loop's steps keep
--- their walk (memo.walk), so a step walks only the events that are new.
--- A walk holds nothing that depends on the calibration factor, which
--- changes every step: it counts messages in bytes, and leaves the messages
--- a policy may cut (`cuts`) for each plan to cut at its own factor. A new
+-- their walk (memo.walk: the same rules in C, l_walk.c), so a step walks
+-- only the events that are new; any other plan walks afresh, here. A walk
+-- holds nothing that depends on the calibration factor, which changes
+-- every step: it counts messages in bytes, and leaves the messages a
+-- policy may cut (`cuts`) for each plan to cut at its own factor. A new
 -- compaction or human answer changes what is hidden or pinned, and so may
--- an input (the first is pinned): the next plan walks afresh.
+-- an input (the first is pinned): a kept walk then starts afresh.
 --
---   walk = { events, settings, used = { [type] = renderer | false },
---     n = events walked, keep = every message is a built-in renderer's,
---     forms = { [message] = false | its wire form } (a kept walk's: the
---     provider writes each of its messages once, core.chat_body),
+--   walk = { events, settings, n = events walked,
 --     summary, ranges, pinned, summaries, units (closed), unit (open),
 --     owed = its calls, answers = { [call id] = false | { msg, bytes,
 --     cut } }, unanswered = how many of those are false, cuts = { { cut,
@@ -272,11 +289,10 @@ end
 --     the event's result as it is, so read_more's offsets hold), entry
 --     (of the report) }
 
-local function new_walk(events, settings, kept)
+local function new_walk(events, settings)
   local pinned, pinned_call = pins(events)
-  local w = { events = events, settings = settings, used = {}, n = 0,
-              forms = kept and {} or nil,
-              keep = true, pinned = pinned, pinned_call = pinned_call,
+  local w = { events = events, settings = settings, n = 0,
+              pinned = pinned, pinned_call = pinned_call,
               summaries = {}, units = {},
               owed = {}, answers = {}, unanswered = 0, cuts = {},
               summary_placed = false }
@@ -288,27 +304,6 @@ local function new_walk(events, settings, kept)
   w.ranges = w.summary and w.summary.data.ranges or {}
   w.ranged = #w.ranges > 0
   return w
-end
-
-
--- Whether a kept walk may go on over `events`: nothing it saw changed.
-local function continues(w, events, settings, defaults)
-  if not w or w.events ~= events or w.settings ~= settings
-    or w.n > #events then
-    return false
-  end
-  for ev_type, render in pairs(w.used) do
-    if (defaults[ev_type] or false) ~= render then
-      return false -- a renderer was hot-patched, put in or taken out
-    end
-  end
-  for i = w.n + 1, #events do
-    local t = events[i].type
-    if t == "compaction" or t == "input" or t == "human_response" then
-      return false
-    end
-  end
-  return true
 end
 
 
@@ -398,15 +393,11 @@ end
 
 -- Renders one event: its message, or nil. `how` = { thread, agent,
 -- blocks, renderers, defaults, report }.
-local function render_event(w, how, ev, render)
+local function render_event(how, ev, render)
   if how.blocks then
-    w.keep = false
     local tag, body = render(ev, how.thread, how.agent)
     return tag and { role = "user", tag = tag, content = body,
                      call_id = ev.data.call_id } or nil
-  end
-  if not rendering.pure_renderers[render] then
-    w.keep = false
   end
   return render(ev, how.thread, how.agent)
 end
@@ -425,7 +416,6 @@ local function walk(w, how, factor)
       w.summaries[ev.data.of] = ev.data.summary
     end
     local render = renderers[ev_type] or defaults[ev_type]
-    w.used[ev_type] = render or false
     local hidden = ranged and covered(ranges, ev.seq)
     if hidden and not pinned[ev.seq] then
       if not w.summary_placed then
@@ -433,12 +423,7 @@ local function walk(w, how, factor)
         local s = w.summary
         local msg = blocks
           and { role = "user", tag = "summary", content = s.data.summary }
-          or { role = "user", content = string.format("Summary of earlier "
-            .. "work (events %d–%d, compacted to fit the context "
-            .. "window):\n%s", ranges[1][1], s.data.upto, s.data.summary) }
-        if w.forms then
-          w.forms[msg] = false
-        end
+          or summary_message(s)
         start_unit(w, msg, tokens.bytes(msg), nil, s.seq, "summary")
       end
       if render and report then
@@ -446,7 +431,7 @@ local function walk(w, how, factor)
           action = "compacted", into = w.summary.seq }
       end
     elseif render then
-      local msg = render_event(w, how, ev, render)
+      local msg = render_event(how, ev, render)
       if msg then
         local bytes = tokens.bytes(msg)
         local entry = report and { seq = ev.seq, type = ev_type,
@@ -458,18 +443,13 @@ local function walk(w, how, factor)
             entry.action = "dropped"
           end
         elseif pol then
-          local value = ev.data.result
-          cut = { ev = ev, raw = msg, policy = pol, entry = entry,
-                  plain = value ~= nil and msg.content
-                    == rendering.render_value(value) }
+          cut = cut_record(ev, msg, pol)
+          cut.entry = entry
         elseif entry then
           entry.shown = entry.tokens
         end
         if entry then
           report[#report + 1] = entry
-        end
-        if msg and w.forms then
-          w.forms[msg] = false
         end
         if msg and msg.role == "tool" and not blocks then
           local id = msg.tool_call_id
@@ -550,6 +530,46 @@ local function finish(plan, w, fixed_tokens)
 end
 
 
+-- What the walk in C (l_walk.c) calls back for: the messages and cut
+-- records this file makes, and the cuts at a plan's factor.
+local KEPT_WALK = { pure = rendering.pure_renderers, summary = summary_message,
+  cut_record = cut_record, cut = function(plan, c, summaries)
+    return (cut_message(plan, c, summaries))
+  end }
+
+-- A plan from the memo's walk, which goes on from where the last step's
+-- left off. Its units are made only when a plan needs them (units_of):
+-- most plans fit, and need only the messages and their tokens.
+local function from_kept_walk(plan, memo, how, events, fixed_tokens)
+  local w = memo.walk
+  if not (w and w:continues(events, plan.settings, how.defaults)) then
+    w = core.window_walk(events, plan.settings, how.defaults, KEPT_WALK)
+  end
+  memo.walk = nil -- (until it has walked: an error leaves no walk half done)
+  local keep = w:advance(how.thread, how.agent)
+  memo.walk = keep and w or nil
+  local messages, total, at_one
+  messages, total, at_one, plan.summary, plan.pinned_call = w:plan(plan)
+  plan.messages, plan.tokens_at_one = messages, at_one
+  plan.total = (fixed_tokens or 0) + total
+  plan.walk = w
+  -- Its messages are a built-in renderer's, and no agent code sees them
+  -- before the request is written: their forms may be kept.
+  plan.forms = keep and w:forms() or nil
+end
+
+
+-- The plan's units: a kept walk's made now, at the plan's factor.
+local function units_of(plan)
+  if not plan.units then
+    plan.units = plan.walk:units()
+    core.units_tokens(plan.units, plan.factor, true)
+  end
+  return plan.units
+end
+M.units = units_of
+
+
 local NO_RENDERERS = {}
 
 function M.plan(thread, agent, opts)
@@ -570,18 +590,13 @@ function M.plan(thread, agent, opts)
   -- The memo keeps a walk of the built-in chat renderers' messages.
   local memo = not blocks and not how.report and next(how.renderers) == nil
     and opts.memo or nil
-  local w = memo and memo.walk
-  if not continues(w, events, plan.settings, how.defaults) then
-    w = new_walk(events, plan.settings, memo ~= nil)
-  end
-  walk(w, how, plan.factor)
   if memo then
-    memo.walk = w.keep and w or nil
-    -- Its messages are a built-in renderer's, and no agent code sees them
-    -- before the request is written: their forms may be kept.
-    plan.forms = w.keep and w.forms or nil
+    from_kept_walk(plan, memo, how, events, opts.fixed_tokens)
+  else
+    local w = new_walk(events, plan.settings)
+    walk(w, how, plan.factor)
+    finish(plan, w, opts.fixed_tokens)
   end
-  finish(plan, w, opts.fixed_tokens)
   plan.limit = plan.settings.limit
   if plan.total > plan.limit then
     M.choose_fold(plan)
@@ -593,7 +608,7 @@ end
 -- Picks the oldest units to fold so that what is left, with room for the
 -- summary, comes under target × limit; the latest keep_recent units stay.
 function M.choose_fold(plan)
-  local s, units = plan.settings, plan.units
+  local s, units = plan.settings, units_of(plan)
   local target = plan.limit * s.target
   local fold, freed = {}, 0
   for i, u in ipairs(units) do
@@ -727,7 +742,8 @@ end
 -- newest's too. What is pinned, the system prompt and the tools are never
 -- cut: if they alone are over, plan.overflow says by how many tokens.
 function M.drop_overflow(plan)
-  plan.tokens_at_one = nil
+  units_of(plan)
+  plan.tokens_at_one, plan.messages = nil, nil
   local dropped, at = drop_oldest(plan, plan.settings.keep_recent)
   local more, more_at = drop_oldest(plan, 1)
   if more > 0 then
@@ -759,7 +775,7 @@ function M.tokens(plan, factor)
   if factor == 1 and plan.tokens_at_one then
     return plan.tokens_at_one
   end
-  return (core.units_tokens(plan.units, factor))
+  return (core.units_tokens(units_of(plan), factor))
 end
 
 
@@ -776,7 +792,8 @@ function M.messages(plan)
     end
     return { { role = "user", content = table.concat(parts, "\n\n") } }
   end
-  return core.units_messages(plan.units) -- (in C: every step lists them)
+  return plan.messages -- (a kept walk's, made with the plan)
+    or core.units_messages(plan.units) -- (in C: every step lists them)
 end
 
 
