@@ -30,7 +30,7 @@
  * its size, framing and cut; a unit, its places (slots) in order.
  */
 #include <math.h>
-#include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "spool_int.h"
@@ -85,31 +85,39 @@ typedef struct walk {
   lua_Integer pinned[2];
   int npinned;
   lua_Integer *ranges; /* pairs */
-  size_t nranges;
+  size_t nranges, capranges;
   int summary_placed, keep;
   /* the last plan's open unit, settled in a view: its extra places */
   int *view;
   size_t nview, capview;
 } walk;
 
-static int grow(void **p, size_t *cap, size_t need, size_t size) {
+/* The arrays come from Lua's allocator: they count for the run whose
+ * walk it is, as its Lua objects do (base/lua_heap.h). */
+static void grow(lua_State *L, void **p, size_t *cap, size_t need,
+                 size_t size) {
   if (need <= *cap)
-    return 0;
+    return;
   size_t cap2 = *cap ? *cap * 2 : 16;
   while (cap2 < need)
     cap2 *= 2;
-  void *q = realloc(*p, cap2 * size);
+  void *ud;
+  lua_Alloc f = lua_getallocf(L, &ud);
+  void *q = f(ud, *p, *cap * size, cap2 * size);
   if (q == NULL)
-    return -1;
+    luaL_error(L, "not enough memory");
   *p = q;
   *cap = cap2;
-  return 0;
 }
 #define GROW(L, arr, cap, need)                                                \
-  do {                                                                         \
-    if (grow((void **)&(arr), &(cap), (need), sizeof *(arr)) != 0)             \
-      luaL_error(L, "not enough memory");                                      \
-  } while (0)
+  grow(L, (void **)&(arr), &(cap), (need), sizeof *(arr))
+
+static void release(lua_State *L, void *p, size_t cap, size_t size) {
+  void *ud;
+  lua_Alloc f = lua_getallocf(L, &ud);
+  if (p)
+    f(ud, p, cap * size, 0);
+}
 
 static walk *check_walk(lua_State *L) {
   return luaL_checkudata(L, 1, WALK_MT);
@@ -117,11 +125,11 @@ static walk *check_walk(lua_State *L) {
 
 static int walk_gc(lua_State *L) {
   walk *w = check_walk(L);
-  free(w->msgs);
-  free(w->slots);
-  free(w->units);
-  free(w->ranges);
-  free(w->view);
+  release(L, w->msgs, w->capmsgs, sizeof *w->msgs);
+  release(L, w->slots, w->capslots, sizeof *w->slots);
+  release(L, w->units, w->capunits, sizeof *w->units);
+  release(L, w->ranges, w->capranges, sizeof *w->ranges);
+  release(L, w->view, w->capview, sizeof *w->view);
   memset(w, 0, sizeof *w);
   return 0;
 }
@@ -807,11 +815,10 @@ static void find_pins(lua_State *L, walk *w, int events) {
     if (lua_toboolean(L, -1)) {
       int ranges = lua_gettop(L);
       lua_Integer n = luaL_len(L, ranges);
-      if (n > 0) {
-        w->ranges = calloc((size_t)n * 2, sizeof *w->ranges);
-        if (w->ranges == NULL)
-          luaL_error(L, "not enough memory");
-      }
+      if (n > 0 && (lua_Unsigned)n > SIZE_MAX / 4 / sizeof *w->ranges)
+        luaL_error(L, "the compaction has too many ranges");
+      if (n > 0)
+        GROW(L, w->ranges, w->capranges, (size_t)n * 2);
       for (lua_Integer i = 1; i <= n; i++) {
         lua_geti(L, ranges, i);
         for (int j = 0; j < 2; j++) {
