@@ -691,11 +691,15 @@ describe("the context window", function()
                                  error = r(4) == 1 and "down" or nil }
           elseif k == "summary" then
             return "event_summary", { of = r(1, #t.events), summary = "short" }
-          elseif k == "compaction" then
+          elseif k == "compaction" then -- (ranges unsorted, overlapping)
             local upto = r(1, #t.events)
-            local from = r(1, upto)
+            local ranges = json.array()
+            for _ = 1, r(1, 4) do
+              local a = r(1, upto)
+              ranges[#ranges + 1] = json.array { a, r(a, upto) }
+            end
             return "compaction", { upto = upto, summary = "so far",
-              ranges = json.array { json.array { from, upto } } }
+              ranges = ranges }
           elseif k == "input" then
             return "input", { input = "and also" }
           end
@@ -724,6 +728,73 @@ describe("the context window", function()
           end
         end
       end
+    end)
+
+    -- What a review of the walk in C found (each failed before).
+    describe("the walk in C, on hostile input", function()
+      local function kept(t, agent)
+        return window.plan(t, agent, { memo = window.memo(t) })
+      end
+
+      it("refuses a call into a walk while it walks", function()
+        local t = running { { "input", { input = "go" } } }
+        local agent = agent_with()
+        kept(t, agent)
+        local w = task.runs[t].render_memo.walk
+        local inner
+        local name = setmetatable({}, { __tostring = function()
+          inner = table.pack(pcall(w.advance, w, t, agent))
+          return "f"
+        end })
+        for _ = 1, 40 do -- (enough to move its arrays, were it let in)
+          t:append("model_call", { tool_calls = { { id = "c" .. #t.events,
+            name = name, arguments = "{}" } } })
+        end
+        kept(t, agent)
+        assert.is_false(inner[1])
+        assert.matches("in use", inner[2])
+      end)
+
+      it("keeps what a run keeps from a context function's plans",
+        function()
+          local t = running { { "input", { input = "go" } } }
+          local agent = agent_with()
+          local _, plan = context.chat(t, agent, nil, { memo = {} })
+          assert.is_nil(plan.walk)
+          assert.is_nil(plan.forms)
+          -- and a context function's plan does not write the request
+          agent.context = function(thread, a, _, opts)
+            local msgs, p = context.chat(thread, a, nil, opts)
+            p.forms = { [msgs[1]] = '{"content":"go","role":"user"},"n":64' }
+            return msgs, p
+          end
+          assert.is_nil(json.decode(body(t, agent, { memo = true })).n)
+        end)
+
+      it("reads an event's type whole, NUL bytes and all", function()
+        local agent = agent_with()
+        local t = running { { "input", { input = "go" } } }
+        kept(t, agent)
+        t:append("compaction\0x", { upto = 1, summary = "s", ranges =
+          json.array { json.array { 1, 1 } } })
+        t:append("model_call", { text = "ok" })
+        assert.are.equal(body(t, agent), body(t, agent, { memo = true }))
+      end)
+
+      it("finds each event among many ranges at once", function()
+        local agent = agent_with()
+        local t = running { { "input", { input = "go" } } }
+        for i = 1, 30 do
+          t:append("model_call", { text = "m" .. i })
+        end
+        local ranges = json.array()
+        for i = 30, 2, -1 do -- unsorted, overlapping, some empty
+          ranges[#ranges + 1] = json.array { i, i + (i % 3) - 1 }
+        end
+        t:append("compaction", { upto = 31, summary = "s", ranges = ranges })
+        t:append("model_call", { text = "after" })
+        assert.are.equal(body(t, agent), body(t, agent, { memo = true }))
+      end)
     end)
 
     it("cuts every place an answer goes, when a model repeats a call id",

@@ -87,10 +87,16 @@ end
 -- The thread as chat messages within the agent's window. `opts` (from
 -- spool.loop): fixed_tokens (the system prompt and tools), model, dry,
 -- events (a prefix of the thread's, to render an earlier step), factor
--- (their calibration factor, spool.tokens.factor, when the caller has it).
+-- (their calibration factor, spool.tokens.factor, when the caller has it),
+-- memo (the loop's own: what its steps keep, spool.run.window.memo; any
+-- other is ignored, so that what a run keeps never reaches agent code).
 function M.chat(thread, agent, renderers, opts)
   opts = opts or NONE
-  return windowed(thread, agent, "chat", renderers, opts, opts.memo)
+  local memo = opts.memo
+  if memo ~= nil and memo ~= window.memo(thread) then
+    memo = nil
+  end
+  return windowed(thread, agent, "chat", renderers, opts, memo)
 end
 
 

@@ -31,6 +31,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "spool_int.h"
@@ -86,7 +87,7 @@ typedef struct walk {
   int npinned;
   lua_Integer *ranges; /* pairs */
   size_t nranges, capranges;
-  int summary_placed, keep;
+  int summary_placed, keep, busy;
   /* the last plan's open unit, settled in a view: its extra places */
   int *view;
   size_t nview, capview;
@@ -121,6 +122,36 @@ static void release(lua_State *L, void *p, size_t cap, size_t size) {
 
 static walk *check_walk(lua_State *L) {
   return luaL_checkudata(L, 1, WALK_MT);
+}
+
+/* A walk calls Lua (renderers, metamethods of event data, helpers) while
+ * it holds places in its arrays: a call into the same walk meanwhile is
+ * refused. The flag is cleared as the call ends, however it ends: the
+ * walk's copy at `slot` is a to-be-closed value (walk_close). */
+static walk *enter(lua_State *L, int slot) {
+  walk *w = check_walk(L);
+  luaL_checkstack(L, STACK_NEEDED, "the window's walk");
+  if (w->busy)
+    luaL_error(L, "the window's walk is in use by a call that called this");
+  lua_settop(L, slot - 1);
+  w->busy = 1;
+  lua_pushvalue(L, 1);
+  lua_toclose(L, slot);
+  return w;
+}
+
+static int walk_close(lua_State *L) {
+  check_walk(L)->busy = 0;
+  return 0;
+}
+
+/* Is the value at idx the string `lit` (NUL bytes and all)? */
+static int is(lua_State *L, int idx, const char *lit) {
+  size_t n;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    return 0;
+  const char *v = lua_tolstring(L, idx, &n);
+  return n == strlen(lit) && memcmp(v, lit, n) == 0;
 }
 
 static int walk_gc(lua_State *L) {
@@ -159,22 +190,28 @@ static void measure(lua_State *L, int m, lua_Integer *bytes,
     for (lua_Integer i = 1; i <= len; i++) {
       lua_geti(L, calls, i);
       lua_getfield(L, -1, "name");
-      n += text_len(L, -1);
+      n = (lua_Integer)((lua_Unsigned)n + (lua_Unsigned)text_len(L, -1));
       lua_getfield(L, -2, "arguments");
-      n += text_len(L, -1);
+      n = (lua_Integer)((lua_Unsigned)n + (lua_Unsigned)text_len(L, -1));
       lua_pop(L, 3);
     }
-    *overhead = MESSAGE_OVERHEAD * (1 + len);
+    /* (wrapping as Lua's integers do, whatever __len said) */
+    *overhead =
+        (lua_Integer)((lua_Unsigned)MESSAGE_OVERHEAD * (1 + (lua_Unsigned)len));
   }
   lua_pop(L, 1);
   *bytes = n;
 }
 
-static lua_Integer tokens_of(lua_Integer bytes, double factor) {
+/* spool.tokens.of_bytes: ceil(bytes / 4 * factor), in the same double
+ * arithmetic; raises past what an integer holds, as l_window.c does. */
+static lua_Integer tokens_of(lua_State *L, lua_Integer bytes, double factor) {
   if (bytes <= 0)
     return 0;
   double t = ceil((double)bytes / 4 * factor);
-  return t < MAX_TOKENS ? (lua_Integer)t : (lua_Integer)MAX_TOKENS;
+  if (!(t < MAX_TOKENS && t > -MAX_TOKENS))
+    luaL_error(L, "a message of %I bytes makes no token count", bytes);
+  return (lua_Integer)t;
 }
 
 /* ---- the walk ---- */
@@ -193,11 +230,49 @@ static int holds_pin(const walk *w, const unit *u) {
   return 0;
 }
 
+/* Is seq within one of the compaction's ranges (sorted and merged as the
+ * walk starts: a binary search, however many an event brings)? */
 static int covered(const walk *w, lua_Integer seq) {
-  for (size_t i = 0; i < w->nranges; i++)
-    if (seq >= w->ranges[2 * i] && seq <= w->ranges[2 * i + 1])
+  size_t lo = 0, hi = w->nranges;
+  while (lo < hi) {
+    size_t mid = lo + (hi - lo) / 2;
+    if (seq < w->ranges[2 * mid])
+      hi = mid;
+    else if (seq > w->ranges[2 * mid + 1])
+      lo = mid + 1;
+    else
       return 1;
+  }
   return 0;
+}
+
+static int by_start(const void *a, const void *b) {
+  lua_Integer x = *(const lua_Integer *)a, y = *(const lua_Integer *)b;
+  return (x > y) - (x < y);
+}
+
+/* Sorts the ranges by their start and merges those that overlap or touch
+ * (seqs are whole numbers); a range that ends before it starts holds no
+ * seq and goes. */
+static void merge_ranges(walk *w) {
+  if (w->nranges > 1)
+    qsort(w->ranges, w->nranges, 2 * sizeof *w->ranges, by_start);
+  size_t n = 0;
+  for (size_t i = 0; i < w->nranges; i++) {
+    lua_Integer a = w->ranges[2 * i], b = w->ranges[2 * i + 1];
+    if (b < a)
+      continue;
+    lua_Integer *last = n ? &w->ranges[2 * (n - 1)] : NULL;
+    if (last && (a <= last[1] || a - 1 == last[1])) {
+      if (b > last[1])
+        last[1] = b;
+    } else {
+      w->ranges[2 * n] = a;
+      w->ranges[2 * n + 1] = b;
+      n++;
+    }
+  }
+  w->nranges = n;
 }
 
 /* A field of the table at idx as an integer (seq, ranges). */
@@ -215,10 +290,13 @@ static lua_Integer int_field(lua_State *L, int idx, const char *k,
 /* Adds the message at idx as number k, with its cut record (0: none).
  * stack: -> */
 static int add_message(lua_State *L, walk *w, int m, int cut) {
+  lua_Integer bytes, overhead;
+  measure(L, m, &bytes, &overhead);
   GROW(L, w->msgs, w->capmsgs, w->nmsgs + 2);
   int k = (int)++w->nmsgs;
   message *msg = &w->msgs[k];
-  measure(L, m, &msg->bytes, &msg->overhead);
+  msg->bytes = bytes;
+  msg->overhead = overhead;
   msg->cut = cut;
   lua_getiuservalue(L, 1, UV_MSGS);
   lua_pushvalue(L, m);
@@ -231,7 +309,8 @@ static void put(lua_State *L, walk *w, unit *u, int k) {
   GROW(L, w->slots, w->capslots, w->nslots + 1);
   w->slots[w->nslots++] = k;
   u->nslots++;
-  u->overhead += w->msgs[k].overhead;
+  u->overhead = (lua_Integer)((lua_Unsigned)u->overhead +
+                              (lua_Unsigned)w->msgs[k].overhead);
 }
 
 /* The note for a call with no answer. stack: call -> call, note */
@@ -356,18 +435,14 @@ static int acting_policy(lua_State *L, walk *w, int ev, int m,
   lua_gettable(L, -2);
   lua_replace(L, -3);
   lua_pop(L, 1); /* policy */
-  size_t plen;
-  const char *p =
-      lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &plen) : NULL;
   int string_content = lua_getfield(L, m, "content") == LUA_TSTRING;
   size_t clen = string_content ? lua_rawlen(L, -1) : 0;
   lua_pop(L, 1);
-  if (lua_isnil(L, -1) || (p && plen == 4 && memcmp(p, "keep", 4) == 0) ||
-      !string_content) {
+  if (lua_isnil(L, -1) || is(L, -1, "keep") || !string_content) {
     lua_pop(L, 1);
     return 0;
   }
-  if (p && plen == 4 && memcmp(p, "drop", 4) == 0) {
+  if (is(L, -1, "drop")) {
     if (pinned(w, seq)) {
       lua_pop(L, 1);
       return 0;
@@ -387,7 +462,7 @@ static int acting_policy(lua_State *L, walk *w, int ev, int m,
   lua_pop(L, 1);
   if (!isnum)
     luaL_error(L, "window.policies: a policy's tokens are a number");
-  if ((lua_Number)tokens_of((lua_Integer)clen, MAX_FACTOR) <= limit) {
+  if ((lua_Number)tokens_of(L, (lua_Integer)clen, MAX_FACTOR) <= limit) {
     lua_pop(L, 1);
     return 0;
   }
@@ -413,12 +488,13 @@ static void walk_event(lua_State *L, walk *w, int ev, int r, lua_Integer seq) {
     lua_pop(L, 1);
     return;
   }
-  luaL_checktype(L, m, LUA_TTABLE);
+  if (!lua_istable(L, m))
+    luaL_error(L, "a renderer of event %I made a %s, not a message", seq,
+               luaL_typename(L, m));
   int cut = 0;
   int pol = acting_policy(L, w, ev, m, seq); /* (pushes it if any) */
   lua_getfield(L, m, "role");
-  int tool = lua_type(L, -1) == LUA_TSTRING &&
-             strcmp(lua_tostring(L, -1), "tool") == 0;
+  int tool = is(L, -1, "tool");
   lua_pop(L, 1);
   if (pol == 1 && !tool) {
     lua_getfield(L, m, "tag");
@@ -466,7 +542,6 @@ static void walk_event(lua_State *L, walk *w, int ev, int r, lua_Integer seq) {
 
 /* Places the compaction's summary, where the first event it hides was. */
 static void place_summary(lua_State *L, walk *w) {
-  w->summary_placed = 1;
   lua_getiuservalue(L, 1, UV_HELPERS);
   lua_getfield(L, -1, "summary");
   lua_getiuservalue(L, 1, UV_SUMMARY);
@@ -479,28 +554,28 @@ static void place_summary(lua_State *L, walk *w) {
   lua_rawset(L, -3);
   lua_pop(L, 1);
   start_unit(L, w, add_message(L, w, m, 0), seq, 1);
+  w->summary_placed = 1;
   lua_pop(L, 2);
 }
 
 /* walk:advance(thread, agent) -> keep */
+enum { A_EVENTS = 5, A_USED, A_HELPERS, A_DEFAULTS };
+
 static int l_advance(lua_State *L) {
-  walk *w = check_walk(L);
-  luaL_checkstack(L, STACK_NEEDED, "the window's walk");
-  lua_settop(L, 3);
-  lua_getiuservalue(L, 1, UV_EVENTS); /* 4 */
-  lua_getiuservalue(L, 1, UV_USED);   /* 5 */
+  walk *w = enter(L, 4); /* 2 thread, 3 agent */
+  lua_getiuservalue(L, 1, UV_EVENTS);
+  lua_getiuservalue(L, 1, UV_USED);
   lua_getiuservalue(L, 1, UV_HELPERS);
-  lua_getfield(L, -1, "defaults"); /* 7 */
-  lua_Integer len = (lua_Integer)lua_rawlen(L, 4);
+  lua_getfield(L, A_HELPERS, "defaults");
+  lua_Integer len = (lua_Integer)lua_rawlen(L, A_EVENTS);
   for (lua_Integer i = w->n + 1; i <= len; i++) {
-    lua_rawgeti(L, 4, i);
+    lua_rawgeti(L, A_EVENTS, i);
     int ev = lua_gettop(L);
     luaL_checktype(L, ev, LUA_TTABLE);
     lua_Integer seq = int_field(L, ev, "seq", "an event");
     lua_getfield(L, ev, "type");
     int type = lua_gettop(L);
-    if (lua_type(L, type) == LUA_TSTRING &&
-        strcmp(lua_tostring(L, type), "event_summary") == 0) {
+    if (is(L, type, "event_summary")) {
       lua_getiuservalue(L, 1, UV_SUMMARIES);
       lua_getfield(L, ev, "data");
       lua_getfield(L, -1, "of");
@@ -509,14 +584,19 @@ static int l_advance(lua_State *L) {
       lua_pop(L, 2);
     }
     lua_pushvalue(L, type);
-    lua_gettable(L, 7);
+    lua_gettable(L, A_DEFAULTS);
     int r = lua_gettop(L);
-    lua_pushvalue(L, type);
-    if (lua_toboolean(L, r))
-      lua_pushvalue(L, r);
-    else
-      lua_pushboolean(L, 0);
-    lua_rawset(L, 5);
+    /* (a type no table can be keyed by has no renderer to change) */
+    if (!lua_isnil(L, type) &&
+        !(lua_type(L, type) == LUA_TNUMBER &&
+          lua_tonumber(L, type) != lua_tonumber(L, type))) {
+      lua_pushvalue(L, type);
+      if (lua_toboolean(L, r))
+        lua_pushvalue(L, r);
+      else
+        lua_pushboolean(L, 0);
+      lua_rawset(L, A_USED);
+    }
     int hidden = w->nranges > 0 && covered(w, seq);
     if (hidden && !pinned(w, seq)) {
       if (!w->summary_placed)
@@ -529,7 +609,7 @@ static int l_advance(lua_State *L) {
       if (seq > u->last)
         u->last = seq;
     }
-    lua_settop(L, 7);
+    lua_settop(L, A_DEFAULTS);
     w->n = i;
   }
   lua_pushboolean(L, w->keep);
@@ -616,26 +696,32 @@ static lua_Integer push_place(lua_State *L, walk *w, int k, int done, int plan,
 }
 
 /* walk:plan(plan) -> messages, tokens, at_one, summary, pinned_call */
+enum { P_PLAN = 2, P_DONE = 4, P_MESSAGES };
+
 static int l_plan(lua_State *L) {
-  walk *w = check_walk(L);
-  luaL_checkstack(L, STACK_NEEDED, "the window's walk");
-  luaL_checktype(L, 2, LUA_TTABLE);
-  lua_settop(L, 2);
-  lua_getfield(L, 2, "factor");
+  luaL_checktype(L, P_PLAN, LUA_TTABLE);
+  walk *w = enter(L, 3);
+  lua_getfield(L, P_PLAN, "factor");
   double factor = (double)luaL_checknumber(L, -1);
   lua_pop(L, 1);
-  lua_createtable(L, 0, 1); /* 3: done (kept, not the plan: a plan is not
-                               kept alive while its model call is out) */
+  if (!(factor >= 0 && factor <= 1e6))
+    return luaL_error(L,
+                      "a plan's factor is a number of tokens per token "
+                      "estimated (0 to a million), not %f",
+                      factor);
+  /* done: what this plan cut and noted, kept for units() (not the plan:
+   * it is not kept alive while its model call is out) */
+  lua_createtable(L, 0, 1);
   lua_newtable(L);
-  lua_setfield(L, 3, "notes");
-  lua_pushvalue(L, 3);
+  lua_setfield(L, P_DONE, "notes");
+  lua_pushvalue(L, P_DONE);
   lua_setiuservalue(L, 1, UV_PLAN);
   int has_view = w->has_open && !w->units[w->nunits - 1].settled;
   if (has_view)
-    settle_view(L, w, 3);
+    settle_view(L, w, P_DONE);
   else
     w->nview = 0;
-  lua_createtable(L, (int)(w->nslots + w->nview), 0); /* 4: messages */
+  lua_createtable(L, (int)(w->nslots + w->nview), 0); /* P_MESSAGES */
   lua_Unsigned total = 0, at_one = 0, count = 0;
   for (size_t i = 0; i < w->nunits; i++) {
     unit *u = &w->units[i];
@@ -649,14 +735,14 @@ static int l_plan(lua_State *L) {
       int k =
           j < u->nslots ? w->slots[u->first_slot + j] : w->view[j - u->nslots];
       lua_Integer overhead;
-      lua_Integer bytes = push_place(L, w, k, 3, 2, &overhead);
+      lua_Integer bytes = push_place(L, w, k, P_DONE, P_PLAN, &overhead);
       if (j >= u->nslots) {
         t += (lua_Unsigned)overhead;
         at_one += (lua_Unsigned)overhead;
       }
-      t += (lua_Unsigned)tokens_of(bytes, factor);
-      at_one += (lua_Unsigned)tokens_of(bytes, 1);
-      lua_rawseti(L, 4, (lua_Integer)++count);
+      t += (lua_Unsigned)tokens_of(L, bytes, factor);
+      at_one += (lua_Unsigned)tokens_of(L, bytes, 1);
+      lua_rawseti(L, P_MESSAGES, (lua_Integer)++count);
     }
     total += t;
   }
@@ -668,14 +754,14 @@ static int l_plan(lua_State *L) {
 }
 
 /* walk:units() -> the last plan's units, as Lua tables */
+enum { U_DONE = 3, U_NO_PLAN, U_UNITS };
+
 static int l_units(lua_State *L) {
-  walk *w = check_walk(L);
-  luaL_checkstack(L, STACK_NEEDED, "the window's walk");
-  lua_settop(L, 1);
-  if (lua_getiuservalue(L, 1, UV_PLAN) != LUA_TTABLE) /* 2: done */
+  walk *w = enter(L, 2);
+  if (lua_getiuservalue(L, 1, UV_PLAN) != LUA_TTABLE) /* U_DONE */
     return luaL_error(L, "walk:units() before a plan");
-  lua_pushnil(L); /* 3: no plan: its cuts are all in done */
-  lua_createtable(L, (int)w->nunits, 0); /* 4 */
+  lua_pushnil(L); /* U_NO_PLAN: its cuts are all in done */
+  lua_createtable(L, (int)w->nunits, 0); /* U_UNITS */
   for (size_t i = 0; i < w->nunits; i++) {
     unit *u = &w->units[i];
     int is_open = w->has_open && i == w->nunits - 1;
@@ -685,21 +771,21 @@ static int l_units(lua_State *L) {
     lua_createtable(L, (int)n, 0);
     lua_createtable(L, (int)n, 0);
     int msgs = ut + 1, sizes = ut + 2;
-    lua_Integer overhead = u->overhead;
+    lua_Unsigned overhead = (lua_Unsigned)u->overhead;
     for (size_t j = 0; j < n; j++) {
       int k =
           j < u->nslots ? w->slots[u->first_slot + j] : w->view[j - u->nslots];
       lua_Integer o;
-      lua_Integer bytes = push_place(L, w, k, 2, 3, &o);
+      lua_Integer bytes = push_place(L, w, k, U_DONE, U_NO_PLAN, &o);
       if (j >= u->nslots)
-        overhead += o;
+        overhead += (lua_Unsigned)o;
       lua_rawseti(L, msgs, (lua_Integer)j + 1);
       lua_pushinteger(L, bytes);
       lua_rawseti(L, sizes, (lua_Integer)j + 1);
     }
     lua_setfield(L, ut, "bytes");
     lua_setfield(L, ut, "messages");
-    lua_pushinteger(L, overhead);
+    lua_pushinteger(L, (lua_Integer)overhead);
     lua_setfield(L, ut, "overhead");
     lua_pushinteger(L, u->first);
     lua_setfield(L, ut, "first");
@@ -713,27 +799,28 @@ static int l_units(lua_State *L) {
     lua_setfield(L, ut, "pinned");
     lua_pushinteger(L, 0);
     lua_setfield(L, ut, "tokens");
-    lua_rawseti(L, 4, (lua_Integer)i + 1);
+    lua_rawseti(L, U_UNITS, (lua_Integer)i + 1);
   }
   return 1;
 }
 
+enum { C_EVENTS = 2, C_SETTINGS, C_DEFAULTS, C_WALKED = 6, C_SEEN, C_USED };
+
 static int l_continues(lua_State *L) {
-  walk *w = check_walk(L);
-  luaL_checkstack(L, STACK_NEEDED, "the window's walk");
-  lua_settop(L, 4);
-  lua_getiuservalue(L, 1, UV_EVENTS);
-  lua_getiuservalue(L, 1, UV_SETTINGS);
-  lua_Integer len = (lua_Integer)lua_rawlen(L, 2);
-  if (!lua_rawequal(L, 2, 5) || !lua_rawequal(L, 3, 6) || w->n > len) {
+  walk *w = enter(L, 5);
+  lua_getiuservalue(L, 1, UV_EVENTS);   /* C_WALKED */
+  lua_getiuservalue(L, 1, UV_SETTINGS); /* C_SEEN */
+  lua_Integer len = (lua_Integer)lua_rawlen(L, C_EVENTS);
+  if (!lua_rawequal(L, C_EVENTS, C_WALKED) ||
+      !lua_rawequal(L, C_SETTINGS, C_SEEN) || w->n > len) {
     lua_pushboolean(L, 0);
     return 1;
   }
-  lua_getiuservalue(L, 1, UV_USED); /* 7 */
+  lua_getiuservalue(L, 1, UV_USED); /* C_USED */
   lua_pushnil(L);
-  while (lua_next(L, 7)) { /* a renderer hot-patched, put in or taken out */
+  while (lua_next(L, C_USED)) { /* a renderer hot-patched, put in or out */
     lua_pushvalue(L, -2);
-    lua_gettable(L, 4);
+    lua_gettable(L, C_DEFAULTS);
     if (!lua_toboolean(L, -1)) {
       lua_pop(L, 1);
       lua_pushboolean(L, 0);
@@ -746,11 +833,10 @@ static int l_continues(lua_State *L) {
     }
   }
   for (lua_Integer i = w->n + 1; i <= len; i++) {
-    lua_rawgeti(L, 2, i);
+    lua_rawgeti(L, C_EVENTS, i);
     lua_getfield(L, -1, "type");
-    const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-    int changes = strcmp(t, "compaction") == 0 || strcmp(t, "input") == 0 ||
-                  strcmp(t, "human_response") == 0;
+    int changes = is(L, -1, "compaction") || is(L, -1, "input") ||
+                  is(L, -1, "human_response");
     lua_pop(L, 2);
     if (changes) {
       lua_pushboolean(L, 0);
@@ -780,13 +866,12 @@ static void find_pins(lua_State *L, walk *w, int events) {
   for (lua_Integer i = 1; i <= len; i++) {
     lua_rawgeti(L, events, i);
     lua_getfield(L, -1, "type");
-    const char *t = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-    if (strcmp(t, "input") == 0 && !input) {
+    if (is(L, -1, "input") && !input) {
       w->pinned[w->npinned++] = int_field(L, -2, "seq", "an event");
       input = 1;
-    } else if (strcmp(t, "human_response") == 0) {
+    } else if (is(L, -1, "human_response")) {
       human = (int)i;
-    } else if (strcmp(t, "compaction") == 0) {
+    } else if (is(L, -1, "compaction")) {
       lua_pushvalue(L, -2);
       lua_setiuservalue(L, 1, UV_SUMMARY);
     }
@@ -797,8 +882,7 @@ static void find_pins(lua_State *L, walk *w, int events) {
     w->pinned[w->npinned++] = int_field(L, -1, "seq", "an event");
     lua_getfield(L, -1, "data");
     lua_getfield(L, -1, "kind");
-    int ask = lua_type(L, -1) == LUA_TSTRING &&
-              strcmp(lua_tostring(L, -1), "ask") == 0;
+    int ask = is(L, -1, "ask");
     lua_pop(L, 1);
     if (ask) {
       lua_getfield(L, -1, "call_id");
@@ -832,6 +916,7 @@ static void find_pins(lua_State *L, walk *w, int events) {
         lua_pop(L, 1);
         w->nranges++;
       }
+      merge_ranges(w);
     }
     lua_pop(L, 2);
   }
@@ -885,7 +970,7 @@ void spool__open_window_walk(lua_State *L) {
                                      {"forms", l_forms},
                                      {"walked", l_walked},
                                      {NULL, NULL}};
-  spool__class(L, WALK_MT, methods, walk_gc, NULL);
+  spool__class(L, WALK_MT, methods, walk_gc, walk_close);
   lua_pop(L, 1);
   lua_pushcfunction(L, l_window_walk);
   lua_setfield(L, -2, "window_walk");

@@ -144,7 +144,8 @@ function M.request(thread, agent, opts)
   end
   return { model = model, system = system, messages = messages,
            tools = tools, tools_wire = tools and lists.wire,
-           message_forms = plan and plan.forms,
+           -- (a memo's plan only: never an agent's context function's)
+           message_forms = memo and plan and plan.forms or nil,
            json = agent.mode == "json",
            context = { estimate = estimate,
                        budget = plan and plan.limit or nil, plan = plan } }
