@@ -21,7 +21,8 @@ local core = require "spool.core"
 local M = {}
 
 -- Per message: role and framing, as providers count them.
-local MESSAGE_OVERHEAD = 4
+M.MESSAGE_OVERHEAD = 4
+local MESSAGE_OVERHEAD = M.MESSAGE_OVERHEAD
 
 M.MIN_FACTOR, M.MAX_FACTOR = 0.5, 3
 local MIN_FACTOR, MAX_FACTOR = M.MIN_FACTOR, M.MAX_FACTOR

@@ -11,7 +11,8 @@
  *     defaults: the chat renderers; helpers = { pure = { [renderer] =
  *     true }, summary = function(compaction) -> message, cut_record =
  *     function(ev, message, policy) -> cut, cut = function(plan, cut,
- *     summaries) -> message }
+ *     summaries) -> message, message_overhead, max_factor (spool.tokens'
+ *     framing of a message, and its largest calibration factor) }
  *   walk:continues(events, settings, defaults) -> whether the walk may go
  *     on over `events` (nothing it saw changed, nothing new changes pins or
  *     what is hidden)
@@ -37,8 +38,6 @@
 #include "spool_int.h"
 
 #define WALK_MT "spool.window.walk"
-#define MESSAGE_OVERHEAD 4
-#define MAX_FACTOR 3.0
 #define MAX_TOKENS 0x1p62
 /* Stack slots an entry point may use, its nested calls included. */
 #define STACK_NEEDED 48
@@ -88,6 +87,8 @@ typedef struct walk {
   lua_Integer *ranges; /* pairs */
   size_t nranges, capranges;
   int summary_placed, keep, busy;
+  lua_Integer message_overhead; /* helpers' */
+  double max_factor;
   /* the last plan's open unit, settled in a view: its extra places */
   int *view;
   size_t nview, capview;
@@ -177,13 +178,13 @@ static lua_Integer text_len(lua_State *L, int idx) {
 }
 
 /* tokens.bytes and tokens.overhead of the message at idx. */
-static void measure(lua_State *L, int m, lua_Integer *bytes,
+static void measure(lua_State *L, const walk *w, int m, lua_Integer *bytes,
                     lua_Integer *overhead) {
   lua_Integer n = 0;
   if (lua_getfield(L, m, "content") == LUA_TSTRING)
     n = (lua_Integer)lua_rawlen(L, -1);
   lua_pop(L, 1);
-  *overhead = MESSAGE_OVERHEAD;
+  *overhead = w->message_overhead;
   if (lua_getfield(L, m, "tool_calls") != LUA_TNIL && lua_toboolean(L, -1)) {
     int calls = lua_gettop(L);
     lua_Integer len = luaL_len(L, calls);
@@ -196,8 +197,8 @@ static void measure(lua_State *L, int m, lua_Integer *bytes,
       lua_pop(L, 3);
     }
     /* (wrapping as Lua's integers do, whatever __len said) */
-    *overhead =
-        (lua_Integer)((lua_Unsigned)MESSAGE_OVERHEAD * (1 + (lua_Unsigned)len));
+    *overhead = (lua_Integer)((lua_Unsigned)w->message_overhead *
+                              (1 + (lua_Unsigned)len));
   }
   lua_pop(L, 1);
   *bytes = n;
@@ -263,7 +264,8 @@ static void merge_ranges(walk *w) {
     if (b < a)
       continue;
     lua_Integer *last = n ? &w->ranges[2 * (n - 1)] : NULL;
-    if (last && (a <= last[1] || a - 1 == last[1])) {
+    if (last &&
+        (a <= last[1] || (last[1] < LUA_MAXINTEGER && a == last[1] + 1))) {
       if (b > last[1])
         last[1] = b;
     } else {
@@ -291,7 +293,7 @@ static lua_Integer int_field(lua_State *L, int idx, const char *k,
  * stack: -> */
 static int add_message(lua_State *L, walk *w, int m, int cut) {
   lua_Integer bytes, overhead;
-  measure(L, m, &bytes, &overhead);
+  measure(L, w, m, &bytes, &overhead);
   GROW(L, w->msgs, w->capmsgs, w->nmsgs + 2);
   int k = (int)++w->nmsgs;
   message *msg = &w->msgs[k];
@@ -326,10 +328,12 @@ static void push_note(lua_State *L, int call) {
   lua_setfield(L, -2, "content");
 }
 
-/* Places the answers of the open unit's calls, in call order; a call
- * without one gets a note. */
-static void settle(lua_State *L, walk *w) {
-  unit *u = &w->units[w->nunits - 1];
+/* Each call of the open unit in order, with the number of its answer's
+ * message (0: none yet), to `place` (which finds the call on top, and
+ * leaves the stack as it found it). */
+typedef void (*place_fn)(lua_State *L, walk *w, int k, int ctx);
+
+static void each_answer(lua_State *L, walk *w, place_fn place, int ctx) {
   lua_getiuservalue(L, 1, UV_OWED);
   lua_getiuservalue(L, 1, UV_ANSWERS);
   int owed = lua_gettop(L) - 1, answers = owed + 1;
@@ -340,17 +344,28 @@ static void settle(lua_State *L, walk *w) {
     lua_rawget(L, answers);
     int k = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    if (k == 0) {
-      push_note(L, lua_gettop(L));
-      k = add_message(L, w, lua_gettop(L), 0);
-      u = &w->units[w->nunits - 1];
-      lua_pop(L, 1);
-    }
-    put(L, w, u, k);
+    place(L, w, k, ctx);
     lua_pop(L, 1);
   }
   lua_pop(L, 2);
-  u->settled = 1;
+}
+
+/* In the open unit, for good: a call without an answer gets a note. */
+static void place_in_unit(lua_State *L, walk *w, int k, int ctx) {
+  (void)ctx;
+  if (k == 0) {
+    push_note(L, lua_gettop(L));
+    k = add_message(L, w, lua_gettop(L), 0);
+    lua_pop(L, 1);
+  }
+  put(L, w, &w->units[w->nunits - 1], k);
+}
+
+/* Places the answers of the open unit's calls, in call order; a call
+ * without one gets a note. */
+static void settle(lua_State *L, walk *w) {
+  each_answer(L, w, place_in_unit, 0);
+  w->units[w->nunits - 1].settled = 1;
 }
 
 static void start_unit(lua_State *L, walk *w, int k, lua_Integer seq,
@@ -462,7 +477,7 @@ static int acting_policy(lua_State *L, walk *w, int ev, int m,
   lua_pop(L, 1);
   if (!isnum)
     luaL_error(L, "window.policies: a policy's tokens are a number");
-  if ((lua_Number)tokens_of(L, (lua_Integer)clen, MAX_FACTOR) <= limit) {
+  if ((lua_Number)tokens_of(L, (lua_Integer)clen, w->max_factor) <= limit) {
     lua_pop(L, 1);
     return 0;
   }
@@ -645,38 +660,30 @@ static lua_Integer push_placed(lua_State *L, walk *w, int k, int done,
     lua_rawseti(L, done, cut);
   }
   lua_Integer bytes, overhead;
-  measure(L, lua_gettop(L), &bytes, &overhead);
+  measure(L, w, lua_gettop(L), &bytes, &overhead);
   return bytes;
 }
 
-/* Settles the open unit in a view for this plan: its calls' answers so
- * far, a note for each other. The notes are kept in done's `notes`. */
-static void settle_view(lua_State *L, walk *w, int done) {
-  w->nview = 0;
-  lua_getiuservalue(L, 1, UV_OWED);
-  lua_getiuservalue(L, 1, UV_ANSWERS);
-  int owed = lua_gettop(L) - 1, answers = owed + 1;
-  lua_Integer n = (lua_Integer)lua_rawlen(L, owed);
-  for (lua_Integer i = 1; i <= n; i++) {
-    lua_rawgeti(L, owed, i);
-    lua_getfield(L, -1, "id");
-    lua_rawget(L, answers);
-    int k = (int)lua_tointeger(L, -1);
-    lua_pop(L, 1);
-    if (k == 0) {
-      push_note(L, lua_gettop(L));
-      /* a note lives for this plan: -n, the n-th of done.notes */
-      lua_getfield(L, done, "notes");
-      lua_insert(L, -2);
-      k = -(int)(lua_rawlen(L, -2) + 1);
-      lua_rawseti(L, -2, -k);
-      lua_pop(L, 1);
-    }
-    GROW(L, w->view, w->capview, w->nview + 1);
-    w->view[w->nview++] = k;
+/* In this plan's view of the open unit: a note lives for this plan
+ * only, as -n, the n-th of done's `notes`. */
+static void place_in_view(lua_State *L, walk *w, int k, int done) {
+  if (k == 0) {
+    push_note(L, lua_gettop(L));
+    lua_getfield(L, done, "notes");
+    lua_insert(L, -2);
+    k = -(int)(lua_rawlen(L, -2) + 1);
+    lua_rawseti(L, -2, -k);
     lua_pop(L, 1);
   }
-  lua_pop(L, 2);
+  GROW(L, w->view, w->capview, w->nview + 1);
+  w->view[w->nview++] = k;
+}
+
+/* Settles the open unit in a view for this plan: its calls' answers so
+ * far, a note for each other. */
+static void settle_view(lua_State *L, walk *w, int done) {
+  w->nview = 0;
+  each_answer(L, w, place_in_view, done);
 }
 
 /* A place of the plan: message k of the walk, or note -k of the view.
@@ -691,7 +698,7 @@ static lua_Integer push_place(lua_State *L, walk *w, int k, int done, int plan,
   lua_rawgeti(L, -1, -k);
   lua_remove(L, -2);
   lua_Integer bytes;
-  measure(L, lua_gettop(L), &bytes, overhead);
+  measure(L, w, lua_gettop(L), &bytes, overhead);
   return bytes;
 }
 
@@ -950,6 +957,11 @@ static int l_window_walk(lua_State *L) {
   }
   lua_pushvalue(L, 4);
   lua_setfield(L, 6, "defaults");
+  lua_getfield(L, 6, "message_overhead");
+  w->message_overhead = luaL_checkinteger(L, -1);
+  lua_getfield(L, 6, "max_factor");
+  w->max_factor = (double)luaL_checknumber(L, -1);
+  lua_pop(L, 2);
   lua_setiuservalue(L, 1, UV_HELPERS);
   for (int uv = UV_MSGS; uv <= UV_FORMS; uv++) {
     if (uv == UV_SUMMARY)

@@ -535,7 +535,8 @@ end
 local KEPT_WALK = { pure = rendering.pure_renderers, summary = summary_message,
   cut_record = cut_record, cut = function(plan, c, summaries)
     return (cut_message(plan, c, summaries))
-  end }
+  end, message_overhead = tokens.MESSAGE_OVERHEAD,
+  max_factor = tokens.MAX_FACTOR }
 
 -- A plan from the memo's walk, which goes on from where the last step's
 -- left off. Its units are made only when a plan needs them (units_of):
