@@ -111,7 +111,8 @@ end
 -- earlier step), memo (the loop's own step: reuse what earlier steps
 -- rendered, spool.run.window.memo). req.context = { estimate (uncalibrated
 -- tokens of the whole request), budget, plan }; req.message_forms: the
--- messages' wire forms a memo keeps (spool.run.window's walk.forms).
+-- messages' wire forms the memo's walk keeps (spool.run.window's
+-- plan.forms).
 function M.request(thread, agent, opts)
   opts = opts or {}
   -- An agent's context function gets messages it may change: not the
