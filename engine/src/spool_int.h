@@ -267,6 +267,10 @@ void spool__open_trace(lua_State *L);
 void spool__open_ed25519(lua_State *L);
 void spool__open_limits(lua_State *L);
 void spool__open_window(lua_State *L);
+/* l_window.c: spool.tokens.of_bytes, ceil(bytes / 4 * factor) in the same
+ * double arithmetic (0 for no bytes): into *tokens, or -1 when that makes
+ * no token count (past what an integer holds, or not a number). */
+int spool__tokens_of(lua_Number bytes, lua_Number factor, lua_Integer *tokens);
 void spool__open_window_walk(lua_State *L);
 void spool__open_thread(lua_State *L);
 void spool__open_wire(lua_State *L);

@@ -30,7 +30,6 @@
  * walk keeps its rules, over arrays: a message (in the `msgs` list) has
  * its size, framing and cut; a unit, its places (slots) in order.
  */
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +37,6 @@
 #include "spool_int.h"
 
 #define WALK_MT "spool.window.walk"
-#define MAX_TOKENS 0x1p62
 /* Stack slots an entry point may use, its nested calls included. */
 #define STACK_NEEDED 48
 
@@ -204,15 +202,12 @@ static void measure(lua_State *L, const walk *w, int m, lua_Integer *bytes,
   *bytes = n;
 }
 
-/* spool.tokens.of_bytes: ceil(bytes / 4 * factor), in the same double
- * arithmetic; raises past what an integer holds, as l_window.c does. */
+/* spool.tokens.of_bytes (l_window.c's), raising where it makes no count. */
 static lua_Integer tokens_of(lua_State *L, lua_Integer bytes, double factor) {
-  if (bytes <= 0)
-    return 0;
-  double t = ceil((double)bytes / 4 * factor);
-  if (!(t < MAX_TOKENS && t > -MAX_TOKENS))
+  lua_Integer t;
+  if (spool__tokens_of((lua_Number)bytes, factor, &t) != 0)
     luaL_error(L, "a message of %I bytes makes no token count", bytes);
-  return (lua_Integer)t;
+  return t;
 }
 
 /* ---- the walk ---- */

@@ -26,6 +26,17 @@
  * integer). */
 #define MAX_TOKENS 0x1p62
 
+int spool__tokens_of(lua_Number bytes, lua_Number factor, lua_Integer *tokens) {
+  *tokens = 0;
+  if (!(bytes > 0))
+    return 0;
+  lua_Number t = ceil(bytes / 4 * factor);
+  if (!(t < MAX_TOKENS && t > -MAX_TOKENS))
+    return -1;
+  *tokens = (lua_Integer)t;
+  return 0;
+}
+
 /* The tokens of the sizes in the table at `idx`; *plain gets them at
  * factor 1. */
 static lua_Integer sum_sizes(lua_State *L, int idx, lua_Number factor,
@@ -39,13 +50,12 @@ static lua_Integer sum_sizes(lua_State *L, int idx, lua_Number factor,
     lua_pop(L, 1);
     if (!isnum)
       return luaL_error(L, "size %d is not a number of bytes", (int)i);
-    if (b > 0) {
-      lua_Number t = ceil(b / 4 * factor), at_one = ceil(b / 4);
-      if (!(t < MAX_TOKENS && t > -MAX_TOKENS && at_one < MAX_TOKENS))
-        return luaL_error(L, "size %d makes no token count", (int)i);
-      n += (lua_Unsigned)(lua_Integer)t;
-      *plain += (lua_Unsigned)at_one;
-    }
+    lua_Integer t, at_one;
+    if (spool__tokens_of(b, factor, &t) != 0 ||
+        spool__tokens_of(b, 1, &at_one) != 0)
+      return luaL_error(L, "size %d makes no token count", (int)i);
+    n += (lua_Unsigned)t;
+    *plain += (lua_Unsigned)at_one;
   }
   return (lua_Integer)n;
 }
