@@ -9,7 +9,8 @@
  *
  *   core.window_walk(events, settings, defaults, helpers) -> walk
  *     defaults: the chat renderers; helpers = { pure = { [renderer] =
- *     true }, summary = function(compaction) -> message, cut_record =
+ *     true }, summary = function(compaction) -> message, note =
+ *     function(call) -> the answer of a call without one, cut_record =
  *     function(ev, message, policy) -> cut, cut = function(plan, cut,
  *     summaries) -> message, message_overhead, max_factor (spool.tokens'
  *     framing of a message, and its largest calibration factor) }
@@ -310,17 +311,17 @@ static void put(lua_State *L, walk *w, unit *u, int k) {
                               (lua_Unsigned)w->msgs[k].overhead);
 }
 
-/* The note for a call with no answer. stack: call -> call, note */
+/* The note for a call with no answer (helpers.note). stack: call -> call,
+ * note */
 static void push_note(lua_State *L, int call) {
-  lua_createtable(L, 0, 4);
-  lua_pushliteral(L, "tool");
-  lua_setfield(L, -2, "role");
-  lua_getfield(L, call, "id");
-  lua_setfield(L, -2, "tool_call_id");
-  lua_getfield(L, call, "name");
-  lua_setfield(L, -2, "name");
-  lua_pushliteral(L, "error: no result was recorded for this call");
-  lua_setfield(L, -2, "content");
+  lua_getiuservalue(L, 1, UV_HELPERS);
+  lua_getfield(L, -1, "note");
+  lua_remove(L, -2);
+  lua_pushvalue(L, call);
+  lua_call(L, 1, 1);
+  if (!lua_istable(L, -1))
+    luaL_error(L, "helpers.note made a %s, not a message",
+               luaL_typename(L, -1));
 }
 
 /* Each call of the open unit in order, with the number of its answer's

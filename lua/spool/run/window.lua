@@ -260,6 +260,14 @@ local function summary_message(s)
 end
 
 
+-- The answer of a call that has none (a crash, or a terminal intent): the
+-- chat stays valid for the provider, every call answered.
+local function unanswered_note(c)
+  return { role = "tool", tool_call_id = c.id, name = c.name,
+           content = "error: no result was recorded for this call" }
+end
+
+
 -- What a plan needs to cut a message its policy may change (see below).
 local function cut_record(ev, msg, pol)
   local value = ev.data.result
@@ -327,8 +335,7 @@ local function settle(w, u, cuts)
     if a then
       put(u, a.msg, a.bytes, a.cut, cuts)
     else
-      local note = { role = "tool", tool_call_id = c.id, name = c.name,
-                     content = "error: no result was recorded for this call" }
+      local note = unanswered_note(c)
       put(u, note, tokens.bytes(note), nil, cuts)
     end
   end
@@ -532,11 +539,14 @@ end
 
 -- What the walk in C (l_walk.c) calls back for: the messages and cut
 -- records this file makes, and the cuts at a plan's factor.
-local KEPT_WALK = { pure = rendering.pure_renderers, summary = summary_message,
-  cut_record = cut_record, cut = function(plan, c, summaries)
+local KEPT_WALK = {
+  pure = rendering.pure_renderers,
+  summary = summary_message, note = unanswered_note, cut_record = cut_record,
+  cut = function(plan, c, summaries)
     return (cut_message(plan, c, summaries))
-  end, message_overhead = tokens.MESSAGE_OVERHEAD,
-  max_factor = tokens.MAX_FACTOR }
+  end,
+  message_overhead = tokens.MESSAGE_OVERHEAD, max_factor = tokens.MAX_FACTOR,
+}
 
 -- A plan from the memo's walk, which goes on from where the last step's
 -- left off. Its units are made only when a plan needs them (units_of):
