@@ -8,6 +8,8 @@ local thread_mod = require "spool.run.thread"
 local task = require "spool.base.task"
 local tokens = require "spool.tokens"
 local window = require "spool.run.window"
+local loop = require "spool.loop"
+local run_request = require "spool.run.request"
 
 local function thread_of(events)
   local t = thread_mod.new("a", "v", nil, nil)
@@ -379,7 +381,6 @@ describe("the context window", function()
   end)
 
   describe("across steps", function()
-    local run_request = require "spool.run.request"
     local llm = require "spool.llm"
 
     -- A thread as a run has it: with a run record, where the memo lives.
@@ -762,6 +763,10 @@ describe("the context window", function()
           local _, plan = context.chat(t, agent, nil, { memo = {} })
           assert.is_nil(plan.walk)
           assert.is_nil(plan.forms)
+          local req = loop.request(t, agent, { memo = true, dry = true })
+          assert.is_nil(req.message_forms)
+          assert.is_nil(req.context.plan.walk)
+          assert.are.equal(1, #req.context.plan.report) -- (dry: reported)
           -- and a context function's plan does not write the request
           agent.context = function(thread, a, _, opts)
             local msgs, p = context.chat(thread, a, nil, opts)

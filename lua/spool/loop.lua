@@ -10,7 +10,8 @@
 --
 --   loop.run(thread, agent[, resolve])  drive a thread until it ends or waits
 --   loop.step(thread, agent)      one default step (agents may call it)
---   loop.request(thread, agent)   the chat request the next step sends
+--   loop.request(thread, agent[, { dry, events }])   the chat request the
+--                                 next step sends
 --   loop.route(thread, agent, call)  run one intent through the switch
 --   loop.model_for(agent)         the model an agent's steps call
 --
@@ -45,9 +46,11 @@ local M = {}
 
 -- What agents use of the loop's parts (spool.run.*).
 M.PAUSED = durable.PAUSED
--- (Not with the loop's own options: the memo a step keeps is its own.)
-function M.request(thread, agent)
-  return request.request(thread, agent)
+-- opts: dry, events (spool.run.request's), never its memo: what the
+-- loop's steps keep is their own.
+function M.request(thread, agent, opts)
+  return request.request(thread, agent,
+    opts and { dry = opts.dry, events = opts.events })
 end
 M.model_for = request.model_for
 M.route = route.route
