@@ -22,6 +22,8 @@ local thread_mod = require "spool.run.thread"
 -- Without a wake (another worker's commit where nothing notifies), the
 -- store is read again this often.
 local POLL_MS = 1000
+-- How long a run that stopped may take to let go of its thread.
+local SETTLE_MS = 10 * 1000
 
 local function stored(id)
   local record, err = store.load(id)
@@ -50,7 +52,13 @@ local function wait(id, sig, ms, on_change)
       if on_change then
         on_change(t)
       end
-      if t:status() ~= "running" or left <= 0 or runner.draining then
+      if t:status() ~= "running" then
+        -- The run commits its stop, then lets go of the thread (its
+        -- lease): a caller told the thread waits must be able to answer
+        -- it at once, here or on any other worker.
+        runner.settle(id, SETTLE_MS)
+        return t, row
+      elseif left <= 0 or runner.draining then
         return t, row
       end
       sig:wait(runner.is_live(id) and left or math.min(left, POLL_MS))
