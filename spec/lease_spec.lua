@@ -2,6 +2,7 @@
 -- takes a new epoch, an append must name the epoch and owner of the
 -- latest claim, a lapsed lease is taken over by anyone, and of several
 -- takers of a dead holder's lease exactly one wins.
+-- And the thread row each step leaves, through the same bindings.
 local h = require "spec.support"
 local core = require "spool.core"
 local json = require "spool.json"
@@ -168,5 +169,47 @@ describe("leases", function()
     assert.is_nil(mine(rows))
     assert(store.claim(id))
     assert(store.release(id))
+  end)
+end)
+
+-- A step that keeps the thread's status and deadline updates only its
+-- count (SQLite then leaves those columns' indexes be); one that changes
+-- either stores it, however the two change.
+describe("a thread's row", function()
+  it("has the status and deadline of its latest step", function()
+    local id = "t_row_" .. core.random_id()
+    local t0 = core.time()
+    local epoch = json.decode(assert(core.store_claim(id, "us", 60000, t0)))
+      .epoch
+    local seq = 0
+    local function step(status, deadline)
+      assert(core.store_append { thread = id, agent = "a",
+        expected_seq = seq, status = status, deadline = deadline,
+        owner = "us", epoch = epoch, now = t0, writes = {},
+        events = { { seq = seq + 1, step = seq, type = "input", at = t0,
+                     data = {} } } })
+      seq = seq + 1
+      local row = json.decode(assert(core.store_load(id))).thread
+      assert.are.equal(status, row.status)
+      assert.are.equal(seq, row.events)
+      local due = json.decode(assert(core.store_due(t0 + 10)))
+      local found = false
+      for _, d in ipairs(due) do
+        found = found or d == id
+      end
+      assert.are.equal(deadline ~= nil and deadline <= t0 + 10, found)
+    end
+    step("running")
+    step("running")
+    step("waiting", t0 + 5)
+    step("waiting", t0 + 5)
+    step("waiting", t0 + 50)
+    step("waiting", t0 + 5)
+    step("waiting")
+    step("running")
+    step("waiting", t0 + 1)
+    step("running")
+    step("done")
+    step("done")
   end)
 end)

@@ -143,10 +143,19 @@ static int check_lease(sqlx *x, spool__store_op *op) {
   return 0;
 }
 
+/* The status a step leaves its thread in. */
+static const char *status_of(const spool__store_op *op) {
+  return op->status ? op->status : "running";
+}
+
 /* The thread's number (which events are keyed by), made if the step is
- * its first, after checking the events it already has; -1 on error. */
-static long long thread_number(sqlx *x, spool__store_op *op) {
+ * its first, after checking the events it already has; -1 on error.
+ * *same: do the status and deadline stored now stay as they are? */
+static long long thread_number(sqlx *x, spool__store_op *op, int *same) {
+  const char *status = status_of(op);
+  long long deadline = op->deadline > 0 ? op->deadline : 0;
   if (op->expected_seq == 0) {
+    *same = strcmp(status, "running") == 0 && deadline == 0;
     int rc = Q(x, SQL_THREAD_INSERT, SQL_TEXT(op->thread_id),
                SQL_TEXT(op->agent), SQL_TEXT(op->parent), SQL_INT(op->now));
     if (rc == SQL_CONFLICT) {
@@ -170,11 +179,15 @@ static long long thread_number(sqlx *x, spool__store_op *op) {
               op->thread_id, have, op->expected_seq);
     return -1;
   }
+  const char *was = text(x, 2);
+  *same = was && strcmp(was, status) == 0 &&
+          (x->d->null(x->db, 3) ? 0 : x->d->integer(x->db, 3)) == deadline;
   return x->d->integer(x->db, 1);
 }
 
 static int store_events(sqlx *x, spool__store_op *op) {
-  long long n = thread_number(x, op);
+  int same;
+  long long n = thread_number(x, op, &same);
   if (n < 0)
     return -1;
   for (int i = 0; i < op->nevents; i++) {
@@ -186,11 +199,14 @@ static int store_events(sqlx *x, spool__store_op *op) {
       return -1;
     }
   }
-  if (Q(x, SQL_THREAD_UPDATE, SQL_TEXT(op->thread_id),
-        SQL_INT(op->expected_seq + op->nevents),
-        SQL_TEXT(op->status ? op->status : "running"),
-        op->deadline > 0 ? SQL_INT(op->deadline) : SQL_NULL,
-        SQL_INT(op->now)) < 0) {
+  long long last_seq = op->expected_seq + op->nevents;
+  int rc = same ? Q(x, SQL_THREAD_ADVANCE, SQL_INT(n), SQL_INT(last_seq),
+                    SQL_INT(op->now))
+                : Q(x, SQL_THREAD_UPDATE, SQL_INT(n), SQL_INT(last_seq),
+                    SQL_TEXT(status_of(op)),
+                    op->deadline > 0 ? SQL_INT(op->deadline) : SQL_NULL,
+                    SQL_INT(op->now));
+  if (rc < 0) {
     db_error(x, op, "cannot update the thread");
     return -1;
   }

@@ -23,9 +23,11 @@ enum {
   SQL_LEASE_CHECK,       /* id -> owner, expires_at, epoch (PostgreSQL: locked
                             against a claim until the step commits) */
   SQL_THREAD_INSERT,     /* id, agent, parent, now -> n */
-  SQL_THREAD_SEQ,        /* id -> last_seq, n */
+  SQL_THREAD_SEQ,        /* id -> last_seq, n, status, deadline */
   SQL_EVENT_INSERT,      /* n, seq, step, type, at, v, data */
-  SQL_THREAD_UPDATE,     /* id, last_seq, status, deadline, now */
+  SQL_THREAD_UPDATE,     /* n, last_seq, status, deadline, now */
+  SQL_THREAD_ADVANCE,    /* n, last_seq, now: status and deadline as they
+                            were (SQLite then leaves their indexes be) */
   SQL_STATE_VERSION,     /* ns, key, now -> version */
   SQL_STATE_DELETE,      /* ns, key */
   SQL_STATE_UPSERT,      /* ns, key, value, now, expires_at -> version */

@@ -57,11 +57,14 @@ static const char *const sql_text[S_ALL] = {
         "INSERT INTO threads(id, agent, parent, created_at, updated_at, "
         "status, deadline, last_seq) VALUES (?1, ?2, ?3, ?4, ?4, 'running', "
         "NULL, 0) RETURNING n",
-    [SQL_THREAD_SEQ] = "SELECT last_seq, n FROM threads WHERE id = ?1",
+    [SQL_THREAD_SEQ] =
+        "SELECT last_seq, n, status, deadline FROM threads WHERE id = ?1",
     [SQL_EVENT_INSERT] = "INSERT INTO events(thread, seq, step, type, at, v, "
                          "data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     [SQL_THREAD_UPDATE] = "UPDATE threads SET last_seq = ?2, status = ?3, "
-                          "deadline = ?4, updated_at = ?5 WHERE id = ?1",
+                          "deadline = ?4, updated_at = ?5 WHERE n = ?1",
+    [SQL_THREAD_ADVANCE] =
+        "UPDATE threads SET last_seq = ?2, updated_at = ?3 WHERE n = ?1",
     [SQL_STATE_VERSION] =
         "SELECT version FROM state WHERE ns = ?1 AND key = ?2 "
         "AND (expires_at IS NULL OR expires_at > ?3)",
