@@ -134,6 +134,57 @@ describe("leases", function()
       core.time())):sub(1, 10))
   end)
 
+  it("is taken with a new thread's first step, and given back with the "
+    .. "step after which its run stops", function()
+    local function append(owner, seq, status, flags)
+      local op = { thread = id, agent = "a", expected_seq = seq,
+        status = status, owner = owner, epoch = flags.epoch, now = t0,
+        claim = flags.claim, lease_ms = 1000, release = flags.release,
+        events = { { seq = seq + 1, step = seq, type = "input", at = t0,
+                     data = {} } } }
+      return core.store_append(op)
+    end
+    -- Held by another: the first step is refused, and nothing is stored.
+    assert.are.same({ epoch = 1 }, claim("other", t0))
+    local ok, err, code = append("us", 0, "running", { claim = true })
+    assert.is_nil(ok)
+    assert.are.equal("ECONFLICT", code)
+    assert.matches("being run by another process", err, 1, true)
+    assert.is_nil((core.store_load(id)))
+    -- Free: taken, at the next epoch, in the step's own transaction.
+    assert(core.store_release(id, "other", 1))
+    local versions, bytes, epoch = append("us", 0, "running",
+      { claim = true })
+    assert(versions, bytes)
+    assert.are.equal(2, epoch)
+    assert.are.same({ held_by = "us", epoch = 2, ms_left = 1000 },
+      claim("other", t0))
+    -- A step that stops the run gives the lease back with it.
+    assert(append("us", 1, "waiting", { epoch = 2, release = true }))
+    assert.are.same({ epoch = 3 }, claim("other", t0))
+    -- A step refused (a lost lease) gives nothing back.
+    ok, err = append("us", 2, "done", { epoch = 2, release = true })
+    assert.is_nil(ok)
+    assert.matches("lost its lease", err, 1, true)
+    assert.are.same({ held_by = "other", epoch = 3, ms_left = 1000 },
+      claim("third", t0))
+  end)
+
+  it("is held by no one once a run stopped, as its last step says",
+    function()
+    -- Through a run: the thread's first step claimed it, its last gave it
+    -- back (nothing is left for a later release to do).
+    local agent = h.agent { step = function(thread)
+      thread:finish("done")
+    end }
+    local t = h.run(agent, "hi")
+    assert.are.equal("done", t:status())
+    assert.is_false(store.holds(t.id))
+    local lease = json.decode(assert(core.store_claim(t.id, "other", 1000,
+      core.time())))
+    assert.are.same({ epoch = 2 }, lease)
+  end)
+
   it("is never claimed twice by its own holder, which would fence its run",
     function()
     assert(store.claim(id))

@@ -104,11 +104,17 @@ struct spool__store_op {
   long long deadline;         /* APPEND: due time of a pending request, 0;
                                  RELEASE: none may claim it before this */
   long long now;              /* wall clock, ms (injectable for tests) */
-  long long lease_ms;         /* CLAIM, RENEW, READY: how long it lasts */
-  long long epoch;            /* APPEND, RELEASE: this run's claim's;
+  long long lease_ms;         /* CLAIM, RENEW, READY, APPEND with claim:
+                                 how long it lasts */
+  long long epoch;            /* APPEND, RELEASE: this run's claim's
+                                 (APPEND with claim: set to the new one);
                                  CLAIM with force: the dead holder's */
   int force;                  /* CLAIM: take a lease whose holder is dead,
                                  if it is still at `epoch` */
+  int claim, release;         /* APPEND: take the lease first (a new
+                                 thread's first step), give it back after
+                                 (a step after which the run stops): in
+                                 the step's own transaction */
   long long limit, before;    /* LIST, READY: page size; LIST: created_at
                                  bound (with key: a page ends at
                                  created_at, id) */

@@ -256,14 +256,44 @@ static int store_writes(sqlx *x, spool__store_op *op) {
   return 0;
 }
 
+/* A new thread's lease, taken with its first step: 0 with op->epoch the
+ * claim's, or -1 with op's error. */
+static int take_lease(sqlx *x, spool__store_op *op) {
+  int rc = Q(x, SQL_LEASE_TAKE, SQL_TEXT(op->thread_id), SQL_TEXT(op->owner),
+             SQL_INT(op->now + op->lease_ms), SQL_INT(op->now), SQL_INT(0),
+             SQL_INT(0));
+  if (rc == SQL_ROW) {
+    op->epoch = x->d->integer(x->db, 0);
+    return 0;
+  }
+  if (rc == SQL_DONE)
+    set_error(op, SPOOL__STORE_ECONFLICT,
+              "thread %s is being run by another process", op->thread_id);
+  else
+    db_error(x, op, "cannot take the lease");
+  return -1;
+}
+
+/* The lease given back with the step after which the run stops: whoever
+ * reads the step may claim the thread at once. */
+static int give_lease(sqlx *x, spool__store_op *op) {
+  if (Q(x, SQL_LEASE_RELEASE, SQL_TEXT(op->thread_id), SQL_TEXT(op->owner),
+        SQL_INT(op->epoch), SQL_INT(0)) == SQL_DONE)
+    return 0;
+  db_error(x, op, "cannot release the lease");
+  return -1;
+}
+
 static void op_append(sqlx *x, spool__store_op *op) {
   if (Q0(x, SQL_SAVEPOINT) != SQL_DONE) {
     db_error(x, op, "cannot start the step");
     return;
   }
   int ok = op->thread_id == NULL ||
-           (check_lease(x, op) == 0 && store_events(x, op) == 0);
-  if (ok && store_writes(x, op) == 0) {
+           ((!op->claim || take_lease(x, op) == 0) &&
+            check_lease(x, op) == 0 && store_events(x, op) == 0);
+  if (ok && store_writes(x, op) == 0 &&
+      (op->thread_id == NULL || !op->release || give_lease(x, op) == 0)) {
     Q0(x, SQL_RELEASE);
     return;
   }

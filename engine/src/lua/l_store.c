@@ -7,11 +7,13 @@
  *   store_open(path)                            -> true | nil, err (no yield)
  *   store_append{ thread=, agent=, parent=, expected_seq=, status=,
  *                 deadline=, owner=, epoch=, now=, events = {...},
- *                 first = n, writes = {...} }
- *       -> versions JSON, bytes | nil, err: events[first..] are stored
- *       (first defaults to 1), each { seq, step, type, at, v, data } with
- *       its data encoded here as json.encode would (bytes: the size of
- *       what that made)
+ *                 first = n, writes = {...}, claim=, lease_ms=, release= }
+ *       -> versions JSON, bytes, epoch | nil, err: events[first..] are
+ *       stored (first defaults to 1), each { seq, step, type, at, v, data }
+ *       with its data encoded here as json.encode would (bytes: the size
+ *       of what that made); claim: the lease is taken first (for
+ *       lease_ms), in the same transaction, and epoch is its claim's;
+ *       release: the lease is given back after
  *   store_load(id)                              -> JSON | nil, err
  *   store_head(id)                -> JSON: the thread's row, no events
  *   store_list{ status=, agent=, limit=, before=, before_id= } -> JSON
@@ -90,7 +92,8 @@ static int push_result(lua_State *L) {
   for (int i = 0; i < op->nevents; i++)
     bytes += (lua_Integer)strlen(op->events[i].data);
   lua_pushinteger(L, bytes);
-  return 2;
+  lua_pushinteger(L, op->epoch);
+  return 3;
 }
 
 static void on_done(spool__store_op *sop, void *ud) {
@@ -208,6 +211,13 @@ static const char *keep_field(lua_State *L, append_guard *g, int t,
   return keep(L, g, s, s ? strlen(s) : 0);
 }
 
+static int field_true(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  int yes = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return yes;
+}
+
 static int l_store_append(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   check_store(L);
@@ -235,6 +245,9 @@ static int l_store_append(lua_State *L) {
   op->deadline = opt_field_int(L, 1, "deadline");
   op->now = opt_field_int(L, 1, "now");
   op->epoch = opt_field_int(L, 1, "epoch");
+  op->lease_ms = opt_field_int(L, 1, "lease_ms");
+  op->claim = field_true(L, 1, "claim");
+  op->release = field_true(L, 1, "release");
   if (nevents > 0 &&
       (op->events = calloc((size_t)nevents, sizeof *op->events)) == NULL)
     return luaL_error(L, "out of memory");

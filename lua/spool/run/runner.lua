@@ -274,13 +274,10 @@ local function run_task(thread, agent)
 end
 
 
--- Stores a new thread's first events, with its claim and its agent's
--- version: true, or nil and why not.
+-- Stores a new thread's first events, with its claim (the first commit
+-- takes it) and its agent's version: true, or nil and why not.
 local function store_start(thread, agent)
   local ok, err = loader.store_version(agent)
-  if ok then
-    ok, err = store.claim(thread.id)
-  end
   if ok then
     ok, err = thread:commit()
   end

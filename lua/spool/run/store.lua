@@ -3,6 +3,8 @@
 -- until the store has answered; none may be called outside a run.
 --
 --   store.append(thread, writes) -> versions | nil, err   one durable step
+--                                   (a new thread's first takes its lease;
+--                                   one that stops its run gives it back)
 --   store.load(id)               -> thread record | nil, err
 --   store.head(id)               -> its thread row alone
 --   store.list{ status, agent, limit, before } -> threads
@@ -156,23 +158,36 @@ function M.append(thread, writes)
               value = w.value ~= nil and json.encode(w.value) or nil }
   end
   -- The new events go as they are: the store encodes their data, and
-  -- says how many bytes that made.
-  local status = thread:status()
-  local versions, bytes, code = core.store_append {
-    thread = thread.id, agent = thread.agent, parent = thread.parent,
+  -- says how many bytes that made. A new thread's first step takes its
+  -- lease with it, and the step after which the run stops (the thread
+  -- waits or ended) gives it back: one transaction each, not two, and
+  -- whoever reads that step may claim the thread at once.
+  local id, status = thread.id, thread:status()
+  local claim = thread.persisted == 0 and held[id] == nil
+  local release = status ~= "running"
+  local versions, bytes, epoch = core.store_append {
+    thread = id, agent = thread.agent, parent = thread.parent,
     expected_seq = thread.persisted, status = status,
     deadline = deadline_of(thread, status), owner = M.owner,
-    epoch = held[thread.id],
+    epoch = held[id], claim = claim, lease_ms = M.lease_ms,
+    release = release,
     now = core.time(), events = thread.events, first = thread.persisted + 1,
     writes = ws,
   }
   if not versions then
-    local err = bytes
+    local err, code = bytes, epoch
     if code == "ECONFLICT" and err:find("lost its lease", 1, true) then
       M.counts.lost = M.counts.lost + 1
-      let_go(thread.id)
+      let_go(id)
     end
     return nil, err, code
+  end
+  if claim then
+    M.counts.claims = M.counts.claims + 1
+    hold(id, epoch)
+  end
+  if release then
+    let_go(id)
   end
   thread.bytes = (thread.bytes or 0) + bytes -- what was stored, once
   if #ws == 0 then
