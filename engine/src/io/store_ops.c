@@ -290,8 +290,8 @@ static void op_append(sqlx *x, spool__store_op *op) {
     return;
   }
   int ok = op->thread_id == NULL ||
-           ((!op->claim || take_lease(x, op) == 0) &&
-            check_lease(x, op) == 0 && store_events(x, op) == 0);
+           ((!op->claim || take_lease(x, op) == 0) && check_lease(x, op) == 0 &&
+            store_events(x, op) == 0);
   if (ok && store_writes(x, op) == 0 &&
       (op->thread_id == NULL || !op->release || give_lease(x, op) == 0)) {
     Q0(x, SQL_RELEASE);
