@@ -120,14 +120,16 @@ describe("durable steps", function()
     local id = "t_" .. core.random_id()
     local now = core.time()
     assert(core.store_claim(id, "me", 1000, now))
-    local ok, err = pcall(core.store_append, { thread = id, agent = "a",
+    local ok, err, code = core.store_append { thread = id, agent = "a",
       expected_seq = 0, status = "running", owner = "me", epoch = 1,
       now = now, events = {
         { seq = 1, step = 0, type = "input", at = now, data = { input = "x" } },
         { seq = 2, step = 0, type = "note", at = now,
-          data = { deep = { f = print } } } } })
-    assert.is_false(ok)
-    assert.matches("cannot encode a function at %$%.deep%.f", err)
+          data = { deep = { f = print } } } } }
+    assert.is_nil(ok)
+    assert.are.equal("EINVAL", code) -- (a code: the caller mends by it)
+    assert.are.equal("EINVAL: event 2's data cannot be stored: cannot "
+      .. "encode a function at $.deep.f", err)
     local _, _, code = store.head(id)
     assert.are.equal("ENOTFOUND", code)
     -- Only events from `first` on go; the same step then stores.

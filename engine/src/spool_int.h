@@ -281,6 +281,8 @@ void spool__open_wire(lua_State *L);
  * the document written (for the limit on nesting); raises what
  * json.encode raises. */
 void spool__json_append(lua_State *L, int idx, spool__buf *out, int depth);
+/* What the errors spool__json_append raises begin with. */
+#define SPOOL__JSON_REFUSED "spool.json.encode: "
 /* The text of the json.raw at idx (checked to be one JSON value when it
  * was made), or NULL if it is none. */
 const char *spool__json_raw_text(lua_State *L, int idx, size_t *len);

@@ -379,7 +379,7 @@ static int enc_error(encoder *en, const char *what) {
   luaL_Buffer lb;
   lua_State *L = en->L;
   luaL_buffinit(L, &lb);
-  luaL_addstring(&lb, "spool.json.encode: ");
+  luaL_addstring(&lb, SPOOL__JSON_REFUSED);
   luaL_addstring(&lb, what);
   luaL_addstring(&lb, " at $");
   for (int i = 1; i <= en->depth; i++) {
@@ -396,7 +396,7 @@ static int enc_error(encoder *en, const char *what) {
 }
 
 static void nomem(encoder *en) {
-  luaL_error(en->L, "spool.json.encode: out of memory");
+  luaL_error(en->L, SPOOL__JSON_REFUSED "out of memory");
 }
 
 static void encode(encoder *en, int idx);

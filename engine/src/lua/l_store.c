@@ -13,7 +13,8 @@
  *       with its data encoded here as json.encode would (bytes: the size
  *       of what that made); claim: the lease is taken first (for
  *       lease_ms), in the same transaction, and epoch is its claim's;
- *       release: the lease is given back after
+ *       release: the lease is given back after; data JSON cannot hold is
+ *       nil, "EINVAL: event N's data cannot be stored: ...", "EINVAL"
  *   store_load(id)                              -> JSON | nil, err
  *   store_head(id)                -> JSON: the thread's row, no events
  *   store_list{ status=, agent=, limit=, before=, before_id= } -> JSON
@@ -183,6 +184,8 @@ static int l_store_open(lua_State *L) {
 typedef struct append_guard {
   spool__store_op *op;
   spool__buf data;
+  int nevents, at;   /* the events to add, and the one being added */
+  lua_Integer first; /* the index of the first among the thread's */
 } append_guard;
 
 static int append_guard_gc(lua_State *L) {
@@ -209,6 +212,31 @@ static const char *keep_field(lua_State *L, append_guard *g, int t,
                               const char *k) {
   const char *s = opt_field_str(L, t, k);
   return keep(L, g, s, s ? strlen(s) : 0);
+}
+
+/* stack: guard, events -> (nothing): each new event's fields copied into
+ * the guarded op, its data encoded; g->at says which, if one raises. */
+static int add_events(lua_State *L) {
+  append_guard *g = lua_touserdata(L, 1);
+  spool__store_op *op = g->op;
+  for (int i = 0; i < g->nevents; i++) {
+    g->at = i;
+    if (lua_geti(L, 2, g->first + i) != LUA_TTABLE)
+      return luaL_error(L, "event %d is not a table", (int)(g->first + i));
+    int ev_at = lua_gettop(L);
+    spool__store_event *ev = &op->events[i];
+    ev->seq = opt_field_int(L, ev_at, "seq");
+    ev->step = opt_field_int(L, ev_at, "step");
+    ev->at = opt_field_int(L, ev_at, "at");
+    ev->type = keep_field(L, g, ev_at, "type");
+    ev->v = keep_field(L, g, ev_at, "v");
+    lua_getfield(L, ev_at, "data");
+    spool__buf_clear(&g->data);
+    spool__json_append(L, -1, &g->data, 0);
+    ev->data = keep(L, g, g->data.data ? g->data.data : "", g->data.len);
+    lua_pop(L, 2);
+  }
+  return 0;
 }
 
 static int field_true(lua_State *L, int t, const char *k) {
@@ -251,21 +279,21 @@ static int l_store_append(lua_State *L) {
   if (nevents > 0 &&
       (op->events = calloc((size_t)nevents, sizeof *op->events)) == NULL)
     return luaL_error(L, "out of memory");
-  for (int i = 0; i < nevents; i++) {
-    if (lua_geti(L, events, first + i) != LUA_TTABLE)
-      return luaL_error(L, "event %d is not a table", (int)(first + i));
-    int ev_at = lua_gettop(L);
-    spool__store_event *ev = &op->events[i];
-    ev->seq = opt_field_int(L, ev_at, "seq");
-    ev->step = opt_field_int(L, ev_at, "step");
-    ev->at = opt_field_int(L, ev_at, "at");
-    ev->type = keep_field(L, g, ev_at, "type");
-    ev->v = keep_field(L, g, ev_at, "v");
-    lua_getfield(L, ev_at, "data");
-    spool__buf_clear(&g->data);
-    spool__json_append(L, -1, &g->data, 0);
-    ev->data = keep(L, g, g->data.data ? g->data.data : "", g->data.len);
-    lua_pop(L, 2);
+  g->nevents = nevents;
+  g->first = first;
+  lua_pushcfunction(L, add_events);
+  lua_pushvalue(L, -2); /* the guard */
+  lua_pushvalue(L, events);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    /* Data JSON cannot hold (agent code may append anything) is the
+     * caller's to mend, by its code; anything else is raised. */
+    const char *why = lua_tostring(L, -1);
+    size_t n = strlen(SPOOL__JSON_REFUSED);
+    if (why == NULL || strncmp(why, SPOOL__JSON_REFUSED, n) != 0 ||
+        strcmp(why + n, "out of memory") == 0)
+      return lua_error(L);
+    return spool__push_fail(L, "EINVAL: event %d's data cannot be stored: %s",
+                            (int)(first + g->at), why + n);
   }
   if (nwrites > 0 &&
       (op->writes = calloc((size_t)nwrites, sizeof *op->writes)) == NULL)

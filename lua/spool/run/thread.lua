@@ -164,13 +164,9 @@ function Thread:commit()
       writes[#writes + 1] = w
     end
   end
-  local stored, versions, err = pcall(store.append, self, writes)
-  if not stored then -- (the store encodes each event's data)
-    if not (tostring(versions):find("spool.json.encode: ", 1, true)
-        and mend(self)) then
-      error(versions, 0)
-    end
-    versions, err = store.append(self, writes)
+  local versions, err, code = store.append(self, writes)
+  if not versions and code == "EINVAL" and mend(self) then
+    versions, err = store.append(self, writes) -- (the store encodes data)
   end
   if not versions then
     return nil, err
