@@ -2,8 +2,10 @@
 --
 --   bench/spool-driver --base URL --runs R --concurrency C --steps K
 --                      --warmup W --timeout-s S [--db FILE]
---                      [--no-cpu-limits]
+--                      [--no-cpu-limits] [--provider NAME]
 --
+-- --provider: the wire format spoken to the model (openai, the default,
+-- openai-responses or anthropic; the bench mock speaks each).
 -- Runs W warm-up runs, then R runs of bench/agents/calc.lua (K tool steps,
 -- then the final text), at most C in flight, against the model at URL, and
 -- prints one JSON line: runs, warmup, steps, failed, bad_answers,
@@ -17,10 +19,10 @@ local loader = require "spool.run.loader"
 
 local o = require("spool.cli.command").new("bench driver", "usage: bench/spool-driver "
   .. "--base URL --runs R --concurrency C --steps K --warmup W --timeout-s S "
-  .. "[--db FILE] [--no-cpu-limits]"):parse(arg, { ["--base"] = "value",
+  .. "[--db FILE] [--no-cpu-limits] [--provider NAME]"):parse(arg, { ["--base"] = "value",
     ["--runs"] = "count", ["--concurrency"] = "count", ["--steps"] = "natural",
     ["--warmup"] = "natural", ["--timeout-s"] = "count", ["--db"] = "value",
-    ["--no-cpu-limits"] = "flag" }, {})
+    ["--no-cpu-limits"] = "flag", ["--provider"] = "value" }, {})
 
 -- Without instruction budgets no count hook is set: what the hook costs.
 if o.no_cpu_limits then
@@ -30,6 +32,7 @@ end
 
 local agent = assert(loader.load("calc"))
 agent.model = { mock = false, base_url = assert(o.base, "--base URL"),
+                provider = o.provider,
                 name = "mock-1", timeout_ms = o.timeout_s * 1000,
                 max_retries = 0 }
 agent.max_steps = o.steps + 1
