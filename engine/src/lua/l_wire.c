@@ -1,7 +1,8 @@
 /*
- * l_wire.c: the providers' replies read in C (codec/chat_reply.c), so a
- * step builds the reply spool keeps and no table for the rest of the
- * document.
+ * l_wire.c: Chat Completions' replies read (codec/chat_reply.c) and
+ * requests written in C, so a step builds the reply spool keeps and no
+ * table for the rest of the document, and writes each message once. (The
+ * Anthropic Messages API's: l_wire_anthropic.c, with the same scratch.)
  *
  *   core.chat_reply(body) -> reply | nil
  *     reply = { id, text, finish_reason, tool_calls = { { id, name,
@@ -28,9 +29,8 @@
  */
 #include <string.h>
 
-#include "codec/chat_reply.h"
 #include "codec/json.h"
-#include "spool_int.h"
+#include "lua/wire.h"
 
 #define SCRATCH_MT "spool.wire.scratch"
 
@@ -39,16 +39,12 @@
 /* Buffers bigger than this are not kept for the next call. */
 #define KEEP_BYTES (1u << 20)
 
-typedef struct scratch {
-  spool__chat_reply reply;
-  spool__buf parse;
-  spool__buf body;
-  int busy;
-} scratch;
+typedef spool__wire_scratch scratch;
 
 static int scratch_gc(lua_State *L) {
   scratch *s = luaL_checkudata(L, 1, SCRATCH_MT);
   spool__chat_reply_free(&s->reply);
+  spool__anthropic_reply_free(&s->anthropic);
   spool__buf_free(&s->parse);
   spool__buf_free(&s->body);
   return 0;
@@ -62,6 +58,10 @@ static int scratch_close(lua_State *L) {
   if (s->reply.text.cap > KEEP_BYTES ||
       s->reply.cap * sizeof *s->reply.calls > KEEP_BYTES)
     spool__chat_reply_free(&s->reply);
+  if (s->anthropic.text.cap > KEEP_BYTES ||
+      s->anthropic.said.cap > KEEP_BYTES ||
+      s->anthropic.cap * sizeof *s->anthropic.calls > KEEP_BYTES)
+    spool__anthropic_reply_free(&s->anthropic);
   if (s->parse.cap > KEEP_BYTES)
     spool__buf_free(&s->parse);
   if (s->body.cap > KEEP_BYTES)
@@ -69,9 +69,7 @@ static int scratch_close(lua_State *L) {
   return 0;
 }
 
-/* The scratch for this call, marked busy and to be closed as the call
- * ends; NULL if a call is using it already. */
-static scratch *take_scratch(lua_State *L) {
+scratch *spool__wire_take(lua_State *L) {
   scratch *s = lua_touserdata(L, lua_upvalueindex(1));
   if (s->busy)
     return NULL;
@@ -105,7 +103,7 @@ static int l_chat_reply(lua_State *L) {
   size_t n;
   const char *body = luaL_checklstring(L, 1, &n);
   lua_settop(L, 1);
-  scratch *s = take_scratch(L);
+  scratch *s = spool__wire_take(L);
   if (s == NULL) {
     lua_pushnil(L);
     return 1;
@@ -181,33 +179,27 @@ static void check_room(lua_State *L, const spool__buf *b, size_t more) {
     luaL_error(L, "the request would be larger than 64 MiB");
 }
 
-static void put_n(lua_State *L, spool__buf *b, const char *s, size_t n) {
+void spool__wire_put(lua_State *L, spool__buf *b, const char *s, size_t n) {
   check_room(L, b, n);
   if (spool__buf_add(b, s, n) != 0)
     nomem(L);
 }
 
-/* A literal's bytes. */
-#define PUT(L, b, lit) put_n(L, b, lit, sizeof lit - 1)
+#define PUT SPOOL__WIRE_PUT
 
-/* An object member's `,"key":` (the literal `member`), the comma left out
- * for its first (*first, which this clears). */
-static void put_key(lua_State *L, spool__buf *b, const char *member, size_t len,
-                    int *first) {
-  put_n(L, b, member + *first, len - (size_t)*first);
+void spool__wire_key(lua_State *L, spool__buf *b, const char *member,
+                     size_t len, int *first) {
+  spool__wire_put(L, b, member + *first, len - (size_t)*first);
   *first = 0;
 }
-#define PUT_KEY(L, b, member, first)                                           \
-  put_key(L, b, member, sizeof member - 1, first)
+#define PUT_KEY SPOOL__WIRE_KEY
 
 /* How deep in the body its parts' values are, as json.encode counts
  * (its limit on nesting holds for the whole body): the body's members, a
  * message's, a tool call's, its function's. */
 enum { IN_BODY = 1, IN_MESSAGE = 3, IN_CALL = 5, IN_FUNCTION = 6 };
 
-/* The value at idx, `depth` containers deep in the body, as json.encode
- * writes it. */
-static void put_value(lua_State *L, spool__buf *b, int idx, int depth) {
+void spool__wire_value(lua_State *L, spool__buf *b, int idx, int depth) {
   if (lua_type(L, idx) == LUA_TSTRING) {
     size_t n;
     const char *s = lua_tolstring(L, idx, &n);
@@ -223,18 +215,15 @@ static void put_value(lua_State *L, spool__buf *b, int idx, int depth) {
   check_room(L, b, 0);
 }
 
-/* Member `member` with t[field] as its value, if that is not nil. */
-static void put_field(lua_State *L, spool__buf *b, int t, const char *field,
-                      const char *member, size_t len, int *first, int depth) {
+void spool__wire_field(lua_State *L, spool__buf *b, int t, const char *field,
+                       const char *member, size_t len, int *first, int depth) {
   if (lua_getfield(L, t, field) != LUA_TNIL) {
-    put_key(L, b, member, len, first);
-    put_value(L, b, -1, depth);
+    spool__wire_key(L, b, member, len, first);
+    spool__wire_value(L, b, -1, depth);
   }
   lua_pop(L, 1);
 }
-#define PUT_FIELD(L, b, t, field, first, depth)                                \
-  put_field(L, b, t, field, ",\"" field "\":", sizeof ",\"" field "\":" - 1,   \
-            first, depth)
+#define PUT_FIELD SPOOL__WIRE_FIELD
 
 /* An assistant message's tool calls, at stack index tc, as
  * [{"function": {"arguments", "name"}, "id", "type": "function"}]. */
@@ -272,7 +261,7 @@ static void put_message(lua_State *L, spool__buf *b, int m) {
     PUT(L, b, "\"content\":");
     lua_getfield(L, m, "content");
     if (lua_toboolean(L, -1))
-      put_value(L, b, -1, IN_MESSAGE);
+      spool__wire_value(L, b, -1, IN_MESSAGE);
     else
       PUT(L, b, "null");
     lua_pop(L, 1);
@@ -310,7 +299,7 @@ static void put_kept_message(lua_State *L, spool__buf *b, int m, int kept) {
   if (t == LUA_TSTRING) {
     size_t len;
     const char *form = lua_tolstring(L, -1, &len);
-    put_n(L, b, form, len);
+    spool__wire_put(L, b, form, len);
     return;
   }
   size_t at = b->len;
@@ -334,7 +323,7 @@ static int l_chat_body(lua_State *L) {
   if (!lua_isnil(L, 4) &&
       (tools = spool__json_raw_text(L, 4, &tools_len)) == NULL)
     return luaL_argerror(L, 4, "tools must be a json.raw");
-  scratch *s = take_scratch(L);
+  scratch *s = spool__wire_take(L);
   if (s == NULL)
     return luaL_error(L, "a request body is being written already");
   spool__buf *b = &s->body;
@@ -343,14 +332,14 @@ static int l_chat_body(lua_State *L) {
   PUT(L, b, "{");
   if (!lua_isnil(L, 7)) {
     PUT_KEY(L, b, ",\"max_tokens\":", &first);
-    put_value(L, b, 7, IN_BODY);
+    spool__wire_value(L, b, 7, IN_BODY);
   }
   PUT_KEY(L, b, ",\"messages\":[", &first);
   int any = 0;
   if (lua_toboolean(L, 2) &&
       !(lua_type(L, 2) == LUA_TSTRING && lua_rawlen(L, 2) == 0)) {
     PUT(L, b, "{\"content\":");
-    put_value(L, b, 2, IN_MESSAGE);
+    spool__wire_value(L, b, 2, IN_MESSAGE);
     PUT(L, b, ",\"role\":\"system\"}");
     any = 1;
   }
@@ -371,7 +360,7 @@ static int l_chat_body(lua_State *L) {
   PUT(L, b, "]");
   if (!lua_isnil(L, 1)) {
     PUT_KEY(L, b, ",\"model\":", &first);
-    put_value(L, b, 1, IN_BODY);
+    spool__wire_value(L, b, 1, IN_BODY);
   }
   if (lua_toboolean(L, 5))
     PUT(L, b, ",\"response_format\":{\"type\":\"json_object\"}");
@@ -379,11 +368,11 @@ static int l_chat_body(lua_State *L) {
     PUT(L, b, ",\"stream\":true,\"stream_options\":{\"include_usage\":true}");
   if (!lua_isnil(L, 6)) {
     PUT(L, b, ",\"temperature\":");
-    put_value(L, b, 6, IN_BODY);
+    spool__wire_value(L, b, 6, IN_BODY);
   }
   if (tools) {
     PUT(L, b, ",\"tools\":");
-    put_n(L, b, tools, tools_len);
+    spool__wire_put(L, b, tools, tools_len);
   }
   PUT(L, b, "}");
   lua_pushlstring(L, b->data, b->len);
@@ -400,6 +389,9 @@ void spool__open_wire(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_chat_reply, 1);
   lua_setfield(L, -3, "chat_reply");
+  lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_chat_body, 1);
-  lua_setfield(L, -2, "chat_body");
+  lua_setfield(L, -3, "chat_body");
+  spool__open_wire_anthropic(L, lua_gettop(L));
+  lua_pop(L, 1);
 }

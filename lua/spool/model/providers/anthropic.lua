@@ -8,6 +8,7 @@
 -- tool_result blocks in one user message; the key goes in x-api-key. There
 -- is no JSON mode, so json = true asks for JSON in the system prompt.
 
+local core = require "spool.core"
 local json = require "spool.json"
 local count = require("spool.tokens").count
 local wire = require "spool.model.wire"
@@ -61,37 +62,67 @@ local function convert(messages)
 end
 
 
+-- The tools' wire form, encoded (a json.raw): kept in req.tools_wire,
+-- where the request gives one (an agent version's, spool.run.request).
+local function tools_json(req)
+  local kept = req.tools_wire
+  local raw = kept and kept.anthropic
+  if not raw then
+    local tools = json.array()
+    for i, t in ipairs(req.tools) do
+      tools[i] = { name = t.name, description = t.description,
+                   input_schema = t.parameters }
+    end
+    raw = json.raw(json.encode(tools))
+    if kept then
+      kept.anthropic = raw
+    end
+  end
+  return raw
+end
+
+
+-- The body as Lua writes it: what core.anthropic_body must write byte for
+-- byte (spec/providers_spec.lua), and what names a value no JSON can hold.
+local function body_in_lua(b, messages)
+  local body = { model = b.model, max_tokens = b.max_tokens,
+    messages = convert(messages), temperature = b.temperature,
+    tools = b.tools, stream = b.stream and true or nil }
+  if b.system and b.system ~= "" then
+    body.system = b.system
+  end
+  return json.encode(body)
+end
+
+
+local NO_MESSAGES = {}
+
+-- Builds { path, headers, body }; req as spool.model.providers.openai's
+-- build takes it. The body is written in C (core.anthropic_body); a value
+-- that writer does not take is left to the Lua one, which says what is
+-- wrong with it.
 function M.build(model, req)
   local system = req.system
   if req.json then
     system = (system and system ~= "") and (system .. "\n\n" .. JSON_ONLY)
       or JSON_ONLY
   end
-  local body = {
-    model = model.name,
+  local b = { model = model.name, system = system,
     max_tokens = req.max_tokens or model.max_tokens or DEFAULT_MAX_TOKENS,
-    messages = convert(req.messages),
-    temperature = req.temperature or model.temperature,
-  }
-  if system and system ~= "" then
-    body.system = system
-  end
-  if req.tools and #req.tools > 0 then
-    local tools = json.array()
-    for i, t in ipairs(req.tools) do
-      tools[i] = { name = t.name, description = t.description,
-                   input_schema = t.parameters }
-    end
-    body.tools = tools
-  end
-  if req.stream then
-    body.stream = true
+    temperature = req.temperature or model.temperature, stream = req.stream,
+    tools = req.tools and #req.tools > 0 and tools_json(req) or nil }
+  local messages = req.messages or NO_MESSAGES
+  local ok, body = pcall(core.anthropic_body, b.model, b.system, messages,
+    b.tools, b.max_tokens, b.temperature, b.stream, req.message_forms,
+    input_of)
+  if not ok then
+    body = body_in_lua(b, messages)
   end
   return {
     path = "/messages",
     headers = { ["content-type"] = "application/json",
                 ["anthropic-version"] = M.VERSION },
-    body = json.encode(body),
+    body = body,
   }
 end
 
@@ -177,7 +208,27 @@ local function reply_of(id, blocks, stop_reason, usage)
 end
 
 
+-- A tool's input as the Lua reader encodes it: its text decoded and
+-- encoded again (keys sorted).
+local function canonical(input)
+  return input and json.encode(json.decode(input)) or "{}"
+end
+
+
+-- Parses a response into spool's reply (see spool.model.providers.openai).
+-- The common shape is read in C, the fields this reads (core.anthropic_reply);
+-- this reads every other, and says what is wrong with a body that is no
+-- reply.
 function M.parse(body)
+  local fast = core.anthropic_reply(body)
+  if fast then
+    for _, c in ipairs(fast.tool_calls) do
+      c.arguments = canonical(c.arguments)
+    end
+    return { id = fast.id, text = fast.text, tool_calls = fast.tool_calls,
+             usage = usage_of(fast.usage),
+             finish_reason = FINISH[fast.stop_reason] or fast.stop_reason }
+  end
   local doc, err = wire.decode(body)
   if not doc then
     return nil, err

@@ -1,0 +1,57 @@
+/*
+ * wire.h: what the providers' request writers and reply readers in C
+ * share (l_wire.c, Chat Completions; l_wire_anthropic.c, Anthropic
+ * Messages): one scratch of buffers kept between calls, outside the Lua
+ * heap, and the pieces a body is written with, each as json.encode writes
+ * it.
+ */
+#ifndef SPOOL_LUA_WIRE_H
+#define SPOOL_LUA_WIRE_H
+
+#include "base/buf.h"
+#include "codec/anthropic_reply.h"
+#include "codec/chat_reply.h"
+#include "spool_int.h"
+
+typedef struct spool__wire_scratch {
+  spool__chat_reply reply;
+  spool__anthropic_reply anthropic;
+  spool__buf parse;
+  spool__buf body;
+  int busy;
+} spool__wire_scratch;
+
+/* The scratch for this call (the C closure's first upvalue), marked busy
+ * and closed as the call ends; NULL if a call is using it already (one
+ * made meanwhile, by a finalizer or an __index). */
+spool__wire_scratch *spool__wire_take(lua_State *L);
+
+/* Appends s[0..n) to the body, raising past its bound (64 MiB, as
+ * json.encode's text) or when out of memory. */
+void spool__wire_put(lua_State *L, spool__buf *b, const char *s, size_t n);
+#define SPOOL__WIRE_PUT(L, b, lit) spool__wire_put(L, b, lit, sizeof lit - 1)
+
+/* An object member's `,"key":` (the literal `member`), the comma left out
+ * for its first (*first, which this clears). */
+void spool__wire_key(lua_State *L, spool__buf *b, const char *member,
+                     size_t len, int *first);
+#define SPOOL__WIRE_KEY(L, b, member, first)                                   \
+  spool__wire_key(L, b, member, sizeof member - 1, first)
+
+/* The value at idx, `depth` containers deep in the body, as json.encode
+ * writes it. */
+void spool__wire_value(lua_State *L, spool__buf *b, int idx, int depth);
+
+/* Member `member` (the literal `,"key":`) with t[field] as its value, if
+ * that is not nil; the comma left out for the object's first (*first,
+ * which this clears). */
+void spool__wire_field(lua_State *L, spool__buf *b, int t, const char *field,
+                       const char *member, size_t len, int *first, int depth);
+#define SPOOL__WIRE_FIELD(L, b, t, field, first, depth)                        \
+  spool__wire_field(L, b, t, field,                                            \
+                    ",\"" field "\":", sizeof ",\"" field "\":" - 1, first,    \
+                    depth)
+
+void spool__open_wire_anthropic(lua_State *L, int scratch);
+
+#endif
