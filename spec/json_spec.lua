@@ -366,11 +366,12 @@ describe("spool.json", function()
       local core = require "spool.core"
       local id, now = "t_" .. core.random_id(), core.time()
       for _ = 1, 3 do
-        local ok, err = pcall(core.store_append, { thread = id, agent = "a",
+        local ok, err, code = core.store_append { thread = id, agent = "a",
           expected_seq = 0, status = "done", owner = "me", epoch = 1,
           now = now, events = { { seq = 1, step = 0, type = "input",
-            at = now, data = deep } } })
-        assert.is_false(ok)
+            at = now, data = deep } } }
+        assert.is_nil(ok)
+        assert.are.equal("EINVAL", code)
         assert.matches("sparse array %(it has holes%) at "
           .. "%$%.key5%.key4%.key3%.key2%.key1$", err)
       end
