@@ -1,11 +1,13 @@
--- The Anthropic Messages wire format in C (core.anthropic_reply and
--- core.anthropic_body, engine/src/lua/l_wire_anthropic.c): on documents
--- and requests random in shape, the reply and the bytes are the Lua
--- reader's and writer's (spool.model.providers.anthropic), and a step's
--- messages are written once.
+-- The Anthropic Messages and OpenAI Responses wire formats in C
+-- (core.anthropic_reply, core.anthropic_body, core.responses_reply and
+-- core.responses_body; engine/src/lua/l_wire_*.c): on documents and
+-- requests random in shape, the replies and the bytes are the Lua
+-- readers' and writers' (spool.model.providers.*), and a step's messages
+-- are written once. (Chat Completions': spec/providers_spec.lua.)
 local core = require "spool.core"
 local json = require "spool.json"
 local anthropic = require "spool.model.providers.anthropic"
+local responses = require "spool.model.providers.openai_responses"
 
 local r = math.random
 
@@ -42,9 +44,50 @@ local function array(items)
   return "[" .. table.concat(items, ", ") .. "]"
 end
 
+local COUNTS = { "15", "0", "-3", "15.0", "-0.0", "15.5", '"15"', "null",
+  "true", "1e300", "123456789012345678901234567890", "{}", "[1]", ABSENT }
+
+-- A document made by `make`, or made wrong now and then: a key given
+-- twice (the last one counts), cut off, or no object at all.
+local function mangled(make, twice)
+  local doc = make()
+  local k = r(1, 30)
+  if k == 1 then
+    doc = doc:gsub("^{", twice[1])
+  elseif k == 2 then
+    doc = doc:gsub("^{", twice[2])
+  elseif k == 3 then
+    doc = doc:sub(1, r(0, #doc - 1))
+  elseif k == 4 then
+    doc = pick { "[]", "5", '"x"', "null", "" }
+  end
+  return doc
+end
+
+-- Checks that `parse` gives the reply its Lua reader gives (`fast`, the
+-- name of its C reader in core, stubbed out), on 4,000 documents, and
+-- that both readers were exercised.
+local function same_replies(parse, fast, document)
+  local seed = os.time()
+  math.randomseed(seed)
+  local reader = core[fast]
+  local taken = 0
+  for round = 1, 4000 do
+    local body = document()
+    core[fast] = function() return nil end
+    local want = table.pack(pcall(parse, body))
+    core[fast] = reader
+    local got = table.pack(pcall(parse, body))
+    assert.are.same(want, got, string.format("seed %d, round %d: %s", seed,
+      round, body))
+    if reader(body) then
+      taken = taken + 1
+    end
+  end
+  assert.is_true(taken > 400 and taken < 3600, "C read " .. taken)
+end
+
 describe("the Anthropic reply reader", function()
-  local COUNTS = { "15", "0", "-3", "15.0", "-0.0", "15.5", '"15"', "null",
-    "true", "1e300", "123456789012345678901234567890", "{}", "[1]", ABSENT }
 
   local INPUTS = { '{"a": 1, "b": 2}', "{}", '{"b": [1, 2.5, {"z": null}], '
     .. '"a": "x\\u00e9\\n"}', '{"a": 1, "a": 2}', '{"n": 1e300, "m": -0.0, '
@@ -93,7 +136,7 @@ describe("the Anthropic reply reader", function()
     end
     local content = r() < 0.9 and array(blocks)
       or v { "{}", "null", '"x"', ABSENT }
-    local doc = object {
+    return object {
       { "id", v { '"msg_1"', '"msg_1"', "null", "5", ABSENT } },
       { "type", '"message"' }, { "role", '"assistant"' },
       { "model", '"claude-x"' }, { "content", content },
@@ -101,43 +144,13 @@ describe("the Anthropic reply reader", function()
         '"refusal"', '"pause_turn"', '"other"', "null", "3", ABSENT } },
       { "stop_sequence", "null" }, { "usage", usage() },
     }
-    local k = r(1, 30)
-    if k == 1 then -- a key given twice: the last one counts
-      doc = doc:gsub("^{", '{"usage": {"input_tokens": 99}, ')
-    elseif k == 2 then
-      doc = doc:gsub("^{", '{"content": [], ')
-    elseif k == 3 then
-      doc = doc:sub(1, r(0, #doc - 1)) -- cut off
-    elseif k == 4 then
-      doc = pick { "[]", "5", '"x"', "null", "" }
-    end
-    return doc
-  end
-
-  local function lua_only(body)
-    local fast = core.anthropic_reply
-    core.anthropic_reply = function() return nil end
-    local out = table.pack(pcall(anthropic.parse, body))
-    core.anthropic_reply = fast
-    return out
   end
 
   it("gives the Lua reader's reply, for documents of every shape", function()
-    local seed = os.time()
-    math.randomseed(seed)
-    local taken = 0
-    for round = 1, 4000 do
-      local body = document()
-      local want = lua_only(body)
-      local got = table.pack(pcall(anthropic.parse, body))
-      assert.are.same(want, got, string.format("seed %d, round %d: %s", seed,
-        round, body))
-      if core.anthropic_reply(body) then
-        taken = taken + 1
-      end
-    end
-    -- Both readers were exercised.
-    assert.is_true(taken > 400 and taken < 3600, "C read " .. taken)
+    same_replies(anthropic.parse, "anthropic_reply", function()
+      return mangled(document, { '{"usage": {"input_tokens": 99}, ',
+                                 '{"content": [], ' })
+    end)
   end)
 
   it("reads text, tool calls and usage, and leaves the rest", function()
@@ -181,218 +194,344 @@ describe("the Anthropic reply reader", function()
   end)
 end)
 
-describe("the Anthropic request writer", function()
-  local TEXTS = { "", "hi", 'say "no"\n', "caf\195\169 \226\130\172",
-    "\0x\1\31", ("long "):rep(50), "</script>" }
-
-  local function content()
-    local k = r(1, 12)
-    if k <= 7 then
-      return TEXTS[k]
-    elseif k == 8 then
-      return nil
-    elseif k == 9 then
-      return json.array { { type = "text", text = pick(TEXTS) } }
-    elseif k == 10 then
-      return json.null
-    elseif k == 11 then
-      return 42
-    end
-    return false
+describe("the Responses reply reader", function()
+  local function usage()
+    local details = { ABSENT, "null", "[]", "5", "{}" }
+    return v { ABSENT, "null", "[]", '"x"', "{}", object {
+      { "input_tokens", v(COUNTS) }, { "output_tokens", v(COUNTS) },
+      { "total_tokens", v(COUNTS) },
+      { "input_tokens_details", r() < 0.6 and object {
+        { "cached_tokens", v(COUNTS) } } or v(details) },
+      { "output_tokens_details", r() < 0.6 and object {
+        { "reasoning_tokens", v(COUNTS) } } or v(details) },
+    } }
   end
 
-  local function call()
-    local c = { id = pick { "toolu_1", "c2", nil }, name = pick { "add", nil },
-      arguments = pick { '{"a": 1}', '{"b": [1, 2.5], "a": {"z": null}}', "",
-        "[1, 2]", '"x"', "{not json", '{"a": 1, "a": 2}', nil } }
+  local function part()
     if r() < 0.05 then
-      c = pick { "x", 5 }
+      return pick { "5", '"x"', "null", "[]" }
     end
-    return c
+    return object {
+      { "type", v { '"output_text"', '"output_text"', '"refusal"',
+        '"reasoning_text"', "5", ABSENT } },
+      { "text", v { '"Hello"', '""', '"caf\\u00e9 \\"q\\"\\n"', "null", "7",
+        ABSENT } },
+      { "refusal", r() < 0.3 and v { '"I cannot"', '""', "null", "5", "[]",
+        ABSENT } or nil },
+      { "annotations", r() < 0.2 and "[]" or nil },
+    }
   end
 
-  local function message()
-    local role = pick { "user", "assistant", "assistant", "tool", "system",
-      nil }
-    local m = { role = role, content = content() }
-    if role == "assistant" and r() < 0.6 then
-      m.tool_calls = {}
+  local function item()
+    local k = r(1, 20)
+    if k == 1 then
+      return pick { "5", '"x"', "null", "[]" }
+    elseif k <= 9 then
+      local parts = {}
       for i = 1, r(0, 3) do
-        m.tool_calls[i] = call()
+        parts[i] = part()
       end
-      if r() < 0.03 then
-        m.tool_calls = pick { "x", false }
-      end
-    elseif role == "tool" then
-      m.tool_call_id = pick { "toolu_1", "c2", nil }
-      m.name = "add" -- spool's own field: not sent
+      return object {
+        { "type", v { '"message"', '"message"', '"reasoning"', ABSENT } },
+        { "id", '"msg_1"' }, { "role", '"assistant"' },
+        { "status", '"completed"' },
+        { "content", r() < 0.9 and array(parts)
+          or v { "{}", "null", '"x"' } },
+      }
     end
-    return m
+    return object {
+      { "type", v { '"function_call"', '"function_call"', '"function_call"',
+        '"custom_tool_call"' } },
+      { "id", v { '"fc_1"', "null", "5", ABSENT } },
+      { "call_id", v { '"call_1"', '"call_2"', "null", "4", "false",
+        ABSENT } },
+      { "name", v { '"add"', '"add"', '"x\\u00e9"', "null", ABSENT, "[1]" } },
+      { "arguments", v { [["{\"a\": 1}"]], '""', '{"a": 1}', "null", "5",
+        ABSENT } },
+      { "status", '"completed"' },
+    }
   end
 
-  local ADD = { name = "add", description = "Add two numbers.",
-                parameters = { type = "object", properties = {
-                  a = { type = "number" }, b = { type = "number" } } } }
-
-  local function request()
-    local req = { system = pick { "You add.", "", nil, "caf\195\169" },
-      messages = {}, json = r() < 0.2 or nil, stream = r() < 0.3 or nil,
-      temperature = pick { nil, 0, 0.7, 1.0, 2 },
-      max_tokens = pick { nil, 256 } }
-    for i = 1, r(0, 7) do
-      req.messages[i] = message()
+  local function document()
+    local items = {}
+    for i = 1, r(0, 4) do
+      items[i] = item()
     end
-    if r() < 0.6 then
-      req.tools = { ADD, { name = "none", description = "No arguments.",
-        parameters = { type = "object", properties = json.array() } } }
-      req.tools_wire = r() < 0.5 and {} or nil
-    end
-    if r() < 0.03 then -- no JSON can hold it: the Lua writer says so
-      req.messages[#req.messages + 1] = { role = "user", content = print }
-    end
-    return req
+    return object {
+      { "id", v { '"resp_1"', '"resp_1"', "null", "5", ABSENT } },
+      { "object", '"response"' },
+      { "status", v { '"completed"', '"completed"', '"incomplete"',
+        '"failed"', '"in_progress"', "null", "5", ABSENT } },
+      { "incomplete_details", v { ABSENT, "null", object {
+        { "reason", v { '"max_output_tokens"', '"content_filter"',
+          '"other"', "null", "5", ABSENT } } } } },
+      { "error", r() < 0.1 and '{"message": "boom", "code": "server_error"}'
+        or nil },
+      { "output", r() < 0.9 and array(items)
+        or v { "{}", "null", '"x"', ABSENT } },
+      { "usage", usage() },
+    }
   end
 
-  local function built(model, req, in_c)
-    local fast = core.anthropic_body
-    if not in_c then
-      core.anthropic_body = function() error("not here") end
-    end
-    local out = table.pack(pcall(anthropic.build, model, req))
-    core.anthropic_body = fast
-    if out[1] then
-      out[2] = out[2].body
-    else
-      out[2] = tostring(out[2]):gsub("^.-spool%.json", "spool.json")
-    end
-    return out
-  end
-
-  it("writes the Lua writer's bytes, for requests of every shape", function()
-    local seed = os.time()
-    math.randomseed(seed)
-    for round = 1, 3000 do
-      local model = { name = pick { "claude-x", "m" }, temperature = pick {
-        nil, 0.2 }, max_tokens = pick { nil, 1024 } }
-      local req = request()
-      local want = built(model, req, false)
-      local got = built(model, req, true)
-      assert.are.same(want, got, string.format("seed %d, round %d", seed,
-        round))
-      if want[1] then
-        assert.is_table(json.decode(got[2]))
-      end
-    end
+  it("gives the Lua reader's reply, for documents of every shape", function()
+    same_replies(responses.parse, "responses_reply", function()
+      return mangled(document, { '{"usage": {"input_tokens": 99}, ',
+                                 '{"output": [], ' })
+    end)
   end)
 
-  it("writes each kept message once, from step to step, as a fresh write "
-    .. "does", function()
-    local seed = os.time()
-    math.randomseed(seed)
-    for round = 1, 300 do
-      -- A thread's messages grow step by step; the walk keeps each
-      -- (message -> false), and OpenAI's writer may have kept its own
-      -- forms in the same table.
-      local kept, messages = {}, {}
-      for step = 1, r(1, 6) do
-        for _ = 1, r(1, 3) do
-          local m = message()
-          messages[#messages + 1] = m
-          if r() < 0.8 then
-            kept[m] = r() < 0.2 and '{"content":"openai\'s","role":"user"}'
-              or false
-          end
-        end
-        local req = { system = "s", messages = messages }
-        local fresh = built({ name = "m" }, req, true)
-        req.message_forms = kept
-        local again = built({ name = "m" }, req, true)
-        assert.are.same(fresh, again, string.format("seed %d, round %d, "
-          .. "step %d", seed, round, step))
-      end
-    end
-  end)
-
-  it("keeps a form only of a message the caller keeps", function()
-    local a = { role = "user", content = "hi" }
-    local b = { role = "assistant", content = "", tool_calls = { {
-      id = "t1", name = "add", arguments = '{"b":1,"a":2}' } } }
-    local c = { role = "tool", tool_call_id = "t1", content = "3" }
-    local empty = { role = "assistant", content = "" }
-    local kept = { [a] = false, [b] = false, [empty] = false }
-    local body = anthropic.build({ name = "m" }, { messages = { a, b, empty,
-      c }, message_forms = kept }).body
-    assert.are.equal('{"max_tokens":4096,"messages":[{"content":[{"text":'
-      .. '"hi","type":"text"}],"role":"user"},{"content":[{"id":"t1","input":'
-      .. '{"a":2,"b":1},"name":"add","type":"tool_use"}],"role":"assistant"},'
-      .. '{"content":[{"content":"3","tool_use_id":"t1","type":"tool_result"}'
-      .. '],"role":"user"}],"model":"m"}', body)
-    -- The walk's own entries are untouched: OpenAI's forms go there.
-    assert.is_false(kept[a])
-    local same = anthropic.build({ name = "m" }, { messages = { a, b, empty,
-      c }, message_forms = kept }).body
-    assert.are.equal(body, same)
+  it("reads text, refusals, calls and usage, and leaves the rest", function()
+    local doc = core.responses_reply([[{"id": "resp_1", "status":
+      "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
+      "output": [{"type": "reasoning", "summary": []}, {"type": "message",
+      "content": [{"type": "output_text", "text": "Let me "}, {"type":
+      "refusal", "refusal": "not"}]}, {"type": "function_call", "id": "fc_1",
+      "call_id": "call_1", "name": "add", "arguments": "{\"a\": 1}"},
+      {"type": "function_call", "id": "fc_2", "name": "sub"}], "usage":
+      {"input_tokens": 10, "output_tokens": 4.0, "total_tokens": 14,
+      "input_tokens_details": {"cached_tokens": 8}}}]])
+    assert.are.same({ id = "resp_1", status = "incomplete",
+      reason = "max_output_tokens", text = "Let me not", refused = true,
+      tool_calls = {
+        { id = "call_1", name = "add", arguments = '{"a": 1}' },
+        { id = "fc_2", name = "sub" } },
+      usage = { input_tokens = 10, output_tokens = 4, total_tokens = 14,
+                input_tokens_details = { cached_tokens = 8 },
+                output_tokens_details = {} } }, doc)
+    local reply = responses.parse([[{"output": [{"type": "function_call",
+      "call_id": "c", "name": "add"}]}]])
+    assert.are.equal("{}", reply.tool_calls[1].arguments)
+    assert.are.equal("tool_calls", reply.finish_reason)
+    -- A failed response, a call without a name: the Lua reader's.
+    assert.is_nil(core.responses_reply('{"status": "failed", "output": []}'))
+    assert.is_nil(core.responses_reply(
+      '{"output": [{"type": "function_call"}]}'))
+    local _, err = responses.parse('{"output": [{"type": "function_call"}]}')
+    assert.are.equal("a function_call item has no name", err)
   end)
 end)
 
-describe("the Anthropic writer, on hostile input", function()
-  local function lua_build(model, req)
-    local fast = core.anthropic_body
-    core.anthropic_body = function() error("not here") end
-    local ok, out = pcall(anthropic.build, model, req)
-    core.anthropic_body = fast
-    return ok, ok and out.body or tostring(out)
+-- Requests in spool's chat form, random in shape.
+local TEXTS = { "", "hi", 'say "no"\n', "caf\195\169 \226\130\172",
+  "\0x\1\31", ("long "):rep(50), "</script>" }
+
+local function content()
+  local k = r(1, 12)
+  if k <= 7 then
+    return TEXTS[k]
+  elseif k == 8 then
+    return nil
+  elseif k == 9 then
+    return json.array { { type = "text", text = pick(TEXTS) } }
+  elseif k == 10 then
+    return json.null
+  elseif k == 11 then
+    return 42
+  end
+  return false
+end
+
+local function call()
+  local c = { id = pick { "toolu_1", "c2", nil }, name = pick { "add", nil },
+    arguments = pick { '{"a": 1}', '{"b": [1, 2.5], "a": {"z": null}}', "",
+      "[1, 2]", '"x"', "{not json", '{"a": 1, "a": 2}', nil } }
+  if r() < 0.05 then
+    c = pick { "x", 5 }
+  end
+  return c
+end
+
+local function message()
+  local role = pick { "user", "assistant", "assistant", "tool", "system",
+    "developer", nil }
+  local m = { role = role, content = content() }
+  if role == "assistant" and r() < 0.6 then
+    m.tool_calls = {}
+    for i = 1, r(0, 3) do
+      m.tool_calls[i] = call()
+    end
+    if r() < 0.03 then
+      m.tool_calls = pick { "x", false }
+    end
+  elseif role == "tool" then
+    m.tool_call_id = pick { "toolu_1", "c2", nil }
+    m.name = "add" -- spool's own field: not sent
+  end
+  return m
+end
+
+local ADD = { name = "add", description = "Add two numbers.",
+              parameters = { type = "object", properties = {
+                a = { type = "number" }, b = { type = "number" } } } }
+
+local function request()
+  local req = { system = pick { "You add.", "", nil, "caf\195\169" },
+    messages = {}, json = r() < 0.2 or nil, stream = r() < 0.3 or nil,
+    temperature = pick { nil, 0, 0.7, 1.0, 2 },
+    max_tokens = pick { nil, 256 } }
+  for i = 1, r(0, 7) do
+    req.messages[i] = message()
+  end
+  if r() < 0.6 then
+    req.tools = { ADD, { name = "none", description = "No arguments.",
+      parameters = { type = "object", properties = json.array() } } }
+    req.tools_wire = r() < 0.5 and {} or nil
+  end
+  if r() < 0.03 then -- no JSON can hold it: the Lua writer says so
+    req.messages[#req.messages + 1] = { role = "user", content = print }
+  end
+  return req
+end
+
+local WRITERS = {
+  { name = "Anthropic", module = anthropic, fast = "anthropic_body" },
+  { name = "Responses", module = responses, fast = "responses_body" },
+}
+
+-- What format w's build makes of req: true and the body, or false and
+-- the error; with its writer in C, or (in_c false) its Lua one alone.
+local function built(w, model, req, in_c)
+  local fast = core[w.fast]
+  if not in_c then
+    core[w.fast] = function() error("not here") end
+  end
+  local out = table.pack(pcall(w.module.build, model, req))
+  core[w.fast] = fast
+  if out[1] then
+    out[2] = out[2].body
+  else
+    out[2] = tostring(out[2]):gsub("^.-spool%.json", "spool.json")
+  end
+  return out
+end
+
+for _, w in ipairs(WRITERS) do
+  describe("the " .. w.name .. " request writer", function()
+    it("writes the Lua writer's bytes, for requests of every shape",
+      function()
+        local seed = os.time()
+        math.randomseed(seed)
+        for round = 1, 3000 do
+          local model = { name = pick { "claude-x", "m" }, temperature =
+            pick { nil, 0.2 }, max_tokens = pick { nil, 1024 } }
+          local req = request()
+          local want = built(w, model, req, false)
+          local got = built(w, model, req, true)
+          assert.are.same(want, got, string.format("seed %d, round %d", seed,
+            round))
+          if want[1] then
+            assert.is_table(json.decode(got[2]))
+          end
+        end
+      end)
+
+    it("writes each kept message once, from step to step, as a fresh "
+      .. "write does", function()
+      local seed = os.time()
+      math.randomseed(seed)
+      for round = 1, 300 do
+        -- A thread's messages grow step by step; the walk keeps each
+        -- (message -> false), and another format's writer may have kept
+        -- its own forms in the same table.
+        local kept, messages = {}, {}
+        for step = 1, r(1, 6) do
+          for _ = 1, r(1, 3) do
+            local m = message()
+            messages[#messages + 1] = m
+            if r() < 0.8 then
+              kept[m] = r() < 0.2 and '{"content":"openai\'s","role":"user"}'
+                or false
+            end
+          end
+          local req = { system = "s", messages = messages }
+          local fresh = built(w, { name = "m" }, req, true)
+          req.message_forms = kept
+          local again = built(w, { name = "m" }, req, true)
+          assert.are.same(fresh, again, string.format("seed %d, round %d, "
+            .. "step %d", seed, round, step))
+        end
+      end
+    end)
+
+    it("bounds a body inside one message's tool calls", function()
+      local arguments = json.encode({ s = ("a"):rep(2 ^ 21) })
+      local calls = {}
+      for i = 1, 33 do
+        calls[i] = { name = "f", arguments = arguments }
+      end
+      local req = { messages = { { role = "assistant", tool_calls = calls } } }
+      for _, in_c in ipairs { true, false } do
+        local out = built(w, { name = "m" }, req, in_c)
+        assert.is_false(out[1])
+        assert.matches("larger than 64 MiB", out[2])
+      end
+    end)
+
+    it("counts nesting from the body's root, as json.encode does", function()
+      local deep = "x"
+      for _ = 1, 510 do
+        deep = json.array { deep }
+      end
+      local req = { messages = { { role = "user", content = deep } } }
+      local got = built(w, { name = "m" }, req, true)
+      assert.are.same(built(w, { name = "m" }, req, false), got)
+      assert.is_false(got[1])
+      assert.matches("nesting too deep", got[2])
+    end)
+
+    it("writes the body a message's __index asks for meanwhile apart",
+      function()
+        local inner
+        local m = setmetatable({}, { __index = function(_, k)
+          if k == "content" then
+            inner = w.module.build({ name = "inner" }, { messages = {} }).body
+            return "hi"
+          end
+          if k == "role" then
+            return "user"
+          end
+        end })
+        local req = { messages = { m } }
+        local got = built(w, { name = "m" }, req, true)
+        assert.are.same(built(w, { name = "m" }, req, false), got)
+        assert.are.equal(w.module.build({ name = "inner" },
+          { messages = {} }).body, inner)
+      end)
+  end)
+end
+
+describe("the request writers' kept forms", function()
+  local a = { role = "user", content = "hi" }
+  local b = { role = "assistant", content = "", tool_calls = { {
+    id = "t1", name = "add", arguments = '{"b":1,"a":2}' } } }
+  local c = { role = "tool", tool_call_id = "t1", content = "3" }
+  local empty = { role = "assistant", content = "" }
+
+  -- The body, and again with the forms the first write kept.
+  local function twice(module, kept)
+    local req = { messages = { a, b, empty, c }, message_forms = kept }
+    return module.build({ name = "m" }, req).body,
+      module.build({ name = "m" }, req).body
   end
 
-  it("bounds a body inside one message's tool calls", function()
-    local input = { s = ("a"):rep(2 ^ 21) }
-    local calls = {}
-    for i = 1, 33 do
-      calls[i] = { name = "f", arguments = json.encode(input) }
-    end
-    local messages = { { role = "assistant", tool_calls = calls } }
-    local ok, err = pcall(core.anthropic_body, "m", nil, messages, nil, 10,
-      nil, nil, nil, function() return input end)
-    assert.is_false(ok)
-    assert.matches("larger than 64 MiB", err)
-    local built, why = lua_build({ name = "m" }, { messages = messages })
-    assert.is_false(built)
-    assert.matches("larger than 64 MiB", why)
-  end)
-
-  it("counts nesting from the body's root, as json.encode does", function()
-    local deep = "x"
-    for _ = 1, 508 do
-      deep = json.array { deep }
-    end
-    local req = { messages = { { role = "user", content = deep } } }
-    local ok, body = pcall(anthropic.build, { name = "m" }, req)
-    local lua_ok, lua_body = lua_build({ name = "m" }, req)
-    assert.are.equal(lua_ok, ok)
-    assert.is_false(ok)
-    assert.matches("nesting too deep", lua_body)
-    assert.matches("nesting too deep", tostring(body))
-  end)
-
-  it("writes the body a message's __index asks for meanwhile apart",
+  it("are kept only of a message the caller keeps, beside its own",
     function()
-      local inner
-      local message = setmetatable({}, { __index = function(_, k)
-        if k == "content" then
-          inner = anthropic.build({ name = "inner" }, { messages = {} }).body
-          return "hi"
-        end
-        if k == "role" then
-          return "user"
-        end
-      end })
-      local req = { messages = { message } }
-      local body = anthropic.build({ name = "m" }, req).body
+      local kept = { [a] = false, [b] = false, [empty] = false }
+      local body, again = twice(anthropic, kept)
       assert.are.equal('{"max_tokens":4096,"messages":[{"content":[{"text":'
-        .. '"hi","type":"text"}],"role":"user"}],"model":"m"}', body)
-      assert.are.equal('{"max_tokens":4096,"messages":[],"model":"inner"}',
-        inner)
-      local _, lua_body = lua_build({ name = "m" }, req)
-      assert.are.equal(lua_body, body)
+        .. '"hi","type":"text"}],"role":"user"},{"content":[{"id":"t1",'
+        .. '"input":{"a":2,"b":1},"name":"add","type":"tool_use"}],"role":'
+        .. '"assistant"},{"content":[{"content":"3","tool_use_id":"t1","type":'
+        .. '"tool_result"}],"role":"user"}],"model":"m"}', body)
+      assert.are.equal(body, again)
+      body, again = twice(responses, kept)
+      assert.are.equal('{"input":[{"content":"hi","role":"user"},{"arguments":'
+        .. '"{\\"b\\":1,\\"a\\":2}","call_id":"t1","name":"add","type":'
+        .. '"function_call"},{"call_id":"t1","output":"3","type":'
+        .. '"function_call_output"}],"model":"m","store":false}', body)
+      assert.are.equal(body, again)
+      -- The walk's own entries are untouched: OpenAI's forms go there.
+      assert.is_false(kept[a])
+      assert.is_nil(kept[c])
     end)
 end)

@@ -2,7 +2,8 @@
  * l_wire.c: Chat Completions' replies read (codec/chat_reply.c) and
  * requests written in C, so a step builds the reply spool keeps and no
  * table for the rest of the document, and writes each message once. (The
- * Anthropic Messages API's: l_wire_anthropic.c, with the same scratch.)
+ * Anthropic Messages API's: l_wire_anthropic.c; the Responses API's:
+ * l_wire_responses.c; with the same scratch.)
  *
  *   core.chat_reply(body) -> reply | nil
  *     reply = { id, text, finish_reason, tool_calls = { { id, name,
@@ -45,6 +46,7 @@ static int scratch_gc(lua_State *L) {
   scratch *s = luaL_checkudata(L, 1, SCRATCH_MT);
   spool__chat_reply_free(&s->reply);
   spool__anthropic_reply_free(&s->anthropic);
+  spool__responses_reply_free(&s->responses);
   spool__buf_free(&s->parse);
   spool__buf_free(&s->body);
   return 0;
@@ -62,6 +64,11 @@ static int scratch_close(lua_State *L) {
       s->anthropic.said.cap > KEEP_BYTES ||
       s->anthropic.cap * sizeof *s->anthropic.calls > KEEP_BYTES)
     spool__anthropic_reply_free(&s->anthropic);
+  if (s->responses.text.cap > KEEP_BYTES ||
+      s->responses.said.cap > KEEP_BYTES ||
+      s->responses.item.cap > KEEP_BYTES ||
+      s->responses.cap * sizeof *s->responses.calls > KEEP_BYTES)
+    spool__responses_reply_free(&s->responses);
   if (s->parse.cap > KEEP_BYTES)
     spool__buf_free(&s->parse);
   if (s->body.cap > KEEP_BYTES)
@@ -224,6 +231,46 @@ void spool__wire_field(lua_State *L, spool__buf *b, int t, const char *field,
   lua_pop(L, 1);
 }
 #define PUT_FIELD SPOOL__WIRE_FIELD
+
+int spool__wire_forms(lua_State *L, int kept, const void *key) {
+  if (!kept)
+    return 0;
+  if (lua_rawgetp(L, kept, key) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, kept, key);
+  }
+  return lua_gettop(L);
+}
+
+int spool__wire_message(lua_State *L, spool__buf *b, int m, int fn, int kept,
+                        int forms, spool__wire_parts put) {
+  if (forms) {
+    lua_pushvalue(L, m);
+    if (lua_rawget(L, forms) == LUA_TSTRING) {
+      size_t len;
+      const char *form = lua_tolstring(L, -1, &len);
+      spool__wire_put(L, b, form, len);
+      lua_pop(L, 1);
+      return len > 0;
+    }
+    lua_pop(L, 1);
+  }
+  size_t at = b->len;
+  int parts = put(L, b, m, fn);
+  if (forms) {
+    lua_pushvalue(L, m);
+    int keep = lua_rawget(L, kept) != LUA_TNIL;
+    lua_pop(L, 1);
+    if (keep) {
+      lua_pushvalue(L, m);
+      lua_pushlstring(L, b->data + at, b->len - at);
+      lua_rawset(L, forms);
+    }
+  }
+  return parts > 0;
+}
 
 /* An assistant message's tool calls, at stack index tc, as
  * [{"function": {"arguments", "name"}, "id", "type": "function"}]. */
@@ -393,5 +440,6 @@ void spool__open_wire(lua_State *L) {
   lua_pushcclosure(L, l_chat_body, 1);
   lua_setfield(L, -3, "chat_body");
   spool__open_wire_anthropic(L, lua_gettop(L));
+  spool__open_wire_responses(L, lua_gettop(L));
   lua_pop(L, 1);
 }

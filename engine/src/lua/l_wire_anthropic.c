@@ -33,7 +33,7 @@
 enum { IN_BODY = 1, IN_MESSAGE = 3, IN_BLOCK = 5 };
 
 /* kept[&FORMS_KEY]: message -> its content blocks, as JSON text. */
-static char FORMS_KEY;
+static const char FORMS_KEY = 0;
 
 enum { NO_GROUP, USER, ASSISTANT };
 
@@ -181,7 +181,8 @@ static int put_tool_uses(lua_State *L, spool__buf *b, int tc, int fn,
 }
 
 /* The content blocks of the message at m, one after another; how many.
- * (spool's chat form, as the Lua writer's convert makes it Anthropic's.) */
+ * (spool's chat form, as the Lua writer's convert makes it Anthropic's;
+ * fn: input_of's index.) */
 static int put_blocks(lua_State *L, spool__buf *b, int m, int fn) {
   int first = 1, blocks = 0;
   if (is_role(L, m, "assistant")) {
@@ -218,51 +219,6 @@ static int put_blocks(lua_State *L, spool__buf *b, int m, int fn) {
   return blocks;
 }
 
-/* The blocks of the message at m: its kept form (forms at index `forms`,
- * 0: none kept), or written now, and kept if `kept` (at index kept, 0:
- * none) holds the message. Whether there were any. */
-static int put_message(lua_State *L, spool__buf *b, int m, int fn, int kept,
-                       int forms) {
-  if (forms) {
-    lua_pushvalue(L, m);
-    if (lua_rawget(L, forms) == LUA_TSTRING) {
-      size_t len;
-      const char *form = lua_tolstring(L, -1, &len);
-      spool__wire_put(L, b, form, len);
-      lua_pop(L, 1);
-      return len > 0;
-    }
-    lua_pop(L, 1);
-  }
-  size_t at = b->len;
-  int blocks = put_blocks(L, b, m, fn);
-  if (kept) {
-    lua_pushvalue(L, m);
-    int keep = lua_rawget(L, kept) != LUA_TNIL;
-    lua_pop(L, 1);
-    if (keep && forms) {
-      lua_pushvalue(L, m);
-      lua_pushlstring(L, b->data + at, b->len - at);
-      lua_rawset(L, forms);
-    }
-  }
-  return blocks > 0;
-}
-
-/* The table of kept forms in kept (at index kept), made if it has none
- * yet: its index, or 0 without kept. */
-static int kept_forms(lua_State *L, int kept) {
-  if (!kept)
-    return 0;
-  if (lua_rawgetp(L, kept, &FORMS_KEY) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_rawsetp(L, kept, &FORMS_KEY);
-  }
-  return lua_gettop(L);
-}
-
 static void close_group(lua_State *L, spool__buf *b, int group) {
   if (group == ASSISTANT)
     PUT(L, b, "],\"role\":\"assistant\"}");
@@ -274,7 +230,7 @@ static void close_group(lua_State *L, spool__buf *b, int group) {
  * make one message, as the API wants. */
 static void put_messages(lua_State *L, spool__buf *b, int messages, int fn,
                          int kept) {
-  int forms = kept_forms(L, kept);
+  int forms = spool__wire_forms(L, kept, &FORMS_KEY);
   int open = NO_GROUP;
   for (lua_Integer i = 1; lua_geti(L, messages, i) != LUA_TNIL; i++) {
     int m = lua_gettop(L);
@@ -293,7 +249,7 @@ static void put_messages(lua_State *L, spool__buf *b, int messages, int fn,
     } else {
       PUT(L, b, ",");
     }
-    if (!put_message(L, b, m, fn, kept, forms)) {
+    if (!spool__wire_message(L, b, m, fn, kept, forms, put_blocks)) {
       b->len = mark;
       open = was;
     }

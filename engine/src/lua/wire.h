@@ -1,9 +1,9 @@
 /*
  * wire.h: what the providers' request writers and reply readers in C
  * share (l_wire.c, Chat Completions; l_wire_anthropic.c, Anthropic
- * Messages): one scratch of buffers kept between calls, outside the Lua
- * heap, and the pieces a body is written with, each as json.encode writes
- * it.
+ * Messages; l_wire_responses.c, the Responses API): one scratch of buffers kept
+ * between calls, outside the Lua heap, and the pieces a body is written with,
+ * each as json.encode writes it.
  */
 #ifndef SPOOL_LUA_WIRE_H
 #define SPOOL_LUA_WIRE_H
@@ -11,11 +11,13 @@
 #include "base/buf.h"
 #include "codec/anthropic_reply.h"
 #include "codec/chat_reply.h"
+#include "codec/responses_reply.h"
 #include "spool_int.h"
 
 typedef struct spool__wire_scratch {
   spool__chat_reply reply;
   spool__anthropic_reply anthropic;
+  spool__responses_reply responses;
   spool__buf parse;
   spool__buf body;
   int busy;
@@ -52,6 +54,26 @@ void spool__wire_field(lua_State *L, spool__buf *b, int t, const char *field,
                     ",\"" field "\":", sizeof ",\"" field "\":" - 1, first,    \
                     depth)
 
+/* Kept forms: a format's forms of a thread's messages, kept from one
+ * request to the next, so each message is written once. `kept` (a stack
+ * index, 0: none) is core.chat_body's table, message -> false | its
+ * OpenAI form, which says what may be kept; another format keeps its
+ * forms beside those, in kept[key]. spool__wire_forms pushes that table
+ * (made if need be) and answers its index, or answers 0 without kept. */
+int spool__wire_forms(lua_State *L, int kept, const void *key);
+
+/* Writes a message (at m) in one format: put(L, b, m, fn) writes its
+ * parts and answers how many. */
+typedef int (*spool__wire_parts)(lua_State *L, spool__buf *b, int m, int fn);
+
+/* The message at m: its form kept in `forms`, or written now by put, and
+ * kept there if `kept` holds the message. Whether it had any part. */
+int spool__wire_message(lua_State *L, spool__buf *b, int m, int fn, int kept,
+                        int forms, spool__wire_parts put);
+
+/* The scratch at index `scratch` serves these too; their functions go in
+ * the table just below it. */
 void spool__open_wire_anthropic(lua_State *L, int scratch);
+void spool__open_wire_responses(lua_State *L, int scratch);
 
 #endif

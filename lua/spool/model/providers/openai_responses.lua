@@ -8,6 +8,7 @@
 -- `instructions`. spool keeps the thread itself, so every request sends
 -- the whole input with store = false.
 
+local core = require "spool.core"
 local json = require "spool.json"
 local wire = require "spool.model.wire"
 
@@ -36,19 +37,34 @@ local function convert(messages)
 end
 
 
-function M.build(model, req)
-  local body = { model = model.name, input = convert(req.messages),
-                 store = false }
-  if req.system and req.system ~= "" then
-    body.instructions = req.system
-  end
-  if req.tools and #req.tools > 0 then
+-- The tools' wire form, encoded (a json.raw): kept in req.tools_wire,
+-- where the request gives one (an agent version's, spool.run.request).
+local function tools_json(req)
+  local kept = req.tools_wire
+  local raw = kept and kept.responses
+  if not raw then
     local tools = json.array()
     for i, t in ipairs(req.tools) do
       tools[i] = { type = "function", name = t.name,
                    description = t.description, parameters = t.parameters }
     end
-    body.tools = tools
+    raw = json.raw(json.encode(tools))
+    if kept then
+      kept.responses = raw
+    end
+  end
+  return raw
+end
+
+
+-- The body as Lua writes it: what core.responses_body must write byte for
+-- byte (spec/responses_wire_spec.lua), and what names a value no JSON can
+-- hold.
+local function body_in_lua(model, req, messages, tools)
+  local body = { model = model.name, input = convert(messages),
+                 store = false, tools = tools }
+  if req.system and req.system ~= "" then
+    body.instructions = req.system
   end
   if req.json then
     body.text = { format = { type = "json_object" } }
@@ -58,10 +74,29 @@ function M.build(model, req)
   if req.stream then
     body.stream = true
   end
+  return json.encode(body)
+end
+
+
+local NO_MESSAGES = {}
+
+-- Builds { path, headers, body }; req as spool.model.providers.openai's
+-- build takes it. The body is written in C (core.responses_body); a value
+-- that writer does not take is left to the Lua one, which says what is
+-- wrong with it.
+function M.build(model, req)
+  local tools = req.tools and #req.tools > 0 and tools_json(req) or nil
+  local messages = req.messages or NO_MESSAGES
+  local ok, body = pcall(core.responses_body, model.name, req.system,
+    messages, tools, req.json, req.temperature or model.temperature,
+    req.max_tokens or model.max_tokens, req.stream, req.message_forms)
+  if not ok then
+    body = body_in_lua(model, req, messages, tools)
+  end
   return {
     path = "/responses",
     headers = { ["content-type"] = "application/json" },
-    body = json.encode(body),
+    body = body,
   }
 end
 
@@ -94,6 +129,19 @@ end
 
 local INCOMPLETE = { max_output_tokens = "length",
                      content_filter = "content_filter" }
+
+
+-- How a response ended, as spool says it.
+local function finish_of(status, reason, refused, ncalls)
+  if status == "incomplete" then
+    return INCOMPLETE[reason] or "length"
+  elseif refused then
+    return "content_filter"
+  elseif ncalls > 0 then
+    return "tool_calls"
+  end
+  return "stop"
+end
 
 
 -- A reply from a response object (the body, or the one response.completed
@@ -133,20 +181,28 @@ local function reply_of(doc)
   reply.text = #text > 0 and table.concat(text) or nil
   local details = type(doc.incomplete_details) == "table"
     and doc.incomplete_details or {}
-  if doc.status == "incomplete" then
-    reply.finish_reason = INCOMPLETE[details.reason] or "length"
-  elseif refused then
-    reply.finish_reason = "content_filter"
-  elseif #reply.tool_calls > 0 then
-    reply.finish_reason = "tool_calls"
-  else
-    reply.finish_reason = "stop"
-  end
+  reply.finish_reason = finish_of(doc.status, details.reason, refused,
+    #reply.tool_calls)
   return reply
 end
 
 
+-- Parses a response into spool's reply (see spool.model.providers.openai).
+-- The common shape is read in C, the fields this reads
+-- (core.responses_reply); this reads every other, and says what is wrong
+-- with a body that is no reply.
 function M.parse(body)
+  local fast = core.responses_reply(body)
+  if fast then
+    local calls = fast.tool_calls
+    for _, c in ipairs(calls) do
+      c.arguments = c.arguments or "{}"
+    end
+    return { id = fast.id, text = fast.text, tool_calls = calls,
+             usage = usage_of(fast.usage),
+             finish_reason = finish_of(fast.status, fast.reason,
+               fast.refused, #calls) }
+  end
   local doc, err = wire.decode(body)
   if not doc then
     return nil, err
