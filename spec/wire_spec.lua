@@ -1,11 +1,12 @@
--- The Anthropic Messages and OpenAI Responses wire formats in C
--- (core.anthropic_reply, core.anthropic_body, core.responses_reply and
--- core.responses_body; engine/src/lua/l_wire_*.c): on documents and
--- requests random in shape, the replies and the bytes are the Lua
--- readers' and writers' (spool.model.providers.*), and a step's messages
--- are written once. (Chat Completions': spec/providers_spec.lua.)
+-- The providers' wire formats in C — Chat Completions, Anthropic Messages
+-- and the Responses API (core.chat_reply, core.chat_body and their
+-- likes; engine/src/lua/l_wire*.c): on documents and requests random in
+-- shape, the replies and the bytes are the Lua readers' and writers'
+-- (spool.model.providers.*), a step's messages are written once, and
+-- hostile input finds the bounds the Lua side has.
 local core = require "spool.core"
 local json = require "spool.json"
+local openai = require "spool.model.providers.openai"
 local anthropic = require "spool.model.providers.anthropic"
 local responses = require "spool.model.providers.openai_responses"
 
@@ -86,6 +87,101 @@ local function same_replies(parse, fast, document)
   end
   assert.is_true(taken > 400 and taken < 3600, "C read " .. taken)
 end
+
+-- Chat Completions replies are read in C when they have the common shape
+-- (core.chat_reply); the Lua reader takes the rest.
+describe("the chat reply reader", function()
+  local function usage()
+    local details = { ABSENT, "null", "[]", "5", "{}" }
+    return v { ABSENT, "null", "[]", '"x"', "{}", object {
+      { "prompt_tokens", v(COUNTS) }, { "completion_tokens", v(COUNTS) },
+      { "total_tokens", v(COUNTS) },
+      { "prompt_tokens_details", r() < 0.6 and object {
+        { "cached_tokens", v(COUNTS) } } or v(details) },
+      { "completion_tokens_details", r() < 0.6 and object {
+        { "reasoning_tokens", v(COUNTS) } } or v(details) },
+    } }
+  end
+
+  local function call()
+    local fn = object {
+      { "name", v { '"add"', '"add"', '"x\\u00e9"', "null", ABSENT, '["x"]' } },
+      { "arguments", v { [["{\"a\": 1, \"b\": 2}"]], '""', '{"a": 1}', "null",
+        "5", ABSENT, '"{\\"a\\":"' } },
+    }
+    if r() < 0.05 then
+      return pick { "5", "null", "[]" }
+    end
+    return object {
+      { "id", v { '"call_1"', '"c2"', "null", "4", ABSENT } },
+      { "type", '"function"' },
+      { "function", r() < 0.93 and fn or v { "null", '"x"', ABSENT, "[]" } },
+    }
+  end
+
+  local function message()
+    local calls = {}
+    for i = 1, r(0, 3) do
+      calls[i] = call()
+    end
+    return object {
+      { "role", '"assistant"' },
+      { "content", v { '"Hello"', '""', "null", '[{"type": "text", "text": '
+        .. '"hi"}]', "7", ABSENT, '"caf\\u00e9\\n\\"q\\""' } },
+      { "refusal", v { ABSENT, ABSENT, '"I cannot"', '""', "null" } },
+      { "tool_calls", r() < 0.7 and "[" .. table.concat(calls, ", ") .. "]"
+        or v { "null", "{}", '"x"', ABSENT } },
+    }
+  end
+
+  local function choice()
+    return object {
+      { "index", "0" },
+      { "finish_reason", v { '"stop"', '"tool_calls"', '"length"', "null",
+        "3", ABSENT } },
+      { "logprobs", "null" },
+      { "message", r() < 0.9 and message() or v { "null", "[]", '"x"',
+        ABSENT } },
+    }
+  end
+
+  local function document()
+    local choices = r() < 0.85 and "[" .. choice() .. (r() < 0.2 and ", "
+      .. choice() or "") .. "]" or v { "[]", "{}", "null", "[5]" }
+    return object {
+      { "id", v { '"chatcmpl-1"', '"chatcmpl-1"', "null", "5", ABSENT } },
+      { "object", '"chat.completion"' }, { "created", "1796541970" },
+      { "model", '"m"' }, { "choices", choices }, { "usage", usage() },
+      { "system_fingerprint", r() < 0.3 and '{"x": [1, {"y": null}]}' or nil },
+    }
+  end
+
+
+  it("gives the Lua reader's reply, for documents of every shape", function()
+    same_replies(openai.parse, "chat_reply", function()
+      return mangled(document, { '{"usage": {"prompt_tokens": 99}, ',
+                                 '{"id": "first", ' })
+    end)
+  end)
+
+  it("reads a plain reply and its tool calls' raw arguments", function()
+    local reply = core.chat_reply([[{"id": "c1", "choices": [{"index": 0,
+      "finish_reason": "tool_calls", "message": {"role": "assistant",
+      "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+      "function": {"name": "add", "arguments": "{\"a\": 1}"}}, {"type":
+      "function", "function": {"name": "sub"}}]}}], "usage":
+      {"prompt_tokens": 15, "completion_tokens": 4.0, "total_tokens": 19,
+      "prompt_tokens_details": {"cached_tokens": 8}}}]])
+    assert.are.same({ id = "c1", finish_reason = "tool_calls",
+      tool_calls = {
+        { id = "call_1", name = "add", arguments = '{"a": 1}' },
+        { id = "call_2", name = "sub", arguments = "{}" } },
+      usage = { input_tokens = 15, output_tokens = 4, total_tokens = 19,
+                cached_tokens = 8 } }, reply)
+    assert.is_nil(core.chat_reply('{"choices": []}'))
+    assert.is_nil(core.chat_reply('{"choices": [{"message": {}}], "id": 5}'))
+  end)
+end)
 
 describe("the Anthropic reply reader", function()
 
@@ -178,19 +274,6 @@ describe("the Anthropic reply reader", function()
     assert.is_nil(core.anthropic_reply('{"content": [{"type": "tool_use"}]}'))
     local _, err = anthropic.parse('{"content": [{"type": "tool_use"}]}')
     assert.are.equal("a tool_use block has no name", err)
-  end)
-
-  it("leaves a reply of very many calls to the Lua reader", function()
-    local blocks = {}
-    for i = 1, 1100 do
-      blocks[i] = string.format('{"type": "tool_use", "id": "t%d", '
-        .. '"name": "f", "input": {}}', i)
-    end
-    local body = '{"content": [' .. table.concat(blocks, ",") .. ']}'
-    assert.is_nil(core.anthropic_reply(body))
-    local reply = anthropic.parse(body)
-    assert.are.equal(1100, #reply.tool_calls)
-    assert.are.equal("t1100", reply.tool_calls[1100].id)
   end)
 end)
 
@@ -311,6 +394,45 @@ describe("the Responses reply reader", function()
   end)
 end)
 
+-- So many calls the C readers leave them (their memory is outside the Lua
+-- heap and its limits), to the Lua readers.
+describe("the reply readers", function()
+  local function calls(n, form)
+    local out = {}
+    for i = 1, n do
+      out[i] = string.format(form, i)
+    end
+    return table.concat(out, ",")
+  end
+
+  local READERS = {
+    { parse = openai.parse, fast = "chat_reply", body = function(n)
+      return '{"choices": [{"message": {"tool_calls": [' .. calls(n,
+        '{"id": "c%d", "function": {"name": "f", "arguments": "{}"}}')
+        .. ']}}]}'
+    end },
+    { parse = anthropic.parse, fast = "anthropic_reply", body = function(n)
+      return '{"content": [' .. calls(n, '{"type": "tool_use", "id": "c%d", '
+        .. '"name": "f", "input": {}}') .. ']}'
+    end },
+    { parse = responses.parse, fast = "responses_reply", body = function(n)
+      return '{"output": [' .. calls(n, '{"type": "function_call", '
+        .. '"call_id": "c%d", "name": "f", "arguments": "{}"}') .. ']}'
+    end },
+  }
+
+  it("leave a reply of very many calls to the Lua readers", function()
+    for _, reader in ipairs(READERS) do
+      assert.is_table(core[reader.fast](reader.body(1024)), reader.fast)
+      local body = reader.body(1100)
+      assert.is_nil(core[reader.fast](body), reader.fast)
+      local reply = reader.parse(body)
+      assert.are.equal(1100, #reply.tool_calls)
+      assert.are.equal("c1100", reply.tool_calls[1100].id)
+    end
+  end)
+end)
+
 -- Requests in spool's chat form, random in shape.
 local TEXTS = { "", "hi", 'say "no"\n', "caf\195\169 \226\130\172",
   "\0x\1\31", ("long "):rep(50), "</script>" }
@@ -335,7 +457,9 @@ local function call()
   local c = { id = pick { "toolu_1", "c2", nil }, name = pick { "add", nil },
     arguments = pick { '{"a": 1}', '{"b": [1, 2.5], "a": {"z": null}}', "",
       "[1, 2]", '"x"', "{not json", '{"a": 1, "a": 2}', nil } }
-  if r() < 0.05 then
+  if r() < 0.1 then
+    c.arguments = { a = 1, b = json.array { 1, 2 } }
+  elseif r() < 0.05 then
     c = pick { "x", 5 }
   end
   return c
@@ -356,6 +480,9 @@ local function message()
   elseif role == "tool" then
     m.tool_call_id = pick { "toolu_1", "c2", nil }
     m.name = "add" -- spool's own field: not sent
+  end
+  if r() < 0.1 then
+    m.tag = "result" -- the blocks form's: not sent
   end
   return m
 end
@@ -383,7 +510,9 @@ local function request()
   return req
 end
 
+-- own_forms: the writer keeps its forms in the caller's table itself.
 local WRITERS = {
+  { name = "chat", module = openai, fast = "chat_body", own_forms = true },
   { name = "Anthropic", module = anthropic, fast = "anthropic_body" },
   { name = "Responses", module = responses, fast = "responses_body" },
 }
@@ -439,8 +568,8 @@ for _, w in ipairs(WRITERS) do
             local m = message()
             messages[#messages + 1] = m
             if r() < 0.8 then
-              kept[m] = r() < 0.2 and '{"content":"openai\'s","role":"user"}'
-                or false
+              kept[m] = not w.own_forms and r() < 0.2
+                and '{"content":"openai\'s","role":"user"}' or false
             end
           end
           local req = { system = "s", messages = messages }
@@ -453,18 +582,20 @@ for _, w in ipairs(WRITERS) do
       end
     end)
 
-    it("bounds a body inside one message's tool calls", function()
-      local arguments = json.encode({ s = ("a"):rep(2 ^ 21) })
-      local calls = {}
-      for i = 1, 33 do
-        calls[i] = { name = "f", arguments = arguments }
+    it("stops at its bound, not after writing it all", function()
+      local big = ("a"):rep(2 ^ 20)
+      local messages = {}
+      for i = 1, 1000 do
+        messages[i] = { role = "user", content = big }
       end
-      local req = { messages = { { role = "assistant", tool_calls = calls } } }
-      for _, in_c in ipairs { true, false } do
-        local out = built(w, { name = "m" }, req, in_c)
-        assert.is_false(out[1])
-        assert.matches("larger than 64 MiB", out[2])
-      end
+      local req = { messages = messages }
+      local before = core.rusage().max_rss_kb
+      local got = built(w, { name = "m" }, req, true)
+      assert.is_false(got[1])
+      assert.matches("larger than 64 MiB", got[2])
+      -- (not after writing all 1,000 MiB)
+      assert.is_true(core.rusage().max_rss_kb - before < 500 * 1024)
+      assert.are.same(got, built(w, { name = "m" }, req, false))
     end)
 
     it("counts nesting from the body's root, as json.encode does", function()
@@ -534,4 +665,74 @@ describe("the request writers' kept forms", function()
       assert.is_false(kept[a])
       assert.is_nil(kept[c])
     end)
+end)
+
+-- A thread's messages are written once: the forms a step keeps
+-- (core.chat_body's `kept`) make the bytes a fresh write makes.
+describe("the chat request writer, with kept forms", function()
+  local function body(messages, kept)
+    return core.chat_body("m", "sys", messages, nil, nil, nil, nil, nil,
+      kept)
+  end
+
+  it("writes a kept message's form, and keeps only what it is asked to",
+    function()
+      local a = { role = "user", content = "caf\195\169" }
+      local b = { role = "assistant", tool_calls = { { id = "c1",
+        name = "add", arguments = '{"a":1}' } } }
+      local c = { role = "tool", tool_call_id = "c1", content = "2" }
+      local fresh = body({ a, b, c })
+      local kept = { [a] = false, [b] = false }
+      assert.are.equal(fresh, body({ a, b, c }, kept))
+      assert.are.equal('{"content":"caf\195\169","role":"user"}', kept[a])
+      assert.is_string(kept[b])
+      assert.is_nil(kept[c]) -- not asked for: written each time
+      assert.are.equal(fresh, body({ a, b, c }, kept))
+      -- once kept, a message's form is what is written
+      kept[a] = '{"content":"kept","role":"user"}'
+      assert.are.equal("kept", json.decode(body({ a, b }, kept))
+        .messages[2].content)
+    end)
+
+  it("keeps nothing of a message it could not write", function()
+    local bad = { role = "user", content = "\255" }
+    local kept = { [bad] = false }
+    assert.has_error(function() body({ bad }, kept) end)
+    assert.is_false(kept[bad])
+  end)
+end)
+
+-- What a review of the chat reader and writer found (each failed before).
+describe("the chat writer, on hostile input", function()
+  it("bounds a body inside one message's tool calls", function()
+    local big = ("a"):rep(2 ^ 20)
+    local calls = {}
+    for i = 1, 1000 do
+      calls[i] = { name = "f", arguments = big }
+    end
+    local before = core.rusage().max_rss_kb
+    local ok, err = pcall(core.chat_body, "m", nil,
+      { { role = "assistant", tool_calls = calls } })
+    assert.is_false(ok)
+    assert.matches("larger than 64 MiB", err)
+    -- it stopped at the bound, not after writing all 1,000 MiB
+    assert.is_true(core.rusage().max_rss_kb - before < 500 * 1024)
+    local w = WRITERS[1]
+    local got = built(w, { name = "m" }, { messages = {
+      { role = "assistant", tool_calls = calls } } }, false)
+    assert.is_false(got[1])
+    assert.matches("larger than 64 MiB", got[2])
+  end)
+
+  it("splices only tools that are one JSON value", function()
+    for _, fast in ipairs { "chat_body", "responses_body" } do
+      local ok, err = pcall(core[fast], "m", nil, {}, "}{")
+      assert.is_false(ok)
+      assert.matches("tools must be a json.raw", err)
+    end
+    local ok, err = pcall(core.anthropic_body, "m", nil, {}, "}{", 10, nil,
+      nil, nil, print)
+    assert.is_false(ok)
+    assert.matches("tools must be a json.raw", err)
+  end)
 end)
