@@ -13,7 +13,6 @@
  */
 #include "codec/anthropic_reply.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -128,10 +127,11 @@ static int put(reader *rd, const char *s, size_t n) {
 }
 
 static int keep(reader *rd, spool__chat_span *span, const char *s, size_t n) {
-  span->at = rd->r->text.len;
-  span->len = n;
-  span->set = 1;
-  return put(rd, s, n);
+  if (spool__chat_keep(&rd->r->text, span, s, n) != 0) {
+    rd->nomem = 1;
+    return 1;
+  }
+  return 0;
 }
 
 /* Before a value inside an input: the comma after the element before. */
@@ -205,8 +205,9 @@ static int on_number(void *ud, double v) {
   if (role == INPUT)
     return input_comma(rd) ||
            input_wrote(rd, spool__json_write_double(&rd->r->text, v));
-  int whole = v == floor(v) && v >= -0x1p63 && v < 0x1p63;
-  return scalar(rd, role, whole, whole ? (long long)v : 0);
+  long long count;
+  int whole = spool__chat_count(v, &count);
+  return scalar(rd, role, whole, count);
 }
 
 static int on_big_integer(void *ud, const char *s, size_t n) {
@@ -338,19 +339,15 @@ static int end_block(reader *rd) {
   } else if (b->type == TOOL_USE_BLOCK) {
     if (!b->name.set || b->id_other || b->input_array || b->arguments)
       return LEAVE;
-    if (r->ncalls == SPOOL__CHAT_MAX_CALLS)
-      return LEAVE; /* so many: the Lua reader's, in the Lua heap */
-    if (r->ncalls == r->cap) {
-      size_t cap = r->cap ? 2 * r->cap : 4;
-      spool__chat_call *calls = realloc(r->calls, cap * sizeof *calls);
-      if (calls == NULL) {
-        rd->nomem = 1;
-        return 1;
-      }
-      r->calls = calls;
-      r->cap = cap;
+    int full = 0;
+    spool__chat_call *c =
+        spool__chat_add_call(&r->calls, &r->ncalls, &r->cap, &full);
+    if (c == NULL) {
+      if (full)
+        return LEAVE; /* so many: the Lua reader's, in the Lua heap */
+      rd->nomem = 1;
+      return 1;
     }
-    spool__chat_call *c = &r->calls[r->ncalls++];
     c->id = b->id;
     c->name = b->name;
     c->arguments = b->input;

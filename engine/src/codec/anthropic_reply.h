@@ -12,7 +12,7 @@
  * given twice, invalid JSON, over SPOOL__CHAT_MAX_CALLS calls, ...) is
  * reported as such, and the Lua reader, which takes them all, reads it
  * instead. Both give the same reply for every document this one takes
- * (spec/providers_spec.lua).
+ * (spec/wire_spec.lua).
  */
 #ifndef SPOOL_ANTHROPIC_REPLY_H
 #define SPOOL_ANTHROPIC_REPLY_H

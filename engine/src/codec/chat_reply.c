@@ -129,11 +129,41 @@ static spool__chat_call *current_call(reader *rd) {
   return &rd->r->calls[rd->r->ncalls - 1];
 }
 
-static int keep(reader *rd, spool__chat_span *span, const char *s, size_t n) {
-  span->at = rd->r->text.len;
+int spool__chat_keep(spool__buf *text, spool__chat_span *span, const char *s,
+                     size_t n) {
+  span->at = text->len;
   span->len = n;
   span->set = 1;
-  if (spool__buf_add(&rd->r->text, s, n) != 0) {
+  return spool__buf_add(text, s, n) != 0 ? -1 : 0;
+}
+
+spool__chat_call *spool__chat_add_call(spool__chat_call **calls, size_t *ncalls,
+                                       size_t *cap, int *full) {
+  if (*ncalls == SPOOL__CHAT_MAX_CALLS) {
+    *full = 1;
+    return NULL;
+  }
+  if (*ncalls == *cap) {
+    size_t more = *cap ? 2 * *cap : 4;
+    spool__chat_call *grown = realloc(*calls, more * sizeof *grown);
+    if (grown == NULL)
+      return NULL;
+    *calls = grown;
+    *cap = more;
+  }
+  spool__chat_call *c = &(*calls)[(*ncalls)++];
+  memset(c, 0, sizeof *c);
+  return c;
+}
+
+int spool__chat_count(double v, long long *count) {
+  int whole = v == floor(v) && v >= -0x1p63 && v < 0x1p63;
+  *count = whole ? (long long)v : 0;
+  return whole;
+}
+
+static int keep(reader *rd, spool__chat_span *span, const char *s, size_t n) {
+  if (spool__chat_keep(&rd->r->text, span, s, n) != 0) {
     rd->nomem = 1;
     return 1;
   }
@@ -204,9 +234,9 @@ static int on_integer(void *ud, long long v) {
 
 static int on_number(void *ud, double v) {
   reader *rd = ud;
-  /* a double with a whole value that fits counts as that integer */
-  int whole = v == floor(v) && v >= -0x1p63 && v < 0x1p63;
-  return scalar(rd, value_role(rd), 0, whole, whole ? (long long)v : 0);
+  long long count;
+  int whole = spool__chat_count(v, &count);
+  return scalar(rd, value_role(rd), 0, whole, count);
 }
 
 static int on_big_integer(void *ud, const char *s, size_t n) {
@@ -295,19 +325,13 @@ static int open_container(reader *rd, int is_array) {
     rd->message = 1;
   if (role == CALL) {
     spool__chat_reply *r = rd->r;
-    if (r->ncalls == SPOOL__CHAT_MAX_CALLS)
-      return LEAVE; /* so many: the Lua reader's, in the Lua heap */
-    if (r->ncalls == r->cap) {
-      size_t cap = r->cap ? 2 * r->cap : 4;
-      spool__chat_call *calls = realloc(r->calls, cap * sizeof *calls);
-      if (calls == NULL) {
-        rd->nomem = 1;
-        return 1;
-      }
-      r->calls = calls;
-      r->cap = cap;
+    int full = 0;
+    if (spool__chat_add_call(&r->calls, &r->ncalls, &r->cap, &full) == NULL) {
+      if (full)
+        return LEAVE; /* so many: the Lua reader's, in the Lua heap */
+      rd->nomem = 1;
+      return 1;
     }
-    memset(&r->calls[r->ncalls++], 0, sizeof r->calls[0]);
   }
   level *l = &rd->stack[++rd->depth];
   l->role = (unsigned char)role;

@@ -10,7 +10,7 @@
  * no choices[1].message, invalid JSON, over SPOOL__CHAT_MAX_CALLS calls,
  * ...) is reported as such, and the
  * Lua reader, which takes them all, reads it instead. Both give the same
- * reply for every document this one takes (spec/providers_spec.lua).
+ * reply for every document this one takes (spec/wire_spec.lua).
  */
 #ifndef SPOOL_CHAT_REPLY_H
 #define SPOOL_CHAT_REPLY_H
@@ -55,6 +55,19 @@ typedef struct spool__chat_reply {
   long long count[SPOOL__CHAT_COUNTS];
   int has_count[SPOOL__CHAT_COUNTS]; /* 0: not a whole number >= 0 */
 } spool__chat_reply;
+
+/* What every reply reader (this one, anthropic_reply.c, responses_reply.c)
+ * does with what it keeps. spool__chat_keep appends s[0..n) to `text` as
+ * *span: 0, or -1 when out of memory. spool__chat_add_call makes a new
+ * call (zeroed) at the end of *calls: NULL when out of memory, or when
+ * there are SPOOL__CHAT_MAX_CALLS already (*full is then set).
+ * spool__chat_count says whether a JSON number v counts as a whole number
+ * (math.tointeger's rule), and which, in *count. */
+int spool__chat_keep(spool__buf *text, spool__chat_span *span, const char *s,
+                     size_t n);
+spool__chat_call *spool__chat_add_call(spool__chat_call **calls, size_t *ncalls,
+                                       size_t *cap, int *full);
+int spool__chat_count(double v, long long *count);
 
 /* Reads body[0..n) into r (zeroed first; reuse it across calls, and free
  * it with spool__chat_reply_free). Returns 0 when read, 1 when the body is

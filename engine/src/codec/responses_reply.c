@@ -13,7 +13,6 @@
  */
 #include "codec/responses_reply.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,10 +140,7 @@ static int value_role(reader *rd) {
 }
 
 static int keep(reader *rd, spool__chat_span *span, const char *s, size_t n) {
-  span->at = rd->r->text.len;
-  span->len = n;
-  span->set = 1;
-  if (spool__buf_add(&rd->r->text, s, n) != 0) {
+  if (spool__chat_keep(&rd->r->text, span, s, n) != 0) {
     rd->nomem = 1;
     return 1;
   }
@@ -205,8 +201,9 @@ static int on_integer(void *ud, long long v) {
 
 static int on_number(void *ud, double v) {
   reader *rd = ud;
-  int whole = v == floor(v) && v >= -0x1p63 && v < 0x1p63;
-  return scalar(rd, value_role(rd), whole, whole ? (long long)v : 0);
+  long long count;
+  int whole = spool__chat_count(v, &count);
+  return scalar(rd, value_role(rd), whole, count);
 }
 
 static int on_big_integer(void *ud, const char *s, size_t n) {
@@ -349,19 +346,15 @@ static int add_call(reader *rd) {
   item *it = &rd->it;
   if (!it->name.set || it->call_id_other || (!it->call_id.set && it->id_other))
     return LEAVE;
-  if (r->ncalls == SPOOL__CHAT_MAX_CALLS)
-    return LEAVE; /* so many: the Lua reader's, in the Lua heap */
-  if (r->ncalls == r->cap) {
-    size_t cap = r->cap ? 2 * r->cap : 4;
-    spool__chat_call *calls = realloc(r->calls, cap * sizeof *calls);
-    if (calls == NULL) {
-      rd->nomem = 1;
-      return 1;
-    }
-    r->calls = calls;
-    r->cap = cap;
+  int full = 0;
+  spool__chat_call *c =
+      spool__chat_add_call(&r->calls, &r->ncalls, &r->cap, &full);
+  if (c == NULL) {
+    if (full)
+      return LEAVE; /* so many: the Lua reader's, in the Lua heap */
+    rd->nomem = 1;
+    return 1;
   }
-  spool__chat_call *c = &r->calls[r->ncalls++];
   c->id = it->call_id.set ? it->call_id : it->id;
   c->name = it->name;
   c->arguments = it->args;

@@ -13,7 +13,7 @@
  * twice, invalid JSON, over SPOOL__CHAT_MAX_CALLS calls, ...) is reported
  * as such, and the Lua reader, which takes them all, reads it instead.
  * Both give the same reply for every document this one takes
- * (spec/responses_wire_spec.lua).
+ * (spec/wire_spec.lua).
  */
 #ifndef SPOOL_RESPONSES_REPLY_H
 #define SPOOL_RESPONSES_REPLY_H

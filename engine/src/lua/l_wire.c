@@ -86,9 +86,64 @@ scratch *spool__wire_take(lua_State *L) {
   return s;
 }
 
+spool__wire_scratch *spool__wire_read(lua_State *L, spool__wire_reader read) {
+  size_t n;
+  const char *body = luaL_checklstring(L, 1, &n);
+  lua_settop(L, 1);
+  scratch *s = spool__wire_take(L);
+  int rc = s ? read(s, body, n) : 1;
+  if (rc < 0)
+    luaL_error(L, "not enough memory");
+  if (rc > 0) {
+    lua_pushnil(L);
+    return NULL;
+  }
+  return s;
+}
+
+void spool__wire_span(lua_State *L, const spool__buf *text,
+                      const spool__chat_span *s) {
+  lua_pushlstring(L, text->data + s->at, s->len);
+}
+
+void spool__wire_set(lua_State *L, const spool__buf *text,
+                     const spool__chat_span *s, const char *field) {
+  if (s->set) {
+    spool__wire_span(L, text, s);
+    lua_setfield(L, -2, field);
+  }
+}
+
+void spool__wire_calls(lua_State *L, const spool__buf *text,
+                       const spool__chat_call *calls, size_t n,
+                       const char *id_fmt, const char *no_arguments) {
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    const spool__chat_call *c = &calls[i];
+    lua_createtable(L, 0, 3);
+    if (c->id.set || id_fmt) {
+      if (c->id.set)
+        spool__wire_span(L, text, &c->id);
+      else
+        lua_pushfstring(L, id_fmt, (int)(i + 1));
+      lua_setfield(L, -2, "id");
+    }
+    spool__wire_set(L, text, &c->name, "name");
+    if (c->arguments.set || no_arguments) {
+      if (c->arguments.set)
+        spool__wire_span(L, text, &c->arguments);
+      else
+        lua_pushstring(L, no_arguments);
+      lua_setfield(L, -2, "arguments");
+    }
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "tool_calls");
+}
+
 static void push_span(lua_State *L, const spool__chat_reply *r,
                       const spool__chat_span *s) {
-  lua_pushlstring(L, r->text.data + s->at, s->len);
+  spool__wire_span(L, &r->text, s);
 }
 
 static void set_kind(lua_State *L, const spool__chat_reply *r, int kind,
@@ -106,23 +161,15 @@ static const char *const COUNT_NAMES[SPOOL__CHAT_COUNTS] = {
     "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
     "reasoning_tokens"};
 
+static int read_chat(scratch *s, const char *body, size_t n) {
+  return spool__chat_reply_read(&s->reply, body, n, &s->parse);
+}
+
 static int l_chat_reply(lua_State *L) {
-  size_t n;
-  const char *body = luaL_checklstring(L, 1, &n);
-  lua_settop(L, 1);
-  scratch *s = spool__wire_take(L);
-  if (s == NULL) {
-    lua_pushnil(L);
+  scratch *s = spool__wire_read(L, read_chat);
+  if (s == NULL)
     return 1;
-  }
   spool__chat_reply *r = &s->reply;
-  int rc = spool__chat_reply_read(r, body, n, &s->parse);
-  if (rc < 0)
-    return luaL_error(L, "not enough memory");
-  if (rc > 0) {
-    lua_pushnil(L);
-    return 1;
-  }
   lua_createtable(L, 0, 5);
   set_kind(L, r, r->id_kind, &r->id, "id");
   /* A refusal comes with no content: its text is the reply, and the
@@ -141,25 +188,7 @@ static int l_chat_reply(lua_State *L) {
     }
     set_kind(L, r, r->finish_kind, &r->finish, "finish_reason");
   }
-  lua_createtable(L, (int)r->ncalls, 0);
-  for (size_t i = 0; i < r->ncalls; i++) {
-    const spool__chat_call *c = &r->calls[i];
-    lua_createtable(L, 0, 3);
-    if (c->id.set)
-      push_span(L, r, &c->id);
-    else
-      lua_pushfstring(L, "call_%d", (int)(i + 1));
-    lua_setfield(L, -2, "id");
-    push_span(L, r, &c->name);
-    lua_setfield(L, -2, "name");
-    if (c->arguments.set)
-      push_span(L, r, &c->arguments);
-    else
-      lua_pushliteral(L, "{}");
-    lua_setfield(L, -2, "arguments");
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-  lua_setfield(L, -2, "tool_calls");
+  spool__wire_calls(L, &r->text, r->calls, r->ncalls, "call_%d", "{}");
   lua_createtable(L, 0, SPOOL__CHAT_COUNTS);
   for (int i = 0; i < SPOOL__CHAT_COUNTS; i++) {
     if (r->has_count[i])

@@ -39,11 +39,6 @@ enum { NO_GROUP, USER, ASSISTANT };
 
 /* ---- the reply ---- */
 
-static void push_span(lua_State *L, const spool__anthropic_reply *r,
-                      const spool__chat_span *s) {
-  lua_pushlstring(L, r->text.data + s->at, s->len);
-}
-
 static const char *const COUNT_NAMES[SPOOL__ANTHROPIC_THINKING] = {
     "input_tokens", "output_tokens", "cache_creation_input_tokens",
     "cache_read_input_tokens"};
@@ -64,54 +59,23 @@ static void push_usage(lua_State *L, const spool__anthropic_reply *r) {
   }
 }
 
+static int read_anthropic(spool__wire_scratch *s, const char *body, size_t n) {
+  return spool__anthropic_reply_read(&s->anthropic, body, n, &s->parse);
+}
+
 static int l_anthropic_reply(lua_State *L) {
-  size_t n;
-  const char *body = luaL_checklstring(L, 1, &n);
-  lua_settop(L, 1);
-  spool__wire_scratch *s = spool__wire_take(L);
-  if (s == NULL) {
-    lua_pushnil(L);
+  spool__wire_scratch *s = spool__wire_read(L, read_anthropic);
+  if (s == NULL)
     return 1;
-  }
   spool__anthropic_reply *r = &s->anthropic;
-  int rc = spool__anthropic_reply_read(r, body, n, &s->parse);
-  if (rc < 0)
-    return luaL_error(L, "not enough memory");
-  if (rc > 0) {
-    lua_pushnil(L);
-    return 1;
-  }
   lua_createtable(L, 0, 5);
-  if (r->id.set) {
-    push_span(L, r, &r->id);
-    lua_setfield(L, -2, "id");
-  }
+  spool__wire_set(L, &r->text, &r->id, "id");
+  spool__wire_set(L, &r->text, &r->stop, "stop_reason");
   if (r->has_text) {
     lua_pushlstring(L, r->said.data ? r->said.data : "", r->said.len);
     lua_setfield(L, -2, "text");
   }
-  if (r->stop.set) {
-    push_span(L, r, &r->stop);
-    lua_setfield(L, -2, "stop_reason");
-  }
-  lua_createtable(L, (int)r->ncalls, 0);
-  for (size_t i = 0; i < r->ncalls; i++) {
-    const spool__chat_call *c = &r->calls[i];
-    lua_createtable(L, 0, 3);
-    if (c->id.set)
-      push_span(L, r, &c->id);
-    else
-      lua_pushfstring(L, "toolu_%d", (int)(i + 1));
-    lua_setfield(L, -2, "id");
-    push_span(L, r, &c->name);
-    lua_setfield(L, -2, "name");
-    if (c->arguments.set) {
-      push_span(L, r, &c->arguments);
-      lua_setfield(L, -2, "arguments");
-    }
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-  lua_setfield(L, -2, "tool_calls");
+  spool__wire_calls(L, &r->text, r->calls, r->ncalls, "toolu_%d", NULL);
   push_usage(L, r);
   lua_setfield(L, -2, "usage");
   return 1;

@@ -35,19 +35,6 @@ static const char FORMS_KEY = 0;
 
 /* ---- the reply ---- */
 
-static void push_span(lua_State *L, const spool__responses_reply *r,
-                      const spool__chat_span *s) {
-  lua_pushlstring(L, r->text.data + s->at, s->len);
-}
-
-static void set_span(lua_State *L, const spool__responses_reply *r,
-                     const spool__chat_span *s, const char *field) {
-  if (s->set) {
-    push_span(L, r, s);
-    lua_setfield(L, -2, field);
-  }
-}
-
 static void set_count(lua_State *L, const spool__responses_reply *r, int i,
                       const char *field) {
   if (r->has_count[i]) {
@@ -70,43 +57,26 @@ static void push_usage(lua_State *L, const spool__responses_reply *r) {
   lua_setfield(L, -2, "output_tokens_details");
 }
 
+static int read_responses(spool__wire_scratch *s, const char *body, size_t n) {
+  return spool__responses_reply_read(&s->responses, body, n, &s->parse);
+}
+
 static int l_responses_reply(lua_State *L) {
-  size_t n;
-  const char *body = luaL_checklstring(L, 1, &n);
-  lua_settop(L, 1);
-  spool__wire_scratch *s = spool__wire_take(L);
-  if (s == NULL) {
-    lua_pushnil(L);
+  spool__wire_scratch *s = spool__wire_read(L, read_responses);
+  if (s == NULL)
     return 1;
-  }
   spool__responses_reply *r = &s->responses;
-  int rc = spool__responses_reply_read(r, body, n, &s->parse);
-  if (rc < 0)
-    return luaL_error(L, "not enough memory");
-  if (rc > 0) {
-    lua_pushnil(L);
-    return 1;
-  }
   lua_createtable(L, 0, 7);
-  set_span(L, r, &r->id, "id");
-  set_span(L, r, &r->status, "status");
-  set_span(L, r, &r->reason, "reason");
+  spool__wire_set(L, &r->text, &r->id, "id");
+  spool__wire_set(L, &r->text, &r->status, "status");
+  spool__wire_set(L, &r->text, &r->reason, "reason");
   if (r->has_text) {
     lua_pushlstring(L, r->said.data ? r->said.data : "", r->said.len);
     lua_setfield(L, -2, "text");
   }
   lua_pushboolean(L, r->refused);
   lua_setfield(L, -2, "refused");
-  lua_createtable(L, (int)r->ncalls, 0);
-  for (size_t i = 0; i < r->ncalls; i++) {
-    const spool__chat_call *c = &r->calls[i];
-    lua_createtable(L, 0, 3);
-    set_span(L, r, &c->id, "id");
-    set_span(L, r, &c->name, "name");
-    set_span(L, r, &c->arguments, "arguments");
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
-  lua_setfield(L, -2, "tool_calls");
+  spool__wire_calls(L, &r->text, r->calls, r->ncalls, NULL, NULL);
   push_usage(L, r);
   lua_setfield(L, -2, "usage");
   return 1;

@@ -28,6 +28,29 @@ typedef struct spool__wire_scratch {
  * made meanwhile, by a finalizer or an __index). */
 spool__wire_scratch *spool__wire_take(lua_State *L);
 
+/* Reads the reply body, argument 1, with `read` (one format's reader,
+ * into its part of the scratch): the scratch, or NULL with nil pushed
+ * when the body is not of the shape the reader takes (or the scratch is
+ * in use); raises when out of memory. */
+typedef int (*spool__wire_reader)(spool__wire_scratch *s, const char *body,
+                                  size_t n);
+spool__wire_scratch *spool__wire_read(lua_State *L, spool__wire_reader read);
+
+/* A string a reply reader kept: pushed; set as t[field] (t at the top)
+ * if it was there. */
+void spool__wire_span(lua_State *L, const spool__buf *text,
+                      const spool__chat_span *s);
+void spool__wire_set(lua_State *L, const spool__buf *text,
+                     const spool__chat_span *s, const char *field);
+
+/* A reply's calls, as an array of { id, name, arguments } set as
+ * t.tool_calls (t at the top). A call without an id gets the one id_fmt
+ * makes of its number ("call_%d"), or none (NULL); one without arguments
+ * gets `no_arguments`, or none (NULL). */
+void spool__wire_calls(lua_State *L, const spool__buf *text,
+                       const spool__chat_call *calls, size_t n,
+                       const char *id_fmt, const char *no_arguments);
+
 /* Appends s[0..n) to the body, raising past its bound (64 MiB, as
  * json.encode's text) or when out of memory. */
 void spool__wire_put(lua_State *L, spool__buf *b, const char *s, size_t n);

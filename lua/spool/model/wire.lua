@@ -1,6 +1,6 @@
 -- spool.model.wire: what the providers' wire formats share (private):
--- reading a response body and a message's text, the provider's own words in
--- an error body, and
+-- their tools' encoded form, reading a response body and a message's text,
+-- the provider's own words in an error body, and
 -- usage in OpenAI's two shapes (Chat Completions and Responses name the
 -- same counts differently).
 
@@ -26,6 +26,28 @@ function M.text_of(content)
     return table.concat(parts, "\n")
   end
   return ""
+end
+
+
+-- The tools' wire form in one format, encoded (a json.raw): what
+-- `form(tool)` makes of each of req.tools, made once and kept in
+-- req.tools_wire[format], where the request gives one (an agent
+-- version's, spool.run.request), as its tools stay the same from step to
+-- step.
+function M.tools_json(req, format, form)
+  local kept = req.tools_wire
+  local raw = kept and kept[format]
+  if not raw then
+    local tools = json.array()
+    for i, t in ipairs(req.tools) do
+      tools[i] = form(t)
+    end
+    raw = json.raw(json.encode(tools))
+    if kept then
+      kept[format] = raw
+    end
+  end
+  return raw
 end
 
 

@@ -62,28 +62,14 @@ local function convert(messages)
 end
 
 
--- The tools' wire form, encoded (a json.raw): kept in req.tools_wire,
--- where the request gives one (an agent version's, spool.run.request).
-local function tools_json(req)
-  local kept = req.tools_wire
-  local raw = kept and kept.anthropic
-  if not raw then
-    local tools = json.array()
-    for i, t in ipairs(req.tools) do
-      tools[i] = { name = t.name, description = t.description,
-                   input_schema = t.parameters }
-    end
-    raw = json.raw(json.encode(tools))
-    if kept then
-      kept.anthropic = raw
-    end
-  end
-  return raw
+local function wire_tool(t)
+  return { name = t.name, description = t.description,
+           input_schema = t.parameters }
 end
 
 
 -- The body as Lua writes it: what core.anthropic_body must write byte for
--- byte (spec/providers_spec.lua), and what names a value no JSON can hold.
+-- byte (spec/wire_spec.lua), and what names a value no JSON can hold.
 local function body_in_lua(b, messages)
   local body = { model = b.model, max_tokens = b.max_tokens,
     messages = convert(messages), temperature = b.temperature,
@@ -110,7 +96,8 @@ function M.build(model, req)
   local b = { model = model.name, system = system,
     max_tokens = req.max_tokens or model.max_tokens or DEFAULT_MAX_TOKENS,
     temperature = req.temperature or model.temperature, stream = req.stream,
-    tools = req.tools and #req.tools > 0 and tools_json(req) or nil }
+    tools = req.tools and #req.tools > 0
+      and wire.tools_json(req, "anthropic", wire_tool) or nil }
   local messages = req.messages or NO_MESSAGES
   local ok, body = pcall(core.anthropic_body, b.model, b.system, messages,
     b.tools, b.max_tokens, b.temperature, b.stream, req.message_forms,

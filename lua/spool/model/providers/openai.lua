@@ -40,35 +40,14 @@ local function convert_message(m)
 end
 
 
-local function wire_tools(tools)
-  local out = json.array()
-  for i, t in ipairs(tools) do
-    out[i] = { type = "function", ["function"] = {
-      name = t.name, description = t.description,
-      parameters = t.parameters } }
-  end
-  return out
-end
-
-
--- The tools' wire form, encoded (a json.raw): kept in req.tools_wire,
--- where the request gives one (an agent version's, spool.run.request), as
--- its tools stay the same from step to step.
-local function tools_json(req)
-  local kept = req.tools_wire
-  local raw = kept and kept.openai
-  if not raw then
-    raw = json.raw(json.encode(wire_tools(req.tools)))
-    if kept then
-      kept.openai = raw
-    end
-  end
-  return raw
+local function wire_tool(t)
+  return { type = "function", ["function"] = { name = t.name,
+    description = t.description, parameters = t.parameters } }
 end
 
 
 -- The body as Lua writes it: what core.chat_body must write byte for byte
--- (spec/providers_spec.lua), and what names a value no JSON can hold.
+-- (spec/wire_spec.lua), and what names a value no JSON can hold.
 local function body_in_lua(model, req, tools)
   local messages = json.array()
   if req.system and req.system ~= "" then
@@ -101,7 +80,8 @@ local NO_MESSAGES = {}
 -- (core.chat_body); a value that writer does not take is left to the Lua
 -- one, which says what is wrong with it.
 function M.build(model, req)
-  local tools = req.tools and #req.tools > 0 and tools_json(req) or nil
+  local tools = req.tools and #req.tools > 0
+    and wire.tools_json(req, "openai", wire_tool) or nil
   local ok, body = pcall(core.chat_body, model.name, req.system,
     req.messages or NO_MESSAGES, tools, req.json,
     req.temperature or model.temperature, req.max_tokens or model.max_tokens,

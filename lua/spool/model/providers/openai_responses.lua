@@ -37,28 +37,14 @@ local function convert(messages)
 end
 
 
--- The tools' wire form, encoded (a json.raw): kept in req.tools_wire,
--- where the request gives one (an agent version's, spool.run.request).
-local function tools_json(req)
-  local kept = req.tools_wire
-  local raw = kept and kept.responses
-  if not raw then
-    local tools = json.array()
-    for i, t in ipairs(req.tools) do
-      tools[i] = { type = "function", name = t.name,
-                   description = t.description, parameters = t.parameters }
-    end
-    raw = json.raw(json.encode(tools))
-    if kept then
-      kept.responses = raw
-    end
-  end
-  return raw
+local function wire_tool(t)
+  return { type = "function", name = t.name, description = t.description,
+           parameters = t.parameters }
 end
 
 
 -- The body as Lua writes it: what core.responses_body must write byte for
--- byte (spec/responses_wire_spec.lua), and what names a value no JSON can
+-- byte (spec/wire_spec.lua), and what names a value no JSON can
 -- hold.
 local function body_in_lua(model, req, messages, tools)
   local body = { model = model.name, input = convert(messages),
@@ -85,7 +71,8 @@ local NO_MESSAGES = {}
 -- that writer does not take is left to the Lua one, which says what is
 -- wrong with it.
 function M.build(model, req)
-  local tools = req.tools and #req.tools > 0 and tools_json(req) or nil
+  local tools = req.tools and #req.tools > 0
+    and wire.tools_json(req, "openai-responses", wire_tool) or nil
   local messages = req.messages or NO_MESSAGES
   local ok, body = pcall(core.responses_body, model.name, req.system,
     messages, tools, req.json, req.temperature or model.temperature,
