@@ -211,6 +211,29 @@ describe("limits on agent code", function()
       assert.matches("step ran past its budget", t:outcome())
     end)
 
+  it("fails a tool that hands a wire writer a list without end, which no "
+    .. "C loop walks unmetered", function()
+      -- Every element of msgs is msgs, through a C function: a writer
+      -- walking it to its first nil ran no Lua instruction, and held the
+      -- loop for good. The writers in C stop at the list's length; the Lua
+      -- ones walk it under the step's budget.
+      for _, provider in ipairs { "anthropic", "openai-responses" } do
+        local mock = probing_model()
+        project({ ["agents/endless.lua"] = probe_agent(string.format([[
+          local llm = require "spool.llm"
+          local msgs = setmetatable({ role = "assistant", content = false,
+            tool_calls = false }, { __index = assert })
+          return #llm.provider(%q).build({ name = "m" },
+            { messages = msgs }).body
+        ]], provider), "limits = { step_instructions = 20000000 },"),
+          ["prompts/p.md"] = "x" }, mock)
+        local t = run_named("endless")
+        assert.are.equal("done", t:status())
+        assert.matches("the step ran past its budget of 20000000 Lua "
+          .. "instructions", errors_of(t)[1], 1, true)
+      end
+    end)
+
   it("fails a tool that fills memory, and gives the memory back", function()
     local mock = probing_model()
     project({ ["agents/bomb.lua"] = probe_agent([[

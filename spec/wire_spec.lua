@@ -702,7 +702,63 @@ describe("the chat request writer, with kept forms", function()
   end)
 end)
 
--- What a review of the chat reader and writer found (each failed before).
+-- What reviews of the readers and writers found (each failed before).
+describe("the writers and readers in C, on hostile input", function()
+  local function write(fast, messages)
+    if fast == "anthropic_body" then
+      return pcall(core.anthropic_body, "m", nil, messages, nil, 10, nil,
+        nil, nil, function() return {} end)
+    end
+    return pcall(core[fast], "m", nil, messages)
+  end
+
+  it("walk a list no further than its length", function()
+    -- Each element is an assistant's message with nothing to say, which
+    -- makes no block or item, through an __index in C (no Lua runs): the
+    -- walk to the first nil never ended.
+    local silent = { role = "assistant", content = false, tool_calls = false,
+                     __index = getmetatable }
+    local endless = setmetatable({}, silent)
+    local calls = setmetatable({}, { __index = function()
+      return { name = "f" } end })
+    for _, fast in ipairs { "anthropic_body", "responses_body" } do
+      local ok, err = write(fast, endless)
+      assert.is_false(ok, fast)
+      assert.matches("messages: an element past the list's length", err)
+      ok, err = write(fast, { { role = "assistant", tool_calls = calls } })
+      assert.is_false(ok, fast)
+      assert.matches("tool_calls: an element past the list's length", err)
+      ok, err = write(fast, setmetatable({}, { __len = function()
+        return 2 ^ 40 end }))
+      assert.is_false(ok, fast)
+      assert.matches("messages: more than 1048576 of them", err)
+    end
+  end)
+
+  it("are not held for good by a call whose coroutine died of an error",
+    function()
+      -- coroutine.resume leaves a coroutine that raised with its
+      -- to-be-closed slots open: the scratch the call had was never given
+      -- back, and every reader and writer in C refused from then on.
+      local boom = setmetatable({}, { __index = function() error("boom") end })
+      for _, fast in ipairs { "anthropic_body", "responses_body",
+                              "chat_body" } do
+        local co = coroutine.create(function() write(fast, { boom }) end)
+        assert(coroutine.resume(co))
+        co = coroutine.create(function()
+          core[fast]("m", nil, { boom }, nil, 10, nil, nil, nil, print)
+        end)
+        local ok, err = coroutine.resume(co)
+        assert.is_false(ok)
+        assert.matches("boom", err)
+        assert.is_table(core.chat_reply('{"choices": [{"message": '
+          .. '{"content": "hi"}}]}'), fast)
+        assert.are.equal('{"messages":[],"model":"m"}',
+          core.chat_body("m", nil, {}))
+      end
+    end)
+end)
+
 describe("the chat writer, on hostile input", function()
   it("bounds a body inside one message's tool calls", function()
     local big = ("a"):rep(2 ^ 20)

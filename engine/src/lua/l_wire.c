@@ -52,10 +52,8 @@ static int scratch_gc(lua_State *L) {
   return 0;
 }
 
-/* __close, as a call returns or raises: the scratch is free again, and
- * keeps no big buffer. */
-static int scratch_close(lua_State *L) {
-  scratch *s = luaL_checkudata(L, 1, SCRATCH_MT);
+/* The scratch is free again, and keeps no big buffer. */
+static void scratch_release(scratch *s) {
   s->busy = 0;
   if (s->reply.text.cap > KEEP_BYTES ||
       s->reply.cap * sizeof *s->reply.calls > KEEP_BYTES)
@@ -73,15 +71,42 @@ static int scratch_close(lua_State *L) {
     spool__buf_free(&s->parse);
   if (s->body.cap > KEEP_BYTES)
     spool__buf_free(&s->body);
+}
+
+/* __close, as a call returns or raises. */
+static int scratch_close(lua_State *L) {
+  scratch_release(luaL_checkudata(L, 1, SCRATCH_MT));
+  lua_pushnil(L);
+  lua_setiuservalue(L, 1, 1); /* its owner */
   return 0;
 }
 
+/* Was the scratch left by a call on a coroutine that died of an error?
+ * Lua closes a dead coroutine's to-be-closed slots only when it is closed
+ * (coroutine.close, lua_closethread), which nothing promises: an error in
+ * a run's coroutine, or in one an agent resumed, would hold the scratch
+ * for good. stack: -> (nothing) */
+static int left_by_dead(lua_State *L, int idx) {
+  lua_getiuservalue(L, idx, 1);
+  lua_State *owner = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  return owner && lua_status(owner) > LUA_YIELD;
+}
+
 scratch *spool__wire_take(lua_State *L) {
-  scratch *s = lua_touserdata(L, lua_upvalueindex(1));
-  if (s->busy)
-    return NULL;
+  int at = lua_upvalueindex(1);
+  scratch *s = lua_touserdata(L, at);
+  if (s->busy) {
+    /* In use: by a call that is still on some stack (this one's, through
+     * a metamethod, or a coroutine's that resumed this one). */
+    if (!left_by_dead(L, at))
+      return NULL;
+    scratch_release(s);
+  }
   s->busy = 1;
-  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushthread(L);
+  lua_setiuservalue(L, at, 1);
+  lua_pushvalue(L, at);
   lua_toclose(L, -1);
   return s;
 }
@@ -260,6 +285,17 @@ void spool__wire_field(lua_State *L, spool__buf *b, int t, const char *field,
   lua_pop(L, 1);
 }
 #define PUT_FIELD SPOOL__WIRE_FIELD
+
+lua_Integer spool__wire_len(lua_State *L, int idx, const char *what) {
+  lua_Integer n = luaL_len(L, idx);
+  if (n > SPOOL__WIRE_MAX_LIST)
+    luaL_error(L, "%s: more than %d of them", what, SPOOL__WIRE_MAX_LIST);
+  int past = lua_geti(L, idx, n + 1) != LUA_TNIL;
+  lua_pop(L, 1);
+  if (past)
+    luaL_error(L, "%s: an element past the list's length", what);
+  return n;
+}
 
 int spool__wire_forms(lua_State *L, int kept, const void *key) {
   if (!kept)
@@ -459,7 +495,7 @@ void spool__open_wire(lua_State *L) {
   static const luaL_Reg methods[] = {{NULL, NULL}};
   spool__class(L, SCRATCH_MT, methods, scratch_gc, scratch_close);
   lua_pop(L, 1);
-  scratch *s = lua_newuserdatauv(L, sizeof *s, 0);
+  scratch *s = lua_newuserdatauv(L, sizeof *s, 1); /* 1: its owner */
   memset(s, 0, sizeof *s);
   luaL_setmetatable(L, SCRATCH_MT);
   lua_pushvalue(L, -1);

@@ -122,7 +122,8 @@ static int is_role(lua_State *L, int m, const char *want) {
  * Returns how many blocks there were before, and now. */
 static int put_tool_uses(lua_State *L, spool__buf *b, int tc, int fn,
                          int blocks) {
-  for (lua_Integer i = 1; lua_geti(L, tc, i) != LUA_TNIL; i++) {
+  lua_Integer n = spool__wire_len(L, tc, "tool_calls");
+  for (lua_Integer i = 1; i <= n && lua_geti(L, tc, i) != LUA_TNIL; i++) {
     if (lua_type(L, -1) != LUA_TTABLE)
       luaL_error(L, "tool call %d is not a table", (int)i);
     int c = lua_gettop(L), first = 1;
@@ -140,7 +141,7 @@ static int put_tool_uses(lua_State *L, spool__buf *b, int tc, int fn,
     PUT(L, b, ",\"type\":\"tool_use\"}");
     lua_pop(L, 1);
   }
-  lua_pop(L, 1); /* the nil */
+  lua_settop(L, tc);
   return blocks;
 }
 
@@ -194,9 +195,11 @@ static void close_group(lua_State *L, spool__buf *b, int group) {
  * make one message, as the API wants. */
 static void put_messages(lua_State *L, spool__buf *b, int messages, int fn,
                          int kept) {
+  int top = lua_gettop(L);
   int forms = spool__wire_forms(L, kept, &FORMS_KEY);
   int open = NO_GROUP;
-  for (lua_Integer i = 1; lua_geti(L, messages, i) != LUA_TNIL; i++) {
+  lua_Integer n = spool__wire_len(L, messages, "messages");
+  for (lua_Integer i = 1; i <= n && lua_geti(L, messages, i) != LUA_TNIL; i++) {
     int m = lua_gettop(L);
     int group = group_of(L, m);
     /* The separator goes first, and is taken back if the message has no
@@ -219,11 +222,9 @@ static void put_messages(lua_State *L, spool__buf *b, int messages, int fn,
     }
     lua_settop(L, m - 1);
   }
-  lua_pop(L, 1); /* the nil */
   if (open != NO_GROUP)
     close_group(L, b, open);
-  if (forms)
-    lua_pop(L, 1);
+  lua_settop(L, top);
 }
 
 /* Arguments: 1 model, 2 system, 3 messages, 4 tools (json.raw), 5

@@ -102,7 +102,8 @@ static int role_is(lua_State *L, int m, const char *want, size_t len) {
 /* An assistant's tool calls (the table at tc) as function_call items;
  * how many items there were before, and now. */
 static int put_calls(lua_State *L, spool__buf *b, int tc, int items) {
-  for (lua_Integer i = 1; lua_geti(L, tc, i) != LUA_TNIL; i++) {
+  lua_Integer n = spool__wire_len(L, tc, "tool_calls");
+  for (lua_Integer i = 1; i <= n && lua_geti(L, tc, i) != LUA_TNIL; i++) {
     if (lua_type(L, -1) != LUA_TTABLE)
       luaL_error(L, "tool call %d is not a table", (int)i);
     int c = lua_gettop(L), first = 1;
@@ -117,7 +118,7 @@ static int put_calls(lua_State *L, spool__buf *b, int tc, int items) {
     PUT_KEY(L, b, ",\"type\":\"function_call\"}", &first);
     lua_pop(L, 1);
   }
-  lua_pop(L, 1); /* the nil */
+  lua_settop(L, tc);
   return items;
 }
 
@@ -183,9 +184,11 @@ static int l_responses_body(lua_State *L) {
   spool__buf_clear(b);
   PUT(L, b, "{\"input\":[");
   int kept = lua_type(L, 9) == LUA_TTABLE ? 9 : 0;
+  int top = lua_gettop(L);
   int forms = spool__wire_forms(L, kept, &FORMS_KEY);
   int any = 0;
-  for (lua_Integer i = 1; lua_geti(L, 3, i) != LUA_TNIL; i++) {
+  lua_Integer n = spool__wire_len(L, 3, "messages");
+  for (lua_Integer i = 1; i <= n && lua_geti(L, 3, i) != LUA_TNIL; i++) {
     int m = lua_gettop(L);
     size_t mark = b->len;
     if (any)
@@ -196,7 +199,7 @@ static int l_responses_body(lua_State *L) {
       b->len = mark; /* no item: no comma */
     lua_settop(L, m - 1);
   }
-  lua_pop(L, forms ? 2 : 1); /* the nil, and the forms */
+  lua_settop(L, top);
   PUT(L, b, "]");
   if (lua_toboolean(L, 2) &&
       !(lua_type(L, 2) == LUA_TSTRING && lua_rawlen(L, 2) == 0)) {

@@ -77,6 +77,15 @@ void spool__wire_field(lua_State *L, spool__buf *b, int t, const char *field,
                     ",\"" field "\":", sizeof ",\"" field "\":" - 1, first,    \
                     depth)
 
+/* How far ipairs walks the list at idx (a message's list, a tool call's):
+ * at most its length, luaL_len's. Raises (and the Lua writer, whose
+ * ipairs the count hook meters, writes it) when an element lies past
+ * that, as an __index can make them without end, or when the length is
+ * past any body's (SPOOL__WIRE_MAX_LIST). The caller stops at the first
+ * nil too. */
+#define SPOOL__WIRE_MAX_LIST (1 << 20)
+lua_Integer spool__wire_len(lua_State *L, int idx, const char *what);
+
 /* Kept forms: a format's forms of a thread's messages, kept from one
  * request to the next, so each message is written once. `kept` (a stack
  * index, 0: none) is core.chat_body's table, message -> false | its
