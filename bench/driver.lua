@@ -2,10 +2,11 @@
 --
 --   bench/spool-driver --base URL --runs R --concurrency C --steps K
 --                      --warmup W --timeout-s S [--db FILE]
---                      [--no-cpu-limits] [--provider NAME]
+--                      [--no-cpu-limits] [--provider NAME] [--stream]
 --
 -- --provider: the wire format spoken to the model (openai, the default,
--- openai-responses or anthropic; the bench mock speaks each).
+-- openai-responses or anthropic; the bench mock speaks each). --stream:
+-- each model call streamed, as when someone reads the text as it comes.
 -- Runs W warm-up runs, then R runs of bench/agents/calc.lua (K tool steps,
 -- then the final text), at most C in flight, against the model at URL, and
 -- prints one JSON line: runs, warmup, steps, failed, bad_answers,
@@ -19,10 +20,11 @@ local loader = require "spool.run.loader"
 
 local o = require("spool.cli.command").new("bench driver", "usage: bench/spool-driver "
   .. "--base URL --runs R --concurrency C --steps K --warmup W --timeout-s S "
-  .. "[--db FILE] [--no-cpu-limits] [--provider NAME]"):parse(arg, { ["--base"] = "value",
+  .. "[--db FILE] [--no-cpu-limits] [--provider NAME] [--stream]"):parse(arg, { ["--base"] = "value",
     ["--runs"] = "count", ["--concurrency"] = "count", ["--steps"] = "natural",
     ["--warmup"] = "natural", ["--timeout-s"] = "count", ["--db"] = "value",
-    ["--no-cpu-limits"] = "flag", ["--provider"] = "value" }, {})
+    ["--no-cpu-limits"] = "flag", ["--provider"] = "value",
+    ["--stream"] = "flag" }, {})
 
 -- Without instruction budgets no count hook is set: what the hook costs.
 if o.no_cpu_limits then
@@ -36,6 +38,7 @@ agent.model = { mock = false, base_url = assert(o.base, "--base URL"),
                 name = "mock-1", timeout_ms = o.timeout_s * 1000,
                 max_retries = 0 }
 agent.max_steps = o.steps + 1
+agent.stream = o.stream or nil
 local INPUT = "Start at 0 and add 1, one tool call at a time."
 local ANSWER = "The answer is " .. o.steps .. "."
 
