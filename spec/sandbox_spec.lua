@@ -220,10 +220,9 @@ describe("limits on agent code", function()
       for _, provider in ipairs { "anthropic", "openai-responses" } do
         local mock = probing_model()
         project({ ["agents/endless.lua"] = probe_agent(string.format([[
-          local llm = require "spool.llm"
           local msgs = setmetatable({ role = "assistant", content = false,
             tool_calls = false }, { __index = assert })
-          return #llm.provider(%q).build({ name = "m" },
+          return #spool.llm.provider(%q).build({ name = "m" },
             { messages = msgs }).body
         ]], provider), "limits = { step_instructions = 20000000 },"),
           ["prompts/p.md"] = "x" }, mock)
