@@ -93,6 +93,32 @@ static int left_by_dead(lua_State *L, int idx) {
   return owner && lua_status(owner) > LUA_YIELD;
 }
 
+scratch *spool__wire_body_begin(lua_State *L) {
+  luaL_checktype(L, 3, LUA_TTABLE);
+  size_t len = 0;
+  const char *tools = NULL;
+  if (!lua_isnil(L, 4) && (tools = spool__json_raw_text(L, 4, &len)) == NULL)
+    luaL_argerror(L, 4, "tools must be a json.raw");
+  scratch *s = spool__wire_take(L);
+  if (s == NULL)
+    luaL_error(L, "a request body is being written already");
+  spool__buf_clear(&s->body);
+  s->tools = tools;
+  s->tools_len = len;
+  return s;
+}
+
+int spool__wire_body_end(lua_State *L, scratch *s) {
+  spool__buf *b = &s->body;
+  if (s->tools) {
+    SPOOL__WIRE_PUT(L, b, ",\"tools\":");
+    spool__wire_put(L, b, s->tools, s->tools_len);
+  }
+  SPOOL__WIRE_PUT(L, b, "}");
+  lua_pushlstring(L, b->data, b->len);
+  return 1;
+}
+
 scratch *spool__wire_take(lua_State *L) {
   int at = lua_upvalueindex(1);
   scratch *s = lua_touserdata(L, at);
@@ -429,17 +455,8 @@ static void put_kept_message(lua_State *L, spool__buf *b, int m, int kept) {
  * json.encode writes them. */
 static int l_chat_body(lua_State *L) {
   lua_settop(L, 9);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  size_t tools_len = 0;
-  const char *tools = NULL;
-  if (!lua_isnil(L, 4) &&
-      (tools = spool__json_raw_text(L, 4, &tools_len)) == NULL)
-    return luaL_argerror(L, 4, "tools must be a json.raw");
-  scratch *s = spool__wire_take(L);
-  if (s == NULL)
-    return luaL_error(L, "a request body is being written already");
+  scratch *s = spool__wire_body_begin(L);
   spool__buf *b = &s->body;
-  spool__buf_clear(b);
   int first = 1;
   PUT(L, b, "{");
   if (!lua_isnil(L, 7)) {
@@ -482,13 +499,7 @@ static int l_chat_body(lua_State *L) {
     PUT(L, b, ",\"temperature\":");
     spool__wire_value(L, b, 6, IN_BODY);
   }
-  if (tools) {
-    PUT(L, b, ",\"tools\":");
-    spool__wire_put(L, b, tools, tools_len);
-  }
-  PUT(L, b, "}");
-  lua_pushlstring(L, b->data, b->len);
-  return 1;
+  return spool__wire_body_end(L, s);
 }
 
 void spool__open_wire(lua_State *L) {

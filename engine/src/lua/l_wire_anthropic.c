@@ -232,18 +232,9 @@ static void put_messages(lua_State *L, spool__buf *b, int messages, int fn,
  * sorted order, as json.encode writes them. */
 static int l_anthropic_body(lua_State *L) {
   lua_settop(L, 9);
-  luaL_checktype(L, 3, LUA_TTABLE);
   luaL_checktype(L, 9, LUA_TFUNCTION);
-  size_t tools_len = 0;
-  const char *tools = NULL;
-  if (!lua_isnil(L, 4) &&
-      (tools = spool__json_raw_text(L, 4, &tools_len)) == NULL)
-    return luaL_argerror(L, 4, "tools must be a json.raw");
-  spool__wire_scratch *s = spool__wire_take(L);
-  if (s == NULL)
-    return luaL_error(L, "a request body is being written already");
+  spool__wire_scratch *s = spool__wire_body_begin(L);
   spool__buf *b = &s->body;
-  spool__buf_clear(b);
   int first = 1;
   PUT(L, b, "{");
   if (!lua_isnil(L, 5)) {
@@ -267,13 +258,7 @@ static int l_anthropic_body(lua_State *L) {
     PUT(L, b, ",\"temperature\":");
     spool__wire_value(L, b, 6, IN_BODY);
   }
-  if (tools) {
-    PUT(L, b, ",\"tools\":");
-    spool__wire_put(L, b, tools, tools_len);
-  }
-  PUT(L, b, "}");
-  lua_pushlstring(L, b->data, b->len);
-  return 1;
+  return spool__wire_body_end(L, s);
 }
 
 void spool__open_wire_anthropic(lua_State *L, int scratch) {

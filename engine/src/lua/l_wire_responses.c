@@ -171,17 +171,8 @@ static int put_items(lua_State *L, spool__buf *b, int m, int fn) {
  * as json.encode writes them. */
 static int l_responses_body(lua_State *L) {
   lua_settop(L, 9);
-  luaL_checktype(L, 3, LUA_TTABLE);
-  size_t tools_len = 0;
-  const char *tools = NULL;
-  if (!lua_isnil(L, 4) &&
-      (tools = spool__json_raw_text(L, 4, &tools_len)) == NULL)
-    return luaL_argerror(L, 4, "tools must be a json.raw");
-  spool__wire_scratch *s = spool__wire_take(L);
-  if (s == NULL)
-    return luaL_error(L, "a request body is being written already");
+  spool__wire_scratch *s = spool__wire_body_begin(L);
   spool__buf *b = &s->body;
-  spool__buf_clear(b);
   PUT(L, b, "{\"input\":[");
   int kept = lua_type(L, 9) == LUA_TTABLE ? 9 : 0;
   int top = lua_gettop(L);
@@ -223,13 +214,7 @@ static int l_responses_body(lua_State *L) {
   }
   if (lua_toboolean(L, 5))
     PUT(L, b, ",\"text\":{\"format\":{\"type\":\"json_object\"}}");
-  if (tools) {
-    PUT(L, b, ",\"tools\":");
-    spool__wire_put(L, b, tools, tools_len);
-  }
-  PUT(L, b, "}");
-  lua_pushlstring(L, b->data, b->len);
-  return 1;
+  return spool__wire_body_end(L, s);
 }
 
 void spool__open_wire_responses(lua_State *L, int scratch) {

@@ -20,6 +20,8 @@ typedef struct spool__wire_scratch {
   spool__responses_reply responses;
   spool__buf parse;
   spool__buf body;
+  const char *tools; /* the body's tools, a json.raw's text, or NULL */
+  size_t tools_len;
   int busy;
 } spool__wire_scratch;
 
@@ -27,6 +29,15 @@ typedef struct spool__wire_scratch {
  * and closed as the call ends; NULL if a call is using it already (one
  * made meanwhile, by a finalizer or an __index). */
 spool__wire_scratch *spool__wire_take(lua_State *L);
+
+/* A request body's start and end, for every writer: argument 3 (the
+ * messages) must be a table and argument 4 (the tools' wire form) a
+ * json.raw or nil; begin takes the scratch and clears its body, and
+ * raises when the scratch is in use. end writes the tools, the last of
+ * the sorted keys, and the closing brace, and pushes the body (returns
+ * 1). */
+spool__wire_scratch *spool__wire_body_begin(lua_State *L);
+int spool__wire_body_end(lua_State *L, spool__wire_scratch *s);
 
 /* Reads the reply body, argument 1, with `read` (one format's reader,
  * into its part of the scratch): the scratch, or NULL with nil pushed
