@@ -88,20 +88,23 @@ local function same_replies(parse, fast, document)
   assert.is_true(taken > 400 and taken < 3600, "C read " .. taken)
 end
 
+-- A Chat Completions usage object, of any shape.
+local function chat_usage()
+  local details = { ABSENT, "null", "[]", "5", "{}" }
+  return v { ABSENT, "null", "[]", '"x"', "{}", object {
+    { "prompt_tokens", v(COUNTS) }, { "completion_tokens", v(COUNTS) },
+    { "total_tokens", v(COUNTS) },
+    { "prompt_tokens_details", r() < 0.6 and object {
+      { "cached_tokens", v(COUNTS) } } or v(details) },
+    { "completion_tokens_details", r() < 0.6 and object {
+      { "reasoning_tokens", v(COUNTS) } } or v(details) },
+  } }
+end
+
 -- Chat Completions replies are read in C when they have the common shape
 -- (core.chat_reply); the Lua reader takes the rest.
 describe("the chat reply reader", function()
-  local function usage()
-    local details = { ABSENT, "null", "[]", "5", "{}" }
-    return v { ABSENT, "null", "[]", '"x"', "{}", object {
-      { "prompt_tokens", v(COUNTS) }, { "completion_tokens", v(COUNTS) },
-      { "total_tokens", v(COUNTS) },
-      { "prompt_tokens_details", r() < 0.6 and object {
-        { "cached_tokens", v(COUNTS) } } or v(details) },
-      { "completion_tokens_details", r() < 0.6 and object {
-        { "reasoning_tokens", v(COUNTS) } } or v(details) },
-    } }
-  end
+  local usage = chat_usage
 
   local function call()
     local fn = object {
@@ -180,6 +183,178 @@ describe("the chat reply reader", function()
                 cached_tokens = 8 } }, reply)
     assert.is_nil(core.chat_reply('{"choices": []}'))
     assert.is_nil(core.chat_reply('{"choices": [{"message": {}}], "id": 5}'))
+  end)
+end)
+
+-- A streamed reply's chunks are read in C when they have the common shape
+-- (core.chat_chunk); the Lua stream reader takes the rest of the stream
+-- from the first that has not.
+describe("the chat stream reader", function()
+  local function call()
+    if r() < 0.03 then
+      return pick { "5", "null", "[]" }
+    end
+    local fn = object {
+      { "name", v { '"add"', '"sub"', '"x\\u00e9"', "null", ABSENT, ABSENT,
+        '["x"]', "5" } },
+      { "arguments", v { [["{\"a\""]], '": 1}"', '""', "null", ABSENT,
+        '{"a": 1}', "5" } },
+    }
+    return object {
+      { "index", v { "0", "0", "0", "1", "1", "2", "null", ABSENT, "-1", "1.0",
+        "1.5", '"1"', "99", "true", "1e300", "{}" } },
+      { "id", v { '"call_1"', '"c2"', "null", "4", ABSENT, ABSENT } },
+      { "type", v { '"function"', ABSENT } },
+      { "function", r() < 0.9 and fn or v { "null", '"x"', ABSENT, "[]" } },
+    }
+  end
+
+  local function delta()
+    local calls = {}
+    for i = 1, r(0, 2) do
+      calls[i] = call()
+    end
+    return object {
+      { "role", v { '"assistant"', ABSENT, ABSENT } },
+      { "content", v { '"Hel"', '"lo"', '""', "null", ABSENT, ABSENT,
+        '"caf\\u00e9\\n"', "7", "[1]" } },
+      { "refusal", v { ABSENT, ABSENT, ABSENT, '"no"', '""', "null" } },
+      { "tool_calls", r() < 0.5 and array(calls)
+        or v { ABSENT, "null", "{}", "[]" } },
+    }
+  end
+
+  local function choice()
+    return object {
+      { "index", "0" },
+      { "delta", r() < 0.9 and delta() or v { "null", "[]", '"x"', ABSENT,
+        "{}" } },
+      { "finish_reason", v { ABSENT, "null", "null", '"stop"',
+        '"tool_calls"', '""', "3" } },
+      { "logprobs", "null" },
+    }
+  end
+
+  local function chunk()
+    local choices = r() < 0.85 and "[" .. choice() .. (r() < 0.05 and ", "
+      .. pick { choice(), "5" } or "") .. "]"
+      or v { "[]", "{}", "null", "[5]", ABSENT }
+    return object {
+      { "id", v { '"chatcmpl-1"', '"chatcmpl-1"', "null", "5", ABSENT } },
+      { "object", '"chat.completion.chunk"' }, { "created", "1796541970" },
+      { "model", '"m"' }, { "choices", choices },
+      { "usage", r() < 0.2 and chat_usage() or v { ABSENT, "null" } },
+      { "error", r() < 0.02 and v { '{"message": "boom"}', "null" } or nil },
+    }
+  end
+
+  local function stream()
+    local events = {}
+    for i = 1, r(1, 8) do
+      events[i] = mangled(chunk, { '{"choices": [], ', '{"id": "first", ' })
+    end
+    if r() < 0.8 then
+      events[#events + 1] = "[DONE]"
+    end
+    return events
+  end
+
+  -- What the stream reader makes of `events`: each event's results, the
+  -- text it showed, and the reply.
+  local function read(events)
+    local shown = {}
+    local acc = openai.stream(function(text) shown[#shown + 1] = text end)
+    local results = {}
+    for i, data in ipairs(events) do
+      results[i] = table.pack(pcall(acc.event, { data = data }))
+      if results[i][1] == false or results[i][2] then
+        break
+      end
+    end
+    return { results = results, shown = shown,
+             reply = table.pack(pcall(acc.reply)) }
+  end
+
+  it("gives the Lua reader's reply and text, for streams of every shape",
+    function()
+      local seed = os.time()
+      math.randomseed(seed)
+      local reader = core.chat_chunk
+      local taken, left = 0, 0
+      core.chat_chunk = function(data, st)
+        local ok, text = reader(data, st)
+        if ok then taken = taken + 1 else left = left + 1 end
+        return ok, text
+      end
+      for round = 1, 4000 do
+        local events = stream()
+        local fast = read(events)
+        core.chat_chunk = function() return nil end
+        local want = read(events)
+        core.chat_chunk = reader
+        assert.are.same(want, fast, string.format("seed %d, round %d: %s",
+          seed, round, table.concat(events, "\n")))
+        core.chat_chunk = function(data, st)
+          local ok, text = reader(data, st)
+          if ok then taken = taken + 1 else left = left + 1 end
+          return ok, text
+        end
+      end
+      core.chat_chunk = reader
+      assert.is_true(taken > 2000 and left > 2000,
+        string.format("C read %d chunks, left %d", taken, left))
+    end)
+
+  it("reads text and tool calls in pieces, as a provider streams them",
+    function()
+      local shown = {}
+      local acc = openai.stream(function(text) shown[#shown + 1] = text end)
+      local function chunk(choice, extra)
+        return { data = '{"id": "c1", "object": "chat.completion.chunk", '
+          .. '"choices": [' .. choice .. ']' .. (extra or "") .. '}' }
+      end
+      for _, ev in ipairs {
+        chunk('{"index": 0, "delta": {"role": "assistant", "content": "", '
+          .. '"refusal": null}, "finish_reason": null}', ', "usage": null'),
+        chunk('{"index": 0, "delta": {"content": "Adding"}}'),
+        chunk('{"index": 0, "delta": {"content": " now."}}'),
+        chunk('{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": '
+          .. '"call_1", "type": "function", "function": {"name": "add", '
+          .. '"arguments": ""}}]}}'),
+        chunk('{"index": 0, "delta": {"tool_calls": [{"index": 0, '
+          .. '"function": {"arguments": "{\\"a\\": "}}]}}'),
+        chunk('{"index": 0, "delta": {"tool_calls": [{"index": 0, '
+          .. '"function": {"arguments": "1}"}}, {"index": 1, "id": "call_2", '
+          .. '"function": {"name": "sub", "arguments": "{}"}}]}}'),
+        chunk('{"index": 0, "delta": {}, "finish_reason": "tool_calls"}'),
+        { data = '{"id": "c1", "choices": [], "usage": {"prompt_tokens": 9, '
+          .. '"completion_tokens": 5, "total_tokens": 14}}' },
+      } do
+        assert.is_nil(acc.event(ev))
+      end
+      assert.is_true(acc.event { data = "[DONE]" })
+      assert.are.same({ "Adding", " now." }, shown)
+      assert.are.same({ id = "c1", text = "Adding now.",
+        finish_reason = "tool_calls",
+        tool_calls = { { id = "call_1", name = "add", arguments = '{"a": 1}' },
+                       { id = "call_2", name = "sub", arguments = "{}" } },
+        usage = { input_tokens = 9, output_tokens = 5, total_tokens = 14 } },
+        acc.reply())
+    end)
+
+  it("leaves a chunk it does not take, and st as it was", function()
+    local st = { text = {}, refusal = {}, calls = {} }
+    for _, data in ipairs {
+      '{"error": {"message": "overloaded"}}',
+      '{"choices": [{"delta": {}}, {"delta": {}}]}',
+      '{"choices": [{"delta": {"tool_calls": [{"index": 1}]}}]}',
+      '{"choices": [{"delta": {"tool_calls": [5]}}]}',
+      '{"choices": [{"delta": {"content": "a", "content": "b"}}]}',
+      '{"id": 5}', "[1]", '{"choices": [{"delta": {"content": "cut',
+    } do
+      assert.is_nil(core.chat_chunk(data, st), data)
+      assert.are.same({ text = {}, refusal = {}, calls = {} }, st)
+    end
   end)
 end)
 

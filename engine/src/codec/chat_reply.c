@@ -1,9 +1,10 @@
 /*
- * chat_reply.c: an OpenAI Chat Completions response read in one pass of
- * the JSON parser (see chat_reply.h). The sink follows where it is in the
- * document by the role of each open container — the root, choices, the
- * first choice, its message, a tool call — and keeps only the values
- * spool reads; everything else is parsed and dropped.
+ * chat_reply.c: an OpenAI Chat Completions response, or one chunk of a
+ * streamed one, read in one pass of the JSON parser (see chat_reply.h).
+ * The sink follows where it is in the document by the role of each open
+ * container — the root, choices, the first choice, its message (a
+ * chunk's delta), a tool call — and keeps only the values spool reads;
+ * everything else is parsed and dropped.
  *
  * Whenever the document leaves the common shape, the sink stops the parse
  * and the reader answers 1 ("read it the general way"): the rules for the
@@ -38,6 +39,8 @@ enum role {
   CALL_ID,
   NAME,
   ARGUMENTS,
+  INDEX,       /* a call delta's */
+  LEAVES,      /* a chunk's "error", or its second choice: whatever it is */
   COUNT_INPUT, /* + SPOOL__CHAT_* */
 };
 
@@ -55,6 +58,7 @@ typedef struct reader {
   level stack[SPOOL_JSON_MAX_DEPTH + 1];
   int depth;
   int message; /* the first choice's message was an object */
+  int chunk;   /* a streamed chunk (its choice has a delta) */
   int nomem;
 } reader;
 
@@ -67,18 +71,22 @@ typedef struct reader {
 
 /* The role of a member of a container of role `parent`, by its key; and
  * the bit it has in `seen` (0: not read). */
-static int member_role(int parent, const char *k, size_t n, unsigned *bit) {
+static int member_role(const reader *rd, int parent, const char *k, size_t n,
+                       unsigned *bit) {
 #define IS(lit) (n == sizeof lit - 1 && memcmp(k, lit, n) == 0)
   int role = OTHER;
   switch (parent) {
   case ROOT:
-    role = IS("id")        ? ID
-           : IS("choices") ? CHOICES
-           : IS("usage")   ? USAGE
-                           : OTHER;
+    role = IS("id")                   ? ID
+           : IS("choices")            ? CHOICES
+           : IS("usage")              ? USAGE
+           : rd->chunk && IS("error") ? LEAVES
+                                      : OTHER;
     break;
   case CHOICE:
-    role = IS("finish_reason") ? FINISH : IS("message") ? MESSAGE : OTHER;
+    role = IS("finish_reason")                         ? FINISH
+           : (rd->chunk ? IS("delta") : IS("message")) ? MESSAGE
+                                                       : OTHER;
     break;
   case MESSAGE:
     role = IS("content")      ? CONTENT
@@ -87,7 +95,10 @@ static int member_role(int parent, const char *k, size_t n, unsigned *bit) {
                               : OTHER;
     break;
   case CALL:
-    role = IS("id") ? CALL_ID : IS("function") ? FUNCTION : OTHER;
+    role = IS("id")                   ? CALL_ID
+           : IS("function")           ? FUNCTION
+           : rd->chunk && IS("index") ? INDEX
+                                      : OTHER;
     break;
   case FUNCTION:
     role = IS("name") ? NAME : IS("arguments") ? ARGUMENTS : OTHER;
@@ -121,7 +132,7 @@ static int value_role(reader *rd) {
     return l->next;
   size_t i = l->index++;
   if (l->role == CHOICES)
-    return i == 0 ? CHOICE : OTHER;
+    return i == 0 ? CHOICE : rd->chunk ? LEAVES : OTHER;
   return l->role == TOOL_CALLS ? CALL : OTHER;
 }
 
@@ -176,14 +187,26 @@ static int scalar(reader *rd, int role, int is_null, int has_count,
                   long long count) {
   spool__chat_reply *r = rd->r;
   switch (role) {
-  case ROOT:
   case CHOICES:
-  case CHOICE:
   case MESSAGE:
-  case CALL:
   case FUNCTION:
   case NAME:
+    /* In a chunk, as absent: the stream reader reads none but tables
+     * (a delta's choices, its delta, a call's function) and strings. */
+    return rd->chunk ? 0 : LEAVE;
+  case ROOT:
+  case CHOICE:
+  case CALL:
+  case LEAVES:
     return LEAVE;
+  case INDEX:
+    if (is_null)
+      return 0; /* a new call, as without an index */
+    if (!has_count || count < 0 || count > SPOOL__CHAT_MAX_CALLS)
+      return LEAVE;
+    current_call(rd)->has_index = 1;
+    current_call(rd)->index = count;
+    return 0;
   case ID:
     if (!is_null)
       return LEAVE;
@@ -279,7 +302,7 @@ static int on_key(void *ud, const char *s, size_t n) {
   reader *rd = ud;
   level *l = &rd->stack[rd->depth];
   unsigned bit;
-  l->next = (unsigned char)member_role(l->role, s, n, &bit);
+  l->next = (unsigned char)member_role(rd, l->role, s, n, &bit);
   if (l->seen & bit)
     return LEAVE;
   l->seen |= bit;
@@ -306,15 +329,24 @@ static int open_container(reader *rd, int is_array) {
       role = OTHER; /* an object of calls holds none */
     break;
   case USAGE:
+    rd->r->usage_seen = 1;
+    if (is_array)
+      role = OTHER;
+    break;
   case INPUT_DETAILS:
   case OUTPUT_DETAILS:
     if (is_array)
       role = OTHER; /* no counts in it */
     break;
+  case ARGUMENTS:
+    if (rd->chunk) {
+      role = OTHER; /* a chunk's reader reads only strings */
+      break;
+    }
+    return LEAVE; /* an object of arguments is encoded again, in Lua */
   case ID:
   case FINISH:
   case NAME:
-  case ARGUMENTS: /* an object of arguments is encoded again, in Lua */
     return LEAVE;
   default: /* a count, content, a refusal or a call id that is no string */
     if (role != OTHER && scalar(rd, role, 0, 0, 0) != 0)
@@ -355,6 +387,8 @@ static int on_begin_object(void *ud) {
 static int on_end(void *ud) {
   reader *rd = ud;
   level *l = &rd->stack[rd->depth--];
+  if (rd->chunk)
+    return 0; /* a call's delta may carry only arguments */
   if (l->role == CALL && !(l->seen & BIT(FUNCTION)))
     return LEAVE;
   if (l->role == FUNCTION && !(l->seen & BIT(NAME)))
@@ -368,8 +402,8 @@ static const spool__json_sink sink = {
     on_end,         on_begin_object, on_end,
 };
 
-int spool__chat_reply_read(spool__chat_reply *r, const char *body, size_t n,
-                           spool__buf *scratch) {
+static int read_document(spool__chat_reply *r, const char *body, size_t n,
+                         spool__buf *scratch, int chunk) {
   spool__buf text = r->text;
   spool__chat_call *calls = r->calls;
   size_t cap = r->cap;
@@ -382,13 +416,24 @@ int spool__chat_reply_read(spool__chat_reply *r, const char *body, size_t n,
   rd.r = r;
   rd.depth = 0;
   rd.message = rd.nomem = 0;
+  rd.chunk = chunk;
   spool__json_error err;
   int rc = spool__json_parse(body, n, &sink, &rd, scratch, &err);
   if (rd.nomem)
     return -1;
-  /* Out of shape, or not JSON, or no choices[1].message: the general
-   * reader says why. */
-  return rc != 0 || !rd.message ? 1 : 0;
+  /* Out of shape, or not JSON, or (a whole reply) no choices[1].message:
+   * the general reader says why. */
+  return rc != 0 || !(rd.message || chunk) ? 1 : 0;
+}
+
+int spool__chat_reply_read(spool__chat_reply *r, const char *body, size_t n,
+                           spool__buf *scratch) {
+  return read_document(r, body, n, scratch, 0);
+}
+
+int spool__chat_chunk_read(spool__chat_reply *r, const char *data, size_t n,
+                           spool__buf *scratch) {
+  return read_document(r, data, n, scratch, 1);
 }
 
 void spool__chat_reply_free(spool__chat_reply *r) {

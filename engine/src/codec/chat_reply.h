@@ -27,6 +27,8 @@ typedef struct spool__chat_span {
 
 typedef struct spool__chat_call {
   spool__chat_span id, name, arguments; /* arguments unset: "{}" */
+  int has_index; /* a streamed delta's: the call it adds to */
+  long long index;
 } spool__chat_call;
 
 enum { SPOOL__CHAT_ABSENT, SPOOL__CHAT_NULL, SPOOL__CHAT_STRING };
@@ -54,6 +56,7 @@ typedef struct spool__chat_reply {
   size_t ncalls, cap;
   long long count[SPOOL__CHAT_COUNTS];
   int has_count[SPOOL__CHAT_COUNTS]; /* 0: not a whole number >= 0 */
+  int usage_seen;                    /* the usage was an object or an array */
 } spool__chat_reply;
 
 /* What every reply reader (this one, anthropic_reply.c, responses_reply.c)
@@ -74,6 +77,17 @@ int spool__chat_count(double v, long long *count);
  * not of the shape this reader takes, -1 when out of memory. `scratch` is
  * the JSON parser's work buffer. */
 int spool__chat_reply_read(spool__chat_reply *r, const char *body, size_t n,
+                           spool__buf *scratch);
+
+/* Reads one chunk of a streamed response (an event's data) the same way:
+ * what its first choice's delta adds — a piece of text or refusal, tool
+ * call deltas, each with the index of the call it adds to (has_index 0:
+ * a new call), a finish reason — and its id and usage, as the Lua stream
+ * reader takes them. 1 as well for a chunk with an "error", more than one
+ * choice, a call delta that is not an object or whose index is not a
+ * whole number from 0 to SPOOL__CHAT_MAX_CALLS or null, and the shapes
+ * the reply reader leaves. */
+int spool__chat_chunk_read(spool__chat_reply *r, const char *data, size_t n,
                            spool__buf *scratch);
 
 void spool__chat_reply_free(spool__chat_reply *r);

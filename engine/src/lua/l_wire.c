@@ -140,7 +140,6 @@ scratch *spool__wire_take(lua_State *L) {
 spool__wire_scratch *spool__wire_read(lua_State *L, spool__wire_reader read) {
   size_t n;
   const char *body = luaL_checklstring(L, 1, &n);
-  lua_settop(L, 1);
   scratch *s = spool__wire_take(L);
   int rc = s ? read(s, body, n) : 1;
   if (rc < 0)
@@ -212,6 +211,19 @@ static const char *const COUNT_NAMES[SPOOL__CHAT_COUNTS] = {
     "input_tokens", "output_tokens", "total_tokens", "cached_tokens",
     "reasoning_tokens"};
 
+void spool__wire_chat_usage(lua_State *L, const spool__chat_reply *r) {
+  lua_createtable(L, 0, SPOOL__CHAT_COUNTS);
+  for (int i = 0; i < SPOOL__CHAT_COUNTS; i++) {
+    if (r->has_count[i])
+      lua_pushinteger(L, (lua_Integer)r->count[i]);
+    else if (i <= SPOOL__CHAT_TOTAL)
+      lua_pushinteger(L, 0);
+    else
+      continue;
+    lua_setfield(L, -2, COUNT_NAMES[i]);
+  }
+}
+
 static int read_chat(scratch *s, const char *body, size_t n) {
   return spool__chat_reply_read(&s->reply, body, n, &s->parse);
 }
@@ -240,16 +252,7 @@ static int l_chat_reply(lua_State *L) {
     set_kind(L, r, r->finish_kind, &r->finish, "finish_reason");
   }
   spool__wire_calls(L, &r->text, r->calls, r->ncalls, "call_%d", "{}");
-  lua_createtable(L, 0, SPOOL__CHAT_COUNTS);
-  for (int i = 0; i < SPOOL__CHAT_COUNTS; i++) {
-    if (r->has_count[i])
-      lua_pushinteger(L, (lua_Integer)r->count[i]);
-    else if (i <= SPOOL__CHAT_TOTAL)
-      lua_pushinteger(L, 0);
-    else
-      continue;
-    lua_setfield(L, -2, COUNT_NAMES[i]);
-  }
+  spool__wire_chat_usage(L, r);
   lua_setfield(L, -2, "usage");
   return 1;
 }
@@ -515,6 +518,7 @@ void spool__open_wire(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_chat_body, 1);
   lua_setfield(L, -3, "chat_body");
+  spool__open_wire_chat_stream(L, lua_gettop(L));
   spool__open_wire_anthropic(L, lua_gettop(L));
   spool__open_wire_responses(L, lua_gettop(L));
   lua_pop(L, 1);

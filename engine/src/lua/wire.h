@@ -54,6 +54,11 @@ void spool__wire_span(lua_State *L, const spool__buf *text,
 void spool__wire_set(lua_State *L, const spool__buf *text,
                      const spool__chat_span *s, const char *field);
 
+/* A Chat Completions usage object as spool counts it (its input, output
+ * and total tokens, 0 when not given; its cached and reasoning tokens when
+ * given), pushed. */
+void spool__wire_chat_usage(lua_State *L, const spool__chat_reply *r);
+
 /* A reply's calls, as an array of { id, name, arguments } set as
  * t.tool_calls (t at the top). A call without an id gets the one id_fmt
  * makes of its number ("call_%d"), or none (NULL); one without arguments
@@ -116,6 +121,7 @@ int spool__wire_message(lua_State *L, spool__buf *b, int m, int fn, int kept,
 
 /* The scratch at index `scratch` serves these too; their functions go in
  * the table just below it. */
+void spool__open_wire_chat_stream(lua_State *L, int scratch);
 void spool__open_wire_anthropic(lua_State *L, int scratch);
 void spool__open_wire_responses(lua_State *L, int scratch);
 

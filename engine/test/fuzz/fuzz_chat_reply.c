@@ -1,8 +1,9 @@
 /*
  * fuzz_chat_reply.c: libFuzzer target for the chat reply reader
- * (chat_reply.c). What it takes is valid JSON, every string it keeps lies
- * within its buffer, and reading the same body again, into the same reply,
- * gives the same answer.
+ * (chat_reply.c), on a whole reply and on a streamed chunk. What it takes
+ * is valid JSON, every string it keeps lies within its buffer, a chunk's
+ * call deltas name calls within bounds, and reading the same body again,
+ * into the same reply, gives the same answer.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -16,7 +17,7 @@ static void check_span(const spool__chat_reply *r, const spool__chat_span *s) {
     abort();
 }
 
-static void check(const spool__chat_reply *r) {
+static void check(const spool__chat_reply *r, int chunk) {
   check_span(r, &r->id);
   check_span(r, &r->content);
   check_span(r, &r->refusal);
@@ -26,7 +27,10 @@ static void check(const spool__chat_reply *r) {
   for (size_t i = 0; i < r->ncalls; i++) {
     check_span(r, &r->calls[i].id);
     check_span(r, &r->calls[i].arguments);
-    if (!r->calls[i].name.set) /* a call without a name is not taken */
+    if (!chunk && !r->calls[i].name.set) /* a reply's call has a name */
+      abort();
+    if (r->calls[i].has_index && (!chunk || r->calls[i].index < 0 ||
+                                  r->calls[i].index > SPOOL__CHAT_MAX_CALLS))
       abort();
     check_span(r, &r->calls[i].name);
   }
@@ -35,23 +39,28 @@ static void check(const spool__chat_reply *r) {
       abort();
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+typedef int (*reader)(spool__chat_reply *, const char *, size_t, spool__buf *);
+
+static void read_twice(reader read, int chunk, const char *body, size_t size) {
   spool__chat_reply r = {0};
   spool__buf scratch = {0};
-  const char *body = (const char *)data;
-  int rc = spool__chat_reply_read(&r, body, size, &scratch);
-  if (rc == 0) {
-    check(&r);
+  if (read(&r, body, size, &scratch) == 0) {
+    check(&r, chunk);
     spool__json_error err;
     if (spool__json_check(body, size, &scratch, &err) != 0)
       abort(); /* it took what is not JSON */
     size_t ncalls = r.ncalls, text = r.text.len;
-    if (spool__chat_reply_read(&r, body, size, &scratch) != 0 ||
-        r.ncalls != ncalls || r.text.len != text)
+    if (read(&r, body, size, &scratch) != 0 || r.ncalls != ncalls ||
+        r.text.len != text)
       abort();
-    check(&r);
+    check(&r, chunk);
   }
   spool__chat_reply_free(&r);
   spool__buf_free(&scratch);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  read_twice(spool__chat_reply_read, 0, (const char *)data, size);
+  read_twice(spool__chat_chunk_read, 1, (const char *)data, size);
   return 0;
 }

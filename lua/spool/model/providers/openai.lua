@@ -195,10 +195,13 @@ end
 -- the reply's text). Chunks carry deltas: tool calls are
 -- keyed by index, their arguments arrive in fragments; the last chunk
 -- (stream_options.include_usage) has the usage and no choices; "[DONE]"
--- ends the stream.
+-- ends the stream. A chunk of the common shape is read in C, straight
+-- into the state (core.chat_chunk); from the first that is not, the
+-- chunks are read here.
 function M.stream(on_text)
   local st = { text = {}, refusal = {}, calls = {}, usage = usage_of(nil) }
   local acc = {}
+  local general = false
 
   -- Takes one event; returns true at the end of the stream, or nil and
   -- { message, retryable } for an error the provider reported in it.
@@ -206,6 +209,14 @@ function M.stream(on_text)
     if ev.data == "[DONE]" then
       st.done = true
       return true
+    end
+    if not general then
+      local taken, text = core.chat_chunk(ev.data, st)
+      if taken then
+        if text and on_text then on_text(text) end
+        return
+      end
+      general = true
     end
     local doc = json.decode(ev.data)
     if type(doc) ~= "table" then

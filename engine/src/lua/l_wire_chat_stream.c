@@ -1,0 +1,132 @@
+/*
+ * l_wire_chat_stream.c: a streamed Chat Completions response's chunks
+ * read in C (codec/chat_reply.c) straight into the stream reader's state,
+ * so a chunk builds no table for its document; with the scratch of
+ * l_wire.c (lua/wire.h).
+ *
+ *   core.chat_chunk(data, st) -> true, text | nil
+ *     adds one chunk (an event's data) to st, the state of
+ *     spool.model.providers.openai's stream reader, as that reader would:
+ *     st.id (the first one), st.usage, st.text and st.refusal (lists of
+ *     pieces), st.calls (a list of { id, name, arguments = { piece, ... }
+ *     }) and st.finish_reason. text: the piece of text the chunk added,
+ *     if any, for the caller to show. nil, st as it was, when the chunk is
+ *     not of the common shape (that reader reads it then, and every chunk
+ *     after it: this one takes st.calls as it made them, without holes)
+ */
+#include "lua/wire.h"
+
+static int read_chunk(spool__wire_scratch *s, const char *data, size_t n) {
+  return spool__chat_chunk_read(&s->reply, data, n, &s->parse);
+}
+
+/* Appends the span to the list at t[field]. */
+static void append(lua_State *L, int t, const char *field,
+                   const spool__buf *text, const spool__chat_span *span) {
+  lua_getfield(L, t, field);
+  luaL_checktype(L, -1, LUA_TTABLE);
+  spool__wire_span(L, text, span);
+  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+  lua_pop(L, 1);
+}
+
+/* Sets t[field] to the span, unless t has one. */
+static void set_first(lua_State *L, int t, const char *field,
+                      const spool__buf *text, const spool__chat_span *span) {
+  if (lua_getfield(L, t, field) == LUA_TNIL) {
+    spool__wire_span(L, text, span);
+    lua_setfield(L, t, field);
+  }
+  lua_pop(L, 1);
+}
+
+/* Each call delta's call, numbered from 1: one st.calls has, or the next
+ * one. False when one names a call past that (the Lua reader leaves a
+ * hole there). */
+static int number_calls(spool__chat_reply *r, lua_Integer have) {
+  for (size_t i = 0; i < r->ncalls; i++) {
+    spool__chat_call *c = &r->calls[i];
+    lua_Integer at = c->has_index ? (lua_Integer)c->index + 1 : have + 1;
+    if (at > have + 1)
+      return 0;
+    if (at == have + 1)
+      have++;
+    c->index = at;
+  }
+  return 1;
+}
+
+static void add_calls(lua_State *L, int calls, const spool__chat_reply *r) {
+  for (size_t i = 0; i < r->ncalls; i++) {
+    const spool__chat_call *c = &r->calls[i];
+    if (lua_rawgeti(L, calls, (lua_Integer)c->index) == LUA_TNIL) {
+      lua_pop(L, 1);
+      lua_createtable(L, 0, 3);
+      lua_newtable(L);
+      lua_setfield(L, -2, "arguments");
+      lua_pushvalue(L, -1);
+      lua_rawseti(L, calls, (lua_Integer)c->index);
+    }
+    int call = lua_gettop(L);
+    if (c->id.set)
+      set_first(L, call, "id", &r->text, &c->id);
+    if (c->name.set)
+      set_first(L, call, "name", &r->text, &c->name);
+    if (c->arguments.set)
+      append(L, call, "arguments", &r->text, &c->arguments);
+    lua_pop(L, 1);
+  }
+}
+
+static int l_chat_chunk(lua_State *L) {
+  luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  spool__wire_scratch *s = spool__wire_read(L, read_chunk);
+  if (s == NULL)
+    return 1;
+  spool__chat_reply *r = &s->reply;
+  lua_getfield(L, 2, "calls");
+  luaL_checktype(L, -1, LUA_TTABLE);
+  int calls = lua_gettop(L);
+  if (!number_calls(r, (lua_Integer)lua_rawlen(L, calls))) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (r->id_kind != SPOOL__CHAT_ABSENT) {
+    if (lua_getfield(L, 2, "id") == LUA_TNIL) {
+      if (r->id_kind == SPOOL__CHAT_NULL)
+        lua_pushlightuserdata(L, NULL); /* json.null */
+      else
+        spool__wire_span(L, &r->text, &r->id);
+      lua_setfield(L, 2, "id");
+    }
+    lua_pop(L, 1);
+  }
+  if (r->usage_seen) {
+    spool__wire_chat_usage(L, r);
+    lua_setfield(L, 2, "usage");
+  }
+  int text = r->content.set && r->content.len > 0;
+  if (text)
+    append(L, 2, "text", &r->text, &r->content);
+  if (r->refusal.set && r->refusal.len > 0)
+    append(L, 2, "refusal", &r->text, &r->refusal);
+  add_calls(L, calls, r);
+  if (r->finish_kind == SPOOL__CHAT_STRING) {
+    spool__wire_span(L, &r->text, &r->finish);
+    lua_setfield(L, 2, "finish_reason");
+  }
+  lua_pushboolean(L, 1);
+  if (text)
+    spool__wire_span(L, &r->text, &r->content);
+  else
+    lua_pushnil(L);
+  return 2;
+}
+
+void spool__open_wire_chat_stream(lua_State *L, int scratch) {
+  lua_pushvalue(L, scratch);
+  lua_pushcclosure(L, l_chat_chunk, 1);
+  lua_setfield(L, scratch - 1, "chat_chunk");
+}
