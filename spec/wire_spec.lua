@@ -88,6 +88,49 @@ local function same_replies(parse, fast, document)
   assert.is_true(taken > 400 and taken < 3600, "C read " .. taken)
 end
 
+-- What `module`'s stream reader makes of `events` (each an event's data):
+-- each event's results, the text it showed, and the reply.
+local function read_stream(module, events)
+  local shown = {}
+  local acc = module.stream(function(text) shown[#shown + 1] = text end)
+  local results = {}
+  for i, data in ipairs(events) do
+    results[i] = table.pack(pcall(acc.event, { data = data }))
+    if results[i][1] == false or results[i][2] then
+      break
+    end
+  end
+  return { results = results, shown = shown,
+           reply = table.pack(pcall(acc.reply)) }
+end
+
+-- Checks that `module`'s stream reader gives what it gives with its C
+-- reader (`fast`, in core) stubbed out, on 4,000 streams made by
+-- `stream`, and that the C reader took many events and left many.
+local function same_streams(module, fast, stream)
+  local seed = os.time()
+  math.randomseed(seed)
+  local reader = core[fast]
+  local taken, left = 0, 0
+  local function counted(...)
+    local got = table.pack(reader(...))
+    if got[1] then taken = taken + 1 else left = left + 1 end
+    return table.unpack(got, 1, got.n)
+  end
+  for round = 1, 4000 do
+    local events = stream()
+    core[fast] = counted
+    local got = read_stream(module, events)
+    core[fast] = function() return nil end
+    local want = read_stream(module, events)
+    core[fast] = reader
+    assert.are.same(want, got, string.format("seed %d, round %d: %s",
+      seed, round, table.concat(events, "\n")))
+  end
+  assert.is_true(taken > 2000 and left > 1000,
+    string.format("C took %d events, left %d", taken, left))
+end
+
 -- A Chat Completions usage object, of any shape.
 local function chat_usage()
   local details = { ABSENT, "null", "[]", "5", "{}" }
@@ -259,50 +302,9 @@ describe("the chat stream reader", function()
     return events
   end
 
-  -- What the stream reader makes of `events`: each event's results, the
-  -- text it showed, and the reply.
-  local function read(events)
-    local shown = {}
-    local acc = openai.stream(function(text) shown[#shown + 1] = text end)
-    local results = {}
-    for i, data in ipairs(events) do
-      results[i] = table.pack(pcall(acc.event, { data = data }))
-      if results[i][1] == false or results[i][2] then
-        break
-      end
-    end
-    return { results = results, shown = shown,
-             reply = table.pack(pcall(acc.reply)) }
-  end
-
   it("gives the Lua reader's reply and text, for streams of every shape",
     function()
-      local seed = os.time()
-      math.randomseed(seed)
-      local reader = core.chat_chunk
-      local taken, left = 0, 0
-      core.chat_chunk = function(data, st)
-        local ok, text = reader(data, st)
-        if ok then taken = taken + 1 else left = left + 1 end
-        return ok, text
-      end
-      for round = 1, 4000 do
-        local events = stream()
-        local fast = read(events)
-        core.chat_chunk = function() return nil end
-        local want = read(events)
-        core.chat_chunk = reader
-        assert.are.same(want, fast, string.format("seed %d, round %d: %s",
-          seed, round, table.concat(events, "\n")))
-        core.chat_chunk = function(data, st)
-          local ok, text = reader(data, st)
-          if ok then taken = taken + 1 else left = left + 1 end
-          return ok, text
-        end
-      end
-      core.chat_chunk = reader
-      assert.is_true(taken > 2000 and left > 2000,
-        string.format("C read %d chunks, left %d", taken, left))
+      same_streams(openai, "chat_chunk", stream)
     end)
 
   it("reads text and tool calls in pieces, as a provider streams them",
@@ -450,6 +452,71 @@ describe("the Anthropic reply reader", function()
     local _, err = anthropic.parse('{"content": [{"type": "tool_use"}]}')
     assert.are.equal("a tool_use block has no name", err)
   end)
+
+  -- A streamed message, its events now and then of another shape: deltas
+  -- (and pings, and blocks' stops) are read in C (core.stream_event).
+  local INDEXES = { "0", "0", "0", "1", "1", "2", "null", ABSENT, "-1", "1.0",
+    "1.5", '"1"', "true", "{}", "1e300", "123456789012345678901234567890" }
+
+  local function event(kind, members)
+    table.insert(members, 1, { "type", r() < 0.97 and string.format("%q", kind)
+      or v { ABSENT, "5", "null", '"unknown"' } })
+    return object(members)
+  end
+
+  local function delta(index)
+    local d = object {
+      { "type", v { '"text_delta"', '"text_delta"', '"input_json_delta"',
+        '"input_json_delta"', '"thinking_delta"', "5", ABSENT } },
+      { "text", v { '"Hel"', '"lo"', '""', '"caf\\u00e9"', "5", "null",
+        "{}", ABSENT } },
+      { "partial_json", v { '"{\\"a\\": "', '"1}"', '""', "7", ABSENT } },
+    }
+    return event("content_block_delta", {
+      { "index", r() < 0.8 and index or v(INDEXES) },
+      { "delta", r() < 0.93 and d or v { '"x"', "null", ABSENT, "5", "[]",
+        "true" } } })
+  end
+
+  local function stream()
+    local events = { event("message_start", { { "message", r() < 0.95
+      and object { { "id", v { '"msg_1"', "null", "5", ABSENT } },
+                   { "usage", usage() } } or v { "null", "[]" } } }) }
+    for i = 1, r(0, 3) do
+      local index = tostring(i - 1)
+      events[#events + 1] = event("content_block_start", {
+        { "index", r() < 0.9 and index or v(INDEXES) },
+        { "content_block", r() < 0.95 and (r() < 0.5
+          and '{"type": "text", "text": ""}'
+          or '{"type": "tool_use", "id": "toolu_1", "name": "add", '
+            .. '"input": {}}') or v { "null", "5" } } })
+      for _ = 1, r(0, 4) do
+        events[#events + 1] = delta(index)
+        if r() < 0.1 then
+          events[#events + 1] = event("ping", {})
+        end
+      end
+      events[#events + 1] = event("content_block_stop", { { "index", index } })
+    end
+    events[#events + 1] = event("message_delta", {
+      { "delta", object { { "stop_reason", v { '"end_turn"', '"tool_use"',
+        "null", ABSENT } } } }, { "usage", usage() } })
+    if r() < 0.05 then
+      events[#events + 1] = event("error", { { "error",
+        '{"type": "overloaded_error", "message": "busy"}' } })
+    end
+    events[#events + 1] = event("message_stop", {})
+    for i, data in ipairs(events) do
+      events[i] = r() < 0.1 and mangled(function() return data end,
+        { '{"type": "ping", ', '{"index": 1, ' }) or data
+    end
+    return events
+  end
+
+  it("reads a stream's deltas in C, with the Lua reader's reply and text",
+    function()
+      same_streams(anthropic, "stream_event", stream)
+    end)
 end)
 
 describe("the Responses reply reader", function()
@@ -567,6 +634,54 @@ describe("the Responses reply reader", function()
     local _, err = responses.parse('{"output": [{"type": "function_call"}]}')
     assert.are.equal("a function_call item has no name", err)
   end)
+
+  -- A streamed response, its events now and then of another shape: the
+  -- events it only shows or skips are read in C (core.stream_event).
+  local function event(kind, members)
+    table.insert(members, 1, { "type", r() < 0.97 and string.format("%q", kind)
+      or v { ABSENT, "5", "null", '"unknown"' } })
+    table.insert(members, { "sequence_number", "7" })
+    return object(members)
+  end
+
+  local function stream()
+    local events = { event("response.created", { { "response",
+      '{"id": "resp_1", "status": "in_progress", "output": []}' } }) }
+    for i = 1, r(0, 3) do
+      local at = { "output_index", r() < 0.9 and tostring(i - 1)
+        or v { "null", '"1"', "1.5", ABSENT } }
+      events[#events + 1] = event("response.output_item.added",
+        { at, { "item", item() } })
+      for _ = 1, r(0, 4) do
+        events[#events + 1] = event(pick { "response.output_text.delta",
+          "response.output_text.delta", "response.function_call_arguments"
+          .. ".delta", "response.content_part.added" }, { at,
+          { "item_id", '"msg_1"' }, { "content_index", v { "0", "null" } },
+          { "delta", v { '"Hel"', '"lo"', '""', '"caf\\u00e9"', "5", "null",
+            "{}", "[]", "true", ABSENT } } })
+      end
+      events[#events + 1] = event("response.output_item.done",
+        { at, { "item", item() } })
+    end
+    if r() < 0.05 then
+      events[#events + 1] = event(pick { "response.failed", "error" },
+        { { "response", '{"error": {"message": "busy"}}' },
+          { "message", '"busy"' } })
+    end
+    events[#events + 1] = event(pick { "response.completed",
+      "response.completed", "response.incomplete" },
+      { { "response", r() < 0.95 and document() or v { "null", "5" } } })
+    for i, data in ipairs(events) do
+      events[i] = r() < 0.1 and mangled(function() return data end,
+        { '{"type": "error", ', '{"delta": "x", ' }) or data
+    end
+    return events
+  end
+
+  it("reads a stream's deltas in C, with the Lua reader's reply and text",
+    function()
+      same_streams(responses, "stream_event", stream)
+    end)
 end)
 
 -- So many calls the C readers leave them (their memory is outside the Lua

@@ -47,6 +47,7 @@ static int scratch_gc(lua_State *L) {
   spool__chat_reply_free(&s->reply);
   spool__anthropic_reply_free(&s->anthropic);
   spool__responses_reply_free(&s->responses);
+  spool__stream_event_free(&s->event);
   spool__buf_free(&s->parse);
   spool__buf_free(&s->body);
   return 0;
@@ -67,6 +68,8 @@ static void scratch_release(scratch *s) {
       s->responses.item.cap > KEEP_BYTES ||
       s->responses.cap * sizeof *s->responses.calls > KEEP_BYTES)
     spool__responses_reply_free(&s->responses);
+  if (s->event.text.cap > KEEP_BYTES)
+    spool__stream_event_free(&s->event);
   if (s->parse.cap > KEEP_BYTES)
     spool__buf_free(&s->parse);
   if (s->body.cap > KEEP_BYTES)
@@ -518,7 +521,7 @@ void spool__open_wire(lua_State *L) {
   lua_pushvalue(L, -1);
   lua_pushcclosure(L, l_chat_body, 1);
   lua_setfield(L, -3, "chat_body");
-  spool__open_wire_chat_stream(L, lua_gettop(L));
+  spool__open_wire_stream(L, lua_gettop(L));
   spool__open_wire_anthropic(L, lua_gettop(L));
   spool__open_wire_responses(L, lua_gettop(L));
   lua_pop(L, 1);

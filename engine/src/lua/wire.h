@@ -12,12 +12,14 @@
 #include "codec/anthropic_reply.h"
 #include "codec/chat_reply.h"
 #include "codec/responses_reply.h"
+#include "codec/stream_event.h"
 #include "spool_int.h"
 
 typedef struct spool__wire_scratch {
   spool__chat_reply reply;
   spool__anthropic_reply anthropic;
   spool__responses_reply responses;
+  spool__stream_event event;
   spool__buf parse;
   spool__buf body;
   const char *tools; /* the body's tools, a json.raw's text, or NULL */
@@ -121,7 +123,7 @@ int spool__wire_message(lua_State *L, spool__buf *b, int m, int fn, int kept,
 
 /* The scratch at index `scratch` serves these too; their functions go in
  * the table just below it. */
-void spool__open_wire_chat_stream(lua_State *L, int scratch);
+void spool__open_wire_stream(lua_State *L, int scratch);
 void spool__open_wire_anthropic(lua_State *L, int scratch);
 void spool__open_wire_responses(lua_State *L, int scratch);
 

@@ -230,12 +230,39 @@ end
 -- deltas (text_delta, input_json_delta with partial JSON of a tool's
 -- input, thinking deltas that are skipped) and a stop; message_delta with
 -- the stop reason and the output tokens so far; message_stop. ping events
--- come at any time; an error event may end the stream.
+-- come at any time; an error event may end the stream. A delta, a ping or
+-- a block's stop is read in C (core.stream_event), the rest decoded whole.
+local DECODED = { message_start = true, content_block_start = true,
+                  message_delta = true, message_stop = true, error = true }
+
 function M.stream(on_text)
   local st = { blocks = {}, usage = usage_of(nil) }
   local acc = {}
 
+  -- A delta to a block that started, or an event this reader skips; false
+  -- for one to decode.
+  local function took(data)
+    local kind, index, _, delta_type, text, partial = core.stream_event(data)
+    if kind == "content_block_delta" then
+      local b = st.blocks[(index or 0) + 1]
+      if not b then
+        return false -- (it says what is wrong)
+      end
+      if delta_type == "text_delta" and text then
+        b.parts[#b.parts + 1] = text
+        if on_text then on_text(text) end
+      elseif delta_type == "input_json_delta" and partial then
+        b.parts[#b.parts + 1] = partial
+      end
+      return true
+    end
+    return kind ~= nil and not DECODED[kind]
+  end
+
   function acc.event(ev)
+    if took(ev.data) then
+      return
+    end
     local doc = json.decode(ev.data)
     if type(doc) ~= "table" then
       return nil, { message = "a stream event is not JSON: "

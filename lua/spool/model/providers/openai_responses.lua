@@ -204,11 +204,24 @@ end
 -- which carries the whole response; response.failed and error end it
 -- with an error. Text deltas go to on_text; the final response is the
 -- reply, with the items gathered from the events when its output is empty.
+-- The events it only shows or skips are read in C (core.stream_event), the
+-- rest decoded whole.
+local DECODED = { ["response.output_item.added"] = true,
+  ["response.output_item.done"] = true, ["response.completed"] = true,
+  ["response.incomplete"] = true, ["response.failed"] = true, error = true }
+
 function M.stream(on_text)
   local st = { items = {} }
   local acc = {}
 
   function acc.event(ev)
+    local kind, _, delta = core.stream_event(ev.data)
+    if kind ~= nil and not DECODED[kind] then
+      if kind == "response.output_text.delta" and delta and on_text then
+        on_text(delta)
+      end
+      return
+    end
     local doc = json.decode(ev.data)
     if type(doc) ~= "table" then
       return nil, { message = "a stream event is not JSON: "

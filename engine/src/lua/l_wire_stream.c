@@ -1,8 +1,7 @@
 /*
- * l_wire_chat_stream.c: a streamed Chat Completions response's chunks
- * read in C (codec/chat_reply.c) straight into the stream reader's state,
- * so a chunk builds no table for its document; with the scratch of
- * l_wire.c (lua/wire.h).
+ * l_wire_stream.c: the events of streamed responses read in C, so most
+ * build no table for their document; with the scratch of l_wire.c
+ * (lua/wire.h).
  *
  *   core.chat_chunk(data, st) -> true, text | nil
  *     adds one chunk (an event's data) to st, the state of
@@ -13,6 +12,13 @@
  *     if any, for the caller to show. nil, st as it was, when the chunk is
  *     not of the common shape (that reader reads it then, and every chunk
  *     after it: this one takes st.calls as it made them, without holes)
+ *   core.stream_event(data) -> type, index, delta, delta_type, text,
+ *     partial_json | nil
+ *     what the Anthropic and Responses stream readers look at first in an
+ *     event (codec/stream_event.c): its type; its index, if a whole
+ *     number; its delta if a string; or its delta object's type, text
+ *     and partial_json, each if a string. nil when the event is not of a
+ *     shape that reader takes (the stream reader decodes it whole then)
  */
 #include "lua/wire.h"
 
@@ -125,8 +131,45 @@ static int l_chat_chunk(lua_State *L) {
   return 2;
 }
 
-void spool__open_wire_chat_stream(lua_State *L, int scratch) {
+static int read_event(spool__wire_scratch *s, const char *data, size_t n) {
+  return spool__stream_event_read(&s->event, data, n, &s->parse);
+}
+
+/* The span, or nil when it was not set. */
+static void push_set(lua_State *L, const spool__buf *text,
+                     const spool__chat_span *span) {
+  if (span->set)
+    spool__wire_span(L, text, span);
+  else
+    lua_pushnil(L);
+}
+
+static int l_stream_event(lua_State *L) {
+  spool__wire_scratch *s = spool__wire_read(L, read_event);
+  if (s == NULL)
+    return 1;
+  const spool__stream_event *e = &s->event;
+  if (!e->type.set) {
+    lua_pushnil(L); /* its reader goes by the event's name */
+    return 1;
+  }
+  spool__wire_span(L, &e->text, &e->type);
+  if (e->has_index)
+    lua_pushinteger(L, (lua_Integer)e->index);
+  else
+    lua_pushnil(L);
+  push_set(L, &e->text, &e->delta);
+  push_set(L, &e->text, &e->delta_type);
+  push_set(L, &e->text, &e->delta_text);
+  push_set(L, &e->text, &e->delta_json);
+  return 6;
+}
+
+void spool__open_wire_stream(lua_State *L, int scratch) {
   lua_pushvalue(L, scratch);
   lua_pushcclosure(L, l_chat_chunk, 1);
   lua_setfield(L, scratch - 1, "chat_chunk");
+  lua_pushvalue(L, scratch);
+  lua_pushcclosure(L, l_stream_event, 1);
+  lua_setfield(L, scratch - 1, "stream_event");
 }
