@@ -76,6 +76,19 @@ static int process_line(spool__sse *p, const char *s, size_t n,
   return 0;
 }
 
+/* The first CR or LF in [s, end), or end: memchr finds the LF, and then
+ * a CR before it. *lf keeps the LF found (or end) for the lines before it,
+ * so lines ended by CR alone cost no scan to the end each. */
+static const char *line_end(const char *s, const char *end, const char **lf) {
+  if (*lf == NULL || *lf < s) {
+    *lf = memchr(s, '\n', (size_t)(end - s));
+    if (*lf == NULL)
+      *lf = end;
+  }
+  const char *cr = memchr(s, '\r', (size_t)(*lf - s));
+  return cr ? cr : *lf;
+}
+
 int spool__sse_feed(spool__sse *p, const char *bytes, size_t len,
                     spool__sse_cb cb, void *ud) {
   if (p->failed)
@@ -105,6 +118,7 @@ int spool__sse_feed(spool__sse *p, const char *bytes, size_t len,
         return rc;
     }
   }
+  const char *lf = NULL;
   while (s < end) {
     if (p->after_cr) {
       p->after_cr = 0;
@@ -113,9 +127,7 @@ int spool__sse_feed(spool__sse *p, const char *bytes, size_t len,
         continue;
       }
     }
-    const char *eol = s;
-    while (eol < end && *eol != '\n' && *eol != '\r')
-      eol++;
+    const char *eol = line_end(s, end, &lf);
     if (p->line.len + (size_t)(eol - s) > p->max_event)
       goto fail;
     if (eol == end) {
