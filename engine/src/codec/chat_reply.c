@@ -54,6 +54,7 @@ typedef struct level {
 } level;
 
 typedef struct reader {
+  spool__chat_scalars scalars; /* first: the sink's scalars reach it */
   spool__chat_reply *r;
   level stack[SPOOL_JSON_MAX_DEPTH + 1];
   int depth;
@@ -173,6 +174,31 @@ int spool__chat_count(double v, long long *count) {
   return whole;
 }
 
+int spool__chat_on_null(void *ud) {
+  return ((spool__chat_scalars *)ud)->scalar(ud, 1, 0, 0);
+}
+
+int spool__chat_on_boolean(void *ud, int v) {
+  (void)v;
+  return ((spool__chat_scalars *)ud)->scalar(ud, 0, 0, 0);
+}
+
+int spool__chat_on_integer(void *ud, long long v) {
+  return ((spool__chat_scalars *)ud)->scalar(ud, 0, 1, v);
+}
+
+int spool__chat_on_number(void *ud, double v) {
+  long long count;
+  int whole = spool__chat_count(v, &count);
+  return ((spool__chat_scalars *)ud)->scalar(ud, 0, whole, count);
+}
+
+int spool__chat_on_big_integer(void *ud, const char *digits, size_t n) {
+  (void)digits;
+  (void)n;
+  return ((spool__chat_scalars *)ud)->scalar(ud, 0, 0, 0);
+}
+
 static int keep(reader *rd, spool__chat_span *span, const char *s, size_t n) {
   if (spool__chat_keep(&rd->r->text, span, s, n) != 0) {
     rd->nomem = 1;
@@ -239,34 +265,9 @@ static int scalar(reader *rd, int role, int is_null, int has_count,
   }
 }
 
-static int on_null(void *ud) {
+static int on_scalar(void *ud, int is_null, int whole, long long count) {
   reader *rd = ud;
-  return scalar(rd, value_role(rd), 1, 0, 0);
-}
-
-static int on_boolean(void *ud, int v) {
-  (void)v;
-  reader *rd = ud;
-  return scalar(rd, value_role(rd), 0, 0, 0);
-}
-
-static int on_integer(void *ud, long long v) {
-  reader *rd = ud;
-  return scalar(rd, value_role(rd), 0, 1, v);
-}
-
-static int on_number(void *ud, double v) {
-  reader *rd = ud;
-  long long count;
-  int whole = spool__chat_count(v, &count);
-  return scalar(rd, value_role(rd), 0, whole, count);
-}
-
-static int on_big_integer(void *ud, const char *s, size_t n) {
-  (void)s;
-  (void)n;
-  reader *rd = ud;
-  return scalar(rd, value_role(rd), 0, 0, 0);
+  return scalar(rd, value_role(rd), is_null, whole, count);
 }
 
 static int on_string(void *ud, const char *s, size_t n) {
@@ -397,9 +398,17 @@ static int on_end(void *ud) {
 }
 
 static const spool__json_sink sink = {
-    on_null,        on_boolean,      on_integer, on_number,
-    on_big_integer, on_string,       on_key,     on_begin_array,
-    on_end,         on_begin_object, on_end,
+    spool__chat_on_null,
+    spool__chat_on_boolean,
+    spool__chat_on_integer,
+    spool__chat_on_number,
+    spool__chat_on_big_integer,
+    on_string,
+    on_key,
+    on_begin_array,
+    on_end,
+    on_begin_object,
+    on_end,
 };
 
 static int read_document(spool__chat_reply *r, const char *body, size_t n,
@@ -413,6 +422,7 @@ static int read_document(spool__chat_reply *r, const char *body, size_t n,
   r->calls = calls;
   r->cap = cap;
   reader rd;
+  rd.scalars.scalar = on_scalar;
   rd.r = r;
   rd.depth = 0;
   rd.message = rd.nomem = 0;

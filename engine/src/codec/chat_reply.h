@@ -72,6 +72,19 @@ spool__chat_call *spool__chat_add_call(spool__chat_call **calls, size_t *ncalls,
                                        size_t *cap, int *full);
 int spool__chat_count(double v, long long *count);
 
+/* A reader's values that are neither strings nor containers, each passed
+ * to one function: whether it is null, and whether it is a whole number
+ * (spool__chat_count's rule) and which. A reader whose user data starts
+ * with this struct puts these five in its sink. */
+typedef struct spool__chat_scalars {
+  int (*scalar)(void *ud, int is_null, int whole, long long count);
+} spool__chat_scalars;
+int spool__chat_on_null(void *ud);
+int spool__chat_on_boolean(void *ud, int v);
+int spool__chat_on_integer(void *ud, long long v);
+int spool__chat_on_number(void *ud, double v);
+int spool__chat_on_big_integer(void *ud, const char *digits, size_t n);
+
 /* Reads body[0..n) into r (zeroed first; reuse it across calls, and free
  * it with spool__chat_reply_free). Returns 0 when read, 1 when the body is
  * not of the shape this reader takes, -1 when out of memory. `scratch` is

@@ -67,6 +67,7 @@ typedef struct part {
 } part;
 
 typedef struct reader {
+  spool__chat_scalars scalars; /* first: the sink's scalars reach it */
   spool__responses_reply *r;
   level stack[SPOOL_JSON_MAX_DEPTH + 1];
   int depth;
@@ -183,34 +184,10 @@ static int scalar(reader *rd, int role, int has_count, long long count) {
   }
 }
 
-static int on_null(void *ud) {
+static int on_scalar(void *ud, int is_null, int whole, long long count) {
+  (void)is_null;
   reader *rd = ud;
-  return scalar(rd, value_role(rd), 0, 0);
-}
-
-static int on_boolean(void *ud, int v) {
-  (void)v;
-  reader *rd = ud;
-  return scalar(rd, value_role(rd), 0, 0);
-}
-
-static int on_integer(void *ud, long long v) {
-  reader *rd = ud;
-  return scalar(rd, value_role(rd), 1, v);
-}
-
-static int on_number(void *ud, double v) {
-  reader *rd = ud;
-  long long count;
-  int whole = spool__chat_count(v, &count);
   return scalar(rd, value_role(rd), whole, count);
-}
-
-static int on_big_integer(void *ud, const char *s, size_t n) {
-  (void)s;
-  (void)n;
-  reader *rd = ud;
-  return scalar(rd, value_role(rd), 0, 0);
 }
 
 #define EQ(s, n, lit) (n == sizeof lit - 1 && memcmp(s, lit, n) == 0)
@@ -391,9 +368,17 @@ static int on_end(void *ud) {
 }
 
 static const spool__json_sink sink = {
-    on_null,        on_boolean,      on_integer, on_number,
-    on_big_integer, on_string,       on_key,     on_begin_array,
-    on_end,         on_begin_object, on_end,
+    spool__chat_on_null,
+    spool__chat_on_boolean,
+    spool__chat_on_integer,
+    spool__chat_on_number,
+    spool__chat_on_big_integer,
+    on_string,
+    on_key,
+    on_begin_array,
+    on_end,
+    on_begin_object,
+    on_end,
 };
 
 int spool__responses_reply_read(spool__responses_reply *r, const char *body,
@@ -410,6 +395,7 @@ int spool__responses_reply_read(spool__responses_reply *r, const char *body,
   r->calls = calls;
   r->cap = cap;
   reader rd;
+  rd.scalars.scalar = on_scalar;
   rd.r = r;
   rd.depth = 0;
   rd.output = rd.nomem = 0;

@@ -25,6 +25,7 @@ enum role {
 #define LEAVE 1
 
 typedef struct reader {
+  spool__chat_scalars scalars; /* first: the sink's scalars reach it */
   spool__stream_event *e;
   int depth;        /* containers open */
   int role[3];      /* of the root (1) and of a container in it (2) */
@@ -86,34 +87,9 @@ static int scalar(reader *rd, int role, int is_null, int whole,
   }
 }
 
-static int on_null(void *ud) {
+static int on_scalar(void *ud, int is_null, int whole, long long count) {
   reader *rd = ud;
-  return scalar(rd, value_role(rd), 1, 0, 0);
-}
-
-static int on_boolean(void *ud, int v) {
-  (void)v;
-  reader *rd = ud;
-  return scalar(rd, value_role(rd), 0, 0, 0);
-}
-
-static int on_integer(void *ud, long long v) {
-  reader *rd = ud;
-  return scalar(rd, value_role(rd), 0, 1, v);
-}
-
-static int on_number(void *ud, double v) {
-  reader *rd = ud;
-  long long count;
-  int whole = spool__chat_count(v, &count);
-  return scalar(rd, value_role(rd), 0, whole, count);
-}
-
-static int on_big_integer(void *ud, const char *s, size_t n) {
-  (void)s;
-  (void)n;
-  reader *rd = ud;
-  return scalar(rd, value_role(rd), 0, 0, 0);
+  return scalar(rd, value_role(rd), is_null, whole, count);
 }
 
 static int on_string(void *ud, const char *s, size_t n) {
@@ -196,9 +172,17 @@ static int on_end(void *ud) {
 }
 
 static const spool__json_sink sink = {
-    on_null,        on_boolean,      on_integer, on_number,
-    on_big_integer, on_string,       on_key,     on_begin_array,
-    on_end,         on_begin_object, on_end,
+    spool__chat_on_null,
+    spool__chat_on_boolean,
+    spool__chat_on_integer,
+    spool__chat_on_number,
+    spool__chat_on_big_integer,
+    on_string,
+    on_key,
+    on_begin_array,
+    on_end,
+    on_begin_object,
+    on_end,
 };
 
 int spool__stream_event_read(spool__stream_event *e, const char *data, size_t n,
@@ -209,6 +193,7 @@ int spool__stream_event_read(spool__stream_event *e, const char *data, size_t n,
   spool__buf_clear(&e->text);
   reader rd;
   memset(&rd, 0, sizeof rd);
+  rd.scalars.scalar = on_scalar;
   rd.e = e;
   spool__json_error err;
   int rc = spool__json_parse(data, n, &sink, &rd, scratch, &err);
