@@ -357,6 +357,13 @@ describe("the chat stream reader", function()
       assert.is_nil(core.chat_chunk(data, st), data)
       assert.are.same({ text = {}, refusal = {}, calls = {} }, st)
     end
+    -- A state without its lists is named, before anything in it changes.
+    local bad = { calls = {}, refusal = {} }
+    assert.has_error(function()
+      core.chat_chunk('{"id": "X", "usage": {}, "choices": [{"delta": '
+        .. '{"content": "a"}}]}', bad)
+    end, "core.chat_chunk: st.text is not a table")
+    assert.are.same({ calls = {}, refusal = {} }, bad)
   end)
 end)
 

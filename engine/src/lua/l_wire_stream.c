@@ -26,14 +26,18 @@ static int read_chunk(spool__wire_scratch *s, const char *data, size_t n) {
   return spool__chat_chunk_read(&s->reply, data, n, &s->parse);
 }
 
-/* Appends the span to the list at t[field]. */
-static void append(lua_State *L, int t, const char *field,
-                   const spool__buf *text, const spool__chat_span *span) {
-  lua_getfield(L, t, field);
-  luaL_checktype(L, -1, LUA_TTABLE);
+/* Appends the span to the list at `list`. */
+static void append(lua_State *L, int list, const spool__buf *text,
+                   const spool__chat_span *span) {
   spool__wire_span(L, text, span);
-  lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-  lua_pop(L, 1);
+  lua_rawseti(L, list, (lua_Integer)lua_rawlen(L, list) + 1);
+}
+
+/* st[field], a list, pushed; its index. */
+static int list_of(lua_State *L, const char *field) {
+  if (lua_getfield(L, 2, field) != LUA_TTABLE)
+    luaL_error(L, "core.chat_chunk: st.%s is not a table", field);
+  return lua_gettop(L);
 }
 
 /* Sets t[field] to the span, unless t has one. */
@@ -78,8 +82,12 @@ static void add_calls(lua_State *L, int calls, const spool__chat_reply *r) {
       set_first(L, call, "id", &r->text, &c->id);
     if (c->name.set)
       set_first(L, call, "name", &r->text, &c->name);
-    if (c->arguments.set)
-      append(L, call, "arguments", &r->text, &c->arguments);
+    if (c->arguments.set) {
+      if (lua_getfield(L, call, "arguments") != LUA_TTABLE)
+        luaL_error(L, "core.chat_chunk: a call's arguments is not a table");
+      append(L, lua_gettop(L), &r->text, &c->arguments);
+      lua_pop(L, 1);
+    }
     lua_pop(L, 1);
   }
 }
@@ -92,9 +100,9 @@ static int l_chat_chunk(lua_State *L) {
   if (s == NULL)
     return 1;
   spool__chat_reply *r = &s->reply;
-  lua_getfield(L, 2, "calls");
-  luaL_checktype(L, -1, LUA_TTABLE);
-  int calls = lua_gettop(L);
+  /* st's lists, checked before it changes */
+  int text = list_of(L, "text"), refusal = list_of(L, "refusal");
+  int calls = list_of(L, "calls");
   if (!number_calls(r, (lua_Integer)lua_rawlen(L, calls))) {
     lua_pushnil(L);
     return 1;
@@ -113,18 +121,18 @@ static int l_chat_chunk(lua_State *L) {
     spool__wire_chat_usage(L, r);
     lua_setfield(L, 2, "usage");
   }
-  int text = r->content.set && r->content.len > 0;
-  if (text)
-    append(L, 2, "text", &r->text, &r->content);
+  int said = r->content.set && r->content.len > 0;
+  if (said)
+    append(L, text, &r->text, &r->content);
   if (r->refusal.set && r->refusal.len > 0)
-    append(L, 2, "refusal", &r->text, &r->refusal);
+    append(L, refusal, &r->text, &r->refusal);
   add_calls(L, calls, r);
   if (r->finish_kind == SPOOL__CHAT_STRING) {
     spool__wire_span(L, &r->text, &r->finish);
     lua_setfield(L, 2, "finish_reason");
   }
   lua_pushboolean(L, 1);
-  if (text)
+  if (said)
     spool__wire_span(L, &r->text, &r->content);
   else
     lua_pushnil(L);
