@@ -6,10 +6,11 @@
 #include "codec/sse.h"
 #include "test.h"
 
-static int record(void *ud, const char *type, const char *data, size_t data_len,
-                  const char *id) {
+static int record(void *ud, const char *type, size_t type_len, const char *data,
+                  size_t data_len, const char *id) {
   spool__buf *t = ud;
-  spool__buf_printf(t, "%s|%s|", type, id);
+  spool__buf_add(t, type, type_len);
+  spool__buf_printf(t, "|%s|", id);
   spool__buf_add(t, data, data_len);
   spool__buf_addc(t, ';');
   return 0;
@@ -33,9 +34,9 @@ static char *events(const char *in, size_t len, size_t piece, size_t max) {
   return t.data;
 }
 
-static int record_none(void *ud, const char *type, const char *data,
-                       size_t data_len, const char *id) {
-  (void)ud, (void)type, (void)data, (void)data_len, (void)id;
+static int record_none(void *ud, const char *type, size_t type_len,
+                       const char *data, size_t data_len, const char *id) {
+  (void)ud, (void)type, (void)type_len, (void)data, (void)data_len, (void)id;
   return 0;
 }
 
@@ -92,9 +93,9 @@ TEST_IMPL(sse_reconnect) {
   spool__sse_free(&p);
 }
 
-static int stop_at_first(void *ud, const char *type, const char *data,
-                         size_t data_len, const char *id) {
-  (void)type, (void)data, (void)data_len, (void)id;
+static int stop_at_first(void *ud, const char *type, size_t type_len,
+                         const char *data, size_t data_len, const char *id) {
+  (void)type, (void)type_len, (void)data, (void)data_len, (void)id;
   ++*(int *)ud;
   return 42;
 }
@@ -121,5 +122,32 @@ TEST_IMPL(sse_bounds) {
       spool__sse_feed(&p, "data: a\n\ndata: b\n\n", 18, stop_at_first, &calls),
       42);
   ASSERT_EQ(calls, 1);
+  spool__sse_free(&p);
+}
+
+/* An "event" field's value is the event's type whole, NULs included
+ * (only an "id" with a NUL is ignored). */
+typedef struct named {
+  char type[8];
+  size_t len;
+} named;
+
+static int record_type(void *ud, const char *type, size_t type_len,
+                       const char *data, size_t data_len, const char *id) {
+  (void)data, (void)data_len, (void)id;
+  named *n = ud;
+  n->len = type_len;
+  memcpy(n->type, type, type_len < sizeof n->type ? type_len : 0);
+  return 0;
+}
+
+TEST_IMPL(sse_type_with_nul) {
+  static const char in[] = "event: a\0b\ndata: x\n\n";
+  spool__sse p;
+  spool__sse_init(&p, 0);
+  named got = {{0}, 0};
+  ASSERT_EQ(spool__sse_feed(&p, in, sizeof in - 1, record_type, &got), 0);
+  ASSERT_EQ(got.len, 3);
+  ASSERT(memcmp(got.type, "a\0b", 3) == 0);
   spool__sse_free(&p);
 }

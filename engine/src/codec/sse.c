@@ -31,8 +31,10 @@ static int dispatch(spool__sse *p, spool__sse_cb cb, void *ud) {
   if (p->data.len > 0) {
     /* Every data line added a "\n"; the last one is not part of the data. */
     p->data.data[--p->data.len] = '\0';
-    rc = cb(ud, p->type.len ? p->type.data : "message", p->data.data,
-            p->data.len, p->id.len ? p->id.data : "");
+    rc = p->type.len ? cb(ud, p->type.data, p->type.len, p->data.data,
+                          p->data.len, p->id.len ? p->id.data : "")
+                     : cb(ud, "message", 7, p->data.data, p->data.len,
+                          p->id.len ? p->id.data : "");
   }
   spool__buf_clear(&p->data);
   spool__buf_clear(&p->type);

@@ -22,10 +22,11 @@
 
 /* One event: the type ("message" unless an "event" field named one), the
  * data, and the last event id seen ("" if none). The strings are
- * NUL-terminated and valid only during the callback. Return 0 to go on,
- * anything else to stop the feed (which returns that value). */
-typedef int (*spool__sse_cb)(void *ud, const char *type, const char *data,
-                             size_t data_len, const char *id);
+ * NUL-terminated and valid only during the callback; the type and the
+ * data may hold NULs too (an id never does). Return 0 to go on, anything
+ * else to stop the feed (which returns that value). */
+typedef int (*spool__sse_cb)(void *ud, const char *type, size_t type_len,
+                             const char *data, size_t data_len, const char *id);
 
 typedef struct spool__sse {
   spool__buf line;  /* the line being read */

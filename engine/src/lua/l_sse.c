@@ -15,11 +15,11 @@
 
 #define SSE_MT "spool.SSE"
 
-static int push_event(void *ud, const char *type, const char *data,
-                      size_t data_len, const char *id) {
+static int push_event(void *ud, const char *type, size_t type_len,
+                      const char *data, size_t data_len, const char *id) {
   lua_State *L = ud;
   lua_createtable(L, 0, 3);
-  lua_pushstring(L, type);
+  lua_pushlstring(L, type, type_len);
   lua_setfield(L, -2, "type");
   lua_pushlstring(L, data, data_len);
   lua_setfield(L, -2, "data");

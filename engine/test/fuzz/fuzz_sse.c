@@ -10,12 +10,15 @@
 
 #include "codec/sse.h"
 
-static int record(void *ud, const char *type, const char *data, size_t data_len,
-                  const char *id) {
+static int record(void *ud, const char *type, size_t type_len, const char *data,
+                  size_t data_len, const char *id) {
   spool__buf *t = ud;
-  if (strlen(data) > data_len) /* data may hold NULs, never run short */
+  /* the type and the data may hold NULs, never run short */
+  if (strlen(type) > type_len || strlen(data) > data_len)
     abort();
-  spool__buf_printf(t, "%s|%s|%zu:", type, id, data_len);
+  spool__buf_printf(t, "%zu:", type_len);
+  spool__buf_add(t, type, type_len);
+  spool__buf_printf(t, "|%s|%zu:", id, data_len);
   spool__buf_add(t, data, data_len);
   spool__buf_addc(t, '\n');
   return 0;
