@@ -9,9 +9,12 @@
  *     st.id (the first one), st.usage, st.text and st.refusal (lists of
  *     pieces), st.calls (a list of { id, name, arguments = { piece, ... }
  *     }) and st.finish_reason. text: the piece of text the chunk added,
- *     if any, for the caller to show. nil, st as it was, when the chunk is
- *     not of the common shape (that reader reads it then, and every chunk
- *     after it: this one takes st.calls as it made them, without holes)
+ *     if any, for the caller to show (once the whole chunk is in st, where
+ *     the Lua reader shows it before the chunk's calls and finish reason:
+ *     only an on_text that raises could tell). nil, st as it was, when the
+ *     chunk is not of the common shape (that reader reads it then, and
+ *     every chunk after it: this one takes st.calls as it made them,
+ *     without holes); raises, st as it was, when st has not its lists
  *   core.stream_event(data) -> type, index, delta, delta_type, text,
  *     partial_json | nil
  *     what the Anthropic and Responses stream readers look at first in an
